@@ -1,0 +1,157 @@
+//! The process shell: logging, the control-plane thread's runtime, the HTTP(S) listener,
+//! signals and graceful shutdown. Everything protocol-shaped lives in the cores it drives.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::config::{Config, LogFormat};
+use crate::control::ControlPlane;
+
+/// A start-up failure of the server (the environment, not the configuration).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Installs the global tracing subscriber (once per process; later calls are no-ops).
+pub fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.server.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.server.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Builds the rustls server configuration from the `[tls]` section.
+pub async fn tls_config(cfg: &Config) -> Result<RustlsConfig, AppError> {
+    // Invariant: installing the process-wide provider only fails when one is already installed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if cfg.tls.self_signed {
+        let mut names = vec!["localhost".to_string()];
+        let host = cfg.public_host();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if !names.contains(&host) {
+            names.push(host);
+        }
+        let ck =
+            rcgen::generate_simple_self_signed(names).map_err(|e| AppError::Tls(e.to_string()))?;
+        return RustlsConfig::from_pem(
+            ck.cert.pem().into_bytes(),
+            ck.signing_key.serialize_pem().into_bytes(),
+        )
+        .await
+        .map_err(|e| AppError::Tls(format!("self-signed certificate: {e}")));
+    }
+    let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) else {
+        return Err(AppError::Tls("tls.cert and tls.key are required".into()));
+    };
+    RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
+        AppError::Tls(format!(
+            "cannot load {} / {}: {e}",
+            cert.display(),
+            key.display()
+        ))
+    })
+}
+
+/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
+pub fn run(cfg: Config) -> Result<(), AppError> {
+    init_logging(&cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("ringsfu-control")
+        .build()
+        .map_err(AppError::Runtime)?;
+    rt.block_on(serve(Arc::new(cfg)))
+}
+
+async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
+    let addr = cfg.listen_addr();
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| AppError::Bind { addr, source })?;
+    let control = ControlPlane::new(cfg.clone());
+    let app = control.router();
+    let handle: Handle<SocketAddr> = Handle::new();
+    let tls = if cfg.tls.enabled {
+        Some(tls_config(&cfg).await?)
+    } else {
+        None
+    };
+    tracing::info!(
+        version = crate::OPENVIDU_VERSION,
+        listen = %addr,
+        public_url = %cfg.public_url(),
+        tls = cfg.tls.enabled,
+        "ringsfu control plane listening"
+    );
+
+    let shutdown_handle = handle.clone();
+    let shutdown_control = control.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown_control.shutdown().await;
+        shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let result = match tls {
+        Some(tls) => {
+            axum_server::from_tcp_rustls(listener, tls)
+                .map_err(AppError::Serve)?
+                .handle(handle)
+                .serve(make)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)
+                .map_err(AppError::Serve)?
+                .handle(handle)
+                .serve(make)
+                .await
+        }
+    };
+    result.map_err(AppError::Serve)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on the default disposition.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

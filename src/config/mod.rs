@@ -1,0 +1,674 @@
+//! Configuration: embedded defaults, a TOML file, environment variables and CLI flags, in that
+//! order of precedence (each later source overrides the earlier ones key by key).
+//!
+//! Environment variables come in two families:
+//! - the OpenVidu 2 names where one exists (`OPENVIDU_SECRET`, `HTTPS_PORT`,
+//!   `DOMAIN_OR_PUBLIC_IP`, `OPENVIDU_WEBHOOK*`, ... — see [`OPENVIDU_ENV`]);
+//! - every key as `RINGSFU_<SECTION>_<KEY>`, e.g. `RINGSFU_MEDIA_SHARDS=2` or
+//!   `RINGSFU_MEDIA_PORT_BASE=40000`. A `RINGSFU_` variable wins over its OpenVidu twin.
+//!
+//! [`Config::validate`] checks cross-field rules; every error names the offending key, and the
+//! binary prints it on one line and exits with code 2.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+mod env;
+
+pub use env::OPENVIDU_ENV;
+
+/// The whole effective configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub media: MediaConfig,
+    pub turn: TurnConfig,
+    pub webhook: WebhookConfig,
+    pub sessions: SessionsConfig,
+}
+
+/// `[server]`: the HTTP(S) listener of the REST API and the WebSocket signaling.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the REST API and WebSocket listen on.
+    pub address: IpAddr,
+    /// Port of the REST API and WebSocket (OpenVidu: `HTTPS_PORT`).
+    pub port: u16,
+    /// Host name or address clients use to reach this server (OpenVidu: `DOMAIN_OR_PUBLIC_IP`).
+    /// Empty: the listen address.
+    pub public_host: String,
+    /// Public URL override (OpenVidu: `OPENVIDU_PUBLICURL`), e.g. `https://media.example.org`.
+    /// Empty: derived from scheme, `public_host` and `port`.
+    pub public_url: String,
+    /// Basic-auth secret of the REST API (OpenVidu: `OPENVIDU_SECRET`).
+    pub secret: String,
+    /// Seconds a SIGTERM drain keeps media flowing before exit.
+    pub drain_timeout: u64,
+    /// Largest accepted REST request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest accepted WebSocket message, bytes.
+    pub max_ws_message_bytes: usize,
+    /// Most concurrent WebSocket connections; further upgrades get 503.
+    pub max_ws_connections: usize,
+    /// Most concurrent HTTP connections; further ones are closed at accept time.
+    pub max_http_connections: usize,
+    /// Seconds without a `ping` after which a participant is considered gone (the browser pings
+    /// every 5 s; OpenVidu's watchdog closes after 3 missed pings plus grace).
+    pub ping_timeout: u64,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace` or a tracing directive).
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+/// `[tls]`: HTTPS for the REST API and WebSocket (rustls).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Serve HTTPS / WSS instead of plain HTTP / WS (OpenVidu: `FORCE_PLAIN_HTTP` inverted).
+    pub enabled: bool,
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Generate a self-signed certificate for `public_host` at start-up (local HTTPS).
+    pub self_signed: bool,
+}
+
+/// `[media]`: the UDP data plane.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Address the media sockets bind to.
+    pub bind_address: IpAddr,
+    /// Addresses advertised as ICE host candidates (IPv4 and IPv6). Empty: `bind_address`.
+    pub public_ips: Vec<IpAddr>,
+    /// Data-plane threads; 0 = one per core.
+    pub shards: usize,
+    /// Shard `i` listens on UDP port `port_base + i`.
+    pub port_base: u16,
+    /// `auto`, `uring` or `epoll`.
+    pub io_backend: IoBackend,
+    /// Pin each shard thread to a core.
+    pub pin_threads: bool,
+}
+
+/// `[turn]`: the built-in TURN server.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    pub enabled: bool,
+    /// UDP and TCP port (OpenVidu: `COTURN_PORT`).
+    pub port: u16,
+    /// TLS port; 0 = no TURN over TLS.
+    pub tls_port: u16,
+    /// Address handed to browsers as `coturnIp` (OpenVidu: `COTURN_IP`). Empty: the public host.
+    pub public_ip: String,
+    pub realm: String,
+    /// Static long-term users, `"name:password"`.
+    pub users: Vec<String>,
+    /// Shared secret of the TURN REST API scheme (coturn `use-auth-secret`,
+    /// OpenVidu: `COTURN_SHARED_SECRET_KEY`). Empty: the server secret.
+    pub static_auth_secret: String,
+    /// Seconds the credentials handed out in `joinRoom` stay valid.
+    pub credential_ttl: u64,
+    pub allow_loopback_peers: bool,
+    /// CIDR ranges allowed as peers even though the default policy denies them.
+    pub allowed_peer_ranges: Vec<String>,
+    /// CIDR ranges denied as peers in addition to the default policy.
+    pub denied_peer_ranges: Vec<String>,
+    pub max_allocations: usize,
+    pub max_allocations_per_user: usize,
+    /// Relayed bytes per second per user; 0 = unlimited.
+    pub max_user_bandwidth: u64,
+}
+
+/// `[webhook]`: OpenVidu webhook delivery.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// OpenVidu: `OPENVIDU_WEBHOOK`.
+    pub enabled: bool,
+    /// OpenVidu: `OPENVIDU_WEBHOOK_ENDPOINT` (http:// URL).
+    pub endpoint: String,
+    /// OpenVidu: `OPENVIDU_WEBHOOK_HEADERS`, each `"Name: value"`.
+    pub headers: Vec<String>,
+    /// OpenVidu: `OPENVIDU_WEBHOOK_EVENTS`; the event names delivered.
+    pub events: Vec<String>,
+    /// Delivery attempts per event (first try included).
+    pub max_attempts: u32,
+    /// Seconds before one delivery attempt times out.
+    pub timeout: u64,
+    /// Events queued for delivery before new ones are dropped (and counted).
+    pub queue_size: usize,
+}
+
+/// `[sessions]`: OpenVidu session defaults (visible in `GET /openvidu/api/config`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// OpenVidu: `OPENVIDU_STREAMS_FORCED_VIDEO_CODEC`.
+    pub forced_video_codec: String,
+    /// OpenVidu: `OPENVIDU_STREAMS_ALLOW_TRANSCODING`.
+    pub allow_transcoding: bool,
+    /// kbps, OpenVidu: `OPENVIDU_STREAMS_VIDEO_MAX_RECV_BANDWIDTH` and siblings.
+    pub video_max_recv_bandwidth: u32,
+    pub video_min_recv_bandwidth: u32,
+    pub video_max_send_bandwidth: u32,
+    pub video_min_send_bandwidth: u32,
+    /// Seconds between sweeps of sessions nobody joined (`OPENVIDU_SESSIONS_GARBAGE_INTERVAL`);
+    /// 0 disables the sweep.
+    pub garbage_interval: u64,
+    /// Age in seconds after which an unjoined session is swept
+    /// (`OPENVIDU_SESSIONS_GARBAGE_THRESHOLD`).
+    pub garbage_threshold: u64,
+    /// Default `customIceServers` of every connection, as OpenVidu's
+    /// `OPENVIDU_WEBRTC_ICE_SERVERS` strings (`url=turn:host:3478,username=u,credential=p`).
+    pub ice_servers: Vec<String>,
+    /// Most sessions alive at once; creating one more answers 503.
+    pub max_sessions: usize,
+    /// Most connections (pending or active) per session; one more answers 503.
+    pub max_connections_per_session: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackend {
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 4443,
+            public_host: String::new(),
+            public_url: String::new(),
+            secret: "MY_SECRET".into(),
+            drain_timeout: 30,
+            max_body_bytes: 1 << 20,
+            max_ws_message_bytes: 1 << 20,
+            max_ws_connections: 10_000,
+            max_http_connections: 20_000,
+            ping_timeout: 20,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            public_ips: Vec::new(),
+            shards: 0,
+            port_base: 40000,
+            io_backend: IoBackend::Auto,
+            pin_threads: true,
+        }
+    }
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            enabled: true,
+            port: 3478,
+            tls_port: 0,
+            public_ip: String::new(),
+            realm: "ringsfu".into(),
+            users: Vec::new(),
+            static_auth_secret: String::new(),
+            credential_ttl: 86_400,
+            allow_loopback_peers: false,
+            allowed_peer_ranges: Vec::new(),
+            denied_peer_ranges: Vec::new(),
+            max_allocations: 100_000,
+            max_allocations_per_user: 100,
+            max_user_bandwidth: 0,
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            enabled: false,
+            endpoint: String::new(),
+            headers: Vec::new(),
+            events: [
+                "sessionCreated",
+                "sessionDestroyed",
+                "participantJoined",
+                "participantLeft",
+                "webrtcConnectionCreated",
+                "webrtcConnectionDestroyed",
+                "recordingStatusChanged",
+                "filterEventDispatched",
+                "signalSent",
+                "mediaNodeStatusChanged",
+                "autoscaling",
+                "nodeCrashed",
+                "nodeRecovered",
+                "broadcastStarted",
+                "broadcastStopped",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            max_attempts: 5,
+            timeout: 5,
+            queue_size: 10_000,
+        }
+    }
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            forced_video_codec: "MEDIA_SERVER_PREFERRED".into(),
+            allow_transcoding: false,
+            video_max_recv_bandwidth: 1000,
+            video_min_recv_bandwidth: 300,
+            video_max_send_bandwidth: 1000,
+            video_min_send_bandwidth: 300,
+            garbage_interval: 900,
+            garbage_threshold: 3600,
+            ice_servers: Vec::new(),
+            max_sessions: 100_000,
+            max_connections_per_session: 10_000,
+        }
+    }
+}
+
+/// A configuration error: names the key (as `section.key`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "invalid configuration: {}", self.message)
+        } else {
+            write!(
+                f,
+                "invalid configuration key `{}`: {}",
+                self.key, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Where configuration comes from, in increasing precedence. `overrides` are `section.key=value`
+/// pairs (the CLI flags), values parsed as TOML values where they parse, else as strings.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The process environment and no file or overrides.
+    pub fn from_process_env() -> Sources {
+        Sources {
+            file: None,
+            env: std::env::vars().collect(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Builds and validates the effective configuration from its sources.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &sources.file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                err(
+                    "",
+                    format!("cannot read config file {}: {e}", path.display()),
+                )
+            })?;
+            // Parse once ourselves so a syntax error names the line.
+            text.parse::<toml::Table>().map_err(|e| {
+                err(
+                    "",
+                    format!("{}: {}", path.display(), one_line(&e.to_string())),
+                )
+            })?;
+            fig = fig.merge(Toml::string(&text));
+        }
+        let env_table = env::overlay(&sources.env)?;
+        fig = fig.merge(Serialized::defaults(env_table));
+        let cli = env::overrides_table(&sources.overrides)?;
+        fig = fig.merge(Serialized::defaults(cli));
+        let cfg: Config = fig.extract().map_err(figment_error)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.secret.is_empty() {
+            return Err(err("server.secret", "must not be empty"));
+        }
+        if self.server.port == 0 {
+            return Err(err("server.port", "must be 1..=65535"));
+        }
+        if !self.server.public_url.is_empty()
+            && !(self.server.public_url.starts_with("http://")
+                || self.server.public_url.starts_with("https://"))
+        {
+            return Err(err(
+                "server.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(err("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.server.max_ws_message_bytes < 1024 {
+            return Err(err("server.max_ws_message_bytes", "must be at least 1024"));
+        }
+        if self.server.max_ws_connections == 0 {
+            return Err(err("server.max_ws_connections", "must be at least 1"));
+        }
+        if self.server.max_http_connections == 0 {
+            return Err(err("server.max_http_connections", "must be at least 1"));
+        }
+        if self.server.ping_timeout == 0 {
+            return Err(err("server.ping_timeout", "must be at least 1 second"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.server.log_level)
+            .map_err(|e| err("server.log_level", one_line(&e.to_string())))?;
+        if self.tls.enabled && !self.tls.self_signed {
+            match (&self.tls.cert, &self.tls.key) {
+                (None, _) => {
+                    return Err(err(
+                        "tls.cert",
+                        "required when tls.enabled and not tls.self_signed",
+                    ));
+                }
+                (_, None) => {
+                    return Err(err(
+                        "tls.key",
+                        "required when tls.enabled and not tls.self_signed",
+                    ));
+                }
+                (Some(c), Some(k)) => {
+                    if !c.is_file() {
+                        return Err(err("tls.cert", format!("no such file: {}", c.display())));
+                    }
+                    if !k.is_file() {
+                        return Err(err("tls.key", format!("no such file: {}", k.display())));
+                    }
+                }
+            }
+        }
+        if self.media.shards > 1024 {
+            return Err(err("media.shards", "at most 1024"));
+        }
+        if self.media.port_base == 0 {
+            return Err(err("media.port_base", "must be 1..=65535"));
+        }
+        let shards = self.effective_shards();
+        if self.media.port_base as usize + shards - 1 > u16::MAX as usize {
+            return Err(err(
+                "media.port_base",
+                format!("port_base + {shards} shards exceeds 65535"),
+            ));
+        }
+        if self.turn.enabled && self.turn.port == 0 {
+            return Err(err("turn.port", "must be 1..=65535"));
+        }
+        for u in &self.turn.users {
+            match u.split_once(':') {
+                Some((name, pass)) if !name.is_empty() && !pass.is_empty() => {}
+                _ => {
+                    return Err(err(
+                        "turn.users",
+                        format!("entry {u:?} is not \"name:password\""),
+                    ));
+                }
+            }
+        }
+        for (key, ranges) in [
+            ("turn.allowed_peer_ranges", &self.turn.allowed_peer_ranges),
+            ("turn.denied_peer_ranges", &self.turn.denied_peer_ranges),
+        ] {
+            for r in ranges {
+                parse_cidr(r).map_err(|m| err(key, format!("{r:?}: {m}")))?;
+            }
+        }
+        if self.turn.credential_ttl == 0 {
+            return Err(err("turn.credential_ttl", "must be at least 1 second"));
+        }
+        if self.webhook.enabled {
+            if self.webhook.endpoint.is_empty() {
+                return Err(err("webhook.endpoint", "required when webhook.enabled"));
+            }
+            if !self.webhook.endpoint.starts_with("http://") {
+                return Err(err(
+                    "webhook.endpoint",
+                    "must be an http:// URL (put a TLS terminator in front for https)",
+                ));
+            }
+        }
+        for h in &self.webhook.headers {
+            match h.split_once(':') {
+                Some((name, _)) if !name.trim().is_empty() => {}
+                _ => {
+                    return Err(err(
+                        "webhook.headers",
+                        format!("entry {h:?} is not \"Name: value\""),
+                    ));
+                }
+            }
+        }
+        if self.webhook.max_attempts == 0 {
+            return Err(err("webhook.max_attempts", "must be at least 1"));
+        }
+        match self.sessions.forced_video_codec.as_str() {
+            "MEDIA_SERVER_PREFERRED" | "VP8" | "VP9" | "H264" | "AV1" | "NONE" => {}
+            other => {
+                return Err(err(
+                    "sessions.forced_video_codec",
+                    format!(
+                        "{other:?} is not one of MEDIA_SERVER_PREFERRED, VP8, VP9, H264, AV1, NONE"
+                    ),
+                ));
+            }
+        }
+        for s in &self.sessions.ice_servers {
+            if !s.starts_with("url=") {
+                return Err(err(
+                    "sessions.ice_servers",
+                    format!("{s:?} must look like url=turn:host:port,username=u,credential=p"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of shards after resolving `0` to the number of cores.
+    pub fn effective_shards(&self) -> usize {
+        if self.media.shards == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.media.shards
+        }
+    }
+
+    /// The socket address the HTTP(S) listener binds.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.server.address, self.server.port)
+    }
+
+    /// Host name clients use (`DOMAIN_OR_PUBLIC_IP`), defaulting to the listen address.
+    pub fn public_host(&self) -> String {
+        if self.server.public_host.is_empty() {
+            match self.server.address {
+                IpAddr::V6(a) if a.is_unspecified() => "localhost".into(),
+                IpAddr::V4(a) if a.is_unspecified() => "localhost".into(),
+                IpAddr::V6(a) => format!("[{a}]"),
+                IpAddr::V4(a) => a.to_string(),
+            }
+        } else {
+            self.server.public_host.clone()
+        }
+    }
+
+    /// The public URL without trailing slash, e.g. `http://127.0.0.1:4443`.
+    pub fn public_url(&self) -> String {
+        if !self.server.public_url.is_empty() {
+            return self.server.public_url.trim_end_matches('/').to_string();
+        }
+        let scheme = if self.tls.enabled { "https" } else { "http" };
+        let default_port = if self.tls.enabled { 443 } else { 80 };
+        if self.server.port == default_port {
+            format!("{scheme}://{}", self.public_host())
+        } else {
+            format!("{scheme}://{}:{}", self.public_host(), self.server.port)
+        }
+    }
+
+    /// The WebSocket URL tokens carry (`ws://` / `wss://`, no trailing slash).
+    pub fn ws_url(&self) -> String {
+        let u = self.public_url();
+        if let Some(rest) = u.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = u.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            u
+        }
+    }
+
+    /// Addresses advertised as ICE host candidates.
+    pub fn media_public_ips(&self) -> Vec<IpAddr> {
+        if self.media.public_ips.is_empty() {
+            vec![self.media.bind_address]
+        } else {
+            self.media.public_ips.clone()
+        }
+    }
+
+    /// The TURN REST API secret in force.
+    pub fn turn_secret(&self) -> &str {
+        if self.turn.static_auth_secret.is_empty() {
+            &self.server.secret
+        } else {
+            &self.turn.static_auth_secret
+        }
+    }
+
+    /// The host handed to browsers as `coturnIp`.
+    pub fn turn_public_ip(&self) -> String {
+        if !self.turn.public_ip.is_empty() {
+            return self.turn.public_ip.clone();
+        }
+        match self.media_public_ips().first() {
+            Some(ip) => ip.to_string(),
+            None => self.public_host(),
+        }
+    }
+
+    /// The effective configuration as TOML with secrets masked (for `--check-config`).
+    pub fn to_masked_toml(&self) -> String {
+        let mut c = self.clone();
+        c.server.secret = mask(&c.server.secret);
+        if !c.turn.static_auth_secret.is_empty() {
+            c.turn.static_auth_secret = mask(&c.turn.static_auth_secret);
+        }
+        c.turn.users = c
+            .turn
+            .users
+            .iter()
+            .map(|u| match u.split_once(':') {
+                Some((n, p)) => format!("{n}:{}", mask(p)),
+                None => mask(u),
+            })
+            .collect();
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn mask(s: &str) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        "********".into()
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn figment_error(e: figment::Error) -> ConfigError {
+    let key = e.path.join(".");
+    let mut msg = e.kind.to_string();
+    if let Some(meta) = &e.metadata {
+        msg.push_str(&format!(" (from {})", meta.name));
+    }
+    err(&key, one_line(&msg))
+}
+
+/// Parses `a.b.c.d/n` or `x::/n` (a bare address means a host range).
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), &'static str> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.trim().parse().map_err(|_| "not an IP address")?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .map_err(|_| "prefix length is not a number")?,
+        None => max,
+    };
+    if len > max {
+        return Err("prefix length too long");
+    }
+    Ok((ip, len))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn load(file: Option<&str>, e: &[(&str, &str)], o: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = std::env::temp_dir().join(format!(
+        "ringsfu-cfg-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let path = file.map(|text| {
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("ringsfu.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    });
+    let r = Config::load(&Sources {
+        file: path,
+        env: env(e),
+        overrides: env(o),
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+#[test]
+fn embedded_defaults_are_the_dev_deployment() {
+    let c = load(None, &[], &[]).unwrap();
+    assert_eq!(c.listen_addr().to_string(), "127.0.0.1:4443");
+    assert_eq!(c.server.secret, "MY_SECRET");
+    assert_eq!(c.public_url(), "http://127.0.0.1:4443");
+    assert_eq!(c.ws_url(), "ws://127.0.0.1:4443");
+    assert_eq!(
+        c.media_public_ips(),
+        vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(c.turn_public_ip(), "127.0.0.1");
+    assert_eq!(c.turn_secret(), "MY_SECRET");
+    assert!(!c.tls.enabled);
+}
+
+#[test]
+fn precedence_file_then_env_then_cli() {
+    let file = "[server]\nport = 5000\nsecret = \"file\"\n[media]\nshards = 3\nport_base = 41000\n";
+    let c = load(Some(file), &[], &[]).unwrap();
+    assert_eq!(
+        (c.server.port, c.server.secret.as_str(), c.media.shards),
+        (5000, "file", 3)
+    );
+    let c = load(
+        Some(file),
+        &[("HTTPS_PORT", "6000"), ("RINGSFU_MEDIA_SHARDS", "2")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.server.port, c.media.shards, c.media.port_base),
+        (6000, 2, 41000)
+    );
+    let c = load(
+        Some(file),
+        &[("HTTPS_PORT", "6000"), ("RINGSFU_SERVER_PORT", "6001")],
+        &[("server.port", "7000")],
+    )
+    .unwrap();
+    assert_eq!(c.server.port, 7000);
+    let c = load(
+        Some(file),
+        &[("HTTPS_PORT", "6000"), ("RINGSFU_SERVER_PORT", "6001")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.server.port, 6001,
+        "RINGSFU_ name wins over the OpenVidu twin"
+    );
+}
+
+#[test]
+fn openvidu_names_map_to_keys() {
+    let c = load(
+        None,
+        &[
+            ("OPENVIDU_SECRET", "12345"),
+            ("DOMAIN_OR_PUBLIC_IP", "10.1.2.3"),
+            ("OPENVIDU_WEBHOOK", "true"),
+            ("OPENVIDU_WEBHOOK_ENDPOINT", "http://127.0.0.1:7777/hook"),
+            ("OPENVIDU_WEBHOOK_HEADERS", "[\"Authorization: Basic abc\"]"),
+            (
+                "OPENVIDU_WEBHOOK_EVENTS",
+                "[\"sessionCreated\",\"participantJoined\"]",
+            ),
+            ("OPENVIDU_STREAMS_FORCED_VIDEO_CODEC", "VP8"),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.server.secret, "12345");
+    assert_eq!(c.public_url(), "http://10.1.2.3:4443");
+    assert_eq!(
+        c.media_public_ips(),
+        vec!["10.1.2.3".parse::<IpAddr>().unwrap()]
+    );
+    assert!(c.webhook.enabled);
+    assert_eq!(c.webhook.headers, vec!["Authorization: Basic abc"]);
+    assert_eq!(
+        c.webhook.events,
+        vec!["sessionCreated", "participantJoined"]
+    );
+    assert_eq!(c.sessions.forced_video_codec, "VP8");
+}
+
+#[test]
+fn lists_from_env_accept_commas() {
+    let c = load(None, &[("RINGSFU_TURN_USERS", "a:b, c:d")], &[]).unwrap();
+    assert_eq!(c.turn.users, vec!["a:b", "c:d"]);
+    let c = load(
+        None,
+        &[("RINGSFU_MEDIA_PUBLIC_IPS", "192.0.2.1,2001:db8::1")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.media.public_ips.len(), 2);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = load(None, &[("RINGSFU_MEDIA_SHARDS", "many")], &[]).unwrap_err();
+    assert_eq!(e.key, "media.shards");
+    assert!(e.to_string().contains("RINGSFU_MEDIA_SHARDS"), "{e}");
+    let e = load(None, &[("RINGSFU_MEDIA_NOPE", "1")], &[]).unwrap_err();
+    assert_eq!(e.key, "media.nope");
+    let e = load(Some("[server]\nport = \"x\"\n"), &[], &[]).unwrap_err();
+    assert_eq!(e.key, "server.port");
+    let e = load(Some("[server]\nbogus = 1\n"), &[], &[]).unwrap_err();
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let e = load(Some("[server\n"), &[], &[]).unwrap_err();
+    assert!(e.to_string().contains("ringsfu.toml"), "{e}");
+    let e = load(None, &[("OPENVIDU_SECRET", "")], &[]).unwrap_err();
+    assert_eq!(e.key, "server.secret");
+    let e = load(None, &[], &[("tls.enabled", "true")]).unwrap_err();
+    assert_eq!(e.key, "tls.cert");
+    let e = load(None, &[], &[("turn.users", "nopass")]).unwrap_err();
+    assert_eq!(e.key, "turn.users");
+    let e = load(None, &[], &[("turn.denied_peer_ranges", "10.0.0.0/33")]).unwrap_err();
+    assert_eq!(e.key, "turn.denied_peer_ranges");
+    let e = load(None, &[], &[("sessions.forced_video_codec", "THEORA")]).unwrap_err();
+    assert_eq!(e.key, "sessions.forced_video_codec");
+    let e = load(None, &[], &[("webhook.enabled", "true")]).unwrap_err();
+    assert_eq!(e.key, "webhook.endpoint");
+    let e = load(None, &[], &[("server.log_level", "info,[[[")]).unwrap_err();
+    assert_eq!(e.key, "server.log_level");
+    for e in [e] {
+        assert!(!e.to_string().contains('\n'));
+    }
+}
+
+#[test]
+fn self_signed_needs_no_files() {
+    let c = load(None, &[("CERTIFICATE_TYPE", "selfsigned")], &[]).unwrap();
+    assert!(c.tls.enabled && c.tls.self_signed);
+    assert_eq!(c.public_url(), "https://127.0.0.1:4443");
+    assert_eq!(c.ws_url(), "wss://127.0.0.1:4443");
+}
+
+#[test]
+fn masked_output_hides_secrets() {
+    let c = load(
+        None,
+        &[
+            ("OPENVIDU_SECRET", "s3cr3t"),
+            ("RINGSFU_TURN_USERS", "bob:hunter2"),
+        ],
+        &[],
+    )
+    .unwrap();
+    let t = c.to_masked_toml();
+    assert!(!t.contains("s3cr3t") && !t.contains("hunter2"), "{t}");
+    assert!(t.contains("bob:********"));
+    // The masked rendering is itself a valid configuration file.
+    assert!(t.parse::<toml::Table>().is_ok());
+}
+
+#[test]
+fn cidr_parsing() {
+    assert_eq!(parse_cidr("10.0.0.0/8").unwrap().1, 8);
+    assert_eq!(parse_cidr("::1").unwrap().1, 128);
+    assert!(parse_cidr("fe80::/129").is_err());
+    assert!(parse_cidr("x/1").is_err());
+}

@@ -1,0 +1,1 @@
+//! SDP offer/answer (JSEP) for the OpenVidu publish and subscribe flows.

@@ -1,0 +1,2 @@
+//! The per-core data-plane endpoint: demux, peer slab, timer table (sans-IO), driven by the
+//! io_uring or epoll shells.
