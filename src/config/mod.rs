@@ -388,10 +388,8 @@ impl Config {
         if self.server.port == 0 {
             return Err(err("server.port", "must be 1..=65535"));
         }
-        if !self.server.public_url.is_empty()
-            && !(self.server.public_url.starts_with("http://")
-                || self.server.public_url.starts_with("https://"))
-        {
+        let url = &self.server.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(err(
                 "server.public_url",
                 "must start with http:// or https://",
