@@ -1,0 +1,75 @@
+// Headless Chromium (Debian's) driven by playwright-core, with a loopback HTTP server that
+// serves a test page loading the unmodified openvidu-browser 2.32.2 bundle.
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const bundle = path.join(
+  path.dirname(require.resolve('openvidu-browser/package.json')),
+  'static', 'js', 'openvidu-browser-2.32.2.js',
+);
+
+const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>ringsfu test</title>
+<script src="/openvidu-browser.js"></script></head><body><div id="videos"></div>
+<script>
+  window.events = [];
+  window.log = (type, detail) => window.events.push({ type, detail, at: Date.now() });
+  window.join = async (token, name) => {
+    window.OV = new OpenVidu();
+    window.OV.enableProdMode();
+    const s = window.OV.initSession();
+    window.session = s;
+    s.on('connectionCreated', (e) => log('connectionCreated', { id: e.connection.connectionId, data: e.connection.data }));
+    s.on('connectionDestroyed', (e) => log('connectionDestroyed', { id: e.connection.connectionId, reason: e.reason }));
+    s.on('sessionDisconnected', (e) => log('sessionDisconnected', { reason: e.reason }));
+    s.on('signal', (e) => log('signal', { type: e.type, data: e.data, from: e.from ? e.from.connectionId : null }));
+    s.on('streamCreated', (e) => log('streamCreated', { id: e.stream.streamId }));
+    s.on('streamDestroyed', (e) => log('streamDestroyed', { id: e.stream.streamId, reason: e.reason }));
+    await Promise.race([
+      s.connect(token, { clientData: name }),
+      new Promise((_, rej) => setTimeout(() => rej(new Error('connect timed out')), 15000)),
+    ]);
+    return { connectionId: s.connection.connectionId, role: s.connection.role, sessionId: s.sessionId };
+  };
+</script></body></html>`;
+
+export async function startPageServer() {
+  const srv = http.createServer((req, res) => {
+    if (req.url === '/openvidu-browser.js') {
+      res.writeHead(200, { 'Content-Type': 'application/javascript' });
+      fs.createReadStream(bundle).pipe(res);
+    } else {
+      res.writeHead(200, { 'Content-Type': 'text/html' });
+      res.end(PAGE);
+    }
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${srv.address().port}/`, close: () => new Promise((r) => srv.close(r)) };
+}
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+];
+
+export async function launchChromium() {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-chromium-'));
+  const ctx = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+  return {
+    ctx,
+    async close() {
+      await ctx.close();
+      fs.rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,90 @@
+// Starts the real ringsfu binary on a free loopback port for one test file, and stops it.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, '..', '..', '..');
+export const SECRET = 'MY_SECRET';
+
+export function ringsfuBin() {
+  return process.env.RINGSFU_BIN || path.join(repoRoot, 'target', 'debug', 'ringsfu');
+}
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function basicAuth(secret = SECRET) {
+  return 'Basic ' + Buffer.from(`OPENVIDUAPP:${secret}`).toString('base64');
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Starts ringsfu with `args` (extra CLI flags) and `env`; resolves once the REST API answers.
+ * Returns { url, port, proc, logs(), stop() }.
+ */
+export async function startServer({ args = [], env = {} } = {}) {
+  const port = await freePort();
+  const mediaPort = await freePort();
+  const turnPort = await freePort();
+  const logs = [];
+  const proc = spawn(
+    ringsfuBin(),
+    [
+      '--port', String(port),
+      '--set', `media.port_base=${mediaPort}`,
+      '--set', 'media.shards=1',
+      '--set', `turn.port=${turnPort}`,
+      ...args,
+    ],
+    { env: { ...process.env, RUST_BACKTRACE: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  proc.stdout.on('data', (d) => logs.push(d.toString()));
+  proc.stderr.on('data', (d) => logs.push(d.toString()));
+  let exited = null;
+  proc.on('exit', (code, sig) => { exited = { code, sig }; });
+  const url = `http://127.0.0.1:${port}`;
+  // Bounded wait for readiness: 200 attempts x 50 ms.
+  for (let i = 0; i < 200; i++) {
+    if (exited) throw new Error(`ringsfu exited early ${JSON.stringify(exited)}:\n${logs.join('')}`);
+    try {
+      const r = await fetch(`${url}/openvidu/api/config/openvidu-publicurl`);
+      if (r.status === 200) break;
+    } catch { /* not listening yet */ }
+    if (i === 199) throw new Error(`ringsfu did not start:\n${logs.join('')}`);
+    await sleep(50);
+  }
+  return {
+    url,
+    port,
+    proc,
+    logs: () => logs.join(''),
+    async stop() {
+      if (exited) return exited;
+      proc.kill('SIGTERM');
+      for (let i = 0; i < 200 && !exited; i++) await sleep(50);
+      if (!exited) proc.kill('SIGKILL');
+      return exited;
+    },
+  };
+}
+
+/** Polls `fn` until it returns a truthy value; bounded by `tries` x `everyMs`. */
+export async function until(fn, what, { tries = 200, everyMs = 50 } = {}) {
+  for (let i = 0; i < tries; i++) {
+    const v = await fn();
+    if (v) return v;
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole ringsfu test suite, from a fresh Debian machine with only Rust installed.
+# Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
+# turnutils, iproute2, openssl, Node.js; the npm packages of tests/js. Then: format and lint
+# checks, one debug build shared by every stage, `cargo test`, and the interop tests with the real
+# OpenVidu SDKs and headless Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_pkgs=()
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v turnutils_uclient >/dev/null || need_pkgs+=(coturn)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v node >/dev/null || need_pkgs+=(nodejs npm)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  step "installing Debian packages: ${need_pkgs[*]}"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+fi
+
+step "npm packages for tests/js"
+if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
+  (cd tests/js && npm ci --no-audit --no-fund)
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo build (debug, shared by every stage)"
+cargo build --all-targets
+
+step "cargo test"
+cargo test --no-fail-fast
+
+step "interop tests (openvidu-node-client, openvidu-browser in headless Chromium)"
+export RINGSFU_BIN="$root/target/debug/ringsfu"
+(cd tests/js && node --test --test-concurrency=1 --test-timeout=300000 ./*.test.mjs)
+
+step "all tests passed"
