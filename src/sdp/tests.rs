@@ -1,0 +1,220 @@
+use super::*;
+
+const PUBLISH: &str = include_str!("../../tests/data/sdp/chrome156_publish_offer.sdp");
+const SUBSCRIBE: &str = include_str!("../../tests/data/sdp/chrome156_subscribe_offer.sdp");
+
+fn local() -> LocalTransport {
+    LocalTransport {
+        ice_ufrag: "rsfu".into(),
+        ice_pwd: "0123456789abcdef01234567".into(),
+        fingerprint_sha256: (0..32)
+            .map(|i| format!("{i:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        candidates: vec![
+            "127.0.0.1:40000".parse().unwrap(),
+            "[::1]:40000".parse().unwrap(),
+        ],
+        session_id: 42,
+        session_version: 2,
+    }
+}
+
+#[test]
+fn parses_a_chrome_publish_offer() {
+    let o = parse(PUBLISH).unwrap();
+    assert_eq!(o.ice_ufrag, "8yQv");
+    assert_eq!(o.fingerprint.len(), 32);
+    assert_eq!(o.setup, Setup::ActPass);
+    assert_eq!(o.bundle, vec!["0", "1"]);
+    assert_eq!(o.media.len(), 2);
+    let (a, v) = (&o.media[0], &o.media[1]);
+    assert_eq!(
+        (a.kind, a.direction, a.mid.as_str()),
+        (Some(MediaKind::Audio), Direction::SendOnly, "0")
+    );
+    assert_eq!(v.kind, Some(MediaKind::Video));
+    assert!(a.rtcp_mux && a.rtcp_rsize);
+    let opus = a.codecs.iter().find(|c| c.is("opus")).unwrap();
+    assert_eq!(
+        (opus.pt, opus.clock_rate, opus.channels),
+        (111, 48000, Some(2))
+    );
+    assert_eq!(opus.fmtp, "minptime=10;useinbandfec=1");
+    let vp8 = v.codecs.iter().find(|c| c.is("VP8")).unwrap();
+    assert_eq!(vp8.rtx_pt, Some(97));
+    assert!(vp8.rtcp_fb.iter().any(|f| f == "nack pli"));
+    assert_eq!(v.ssrcs.len(), 2, "primary and RTX");
+    assert_eq!(v.rtx_pairs.len(), 1);
+    assert!(
+        o.candidates
+            .iter()
+            .any(|c| c.addr.to_string() == "127.0.0.1:49393" && c.udp)
+    );
+}
+
+#[test]
+fn publish_answer_prefers_vp8_and_roundtrips() {
+    let o = parse(PUBLISH).unwrap();
+    let n = answer_publish(&o, &local(), VideoCodecPolicy::MediaServerPreferred).unwrap();
+    assert_eq!(n.media.len(), 2);
+    let v = &n.media[1];
+    assert!(v.codec.is("VP8"));
+    assert_eq!(v.rtx_pt, Some(97));
+    assert_eq!(v.ssrc, o.media[1].ssrcs.first().copied());
+    assert_eq!(v.rtx_ssrc, Some(o.media[1].rtx_pairs[0].1));
+    assert!(v.nack && v.pli && v.transport_cc);
+    assert_eq!(v.ext.twcc, 3);
+    assert_eq!(v.ext.mid, 4);
+    assert_eq!(n.media[0].ext.audio_level, 1);
+    // The answer is itself valid SDP with what we meant to say.
+    let back = parse(&n.sdp).unwrap();
+    assert_eq!(back.setup, Setup::Passive);
+    assert_eq!(back.ice_ufrag, "rsfu");
+    assert_eq!(back.media[1].direction, Direction::RecvOnly);
+    assert_eq!(back.media[1].codecs.len(), 1);
+    assert!(n.sdp.contains("a=ice-lite\r\n"));
+    assert!(
+        n.sdp
+            .contains("a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host")
+    );
+    assert!(n.sdp.contains("a=group:BUNDLE 0 1\r\n"));
+    assert!(
+        !n.sdp.contains("video-timing"),
+        "unsupported extensions are not answered"
+    );
+}
+
+#[test]
+fn forced_codecs() {
+    let o = parse(PUBLISH).unwrap();
+    for (policy, name) in [
+        (VideoCodecPolicy::H264, "H264"),
+        (VideoCodecPolicy::Vp9, "VP9"),
+        (VideoCodecPolicy::Av1, "AV1"),
+        (VideoCodecPolicy::None, "VP8"),
+    ] {
+        let n = answer_publish(&o, &local(), policy).unwrap();
+        assert!(
+            n.media[1].codec.is(name),
+            "{policy:?} -> {}",
+            n.media[1].codec.name
+        );
+    }
+    let h = answer_publish(&o, &local(), VideoCodecPolicy::H264).unwrap();
+    assert_eq!(h.media[1].codec.fmtp_param("packetization-mode"), Some("1"));
+    assert!(
+        h.media[1]
+            .codec
+            .fmtp_param("profile-level-id")
+            .unwrap()
+            .starts_with("42e0")
+    );
+    // A forced codec the browser does not offer is refused with a clear reason.
+    let no_h264: String = PUBLISH
+        .lines()
+        .filter(|l| !l.contains("H264"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let err =
+        answer_publish(&parse(&no_h264).unwrap(), &local(), VideoCodecPolicy::H264).unwrap_err();
+    assert!(err.to_string().contains("H264"), "{err}");
+}
+
+fn tracks_from(n: &Negotiated) -> Vec<OutgoingTrack> {
+    n.media
+        .iter()
+        .enumerate()
+        .map(|(i, m)| OutgoingTrack {
+            kind: m.kind,
+            codec: m.codec.clone(),
+            ssrc: 1000 + i as u32,
+            rtx_ssrc: 2000 + i as u32,
+            cname: "ringsfu".into(),
+            stream_id: "str_CAM_Abcd_con_X".into(),
+            track_id: format!("{}-{i}", m.kind.as_str()),
+        })
+        .collect()
+}
+
+#[test]
+fn subscribe_answer_maps_tracks_onto_the_subscriber_offer() {
+    let published =
+        answer_publish(&parse(PUBLISH).unwrap(), &local(), VideoCodecPolicy::H264).unwrap();
+    let tracks = tracks_from(&published);
+    let sub = parse(SUBSCRIBE).unwrap();
+    assert!(sub.media.iter().all(|m| m.direction == Direction::RecvOnly));
+    let n = answer_subscribe(&sub, &local(), &tracks).unwrap();
+    assert_eq!(n.media.len(), 2);
+    let v = &n.media[1];
+    assert!(v.codec.same_format(&tracks[1].codec));
+    assert_eq!(v.ssrc, Some(1001));
+    assert_eq!(v.rtx_ssrc, Some(2001));
+    let back = parse(&n.sdp).unwrap();
+    assert_eq!(back.media[1].direction, Direction::SendOnly);
+    assert_eq!(back.media[1].ssrcs, vec![1001, 2001]);
+    assert_eq!(back.media[1].rtx_pairs, vec![(1001, 2001)]);
+    assert!(n.sdp.contains("a=msid:str_CAM_Abcd_con_X video-1\r\n"));
+}
+
+#[test]
+fn server_offer_and_answer() {
+    let published =
+        answer_publish(&parse(PUBLISH).unwrap(), &local(), VideoCodecPolicy::Vp8).unwrap();
+    let offer = offer_subscribe(&local(), &tracks_from(&published));
+    let parsed = parse(&offer.sdp).unwrap();
+    assert_eq!(parsed.setup, Setup::ActPass);
+    assert_eq!(parsed.media.len(), 2);
+    // A browser-like answer: active, recvonly, same pts.
+    let answer = offer
+        .sdp
+        .replace("a=setup:actpass", "a=setup:active")
+        .replace("a=sendonly", "a=recvonly")
+        .replace("a=ice-lite\r\n", "");
+    let agreed = accept_subscribe_answer(&offer, &parse(&answer).unwrap()).unwrap();
+    assert_eq!(agreed.len(), 2);
+    assert_eq!(agreed[1].rtx_pt, Some(97));
+    let passive = offer
+        .sdp
+        .replace("a=setup:actpass", "a=setup:passive")
+        .replace("a=sendonly", "a=recvonly");
+    assert!(accept_subscribe_answer(&offer, &parse(&passive).unwrap()).is_err());
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    for bad in [
+        "",
+        "v=0",
+        "garbage\r\nm=audio x",
+        &PUBLISH[..PUBLISH.len() / 2],
+    ] {
+        let _ = parse(bad)
+            .and_then(|o| answer_publish(&o, &local(), VideoCodecPolicy::MediaServerPreferred));
+    }
+    let no_fp: String = PUBLISH
+        .lines()
+        .filter(|l| !l.starts_with("a=fingerprint"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    assert_eq!(
+        parse(&no_fp).unwrap_err(),
+        SdpError::Missing("a=fingerprint:sha-256")
+    );
+    let passive = PUBLISH.replace("a=setup:actpass", "a=setup:passive");
+    assert!(answer_publish(&parse(&passive).unwrap(), &local(), VideoCodecPolicy::Vp8).is_err());
+    // Every prefix of a real offer: no panic.
+    for cut in (0..PUBLISH.len()).step_by(7) {
+        if PUBLISH.is_char_boundary(cut) {
+            let _ = parse(&PUBLISH[..cut]);
+        }
+    }
+}
+
+#[test]
+fn trickled_candidates() {
+    let c = parse_candidate("candidate:1547411195 1 udp 2122194687 127.0.0.1 49393 typ host generation 0 ufrag 8yQv network-id 3").unwrap();
+    assert_eq!(c.addr.to_string(), "127.0.0.1:49393");
+    assert!(parse_candidate("candidate:1 1 udp 1 abc.local 9 typ host").is_err());
+    assert!(parse_candidate("nonsense").is_err());
+}
