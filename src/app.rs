@@ -17,10 +17,7 @@ pub enum AppError {
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("server failed: {0}")]
@@ -31,9 +28,7 @@ pub enum AppError {
 pub fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.server.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match cfg.server.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -47,10 +42,7 @@ pub async fn tls_config(cfg: &Config) -> Result<RustlsConfig, AppError> {
     if cfg.tls.self_signed {
         let mut names = vec!["localhost".to_string()];
         let host = cfg.public_host();
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         if !names.contains(&host) {
             names.push(host);
         }
@@ -67,11 +59,7 @@ pub async fn tls_config(cfg: &Config) -> Result<RustlsConfig, AppError> {
         return Err(AppError::Tls("tls.cert and tls.key are required".into()));
     };
     RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
-        AppError::Tls(format!(
-            "cannot load {} / {}: {e}",
-            cert.display(),
-            key.display()
-        ))
+        AppError::Tls(format!("cannot load {} / {}: {e}", cert.display(), key.display()))
     })
 }
 
@@ -90,17 +78,11 @@ async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
     let addr = cfg.listen_addr();
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| AppError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| AppError::Bind { addr, source })?;
     let control = ControlPlane::new(cfg.clone());
     let app = control.router();
     let handle: Handle<SocketAddr> = Handle::new();
-    let tls = if cfg.tls.enabled {
-        Some(tls_config(&cfg).await?)
-    } else {
-        None
-    };
+    let tls = if cfg.tls.enabled { Some(tls_config(&cfg).await?) } else { None };
     tracing::info!(
         version = crate::OPENVIDU_VERSION,
         listen = %addr,
@@ -142,10 +124,9 @@ async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         // Without signal handlers the process still stops on the default disposition.
         std::future::pending::<()>().await;
         return;

@@ -8,11 +8,7 @@ use clap::Parser;
 use ringsfu::config::{Config, Sources};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "ringsfu",
-    version,
-    about = "WebRTC SFU speaking the OpenVidu 2 protocol"
-)]
+#[command(name = "ringsfu", version, about = "WebRTC SFU speaking the OpenVidu 2 protocol")]
 struct Cli {
     /// TOML configuration file.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -71,11 +67,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let sources = Sources {
-        file: cli.config.clone(),
-        overrides,
-        ..Sources::from_process_env()
-    };
+    let sources = Sources { file: cli.config.clone(), overrides, ..Sources::from_process_env() };
     let cfg = match Config::load(&sources) {
         Ok(c) => c,
         Err(e) => {

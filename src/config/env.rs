@@ -21,38 +21,14 @@ pub const OPENVIDU_ENV: &[(&str, &str)] = &[
     ("OPENVIDU_WEBHOOK_ENDPOINT", "webhook.endpoint"),
     ("OPENVIDU_WEBHOOK_HEADERS", "webhook.headers"),
     ("OPENVIDU_WEBHOOK_EVENTS", "webhook.events"),
-    (
-        "OPENVIDU_STREAMS_FORCED_VIDEO_CODEC",
-        "sessions.forced_video_codec",
-    ),
-    (
-        "OPENVIDU_STREAMS_ALLOW_TRANSCODING",
-        "sessions.allow_transcoding",
-    ),
-    (
-        "OPENVIDU_STREAMS_VIDEO_MAX_RECV_BANDWIDTH",
-        "sessions.video_max_recv_bandwidth",
-    ),
-    (
-        "OPENVIDU_STREAMS_VIDEO_MIN_RECV_BANDWIDTH",
-        "sessions.video_min_recv_bandwidth",
-    ),
-    (
-        "OPENVIDU_STREAMS_VIDEO_MAX_SEND_BANDWIDTH",
-        "sessions.video_max_send_bandwidth",
-    ),
-    (
-        "OPENVIDU_STREAMS_VIDEO_MIN_SEND_BANDWIDTH",
-        "sessions.video_min_send_bandwidth",
-    ),
-    (
-        "OPENVIDU_SESSIONS_GARBAGE_INTERVAL",
-        "sessions.garbage_interval",
-    ),
-    (
-        "OPENVIDU_SESSIONS_GARBAGE_THRESHOLD",
-        "sessions.garbage_threshold",
-    ),
+    ("OPENVIDU_STREAMS_FORCED_VIDEO_CODEC", "sessions.forced_video_codec"),
+    ("OPENVIDU_STREAMS_ALLOW_TRANSCODING", "sessions.allow_transcoding"),
+    ("OPENVIDU_STREAMS_VIDEO_MAX_RECV_BANDWIDTH", "sessions.video_max_recv_bandwidth"),
+    ("OPENVIDU_STREAMS_VIDEO_MIN_RECV_BANDWIDTH", "sessions.video_min_recv_bandwidth"),
+    ("OPENVIDU_STREAMS_VIDEO_MAX_SEND_BANDWIDTH", "sessions.video_max_send_bandwidth"),
+    ("OPENVIDU_STREAMS_VIDEO_MIN_SEND_BANDWIDTH", "sessions.video_min_send_bandwidth"),
+    ("OPENVIDU_SESSIONS_GARBAGE_INTERVAL", "sessions.garbage_interval"),
+    ("OPENVIDU_SESSIONS_GARBAGE_THRESHOLD", "sessions.garbage_threshold"),
     ("OPENVIDU_WEBRTC_ICE_SERVERS", "sessions.ice_servers"),
 ];
 
@@ -88,10 +64,9 @@ fn typed(raw: &str, like: &Value) -> Result<Value, String> {
             .parse::<i64>()
             .map(Value::Integer)
             .map_err(|_| format!("{raw:?} is not an integer")),
-        Value::Float(_) => raw_t
-            .parse::<f64>()
-            .map(Value::Float)
-            .map_err(|_| format!("{raw:?} is not a number")),
+        Value::Float(_) => {
+            raw_t.parse::<f64>().map(Value::Float).map_err(|_| format!("{raw:?} is not a number"))
+        }
         Value::Array(_) => {
             if raw_t.is_empty() {
                 return Ok(Value::Array(Vec::new()));
@@ -127,9 +102,7 @@ fn typed(raw: &str, like: &Value) -> Result<Value, String> {
 }
 
 fn set(out: &mut Table, section: &str, key: &str, v: Value) {
-    let sec = out
-        .entry(section.to_string())
-        .or_insert_with(|| Value::Table(Table::new()));
+    let sec = out.entry(section.to_string()).or_insert_with(|| Value::Table(Table::new()));
     if let Value::Table(t) = sec {
         t.insert(key.to_string(), v);
     }
@@ -144,19 +117,12 @@ pub(super) fn overlay(vars: &[(String, String)]) -> Result<Table, ConfigError> {
         let Some((_, raw)) = vars.iter().find(|(n, _)| n == name) else {
             continue;
         };
-        let (section, k) = key
-            .split_once('.')
-            .expect("keys in OPENVIDU_ENV are section.key");
+        let (section, k) = key.split_once('.').expect("keys in OPENVIDU_ENV are section.key");
         let bad = |m: String| err(key, format!("{m} (from environment variable {name})"));
         match *name {
             "FORCE_PLAIN_HTTP" => {
                 let plain = typed(raw, &Value::Boolean(true)).map_err(bad)?;
-                set(
-                    &mut out,
-                    "tls",
-                    "enabled",
-                    Value::Boolean(!plain.as_bool().unwrap_or(true)),
-                );
+                set(&mut out, "tls", "enabled", Value::Boolean(!plain.as_bool().unwrap_or(true)));
             }
             "CERTIFICATE_TYPE" => match raw.trim() {
                 "selfsigned" => {
@@ -171,12 +137,7 @@ pub(super) fn overlay(vars: &[(String, String)]) -> Result<Table, ConfigError> {
                 }
             },
             "DOMAIN_OR_PUBLIC_IP" => {
-                set(
-                    &mut out,
-                    "server",
-                    "public_host",
-                    Value::String(raw.trim().to_string()),
-                );
+                set(&mut out, "server", "public_host", Value::String(raw.trim().to_string()));
                 if let Ok(ip) = raw.trim().parse::<std::net::IpAddr>() {
                     set(
                         &mut out,
@@ -198,17 +159,11 @@ pub(super) fn overlay(vars: &[(String, String)]) -> Result<Table, ConfigError> {
         };
         let lower = rest.to_ascii_lowercase();
         let Some((section, key)) = lower.split_once('_') else {
-            return Err(err(
-                name,
-                "unknown configuration variable (want RINGSFU_<SECTION>_<KEY>)",
-            ));
+            return Err(err(name, "unknown configuration variable (want RINGSFU_<SECTION>_<KEY>)"));
         };
         let dotted = format!("{section}.{key}");
         let Some(like) = template(&defaults, section, key) else {
-            return Err(err(
-                &dotted,
-                format!("unknown configuration variable {name}"),
-            ));
+            return Err(err(&dotted, format!("unknown configuration variable {name}")));
         };
         let v = typed(raw, &like)
             .map_err(|m| err(&dotted, format!("{m} (from environment variable {name})")))?;

@@ -313,11 +313,7 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "invalid configuration: {}", self.message)
         } else {
-            write!(
-                f,
-                "invalid configuration key `{}`: {}",
-                self.key, self.message
-            )
+            write!(f, "invalid configuration key `{}`: {}", self.key, self.message)
         }
     }
 }
@@ -325,10 +321,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn err(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError { key: key.into(), message: message.into() }
 }
 
 /// Where configuration comes from, in increasing precedence. `overrides` are `section.key=value`
@@ -343,11 +336,7 @@ pub struct Sources {
 impl Sources {
     /// The process environment and no file or overrides.
     pub fn from_process_env() -> Sources {
-        Sources {
-            file: None,
-            env: std::env::vars().collect(),
-            overrides: Vec::new(),
-        }
+        Sources { file: None, env: std::env::vars().collect(), overrides: Vec::new() }
     }
 }
 
@@ -356,18 +345,11 @@ impl Config {
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = &sources.file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                err(
-                    "",
-                    format!("cannot read config file {}: {e}", path.display()),
-                )
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err("", format!("cannot read config file {}: {e}", path.display())))?;
             // Parse once ourselves so a syntax error names the line.
             text.parse::<toml::Table>().map_err(|e| {
-                err(
-                    "",
-                    format!("{}: {}", path.display(), one_line(&e.to_string())),
-                )
+                err("", format!("{}: {}", path.display(), one_line(&e.to_string())))
             })?;
             fig = fig.merge(Toml::string(&text));
         }
@@ -390,10 +372,7 @@ impl Config {
         }
         let url = &self.server.public_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(err(
-                "server.public_url",
-                "must start with http:// or https://",
-            ));
+            return Err(err("server.public_url", "must start with http:// or https://"));
         }
         if self.server.max_body_bytes < 1024 {
             return Err(err("server.max_body_bytes", "must be at least 1024"));
@@ -456,10 +435,7 @@ impl Config {
             match u.split_once(':') {
                 Some((name, pass)) if !name.is_empty() && !pass.is_empty() => {}
                 _ => {
-                    return Err(err(
-                        "turn.users",
-                        format!("entry {u:?} is not \"name:password\""),
-                    ));
+                    return Err(err("turn.users", format!("entry {u:?} is not \"name:password\"")));
                 }
             }
         }
@@ -524,9 +500,7 @@ impl Config {
     /// Number of shards after resolving `0` to the number of cores.
     pub fn effective_shards(&self) -> usize {
         if self.media.shards == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             self.media.shards
         }
@@ -627,11 +601,7 @@ impl Config {
 }
 
 fn mask(s: &str) -> String {
-    if s.is_empty() {
-        String::new()
-    } else {
-        "********".into()
-    }
+    if s.is_empty() { String::new() } else { "********".into() }
 }
 
 fn one_line(s: &str) -> String {
@@ -656,10 +626,7 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), &'static str> {
     let ip: IpAddr = addr.trim().parse().map_err(|_| "not an IP address")?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = match len {
-        Some(l) => l
-            .trim()
-            .parse::<u8>()
-            .map_err(|_| "prefix length is not a number")?,
+        Some(l) => l.trim().parse::<u8>().map_err(|_| "prefix length is not a number")?,
         None => max,
     };
     if len > max {

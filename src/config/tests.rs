@@ -1,10 +1,7 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
 fn load(file: Option<&str>, e: &[(&str, &str)], o: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -19,11 +16,7 @@ fn load(file: Option<&str>, e: &[(&str, &str)], o: &[(&str, &str)]) -> Result<Co
         std::fs::write(&p, text).unwrap();
         p
     });
-    let r = Config::load(&Sources {
-        file: path,
-        env: env(e),
-        overrides: env(o),
-    });
+    let r = Config::load(&Sources { file: path, env: env(e), overrides: env(o) });
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
@@ -35,10 +28,7 @@ fn embedded_defaults_are_the_dev_deployment() {
     assert_eq!(c.server.secret, "MY_SECRET");
     assert_eq!(c.public_url(), "http://127.0.0.1:4443");
     assert_eq!(c.ws_url(), "ws://127.0.0.1:4443");
-    assert_eq!(
-        c.media_public_ips(),
-        vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
-    );
+    assert_eq!(c.media_public_ips(), vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
     assert_eq!(c.turn_public_ip(), "127.0.0.1");
     assert_eq!(c.turn_secret(), "MY_SECRET");
     assert!(!c.tls.enabled);
@@ -48,20 +38,10 @@ fn embedded_defaults_are_the_dev_deployment() {
 fn precedence_file_then_env_then_cli() {
     let file = "[server]\nport = 5000\nsecret = \"file\"\n[media]\nshards = 3\nport_base = 41000\n";
     let c = load(Some(file), &[], &[]).unwrap();
-    assert_eq!(
-        (c.server.port, c.server.secret.as_str(), c.media.shards),
-        (5000, "file", 3)
-    );
-    let c = load(
-        Some(file),
-        &[("HTTPS_PORT", "6000"), ("RINGSFU_MEDIA_SHARDS", "2")],
-        &[],
-    )
-    .unwrap();
-    assert_eq!(
-        (c.server.port, c.media.shards, c.media.port_base),
-        (6000, 2, 41000)
-    );
+    assert_eq!((c.server.port, c.server.secret.as_str(), c.media.shards), (5000, "file", 3));
+    let c =
+        load(Some(file), &[("HTTPS_PORT", "6000"), ("RINGSFU_MEDIA_SHARDS", "2")], &[]).unwrap();
+    assert_eq!((c.server.port, c.media.shards, c.media.port_base), (6000, 2, 41000));
     let c = load(
         Some(file),
         &[("HTTPS_PORT", "6000"), ("RINGSFU_SERVER_PORT", "6001")],
@@ -69,16 +49,9 @@ fn precedence_file_then_env_then_cli() {
     )
     .unwrap();
     assert_eq!(c.server.port, 7000);
-    let c = load(
-        Some(file),
-        &[("HTTPS_PORT", "6000"), ("RINGSFU_SERVER_PORT", "6001")],
-        &[],
-    )
-    .unwrap();
-    assert_eq!(
-        c.server.port, 6001,
-        "RINGSFU_ name wins over the OpenVidu twin"
-    );
+    let c =
+        load(Some(file), &[("HTTPS_PORT", "6000"), ("RINGSFU_SERVER_PORT", "6001")], &[]).unwrap();
+    assert_eq!(c.server.port, 6001, "RINGSFU_ name wins over the OpenVidu twin");
 }
 
 #[test]
@@ -91,10 +64,7 @@ fn openvidu_names_map_to_keys() {
             ("OPENVIDU_WEBHOOK", "true"),
             ("OPENVIDU_WEBHOOK_ENDPOINT", "http://127.0.0.1:7777/hook"),
             ("OPENVIDU_WEBHOOK_HEADERS", "[\"Authorization: Basic abc\"]"),
-            (
-                "OPENVIDU_WEBHOOK_EVENTS",
-                "[\"sessionCreated\",\"participantJoined\"]",
-            ),
+            ("OPENVIDU_WEBHOOK_EVENTS", "[\"sessionCreated\",\"participantJoined\"]"),
             ("OPENVIDU_STREAMS_FORCED_VIDEO_CODEC", "VP8"),
         ],
         &[],
@@ -102,16 +72,10 @@ fn openvidu_names_map_to_keys() {
     .unwrap();
     assert_eq!(c.server.secret, "12345");
     assert_eq!(c.public_url(), "http://10.1.2.3:4443");
-    assert_eq!(
-        c.media_public_ips(),
-        vec!["10.1.2.3".parse::<IpAddr>().unwrap()]
-    );
+    assert_eq!(c.media_public_ips(), vec!["10.1.2.3".parse::<IpAddr>().unwrap()]);
     assert!(c.webhook.enabled);
     assert_eq!(c.webhook.headers, vec!["Authorization: Basic abc"]);
-    assert_eq!(
-        c.webhook.events,
-        vec!["sessionCreated", "participantJoined"]
-    );
+    assert_eq!(c.webhook.events, vec!["sessionCreated", "participantJoined"]);
     assert_eq!(c.sessions.forced_video_codec, "VP8");
 }
 
@@ -119,12 +83,7 @@ fn openvidu_names_map_to_keys() {
 fn lists_from_env_accept_commas() {
     let c = load(None, &[("RINGSFU_TURN_USERS", "a:b, c:d")], &[]).unwrap();
     assert_eq!(c.turn.users, vec!["a:b", "c:d"]);
-    let c = load(
-        None,
-        &[("RINGSFU_MEDIA_PUBLIC_IPS", "192.0.2.1,2001:db8::1")],
-        &[],
-    )
-    .unwrap();
+    let c = load(None, &[("RINGSFU_MEDIA_PUBLIC_IPS", "192.0.2.1,2001:db8::1")], &[]).unwrap();
     assert_eq!(c.media.public_ips.len(), 2);
 }
 
@@ -168,15 +127,9 @@ fn self_signed_needs_no_files() {
 
 #[test]
 fn masked_output_hides_secrets() {
-    let c = load(
-        None,
-        &[
-            ("OPENVIDU_SECRET", "s3cr3t"),
-            ("RINGSFU_TURN_USERS", "bob:hunter2"),
-        ],
-        &[],
-    )
-    .unwrap();
+    let c =
+        load(None, &[("OPENVIDU_SECRET", "s3cr3t"), ("RINGSFU_TURN_USERS", "bob:hunter2")], &[])
+            .unwrap();
     let t = c.to_masked_toml();
     assert!(!t.contains("s3cr3t") && !t.contains("hunter2"), "{t}");
     assert!(t.contains("bob:********"));

@@ -121,11 +121,7 @@ impl Codec {
             return false;
         }
         if self.is("H264") {
-            let pm = |c: &Codec| {
-                c.fmtp_param("packetization-mode")
-                    .unwrap_or("0")
-                    .to_string()
-            };
+            let pm = |c: &Codec| c.fmtp_param("packetization-mode").unwrap_or("0").to_string();
             // profile_idc + profile-iop (the first 4 hex digits); the level may differ.
             let profile = |c: &Codec| {
                 c.fmtp_param("profile-level-id")
@@ -169,10 +165,7 @@ pub mod ext {
         match kind {
             super::MediaKind::Audio => matches!(uri, MID | ABS_SEND_TIME | TWCC | AUDIO_LEVEL),
             super::MediaKind::Video => {
-                matches!(
-                    uri,
-                    MID | ABS_SEND_TIME | TWCC | VIDEO_ORIENTATION | RID | REPAIRED_RID
-                )
+                matches!(uri, MID | ABS_SEND_TIME | TWCC | VIDEO_ORIENTATION | RID | REPAIRED_RID)
             }
         }
     }
@@ -426,10 +419,7 @@ fn media_section(
             }
             SdpAttribute::Extmap(e) => {
                 if let Ok(id) = u8::try_from(e.id) {
-                    s.extmaps.push(Extmap {
-                        id,
-                        uri: e.url.clone(),
-                    });
+                    s.extmaps.push(Extmap { id, uri: e.url.clone() });
                 }
             }
             SdpAttribute::Ssrc(x) => {
@@ -456,10 +446,7 @@ fn media_section(
     for a in m.get_attributes() {
         if let SdpAttribute::Rtcpfb(fb) = a {
             let text = fb.to_string();
-            let value = text
-                .split_once(' ')
-                .map(|(_, v)| v.trim().to_string())
-                .unwrap_or_default();
+            let value = text.split_once(' ').map(|(_, v)| v.trim().to_string()).unwrap_or_default();
             for c in codecs.iter_mut() {
                 let applies = match fb.payload_type {
                     SdpAttributePayloadType::PayloadType(pt) => pt == c.pt,
@@ -475,10 +462,7 @@ fn media_section(
         if let Some((_, p)) = fmtp_raw.iter().find(|(pt, _)| *pt == c.pt) {
             c.fmtp = p.clone();
         }
-        c.rtx_pt = rtx_apt
-            .iter()
-            .find(|(_, apt)| *apt == c.pt)
-            .map(|(rtx, _)| *rtx);
+        c.rtx_pt = rtx_apt.iter().find(|(_, apt)| *apt == c.pt).map(|(rtx, _)| *rtx);
     }
     // Codecs that are really FEC/RED/CN/DTMF are kept but never chosen as the primary.
     s.codecs = codecs;
@@ -532,10 +516,7 @@ const MEDIA_CODECS: &[&str] = &["VP8", "VP9", "H264", "AV1", "opus"];
 fn choose_codec(section: &MediaSection, policy: VideoCodecPolicy) -> Option<&Codec> {
     let usable = |c: &&Codec| MEDIA_CODECS.iter().any(|n| c.is(n));
     match section.kind? {
-        MediaKind::Audio => section
-            .codecs
-            .iter()
-            .find(|c| c.is("opus") && c.clock_rate == 48000),
+        MediaKind::Audio => section.codecs.iter().find(|c| c.is("opus") && c.clock_rate == 48000),
         MediaKind::Video => {
             let pick = |name: &str| -> Option<&Codec> {
                 let mut candidates = section.codecs.iter().filter(|c| c.is(name));
@@ -631,13 +612,7 @@ pub struct Negotiated {
 
 fn fb_flags(c: &Codec) -> (bool, bool, bool, bool, bool) {
     let has = |v: &str| c.rtcp_fb.iter().any(|f| f == v);
-    (
-        has("nack"),
-        has("nack pli"),
-        has("ccm fir"),
-        has("goog-remb"),
-        has("transport-cc"),
-    )
+    (has("nack"), has("nack pli"), has("ccm fir"), has("goog-remb"), has("transport-cc"))
 }
 
 /// rtcp-fb values ringsfu supports (it answers with the intersection).
@@ -662,17 +637,10 @@ fn candidate_priority(index: usize) -> u32 {
 }
 
 fn write_transport(out: &mut String, local: &LocalTransport, setup: &str) {
-    let _ = write!(
-        out,
-        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
-        local.ice_ufrag, local.ice_pwd
-    );
+    let _ = write!(out, "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", local.ice_ufrag, local.ice_pwd);
     out.push_str("a=ice-options:trickle\r\n");
-    let _ = write!(
-        out,
-        "a=fingerprint:sha-256 {}\r\na=setup:{setup}\r\n",
-        local.fingerprint_sha256
-    );
+    let _ =
+        write!(out, "a=fingerprint:sha-256 {}\r\na=setup:{setup}\r\n", local.fingerprint_sha256);
     for (i, c) in local.candidates.iter().enumerate() {
         let _ = write!(
             out,
@@ -695,16 +663,8 @@ fn connection_line(local: &LocalTransport) -> (u16, String) {
 }
 
 fn write_rejected(out: &mut String, m: &MediaSection) {
-    let fmt = if m.formats.is_empty() {
-        "0".to_string()
-    } else {
-        m.formats.join(" ")
-    };
-    let _ = write!(
-        out,
-        "m={} 0 {} {}\r\nc=IN IP4 0.0.0.0\r\n",
-        m.media, m.proto, fmt
-    );
+    let fmt = if m.formats.is_empty() { "0".to_string() } else { m.formats.join(" ") };
+    let _ = write!(out, "m={} 0 {} {}\r\nc=IN IP4 0.0.0.0\r\n", m.media, m.proto, fmt);
     if !m.mid.is_empty() {
         let _ = write!(out, "a=mid:{}\r\n", m.mid);
     }
@@ -729,12 +689,7 @@ fn write_section(out: &mut String, local: &LocalTransport, setup: &str, s: &Sect
     if let Some(rtx) = s.rtx_pt {
         let _ = write!(fmts, " {rtx}");
     }
-    let _ = write!(
-        out,
-        "m={} {port} {} {fmts}\r\n{cline}",
-        s.kind.as_str(),
-        s.proto
-    );
+    let _ = write!(out, "m={} {port} {} {fmts}\r\n{cline}", s.kind.as_str(), s.proto);
     out.push_str("a=rtcp:9 IN IP4 0.0.0.0\r\n");
     write_transport(out, local, setup);
     let _ = write!(out, "a=mid:{}\r\n", s.mid);
@@ -748,32 +703,20 @@ fn write_section(out: &mut String, local: &LocalTransport, setup: &str, s: &Sect
     let c = s.codec;
     match c.channels {
         Some(ch) => {
-            let _ = write!(
-                out,
-                "a=rtpmap:{} {}/{}/{ch}\r\n",
-                c.pt, c.name, c.clock_rate
-            );
+            let _ = write!(out, "a=rtpmap:{} {}/{}/{ch}\r\n", c.pt, c.name, c.clock_rate);
         }
         None => {
             let _ = write!(out, "a=rtpmap:{} {}/{}\r\n", c.pt, c.name, c.clock_rate);
         }
     }
-    for fb in c
-        .rtcp_fb
-        .iter()
-        .filter(|f| SUPPORTED_FB.contains(&f.as_str()))
-    {
+    for fb in c.rtcp_fb.iter().filter(|f| SUPPORTED_FB.contains(&f.as_str())) {
         let _ = write!(out, "a=rtcp-fb:{} {fb}\r\n", c.pt);
     }
     if !c.fmtp.is_empty() {
         let _ = write!(out, "a=fmtp:{} {}\r\n", c.pt, c.fmtp);
     }
     if let Some(rtx) = s.rtx_pt {
-        let _ = write!(
-            out,
-            "a=rtpmap:{rtx} rtx/{}\r\na=fmtp:{rtx} apt={}\r\n",
-            c.clock_rate, c.pt
-        );
+        let _ = write!(out, "a=rtpmap:{rtx} rtx/{}\r\na=fmtp:{rtx} apt={}\r\n", c.clock_rate, c.pt);
     }
     if let Some((track, ssrc, rtx_ssrc)) = s.send {
         let _ = write!(out, "a=msid:{} {}\r\n", track.stream_id, track.track_id);
@@ -781,18 +724,10 @@ fn write_section(out: &mut String, local: &LocalTransport, setup: &str, s: &Sect
             let _ = write!(out, "a=ssrc-group:FID {ssrc} {rtx}\r\n");
         }
         let _ = write!(out, "a=ssrc:{ssrc} cname:{}\r\n", track.cname);
-        let _ = write!(
-            out,
-            "a=ssrc:{ssrc} msid:{} {}\r\n",
-            track.stream_id, track.track_id
-        );
+        let _ = write!(out, "a=ssrc:{ssrc} msid:{} {}\r\n", track.stream_id, track.track_id);
         if let Some(rtx) = rtx_ssrc {
             let _ = write!(out, "a=ssrc:{rtx} cname:{}\r\n", track.cname);
-            let _ = write!(
-                out,
-                "a=ssrc:{rtx} msid:{} {}\r\n",
-                track.stream_id, track.track_id
-            );
+            let _ = write!(out, "a=ssrc:{rtx} msid:{} {}\r\n", track.stream_id, track.track_id);
         }
     }
 }
@@ -810,10 +745,7 @@ fn check_transport(offer: &RemoteDescription) -> Result<(), SdpError> {
 }
 
 fn supported_extmaps(kind: MediaKind, maps: &[Extmap]) -> Vec<Extmap> {
-    maps.iter()
-        .filter(|e| ext::supported(kind, &e.uri))
-        .cloned()
-        .collect()
+    maps.iter().filter(|e| ext::supported(kind, &e.uri)).cloned().collect()
 }
 
 /// Answers a publisher's offer (`publishVideo`): one codec per audio/video m-line (the session's
@@ -837,10 +769,7 @@ pub fn answer_publish(
             continue;
         }
         if !m.rtcp_mux {
-            return Err(SdpError::Unacceptable(format!(
-                "m-line {} without a=rtcp-mux",
-                m.mid
-            )));
+            return Err(SdpError::Unacceptable(format!("m-line {} without a=rtcp-mux", m.mid)));
         }
         let Some(codec) = choose_codec(m, policy) else {
             if kind == MediaKind::Video && policy != VideoCodecPolicy::MediaServerPreferred {
@@ -855,11 +784,8 @@ pub fn answer_publish(
         let rtx_pt = if nack { codec.rtx_pt } else { None };
         let extmaps = supported_extmaps(kind, &m.extmaps);
         let ext = ExtIds::from_extmaps(&extmaps);
-        let rtx_ssrc = m
-            .ssrcs
-            .first()
-            .and_then(|p| m.rtx_pairs.iter().find(|(a, _)| a == p))
-            .map(|(_, r)| *r);
+        let rtx_ssrc =
+            m.ssrcs.first().and_then(|p| m.rtx_pairs.iter().find(|(a, _)| a == p)).map(|(_, r)| *r);
         accepted.push(NegotiatedMedia {
             mid: m.mid.clone(),
             kind,
@@ -888,9 +814,7 @@ pub fn answer_publish(
         }));
     }
     if accepted.is_empty() {
-        return Err(SdpError::Unacceptable(
-            "no audio or video m-line ringsfu can receive".into(),
-        ));
+        return Err(SdpError::Unacceptable("no audio or video m-line ringsfu can receive".into()));
     }
     let mids: Vec<&str> = accepted.iter().map(|n| n.mid.as_str()).collect();
     let mut out = String::with_capacity(2048);
@@ -901,10 +825,7 @@ pub fn answer_publish(
             Err(m) => write_rejected(&mut out, m),
         }
     }
-    Ok(Negotiated {
-        sdp: out,
-        media: accepted,
-    })
+    Ok(Negotiated { sdp: out, media: accepted })
 }
 
 /// A published track as a subscriber will receive it.
@@ -943,19 +864,13 @@ pub fn answer_subscribe(
             continue;
         }
         if !m.rtcp_mux {
-            return Err(SdpError::Unacceptable(format!(
-                "m-line {} without a=rtcp-mux",
-                m.mid
-            )));
+            return Err(SdpError::Unacceptable(format!("m-line {} without a=rtcp-mux", m.mid)));
         }
         let found = tracks.iter().enumerate().find_map(|(i, t)| {
             if used[i] || t.kind != kind {
                 return None;
             }
-            m.codecs
-                .iter()
-                .find(|c| c.same_format(&t.codec))
-                .map(|c| (i, t, c))
+            m.codecs.iter().find(|c| c.same_format(&t.codec)).map(|c| (i, t, c))
         });
         let Some((i, track, codec)) = found else {
             sections.push(Err(m));
@@ -963,11 +878,7 @@ pub fn answer_subscribe(
         };
         used[i] = true;
         let (nack, pli, fir, remb, twcc) = fb_flags(codec);
-        let rtx_pt = if nack && kind == MediaKind::Video {
-            codec.rtx_pt
-        } else {
-            None
-        };
+        let rtx_pt = if nack && kind == MediaKind::Video { codec.rtx_pt } else { None };
         let rtx_ssrc = rtx_pt.map(|_| track.rtx_ssrc);
         let extmaps = supported_extmaps(kind, &m.extmaps)
             .into_iter()
@@ -1014,10 +925,7 @@ pub fn answer_subscribe(
             Err(m) => write_rejected(&mut out, m),
         }
     }
-    Ok(Negotiated {
-        sdp: out,
-        media: accepted,
-    })
+    Ok(Negotiated { sdp: out, media: accepted })
 }
 
 /// Payload types ringsfu uses in its own offers (Chrome's defaults, so a browser's answer keeps
@@ -1051,40 +959,16 @@ pub fn offer_subscribe(local: &LocalTransport, tracks: &[OutgoingTrack]) -> Nego
         };
         let extmaps: Vec<Extmap> = match t.kind {
             MediaKind::Audio => vec![
-                Extmap {
-                    id: 1,
-                    uri: ext::AUDIO_LEVEL.into(),
-                },
-                Extmap {
-                    id: 2,
-                    uri: ext::ABS_SEND_TIME.into(),
-                },
-                Extmap {
-                    id: 3,
-                    uri: ext::TWCC.into(),
-                },
-                Extmap {
-                    id: 4,
-                    uri: ext::MID.into(),
-                },
+                Extmap { id: 1, uri: ext::AUDIO_LEVEL.into() },
+                Extmap { id: 2, uri: ext::ABS_SEND_TIME.into() },
+                Extmap { id: 3, uri: ext::TWCC.into() },
+                Extmap { id: 4, uri: ext::MID.into() },
             ],
             MediaKind::Video => vec![
-                Extmap {
-                    id: 2,
-                    uri: ext::ABS_SEND_TIME.into(),
-                },
-                Extmap {
-                    id: 3,
-                    uri: ext::TWCC.into(),
-                },
-                Extmap {
-                    id: 4,
-                    uri: ext::MID.into(),
-                },
-                Extmap {
-                    id: 13,
-                    uri: ext::VIDEO_ORIENTATION.into(),
-                },
+                Extmap { id: 2, uri: ext::ABS_SEND_TIME.into() },
+                Extmap { id: 3, uri: ext::TWCC.into() },
+                Extmap { id: 4, uri: ext::MID.into() },
+                Extmap { id: 13, uri: ext::VIDEO_ORIENTATION.into() },
             ],
         };
         let (nack, pli, fir, remb, twcc) = fb_flags(&codec);
@@ -1138,9 +1022,7 @@ pub fn accept_subscribe_answer(
     answer: &RemoteDescription,
 ) -> Result<Vec<NegotiatedMedia>, SdpError> {
     if answer.setup != Setup::Active {
-        return Err(SdpError::Unacceptable(
-            "the answer must take a=setup:active".into(),
-        ));
+        return Err(SdpError::Unacceptable("the answer must take a=setup:active".into()));
     }
     if answer.fingerprint.len() != 32 {
         return Err(SdpError::Missing("a=fingerprint:sha-256"));
@@ -1148,10 +1030,7 @@ pub fn accept_subscribe_answer(
     let mut out = Vec::new();
     for n in &offered.media {
         let Some(m) = answer.media.iter().find(|m| m.mid == n.mid) else {
-            return Err(SdpError::Unacceptable(format!(
-                "the answer lacks mid {}",
-                n.mid
-            )));
+            return Err(SdpError::Unacceptable(format!("the answer lacks mid {}", n.mid)));
         };
         if m.rejected() || !m.direction.receives() {
             continue;
@@ -1167,9 +1046,7 @@ pub fn accept_subscribe_answer(
         n.fir = fir;
         n.remb = remb;
         n.transport_cc = twcc;
-        let rtx_kept = n
-            .rtx_pt
-            .is_some_and(|rtx| m.formats.iter().any(|f| f.parse() == Ok(rtx)));
+        let rtx_kept = n.rtx_pt.is_some_and(|rtx| m.formats.iter().any(|f| f.parse() == Ok(rtx)));
         if !rtx_kept {
             n.rtx_pt = None;
             n.rtx_ssrc = None;

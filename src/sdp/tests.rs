@@ -7,14 +7,8 @@ fn local() -> LocalTransport {
     LocalTransport {
         ice_ufrag: "rsfu".into(),
         ice_pwd: "0123456789abcdef01234567".into(),
-        fingerprint_sha256: (0..32)
-            .map(|i| format!("{i:02X}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-        candidates: vec![
-            "127.0.0.1:40000".parse().unwrap(),
-            "[::1]:40000".parse().unwrap(),
-        ],
+        fingerprint_sha256: (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":"),
+        candidates: vec!["127.0.0.1:40000".parse().unwrap(), "[::1]:40000".parse().unwrap()],
         session_id: 42,
         session_version: 2,
     }
@@ -36,21 +30,14 @@ fn parses_a_chrome_publish_offer() {
     assert_eq!(v.kind, Some(MediaKind::Video));
     assert!(a.rtcp_mux && a.rtcp_rsize);
     let opus = a.codecs.iter().find(|c| c.is("opus")).unwrap();
-    assert_eq!(
-        (opus.pt, opus.clock_rate, opus.channels),
-        (111, 48000, Some(2))
-    );
+    assert_eq!((opus.pt, opus.clock_rate, opus.channels), (111, 48000, Some(2)));
     assert_eq!(opus.fmtp, "minptime=10;useinbandfec=1");
     let vp8 = v.codecs.iter().find(|c| c.is("VP8")).unwrap();
     assert_eq!(vp8.rtx_pt, Some(97));
     assert!(vp8.rtcp_fb.iter().any(|f| f == "nack pli"));
     assert_eq!(v.ssrcs.len(), 2, "primary and RTX");
     assert_eq!(v.rtx_pairs.len(), 1);
-    assert!(
-        o.candidates
-            .iter()
-            .any(|c| c.addr.to_string() == "127.0.0.1:49393" && c.udp)
-    );
+    assert!(o.candidates.iter().any(|c| c.addr.to_string() == "127.0.0.1:49393" && c.udp));
 }
 
 #[test]
@@ -74,15 +61,9 @@ fn publish_answer_prefers_vp8_and_roundtrips() {
     assert_eq!(back.media[1].direction, Direction::RecvOnly);
     assert_eq!(back.media[1].codecs.len(), 1);
     assert!(n.sdp.contains("a=ice-lite\r\n"));
-    assert!(
-        n.sdp
-            .contains("a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host")
-    );
+    assert!(n.sdp.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host"));
     assert!(n.sdp.contains("a=group:BUNDLE 0 1\r\n"));
-    assert!(
-        !n.sdp.contains("video-timing"),
-        "unsupported extensions are not answered"
-    );
+    assert!(!n.sdp.contains("video-timing"), "unsupported extensions are not answered");
 }
 
 #[test]
@@ -95,27 +76,14 @@ fn forced_codecs() {
         (VideoCodecPolicy::None, "VP8"),
     ] {
         let n = answer_publish(&o, &local(), policy).unwrap();
-        assert!(
-            n.media[1].codec.is(name),
-            "{policy:?} -> {}",
-            n.media[1].codec.name
-        );
+        assert!(n.media[1].codec.is(name), "{policy:?} -> {}", n.media[1].codec.name);
     }
     let h = answer_publish(&o, &local(), VideoCodecPolicy::H264).unwrap();
     assert_eq!(h.media[1].codec.fmtp_param("packetization-mode"), Some("1"));
-    assert!(
-        h.media[1]
-            .codec
-            .fmtp_param("profile-level-id")
-            .unwrap()
-            .starts_with("42e0")
-    );
+    assert!(h.media[1].codec.fmtp_param("profile-level-id").unwrap().starts_with("42e0"));
     // A forced codec the browser does not offer is refused with a clear reason.
-    let no_h264: String = PUBLISH
-        .lines()
-        .filter(|l| !l.contains("H264"))
-        .map(|l| format!("{l}\r\n"))
-        .collect();
+    let no_h264: String =
+        PUBLISH.lines().filter(|l| !l.contains("H264")).map(|l| format!("{l}\r\n")).collect();
     let err =
         answer_publish(&parse(&no_h264).unwrap(), &local(), VideoCodecPolicy::H264).unwrap_err();
     assert!(err.to_string().contains("H264"), "{err}");
@@ -174,21 +142,14 @@ fn server_offer_and_answer() {
     let agreed = accept_subscribe_answer(&offer, &parse(&answer).unwrap()).unwrap();
     assert_eq!(agreed.len(), 2);
     assert_eq!(agreed[1].rtx_pt, Some(97));
-    let passive = offer
-        .sdp
-        .replace("a=setup:actpass", "a=setup:passive")
-        .replace("a=sendonly", "a=recvonly");
+    let passive =
+        offer.sdp.replace("a=setup:actpass", "a=setup:passive").replace("a=sendonly", "a=recvonly");
     assert!(accept_subscribe_answer(&offer, &parse(&passive).unwrap()).is_err());
 }
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    for bad in [
-        "",
-        "v=0",
-        "garbage\r\nm=audio x",
-        &PUBLISH[..PUBLISH.len() / 2],
-    ] {
+    for bad in ["", "v=0", "garbage\r\nm=audio x", &PUBLISH[..PUBLISH.len() / 2]] {
         let _ = parse(bad)
             .and_then(|o| answer_publish(&o, &local(), VideoCodecPolicy::MediaServerPreferred));
     }
@@ -197,10 +158,7 @@ fn bad_input_is_an_error_not_a_panic() {
         .filter(|l| !l.starts_with("a=fingerprint"))
         .map(|l| format!("{l}\r\n"))
         .collect();
-    assert_eq!(
-        parse(&no_fp).unwrap_err(),
-        SdpError::Missing("a=fingerprint:sha-256")
-    );
+    assert_eq!(parse(&no_fp).unwrap_err(), SdpError::Missing("a=fingerprint:sha-256"));
     let passive = PUBLISH.replace("a=setup:actpass", "a=setup:passive");
     assert!(answer_publish(&parse(&passive).unwrap(), &local(), VideoCodecPolicy::Vp8).is_err());
     // Every prefix of a real offer: no panic.
