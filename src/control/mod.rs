@@ -262,6 +262,22 @@ impl ControlPlane {
         self.inner.webhooks.stats.clone()
     }
 
+    /// Test hook, not API: records a published stream as the media code will after
+    /// `publishVideo` (`params` = the publishVideo params). Emits `participantPublished`.
+    #[doc(hidden)]
+    pub fn _add_stream_for_tests(
+        &self,
+        session_id: &str,
+        connection_id: &str,
+        params: &serde_json::Map<String, Value>,
+    ) -> Result<String, crate::signaling::RpcError> {
+        let media = ws::media_options_from_params(params)?;
+        self.inner.with(|st| {
+            st.reg
+                .add_stream(session_id, connection_id, media, now_ms())
+        })
+    }
+
     /// Number of open WebSocket connections.
     pub fn websocket_count(&self) -> usize {
         self.inner.ws_count.load(Ordering::Relaxed)
