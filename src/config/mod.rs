@@ -394,9 +394,9 @@ impl Config {
         if self.server.port == 0 {
             return Err(err("server.port", "must be 1..=65535"));
         }
-        if !self.server.public_url.is_empty()
-            && !(self.server.public_url.starts_with("http://")
-                || self.server.public_url.starts_with("https://"))
+        if !(self.server.public_url.is_empty()
+            || self.server.public_url.starts_with("http://")
+            || self.server.public_url.starts_with("https://"))
         {
             return Err(err(
                 "server.public_url",

@@ -81,9 +81,7 @@ fn rewrite_deprecated(mut req: Request) -> Request {
         Some(format!("/openvidu/api/{rest}"))
     } else if path == "/config" || path.starts_with("/config/") {
         Some(format!("/openvidu/api{path}"))
-    } else if path == "/cdr" || path.starts_with("/cdr/") {
-        Some(format!("/openvidu{path}"))
-    } else if path.starts_with("/recordings/") {
+    } else if path == "/cdr" || path.starts_with("/cdr/") || path.starts_with("/recordings/") {
         Some(format!("/openvidu{path}"))
     } else if let Some(rest) = path.strip_prefix("/layouts/custom/") {
         Some(format!("/openvidu/layouts/{rest}"))
@@ -794,7 +792,8 @@ async fn signal(State(inner): St, uri: Uri, body: Bytes) -> Response {
         Err(e) => return bad_request(&uri, &e),
     };
     let f = Fields(&m);
-    let parsed = (|| -> Result<(String, Vec<String>, Option<String>, Option<String>), String> {
+    type Signal = (String, Vec<String>, Option<String>, Option<String>);
+    let parsed = (|| -> Result<Signal, String> {
         let sid = f
             .str("session")?
             .ok_or("\"session\" parameter is mandatory")?

@@ -110,7 +110,7 @@ impl Webhooks {
             .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
             .filter(|(n, v)| {
                 // Header injection guard: no CR/LF in configured headers.
-                !n.is_empty() && !(n.contains(['\r', '\n']) || v.contains(['\r', '\n']))
+                !(n.is_empty() || n.contains(['\r', '\n']) || v.contains(['\r', '\n']))
             })
             .collect();
         rt.spawn(deliver_loop(
