@@ -12,9 +12,10 @@
 //!    [`dispatch`] — the single dispatch point. Today it answers a JSON-RPC error (except
 //!    `onIceCandidate`, which the spec says must always succeed). The media engineer replaces
 //!    its body: negotiate SDP, send a [`MediaCommand`] to the session's shard, answer the
-//!    request (possibly asynchronously via [`PendingReply`]).
-//! 2. After a successful `publishVideo` answer, call
-//!    [`Registry::add_stream`](super::registry::Registry::add_stream): it assigns the stream id
+//!    request now or later ([`MediaReply::Later`]; the socket keeps answering pings meanwhile).
+//!    Shard events come back through [`ControlHandle::handle_event`].
+//! 2. After a successful `publishVideo` answer, call [`ControlHandle::add_stream`]
+//!    ([`Registry::add_stream`](super::registry::Registry::add_stream)): it assigns the stream id
 //!    (`str_CAM_Xxxx_con_…`), stores the media options and emits `participantPublished` to the
 //!    others plus the `webrtcConnectionCreated` webhook.
 //! 3. For subscriptions call [`Registry::add_subscriber`](super::registry::Registry::add_subscriber)
@@ -25,7 +26,13 @@
 //!    `forceUnpublish`, session close, shutdown) it emits `Output::Media(MediaCommand::…)`; the
 //!    shell forwards those to [`MediaSink::send`] (today: logged and dropped).
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
+use tokio::sync::oneshot;
+
+use super::registry::MediaOptions;
+use super::{Inner, now_ms};
 
 use crate::signaling::{RpcError, code};
 
@@ -99,28 +106,129 @@ pub const MEDIA_METHODS: &[&str] = &[
 
 /// Who is calling a media method (resolved by the shell after `joinRoom`).
 #[derive(Clone, Debug)]
-pub struct Caller<'a> {
-    pub session_id: &'a str,
-    pub connection_id: &'a str,
-    pub rpc_session: &'a str,
+pub struct Caller {
+    pub session_id: String,
+    pub connection_id: String,
+    /// The JSON-RPC session id (what `sessionId` in results carries).
+    pub rpc_session: String,
 }
 
-/// An answer the media engine will send later (placeholder type for the async flow).
-pub type PendingReply = tokio::sync::oneshot::Sender<Result<Value, RpcError>>;
+/// How the media engine answers one request.
+#[derive(Debug)]
+pub enum MediaReply {
+    /// Answered synchronously.
+    Now(Result<Value, RpcError>),
+    /// Answered later (e.g. after a shard round-trip for SDP); the socket keeps serving other
+    /// requests (pings!) meanwhile. Dropping the sender answers a generic error.
+    Later(oneshot::Receiver<Result<Value, RpcError>>),
+}
 
-/// THE media dispatch point. Returns the JSON-RPC result (without `sessionId`, which the framing
-/// injects) or error for one media request.
+/// THE media dispatch point: every media JSON-RPC method of a joined participant lands here
+/// with a [`ControlHandle`] to update the registry (`add_stream`, `add_subscriber`, …).
+/// The result value gets `sessionId` injected by the framing.
 pub fn dispatch(
-    _caller: &Caller<'_>,
+    _control: &ControlHandle,
+    _caller: &Caller,
     method: &str,
     _params: &Map<String, Value>,
-) -> Result<Value, RpcError> {
+) -> MediaReply {
     match method {
         // Spec §4.3: an error here makes the browser raise ICE_CANDIDATE_ERROR; always succeed.
-        "onIceCandidate" => Ok(json!({})),
-        _ => Err(RpcError::new(
+        "onIceCandidate" => MediaReply::Now(Ok(json!({}))),
+        _ => MediaReply::Now(Err(RpcError::new(
             code::GENERIC,
             format!("{method}: media is not available on this server"),
-        )),
+        ))),
+    }
+}
+
+/// What the media code may do to the control plane (registry updates and notifications).
+/// Cheap to clone; every call takes the control-plane lock briefly and routes the outputs.
+#[derive(Clone)]
+pub struct ControlHandle(pub(crate) Arc<Inner>);
+
+impl ControlHandle {
+    /// After answering `publishVideo`: record the stream, notify `participantPublished`.
+    /// Returns the stream id (`str_CAM_Xxxx_con_…`); fails with 401 for SUBSCRIBER, 106 if
+    /// already publishing. Use [`super::ws::media_options_from_params`] to build `media`.
+    pub fn add_stream(&self, caller: &Caller, media: MediaOptions) -> Result<String, RpcError> {
+        self.0.with(|st| {
+            st.reg
+                .add_stream(&caller.session_id, &caller.connection_id, media, now_ms())
+        })
+    }
+
+    /// `unpublishVideo` (reason `unpublish`, not forced).
+    pub fn remove_stream(&self, caller: &Caller, reason: &str) -> Result<(), RpcError> {
+        self.0.with(|st| {
+            let stream = st
+                .reg
+                .stream_of(&caller.session_id, &caller.connection_id)
+                .ok_or_else(|| RpcError::new(code::USER_NOT_STREAMING, "Not publishing"))?;
+            st.reg
+                .remove_stream(&caller.session_id, &stream, reason, false, now_ms())
+                .map_err(|_| RpcError::new(code::USER_NOT_STREAMING, "Not publishing"))
+        })
+    }
+
+    /// After answering `receiveVideoFrom`.
+    pub fn add_subscriber(&self, caller: &Caller, stream_id: &str) -> Result<(), RpcError> {
+        self.0.with(|st| {
+            st.reg.add_subscriber(
+                &caller.session_id,
+                &caller.connection_id,
+                stream_id,
+                now_ms(),
+            )
+        })
+    }
+
+    /// `unsubscribeFromVideo`.
+    pub fn remove_subscriber(&self, caller: &Caller, stream_id: &str) -> Result<(), RpcError> {
+        self.0.with(|st| {
+            st.reg
+                .remove_subscriber(&caller.session_id, &caller.connection_id, stream_id)
+        })
+    }
+
+    /// A stream (with its owner) by id, for `receiveVideoFrom {sender}`.
+    pub fn stream(&self, session_id: &str, stream_id: &str) -> Option<(String, MediaOptions)> {
+        self.0.with(|st| {
+            st.reg
+                .session(session_id)?
+                .stream(stream_id)
+                .map(|(c, s)| (c.id.clone(), s.media.clone()))
+        })
+    }
+
+    /// Carries out one event from a shard.
+    pub fn handle_event(&self, ev: MediaEvent) {
+        self.0.with(|st| match ev {
+            MediaEvent::IceCandidate {
+                session_id,
+                to_connection,
+                sender_connection_id,
+                endpoint_name,
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+            } => st.reg.notify_connection(
+                &session_id,
+                &to_connection,
+                "iceCandidate",
+                json!({"senderConnectionId": sender_connection_id, "endpointName": endpoint_name,
+                       "sdpMLineIndex": sdp_mline_index, "sdpMid": sdp_mid, "candidate": candidate}),
+            ),
+            MediaEvent::TransportFailed {
+                session_id,
+                connection_id,
+                description,
+            } => st.reg.notify_connection(
+                &session_id,
+                &connection_id,
+                "mediaError",
+                json!({ "error": description }),
+            ),
+        })
     }
 }

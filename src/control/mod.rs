@@ -278,6 +278,11 @@ impl ControlPlane {
         })
     }
 
+    /// The handle the media side uses to update the registry and feed [`media::MediaEvent`]s.
+    pub fn media_handle(&self) -> media::ControlHandle {
+        media::ControlHandle(self.inner.clone())
+    }
+
     /// Number of open WebSocket connections.
     pub fn websocket_count(&self) -> usize {
         self.inner.ws_count.load(Ordering::Relaxed)

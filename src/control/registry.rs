@@ -471,7 +471,7 @@ impl Registry {
             .map(|s| s.id.clone())
             .collect();
         for id in &ids {
-            self.destroy_session(id, "garbageCollection", now);
+            self.destroy_session(id, "automaticStop", now);
         }
         ids
     }
@@ -711,6 +711,7 @@ impl Registry {
         }
         self.tokens.remove(&tok);
         let turn = self.cfg.turn.clone();
+        let final_user_id = self.rand_from(b"0123456789ABCDEF", 16);
         // Invariant: tokens only map to existing sessions (removed together in destroy_session).
         let session = self.sessions.get_mut(&sid).ok_or_else(invalid)?;
         session.ever_active = true;
@@ -744,6 +745,7 @@ impl Registry {
             .collect();
         let mut result = json!({
             "id": cid,
+            "finalUserId": final_user_id,
             "createdAt": now,
             "metadata": metadata,
             "value": value,
@@ -1205,6 +1207,30 @@ impl Registry {
                     "newValue": encoded, "reason": reason}),
         );
         Ok(())
+    }
+
+    /// Sends one notification to an active connection (media events: `iceCandidate`,
+    /// `mediaError`). Unknown or inactive targets are ignored.
+    pub fn notify_connection(
+        &mut self,
+        session_id: &str,
+        cid: &str,
+        method: &'static str,
+        params: Value,
+    ) {
+        let rpc = self
+            .sessions
+            .get(session_id)
+            .and_then(|s| s.connection(cid))
+            .and_then(|c| c.rpc())
+            .map(str::to_string);
+        if let Some(rpc) = rpc {
+            self.out.push_back(Output::Notify {
+                rpc,
+                method,
+                params,
+            });
+        }
     }
 
     /// The stream id of a connection's publisher.

@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::media::{self, Caller};
+use super::media::{self, Caller, ControlHandle, MediaReply};
 use super::registry::{JoinRequest, MediaOptions, RegError, Role};
 use super::{Inner, Outgoing, RpcSession, SOCKET_QUEUE, SocketHandle, now_ms};
 use crate::signaling::{self, Incoming, Params, RpcError, code};
@@ -280,11 +280,55 @@ fn handle_frame(ctx: &mut Ctx, text: &str) -> (Option<String>, bool) {
                 let r = signaling::response(&id, json!({"value": "pong"}), None);
                 return (Some(r), true);
             }
+            if media::MEDIA_METHODS.contains(&method.as_str()) {
+                return (media_request(ctx, id, &method, &params), false);
+            }
             let r = match dispatch(ctx, &method, &params) {
                 Ok(v) => signaling::response(&id, v, Some(&ctx.rpc)),
                 Err(e) => signaling::error_response(&id, &e, Some(&ctx.rpc)),
             };
             (Some(r), false)
+        }
+    }
+}
+
+/// Media requests go to the media dispatch point; a deferred answer is written by a task into
+/// this socket's queue when it arrives, so the socket keeps serving pings meanwhile.
+fn media_request(
+    ctx: &mut Ctx,
+    id: signaling::RpcId,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Option<String> {
+    let (session_id, connection_id) = match participant(ctx) {
+        Ok(p) => p,
+        Err(e) => return Some(signaling::error_response(&id, &e, Some(&ctx.rpc))),
+    };
+    let caller = Caller {
+        session_id,
+        connection_id,
+        rpc_session: ctx.rpc.clone(),
+    };
+    match media::dispatch(&ControlHandle(ctx.inner.clone()), &caller, method, params) {
+        MediaReply::Now(Ok(v)) => Some(signaling::response(&id, v, Some(&ctx.rpc))),
+        MediaReply::Now(Err(e)) => Some(signaling::error_response(&id, &e, Some(&ctx.rpc))),
+        MediaReply::Later(rx) => {
+            let tx = ctx.tx.clone();
+            let rpc = ctx.rpc.clone();
+            tokio::spawn(async move {
+                let text = match rx.await {
+                    Ok(Ok(v)) => signaling::response(&id, v, Some(&rpc)),
+                    Ok(Err(e)) => signaling::error_response(&id, &e, Some(&rpc)),
+                    Err(_) => signaling::error_response(
+                        &id,
+                        &RpcError::new(code::GENERIC, "media request abandoned"),
+                        Some(&rpc),
+                    ),
+                };
+                // A full queue means the client is not reading; it will be cut off anyway.
+                let _ = tx.try_send(Outgoing::Text(text));
+            });
+            None
         }
     }
 }
@@ -350,16 +394,17 @@ fn dispatch(ctx: &mut Ctx, method: &str, params: &Map<String, Value>) -> Result<
             Ok(json!({}))
         }
         m if media::MEDIA_METHODS.contains(&m) => {
-            let (sid, cid) = participant(ctx)?;
-            media::dispatch(
-                &Caller {
-                    session_id: &sid,
-                    connection_id: &cid,
-                    rpc_session: &ctx.rpc,
-                },
-                m,
-                params,
-            )
+            // Notifications (no id) for media methods: run them, ignore the answer.
+            let (session_id, connection_id) = participant(ctx)?;
+            let caller = Caller {
+                session_id,
+                connection_id,
+                rpc_session: ctx.rpc.clone(),
+            };
+            match media::dispatch(&ControlHandle(ctx.inner.clone()), &caller, m, params) {
+                MediaReply::Now(r) => r,
+                MediaReply::Later(_) => Ok(json!({})),
+            }
         }
         _ => Err(RpcError::new(
             code::METHOD_NOT_FOUND,

@@ -42,7 +42,7 @@ pub mod code {
     pub const SIGNAL_TO_INVALID: i64 = 601;
     /// OpenVidu `TRANSPORT_ERROR_CODE` ("No connection found…": method before joinRoom).
     pub const TRANSPORT_ERROR: i64 = 803;
-    /// OpenVidu `PRO_FEATURE_ERROR_CODE`? No: 997 is what CE answers for speech-to-text.
+    /// What OpenVidu CE answers for Pro/Enterprise-only methods (speech to text).
     pub const PRO_FEATURE: i64 = 997;
     /// OpenVidu `GENERIC_ERROR_CODE`.
     pub const GENERIC: i64 = 999;
