@@ -703,3 +703,22 @@ async fn floods_and_garbage_do_not_break_the_server() {
     }
     assert_eq!(ws.call("ping", None).await["result"]["value"], "pong");
 }
+
+#[tokio::test]
+async fn client_ip_comes_from_x_real_ip() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = start(|_| {}).await;
+    let sid = s.session(None).await;
+    let (ca, ta) = s.connection(&sid, "PUBLISHER", "").await;
+    let mut req = s.ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("X-Real-IP", "203.0.113.7".parse().unwrap());
+    let (stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = Ws::from_stream(stream);
+    let r = ws.call("joinRoom", Some(join_params(&sid, &ta, "a"))).await;
+    assert!(r.get("result").is_some(), "{r}");
+    let (_, c) = s
+        .get(&format!("/openvidu/api/sessions/{sid}/connection/{ca}"))
+        .await;
+    assert_eq!(c["ip"], "203.0.113.7");
+}

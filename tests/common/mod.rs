@@ -167,6 +167,14 @@ impl Ws {
         }
     }
 
+    pub fn from_stream(stream: WsStream) -> Ws {
+        Ws {
+            stream,
+            next_id: 0,
+            notifications: VecDeque::new(),
+        }
+    }
+
     pub async fn send_text(&mut self, text: String) {
         self.stream
             .send(Message::Text(text.into()))
