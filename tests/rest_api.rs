@@ -536,6 +536,12 @@ async fn ipcam_connection_is_active_with_a_stream() {
     assert_eq!(v["networkCache"], 2000);
     let stream = v["publishers"][0]["streamId"].as_str().unwrap();
     assert!(stream.starts_with("str_IPC_"));
+    let cid = v["connectionId"].as_str().unwrap();
+    assert!(
+        cid.starts_with("ipc_IPCAM_rtsp_") && cid.ends_with("_10_0_0_9_554_live"),
+        "{cid}"
+    );
+    assert!(stream.ends_with(&format!("_{cid}")));
     assert_eq!(v["publishers"][0]["mediaOptions"]["typeOfVideo"], "IPCAM");
     assert_eq!(
         s.delete(&format!("/openvidu/api/sessions/{sid}/stream/{stream}"))

@@ -506,7 +506,10 @@ impl Registry {
         if props.kind == ConnectionType::WebRtc && props.custom_ice_servers.is_empty() {
             props.custom_ice_servers = self.cfg.ice_servers.clone();
         }
-        let id = self.prefixed_id("con_", 9);
+        let id = match (&props.kind, &props.rtsp_uri) {
+            (ConnectionType::IpCam, Some(uri)) => self.ipcam_id(uri),
+            _ => self.prefixed_id("con_", 9),
+        };
         let token_value = loop {
             let t = self.prefixed_id("tok_", 15);
             if !self.tokens.contains_key(&t) {
@@ -546,24 +549,23 @@ impl Registry {
     /// IP cameras are active at once with one `IPC` stream (the media engine pulls the RTSP feed).
     fn activate_ipcam(&mut self, session_id: &str, cid: &str, now: Ms) {
         let stream_rand = format!("{}{}", self.rand_from(UPPER, 1), self.rand_from(ALNUM, 3));
-        let rpc = format!("ipcam:{cid}");
         let Some(session) = self.sessions.get_mut(session_id) else {
             return;
         };
         session.ever_active = true;
+        let others = session.active_rpcs_except(cid);
         let Some(conn) = session.connection_mut(cid) else {
             return;
         };
-        let uri = conn.props.rtsp_uri.clone().unwrap_or_default();
         conn.active = Some(ActiveInfo {
-            rpc,
+            rpc: format!("ipcam:{cid}"),
             active_at: now,
             ip: String::new(),
             platform: "IPCAM".into(),
             client_data: String::new(),
             location: "unknown".into(),
         });
-        conn.publisher = Some(Stream {
+        let stream = Stream {
             id: format!("str_IPC_{stream_rand}_{cid}"),
             created_at: now,
             media: MediaOptions {
@@ -576,19 +578,31 @@ impl Registry {
                 video_dimensions: None,
                 filter: json!({}),
             },
-        });
-        let _ = uri;
-        let session = &self.sessions[session_id];
-        let conn = session.connection(cid).expect("just inserted");
-        let others = session.active_rpcs_except(cid);
+        };
         let joined = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata()});
         let published = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata(),
-            "streams": [stream_descriptor(conn.publisher.as_ref().expect("set above"))]});
+            "streams": [stream_descriptor(&stream)]});
+        conn.publisher = Some(stream);
         let hook = participant_hook(conn);
+        let session = session.clone();
         self.notify(&others, "participantJoined", &joined);
         self.notify(&others, "participantPublished", &published);
-        let session = self.sessions[session_id].clone();
         self.webhook("participantJoined", &session, now, hook);
+    }
+
+    /// `ipc_IPCAM_<scheme>_<4 chars>_<host_port_path>` (spec §1); characters outside
+    /// `[A-Za-z0-9_]` and URI credentials are dropped so the id stays URL-safe.
+    fn ipcam_id(&mut self, uri: &str) -> String {
+        let (scheme, rest) = uri.split_once("://").unwrap_or(("rtsp", uri));
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        let tail: String = rest
+            .chars()
+            .filter(|c| *c != '-')
+            .map(|c| if matches!(c, '/' | '.' | ':') { '_' } else { c })
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let tag = self.rand_from(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4);
+        format!("ipc_IPCAM_{scheme}_{tag}_{}", tail.trim_end_matches('_'))
     }
 
     /// `PATCH …/connection/{id}`. Pushes `connectionPropertyChanged` for changed properties of an
