@@ -186,8 +186,12 @@ impl ControlHandle {
     /// `unsubscribeFromVideo`.
     pub fn remove_subscriber(&self, caller: &Caller, stream_id: &str) -> Result<(), RpcError> {
         self.0.with(|st| {
-            st.reg
-                .remove_subscriber(&caller.session_id, &caller.connection_id, stream_id)
+            st.reg.remove_subscriber(
+                &caller.session_id,
+                &caller.connection_id,
+                stream_id,
+                now_ms(),
+            )
         })
     }
 

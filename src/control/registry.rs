@@ -845,11 +845,19 @@ impl Registry {
         let conn = session.connections.remove(idx);
         let own_stream = conn.publisher.as_ref().map(|s| s.id.clone());
         // Subscribers of the leaving publisher lose their subscription.
-        if let Some(sid) = &own_stream {
-            for c in &mut session.connections {
-                c.subscriptions.retain(|s| &s.stream_id != sid);
-            }
-        }
+        let subs = own_stream
+            .as_deref()
+            .map(|sid| take_subscribers(&mut session.connections, sid))
+            .unwrap_or_default();
+        // The leaving participant's own subscriptions end too.
+        let own_subs: Vec<(Stream, String, Ms)> = conn
+            .subscriptions
+            .iter()
+            .filter_map(|sub| {
+                let (p, st) = session.stream(&sub.stream_id)?;
+                Some((st.clone(), p.id.clone(), sub.created_at))
+            })
+            .collect();
         let others = session.active_rpcs_except(cid);
         let session_snapshot = session.clone();
         // Invariant: checked `active.is_some()` above.
@@ -859,7 +867,12 @@ impl Registry {
                 session_id: session_id.to_string(),
                 connection_id: cid.to_string(),
             }));
+        for (st, publisher, created) in &own_subs {
+            let me = [(cid.to_string(), *created)];
+            self.subscribers_destroyed_hooks(&session_snapshot, st, publisher, &me, reason, now);
+        }
         if let Some(s) = &conn.publisher {
+            self.subscribers_destroyed_hooks(&session_snapshot, s, cid, &subs, reason, now);
             self.stream_destroyed_hook(&session_snapshot, &conn, s, reason, now);
         }
         let msg = json!({"connectionId": cid, "reason": reason});
@@ -1064,9 +1077,7 @@ impl Registry {
             .publisher
             .take()
             .expect("publisher present");
-        for c in &mut session.connections {
-            c.subscriptions.retain(|s| s.stream_id != stream_id);
-        }
+        let subs = take_subscribers(&mut session.connections, stream_id);
         let conn = session.connections[owner].clone();
         let mut targets = session.active_rpcs_except(&conn.id);
         if forced && let Some(r) = conn.rpc() {
@@ -1084,8 +1095,30 @@ impl Registry {
             "participantUnpublished",
             &json!({"connectionId": conn.id, "reason": reason}),
         );
+        self.subscribers_destroyed_hooks(&session, &stream, &conn.id, &subs, reason, now);
         self.stream_destroyed_hook(&session, &conn, &stream, reason, now);
         Ok(())
+    }
+
+    /// `webrtcConnectionDestroyed` for subscriber legs (`INBOUND`) of `stream`.
+    fn subscribers_destroyed_hooks(
+        &mut self,
+        session: &Session,
+        stream: &Stream,
+        publisher: &str,
+        subs: &[(String, Ms)],
+        reason: &str,
+        now: Ms,
+    ) {
+        for (sub, created) in subs {
+            let mut hook = json!({"participantId": sub, "connectionId": sub, "streamId": stream.id,
+                "connection": "INBOUND", "receivingFrom": publisher});
+            media_hook_fields(&mut hook, &stream.media);
+            hook["startTime"] = json!(created);
+            hook["duration"] = json!(now.saturating_sub(*created) / 1000);
+            hook["reason"] = json!(reason);
+            self.webhook("webrtcConnectionDestroyed", session, now, hook);
+        }
     }
 
     fn stream_destroyed_hook(
@@ -1154,6 +1187,7 @@ impl Registry {
         session_id: &str,
         cid: &str,
         stream_id: &str,
+        now: Ms,
     ) -> Result<(), RpcError> {
         let session = self
             .sessions
@@ -1162,10 +1196,19 @@ impl Registry {
         let conn = session
             .connection_mut(cid)
             .ok_or_else(|| RpcError::new(code::USER_NOT_FOUND, "Connection not found"))?;
-        let before = conn.subscriptions.len();
-        conn.subscriptions.retain(|s| s.stream_id != stream_id);
-        if before == conn.subscriptions.len() {
+        let Some(pos) = conn
+            .subscriptions
+            .iter()
+            .position(|s| s.stream_id == stream_id)
+        else {
             return Err(RpcError::new(code::USER_NOT_FOUND, "Not subscribed"));
+        };
+        let sub = conn.subscriptions.remove(pos);
+        if let Some((p, st)) = session.stream(stream_id) {
+            let (publisher, st) = (p.id.clone(), st.clone());
+            let session = session.clone();
+            let me = [(cid.to_string(), sub.created_at)];
+            self.subscribers_destroyed_hooks(&session, &st, &publisher, &me, "unsubscribe", now);
         }
         self.out
             .push_back(Output::Media(MediaCommand::ReleaseSubscriber {
@@ -1256,6 +1299,21 @@ impl Registry {
             .as_ref()
             .map(|s| s.id.clone())
     }
+}
+
+/// Removes every subscription to `stream_id`; returns (subscriber, subscribed at).
+fn take_subscribers(conns: &mut [Connection], stream_id: &str) -> Vec<(String, Ms)> {
+    let mut out = Vec::new();
+    for c in conns {
+        if let Some(pos) = c
+            .subscriptions
+            .iter()
+            .position(|s| s.stream_id == stream_id)
+        {
+            out.push((c.id.clone(), c.subscriptions.remove(pos).created_at));
+        }
+    }
+    out
 }
 
 /// The stream descriptor of `participantPublished` / joinRoom `value[].streams[]`.
@@ -1572,6 +1630,57 @@ mod tests {
         assert!(
             r.session(&sid).is_none(),
             "last participant closes the session"
+        );
+    }
+
+    #[test]
+    fn streams_and_subscriptions_emit_webrtc_hooks() {
+        let mut r = reg();
+        let sid = r.create_session(props(""), 1).unwrap();
+        let a = r
+            .create_connection(&sid, cprops(Role::Publisher), 2)
+            .unwrap();
+        let b = r
+            .create_connection(&sid, cprops(Role::Subscriber), 2)
+            .unwrap();
+        join(&mut r, &sid, &a, "ra");
+        join(&mut r, &sid, &b, "rb");
+        let media = MediaOptions {
+            has_audio: true,
+            has_video: true,
+            audio_active: true,
+            video_active: true,
+            type_of_video: Some("CAMERA".into()),
+            frame_rate: Some(json!(30)),
+            video_dimensions: None,
+            filter: json!({}),
+        };
+        assert_eq!(
+            r.add_stream(&sid, &b, media.clone(), 3).unwrap_err().code,
+            401
+        );
+        let st = r.add_stream(&sid, &a, media.clone(), 3).unwrap();
+        assert_eq!(r.add_stream(&sid, &a, media, 3).unwrap_err().code, 106);
+        r.add_subscriber(&sid, &b, &st, 4).unwrap();
+        while r.poll_output().is_some() {}
+        r.evict(&sid, &a, "forceDisconnectByServer", 5000);
+        let hooks: Vec<Value> = std::iter::from_fn(|| r.poll_output())
+            .filter_map(|o| match o {
+                Output::Webhook(v) if v["event"] == "webrtcConnectionDestroyed" => Some(v),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(hooks.len(), 2, "{hooks:?}");
+        assert_eq!(hooks[0]["connection"], "INBOUND");
+        assert_eq!(hooks[0]["receivingFrom"], json!(a));
+        assert_eq!(hooks[1]["connection"], "OUTBOUND");
+        assert!(
+            r.session(&sid)
+                .unwrap()
+                .connection(&b)
+                .unwrap()
+                .subscriptions
+                .is_empty()
         );
     }
 
