@@ -11,7 +11,7 @@
 //! avoids pulling a second HTTP client stack into the binary.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -20,6 +20,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::config::WebhookConfig;
+
+/// Most bytes of event bodies waiting in the queue (on top of the `webhook.queue_size` event
+/// count): large signals must not let a dead endpoint pin gigabytes.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 
 /// Delivery counters (readable by tests and metrics).
 #[derive(Debug, Default)]
@@ -30,12 +34,14 @@ pub struct WebhookStats {
     pub dropped_full: AtomicU64,
     /// Dropped after the last failed attempt.
     pub dropped_failed: AtomicU64,
+    /// Bytes of bodies currently queued.
+    pub queued_bytes: AtomicUsize,
 }
 
 /// Producer side of the webhook queue.
 #[derive(Clone)]
 pub struct Webhooks {
-    tx: Option<mpsc::Sender<Value>>,
+    tx: Option<mpsc::Sender<String>>,
     events: Arc<Vec<String>>,
     pub stats: Arc<WebhookStats>,
 }
@@ -135,16 +141,25 @@ impl Webhooks {
         if !self.events.iter().any(|e| e == name) {
             return;
         }
-        match tx.try_send(event) {
+        let body = event.to_string();
+        let len = body.len();
+        let prev = self.stats.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let result = if prev + len > MAX_QUEUED_BYTES {
+            Err(())
+        } else {
+            tx.try_send(body).map_err(|_| ())
+        };
+        match result {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
+            Err(()) => {
+                self.stats.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                 let n = self.stats.dropped_full.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(
                         dropped = n,
-                        "webhook queue full (webhook.queue_size); event dropped"
+                        "webhook queue full (webhook.queue_size events or MAX_QUEUED_BYTES); event dropped"
                     );
                 }
             }
@@ -153,15 +168,14 @@ impl Webhooks {
 }
 
 async fn deliver_loop(
-    mut rx: mpsc::Receiver<Value>,
+    mut rx: mpsc::Receiver<String>,
     endpoint: Endpoint,
     headers: Vec<(String, String)>,
     timeout: Duration,
     attempts: u32,
     stats: Arc<WebhookStats>,
 ) {
-    while let Some(event) = rx.recv().await {
-        let body = event.to_string();
+    while let Some(body) = rx.recv().await {
         let mut ok = false;
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -180,6 +194,7 @@ async fn deliver_loop(
                 Err(_) => tracing::debug!(attempt, "webhook delivery timed out"),
             }
         }
+        stats.queued_bytes.fetch_sub(body.len(), Ordering::Relaxed);
         if ok {
             stats.delivered.fetch_add(1, Ordering::Relaxed);
         } else {
