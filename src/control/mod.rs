@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -36,7 +37,7 @@ use registry::{Output, Registry, RegistryConfig, TurnSettings};
 /// Messages queued for one WebSocket.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    Text(String),
+    Text(Utf8Bytes),
     /// Close the socket after this delay unless the client closes it first.
     CloseAfter(Duration),
 }
@@ -136,13 +137,12 @@ impl Inner {
         let window = Duration::from_secs(self.cfg.server.reconnection_window);
         while let Some(out) = st.reg.poll_output() {
             match out {
-                Output::Notify {
-                    rpc,
-                    method,
-                    params,
-                } => {
-                    let text = crate::signaling::notification(method, &params);
-                    deliver(&mut st.rpcs, &rpc, Outgoing::Text(text));
+                Output::Notify { to, method, params } => {
+                    // Serialised once, shared by every target (cheap clones of the bytes).
+                    let text = Utf8Bytes::from(crate::signaling::notification(method, &params));
+                    for rpc in &to {
+                        deliver(&mut st.rpcs, rpc, Outgoing::Text(text.clone()));
+                    }
                 }
                 Output::Detach { rpc, close: _ } => {
                     if let Some(r) = st.rpcs.get_mut(&rpc) {

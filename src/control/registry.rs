@@ -245,9 +245,9 @@ pub struct RegistryConfig {
 /// Something the shell must carry out after an operation.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
-    /// Send the notification to the JSON-RPC session `rpc`.
+    /// Send the notification to each JSON-RPC session in `to`, in order.
     Notify {
-        rpc: String,
+        to: Vec<String>,
         method: &'static str,
         params: Value,
     },
@@ -345,13 +345,14 @@ impl Registry {
     }
 
     fn notify(&mut self, rpcs: &[String], method: &'static str, params: &Value) {
-        for rpc in rpcs {
-            self.out.push_back(Output::Notify {
-                rpc: rpc.clone(),
-                method,
-                params: params.clone(),
-            });
+        if rpcs.is_empty() {
+            return;
         }
+        self.out.push_back(Output::Notify {
+            to: rpcs.to_vec(),
+            method,
+            params: params.clone(),
+        });
     }
 
     fn webhook(&mut self, event: &str, session: &Session, now: Ms, extra: Value) {
@@ -1283,7 +1284,7 @@ impl Registry {
             .map(str::to_string);
         if let Some(rpc) = rpc {
             self.out.push_back(Output::Notify {
-                rpc,
+                to: vec![rpc],
                 method,
                 params,
             });
@@ -1607,15 +1608,17 @@ mod tests {
         assert_eq!(jb.result["metadata"], "cli%/%srv");
         let outs: Vec<Output> = std::iter::from_fn(|| r.poll_output()).collect();
         assert!(
-            matches!(&outs[0], Output::Notify { rpc, method: "participantJoined", .. } if rpc == "ra")
+            matches!(&outs[0], Output::Notify { to, method: "participantJoined", .. } if to == &["ra"])
         );
         r.evict(&sid, &a, "forceDisconnectByUser", 2000);
         let outs: Vec<Output> = std::iter::from_fn(|| r.poll_output()).collect();
         let methods: Vec<(&str, &str)> = outs
             .iter()
-            .filter_map(|o| match o {
-                Output::Notify { rpc, method, .. } => Some((rpc.as_str(), *method)),
-                _ => None,
+            .flat_map(|o| match o {
+                Output::Notify { to, method, .. } => {
+                    to.iter().map(|r| (r.as_str(), *method)).collect()
+                }
+                _ => Vec::new(),
             })
             .collect();
         assert_eq!(

@@ -209,7 +209,10 @@ async fn write_text(sink: &mut WebSocket, text: String) -> bool {
 
 async fn write_out(sink: &mut WebSocket, out: Outgoing, close_at: &mut Option<Instant>) -> bool {
     match out {
-        Outgoing::Text(t) => write_text(sink, t).await,
+        Outgoing::Text(t) => matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(t))).await,
+            Ok(Ok(()))
+        ),
         Outgoing::CloseAfter(d) => {
             let t = Instant::now() + d;
             *close_at = Some(close_at.map_or(t, |c| c.min(t)));
@@ -326,7 +329,7 @@ fn media_request(
                     ),
                 };
                 // A full queue means the client is not reading; it will be cut off anyway.
-                let _ = tx.try_send(Outgoing::Text(text));
+                let _ = tx.try_send(Outgoing::Text(text.into()));
             });
             None
         }
