@@ -138,6 +138,11 @@ async fn run_socket(inner: Arc<Inner>, socket: WebSocket, ip: String) {
                 let (reply, is_ping) = handle_frame(&mut ctx, text.as_str());
                 if is_ping {
                     ping_deadline = Instant::now() + ping_timeout;
+                } else if Instant::now() >= ping_deadline {
+                    // `biased` polling must not let a stream of non-ping frames starve the
+                    // watchdog.
+                    close_reason = Some("Close for not receive ping from client");
+                    break;
                 }
                 // Notifications produced by this request go out before its response.
                 let mut failed = false;
