@@ -109,8 +109,9 @@ async fn run_socket(inner: Arc<Inner>, socket: WebSocket, ip: String) {
     let mut close_at: Option<Instant> = None;
     let mut sink = socket;
     let mut close_reason: Option<&'static str> = None;
-    // Our own handle is not kept by the loop: the rpc map holds the only sender besides `ctx.tx`,
-    // which we drop from the map when the server detaches us.
+    // The rpc map holds this socket's sender while the socket serves a JSON-RPC session. The
+    // server detaches a socket (slow consumer, `connect` from another socket) by replacing or
+    // removing that handle; the check at the end of each turn notices and closes the socket.
     loop {
         let close_sleep = async {
             match close_at {
@@ -166,7 +167,7 @@ async fn run_socket(inner: Arc<Inner>, socket: WebSocket, ip: String) {
                             break;
                         }
                     }
-                    // Unreachable while ctx.tx lives, kept for clarity.
+                    // Cannot happen while `ctx.tx` lives; treat it as a detach.
                     None => break,
                 }
             }
