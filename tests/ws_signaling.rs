@@ -693,3 +693,28 @@ async fn client_ip_comes_from_x_real_ip() {
         .await;
     assert_eq!(c["ip"], "203.0.113.7");
 }
+
+#[tokio::test]
+async fn closed_socket_is_evicted_after_the_window() {
+    let s = start(|c| c.server.reconnection_window = 0).await;
+    let sid = s.session(None).await;
+    let (ca, ta) = s.connection(&sid, "PUBLISHER", "").await;
+    let (_, tb) = s.connection(&sid, "PUBLISHER", "").await;
+    let (mut a, ra) = s.join(&sid, &ta, "a").await;
+    let (mut b, _) = s.join(&sid, &tb, "b").await;
+    let rpc = ra["sessionId"].as_str().unwrap().to_string();
+    use futures_util::SinkExt;
+    a.stream.close(None).await.unwrap();
+    let ev = json!({"connectionId": ca, "reason": "networkDisconnect"});
+    assert_eq!(b.notification("participantLeft").await, ev);
+    assert_eq!(b.notification("participantEvicted").await, ev);
+    let mut a2 = Ws::open(&s.ws_url).await;
+    let r = a2
+        .call(
+            "connect",
+            Some(json!({"sessionId": rpc, "reconnect": true})),
+        )
+        .await;
+    assert_eq!(error_code(&r), 40007);
+    assert_eq!(r["error"]["message"], "reconnection error");
+}
