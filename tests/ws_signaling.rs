@@ -703,7 +703,6 @@ async fn closed_socket_is_evicted_after_the_window() {
     let (mut a, ra) = s.join(&sid, &ta, "a").await;
     let (mut b, _) = s.join(&sid, &tb, "b").await;
     let rpc = ra["sessionId"].as_str().unwrap().to_string();
-    use futures_util::SinkExt;
     a.stream.close(None).await.unwrap();
     let ev = json!({"connectionId": ca, "reason": "networkDisconnect"});
     assert_eq!(b.notification("participantLeft").await, ev);
