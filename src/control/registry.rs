@@ -507,8 +507,13 @@ impl Registry {
         if props.kind == ConnectionType::WebRtc && props.custom_ice_servers.is_empty() {
             props.custom_ice_servers = self.cfg.ice_servers.clone();
         }
-        let id = match (&props.kind, &props.rtsp_uri) {
-            (ConnectionType::IpCam, Some(uri)) => self.ipcam_id(uri),
+        let custom = custom_connection_id(&props.data).filter(|id| {
+            // Invariant: presence checked at the top of this function.
+            self.sessions[session_id].connection(id).is_none()
+        });
+        let id = match (&props.kind, &props.rtsp_uri, custom) {
+            (ConnectionType::IpCam, Some(uri), _) => self.ipcam_id(uri),
+            (_, _, Some(id)) => id,
             _ => self.prefixed_id("con_", 9),
         };
         let token_value = loop {
@@ -1302,6 +1307,22 @@ impl Registry {
     }
 }
 
+/// OpenVidu dev feature (spec §1): server data that is a JSON object with a string
+/// `openviduCustomConnectionId` yields the connection id `con_<value without non-word chars>`.
+fn custom_connection_id(data: &str) -> Option<String> {
+    if !data.trim_start().starts_with('{') {
+        return None;
+    }
+    let v: Value = serde_json::from_str(data).ok()?;
+    let raw = v.get("openviduCustomConnectionId")?.as_str()?;
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(128)
+        .collect();
+    (!clean.is_empty()).then(|| format!("con_{clean}"))
+}
+
 /// Removes every subscription to `stream_id`; returns (subscriber, subscribed at).
 fn take_subscribers(conns: &mut [Connection], stream_id: &str) -> Vec<(String, Ms)> {
     let mut out = Vec::new();
@@ -1685,6 +1706,20 @@ mod tests {
                 .subscriptions
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn custom_connection_ids() {
+        let mut r = reg();
+        let sid = r.create_session(props(""), 1).unwrap();
+        let mut p = cprops(Role::Publisher);
+        p.data = r#"{"openviduCustomConnectionId":"my-id.1"}"#.into();
+        assert_eq!(
+            r.create_connection(&sid, p.clone(), 2).unwrap(),
+            "con_myid1"
+        );
+        // A clash falls back to a generated id.
+        assert_ne!(r.create_connection(&sid, p, 2).unwrap(), "con_myid1");
     }
 
     #[test]
