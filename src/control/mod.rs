@@ -4,7 +4,7 @@
 //! Layout:
 //! - [`registry`]: the sans-IO OpenVidu model (sessions, connections, tokens, streams) and the
 //!   outputs (notifications, webhooks, media commands) each operation produces;
-//! - [`rest`]: `/openvidu/api/**` (spec §2);
+//! - [`rest`]: `/openvidu/api/**` (spec §2), with [`views`] rendering the JSON objects;
 //! - [`ws`]: the `/openvidu` WebSocket JSON-RPC shell (spec §3.3, §4);
 //! - [`webhook`]: the bounded webhook queue and its HTTP/1.1 sender (spec §7);
 //! - [`media`]: the command/event seam to the media shards and the media-method dispatch point.
@@ -17,6 +17,7 @@
 pub mod media;
 pub mod registry;
 pub mod rest;
+pub mod views;
 pub mod webhook;
 pub mod ws;
 

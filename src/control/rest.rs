@@ -22,9 +22,8 @@ use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 use tower_http::cors::CorsLayer;
 
-use super::registry::{
-    ConnectionProps, ConnectionType, RegError, Role, SessionProps, connection_json, session_json,
-};
+use super::registry::{ConnectionProps, ConnectionType, RegError, Role, SessionProps};
+use super::views::{connection_json, session_json};
 use super::{Inner, now_ms};
 
 type St = State<Arc<Inner>>;
