@@ -63,6 +63,11 @@ pub struct ServerConfig {
     /// Seconds without a `ping` after which a participant is considered gone (the browser pings
     /// every 5 s; OpenVidu's watchdog closes after 3 missed pings plus grace).
     pub ping_timeout: u64,
+    /// Seconds a participant whose WebSocket closed keeps its place, waiting for the browser to
+    /// re-attach with `connect` (kurento-jsonrpc: 10 s); then it is evicted with
+    /// `networkDisconnect`. Also the delay after which the server closes the socket of an evicted
+    /// participant that did not close it itself. 0 = evict at once.
+    pub reconnection_window: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace` or a tracing directive).
     pub log_level: String,
     /// `text` or `json`.
@@ -210,6 +215,7 @@ impl Default for ServerConfig {
             max_ws_connections: 10_000,
             max_http_connections: 20_000,
             ping_timeout: 20,
+            reconnection_window: 10,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }

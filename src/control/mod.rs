@@ -1,29 +1,293 @@
 //! The control plane: one thread running a tokio current-thread runtime that serves the OpenVidu
 //! REST API and WebSocket signaling and owns the session registry.
+//!
+//! Layout:
+//! - [`registry`]: the sans-IO OpenVidu model (sessions, connections, tokens, streams) and the
+//!   outputs (notifications, webhooks, media commands) each operation produces;
+//! - [`rest`]: `/openvidu/api/**` (spec §2), with [`views`] rendering the JSON objects;
+//! - [`ws`]: the `/openvidu` WebSocket JSON-RPC shell (spec §3.3, §4);
+//! - [`webhook`]: the bounded webhook queue and its HTTP/1.1 sender (spec §7);
+//! - [`media`]: the command/event seam to the media shards and the media-method dispatch point.
+//!
+//! Concurrency: all state lives in one [`State`] behind a `std::sync::Mutex` that is only held
+//! for the synchronous duration of one registry operation plus the routing of its outputs
+//! (never across an `.await`). Routing a notification is a non-blocking `try_send` into the
+//! target socket's bounded queue; a socket whose queue is full is cut off (it is not reading).
 
-use std::sync::Arc;
+pub mod media;
+pub mod registry;
+pub mod rest;
+pub mod views;
+pub mod webhook;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
+use axum::extract::ws::Utf8Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
+use registry::{Output, Registry, RegistryConfig, TurnSettings};
+
+/// Messages queued for one WebSocket.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Text(Utf8Bytes),
+    /// Close the socket after this delay unless the client closes it first.
+    CloseAfter(Duration),
+}
+
+/// Capacity of each socket's outgoing queue.
+pub(crate) const SOCKET_QUEUE: usize = 512;
+
+#[derive(Debug)]
+pub(crate) struct SocketHandle {
+    pub id: u64,
+    pub tx: mpsc::Sender<Outgoing>,
+}
+
+/// One JSON-RPC session (kurento-jsonrpc "participant private id"). Survives its socket for
+/// `server.reconnection_window` so that `connect` can re-attach.
+#[derive(Debug, Default)]
+pub(crate) struct RpcSession {
+    pub socket: Option<SocketHandle>,
+    /// (session id, connection id) after joinRoom.
+    pub participant: Option<(String, String)>,
+    /// Bumped at every detach from a socket; a grace timer only acts on its own epoch.
+    pub detach_epoch: u64,
+}
+
+/// Everything mutable of the control plane.
+pub(crate) struct State {
+    pub reg: Registry,
+    pub rpcs: HashMap<String, RpcSession>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: Arc<Config>,
+    state: Mutex<State>,
+    pub webhooks: webhook::Webhooks,
+    pub media: media::MediaSink,
+    pub ws_count: AtomicUsize,
+    pub next_socket: AtomicU64,
+}
+
+/// Unix epoch milliseconds now (the shell's clock; cores get it as an argument).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Parses one `OPENVIDU_WEBRTC_ICE_SERVERS` entry (`url=…,username=…,credential=…` or
+/// `…,staticAuthSecret=…`) into a `customIceServers` object.
+pub(crate) fn parse_ice_server_string(s: &str, now: u64, ttl: u64) -> Option<Value> {
+    let mut url = None;
+    let mut user = None;
+    let mut cred = None;
+    let mut secret = None;
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=')?;
+        match k.trim() {
+            "url" => url = Some(v.trim().to_string()),
+            "username" => user = Some(v.trim().to_string()),
+            "credential" => cred = Some(v.trim().to_string()),
+            "staticAuthSecret" => secret = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    let url = url?;
+    let mut o = serde_json::json!({ "url": url });
+    if let Some(sec) = secret {
+        let (u, c) = registry::turn_rest_credentials(&sec, now / 1000 + ttl, "ringsfu");
+        o["username"] = u.into();
+        o["credential"] = c.into();
+    } else {
+        if let Some(u) = user.filter(|u| !u.is_empty()) {
+            o["username"] = u.into();
+        }
+        if let Some(c) = cred.filter(|c| !c.is_empty()) {
+            o["credential"] = c.into();
+        }
+    }
+    Some(o)
+}
+
+impl Inner {
+    /// Runs `f` on the state, then routes every output the registry produced.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut st = self.lock();
+        let r = f(&mut st);
+        self.route(&mut st);
+        r
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; keep serving with the state as it was left.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn route(&self, st: &mut State) {
+        let window = Duration::from_secs(self.cfg.server.reconnection_window);
+        while let Some(out) = st.reg.poll_output() {
+            match out {
+                Output::Notify { to, method, params } => {
+                    // Serialised once, shared by every target (cheap clones of the bytes).
+                    let text = Utf8Bytes::from(crate::signaling::notification(method, &params));
+                    for rpc in &to {
+                        deliver(&mut st.rpcs, rpc, Outgoing::Text(text.clone()));
+                    }
+                }
+                Output::Detach { rpc, close: _ } => {
+                    if let Some(r) = st.rpcs.get_mut(&rpc) {
+                        r.participant = None;
+                        if r.socket.is_none() {
+                            st.rpcs.remove(&rpc);
+                        } else {
+                            deliver(&mut st.rpcs, &rpc, Outgoing::CloseAfter(window));
+                        }
+                    }
+                }
+                Output::Webhook(v) => self.webhooks.send(v),
+                Output::Media(cmd) => self.media.send(cmd),
+            }
+        }
+    }
+}
+
+/// Queues a message for the socket bound to `rpc`; a full queue cuts the socket off (its task
+/// then sees its queue closed and closes the WebSocket).
+fn deliver(rpcs: &mut HashMap<String, RpcSession>, rpc: &str, msg: Outgoing) {
+    let Some(r) = rpcs.get_mut(rpc) else { return };
+    let Some(sock) = &r.socket else { return };
+    if let Err(mpsc::error::TrySendError::Full(_)) = sock.tx.try_send(msg) {
+        tracing::warn!(rpc, "socket queue full; disconnecting slow client");
+        r.socket = None;
+    }
+}
 
 /// Handle to the control plane; cheap to clone.
 #[derive(Clone)]
 pub struct ControlPlane {
-    cfg: Arc<Config>,
+    inner: Arc<Inner>,
 }
 
 impl ControlPlane {
+    /// Builds the control plane. When called inside a tokio runtime it also starts the webhook
+    /// sender and the garbage collector of never-joined sessions.
     pub fn new(cfg: Arc<Config>) -> ControlPlane {
-        ControlPlane { cfg }
+        let now = now_ms();
+        let ice_servers = cfg
+            .sessions
+            .ice_servers
+            .iter()
+            .filter_map(|s| parse_ice_server_string(s, now, cfg.turn.credential_ttl))
+            .collect();
+        let rcfg = RegistryConfig {
+            ws_url: cfg.ws_url(),
+            forced_video_codec: cfg.sessions.forced_video_codec.clone(),
+            allow_transcoding: cfg.sessions.allow_transcoding,
+            ice_servers,
+            max_sessions: cfg.sessions.max_sessions,
+            max_connections_per_session: cfg.sessions.max_connections_per_session,
+            turn: cfg.turn.enabled.then(|| TurnSettings {
+                ip: cfg.turn_public_ip(),
+                port: cfg.turn.port,
+                secret: cfg.turn_secret().to_string(),
+                ttl_secs: cfg.turn.credential_ttl,
+            }),
+        };
+        let seed: u64 = rand::random();
+        let inner = Arc::new(Inner {
+            webhooks: webhook::Webhooks::start(&cfg.webhook),
+            cfg: cfg.clone(),
+            state: Mutex::new(State { reg: Registry::new(rcfg, seed), rpcs: HashMap::new() }),
+            media: media::MediaSink,
+            ws_count: AtomicUsize::new(0),
+            next_socket: AtomicU64::new(1),
+        });
+        if cfg.sessions.garbage_interval > 0
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let weak = Arc::downgrade(&inner);
+            let every = Duration::from_secs(cfg.sessions.garbage_interval);
+            let threshold = cfg.sessions.garbage_threshold.saturating_mul(1000);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let gone = inner.with(|st| st.reg.collect_garbage(now_ms(), threshold));
+                    if !gone.is_empty() {
+                        tracing::info!(sessions = ?gone, "garbage-collected unused sessions");
+                    }
+                }
+            });
+        }
+        ControlPlane { inner }
     }
 
-    /// Every HTTP route the server answers.
+    /// Every HTTP route the server answers: the REST API, the WebSocket, CORS, auth, limits.
     pub fn router(&self) -> Router {
-        let _ = &self.cfg;
-        Router::new()
+        rest::router(self.inner.clone())
     }
 
-    /// Graceful shutdown: tell participants and stop accepting joins.
-    pub async fn shutdown(&self) {}
+    /// Graceful shutdown: every participant is evicted (`openviduServerStopped`), sessions are
+    /// destroyed, new joins and sessions are refused, sockets are closed.
+    pub async fn shutdown(&self) {
+        self.inner.with(|st| {
+            st.reg.shutdown(now_ms());
+            for r in st.rpcs.values_mut() {
+                if let Some(s) = &r.socket {
+                    let _ = s.tx.try_send(Outgoing::CloseAfter(Duration::ZERO));
+                }
+            }
+        });
+        // Let socket tasks flush their last notifications.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// Webhook delivery counters.
+    pub fn webhook_stats(&self) -> Arc<webhook::WebhookStats> {
+        self.inner.webhooks.stats.clone()
+    }
+
+    /// Test hook, not API: records a published stream as the media code will after
+    /// `publishVideo` (`params` = the publishVideo params). Emits `participantPublished`.
+    #[doc(hidden)]
+    pub fn _add_stream_for_tests(
+        &self,
+        session_id: &str,
+        connection_id: &str,
+        params: &serde_json::Map<String, Value>,
+    ) -> Result<String, crate::signaling::RpcError> {
+        let media = ws::media_options_from_params(params)?;
+        self.inner.with(|st| st.reg.add_stream(session_id, connection_id, media, now_ms()))
+    }
+
+    /// The handle the media side uses to update the registry and feed [`media::MediaEvent`]s.
+    pub fn media_handle(&self) -> media::ControlHandle {
+        media::ControlHandle(self.inner.clone())
+    }
+
+    /// Number of open WebSocket connections.
+    pub fn websocket_count(&self) -> usize {
+        self.inner.ws_count.load(Ordering::Relaxed)
+    }
+}
+
+/// The client IP of a request: `X-Real-IP` if present, else the TCP peer.
+pub(crate) fn client_ip(headers: &axum::http::HeaderMap, peer: Option<SocketAddr>) -> String {
+    headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| peer.map(|p| p.ip().to_string()))
+        .unwrap_or_default()
 }

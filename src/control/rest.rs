@@ -1,0 +1,820 @@
+//! The OpenVidu 2 REST API (`/openvidu/api/**`, spec §2), plus the router assembly: CORS,
+//! deprecated-path rewriting, Basic auth, body limits and the WebSocket route.
+//!
+//! Status mapping (spec §2): 400 bad body (JSON error body), 401 auth (`WWW-Authenticate`),
+//! 404/409 mostly empty, 406 signal undeliverable (JSON error body), 413 body over
+//! `server.max_body_bytes`, 501 recordings, 503 when `sessions.max_sessions` /
+//! `sessions.max_connections_per_session` is reached (JSON error body; OpenVidu has no such
+//! limits, and node-client only looks at the status).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+use tower::ServiceExt;
+use tower_http::cors::CorsLayer;
+
+use super::registry::{ConnectionProps, ConnectionType, RegError, Role, SessionProps};
+use super::views::{connection_json, session_json};
+use super::{Inner, now_ms};
+
+type St = State<Arc<Inner>>;
+type Q = Query<HashMap<String, String>>;
+
+/// Builds the whole HTTP router.
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    let max_body = inner.cfg.server.max_body_bytes;
+    let api = Router::new()
+        .route("/openvidu/api/sessions", post(create_session).get(list_sessions))
+        .route("/openvidu/api/sessions/{sid}", get(get_session).delete(delete_session))
+        .route(
+            "/openvidu/api/sessions/{sid}/connection",
+            post(create_connection).get(list_connections),
+        )
+        .route(
+            "/openvidu/api/sessions/{sid}/connection/{cid}",
+            get(get_connection).patch(patch_connection).delete(delete_connection),
+        )
+        .route("/openvidu/api/sessions/{sid}/stream/{stream}", axum::routing::delete(delete_stream))
+        .route("/openvidu/api/tokens", post(create_token))
+        .route("/openvidu/api/signal", post(signal))
+        .route("/openvidu/api/config", get(config))
+        .route("/openvidu/api/config/{item}", get(config_item))
+        .route("/openvidu/api/health", get(health))
+        .route("/openvidu/api/recordings", any(not_implemented))
+        .route("/openvidu/api/recordings/{*rest}", any(not_implemented))
+        .route("/openvidu", get(super::ws::upgrade))
+        .fallback(not_found)
+        .with_state(inner.clone())
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(inner, auth));
+    let rewritten = api.map_request(rewrite_deprecated);
+    Router::new().fallback_service(rewritten).layer(CorsLayer::very_permissive())
+}
+
+/// `SUPPORT_DEPRECATED_API`: pre-2.16 paths are rewritten to their current form.
+fn rewrite_deprecated(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let new_path = if let Some(rest) = path.strip_prefix("/api/") {
+        Some(format!("/openvidu/api/{rest}"))
+    } else if path == "/config" || path.starts_with("/config/") {
+        Some(format!("/openvidu/api{path}"))
+    } else if path == "/cdr" || path.starts_with("/cdr/") || path.starts_with("/recordings/") {
+        Some(format!("/openvidu{path}"))
+    } else if let Some(rest) = path.strip_prefix("/layouts/custom/") {
+        Some(format!("/openvidu/layouts/{rest}"))
+    } else if path == "/info" {
+        Some("/openvidu/info".to_string())
+    } else {
+        None
+    };
+    if let Some(p) = new_path {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{p}?{q}"),
+            None => p,
+        };
+        if let Ok(uri) = Uri::builder().path_and_query(pq).build() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+fn is_protected(method: &Method, path: &str) -> bool {
+    if path == "/openvidu/api/config/openvidu-publicurl"
+        && (method == Method::GET || method == Method::HEAD)
+    {
+        return false;
+    }
+    path.starts_with("/openvidu/api/")
+        || path == "/openvidu/api"
+        || path.starts_with("/openvidu/cdr")
+        || path.starts_with("/openvidu/layouts")
+        || path.starts_with("/openvidu/recordings")
+        || path.starts_with("/dashboard")
+}
+
+async fn auth(State(inner): St, req: Request, next: Next) -> Response {
+    if req.method() == Method::OPTIONS || !is_protected(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("OPENVIDUAPP:{}", inner.cfg.server.secret))
+    );
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| constant_time_eq(v.as_bytes(), expected.as_bytes()))
+        .unwrap_or(false);
+    if ok {
+        return next.run(req).await;
+    }
+    let mut r = error_json(StatusCode::UNAUTHORIZED, req.uri().path(), "Unauthorized");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"OpenVidu Server\""),
+    );
+    r
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+// ------------------------------------------------------------------ responses
+
+fn reason_phrase(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
+/// `{"timestamp","status","error","message","path"}`.
+fn error_json(status: StatusCode, path: &str, message: &str) -> Response {
+    let body = json!({
+        "timestamp": now_ms(),
+        "status": status.as_u16(),
+        "error": reason_phrase(status),
+        "message": message,
+        "path": path,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}
+
+fn ok_json(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+fn bad_request(uri: &Uri, msg: &str) -> Response {
+    error_json(StatusCode::BAD_REQUEST, uri.path(), msg)
+}
+
+fn limit(uri: &Uri, what: &str) -> Response {
+    error_json(StatusCode::SERVICE_UNAVAILABLE, uri.path(), &format!("Limit reached ({what})"))
+}
+
+async fn not_found() -> Response {
+    empty(StatusCode::NOT_FOUND)
+}
+
+async fn not_implemented() -> Response {
+    empty(StatusCode::NOT_IMPLEMENTED)
+}
+
+async fn health() -> Response {
+    ok_json(json!({"status": "UP"}))
+}
+
+fn flag(q: &HashMap<String, String>, key: &str, default: bool) -> bool {
+    match q.get(key).map(|s| s.as_str()) {
+        Some("true") => true,
+        Some("false") => false,
+        _ => default,
+    }
+}
+
+// ------------------------------------------------------------------ body parsing
+
+/// Parses a JSON body: empty or `null` = `{}`; anything else must be an object.
+fn parse_body(bytes: &Bytes) -> Result<Map<String, Value>, String> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(Value::Null) => Ok(Map::new()),
+        Ok(_) => Err("The request body must be a JSON object".into()),
+        Err(e) => Err(format!("Malformed JSON body: {e}")),
+    }
+}
+
+/// Typed access to a body: `null` is absent, a wrong type is an error message.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, k: &str) -> Option<&'a Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+
+    fn str(&self, k: &str) -> Result<Option<&'a str>, String> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("Type error in parameter '{k}': expected a string")),
+        }
+    }
+
+    fn bool(&self, k: &str) -> Result<Option<bool>, String> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(format!("Type error in parameter '{k}': expected a boolean")),
+        }
+    }
+
+    fn int(&self, k: &str) -> Result<Option<i64>, String> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+                Ok(n.as_f64().map(|f| f as i64))
+            }
+            Some(_) => Err(format!("Type error in parameter '{k}': expected an integer")),
+        }
+    }
+
+    fn enumeration(&self, k: &str, allowed: &[&str]) -> Result<Option<&'a str>, String> {
+        match self.str(k)? {
+            None => Ok(None),
+            Some(s) if allowed.contains(&s) => Ok(Some(s)),
+            Some(s) => Err(format!(
+                "Parameter '{k}' has an invalid value '{s}'; allowed: {}",
+                allowed.join(", ")
+            )),
+        }
+    }
+}
+
+fn valid_custom_session_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Normalises `defaultRecordingProperties` to the §2.2 shape.
+fn recording_properties(v: Option<&Value>) -> Result<Value, String> {
+    let empty = Map::new();
+    let m = match v {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err("Type error in parameter 'defaultRecordingProperties'".into());
+        }
+    };
+    let f = Fields(m);
+    let name = f.str("name")?.unwrap_or("");
+    let has_audio = f.bool("hasAudio")?.unwrap_or(true);
+    let has_video = f.bool("hasVideo")?.unwrap_or(true);
+    let output = f
+        .enumeration("outputMode", &["COMPOSED", "INDIVIDUAL", "COMPOSED_QUICK_START"])?
+        .unwrap_or("COMPOSED");
+    let layout = f
+        .enumeration(
+            "recordingLayout",
+            &[
+                "BEST_FIT",
+                "PICTURE_IN_PICTURE",
+                "VERTICAL_PRESENTATION",
+                "HORIZONTAL_PRESENTATION",
+                "CUSTOM",
+            ],
+        )?
+        .unwrap_or("BEST_FIT");
+    let resolution = f.str("resolution")?.unwrap_or("1280x720");
+    let frame_rate = f.int("frameRate")?.unwrap_or(25);
+    let shm = f.int("shmSize")?.unwrap_or(536_870_912);
+    let custom_layout = f.str("customLayout")?.unwrap_or("");
+    let ignore_failed = f.bool("ignoreFailedStreams")?.unwrap_or(false);
+    let media_node = match f.get("mediaNode") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Object(o)) => match o.get("id") {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => return Err("Type error in parameter 'mediaNode'".into()),
+        },
+        Some(_) => return Err("Type error in parameter 'mediaNode'".into()),
+    };
+    if !has_audio && !has_video {
+        return Err(
+            "Cannot start a recording with both \"hasAudio\" and \"hasVideo\" set to false".into(),
+        );
+    }
+    let mut out =
+        json!({"name": name, "hasAudio": has_audio, "hasVideo": has_video, "outputMode": output});
+    if output != "INDIVIDUAL" && has_video {
+        out["recordingLayout"] = json!(layout);
+        out["resolution"] = json!(resolution);
+        out["frameRate"] = json!(frame_rate);
+        out["shmSize"] = json!(shm);
+        if layout == "CUSTOM" {
+            out["customLayout"] = json!(custom_layout);
+        }
+    }
+    if output == "INDIVIDUAL" {
+        out["ignoreFailedStreams"] = json!(ignore_failed);
+    }
+    if let Some(n) = media_node {
+        out["mediaNode"] = json!(n);
+    }
+    Ok(out)
+}
+
+fn session_props(m: &Map<String, Value>) -> Result<SessionProps, String> {
+    let f = Fields(m);
+    let media_mode = f.enumeration("mediaMode", &["ROUTED", "RELAYED"])?.unwrap_or("ROUTED");
+    let recording_mode = f.enumeration("recordingMode", &["MANUAL", "ALWAYS"])?.unwrap_or("MANUAL");
+    let custom = f.str("customSessionId")?.unwrap_or("");
+    if !custom.is_empty() && !valid_custom_session_id(custom) {
+        return Err(format!(
+            "Parameter 'customSessionId' is wrong. Must be an alphanumeric string [a-zA-Z0-9_-]: {custom}"
+        ));
+    }
+    let drp = recording_properties(f.get("defaultRecordingProperties"))?;
+    let codec = f.enumeration(
+        "forcedVideoCodec",
+        &["MEDIA_SERVER_PREFERRED", "VP8", "VP9", "H264", "NONE"],
+    )?;
+    let transcoding = f.bool("allowTranscoding")?;
+    let media_node = match f.get("mediaNode") {
+        None => None,
+        Some(Value::String(s)) => Some(json!({ "id": s })),
+        Some(Value::Object(o)) => match o.get("id") {
+            Some(Value::String(s)) => Some(json!({ "id": s })),
+            _ => return Err("Type error in parameter 'mediaNode'".into()),
+        },
+        Some(_) => return Err("Type error in parameter 'mediaNode'".into()),
+    };
+    Ok(SessionProps {
+        media_mode: media_mode.into(),
+        recording_mode: recording_mode.into(),
+        custom_session_id: custom.into(),
+        default_recording_properties: drp,
+        forced_video_codec: codec.map(str::to_string),
+        allow_transcoding: transcoding,
+        media_node,
+    })
+}
+
+fn kurento_options(v: Option<&Value>) -> Result<Option<Value>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let Value::Object(m) = v else {
+        return Err("Type error in parameter 'kurentoOptions'".into());
+    };
+    let f = Fields(m);
+    let mut out = Map::new();
+    for k in [
+        "videoMaxRecvBandwidth",
+        "videoMinRecvBandwidth",
+        "videoMaxSendBandwidth",
+        "videoMinSendBandwidth",
+    ] {
+        if let Some(n) = f.int(k)? {
+            out.insert(k.into(), json!(n));
+        }
+    }
+    match f.get("allowedFilters") {
+        None => {}
+        Some(Value::Array(a)) => {
+            let mut list = Vec::new();
+            for x in a {
+                match x {
+                    Value::String(s) => list.push(json!(s)),
+                    _ => {
+                        return Err(
+                            "Type error in parameter 'kurentoOptions.allowedFilters'".into()
+                        );
+                    }
+                }
+            }
+            out.insert("allowedFilters".into(), Value::Array(list));
+        }
+        Some(_) => return Err("Type error in parameter 'kurentoOptions.allowedFilters'".into()),
+    }
+    Ok(Some(Value::Object(out)))
+}
+
+fn ice_servers(v: Option<&Value>, now: u64, ttl: u64) -> Result<Vec<Value>, String> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Value::Array(a) = v else {
+        return Err("Type error in parameter 'customIceServers': expected an array".into());
+    };
+    let mut out = Vec::new();
+    for item in a {
+        let Value::Object(m) = item else {
+            return Err("Type error in parameter 'customIceServers': expected objects".into());
+        };
+        let f = Fields(m);
+        let url = f.str("url")?.ok_or("customIceServers: 'url' is required")?;
+        let user = f.str("username")?.filter(|s| !s.is_empty());
+        let cred = f.str("credential")?.filter(|s| !s.is_empty());
+        let secret = f.str("staticAuthSecret")?.filter(|s| !s.is_empty());
+        let scheme = url.split(':').next().unwrap_or("");
+        let base = url.split('?').next().unwrap_or(url);
+        if base.len() <= scheme.len() + 1 {
+            return Err(format!("customIceServers: invalid url '{url}'"));
+        }
+        if let Some((_, q)) = url.split_once('?')
+            && q != "transport=udp"
+            && q != "transport=tcp"
+        {
+            return Err(format!("customIceServers: invalid url '{url}'"));
+        }
+        let mut o = json!({ "url": url });
+        match scheme {
+            "stun" | "stuns" => {
+                if user.is_some() || cred.is_some() || secret.is_some() {
+                    return Err(format!(
+                        "customIceServers: credentials are not allowed for STUN url '{url}'"
+                    ));
+                }
+            }
+            "turn" | "turns" => {
+                if let Some(sec) = secret {
+                    let (u, c) =
+                        super::registry::turn_rest_credentials(sec, now / 1000 + ttl, "ringsfu");
+                    o["username"] = json!(u);
+                    o["credential"] = json!(c);
+                } else {
+                    match (user, cred) {
+                        (Some(u), Some(c)) => {
+                            o["username"] = json!(u);
+                            o["credential"] = json!(c);
+                        }
+                        _ => {
+                            return Err(format!(
+                                "customIceServers: TURN url '{url}' requires username and credential"
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "customIceServers: url '{url}' must start with stun:, stuns:, turn: or turns:"
+                ));
+            }
+        }
+        out.push(o);
+    }
+    Ok(out)
+}
+
+fn connection_props(m: &Map<String, Value>, now: u64, ttl: u64) -> Result<ConnectionProps, String> {
+    let f = Fields(m);
+    let kind = match f.enumeration("type", &["WEBRTC", "IPCAM"])? {
+        Some("IPCAM") => ConnectionType::IpCam,
+        _ => ConnectionType::WebRtc,
+    };
+    let data = f.str("data")?.unwrap_or("").to_string();
+    let record = f.bool("record")?.unwrap_or(true);
+    let role = f
+        .enumeration("role", &["SUBSCRIBER", "PUBLISHER", "MODERATOR"])?
+        .and_then(Role::parse)
+        .unwrap_or(Role::Publisher);
+    let kurento = kurento_options(f.get("kurentoOptions"))?;
+    let ice = ice_servers(f.get("customIceServers"), now, ttl)?;
+    let rtsp = f.str("rtspUri")?.map(str::to_string);
+    let adaptative = f.bool("adaptativeBitrate")?;
+    let only_play = f.bool("onlyPlayWithSubscribers")?;
+    let cache = f.int("networkCache")?;
+    if kind == ConnectionType::IpCam {
+        let Some(uri) = &rtsp else {
+            return Err("Parameter 'rtspUri' is required for IPCAM connections".into());
+        };
+        let scheme = uri.split("://").next().unwrap_or("");
+        if !uri.contains("://") || !["rtsp", "rtsps", "http", "https", "file"].contains(&scheme) {
+            return Err(format!(
+                "Error in parameter 'rtspUri'. Unsupported protocol in URI: {uri}"
+            ));
+        }
+    }
+    let ipcam = kind == ConnectionType::IpCam;
+    Ok(ConnectionProps {
+        kind,
+        data,
+        record,
+        role,
+        kurento_options: if ipcam { None } else { kurento },
+        custom_ice_servers: if ipcam { Vec::new() } else { ice },
+        rtsp_uri: if ipcam { rtsp } else { None },
+        adaptative_bitrate: ipcam.then(|| adaptative.unwrap_or(true)),
+        only_play_with_subscribers: ipcam.then(|| only_play.unwrap_or(true)),
+        network_cache: ipcam.then(|| cache.unwrap_or(2000)),
+    })
+}
+
+// ------------------------------------------------------------------ sessions
+
+async fn create_session(State(inner): St, uri: Uri, body: Bytes) -> Response {
+    let m = match parse_body(&body) {
+        Ok(m) => m,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    let props = match session_props(&m) {
+        Ok(p) => p,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    inner.with(|st| match st.reg.create_session(props, now_ms()) {
+        Ok(id) => {
+            // Invariant: just created under the same lock.
+            let s = st.reg.session(&id).expect("session just created");
+            ok_json(session_json(s, st.reg.config(), false, false))
+        }
+        Err(RegError::SessionExists) => empty(StatusCode::CONFLICT),
+        Err(RegError::Limit(what)) => limit(&uri, what),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, uri.path(), &format!("{e:?}")),
+    })
+}
+
+async fn list_sessions(State(inner): St, Query(q): Q) -> Response {
+    let pending = flag(&q, "pendingConnections", false);
+    let stats = flag(&q, "webRtcStats", false);
+    inner.with(|st| {
+        let content: Vec<Value> = st
+            .reg
+            .sessions()
+            .into_iter()
+            .map(|s| session_json(s, st.reg.config(), pending, stats))
+            .collect();
+        ok_json(json!({"numberOfElements": content.len(), "content": content}))
+    })
+}
+
+async fn get_session(State(inner): St, Path(sid): Path<String>, Query(q): Q) -> Response {
+    let pending = flag(&q, "pendingConnections", false);
+    let stats = flag(&q, "webRtcStats", false);
+    inner.with(|st| match st.reg.session(&sid) {
+        Some(s) => ok_json(session_json(s, st.reg.config(), pending, stats)),
+        None => empty(StatusCode::NOT_FOUND),
+    })
+}
+
+async fn delete_session(State(inner): St, Path(sid): Path<String>) -> Response {
+    inner.with(|st| {
+        if st.reg.close_session(&sid, "sessionClosedByServer", now_ms()) {
+            empty(StatusCode::NO_CONTENT)
+        } else {
+            empty(StatusCode::NOT_FOUND)
+        }
+    })
+}
+
+// ------------------------------------------------------------------ connections
+
+async fn create_connection(
+    State(inner): St,
+    Path(sid): Path<String>,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let m = match parse_body(&body) {
+        Ok(m) => m,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    let now = now_ms();
+    let props = match connection_props(&m, now, inner.cfg.turn.credential_ttl) {
+        Ok(p) => p,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    inner.with(|st| match st.reg.create_connection(&sid, props, now) {
+        Ok(cid) => {
+            // Invariant: created under the same lock.
+            let s = st.reg.session(&sid).expect("session exists");
+            let c = s.connection(&cid).expect("connection just created");
+            ok_json(connection_json(s, c, false))
+        }
+        Err(RegError::SessionNotFound) => empty(StatusCode::NOT_FOUND),
+        Err(RegError::Limit(what)) => limit(&uri, what),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, uri.path(), &format!("{e:?}")),
+    })
+}
+
+async fn list_connections(State(inner): St, Path(sid): Path<String>, Query(q): Q) -> Response {
+    let pending = flag(&q, "pendingConnections", true);
+    let stats = flag(&q, "webRtcStats", false);
+    inner.with(|st| match st.reg.session(&sid) {
+        Some(s) => {
+            let content: Vec<Value> = s
+                .connections
+                .iter()
+                .filter(|c| pending || c.active.is_some())
+                .map(|c| connection_json(s, c, stats))
+                .collect();
+            ok_json(json!({"numberOfElements": content.len(), "content": content}))
+        }
+        None => empty(StatusCode::NOT_FOUND),
+    })
+}
+
+async fn get_connection(
+    State(inner): St,
+    Path((sid, cid)): Path<(String, String)>,
+    Query(q): Q,
+) -> Response {
+    let stats = flag(&q, "webRtcStats", false);
+    inner.with(|st| match st.reg.session(&sid) {
+        None => empty(StatusCode::BAD_REQUEST),
+        Some(s) => match s.connection(&cid) {
+            Some(c) => ok_json(connection_json(s, c, stats)),
+            None => empty(StatusCode::NOT_FOUND),
+        },
+    })
+}
+
+async fn patch_connection(
+    State(inner): St,
+    Path((sid, cid)): Path<(String, String)>,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let m = match parse_body(&body) {
+        Ok(m) => m,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    let f = Fields(&m);
+    let role = match f.enumeration("role", &["SUBSCRIBER", "PUBLISHER", "MODERATOR"]) {
+        Ok(r) => r.and_then(Role::parse),
+        Err(e) => return bad_request(&uri, &e),
+    };
+    let record = match f.bool("record") {
+        Ok(r) => r,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    inner.with(|st| match st.reg.update_connection(&sid, &cid, role, record) {
+        Ok(()) => {
+            // Invariant: the update just found both.
+            let s = st.reg.session(&sid).expect("session exists");
+            let c = s.connection(&cid).expect("connection exists");
+            ok_json(connection_json(s, c, false))
+        }
+        Err(RegError::NotAllowed) => bad_request(&uri, "IPCAM connections cannot be updated"),
+        Err(_) => empty(StatusCode::NOT_FOUND),
+    })
+}
+
+async fn delete_connection(State(inner): St, Path((sid, cid)): Path<(String, String)>) -> Response {
+    inner.with(|st| {
+        match st.reg.remove_connection(&sid, &cid, "forceDisconnectByServer", now_ms()) {
+            Ok(()) => empty(StatusCode::NO_CONTENT),
+            Err(RegError::SessionNotFound) => empty(StatusCode::BAD_REQUEST),
+            Err(_) => empty(StatusCode::NOT_FOUND),
+        }
+    })
+}
+
+async fn delete_stream(State(inner): St, Path((sid, stream)): Path<(String, String)>) -> Response {
+    inner.with(|st| {
+        match st.reg.remove_stream(&sid, &stream, "forceUnpublishByServer", true, now_ms()) {
+            Ok(()) => empty(StatusCode::NO_CONTENT),
+            Err(RegError::SessionNotFound) => empty(StatusCode::BAD_REQUEST),
+            Err(RegError::NotAllowed) => empty(StatusCode::METHOD_NOT_ALLOWED),
+            Err(_) => empty(StatusCode::NOT_FOUND),
+        }
+    })
+}
+
+// ------------------------------------------------------------------ tokens, signals
+
+async fn create_token(State(inner): St, uri: Uri, body: Bytes) -> Response {
+    let m = match parse_body(&body) {
+        Ok(m) => m,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    let f = Fields(&m);
+    let sid = match f.str("session") {
+        Ok(Some(s)) => s.to_string(),
+        Ok(None) => return bad_request(&uri, "\"session\" parameter is mandatory"),
+        Err(e) => return bad_request(&uri, &e),
+    };
+    // `record` is ignored by this legacy route; the rest is a connection body.
+    let mut cm = Map::new();
+    for k in ["role", "data", "kurentoOptions"] {
+        if let Some(v) = m.get(k) {
+            cm.insert(k.into(), v.clone());
+        }
+    }
+    let now = now_ms();
+    let props = match connection_props(&cm, now, inner.cfg.turn.credential_ttl) {
+        Ok(p) => p,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    inner.with(|st| match st.reg.create_connection(&sid, props, now) {
+        Ok(cid) => {
+            // Invariant: created under the same lock.
+            let s = st.reg.session(&sid).expect("session exists");
+            let c = s.connection(&cid).expect("connection just created");
+            let mut v = json!({
+                "id": c.token_url,
+                "token": c.token_url,
+                "createdAt": c.created_at,
+                "connectionId": c.id,
+                "session": sid,
+                "data": c.props.data,
+                "role": c.props.role.as_str(),
+            });
+            if let Some(k) = &c.props.kurento_options {
+                v["kurentoOptions"] = k.clone();
+            }
+            ok_json(v)
+        }
+        Err(RegError::SessionNotFound) => {
+            error_json(StatusCode::NOT_FOUND, uri.path(), &format!("Session {sid} not found"))
+        }
+        Err(RegError::Limit(what)) => limit(&uri, what),
+        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, uri.path(), &format!("{e:?}")),
+    })
+}
+
+async fn signal(State(inner): St, uri: Uri, body: Bytes) -> Response {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return bad_request(&uri, "Request body is mandatory");
+    }
+    let m = match parse_body(&body) {
+        Ok(m) => m,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    let f = Fields(&m);
+    type Signal = (String, Vec<String>, Option<String>, Option<String>);
+    let parsed = (|| -> Result<Signal, String> {
+        let sid = f.str("session")?.ok_or("\"session\" parameter is mandatory")?.to_string();
+        let to = match f.get("to") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| "Type error in parameter 'to'".to_string())
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err("Type error in parameter 'to': expected an array".into()),
+        };
+        let kind = f.str("type")?.map(str::to_string);
+        let data = f.str("data")?.map(str::to_string);
+        Ok((sid, to, kind, data))
+    })();
+    let (sid, to, kind, data) = match parsed {
+        Ok(p) => p,
+        Err(e) => return bad_request(&uri, &e),
+    };
+    inner.with(|st| {
+        match st.reg.signal(&sid, None, &to, kind.as_deref(), data.as_deref(), now_ms()) {
+            Ok(()) => empty(StatusCode::OK),
+            Err(RegError::SessionNotFound) => {
+                error_json(StatusCode::NOT_FOUND, uri.path(), &format!("Session {sid} not found"))
+            }
+            Err(RegError::NotAcceptable(msg)) => {
+                error_json(StatusCode::NOT_ACCEPTABLE, uri.path(), &msg)
+            }
+            Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, uri.path(), &format!("{e:?}")),
+        }
+    })
+}
+
+// ------------------------------------------------------------------ config
+
+async fn config(State(inner): St) -> Response {
+    let c = &inner.cfg;
+    let s = &c.sessions;
+    let mut v = json!({
+        "VERSION": crate::OPENVIDU_VERSION,
+        "DOMAIN_OR_PUBLIC_IP": c.public_host(),
+        "HTTPS_PORT": c.server.port,
+        "OPENVIDU_PUBLICURL": c.public_url(),
+        "OPENVIDU_CDR": false,
+        "OPENVIDU_STREAMS_VIDEO_MAX_RECV_BANDWIDTH": s.video_max_recv_bandwidth,
+        "OPENVIDU_STREAMS_VIDEO_MIN_RECV_BANDWIDTH": s.video_min_recv_bandwidth,
+        "OPENVIDU_STREAMS_VIDEO_MAX_SEND_BANDWIDTH": s.video_max_send_bandwidth,
+        "OPENVIDU_STREAMS_VIDEO_MIN_SEND_BANDWIDTH": s.video_min_send_bandwidth,
+        "OPENVIDU_STREAMS_FORCED_VIDEO_CODEC": s.forced_video_codec,
+        "OPENVIDU_STREAMS_ALLOW_TRANSCODING": s.allow_transcoding,
+        "OPENVIDU_WEBRTC_SIMULCAST": false,
+        "OPENVIDU_SESSIONS_GARBAGE_INTERVAL": s.garbage_interval,
+        "OPENVIDU_SESSIONS_GARBAGE_THRESHOLD": s.garbage_threshold,
+        "OPENVIDU_RECORDING": false,
+        "OPENVIDU_WEBHOOK": c.webhook.enabled,
+    });
+    if c.webhook.enabled {
+        v["OPENVIDU_WEBHOOK_ENDPOINT"] = json!(c.webhook.endpoint);
+        v["OPENVIDU_WEBHOOK_HEADERS"] = json!(c.webhook.headers);
+        v["OPENVIDU_WEBHOOK_EVENTS"] = json!(c.webhook.events);
+    }
+    ok_json(v)
+}
+
+async fn config_item(State(inner): St, Path(item): Path<String>) -> Response {
+    let text = match item.as_str() {
+        "openvidu-version" => crate::OPENVIDU_VERSION.to_string(),
+        "openvidu-publicurl" => format!("{}/", inner.cfg.public_url()),
+        "openvidu-recording" => "false".into(),
+        "openvidu-recording-path" => String::new(),
+        "openvidu-cdr" => "false".into(),
+        _ => return empty(StatusCode::NOT_FOUND),
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain;charset=UTF-8")], text).into_response()
+}

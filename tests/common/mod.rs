@@ -1,0 +1,229 @@
+//! Shared helpers: start the real server (same router and axum-server stack as the binary) on
+//! an ephemeral loopback port, plus small REST and WebSocket JSON-RPC clients.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use ringsfu::config::Config;
+use ringsfu::control::ControlPlane;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const SECRET: &str = "TEST_SECRET";
+/// Upper bound for any awaited outcome (never asserted as a duration).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    pub base: String,
+    pub ws_url: String,
+    pub control: ControlPlane,
+    pub http: reqwest::Client,
+}
+
+/// Starts a server with default configuration adjusted by `tweak`.
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("local addr").port();
+    let mut cfg = Config::default();
+    cfg.server.port = port;
+    cfg.server.secret = SECRET.into();
+    cfg.server.public_url = format!("http://127.0.0.1:{port}");
+    cfg.turn.public_ip = "127.0.0.1".into();
+    tweak(&mut cfg);
+    let control = ControlPlane::new(Arc::new(cfg));
+    let app = control.router();
+    let server = axum_server::from_tcp(listener).expect("from_tcp");
+    tokio::spawn(async move {
+        let _ = server.serve(app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    Server {
+        base: format!("http://127.0.0.1:{port}"),
+        ws_url: format!("ws://127.0.0.1:{port}/openvidu"),
+        control,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).basic_auth("OPENVIDUAPP", Some(SECRET))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.req(reqwest::Method::POST, path).json(&body).send().await.expect("request");
+        status_json(r).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.req(reqwest::Method::GET, path).send().await.expect("request");
+        status_json(r).await
+    }
+
+    pub async fn delete(&self, path: &str) -> u16 {
+        self.req(reqwest::Method::DELETE, path).send().await.expect("request").status().as_u16()
+    }
+
+    /// Creates a session (custom id optional) and returns its id.
+    pub async fn session(&self, custom: Option<&str>) -> String {
+        let body = match custom {
+            Some(c) => json!({ "customSessionId": c }),
+            None => json!({}),
+        };
+        let (st, v) = self.post("/openvidu/api/sessions", body).await;
+        assert_eq!(st, 200, "{v}");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    /// Creates a connection with `role`; returns (connectionId, token).
+    pub async fn connection(&self, sid: &str, role: &str, data: &str) -> (String, String) {
+        let (st, v) = self
+            .post(
+                &format!("/openvidu/api/sessions/{sid}/connection"),
+                json!({"role": role, "data": data}),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        (
+            v["connectionId"].as_str().expect("id").to_string(),
+            v["token"].as_str().expect("token").to_string(),
+        )
+    }
+
+    /// Opens a WebSocket, pings and joins with `token`.
+    pub async fn join(&self, sid: &str, token: &str, client: &str) -> (Ws, Value) {
+        let mut ws = Ws::open(&format!("{}?sessionId={sid}", self.ws_url)).await;
+        let pong = ws.call("ping", Some(json!({"interval": 5000}))).await;
+        assert_eq!(pong["result"]["value"], "pong");
+        let r = ws.call("joinRoom", Some(join_params(sid, token, client))).await;
+        assert!(r.get("result").is_some(), "join failed: {r}");
+        (ws, r["result"].clone())
+    }
+}
+
+pub fn join_params(sid: &str, token: &str, client: &str) -> Value {
+    json!({"token": token, "session": sid, "platform": "Test 1.0", "sdkVersion": "2.32.2",
+           "metadata": json!({"clientData": client}).to_string(), "secret": "", "recorder": false, "stt": false})
+}
+
+pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
+    let st = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (st, v)
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A JSON-RPC client like the browser's: integer ids from 0, notifications buffered.
+pub struct Ws {
+    pub stream: WsStream,
+    next_id: u64,
+    pub notifications: VecDeque<Value>,
+}
+
+impl Ws {
+    pub async fn open(url: &str) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connect");
+        Ws { stream, next_id: 0, notifications: VecDeque::new() }
+    }
+
+    pub fn from_stream(stream: WsStream) -> Ws {
+        Ws { stream, next_id: 0, notifications: VecDeque::new() }
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.stream.send(Message::Text(text.into())).await.expect("send");
+    }
+
+    /// Next JSON frame, or None if the socket closed or nothing came within WAIT.
+    pub async fn recv(&mut self) -> Option<Value> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.stream.next()).await.ok()??;
+            match m {
+                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Sends a request and waits for its response (notifications in between are buffered).
+    pub async fn call(&mut self, method: &str, params: Option<Value>) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut req = json!({"jsonrpc": "2.0", "method": method, "id": id});
+        if let Some(p) = params {
+            req["params"] = p;
+        }
+        self.send_text(req.to_string()).await;
+        loop {
+            let v = self.recv().await.unwrap_or_else(|| panic!("no response to {method}"));
+            if v.get("id").is_some() && v.get("method").is_none() {
+                assert_eq!(v["jsonrpc"], "2.0");
+                if v["id"] == json!(id) {
+                    return v;
+                }
+            } else {
+                self.notifications.push_back(v);
+            }
+        }
+    }
+
+    /// Waits for a notification named `method` (earlier ones are kept in order).
+    pub async fn notification(&mut self, method: &str) -> Value {
+        if let Some(pos) = self.notifications.iter().position(|n| n["method"] == method) {
+            return self.notifications.remove(pos).expect("present")["params"].clone();
+        }
+        loop {
+            let v = self.recv().await.unwrap_or_else(|| panic!("no {method} notification"));
+            if v["method"] == method {
+                assert!(v.get("id").is_none(), "notifications carry no id");
+                return v["params"].clone();
+            }
+            self.notifications.push_back(v);
+        }
+    }
+
+    /// All notifications named `method` received until the socket goes quiet for `quiet`.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        while let Ok(Some(Ok(Message::Text(t)))) =
+            tokio::time::timeout(quiet, self.stream.next()).await
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(t.as_str()) {
+                self.notifications.push_back(v);
+            }
+        }
+        self.notifications.drain(..).collect()
+    }
+
+    /// True once the server closed the socket (within WAIT).
+    pub async fn closed_by_server(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    if let Ok(v) = serde_json::from_str::<Value>(t.as_str()) {
+                        self.notifications.push_back(v);
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
