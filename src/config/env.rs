@@ -158,9 +158,13 @@ pub(super) fn overlay(vars: &[(String, String)]) -> Result<Table, ConfigError> {
             continue;
         };
         let lower = rest.to_ascii_lowercase();
-        let Some((section, key)) = lower.split_once('_') else {
-            return Err(err(name, "unknown configuration variable (want RINGSFU_<SECTION>_<KEY>)"));
-        };
+        // Only variables naming a configuration section are ours (RINGSFU_BIN and the like,
+        // used by scripts around the server, are not); within a section a wrong key is an
+        // error, so a typo never silently falls back to a default.
+        let Some((section, key)) = lower.split_once('_') else { continue };
+        if !defaults.get(section).is_some_and(Value::is_table) {
+            continue;
+        }
         let dotted = format!("{section}.{key}");
         let Some(like) = template(&defaults, section, key) else {
             return Err(err(&dotted, format!("unknown configuration variable {name}")));

@@ -94,6 +94,8 @@ fn errors_name_the_key() {
     assert!(e.to_string().contains("RINGSFU_MEDIA_SHARDS"), "{e}");
     let e = load(None, &[("RINGSFU_MEDIA_NOPE", "1")], &[]).unwrap_err();
     assert_eq!(e.key, "media.nope");
+    // Variables outside the configuration sections belong to other tools.
+    assert!(load(None, &[("RINGSFU_BIN", "/x"), ("RINGSFU_TEST_DIR", "/y")], &[]).is_ok());
     let e = load(Some("[server]\nport = \"x\"\n"), &[], &[]).unwrap_err();
     assert_eq!(e.key, "server.port");
     let e = load(Some("[server]\nbogus = 1\n"), &[], &[]).unwrap_err();

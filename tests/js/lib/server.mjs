@@ -27,6 +27,13 @@ export function basicAuth(secret = SECRET) {
   return 'Basic ' + Buffer.from(`OPENVIDUAPP:${secret}`).toString('base64');
 }
 
+// The server sees the test's environment minus the harness's own variables.
+function serverEnv(extra) {
+  const env = { ...process.env, RUST_BACKTRACE: '1', ...extra };
+  delete env.RINGSFU_BIN;
+  return env;
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -47,7 +54,7 @@ export async function startServer({ args = [], env = {} } = {}) {
       '--set', `turn.port=${turnPort}`,
       ...args,
     ],
-    { env: { ...process.env, RUST_BACKTRACE: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { env: serverEnv(env), stdio: ['ignore', 'pipe', 'pipe'] },
   );
   proc.stdout.on('data', (d) => logs.push(d.toString()));
   proc.stderr.on('data', (d) => logs.push(d.toString()));
