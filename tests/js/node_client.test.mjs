@@ -91,14 +91,27 @@ test('connections: create, generateToken, fetch, update, forceDisconnect', async
   assert.equal(sig.params.type, 'signal:chat');
   assert.equal(sig.params.data, 'hello');
 
-  // forceDisconnect evicts the participant.
+  // A second participant keeps the session alive while the first is evicted.
+  const c2 = await s.createConnection({ data: 'server-data-2' });
+  const p2 = await new Participant(c2.token).open();
+  await p2.join('Bob');
+  await until(() => p.seen('participantJoined'), 'participantJoined');
+
+  // forceDisconnect evicts the participant; the other one is told.
   await s.forceDisconnect(c.connectionId);
   const ev = await until(() => p.seen('participantEvicted'), 'participantEvicted');
   assert.equal(ev.params.reason, 'forceDisconnectByServer');
+  const left = await until(() => p2.seen('participantLeft'), 'participantLeft at the other');
+  assert.equal(left.params.connectionId, c.connectionId);
+  assert.equal(left.params.reason, 'forceDisconnectByServer');
   await s.fetch();
   assert.ok(!s.connections.some((x) => x.connectionId === c.connectionId));
   p.close();
-  await s.close();
+
+  // When the last participant leaves, the session closes by itself (OpenVidu's lifecycle).
+  await p2.call('leaveRoom', {});
+  await rejectsWith(s.fetch(), 404);
+  p2.close();
 });
 
 test('errors: wrong secret, unknown session, recording disabled', async () => {
