@@ -38,6 +38,7 @@ both_backends!(
     timer_fires,
     gso_burst_arrives_as_separate_datagrams,
     shutdown_joins_all_shards,
+    tx_pool_exhaustion_is_counted,
 );
 
 fn echo_ipv4(b: IoBackend) {
@@ -164,4 +165,31 @@ fn shutdown_joins_all_shards(b: IoBackend) {
     let t: Vec<u64> = stats.iter().map(|s| s.turns()).collect();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(t, stats.iter().map(|s| s.turns()).collect::<Vec<_>>());
+}
+
+fn tx_pool_exhaustion_is_counted(b: IoBackend) {
+    let mut o = options(b, "127.0.0.1", 1);
+    o.io.tx_slots = 16;
+    let mut h = spawn(&o);
+    let c = client("127.0.0.1:0");
+    let dst = c.local_addr().unwrap();
+    let s = h.get_mut(0).unwrap();
+    s.commands().send(Cmd::Burst { dst, count: 40, size: 100 }).unwrap();
+    assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::BurstQueued(16)));
+    let mut buf = [0u8; 256];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < 16 && Instant::now() < deadline {
+        if c.recv_from(&mut buf).is_ok() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 16);
+    // The core stopped at the first refusal: one drop counted.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.stats().snapshot().drops(DropReason::TxQueueFull) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.stats().snapshot().drops(DropReason::TxQueueFull), 1);
+    h.shutdown().unwrap();
 }
