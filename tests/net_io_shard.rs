@@ -39,6 +39,7 @@ both_backends!(
     gso_burst_arrives_as_separate_datagrams,
     shutdown_joins_all_shards,
     tx_pool_exhaustion_is_counted,
+    gso_eio_steps_down_and_resends,
 );
 
 fn echo_ipv4(b: IoBackend) {
@@ -46,7 +47,7 @@ fn echo_ipv4(b: IoBackend) {
     let server = h.get(0).unwrap().info().local_addr;
     let c = client("127.0.0.1:0");
     echo_round_trip(&c, server, 3000, 64);
-    let s = h.snapshot()[0];
+    let s = settle(h.get(0).unwrap().stats(), |x| x.tx_packets >= 3000);
     assert!(s.rx_packets >= 3000 && s.tx_packets >= 3000, "{s:?}");
     assert_eq!(s.backend, b);
     assert!(s.turns > 0);
@@ -143,7 +144,7 @@ fn gso_burst_arrives_as_separate_datagrams(b: IoBackend) {
         seen.insert(i);
     }
     assert_eq!(seen.len(), COUNT as usize);
-    let snap = s.stats().snapshot();
+    let snap = settle(s.stats(), |x| x.tx_packets >= COUNT as u64);
     if gso {
         assert!(snap.tx_gso_sends >= 1, "the burst went out as GSO: {snap:?}");
         assert!(snap.tx_gso_sends < COUNT as u64);
@@ -191,5 +192,43 @@ fn tx_pool_exhaustion_is_counted(b: IoBackend) {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(s.stats().snapshot().drops(DropReason::TxQueueFull), 1);
+    h.shutdown().unwrap();
+}
+
+/// The kernel answers a GSO send with EIO (no checksum offload on the egress device; injected
+/// here): the shard disables GSO, resends the datagrams one by one and keeps going.
+fn gso_eio_steps_down_and_resends(b: IoBackend) {
+    let mut o = options(b, "127.0.0.1", 1);
+    o.io.inject_gso_error = Some(libc::EIO);
+    let mut h = spawn(&o);
+    let c = client("127.0.0.1:0");
+    let dst = c.local_addr().unwrap();
+    let s = h.get_mut(0).unwrap();
+    if !s.stats().snapshot().gso {
+        eprintln!("SKIPPED: no UDP GSO on this kernel");
+        return;
+    }
+    const COUNT: u32 = 30;
+    for round in 0..2 {
+        s.commands().send(Cmd::Burst { dst, count: COUNT, size: 700 }).unwrap();
+        assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::BurstQueued(COUNT)));
+        let mut seen = HashSet::new();
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.len() < COUNT as usize && Instant::now() < deadline {
+            if let Ok((len, _)) = c.recv_from(&mut buf) {
+                assert_eq!(len, 700);
+                let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                assert!(buf[4..len].iter().all(|&x| x == i as u8));
+                seen.insert(i);
+            }
+        }
+        assert_eq!(seen.len(), COUNT as usize, "round {round}");
+    }
+    let snap = settle(s.stats(), |x| x.tx_packets >= 2 * COUNT as u64);
+    assert!(!snap.gso, "{snap:?}");
+    assert_eq!(snap.tx_gso_sends, 0);
+    assert_eq!(snap.tx_packets, 2 * COUNT as u64);
+    assert_eq!(snap.drops(DropReason::TxError), 0);
     h.shutdown().unwrap();
 }

@@ -11,7 +11,7 @@ pub(crate) fn next_run(tx: &TxQueue, start: usize, gso: bool) -> (usize, Option<
         return (0, None);
     };
     let m0 = *tx.meta(first);
-    if !gso || m0.len == 0 {
+    if !gso || m0.len == 0 || tx.is_solo(first) {
         return (1, None);
     }
     let seg = m0.len as usize;
@@ -22,7 +22,7 @@ pub(crate) fn next_run(tx: &TxQueue, start: usize, gso: bool) -> (usize, Option<
             break;
         };
         let m = tx.meta(idx);
-        if m.dst != m0.dst || m.src != m0.src || m.len == 0 || m.len as usize > seg {
+        if tx.is_solo(idx) || m.dst != m0.dst || m.src != m0.src || m.len == 0 || m.len as usize > seg {
             break;
         }
         n += 1;

@@ -44,6 +44,8 @@ pub(crate) struct Driver<C: ShardCore> {
     pub gso: bool,
     pub local_port: u16,
     pub budget: usize,
+    /// Test hook (see `IoOptions::inject_gso_error`).
+    pub gso_fault: Option<i32>,
     last_overrun_log: Option<Instant>,
 }
 
@@ -64,6 +66,7 @@ impl<C: ShardCore> Driver<C> {
             gso,
             local_port: ctx.sock.local_addr.port(),
             budget: ctx.opts.budget.max(1),
+            gso_fault: ctx.opts.inject_gso_error,
             last_overrun_log: None,
         };
         (d, ctx.socket, ctx.sock, ctx.opts)
@@ -151,6 +154,20 @@ impl<C: ShardCore> Driver<C> {
         if overrun && self.last_overrun_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             self.last_overrun_log = Some(Instant::now());
             tracing::warn!(shard = self.index, took_ms = took.as_millis() as u64, "shard loop turn overran");
+        }
+    }
+
+    /// A GSO send failed with `err` (not transient). The datagrams are resent one by one: the
+    /// whole socket steps down when the kernel cannot segment at all (EIO: no checksum offload;
+    /// EINVAL, EOPNOTSUPP); otherwise (EMSGSIZE: segment above the path MTU...) only these
+    /// datagrams are marked to go alone.
+    pub fn gso_refused(&mut self, err: i32, slots: impl Iterator<Item = u32>) {
+        if crate::io::sys::is_gso_error(err) {
+            self.step_down_gso(err);
+        } else {
+            for s in slots {
+                self.tx.mark_solo(s);
+            }
         }
     }
 

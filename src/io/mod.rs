@@ -44,6 +44,10 @@ pub struct IoOptions {
     pub socket_buffer: usize,
     /// Max datagrams handled per loop turn before sends are flushed.
     pub budget: usize,
+    /// Test hook, not API: the first GSO send fails with this errno without reaching the kernel
+    /// (to exercise the run-time step-down, which real hardware triggers with EIO).
+    #[doc(hidden)]
+    pub inject_gso_error: Option<i32>,
 }
 
 impl Default for IoOptions {
@@ -57,6 +61,7 @@ impl Default for IoOptions {
             gso: true,
             socket_buffer: 8 << 20,
             budget: 512,
+            inject_gso_error: None,
         }
     }
 }

@@ -41,6 +41,8 @@ impl std::error::Error for TxFull {}
 pub struct TxQueue {
     buf: Box<[u8]>,
     meta: Box<[TxMeta]>,
+    /// Per slot: never coalesce into a GSO send (a GSO send of it was refused for its path).
+    solo: Box<[bool]>,
     free: Vec<u32>,
     pending: VecDeque<u32>,
     dropped_full: u64,
@@ -72,6 +74,7 @@ impl TxQueue {
                 slots
             ]
             .into_boxed_slice(),
+            solo: vec![false; slots].into_boxed_slice(),
             // Reversed so that slot 0 is lent first (cache-friendly, deterministic in tests).
             free: (0..slots as u32).rev().collect(),
             pending: VecDeque::with_capacity(slots),
@@ -100,6 +103,7 @@ impl TxQueue {
     pub fn push(&mut self, dst: SocketAddr) -> Option<TxSlot<'_>> {
         match self.free.pop() {
             Some(idx) => {
+                self.solo[idx as usize] = false;
                 self.meta[idx as usize] = TxMeta {
                     dst,
                     src: None,
@@ -177,6 +181,14 @@ impl TxQueue {
     pub(crate) fn release(&mut self, idx: u32) {
         debug_assert!(self.free.len() < self.capacity());
         self.free.push(idx);
+    }
+
+    pub(crate) fn mark_solo(&mut self, idx: u32) {
+        self.solo[idx as usize] = true;
+    }
+
+    pub(crate) fn is_solo(&self, idx: u32) -> bool {
+        self.solo[idx as usize]
     }
 
     pub(crate) fn meta(&self, idx: u32) -> &TxMeta {

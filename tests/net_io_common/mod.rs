@@ -169,3 +169,19 @@ pub fn echo_round_trip(c: &UdpSocket, server: SocketAddr, n: u32, window: u32) {
         }
     }
 }
+
+/// Counters are published at the end of a loop turn, possibly after the client saw the data:
+/// poll (bounded) until `cond` holds, then return the snapshot.
+pub fn settle(
+    stats: &ringsfu::shard::ShardStats,
+    cond: impl Fn(&ringsfu::shard::ShardStatsSnapshot) -> bool,
+) -> ringsfu::shard::ShardStatsSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = stats.snapshot();
+        if cond(&s) || Instant::now() >= deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

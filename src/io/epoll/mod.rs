@@ -20,7 +20,7 @@ use crate::io::batch::next_run;
 use crate::io::driver::{Driver, ShardCtx};
 use crate::io::sys::{
     CmsgBuf, RX_CMSG_SPACE, TX_CMSG_SPACE, build_tx_cmsgs, decode_sockaddr, encode_sockaddr,
-    is_gso_error, parse_rx_cmsgs,
+    parse_rx_cmsgs,
 };
 use crate::io::{RX_PAYLOAD, RX_PAYLOAD_GRO};
 use crate::shard::{DropReason, ShardCore};
@@ -220,8 +220,16 @@ impl<C: ShardCore> EpollShard<C> {
                 msgs += 1;
                 pos += n;
             }
-            // SAFETY: `hdrs[..msgs]` point at live names, cmsgs, iovecs and TxQueue slots.
-            let r = unsafe { libc::sendmmsg(self.fd, self.txb.hdrs.as_mut_ptr(), msgs as u32, 0) };
+            let fault = if self.txb.gso[0] { self.drv.gso_fault.take() } else { None };
+            let r = match fault {
+                Some(e) => {
+                    // SAFETY: sets this thread's errno, read right below.
+                    unsafe { *libc::__errno_location() = e };
+                    -1
+                }
+                // SAFETY: `hdrs[..msgs]` point at live names, cmsgs, iovecs and TxQueue slots.
+                None => unsafe { libc::sendmmsg(self.fd, self.txb.hdrs.as_mut_ptr(), msgs as u32, 0) },
+            };
             if r > 0 {
                 let mut datagrams = 0;
                 for m in 0..r as usize {
@@ -243,7 +251,12 @@ impl<C: ShardCore> EpollShard<C> {
                     return;
                 }
                 libc::EINTR => continue,
-                e if self.txb.gso[0] && is_gso_error(e) => self.drv.step_down_gso(e),
+                e if self.txb.gso[0] => {
+                    let n = self.txb.counts[0];
+                    let slots: [u32; crate::io::GSO_MAX_SEGMENTS] =
+                        std::array::from_fn(|k| self.drv.tx.pending_at(k).unwrap_or(0));
+                    self.drv.gso_refused(e, slots.into_iter().take(n));
+                }
                 _ => {
                     // The first message is refused (unreachable, too big...): drop it.
                     let n = self.txb.counts[0];

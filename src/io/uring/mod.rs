@@ -30,7 +30,7 @@ use crate::io::batch::next_run;
 use crate::io::driver::{Driver, ShardCtx};
 use crate::io::sys::{
     CmsgBuf, RX_CMSG_SPACE, TX_CMSG_SPACE, build_tx_cmsgs, decode_sockaddr, encode_sockaddr,
-    is_gso_error, parse_rx_cmsgs,
+    parse_rx_cmsgs,
 };
 use crate::io::{GSO_MAX_SEGMENTS, RX_PAYLOAD, RX_PAYLOAD_GRO};
 use crate::shard::{DropReason, ShardCore};
@@ -140,6 +140,8 @@ struct SendOp {
     slots: [u32; GSO_MAX_SEGMENTS],
     n: usize,
     gso: bool,
+    /// Test hook: complete as if the kernel returned this errno (the SQE is a NOP).
+    fault: Option<i32>,
 }
 
 /// A shard running on io_uring.
@@ -285,9 +287,13 @@ impl<C: ShardCore> UringShard<C> {
             op.msg.msg_control = if clen > 0 { op.cmsg.0.as_mut_ptr().cast() } else { std::ptr::null_mut() };
             op.msg.msg_controllen = clen as _;
             op.msg.msg_flags = 0;
-            let e = opcode::SendMsg::new(Fd(self.fd), &op.msg as *const _)
-                .build()
-                .user_data(token(OP_SEND, op_idx));
+            op.fault = if op.gso { self.drv.gso_fault.take() } else { None };
+            let e = if op.fault.is_some() {
+                opcode::Nop::new().build()
+            } else {
+                opcode::SendMsg::new(Fd(self.fd), &op.msg as *const _).build()
+            }
+            .user_data(token(OP_SEND, op_idx));
             if !self.push_sqe(&e) {
                 break; // SQ full even after a submit: the rest waits in the TxQueue.
             }
@@ -345,9 +351,10 @@ impl<C: ShardCore> UringShard<C> {
     }
 
     fn on_send(&mut self, idx: u32, res: i32) {
-        let Some(op) = self.sends.get(idx as usize) else {
+        let Some(op) = self.sends.get_mut(idx as usize) else {
             return;
         };
+        let res = op.fault.take().map_or(res, |e| -e);
         let (n, gso) = (op.n, op.gso);
         let slots = op.slots;
         self.inflight_sends -= 1;
@@ -360,12 +367,12 @@ impl<C: ShardCore> UringShard<C> {
             }
         } else {
             let err = -res;
-            if gso && is_gso_error(err) {
-                self.drv.step_down_gso(err);
+            if err == libc::EAGAIN || err == libc::ENOBUFS || err == libc::EINTR {
                 self.drv.tx.requeue_front(&slots[..n]);
                 return;
             }
-            if err == libc::EAGAIN || err == libc::ENOBUFS || err == libc::EINTR {
+            if gso && err != libc::ECANCELED {
+                self.drv.gso_refused(err, slots[..n].iter().copied());
                 self.drv.tx.requeue_front(&slots[..n]);
                 return;
             }
