@@ -35,7 +35,10 @@ impl ShardCore for Echo {
 }
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Keep `window` datagrams in flight against `server` for `secs`; echoes per second.
@@ -121,7 +124,9 @@ fn main() {
     let secs = if quick { 1 } else { env("IO_BENCH_SECS", 3) };
     let size = env("IO_BENCH_SIZE", 200) as usize;
     let window = env("IO_BENCH_WINDOW", 64) as usize;
-    println!("echo over loopback: {size} B datagrams, window {window}, {secs} s per mode, one client thread");
+    println!(
+        "echo over loopback: {size} B datagrams, window {window}, {secs} s per mode, one client thread"
+    );
     let r = raw(size, window, secs);
     let e = shard(IoBackend::Epoll, size, window, secs);
     let u = match probe_uring() {
@@ -136,7 +141,12 @@ fn main() {
     println!("{:<10} {:>12.0}", "epoll", e);
     if let Some(u) = u {
         println!("{:<10} {:>12.0}", "io_uring", u);
-        println!("ratios: uring/epoll {:.2}  uring/raw {:.2}  epoll/raw {:.2}", u / e, u / r, e / r);
+        println!(
+            "ratios: uring/epoll {:.2}  uring/raw {:.2}  epoll/raw {:.2}",
+            u / e,
+            u / r,
+            e / r
+        );
     } else {
         println!("ratios: epoll/raw {:.2}", e / r);
     }

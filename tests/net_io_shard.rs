@@ -93,13 +93,20 @@ fn commands_and_events(b: IoBackend) {
         }
         assert!(s.events().try_recv().is_none());
     }
-    assert!(h.snapshot().iter().all(|s| s.drops(DropReason::EventQueueFull) == 0));
+    assert!(
+        h.snapshot()
+            .iter()
+            .all(|s| s.drops(DropReason::EventQueueFull) == 0)
+    );
     h.shutdown().unwrap();
 }
 
 fn events_awaited_from_tokio(b: IoBackend) {
     let mut h = spawn(&options(b, "127.0.0.1", 1));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let s = h.get_mut(0).unwrap();
     rt.block_on(async {
         for n in 0..50 {
@@ -114,11 +121,21 @@ fn events_awaited_from_tokio(b: IoBackend) {
 fn timer_fires(b: IoBackend) {
     let mut h = spawn(&options(b, "127.0.0.1", 1));
     let s = h.get_mut(0).unwrap();
-    s.commands().send(Cmd::SetTimer(Duration::from_millis(30))).unwrap();
-    assert_eq!(s.events().recv_timeout(Duration::from_secs(10)), Some(Ev::TimerFired));
+    s.commands()
+        .send(Cmd::SetTimer(Duration::from_millis(30)))
+        .unwrap();
+    assert_eq!(
+        s.events().recv_timeout(Duration::from_secs(10)),
+        Some(Ev::TimerFired)
+    );
     // A second, longer timer also fires (the loop sleeps until the deadline, then wakes).
-    s.commands().send(Cmd::SetTimer(Duration::from_millis(300))).unwrap();
-    assert_eq!(s.events().recv_timeout(Duration::from_secs(10)), Some(Ev::TimerFired));
+    s.commands()
+        .send(Cmd::SetTimer(Duration::from_millis(300)))
+        .unwrap();
+    assert_eq!(
+        s.events().recv_timeout(Duration::from_secs(10)),
+        Some(Ev::TimerFired)
+    );
     h.shutdown().unwrap();
 }
 
@@ -130,13 +147,24 @@ fn gso_burst_arrives_as_separate_datagrams(b: IoBackend) {
     const SIZE: usize = 1000;
     let s = h.get_mut(0).unwrap();
     let gso = s.stats().snapshot().gso;
-    s.commands().send(Cmd::Burst { dst, count: COUNT, size: SIZE }).unwrap();
-    assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::BurstQueued(COUNT)));
+    s.commands()
+        .send(Cmd::Burst {
+            dst,
+            count: COUNT,
+            size: SIZE,
+        })
+        .unwrap();
+    assert_eq!(
+        s.events().recv_timeout(Duration::from_secs(5)),
+        Some(Ev::BurstQueued(COUNT))
+    );
     let mut seen = HashSet::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen.len() < COUNT as usize && Instant::now() < deadline {
-        let Ok((len, from)) = c.recv_from(&mut buf) else { continue };
+        let Ok((len, from)) = c.recv_from(&mut buf) else {
+            continue;
+        };
         assert_eq!(from, s.info().local_addr);
         assert_eq!(len, SIZE, "each GSO segment arrives as its own datagram");
         let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
@@ -146,7 +174,10 @@ fn gso_burst_arrives_as_separate_datagrams(b: IoBackend) {
     assert_eq!(seen.len(), COUNT as usize);
     let snap = settle(s.stats(), |x| x.tx_packets >= COUNT as u64);
     if gso {
-        assert!(snap.tx_gso_sends >= 1, "the burst went out as GSO: {snap:?}");
+        assert!(
+            snap.tx_gso_sends >= 1,
+            "the burst went out as GSO: {snap:?}"
+        );
         assert!(snap.tx_gso_sends < COUNT as u64);
     } else {
         eprintln!("SKIPPED (partly): the kernel has no UDP GSO; sent one by one");
@@ -175,8 +206,17 @@ fn tx_pool_exhaustion_is_counted(b: IoBackend) {
     let c = client("127.0.0.1:0");
     let dst = c.local_addr().unwrap();
     let s = h.get_mut(0).unwrap();
-    s.commands().send(Cmd::Burst { dst, count: 40, size: 100 }).unwrap();
-    assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::BurstQueued(16)));
+    s.commands()
+        .send(Cmd::Burst {
+            dst,
+            count: 40,
+            size: 100,
+        })
+        .unwrap();
+    assert_eq!(
+        s.events().recv_timeout(Duration::from_secs(5)),
+        Some(Ev::BurstQueued(16))
+    );
     let mut buf = [0u8; 256];
     let mut got = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -210,8 +250,17 @@ fn gso_eio_steps_down_and_resends(b: IoBackend) {
     }
     const COUNT: u32 = 30;
     for round in 0..2 {
-        s.commands().send(Cmd::Burst { dst, count: COUNT, size: 700 }).unwrap();
-        assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::BurstQueued(COUNT)));
+        s.commands()
+            .send(Cmd::Burst {
+                dst,
+                count: COUNT,
+                size: 700,
+            })
+            .unwrap();
+        assert_eq!(
+            s.events().recv_timeout(Duration::from_secs(5)),
+            Some(Ev::BurstQueued(COUNT))
+        );
         let mut seen = HashSet::new();
         let mut buf = [0u8; 2048];
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -22,7 +22,12 @@ pub(crate) fn next_run(tx: &TxQueue, start: usize, gso: bool) -> (usize, Option<
             break;
         };
         let m = tx.meta(idx);
-        if tx.is_solo(idx) || m.dst != m0.dst || m.src != m0.src || m.len == 0 || m.len as usize > seg {
+        if tx.is_solo(idx)
+            || m.dst != m0.dst
+            || m.src != m0.src
+            || m.len == 0
+            || m.len as usize > seg
+        {
             break;
         }
         n += 1;
@@ -31,7 +36,11 @@ pub(crate) fn next_run(tx: &TxQueue, start: usize, gso: bool) -> (usize, Option<
             break;
         }
     }
-    if n == 1 { (1, None) } else { (n, Some(seg as u16)) }
+    if n == 1 {
+        (1, None)
+    } else {
+        (n, Some(seg as u16))
+    }
 }
 
 #[cfg(test)]

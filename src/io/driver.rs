@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::io::IoOptions;
 use crate::io::socket::SocketInfo;
-use crate::shard::{CommandQueue, DropReason, EventQueue, RecvMeta, ShardCore, ShardStats, TxQueue};
 use crate::shard::stats::Tally;
+use crate::shard::{
+    CommandQueue, DropReason, EventQueue, RecvMeta, ShardCore, ShardStats, TxQueue,
+};
 
 /// Commands handled per turn before datagrams get their share.
 const COMMAND_BUDGET: usize = 64;
@@ -151,9 +153,17 @@ impl<C: ShardCore> Driver<C> {
         let took = started.elapsed();
         let overrun = took > OVERRUN;
         self.stats.turn(overrun);
-        if overrun && self.last_overrun_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+        if overrun
+            && self
+                .last_overrun_log
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
             self.last_overrun_log = Some(Instant::now());
-            tracing::warn!(shard = self.index, took_ms = took.as_millis() as u64, "shard loop turn overran");
+            tracing::warn!(
+                shard = self.index,
+                took_ms = took.as_millis() as u64,
+                "shard loop turn overran"
+            );
         }
     }
 

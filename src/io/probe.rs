@@ -78,7 +78,10 @@ pub fn probe_uring() -> UringSupport {
         Err(e) => return Unavailable(format!("mmap failed: {e}")),
     };
     // SAFETY: the page outlives the registration (unregistered right below, before `page` drops).
-    let reg = unsafe { ring.submitter().register_buf_ring_with_flags(page.addr(), 1, 0, 0) };
+    let reg = unsafe {
+        ring.submitter()
+            .register_buf_ring_with_flags(page.addr(), 1, 0, 0)
+    };
     if let Err(e) = reg {
         return Unavailable(format!("IORING_REGISTER_PBUF_RING failed: {e}"));
     }
@@ -93,12 +96,18 @@ pub fn probe_uring() -> UringSupport {
 pub fn choose_backend(requested: IoBackend) -> Result<IoBackend, String> {
     match requested {
         IoBackend::Epoll => {
-            tracing::info!(backend = "epoll", "data-plane I/O backend chosen by configuration");
+            tracing::info!(
+                backend = "epoll",
+                "data-plane I/O backend chosen by configuration"
+            );
             Ok(IoBackend::Epoll)
         }
         IoBackend::Uring => match probe_uring() {
             UringSupport::Available => {
-                tracing::info!(backend = "io_uring", "data-plane I/O backend chosen by configuration");
+                tracing::info!(
+                    backend = "io_uring",
+                    "data-plane I/O backend chosen by configuration"
+                );
                 Ok(IoBackend::Uring)
             }
             UringSupport::Unavailable(why) => Err(format!(
@@ -107,7 +116,10 @@ pub fn choose_backend(requested: IoBackend) -> Result<IoBackend, String> {
         },
         IoBackend::Auto => match probe_uring() {
             UringSupport::Available => {
-                tracing::info!(backend = "io_uring", "data-plane I/O backend: io_uring (probed)");
+                tracing::info!(
+                    backend = "io_uring",
+                    "data-plane I/O backend: io_uring (probed)"
+                );
                 Ok(IoBackend::Uring)
             }
             UringSupport::Unavailable(why) => {

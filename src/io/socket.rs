@@ -32,7 +32,11 @@ fn setsockopt_int(fd: i32, level: i32, name: i32, v: libc::c_int) -> io::Result<
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn gso_supported(fd: i32) -> bool {
@@ -40,15 +44,30 @@ fn gso_supported(fd: i32) -> bool {
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: passes a live c_int and its length.
     let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, (&mut v as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
     };
     r == 0
 }
 
 /// Create, configure and bind a non-blocking UDP socket for a shard.
-pub fn bind_udp(addr: SocketAddr, reuse_port: bool, buffer: usize, gro: bool) -> io::Result<(UdpSocket, SocketInfo)> {
+pub fn bind_udp(
+    addr: SocketAddr,
+    reuse_port: bool,
+    buffer: usize,
+    gro: bool,
+) -> io::Result<(UdpSocket, SocketInfo)> {
     let v6 = addr.is_ipv6();
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
     if reuse_port {
         sock.set_reuse_port(true)?;
     }
@@ -75,5 +94,13 @@ pub fn bind_udp(addr: SocketAddr, reuse_port: bool, buffer: usize, gro: bool) ->
         .ok_or_else(|| io::Error::other("bound socket has no IP address"))?;
     let gso = gso_supported(fd);
     let std: UdpSocket = sock.into();
-    Ok((std, SocketInfo { local_addr, v6, gso, gro }))
+    Ok((
+        std,
+        SocketInfo {
+            local_addr,
+            v6,
+            gso,
+            gro,
+        },
+    ))
 }

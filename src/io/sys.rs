@@ -83,7 +83,10 @@ pub(crate) fn decode_sockaddr(name: &[u8]) -> Option<SocketAddr> {
             // SAFETY: length checked; read unaligned.
             let a = unsafe { name.as_ptr().cast::<libc::sockaddr_in>().read_unaligned() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 if name.len() >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: length checked; read unaligned.
@@ -116,7 +119,8 @@ pub(crate) fn encode_sockaddr(
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
             sin.sin_addr = libc::in_addr {
@@ -177,7 +181,14 @@ pub(crate) fn parse_rx_cmsgs(control: &[u8]) -> RxCmsg {
     let mut off = 0usize;
     while off + CMSG_HDR <= control.len() {
         // SAFETY: a full header is in bounds; read unaligned.
-        let hdr = unsafe { control.as_ptr().add(off).cast::<libc::cmsghdr>().read_unaligned() };
+        let hdr = unsafe {
+            control
+                .as_ptr()
+                .add(off)
+                .cast::<libc::cmsghdr>()
+                .read_unaligned()
+        };
+        #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
         let len = hdr.cmsg_len as usize;
         if len < CMSG_HDR || off + len > control.len() {
             break;
@@ -194,7 +205,9 @@ pub(crate) fn parse_rx_cmsgs(control: &[u8]) -> RxCmsg {
             {
                 // SAFETY: length checked; read unaligned.
                 let p = unsafe { data.as_ptr().cast::<libc::in6_pktinfo>().read_unaligned() };
-                out.dst_ip = Some(canonical_ip(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr))));
+                out.dst_ip = Some(canonical_ip(IpAddr::V6(Ipv6Addr::from(
+                    p.ipi6_addr.s6_addr,
+                ))));
             }
             (libc::SOL_UDP, libc::UDP_GRO) if data.len() >= size_of::<libc::c_int>() => {
                 // SAFETY: length checked; read unaligned.
@@ -224,7 +237,12 @@ fn put_cmsg(buf: &mut [u8], off: &mut usize, level: i32, ty: i32, data: &[u8]) -
     let start = *off;
     buf[start..start + space].fill(0);
     // SAFETY: `space >= CMSG_HDR` bytes are in bounds; write unaligned.
-    unsafe { buf.as_mut_ptr().add(start).cast::<libc::cmsghdr>().write_unaligned(hdr) };
+    unsafe {
+        buf.as_mut_ptr()
+            .add(start)
+            .cast::<libc::cmsghdr>()
+            .write_unaligned(hdr)
+    };
     buf[start + CMSG_HDR..start + len].copy_from_slice(data);
     *off += space;
     true
@@ -240,7 +258,13 @@ pub(crate) fn build_tx_cmsgs(
 ) -> usize {
     let mut off = 0;
     if let Some(seg) = segment {
-        put_cmsg(buf, &mut off, libc::SOL_UDP, libc::UDP_SEGMENT, &seg.to_ne_bytes());
+        put_cmsg(
+            buf,
+            &mut off,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            &seg.to_ne_bytes(),
+        );
     }
     match src {
         Some(IpAddr::V4(ip)) => {
@@ -251,17 +275,25 @@ pub(crate) fn build_tx_cmsgs(
             };
             // SAFETY: viewing a plain C struct as bytes.
             let bytes = unsafe {
-                std::slice::from_raw_parts((&p as *const libc::in_pktinfo).cast::<u8>(), size_of::<libc::in_pktinfo>())
+                std::slice::from_raw_parts(
+                    (&p as *const libc::in_pktinfo).cast::<u8>(),
+                    size_of::<libc::in_pktinfo>(),
+                )
             };
             put_cmsg(buf, &mut off, libc::IPPROTO_IP, libc::IP_PKTINFO, bytes);
         }
         Some(IpAddr::V6(ip)) if v6_socket => {
             // SAFETY: all-zero is a valid in6_pktinfo.
             let mut p: libc::in6_pktinfo = unsafe { zeroed() };
-            p.ipi6_addr = libc::in6_addr { s6_addr: ip.octets() };
+            p.ipi6_addr = libc::in6_addr {
+                s6_addr: ip.octets(),
+            };
             // SAFETY: viewing a plain C struct as bytes.
             let bytes = unsafe {
-                std::slice::from_raw_parts((&p as *const libc::in6_pktinfo).cast::<u8>(), size_of::<libc::in6_pktinfo>())
+                std::slice::from_raw_parts(
+                    (&p as *const libc::in6_pktinfo).cast::<u8>(),
+                    size_of::<libc::in6_pktinfo>(),
+                )
             };
             put_cmsg(buf, &mut off, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, bytes);
         }
@@ -285,13 +317,19 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let n = encode_sockaddr(a, true, &mut st);
         let bytes = unsafe {
-            std::slice::from_raw_parts((&st as *const libc::sockaddr_storage).cast::<u8>(), n as usize)
+            std::slice::from_raw_parts(
+                (&st as *const libc::sockaddr_storage).cast::<u8>(),
+                n as usize,
+            )
         };
         assert_eq!(decode_sockaddr(bytes), Some(a));
         let b: SocketAddr = "[::1]:5000".parse().unwrap();
         let n = encode_sockaddr(b, true, &mut st);
         let bytes = unsafe {
-            std::slice::from_raw_parts((&st as *const libc::sockaddr_storage).cast::<u8>(), n as usize)
+            std::slice::from_raw_parts(
+                (&st as *const libc::sockaddr_storage).cast::<u8>(),
+                n as usize,
+            )
         };
         assert_eq!(decode_sockaddr(bytes), Some(b));
         assert_eq!(decode_sockaddr(&[1]), None);
@@ -300,7 +338,12 @@ mod tests {
     #[test]
     fn cmsg_build_parse() {
         let mut buf = [0u8; TX_CMSG_SPACE];
-        let n = build_tx_cmsgs(&mut buf, Some(1200), Some("10.0.0.1".parse().unwrap()), false);
+        let n = build_tx_cmsgs(
+            &mut buf,
+            Some(1200),
+            Some("10.0.0.1".parse().unwrap()),
+            false,
+        );
         assert!(n > 0);
         // The walk sees both messages (UDP_SEGMENT is not UDP_GRO; the send-side PKTINFO leaves
         // ipi_addr zero) and never reads past the end.

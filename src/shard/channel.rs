@@ -222,9 +222,7 @@ impl<E> EventReceiver<E> {
                     }
                 }
             }
-            let Some(afd) = self.afd.as_ref() else {
-                return None;
-            };
+            let afd = self.afd.as_ref()?;
             let mut guard = afd.readable().await.ok()?;
             self.wake.drain();
             guard.clear_ready();
@@ -237,7 +235,12 @@ impl<E> EventReceiver<E> {
 pub(crate) fn channel_pair<C, E>(
     commands: usize,
     events: usize,
-) -> std::io::Result<(CommandSender<C>, CommandQueue<C>, EventQueue<E>, EventReceiver<E>)> {
+) -> std::io::Result<(
+    CommandSender<C>,
+    CommandQueue<C>,
+    EventQueue<E>,
+    EventReceiver<E>,
+)> {
     let cwake = Arc::new(EventFd::new()?);
     let ewake = Arc::new(EventFd::new()?);
     let (ctx, crx) = RingBuffer::new(commands.max(1));

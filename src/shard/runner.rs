@@ -11,7 +11,9 @@ use crate::io::driver::ShardCtx;
 use crate::io::epoll::EpollShard;
 use crate::io::uring::UringShard;
 use crate::io::{IoOptions, bind_udp, choose_backend};
-use crate::shard::{CommandSender, EventReceiver, ShardCore, ShardStats, ShardStatsSnapshot, channel_pair};
+use crate::shard::{
+    CommandSender, EventReceiver, ShardCore, ShardStats, ShardStatsSnapshot, channel_pair,
+};
 
 /// Where and how shards run. [`ShardOptions::from_config`] reads `[media]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +27,9 @@ pub struct ShardOptions {
     pub backend: IoBackend,
     /// Pin shard `i` to the `i`-th CPU of the process's affinity mask (modulo its size).
     pub pin_threads: bool,
-    /// SO_REUSEPORT on the sockets.
+    /// SO_REUSEPORT on the sockets. Off for media ports (one socket per port: a second
+    /// process binding the same port would otherwise silently take half the traffic); the
+    /// shared TURN listener is the socket that wants it.
     pub reuse_port: bool,
     pub io: IoOptions,
 }
@@ -39,7 +43,7 @@ impl ShardOptions {
             port_base: cfg.media.port_base,
             backend: cfg.media.io_backend,
             pin_threads: cfg.media.pin_threads,
-            reuse_port: true,
+            reuse_port: false,
             io: IoOptions::default(),
         }
     }
@@ -78,7 +82,9 @@ pub struct ShardHandle<C: ShardCore> {
 
 impl<C: ShardCore> std::fmt::Debug for ShardHandle<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardHandle").field("info", &self.info).finish()
+        f.debug_struct("ShardHandle")
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -135,7 +141,9 @@ pub struct ShardHandles<C: ShardCore> {
 
 impl<C: ShardCore> std::fmt::Debug for ShardHandles<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.shards.iter().map(|s| s.info)).finish()
+        f.debug_list()
+            .entries(self.shards.iter().map(|s| s.info))
+            .finish()
     }
 }
 
@@ -166,7 +174,9 @@ impl<C: ShardCore> ShardHandles<C> {
 
     /// The backend every shard runs on.
     pub fn backend(&self) -> IoBackend {
-        self.shards.first().map_or(IoBackend::Auto, |s| s.info.backend)
+        self.shards
+            .first()
+            .map_or(IoBackend::Auto, |s| s.info.backend)
     }
 
     /// Counters of every shard.
@@ -212,7 +222,11 @@ fn pin_to(cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: valid pointer and size; 0 = the calling thread.
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if r != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Start `[media] shards` shard threads from the configuration.
@@ -227,7 +241,10 @@ where
 /// Start shards with explicit options. Sockets are bound here (a bind error is returned, not
 /// logged by a thread); each thread builds its core with `factory`, pins itself, sets up its
 /// backend and reports readiness before this returns.
-pub fn spawn_shards_with<C, F>(opts: &ShardOptions, factory: F) -> Result<ShardHandles<C>, SpawnError>
+pub fn spawn_shards_with<C, F>(
+    opts: &ShardOptions,
+    factory: F,
+) -> Result<ShardHandles<C>, SpawnError>
 where
     C: ShardCore,
     F: Fn(&ShardInfo) -> C + Send + Sync + 'static,
@@ -238,18 +255,30 @@ where
     } else {
         opts.shards
     };
-    let cpus = if opts.pin_threads { allowed_cpus() } else { Vec::new() };
+    let cpus = if opts.pin_threads {
+        allowed_cpus()
+    } else {
+        Vec::new()
+    };
     let factory = Arc::new(factory);
     let mut shards = Vec::with_capacity(n);
     for index in 0..n {
-        let port = if opts.port_base == 0 { 0 } else { opts.port_base.saturating_add(index as u16) };
+        let port = if opts.port_base == 0 {
+            0
+        } else {
+            opts.port_base.saturating_add(index as u16)
+        };
         let addr = SocketAddr::new(opts.bind_address, port);
         let (socket, sock) = bind_udp(addr, opts.reuse_port, opts.io.socket_buffer, opts.io.gro)
             .map_err(|source| SpawnError::Bind { addr, source })?;
         let (cmd_tx, cmd_rx, ev_tx, ev_rx) =
             channel_pair::<C::Command, C::Event>(opts.io.command_capacity, opts.io.event_capacity)
                 .map_err(|source| SpawnError::Setup { index, source })?;
-        let info = ShardInfo { index, local_addr: sock.local_addr, backend };
+        let info = ShardInfo {
+            index,
+            local_addr: sock.local_addr,
+            backend,
+        };
         let stats = Arc::new(ShardStats::default());
         let shutdown = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
@@ -283,7 +312,10 @@ where
                             s.run()
                         }
                         Err(e) => {
-                            let _ = ready_tx.send(Err(io::Error::new(e.kind(), format!("io_uring setup: {e}"))));
+                            let _ = ready_tx.send(Err(io::Error::new(
+                                e.kind(),
+                                format!("io_uring setup: {e}"),
+                            )));
                             Err(e)
                         }
                     },
@@ -293,7 +325,8 @@ where
                             s.run()
                         }
                         Err(e) => {
-                            let _ = ready_tx.send(Err(io::Error::new(e.kind(), format!("epoll setup: {e}"))));
+                            let _ = ready_tx
+                                .send(Err(io::Error::new(e.kind(), format!("epoll setup: {e}"))));
                             Err(e)
                         }
                     },
@@ -315,7 +348,10 @@ where
                 return Err(SpawnError::Setup { index, source });
             }
             Err(_) => {
-                let source = handle.join().err().unwrap_or_else(|| io::Error::other("shard thread exited"));
+                let source = handle
+                    .join()
+                    .err()
+                    .unwrap_or_else(|| io::Error::other("shard thread exited"));
                 return Err(SpawnError::Setup { index, source });
             }
         }

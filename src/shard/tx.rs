@@ -119,7 +119,12 @@ impl TxQueue {
     }
 
     /// Copy `data` into a slot and commit it. For cores that already hold the bytes.
-    pub fn send(&mut self, dst: SocketAddr, src: Option<IpAddr>, data: &[u8]) -> Result<(), TxFull> {
+    pub fn send(
+        &mut self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        data: &[u8],
+    ) -> Result<(), TxFull> {
         if data.len() > TX_SLOT_SIZE {
             self.dropped_oversize += 1;
             return Err(TxFull);

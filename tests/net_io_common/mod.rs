@@ -13,7 +13,11 @@ pub enum Cmd {
     Ping(u32),
     SetTimer(Duration),
     /// Send `count` datagrams of `size` bytes to `dst`: `[i as u32 BE][byte i; size - 4]`.
-    Burst { dst: SocketAddr, count: u32, size: usize },
+    Burst {
+        dst: SocketAddr,
+        count: u32,
+        size: usize,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -109,7 +113,8 @@ pub fn spawn(opts: &ShardOptions) -> ShardHandles<EchoCore> {
 
 pub fn client(bind: &str) -> UdpSocket {
     let c = UdpSocket::bind(bind).unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     c
 }
 
@@ -131,7 +136,10 @@ pub fn echo_round_trip(c: &UdpSocket, server: SocketAddr, n: u32, window: u32) {
     let mut buf = [0u8; 2048];
     let mut next = 0u32;
     while received < n {
-        assert!(Instant::now() < deadline, "echo: only {received}/{n} back before the deadline");
+        assert!(
+            Instant::now() < deadline,
+            "echo: only {received}/{n} back before the deadline"
+        );
         let end = (next + window).min(n);
         for seq in next..end {
             let len = 4 + (seq as usize * 37) % 1197;

@@ -69,10 +69,14 @@ impl<C: ShardCore> EpollShard<C> {
         let (drv, socket, sock, opts) = Driver::new(ctx);
         let poll = Poll::new()?;
         let fd = socket.as_raw_fd();
-        poll.registry()
-            .register(&mut SourceFd(&fd), SOCK, Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&fd),
+            SOCK,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         let wfd = drv.commands.wake_fd();
-        poll.registry().register(&mut SourceFd(&wfd), WAKE, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut SourceFd(&wfd), WAKE, Interest::READABLE)?;
 
         let n = opts.rx_buffers.clamp(1, BATCH);
         let buf_size = if sock.gro { RX_PAYLOAD_GRO } else { RX_PAYLOAD };
@@ -132,7 +136,13 @@ impl<C: ShardCore> EpollShard<C> {
             }
             // SAFETY: `hdrs` point into buffers owned by `self.rx`, sized as declared.
             let r = unsafe {
-                libc::recvmmsg(self.fd, self.rx.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+                libc::recvmmsg(
+                    self.fd,
+                    self.rx.hdrs.as_mut_ptr(),
+                    n as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
             };
             if r < 0 {
                 let e = io::Error::last_os_error();
@@ -152,6 +162,7 @@ impl<C: ShardCore> EpollShard<C> {
                 let len = h.msg_len as usize;
                 let flags = h.msg_hdr.msg_flags;
                 let namelen = h.msg_hdr.msg_namelen as usize;
+                #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
                 let clen = h.msg_hdr.msg_controllen as usize;
                 if flags & libc::MSG_TRUNC != 0 {
                     self.drv.tally.drop(DropReason::RxTruncated, 1);
@@ -171,7 +182,8 @@ impl<C: ShardCore> EpollShard<C> {
                 let cm = parse_rx_cmsgs(&self.rx.cmsgs[i].0[..clen.min(RX_CMSG_SPACE)]);
                 let start = i * self.rx.buf_size;
                 let payload = &mut self.rx.mem[start..start + len.min(self.rx.buf_size)];
-                self.drv.datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
+                self.drv
+                    .datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
             }
             done += got;
             if got < n {
@@ -204,7 +216,8 @@ impl<C: ShardCore> EpollShard<C> {
                 let clen = build_tx_cmsgs(&mut self.txb.cmsgs[msgs].0, seg, first.src, self.v6);
                 let h = &mut self.txb.hdrs[msgs];
                 h.msg_len = 0;
-                h.msg_hdr.msg_name = (&mut self.txb.names[msgs] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_name =
+                    (&mut self.txb.names[msgs] as *mut libc::sockaddr_storage).cast();
                 h.msg_hdr.msg_namelen = namelen;
                 h.msg_hdr.msg_iov = &mut self.txb.iovs[pos];
                 h.msg_hdr.msg_iovlen = n as _;
@@ -220,7 +233,11 @@ impl<C: ShardCore> EpollShard<C> {
                 msgs += 1;
                 pos += n;
             }
-            let fault = if self.txb.gso[0] { self.drv.gso_fault.take() } else { None };
+            let fault = if self.txb.gso[0] {
+                self.drv.gso_fault.take()
+            } else {
+                None
+            };
             let r = match fault {
                 Some(e) => {
                     // SAFETY: sets this thread's errno, read right below.
@@ -228,7 +245,9 @@ impl<C: ShardCore> EpollShard<C> {
                     -1
                 }
                 // SAFETY: `hdrs[..msgs]` point at live names, cmsgs, iovecs and TxQueue slots.
-                None => unsafe { libc::sendmmsg(self.fd, self.txb.hdrs.as_mut_ptr(), msgs as u32, 0) },
+                None => unsafe {
+                    libc::sendmmsg(self.fd, self.txb.hdrs.as_mut_ptr(), msgs as u32, 0)
+                },
             };
             if r > 0 {
                 let mut datagrams = 0;
@@ -291,7 +310,11 @@ impl<C: ShardCore> EpollShard<C> {
             self.receive(started);
             self.flush_sends();
 
-            let wait = if self.rx_ready { std::time::Duration::ZERO } else { self.drv.wait_timeout(Instant::now()) };
+            let wait = if self.rx_ready {
+                std::time::Duration::ZERO
+            } else {
+                self.drv.wait_timeout(Instant::now())
+            };
             match self.poll.poll(&mut self.events, Some(wait)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -188,7 +188,9 @@ impl<C: ShardCore> UringShard<C> {
     pub fn new(ctx: ShardCtx<C>) -> io::Result<Self> {
         let (drv, socket, sock, opts) = Driver::new(ctx);
         let ring = build_ring(1024)?;
-        let entries = opts.rx_buffers.clamp(8, 32768).next_power_of_two() as u16;
+        // With GRO every buffer is 64 KiB: cap the ring at 64 of them (4 MiB per shard).
+        let max_entries = if sock.gro { 64 } else { 32768 };
+        let entries = opts.rx_buffers.clamp(8, max_entries).next_power_of_two() as u16;
         let payload = if sock.gro { RX_PAYLOAD_GRO } else { RX_PAYLOAD };
         let name_len = size_of::<libc::sockaddr_in6>();
         // io_uring_recvmsg_out header + name + control + payload, rounded to 64 bytes.
@@ -284,10 +286,18 @@ impl<C: ShardCore> UringShard<C> {
             op.msg.msg_namelen = namelen;
             op.msg.msg_iov = op.iov.as_mut_ptr();
             op.msg.msg_iovlen = n as _;
-            op.msg.msg_control = if clen > 0 { op.cmsg.0.as_mut_ptr().cast() } else { std::ptr::null_mut() };
+            op.msg.msg_control = if clen > 0 {
+                op.cmsg.0.as_mut_ptr().cast()
+            } else {
+                std::ptr::null_mut()
+            };
             op.msg.msg_controllen = clen as _;
             op.msg.msg_flags = 0;
-            op.fault = if op.gso { self.drv.gso_fault.take() } else { None };
+            op.fault = if op.gso {
+                self.drv.gso_fault.take()
+            } else {
+                None
+            };
             let e = if op.fault.is_some() {
                 opcode::Nop::new().build()
             } else {
@@ -311,7 +321,9 @@ impl<C: ShardCore> UringShard<C> {
             match -res {
                 libc::ENOBUFS => self.drv.tally.drop(DropReason::RxNoBuffer, 1),
                 libc::ECANCELED | libc::EINTR | libc::EAGAIN => {}
-                e => tracing::warn!(shard = self.drv.index, error = %io::Error::from_raw_os_error(e), "multishot recvmsg failed"),
+                e => {
+                    tracing::warn!(shard = self.drv.index, error = %io::Error::from_raw_os_error(e), "multishot recvmsg failed")
+                }
             }
             return;
         }
@@ -332,7 +344,10 @@ impl<C: ShardCore> UringShard<C> {
                 Ok(out) => match decode_sockaddr(out.name_data()) {
                     Some(src) => {
                         let cm = parse_rx_cmsgs(out.control_data());
-                        let off = 16 + self.recv_msg.msg_namelen as usize + self.recv_msg.msg_controllen as usize;
+                        #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
+                        let off = 16
+                            + self.recv_msg.msg_namelen as usize
+                            + self.recv_msg.msg_controllen as usize;
                         Ok((src, cm, off, out.payload_data().len()))
                     }
                     None => Err(DropReason::RxMalformed),
@@ -343,7 +358,8 @@ impl<C: ShardCore> UringShard<C> {
         match parsed {
             Ok((src, cm, off, plen)) => {
                 let payload = &mut self.bufs.mem[start + off..start + off + plen];
-                self.drv.datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
+                self.drv
+                    .datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
             }
             Err(r) => self.drv.tally.drop(r, 1),
         }
@@ -399,17 +415,24 @@ impl<C: ShardCore> UringShard<C> {
             self.arm();
 
             let ready = !self.ring.completion().is_empty();
-            let wait = if ready { Duration::ZERO } else { self.drv.wait_timeout(started) };
+            let wait = if ready {
+                Duration::ZERO
+            } else {
+                self.drv.wait_timeout(started)
+            };
             let r = if wait.is_zero() {
                 self.ring.submit()
             } else {
-                let ts = Timespec::new().sec(wait.as_secs()).nsec(wait.subsec_nanos());
+                let ts = Timespec::new()
+                    .sec(wait.as_secs())
+                    .nsec(wait.subsec_nanos());
                 let args = SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
             };
             if let Err(e) = r {
                 match e.raw_os_error() {
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                    | Some(libc::EAGAIN) => {}
                     _ => break Err(e),
                 }
             }
@@ -442,7 +465,9 @@ impl<C: ShardCore> UringShard<C> {
     /// the kernel may still use it.
     fn shutdown_ops(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(2);
-        while (self.recv_armed || self.wake_armed || self.inflight_sends > 0) && Instant::now() < deadline {
+        while (self.recv_armed || self.wake_armed || self.inflight_sends > 0)
+            && Instant::now() < deadline
+        {
             let cancel = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
                 .build()
                 .user_data(token(OP_CANCEL, 0));
@@ -456,16 +481,8 @@ impl<C: ShardCore> UringShard<C> {
                 let c = &self.cqes[i];
                 let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
                 match ud >> 32 {
-                    OP_RECV => {
-                        if !cqueue::more(flags) {
-                            self.recv_armed = false;
-                        }
-                    }
-                    OP_WAKE => {
-                        if !cqueue::more(flags) {
-                            self.wake_armed = false;
-                        }
-                    }
+                    OP_RECV if !cqueue::more(flags) => self.recv_armed = false,
+                    OP_WAKE if !cqueue::more(flags) => self.wake_armed = false,
                     OP_SEND => {
                         // Completed or cancelled: the op's memory is ours again.
                         self.on_send(ud as u32, res);
@@ -476,7 +493,10 @@ impl<C: ShardCore> UringShard<C> {
         }
         self.leak = self.recv_armed || self.wake_armed || self.inflight_sends > 0;
         if self.leak {
-            tracing::error!(shard = self.drv.index, "io_uring ops still in flight at shutdown; leaking their buffers");
+            tracing::error!(
+                shard = self.drv.index,
+                "io_uring ops still in flight at shutdown; leaking their buffers"
+            );
         } else if self.registered {
             let _ = self.ring.submitter().unregister_buf_ring(BGID);
             self.registered = false;
