@@ -41,6 +41,7 @@ both_backends!(
     tx_pool_exhaustion_is_counted,
     gso_eio_steps_down_and_resends,
     gro_buffers_are_split_per_datagram,
+    echo_dual_stack,
 );
 
 fn echo_ipv4(b: IoBackend) {
@@ -358,5 +359,33 @@ fn gro_buffers_are_split_per_datagram(b: IoBackend) {
     assert_eq!(seen.len(), COUNT);
     let snap = settle(h.get(0).unwrap().stats(), |x| x.rx_packets >= COUNT as u64);
     assert_eq!(snap.rx_packets, COUNT as u64, "{snap:?}");
+    h.shutdown().unwrap();
+}
+
+/// A shard bound to `::` serves IPv4 peers too (mapped addresses are canonical IPv4 for the
+/// core; the reply leaves from the address the request came to).
+fn echo_dual_stack(b: IoBackend) {
+    if std::net::UdpSocket::bind("[::]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6");
+        return;
+    }
+    let h = spawn(&options(b, "::", 1));
+    let port = h.get(0).unwrap().info().local_addr.port();
+    let c4 = client("127.0.0.1:0");
+    echo_round_trip(
+        &c4,
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        300,
+        16,
+    );
+    if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+        let c6 = client("[::1]:0");
+        echo_round_trip(
+            &c6,
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            300,
+            16,
+        );
+    }
     h.shutdown().unwrap();
 }
