@@ -11,6 +11,12 @@
 //! Both coalesce consecutive equal-size datagrams to one destination into a UDP GSO send
 //! (`UDP_SEGMENT`) and step down to plain sends if the kernel refuses GSO at run time.
 //! [`probe::choose_backend`] picks the backend at start-up (`[media] io_backend`) and logs it.
+//!
+//! Kernel features relied on: io_uring with IORING_FEAT_EXT_ARG (5.11), provided buffer rings
+//! (5.19), multishot RECVMSG (6.0), multishot POLL_ADD, ASYNC_CANCEL with CANCEL_ANY (5.19);
+//! SINGLE_ISSUER + DEFER_TASKRUN (6.1) when available, else COOP_TASKRUN, else a plain ring.
+//! UDP_SEGMENT (GSO, 4.18) and UDP_GRO (5.0) when the socket accepts them; IP_PKTINFO and
+//! IPV6_RECVPKTINFO always. The epoll backend needs only recvmmsg/sendmmsg and eventfd.
 
 pub mod epoll;
 pub mod probe;
