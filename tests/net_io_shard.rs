@@ -42,6 +42,7 @@ both_backends!(
     gso_eio_steps_down_and_resends,
     gro_buffers_are_split_per_datagram,
     echo_dual_stack,
+    oversize_datagram_is_dropped_and_counted,
 );
 
 fn echo_ipv4(b: IoBackend) {
@@ -387,5 +388,21 @@ fn echo_dual_stack(b: IoBackend) {
             16,
         );
     }
+    h.shutdown().unwrap();
+}
+
+/// A datagram larger than a receive buffer is dropped and counted, never handed to the core
+/// cut short; the shard keeps serving.
+fn oversize_datagram_is_dropped_and_counted(b: IoBackend) {
+    let h = spawn(&options(b, "127.0.0.1", 1));
+    let server = h.get(0).unwrap().info().local_addr;
+    let c = client("127.0.0.1:0");
+    c.send_to(&[7u8; 3000], server).unwrap();
+    let snap = settle(h.get(0).unwrap().stats(), |x| {
+        x.drops(DropReason::RxTruncated) >= 1
+    });
+    assert_eq!(snap.drops(DropReason::RxTruncated), 1, "{snap:?}");
+    assert_eq!(snap.rx_packets, 0);
+    echo_round_trip(&c, server, 50, 8);
     h.shutdown().unwrap();
 }
