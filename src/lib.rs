@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod dtls;
 pub mod ice;
+pub mod io;
 pub mod router;
 pub mod sdp;
 pub mod shard;

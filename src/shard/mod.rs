@@ -1,2 +1,112 @@
-//! The per-core data-plane endpoint: demux, peer slab, timer table (sans-IO), driven by the
-//! io_uring or epoll shells.
+//! The per-core data-plane endpoint contract (sans-IO) and the thread runner that drives it.
+//!
+//! A shard is one pinned OS thread that owns one UDP socket (`[media] port_base + index`), one
+//! I/O backend (`crate::io::uring` or `crate::io::epoll`) and one protocol core implementing
+//! [`ShardCore`]. The core never sees a socket, a thread or a clock: the shell hands it `now`,
+//! the received bytes and a [`TxQueue`] to write its answers into.
+//!
+//! # The run loop every backend implements (one "turn")
+//!
+//! 1. Take `now` once. If the shutdown flag is set, stop.
+//! 2. Control commands first (bounded per turn): for each [`ShardCore::Command`] popped from
+//!    the SPSC command queue call [`ShardCore::handle_command`], then drain
+//!    [`ShardCore::poll_event`].
+//! 3. Timers: when [`ShardCore::poll_timeout`] is due (`<= now`) call
+//!    [`ShardCore::handle_timeout`], then drain [`ShardCore::poll_event`].
+//! 4. Datagrams (bounded per turn): for each received datagram call
+//!    [`ShardCore::handle_datagram`] with a [`RecvMeta`] and the receive buffer lent *mutably*
+//!    (decrypt in place). A GRO-coalesced buffer is split by the shell: the core always gets one
+//!    datagram per call. The buffer goes back to the kernel as soon as the call returns; a core
+//!    that wants to keep bytes copies them. Drain [`ShardCore::poll_event`] after each call.
+//! 5. Transmit: everything the core committed to the [`TxQueue`] during steps 2-4 is turned into
+//!    kernel sends once per turn (io_uring SENDMSG SQEs or one `sendmmsg`), consecutive packets
+//!    of equal size to one destination coalesced into one UDP GSO send. A slot lent to the kernel
+//!    returns to the pool only when the kernel is done with it.
+//! 6. Publish counters, wake the control plane if events were queued, ask
+//!    [`ShardCore::poll_timeout`] for the next deadline and sleep in the kernel until a datagram,
+//!    a command wake or that deadline (capped at one second so the turn counter, the stuck-loop
+//!    indicator, keeps moving).
+//!
+//! # How a protocol core plugs in
+//!
+//! 1. Implement [`ShardCore`] for the per-shard endpoint (ICE/DTLS/SRTP/router, TURN...). Pick a
+//!    `Command` type (what the control plane asks: add a transport, a subscriber...) and an
+//!    `Event` type (what it reports back: ICE connected, DTLS failed, stats...).
+//! 2. Write outputs with [`TxQueue::push`] (write into the lent slot, then
+//!    [`TxSlot::commit`]) or [`TxQueue::send`] (copy). When the pool is exhausted `push` returns
+//!    `None`: drop the packet (the queue counts it), never block or allocate.
+//! 3. Keep a deadline table and report its minimum from `poll_timeout` (no timer objects).
+//! 4. Start the shards with [`spawn_shards`], giving a factory that builds one core per shard
+//!    inside that shard's thread; talk to each shard through its [`ShardHandle`].
+//! 5. Unit-test the core without sockets: build a [`TxQueue`] with [`TxQueue::new`], call the
+//!    `handle_*` methods with a virtual clock and read what it sent with
+//!    [`TxQueue::pop_pending`].
+//!
+//! # Rules
+//!
+//! No allocation, lock or syscall per packet in the core or the shells; every queue is bounded
+//! and a full queue means a counted drop ([`DropReason`]); a malformed datagram is dropped and
+//! counted by the core, never a panic.
+
+mod channel;
+mod runner;
+pub(crate) mod stats;
+mod tx;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+pub use channel::{CommandSender, EventReceiver, SendError};
+pub use runner::{
+    ShardHandle, ShardHandles, ShardInfo, ShardOptions, SpawnError, spawn_shards, spawn_shards_with,
+};
+pub use stats::{DropReason, ShardStats, ShardStatsSnapshot};
+pub use tx::{TX_SLOT_SIZE, TxFull, TxMeta, TxQueue, TxSlot};
+
+pub(crate) use channel::{CommandQueue, EventQueue, channel_pair};
+
+/// What the shell knows about one received datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// The peer's address (IPv4-mapped IPv6 addresses are reported as IPv4).
+    pub src: SocketAddr,
+    /// The local address the datagram was sent to (IP_PKTINFO / IPV6_PKTINFO), when known.
+    /// Answer from this address (set it as the source of the reply) on multi-homed hosts.
+    pub dst_ip: Option<IpAddr>,
+    /// The local port (the shard's socket).
+    pub dst_port: u16,
+    /// Length of this datagram (`buf.len()`).
+    pub len: usize,
+    /// GRO segment size of the coalesced buffer this datagram was cut from; equal to `len` when
+    /// the kernel did not coalesce.
+    pub stride: usize,
+}
+
+/// A sans-IO per-shard protocol endpoint, driven by an I/O shell (see the module docs for the
+/// run loop). All methods run on the shard's thread; the core is not shared.
+pub trait ShardCore: 'static {
+    /// A control-plane request, delivered through a bounded SPSC queue.
+    type Command: Send + 'static;
+    /// A report to the control plane, drained with [`ShardCore::poll_event`].
+    type Event: Send + 'static;
+
+    /// One received datagram. `buf` is lent mutably for in-place processing (SRTP decrypt,
+    /// header rewrite) and reclaimed when the call returns.
+    fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue);
+
+    /// One control command.
+    fn handle_command(&mut self, now: Instant, cmd: Self::Command, tx: &mut TxQueue);
+
+    /// Called when the deadline returned by [`ShardCore::poll_timeout`] has passed.
+    fn handle_timeout(&mut self, now: Instant, tx: &mut TxQueue);
+
+    /// The earliest instant the core wants [`ShardCore::handle_timeout`] called; `None`: no timer.
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// The next event for the control plane, if any. The shell drains this after every
+    /// `handle_*` call. When the event queue is full the event is dropped and counted
+    /// ([`DropReason::EventQueueFull`]).
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        None
+    }
+}

@@ -1,0 +1,196 @@
+//! The part of the run loop both backends share: the core, its queues, counters and the
+//! per-turn order (commands, timers, datagrams, events). See `crate::shard` for the steps.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::io::IoOptions;
+use crate::io::socket::SocketInfo;
+use crate::shard::stats::Tally;
+use crate::shard::{
+    CommandQueue, DropReason, EventQueue, RecvMeta, ShardCore, ShardStats, TxQueue,
+};
+
+/// Commands handled per turn before datagrams get their share.
+const COMMAND_BUDGET: usize = 64;
+/// Longest sleep: keeps the turn counter (the stuck-loop indicator) moving while idle.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
+/// A turn longer than this is counted as an overrun and logged (rate-limited).
+const OVERRUN: Duration = Duration::from_millis(50);
+
+/// Everything a backend needs besides its kernel interface.
+pub(crate) struct ShardCtx<C: ShardCore> {
+    pub index: usize,
+    pub socket: std::net::UdpSocket,
+    pub sock: SocketInfo,
+    pub core: C,
+    pub commands: CommandQueue<C::Command>,
+    pub events: EventQueue<C::Event>,
+    pub stats: Arc<ShardStats>,
+    pub shutdown: Arc<AtomicBool>,
+    pub opts: IoOptions,
+}
+
+pub(crate) struct Driver<C: ShardCore> {
+    pub index: usize,
+    pub core: C,
+    pub commands: CommandQueue<C::Command>,
+    pub events: EventQueue<C::Event>,
+    pub stats: Arc<ShardStats>,
+    pub shutdown: Arc<AtomicBool>,
+    pub tx: TxQueue,
+    pub tally: Tally,
+    /// GSO in use (socket supports it, enabled in options, not stepped down).
+    pub gso: bool,
+    pub local_port: u16,
+    pub budget: usize,
+    /// Test hook (see `IoOptions::inject_gso_error`).
+    pub gso_fault: Option<i32>,
+    last_overrun_log: Option<Instant>,
+}
+
+impl<C: ShardCore> Driver<C> {
+    /// Split a context into the driver and the socket parts the backend keeps.
+    pub fn new(ctx: ShardCtx<C>) -> (Self, std::net::UdpSocket, SocketInfo, IoOptions) {
+        let gso = ctx.opts.gso && ctx.sock.gso;
+        ctx.stats.set_gso(gso);
+        let d = Driver {
+            index: ctx.index,
+            core: ctx.core,
+            commands: ctx.commands,
+            events: ctx.events,
+            stats: ctx.stats,
+            shutdown: ctx.shutdown,
+            tx: TxQueue::new(ctx.opts.tx_slots),
+            tally: Tally::default(),
+            gso,
+            local_port: ctx.sock.local_addr.port(),
+            budget: ctx.opts.budget.max(1),
+            gso_fault: ctx.opts.inject_gso_error,
+            last_overrun_log: None,
+        };
+        (d, ctx.socket, ctx.sock, ctx.opts)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(e) = self.core.poll_event() {
+            if !self.events.push(e) {
+                self.tally.drop(DropReason::EventQueueFull, 1);
+            }
+        }
+    }
+
+    /// Step 2: commands, bounded.
+    pub fn run_commands(&mut self, now: Instant) {
+        for _ in 0..COMMAND_BUDGET {
+            let Some(cmd) = self.commands.pop() else {
+                break;
+            };
+            self.core.handle_command(now, cmd, &mut self.tx);
+            self.drain_events();
+        }
+    }
+
+    /// Step 3: the core's timer, when due.
+    pub fn run_timer(&mut self, now: Instant) {
+        if self.core.poll_timeout().is_some_and(|d| d <= now) {
+            self.core.handle_timeout(now, &mut self.tx);
+            self.drain_events();
+        }
+    }
+
+    /// Step 4: one received buffer (split when GRO coalesced it).
+    pub fn datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst_ip: Option<IpAddr>,
+        gro_segment: Option<usize>,
+        buf: &mut [u8],
+    ) {
+        let stride = match gro_segment {
+            Some(s) if s > 0 && s < buf.len() => s,
+            _ => buf.len().max(1),
+        };
+        for chunk in buf.chunks_mut(stride) {
+            let meta = RecvMeta {
+                src,
+                dst_ip,
+                dst_port: self.local_port,
+                len: chunk.len(),
+                stride,
+            };
+            self.tally.rx_packets += 1;
+            self.tally.rx_bytes += chunk.len() as u64;
+            self.core.handle_datagram(now, meta, chunk, &mut self.tx);
+            self.drain_events();
+        }
+    }
+
+    /// How long the backend may sleep in the kernel: zero when work is already waiting.
+    pub fn wait_timeout(&self, now: Instant) -> Duration {
+        if !self.commands.is_empty() || self.stopping() {
+            return Duration::ZERO;
+        }
+        match self.core.poll_timeout() {
+            Some(d) => d.saturating_duration_since(now).min(MAX_WAIT),
+            None => MAX_WAIT,
+        }
+    }
+
+    /// Step 6: publish counters, wake the control plane, count the turn.
+    pub fn end_turn(&mut self, started: Instant) {
+        let dropped = self.tx.take_dropped();
+        self.tally.drop(DropReason::TxQueueFull, dropped);
+        self.stats.publish(&mut self.tally);
+        self.events.flush_wake();
+        let took = started.elapsed();
+        let overrun = took > OVERRUN;
+        self.stats.turn(overrun);
+        if overrun
+            && self
+                .last_overrun_log
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            self.last_overrun_log = Some(Instant::now());
+            tracing::warn!(
+                shard = self.index,
+                took_ms = took.as_millis() as u64,
+                "shard loop turn overran"
+            );
+        }
+    }
+
+    /// A GSO send failed with `err` (not transient). The datagrams are resent one by one: the
+    /// whole socket steps down when the kernel cannot segment at all (EIO: no checksum offload;
+    /// EINVAL, EOPNOTSUPP); otherwise (EMSGSIZE: segment above the path MTU...) only these
+    /// datagrams are marked to go alone.
+    pub fn gso_refused(&mut self, err: i32, slots: impl Iterator<Item = u32>) {
+        if crate::io::sys::is_gso_error(err) {
+            self.step_down_gso(err);
+        } else {
+            for s in slots {
+                self.tx.mark_solo(s);
+            }
+        }
+    }
+
+    /// The kernel refused GSO: continue with one datagram per send.
+    pub fn step_down_gso(&mut self, err: i32) {
+        if self.gso {
+            self.gso = false;
+            self.stats.set_gso(false);
+            tracing::warn!(
+                shard = self.index,
+                error = %std::io::Error::from_raw_os_error(err),
+                "UDP GSO send failed; continuing without GSO"
+            );
+        }
+    }
+}

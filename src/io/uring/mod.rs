@@ -1,0 +1,528 @@
+//! The io_uring shard backend: one ring per shard thread.
+//!
+//! Operations in flight and who owns what (`user_data` = op kind << 32 | index):
+//!
+//! - `RECV`: one multishot RECVMSG on the socket selecting buffers from a provided buffer ring
+//!   (group 0). Each completion names the buffer id; the buffer is lent to the core, then pushed
+//!   back on the ring (tail published once per batch). When the kernel ends the multishot (no
+//!   `MORE` flag, e.g. ENOBUFS) it is re-armed in the same turn.
+//! - `WAKE`: one multishot POLL_ADD on the command eventfd.
+//! - `SEND`: SENDMSG from a preallocated [`SendOp`] (msghdr, address, iovecs pointing at
+//!   [`crate::shard::TxQueue`] slots, control messages). Op and slots belong to the kernel until
+//!   the completion; runs of equal-size datagrams to one destination carry `UDP_SEGMENT` (GSO).
+//!   When the op pool or the SQ is full, packets wait in the TxQueue (the bounded backlog).
+//!
+//! One `io_uring_enter` per turn submits everything and waits for the next completion, bounded
+//! by the core's deadline (EXT_ARG timeout). At shutdown every op is cancelled and its
+//! completion awaited before memory is released; memory whose completion never came is leaked
+//! rather than freed under the kernel.
+
+use std::io;
+use std::mem::{ManuallyDrop, size_of, zeroed};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{IoUring, cqueue, opcode, squeue};
+
+use crate::io::batch::next_run;
+use crate::io::driver::{Driver, ShardCtx};
+use crate::io::sys::{
+    CmsgBuf, RX_CMSG_SPACE, TX_CMSG_SPACE, build_tx_cmsgs, decode_sockaddr, encode_sockaddr,
+    parse_rx_cmsgs,
+};
+use crate::io::{GSO_MAX_SEGMENTS, RX_PAYLOAD, RX_PAYLOAD_GRO};
+use crate::shard::{DropReason, ShardCore};
+
+const OP_RECV: u64 = 1;
+const OP_WAKE: u64 = 2;
+const OP_SEND: u64 = 3;
+const OP_CANCEL: u64 = 4;
+const BGID: u16 = 0;
+
+fn token(kind: u64, idx: u32) -> u64 {
+    (kind << 32) | idx as u64
+}
+
+/// Page-aligned anonymous memory (the provided-buffer ring must be page aligned).
+pub(crate) struct PageBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl PageBuf {
+    pub fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: anonymous private mapping, no file; checked for MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PageBuf { ptr: p.cast(), len })
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// The provided-buffer ring and the buffers it hands out.
+struct BufRing {
+    ring: PageBuf,
+    mem: Box<[u8]>,
+    entries: u16,
+    buf_size: usize,
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(entries: u16, buf_size: usize) -> io::Result<Self> {
+        let ring_bytes = (entries as usize * size_of::<BufRingEntry>()).max(4096);
+        let mut r = BufRing {
+            ring: PageBuf::new(ring_bytes)?,
+            mem: vec![0u8; entries as usize * buf_size].into_boxed_slice(),
+            entries,
+            buf_size,
+            tail: 0,
+        };
+        for bid in 0..entries {
+            r.push(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    /// Hand buffer `bid` back to the kernel (visible after [`BufRing::publish`]).
+    fn push(&mut self, bid: u16) {
+        let slot = (self.tail & (self.entries - 1)) as usize;
+        // SAFETY: `slot < entries` and the ring mapping holds `entries` entries.
+        let e = unsafe { &mut *self.ring.ptr.cast::<BufRingEntry>().add(slot) };
+        let start = bid as usize * self.buf_size;
+        e.set_addr(self.mem[start..].as_mut_ptr() as u64);
+        e.set_len(self.buf_size as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field lives inside the first entry of our mapping; the kernel reads it
+        // with acquire semantics.
+        let tail = unsafe { BufRingEntry::tail(self.ring.ptr.cast::<BufRingEntry>()) };
+        // SAFETY: u16 and AtomicU16 share layout; the field is 2-byte aligned.
+        let tail = unsafe { &*(tail as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+
+/// One SENDMSG in flight: everything the kernel reads, at a stable address.
+#[repr(C)]
+struct SendOp {
+    msg: libc::msghdr,
+    name: libc::sockaddr_storage,
+    iov: [libc::iovec; GSO_MAX_SEGMENTS],
+    cmsg: CmsgBuf<TX_CMSG_SPACE>,
+    slots: [u32; GSO_MAX_SEGMENTS],
+    n: usize,
+    gso: bool,
+    /// Test hook: complete as if the kernel returned this errno (the SQE is a NOP).
+    fault: Option<i32>,
+}
+
+/// A shard running on io_uring.
+pub(crate) struct UringShard<C: ShardCore> {
+    // Declared first: dropped (ring fd closed) before the memory the kernel may reference.
+    ring: IoUring,
+    bufs: ManuallyDrop<BufRing>,
+    sends: ManuallyDrop<Box<[SendOp]>>,
+    recv_msg: ManuallyDrop<Box<libc::msghdr>>,
+    free_sends: Vec<u32>,
+    recv_armed: bool,
+    wake_armed: bool,
+    inflight_sends: usize,
+    registered: bool,
+    leak: bool,
+    cqes: Vec<cqueue::Entry>,
+    fd: i32,
+    v6: bool,
+    /// Keeps the socket open for as long as ops may reference its fd.
+    _socket: std::net::UdpSocket,
+    drv: Driver<C>,
+}
+
+fn build_ring(entries: u32) -> io::Result<IoUring> {
+    // Best first: single issuer + deferred task work (6.1), then cooperative task run (5.19),
+    // then a plain ring.
+    let mut b = IoUring::builder();
+    b.setup_cqsize(entries * 4)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_submit_all();
+    if let Ok(r) = b.build(entries) {
+        return Ok(r);
+    }
+    let mut b = IoUring::builder();
+    b.setup_cqsize(entries * 4).setup_coop_taskrun();
+    if let Ok(r) = b.build(entries) {
+        return Ok(r);
+    }
+    IoUring::builder().setup_cqsize(entries * 4).build(entries)
+}
+
+impl<C: ShardCore> UringShard<C> {
+    pub fn new(ctx: ShardCtx<C>) -> io::Result<Self> {
+        let (drv, socket, sock, opts) = Driver::new(ctx);
+        let ring = build_ring(1024)?;
+        // With GRO every buffer is 64 KiB: cap the ring at 64 of them (4 MiB per shard).
+        let max_entries = if sock.gro { 64 } else { 32768 };
+        let entries = opts.rx_buffers.clamp(8, max_entries).next_power_of_two() as u16;
+        let payload = if sock.gro { RX_PAYLOAD_GRO } else { RX_PAYLOAD };
+        let name_len = size_of::<libc::sockaddr_in6>();
+        // io_uring_recvmsg_out header + name + control + payload, rounded to 64 bytes.
+        let buf_size = (16 + name_len + RX_CMSG_SPACE + payload).next_multiple_of(64);
+        let bufs = BufRing::new(entries, buf_size)?;
+        // SAFETY: the ring memory stays mapped until after the registration is dropped with the
+        // ring (or leaked with it).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(bufs.ring.addr(), entries, BGID, 0)?;
+        }
+        // SAFETY: all-zero is a valid msghdr; multishot RECVMSG reads only the two lengths.
+        let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
+        recv_msg.msg_namelen = name_len as libc::socklen_t;
+        recv_msg.msg_controllen = RX_CMSG_SPACE as _;
+        let nsends = opts.tx_slots.clamp(1, 1024);
+        let sends: Box<[SendOp]> = (0..nsends)
+            // SAFETY: all-zero is a valid SendOp (plain C data, null pointers, zero counts).
+            .map(|_| unsafe { zeroed::<SendOp>() })
+            .collect();
+        let fd = socket.as_raw_fd();
+        let budget = drv.budget;
+        Ok(UringShard {
+            ring,
+            bufs: ManuallyDrop::new(bufs),
+            sends: ManuallyDrop::new(sends),
+            recv_msg: ManuallyDrop::new(recv_msg),
+            free_sends: (0..nsends as u32).rev().collect(),
+            recv_armed: false,
+            wake_armed: false,
+            inflight_sends: 0,
+            registered: true,
+            leak: false,
+            cqes: Vec::with_capacity(budget + 64),
+            fd,
+            v6: sock.v6,
+            _socket: socket,
+            drv,
+        })
+    }
+
+    /// Push an SQE, submitting first if the SQ is full. False: still no room.
+    fn push_sqe(&mut self, e: &squeue::Entry) -> bool {
+        // SAFETY (all pushes): every pointer in the SQEs built here refers to memory owned by
+        // `self` that stays valid until the op's completion (see the module docs).
+        if unsafe { self.ring.submission().push(e) }.is_ok() {
+            return true;
+        }
+        let _ = self.ring.submit();
+        unsafe { self.ring.submission().push(e) }.is_ok()
+    }
+
+    fn arm(&mut self) {
+        if !self.recv_armed {
+            let e = opcode::RecvMsgMulti::new(Fd(self.fd), &**self.recv_msg as *const _, BGID)
+                .build()
+                .user_data(token(OP_RECV, 0));
+            self.recv_armed = self.push_sqe(&e);
+        }
+        if !self.wake_armed {
+            let e = opcode::PollAdd::new(Fd(self.drv.commands.wake_fd()), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(token(OP_WAKE, 0));
+            self.wake_armed = self.push_sqe(&e);
+        }
+    }
+
+    /// Step 5: pending transmits -> SENDMSG SQEs (GSO runs coalesced).
+    fn flush_sends(&mut self) {
+        while self.drv.tx.pending_len() > 0 {
+            let Some(op_idx) = self.free_sends.last().copied() else {
+                break;
+            };
+            let (n, seg) = next_run(&self.drv.tx, 0, self.drv.gso);
+            let tx = &mut self.drv.tx;
+            let op = &mut self.sends[op_idx as usize];
+            let first = *tx.meta(tx.pending_at(0).unwrap_or(0));
+            for k in 0..n {
+                // `k < n <= pending_len` by construction of `next_run`.
+                let idx = tx.pending_at(k).unwrap_or(0);
+                op.iov[k] = libc::iovec {
+                    iov_base: tx.slot_ptr(idx).cast(),
+                    iov_len: tx.meta(idx).len as usize,
+                };
+                op.slots[k] = idx;
+            }
+            op.n = n;
+            op.gso = seg.is_some();
+            let namelen = encode_sockaddr(first.dst, self.v6, &mut op.name);
+            let clen = build_tx_cmsgs(&mut op.cmsg.0, seg, first.src, self.v6);
+            op.msg.msg_name = (&mut op.name as *mut libc::sockaddr_storage).cast();
+            op.msg.msg_namelen = namelen;
+            op.msg.msg_iov = op.iov.as_mut_ptr();
+            op.msg.msg_iovlen = n as _;
+            op.msg.msg_control = if clen > 0 {
+                op.cmsg.0.as_mut_ptr().cast()
+            } else {
+                std::ptr::null_mut()
+            };
+            op.msg.msg_controllen = clen as _;
+            op.msg.msg_flags = 0;
+            op.fault = if op.gso {
+                self.drv.gso_fault.take()
+            } else {
+                None
+            };
+            let e = if op.fault.is_some() {
+                opcode::Nop::new().build()
+            } else {
+                opcode::SendMsg::new(Fd(self.fd), &op.msg as *const _).build()
+            }
+            .user_data(token(OP_SEND, op_idx));
+            if !self.push_sqe(&e) {
+                break; // SQ full even after a submit: the rest waits in the TxQueue.
+            }
+            self.free_sends.pop();
+            self.drv.tx.take_pending(n);
+            self.inflight_sends += 1;
+        }
+    }
+
+    fn on_recv(&mut self, now: Instant, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.recv_armed = false;
+        }
+        if res < 0 {
+            match -res {
+                libc::ENOBUFS => self.drv.tally.drop(DropReason::RxNoBuffer, 1),
+                libc::ECANCELED | libc::EINTR | libc::EAGAIN => {}
+                e => {
+                    tracing::warn!(shard = self.drv.index, error = %io::Error::from_raw_os_error(e), "multishot recvmsg failed")
+                }
+            }
+            return;
+        }
+        let Some(bid) = cqueue::buffer_select(flags) else {
+            self.drv.tally.drop(DropReason::RxMalformed, 1);
+            return;
+        };
+        if bid >= self.bufs.entries {
+            self.drv.tally.drop(DropReason::RxMalformed, 1);
+            return;
+        }
+        let start = bid as usize * self.bufs.buf_size;
+        let len = (res as usize).min(self.bufs.buf_size);
+        let parsed = {
+            let buf = &self.bufs.mem[start..start + len];
+            match RecvMsgOut::parse(buf, &self.recv_msg) {
+                Ok(out) if out.is_payload_truncated() => Err(DropReason::RxTruncated),
+                Ok(out) => match decode_sockaddr(out.name_data()) {
+                    Some(src) => {
+                        let cm = parse_rx_cmsgs(out.control_data());
+                        #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
+                        let off = 16
+                            + self.recv_msg.msg_namelen as usize
+                            + self.recv_msg.msg_controllen as usize;
+                        Ok((src, cm, off, out.payload_data().len()))
+                    }
+                    None => Err(DropReason::RxMalformed),
+                },
+                Err(()) => Err(DropReason::RxMalformed),
+            }
+        };
+        match parsed {
+            Ok((src, cm, off, plen)) => {
+                let payload = &mut self.bufs.mem[start + off..start + off + plen];
+                self.drv
+                    .datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
+            }
+            Err(r) => self.drv.tally.drop(r, 1),
+        }
+        self.bufs.push(bid);
+    }
+
+    fn on_send(&mut self, idx: u32, res: i32) {
+        let Some(op) = self.sends.get_mut(idx as usize) else {
+            return;
+        };
+        let res = op.fault.take().map_or(res, |e| -e);
+        let (n, gso) = (op.n, op.gso);
+        let slots = op.slots;
+        self.inflight_sends -= 1;
+        self.free_sends.push(idx);
+        if res >= 0 {
+            self.drv.tally.tx_packets += n as u64;
+            self.drv.tally.tx_bytes += res as u64;
+            if gso {
+                self.drv.tally.tx_gso_sends += 1;
+            }
+        } else {
+            let err = -res;
+            if err == libc::EAGAIN || err == libc::ENOBUFS || err == libc::EINTR {
+                self.drv.tx.requeue_front(&slots[..n]);
+                return;
+            }
+            if gso && err != libc::ECANCELED {
+                self.drv.gso_refused(err, slots[..n].iter().copied());
+                self.drv.tx.requeue_front(&slots[..n]);
+                return;
+            }
+            self.drv.tally.drop(DropReason::TxError, n as u64);
+        }
+        for &s in &slots[..n] {
+            self.drv.tx.release(s);
+        }
+    }
+
+    /// The loop (see `crate::shard` for the steps). Returns at shutdown.
+    pub fn run(mut self) -> io::Result<()> {
+        self.drv.stats.set_backend(crate::config::IoBackend::Uring);
+        let budget = self.drv.budget;
+        let result = loop {
+            let started = Instant::now();
+            if self.drv.stopping() {
+                break Ok(());
+            }
+            self.drv.run_commands(started);
+            self.drv.run_timer(started);
+            self.flush_sends();
+            self.bufs.publish();
+            self.arm();
+
+            let ready = !self.ring.completion().is_empty();
+            let wait = if ready {
+                Duration::ZERO
+            } else {
+                self.drv.wait_timeout(started)
+            };
+            let r = if wait.is_zero() {
+                self.ring.submit()
+            } else {
+                let ts = Timespec::new()
+                    .sec(wait.as_secs())
+                    .nsec(wait.subsec_nanos());
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            };
+            if let Err(e) = r {
+                match e.raw_os_error() {
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                    | Some(libc::EAGAIN) => {}
+                    _ => break Err(e),
+                }
+            }
+
+            self.cqes.clear();
+            self.cqes.extend(self.ring.completion().take(budget + 64));
+            let now = Instant::now();
+            for i in 0..self.cqes.len() {
+                let c = &self.cqes[i];
+                let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
+                match ud >> 32 {
+                    OP_RECV => self.on_recv(now, res, flags),
+                    OP_SEND => self.on_send(ud as u32, res),
+                    OP_WAKE => {
+                        if !cqueue::more(flags) {
+                            self.wake_armed = false;
+                        }
+                        self.drv.commands.clear_wake();
+                    }
+                    _ => {}
+                }
+            }
+            self.drv.end_turn(started);
+        };
+        self.shutdown_ops();
+        result
+    }
+
+    /// Cancel every op and wait (bounded) for their completions so no memory is freed while
+    /// the kernel may still use it.
+    fn shutdown_ops(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while (self.recv_armed || self.wake_armed || self.inflight_sends > 0)
+            && Instant::now() < deadline
+        {
+            let cancel = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
+                .build()
+                .user_data(token(OP_CANCEL, 0));
+            let _ = self.push_sqe(&cancel);
+            let ts = Timespec::new().nsec(50_000_000);
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.cqes.clear();
+            self.cqes.extend(self.ring.completion());
+            for i in 0..self.cqes.len() {
+                let c = &self.cqes[i];
+                let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
+                match ud >> 32 {
+                    OP_RECV if !cqueue::more(flags) => self.recv_armed = false,
+                    OP_WAKE if !cqueue::more(flags) => self.wake_armed = false,
+                    OP_SEND => {
+                        // Completed or cancelled: the op's memory is ours again.
+                        self.on_send(ud as u32, res);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.leak = self.recv_armed || self.wake_armed || self.inflight_sends > 0;
+        if self.leak {
+            tracing::error!(
+                shard = self.drv.index,
+                "io_uring ops still in flight at shutdown; leaking their buffers"
+            );
+        } else if self.registered {
+            let _ = self.ring.submitter().unregister_buf_ring(BGID);
+            self.registered = false;
+        }
+        self.drv.stats.publish(&mut self.drv.tally);
+    }
+}
+
+impl<C: ShardCore> Drop for UringShard<C> {
+    fn drop(&mut self) {
+        if self.leak || self.recv_armed || self.wake_armed || self.inflight_sends > 0 {
+            // The kernel may still write into these: never free them. (The ring fd itself is
+            // closed when `ring` drops after this.)
+            return;
+        }
+        // SAFETY: every op has completed; the kernel holds no reference into this memory.
+        unsafe {
+            ManuallyDrop::drop(&mut self.bufs);
+            ManuallyDrop::drop(&mut self.sends);
+            ManuallyDrop::drop(&mut self.recv_msg);
+        }
+    }
+}
+
+impl<C: ShardCore> std::fmt::Debug for UringShard<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringShard").field("fd", &self.fd).finish()
+    }
+}

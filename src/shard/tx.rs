@@ -1,0 +1,295 @@
+//! The transmit queue: a fixed pool of send slots lent to the core, and the ordered list of
+//! committed packets the shell turns into kernel sends.
+//!
+//! Slot life cycle: free -> lent to the core ([`TxSlot`]) -> pending (committed, waiting for the
+//! shell) -> in flight (owned by the kernel until its completion) -> free. Nothing allocates
+//! after [`TxQueue::new`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// Bytes per send slot: one MTU-sized datagram plus TURN/SRTP headroom.
+pub const TX_SLOT_SIZE: usize = 2048;
+
+/// The descriptor of one committed packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxMeta {
+    /// Where the datagram goes.
+    pub dst: SocketAddr,
+    /// Source address to send from (IP_PKTINFO), `None`: let routing decide.
+    pub src: Option<IpAddr>,
+    /// Datagram length in the slot.
+    pub len: u16,
+}
+
+const UNSET: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// The pool is exhausted; the packet was not queued (and was counted as dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxFull;
+
+impl fmt::Display for TxFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("transmit pool exhausted")
+    }
+}
+
+impl std::error::Error for TxFull {}
+
+/// A bounded pool of preallocated send slots (see the module docs).
+pub struct TxQueue {
+    buf: Box<[u8]>,
+    meta: Box<[TxMeta]>,
+    /// Per slot: never coalesce into a GSO send (a GSO send of it was refused for its path).
+    solo: Box<[bool]>,
+    free: Vec<u32>,
+    pending: VecDeque<u32>,
+    dropped_full: u64,
+    dropped_oversize: u64,
+}
+
+impl fmt::Debug for TxQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxQueue")
+            .field("capacity", &self.capacity())
+            .field("free", &self.free.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl TxQueue {
+    /// A pool of `slots` slots of [`TX_SLOT_SIZE`] bytes (at least 1, at most 65536).
+    pub fn new(slots: usize) -> Self {
+        let slots = slots.clamp(1, 1 << 16);
+        TxQueue {
+            buf: vec![0u8; slots * TX_SLOT_SIZE].into_boxed_slice(),
+            meta: vec![
+                TxMeta {
+                    dst: UNSET,
+                    src: None,
+                    len: 0
+                };
+                slots
+            ]
+            .into_boxed_slice(),
+            solo: vec![false; slots].into_boxed_slice(),
+            // Reversed so that slot 0 is lent first (cache-friendly, deterministic in tests).
+            free: (0..slots as u32).rev().collect(),
+            pending: VecDeque::with_capacity(slots),
+            dropped_full: 0,
+            dropped_oversize: 0,
+        }
+    }
+
+    /// Total number of slots.
+    pub fn capacity(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Slots that can be lent right now.
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Committed packets the shell has not yet handed to the kernel.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Lend a free slot for a datagram to `dst`. Write into [`TxSlot::buf`], then
+    /// [`TxSlot::commit`]. `None` (counted as a drop) when every slot is in use.
+    pub fn push(&mut self, dst: SocketAddr) -> Option<TxSlot<'_>> {
+        match self.free.pop() {
+            Some(idx) => {
+                self.solo[idx as usize] = false;
+                self.meta[idx as usize] = TxMeta {
+                    dst,
+                    src: None,
+                    len: 0,
+                };
+                Some(TxSlot { q: self, idx })
+            }
+            None => {
+                self.dropped_full += 1;
+                None
+            }
+        }
+    }
+
+    /// Copy `data` into a slot and commit it. For cores that already hold the bytes.
+    pub fn send(
+        &mut self,
+        dst: SocketAddr,
+        src: Option<IpAddr>,
+        data: &[u8],
+    ) -> Result<(), TxFull> {
+        if data.len() > TX_SLOT_SIZE {
+            self.dropped_oversize += 1;
+            return Err(TxFull);
+        }
+        let mut slot = self.push(dst).ok_or(TxFull)?;
+        slot.buf()[..data.len()].copy_from_slice(data);
+        slot.set_source(src);
+        slot.commit(data.len());
+        Ok(())
+    }
+
+    /// Take the oldest committed packet out of the queue and free its slot; the closure sees
+    /// the descriptor and the bytes. For sans-IO tests and simulators (the shells use the
+    /// crate-internal in-flight API instead).
+    pub fn pop_pending<R>(&mut self, f: impl FnOnce(&TxMeta, &[u8]) -> R) -> Option<R> {
+        let idx = self.pending.pop_front()?;
+        let m = self.meta[idx as usize];
+        let r = f(&m, &self.slot(idx)[..m.len as usize]);
+        self.free.push(idx);
+        Some(r)
+    }
+
+    /// Packets refused because the pool was exhausted (or the data did not fit), since the last
+    /// call. The shell moves this into the shard counters.
+    pub fn take_dropped(&mut self) -> u64 {
+        let n = self.dropped_full + self.dropped_oversize;
+        self.dropped_full = 0;
+        self.dropped_oversize = 0;
+        n
+    }
+
+    fn slot(&self, idx: u32) -> &[u8] {
+        let start = idx as usize * TX_SLOT_SIZE;
+        &self.buf[start..start + TX_SLOT_SIZE]
+    }
+
+    // ---- shell side (crate-internal) ----
+
+    /// The `n`-th pending slot index from the front.
+    pub(crate) fn pending_at(&self, n: usize) -> Option<u32> {
+        self.pending.get(n).copied()
+    }
+
+    /// Remove the `n` oldest pending packets (they are now in flight; the shell owns them until
+    /// it calls [`TxQueue::release`]).
+    pub(crate) fn take_pending(&mut self, n: usize) {
+        self.pending.drain(..n);
+    }
+
+    /// Put in-flight slots back at the front of the pending queue (resend, e.g. after GSO was
+    /// disabled), keeping their order.
+    pub(crate) fn requeue_front(&mut self, slots: &[u32]) {
+        for &idx in slots.iter().rev() {
+            self.pending.push_front(idx);
+        }
+    }
+
+    /// The kernel is done with an in-flight slot.
+    pub(crate) fn release(&mut self, idx: u32) {
+        debug_assert!(self.free.len() < self.capacity());
+        self.free.push(idx);
+    }
+
+    pub(crate) fn mark_solo(&mut self, idx: u32) {
+        self.solo[idx as usize] = true;
+    }
+
+    pub(crate) fn is_solo(&self, idx: u32) -> bool {
+        self.solo[idx as usize]
+    }
+
+    pub(crate) fn meta(&self, idx: u32) -> &TxMeta {
+        &self.meta[idx as usize]
+    }
+
+    /// Pointer to the first byte of slot `idx`; stable for the life of the queue (the pool is a
+    /// boxed slice that never moves or grows).
+    pub(crate) fn slot_ptr(&mut self, idx: u32) -> *mut u8 {
+        let start = idx as usize * TX_SLOT_SIZE;
+        self.buf[start..].as_mut_ptr()
+    }
+}
+
+/// A slot lent to the core. Dropping it without [`TxSlot::commit`] returns it to the pool.
+pub struct TxSlot<'a> {
+    q: &'a mut TxQueue,
+    idx: u32,
+}
+
+impl TxSlot<'_> {
+    /// The whole slot ([`TX_SLOT_SIZE`] bytes) to write the datagram into.
+    pub fn buf(&mut self) -> &mut [u8] {
+        let start = self.idx as usize * TX_SLOT_SIZE;
+        &mut self.q.buf[start..start + TX_SLOT_SIZE]
+    }
+
+    /// Send from this local address (IP_PKTINFO); `None`: routing decides.
+    pub fn set_source(&mut self, src: Option<IpAddr>) {
+        self.q.meta[self.idx as usize].src = src;
+    }
+
+    /// Change the destination.
+    pub fn set_destination(&mut self, dst: SocketAddr) {
+        self.q.meta[self.idx as usize].dst = dst;
+    }
+
+    /// Queue the first `len` bytes of the slot for sending. `len` is clamped to the slot size;
+    /// a zero-length commit sends an empty datagram.
+    pub fn commit(self, len: usize) {
+        let idx = self.idx;
+        let q = &mut *self.q;
+        q.meta[idx as usize].len = len.min(TX_SLOT_SIZE) as u16;
+        q.pending.push_back(idx);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TxSlot<'_> {
+    fn drop(&mut self) {
+        self.q.free.push(self.idx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    #[test]
+    fn lend_commit_pop_and_exhaustion() {
+        let mut q = TxQueue::new(2);
+        let mut s = q.push(addr(1)).expect("slot");
+        s.buf()[..3].copy_from_slice(b"abc");
+        s.commit(3);
+        q.send(addr(2), None, b"xy").expect("slot");
+        assert!(q.push(addr(3)).is_none());
+        assert_eq!(q.take_dropped(), 1);
+        assert_eq!(q.pending_len(), 2);
+        let got = q.pop_pending(|m, b| (m.dst, b.to_vec())).expect("pending");
+        assert_eq!(got, (addr(1), b"abc".to_vec()));
+        assert_eq!(q.available(), 1);
+    }
+
+    #[test]
+    fn dropped_slot_returns_to_pool() {
+        let mut q = TxQueue::new(1);
+        drop(q.push(addr(1)));
+        assert_eq!(q.available(), 1);
+        assert_eq!(q.pending_len(), 0);
+    }
+
+    #[test]
+    fn requeue_keeps_order() {
+        let mut q = TxQueue::new(4);
+        for p in 1..=3 {
+            q.send(addr(p), None, &[p as u8]).expect("slot");
+        }
+        let a = q.pending_at(0).expect("a");
+        let b = q.pending_at(1).expect("b");
+        q.take_pending(2);
+        q.requeue_front(&[a, b]);
+        let order: Vec<u16> = std::iter::from_fn(|| q.pop_pending(|m, _| m.dst.port())).collect();
+        assert_eq!(order, vec![1, 2, 3]);
+    }
+}

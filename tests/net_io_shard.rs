@@ -1,0 +1,408 @@
+//! Shard shells over real UDP sockets on loopback; every test runs on both backends.
+
+mod net_io_common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use net_io_common::*;
+use ringsfu::config::IoBackend;
+use ringsfu::shard::DropReason;
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+                #[test]
+                fn uring() {
+                    if backend_available(IoBackend::Uring) {
+                        super::$name(IoBackend::Uring);
+                    }
+                }
+                #[test]
+                fn epoll() {
+                    super::$name(IoBackend::Epoll);
+                }
+            }
+        )*
+    };
+}
+
+both_backends!(
+    echo_ipv4,
+    echo_ipv6,
+    echo_with_tiny_receive_ring,
+    commands_and_events,
+    events_awaited_from_tokio,
+    timer_fires,
+    gso_burst_arrives_as_separate_datagrams,
+    shutdown_joins_all_shards,
+    tx_pool_exhaustion_is_counted,
+    gso_eio_steps_down_and_resends,
+    gro_buffers_are_split_per_datagram,
+    echo_dual_stack,
+    oversize_datagram_is_dropped_and_counted,
+);
+
+fn echo_ipv4(b: IoBackend) {
+    let h = spawn(&options(b, "127.0.0.1", 1));
+    let server = h.get(0).unwrap().info().local_addr;
+    let c = client("127.0.0.1:0");
+    echo_round_trip(&c, server, 3000, 64);
+    let s = settle(h.get(0).unwrap().stats(), |x| x.tx_packets >= 3000);
+    assert!(s.rx_packets >= 3000 && s.tx_packets >= 3000, "{s:?}");
+    assert_eq!(s.backend, b);
+    assert!(s.turns > 0);
+    h.shutdown().unwrap();
+}
+
+fn echo_ipv6(b: IoBackend) {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback");
+        return;
+    }
+    let h = spawn(&options(b, "::1", 1));
+    let server = h.get(0).unwrap().info().local_addr;
+    assert!(server.is_ipv6());
+    let c = client("[::1]:0");
+    echo_round_trip(&c, server, 1000, 32);
+    h.shutdown().unwrap();
+}
+
+/// Eight receive buffers for bursts of 64: io_uring runs out of provided buffers (ENOBUFS ends
+/// the multishot, which must be re-armed); epoll reads in batches of eight.
+fn echo_with_tiny_receive_ring(b: IoBackend) {
+    let mut o = options(b, "127.0.0.1", 1);
+    o.io.rx_buffers = 8;
+    let h = spawn(&o);
+    let server = h.get(0).unwrap().info().local_addr;
+    let c = client("127.0.0.1:0");
+    echo_round_trip(&c, server, 2000, 64);
+    eprintln!("{b:?}: {:?}", h.snapshot()[0]);
+    h.shutdown().unwrap();
+}
+
+fn commands_and_events(b: IoBackend) {
+    let mut h = spawn(&options(b, "127.0.0.1", 2));
+    for i in 0..h.len() {
+        let s = h.get_mut(i).unwrap();
+        for n in 0..200 {
+            s.commands().send(net_io_common::Cmd::Ping(n)).unwrap();
+        }
+        for n in 0..200 {
+            let ev = s.events().recv_timeout(Duration::from_secs(5));
+            assert_eq!(ev, Some(Ev::Pong(n)), "shard {i}");
+        }
+        assert!(s.events().try_recv().is_none());
+    }
+    assert!(
+        h.snapshot()
+            .iter()
+            .all(|s| s.drops(DropReason::EventQueueFull) == 0)
+    );
+    h.shutdown().unwrap();
+}
+
+fn events_awaited_from_tokio(b: IoBackend) {
+    let mut h = spawn(&options(b, "127.0.0.1", 1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = h.get_mut(0).unwrap();
+    rt.block_on(async {
+        for n in 0..50 {
+            s.commands().send(Cmd::Ping(n)).unwrap();
+            let ev = tokio::time::timeout(Duration::from_secs(5), s.events().recv()).await;
+            assert_eq!(ev.expect("event before timeout"), Some(Ev::Pong(n)));
+        }
+    });
+    h.shutdown().unwrap();
+}
+
+fn timer_fires(b: IoBackend) {
+    let mut h = spawn(&options(b, "127.0.0.1", 1));
+    let s = h.get_mut(0).unwrap();
+    s.commands()
+        .send(Cmd::SetTimer(Duration::from_millis(30)))
+        .unwrap();
+    assert_eq!(
+        s.events().recv_timeout(Duration::from_secs(10)),
+        Some(Ev::TimerFired)
+    );
+    // A second, longer timer also fires (the loop sleeps until the deadline, then wakes).
+    s.commands()
+        .send(Cmd::SetTimer(Duration::from_millis(300)))
+        .unwrap();
+    assert_eq!(
+        s.events().recv_timeout(Duration::from_secs(10)),
+        Some(Ev::TimerFired)
+    );
+    h.shutdown().unwrap();
+}
+
+fn gso_burst_arrives_as_separate_datagrams(b: IoBackend) {
+    let mut h = spawn(&options(b, "127.0.0.1", 1));
+    let c = client("127.0.0.1:0");
+    let dst = c.local_addr().unwrap();
+    const COUNT: u32 = 40;
+    const SIZE: usize = 1000;
+    let s = h.get_mut(0).unwrap();
+    let gso = s.stats().snapshot().gso;
+    s.commands()
+        .send(Cmd::Burst {
+            dst,
+            count: COUNT,
+            size: SIZE,
+        })
+        .unwrap();
+    assert_eq!(
+        s.events().recv_timeout(Duration::from_secs(5)),
+        Some(Ev::BurstQueued(COUNT))
+    );
+    let mut seen = HashSet::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < COUNT as usize && Instant::now() < deadline {
+        let Ok((len, from)) = c.recv_from(&mut buf) else {
+            continue;
+        };
+        assert_eq!(from, s.info().local_addr);
+        assert_eq!(len, SIZE, "each GSO segment arrives as its own datagram");
+        let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
+        assert!(buf[4..len].iter().all(|&x| x == i as u8), "contents of {i}");
+        seen.insert(i);
+    }
+    assert_eq!(seen.len(), COUNT as usize);
+    let snap = settle(s.stats(), |x| x.tx_packets >= COUNT as u64);
+    if gso {
+        assert!(
+            snap.tx_gso_sends >= 1,
+            "the burst went out as GSO: {snap:?}"
+        );
+        assert!(snap.tx_gso_sends < COUNT as u64);
+    } else {
+        eprintln!("SKIPPED (partly): the kernel has no UDP GSO; sent one by one");
+    }
+    assert_eq!(snap.tx_packets, COUNT as u64);
+    h.shutdown().unwrap();
+}
+
+fn shutdown_joins_all_shards(b: IoBackend) {
+    let h = spawn(&options(b, "127.0.0.1", 3));
+    assert_eq!(h.len(), 3);
+    let stats: Vec<_> = h.iter().map(|s| s.stats().clone()).collect();
+    let started = Instant::now();
+    h.shutdown().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Threads are gone: counters no longer move.
+    let t: Vec<u64> = stats.iter().map(|s| s.turns()).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(t, stats.iter().map(|s| s.turns()).collect::<Vec<_>>());
+}
+
+fn tx_pool_exhaustion_is_counted(b: IoBackend) {
+    let mut o = options(b, "127.0.0.1", 1);
+    o.io.tx_slots = 16;
+    let mut h = spawn(&o);
+    let c = client("127.0.0.1:0");
+    let dst = c.local_addr().unwrap();
+    let s = h.get_mut(0).unwrap();
+    s.commands()
+        .send(Cmd::Burst {
+            dst,
+            count: 40,
+            size: 100,
+        })
+        .unwrap();
+    assert_eq!(
+        s.events().recv_timeout(Duration::from_secs(5)),
+        Some(Ev::BurstQueued(16))
+    );
+    let mut buf = [0u8; 256];
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < 16 && Instant::now() < deadline {
+        if c.recv_from(&mut buf).is_ok() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 16);
+    // The core stopped at the first refusal: one drop counted.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.stats().snapshot().drops(DropReason::TxQueueFull) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.stats().snapshot().drops(DropReason::TxQueueFull), 1);
+    h.shutdown().unwrap();
+}
+
+/// The kernel answers a GSO send with EIO (no checksum offload on the egress device; injected
+/// here): the shard disables GSO, resends the datagrams one by one and keeps going.
+fn gso_eio_steps_down_and_resends(b: IoBackend) {
+    let mut o = options(b, "127.0.0.1", 1);
+    o.io.inject_gso_error = Some(libc::EIO);
+    let mut h = spawn(&o);
+    let c = client("127.0.0.1:0");
+    let dst = c.local_addr().unwrap();
+    let s = h.get_mut(0).unwrap();
+    if !s.stats().snapshot().gso {
+        eprintln!("SKIPPED: no UDP GSO on this kernel");
+        return;
+    }
+    const COUNT: u32 = 30;
+    for round in 0..2 {
+        s.commands()
+            .send(Cmd::Burst {
+                dst,
+                count: COUNT,
+                size: 700,
+            })
+            .unwrap();
+        assert_eq!(
+            s.events().recv_timeout(Duration::from_secs(5)),
+            Some(Ev::BurstQueued(COUNT))
+        );
+        let mut seen = HashSet::new();
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.len() < COUNT as usize && Instant::now() < deadline {
+            if let Ok((len, _)) = c.recv_from(&mut buf) {
+                assert_eq!(len, 700);
+                let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                assert!(buf[4..len].iter().all(|&x| x == i as u8));
+                seen.insert(i);
+            }
+        }
+        assert_eq!(seen.len(), COUNT as usize, "round {round}");
+    }
+    let snap = settle(s.stats(), |x| x.tx_packets >= 2 * COUNT as u64);
+    assert!(!snap.gso, "{snap:?}");
+    assert_eq!(snap.tx_gso_sends, 0);
+    assert_eq!(snap.tx_packets, 2 * COUNT as u64);
+    assert_eq!(snap.drops(DropReason::TxError), 0);
+    h.shutdown().unwrap();
+}
+
+/// Send `count` segments of `seg` bytes to `dst` in one UDP GSO sendmsg (IPv4).
+fn client_gso_send(
+    c: &std::net::UdpSocket,
+    dst: std::net::SocketAddrV4,
+    seg: u16,
+    data: &[u8],
+) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut name: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    name.sin_family = libc::AF_INET as libc::sa_family_t;
+    name.sin_port = dst.port().to_be();
+    name.sin_addr = libc::in_addr {
+        s_addr: u32::from(*dst.ip()).to_be(),
+    };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
+    #[repr(C, align(8))]
+    struct Cmsg([u8; 64]);
+    let mut cbuf = Cmsg([0; 64]);
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE/CMSG_FIRSTHDR/CMSG_DATA on our own, large-enough, aligned buffer.
+    unsafe {
+        msg.msg_controllen = libc::CMSG_SPACE(2) as _;
+        let cm = libc::CMSG_FIRSTHDR(&msg);
+        (*cm).cmsg_level = libc::SOL_UDP;
+        (*cm).cmsg_type = libc::UDP_SEGMENT;
+        (*cm).cmsg_len = libc::CMSG_LEN(2) as _;
+        std::ptr::copy_nonoverlapping(seg.to_ne_bytes().as_ptr(), libc::CMSG_DATA(cm), 2);
+        libc::sendmsg(c.as_raw_fd(), &msg, 0) == data.len() as isize
+    }
+}
+
+/// With UDP_GRO on, a GSO burst from the client reaches the shard as one coalesced buffer;
+/// the shell splits it and the core sees (and echoes) each datagram on its own.
+fn gro_buffers_are_split_per_datagram(b: IoBackend) {
+    let mut o = options(b, "127.0.0.1", 1);
+    o.io.gro = true;
+    o.io.rx_buffers = 16;
+    let h = spawn(&o);
+    let std::net::SocketAddr::V4(server) = h.get(0).unwrap().info().local_addr else {
+        unreachable!()
+    };
+    let c = client("127.0.0.1:0");
+    const SEG: usize = 500;
+    const COUNT: usize = 10;
+    let mut data = vec![0u8; SEG * COUNT];
+    for (i, chunk) in data.chunks_mut(SEG).enumerate() {
+        chunk[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        chunk[4..].fill(i as u8);
+    }
+    if !client_gso_send(&c, server, SEG as u16, &data) {
+        eprintln!("SKIPPED: the client cannot send with UDP GSO here");
+        return;
+    }
+    let mut seen = HashSet::new();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < COUNT && Instant::now() < deadline {
+        if let Ok((len, _)) = c.recv_from(&mut buf) {
+            assert_eq!(len, SEG);
+            let i = u32::from_be_bytes(buf[..4].try_into().unwrap());
+            assert!(buf[4..len].iter().all(|&x| x == i as u8), "contents of {i}");
+            seen.insert(i);
+        }
+    }
+    assert_eq!(seen.len(), COUNT);
+    let snap = settle(h.get(0).unwrap().stats(), |x| x.rx_packets >= COUNT as u64);
+    assert_eq!(snap.rx_packets, COUNT as u64, "{snap:?}");
+    h.shutdown().unwrap();
+}
+
+/// A shard bound to `::` serves IPv4 peers too (mapped addresses are canonical IPv4 for the
+/// core; the reply leaves from the address the request came to).
+fn echo_dual_stack(b: IoBackend) {
+    if std::net::UdpSocket::bind("[::]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6");
+        return;
+    }
+    let h = spawn(&options(b, "::", 1));
+    let port = h.get(0).unwrap().info().local_addr.port();
+    let c4 = client("127.0.0.1:0");
+    echo_round_trip(
+        &c4,
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        300,
+        16,
+    );
+    if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+        let c6 = client("[::1]:0");
+        echo_round_trip(
+            &c6,
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            300,
+            16,
+        );
+    }
+    h.shutdown().unwrap();
+}
+
+/// A datagram larger than a receive buffer is dropped and counted, never handed to the core
+/// cut short; the shard keeps serving.
+fn oversize_datagram_is_dropped_and_counted(b: IoBackend) {
+    let h = spawn(&options(b, "127.0.0.1", 1));
+    let server = h.get(0).unwrap().info().local_addr;
+    let c = client("127.0.0.1:0");
+    c.send_to(&[7u8; 3000], server).unwrap();
+    let snap = settle(h.get(0).unwrap().stats(), |x| {
+        x.drops(DropReason::RxTruncated) >= 1
+    });
+    assert_eq!(snap.drops(DropReason::RxTruncated), 1, "{snap:?}");
+    assert_eq!(snap.rx_packets, 0);
+    echo_round_trip(&c, server, 50, 8);
+    h.shutdown().unwrap();
+}
