@@ -41,10 +41,7 @@ impl ShardCore for Echo {
 }
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Keep `window` datagrams in flight against `server` for `secs`; echoes per second.

@@ -22,12 +22,7 @@ const AUDIT_ARCH: u32 = 0xC000_003E;
 const AUDIT_ARCH: u32 = 0xC000_00B7;
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+    libc::sock_filter { code, jt: 0, jf: 0, k }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
@@ -42,23 +37,13 @@ fn block_io_uring_setup() {
         stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
         stmt(BPF_LD_W_ABS, 0), // seccomp_data.nr
         jump(BPF_JMP_JEQ_K, libc::SYS_io_uring_setup as u32, 0, 1),
-        stmt(
-            BPF_RET_K,
-            libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA),
-        ),
+        stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA)),
         stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
     ];
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut _,
-    };
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
     // SAFETY: plain prctl calls with a valid filter program that outlives the call.
     unsafe {
-        assert_eq!(
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-            0,
-            "no_new_privs"
-        );
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
         assert_eq!(
             libc::prctl(
                 libc::PR_SET_SECCOMP,
@@ -82,16 +67,14 @@ fn auto_falls_back_to_epoll_when_seccomp_blocks_io_uring() {
         }
         assert_eq!(choose_backend(IoBackend::Auto), Ok(IoBackend::Epoll));
         assert!(choose_backend(IoBackend::Uring).is_err());
-        let forced = spawn_shards_with(&options(IoBackend::Uring, "127.0.0.1", 1), |_| {
-            EchoCore::default()
-        });
+        let forced =
+            spawn_shards_with(&options(IoBackend::Uring, "127.0.0.1", 1), |_| EchoCore::default());
         assert!(matches!(forced, Err(SpawnError::Backend(_))), "{forced:?}");
 
         // The whole data plane still works, on epoll.
-        let h = spawn_shards_with(&options(IoBackend::Auto, "127.0.0.1", 1), |_| {
-            EchoCore::default()
-        })
-        .expect("spawn with Auto");
+        let h =
+            spawn_shards_with(&options(IoBackend::Auto, "127.0.0.1", 1), |_| EchoCore::default())
+                .expect("spawn with Auto");
         assert_eq!(h.backend(), IoBackend::Epoll);
         let server = h.get(0).unwrap().info().local_addr;
         let c = client("127.0.0.1:0");
@@ -111,17 +94,13 @@ fn auto_prefers_io_uring_when_available() {
             IoBackend::Epoll
         }
     };
-    let mut h = spawn_shards_with(&options(IoBackend::Auto, "127.0.0.1", 1), |_| {
-        EchoCore::default()
-    })
-    .expect("spawn with Auto");
+    let mut h =
+        spawn_shards_with(&options(IoBackend::Auto, "127.0.0.1", 1), |_| EchoCore::default())
+            .expect("spawn with Auto");
     assert_eq!(h.backend(), expect);
     let s = h.get_mut(0).unwrap();
     s.commands().send(Cmd::Ping(7)).unwrap();
-    assert_eq!(
-        s.events().recv_timeout(Duration::from_secs(5)),
-        Some(Ev::Pong(7))
-    );
+    assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::Pong(7)));
     assert_eq!(s.stats().snapshot().backend, expect);
     h.shutdown().unwrap();
 }

@@ -39,18 +39,11 @@ fn private_small_mtu_loopback() -> Result<(), String> {
     // SAFETY: plain syscalls on a socket this function owns; structs outlive the calls.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNET) != 0 {
-            return Err(format!(
-                "unshare(CLONE_NEWNET): {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
         }
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
         assert!(fd >= 0);
-        let mut ifr = IfreqFlags {
-            name: lo_name(),
-            flags: 0,
-            _pad: [0; 22],
-        };
+        let mut ifr = IfreqFlags { name: lo_name(), flags: 0, _pad: [0; 22] };
         if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
             return Err(format!("SIOCGIFFLAGS: {}", std::io::Error::last_os_error()));
         }
@@ -58,11 +51,7 @@ fn private_small_mtu_loopback() -> Result<(), String> {
         if libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut ifr) != 0 {
             return Err(format!("SIOCSIFFLAGS: {}", std::io::Error::last_os_error()));
         }
-        let mut req = IfreqInt {
-            name: lo_name(),
-            value: 500,
-            _pad: [0; 20],
-        };
+        let mut req = IfreqInt { name: lo_name(), value: 500, _pad: [0; 20] };
         if libc::ioctl(fd, libc::SIOCSIFMTU, &mut req) != 0 {
             return Err(format!("SIOCSIFMTU: {}", std::io::Error::last_os_error()));
         }
@@ -89,13 +78,7 @@ fn gso_refusal_steps_down(b: IoBackend) {
         const COUNT: u32 = 20;
         const SIZE: usize = 600;
         for round in 0..2 {
-            s.commands()
-                .send(Cmd::Burst {
-                    dst,
-                    count: COUNT,
-                    size: SIZE,
-                })
-                .unwrap();
+            s.commands().send(Cmd::Burst { dst, count: COUNT, size: SIZE }).unwrap();
             assert_eq!(
                 s.events().recv_timeout(Duration::from_secs(5)),
                 Some(Ev::BurstQueued(COUNT))
@@ -119,10 +102,7 @@ fn gso_refusal_steps_down(b: IoBackend) {
             );
         }
         let snap = settle(s.stats(), |x| x.tx_packets >= 2 * COUNT as u64);
-        assert!(
-            snap.gso,
-            "a per-path refusal keeps GSO for other paths: {snap:?}"
-        );
+        assert!(snap.gso, "a per-path refusal keeps GSO for other paths: {snap:?}");
         assert_eq!(snap.tx_gso_sends, 0, "every refused datagram went alone");
         assert_eq!(snap.tx_packets, 2 * COUNT as u64);
         h.shutdown().unwrap();

@@ -96,20 +96,13 @@ fn commands_and_events(b: IoBackend) {
         }
         assert!(s.events().try_recv().is_none());
     }
-    assert!(
-        h.snapshot()
-            .iter()
-            .all(|s| s.drops(DropReason::EventQueueFull) == 0)
-    );
+    assert!(h.snapshot().iter().all(|s| s.drops(DropReason::EventQueueFull) == 0));
     h.shutdown().unwrap();
 }
 
 fn events_awaited_from_tokio(b: IoBackend) {
     let mut h = spawn(&options(b, "127.0.0.1", 1));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let s = h.get_mut(0).unwrap();
     rt.block_on(async {
         for n in 0..50 {
@@ -124,21 +117,11 @@ fn events_awaited_from_tokio(b: IoBackend) {
 fn timer_fires(b: IoBackend) {
     let mut h = spawn(&options(b, "127.0.0.1", 1));
     let s = h.get_mut(0).unwrap();
-    s.commands()
-        .send(Cmd::SetTimer(Duration::from_millis(30)))
-        .unwrap();
-    assert_eq!(
-        s.events().recv_timeout(Duration::from_secs(10)),
-        Some(Ev::TimerFired)
-    );
+    s.commands().send(Cmd::SetTimer(Duration::from_millis(30))).unwrap();
+    assert_eq!(s.events().recv_timeout(Duration::from_secs(10)), Some(Ev::TimerFired));
     // A second, longer timer also fires (the loop sleeps until the deadline, then wakes).
-    s.commands()
-        .send(Cmd::SetTimer(Duration::from_millis(300)))
-        .unwrap();
-    assert_eq!(
-        s.events().recv_timeout(Duration::from_secs(10)),
-        Some(Ev::TimerFired)
-    );
+    s.commands().send(Cmd::SetTimer(Duration::from_millis(300))).unwrap();
+    assert_eq!(s.events().recv_timeout(Duration::from_secs(10)), Some(Ev::TimerFired));
     h.shutdown().unwrap();
 }
 
@@ -150,17 +133,8 @@ fn gso_burst_arrives_as_separate_datagrams(b: IoBackend) {
     const SIZE: usize = 1000;
     let s = h.get_mut(0).unwrap();
     let gso = s.stats().snapshot().gso;
-    s.commands()
-        .send(Cmd::Burst {
-            dst,
-            count: COUNT,
-            size: SIZE,
-        })
-        .unwrap();
-    assert_eq!(
-        s.events().recv_timeout(Duration::from_secs(5)),
-        Some(Ev::BurstQueued(COUNT))
-    );
+    s.commands().send(Cmd::Burst { dst, count: COUNT, size: SIZE }).unwrap();
+    assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::BurstQueued(COUNT)));
     let mut seen = HashSet::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -177,10 +151,7 @@ fn gso_burst_arrives_as_separate_datagrams(b: IoBackend) {
     assert_eq!(seen.len(), COUNT as usize);
     let snap = settle(s.stats(), |x| x.tx_packets >= COUNT as u64);
     if gso {
-        assert!(
-            snap.tx_gso_sends >= 1,
-            "the burst went out as GSO: {snap:?}"
-        );
+        assert!(snap.tx_gso_sends >= 1, "the burst went out as GSO: {snap:?}");
         assert!(snap.tx_gso_sends < COUNT as u64);
     } else {
         eprintln!("SKIPPED (partly): the kernel has no UDP GSO; sent one by one");
@@ -209,17 +180,8 @@ fn tx_pool_exhaustion_is_counted(b: IoBackend) {
     let c = client("127.0.0.1:0");
     let dst = c.local_addr().unwrap();
     let s = h.get_mut(0).unwrap();
-    s.commands()
-        .send(Cmd::Burst {
-            dst,
-            count: 40,
-            size: 100,
-        })
-        .unwrap();
-    assert_eq!(
-        s.events().recv_timeout(Duration::from_secs(5)),
-        Some(Ev::BurstQueued(16))
-    );
+    s.commands().send(Cmd::Burst { dst, count: 40, size: 100 }).unwrap();
+    assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::BurstQueued(16)));
     let mut buf = [0u8; 256];
     let mut got = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -253,17 +215,8 @@ fn gso_eio_steps_down_and_resends(b: IoBackend) {
     }
     const COUNT: u32 = 30;
     for round in 0..2 {
-        s.commands()
-            .send(Cmd::Burst {
-                dst,
-                count: COUNT,
-                size: 700,
-            })
-            .unwrap();
-        assert_eq!(
-            s.events().recv_timeout(Duration::from_secs(5)),
-            Some(Ev::BurstQueued(COUNT))
-        );
+        s.commands().send(Cmd::Burst { dst, count: COUNT, size: 700 }).unwrap();
+        assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::BurstQueued(COUNT)));
         let mut seen = HashSet::new();
         let mut buf = [0u8; 2048];
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -296,13 +249,8 @@ fn client_gso_send(
     let mut name: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     name.sin_family = libc::AF_INET as libc::sa_family_t;
     name.sin_port = dst.port().to_be();
-    name.sin_addr = libc::in_addr {
-        s_addr: u32::from(*dst.ip()).to_be(),
-    };
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut _,
-        iov_len: data.len(),
-    };
+    name.sin_addr = libc::in_addr { s_addr: u32::from(*dst.ip()).to_be() };
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
     #[repr(C, align(8))]
     struct Cmsg([u8; 64]);
     let mut cbuf = Cmsg([0; 64]);
@@ -373,12 +321,7 @@ fn echo_dual_stack(b: IoBackend) {
     let h = spawn(&options(b, "::", 1));
     let port = h.get(0).unwrap().info().local_addr.port();
     let c4 = client("127.0.0.1:0");
-    echo_round_trip(
-        &c4,
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        300,
-        16,
-    );
+    echo_round_trip(&c4, std::net::SocketAddr::from(([127, 0, 0, 1], port)), 300, 16);
     if std::net::UdpSocket::bind("[::1]:0").is_ok() {
         let c6 = client("[::1]:0");
         echo_round_trip(
@@ -398,9 +341,7 @@ fn oversize_datagram_is_dropped_and_counted(b: IoBackend) {
     let server = h.get(0).unwrap().info().local_addr;
     let c = client("127.0.0.1:0");
     c.send_to(&[7u8; 3000], server).unwrap();
-    let snap = settle(h.get(0).unwrap().stats(), |x| {
-        x.drops(DropReason::RxTruncated) >= 1
-    });
+    let snap = settle(h.get(0).unwrap().stats(), |x| x.drops(DropReason::RxTruncated) >= 1);
     assert_eq!(snap.drops(DropReason::RxTruncated), 1, "{snap:?}");
     assert_eq!(snap.rx_packets, 0);
     echo_round_trip(&c, server, 50, 8);

@@ -36,11 +36,7 @@ pub(crate) fn next_run(tx: &TxQueue, start: usize, gso: bool) -> (usize, Option<
             break;
         }
     }
-    if n == 1 {
-        (1, None)
-    } else {
-        (n, Some(seg as u16))
-    }
+    if n == 1 { (1, None) } else { (n, Some(seg as u16)) }
 }
 
 #[cfg(test)]

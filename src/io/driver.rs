@@ -119,13 +119,8 @@ impl<C: ShardCore> Driver<C> {
             _ => buf.len().max(1),
         };
         for chunk in buf.chunks_mut(stride) {
-            let meta = RecvMeta {
-                src,
-                dst_ip,
-                dst_port: self.local_port,
-                len: chunk.len(),
-                stride,
-            };
+            let meta =
+                RecvMeta { src, dst_ip, dst_port: self.local_port, len: chunk.len(), stride };
             self.tally.rx_packets += 1;
             self.tally.rx_bytes += chunk.len() as u64;
             self.core.handle_datagram(now, meta, chunk, &mut self.tx);
@@ -153,11 +148,7 @@ impl<C: ShardCore> Driver<C> {
         let took = started.elapsed();
         let overrun = took > OVERRUN;
         self.stats.turn(overrun);
-        if overrun
-            && self
-                .last_overrun_log
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
-        {
+        if overrun && self.last_overrun_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             self.last_overrun_log = Some(Instant::now());
             tracing::warn!(
                 shard = self.index,

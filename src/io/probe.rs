@@ -27,12 +27,7 @@ fn kernel_release() -> Option<(u32, u32)> {
     if unsafe { libc::uname(&mut u) } != 0 {
         return None;
     }
-    let rel: String = u
-        .release
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as u8 as char)
-        .collect();
+    let rel: String = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();
     let mut it = rel.split(|c: char| !c.is_ascii_digit());
     let major = it.next()?.parse().ok()?;
     let minor = it.next()?.parse().ok()?;
@@ -78,10 +73,7 @@ pub fn probe_uring() -> UringSupport {
         Err(e) => return Unavailable(format!("mmap failed: {e}")),
     };
     // SAFETY: the page outlives the registration (unregistered right below, before `page` drops).
-    let reg = unsafe {
-        ring.submitter()
-            .register_buf_ring_with_flags(page.addr(), 1, 0, 0)
-    };
+    let reg = unsafe { ring.submitter().register_buf_ring_with_flags(page.addr(), 1, 0, 0) };
     if let Err(e) = reg {
         return Unavailable(format!("IORING_REGISTER_PBUF_RING failed: {e}"));
     }
@@ -96,10 +88,7 @@ pub fn probe_uring() -> UringSupport {
 pub fn choose_backend(requested: IoBackend) -> Result<IoBackend, String> {
     match requested {
         IoBackend::Epoll => {
-            tracing::info!(
-                backend = "epoll",
-                "data-plane I/O backend chosen by configuration"
-            );
+            tracing::info!(backend = "epoll", "data-plane I/O backend chosen by configuration");
             Ok(IoBackend::Epoll)
         }
         IoBackend::Uring => match probe_uring() {
@@ -116,10 +105,7 @@ pub fn choose_backend(requested: IoBackend) -> Result<IoBackend, String> {
         },
         IoBackend::Auto => match probe_uring() {
             UringSupport::Available => {
-                tracing::info!(
-                    backend = "io_uring",
-                    "data-plane I/O backend: io_uring (probed)"
-                );
+                tracing::info!(backend = "io_uring", "data-plane I/O backend: io_uring (probed)");
                 Ok(IoBackend::Uring)
             }
             UringSupport::Unavailable(why) => {

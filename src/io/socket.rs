@@ -32,11 +32,7 @@ fn setsockopt_int(fd: i32, level: i32, name: i32, v: libc::c_int) -> io::Result<
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 fn gso_supported(fd: i32) -> bool {
@@ -94,13 +90,5 @@ pub fn bind_udp(
         .ok_or_else(|| io::Error::other("bound socket has no IP address"))?;
     let gso = gso_supported(fd);
     let std: UdpSocket = sock.into();
-    Ok((
-        std,
-        SocketInfo {
-            local_addr,
-            v6,
-            gso,
-            gro,
-        },
-    ))
+    Ok((std, SocketInfo { local_addr, v6, gso, gro }))
 }

@@ -37,11 +37,7 @@ impl EventFd {
 
     /// Wait up to `ms` milliseconds for the counter to become non-zero.
     pub fn wait_readable(&self, ms: i32) {
-        let mut p = libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut p = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         let _ = unsafe { libc::poll(&mut p, 1, ms) };
     }
@@ -83,10 +79,7 @@ pub(crate) fn decode_sockaddr(name: &[u8]) -> Option<SocketAddr> {
             // SAFETY: length checked; read unaligned.
             let a = unsafe { name.as_ptr().cast::<libc::sockaddr_in>().read_unaligned() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(a.sin_port),
-            )))
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
         }
         libc::AF_INET6 if name.len() >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: length checked; read unaligned.
@@ -123,9 +116,7 @@ pub(crate) fn encode_sockaddr(
                 unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr {
-                s_addr: u32::from(*a.ip()).to_be(),
-            };
+            sin.sin_addr = libc::in_addr { s_addr: u32::from(*a.ip()).to_be() };
             sin.sin_zero = [0; 8];
             size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
@@ -136,9 +127,7 @@ pub(crate) fn encode_sockaddr(
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_addr = libc::in6_addr {
-                s6_addr: a.ip().octets(),
-            };
+            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
             sin6.sin6_scope_id = a.scope_id();
             size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
@@ -181,13 +170,7 @@ pub(crate) fn parse_rx_cmsgs(control: &[u8]) -> RxCmsg {
     let mut off = 0usize;
     while off + CMSG_HDR <= control.len() {
         // SAFETY: a full header is in bounds; read unaligned.
-        let hdr = unsafe {
-            control
-                .as_ptr()
-                .add(off)
-                .cast::<libc::cmsghdr>()
-                .read_unaligned()
-        };
+        let hdr = unsafe { control.as_ptr().add(off).cast::<libc::cmsghdr>().read_unaligned() };
         #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
         let len = hdr.cmsg_len as usize;
         if len < CMSG_HDR || off + len > control.len() {
@@ -205,9 +188,7 @@ pub(crate) fn parse_rx_cmsgs(control: &[u8]) -> RxCmsg {
             {
                 // SAFETY: length checked; read unaligned.
                 let p = unsafe { data.as_ptr().cast::<libc::in6_pktinfo>().read_unaligned() };
-                out.dst_ip = Some(canonical_ip(IpAddr::V6(Ipv6Addr::from(
-                    p.ipi6_addr.s6_addr,
-                ))));
+                out.dst_ip = Some(canonical_ip(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr))));
             }
             (libc::SOL_UDP, libc::UDP_GRO) if data.len() >= size_of::<libc::c_int>() => {
                 // SAFETY: length checked; read unaligned.
@@ -237,12 +218,7 @@ fn put_cmsg(buf: &mut [u8], off: &mut usize, level: i32, ty: i32, data: &[u8]) -
     let start = *off;
     buf[start..start + space].fill(0);
     // SAFETY: `space >= CMSG_HDR` bytes are in bounds; write unaligned.
-    unsafe {
-        buf.as_mut_ptr()
-            .add(start)
-            .cast::<libc::cmsghdr>()
-            .write_unaligned(hdr)
-    };
+    unsafe { buf.as_mut_ptr().add(start).cast::<libc::cmsghdr>().write_unaligned(hdr) };
     buf[start + CMSG_HDR..start + len].copy_from_slice(data);
     *off += space;
     true
@@ -258,21 +234,13 @@ pub(crate) fn build_tx_cmsgs(
 ) -> usize {
     let mut off = 0;
     if let Some(seg) = segment {
-        put_cmsg(
-            buf,
-            &mut off,
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            &seg.to_ne_bytes(),
-        );
+        put_cmsg(buf, &mut off, libc::SOL_UDP, libc::UDP_SEGMENT, &seg.to_ne_bytes());
     }
     match src {
         Some(IpAddr::V4(ip)) => {
             // SAFETY: all-zero is a valid in_pktinfo.
             let mut p: libc::in_pktinfo = unsafe { zeroed() };
-            p.ipi_spec_dst = libc::in_addr {
-                s_addr: u32::from(ip).to_be(),
-            };
+            p.ipi_spec_dst = libc::in_addr { s_addr: u32::from(ip).to_be() };
             // SAFETY: viewing a plain C struct as bytes.
             let bytes = unsafe {
                 std::slice::from_raw_parts(
@@ -285,9 +253,7 @@ pub(crate) fn build_tx_cmsgs(
         Some(IpAddr::V6(ip)) if v6_socket => {
             // SAFETY: all-zero is a valid in6_pktinfo.
             let mut p: libc::in6_pktinfo = unsafe { zeroed() };
-            p.ipi6_addr = libc::in6_addr {
-                s6_addr: ip.octets(),
-            };
+            p.ipi6_addr = libc::in6_addr { s6_addr: ip.octets() };
             // SAFETY: viewing a plain C struct as bytes.
             let bytes = unsafe {
                 std::slice::from_raw_parts(
@@ -338,12 +304,7 @@ mod tests {
     #[test]
     fn cmsg_build_parse() {
         let mut buf = [0u8; TX_CMSG_SPACE];
-        let n = build_tx_cmsgs(
-            &mut buf,
-            Some(1200),
-            Some("10.0.0.1".parse().unwrap()),
-            false,
-        );
+        let n = build_tx_cmsgs(&mut buf, Some(1200), Some("10.0.0.1".parse().unwrap()), false);
         assert!(n > 0);
         // The walk sees both messages (UDP_SEGMENT is not UDP_GRO; the send-side PKTINFO leaves
         // ipi_addr zero) and never reads past the end.

@@ -57,9 +57,7 @@ pub struct CommandSender<T> {
 
 impl<T> fmt::Debug for CommandSender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CommandSender")
-            .field("free", &self.tx.slots())
-            .finish()
+        f.debug_struct("CommandSender").field("free", &self.tx.slots()).finish()
     }
 }
 
@@ -161,9 +159,7 @@ pub struct EventReceiver<E> {
 
 impl<E> fmt::Debug for EventReceiver<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventReceiver")
-            .field("queued", &self.rx.slots())
-            .finish()
+        f.debug_struct("EventReceiver").field("queued", &self.rx.slots()).finish()
     }
 }
 
@@ -235,35 +231,16 @@ impl<E> EventReceiver<E> {
 pub(crate) fn channel_pair<C, E>(
     commands: usize,
     events: usize,
-) -> std::io::Result<(
-    CommandSender<C>,
-    CommandQueue<C>,
-    EventQueue<E>,
-    EventReceiver<E>,
-)> {
+) -> std::io::Result<(CommandSender<C>, CommandQueue<C>, EventQueue<E>, EventReceiver<E>)> {
     let cwake = Arc::new(EventFd::new()?);
     let ewake = Arc::new(EventFd::new()?);
     let (ctx, crx) = RingBuffer::new(commands.max(1));
     let (etx, erx) = RingBuffer::new(events.max(1));
     Ok((
-        CommandSender {
-            tx: ctx,
-            wake: cwake.clone(),
-        },
-        CommandQueue {
-            rx: crx,
-            wake: cwake,
-        },
-        EventQueue {
-            tx: etx,
-            wake: ewake.clone(),
-            pushed: false,
-        },
-        EventReceiver {
-            rx: erx,
-            wake: ewake,
-            afd: None,
-        },
+        CommandSender { tx: ctx, wake: cwake.clone() },
+        CommandQueue { rx: crx, wake: cwake },
+        EventQueue { tx: etx, wake: ewake.clone(), pushed: false },
+        EventReceiver { rx: erx, wake: ewake, afd: None },
     ))
 }
 

@@ -82,9 +82,7 @@ pub struct ShardHandle<C: ShardCore> {
 
 impl<C: ShardCore> std::fmt::Debug for ShardHandle<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardHandle")
-            .field("info", &self.info)
-            .finish()
+        f.debug_struct("ShardHandle").field("info", &self.info).finish()
     }
 }
 
@@ -117,9 +115,7 @@ impl<C: ShardCore> ShardHandle<C> {
     /// Wait for the thread; its I/O error if it failed.
     pub fn join(&mut self) -> io::Result<()> {
         match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("shard thread panicked"))),
+            Some(t) => t.join().unwrap_or_else(|_| Err(io::Error::other("shard thread panicked"))),
             None => Ok(()),
         }
     }
@@ -141,9 +137,7 @@ pub struct ShardHandles<C: ShardCore> {
 
 impl<C: ShardCore> std::fmt::Debug for ShardHandles<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.shards.iter().map(|s| s.info))
-            .finish()
+        f.debug_list().entries(self.shards.iter().map(|s| s.info)).finish()
     }
 }
 
@@ -174,9 +168,7 @@ impl<C: ShardCore> ShardHandles<C> {
 
     /// The backend every shard runs on.
     pub fn backend(&self) -> IoBackend {
-        self.shards
-            .first()
-            .map_or(IoBackend::Auto, |s| s.info.backend)
+        self.shards.first().map_or(IoBackend::Auto, |s| s.info.backend)
     }
 
     /// Counters of every shard.
@@ -222,11 +214,7 @@ fn pin_to(cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: valid pointer and size; 0 = the calling thread.
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r != 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    if r != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Start `[media] shards` shard threads from the configuration.
@@ -255,30 +243,19 @@ where
     } else {
         opts.shards
     };
-    let cpus = if opts.pin_threads {
-        allowed_cpus()
-    } else {
-        Vec::new()
-    };
+    let cpus = if opts.pin_threads { allowed_cpus() } else { Vec::new() };
     let factory = Arc::new(factory);
     let mut shards = Vec::with_capacity(n);
     for index in 0..n {
-        let port = if opts.port_base == 0 {
-            0
-        } else {
-            opts.port_base.saturating_add(index as u16)
-        };
+        let port =
+            if opts.port_base == 0 { 0 } else { opts.port_base.saturating_add(index as u16) };
         let addr = SocketAddr::new(opts.bind_address, port);
         let (socket, sock) = bind_udp(addr, opts.reuse_port, opts.io.socket_buffer, opts.io.gro)
             .map_err(|source| SpawnError::Bind { addr, source })?;
         let (cmd_tx, cmd_rx, ev_tx, ev_rx) =
             channel_pair::<C::Command, C::Event>(opts.io.command_capacity, opts.io.event_capacity)
                 .map_err(|source| SpawnError::Setup { index, source })?;
-        let info = ShardInfo {
-            index,
-            local_addr: sock.local_addr,
-            backend,
-        };
+        let info = ShardInfo { index, local_addr: sock.local_addr, backend };
         let stats = Arc::new(ShardStats::default());
         let shutdown = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
@@ -348,10 +325,8 @@ where
                 return Err(SpawnError::Setup { index, source });
             }
             Err(_) => {
-                let source = handle
-                    .join()
-                    .err()
-                    .unwrap_or_else(|| io::Error::other("shard thread exited"));
+                let source =
+                    handle.join().err().unwrap_or_else(|| io::Error::other("shard thread exited"));
                 return Err(SpawnError::Setup { index, source });
             }
         }

@@ -65,15 +65,7 @@ impl TxQueue {
         let slots = slots.clamp(1, 1 << 16);
         TxQueue {
             buf: vec![0u8; slots * TX_SLOT_SIZE].into_boxed_slice(),
-            meta: vec![
-                TxMeta {
-                    dst: UNSET,
-                    src: None,
-                    len: 0
-                };
-                slots
-            ]
-            .into_boxed_slice(),
+            meta: vec![TxMeta { dst: UNSET, src: None, len: 0 }; slots].into_boxed_slice(),
             solo: vec![false; slots].into_boxed_slice(),
             // Reversed so that slot 0 is lent first (cache-friendly, deterministic in tests).
             free: (0..slots as u32).rev().collect(),
@@ -104,11 +96,7 @@ impl TxQueue {
         match self.free.pop() {
             Some(idx) => {
                 self.solo[idx as usize] = false;
-                self.meta[idx as usize] = TxMeta {
-                    dst,
-                    src: None,
-                    len: 0,
-                };
+                self.meta[idx as usize] = TxMeta { dst, src: None, len: 0 };
                 Some(TxSlot { q: self, idx })
             }
             None => {

@@ -113,8 +113,7 @@ pub fn spawn(opts: &ShardOptions) -> ShardHandles<EchoCore> {
 
 pub fn client(bind: &str) -> UdpSocket {
     let c = UdpSocket::bind(bind).unwrap();
-    c.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     c
 }
 
@@ -136,10 +135,7 @@ pub fn echo_round_trip(c: &UdpSocket, server: SocketAddr, n: u32, window: u32) {
     let mut buf = [0u8; 2048];
     let mut next = 0u32;
     while received < n {
-        assert!(
-            Instant::now() < deadline,
-            "echo: only {received}/{n} back before the deadline"
-        );
+        assert!(Instant::now() < deadline, "echo: only {received}/{n} back before the deadline");
         let end = (next + window).min(n);
         for seq in next..end {
             let len = 4 + (seq as usize * 37) % 1197;

@@ -75,8 +75,7 @@ impl<C: ShardCore> EpollShard<C> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let wfd = drv.commands.wake_fd();
-        poll.registry()
-            .register(&mut SourceFd(&wfd), WAKE, Interest::READABLE)?;
+        poll.registry().register(&mut SourceFd(&wfd), WAKE, Interest::READABLE)?;
 
         let n = opts.rx_buffers.clamp(1, BATCH);
         let buf_size = if sock.gro { RX_PAYLOAD_GRO } else { RX_PAYLOAD };
@@ -182,8 +181,7 @@ impl<C: ShardCore> EpollShard<C> {
                 let cm = parse_rx_cmsgs(&self.rx.cmsgs[i].0[..clen.min(RX_CMSG_SPACE)]);
                 let start = i * self.rx.buf_size;
                 let payload = &mut self.rx.mem[start..start + len.min(self.rx.buf_size)];
-                self.drv
-                    .datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
+                self.drv.datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
             }
             done += got;
             if got < n {
@@ -233,11 +231,7 @@ impl<C: ShardCore> EpollShard<C> {
                 msgs += 1;
                 pos += n;
             }
-            let fault = if self.txb.gso[0] {
-                self.drv.gso_fault.take()
-            } else {
-                None
-            };
+            let fault = if self.txb.gso[0] { self.drv.gso_fault.take() } else { None };
             let r = match fault {
                 Some(e) => {
                     // SAFETY: sets this thread's errno, read right below.

@@ -169,10 +169,7 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
     // Best first: single issuer + deferred task work (6.1), then cooperative task run (5.19),
     // then a plain ring.
     let mut b = IoUring::builder();
-    b.setup_cqsize(entries * 4)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_submit_all();
+    b.setup_cqsize(entries * 4).setup_single_issuer().setup_defer_taskrun().setup_submit_all();
     if let Ok(r) = b.build(entries) {
         return Ok(r);
     }
@@ -199,8 +196,7 @@ impl<C: ShardCore> UringShard<C> {
         // SAFETY: the ring memory stays mapped until after the registration is dropped with the
         // ring (or leaked with it).
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(bufs.ring.addr(), entries, BGID, 0)?;
+            ring.submitter().register_buf_ring_with_flags(bufs.ring.addr(), entries, BGID, 0)?;
         }
         // SAFETY: all-zero is a valid msghdr; multishot RECVMSG reads only the two lengths.
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
@@ -286,18 +282,11 @@ impl<C: ShardCore> UringShard<C> {
             op.msg.msg_namelen = namelen;
             op.msg.msg_iov = op.iov.as_mut_ptr();
             op.msg.msg_iovlen = n as _;
-            op.msg.msg_control = if clen > 0 {
-                op.cmsg.0.as_mut_ptr().cast()
-            } else {
-                std::ptr::null_mut()
-            };
+            op.msg.msg_control =
+                if clen > 0 { op.cmsg.0.as_mut_ptr().cast() } else { std::ptr::null_mut() };
             op.msg.msg_controllen = clen as _;
             op.msg.msg_flags = 0;
-            op.fault = if op.gso {
-                self.drv.gso_fault.take()
-            } else {
-                None
-            };
+            op.fault = if op.gso { self.drv.gso_fault.take() } else { None };
             let e = if op.fault.is_some() {
                 opcode::Nop::new().build()
             } else {
@@ -358,8 +347,7 @@ impl<C: ShardCore> UringShard<C> {
         match parsed {
             Ok((src, cm, off, plen)) => {
                 let payload = &mut self.bufs.mem[start + off..start + off + plen];
-                self.drv
-                    .datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
+                self.drv.datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
             }
             Err(r) => self.drv.tally.drop(r, 1),
         }
@@ -415,17 +403,11 @@ impl<C: ShardCore> UringShard<C> {
             self.arm();
 
             let ready = !self.ring.completion().is_empty();
-            let wait = if ready {
-                Duration::ZERO
-            } else {
-                self.drv.wait_timeout(started)
-            };
+            let wait = if ready { Duration::ZERO } else { self.drv.wait_timeout(started) };
             let r = if wait.is_zero() {
                 self.ring.submit()
             } else {
-                let ts = Timespec::new()
-                    .sec(wait.as_secs())
-                    .nsec(wait.subsec_nanos());
+                let ts = Timespec::new().sec(wait.as_secs()).nsec(wait.subsec_nanos());
                 let args = SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
             };
