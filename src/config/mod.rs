@@ -50,16 +50,12 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Basic-auth secret of the REST API (OpenVidu: `OPENVIDU_SECRET`).
     pub secret: String,
-    /// Seconds a SIGTERM drain keeps media flowing before exit.
-    pub drain_timeout: u64,
     /// Largest accepted REST request body, bytes.
     pub max_body_bytes: usize,
     /// Largest accepted WebSocket message, bytes.
     pub max_ws_message_bytes: usize,
     /// Most concurrent WebSocket connections; further upgrades get 503.
     pub max_ws_connections: usize,
-    /// Most concurrent HTTP connections; further ones are closed at accept time.
-    pub max_http_connections: usize,
     /// Seconds without a `ping` after which a participant is considered gone (the browser pings
     /// every 5 s; OpenVidu's watchdog closes after 3 missed pings plus grace).
     pub ping_timeout: u64,
@@ -209,11 +205,9 @@ impl Default for ServerConfig {
             public_host: String::new(),
             public_url: String::new(),
             secret: "MY_SECRET".into(),
-            drain_timeout: 30,
             max_body_bytes: 1 << 20,
             max_ws_message_bytes: 1 << 20,
             max_ws_connections: 10_000,
-            max_http_connections: 20_000,
             ping_timeout: 20,
             reconnection_window: 10,
             log_level: "info".into(),
@@ -388,9 +382,6 @@ impl Config {
         }
         if self.server.max_ws_connections == 0 {
             return Err(err("server.max_ws_connections", "must be at least 1"));
-        }
-        if self.server.max_http_connections == 0 {
-            return Err(err("server.max_http_connections", "must be at least 1"));
         }
         if self.server.ping_timeout == 0 {
             return Err(err("server.ping_timeout", "must be at least 1 second"));

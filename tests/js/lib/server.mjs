@@ -40,7 +40,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Starts ringsfu with `args` (extra CLI flags) and `env`; resolves once the REST API answers.
  * Returns { url, port, proc, logs(), stop() }.
  */
-export async function startServer({ args = [], env = {} } = {}) {
+export async function startServer({ args = [], env = {}, tls = false } = {}) {
   const port = await freePort();
   const mediaPort = await freePort();
   const turnPort = await freePort();
@@ -60,7 +60,7 @@ export async function startServer({ args = [], env = {} } = {}) {
   proc.stderr.on('data', (d) => logs.push(d.toString()));
   let exited = null;
   proc.on('exit', (code, sig) => { exited = { code, sig }; });
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   // Bounded wait for readiness: 200 attempts x 50 ms.
   for (let i = 0; i < 200; i++) {
     if (exited) throw new Error(`ringsfu exited early ${JSON.stringify(exited)}:\n${logs.join('')}`);
