@@ -764,3 +764,83 @@ impl fmt::Debug for DtlsEndpoint {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_and_indexed() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(seen.insert(r.as_str()));
+        }
+        let failures = [
+            DtlsFailure::FingerprintMismatch,
+            DtlsFailure::NoPeerCertificate,
+            DtlsFailure::NoSrtpProfile,
+            DtlsFailure::SrtpProfileNotAccepted(SrtpProfileId::AeadAes256Gcm),
+            DtlsFailure::NoCommonParameters,
+            DtlsFailure::BadPeerCertificate,
+            DtlsFailure::ProtocolViolation,
+            DtlsFailure::PeerAlert(40),
+            DtlsFailure::PeerClosed,
+            DtlsFailure::PeerFlood,
+            DtlsFailure::HandshakeTimeout,
+            DtlsFailure::Local,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for f in failures {
+            assert!(seen.insert(f.as_str()));
+        }
+        assert_eq!(DtlsFailure::PeerAlert(40).to_string(), "peer_alert (40)");
+    }
+
+    #[test]
+    fn dimpl_errors_map_by_blame() {
+        use dimpl::Error as E;
+        assert_eq!(
+            DtlsFailure::from_dimpl(&E::Timeout(dimpl::TimeoutError::Handshake)),
+            DtlsFailure::HandshakeTimeout
+        );
+        assert_eq!(
+            DtlsFailure::from_dimpl(&E::SecurityError(dimpl::SecurityError::FatalAlert {
+                description: 42
+            })),
+            DtlsFailure::PeerAlert(42)
+        );
+        assert_eq!(
+            DtlsFailure::from_dimpl(&E::SecurityError(
+                dimpl::SecurityError::NoMutuallyAcceptableCipherSuite
+            )),
+            DtlsFailure::NoCommonParameters
+        );
+        assert_eq!(
+            DtlsFailure::from_dimpl(&E::ReceiveQueueFull),
+            DtlsFailure::PeerFlood
+        );
+        assert_eq!(
+            DtlsFailure::from_dimpl(&E::CryptoError(dimpl::CryptoError::NoPrivateKeyConfigured))
+                .blame(),
+            Blame::Local
+        );
+        assert_eq!(DtlsFailure::HandshakeTimeout.blame(), Blame::Network);
+        assert_eq!(DtlsFailure::FingerprintMismatch.blame(), Blame::Peer);
+    }
+
+    #[test]
+    fn config_errors() {
+        let cert = DtlsCert::generate().expect("cert");
+        let bad_mtu = DtlsConfig {
+            mtu: 10,
+            ..DtlsConfig::default()
+        };
+        assert_eq!(
+            DtlsContext::new(cert.clone(), &bad_mtu).err(),
+            Some(DtlsConfigError::Invalid("mtu below 64"))
+        );
+        let ctx = DtlsContext::new(cert, &DtlsConfig::default()).expect("ctx");
+        assert_eq!(ctx.mtu(), 1150);
+    }
+}
