@@ -124,7 +124,9 @@ fn serve(
         let now = Instant::now();
         let wait = ep
             .poll_timeout()
-            .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(now))
+            .map_or(Duration::from_millis(20), |t| {
+                t.saturating_duration_since(now)
+            })
             .clamp(Duration::from_millis(1), Duration::from_millis(20));
         sock.set_read_timeout(Some(wait)).expect("timeout");
         match sock.recv_from(&mut rx) {
@@ -263,8 +265,10 @@ fn check_profile(srtp_offer: &str, expect: SrtpProfileId) {
         other => panic!("expected Connected, got {other:?} (all: {:?})", run.events),
     };
     assert!(
-        run.stdout
-            .contains(&format!("SRTP Extension negotiated, profile={}", expect.name())),
+        run.stdout.contains(&format!(
+            "SRTP Extension negotiated, profile={}",
+            expect.name()
+        )),
         "{}",
         run.stdout
     );
@@ -273,7 +277,12 @@ fn check_profile(srtp_offer: &str, expect: SrtpProfileId) {
     assert_eq!(n, expect.keying_material_len());
     assert_eq!(keying_material_hex(&run.stdout), hex(&ours[..n]));
     // s_client closes with close_notify when stdin hits EOF.
-    assert_eq!(run.events.get(1), Some(&DtlsEvent::Closed), "{:?}", run.events);
+    assert_eq!(
+        run.events.get(1),
+        Some(&DtlsEvent::Closed),
+        "{:?}",
+        run.events
+    );
     assert_eq!(run.stats.dropped, [0; ringsfu::dtls::DropReason::COUNT]);
 }
 
@@ -341,6 +350,9 @@ fn sdp_fingerprint_matches_openssl() {
         "-noout",
         "-text",
     ]);
-    assert!(text.contains("prime256v1") || text.contains("P-256"), "{text}");
+    assert!(
+        text.contains("prime256v1") || text.contains("P-256"),
+        "{text}"
+    );
     assert!(text.contains("ecdsa-with-SHA256"), "{text}");
 }

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ringsfu::dtls::{
-    DropReason, DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsFailure,
-    DtlsRole, DtlsState, Fingerprint, FingerprintAlg, SrtpProfileId,
+    DropReason, DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsFailure, DtlsRole,
+    DtlsState, Fingerprint, FingerprintAlg, SrtpProfileId,
 };
 
 fn certs() -> &'static (DtlsCert, DtlsCert) {
@@ -250,8 +250,13 @@ fn fingerprint_mismatch_fails_server() {
     let before = net.server.ep.stats().dropped(DropReason::AfterClose);
     assert!(before >= 1);
     let now = net.now;
-    net.server.ep.handle_packet(now, &[22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(net.server.ep.stats().dropped(DropReason::AfterClose), before + 1);
+    net.server
+        .ep
+        .handle_packet(now, &[22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        net.server.ep.stats().dropped(DropReason::AfterClose),
+        before + 1
+    );
 }
 
 #[test]
@@ -272,9 +277,17 @@ fn silent_client_times_out_server() {
     let mut net = Net::honest();
     // Only the ClientHello ever arrives; the client then vanishes.
     net.loss = Box::new(|server, idx| server || idx > 0);
-    assert_eq!(net.server.ep.poll_timeout(), None, "no timer before a ClientHello");
+    assert_eq!(
+        net.server.ep.poll_timeout(),
+        None,
+        "no timer before a ClientHello"
+    );
     let took = net.run(Duration::from_secs(120));
-    assert!(net.server.events.contains(&DtlsEvent::Failed(DtlsFailure::HandshakeTimeout)));
+    assert!(
+        net.server
+            .events
+            .contains(&DtlsEvent::Failed(DtlsFailure::HandshakeTimeout))
+    );
     // 4 retries with doubling from 1 s (+-25%), or the 30 s handshake deadline.
     assert!(took >= Duration::from_secs(10), "took {took:?}");
     assert!(took <= Duration::from_secs(40), "took {took:?}");
@@ -288,8 +301,8 @@ fn hostile_datagrams_are_dropped_and_counted() {
     let mut junk: Vec<Vec<u8>> = vec![
         vec![],
         vec![22],
-        vec![0x80; 100],                                   // RTP, not DTLS
-        vec![0x00, 0x01, 0x00, 0x00],                      // STUN-ish
+        vec![0x80; 100],                                    // RTP, not DTLS
+        vec![0x00, 0x01, 0x00, 0x00],                       // STUN-ish
         vec![22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF], // short header
         vec![22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 1, 2], // length overrun
         vec![30, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], // unknown content type

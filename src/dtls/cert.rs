@@ -100,8 +100,8 @@ impl Fingerprint {
         let (alg, hex) = value
             .split_once(|c: char| c.is_ascii_whitespace())
             .ok_or(FingerprintParseError::UnsupportedAlgorithm)?;
-        let alg =
-            FingerprintAlg::from_sdp_name(alg).ok_or(FingerprintParseError::UnsupportedAlgorithm)?;
+        let alg = FingerprintAlg::from_sdp_name(alg)
+            .ok_or(FingerprintParseError::UnsupportedAlgorithm)?;
         let mut digest = [0u8; 64];
         let mut n = 0usize;
         for pair in hex.trim().split(':') {
@@ -268,7 +268,10 @@ mod tests {
         assert_eq!(s.len(), "sha-256 ".len() + 32 * 3 - 1);
         assert_eq!(Fingerprint::parse_sdp(&s), Ok(fp));
         assert_eq!(Fingerprint::parse_sdp(&s.to_lowercase()), Ok(fp));
-        assert_eq!(Fingerprint::parse_sdp(&format!("  SHA-256\t{}  ", &s[8..])), Ok(fp));
+        assert_eq!(
+            Fingerprint::parse_sdp(&format!("  SHA-256\t{}  ", &s[8..])),
+            Ok(fp)
+        );
         assert!(fp.matches_der(b"hello"));
         assert!(!fp.matches_der(b"hellO"));
     }
@@ -276,14 +279,20 @@ mod tests {
     #[test]
     fn fingerprint_rejects() {
         use FingerprintParseError::*;
-        assert_eq!(Fingerprint::parse_sdp("md5 AB:CD"), Err(UnsupportedAlgorithm));
+        assert_eq!(
+            Fingerprint::parse_sdp("md5 AB:CD"),
+            Err(UnsupportedAlgorithm)
+        );
         assert_eq!(Fingerprint::parse_sdp("sha-256"), Err(UnsupportedAlgorithm));
         assert_eq!(Fingerprint::parse_sdp("sha-256 AB:CD"), Err(WrongLength));
         assert_eq!(Fingerprint::parse_sdp("sha-256 AB:CG"), Err(BadHex));
         assert_eq!(Fingerprint::parse_sdp("sha-256 ABC:D"), Err(BadHex));
         assert_eq!(Fingerprint::parse_sdp("sha-256 AB::CD"), Err(BadHex));
         let long = vec!["AB"; 33].join(":");
-        assert_eq!(Fingerprint::parse_sdp(&format!("sha-256 {long}")), Err(WrongLength));
+        assert_eq!(
+            Fingerprint::parse_sdp(&format!("sha-256 {long}")),
+            Err(WrongLength)
+        );
         let sha1 = vec!["0f"; 20].join(":");
         assert!(Fingerprint::parse_sdp(&format!("sha-1 {sha1}")).is_ok());
     }
