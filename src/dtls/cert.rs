@@ -33,7 +33,7 @@ impl FingerprintAlg {
     }
 
     /// Digest length in bytes.
-    pub const fn len(self) -> usize {
+    pub const fn digest_len(self) -> usize {
         match self {
             FingerprintAlg::Sha1 => 20,
             FingerprintAlg::Sha256 => 32,
@@ -88,7 +88,7 @@ impl Fingerprint {
     pub fn of_der(alg: FingerprintAlg, der: &[u8]) -> Self {
         let d = digest::digest(alg.digest_alg(), der);
         let mut digest = [0u8; 64];
-        digest[..alg.len()].copy_from_slice(d.as_ref());
+        digest[..alg.digest_len()].copy_from_slice(d.as_ref());
         Fingerprint { alg, digest }
     }
 
@@ -111,13 +111,13 @@ impl Fingerprint {
             }
             let byte = (hex_val(b[0]).ok_or(FingerprintParseError::BadHex)? << 4)
                 | hex_val(b[1]).ok_or(FingerprintParseError::BadHex)?;
-            if n >= alg.len() {
+            if n >= alg.digest_len() {
                 return Err(FingerprintParseError::WrongLength);
             }
             digest[n] = byte;
             n += 1;
         }
-        if n != alg.len() {
+        if n != alg.digest_len() {
             return Err(FingerprintParseError::WrongLength);
         }
         Ok(Fingerprint { alg, digest })
@@ -130,7 +130,7 @@ impl Fingerprint {
 
     /// The digest bytes.
     pub fn digest(&self) -> &[u8] {
-        &self.digest[..self.alg.len()]
+        &self.digest[..self.alg.digest_len()]
     }
 
     /// Whether `der` hashes to this fingerprint (with this fingerprint's hash function).
