@@ -424,3 +424,33 @@ fn hostile_datagrams_mid_handshake_do_not_panic() {
         connected_keys(&net.client.events)
     );
 }
+
+#[test]
+fn lost_server_final_flight_is_resent_after_connected() {
+    let mut net = Net::honest();
+    // Lose everything the server sends once it is connected (its ChangeCipherSpec+Finished).
+    let mut server_connected_at = None;
+    while net.server.events.is_empty() {
+        assert!(net.step());
+        if net.server.ep.is_connected() && server_connected_at.is_none() {
+            server_connected_at = Some(net.server.sent);
+        }
+    }
+    let final_flight_start = server_connected_at.expect("server connected");
+    // The final flight was just queued in the network; drop it.
+    let before = net.flight.len();
+    net.flight.retain(|(_, to_server, _)| *to_server);
+    assert!(net.flight.len() < before, "final flight was in flight");
+    assert!(net.server.sent >= final_flight_start);
+    let took = net.run(Duration::from_secs(60));
+    assert!(net.client.ep.is_connected(), "{:?}", net.client.events);
+    assert!(
+        took >= Duration::from_millis(700),
+        "client timer had to fire: {took:?}"
+    );
+    assert_eq!(net.server.events.len(), 1, "one Connected only");
+    assert_eq!(
+        connected_keys(&net.server.events),
+        connected_keys(&net.client.events)
+    );
+}
