@@ -63,18 +63,29 @@ struct Outcome {
     client: Result<(SrtpProtectionProfile, Vec<u8>), String>,
 }
 
-fn run(offer: Vec<SrtpProtectionProfile>, export_len: usize, tamper_client_fp: bool) -> Outcome {
+/// Which side is told a wrong fingerprint for its peer.
+#[derive(Clone, Copy, PartialEq)]
+enum Tamper {
+    None,
+    ClientFpAtServer,
+    ServerFpAtClient,
+}
+
+fn run(offer: Vec<SrtpProtectionProfile>, export_len: usize, tamper: Tamper) -> Outcome {
     // webrtc-dtls turns on rustls' `ring` feature next to our `aws_lc_rs`; with both, rustls
     // cannot pick a process default, so pick the one the application uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let server_cert = DtlsCert::generate().expect("server cert");
-    let server_fp = *server_cert.fingerprint();
+    let mut server_fp = *server_cert.fingerprint();
+    if tamper == Tamper::ServerFpAtClient {
+        server_fp = Fingerprint::of_der(FingerprintAlg::Sha256, b"someone else");
+    }
     let ctx = DtlsContext::new(server_cert, &DtlsConfig::default()).expect("ctx");
 
     let client_cert =
         Certificate::generate_self_signed(vec!["webrtc-dtls".to_owned()]).expect("client cert");
     let mut client_fp = Fingerprint::of_der(FingerprintAlg::Sha256, &client_cert.certificate[0]);
-    if tamper_client_fp {
+    if tamper == Tamper::ClientFpAtServer {
         client_fp = Fingerprint::of_der(FingerprintAlg::Sha256, b"someone else");
     }
 
@@ -163,7 +174,7 @@ fn webrtc_dtls_gcm128() {
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
         ],
         want.keying_material_len(),
-        false,
+        Tamper::None,
     );
     let (profile, theirs) = out.client.expect("webrtc-dtls handshake");
     assert_eq!(profile, SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm);
@@ -180,7 +191,7 @@ fn webrtc_dtls_cm80() {
     let out = run(
         vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80],
         want.keying_material_len(),
-        false,
+        Tamper::None,
     );
     let (profile, theirs) = out.client.expect("webrtc-dtls handshake");
     assert_eq!(profile, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80);
@@ -201,7 +212,7 @@ fn webrtc_dtls_browser_like_offer_gets_gcm256() {
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
         ],
         want.keying_material_len(),
-        false,
+        Tamper::None,
     );
     let (profile, theirs) = out.client.expect("webrtc-dtls handshake");
     assert_eq!(profile, SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm);
@@ -213,10 +224,29 @@ fn webrtc_dtls_browser_like_offer_gets_gcm256() {
 
 #[test]
 fn webrtc_dtls_fingerprint_mismatch() {
-    let out = run(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm], 56, true);
+    let out = run(
+        vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
+        56,
+        Tamper::ClientFpAtServer,
+    );
     assert_eq!(
         out.server_events,
         vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]
     );
     assert!(out.client.is_err());
+}
+
+/// webrtc-dtls rejects our certificate and sends a fatal alert: the server reports it.
+#[test]
+fn webrtc_dtls_rejects_server_alert_reported() {
+    let out = run(
+        vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
+        56,
+        Tamper::ServerFpAtClient,
+    );
+    assert!(out.client.is_err());
+    match out.server_events.as_slice() {
+        [DtlsEvent::Failed(DtlsFailure::PeerAlert(_))] => {}
+        other => panic!("expected a peer alert failure, got {other:?}"),
+    }
 }
