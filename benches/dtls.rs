@@ -14,10 +14,7 @@ use ringsfu::dtls::{DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, 
 
 /// CPU time consumed by the calling thread.
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime");
@@ -38,12 +35,8 @@ fn handshake(server_ctx: &DtlsContext, client_ctx: &DtlsContext, t0: Instant) ->
     let s_start = thread_cpu();
     let mut server = server_ctx.server(now, *client_ctx.cert().fingerprint());
     server_time += thread_cpu() - s_start;
-    let mut client = DtlsEndpoint::new(
-        client_ctx,
-        DtlsRole::Client,
-        now,
-        *server_ctx.cert().fingerprint(),
-    );
+    let mut client =
+        DtlsEndpoint::new(client_ctx, DtlsRole::Client, now, *server_ctx.cert().fingerprint());
     let mut buf = [0u8; 1500];
     let mut to_server: Vec<Vec<u8>> = Vec::new();
     let mut to_client: Vec<Vec<u8>> = Vec::new();
@@ -83,10 +76,7 @@ fn handshake(server_ctx: &DtlsContext, client_ctx: &DtlsContext, t0: Instant) ->
 }
 
 fn run(label: &str, use_cookie: bool, budget: Duration) {
-    let config = DtlsConfig {
-        use_cookie,
-        ..DtlsConfig::default()
-    };
+    let config = DtlsConfig { use_cookie, ..DtlsConfig::default() };
     let server_ctx =
         DtlsContext::new(DtlsCert::generate().expect("cert"), &config).expect("server ctx");
     let client_ctx =
@@ -96,12 +86,8 @@ fn run(label: &str, use_cookie: bool, budget: Duration) {
     for _ in 0..50 {
         handshake(&server_ctx, &client_ctx, t0);
     }
-    let mut totals = Totals {
-        handshakes: 0,
-        wall: Duration::ZERO,
-        cpu: Duration::ZERO,
-        server: Duration::ZERO,
-    };
+    let mut totals =
+        Totals { handshakes: 0, wall: Duration::ZERO, cpu: Duration::ZERO, server: Duration::ZERO };
     let start = Instant::now();
     let cpu_start = thread_cpu();
     while start.elapsed() < budget {
@@ -125,11 +111,7 @@ fn run(label: &str, use_cookie: bool, budget: Duration) {
 fn main() {
     // `cargo test --benches` passes `--test`-ish flags: run a tiny budget then.
     let quick = std::env::args().any(|a| a == "--test" || a == "--quick");
-    let budget = if quick {
-        Duration::from_millis(200)
-    } else {
-        Duration::from_secs(4)
-    };
+    let budget = if quick { Duration::from_millis(200) } else { Duration::from_secs(4) };
     run("no-cookie", false, budget);
     run("cookie", true, budget);
 }

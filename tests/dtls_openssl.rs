@@ -19,10 +19,7 @@ use ringsfu::dtls::{
 };
 
 fn have_openssl() -> bool {
-    let ok = Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ok = Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!("SKIPPED: no openssl binary on PATH");
     }
@@ -50,16 +47,9 @@ impl Drop for TempDir {
 }
 
 fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new("openssl").args(args).stdin(Stdio::null()).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -75,12 +65,7 @@ fn openssl_fingerprint(cert: &Path, inform: &str) -> Fingerprint {
         "-fingerprint",
         "-sha256",
     ]);
-    let hex = out
-        .trim()
-        .split_once('=')
-        .expect("Fingerprint=...")
-        .1
-        .to_string();
+    let hex = out.trim().split_once('=').expect("Fingerprint=...").1.to_string();
     Fingerprint::parse_sdp(&format!("sha-256 {hex}")).expect("parse openssl fingerprint")
 }
 
@@ -124,9 +109,7 @@ fn serve(
         let now = Instant::now();
         let wait = ep
             .poll_timeout()
-            .map_or(Duration::from_millis(20), |t| {
-                t.saturating_duration_since(now)
-            })
+            .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(now))
             .clamp(Duration::from_millis(1), Duration::from_millis(20));
         sock.set_read_timeout(Some(wait)).expect("timeout");
         match sock.recv_from(&mut rx) {
@@ -213,16 +196,9 @@ fn run_s_client(
     let (events, stats) = server.join().expect("server thread");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if events.is_empty() || !stdout.contains("Keying material") {
-        eprintln!(
-            "s_client stdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("s_client stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
     }
-    ClientRun {
-        stdout,
-        events,
-        stats,
-    }
+    ClientRun { stdout, events, stats }
 }
 
 fn keying_material_hex(stdout: &str) -> String {
@@ -247,28 +223,16 @@ fn check_profile(srtp_offer: &str, expect: SrtpProfileId) {
     let ctx = server_ctx();
     // The client's certificate fingerprint, as its SDP would carry it, computed by OpenSSL.
     let (cert, key, fp) = openssl_client_cert(&dir.0);
-    let run = run_s_client(
-        &ctx,
-        (&cert, &key),
-        fp,
-        srtp_offer,
-        expect.keying_material_len(),
-    );
+    let run = run_s_client(&ctx, (&cert, &key), fp, srtp_offer, expect.keying_material_len());
     let km = match run.events.first() {
-        Some(DtlsEvent::Connected {
-            profile,
-            keying_material,
-        }) => {
+        Some(DtlsEvent::Connected { profile, keying_material }) => {
             assert_eq!(*profile, expect);
             keying_material.clone()
         }
         other => panic!("expected Connected, got {other:?} (all: {:?})", run.events),
     };
     assert!(
-        run.stdout.contains(&format!(
-            "SRTP Extension negotiated, profile={}",
-            expect.name()
-        )),
+        run.stdout.contains(&format!("SRTP Extension negotiated, profile={}", expect.name())),
         "{}",
         run.stdout
     );
@@ -277,12 +241,7 @@ fn check_profile(srtp_offer: &str, expect: SrtpProfileId) {
     assert_eq!(n, expect.keying_material_len());
     assert_eq!(keying_material_hex(&run.stdout), hex(&ours[..n]));
     // s_client closes with close_notify when stdin hits EOF.
-    assert_eq!(
-        run.events.get(1),
-        Some(&DtlsEvent::Closed),
-        "{:?}",
-        run.events
-    );
+    assert_eq!(run.events.get(1), Some(&DtlsEvent::Closed), "{:?}", run.events);
     assert_eq!(run.stats.dropped, [0; ringsfu::dtls::DropReason::COUNT]);
 }
 
@@ -291,10 +250,7 @@ fn openssl_gcm_preferred() {
     if !have_openssl() {
         return;
     }
-    check_profile(
-        "SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80",
-        SrtpProfileId::AeadAes128Gcm,
-    );
+    check_profile("SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80", SrtpProfileId::AeadAes128Gcm);
 }
 
 #[test]
@@ -321,10 +277,7 @@ fn openssl_fingerprint_mismatch_fails() {
         "SRTP_AEAD_AES_128_GCM",
         SrtpProfileId::AeadAes128Gcm.keying_material_len(),
     );
-    assert_eq!(
-        run.events,
-        vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]
-    );
+    assert_eq!(run.events, vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]);
     assert!(!run.stdout.contains("Keying material"));
 }
 
@@ -341,18 +294,8 @@ fn sdp_fingerprint_matches_openssl() {
     assert_eq!(&theirs, cert.fingerprint());
     assert_eq!(theirs.to_string(), cert.sdp_fingerprint());
     // And OpenSSL can parse our certificate as ECDSA P-256.
-    let text = openssl(&[
-        "x509",
-        "-inform",
-        "DER",
-        "-in",
-        der.to_str().expect("utf8"),
-        "-noout",
-        "-text",
-    ]);
-    assert!(
-        text.contains("prime256v1") || text.contains("P-256"),
-        "{text}"
-    );
+    let text =
+        openssl(&["x509", "-inform", "DER", "-in", der.to_str().expect("utf8"), "-noout", "-text"]);
+    assert!(text.contains("prime256v1") || text.contains("P-256"), "{text}");
     assert!(text.contains("ecdsa-with-SHA256"), "{text}");
 }

@@ -13,10 +13,7 @@ use ringsfu::dtls::{
 fn certs() -> &'static (DtlsCert, DtlsCert) {
     static CERTS: OnceLock<(DtlsCert, DtlsCert)> = OnceLock::new();
     CERTS.get_or_init(|| {
-        (
-            DtlsCert::generate().expect("server cert"),
-            DtlsCert::generate().expect("client cert"),
-        )
+        (DtlsCert::generate().expect("server cert"), DtlsCert::generate().expect("client cert"))
     })
 }
 
@@ -51,16 +48,8 @@ impl Net {
         let client = DtlsEndpoint::new(&ctx(ccert), DtlsRole::Client, now, client_fp);
         let mut net = Net {
             now,
-            server: Peer {
-                ep: server,
-                sent: 0,
-                events: Vec::new(),
-            },
-            client: Peer {
-                ep: client,
-                sent: 0,
-                events: Vec::new(),
-            },
+            server: Peer { ep: server, sent: 0, events: Vec::new() },
+            client: Peer { ep: client, sent: 0, events: Vec::new() },
             flight: VecDeque::new(),
             latency: Duration::from_millis(10),
             loss: Box::new(|_, _| false),
@@ -76,11 +65,7 @@ impl Net {
     }
 
     fn peer(&mut self, server: bool) -> &mut Peer {
-        if server {
-            &mut self.server
-        } else {
-            &mut self.client
-        }
+        if server { &mut self.server } else { &mut self.client }
     }
 
     fn drain(&mut self, server: bool) {
@@ -106,14 +91,10 @@ impl Net {
     /// Runs the earliest event (delivery or timer). Returns false when nothing is left.
     fn step(&mut self) -> bool {
         let next_delivery = self.flight.front().map(|f| f.0);
-        let timers = [
-            (self.server.ep.poll_timeout(), true),
-            (self.client.ep.poll_timeout(), false),
-        ];
-        let next_timer = timers
-            .iter()
-            .filter_map(|(t, s)| t.map(|t| (t, *s)))
-            .min_by_key(|(t, _)| *t);
+        let timers =
+            [(self.server.ep.poll_timeout(), true), (self.client.ep.poll_timeout(), false)];
+        let next_timer =
+            timers.iter().filter_map(|(t, s)| t.map(|t| (t, *s))).min_by_key(|(t, _)| *t);
         match (next_delivery, next_timer) {
             (Some(d), t) if t.is_none_or(|(t, _)| d <= t) => {
                 let (at, to_server, data) = self.flight.pop_front().expect("front exists");
@@ -152,10 +133,7 @@ impl Net {
 
 fn connected_keys(events: &[DtlsEvent]) -> &ringsfu::dtls::SrtpKeyMaterial {
     match events.first() {
-        Some(DtlsEvent::Connected {
-            profile,
-            keying_material,
-        }) => {
+        Some(DtlsEvent::Connected { profile, keying_material }) => {
             assert_eq!(*profile, keying_material.profile);
             keying_material
         }
@@ -201,10 +179,7 @@ fn lost_server_flight_is_retransmitted_on_timeout() {
     // The client's retransmission timer (1 s +-25%) had to fire.
     assert!(took >= Duration::from_millis(700), "took {took:?}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    assert_eq!(
-        connected_keys(&net.server.events),
-        connected_keys(&net.client.events)
-    );
+    assert_eq!(connected_keys(&net.server.events), connected_keys(&net.client.events));
 }
 
 #[test]
@@ -231,32 +206,18 @@ fn fingerprint_mismatch_fails_server() {
     let wrong = Fingerprint::of_der(FingerprintAlg::Sha256, b"not the client's certificate");
     let mut net = Net::new(wrong, *scert.fingerprint());
     net.run(Duration::from_secs(120));
-    assert_eq!(
-        net.server.events,
-        vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]
-    );
-    assert_eq!(
-        net.server.ep.state(),
-        DtlsState::Failed(DtlsFailure::FingerprintMismatch)
-    );
+    assert_eq!(net.server.events, vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]);
+    assert_eq!(net.server.ep.state(), DtlsState::Failed(DtlsFailure::FingerprintMismatch));
     assert!(net.server.ep.keying_material().is_none());
     assert_eq!(net.server.ep.poll_timeout(), None);
     // The client never hears back and gives up on its own timers.
-    assert_eq!(
-        net.client.events,
-        vec![DtlsEvent::Failed(DtlsFailure::HandshakeTimeout)]
-    );
+    assert_eq!(net.client.events, vec![DtlsEvent::Failed(DtlsFailure::HandshakeTimeout)]);
     // The client's retransmissions, and any further input, are counted, not processed.
     let before = net.server.ep.stats().dropped(DropReason::AfterClose);
     assert!(before >= 1);
     let now = net.now;
-    net.server
-        .ep
-        .handle_packet(now, &[22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(
-        net.server.ep.stats().dropped(DropReason::AfterClose),
-        before + 1
-    );
+    net.server.ep.handle_packet(now, &[22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(net.server.ep.stats().dropped(DropReason::AfterClose), before + 1);
 }
 
 #[test]
@@ -265,10 +226,7 @@ fn client_detects_wrong_server_fingerprint() {
     let wrong = Fingerprint::of_der(FingerprintAlg::Sha256, b"not the server's certificate");
     let mut net = Net::new(*ccert.fingerprint(), wrong);
     net.run(Duration::from_secs(120));
-    assert_eq!(
-        net.client.events,
-        vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]
-    );
+    assert_eq!(net.client.events, vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]);
     assert!(!net.server.ep.is_connected());
 }
 
@@ -277,17 +235,9 @@ fn silent_client_times_out_server() {
     let mut net = Net::honest();
     // Only the ClientHello ever arrives; the client then vanishes.
     net.loss = Box::new(|server, idx| server || idx > 0);
-    assert_eq!(
-        net.server.ep.poll_timeout(),
-        None,
-        "no timer before a ClientHello"
-    );
+    assert_eq!(net.server.ep.poll_timeout(), None, "no timer before a ClientHello");
     let took = net.run(Duration::from_secs(120));
-    assert!(
-        net.server
-            .events
-            .contains(&DtlsEvent::Failed(DtlsFailure::HandshakeTimeout))
-    );
+    assert!(net.server.events.contains(&DtlsEvent::Failed(DtlsFailure::HandshakeTimeout)));
     // 4 retries with doubling from 1 s (+-25%), or the 30 s handshake deadline.
     assert!(took >= Duration::from_secs(10), "took {took:?}");
     assert!(took <= Duration::from_secs(40), "took {took:?}");
@@ -356,27 +306,20 @@ fn peer_close_notify_reports_closed() {
 #[test]
 fn srtp_profile_filter_rejects() {
     let (scert, ccert) = certs();
-    let only_gcm128 = DtlsConfig {
-        srtp_profiles: vec![SrtpProfileId::AeadAes128Gcm],
-        ..DtlsConfig::default()
-    };
+    let only_gcm128 =
+        DtlsConfig { srtp_profiles: vec![SrtpProfileId::AeadAes128Gcm], ..DtlsConfig::default() };
     let server_ctx = DtlsContext::new(scert.clone(), &only_gcm128).expect("config");
     let mut net = Net::honest();
     net.server.ep = server_ctx.server(net.now, *ccert.fingerprint());
     net.run(Duration::from_secs(60));
     assert_eq!(
         net.server.events,
-        vec![DtlsEvent::Failed(DtlsFailure::SrtpProfileNotAccepted(
-            SrtpProfileId::AeadAes256Gcm
-        ))]
+        vec![DtlsEvent::Failed(DtlsFailure::SrtpProfileNotAccepted(SrtpProfileId::AeadAes256Gcm))]
     );
     assert!(
         DtlsContext::new(
             scert.clone(),
-            &DtlsConfig {
-                srtp_profiles: vec![],
-                ..DtlsConfig::default()
-            }
+            &DtlsConfig { srtp_profiles: vec![], ..DtlsConfig::default() }
         )
         .is_err()
     );
@@ -419,10 +362,7 @@ fn hostile_datagrams_mid_handshake_do_not_panic() {
     // handshake completes anyway.
     assert!(net.server.ep.is_connected(), "{:?}", net.server.events);
     assert!(net.client.ep.is_connected(), "{:?}", net.client.events);
-    assert_eq!(
-        connected_keys(&net.server.events),
-        connected_keys(&net.client.events)
-    );
+    assert_eq!(connected_keys(&net.server.events), connected_keys(&net.client.events));
 }
 
 #[test]
@@ -444,13 +384,7 @@ fn lost_server_final_flight_is_resent_after_connected() {
     assert!(net.server.sent >= final_flight_start);
     let took = net.run(Duration::from_secs(60));
     assert!(net.client.ep.is_connected(), "{:?}", net.client.events);
-    assert!(
-        took >= Duration::from_millis(700),
-        "client timer had to fire: {took:?}"
-    );
+    assert!(took >= Duration::from_millis(700), "client timer had to fire: {took:?}");
     assert_eq!(net.server.events.len(), 1, "one Connected only");
-    assert_eq!(
-        connected_keys(&net.server.events),
-        connected_keys(&net.client.events)
-    );
+    assert_eq!(connected_keys(&net.server.events), connected_keys(&net.client.events));
 }

@@ -29,9 +29,7 @@ fn serve(sock: UdpSocket, mut ep: DtlsEndpoint, stop: Arc<AtomicBool>) -> Vec<Dt
         let now = Instant::now();
         let wait = ep
             .poll_timeout()
-            .map_or(Duration::from_millis(20), |t| {
-                t.saturating_duration_since(now)
-            })
+            .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(now))
             .clamp(Duration::from_millis(1), Duration::from_millis(20));
         sock.set_read_timeout(Some(wait)).expect("timeout");
         match sock.recv_from(&mut rx) {
@@ -98,14 +96,9 @@ fn run(offer: Vec<SrtpProtectionProfile>, export_len: usize, tamper: Tamper) -> 
         thread::spawn(move || serve(sock, ep, stop))
     };
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let client = rt.block_on(async move {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         sock.connect(addr).await.map_err(|e| e.to_string())?;
         let conn: Arc<dyn Conn + Send + Sync> = Arc::new(sock);
         let config = Config {
@@ -122,13 +115,11 @@ fn run(offer: Vec<SrtpProtectionProfile>, export_len: usize, tamper: Tamper) -> 
             })),
             ..Config::default()
         };
-        let dtls = tokio::time::timeout(
-            Duration::from_secs(5),
-            DTLSConn::new(conn, config, true, None),
-        )
-        .await
-        .map_err(|_| "handshake timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        let dtls =
+            tokio::time::timeout(Duration::from_secs(5), DTLSConn::new(conn, config, true, None))
+                .await
+                .map_err(|_| "handshake timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
         let profile = dtls.selected_srtpprotection_profile();
         let state = dtls.connection_state().await;
         let km = state
@@ -146,18 +137,12 @@ fn run(offer: Vec<SrtpProtectionProfile>, export_len: usize, tamper: Tamper) -> 
     }
     stop.store(true, Ordering::Relaxed);
     let server_events = server.join().expect("server thread");
-    Outcome {
-        server_events,
-        client,
-    }
+    Outcome { server_events, client }
 }
 
 fn expect_connected(events: &[DtlsEvent], profile: SrtpProfileId) -> SrtpKeyMaterial {
     match events.first() {
-        Some(DtlsEvent::Connected {
-            profile: p,
-            keying_material,
-        }) => {
+        Some(DtlsEvent::Connected { profile: p, keying_material }) => {
             assert_eq!(*p, profile);
             keying_material.clone()
         }
@@ -224,26 +209,15 @@ fn webrtc_dtls_browser_like_offer_gets_gcm256() {
 
 #[test]
 fn webrtc_dtls_fingerprint_mismatch() {
-    let out = run(
-        vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
-        56,
-        Tamper::ClientFpAtServer,
-    );
-    assert_eq!(
-        out.server_events,
-        vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]
-    );
+    let out = run(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm], 56, Tamper::ClientFpAtServer);
+    assert_eq!(out.server_events, vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]);
     assert!(out.client.is_err());
 }
 
 /// webrtc-dtls rejects our certificate and sends a fatal alert: the server reports it.
 #[test]
 fn webrtc_dtls_rejects_server_alert_reported() {
-    let out = run(
-        vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
-        56,
-        Tamper::ServerFpAtClient,
-    );
+    let out = run(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm], 56, Tamper::ServerFpAtClient);
     assert!(out.client.is_err());
     match out.server_events.as_slice() {
         [DtlsEvent::Failed(DtlsFailure::PeerAlert(_))] => {}

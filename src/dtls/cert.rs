@@ -216,10 +216,7 @@ impl DtlsCert {
         if certificate.is_empty() || private_key.is_empty() {
             return Err(CertError::Empty);
         }
-        Ok(Self::from_dimpl(dimpl::DtlsCertificate {
-            certificate,
-            private_key,
-        }))
+        Ok(Self::from_dimpl(dimpl::DtlsCertificate { certificate, private_key }))
     }
 
     fn from_dimpl(inner: dimpl::DtlsCertificate) -> Self {
@@ -250,9 +247,7 @@ impl DtlsCert {
 
 impl fmt::Debug for DtlsCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DtlsCert")
-            .field("fingerprint", &self.fingerprint)
-            .finish_non_exhaustive()
+        f.debug_struct("DtlsCert").field("fingerprint", &self.fingerprint).finish_non_exhaustive()
     }
 }
 
@@ -268,10 +263,7 @@ mod tests {
         assert_eq!(s.len(), "sha-256 ".len() + 32 * 3 - 1);
         assert_eq!(Fingerprint::parse_sdp(&s), Ok(fp));
         assert_eq!(Fingerprint::parse_sdp(&s.to_lowercase()), Ok(fp));
-        assert_eq!(
-            Fingerprint::parse_sdp(&format!("  SHA-256\t{}  ", &s[8..])),
-            Ok(fp)
-        );
+        assert_eq!(Fingerprint::parse_sdp(&format!("  SHA-256\t{}  ", &s[8..])), Ok(fp));
         assert!(fp.matches_der(b"hello"));
         assert!(!fp.matches_der(b"hellO"));
     }
@@ -279,20 +271,14 @@ mod tests {
     #[test]
     fn fingerprint_rejects() {
         use FingerprintParseError::*;
-        assert_eq!(
-            Fingerprint::parse_sdp("md5 AB:CD"),
-            Err(UnsupportedAlgorithm)
-        );
+        assert_eq!(Fingerprint::parse_sdp("md5 AB:CD"), Err(UnsupportedAlgorithm));
         assert_eq!(Fingerprint::parse_sdp("sha-256"), Err(UnsupportedAlgorithm));
         assert_eq!(Fingerprint::parse_sdp("sha-256 AB:CD"), Err(WrongLength));
         assert_eq!(Fingerprint::parse_sdp("sha-256 AB:CG"), Err(BadHex));
         assert_eq!(Fingerprint::parse_sdp("sha-256 ABC:D"), Err(BadHex));
         assert_eq!(Fingerprint::parse_sdp("sha-256 AB::CD"), Err(BadHex));
         let long = vec!["AB"; 33].join(":");
-        assert_eq!(
-            Fingerprint::parse_sdp(&format!("sha-256 {long}")),
-            Err(WrongLength)
-        );
+        assert_eq!(Fingerprint::parse_sdp(&format!("sha-256 {long}")), Err(WrongLength));
         let sha1 = vec!["0f"; 20].join(":");
         assert!(Fingerprint::parse_sdp(&format!("sha-1 {sha1}")).is_ok());
     }

@@ -704,10 +704,8 @@ impl DtlsEndpoint {
             return;
         };
         self.state = DtlsState::Connected;
-        self.events.push_back(DtlsEvent::Connected {
-            profile: keys.profile,
-            keying_material: keys,
-        });
+        self.events
+            .push_back(DtlsEvent::Connected { profile: keys.profile, keying_material: keys });
     }
 
     fn fail(&mut self, reason: DtlsFailure) {
@@ -816,10 +814,7 @@ mod tests {
             )),
             DtlsFailure::NoCommonParameters
         );
-        assert_eq!(
-            DtlsFailure::from_dimpl(&E::ReceiveQueueFull),
-            DtlsFailure::PeerFlood
-        );
+        assert_eq!(DtlsFailure::from_dimpl(&E::ReceiveQueueFull), DtlsFailure::PeerFlood);
         assert_eq!(
             DtlsFailure::from_dimpl(&E::CryptoError(dimpl::CryptoError::NoPrivateKeyConfigured))
                 .blame(),
@@ -832,10 +827,7 @@ mod tests {
     #[test]
     fn config_errors() {
         let cert = DtlsCert::generate().expect("cert");
-        let bad_mtu = DtlsConfig {
-            mtu: 10,
-            ..DtlsConfig::default()
-        };
+        let bad_mtu = DtlsConfig { mtu: 10, ..DtlsConfig::default() };
         assert_eq!(
             DtlsContext::new(cert.clone(), &bad_mtu).err(),
             Some(DtlsConfigError::Invalid("mtu below 64"))

@@ -207,9 +207,7 @@ impl SrtpKeyMaterial {
 /// Keys are never printed.
 impl fmt::Debug for SrtpKeyMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SrtpKeyMaterial")
-            .field("profile", &self.profile)
-            .finish_non_exhaustive()
+        f.debug_struct("SrtpKeyMaterial").field("profile", &self.profile).finish_non_exhaustive()
     }
 }
 

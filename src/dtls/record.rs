@@ -74,18 +74,12 @@ mod tests {
         assert_eq!(check_datagram(&[]), Err(FramingError::NotDtls));
         assert_eq!(check_datagram(&[22; 5]), Err(FramingError::NotDtls));
         assert_eq!(check_datagram(&[0x80; 40]), Err(FramingError::NotDtls));
-        assert_eq!(
-            check_datagram(&record(24, &[])),
-            Err(FramingError::BadRecordHeader)
-        );
+        assert_eq!(check_datagram(&record(24, &[])), Err(FramingError::BadRecordHeader));
         let mut v = record(22, &[1, 2]);
         v[2] = 0xFC;
         assert_eq!(check_datagram(&v), Err(FramingError::BadRecordHeader));
         let v = record(22, &[1, 2, 3]);
-        assert_eq!(
-            check_datagram(&v[..v.len() - 1]),
-            Err(FramingError::Truncated)
-        );
+        assert_eq!(check_datagram(&v[..v.len() - 1]), Err(FramingError::Truncated));
         let mut v = record(22, &[1]);
         v.extend_from_slice(&[22, 0xFE]);
         assert_eq!(check_datagram(&v), Err(FramingError::Truncated));
