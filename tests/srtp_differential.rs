@@ -142,7 +142,7 @@ fn rtp_matches_webrtc_srtp_over_two_rollovers() {
             let last = pkt.len() - 1;
             pkt[last] = pkt[last].wrapping_add(1);
             // Compare every packet near a wrap, and a sample elsewhere (time).
-            let near_wrap = seq < 40 || seq > 65500;
+            let near_wrap = !(40..=65500).contains(&seq);
             if !(near_wrap || i % 97 == 0) {
                 // Keep both senders in step without comparing.
                 protect_ours(&mut ours_tx, &pkt, header_len);

@@ -131,8 +131,15 @@ impl GcmKeys {
     }
 }
 
+/// AES-CM keys are large (expanded AES schedules for two backends, two HMAC states:
+/// about 1.7 KB), so they live behind a box; the GCM keys already point to aws-lc state.
+struct CmPair {
+    rtp: CmKeys,
+    rtcp: CmKeys,
+}
+
 enum Keys {
-    Cm { rtp: CmKeys, rtcp: CmKeys },
+    Cm(Box<CmPair>),
     Gcm { rtp: GcmKeys, rtcp: GcmKeys },
 }
 
@@ -157,10 +164,10 @@ impl Cipher {
         rtcp: &SessionKeys,
     ) -> Result<Cipher, SrtpError> {
         let keys = match profile {
-            SrtpProfile::Aes128CmSha1_80 => Keys::Cm {
+            SrtpProfile::Aes128CmSha1_80 => Keys::Cm(Box::new(CmPair {
                 rtp: CmKeys::new(rtp)?,
                 rtcp: CmKeys::new(rtcp)?,
-            },
+            })),
             SrtpProfile::AeadAes128Gcm => Keys::Gcm {
                 rtp: GcmKeys::new(rtp)?,
                 rtcp: GcmKeys::new(rtcp)?,
@@ -181,7 +188,8 @@ impl Cipher {
         index: u64,
     ) -> Result<usize, SrtpError> {
         match &self.keys {
-            Keys::Cm { rtp, .. } => {
+            Keys::Cm(cm) => {
+                let rtp = &cm.rtp;
                 rtp.keystream(ssrc, index)
                     .apply_keystream(&mut buf[header_len..len]);
                 let roc = roc_bytes(index);
@@ -216,7 +224,8 @@ impl Cipher {
     ) -> Result<usize, SrtpError> {
         let len = header_len + payload.len();
         match &self.keys {
-            Keys::Cm { rtp, .. } => {
+            Keys::Cm(cm) => {
+                let rtp = &cm.rtp;
                 rtp.keystream(ssrc, index)
                     .apply_keystream_b2b(payload, &mut dst[header_len..len])
                     .map_err(|_| SrtpError::Crypto)?;
@@ -254,7 +263,8 @@ impl Cipher {
         index: u64,
     ) -> Result<usize, SrtpError> {
         match &self.keys {
-            Keys::Cm { rtp, .. } => {
+            Keys::Cm(cm) => {
+                let rtp = &cm.rtp;
                 let end = buf.len() - CM_TAG;
                 let roc = roc_bytes(index);
                 let expected = rtp.tag([&buf[..end], &roc]);
@@ -294,7 +304,8 @@ impl Cipher {
     ) -> Result<usize, SrtpError> {
         let word = (index | SRTCP_E_FLAG).to_be_bytes();
         match &self.keys {
-            Keys::Cm { rtcp, .. } => {
+            Keys::Cm(cm) => {
+                let rtcp = &cm.rtcp;
                 // RFC 3711 §3.4: encrypt after the first 8 bytes; E||index follows the
                 // payload; the tag covers header, payload and that word.
                 rtcp.keystream(ssrc, u64::from(index))
@@ -340,7 +351,8 @@ impl Cipher {
         let encrypted = word & SRTCP_E_FLAG != 0;
         let len = buf.len();
         match &self.keys {
-            Keys::Cm { rtcp, .. } => {
+            Keys::Cm(cm) => {
+                let rtcp = &cm.rtcp;
                 let end = len - CM_TAG;
                 let expected = rtcp.tag([&buf[..end], &[]]);
                 if !bool::from(expected.ct_eq(&buf[end..])) {
