@@ -307,3 +307,22 @@ fn rtp_ids(buf: &[u8]) -> (u32, u16) {
 fn rtcp_ssrc(buf: &[u8]) -> u32 {
     u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_can_move_to_a_shard_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<SrtpContext>();
+        assert_send::<SrtpError>();
+    }
+
+    #[test]
+    fn context_is_small_enough_to_keep_per_peer() {
+        // Two contexts per peer live in the shard's peer slab; keys are boxed or owned
+        // by aws-lc, the SSRC table is a boxed slice.
+        assert!(std::mem::size_of::<SrtpContext>() <= 256);
+    }
+}

@@ -150,3 +150,46 @@ fn rfc7714_17_3_srtcp_tag_only() {
         Err(SrtpError::AuthFailed)
     );
 }
+
+/// RFC 3711 §3.4 with E = 0: the packet is authenticated but not encrypted; the tag
+/// covers the RTCP packet and the E||index word. Built here with an independent HMAC.
+#[test]
+fn aes_cm_srtcp_with_e_flag_clear_is_authenticated_only() {
+    use hmac::{Hmac, Mac};
+    let mut keys = session(
+        "2B7E151628AED2A6ABF7158809CF4F3C",
+        "F0F1F2F3F4F5F6F7F8F9FAFBFCFD",
+    );
+    keys.auth_key = [0x11; 20];
+    let cipher =
+        Cipher::from_session_keys(SrtpProfile::Aes128CmSha1_80, &keys, &keys).expect("valid keys");
+    let plain = unhex(RTCP);
+    let word = 0x0000_0123u32.to_be_bytes();
+    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(&keys.auth_key).expect("any length");
+    mac.update(&plain);
+    mac.update(&word);
+    let tag = mac.finalize().into_bytes();
+    let mut packet = plain.clone();
+    packet.extend_from_slice(&word);
+    packet.extend_from_slice(&tag[..10]);
+
+    let mut buf = packet.clone();
+    let n = cipher
+        .open_rtcp(&mut buf, 0x4d61_7273, 0x123)
+        .expect("verifies");
+    assert_eq!(&buf[..n], &plain[..], "nothing decrypted");
+
+    let mut bad = packet.clone();
+    bad[12] ^= 4;
+    assert_eq!(
+        cipher.open_rtcp(&mut bad, 0x4d61_7273, 0x123),
+        Err(SrtpError::AuthFailed)
+    );
+    // The same bytes claimed as encrypted (E = 1) do not verify either.
+    let mut flagged = packet.clone();
+    flagged[plain.len()] |= 0x80;
+    assert_eq!(
+        cipher.open_rtcp(&mut flagged, 0x4d61_7273, 0x123 | SRTCP_E_FLAG),
+        Err(SrtpError::AuthFailed)
+    );
+}
