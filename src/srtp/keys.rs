@@ -19,6 +19,10 @@ use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
 use super::error::SrtpError;
 use super::profile::SrtpProfile;
 
+/// The TLS exporter label for DTLS-SRTP keying material (RFC 5764 §4.2); export
+/// [`SrtpProfile::keying_material_len`] bytes with it and an empty context.
+pub const DTLS_SRTP_EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
+
 /// Which side of the DTLS handshake we were; decides which exported half we send with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DtlsRole {

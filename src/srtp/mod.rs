@@ -7,8 +7,9 @@
 //!
 //! # How the shard uses it
 //!
-//! 1. When DTLS completes, export `profile.keying_material_len()` bytes with the label
-//!    `EXTRACTOR-dtls_srtp` and build both directions:
+//! 1. When DTLS completes, map the negotiated `use_srtp` id with
+//!    [`SrtpProfile::from_dtls_id`], export `profile.keying_material_len()` bytes with
+//!    [`DTLS_SRTP_EXPORTER_LABEL`] and build both directions:
 //!    `let (tx, rx) = SrtpContext::from_dtls(profile, &material, DtlsRole::Server)?;`
 //!    (RFC 5764 §4.2 key layout; [`split_keying_material`] if you want the keys).
 //! 2. Inbound RTP (first byte 128..191, RTP payload type): parse the header length, then
@@ -37,6 +38,21 @@
 //!   authenticated; a forged packet changes no state.
 //! - Tags are compared in constant time (`subtle` for HMAC, aws-lc for GCM).
 //! - Malformed input returns an error and never panics (`tests/srtp_fuzz.rs`).
+//! - **Caller's duty**: never protect two *different* packets with the same SSRC and
+//!   sequence number in one rollover period. Re-protecting the identical packet (a
+//!   retransmission without RTX) is harmless, but different plaintext under the same
+//!   index reuses the AES-CTR keystream or, worse, the GCM nonce. The sender side keeps
+//!   no window, exactly like `webrtc-srtp` (and libsrtp with `allow_repeat_tx`).
+//!
+//! # Differences from `webrtc-srtp` (output bytes are identical)
+//!
+//! - The receive-side rollover state only moves forward (RFC 3711 §3.3.1); webrtc-srtp
+//!   also moves it back for late packets. Both estimate the same index for reordering
+//!   below 2^15 packets.
+//! - Replay detection runs on the full 48-bit index, not the 16-bit sequence number.
+//! - SRTCP with the E flag clear is authenticated before it is accepted (webrtc-srtp's
+//!   AES-CM path returns it unchecked).
+//! - Per-SSRC state is created only for packets that authenticated.
 //!
 //! # What we implement and skip
 //!
@@ -61,7 +77,7 @@ mod vectors;
 
 pub use context::{DEFAULT_MAX_SSRCS, SrtpContext};
 pub use error::{Blame, SrtpError};
-pub use keys::{DtlsRole, MasterKey, split_keying_material};
+pub use keys::{DTLS_SRTP_EXPORTER_LABEL, DtlsRole, MasterKey, split_keying_material};
 pub use profile::SrtpProfile;
 pub use replay::REPLAY_WINDOW;
 
