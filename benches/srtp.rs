@@ -77,9 +77,7 @@ fn protect(c: &mut Criterion) {
                 seq = seq.wrapping_add(1);
                 plain[2..4].copy_from_slice(&seq.to_be_bytes());
                 buf[..plain.len()].copy_from_slice(&plain);
-                let n = ctx
-                    .protect_rtp(&mut buf, plain.len(), HEADER)
-                    .expect("protect");
+                let n = ctx.protect_rtp(&mut buf, plain.len(), HEADER).expect("protect");
                 black_box(&buf[..n]);
             })
         });
@@ -90,9 +88,7 @@ fn protect(c: &mut Criterion) {
             b.iter(|| {
                 seq = seq.wrapping_add(1);
                 plain[2..4].copy_from_slice(&seq.to_be_bytes());
-                let n = ctx
-                    .protect_rtp_into(&plain, HEADER, &mut buf)
-                    .expect("protect");
+                let n = ctx.protect_rtp_into(&plain, HEADER, &mut buf).expect("protect");
                 black_box(&buf[..n]);
             })
         });
@@ -122,9 +118,7 @@ fn unprotect(c: &mut Criterion) {
                 let plain = plain_packet(seq);
                 let mut buf = vec![0u8; plain.len() + profile.rtp_overhead()];
                 buf[..plain.len()].copy_from_slice(&plain);
-                let n = tx
-                    .protect_rtp(&mut buf, plain.len(), HEADER)
-                    .expect("protect");
+                let n = tx.protect_rtp(&mut buf, plain.len(), HEADER).expect("protect");
                 buf.truncate(n);
                 buf
             })
@@ -144,9 +138,7 @@ fn unprotect(c: &mut Criterion) {
                 let pkt = &pool[i];
                 i += 1;
                 buf[..pkt.len()].copy_from_slice(pkt);
-                let n = rx
-                    .unprotect_rtp(&mut buf[..pkt.len()], HEADER)
-                    .expect("unprotect");
+                let n = rx.unprotect_rtp(&mut buf[..pkt.len()], HEADER).expect("unprotect");
                 black_box(&buf[..n]);
             })
         });

@@ -94,14 +94,11 @@ fn protect_and_unprotect_do_not_allocate() {
 
                 let len = rtp(seq, ssrc + 100, &mut src, 1000);
                 dst[..12].copy_from_slice(&src[..12]);
-                let n = tx
-                    .protect_rtp_payload_into(&mut dst, 12, &src[12..len])
-                    .expect("protect into");
+                let n =
+                    tx.protect_rtp_payload_into(&mut dst, 12, &src[12..len]).expect("protect into");
                 dst[n - 1] ^= 1;
                 assert!(rx.unprotect_rtp(&mut dst[..n], 12).is_err(), "forged");
-                let n = tx
-                    .protect_rtp_into(&src[..len], 12, &mut dst)
-                    .expect("into");
+                let n = tx.protect_rtp_into(&src[..len], 12, &mut dst).expect("into");
                 assert!(n > len);
 
                 buf[..8].copy_from_slice(&[0x80, 200, 0, 6, 0, 0, 0, (i % 3) as u8]);
@@ -110,10 +107,7 @@ fn protect_and_unprotect_do_not_allocate() {
                 assert!(rx.unprotect_rtcp(&mut buf[..n]).is_err(), "replay");
             }
         });
-        assert_eq!(
-            count, 0,
-            "{profile:?}: {count} allocations on the packet path"
-        );
+        assert_eq!(count, 0, "{profile:?}: {count} allocations on the packet path");
         assert_eq!(rx.roc(0x1000), Some(1), "the run crossed the sequence wrap");
     }
 }

@@ -26,11 +26,7 @@ struct Keys {
 
 impl Keys {
     fn random(rng: &mut Rng, profile: SrtpProfile) -> Keys {
-        Keys {
-            key: rng.bytes(profile.key_len()),
-            salt: rng.bytes(profile.salt_len()),
-            profile,
-        }
+        Keys { key: rng.bytes(profile.key_len()), salt: rng.bytes(profile.salt_len()), profile }
     }
 
     fn ours(&self) -> SrtpContext {
@@ -53,9 +49,7 @@ impl Keys {
 fn protect_ours(ctx: &mut SrtpContext, plain: &[u8], header_len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; plain.len() + ctx.profile().rtp_overhead()];
     buf[..plain.len()].copy_from_slice(plain);
-    let n = ctx
-        .protect_rtp(&mut buf, plain.len(), header_len)
-        .expect("protect");
+    let n = ctx.protect_rtp(&mut buf, plain.len(), header_len).expect("protect");
     buf.truncate(n);
     buf
 }
@@ -101,9 +95,8 @@ fn rtp_matches_webrtc_srtp_across_rollover_and_reordering() {
             assert_eq!(ours, theirs.to_vec(), "{profile:?} packet {i} differs");
 
             let mut dst = vec![0u8; pkt.len() + profile.rtp_overhead() + 7];
-            let m = ours_tx_into
-                .protect_rtp_into(pkt, *header_len, &mut dst)
-                .expect("protect_into");
+            let m =
+                ours_tx_into.protect_rtp_into(pkt, *header_len, &mut dst).expect("protect_into");
             assert_eq!(&dst[..m], &ours[..], "{profile:?} fused path differs");
 
             protected_ours.push((i, ours));
@@ -175,17 +168,13 @@ fn rtcp_matches_webrtc_srtp() {
             let plain = rtcp_packet(&mut rng, ssrc, words);
             let mut buf = vec![0u8; plain.len() + profile.rtcp_overhead()];
             buf[..plain.len()].copy_from_slice(&plain);
-            let len = ours_tx
-                .protect_rtcp(&mut buf, plain.len())
-                .expect("protect");
+            let len = ours_tx.protect_rtcp(&mut buf, plain.len()).expect("protect");
             assert_eq!(len, buf.len());
             let theirs = theirs_tx.encrypt_rtcp(&plain).expect("encrypt");
             assert_eq!(buf, theirs.to_vec(), "{profile:?} rtcp {i} differs");
 
             let mut mine = theirs.to_vec();
-            let n = ours_rx
-                .unprotect_rtcp(&mut mine)
-                .expect("ours opens theirs");
+            let n = ours_rx.unprotect_rtcp(&mut mine).expect("ours opens theirs");
             assert_eq!(&mine[..n], &plain[..]);
             let opened = theirs_rx.decrypt_rtcp(&buf).expect("theirs opens ours");
             assert_eq!(opened.to_vec(), plain);
@@ -239,17 +228,11 @@ fn dtls_key_split_pairs_client_and_server() {
         let (pkt, header_len) = rtp_packet(&mut rng, 42, 7, 300);
         let ours = protect_ours(&mut client_tx, &pkt, header_len);
         assert_eq!(ours, theirs.encrypt_rtp(&pkt).expect("encrypt").to_vec());
-        assert_eq!(
-            unprotect_ours(&mut server_rx, &ours).expect("server opens"),
-            pkt
-        );
+        assert_eq!(unprotect_ours(&mut server_rx, &ours).expect("server opens"), pkt);
 
         let (pkt, header_len) = rtp_packet(&mut rng, 42, 8, 300);
         let back = protect_ours(&mut server_tx, &pkt, header_len);
-        assert_eq!(
-            unprotect_ours(&mut client_rx, &back).expect("client opens"),
-            pkt
-        );
+        assert_eq!(unprotect_ours(&mut client_rx, &back).expect("client opens"), pkt);
         assert_eq!(
             unprotect_ours(&mut server_rx, &back),
             Err(SrtpError::AuthFailed),

@@ -20,9 +20,7 @@ fn protect(tx: &mut SrtpContext, rng: &mut Rng, ssrc: u32, seq: u16) -> (Vec<u8>
     let (plain, header_len) = rtp_packet(rng, ssrc, seq, 200);
     let mut buf = vec![0u8; plain.len() + tx.profile().rtp_overhead()];
     buf[..plain.len()].copy_from_slice(&plain);
-    let n = tx
-        .protect_rtp(&mut buf, plain.len(), header_len)
-        .expect("protect");
+    let n = tx.protect_rtp(&mut buf, plain.len(), header_len).expect("protect");
     buf.truncate(n);
     (plain, buf)
 }
@@ -40,9 +38,7 @@ fn replayed_and_too_old_rtp_is_rejected() {
     for profile in PROFILES {
         let mut rng = Rng::new(1);
         let (mut tx, mut rx) = pair(profile, 4);
-        let packets: Vec<_> = (0..400u16)
-            .map(|seq| protect(&mut tx, &mut rng, 77, seq))
-            .collect();
+        let packets: Vec<_> = (0..400u16).map(|seq| protect(&mut tx, &mut rng, 77, seq)).collect();
         assert_eq!(open(&mut rx, &packets[300].1), Ok(packets[300].0.clone()));
         assert_eq!(open(&mut rx, &packets[300].1), Err(SrtpError::Replayed));
         // 127 behind the highest is still inside the 128-wide window, 128 is not.
@@ -81,10 +77,7 @@ fn any_flipped_bit_fails_authentication_and_changes_no_state() {
             assert!(
                 // A flip in the sequence number can land behind the window: dropped
                 // before authentication, which is just as well.
-                matches!(
-                    got,
-                    Err(SrtpError::AuthFailed | SrtpError::TooShort | SrtpError::TooOld)
-                ),
+                matches!(got, Err(SrtpError::AuthFailed | SrtpError::TooShort | SrtpError::TooOld)),
                 "{profile:?} bit {bit} (header {header_len}): {got:?}"
             );
         }
@@ -126,10 +119,7 @@ fn ssrc_table_limit_and_removal() {
         let (plain, header_len) = rtp_packet(&mut rng, 3, 10, 10);
         let mut buf = plain.clone();
         buf.resize(plain.len() + profile.rtp_overhead(), 0);
-        assert_eq!(
-            tx.protect_rtp(&mut buf, plain.len(), header_len),
-            Err(SrtpError::NoContext)
-        );
+        assert_eq!(tx.protect_rtp(&mut buf, plain.len(), header_len), Err(SrtpError::NoContext));
         assert!(open(&mut rx, &a.1).is_ok());
         assert!(open(&mut rx, &b.1).is_ok());
         assert_eq!(rx.ssrc_count(), rx.max_ssrcs());
@@ -155,10 +145,7 @@ fn argument_checks() {
         );
         let mut buf = vec![0u8; plain.len() + 16];
         buf[..plain.len()].copy_from_slice(&plain);
-        assert_eq!(
-            tx.protect_rtp(&mut buf, plain.len(), 11),
-            Err(SrtpError::BadHeaderLen)
-        );
+        assert_eq!(tx.protect_rtp(&mut buf, plain.len(), 11), Err(SrtpError::BadHeaderLen));
         assert_eq!(
             tx.protect_rtp(&mut buf, plain.len(), plain.len() + 1),
             Err(SrtpError::BadHeaderLen)
@@ -170,17 +157,11 @@ fn argument_checks() {
         );
         let mut short = vec![0x80u8; 12 + profile.tag_len() - 1];
         assert_eq!(rx.unprotect_rtp(&mut short, 12), Err(SrtpError::TooShort));
-        assert_eq!(
-            rx.unprotect_rtp(&mut short, 4),
-            Err(SrtpError::BadHeaderLen)
-        );
+        assert_eq!(rx.unprotect_rtp(&mut short, 4), Err(SrtpError::BadHeaderLen));
         let mut rtcp = vec![0x80u8; 7 + profile.rtcp_overhead()];
         assert_eq!(tx.protect_rtcp(&mut rtcp, 7), Err(SrtpError::TooShort));
         let mut rtcp = vec![0x80u8; 8 + profile.rtcp_overhead() - 1];
-        assert_eq!(
-            tx.protect_rtcp(&mut rtcp, 8),
-            Err(SrtpError::BufferTooSmall)
-        );
+        assert_eq!(tx.protect_rtcp(&mut rtcp, 8), Err(SrtpError::BufferTooSmall));
         assert_eq!(rx.unprotect_rtcp(&mut rtcp), Err(SrtpError::TooShort));
         assert_eq!(
             MasterKey::new(profile, &[0; 16], &[0; 13]).err(),
@@ -217,10 +198,7 @@ fn srtcp_replay_and_auth_failure() {
             let got = open(&mut rx, &forged);
             // A flip in the index can land on an already-seen or too-old index.
             assert!(
-                matches!(
-                    got,
-                    Err(SrtpError::AuthFailed | SrtpError::Replayed | SrtpError::TooOld)
-                ),
+                matches!(got, Err(SrtpError::AuthFailed | SrtpError::Replayed | SrtpError::TooOld)),
                 "{profile:?} bit {bit}: {got:?}"
             );
         }
@@ -252,9 +230,7 @@ fn rewrite_then_protect_payload_into() {
             rewritten.extend_from_slice(&src[header_len..]);
             let mut expected = rewritten.clone();
             expected.resize(rewritten.len() + profile.rtp_overhead(), 0);
-            reference_tx
-                .protect_rtp(&mut expected, rewritten.len(), header_len)
-                .expect("protect");
+            reference_tx.protect_rtp(&mut expected, rewritten.len(), header_len).expect("protect");
             assert_eq!(&slot[..n], &expected[..]);
             assert_eq!(open(&mut rx, &slot[..n]), Ok(rewritten));
         }

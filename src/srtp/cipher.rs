@@ -66,10 +66,7 @@ impl CmKeys {
         for (b, s) in iv[8..14].iter_mut().zip(&index.to_be_bytes()[2..]) {
             *b ^= s;
         }
-        Aes128Ctr::from_core(CtrCore::inner_iv_init(
-            self.aes.clone(),
-            &GenericArray::from(iv),
-        ))
+        Aes128Ctr::from_core(CtrCore::inner_iv_init(self.aes.clone(), &GenericArray::from(iv)))
     }
 
     /// HMAC-SHA1 over `parts` in order, truncated to the 80-bit tag.
@@ -97,10 +94,7 @@ impl GcmKeys {
         let key = UnboundKey::new(&AES_128_GCM, &keys.enc_key).map_err(|_| SrtpError::Crypto)?;
         let mut salt = [0u8; 12];
         salt.copy_from_slice(&keys.salt[..12]);
-        Ok(GcmKeys {
-            key: LessSafeKey::new(key),
-            salt,
-        })
+        Ok(GcmKeys { key: LessSafeKey::new(key), salt })
     }
 
     /// SRTP IV (RFC 7714 §8.1): `00 00 | SSRC | ROC | SEQ` XOR salt, where ROC and SEQ
@@ -164,14 +158,12 @@ impl Cipher {
         rtcp: &SessionKeys,
     ) -> Result<Cipher, SrtpError> {
         let keys = match profile {
-            SrtpProfile::Aes128CmSha1_80 => Keys::Cm(Box::new(CmPair {
-                rtp: CmKeys::new(rtp)?,
-                rtcp: CmKeys::new(rtcp)?,
-            })),
-            SrtpProfile::AeadAes128Gcm => Keys::Gcm {
-                rtp: GcmKeys::new(rtp)?,
-                rtcp: GcmKeys::new(rtcp)?,
-            },
+            SrtpProfile::Aes128CmSha1_80 => {
+                Keys::Cm(Box::new(CmPair { rtp: CmKeys::new(rtp)?, rtcp: CmKeys::new(rtcp)? }))
+            }
+            SrtpProfile::AeadAes128Gcm => {
+                Keys::Gcm { rtp: GcmKeys::new(rtp)?, rtcp: GcmKeys::new(rtcp)? }
+            }
         };
         Ok(Cipher { keys })
     }
@@ -190,8 +182,7 @@ impl Cipher {
         match &self.keys {
             Keys::Cm(cm) => {
                 let rtp = &cm.rtp;
-                rtp.keystream(ssrc, index)
-                    .apply_keystream(&mut buf[header_len..len]);
+                rtp.keystream(ssrc, index).apply_keystream(&mut buf[header_len..len]);
                 let roc = roc_bytes(index);
                 let tag = rtp.tag([&buf[..len], &roc]);
                 buf[len..len + CM_TAG].copy_from_slice(&tag);
@@ -271,8 +262,7 @@ impl Cipher {
                 if !bool::from(expected.ct_eq(&buf[end..])) {
                     return Err(SrtpError::AuthFailed);
                 }
-                rtp.keystream(ssrc, index)
-                    .apply_keystream(&mut buf[header_len..end]);
+                rtp.keystream(ssrc, index).apply_keystream(&mut buf[header_len..end]);
                 Ok(end)
             }
             Keys::Gcm { rtp, .. } => {

@@ -132,10 +132,7 @@ impl SrtpContext {
             return Err(SrtpError::BufferTooSmall);
         }
         let (ssrc, seq) = rtp_ids(buf);
-        let stream = self
-            .streams
-            .get_or_insert(ssrc)
-            .ok_or(SrtpError::NoContext)?;
+        let stream = self.streams.get_or_insert(ssrc).ok_or(SrtpError::NoContext)?;
         let index = stream.rtp.estimate(seq)?;
         let out = self.cipher.seal_rtp(buf, len, header_len, ssrc, index)?;
         stream.rtp.update(index);
@@ -185,14 +182,9 @@ impl SrtpContext {
             return Err(SrtpError::BufferTooSmall);
         }
         let (ssrc, seq) = rtp_ids(dst);
-        let stream = self
-            .streams
-            .get_or_insert(ssrc)
-            .ok_or(SrtpError::NoContext)?;
+        let stream = self.streams.get_or_insert(ssrc).ok_or(SrtpError::NoContext)?;
         let index = stream.rtp.estimate(seq)?;
-        let out = self
-            .cipher
-            .seal_rtp_from(dst, header_len, payload, ssrc, index)?;
+        let out = self.cipher.seal_rtp_from(dst, header_len, payload, ssrc, index)?;
         stream.rtp.update(index);
         Ok(out)
     }
@@ -225,10 +217,7 @@ impl SrtpContext {
         replay.check(index)?;
         let plain = self.cipher.open_rtp(buf, header_len, ssrc, index)?;
         // Room was checked above and nothing changed the table since.
-        let stream = self
-            .streams
-            .claim(found, ssrc)
-            .ok_or(SrtpError::NoContext)?;
+        let stream = self.streams.claim(found, ssrc).ok_or(SrtpError::NoContext)?;
         stream.rtp.update(index);
         stream.rtp_replay.accept(index);
         Ok(plain)
@@ -246,10 +235,7 @@ impl SrtpContext {
             return Err(SrtpError::BufferTooSmall);
         }
         let ssrc = rtcp_ssrc(buf);
-        let stream = self
-            .streams
-            .get_or_insert(ssrc)
-            .ok_or(SrtpError::NoContext)?;
+        let stream = self.streams.get_or_insert(ssrc).ok_or(SrtpError::NoContext)?;
         if stream.rtcp_sent >= MAX_SRTCP_INDEX {
             return Err(SrtpError::IndexExhausted);
         }
@@ -285,10 +271,7 @@ impl SrtpContext {
         };
         replay.check(u64::from(index))?;
         let plain = self.cipher.open_rtcp(buf, ssrc, word)?;
-        let stream = self
-            .streams
-            .claim(found, ssrc)
-            .ok_or(SrtpError::NoContext)?;
+        let stream = self.streams.claim(found, ssrc).ok_or(SrtpError::NoContext)?;
         stream.rtcp_replay.accept(u64::from(index));
         Ok(plain)
     }

@@ -53,11 +53,7 @@ impl MasterKey {
         k.copy_from_slice(key);
         let mut s = [0u8; 14];
         s[..salt.len()].copy_from_slice(salt);
-        Ok(MasterKey {
-            profile,
-            key: k,
-            salt: s,
-        })
+        Ok(MasterKey { profile, key: k, salt: s })
     }
 
     /// The profile this key was made for.
@@ -78,9 +74,7 @@ impl MasterKey {
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MasterKey")
-            .field("profile", &self.profile)
-            .finish_non_exhaustive()
+        f.debug_struct("MasterKey").field("profile", &self.profile).finish_non_exhaustive()
     }
 }
 
@@ -174,11 +168,7 @@ impl SessionKeys {
         } else {
             (label::RTP_ENCRYPTION, label::RTP_AUTH, label::RTP_SALT)
         };
-        let mut keys = SessionKeys {
-            enc_key: [0; 16],
-            salt: [0; 14],
-            auth_key: [0; 20],
-        };
+        let mut keys = SessionKeys { enc_key: [0; 16], salt: [0; 14], auth_key: [0; 20] };
         derive(master, l_enc, &mut keys.enc_key);
         let salt_len = master.profile().salt_len();
         derive(master, l_salt, &mut keys.salt[..salt_len]);
@@ -225,10 +215,7 @@ mod tests {
         assert_eq!(salt.to_vec(), unhex("30CBBC08863D8C85D49DB34A9AE1"));
         let mut auth = [0u8; 20];
         derive(&master, label::RTP_AUTH, &mut auth);
-        assert_eq!(
-            auth.to_vec(),
-            unhex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4")
-        );
+        assert_eq!(auth.to_vec(), unhex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4"));
         // The RFC prints 94 bytes of the auth key stream; check past the first block too.
         let mut long = [0u8; 48];
         derive(&master, label::RTP_AUTH, &mut long);
@@ -240,10 +227,7 @@ mod tests {
             )
         );
         let keys = SessionKeys::derive(&master, false);
-        assert_eq!(
-            keys.enc_key.to_vec(),
-            unhex("C61E7A93744F39EE10734AFE3FF7A087")
-        );
+        assert_eq!(keys.enc_key.to_vec(), unhex("C61E7A93744F39EE10734AFE3FF7A087"));
     }
 
     #[test]
@@ -271,13 +255,7 @@ mod tests {
     fn master_key_checks_lengths() {
         let p = SrtpProfile::Aes128CmSha1_80;
         assert!(MasterKey::new(p, &[0; 16], &[0; 14]).is_ok());
-        assert_eq!(
-            MasterKey::new(p, &[0; 16], &[0; 12]).err(),
-            Some(SrtpError::BadKeyLength)
-        );
-        assert_eq!(
-            MasterKey::new(p, &[0; 15], &[0; 14]).err(),
-            Some(SrtpError::BadKeyLength)
-        );
+        assert_eq!(MasterKey::new(p, &[0; 16], &[0; 12]).err(), Some(SrtpError::BadKeyLength));
+        assert_eq!(MasterKey::new(p, &[0; 15], &[0; 14]).err(), Some(SrtpError::BadKeyLength));
     }
 }

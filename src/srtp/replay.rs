@@ -18,11 +18,7 @@ pub(crate) struct ReplayWindow {
 
 impl ReplayWindow {
     /// An empty window (nothing accepted yet).
-    pub(crate) const ZERO: ReplayWindow = ReplayWindow {
-        top: 0,
-        bits: 0,
-        started: false,
-    };
+    pub(crate) const ZERO: ReplayWindow = ReplayWindow { top: 0, bits: 0, started: false };
 
     /// Whether `index` may be accepted. Does not change the window: call
     /// [`ReplayWindow::accept`] only once the packet authenticated.
@@ -48,11 +44,7 @@ impl ReplayWindow {
             self.bits = 1;
         } else if index > self.top {
             let ahead = index - self.top;
-            self.bits = if ahead >= REPLAY_WINDOW {
-                0
-            } else {
-                self.bits << ahead
-            };
+            self.bits = if ahead >= REPLAY_WINDOW { 0 } else { self.bits << ahead };
             self.bits |= 1;
             self.top = index;
         } else {
@@ -75,11 +67,7 @@ pub(crate) struct Rollover {
 
 impl Rollover {
     /// A stream that has seen no packet yet.
-    pub(crate) const ZERO: Rollover = Rollover {
-        roc: 0,
-        s_l: 0,
-        started: false,
-    };
+    pub(crate) const ZERO: Rollover = Rollover { roc: 0, s_l: 0, started: false };
 
     /// The rollover counter of the highest index seen so far.
     pub(crate) fn roc(&self) -> u32 {

@@ -124,11 +124,7 @@ impl SsrcTable {
                     return None;
                 }
                 self.len += 1;
-                self.slots[i] = Slot {
-                    ssrc,
-                    used: true,
-                    stream: Stream::default(),
-                };
+                self.slots[i] = Slot { ssrc, used: true, stream: Stream::default() };
                 Some(&mut self.slots[i].stream)
             }
         }
@@ -174,9 +170,7 @@ mod tests {
     #[test]
     fn insert_get_remove_stay_consistent() {
         let mut t = SsrcTable::new(16);
-        let ssrcs: Vec<u32> = (0..16u32)
-            .map(|i| i.wrapping_mul(0x1000_0001) ^ 7)
-            .collect();
+        let ssrcs: Vec<u32> = (0..16u32).map(|i| i.wrapping_mul(0x1000_0001) ^ 7).collect();
         for &s in &ssrcs {
             t.get_or_insert(s).expect("room").rtcp_sent = s;
         }

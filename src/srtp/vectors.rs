@@ -18,11 +18,7 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn session(key: &str, salt: &str) -> SessionKeys {
-    let mut keys = SessionKeys {
-        enc_key: [0; 16],
-        salt: [0; 14],
-        auth_key: [0; 20],
-    };
+    let mut keys = SessionKeys { enc_key: [0; 16], salt: [0; 14], auth_key: [0; 20] };
     keys.enc_key.copy_from_slice(&unhex(key));
     let salt = unhex(salt);
     keys.salt[..salt.len()].copy_from_slice(&salt);
@@ -33,18 +29,13 @@ fn session(key: &str, salt: &str) -> SessionKeys {
 /// encrypting zeros yields the published keystream, including blocks 0xFEFF..0xFF01.
 #[test]
 fn rfc3711_b2_aes_cm_keystream() {
-    let keys = session(
-        "2B7E151628AED2A6ABF7158809CF4F3C",
-        "F0F1F2F3F4F5F6F7F8F9FAFBFCFD",
-    );
+    let keys = session("2B7E151628AED2A6ABF7158809CF4F3C", "F0F1F2F3F4F5F6F7F8F9FAFBFCFD");
     let cipher =
         Cipher::from_session_keys(SrtpProfile::Aes128CmSha1_80, &keys, &keys).expect("valid keys");
     let segment = 65282 * 16;
     let mut buf = vec![0u8; 12 + segment + 10];
     buf[0] = 0x80;
-    let n = cipher
-        .seal_rtp(&mut buf, 12 + segment, 12, 0, 0)
-        .expect("fits");
+    let n = cipher.seal_rtp(&mut buf, 12 + segment, 12, 0, 0).expect("fits");
     assert_eq!(n, 12 + segment + 10);
     let ks = &buf[12..12 + segment];
     assert_eq!(
@@ -84,31 +75,22 @@ fn rfc7714_16_1_srtp_seal_and_open() {
     let expected = unhex(SRTP);
     let mut buf = vec![0u8; plain.len() + 16];
     buf[..plain.len()].copy_from_slice(&plain);
-    let n = gcm()
-        .seal_rtp(&mut buf, plain.len(), 12, 0x5501a0b2, 0xf17b)
-        .expect("fits");
+    let n = gcm().seal_rtp(&mut buf, plain.len(), 12, 0x5501a0b2, 0xf17b).expect("fits");
     assert_eq!(&buf[..n], &expected[..]);
 
     // The fused copy path produces the same bytes.
     let mut dst = vec![0u8; expected.len()];
     dst[..12].copy_from_slice(&plain[..12]);
-    let n = gcm()
-        .seal_rtp_from(&mut dst, 12, &plain[12..], 0x5501a0b2, 0xf17b)
-        .expect("fits");
+    let n = gcm().seal_rtp_from(&mut dst, 12, &plain[12..], 0x5501a0b2, 0xf17b).expect("fits");
     assert_eq!(&dst[..n], &expected[..]);
 
     let mut buf = expected.clone();
-    let n = gcm()
-        .open_rtp(&mut buf, 12, 0x5501a0b2, 0xf17b)
-        .expect("verifies");
+    let n = gcm().open_rtp(&mut buf, 12, 0x5501a0b2, 0xf17b).expect("verifies");
     assert_eq!(&buf[..n], &plain[..]);
 
     let mut bad = expected.clone();
     bad[20] ^= 1;
-    assert_eq!(
-        gcm().open_rtp(&mut bad, 12, 0x5501a0b2, 0xf17b),
-        Err(SrtpError::AuthFailed)
-    );
+    assert_eq!(gcm().open_rtp(&mut bad, 12, 0x5501a0b2, 0xf17b), Err(SrtpError::AuthFailed));
 }
 
 /// RFC 7714 §17.1 / §17.2: SRTCP with SSRC "Mars", index 0x5d4, E = 1.
@@ -119,15 +101,11 @@ fn rfc7714_17_1_srtcp_seal_and_open() {
     let ssrc = 0x4d61_7273;
     let mut buf = vec![0u8; plain.len() + 20];
     buf[..plain.len()].copy_from_slice(&plain);
-    let n = gcm()
-        .seal_rtcp(&mut buf, plain.len(), ssrc, SRTCP_INDEX)
-        .expect("fits");
+    let n = gcm().seal_rtcp(&mut buf, plain.len(), ssrc, SRTCP_INDEX).expect("fits");
     assert_eq!(&buf[..n], &expected[..]);
 
     let mut buf = expected.clone();
-    let n = gcm()
-        .open_rtcp(&mut buf, ssrc, SRTCP_INDEX | SRTCP_E_FLAG)
-        .expect("verifies");
+    let n = gcm().open_rtcp(&mut buf, ssrc, SRTCP_INDEX | SRTCP_E_FLAG).expect("verifies");
     assert_eq!(&buf[..n], &plain[..]);
 }
 
@@ -137,18 +115,13 @@ fn rfc7714_17_3_srtcp_tag_only() {
     let plain = unhex(RTCP);
     let tagged = unhex(SRTCP_TAG_ONLY);
     let mut buf = tagged.clone();
-    let n = gcm()
-        .open_rtcp(&mut buf, 0x4d61_7273, SRTCP_INDEX)
-        .expect("verifies");
+    let n = gcm().open_rtcp(&mut buf, 0x4d61_7273, SRTCP_INDEX).expect("verifies");
     assert_eq!(&buf[..n], &plain[..]);
     assert_eq!(buf, tagged, "trailer restored after the AAD shuffle");
 
     let mut bad = tagged.clone();
     bad[9] ^= 0x80;
-    assert_eq!(
-        gcm().open_rtcp(&mut bad, 0x4d61_7273, SRTCP_INDEX),
-        Err(SrtpError::AuthFailed)
-    );
+    assert_eq!(gcm().open_rtcp(&mut bad, 0x4d61_7273, SRTCP_INDEX), Err(SrtpError::AuthFailed));
 }
 
 /// RFC 3711 §3.4 with E = 0: the packet is authenticated but not encrypted; the tag
@@ -156,10 +129,7 @@ fn rfc7714_17_3_srtcp_tag_only() {
 #[test]
 fn aes_cm_srtcp_with_e_flag_clear_is_authenticated_only() {
     use hmac::{Hmac, Mac};
-    let mut keys = session(
-        "2B7E151628AED2A6ABF7158809CF4F3C",
-        "F0F1F2F3F4F5F6F7F8F9FAFBFCFD",
-    );
+    let mut keys = session("2B7E151628AED2A6ABF7158809CF4F3C", "F0F1F2F3F4F5F6F7F8F9FAFBFCFD");
     keys.auth_key = [0x11; 20];
     let cipher =
         Cipher::from_session_keys(SrtpProfile::Aes128CmSha1_80, &keys, &keys).expect("valid keys");
@@ -174,17 +144,12 @@ fn aes_cm_srtcp_with_e_flag_clear_is_authenticated_only() {
     packet.extend_from_slice(&tag[..10]);
 
     let mut buf = packet.clone();
-    let n = cipher
-        .open_rtcp(&mut buf, 0x4d61_7273, 0x123)
-        .expect("verifies");
+    let n = cipher.open_rtcp(&mut buf, 0x4d61_7273, 0x123).expect("verifies");
     assert_eq!(&buf[..n], &plain[..], "nothing decrypted");
 
     let mut bad = packet.clone();
     bad[12] ^= 4;
-    assert_eq!(
-        cipher.open_rtcp(&mut bad, 0x4d61_7273, 0x123),
-        Err(SrtpError::AuthFailed)
-    );
+    assert_eq!(cipher.open_rtcp(&mut bad, 0x4d61_7273, 0x123), Err(SrtpError::AuthFailed));
     // The same bytes claimed as encrypted (E = 1) do not verify either.
     let mut flagged = packet.clone();
     flagged[plain.len()] |= 0x80;
