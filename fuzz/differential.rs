@@ -137,7 +137,9 @@ fn extension_block_is_clean(v: &RtpView<'_>) -> bool {
             continue;
         }
         if one {
-            if b >> 4 == 15 {
+            // ID 15 (stop) and ID 0 with a nonzero length nibble are walked differently by
+            // the oracle (it stops early / yields an element with ID 0).
+            if b >> 4 == 15 || b >> 4 == 0 {
                 return false;
             }
             p += 1 + (b & 0x0F) as usize + 1;
@@ -236,7 +238,7 @@ pub fn rtcp(data: &[u8]) {
                 // The oracle keeps an f32: compare with relative tolerance.
                 let ours = r.bitrate() as f64;
                 let theirs = t.bitrate as f64;
-                if ours.is_finite() && ours < 1e30 {
+                if r.bitrate() != u64::MAX {
                     assert!(
                         (ours - theirs).abs() <= ours * 1e-6 + 1.0,
                         "{ours} vs {theirs}"
@@ -251,8 +253,22 @@ pub fn rtcp(data: &[u8]) {
                 assert_eq!(t.packet_status_count, c.status_count);
                 assert_eq!(t.reference_time, c.reference_time as u32 & 0xFF_FFFF);
                 assert_eq!(t.fb_pkt_count, c.fb_pkt_count);
-                let ours_deltas = c.packets().filter_map(|p| p.delta).map(|d| d as i64 * 250);
-                assert!(t.recv_deltas.iter().map(|d| d.delta).eq(ours_deltas));
+                // The oracle counts every symbol of the last status-vector chunk, also those
+                // past the status count (libwebrtc and ringsfu ignore them), so it may read
+                // extra deltas at the end: ours must be a prefix of theirs.
+                let ours_deltas: Vec<i64> = c
+                    .packets()
+                    .filter_map(|p| p.delta)
+                    .map(|d| d as i64 * 250)
+                    .collect();
+                assert!(t.recv_deltas.len() >= ours_deltas.len());
+                assert!(
+                    t.recv_deltas
+                        .iter()
+                        .map(|d| d.delta)
+                        .take(ours_deltas.len())
+                        .eq(ours_deltas.iter().copied())
+                );
             }
             _ => {}
         }

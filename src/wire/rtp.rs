@@ -6,7 +6,7 @@
 //! last byte counts the padding bytes (at least 1, at most the bytes after the header).
 //!
 //! Extension profiles: 0xBEDE one-byte elements (ID 1..=14, 1..=16 bytes; ID 0 is a padding
-//! byte; ID 15 stops the walk), 0x1000..=0x100F two-byte elements (ID 1..=255, 0..=255 bytes;
+//! byte whatever its length nibble; ID 15 stops the walk), 0x1000..=0x100F two-byte elements (ID 1..=255, 0..=255 bytes;
 //! ID 0 is a padding byte). Other profiles are opaque (see [`RtpView::extension_data`]). An
 //! element that overruns the extension block ends the walk; the packet itself stays valid.
 //!
@@ -253,11 +253,12 @@ impl<'a> Iterator for ExtIter<'a> {
             match self.kind {
                 ExtKind::None => return None,
                 ExtKind::OneByte => {
-                    if b == 0 {
+                    let id = b >> 4;
+                    if id == 0 {
+                        // Padding byte; as libwebrtc does, a nonzero length nibble is ignored.
                         self.pos += 1;
                         continue;
                     }
-                    let id = b >> 4;
                     if id == 15 {
                         self.pos = self.buf.len();
                         return None;
