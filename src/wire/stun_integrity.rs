@@ -249,34 +249,38 @@ mod tests {
 
     #[test]
     fn writer_reproduces_rfc5769_request() {
-        // Rebuild §2.1 byte for byte: same attributes, same padding bytes (0x20).
+        // Rebuild §2.1 with our writer: same attributes in the same order. The sample pads
+        // USERNAME with spaces where we pad with zeros, so patch those 3 bytes, then check
+        // that our MAC and CRC over the prefix equal the sample's.
         let m = rfc5769_request();
-        let mut buf = [0u8; 128];
         let txid: [u8; 12] = m[8..20].try_into().unwrap();
         let key = IntegrityKey::short_term(b"VOkJxbRl1RmTxUk/WvJxBt");
-        let mut w =
-            super::super::stun::StunWriter::new(&mut buf, Class::Request, Method::BINDING, &txid)
-                .unwrap();
-        w.software("STUN test client").unwrap();
-        w.priority(0x6e0001ff).unwrap();
-        w.ice_controlled(0x932ff9b151263b36).unwrap();
-        w.username("evtj:h6vY").unwrap();
-        // The sample pads USERNAME with spaces; our writer pads with zeros. Patch the padding
-        // before integrity so the bytes match.
-        let n0 = w.len();
-        drop(w);
+        let mut buf = [0u8; 128];
+        let n0 = {
+            let mut w = super::super::stun::StunWriter::new(
+                &mut buf,
+                Class::Request,
+                Method::BINDING,
+                &txid,
+            )
+            .unwrap();
+            w.software("STUN test client").unwrap();
+            w.priority(0x6e0001ff).unwrap();
+            w.ice_controlled(0x932ff9b151263b36).unwrap();
+            w.username("evtj:h6vY").unwrap();
+            w.len()
+        };
         buf[n0 - 3..n0].copy_from_slice(b"   ");
-        // Continue writing on the same buffer with a writer resumed from the prefix.
-        let mut out = [0u8; 128];
-        out[..n0].copy_from_slice(&buf[..n0]);
-        let mac = mac_sha1(
-            &{
-                let mut pre = out[..n0].to_vec();
-                pre[2..4].copy_from_slice(&((n0 + 24 - 20) as u16).to_be_bytes());
-                pre
-            },
-            &key,
-        );
+        // Length as the MAC sees it: up to and including MESSAGE-INTEGRITY.
+        buf[2..4].copy_from_slice(&((n0 + 24 - 20) as u16).to_be_bytes());
+        // Same bytes as the sample except the length field (the sample's counts FINGERPRINT).
+        assert_eq!((&buf[..2], &buf[4..n0]), (&m[..2], &m[4..n0]));
+        let mac = mac_sha1(&buf[..n0], &key);
         assert_eq!(&mac[..], &m[n0 + 4..n0 + 24]);
+        // FINGERPRINT covers everything before it with the final length.
+        assert_eq!(
+            fingerprint(&m[..m.len() - 8]).to_be_bytes(),
+            m[m.len() - 4..]
+        );
     }
 }

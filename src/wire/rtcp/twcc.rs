@@ -276,26 +276,25 @@ pub fn write(buf: &mut [u8], h: &TwccHeader, deltas: &[Option<i16>]) -> WireResu
             .count();
         let window = &deltas[i..n.min(i + 14)];
         let needs_two_bit = window.iter().any(|d| symbol_of(*d) == 2);
-        let chunk: u16;
-        if run >= 14 || (needs_two_bit && run >= 7) {
-            chunk = (s << 13) | run as u16;
+        let chunk = if run >= 14 || (needs_two_bit && run >= 7) {
             i += run;
+            (s << 13) | run as u16
         } else if !needs_two_bit {
             let mut c = 0x8000u16;
             for (k, d) in window.iter().enumerate() {
                 c |= symbol_of(*d) << (13 - k);
             }
-            chunk = c;
             i += window.len();
+            c
         } else {
             let w7 = &deltas[i..n.min(i + 7)];
             let mut c = 0xC000u16;
             for (k, d) in w7.iter().enumerate() {
                 c |= symbol_of(*d) << (2 * (6 - k));
             }
-            chunk = c;
             i += w7.len();
-        }
+            c
+        };
         let dst = buf
             .get_mut(p..p + 2)
             .ok_or(WireError::BufferTooSmall("rtcp twcc: chunks"))?;
