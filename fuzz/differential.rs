@@ -100,7 +100,7 @@ pub fn rtp(data: &[u8]) {
     if !clean {
         return;
     }
-    let mut b = &data[..];
+    let mut b = data;
     let theirs = Packet::unmarshal(&mut b).expect("rtp crate must accept what ringsfu accepts");
     let h = &theirs.header;
     assert_eq!(h.version, 2);

@@ -354,7 +354,7 @@ fn write_like(p: &RtcpPacket<'_>, buf: &mut [u8]) -> Option<usize> {
             bye::write(buf, &ssrcs, b.reason).ok()?
         }
         RtcpPacket::App(a) => {
-            if a.data.len() % 4 != 0 {
+            if !a.data.len().is_multiple_of(4) {
                 return None;
             }
             app::write(buf, a.subtype, a.ssrc, a.name, a.data).ok()?

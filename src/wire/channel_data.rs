@@ -130,7 +130,7 @@ pub fn stream_frame_len(buf: &[u8]) -> WireResult<Option<StreamFrame>> {
     let len = u16::from_be_bytes([c, d]) as usize;
     match a >> 6 {
         0b00 => {
-            if len % 4 != 0 {
+            if !len.is_multiple_of(4) {
                 return Err(WireError::Malformed(
                     "stream: STUN length not a multiple of 4",
                 ));

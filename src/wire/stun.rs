@@ -171,7 +171,7 @@ impl<'a> StunView<'a> {
         if cookie != MAGIC_COOKIE {
             return Err(WireError::Unsupported("stun: no magic cookie (RFC 3489)"));
         }
-        if len % 4 != 0 {
+        if !len.is_multiple_of(4) {
             return Err(WireError::Malformed("stun: length not a multiple of 4"));
         }
         if buf.len() < HEADER_LEN + len {
@@ -212,7 +212,7 @@ impl<'a> StunView<'a> {
                     ignoring = true;
                 }
                 attr::MESSAGE_INTEGRITY_SHA256 if view.integrity_sha256.is_none() => {
-                    if !(16..=32).contains(&l) || l % 4 != 0 {
+                    if !(16..=32).contains(&l) || !l.is_multiple_of(4) {
                         return Err(WireError::Malformed(
                             "stun: MESSAGE-INTEGRITY-SHA256 length",
                         ));

@@ -35,7 +35,7 @@ pub fn write(
     name: [u8; 4],
     data: &[u8],
 ) -> WireResult<usize> {
-    if data.len() % 4 != 0 {
+    if !data.len().is_multiple_of(4) {
         return Err(WireError::InvalidArgument(
             "rtcp app: data not a multiple of 4",
         ));

@@ -22,7 +22,7 @@ impl<'a> Fir<'a> {
             return Err(WireError::Truncated("rtcp fir: ssrcs"));
         }
         let fci = &body[8..];
-        if fci.len() % 8 != 0 {
+        if !fci.len().is_multiple_of(8) {
             return Err(WireError::Malformed("rtcp fir: FCI not a multiple of 8"));
         }
         Ok(Fir {

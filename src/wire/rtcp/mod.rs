@@ -279,7 +279,7 @@ pub(crate) fn write_header(
     if count > 31 {
         return Err(WireError::InvalidArgument("rtcp: count over 31"));
     }
-    if total_len % 4 != 0 || total_len < 4 || total_len > 4 * 65536 {
+    if !total_len.is_multiple_of(4) || !(4..=4 * 65536).contains(&total_len) {
         return Err(WireError::InvalidArgument("rtcp: packet length"));
     }
     let h = buf

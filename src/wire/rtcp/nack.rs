@@ -22,7 +22,7 @@ impl<'a> Nack<'a> {
             return Err(WireError::Truncated("rtcp nack: ssrcs"));
         }
         let fci = &body[8..];
-        if fci.len() % 4 != 0 {
+        if !fci.len().is_multiple_of(4) {
             return Err(WireError::Malformed("rtcp nack: FCI not a multiple of 4"));
         }
         Ok(Nack {
