@@ -6,6 +6,21 @@
 //! ```
 //!
 //! Inputs are the committed seed packets of `fuzz/corpus/`.
+//!
+//! One run on the shared 2-core dev machine under load (2026-12-01; medians, webrtc-rs / ringsfu):
+//!
+//! | operation | ringsfu | webrtc-rs | ratio |
+//! |---|---|---|---|
+//! | demux, 5 datagrams | 32 ns | - | - |
+//! | DTLS record walk (ClientHello) | 24 ns | - | - |
+//! | STUN parse + USERNAME/PRIORITY/USE-CANDIDATE | 167 ns | 545 ns | 3.3x |
+//! | STUN MESSAGE-INTEGRITY + FINGERPRINT check | 614 ns | 4.48 µs | 7.3x |
+//! | STUN Binding success write (XOR-MAPPED, MI, FP) | 418 ns | 3.62 µs | 8.6x |
+//! | RTP parse + transport-cc lookup | 45 ns | 379 ns | 8.4x |
+//! | RTP rewrite (SSRC, seq, ts, PT, transport-cc) | 45 ns | 402 ns | 9.0x |
+//! | RTCP SR+SDES walk | 40 ns | 315 ns | 7.9x |
+//! | RTCP TWCC (60 packets) walk | 654 ns | 1.80 µs | 2.7x |
+//! | RTCP NACK walk + expansion | 44 ns | 253 ns | 5.7x |
 
 use std::hint::black_box;
 

@@ -75,6 +75,12 @@ fn parse_paths_do_not_allocate() {
     let mut out = [0u8; 1500];
     let mut rtp_copy = [0u8; 1500];
 
+    // Control: the counter does see an allocation on this thread.
+    let before = allocs();
+    let v = std::hint::black_box(vec![1u8; 64]);
+    assert!(allocs() > before, "counting allocator is not active");
+    drop(v);
+
     no_alloc("stun", || {
         for d in &stun_seeds {
             let _ = demux(d);
