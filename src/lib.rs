@@ -21,5 +21,8 @@ pub mod srtp;
 pub mod turn;
 pub mod wire;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// The OpenVidu server version ringsfu reports (`joinRoom.version`, `GET /config`).
 pub const OPENVIDU_VERSION: &str = "2.32.2";

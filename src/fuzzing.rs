@@ -1,0 +1,484 @@
+//! Fuzz bodies shared by the cargo-fuzz targets (`fuzz/fuzz_targets/*.rs`, one line each), the
+//! corpus replay test (`tests/wire_corpus.rs`) and the benches. Not API: hidden from the docs.
+//!
+//! Each function takes arbitrary bytes, must never panic on its own account, and asserts
+//! invariants (bounds, consistency between views, parse-write-parse round trips). A failing
+//! `assert!` here is a bug in `wire`, reported by the fuzzer as a crash.
+//!
+//! Integrity tags: `stun_roundtrip` rebuilds any parsed message with MESSAGE-INTEGRITY under
+//! [`FUZZ_KEY_PASSWORD`], so the verification path is exercised past the MAC check.
+
+use crate::wire::channel_data::{self, ChannelDataView, StreamFrame};
+use crate::wire::demux::{Datagram, demux as demux_fn};
+use crate::wire::dtls_record::{self, Record};
+use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
+use crate::wire::rtp::{RtpRewriter, RtpView};
+use crate::wire::stun::{self, StunView, StunWriter, attr};
+use crate::wire::stun_integrity::IntegrityKey;
+
+/// Short-term password the fuzz bodies use for MESSAGE-INTEGRITY.
+pub const FUZZ_KEY_PASSWORD: &[u8] = b"fuzz-password";
+
+/// Demux, then the full parse of the class it picked.
+pub fn demux(data: &[u8]) {
+    let Ok(d) = demux_fn(data) else {
+        return;
+    };
+    assert_eq!(d.bytes(), data);
+    let first = data[0];
+    match d {
+        Datagram::Stun(b) => {
+            assert!(first <= 3);
+            stun(b);
+        }
+        Datagram::Dtls(b) => {
+            assert!((20..=63).contains(&first));
+            dtls_record(b);
+        }
+        Datagram::ChannelData(b) => {
+            assert!((64..=79).contains(&first));
+            channel_data(b);
+        }
+        Datagram::Rtp(b) => {
+            assert!((128..=191).contains(&first) && !(192..=223).contains(&data[1]));
+            rtp(b);
+        }
+        Datagram::Rtcp(b) => {
+            assert!((128..=191).contains(&first) && (192..=223).contains(&data[1]));
+            rtcp(b);
+        }
+    }
+}
+
+/// STUN view: every accessor, integrity and fingerprint checks, stream framing agreement.
+pub fn stun(data: &[u8]) {
+    let framed = channel_data::stream_frame_len(data);
+    let cheap = stun::is_stun(data);
+    let Ok(v) = StunView::parse(data) else {
+        return;
+    };
+    assert!(cheap, "is_stun must accept what parse accepts");
+    assert_eq!(v.length() as usize + stun::HEADER_LEN, data.len());
+    assert_eq!(framed, Ok(Some(StreamFrame::Stun { len: data.len() })));
+    let mut seen_fp = false;
+    let mut n = 0;
+    for a in v.attributes() {
+        assert!(!seen_fp, "FINGERPRINT must be the last attribute yielded");
+        seen_fp = a.typ == attr::FINGERPRINT;
+        let start = a.value.as_ptr() as usize - data.as_ptr() as usize;
+        assert!(start + a.value.len() <= data.len());
+        n += 1;
+        assert!(n <= data.len() / 4);
+    }
+    assert_eq!(seen_fp, v.has_fingerprint());
+    let _ = v.class();
+    let _ = v.method();
+    let _ = v.transaction_id();
+    let _ = v.username();
+    let _ = v.software();
+    let _ = v.priority();
+    let _ = v.use_candidate();
+    let _ = v.ice_controlling();
+    let _ = v.ice_controlled();
+    let _ = v.xor_mapped_address();
+    let _ = v.mapped_address();
+    if let Ok(Some((code, _))) = v.error_code() {
+        assert!((300..=699).contains(&code));
+    }
+    let _ = v.requested_transport();
+    let _ = v.lifetime();
+    let _ = v.xor_relayed_address();
+    let _ = v.xor_peer_address();
+    assert!(v.xor_peer_addresses().count() <= n);
+    let _ = v.channel_number();
+    let _ = v.data();
+    let _ = v.nonce();
+    let _ = v.realm();
+    let _ = v.requested_address_family();
+    let _ = v.even_port();
+    let _ = v.dont_fragment();
+    let _ = v.reservation_token();
+    let _ = v.first_unknown_comprehension_required();
+    let key = IntegrityKey::short_term(FUZZ_KEY_PASSWORD);
+    if !v.has_integrity() {
+        assert!(v.verify_integrity(&key).is_err());
+    }
+    let _ = v.verify_integrity_sha256(&key);
+    let _ = v.verify_fingerprint();
+}
+
+/// Parse, rebuild with our writer (integrity under the fuzz key, fingerprint), parse again:
+/// same header, same attributes, and the checks pass.
+pub fn stun_roundtrip(data: &[u8]) {
+    let Ok(v) = StunView::parse(data) else {
+        return;
+    };
+    let key = IntegrityKey::short_term(FUZZ_KEY_PASSWORD);
+    let mut buf = vec![0u8; data.len() + 96];
+    let Ok(mut w) = StunWriter::new(&mut buf, v.class(), v.method(), v.transaction_id()) else {
+        panic!("writer refused a parsed class/method");
+    };
+    let is_tail = |t: u16| {
+        t == attr::MESSAGE_INTEGRITY
+            || t == attr::MESSAGE_INTEGRITY_SHA256
+            || t == attr::FINGERPRINT
+    };
+    for a in v.attributes().filter(|a| !is_tail(a.typ)) {
+        if w.attribute(a.typ, a.value).is_err() {
+            // Only possible when the rebuilt message would exceed 65535 bytes.
+            return;
+        }
+    }
+    if w.message_integrity(&key).is_err() || w.fingerprint().is_err() {
+        return;
+    }
+    let n = w.finish();
+    let v2 = StunView::parse(&buf[..n]).expect("our own message must parse");
+    assert_eq!(v2.message_type(), v.message_type());
+    assert_eq!(v2.transaction_id(), v.transaction_id());
+    assert!(
+        v.attributes()
+            .filter(|a| !is_tail(a.typ))
+            .eq(v2.attributes().filter(|a| !is_tail(a.typ)))
+    );
+    v2.verify_integrity(&key)
+        .expect("integrity of our own message");
+    v2.verify_fingerprint()
+        .expect("fingerprint of our own message");
+    assert_eq!(v2.username(), v.username());
+    assert_eq!(v2.xor_mapped_address(), v.xor_mapped_address());
+    assert_eq!(v2.xor_peer_address(), v.xor_peer_address());
+    assert_eq!(v2.error_code(), v.error_code());
+    // One flipped bit anywhere before the MAC must fail the check.
+    let flip = data.len() % (n - 24 - 8).max(1);
+    if flip >= 2 && flip != 3 {
+        buf[flip] ^= 0x01;
+        if let Ok(v3) = StunView::parse(&buf[..n]) {
+            assert!(v3.verify_integrity(&key).is_err());
+        }
+    }
+}
+
+/// ChannelData view, writer round trip and stream framing agreement.
+pub fn channel_data(data: &[u8]) {
+    let framed = channel_data::stream_frame_len(data);
+    let Ok(v) = ChannelDataView::parse(data) else {
+        return;
+    };
+    assert!(channel_data::is_channel_data(data));
+    assert!(data.len() - 4 - v.data().len() <= 3);
+    match framed {
+        Ok(Some(StreamFrame::ChannelData { len, data_len })) => {
+            assert_eq!(data_len, v.data().len());
+            assert_eq!(len % 4, 0);
+            assert!(len >= 4 + data_len && len - 4 - data_len <= 3);
+        }
+        other => panic!("framing disagrees with parse: {other:?}"),
+    }
+    let mut out = vec![0u8; data.len() + 4];
+    for pad in [false, true] {
+        let n = channel_data::write(&mut out, v.channel(), v.data(), pad).unwrap();
+        let v2 = ChannelDataView::parse(&out[..n]).unwrap();
+        assert_eq!(v2, v);
+    }
+}
+
+/// RTP view: layout arithmetic and extension bounds.
+pub fn rtp(data: &[u8]) {
+    let Ok(v) = RtpView::parse(data) else {
+        return;
+    };
+    assert!(crate::wire::rtp::is_rtp(data));
+    let hl = v.header_len();
+    assert_eq!(hl + v.payload().len() + v.padding_len(), data.len());
+    assert!(hl >= 12 + 4 * v.csrc_count() as usize);
+    assert_eq!(v.csrcs().len(), v.csrc_count() as usize);
+    let mut count = 0;
+    for e in v.extensions() {
+        assert!(e.offset + e.value.len() <= hl);
+        assert_eq!(&data[e.offset..e.offset + e.value.len()], e.value);
+        assert_ne!(e.id, 0);
+        count += 1;
+        assert!(count <= hl);
+        assert!(v.extension(e.id).is_some());
+    }
+    if let Some(ext) = v.extension_data() {
+        assert_eq!(ext.len() % 4, 0);
+    }
+    let _ = v.transport_cc(1);
+    let _ = v.abs_send_time(2);
+}
+
+/// Rewrite every field in place, re-parse, check the changes and that nothing else moved.
+pub fn rtp_rewrite(data: &[u8]) {
+    let Ok(orig) = RtpView::parse(data) else {
+        return;
+    };
+    let mut buf = data.to_vec();
+    let seed = data.iter().fold(0u32, |a, &b| a.rotate_left(5) ^ b as u32);
+    let mut w = RtpRewriter::new(&mut buf).expect("parsed packet must be rewritable");
+    w.set_ssrc(seed)
+        .set_sequence_number(seed as u16)
+        .set_timestamp(!seed)
+        .set_marker(seed & 1 == 1);
+    w.set_payload_type((seed >> 8) as u8 & 0x7F).unwrap();
+    assert!(w.set_payload_type(128).is_err());
+    // Rewrite the first extension element with its bitwise complement.
+    let first = orig.extensions().next();
+    let mut expect_ext = [0u8; 256];
+    if let Some(e) = first {
+        for (d, s) in expect_ext.iter_mut().zip(e.value) {
+            *d = !*s;
+        }
+        w.set_extension(e.id, &expect_ext[..e.value.len()])
+            .expect("present element must be writable");
+        if e.value.len() != 2 {
+            assert!(w.set_transport_cc(e.id, 1).is_err());
+        }
+    }
+    assert_eq!(w.header_len(), orig.header_len());
+    let v = RtpView::parse(&buf).expect("rewritten packet must parse");
+    assert_eq!(v.ssrc(), seed);
+    assert_eq!(v.sequence_number(), seed as u16);
+    assert_eq!(v.timestamp(), !seed);
+    assert_eq!(v.marker(), seed & 1 == 1);
+    assert_eq!(v.payload_type(), (seed >> 8) as u8 & 0x7F);
+    assert_eq!(v.payload(), orig.payload());
+    assert_eq!(v.header_len(), orig.header_len());
+    assert!(v.csrcs().eq(orig.csrcs()));
+    if let Some(e) = first {
+        assert_eq!(v.extension(e.id), Some(&expect_ext[..e.value.len()]));
+    }
+    assert_eq!(v.extensions().count(), orig.extensions().count());
+}
+
+/// RTCP walker: strict implies relaxed, every typed view walked to the end.
+pub fn rtcp(data: &[u8]) {
+    let strict = RtcpCompound::parse(data);
+    let Ok(c) = RtcpCompound::parse_relaxed(data) else {
+        assert!(strict.is_err());
+        return;
+    };
+    assert_eq!(data[0] >> 6, 2);
+    assert_eq!(c.raw_packets().count(), c.len());
+    assert_eq!(
+        c.raw_packets().map(|p| p.bytes.len()).sum::<usize>(),
+        data.len()
+    );
+    for p in c.packets() {
+        let Ok(p) = p else { continue };
+        walk_packet(&p);
+    }
+}
+
+fn walk_packet(p: &RtcpPacket<'_>) {
+    match p {
+        RtcpPacket::SenderReport(sr) => assert!(sr.report_blocks().count() <= 31),
+        RtcpPacket::ReceiverReport(rr) => assert!(rr.report_blocks().count() <= 31),
+        RtcpPacket::Sdes(s) => {
+            for c in s.chunks() {
+                let _ = c.items().count();
+            }
+        }
+        RtcpPacket::Bye(b) => assert!(b.ssrcs().len() <= 31),
+        RtcpPacket::App(_) | RtcpPacket::Pli(_) | RtcpPacket::Other(_) => {}
+        RtcpPacket::Fir(f) => {
+            let _ = f.entries().count();
+        }
+        RtcpPacket::Nack(n) => assert!(n.lost().count() <= 17 * n.pairs().len()),
+        RtcpPacket::Remb(r) => {
+            let _ = r.bitrate();
+            let _ = r.ssrcs().count();
+        }
+        RtcpPacket::TransportCc(t) => {
+            let mut n = 0u32;
+            let mut seq = t.base_seq;
+            for s in t.packets() {
+                assert_eq!(s.seq, seq);
+                assert_eq!(
+                    s.delta.is_some(),
+                    s.status != rtcp::twcc::Status::NotReceived
+                );
+                seq = seq.wrapping_add(1);
+                n += 1;
+            }
+            assert_eq!(n, t.status_count as u32);
+        }
+    }
+}
+
+/// Parse each packet, write it again with our writer, parse that: same values.
+pub fn rtcp_roundtrip(data: &[u8]) {
+    let Ok(c) = RtcpCompound::parse_relaxed(data) else {
+        return;
+    };
+    let mut buf = vec![0u8; data.len() * 2 + 64 + 20 * 65536 / 8];
+    for p in c.packets() {
+        let Ok(p) = p else { continue };
+        let n = match write_like(&p, &mut buf) {
+            Some(n) => n,
+            None => continue,
+        };
+        let c2 = RtcpCompound::parse(&buf[..n]).expect("our own packet must frame");
+        let p2 = c2
+            .packets()
+            .next()
+            .expect("one packet")
+            .expect("our own packet must parse");
+        same_packet(&p, &p2);
+    }
+}
+
+fn write_like(p: &RtcpPacket<'_>, buf: &mut [u8]) -> Option<usize> {
+    use rtcp::*;
+    Some(match p {
+        RtcpPacket::SenderReport(s) => {
+            let blocks: Vec<_> = s.report_blocks().collect();
+            sr::write(buf, &s.info, &blocks).ok()?
+        }
+        RtcpPacket::ReceiverReport(r) => {
+            let blocks: Vec<_> = r.report_blocks().collect();
+            rr::write(buf, r.sender_ssrc, &blocks).ok()?
+        }
+        RtcpPacket::Sdes(s) => {
+            let items: Vec<Vec<(u8, &[u8])>> = s.chunks().map(|c| c.items().collect()).collect();
+            let chunks: Vec<sdes::ChunkSpec<'_>> = s
+                .chunks()
+                .zip(items.iter())
+                .map(|(c, i)| (c.ssrc, i.as_slice()))
+                .collect();
+            sdes::write(buf, &chunks).ok()?
+        }
+        RtcpPacket::Bye(b) => {
+            let ssrcs: Vec<u32> = b.ssrcs().collect();
+            bye::write(buf, &ssrcs, b.reason).ok()?
+        }
+        RtcpPacket::App(a) => {
+            if !a.data.len().is_multiple_of(4) {
+                return None;
+            }
+            app::write(buf, a.subtype, a.ssrc, a.name, a.data).ok()?
+        }
+        RtcpPacket::Pli(x) => pli::write(buf, x.sender_ssrc, x.media_ssrc).ok()?,
+        RtcpPacket::Fir(f) => {
+            let e: Vec<_> = f.entries().collect();
+            fir::write(buf, f.sender_ssrc, &e).ok()?
+        }
+        RtcpPacket::Nack(n) => {
+            let pairs: Vec<_> = n.pairs().collect();
+            nack::write(buf, n.sender_ssrc, n.media_ssrc, &pairs).ok()?
+        }
+        RtcpPacket::Remb(r) => {
+            if r.bitrate() == u64::MAX {
+                return None;
+            }
+            let ssrcs: Vec<u32> = r.ssrcs().collect();
+            remb::write(buf, r.sender_ssrc, r.bitrate(), &ssrcs).ok()?
+        }
+        RtcpPacket::TransportCc(t) => {
+            let deltas: Vec<Option<i16>> = t.packets().map(|p| p.delta).collect();
+            let h = twcc::TwccHeader {
+                sender_ssrc: t.sender_ssrc,
+                media_ssrc: t.media_ssrc,
+                base_seq: t.base_seq,
+                reference_time: t.reference_time,
+                fb_pkt_count: t.fb_pkt_count,
+            };
+            twcc::write(buf, &h, &deltas).ok()?
+        }
+        RtcpPacket::Other(_) => return None,
+    })
+}
+
+fn same_packet(a: &RtcpPacket<'_>, b: &RtcpPacket<'_>) {
+    match (a, b) {
+        (RtcpPacket::SenderReport(x), RtcpPacket::SenderReport(y)) => {
+            assert_eq!(x.info, y.info);
+            assert!(x.report_blocks().eq(y.report_blocks()));
+        }
+        (RtcpPacket::ReceiverReport(x), RtcpPacket::ReceiverReport(y)) => {
+            assert_eq!(x.sender_ssrc, y.sender_ssrc);
+            assert!(x.report_blocks().eq(y.report_blocks()));
+        }
+        (RtcpPacket::Sdes(x), RtcpPacket::Sdes(y)) => {
+            assert!(x.chunks().map(|c| c.ssrc).eq(y.chunks().map(|c| c.ssrc)));
+            for (c, d) in x.chunks().zip(y.chunks()) {
+                assert!(c.items().eq(d.items()));
+            }
+        }
+        (RtcpPacket::Bye(x), RtcpPacket::Bye(y)) => {
+            assert!(x.ssrcs().eq(y.ssrcs()));
+            assert_eq!(x.reason, y.reason);
+        }
+        (RtcpPacket::App(x), RtcpPacket::App(y)) => assert_eq!(x, y),
+        (RtcpPacket::Pli(x), RtcpPacket::Pli(y)) => assert_eq!(x, y),
+        (RtcpPacket::Fir(x), RtcpPacket::Fir(y)) => {
+            assert_eq!(x.sender_ssrc, y.sender_ssrc);
+            assert!(x.entries().eq(y.entries()));
+        }
+        (RtcpPacket::Nack(x), RtcpPacket::Nack(y)) => assert_eq!(x, y),
+        (RtcpPacket::Remb(x), RtcpPacket::Remb(y)) => {
+            assert_eq!(x.bitrate(), y.bitrate());
+            assert!(x.ssrcs().eq(y.ssrcs()));
+            assert_eq!(x.sender_ssrc, y.sender_ssrc);
+        }
+        (RtcpPacket::TransportCc(x), RtcpPacket::TransportCc(y)) => {
+            assert_eq!(
+                (x.base_seq, x.status_count, x.reference_time, x.fb_pkt_count),
+                (y.base_seq, y.status_count, y.reference_time, y.fb_pkt_count)
+            );
+            // A large-delta symbol carrying 0..=255 is re-encoded as a small delta: compare
+            // what the receiver learns, (seq, delta).
+            assert!(
+                x.packets()
+                    .map(|p| (p.seq, p.delta))
+                    .eq(y.packets().map(|p| (p.seq, p.delta)))
+            );
+        }
+        (a, b) => panic!("packet kind changed: {a:?} -> {b:?}"),
+    }
+}
+
+/// DTLS record walk: records tile the datagram, iteration ends.
+pub fn dtls_record(data: &[u8]) {
+    let mut consumed = 0usize;
+    let mut n = 0usize;
+    for r in dtls_record::records(data) {
+        n += 1;
+        assert!(n <= data.len());
+        match r {
+            Ok(Record::Plain(p)) => {
+                consumed += dtls_record::HEADER_LEN + p.fragment.len();
+                assert!(p.sequence >> 48 == 0);
+                let mut h = [0u8; 13];
+                dtls_record::write_header(
+                    &mut h,
+                    p.content_type,
+                    p.version,
+                    p.epoch,
+                    p.sequence,
+                    p.fragment.len(),
+                )
+                .unwrap();
+                assert_eq!(&h[..], &data[consumed - p.fragment.len() - 13..][..13]);
+            }
+            Ok(Record::Unified(u)) => consumed += u.header.len() + u.ciphertext.len(),
+            Ok(Record::UnifiedWithCid(rest)) => consumed += rest.len(),
+            Err(_) => {
+                consumed = data.len();
+            }
+        }
+        assert!(consumed <= data.len());
+    }
+    assert_eq!(consumed, data.len());
+}
+
+/// Every parser on the same bytes (the `demux` target routes by first byte; this one does not).
+pub fn all(data: &[u8]) {
+    demux(data);
+    stun(data);
+    channel_data(data);
+    rtp(data);
+    rtcp(data);
+    dtls_record(data);
+}
