@@ -1,0 +1,968 @@
+//! The TURN server state machine (RFC 8656), sans-IO.
+//!
+//! Drive it like the other cores:
+//! 1. a datagram (or, on TCP/TLS, one framed message — see `wire::channel_data::stream_frame_len`)
+//!    from a client goes to [`TurnServer::handle_client`], which answers [`FromClient`]: a reply
+//!    written into the lent `out` buffer, or a relay instruction naming a byte range of the
+//!    *receive buffer itself* (ChannelData payload or the DATA of a Send indication: no copy);
+//! 2. a datagram that arrived on a relayed address goes to [`TurnServer::handle_peer`], which
+//!    writes the ChannelData header or the Data-indication header **in front of the payload in
+//!    the same buffer** (the shell receives at offset [`PEER_HEADROOM`]) and answers which byte
+//!    range to send to which client 5-tuple;
+//! 3. drain [`TurnServer::poll_event`] for relayed addresses to open or close, and call
+//!    [`TurnServer::handle_timeout`] at [`TurnServer::poll_timeout`].
+//!
+//! Time comes in as [`Now`]: a monotonic instant for lifetimes and Unix seconds for nonces and
+//! TURN REST credential expiry.
+//!
+//! Implemented: Allocate (REQUESTED-TRANSPORT UDP, REQUESTED-ADDRESS-FAMILY, EVEN-PORT without
+//! reservation, DONT-FRAGMENT accepted), Refresh, CreatePermission, ChannelBind, Send and Data
+//! indications, ChannelData; lifetimes (allocation default 600 s, at most 3600 s; permissions
+//! 300 s; channels 600 s); retransmitted Allocate answered again; 437/438/440/441/442/443/486/508
+//! errors; quotas per user and in total; a per-user relayed-bandwidth bucket; the peer policy.
+//! Not implemented: EVEN-PORT reservations (R bit → 508), TCP relaying (RFC 6062 Connect),
+//! ADDITIONAL-ADDRESS-FAMILY (dual allocations).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::auth::{AuthError, Credentials};
+use super::policy::{Denied, PeerPolicy};
+use crate::wire::channel_data::{ChannelDataView, is_channel_data};
+use crate::wire::stun::{Class, Method, StunView, StunWriter, TransactionId, attr};
+use crate::wire::stun_integrity::IntegrityKey;
+use crate::wire::turn_attr::{AddressFamily, TRANSPORT_UDP};
+
+/// Bytes the shell leaves free in front of a datagram received on a relayed address, so the
+/// Data-indication header (at most 48 bytes for IPv6) can be written in place.
+pub const PEER_HEADROOM: usize = 48;
+
+/// Wall and monotonic time, passed in by the shell.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: u64,
+}
+
+/// Client-side transport of a 5-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    fn stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// The client's 5-tuple (client address, server address, transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub transport: Transport,
+}
+
+/// Limits and lifetimes of one TURN server.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub max_allocations: usize,
+    pub max_allocations_per_user: usize,
+    /// Relayed bytes per second per user, 0 = unlimited.
+    pub max_user_bandwidth: u64,
+    /// Addresses relayed transport addresses are taken from (at most one per family is used).
+    pub relay_ips: Vec<IpAddr>,
+    /// Ports of relayed transport addresses.
+    pub relay_ports: Range<u16>,
+    pub max_permissions: usize,
+    pub max_channels: usize,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        TurnSettings {
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            max_allocations: 100_000,
+            max_allocations_per_user: 100,
+            max_user_bandwidth: 0,
+            relay_ips: Vec::new(),
+            relay_ports: 49152..65535,
+            max_permissions: 64,
+            max_channels: 64,
+        }
+    }
+}
+
+/// Why a datagram was dropped without an answer (each is a counter label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Malformed,
+    NotARequest,
+    NoAllocation,
+    NoPermission,
+    NoChannel,
+    /// An unauthenticated request would get an answer larger than itself.
+    Amplification,
+    BandwidthExceeded,
+    BufferTooSmall,
+    PeerDenied(Denied),
+}
+
+impl DropReason {
+    pub fn reason(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "turn_malformed",
+            DropReason::NotARequest => "turn_not_a_request",
+            DropReason::NoAllocation => "turn_no_allocation",
+            DropReason::NoPermission => "turn_no_permission",
+            DropReason::NoChannel => "turn_no_channel",
+            DropReason::Amplification => "turn_amplification",
+            DropReason::BandwidthExceeded => "turn_bandwidth",
+            DropReason::BufferTooSmall => "turn_buffer_too_small",
+            DropReason::PeerDenied(d) => d.reason(),
+        }
+    }
+}
+
+/// What to do with a client's datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromClient {
+    /// Send `out[..len]` back to the client on its 5-tuple.
+    Reply {
+        len: usize,
+    },
+    /// Send `buf[range]` from the relayed address `relay` to `peer`.
+    Relay {
+        relay: SocketAddr,
+        peer: SocketAddr,
+        range: Range<usize>,
+    },
+    Drop(DropReason),
+}
+
+/// What to do with a datagram that arrived on a relayed address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromPeer {
+    /// Send `buf[range]` to the client of `five`.
+    ToClient {
+        five: FiveTuple,
+        range: Range<usize>,
+    },
+    Drop(DropReason),
+}
+
+/// A relayed address the shell must start or stop receiving on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnEvent {
+    RelayOpened(SocketAddr),
+    RelayClosed(SocketAddr),
+}
+
+/// Counters of one TURN server (read by the metrics scrape).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurnCounters {
+    pub allocations_created: u64,
+    pub allocations_expired: u64,
+    pub auth_failures: u64,
+    pub relayed_to_peer: u64,
+    pub relayed_to_client: u64,
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Permission {
+    ip: IpAddr,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    number: u16,
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+struct Allocation {
+    five: FiveTuple,
+    relay: SocketAddr,
+    user: usize,
+    username: String,
+    key: IntegrityKey,
+    expires: Instant,
+    created_by: TransactionId,
+    permissions: Vec<Permission>,
+    channels: Vec<Channel>,
+}
+
+impl Allocation {
+    fn permitted(&self, now: Instant, ip: IpAddr) -> bool {
+        self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
+    }
+    fn channel_by_number(&self, now: Instant, n: u16) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.number == n && c.expires > now)
+    }
+    fn channel_by_peer(&self, now: Instant, peer: SocketAddr) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.peer == peer && c.expires > now)
+    }
+}
+
+struct User {
+    name: String,
+    allocations: usize,
+    tokens: f64,
+    refilled: Option<Instant>,
+}
+
+struct PortPool {
+    ip: IpAddr,
+    free: VecDeque<u16>,
+}
+
+/// A TURN server's state: allocations, their permissions and channels.
+pub struct TurnServer {
+    settings: TurnSettings,
+    creds: Credentials,
+    policy: PeerPolicy,
+    allocations: Vec<Option<Allocation>>,
+    free_slots: Vec<usize>,
+    by_client: HashMap<FiveTuple, usize>,
+    by_relay: HashMap<SocketAddr, usize>,
+    users: Vec<User>,
+    user_index: HashMap<String, usize>,
+    pools: Vec<PortPool>,
+    events: VecDeque<TurnEvent>,
+    next_sweep: Option<Instant>,
+    pub counters: TurnCounters,
+}
+
+/// A STUN error to send: code and reason phrase.
+#[derive(Debug, Clone, Copy)]
+struct Fail(u16, &'static str);
+
+const BAD_REQUEST: Fail = Fail(400, "Bad Request");
+const UNAUTHORIZED: Fail = Fail(401, "Unauthorized");
+const FORBIDDEN: Fail = Fail(403, "Forbidden");
+const MISMATCH: Fail = Fail(437, "Allocation Mismatch");
+const STALE_NONCE: Fail = Fail(438, "Stale Nonce");
+const FAMILY_UNSUPPORTED: Fail = Fail(440, "Address Family not Supported");
+const WRONG_CREDENTIALS: Fail = Fail(441, "Wrong Credentials");
+const UNSUPPORTED_TRANSPORT: Fail = Fail(442, "Unsupported Transport Protocol");
+const FAMILY_MISMATCH: Fail = Fail(443, "Peer Address Family Mismatch");
+const QUOTA: Fail = Fail(486, "Allocation Quota Reached");
+const CAPACITY: Fail = Fail(508, "Insufficient Capacity");
+
+impl TurnServer {
+    pub fn new(settings: TurnSettings, creds: Credentials, policy: PeerPolicy) -> TurnServer {
+        let mut pools: Vec<PortPool> = Vec::new();
+        for ip in &settings.relay_ips {
+            if pools.iter().any(|p| p.ip.is_ipv4() == ip.is_ipv4()) {
+                continue;
+            }
+            pools.push(PortPool { ip: *ip, free: settings.relay_ports.clone().collect() });
+        }
+        TurnServer {
+            settings,
+            creds,
+            policy,
+            allocations: Vec::new(),
+            free_slots: Vec::new(),
+            by_client: HashMap::new(),
+            by_relay: HashMap::new(),
+            users: Vec::new(),
+            user_index: HashMap::new(),
+            pools,
+            events: VecDeque::new(),
+            next_sweep: None,
+            counters: TurnCounters::default(),
+        }
+    }
+
+    /// Number of live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.by_client.len()
+    }
+
+    /// The relayed address of the allocation of `five`, if any.
+    pub fn relayed_address(&self, five: &FiveTuple) -> Option<SocketAddr> {
+        self.by_client.get(five).and_then(|&i| self.allocations[i].as_ref()).map(|a| a.relay)
+    }
+
+    pub fn poll_event(&mut self) -> Option<TurnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`TurnServer::handle_timeout`] should run next (a coarse one-second sweep while
+    /// allocations exist).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.by_client.is_empty() { None } else { self.next_sweep }
+    }
+
+    /// Expires allocations, permissions and channels.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let t = now.mono;
+        let mut dead = Vec::new();
+        for (i, slot) in self.allocations.iter_mut().enumerate() {
+            if let Some(a) = slot {
+                if a.expires <= t {
+                    dead.push(i);
+                } else {
+                    a.permissions.retain(|p| p.expires > t);
+                    a.channels.retain(|c| c.expires > t);
+                }
+            }
+        }
+        for i in dead {
+            self.counters.allocations_expired += 1;
+            self.remove(i);
+        }
+        self.next_sweep = Some(t + Duration::from_secs(1));
+    }
+
+    fn remove(&mut self, i: usize) {
+        let Some(a) = self.allocations[i].take() else { return };
+        self.by_client.remove(&a.five);
+        self.by_relay.remove(&a.relay);
+        if let Some(pool) = self.pools.iter_mut().find(|p| p.ip == a.relay.ip()) {
+            pool.free.push_back(a.relay.port());
+        }
+        if let Some(u) = self.users.get_mut(a.user) {
+            u.allocations = u.allocations.saturating_sub(1);
+        }
+        self.free_slots.push(i);
+        self.events.push_back(TurnEvent::RelayClosed(a.relay));
+    }
+
+    /// A datagram (or one stream frame) from a client.
+    pub fn handle_client(
+        &mut self,
+        now: Now,
+        five: FiveTuple,
+        buf: &[u8],
+        out: &mut [u8],
+    ) -> FromClient {
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now.mono + Duration::from_secs(1));
+        }
+        if is_channel_data(buf) {
+            return self.client_channel_data(now, five, buf);
+        }
+        let Ok(msg) = StunView::parse(buf) else {
+            return self.drop(DropReason::Malformed);
+        };
+        match (msg.class(), msg.method()) {
+            (Class::Request, Method::BINDING) => self.binding(&msg, five, buf.len(), out),
+            (Class::Indication, Method::SEND) => self.send_indication(now, five, buf, &msg),
+            (Class::Request, m)
+                if m == Method::ALLOCATE
+                    || m == Method::REFRESH
+                    || m == Method::CREATE_PERMISSION
+                    || m == Method::CHANNEL_BIND =>
+            {
+                self.authenticated_request(now, five, &msg, buf.len(), out)
+            }
+            (Class::Request, m) => {
+                self.unauth_error(&msg, m, BAD_REQUEST, None, five, now, buf.len(), out)
+            }
+            _ => self.drop(DropReason::NotARequest),
+        }
+    }
+
+    fn drop(&mut self, r: DropReason) -> FromClient {
+        self.counters.dropped += 1;
+        FromClient::Drop(r)
+    }
+
+    fn binding(
+        &mut self,
+        msg: &StunView<'_>,
+        five: FiveTuple,
+        req_len: usize,
+        out: &mut [u8],
+    ) -> FromClient {
+        let written = (|| {
+            let mut w =
+                StunWriter::new(out, Class::SuccessResponse, Method::BINDING, msg.transaction_id())
+                    .ok()?;
+            w.xor_mapped_address(five.client).ok()?;
+            if msg.has_fingerprint() {
+                w.fingerprint().ok()?;
+            }
+            Some(w.finish())
+        })();
+        match written {
+            Some(len) if len <= req_len => FromClient::Reply { len },
+            Some(_) => self.drop(DropReason::Amplification),
+            None => self.drop(DropReason::BufferTooSmall),
+        }
+    }
+
+    fn client_channel_data(&mut self, now: Now, five: FiveTuple, buf: &[u8]) -> FromClient {
+        let Ok(cd) = ChannelDataView::parse(buf) else {
+            return self.drop(DropReason::Malformed);
+        };
+        let Some(&i) = self.by_client.get(&five) else {
+            return self.drop(DropReason::NoAllocation);
+        };
+        let Some(a) = self.allocations[i].as_ref() else {
+            return self.drop(DropReason::NoAllocation);
+        };
+        let Some(ch) = a.channel_by_number(now.mono, cd.channel()) else {
+            return self.drop(DropReason::NoChannel);
+        };
+        let (relay, peer, user) = (a.relay, ch.peer, a.user);
+        if !a.permitted(now.mono, peer.ip()) {
+            return self.drop(DropReason::NoPermission);
+        }
+        let len = cd.data().len();
+        if !self.spend(user, now.mono, len) {
+            return self.drop(DropReason::BandwidthExceeded);
+        }
+        self.counters.relayed_to_peer += 1;
+        FromClient::Relay { relay, peer, range: 4..4 + len }
+    }
+
+    fn send_indication(
+        &mut self,
+        now: Now,
+        five: FiveTuple,
+        buf: &[u8],
+        msg: &StunView<'_>,
+    ) -> FromClient {
+        let Some(&i) = self.by_client.get(&five) else {
+            return self.drop(DropReason::NoAllocation);
+        };
+        let Some(a) = self.allocations[i].as_ref() else {
+            return self.drop(DropReason::NoAllocation);
+        };
+        let (Ok(Some(peer)), Some(data)) = (msg.xor_peer_address(), msg.data()) else {
+            return self.drop(DropReason::Malformed);
+        };
+        if !a.permitted(now.mono, peer.ip()) {
+            return self.drop(DropReason::NoPermission);
+        }
+        let (relay, user) = (a.relay, a.user);
+        // `data` borrows `buf`: its offset is the distance between the two starts.
+        let start = data.as_ptr() as usize - buf.as_ptr() as usize;
+        if !self.spend(user, now.mono, data.len()) {
+            return self.drop(DropReason::BandwidthExceeded);
+        }
+        self.counters.relayed_to_peer += 1;
+        FromClient::Relay { relay, peer, range: start..start + data.len() }
+    }
+
+    /// Token bucket per user; true if `len` bytes may pass.
+    fn spend(&mut self, user: usize, now: Instant, len: usize) -> bool {
+        let rate = self.settings.max_user_bandwidth as f64;
+        if rate == 0.0 {
+            return true;
+        }
+        let Some(u) = self.users.get_mut(user) else { return true };
+        let elapsed = u.refilled.map_or(1.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        u.tokens = (u.tokens + elapsed * rate).min(rate);
+        u.refilled = Some(now);
+        if u.tokens >= len as f64 {
+            u.tokens -= len as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A datagram that arrived on relayed address `relay` from `peer`, its payload at
+    /// `buf[payload]` with at least [`PEER_HEADROOM`] bytes free before it (and 3 after it, for
+    /// stream padding).
+    pub fn handle_peer(
+        &mut self,
+        now: Now,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> FromPeer {
+        let Some(&i) = self.by_relay.get(&relay) else {
+            self.counters.dropped += 1;
+            return FromPeer::Drop(DropReason::NoAllocation);
+        };
+        let Some(a) = self.allocations[i].as_ref() else {
+            return FromPeer::Drop(DropReason::NoAllocation);
+        };
+        if a.expires <= now.mono || !a.permitted(now.mono, peer.ip()) {
+            self.counters.dropped += 1;
+            return FromPeer::Drop(DropReason::NoPermission);
+        }
+        let five = a.five;
+        let user = a.user;
+        let channel = a.channel_by_peer(now.mono, peer).map(|c| c.number);
+        let len = payload.len();
+        if payload.end > buf.len() || len > u16::MAX as usize - 64 {
+            return FromPeer::Drop(DropReason::BufferTooSmall);
+        }
+        if !self.spend(user, now.mono, len) {
+            self.counters.dropped += 1;
+            return FromPeer::Drop(DropReason::BandwidthExceeded);
+        }
+        let pad = if five.transport.stream() { (4 - len % 4) % 4 } else { 0 };
+        let range = match channel {
+            Some(number) => {
+                if payload.start < 4 || payload.end + pad > buf.len() {
+                    return FromPeer::Drop(DropReason::BufferTooSmall);
+                }
+                let start = payload.start - 4;
+                buf[start..start + 2].copy_from_slice(&number.to_be_bytes());
+                buf[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
+                buf[payload.end..payload.end + pad].fill(0);
+                start..payload.end + pad
+            }
+            None => match write_data_indication(buf, payload.clone(), peer) {
+                Some(r) => r,
+                None => return FromPeer::Drop(DropReason::BufferTooSmall),
+            },
+        };
+        self.counters.relayed_to_client += 1;
+        FromPeer::ToClient { five, range }
+    }
+
+    fn authenticated_request(
+        &mut self,
+        now: Now,
+        five: FiveTuple,
+        msg: &StunView<'_>,
+        req_len: usize,
+        out: &mut [u8],
+    ) -> FromClient {
+        let method = msg.method();
+        let existing = self.by_client.get(&five).copied();
+        // Credentials present?
+        let (Ok(Some(username)), Ok(Some(_realm)), Ok(Some(nonce)), true) = (
+            msg.username(),
+            msg.realm(),
+            msg.nonce(),
+            msg.has_integrity() || msg.has_integrity_sha256(),
+        ) else {
+            return self.unauth_error(msg, method, UNAUTHORIZED, Some(()), five, now, req_len, out);
+        };
+        if let Err(AuthError::StaleNonce) = self.creds.check_nonce(nonce, now.unix, five.client) {
+            return self.unauth_error(msg, method, STALE_NONCE, Some(()), five, now, req_len, out);
+        }
+        let key = match existing.and_then(|i| self.allocations[i].as_ref()) {
+            Some(a) if a.username != username => {
+                self.counters.auth_failures += 1;
+                return self.unauth_error(
+                    msg,
+                    method,
+                    WRONG_CREDENTIALS,
+                    None,
+                    five,
+                    now,
+                    req_len,
+                    out,
+                );
+            }
+            Some(a) => a.key.clone(),
+            None => match self.creds.key_for(username, now.unix) {
+                Some(k) => k,
+                None => {
+                    self.counters.auth_failures += 1;
+                    return self.unauth_error(
+                        msg,
+                        method,
+                        UNAUTHORIZED,
+                        Some(()),
+                        five,
+                        now,
+                        req_len,
+                        out,
+                    );
+                }
+            },
+        };
+        if msg.verify_any_integrity(&key).is_err() {
+            self.counters.auth_failures += 1;
+            return self.unauth_error(msg, method, UNAUTHORIZED, Some(()), five, now, req_len, out);
+        }
+        let username = username.to_string();
+        let txid = *msg.transaction_id();
+        let result = match method {
+            Method::ALLOCATE => self.allocate(now, five, msg, &username, &key, existing),
+            Method::REFRESH => self.refresh(now, msg, existing),
+            Method::CREATE_PERMISSION => self.create_permission(now, msg, existing),
+            _ => self.channel_bind(now, msg, existing),
+        };
+        let written = match result {
+            Ok(attrs) => write_response(out, Class::SuccessResponse, method, &txid, &attrs, &key),
+            Err(f) => write_error(out, method, &txid, f, None, Some(&key)),
+        };
+        match written {
+            Some(len) => FromClient::Reply { len },
+            None => self.drop(DropReason::BufferTooSmall),
+        }
+    }
+
+    /// An error to a request that did not authenticate: never larger than the request.
+    #[allow(clippy::too_many_arguments)]
+    fn unauth_error(
+        &mut self,
+        msg: &StunView<'_>,
+        method: Method,
+        fail: Fail,
+        with_nonce: Option<()>,
+        five: FiveTuple,
+        now: Now,
+        req_len: usize,
+        out: &mut [u8],
+    ) -> FromClient {
+        let nonce = with_nonce.map(|()| self.creds.nonce(now.unix, five.client));
+        let realm = self.creds.realm().to_string();
+        let challenge = nonce.as_deref().map(|n| (realm.as_str(), n));
+        let txid = *msg.transaction_id();
+        // Full reason phrase when it fits, else none: the size rule wins over politeness.
+        let mut written = write_error(out, method, &txid, fail, challenge, None);
+        if written.is_some_and(|n| n > req_len) {
+            written = write_error(out, method, &txid, Fail(fail.0, ""), challenge, None);
+        }
+        match written {
+            Some(len) if len <= req_len => FromClient::Reply { len },
+            Some(_) => self.drop(DropReason::Amplification),
+            None => self.drop(DropReason::BufferTooSmall),
+        }
+    }
+
+    /// RFC 8656 §7.2: max(default, min(requested, maximum)).
+    fn lifetime(&self, requested: Option<u32>) -> Duration {
+        let asked =
+            requested.map_or(self.settings.default_lifetime, |s| Duration::from_secs(s as u64));
+        asked.min(self.settings.max_lifetime).max(self.settings.default_lifetime)
+    }
+
+    fn allocate(
+        &mut self,
+        now: Now,
+        five: FiveTuple,
+        msg: &StunView<'_>,
+        username: &str,
+        key: &IntegrityKey,
+        existing: Option<usize>,
+    ) -> Result<Vec<Attr>, Fail> {
+        if let Some(i) = existing {
+            let a = self.allocations[i].as_ref().ok_or(MISMATCH)?;
+            if a.created_by == *msg.transaction_id() {
+                // A retransmitted Allocate: answer it again.
+                let left = a.expires.saturating_duration_since(now.mono).as_secs() as u32;
+                return Ok(vec![
+                    Attr::Relayed(a.relay),
+                    Attr::Lifetime(left),
+                    Attr::Mapped(five.client),
+                ]);
+            }
+            return Err(MISMATCH);
+        }
+        match msg.requested_transport() {
+            Ok(Some(TRANSPORT_UDP)) => {}
+            Ok(Some(_)) => return Err(UNSUPPORTED_TRANSPORT),
+            _ => return Err(BAD_REQUEST),
+        }
+        if msg.attribute(attr::RESERVATION_TOKEN).is_some()
+            && msg.attribute(attr::EVEN_PORT).is_some()
+        {
+            return Err(BAD_REQUEST);
+        }
+        let even = match msg.even_port() {
+            Ok(Some(true)) => return Err(CAPACITY), // reservations are not offered
+            Ok(Some(false)) => true,
+            Ok(None) => false,
+            Err(_) => return Err(BAD_REQUEST),
+        };
+        if msg.reservation_token().map_err(|_| BAD_REQUEST)?.is_some() {
+            return Err(CAPACITY);
+        }
+        let family = match msg.requested_address_family() {
+            Ok(Some(f)) => f,
+            Ok(None) => AddressFamily::V4,
+            Err(_) => return Err(FAMILY_UNSUPPORTED),
+        };
+        if self.by_client.len() >= self.settings.max_allocations {
+            return Err(QUOTA);
+        }
+        let user = self.user(username);
+        if self.users[user].allocations >= self.settings.max_allocations_per_user {
+            return Err(QUOTA);
+        }
+        let want_v4 = family == AddressFamily::V4;
+        let pool =
+            self.pools.iter_mut().find(|p| p.ip.is_ipv4() == want_v4).ok_or(FAMILY_UNSUPPORTED)?;
+        let port = if even {
+            let pos = pool.free.iter().position(|p| p % 2 == 0).ok_or(CAPACITY)?;
+            pool.free.remove(pos).ok_or(CAPACITY)?
+        } else {
+            pool.free.pop_front().ok_or(CAPACITY)?
+        };
+        let relay = SocketAddr::new(pool.ip, port);
+        let lifetime = self.lifetime(msg.lifetime().ok().flatten());
+        let alloc = Allocation {
+            five,
+            relay,
+            user,
+            username: username.to_string(),
+            key: key.clone(),
+            expires: now.mono + lifetime,
+            created_by: *msg.transaction_id(),
+            permissions: Vec::new(),
+            channels: Vec::new(),
+        };
+        let i = match self.free_slots.pop() {
+            Some(i) => {
+                self.allocations[i] = Some(alloc);
+                i
+            }
+            None => {
+                self.allocations.push(Some(alloc));
+                self.allocations.len() - 1
+            }
+        };
+        self.users[user].allocations += 1;
+        self.by_client.insert(five, i);
+        self.by_relay.insert(relay, i);
+        self.events.push_back(TurnEvent::RelayOpened(relay));
+        self.counters.allocations_created += 1;
+        Ok(vec![
+            Attr::Relayed(relay),
+            Attr::Lifetime(lifetime.as_secs() as u32),
+            Attr::Mapped(five.client),
+        ])
+    }
+
+    fn user(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.user_index.get(name) {
+            return i;
+        }
+        let rate = self.settings.max_user_bandwidth as f64;
+        self.users.push(User {
+            name: name.to_string(),
+            allocations: 0,
+            tokens: rate,
+            refilled: None,
+        });
+        self.user_index.insert(name.to_string(), self.users.len() - 1);
+        self.users.len() - 1
+    }
+
+    /// Users with no allocation left are forgotten at most this often (bounded memory).
+    pub fn compact_users(&mut self) {
+        if self.users.iter().all(|u| u.allocations > 0) {
+            return;
+        }
+        let mut remap = vec![usize::MAX; self.users.len()];
+        let mut kept = Vec::new();
+        for (i, u) in std::mem::take(&mut self.users).into_iter().enumerate() {
+            if u.allocations > 0 {
+                remap[i] = kept.len();
+                kept.push(u);
+            }
+        }
+        self.users = kept;
+        self.user_index = self.users.iter().enumerate().map(|(i, u)| (u.name.clone(), i)).collect();
+        for a in self.allocations.iter_mut().flatten() {
+            a.user = remap[a.user];
+        }
+    }
+
+    fn refresh(
+        &mut self,
+        now: Now,
+        msg: &StunView<'_>,
+        existing: Option<usize>,
+    ) -> Result<Vec<Attr>, Fail> {
+        let i = existing.ok_or(MISMATCH)?;
+        let requested = msg.lifetime().map_err(|_| BAD_REQUEST)?;
+        if msg.requested_address_family().map_err(|_| BAD_REQUEST)?.is_some_and(|f| {
+            let relay_v4 = self.allocations[i].as_ref().is_some_and(|a| a.relay.is_ipv4());
+            (f == AddressFamily::V4) != relay_v4
+        }) {
+            return Err(FAMILY_MISMATCH);
+        }
+        if requested == Some(0) {
+            self.remove(i);
+            return Ok(vec![Attr::Lifetime(0)]);
+        }
+        let lifetime = self.lifetime(requested);
+        let a = self.allocations[i].as_mut().ok_or(MISMATCH)?;
+        a.expires = now.mono + lifetime;
+        Ok(vec![Attr::Lifetime(lifetime.as_secs() as u32)])
+    }
+
+    fn check_peer(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), Fail> {
+        if peer.is_ipv4() != relay.is_ipv4() {
+            return Err(FAMILY_MISMATCH);
+        }
+        self.policy.check(peer.ip()).map_err(|_| FORBIDDEN)
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Now,
+        msg: &StunView<'_>,
+        existing: Option<usize>,
+    ) -> Result<Vec<Attr>, Fail> {
+        let i = existing.ok_or(MISMATCH)?;
+        let relay = self.allocations[i].as_ref().ok_or(MISMATCH)?.relay;
+        let mut peers: Vec<IpAddr> = Vec::new();
+        for p in msg.xor_peer_addresses() {
+            let p = p.map_err(|_| BAD_REQUEST)?;
+            self.check_peer(relay, p)?;
+            peers.push(p.ip());
+        }
+        if peers.is_empty() {
+            return Err(BAD_REQUEST);
+        }
+        let expires = now.mono + self.settings.permission_lifetime;
+        let max = self.settings.max_permissions;
+        let a = self.allocations[i].as_mut().ok_or(MISMATCH)?;
+        a.permissions.retain(|p| p.expires > now.mono);
+        for ip in peers {
+            match a.permissions.iter().position(|p| p.ip == ip) {
+                Some(k) => a.permissions[k].expires = expires,
+                None if a.permissions.len() < max => a.permissions.push(Permission { ip, expires }),
+                None => return Err(CAPACITY),
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Now,
+        msg: &StunView<'_>,
+        existing: Option<usize>,
+    ) -> Result<Vec<Attr>, Fail> {
+        let i = existing.ok_or(MISMATCH)?;
+        let number = msg.channel_number().map_err(|_| BAD_REQUEST)?.ok_or(BAD_REQUEST)?;
+        if !(0x4000..=0x4FFF).contains(&number) {
+            return Err(BAD_REQUEST);
+        }
+        let peer = msg.xor_peer_address().map_err(|_| BAD_REQUEST)?.ok_or(BAD_REQUEST)?;
+        let relay = self.allocations[i].as_ref().ok_or(MISMATCH)?.relay;
+        self.check_peer(relay, peer)?;
+        let (perm_life, chan_life) =
+            (self.settings.permission_lifetime, self.settings.channel_lifetime);
+        let max = self.settings.max_channels;
+        let max_perm = self.settings.max_permissions;
+        let a = self.allocations[i].as_mut().ok_or(MISMATCH)?;
+        let t = now.mono;
+        a.channels.retain(|c| c.expires > t);
+        // A channel number is bound to one peer and a peer to one channel (RFC 8656 §12.2).
+        if a.channels.iter().any(|c| (c.number == number) != (c.peer == peer)) {
+            return Err(BAD_REQUEST);
+        }
+        match a.channels.iter().position(|c| c.number == number) {
+            Some(k) => a.channels[k].expires = t + chan_life,
+            None if a.channels.len() < max => {
+                a.channels.push(Channel { number, peer, expires: t + chan_life })
+            }
+            None => return Err(CAPACITY),
+        }
+        match a.permissions.iter().position(|p| p.ip == peer.ip()) {
+            Some(k) => a.permissions[k].expires = a.permissions[k].expires.max(t + perm_life),
+            None if a.permissions.len() < max_perm => {
+                a.permissions.push(Permission { ip: peer.ip(), expires: t + perm_life })
+            }
+            None => return Err(CAPACITY),
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// Attributes of a success response.
+#[derive(Debug, Clone, Copy)]
+enum Attr {
+    Relayed(SocketAddr),
+    Mapped(SocketAddr),
+    Lifetime(u32),
+}
+
+fn write_response(
+    out: &mut [u8],
+    class: Class,
+    method: Method,
+    txid: &TransactionId,
+    attrs: &[Attr],
+    key: &IntegrityKey,
+) -> Option<usize> {
+    let mut w = StunWriter::new(out, class, method, txid).ok()?;
+    for a in attrs {
+        match *a {
+            Attr::Relayed(addr) => w.xor_relayed_address(addr).ok()?,
+            Attr::Mapped(addr) => w.xor_mapped_address(addr).ok()?,
+            Attr::Lifetime(s) => w.lifetime(s).ok()?,
+        };
+    }
+    w.message_integrity(key).ok()?;
+    w.fingerprint().ok()?;
+    Some(w.finish())
+}
+
+fn write_error(
+    out: &mut [u8],
+    method: Method,
+    txid: &TransactionId,
+    fail: Fail,
+    challenge: Option<(&str, &str)>,
+    key: Option<&IntegrityKey>,
+) -> Option<usize> {
+    let mut w = StunWriter::new(out, Class::ErrorResponse, method, txid).ok()?;
+    w.error_code(fail.0, fail.1).ok()?;
+    if let Some((realm, nonce)) = challenge {
+        w.realm(realm).ok()?;
+        w.nonce(nonce).ok()?;
+    }
+    if let Some(k) = key {
+        w.message_integrity(k).ok()?;
+        w.fingerprint().ok()?;
+    }
+    Some(w.finish())
+}
+
+/// Writes a Data indication around `buf[payload]` in place; returns its byte range.
+fn write_data_indication(
+    buf: &mut [u8],
+    payload: Range<usize>,
+    peer: SocketAddr,
+) -> Option<Range<usize>> {
+    let len = payload.len();
+    let pad = (4 - len % 4) % 4;
+    // Header + XOR-PEER-ADDRESS built in a scratch buffer (the txid must be random-looking but
+    // indications need no matching; derive it from the payload length and peer).
+    let mut head = [0u8; PEER_HEADROOM];
+    let txid: TransactionId = {
+        let mut t = [0u8; 12];
+        t[..2].copy_from_slice(&(len as u16).to_be_bytes());
+        t[2..4].copy_from_slice(&peer.port().to_be_bytes());
+        t
+    };
+    let mut w = StunWriter::new(&mut head, Class::Indication, Method::DATA, &txid).ok()?;
+    w.xor_peer_address(peer).ok()?;
+    let hlen = w.finish();
+    let total_head = hlen + 4; // plus the DATA attribute header
+    if payload.start < total_head || payload.end + pad > buf.len() {
+        return None;
+    }
+    let start = payload.start - total_head;
+    buf[start..start + hlen].copy_from_slice(&head[..hlen]);
+    buf[start + hlen..start + hlen + 2].copy_from_slice(&attr::DATA.to_be_bytes());
+    buf[start + hlen + 2..start + hlen + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    buf[payload.end..payload.end + pad].fill(0);
+    let msg_len = (hlen - 20) + 4 + len + pad;
+    buf[start + 2..start + 4].copy_from_slice(&(msg_len as u16).to_be_bytes());
+    Some(start..payload.end + pad)
+}

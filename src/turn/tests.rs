@@ -1,0 +1,497 @@
+//! The TURN core on a virtual clock: every request type, errors, expiry, quotas and policy.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::server::{DropReason, PEER_HEADROOM};
+use super::*;
+use crate::config::TurnConfig;
+use crate::wire::channel_data::ChannelDataView;
+use crate::wire::stun::{Class, Method, StunView, StunWriter, attr};
+use crate::wire::stun_integrity::IntegrityKey;
+use crate::wire::turn_attr::TRANSPORT_UDP;
+
+const REALM: &str = "ringsfu";
+
+struct Fx {
+    server: TurnServer,
+    t0: Instant,
+    unix: u64,
+    elapsed: Duration,
+    five: FiveTuple,
+    txid: u8,
+}
+
+fn peer() -> SocketAddr {
+    "198.51.100.7:9000".parse().unwrap()
+}
+
+impl Fx {
+    fn new(settings: TurnSettings) -> Fx {
+        let creds = Credentials::new(
+            REALM,
+            &["alice:pw".into(), "bob:pw2".into()],
+            Some("rest-secret"),
+            [3; 32],
+        );
+        let policy =
+            PeerPolicy::from_config(&TurnConfig::default(), vec!["192.0.2.1".parse().unwrap()]);
+        Fx {
+            server: TurnServer::new(settings, creds, policy),
+            t0: Instant::now(),
+            unix: 1_800_000_000,
+            elapsed: Duration::ZERO,
+            five: FiveTuple {
+                client: "203.0.113.9:5000".parse().unwrap(),
+                server: "192.0.2.1:3478".parse().unwrap(),
+                transport: Transport::Udp,
+            },
+            txid: 0,
+        }
+    }
+
+    fn default() -> Fx {
+        Fx::new(TurnSettings {
+            relay_ips: vec!["192.0.2.1".parse().unwrap()],
+            relay_ports: 50000..50010,
+            ..TurnSettings::default()
+        })
+    }
+
+    fn now(&self) -> Now {
+        Now { mono: self.t0 + self.elapsed, unix: self.unix + self.elapsed.as_secs() }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.elapsed += d;
+        let now = self.now();
+        self.server.handle_timeout(now);
+    }
+
+    /// Builds a request; `auth` = (username, password, nonce).
+    fn request(
+        &mut self,
+        method: Method,
+        auth: Option<(&str, &str, &str)>,
+        add: impl FnOnce(&mut StunWriter<'_>),
+    ) -> Vec<u8> {
+        self.txid = self.txid.wrapping_add(1);
+        let mut buf = vec![0u8; 1024];
+        let mut w = StunWriter::new(&mut buf, Class::Request, method, &[self.txid; 12]).unwrap();
+        add(&mut w);
+        w.software("test client with a reasonably long software name").unwrap();
+        if let Some((u, p, n)) = auth {
+            w.username(u).unwrap();
+            w.realm(REALM).unwrap();
+            w.nonce(n).unwrap();
+            w.message_integrity(&IntegrityKey::long_term(
+                u.as_bytes(),
+                REALM.as_bytes(),
+                p.as_bytes(),
+            ))
+            .unwrap();
+        }
+        w.fingerprint().unwrap();
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> (FromClient, Vec<u8>) {
+        let mut out = vec![0u8; 1024];
+        let now = self.now();
+        let five = self.five;
+        let r = self.server.handle_client(now, five, bytes, &mut out);
+        if let FromClient::Reply { len } = r {
+            out.truncate(len);
+        } else {
+            out.clear();
+        }
+        (r, out)
+    }
+
+    /// The nonce from an unauthenticated Allocate.
+    fn nonce(&mut self) -> String {
+        let req = self.request(Method::ALLOCATE, None, |w| {
+            w.requested_transport(TRANSPORT_UDP).unwrap();
+        });
+        let (_, resp) = self.send(&req);
+        let v = StunView::parse(&resp).unwrap();
+        assert_eq!(v.error_code().unwrap().unwrap().0, 401);
+        assert_eq!(v.realm().unwrap(), Some(REALM));
+        v.nonce().unwrap().unwrap().to_string()
+    }
+
+    fn allocate(&mut self, user: &str, pass: &str) -> SocketAddr {
+        let nonce = self.nonce();
+        let req = self.request(Method::ALLOCATE, Some((user, pass, &nonce)), |w| {
+            w.requested_transport(TRANSPORT_UDP).unwrap();
+        });
+        let (r, resp) = self.send(&req);
+        assert!(matches!(r, FromClient::Reply { .. }), "{r:?}");
+        let v = StunView::parse(&resp).unwrap();
+        assert_eq!(v.class(), Class::SuccessResponse, "{:?}", v.error_code());
+        v.verify_integrity(&IntegrityKey::long_term(
+            user.as_bytes(),
+            REALM.as_bytes(),
+            pass.as_bytes(),
+        ))
+        .unwrap();
+        assert_eq!(v.xor_mapped_address().unwrap(), Some(self.five.client));
+        assert_eq!(v.lifetime().unwrap(), Some(600));
+        v.xor_relayed_address().unwrap().unwrap()
+    }
+
+    fn authed(&mut self, method: Method, add: impl FnOnce(&mut StunWriter<'_>)) -> StunViewOwned {
+        let nonce = self.nonce_for_existing();
+        let req = self.request(method, Some(("alice", "pw", &nonce)), add);
+        let (r, resp) = self.send(&req);
+        assert!(matches!(r, FromClient::Reply { .. }), "{r:?}");
+        StunViewOwned(resp)
+    }
+
+    fn nonce_for_existing(&mut self) -> String {
+        // Any fresh nonce of ours works for this client.
+        let now = self.now();
+        Credentials::new(REALM, &[], None, [3; 32]).nonce(now.unix, self.five.client)
+    }
+}
+
+struct StunViewOwned(Vec<u8>);
+impl StunViewOwned {
+    fn view(&self) -> StunView<'_> {
+        StunView::parse(&self.0).unwrap()
+    }
+    fn code(&self) -> Option<u16> {
+        self.view().error_code().unwrap().map(|(c, _)| c)
+    }
+}
+
+#[test]
+fn allocate_permission_send_and_data() {
+    let mut fx = Fx::default();
+    let relay = fx.allocate("alice", "pw");
+    assert_eq!(relay.ip().to_string(), "192.0.2.1");
+    assert!((50000..50010).contains(&relay.port()));
+    assert_eq!(fx.server.poll_event(), Some(TurnEvent::RelayOpened(relay)));
+    assert_eq!(fx.server.allocation_count(), 1);
+
+    // Without a permission a Send indication is dropped.
+    let send = || {
+        let mut buf = vec![0u8; 256];
+        let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
+        w.xor_peer_address(peer()).unwrap();
+        w.data(b"hello peer").unwrap();
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    };
+    let ind = send();
+    assert_eq!(fx.send(&ind).0, FromClient::Drop(DropReason::NoPermission));
+
+    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(peer()).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse);
+    let (r, _) = fx.send(&ind);
+    let FromClient::Relay { relay: from, peer: to, range } = r else { panic!("{r:?}") };
+    assert_eq!((from, to), (relay, peer()));
+    assert_eq!(&ind[range], b"hello peer");
+
+    // The peer answers: a Data indication written in place around the payload.
+    let payload = b"hi client";
+    let mut buf = vec![0u8; PEER_HEADROOM + payload.len() + 3];
+    buf[PEER_HEADROOM..PEER_HEADROOM + payload.len()].copy_from_slice(payload);
+    let now = fx.now();
+    let r = fx.server.handle_peer(
+        now,
+        relay,
+        peer(),
+        &mut buf,
+        PEER_HEADROOM..PEER_HEADROOM + payload.len(),
+    );
+    let FromPeer::ToClient { five, range } = r else { panic!("{r:?}") };
+    assert_eq!(five, fx.five);
+    let v = StunView::parse(&buf[range]).unwrap();
+    assert_eq!((v.class(), v.method()), (Class::Indication, Method::DATA));
+    assert_eq!(v.xor_peer_address().unwrap(), Some(peer()));
+    assert_eq!(v.data(), Some(&payload[..]));
+
+    // A peer without permission is dropped.
+    let stranger: SocketAddr = "198.51.100.8:9000".parse().unwrap();
+    let mut buf2 = buf.clone();
+    let r =
+        fx.server.handle_peer(now, relay, stranger, &mut buf2, PEER_HEADROOM..PEER_HEADROOM + 4);
+    assert_eq!(r, FromPeer::Drop(DropReason::NoPermission));
+}
+
+#[test]
+fn channels_both_ways_and_tcp_padding() {
+    let mut fx = Fx::default();
+    fx.five.transport = Transport::Tcp;
+    let relay = fx.allocate("alice", "pw");
+    let r = fx.authed(Method::CHANNEL_BIND, |w| {
+        w.channel_number(0x4001).unwrap();
+        w.xor_peer_address(peer()).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    // Client -> peer.
+    let mut cd = vec![0x40, 0x01, 0x00, 0x05];
+    cd.extend_from_slice(b"abcde\0\0\0");
+    let (r, _) = fx.send(&cd);
+    assert_eq!(r, FromClient::Relay { relay, peer: peer(), range: 4..9 });
+    // Peer -> client: ChannelData header in place, padded to 4 on TCP.
+    let mut buf = vec![0xEEu8; PEER_HEADROOM + 8];
+    buf[PEER_HEADROOM..PEER_HEADROOM + 5].copy_from_slice(b"vwxyz");
+    let now = fx.now();
+    let FromPeer::ToClient { range, .. } =
+        fx.server.handle_peer(now, relay, peer(), &mut buf, PEER_HEADROOM..PEER_HEADROOM + 5)
+    else {
+        panic!()
+    };
+    assert_eq!(range.len(), 12);
+    let v = ChannelDataView::parse(&buf[range.clone()]).unwrap();
+    assert_eq!((v.channel(), v.data()), (0x4001, &b"vwxyz"[..]));
+    assert_eq!(&buf[range.end - 3..range.end], &[0, 0, 0]);
+    // Unknown channel, and rebinding the number to another peer.
+    let (r, _) = fx.send(&[0x40, 0x02, 0x00, 0x00]);
+    assert_eq!(r, FromClient::Drop(DropReason::NoChannel));
+    let r = fx.authed(Method::CHANNEL_BIND, |w| {
+        w.channel_number(0x4001).unwrap();
+        w.xor_peer_address("198.51.100.9:1".parse().unwrap()).unwrap();
+    });
+    assert_eq!(r.code(), Some(400));
+    let r = fx.authed(Method::CHANNEL_BIND, |w| {
+        w.attribute(attr::CHANNEL_NUMBER, &[0x3f, 0xff, 0, 0]).unwrap();
+        w.xor_peer_address(peer()).unwrap();
+    });
+    assert_eq!(r.code(), Some(400));
+}
+
+#[test]
+fn authentication_failures() {
+    let mut fx = Fx::default();
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "wrong", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    let (_, resp) = fx.send(&req);
+    assert_eq!(StunViewOwned(resp).code(), Some(401));
+    let req = fx.request(Method::ALLOCATE, Some(("mallory", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    let (_, resp) = fx.send(&req);
+    assert_eq!(StunViewOwned(resp).code(), Some(401));
+    assert_eq!(fx.server.counters.auth_failures, 2);
+    // A nonce from long ago is stale: 438 with a new one.
+    fx.elapsed += Duration::from_secs(601);
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    let (_, resp) = fx.send(&req);
+    let v = StunViewOwned(resp);
+    assert_eq!(v.code(), Some(438));
+    assert!(v.view().nonce().unwrap().is_some());
+    // A bare request would get a larger answer than itself: dropped, never amplified.
+    let mut tiny = vec![0u8; 28];
+    let mut w = StunWriter::new(&mut tiny, Class::Request, Method::ALLOCATE, &[1; 12]).unwrap();
+    w.requested_transport(TRANSPORT_UDP).unwrap();
+    let n = w.finish();
+    let (r, _) = fx.send(&tiny[..n]);
+    assert_eq!(r, FromClient::Drop(DropReason::Amplification));
+    assert_eq!(fx.server.allocation_count(), 0);
+}
+
+#[test]
+fn rest_api_credentials() {
+    let mut fx = Fx::default();
+    let unix = fx.now().unix;
+    let (user, pass) = rest_credentials("rest-secret", "con_Abc", unix, 3600);
+    fx.allocate(&user, &pass);
+    let mut fx = Fx::default();
+    let (user, pass) = rest_credentials("rest-secret", "con_Abc", unix - 7200, 3600);
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some((&user, &pass, &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(401), "expired REST credential");
+}
+
+#[test]
+fn allocate_errors_retransmission_and_mismatch() {
+    let mut fx = Fx::default();
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(6).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(442));
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |_| {});
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(400));
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.requested_address_family(crate::wire::turn_attr::AddressFamily::V6).unwrap();
+    });
+    assert_eq!(
+        StunViewOwned(fx.send(&req).1).code(),
+        Some(440),
+        "no IPv6 relay address configured"
+    );
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.even_port(false).unwrap();
+    });
+    let (_, first) = fx.send(&req);
+    let relay = StunViewOwned(first.clone()).view().xor_relayed_address().unwrap().unwrap();
+    assert_eq!(relay.port() % 2, 0, "EVEN-PORT honoured");
+    // The same request again (a retransmission) gets the same allocation.
+    let (_, again) = fx.send(&req);
+    assert_eq!(StunViewOwned(again).view().xor_relayed_address().unwrap(), Some(relay));
+    // A new Allocate on the same 5-tuple is a mismatch.
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(437));
+    // Refresh / CreatePermission from a tuple without allocation.
+    fx.five.client = "203.0.113.9:5001".parse().unwrap();
+    let r = fx.authed(Method::REFRESH, |_| {});
+    assert_eq!(r.code(), Some(437));
+}
+
+#[test]
+fn lifetimes_refresh_and_expiry() {
+    let mut fx = Fx::default();
+    let relay = fx.allocate("alice", "pw");
+    fx.server.poll_event();
+    fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(peer()).unwrap();
+    });
+    // Permissions last 300 s.
+    fx.advance(Duration::from_secs(301));
+    let mut buf = vec![0u8; PEER_HEADROOM + 4];
+    let now = fx.now();
+    assert_eq!(
+        fx.server.handle_peer(now, relay, peer(), &mut buf, PEER_HEADROOM..PEER_HEADROOM + 4),
+        FromPeer::Drop(DropReason::NoPermission)
+    );
+    // Refresh extends the allocation (asking for less than the default gets the default).
+    let r = fx.authed(Method::REFRESH, |w| {
+        w.lifetime(60).unwrap();
+    });
+    assert_eq!(r.view().lifetime().unwrap(), Some(600));
+    let r = fx.authed(Method::REFRESH, |w| {
+        w.lifetime(100_000).unwrap();
+    });
+    assert_eq!(r.view().lifetime().unwrap(), Some(3600), "capped at the maximum");
+    fx.advance(Duration::from_secs(3599));
+    assert_eq!(fx.server.allocation_count(), 1);
+    fx.advance(Duration::from_secs(2));
+    assert_eq!(fx.server.allocation_count(), 0);
+    assert_eq!(fx.server.poll_event(), Some(TurnEvent::RelayClosed(relay)));
+    assert_eq!(fx.server.counters.allocations_expired, 1);
+    // Refresh with lifetime 0 deletes at once and frees the port.
+    let relay = fx.allocate("alice", "pw");
+    let r = fx.authed(Method::REFRESH, |w| {
+        w.lifetime(0).unwrap();
+    });
+    assert_eq!(r.view().lifetime().unwrap(), Some(0));
+    assert_eq!(fx.server.allocation_count(), 0);
+    assert!(fx.server.poll_event().is_some());
+    assert_eq!(fx.server.poll_event(), Some(TurnEvent::RelayClosed(relay)));
+}
+
+#[test]
+fn policy_and_quotas() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50000..50003,
+        max_allocations_per_user: 1,
+        max_allocations: 2,
+        ..TurnSettings::default()
+    });
+    fx.allocate("alice", "pw");
+    for bad in ["127.0.0.1:1", "10.0.0.1:1", "192.0.2.1:1", "[2001:db8::1]:1"] {
+        let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+            w.xor_peer_address(bad.parse().unwrap()).unwrap();
+        });
+        let want = if bad.starts_with('[') { 443 } else { 403 };
+        assert_eq!(r.code(), Some(want), "{bad}");
+    }
+    // Per-user quota.
+    fx.five.client = "203.0.113.9:6000".parse().unwrap();
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(486));
+    fx.allocate("bob", "pw2");
+    // Total quota.
+    fx.five.client = "203.0.113.9:7000".parse().unwrap();
+    let nonce = fx.nonce();
+    let (user, pass) = rest_credentials("rest-secret", "x", fx.now().unix, 60);
+    let req = fx.request(Method::ALLOCATE, Some((&user, &pass, &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(486));
+}
+
+#[test]
+fn bandwidth_limit_per_user() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50000..50003,
+        max_user_bandwidth: 1000,
+        ..TurnSettings::default()
+    });
+    fx.allocate("alice", "pw");
+    fx.authed(Method::CHANNEL_BIND, |w| {
+        w.channel_number(0x4000).unwrap();
+        w.xor_peer_address(peer()).unwrap();
+    });
+    let mut cd = vec![0x40, 0x00, 0x01, 0x90];
+    cd.extend_from_slice(&[0u8; 400]);
+    let mut passed = 0;
+    for _ in 0..5 {
+        if matches!(fx.send(&cd).0, FromClient::Relay { .. }) {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 2, "1000 bytes/s lets two 400-byte packets through at once");
+    fx.elapsed += Duration::from_secs(1);
+    assert!(matches!(fx.send(&cd).0, FromClient::Relay { .. }));
+}
+
+#[test]
+fn binding_on_the_turn_port_and_hostile_input() {
+    let mut fx = Fx::default();
+    let req = fx.request(Method::BINDING, None, |_| {});
+    let (r, resp) = fx.send(&req);
+    assert!(matches!(r, FromClient::Reply { .. }));
+    let v = StunView::parse(&resp).unwrap();
+    assert_eq!(v.xor_mapped_address().unwrap(), Some(fx.five.client));
+    assert!(resp.len() <= req.len());
+    let mut seed = 0xdead_beefu32;
+    let base = fx.request(Method::ALLOCATE, Some(("alice", "pw", "AAAAAAAAAAAAAAAA")), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.attribute(attr::EVEN_PORT, &[0]).unwrap();
+    });
+    for i in 0..20_000 {
+        let mut b = base.clone();
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let cut = (seed as usize) % (b.len() + 1);
+        b[(seed as usize >> 8) % base.len()] ^= seed as u8;
+        b.truncate(if i % 3 == 0 { cut } else { b.len() });
+        let _ = fx.send(&b);
+        let mut pbuf = b.clone();
+        pbuf.resize(pbuf.len().max(PEER_HEADROOM + 8), 0);
+        let now = fx.now();
+        let _ = fx.server.handle_peer(
+            now,
+            "192.0.2.1:50000".parse().unwrap(),
+            peer(),
+            &mut pbuf,
+            PEER_HEADROOM..PEER_HEADROOM + 8,
+        );
+    }
+}
