@@ -59,11 +59,7 @@ fn bench_stun(c: &mut Criterion) {
     g.bench_function("ringsfu", |b| {
         b.iter(|| {
             let v = StunView::parse(black_box(BROWSER_REQ)).unwrap();
-            black_box((
-                v.username().unwrap(),
-                v.priority().unwrap(),
-                v.use_candidate().unwrap(),
-            ))
+            black_box((v.username().unwrap(), v.priority().unwrap(), v.use_candidate().unwrap()))
         })
     });
     g.bench_function("webrtc-rs", |b| {
@@ -122,10 +118,7 @@ fn bench_stun(c: &mut Criterion) {
             m.build(&[
                 Box::new(BINDING_SUCCESS),
                 Box::new(stun::agent::TransactionId([7; 12])),
-                Box::new(stun::xoraddr::XorMappedAddress {
-                    ip: addr.ip(),
-                    port: addr.port(),
-                }),
+                Box::new(stun::xoraddr::XorMappedAddress { ip: addr.ip(), port: addr.port() }),
                 Box::new(mi.clone()),
                 Box::new(stun::fingerprint::FINGERPRINT),
             ])
@@ -148,11 +141,7 @@ fn bench_rtp(c: &mut Criterion) {
         b.iter(|| {
             let mut s = black_box(RTP_ONE);
             let p = rtp::packet::Packet::unmarshal(&mut s).unwrap();
-            black_box((
-                p.header.sequence_number,
-                p.header.get_extension(3),
-                p.payload.len(),
-            ))
+            black_box((p.header.sequence_number, p.header.get_extension(3), p.payload.len()))
         })
     });
     g.finish();
@@ -179,9 +168,7 @@ fn bench_rtp(c: &mut Criterion) {
             p.header.sequence_number = 1000;
             p.header.timestamp = 90_000;
             p.header.payload_type = 100;
-            p.header
-                .set_extension(3, bytes::Bytes::from_static(&[0x10, 0x92]))
-                .unwrap();
+            p.header.set_extension(3, bytes::Bytes::from_static(&[0x10, 0x92])).unwrap();
             black_box(p.marshal_to(&mut out).unwrap())
         })
     });

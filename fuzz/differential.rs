@@ -26,19 +26,13 @@ pub fn stun(data: &[u8]) {
     };
     let mut theirs = Message::new();
     theirs.raw = data.to_vec();
-    theirs
-        .decode()
-        .expect("stun crate must accept what ringsfu accepts");
+    theirs.decode().expect("stun crate must accept what ringsfu accepts");
     assert_eq!(theirs.typ.value(), ours.message_type());
     assert_eq!(&theirs.transaction_id.0, ours.transaction_id());
     // Our counted attributes are a prefix of theirs (we ignore what follows the integrity
     // attributes), plus FINGERPRINT which is their last.
     let compat = |t: u16| {
-        if t == 0x8020 {
-            attr::XOR_MAPPED_ADDRESS
-        } else {
-            t
-        }
+        if t == 0x8020 { attr::XOR_MAPPED_ADDRESS } else { t }
     };
     let mut theirs_iter = theirs.attributes.0.iter();
     for a in ours.attributes().filter(|a| a.typ != attr::FINGERPRINT) {
@@ -78,9 +72,7 @@ pub fn stun(data: &[u8]) {
     ::stun::integrity::MessageIntegrity::new_short_term_integrity(PASSWORD.to_owned())
         .check(&mut m)
         .expect("oracle verifies our MESSAGE-INTEGRITY");
-    ::stun::fingerprint::FINGERPRINT
-        .check(&m)
-        .expect("oracle verifies our FINGERPRINT");
+    ::stun::fingerprint::FINGERPRINT.check(&m).expect("oracle verifies our FINGERPRINT");
 }
 
 /// RTP: header fields, CSRCs, payload and RFC 8285 elements.
@@ -214,35 +206,23 @@ pub fn rtcp(data: &[u8]) {
                 }
             }
             RtcpPacket::Pli(p) => {
-                let t = any
-                    .downcast_ref::<PictureLossIndication>()
-                    .expect("PLI kind");
+                let t = any.downcast_ref::<PictureLossIndication>().expect("PLI kind");
                 assert_eq!((t.sender_ssrc, t.media_ssrc), (p.sender_ssrc, p.media_ssrc));
             }
             RtcpPacket::Nack(n) => {
                 let t = any.downcast_ref::<TransportLayerNack>().expect("NACK kind");
                 assert_eq!((t.sender_ssrc, t.media_ssrc), (n.sender_ssrc, n.media_ssrc));
-                assert!(
-                    t.nacks
-                        .iter()
-                        .map(|p| (p.packet_id, p.lost_packets))
-                        .eq(n.pairs())
-                );
+                assert!(t.nacks.iter().map(|p| (p.packet_id, p.lost_packets)).eq(n.pairs()));
             }
             RtcpPacket::Remb(r) => {
-                let t = any
-                    .downcast_ref::<ReceiverEstimatedMaximumBitrate>()
-                    .expect("REMB kind");
+                let t = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>().expect("REMB kind");
                 assert_eq!(t.sender_ssrc, r.sender_ssrc);
                 assert!(t.ssrcs.iter().copied().eq(r.ssrcs()));
                 // The oracle keeps an f32: compare with relative tolerance.
                 let ours = r.bitrate() as f64;
                 let theirs = t.bitrate as f64;
                 if r.bitrate() != u64::MAX {
-                    assert!(
-                        (ours - theirs).abs() <= ours * 1e-6 + 1.0,
-                        "{ours} vs {theirs}"
-                    );
+                    assert!((ours - theirs).abs() <= ours * 1e-6 + 1.0, "{ours} vs {theirs}");
                 }
             }
             RtcpPacket::TransportCc(c) => {
@@ -256,11 +236,8 @@ pub fn rtcp(data: &[u8]) {
                 // The oracle counts every symbol of the last status-vector chunk, also those
                 // past the status count (libwebrtc and ringsfu ignore them), so it may read
                 // extra deltas at the end: ours must be a prefix of theirs.
-                let ours_deltas: Vec<i64> = c
-                    .packets()
-                    .filter_map(|p| p.delta)
-                    .map(|d| d as i64 * 250)
-                    .collect();
+                let ours_deltas: Vec<i64> =
+                    c.packets().filter_map(|p| p.delta).map(|d| d as i64 * 250).collect();
                 assert!(t.recv_deltas.len() >= ours_deltas.len());
                 assert!(
                     t.recv_deltas

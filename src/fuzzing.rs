@@ -137,14 +137,10 @@ pub fn stun_roundtrip(data: &[u8]) {
     assert_eq!(v2.message_type(), v.message_type());
     assert_eq!(v2.transaction_id(), v.transaction_id());
     assert!(
-        v.attributes()
-            .filter(|a| !is_tail(a.typ))
-            .eq(v2.attributes().filter(|a| !is_tail(a.typ)))
+        v.attributes().filter(|a| !is_tail(a.typ)).eq(v2.attributes().filter(|a| !is_tail(a.typ)))
     );
-    v2.verify_integrity(&key)
-        .expect("integrity of our own message");
-    v2.verify_fingerprint()
-        .expect("fingerprint of our own message");
+    v2.verify_integrity(&key).expect("integrity of our own message");
+    v2.verify_fingerprint().expect("fingerprint of our own message");
     assert_eq!(v2.username(), v.username());
     assert_eq!(v2.xor_mapped_address(), v.xor_mapped_address());
     assert_eq!(v2.xor_peer_address(), v.xor_peer_address());
@@ -261,10 +257,7 @@ pub fn rtcp(data: &[u8]) {
     };
     assert_eq!(data[0] >> 6, 2);
     assert_eq!(c.raw_packets().count(), c.len());
-    assert_eq!(
-        c.raw_packets().map(|p| p.bytes.len()).sum::<usize>(),
-        data.len()
-    );
+    assert_eq!(c.raw_packets().map(|p| p.bytes.len()).sum::<usize>(), data.len());
     for p in c.packets() {
         let Ok(p) = p else { continue };
         walk_packet(&p);
@@ -295,10 +288,7 @@ fn walk_packet(p: &RtcpPacket<'_>) {
             let mut seq = t.base_seq;
             for s in t.packets() {
                 assert_eq!(s.seq, seq);
-                assert_eq!(
-                    s.delta.is_some(),
-                    s.status != rtcp::twcc::Status::NotReceived
-                );
+                assert_eq!(s.delta.is_some(), s.status != rtcp::twcc::Status::NotReceived);
                 seq = seq.wrapping_add(1);
                 n += 1;
             }
@@ -320,11 +310,7 @@ pub fn rtcp_roundtrip(data: &[u8]) {
             None => continue,
         };
         let c2 = RtcpCompound::parse(&buf[..n]).expect("our own packet must frame");
-        let p2 = c2
-            .packets()
-            .next()
-            .expect("one packet")
-            .expect("our own packet must parse");
+        let p2 = c2.packets().next().expect("one packet").expect("our own packet must parse");
         same_packet(&p, &p2);
     }
 }
@@ -342,11 +328,8 @@ fn write_like(p: &RtcpPacket<'_>, buf: &mut [u8]) -> Option<usize> {
         }
         RtcpPacket::Sdes(s) => {
             let items: Vec<Vec<(u8, &[u8])>> = s.chunks().map(|c| c.items().collect()).collect();
-            let chunks: Vec<sdes::ChunkSpec<'_>> = s
-                .chunks()
-                .zip(items.iter())
-                .map(|(c, i)| (c.ssrc, i.as_slice()))
-                .collect();
+            let chunks: Vec<sdes::ChunkSpec<'_>> =
+                s.chunks().zip(items.iter()).map(|(c, i)| (c.ssrc, i.as_slice())).collect();
             sdes::write(buf, &chunks).ok()?
         }
         RtcpPacket::Bye(b) => {
@@ -430,9 +413,7 @@ fn same_packet(a: &RtcpPacket<'_>, b: &RtcpPacket<'_>) {
             // A large-delta symbol carrying 0..=255 is re-encoded as a small delta: compare
             // what the receiver learns, (seq, delta).
             assert!(
-                x.packets()
-                    .map(|p| (p.seq, p.delta))
-                    .eq(y.packets().map(|p| (p.seq, p.delta)))
+                x.packets().map(|p| (p.seq, p.delta)).eq(y.packets().map(|p| (p.seq, p.delta)))
             );
         }
         (a, b) => panic!("packet kind changed: {a:?} -> {b:?}"),

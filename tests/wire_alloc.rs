@@ -49,9 +49,7 @@ fn no_alloc(name: &str, f: impl FnOnce()) {
 }
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
     let mut v: Vec<Vec<u8>> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -130,10 +128,7 @@ fn parse_paths_do_not_allocate() {
             let _ = v.transport_cc(3);
             rtp_copy[..d.len()].copy_from_slice(d);
             let mut w = RtpRewriter::new(&mut rtp_copy[..d.len()]).unwrap();
-            w.set_ssrc(1)
-                .set_sequence_number(2)
-                .set_timestamp(3)
-                .set_marker(true);
+            w.set_ssrc(1).set_sequence_number(2).set_timestamp(3).set_marker(true);
             let _ = w.set_payload_type(100);
             let _ = w.set_transport_cc(3, 7);
             let _ = w.set_abs_send_time(2, 7);

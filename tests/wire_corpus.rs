@@ -72,10 +72,7 @@ fn replay(sub: &str) -> usize {
 #[test]
 fn corpus_replays() {
     let n = replay("corpus");
-    assert!(
-        n >= 20,
-        "expected the committed seed corpus, found {n} files"
-    );
+    assert!(n >= 20, "expected the committed seed corpus, found {n} files");
 }
 
 #[test]

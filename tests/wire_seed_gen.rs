@@ -18,17 +18,12 @@ use ringsfu::wire::{IntegrityKey, channel_data, dtls_record, turn_attr};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn put(targets: &[&str], name: &str, data: &[u8]) {
     for t in targets {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
-            .join(t);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(t);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(name), data).unwrap();
     }
@@ -77,9 +72,7 @@ fn stun_seeds() -> Vec<u8> {
         &mut buf,
         Class::Request,
         Method::BINDING,
-        &[
-            0x4a, 0x33, 0x6b, 0x52, 0x70, 0x31, 0x45, 0x2b, 0x36, 0x47, 0x61, 0x37,
-        ],
+        &[0x4a, 0x33, 0x6b, 0x52, 0x70, 0x31, 0x45, 0x2b, 0x36, 0x47, 0x61, 0x37],
     )
     .unwrap();
     w.username("Xk3p:9fQa").unwrap();
@@ -95,8 +88,7 @@ fn stun_seeds() -> Vec<u8> {
 
     let mut w =
         StunWriter::new(&mut buf, Class::SuccessResponse, Method::BINDING, &[7; 12]).unwrap();
-    w.xor_mapped_address("[2001:db8::7]:61000".parse().unwrap())
-        .unwrap();
+    w.xor_mapped_address("[2001:db8::7]:61000".parse().unwrap()).unwrap();
     w.message_integrity(&ice).unwrap();
     w.fingerprint().unwrap();
     let n = w.finish();
@@ -132,8 +124,7 @@ fn stun_seeds() -> Vec<u8> {
     w.requested_transport(TRANSPORT_UDP).unwrap();
     w.lifetime(600).unwrap();
     w.even_port(true).unwrap();
-    w.requested_address_family(turn_attr::AddressFamily::V4)
-        .unwrap();
+    w.requested_address_family(turn_attr::AddressFamily::V4).unwrap();
     w.username("1700000000:alice").unwrap();
     w.realm("ringsfu.example").unwrap();
     w.nonce("obMatJos2gAAAadl7W7PeDU4hKE72jda").unwrap();
@@ -142,17 +133,10 @@ fn stun_seeds() -> Vec<u8> {
     let n = w.finish();
     put(STUN, "turn_allocate_request", &buf[..n]);
 
-    let mut w = StunWriter::new(
-        &mut buf,
-        Class::SuccessResponse,
-        Method::ALLOCATE,
-        &[0x12; 12],
-    )
-    .unwrap();
-    w.xor_relayed_address("203.0.113.5:49152".parse().unwrap())
-        .unwrap();
-    w.xor_mapped_address("198.51.100.7:40000".parse().unwrap())
-        .unwrap();
+    let mut w =
+        StunWriter::new(&mut buf, Class::SuccessResponse, Method::ALLOCATE, &[0x12; 12]).unwrap();
+    w.xor_relayed_address("203.0.113.5:49152".parse().unwrap()).unwrap();
+    w.xor_mapped_address("198.51.100.7:40000".parse().unwrap()).unwrap();
     w.lifetime(600).unwrap();
     w.reservation_token(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
     w.message_integrity(&lt).unwrap();
@@ -161,16 +145,10 @@ fn stun_seeds() -> Vec<u8> {
     let n = w.finish();
     put(STUN, "turn_allocate_success", &buf[..n]);
 
-    let mut w = StunWriter::new(
-        &mut buf,
-        Class::Request,
-        Method::CREATE_PERMISSION,
-        &[0x13; 12],
-    )
-    .unwrap();
+    let mut w =
+        StunWriter::new(&mut buf, Class::Request, Method::CREATE_PERMISSION, &[0x13; 12]).unwrap();
     w.xor_peer_address("192.0.2.50:0".parse().unwrap()).unwrap();
-    w.xor_peer_address("[2001:db8::50]:0".parse().unwrap())
-        .unwrap();
+    w.xor_peer_address("[2001:db8::50]:0".parse().unwrap()).unwrap();
     w.username("1700000000:alice").unwrap();
     w.realm("ringsfu.example").unwrap();
     w.nonce("obMatJos2gAAAadl7W7PeDU4hKE72jda").unwrap();
@@ -181,16 +159,14 @@ fn stun_seeds() -> Vec<u8> {
     let mut w =
         StunWriter::new(&mut buf, Class::Request, Method::CHANNEL_BIND, &[0x14; 12]).unwrap();
     w.channel_number(0x4001).unwrap();
-    w.xor_peer_address("192.0.2.50:5000".parse().unwrap())
-        .unwrap();
+    w.xor_peer_address("192.0.2.50:5000".parse().unwrap()).unwrap();
     w.username("1700000000:alice").unwrap();
     w.message_integrity(&lt).unwrap();
     let n = w.finish();
     put(STUN, "turn_channel_bind", &buf[..n]);
 
     let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[0x15; 12]).unwrap();
-    w.xor_peer_address("192.0.2.50:5000".parse().unwrap())
-        .unwrap();
+    w.xor_peer_address("192.0.2.50:5000".parse().unwrap()).unwrap();
     w.data(b"\x80\x60\x00\x01hello").unwrap();
     let n = w.finish();
     put(STUN, "turn_send_indication", &buf[..n]);
@@ -215,11 +191,9 @@ fn stun_seeds() -> Vec<u8> {
                 ATTR_USERNAME,
                 "rfrag:lfrag".to_owned(),
             )),
-            Box::new(
-                ::stun::integrity::MessageIntegrity::new_short_term_integrity(
-                    "webrtc-rs-password".to_owned(),
-                ),
-            ),
+            Box::new(::stun::integrity::MessageIntegrity::new_short_term_integrity(
+                "webrtc-rs-password".to_owned(),
+            )),
             Box::new(::stun::fingerprint::FINGERPRINT),
         ])
         .unwrap();
@@ -242,11 +216,7 @@ fn rtp_seeds() -> Vec<u8> {
     two.extend_from_slice(&[0x07, 0x00, 0x03, 0x02, 0x01, 0x02]); // 2+20+2+4 = 28 bytes
     two.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x00, 0x00, 0x03]);
     put(RTP, "two_byte_ext_csrc_padding", &two);
-    put(
-        RTP,
-        "opus_plain",
-        &hex("80 6f 00 05 00 00 03 c0 01 02 03 04 fc ff fe"),
-    );
+    put(RTP, "opus_plain", &hex("80 6f 00 05 00 00 03 c0 01 02 03 04 fc ff fe"));
     // Marshalled by the webrtc-rs rtp crate.
     {
         use ::rtp::header::{Extension, Header};
@@ -263,10 +233,7 @@ fn rtp_seeds() -> Vec<u8> {
                 csrc: vec![],
                 extension: true,
                 extension_profile: 0xBEDE,
-                extensions: vec![Extension {
-                    id: 1,
-                    payload: bytes::Bytes::from_static(&[0x2F]),
-                }],
+                extensions: vec![Extension { id: 1, payload: bytes::Bytes::from_static(&[0x2F]) }],
                 ..Default::default()
             },
             payload: bytes::Bytes::from_static(&[0x98, 0x36, 0xbe, 0x88, 0x9e]),
@@ -298,10 +265,7 @@ fn rtcp_seeds() -> Vec<u8> {
     let mut n = wrtcp::sr::write(&mut buf, &info, &[blk]).unwrap();
     n += wrtcp::sdes::write(
         &mut buf[n..],
-        &[(
-            0x6b8b4567,
-            &[(1, &b"{9c00eb92-1afb-9d49-a47d-91f64eee69f5}"[..])],
-        )],
+        &[(0x6b8b4567, &[(1, &b"{9c00eb92-1afb-9d49-a47d-91f64eee69f5}"[..])])],
     )
     .unwrap();
     let sr_sdes = buf[..n].to_vec();
@@ -363,12 +327,10 @@ fn rtcp_seeds() -> Vec<u8> {
                 }],
                 ..Default::default()
             }),
-            Box::new(
-                ::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-                    sender_ssrc: 0x902f9e2e,
-                    media_ssrc: 0x4bc4fcb4,
-                },
-            ),
+            Box::new(::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                sender_ssrc: 0x902f9e2e,
+                media_ssrc: 0x4bc4fcb4,
+            }),
         ];
         let b = ::rtcp::packet::marshal(&pkts).unwrap();
         put(RTCP, "webrtc_rs_rr_pli", &b);

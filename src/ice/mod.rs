@@ -274,7 +274,12 @@ impl IceLiteAgent {
         victim
     }
 
-    fn write_success(&self, out: &mut [u8], txid: &TransactionId, remote: SocketAddr) -> Option<usize> {
+    fn write_success(
+        &self,
+        out: &mut [u8],
+        txid: &TransactionId,
+        remote: SocketAddr,
+    ) -> Option<usize> {
         let mut w = StunWriter::new(out, Class::SuccessResponse, Method::BINDING, txid).ok()?;
         w.xor_mapped_address(remote).ok()?;
         w.message_integrity(&self.local_key).ok()?;
@@ -282,7 +287,14 @@ impl IceLiteAgent {
         Some(w.finish())
     }
 
-    fn error(&self, out: &mut [u8], txid: &TransactionId, code: u16, reason: &str, e: IceError) -> Reply {
+    fn error(
+        &self,
+        out: &mut [u8],
+        txid: &TransactionId,
+        code: u16,
+        reason: &str,
+        e: IceError,
+    ) -> Reply {
         let written = (|| {
             let mut w = StunWriter::new(out, Class::ErrorResponse, Method::BINDING, txid).ok()?;
             w.error_code(code, reason).ok()?;

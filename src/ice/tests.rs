@@ -23,7 +23,13 @@ struct Req<'a> {
 }
 
 fn ok_req() -> Req<'static> {
-    Req { username: "rsfu:8yQv", pwd: LOCAL_PWD, priority: true, use_candidate: false, controlled: false }
+    Req {
+        username: "rsfu:8yQv",
+        pwd: LOCAL_PWD,
+        priority: true,
+        use_candidate: false,
+        controlled: false,
+    }
 }
 
 fn request(r: Req<'_>, txid: u8) -> Vec<u8> {
@@ -48,7 +54,12 @@ fn request(r: Req<'_>, txid: u8) -> Vec<u8> {
     buf
 }
 
-fn send(agent: &mut IceLiteAgent, now: Instant, from: SocketAddr, bytes: &[u8]) -> (Reply, Vec<u8>) {
+fn send(
+    agent: &mut IceLiteAgent,
+    now: Instant,
+    from: SocketAddr,
+    bytes: &[u8],
+) -> (Reply, Vec<u8>) {
     let view = StunView::parse(bytes).unwrap();
     let mut out = vec![0u8; 256];
     let r = agent.handle_stun(now, from, local(), &view, &mut out);
@@ -119,7 +130,8 @@ fn refusals() {
     assert_eq!(r, Reply::Drop(IceError::BadFingerprint));
     // Responses and indications are not ours to answer.
     let mut buf = vec![0u8; 64];
-    let mut w = StunWriter::new(&mut buf, Class::SuccessResponse, Method::BINDING, &[5; 12]).unwrap();
+    let mut w =
+        StunWriter::new(&mut buf, Class::SuccessResponse, Method::BINDING, &[5; 12]).unwrap();
     w.fingerprint().unwrap();
     let n = w.finish();
     let (r, _) = send(&mut a, now, remote(), &buf[..n]);
@@ -158,7 +170,12 @@ fn restart_keeps_media_on_the_old_pair_until_renominated() {
     let (r, _) = send(&mut a, t, remote(), &request(ok_req(), 2));
     assert!(matches!(r, Reply::Error(_, IceError::BadUsername)));
     let other: SocketAddr = "127.0.0.1:50002".parse().unwrap();
-    let req = Req { username: "new1:new2", pwd: "new-local-password-0123", use_candidate: true, ..ok_req() };
+    let req = Req {
+        username: "new1:new2",
+        pwd: "new-local-password-0123",
+        use_candidate: true,
+        ..ok_req()
+    };
     let (r, _) = send(&mut a, t, other, &request(req, 3));
     assert!(matches!(r, Reply::Success(_)));
     assert_eq!(a.poll_event(), Some(IceEvent::Selected { remote: other, local: local() }));

@@ -26,25 +26,18 @@ pub struct ChannelDataView<'a> {
 impl<'a> ChannelDataView<'a> {
     /// Parses a ChannelData datagram: header, `length` data bytes, at most 3 padding bytes.
     pub fn parse(buf: &'a [u8]) -> WireResult<ChannelDataView<'a>> {
-        let [a, b, c, d] = *buf
-            .first_chunk::<4>()
-            .ok_or(WireError::Truncated("channel-data: header"))?;
+        let [a, b, c, d] =
+            *buf.first_chunk::<4>().ok_or(WireError::Truncated("channel-data: header"))?;
         let channel = u16::from_be_bytes([a, b]);
         if !(0x4000..=0x4FFF).contains(&channel) {
-            return Err(WireError::Malformed(
-                "channel-data: channel outside 0x4000..=0x4FFF",
-            ));
+            return Err(WireError::Malformed("channel-data: channel outside 0x4000..=0x4FFF"));
         }
         let len = u16::from_be_bytes([c, d]) as usize;
         let data = buf
             .get(HEADER_LEN..HEADER_LEN + len)
-            .ok_or(WireError::Truncated(
-                "channel-data: data shorter than length",
-            ))?;
+            .ok_or(WireError::Truncated("channel-data: data shorter than length"))?;
         if buf.len() - HEADER_LEN - len > 3 {
-            return Err(WireError::Malformed(
-                "channel-data: more than 3 padding bytes",
-            ));
+            return Err(WireError::Malformed("channel-data: more than 3 padding bytes"));
         }
         Ok(ChannelDataView { channel, data })
     }
@@ -64,15 +57,11 @@ impl<'a> ChannelDataView<'a> {
 /// place: receive the peer's datagram at offset 4 of the send buffer, then write the header).
 pub fn write_header(buf: &mut [u8], channel: u16, data_len: usize) -> WireResult<()> {
     if !(0x4000..=0x4FFF).contains(&channel) {
-        return Err(WireError::InvalidArgument(
-            "channel-data: channel outside 0x4000..=0x4FFF",
-        ));
+        return Err(WireError::InvalidArgument("channel-data: channel outside 0x4000..=0x4FFF"));
     }
     let len = u16::try_from(data_len)
         .map_err(|_| WireError::InvalidArgument("channel-data: data over 65535 bytes"))?;
-    let h = buf
-        .first_chunk_mut::<4>()
-        .ok_or(WireError::BufferTooSmall("channel-data: header"))?;
+    let h = buf.first_chunk_mut::<4>().ok_or(WireError::BufferTooSmall("channel-data: header"))?;
     h[..2].copy_from_slice(&channel.to_be_bytes());
     h[2..].copy_from_slice(&len.to_be_bytes());
     Ok(())
@@ -131,20 +120,14 @@ pub fn stream_frame_len(buf: &[u8]) -> WireResult<Option<StreamFrame>> {
     match a >> 6 {
         0b00 => {
             if !len.is_multiple_of(4) {
-                return Err(WireError::Malformed(
-                    "stream: STUN length not a multiple of 4",
-                ));
+                return Err(WireError::Malformed("stream: STUN length not a multiple of 4"));
             }
-            Ok(Some(StreamFrame::Stun {
-                len: super::stun::HEADER_LEN + len,
-            }))
+            Ok(Some(StreamFrame::Stun { len: super::stun::HEADER_LEN + len }))
         }
         0b01 => {
             let channel = u16::from_be_bytes([a, b]);
             if !(0x4000..=0x4FFF).contains(&channel) {
-                return Err(WireError::Malformed(
-                    "stream: channel outside 0x4000..=0x4FFF",
-                ));
+                return Err(WireError::Malformed("stream: channel outside 0x4000..=0x4FFF"));
             }
             Ok(Some(StreamFrame::ChannelData {
                 len: HEADER_LEN + len + (4 - len % 4) % 4,
@@ -183,10 +166,7 @@ mod tests {
         assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00]), Ok(None));
         assert_eq!(
             stream_frame_len(&[0x40, 0x00, 0x00, 0x05]),
-            Ok(Some(StreamFrame::ChannelData {
-                len: 12,
-                data_len: 5
-            }))
+            Ok(Some(StreamFrame::ChannelData { len: 12, data_len: 5 }))
         );
         assert_eq!(
             stream_frame_len(&[0x00, 0x01, 0x00, 0x08]),

@@ -29,10 +29,7 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn bytes(&mut self, n: usize, ctx: &'static str) -> WireResult<&'a [u8]> {
         let end = self.pos.checked_add(n).ok_or(WireError::Truncated(ctx))?;
-        let s = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(WireError::Truncated(ctx))?;
+        let s = self.buf.get(self.pos..end).ok_or(WireError::Truncated(ctx))?;
         self.pos = end;
         Ok(s)
     }
@@ -89,28 +86,16 @@ impl<'a> Writer<'a> {
     }
 
     pub(crate) fn put(&mut self, data: &[u8], ctx: &'static str) -> WireResult<()> {
-        let end = self
-            .pos
-            .checked_add(data.len())
-            .ok_or(WireError::BufferTooSmall(ctx))?;
-        let dst = self
-            .buf
-            .get_mut(self.pos..end)
-            .ok_or(WireError::BufferTooSmall(ctx))?;
+        let end = self.pos.checked_add(data.len()).ok_or(WireError::BufferTooSmall(ctx))?;
+        let dst = self.buf.get_mut(self.pos..end).ok_or(WireError::BufferTooSmall(ctx))?;
         dst.copy_from_slice(data);
         self.pos = end;
         Ok(())
     }
 
     pub(crate) fn zeros(&mut self, n: usize, ctx: &'static str) -> WireResult<()> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(WireError::BufferTooSmall(ctx))?;
-        let dst = self
-            .buf
-            .get_mut(self.pos..end)
-            .ok_or(WireError::BufferTooSmall(ctx))?;
+        let end = self.pos.checked_add(n).ok_or(WireError::BufferTooSmall(ctx))?;
+        let dst = self.buf.get_mut(self.pos..end).ok_or(WireError::BufferTooSmall(ctx))?;
         dst.fill(0);
         self.pos = end;
         Ok(())
@@ -131,9 +116,7 @@ impl<'a> Writer<'a> {
 
     /// Overwrites bytes already written at `at`.
     pub(crate) fn patch(&mut self, at: usize, data: &[u8], ctx: &'static str) -> WireResult<()> {
-        let end = at
-            .checked_add(data.len())
-            .ok_or(WireError::InvalidArgument(ctx))?;
+        let end = at.checked_add(data.len()).ok_or(WireError::InvalidArgument(ctx))?;
         if end > self.pos {
             return Err(WireError::InvalidArgument(ctx));
         }
@@ -143,10 +126,8 @@ impl<'a> Writer<'a> {
 
     /// Overwrites two bytes already written at `at`.
     pub(crate) fn patch_u16(&mut self, at: usize, v: u16, ctx: &'static str) -> WireResult<()> {
-        let dst = self
-            .buf
-            .get_mut(at..at.saturating_add(2))
-            .ok_or(WireError::InvalidArgument(ctx))?;
+        let dst =
+            self.buf.get_mut(at..at.saturating_add(2)).ok_or(WireError::InvalidArgument(ctx))?;
         dst.copy_from_slice(&v.to_be_bytes());
         Ok(())
     }

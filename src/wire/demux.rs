@@ -90,9 +90,7 @@ pub fn demux(buf: &[u8]) -> WireResult<Datagram<'_>> {
                 Ok(Datagram::Rtp(buf))
             }
         }
-        _ => Err(WireError::Malformed(
-            "demux: first byte outside RFC 7983 ranges",
-        )),
+        _ => Err(WireError::Malformed("demux: first byte outside RFC 7983 ranges")),
     }
 }
 
@@ -134,10 +132,7 @@ mod tests {
         b[1] = 200;
         assert!(matches!(demux(&b[..4]), Ok(Datagram::Rtcp(_))));
         b[1] = 96;
-        assert_eq!(
-            demux(&b[..11]),
-            Err(WireError::Truncated("demux: RTP header"))
-        );
+        assert_eq!(demux(&b[..11]), Err(WireError::Truncated("demux: RTP header")));
         assert!(demux(&[]).is_err());
     }
 }

@@ -55,16 +55,7 @@ impl<'a> DtlsRecord<'a> {
         if version >> 8 != 0xFE {
             return Err(WireError::Unsupported("dtls: version not DTLS"));
         }
-        Ok((
-            DtlsRecord {
-                content_type,
-                version,
-                epoch,
-                sequence,
-                fragment,
-            },
-            r.rest(),
-        ))
+        Ok((DtlsRecord { content_type, version, epoch, sequence, fragment }, r.rest()))
     }
 
     /// Length of the fragment.
@@ -225,9 +216,7 @@ mod tests {
         // 0b0010_1101: C=0, S=1, L=1, epoch 1; seq 0x1234; length 2.
         let d = [0x2D, 0x12, 0x34, 0x00, 0x02, 0xAA, 0xBB, 0x2D];
         let v: Vec<_> = records(&d).collect();
-        let Ok(Record::Unified(u)) = v[0] else {
-            panic!()
-        };
+        let Ok(Record::Unified(u)) = v[0] else { panic!() };
         assert_eq!((u.epoch_bits, u.sequence_bits), (1, 0x1234));
         assert_eq!(u.header, &d[..5]);
         assert_eq!(u.ciphertext, &[0xAA, 0xBB]);

@@ -50,10 +50,7 @@ impl WireError {
 
     /// True when the peer is at fault (drop and count), false when the caller is.
     pub fn is_peer_fault(&self) -> bool {
-        !matches!(
-            self,
-            WireError::BufferTooSmall(_) | WireError::InvalidArgument(_)
-        )
+        !matches!(self, WireError::BufferTooSmall(_) | WireError::InvalidArgument(_))
     }
 }
 

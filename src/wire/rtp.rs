@@ -68,12 +68,7 @@ fn layout(buf: &[u8]) -> WireResult<Layout> {
         }
         payload_end = buf.len() - pad;
     }
-    Ok(Layout {
-        ext_start,
-        ext_end,
-        header_len,
-        payload_end,
-    })
+    Ok(Layout { ext_start, ext_end, header_len, payload_end })
 }
 
 /// A validated RTP packet borrowing its buffer.
@@ -86,10 +81,7 @@ pub struct RtpView<'a> {
 impl<'a> RtpView<'a> {
     /// Parses an RTP packet (header, CSRCs, extension block, padding).
     pub fn parse(buf: &'a [u8]) -> WireResult<RtpView<'a>> {
-        Ok(RtpView {
-            buf,
-            l: layout(buf)?,
-        })
+        Ok(RtpView { buf, l: layout(buf)? })
     }
 
     /// The whole packet.
@@ -167,17 +159,12 @@ impl<'a> RtpView<'a> {
 
     /// The extension profile, if X=1.
     pub fn extension_profile(&self) -> Option<u16> {
-        if self.has_extension() {
-            be16(self.buf, self.l.ext_start - 4)
-        } else {
-            None
-        }
+        if self.has_extension() { be16(self.buf, self.l.ext_start - 4) } else { None }
     }
 
     /// The raw extension data block (without its 4-byte header), if X=1.
     pub fn extension_data(&self) -> Option<&'a [u8]> {
-        self.has_extension()
-            .then(|| &self.buf[self.l.ext_start..self.l.ext_end])
+        self.has_extension().then(|| &self.buf[self.l.ext_start..self.l.ext_end])
     }
 
     /// Iterates RFC 8285 extension elements as (id, value); empty for other profiles.
@@ -270,11 +257,7 @@ impl<'a> Iterator for ExtIter<'a> {
                         return None;
                     };
                     self.pos = start + len;
-                    return Some(ExtElement {
-                        id,
-                        value,
-                        offset: self.base + start,
-                    });
+                    return Some(ExtElement { id, value, offset: self.base + start });
                 }
                 ExtKind::TwoByte => {
                     if b == 0 {
@@ -291,11 +274,7 @@ impl<'a> Iterator for ExtIter<'a> {
                         return None;
                     };
                     self.pos = start + len as usize;
-                    return Some(ExtElement {
-                        id: b,
-                        value,
-                        offset: self.base + start,
-                    });
+                    return Some(ExtElement { id: b, value, offset: self.base + start });
                 }
             }
         }
@@ -322,10 +301,7 @@ impl<'a> RtpRewriter<'a> {
 
     /// A view of the current bytes.
     pub fn view(&self) -> RtpView<'_> {
-        RtpView {
-            buf: self.buf,
-            l: self.l,
-        }
+        RtpView { buf: self.buf, l: self.l }
     }
 
     /// Header length (where the payload starts).
@@ -389,9 +365,7 @@ impl<'a> RtpRewriter<'a> {
     /// Writes abs-send-time (24-bit 6.18 fixed point) into the 3-byte element `id`.
     pub fn set_abs_send_time(&mut self, id: u8, t: u32) -> WireResult<&mut Self> {
         if t > 0x00FF_FFFF {
-            return Err(WireError::InvalidArgument(
-                "rtp: abs-send-time over 24 bits",
-            ));
+            return Err(WireError::InvalidArgument("rtp: abs-send-time over 24 bits"));
         }
         self.set_extension(id, &t.to_be_bytes()[1..])
     }

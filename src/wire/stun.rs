@@ -213,9 +213,7 @@ impl<'a> StunView<'a> {
                 }
                 attr::MESSAGE_INTEGRITY_SHA256 if view.integrity_sha256.is_none() => {
                     if !(16..=32).contains(&l) || !l.is_multiple_of(4) {
-                        return Err(WireError::Malformed(
-                            "stun: MESSAGE-INTEGRITY-SHA256 length",
-                        ));
+                        return Err(WireError::Malformed("stun: MESSAGE-INTEGRITY-SHA256 length"));
                     }
                     view.integrity_sha256 = Some(off);
                     counted_end = r.pos();
@@ -291,9 +289,7 @@ impl<'a> StunView<'a> {
     /// Comprehension-required attribute types (0x0000..=0x7FFF) that ringsfu does not know,
     /// for a 420 (Unknown Attribute) answer; returns the first one.
     pub fn first_unknown_comprehension_required(&self) -> Option<u16> {
-        self.attributes()
-            .map(|a| a.typ)
-            .find(|&t| t < 0x8000 && !is_known_attribute(t))
+        self.attributes().map(|a| a.typ).find(|&t| t < 0x8000 && !is_known_attribute(t))
     }
 
     /// USERNAME (UTF-8, at most 513 bytes).
@@ -337,9 +333,7 @@ impl<'a> StunView<'a> {
 
     /// MAPPED-ADDRESS (plain, legacy servers).
     pub fn mapped_address(&self) -> WireResult<Option<SocketAddr>> {
-        self.attribute(attr::MAPPED_ADDRESS)
-            .map(|v| decode_address(v, None))
-            .transpose()
+        self.attribute(attr::MAPPED_ADDRESS).map(|v| decode_address(v, None)).transpose()
     }
 
     /// ERROR-CODE: (code 300..=699, reason phrase).
@@ -377,10 +371,9 @@ impl<'a> StunView<'a> {
     /// Checks MESSAGE-INTEGRITY (HMAC-SHA1) with `key`; on success returns the proof value
     /// that later steps (nomination, allocation) require.
     pub fn verify_integrity(&self, key: &IntegrityKey) -> WireResult<Authenticated<'a>> {
-        let off =
-            self.integrity
-                .ok_or(WireError::CheckFailed("stun: no MESSAGE-INTEGRITY"))? as usize
-                + HEADER_LEN;
+        let off = self.integrity.ok_or(WireError::CheckFailed("stun: no MESSAGE-INTEGRITY"))?
+            as usize
+            + HEADER_LEN;
         stun_integrity::verify_sha1(self.buf, off, key)?;
         Ok(Authenticated(*self))
     }
@@ -407,9 +400,7 @@ impl<'a> StunView<'a> {
 
     /// Checks FINGERPRINT (CRC-32 of the message before it, XOR 0x5354554e).
     pub fn verify_fingerprint(&self) -> WireResult<()> {
-        let off = self
-            .fingerprint
-            .ok_or(WireError::CheckFailed("stun: no FINGERPRINT"))? as usize
+        let off = self.fingerprint.ok_or(WireError::CheckFailed("stun: no FINGERPRINT"))? as usize
             + HEADER_LEN;
         let want = stun_integrity::fingerprint(&self.buf[..off]);
         let got = super::cursor::be32(self.buf, off + 4)
@@ -432,9 +423,7 @@ impl<'a> StunView<'a> {
         if v.len() > max {
             return Err(WireError::Malformed(ctx));
         }
-        core::str::from_utf8(v)
-            .map(Some)
-            .map_err(|_| WireError::Malformed(ctx))
+        core::str::from_utf8(v).map(Some).map_err(|_| WireError::Malformed(ctx))
     }
 
     pub(crate) fn u32_attr(&self, typ: u16, ctx: &'static str) -> WireResult<Option<u32>> {
@@ -456,9 +445,7 @@ impl<'a> StunView<'a> {
     }
 
     pub(crate) fn xor_address(&self, typ: u16) -> WireResult<Option<SocketAddr>> {
-        self.attribute(typ)
-            .map(|v| decode_address(v, Some(self.transaction_id())))
-            .transpose()
+        self.attribute(typ).map(|v| decode_address(v, Some(self.transaction_id()))).transpose()
     }
 }
 
@@ -491,10 +478,7 @@ impl<'a> Iterator for AttrIter<'a> {
             // Counted attributes done; FINGERPRINT, if any, comes last.
             let fp = self.fingerprint.take()?;
             let value = self.buf.get(fp + 4..fp + 8)?;
-            return Some(RawAttribute {
-                typ: attr::FINGERPRINT,
-                value,
-            });
+            return Some(RawAttribute { typ: attr::FINGERPRINT, value });
         }
         // Invariant: parse validated every attribute header and value inside buf; the `?`s
         // below only guard against a logic error, never panic.
@@ -653,11 +637,7 @@ impl<'a> StunWriter<'a> {
         w.u16(0, "stun: header")?;
         w.u32(MAGIC_COOKIE, "stun: header")?;
         w.put(txid, "stun: header")?;
-        Ok(StunWriter {
-            w,
-            txid: *txid,
-            stage: 0,
-        })
+        Ok(StunWriter { w, txid: *txid, stage: 0 })
     }
 
     /// Bytes written so far.
@@ -753,14 +733,10 @@ impl<'a> StunWriter<'a> {
     /// ERROR-CODE (300..=699) with a reason phrase.
     pub fn error_code(&mut self, code: u16, reason: &str) -> WireResult<&mut Self> {
         if !(300..=699).contains(&code) {
-            return Err(WireError::InvalidArgument(
-                "stun: ERROR-CODE out of 300..=699",
-            ));
+            return Err(WireError::InvalidArgument("stun: ERROR-CODE out of 300..=699"));
         }
         if reason.len() > 763 {
-            return Err(WireError::InvalidArgument(
-                "stun: ERROR-CODE reason too long",
-            ));
+            return Err(WireError::InvalidArgument("stun: ERROR-CODE reason too long"));
         }
         let mut v = [0u8; 4 + 763];
         v[2] = (code / 100) as u8;
@@ -772,9 +748,7 @@ impl<'a> StunWriter<'a> {
     /// Appends MESSAGE-INTEGRITY (HMAC-SHA1 with `key`).
     pub fn message_integrity(&mut self, key: &IntegrityKey) -> WireResult<&mut Self> {
         if self.stage != 0 {
-            return Err(WireError::InvalidArgument(
-                "stun: MESSAGE-INTEGRITY out of order",
-            ));
+            return Err(WireError::InvalidArgument("stun: MESSAGE-INTEGRITY out of order"));
         }
         let start = self.w.pos();
         self.raw(attr::MESSAGE_INTEGRITY, &[0u8; 20])?;
@@ -790,9 +764,7 @@ impl<'a> StunWriter<'a> {
     /// Appends MESSAGE-INTEGRITY-SHA256 (full 32 bytes).
     pub fn message_integrity_sha256(&mut self, key: &IntegrityKey) -> WireResult<&mut Self> {
         if self.stage > 1 {
-            return Err(WireError::InvalidArgument(
-                "stun: MESSAGE-INTEGRITY-SHA256 out of order",
-            ));
+            return Err(WireError::InvalidArgument("stun: MESSAGE-INTEGRITY-SHA256 out of order"));
         }
         let start = self.w.pos();
         self.raw(attr::MESSAGE_INTEGRITY_SHA256, &[0u8; 32])?;
@@ -839,26 +811,17 @@ mod tests {
     #[test]
     fn method_bits_round_trip() {
         for m in 0..=0x0FFFu16 {
-            for c in [
-                Class::Request,
-                Class::Indication,
-                Class::SuccessResponse,
-                Class::ErrorResponse,
-            ] {
+            for c in
+                [Class::Request, Class::Indication, Class::SuccessResponse, Class::ErrorResponse]
+            {
                 let t = message_type(c, Method(m)).unwrap();
                 assert_eq!(Method::from_type(t), Method(m));
                 assert_eq!(Class::from_type(t), c);
             }
         }
         assert_eq!(message_type(Class::Request, Method::BINDING), Some(0x0001));
-        assert_eq!(
-            message_type(Class::SuccessResponse, Method::BINDING),
-            Some(0x0101)
-        );
-        assert_eq!(
-            message_type(Class::ErrorResponse, Method::ALLOCATE),
-            Some(0x0113)
-        );
+        assert_eq!(message_type(Class::SuccessResponse, Method::BINDING), Some(0x0101));
+        assert_eq!(message_type(Class::ErrorResponse, Method::ALLOCATE), Some(0x0113));
         assert_eq!(message_type(Class::Indication, Method::SEND), Some(0x0016));
     }
 
@@ -871,8 +834,7 @@ mod tests {
         w.username("a:b").unwrap().priority(99).unwrap();
         w.use_candidate().unwrap();
         w.ice_controlling(0x0102030405060708).unwrap();
-        w.xor_mapped_address("[2001:db8::1]:4000".parse().unwrap())
-            .unwrap();
+        w.xor_mapped_address("[2001:db8::1]:4000".parse().unwrap()).unwrap();
         w.message_integrity(&key).unwrap();
         assert!(w.username("x").is_err());
         w.fingerprint().unwrap();
@@ -882,16 +844,10 @@ mod tests {
         assert_eq!(v.priority().unwrap(), Some(99));
         assert!(v.use_candidate().unwrap());
         assert_eq!(v.ice_controlling().unwrap(), Some(0x0102030405060708));
-        assert_eq!(
-            v.xor_mapped_address().unwrap(),
-            Some("[2001:db8::1]:4000".parse().unwrap())
-        );
+        assert_eq!(v.xor_mapped_address().unwrap(), Some("[2001:db8::1]:4000".parse().unwrap()));
         v.verify_integrity(&key).unwrap();
         v.verify_fingerprint().unwrap();
-        assert!(
-            v.verify_integrity(&IntegrityKey::short_term(b"nope"))
-                .is_err()
-        );
+        assert!(v.verify_integrity(&IntegrityKey::short_term(b"nope")).is_err());
         assert_eq!(v.attributes().count(), 7);
     }
 

@@ -83,9 +83,7 @@ fn feed(mac: &mut impl Mac, msg: &[u8], attr_off: usize, value_len: usize) -> Wi
     let adjusted =
         u16::try_from(adjusted).map_err(|_| WireError::Malformed("stun: adjusted length"))?;
     let head = msg.get(..4).ok_or(WireError::Truncated("stun: header"))?;
-    let body = msg
-        .get(4..attr_off)
-        .ok_or(WireError::Truncated("stun: integrity offset"))?;
+    let body = msg.get(4..attr_off).ok_or(WireError::Truncated("stun: integrity offset"))?;
     mac.update(&head[..2]);
     mac.update(&adjusted.to_be_bytes());
     mac.update(body);
@@ -115,8 +113,7 @@ pub(crate) fn verify_sha1(msg: &[u8], off: usize, key: &IntegrityKey) -> WireRes
         .ok_or(WireError::Truncated("stun: MESSAGE-INTEGRITY value"))?;
     let mut m = key.sha1.clone();
     feed(&mut m, msg, off, len)?;
-    m.verify_slice(tag)
-        .map_err(|_| WireError::CheckFailed("stun: MESSAGE-INTEGRITY mismatch"))
+    m.verify_slice(tag).map_err(|_| WireError::CheckFailed("stun: MESSAGE-INTEGRITY mismatch"))
 }
 
 /// Verifies MESSAGE-INTEGRITY-SHA256 at `off` (16..=32 bytes, truncated from the left end).
@@ -146,10 +143,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     /// RFC 5769 §2.1 sample request (software "STUN test client", username "evtj:h6vY",
@@ -202,11 +196,9 @@ mod tests {
         assert_eq!(v.priority().unwrap(), Some(0x6e0001ff));
         assert_eq!(v.ice_controlled().unwrap(), Some(0x932ff9b151263b36));
         v.verify_fingerprint().unwrap();
-        v.verify_integrity(&IntegrityKey::short_term(b"VOkJxbRl1RmTxUk/WvJxBt"))
-            .unwrap();
+        v.verify_integrity(&IntegrityKey::short_term(b"VOkJxbRl1RmTxUk/WvJxBt")).unwrap();
         assert_eq!(
-            v.verify_integrity(&IntegrityKey::short_term(b"VOkJxbRl1RmTxUk/WvJxBT"))
-                .unwrap_err(),
+            v.verify_integrity(&IntegrityKey::short_term(b"VOkJxbRl1RmTxUk/WvJxBT")).unwrap_err(),
             WireError::CheckFailed("stun: MESSAGE-INTEGRITY mismatch")
         );
         let mut bad = m.clone();
@@ -220,10 +212,7 @@ mod tests {
         let key = IntegrityKey::short_term(b"VOkJxbRl1RmTxUk/WvJxBt");
         for (m, addr) in [
             (rfc5769_response_v4(), "192.0.2.1:32853"),
-            (
-                rfc5769_response_v6(),
-                "[2001:db8:1234:5678:11:2233:4455:6677]:32853",
-            ),
+            (rfc5769_response_v6(), "[2001:db8:1234:5678:11:2233:4455:6677]:32853"),
         ] {
             let v = StunView::parse(&m).unwrap();
             assert_eq!(v.class(), Class::SuccessResponse);
@@ -278,9 +267,6 @@ mod tests {
         let mac = mac_sha1(&buf[..n0], &key);
         assert_eq!(&mac[..], &m[n0 + 4..n0 + 24]);
         // FINGERPRINT covers everything before it with the final length.
-        assert_eq!(
-            fingerprint(&m[..m.len() - 8]).to_be_bytes(),
-            m[m.len() - 4..]
-        );
+        assert_eq!(fingerprint(&m[..m.len() - 8]).to_be_bytes(), m[m.len() - 4..]);
     }
 }

@@ -47,10 +47,7 @@ impl<'a> StunView<'a> {
 
     /// Every XOR-PEER-ADDRESS (CreatePermission may carry several).
     pub fn xor_peer_addresses(&self) -> PeerAddresses<'a> {
-        PeerAddresses {
-            attrs: self.attributes(),
-            txid: self.transaction_id(),
-        }
+        PeerAddresses { attrs: self.attributes(), txid: self.transaction_id() }
     }
 
     /// CHANNEL-NUMBER (the RFFU half must be zero; range check is the caller's, 0x4000..=0x4FFF).
@@ -128,10 +125,7 @@ impl Iterator for PeerAddresses<'_> {
     type Item = WireResult<SocketAddr>;
 
     fn next(&mut self) -> Option<WireResult<SocketAddr>> {
-        let a = self
-            .attrs
-            .by_ref()
-            .find(|a| a.typ == attr::XOR_PEER_ADDRESS)?;
+        let a = self.attrs.by_ref().find(|a| a.typ == attr::XOR_PEER_ADDRESS)?;
         Some(decode_address(a.value, Some(self.txid)))
     }
 }
@@ -160,9 +154,7 @@ impl<'a> StunWriter<'a> {
     /// CHANNEL-NUMBER (0x4000..=0x4FFF).
     pub fn channel_number(&mut self, channel: u16) -> WireResult<&mut Self> {
         if !(0x4000..=0x4FFF).contains(&channel) {
-            return Err(WireError::InvalidArgument(
-                "turn: channel outside 0x4000..=0x4FFF",
-            ));
+            return Err(WireError::InvalidArgument("turn: channel outside 0x4000..=0x4FFF"));
         }
         let c = channel.to_be_bytes();
         self.attribute(attr::CHANNEL_NUMBER, &[c[0], c[1], 0, 0])
@@ -226,14 +218,12 @@ mod tests {
         w.dont_fragment().unwrap();
         w.username("user").unwrap().realm("realm").unwrap();
         w.nonce("abcd").unwrap();
-        w.xor_peer_address("10.0.0.1:5000".parse().unwrap())
-            .unwrap();
+        w.xor_peer_address("10.0.0.1:5000".parse().unwrap()).unwrap();
         w.xor_peer_address("[::1]:6000".parse().unwrap()).unwrap();
         w.channel_number(0x4001).unwrap();
         w.reservation_token(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
         w.data(b"hello").unwrap();
-        w.xor_relayed_address("192.0.2.15:50000".parse().unwrap())
-            .unwrap();
+        w.xor_relayed_address("192.0.2.15:50000".parse().unwrap()).unwrap();
         w.message_integrity(&key).unwrap();
         w.message_integrity_sha256(&key).unwrap();
         w.fingerprint().unwrap();
@@ -242,32 +232,17 @@ mod tests {
         assert_eq!(v.method(), Method::ALLOCATE);
         assert_eq!(v.requested_transport().unwrap(), Some(17));
         assert_eq!(v.lifetime().unwrap(), Some(600));
-        assert_eq!(
-            v.requested_address_family().unwrap(),
-            Some(AddressFamily::V6)
-        );
+        assert_eq!(v.requested_address_family().unwrap(), Some(AddressFamily::V6));
         assert_eq!(v.even_port().unwrap(), Some(true));
         assert!(v.dont_fragment().unwrap());
         assert_eq!(v.realm().unwrap(), Some("realm"));
         assert_eq!(v.nonce().unwrap(), Some("abcd"));
         let peers: Vec<_> = v.xor_peer_addresses().map(|a| a.unwrap()).collect();
-        assert_eq!(
-            peers,
-            vec![
-                "10.0.0.1:5000".parse().unwrap(),
-                "[::1]:6000".parse().unwrap()
-            ]
-        );
+        assert_eq!(peers, vec!["10.0.0.1:5000".parse().unwrap(), "[::1]:6000".parse().unwrap()]);
         assert_eq!(v.channel_number().unwrap(), Some(0x4001));
-        assert_eq!(
-            v.reservation_token().unwrap(),
-            Some([1, 2, 3, 4, 5, 6, 7, 8])
-        );
+        assert_eq!(v.reservation_token().unwrap(), Some([1, 2, 3, 4, 5, 6, 7, 8]));
         assert_eq!(v.data(), Some(&b"hello"[..]));
-        assert_eq!(
-            v.xor_relayed_address().unwrap(),
-            Some("192.0.2.15:50000".parse().unwrap())
-        );
+        assert_eq!(v.xor_relayed_address().unwrap(), Some("192.0.2.15:50000".parse().unwrap()));
         v.verify_integrity(&key).unwrap();
         v.verify_integrity_sha256(&key).unwrap();
         v.verify_fingerprint().unwrap();

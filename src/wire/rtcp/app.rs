@@ -36,9 +36,7 @@ pub fn write(
     data: &[u8],
 ) -> WireResult<usize> {
     if !data.len().is_multiple_of(4) {
-        return Err(WireError::InvalidArgument(
-            "rtcp app: data not a multiple of 4",
-        ));
+        return Err(WireError::InvalidArgument("rtcp app: data not a multiple of 4"));
     }
     let len = HEADER_LEN + 8 + data.len();
     need(buf, len, "rtcp app")?;

@@ -15,25 +15,20 @@ impl<'a> Bye<'a> {
     /// Parses the body of a BYE.
     pub fn parse(h: RtcpHeader, body: &'a [u8]) -> WireResult<Bye<'a>> {
         let n = h.count as usize * 4;
-        let ssrcs = body
-            .get(..n)
-            .ok_or(WireError::Truncated("rtcp bye: ssrc list"))?;
+        let ssrcs = body.get(..n).ok_or(WireError::Truncated("rtcp bye: ssrc list"))?;
         let rest = &body[n..];
         let reason = match rest.first() {
             None => None,
-            Some(&l) => Some(
-                rest.get(1..1 + l as usize)
-                    .ok_or(WireError::Truncated("rtcp bye: reason"))?,
-            ),
+            Some(&l) => {
+                Some(rest.get(1..1 + l as usize).ok_or(WireError::Truncated("rtcp bye: reason"))?)
+            }
         };
         Ok(Bye { ssrcs, reason })
     }
 
     /// The SSRCs/CSRCs leaving.
     pub fn ssrcs(&self) -> impl ExactSizeIterator<Item = u32> + 'a {
-        self.ssrcs
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        self.ssrcs.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
     }
 }
 
@@ -44,9 +39,7 @@ pub fn write(buf: &mut [u8], ssrcs: &[u32], reason: Option<&[u8]>) -> WireResult
     }
     let rlen = match reason {
         Some(r) if r.len() > 255 => {
-            return Err(WireError::InvalidArgument(
-                "rtcp bye: reason over 255 bytes",
-            ));
+            return Err(WireError::InvalidArgument("rtcp bye: reason over 255 bytes"));
         }
         Some(r) => (1 + r.len()).div_ceil(4) * 4,
         None => 0,
@@ -78,9 +71,7 @@ mod tests {
         let n = write(&mut buf, &[1, 2], Some(b"bye now")).unwrap();
         assert_eq!(n, 4 + 8 + 8);
         let c = RtcpCompound::parse(&buf[..n]).unwrap();
-        let Some(Ok(RtcpPacket::Bye(b))) = c.packets().next() else {
-            panic!()
-        };
+        let Some(Ok(RtcpPacket::Bye(b))) = c.packets().next() else { panic!() };
         assert_eq!(b.ssrcs().collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(b.reason, Some(&b"bye now"[..]));
     }

@@ -25,18 +25,12 @@ impl<'a> Fir<'a> {
         if !fci.len().is_multiple_of(8) {
             return Err(WireError::Malformed("rtcp fir: FCI not a multiple of 8"));
         }
-        Ok(Fir {
-            sender_ssrc: u32_at(body, 0),
-            media_ssrc: u32_at(body, 4),
-            fci,
-        })
+        Ok(Fir { sender_ssrc: u32_at(body, 0), media_ssrc: u32_at(body, 4), fci })
     }
 
     /// (SSRC, command sequence number) entries.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = (u32, u8)> + 'a {
-        self.fci
-            .chunks_exact(8)
-            .map(|c| (u32::from_be_bytes([c[0], c[1], c[2], c[3]]), c[4]))
+        self.fci.chunks_exact(8).map(|c| (u32::from_be_bytes([c[0], c[1], c[2], c[3]]), c[4]))
     }
 }
 
@@ -66,13 +60,8 @@ mod tests {
         let n = write(&mut b, 7, &[(0x1234, 9), (0x5678, 10)]).unwrap();
         assert_eq!(n, 28);
         let c = RtcpCompound::parse(&b[..n]).unwrap();
-        let Some(Ok(RtcpPacket::Fir(f))) = c.packets().next() else {
-            panic!()
-        };
+        let Some(Ok(RtcpPacket::Fir(f))) = c.packets().next() else { panic!() };
         assert_eq!(f.sender_ssrc, 7);
-        assert_eq!(
-            f.entries().collect::<Vec<_>>(),
-            vec![(0x1234, 9), (0x5678, 10)]
-        );
+        assert_eq!(f.entries().collect::<Vec<_>>(), vec![(0x1234, 9), (0x5678, 10)]);
     }
 }

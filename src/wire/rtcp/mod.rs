@@ -63,9 +63,8 @@ pub struct RtcpHeader {
 impl RtcpHeader {
     /// Reads the header at the start of `buf` (does not check that the packet fits).
     pub fn parse(buf: &[u8]) -> WireResult<RtcpHeader> {
-        let &[b0, pt, l0, l1] = buf
-            .first_chunk::<4>()
-            .ok_or(WireError::Truncated("rtcp: common header"))?;
+        let &[b0, pt, l0, l1] =
+            buf.first_chunk::<4>().ok_or(WireError::Truncated("rtcp: common header"))?;
         if b0 >> 6 != 2 {
             return Err(WireError::Unsupported("rtcp: version not 2"));
         }
@@ -90,28 +89,18 @@ pub struct RawPacket<'a> {
 /// Frames the packet at the start of `buf`: returns it and the bytes after it.
 pub fn frame(buf: &[u8]) -> WireResult<(RawPacket<'_>, &[u8])> {
     let header = RtcpHeader::parse(buf)?;
-    let bytes = buf
-        .get(..header.len)
-        .ok_or(WireError::Truncated("rtcp: packet shorter than length"))?;
+    let bytes =
+        buf.get(..header.len).ok_or(WireError::Truncated("rtcp: packet shorter than length"))?;
     let mut body = &bytes[HEADER_LEN..];
     if header.padding {
-        let pad = *body
-            .last()
-            .ok_or(WireError::Malformed("rtcp: padding in empty packet"))?
-            as usize;
+        let pad =
+            *body.last().ok_or(WireError::Malformed("rtcp: padding in empty packet"))? as usize;
         if pad == 0 || pad > body.len() {
             return Err(WireError::Malformed("rtcp: padding count"));
         }
         body = &body[..body.len() - pad];
     }
-    Ok((
-        RawPacket {
-            header,
-            body,
-            bytes,
-        },
-        &buf[header.len..],
-    ))
+    Ok((RawPacket { header, body, bytes }, &buf[header.len..]))
 }
 
 /// A framed RTCP compound (or reduced-size packet) borrowing its datagram.
@@ -151,9 +140,7 @@ impl<'a> RtcpCompound<'a> {
             rest = next;
         }
         if strict && count > 1 && first_type != packet_type::SR && first_type != packet_type::RR {
-            return Err(WireError::Malformed(
-                "rtcp: compound does not start with SR/RR",
-            ));
+            return Err(WireError::Malformed("rtcp: compound does not start with SR/RR"));
         }
         Ok(RtcpCompound { buf, count })
     }
@@ -181,9 +168,7 @@ impl<'a> RtcpCompound<'a> {
     /// Iterates typed packets; a packet whose body is malformed yields `Err` and the walk goes
     /// on with the next packet (framing was already checked).
     pub fn packets(&self) -> Packets<'a> {
-        Packets {
-            raw: self.raw_packets(),
-        }
+        Packets { raw: self.raw_packets() }
     }
 }
 
@@ -282,9 +267,7 @@ pub(crate) fn write_header(
     if !total_len.is_multiple_of(4) || !(4..=4 * 65536).contains(&total_len) {
         return Err(WireError::InvalidArgument("rtcp: packet length"));
     }
-    let h = buf
-        .first_chunk_mut::<4>()
-        .ok_or(WireError::BufferTooSmall("rtcp: header"))?;
+    let h = buf.first_chunk_mut::<4>().ok_or(WireError::BufferTooSmall("rtcp: header"))?;
     h[0] = 0x80 | count;
     h[1] = packet_type;
     h[2..4].copy_from_slice(&((total_len / 4 - 1) as u16).to_be_bytes());
@@ -293,11 +276,7 @@ pub(crate) fn write_header(
 
 /// Checks that `buf` can hold `len` bytes.
 pub(crate) fn need(buf: &[u8], len: usize, ctx: &'static str) -> WireResult<()> {
-    if buf.len() < len {
-        Err(WireError::BufferTooSmall(ctx))
-    } else {
-        Ok(())
-    }
+    if buf.len() < len { Err(WireError::BufferTooSmall(ctx)) } else { Ok(()) }
 }
 
 /// Reads a big-endian u32 at `at` of a body already checked long enough.

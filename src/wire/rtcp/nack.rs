@@ -25,31 +25,19 @@ impl<'a> Nack<'a> {
         if !fci.len().is_multiple_of(4) {
             return Err(WireError::Malformed("rtcp nack: FCI not a multiple of 4"));
         }
-        Ok(Nack {
-            sender_ssrc: u32_at(body, 0),
-            media_ssrc: u32_at(body, 4),
-            fci,
-        })
+        Ok(Nack { sender_ssrc: u32_at(body, 0), media_ssrc: u32_at(body, 4), fci })
     }
 
     /// The (PID, BLP) pairs as sent.
     pub fn pairs(&self) -> impl ExactSizeIterator<Item = (u16, u16)> + 'a {
-        self.fci.chunks_exact(4).map(|c| {
-            (
-                u16::from_be_bytes([c[0], c[1]]),
-                u16::from_be_bytes([c[2], c[3]]),
-            )
-        })
+        self.fci
+            .chunks_exact(4)
+            .map(|c| (u16::from_be_bytes([c[0], c[1]]), u16::from_be_bytes([c[2], c[3]])))
     }
 
     /// Every lost sequence number, PID then its BLP bits, in order (wrapping at 65535).
     pub fn lost(&self) -> LostIter<'a> {
-        LostIter {
-            fci: self.fci,
-            pid: 0,
-            blp: 0,
-            bit: 16,
-        }
+        LostIter { fci: self.fci, pid: 0, blp: 0, bit: 16 }
     }
 }
 
@@ -145,9 +133,7 @@ pub fn write_lost(
 }
 
 fn put_pair(buf: &mut [u8], p: &mut usize, pid: u16, blp: u16) -> WireResult<()> {
-    let dst = buf
-        .get_mut(*p..*p + 4)
-        .ok_or(WireError::BufferTooSmall("rtcp nack: FCI"))?;
+    let dst = buf.get_mut(*p..*p + 4).ok_or(WireError::BufferTooSmall("rtcp nack: FCI"))?;
     dst[..2].copy_from_slice(&pid.to_be_bytes());
     dst[2..].copy_from_slice(&blp.to_be_bytes());
     *p += 4;
@@ -164,9 +150,7 @@ mod tests {
         let mut b = [0u8; 64];
         let n = write(&mut b, 1, 2, &[(65534, 0b1000_0000_0000_0101), (100, 0)]).unwrap();
         let c = RtcpCompound::parse(&b[..n]).unwrap();
-        let Some(Ok(RtcpPacket::Nack(k))) = c.packets().next() else {
-            panic!()
-        };
+        let Some(Ok(RtcpPacket::Nack(k))) = c.packets().next() else { panic!() };
         let lost: Vec<u16> = k.lost().collect();
         assert_eq!(lost, vec![65534, 65535, 1, 14, 100]);
         let mut b2 = [0u8; 64];

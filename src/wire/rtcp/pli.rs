@@ -19,10 +19,7 @@ impl Pli {
         if body.len() < 8 {
             return Err(WireError::Truncated("rtcp pli: ssrcs"));
         }
-        Ok(Pli {
-            sender_ssrc: u32_at(body, 0),
-            media_ssrc: u32_at(body, 4),
-        })
+        Ok(Pli { sender_ssrc: u32_at(body, 0), media_ssrc: u32_at(body, 4) })
     }
 }
 
@@ -46,9 +43,7 @@ mod tests {
         // RFC 4585 layout: 0x81 0xCE length 2.
         let d = [0x81, 0xCE, 0x00, 0x02, 0, 0, 0, 1, 0x4b, 0xc4, 0xfc, 0xb4];
         let c = RtcpCompound::parse(&d).unwrap();
-        let Some(Ok(RtcpPacket::Pli(p))) = c.packets().next() else {
-            panic!()
-        };
+        let Some(Ok(RtcpPacket::Pli(p))) = c.packets().next() else { panic!() };
         assert_eq!((p.sender_ssrc, p.media_ssrc), (1, 0x4bc4fcb4));
         let mut b = [0u8; 12];
         assert_eq!(write(&mut b, 1, 0x4bc4fcb4).unwrap(), 12);

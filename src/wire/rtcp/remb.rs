@@ -32,9 +32,7 @@ impl<'a> Remb<'a> {
             return Err(WireError::Malformed("rtcp remb: identifier"));
         }
         let n = body[12] as usize;
-        let ssrcs = body
-            .get(16..16 + 4 * n)
-            .ok_or(WireError::Truncated("rtcp remb: ssrc list"))?;
+        let ssrcs = body.get(16..16 + 4 * n).ok_or(WireError::Truncated("rtcp remb: ssrc list"))?;
         Ok(Remb {
             sender_ssrc: u32_at(body, 0),
             media_ssrc: u32_at(body, 4),
@@ -58,9 +56,7 @@ impl<'a> Remb<'a> {
 
     /// The SSRCs the estimate applies to.
     pub fn ssrcs(&self) -> impl ExactSizeIterator<Item = u32> + 'a {
-        self.ssrcs
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        self.ssrcs.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
     }
 }
 
@@ -106,9 +102,7 @@ mod tests {
             b'M', b'B', 0x01, 0x0e, 0xc4, 0xd0, 0x12, 0x34, 0x56, 0x78,
         ];
         let c = RtcpCompound::parse(&d).unwrap();
-        let Some(Ok(RtcpPacket::Remb(r))) = c.packets().next() else {
-            panic!()
-        };
+        let Some(Ok(RtcpPacket::Remb(r))) = c.packets().next() else { panic!() };
         assert_eq!(r.exponent, 3);
         assert_eq!(r.mantissa, 0x2c4d0);
         assert_eq!(r.bitrate(), 0x2c4d0 << 3);

@@ -99,18 +99,12 @@ impl<'a> ReceiverReport<'a> {
             return Err(WireError::Truncated("rtcp rr: sender ssrc"));
         }
         let (blocks, extension) = split_blocks(&body[4..], h.count, "rtcp rr: report blocks")?;
-        Ok(ReceiverReport {
-            sender_ssrc: u32_at(body, 0),
-            blocks,
-            extension,
-        })
+        Ok(ReceiverReport { sender_ssrc: u32_at(body, 0), blocks, extension })
     }
 
     /// The report blocks.
     pub fn report_blocks(&self) -> ReportBlocks<'a> {
-        ReportBlocks {
-            chunks: self.blocks.chunks_exact(REPORT_BLOCK_LEN),
-        }
+        ReportBlocks { chunks: self.blocks.chunks_exact(REPORT_BLOCK_LEN) }
     }
 }
 
@@ -159,9 +153,7 @@ mod tests {
         let n = write(&mut buf, 0x12345678, &blocks).unwrap();
         assert_eq!(n, 56);
         let c = RtcpCompound::parse(&buf[..n]).unwrap();
-        let Some(Ok(RtcpPacket::ReceiverReport(rr))) = c.packets().next() else {
-            panic!()
-        };
+        let Some(Ok(RtcpPacket::ReceiverReport(rr))) = c.packets().next() else { panic!() };
         assert_eq!(rr.sender_ssrc, 0x12345678);
         assert_eq!(rr.report_blocks().collect::<Vec<_>>(), blocks.to_vec());
     }

@@ -31,9 +31,7 @@ fn walk_chunk(body: &[u8], at: usize) -> WireResult<(usize, usize)> {
         return Err(WireError::Truncated("rtcp sdes: chunk ssrc"));
     }
     loop {
-        let t = *body
-            .get(p)
-            .ok_or(WireError::Truncated("rtcp sdes: missing null item"))?;
+        let t = *body.get(p).ok_or(WireError::Truncated("rtcp sdes: missing null item"))?;
         if t == 0 {
             let items_end = p;
             // The null item plus padding up to the next multiple of 4 (relative to the body,
@@ -44,9 +42,7 @@ fn walk_chunk(body: &[u8], at: usize) -> WireResult<(usize, usize)> {
             }
             return Ok((items_end, end));
         }
-        let l = *body
-            .get(p + 1)
-            .ok_or(WireError::Truncated("rtcp sdes: item length"))? as usize;
+        let l = *body.get(p + 1).ok_or(WireError::Truncated("rtcp sdes: item length"))? as usize;
         p += 2 + l;
         if p > body.len() {
             return Err(WireError::Truncated("rtcp sdes: item text"));
@@ -61,19 +57,12 @@ impl<'a> Sdes<'a> {
         for _ in 0..h.count {
             at = walk_chunk(body, at)?.1;
         }
-        Ok(Sdes {
-            body,
-            count: h.count,
-        })
+        Ok(Sdes { body, count: h.count })
     }
 
     /// Iterates the chunks.
     pub fn chunks(&self) -> SdesChunks<'a> {
-        SdesChunks {
-            body: self.body,
-            at: 0,
-            left: self.count,
-        }
+        SdesChunks { body: self.body, at: 0, left: self.count }
     }
 }
 
@@ -155,9 +144,7 @@ pub fn write(buf: &mut [u8], chunks: &[ChunkSpec<'_>]) -> WireResult<usize> {
         let mut c = 4;
         for (t, text) in *items {
             if *t == 0 || text.len() > 255 {
-                return Err(WireError::InvalidArgument(
-                    "rtcp sdes: item type 0 or text > 255",
-                ));
+                return Err(WireError::InvalidArgument("rtcp sdes: item type 0 or text > 255"));
             }
             c += 2 + text.len();
         }
@@ -195,18 +182,13 @@ mod tests {
             &mut buf,
             &[
                 (0x11111111, &[(item::CNAME, &b"abcd"[..])]),
-                (
-                    0x22,
-                    &[(item::CNAME, &b"xyz"[..]), (item::TOOL, &b"ringsfu"[..])],
-                ),
+                (0x22, &[(item::CNAME, &b"xyz"[..]), (item::TOOL, &b"ringsfu"[..])]),
                 (0x33, &[]),
             ],
         )
         .unwrap();
         let c = RtcpCompound::parse(&buf[..n]).unwrap();
-        let Some(Ok(RtcpPacket::Sdes(s))) = c.packets().next() else {
-            panic!()
-        };
+        let Some(Ok(RtcpPacket::Sdes(s))) = c.packets().next() else { panic!() };
         let chunks: Vec<_> = s.chunks().collect();
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[0].cname(), Some(&b"abcd"[..]));
@@ -217,9 +199,6 @@ mod tests {
         );
         assert_eq!(chunks[2].items().count(), 0);
         // Chunk 1 of "abcd": 4 + 2 + 4 + null = 11 -> 12 bytes.
-        assert_eq!(
-            &buf[4..16],
-            &[0x11, 0x11, 0x11, 0x11, 1, 4, b'a', b'b', b'c', b'd', 0, 0]
-        );
+        assert_eq!(&buf[4..16], &[0x11, 0x11, 0x11, 0x11, 1, 4, b'a', b'b', b'c', b'd', 0, 0]);
     }
 }

@@ -38,18 +38,12 @@ impl<'a> SenderReport<'a> {
             octet_count: u32_at(body, 20),
         };
         let (blocks, extension) = split_blocks(&body[24..], h.count, "rtcp sr: report blocks")?;
-        Ok(SenderReport {
-            info,
-            blocks,
-            extension,
-        })
+        Ok(SenderReport { info, blocks, extension })
     }
 
     /// The report blocks.
     pub fn report_blocks(&self) -> ReportBlocks<'a> {
-        ReportBlocks {
-            chunks: self.blocks.chunks_exact(REPORT_BLOCK_LEN),
-        }
+        ReportBlocks { chunks: self.blocks.chunks_exact(REPORT_BLOCK_LEN) }
     }
 }
 
@@ -93,9 +87,7 @@ mod tests {
             0x0, 0x2, 0x4a, 0x79, // dlsr
         ];
         let c = RtcpCompound::parse(&d).unwrap();
-        let Some(Ok(RtcpPacket::SenderReport(sr))) = c.packets().next() else {
-            panic!()
-        };
+        let Some(Ok(RtcpPacket::SenderReport(sr))) = c.packets().next() else { panic!() };
         assert_eq!(sr.info.ssrc, 0x902f9e2e);
         assert_eq!(sr.info.ntp_time, 0xda8bd1fcdddda05a);
         assert_eq!(sr.info.rtp_timestamp, 0xaaf4edd5);

@@ -71,10 +71,7 @@ enum Chunk {
 impl Chunk {
     fn decode(c: u16) -> Chunk {
         if c & 0x8000 == 0 {
-            Chunk::Run {
-                symbol: (c >> 13) & 3,
-                len: c & 0x1FFF,
-            }
+            Chunk::Run { symbol: (c >> 13) & 3, len: c & 0x1FFF }
         } else if c & 0x4000 == 0 {
             Chunk::OneBit(c)
         } else {
@@ -259,9 +256,7 @@ pub fn write(buf: &mut [u8], h: &TwccHeader, deltas: &[Option<i16>]) -> WireResu
     let count = u16::try_from(deltas.len())
         .map_err(|_| WireError::InvalidArgument("rtcp twcc: more than 65535 packets"))?;
     if !(-(1 << 23)..(1 << 23)).contains(&h.reference_time) {
-        return Err(WireError::InvalidArgument(
-            "rtcp twcc: reference time over 24 bits",
-        ));
+        return Err(WireError::InvalidArgument("rtcp twcc: reference time over 24 bits"));
     }
     need(buf, HEADER_LEN + FIXED, "rtcp twcc")?;
     let mut p = HEADER_LEN + FIXED;
@@ -269,11 +264,7 @@ pub fn write(buf: &mut [u8], h: &TwccHeader, deltas: &[Option<i16>]) -> WireResu
     let n = deltas.len();
     while i < n {
         let s = symbol_of(deltas[i]);
-        let run = deltas[i..]
-            .iter()
-            .take(0x1FFF)
-            .take_while(|d| symbol_of(**d) == s)
-            .count();
+        let run = deltas[i..].iter().take(0x1FFF).take_while(|d| symbol_of(**d) == s).count();
         let window = &deltas[i..n.min(i + 14)];
         let needs_two_bit = window.iter().any(|d| symbol_of(*d) == 2);
         let chunk = if run >= 14 || (needs_two_bit && run >= 7) {
@@ -295,31 +286,24 @@ pub fn write(buf: &mut [u8], h: &TwccHeader, deltas: &[Option<i16>]) -> WireResu
             i += w7.len();
             c
         };
-        let dst = buf
-            .get_mut(p..p + 2)
-            .ok_or(WireError::BufferTooSmall("rtcp twcc: chunks"))?;
+        let dst = buf.get_mut(p..p + 2).ok_or(WireError::BufferTooSmall("rtcp twcc: chunks"))?;
         dst.copy_from_slice(&chunk.to_be_bytes());
         p += 2;
     }
     for d in deltas.iter().flatten() {
         if (0..=255).contains(d) {
-            let dst = buf
-                .get_mut(p)
-                .ok_or(WireError::BufferTooSmall("rtcp twcc: deltas"))?;
+            let dst = buf.get_mut(p).ok_or(WireError::BufferTooSmall("rtcp twcc: deltas"))?;
             *dst = *d as u8;
             p += 1;
         } else {
-            let dst = buf
-                .get_mut(p..p + 2)
-                .ok_or(WireError::BufferTooSmall("rtcp twcc: deltas"))?;
+            let dst =
+                buf.get_mut(p..p + 2).ok_or(WireError::BufferTooSmall("rtcp twcc: deltas"))?;
             dst.copy_from_slice(&d.to_be_bytes());
             p += 2;
         }
     }
     let len = p.div_ceil(4) * 4;
-    buf.get_mut(p..len)
-        .ok_or(WireError::BufferTooSmall("rtcp twcc: padding"))?
-        .fill(0);
+    buf.get_mut(p..len).ok_or(WireError::BufferTooSmall("rtcp twcc: padding"))?.fill(0);
     write_header(buf, FMT, packet_type::RTPFB, len)?;
     buf[4..8].copy_from_slice(&h.sender_ssrc.to_be_bytes());
     buf[8..12].copy_from_slice(&h.media_ssrc.to_be_bytes());
@@ -373,21 +357,9 @@ mod tests {
         assert_eq!(
             v,
             vec![
-                PacketStatus {
-                    seq: 153,
-                    status: Status::SmallDelta,
-                    delta: Some(16)
-                },
-                PacketStatus {
-                    seq: 154,
-                    status: Status::SmallDelta,
-                    delta: Some(32)
-                },
-                PacketStatus {
-                    seq: 155,
-                    status: Status::LargeDelta,
-                    delta: Some(-16)
-                },
+                PacketStatus { seq: 153, status: Status::SmallDelta, delta: Some(16) },
+                PacketStatus { seq: 154, status: Status::SmallDelta, delta: Some(32) },
+                PacketStatus { seq: 155, status: Status::LargeDelta, delta: Some(-16) },
             ]
         );
     }
@@ -424,9 +396,8 @@ mod tests {
             let got: Vec<_> = t.packets().map(|p| p.delta).collect();
             assert_eq!(got, deltas);
             let seqs: Vec<_> = t.packets().map(|p| p.seq).take(7).collect();
-            let want: Vec<u16> = (0..deltas.len().min(7) as u16)
-                .map(|i| 65530u16.wrapping_add(i))
-                .collect();
+            let want: Vec<u16> =
+                (0..deltas.len().min(7) as u16).map(|i| 65530u16.wrapping_add(i)).collect();
             assert_eq!(seqs, want);
         }
     }
