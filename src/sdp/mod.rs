@@ -748,75 +748,42 @@ fn supported_extmaps(kind: MediaKind, maps: &[Extmap]) -> Vec<Extmap> {
     maps.iter().filter(|e| ext::supported(kind, &e.uri)).cloned().collect()
 }
 
-/// Answers a publisher's offer (`publishVideo`): one codec per audio/video m-line (the session's
-/// policy for video), RTX when the publisher offered it with NACK, the supported header
-/// extensions, `recvonly`.
-pub fn answer_publish(
-    offer: &RemoteDescription,
+/// What one accepted m-line contributes: the agreement and the section to write.
+type Accepted<'a> = (NegotiatedMedia, Section<'a>);
+
+/// The frame both answers share: walks the offer's m-lines, rejects those that are not
+/// audio/video, are already rejected or have the wrong direction, requires rtcp-mux, lets
+/// `accept` decide the rest (None = reject this m-line), and writes the answer.
+fn answer_with<'a>(
+    offer: &'a RemoteDescription,
     local: &LocalTransport,
-    policy: VideoCodecPolicy,
+    wanted: fn(Direction) -> bool,
+    mut accept: impl FnMut(MediaKind, &'a MediaSection) -> Result<Option<Accepted<'a>>, SdpError>,
+    none_accepted: &str,
 ) -> Result<Negotiated, SdpError> {
     check_transport(offer)?;
     let mut accepted = Vec::new();
-    let mut sections: Vec<Result<Section<'_>, &MediaSection>> = Vec::new();
+    let mut sections: Vec<Result<Section<'a>, &'a MediaSection>> = Vec::new();
     for m in &offer.media {
-        let Some(kind) = m.kind else {
+        let Some(kind) = m.kind.filter(|_| !m.rejected() && wanted(m.direction)) else {
             sections.push(Err(m));
             continue;
         };
-        if m.rejected() || !m.direction.sends() {
-            sections.push(Err(m));
-            continue;
-        }
         if !m.rtcp_mux {
             return Err(SdpError::Unacceptable(format!("m-line {} without a=rtcp-mux", m.mid)));
         }
-        let Some(codec) = choose_codec(m, policy) else {
-            if kind == MediaKind::Video && policy != VideoCodecPolicy::MediaServerPreferred {
-                return Err(SdpError::Unacceptable(format!(
-                    "the session forces video codec {policy:?}, which the offer lacks"
-                )));
+        match accept(kind, m)? {
+            Some((n, section)) => {
+                accepted.push(n);
+                sections.push(Ok(section));
             }
-            sections.push(Err(m));
-            continue;
-        };
-        let (nack, pli, fir, remb, twcc) = fb_flags(codec);
-        let rtx_pt = if nack { codec.rtx_pt } else { None };
-        let extmaps = supported_extmaps(kind, &m.extmaps);
-        let ext = ExtIds::from_extmaps(&extmaps);
-        let rtx_ssrc =
-            m.ssrcs.first().and_then(|p| m.rtx_pairs.iter().find(|(a, _)| a == p)).map(|(_, r)| *r);
-        accepted.push(NegotiatedMedia {
-            mid: m.mid.clone(),
-            kind,
-            codec: codec.clone(),
-            rtx_pt,
-            ext,
-            ssrc: m.ssrcs.first().copied(),
-            rtx_ssrc: rtx_ssrc.filter(|_| rtx_pt.is_some()),
-            rids: m.rids.clone(),
-            nack,
-            pli,
-            fir,
-            remb,
-            transport_cc: twcc,
-        });
-        sections.push(Ok(Section {
-            kind,
-            mid: &m.mid,
-            proto: &m.proto,
-            direction: Direction::RecvOnly,
-            codec,
-            rtx_pt,
-            extmaps,
-            rtcp_rsize: m.rtcp_rsize,
-            send: None,
-        }));
+            None => sections.push(Err(m)),
+        }
     }
     if accepted.is_empty() {
-        return Err(SdpError::Unacceptable("no audio or video m-line ringsfu can receive".into()));
+        return Err(SdpError::Unacceptable(none_accepted.into()));
     }
-    let mids: Vec<&str> = accepted.iter().map(|n| n.mid.as_str()).collect();
+    let mids: Vec<&str> = accepted.iter().map(|n: &NegotiatedMedia| n.mid.as_str()).collect();
     let mut out = String::with_capacity(2048);
     write_session_header(&mut out, local, &mids);
     for s in &sections {
@@ -826,6 +793,81 @@ pub fn answer_publish(
         }
     }
     Ok(Negotiated { sdp: out, media: accepted })
+}
+
+/// The agreement for one m-line, its feedback flags read off the chosen codec.
+fn agreed(
+    m: &MediaSection,
+    kind: MediaKind,
+    codec: &Codec,
+    rtx_pt: Option<u8>,
+    extmaps: &[Extmap],
+    ssrcs: (Option<u32>, Option<u32>),
+) -> NegotiatedMedia {
+    let (nack, pli, fir, remb, transport_cc) = fb_flags(codec);
+    NegotiatedMedia {
+        mid: m.mid.clone(),
+        kind,
+        codec: codec.clone(),
+        rtx_pt,
+        ext: ExtIds::from_extmaps(extmaps),
+        ssrc: ssrcs.0,
+        rtx_ssrc: ssrcs.1,
+        rids: Vec::new(),
+        nack,
+        pli,
+        fir,
+        remb,
+        transport_cc,
+    }
+}
+
+/// Answers a publisher's offer (`publishVideo`): one codec per audio/video m-line (the session's
+/// policy for video), RTX when the publisher offered it with NACK, the supported header
+/// extensions, `recvonly`.
+pub fn answer_publish<'a>(
+    offer: &'a RemoteDescription,
+    local: &LocalTransport,
+    policy: VideoCodecPolicy,
+) -> Result<Negotiated, SdpError> {
+    let accept = |kind: MediaKind, m: &'a MediaSection| -> Result<Option<Accepted<'a>>, SdpError> {
+        let Some(codec) = choose_codec(m, policy) else {
+            if kind == MediaKind::Video && policy != VideoCodecPolicy::MediaServerPreferred {
+                return Err(SdpError::Unacceptable(format!(
+                    "the session forces video codec {policy:?}, which the offer lacks"
+                )));
+            }
+            return Ok(None);
+        };
+        let rtx_pt = if fb_flags(codec).0 { codec.rtx_pt } else { None };
+        let extmaps = supported_extmaps(kind, &m.extmaps);
+        let primary = m.ssrcs.first().copied();
+        let rtx_ssrc = primary
+            .and_then(|p| m.rtx_pairs.iter().find(|(a, _)| *a == p))
+            .map(|(_, r)| *r)
+            .filter(|_| rtx_pt.is_some());
+        let mut n = agreed(m, kind, codec, rtx_pt, &extmaps, (primary, rtx_ssrc));
+        n.rids = m.rids.clone();
+        let section = Section {
+            kind,
+            mid: &m.mid,
+            proto: &m.proto,
+            direction: Direction::RecvOnly,
+            codec,
+            rtx_pt,
+            extmaps,
+            rtcp_rsize: m.rtcp_rsize,
+            send: None,
+        };
+        Ok(Some((n, section)))
+    };
+    answer_with(
+        offer,
+        local,
+        Direction::sends,
+        accept,
+        "no audio or video m-line ringsfu can receive",
+    )
 }
 
 /// A published track as a subscriber will receive it.
@@ -845,61 +887,30 @@ pub struct OutgoingTrack {
 /// Answers a subscriber's `recvonly` offer (`receiveVideoFrom` with `sdpOffer`): each
 /// audio/video m-line gets the published track of its kind, with the subscriber's payload type
 /// for the same format; m-lines with no track, or whose codecs cannot carry it, are rejected.
-pub fn answer_subscribe(
-    offer: &RemoteDescription,
+pub fn answer_subscribe<'a>(
+    offer: &'a RemoteDescription,
     local: &LocalTransport,
-    tracks: &[OutgoingTrack],
+    tracks: &'a [OutgoingTrack],
 ) -> Result<Negotiated, SdpError> {
-    check_transport(offer)?;
     let mut used = vec![false; tracks.len()];
-    let mut accepted = Vec::new();
-    let mut sections: Vec<Result<Section<'_>, &MediaSection>> = Vec::new();
-    for m in &offer.media {
-        let Some(kind) = m.kind else {
-            sections.push(Err(m));
-            continue;
-        };
-        if m.rejected() || !m.direction.receives() {
-            sections.push(Err(m));
-            continue;
-        }
-        if !m.rtcp_mux {
-            return Err(SdpError::Unacceptable(format!("m-line {} without a=rtcp-mux", m.mid)));
-        }
+    let accept = |kind: MediaKind, m: &'a MediaSection| -> Result<Option<Accepted<'a>>, SdpError> {
         let found = tracks.iter().enumerate().find_map(|(i, t)| {
             if used[i] || t.kind != kind {
                 return None;
             }
             m.codecs.iter().find(|c| c.same_format(&t.codec)).map(|c| (i, t, c))
         });
-        let Some((i, track, codec)) = found else {
-            sections.push(Err(m));
-            continue;
-        };
+        let Some((i, track, codec)) = found else { return Ok(None) };
         used[i] = true;
-        let (nack, pli, fir, remb, twcc) = fb_flags(codec);
-        let rtx_pt = if nack && kind == MediaKind::Video { codec.rtx_pt } else { None };
+        let rtx_pt =
+            if fb_flags(codec).0 && kind == MediaKind::Video { codec.rtx_pt } else { None };
         let rtx_ssrc = rtx_pt.map(|_| track.rtx_ssrc);
         let extmaps = supported_extmaps(kind, &m.extmaps)
             .into_iter()
             .filter(|e| e.uri != ext::RID && e.uri != ext::REPAIRED_RID)
             .collect::<Vec<_>>();
-        accepted.push(NegotiatedMedia {
-            mid: m.mid.clone(),
-            kind,
-            codec: codec.clone(),
-            rtx_pt,
-            ext: ExtIds::from_extmaps(&extmaps),
-            ssrc: Some(track.ssrc),
-            rtx_ssrc,
-            rids: Vec::new(),
-            nack,
-            pli,
-            fir,
-            remb,
-            transport_cc: twcc,
-        });
-        sections.push(Ok(Section {
+        let n = agreed(m, kind, codec, rtx_pt, &extmaps, (Some(track.ssrc), rtx_ssrc));
+        let section = Section {
             kind,
             mid: &m.mid,
             proto: &m.proto,
@@ -909,23 +920,16 @@ pub fn answer_subscribe(
             extmaps,
             rtcp_rsize: m.rtcp_rsize,
             send: Some((track, track.ssrc, rtx_ssrc)),
-        }));
-    }
-    if accepted.is_empty() {
-        return Err(SdpError::Unacceptable(
-            "the offer cannot receive any track of this stream".into(),
-        ));
-    }
-    let mids: Vec<&str> = accepted.iter().map(|n| n.mid.as_str()).collect();
-    let mut out = String::with_capacity(2048);
-    write_session_header(&mut out, local, &mids);
-    for s in &sections {
-        match s {
-            Ok(s) => write_section(&mut out, local, "passive", s),
-            Err(m) => write_rejected(&mut out, m),
-        }
-    }
-    Ok(Negotiated { sdp: out, media: accepted })
+        };
+        Ok(Some((n, section)))
+    };
+    answer_with(
+        offer,
+        local,
+        Direction::receives,
+        accept,
+        "the offer cannot receive any track of this stream",
+    )
 }
 
 /// Payload types ringsfu uses in its own offers (Chrome's defaults, so a browser's answer keeps

@@ -207,6 +207,18 @@ struct Allocation {
 }
 
 impl Allocation {
+    /// Installs or refreshes (never shortens) the permission for `ip`, within `max` entries.
+    fn permit(&mut self, ip: IpAddr, expires: Instant, max: usize) -> Result<(), Fail> {
+        if let Some(p) = self.permissions.iter_mut().find(|p| p.ip == ip) {
+            p.expires = p.expires.max(expires);
+        } else if self.permissions.len() < max {
+            self.permissions.push(Permission { ip, expires });
+        } else {
+            return Err(CAPACITY);
+        }
+        Ok(())
+    }
+
     fn permitted(&self, now: Instant, ip: IpAddr) -> bool {
         self.permissions.iter().any(|p| p.ip == ip && p.expires > now)
     }
@@ -831,11 +843,7 @@ impl TurnServer {
         let a = self.allocations[i].as_mut().ok_or(MISMATCH)?;
         a.permissions.retain(|p| p.expires > now.mono);
         for ip in peers {
-            match a.permissions.iter().position(|p| p.ip == ip) {
-                Some(k) => a.permissions[k].expires = expires,
-                None if a.permissions.len() < max => a.permissions.push(Permission { ip, expires }),
-                None => return Err(CAPACITY),
-            }
+            a.permit(ip, expires, max)?;
         }
         Ok(Vec::new())
     }
@@ -872,13 +880,7 @@ impl TurnServer {
             }
             None => return Err(CAPACITY),
         }
-        match a.permissions.iter().position(|p| p.ip == peer.ip()) {
-            Some(k) => a.permissions[k].expires = a.permissions[k].expires.max(t + perm_life),
-            None if a.permissions.len() < max_perm => {
-                a.permissions.push(Permission { ip: peer.ip(), expires: t + perm_life })
-            }
-            None => return Err(CAPACITY),
-        }
+        a.permit(peer.ip(), t + perm_life, max_perm)?;
         Ok(Vec::new())
     }
 }
