@@ -1,13 +1,15 @@
 //! Two DTLS endpoints (our server, a dimpl client through the same wrapper) over an
 //! in-memory network with a virtual clock: always step the earliest event.
 
+mod dtls_common;
+
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ringsfu::dtls::{
     DropReason, DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsFailure, DtlsRole,
-    DtlsState, Fingerprint, FingerprintAlg, SrtpProfileId,
+    DtlsState, Fingerprint, FingerprintAlg, SrtpProfile,
 };
 
 fn certs() -> &'static (DtlsCert, DtlsCert) {
@@ -151,10 +153,12 @@ fn handshake_exports_matching_keys() {
     let c = connected_keys(&net.client.events).clone();
     assert_eq!(s, c);
     // dimpl's server prefers AES-256-GCM and dimpl's client offers it.
-    assert_eq!(s.profile, SrtpProfileId::AeadAes256Gcm);
+    assert_eq!(s.profile, SrtpProfile::AeadAes256Gcm);
     assert_eq!(s.inbound(DtlsRole::Server), c.outbound(DtlsRole::Client));
     assert_eq!(s.outbound(DtlsRole::Server), c.inbound(DtlsRole::Client));
     assert_ne!(s.client_key(), s.server_key());
+    // The hand-off: SRTP contexts built from each side's export talk to each other.
+    dtls_common::check_srtp_handoff(&s, &c);
     // Exactly one event each, and no timer left once connected and idle.
     assert_eq!(net.server.events.len(), 1);
     assert_eq!(net.client.events.len(), 1);
@@ -307,14 +311,14 @@ fn peer_close_notify_reports_closed() {
 fn srtp_profile_filter_rejects() {
     let (scert, ccert) = certs();
     let only_gcm128 =
-        DtlsConfig { srtp_profiles: vec![SrtpProfileId::AeadAes128Gcm], ..DtlsConfig::default() };
+        DtlsConfig { srtp_profiles: vec![SrtpProfile::AeadAes128Gcm], ..DtlsConfig::default() };
     let server_ctx = DtlsContext::new(scert.clone(), &only_gcm128).expect("config");
     let mut net = Net::honest();
     net.server.ep = server_ctx.server(net.now, *ccert.fingerprint());
     net.run(Duration::from_secs(60));
     assert_eq!(
         net.server.events,
-        vec![DtlsEvent::Failed(DtlsFailure::SrtpProfileNotAccepted(SrtpProfileId::AeadAes256Gcm))]
+        vec![DtlsEvent::Failed(DtlsFailure::SrtpProfileNotAccepted(SrtpProfile::AeadAes256Gcm))]
     );
     assert!(
         DtlsContext::new(
