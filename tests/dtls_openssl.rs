@@ -253,6 +253,18 @@ fn openssl_gcm_preferred() {
     check_profile("SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80", SrtpProfile::AeadAes128Gcm);
 }
 
+/// A browser-like offer (AES-256-GCM first): dimpl picks AES-256-GCM.
+#[test]
+fn openssl_browser_like_offer_gets_gcm256() {
+    if !have_openssl() {
+        return;
+    }
+    check_profile(
+        "SRTP_AEAD_AES_256_GCM:SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80",
+        SrtpProfile::AeadAes256Gcm,
+    );
+}
+
 #[test]
 fn openssl_cm80_only() {
     if !have_openssl() {
