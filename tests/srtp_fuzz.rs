@@ -10,7 +10,8 @@ use srtp_common::{Rng, rtcp_packet, rtp_packet};
 const ITERATIONS: usize = 20_000;
 
 fn contexts(profile: SrtpProfile) -> (SrtpContext, SrtpContext) {
-    let master = MasterKey::new(profile, &vec![3; profile.key_len()], &vec![4; profile.salt_len()]).expect("lengths");
+    let master = MasterKey::new(profile, &vec![3; profile.key_len()], &vec![4; profile.salt_len()])
+        .expect("lengths");
     (
         SrtpContext::with_max_ssrcs(&master, 4).expect("tx"),
         SrtpContext::with_max_ssrcs(&master, 4).expect("rx"),

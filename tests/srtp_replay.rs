@@ -9,7 +9,8 @@ use srtp_common::{Rng, rtcp_packet, rtp_packet};
 const PROFILES: [SrtpProfile; 3] = SrtpProfile::ALL;
 
 fn pair(profile: SrtpProfile, max_ssrcs: usize) -> (SrtpContext, SrtpContext) {
-    let master = MasterKey::new(profile, &vec![7; profile.key_len()], &vec![9; profile.salt_len()]).expect("lengths");
+    let master = MasterKey::new(profile, &vec![7; profile.key_len()], &vec![9; profile.salt_len()])
+        .expect("lengths");
     (
         SrtpContext::with_max_ssrcs(&master, max_ssrcs).expect("tx"),
         SrtpContext::with_max_ssrcs(&master, max_ssrcs).expect("rx"),

@@ -9,9 +9,8 @@ use dimpl::{Dtls, Output};
 
 use super::cert::{DtlsCert, Fingerprint};
 use super::keys::{SrtpKeyMaterial, profile_from_dimpl};
-use crate::srtp::{DtlsRole, SrtpProfile};
 use super::record::{self, FramingError};
-
+use crate::srtp::{DtlsRole, SrtpProfile};
 
 /// Settings shared by every endpoint of a [`DtlsContext`].
 #[derive(Debug, Clone)]

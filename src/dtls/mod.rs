@@ -59,11 +59,11 @@ mod endpoint;
 mod keys;
 mod record;
 
+/// The role and profile types are `srtp`'s, shared by both modules.
+pub use crate::srtp::{DtlsRole, SrtpProfile};
 pub use cert::{CertError, DtlsCert, Fingerprint, FingerprintAlg, FingerprintParseError};
 pub use endpoint::{
     Blame, DropReason, DtlsConfig, DtlsConfigError, DtlsContext, DtlsEndpoint, DtlsEvent,
     DtlsFailure, DtlsState, DtlsStats, MAX_HANDSHAKE_INPUT,
 };
 pub use keys::{MAX_SRTP_KEY_LEN, MAX_SRTP_SALT_LEN, SrtpKeyMaterial};
-/// The role and profile types are `srtp`'s, shared by both modules.
-pub use crate::srtp::{DtlsRole, SrtpProfile};

@@ -15,9 +15,9 @@
 
 use std::fmt;
 
-use aes::{Aes128, Aes256};
 use aes::cipher::consts::U16;
 use aes::cipher::{BlockEncrypt, BlockSizeUser, KeyInit, generic_array::GenericArray};
+use aes::{Aes128, Aes256};
 
 use super::error::SrtpError;
 use super::profile::SrtpProfile;
@@ -164,7 +164,11 @@ fn derive_raw(key: &[u8], salt: &[u8; 14], label: u8, out: &mut [u8]) {
 }
 
 /// Counter-mode keystream blocks of `aes` from `iv` (the low 16 bits are the counter).
-fn prf_blocks<A: BlockEncrypt + BlockSizeUser<BlockSize = U16>>(aes: &A, iv: &[u8; 16], out: &mut [u8]) {
+fn prf_blocks<A: BlockEncrypt + BlockSizeUser<BlockSize = U16>>(
+    aes: &A,
+    iv: &[u8; 16],
+    out: &mut [u8],
+) {
     for (counter, chunk) in out.chunks_mut(16).enumerate() {
         let mut block = *iv;
         // Only a handful of blocks are ever derived (at most 2 for a 32-byte key).
