@@ -1,15 +1,15 @@
-//! The two transforms, below the per-SSRC bookkeeping: given a packet index they
-//! encrypt and tag, or verify and decrypt, in the caller's buffer.
+//! The transforms (AES-CM + HMAC-SHA1, AES-GCM with a 128- or 256-bit key), below the
+//! per-SSRC bookkeeping: given a packet index they encrypt and tag, or verify and
+//! decrypt, in the caller's buffer.
 //!
 //! - AES_CM_128_HMAC_SHA1_80 (RFC 3711 §4.1.1, §4.2): AES-128 in counter mode from the
 //!   RustCrypto `aes` crate (AES-NI when the CPU has it) and HMAC-SHA1 from `hmac`/`sha1`
 //!   (SHA-NI when present). The HMAC key schedule (inner and outer pads) is computed once;
 //!   each packet clones that state.
 //! - AEAD_AES_128_GCM and AEAD_AES_256_GCM (RFC 7714 §8, §9): `aws-lc-rs`, whose GCM
-//!   uses AES-NI/VAES and
-//!   carry-less multiplication. In-place seal/open; the fused copy path uses
-//!   `seal_out_of_place_scatter`, which reads the plaintext from the source and writes the
-//!   ciphertext to the destination in one pass.
+//!   uses AES-NI/VAES and carry-less multiplication. In-place seal/open; the fused copy
+//!   path uses `seal_out_of_place_scatter`, which reads the plaintext from the source and
+//!   writes the ciphertext to the destination in one pass.
 
 use aes::Aes128Enc;
 use aes::cipher::{InnerIvInit, KeyInit, StreamCipher, generic_array::GenericArray};
