@@ -52,6 +52,7 @@ fn theirs(profile: SrtpProfile) -> Context {
     let p = match profile {
         SrtpProfile::Aes128CmSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
         SrtpProfile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm => ProtectionProfile::AeadAes256Gcm,
     };
     Context::new(&key, &salt, p, None, None).expect("context")
 }
@@ -60,11 +61,12 @@ fn name(profile: SrtpProfile) -> &'static str {
     match profile {
         SrtpProfile::Aes128CmSha1_80 => "aes_cm_sha1_80",
         SrtpProfile::AeadAes128Gcm => "aead_aes_128_gcm",
+        SrtpProfile::AeadAes256Gcm => "aead_aes_256_gcm",
     }
 }
 
 fn protect(c: &mut Criterion) {
-    for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmSha1_80] {
+    for profile in SrtpProfile::ALL {
         let mut group = c.benchmark_group(format!("protect/{}", name(profile)));
         group.throughput(Throughput::Elements(1));
 
@@ -107,7 +109,7 @@ fn protect(c: &mut Criterion) {
 }
 
 fn unprotect(c: &mut Criterion) {
-    for profile in [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmSha1_80] {
+    for profile in SrtpProfile::ALL {
         let mut group = c.benchmark_group(format!("unprotect/{}", name(profile)));
         group.throughput(Throughput::Elements(1));
 

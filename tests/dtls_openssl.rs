@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ringsfu::dtls::{
     DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsFailure, DtlsStats,
-    Fingerprint, FingerprintAlg, SrtpProfileId,
+    Fingerprint, FingerprintAlg, SrtpProfile,
 };
 
 fn have_openssl() -> bool {
@@ -218,7 +218,7 @@ fn server_ctx() -> DtlsContext {
     DtlsContext::new(DtlsCert::generate().expect("cert"), &DtlsConfig::default()).expect("ctx")
 }
 
-fn check_profile(srtp_offer: &str, expect: SrtpProfileId) {
+fn check_profile(srtp_offer: &str, expect: SrtpProfile) {
     let dir = TempDir::new(expect.as_str());
     let ctx = server_ctx();
     // The client's certificate fingerprint, as its SDP would carry it, computed by OpenSSL.
@@ -250,7 +250,19 @@ fn openssl_gcm_preferred() {
     if !have_openssl() {
         return;
     }
-    check_profile("SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80", SrtpProfileId::AeadAes128Gcm);
+    check_profile("SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80", SrtpProfile::AeadAes128Gcm);
+}
+
+/// A browser-like offer (AES-256-GCM first): dimpl picks AES-256-GCM.
+#[test]
+fn openssl_browser_like_offer_gets_gcm256() {
+    if !have_openssl() {
+        return;
+    }
+    check_profile(
+        "SRTP_AEAD_AES_256_GCM:SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80",
+        SrtpProfile::AeadAes256Gcm,
+    );
 }
 
 #[test]
@@ -258,7 +270,7 @@ fn openssl_cm80_only() {
     if !have_openssl() {
         return;
     }
-    check_profile("SRTP_AES128_CM_SHA1_80", SrtpProfileId::Aes128CmHmacSha1_80);
+    check_profile("SRTP_AES128_CM_SHA1_80", SrtpProfile::Aes128CmSha1_80);
 }
 
 #[test]
@@ -275,7 +287,7 @@ fn openssl_fingerprint_mismatch_fails() {
         (&cert, &key),
         wrong,
         "SRTP_AEAD_AES_128_GCM",
-        SrtpProfileId::AeadAes128Gcm.keying_material_len(),
+        SrtpProfile::AeadAes128Gcm.keying_material_len(),
     );
     assert_eq!(run.events, vec![DtlsEvent::Failed(DtlsFailure::FingerprintMismatch)]);
     assert!(!run.stdout.contains("Keying material"));

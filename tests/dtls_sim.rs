@@ -1,13 +1,15 @@
 //! Two DTLS endpoints (our server, a dimpl client through the same wrapper) over an
 //! in-memory network with a virtual clock: always step the earliest event.
 
+mod dtls_common;
+
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ringsfu::dtls::{
     DropReason, DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsFailure, DtlsRole,
-    DtlsState, Fingerprint, FingerprintAlg, SrtpProfileId,
+    DtlsState, Fingerprint, FingerprintAlg, SrtpProfile,
 };
 
 fn certs() -> &'static (DtlsCert, DtlsCert) {
@@ -151,7 +153,7 @@ fn handshake_exports_matching_keys() {
     let c = connected_keys(&net.client.events).clone();
     assert_eq!(s, c);
     // dimpl's server prefers AES-256-GCM and dimpl's client offers it.
-    assert_eq!(s.profile, SrtpProfileId::AeadAes256Gcm);
+    assert_eq!(s.profile, SrtpProfile::AeadAes256Gcm);
     assert_eq!(s.inbound(DtlsRole::Server), c.outbound(DtlsRole::Client));
     assert_eq!(s.outbound(DtlsRole::Server), c.inbound(DtlsRole::Client));
     assert_ne!(s.client_key(), s.server_key());
@@ -160,6 +162,20 @@ fn handshake_exports_matching_keys() {
     assert_eq!(net.client.events.len(), 1);
     assert_eq!(net.server.ep.poll_timeout(), None);
     assert_eq!(net.server.ep.stats().dropped, [0; DropReason::COUNT]);
+}
+
+/// The DTLS -> SRTP hand-off after a real handshake: each side builds its SRTP contexts
+/// with `SrtpContext::from_dtls_keys` from its own export (AES-256-GCM, the profile dimpl
+/// picks whenever it is offered; AES-128-GCM and AES-CM need a client that offers less,
+/// so `tests/dtls_webrtc.rs` runs the same check for all three profiles).
+#[test]
+fn srtp_contexts_from_both_exports_interoperate() {
+    let mut net = Net::honest();
+    net.run(Duration::from_secs(60));
+    let s = connected_keys(&net.server.events).clone();
+    let c = connected_keys(&net.client.events).clone();
+    assert_eq!(s.profile, SrtpProfile::AeadAes256Gcm);
+    dtls_common::check_srtp_handoff(&s, &c);
 }
 
 #[test]
@@ -307,14 +323,14 @@ fn peer_close_notify_reports_closed() {
 fn srtp_profile_filter_rejects() {
     let (scert, ccert) = certs();
     let only_gcm128 =
-        DtlsConfig { srtp_profiles: vec![SrtpProfileId::AeadAes128Gcm], ..DtlsConfig::default() };
+        DtlsConfig { srtp_profiles: vec![SrtpProfile::AeadAes128Gcm], ..DtlsConfig::default() };
     let server_ctx = DtlsContext::new(scert.clone(), &only_gcm128).expect("config");
     let mut net = Net::honest();
     net.server.ep = server_ctx.server(net.now, *ccert.fingerprint());
     net.run(Duration::from_secs(60));
     assert_eq!(
         net.server.events,
-        vec![DtlsEvent::Failed(DtlsFailure::SrtpProfileNotAccepted(SrtpProfileId::AeadAes256Gcm))]
+        vec![DtlsEvent::Failed(DtlsFailure::SrtpProfileNotAccepted(SrtpProfile::AeadAes256Gcm))]
     );
     assert!(
         DtlsContext::new(

@@ -2,7 +2,10 @@
 //! tokio runtime, against a `DtlsEndpoint` driven by a std UDP loop on loopback.
 //!
 //! Both sides check each other's certificate fingerprint; the keying material webrtc-dtls
-//! exports must equal ours.
+//! exports must equal ours, and SRTP contexts built from each side's export (for each of
+//! the three profiles) must unprotect what the other side protects.
+
+mod dtls_common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ringsfu::dtls::{
     DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsFailure, Fingerprint,
-    FingerprintAlg, SrtpKeyMaterial, SrtpProfileId,
+    FingerprintAlg, SrtpKeyMaterial, SrtpProfile,
 };
 use webrtc_dtls::config::{Config, ExtendedMasterSecretType};
 use webrtc_dtls::conn::DTLSConn;
@@ -140,7 +143,7 @@ fn run(offer: Vec<SrtpProtectionProfile>, export_len: usize, tamper: Tamper) -> 
     Outcome { server_events, client }
 }
 
-fn expect_connected(events: &[DtlsEvent], profile: SrtpProfileId) -> SrtpKeyMaterial {
+fn expect_connected(events: &[DtlsEvent], profile: SrtpProfile) -> SrtpKeyMaterial {
     match events.first() {
         Some(DtlsEvent::Connected { profile: p, keying_material }) => {
             assert_eq!(*p, profile);
@@ -152,7 +155,7 @@ fn expect_connected(events: &[DtlsEvent], profile: SrtpProfileId) -> SrtpKeyMate
 
 #[test]
 fn webrtc_dtls_gcm128() {
-    let want = SrtpProfileId::AeadAes128Gcm;
+    let want = SrtpProfile::AeadAes128Gcm;
     let out = run(
         vec![
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
@@ -167,12 +170,16 @@ fn webrtc_dtls_gcm128() {
     let mut ours = [0u8; 88];
     let n = km.write_exported(&mut ours).expect("fits");
     assert_eq!(&ours[..n], &theirs[..]);
+    // The hand-off: our SRTP keyed from our export (server) and from webrtc-dtls's
+    // export (client) talk to each other.
+    let client_km = SrtpKeyMaterial::from_exported(want, &theirs).expect("export length");
+    dtls_common::check_srtp_handoff(&km, &client_km);
     assert_eq!(out.server_events.get(1), Some(&DtlsEvent::Closed));
 }
 
 #[test]
 fn webrtc_dtls_cm80() {
-    let want = SrtpProfileId::Aes128CmHmacSha1_80;
+    let want = SrtpProfile::Aes128CmSha1_80;
     let out = run(
         vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80],
         want.keying_material_len(),
@@ -184,12 +191,16 @@ fn webrtc_dtls_cm80() {
     let mut ours = [0u8; 88];
     let n = km.write_exported(&mut ours).expect("fits");
     assert_eq!(&ours[..n], &theirs[..]);
+    // The hand-off: our SRTP keyed from our export (server) and from webrtc-dtls's
+    // export (client) talk to each other.
+    let client_km = SrtpKeyMaterial::from_exported(want, &theirs).expect("export length");
+    dtls_common::check_srtp_handoff(&km, &client_km);
 }
 
 /// A browser-like offer (AES-256-GCM first): dimpl picks AES-256-GCM.
 #[test]
 fn webrtc_dtls_browser_like_offer_gets_gcm256() {
-    let want = SrtpProfileId::AeadAes256Gcm;
+    let want = SrtpProfile::AeadAes256Gcm;
     let out = run(
         vec![
             SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
@@ -205,6 +216,10 @@ fn webrtc_dtls_browser_like_offer_gets_gcm256() {
     let mut ours = [0u8; 88];
     let n = km.write_exported(&mut ours).expect("fits");
     assert_eq!(&ours[..n], &theirs[..]);
+    // The hand-off: our SRTP keyed from our export (server) and from webrtc-dtls's
+    // export (client) talk to each other.
+    let client_km = SrtpKeyMaterial::from_exported(want, &theirs).expect("export length");
+    dtls_common::check_srtp_handoff(&km, &client_km);
 }
 
 #[test]

@@ -9,12 +9,14 @@ use webrtc_srtp::context::Context;
 use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
-const PROFILES: [SrtpProfile; 2] = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmSha1_80];
+/// Every profile we implement; each test below runs once per profile.
+const PROFILES: [SrtpProfile; 3] = SrtpProfile::ALL;
 
 fn theirs_profile(p: SrtpProfile) -> ProtectionProfile {
     match p {
         SrtpProfile::Aes128CmSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
         SrtpProfile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm => ProtectionProfile::AeadAes256Gcm,
     }
 }
 
@@ -194,10 +196,7 @@ fn srtcp_index_and_e_flag_are_where_the_rfcs_put_them() {
             let mut buf = vec![0u8; plain.len() + profile.rtcp_overhead()];
             buf[..plain.len()].copy_from_slice(&plain);
             tx.protect_rtcp(&mut buf, plain.len()).expect("protect");
-            let at = match profile {
-                SrtpProfile::Aes128CmSha1_80 => plain.len(),
-                SrtpProfile::AeadAes128Gcm => plain.len() + 16,
-            };
+            let at = if profile.is_aead() { plain.len() + 16 } else { plain.len() };
             let word = u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
             assert_eq!(word, 0x8000_0000 | expected, "{profile:?}");
             assert_eq!(&buf[..8], &plain[..8], "header stays clear");

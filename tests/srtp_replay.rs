@@ -6,10 +6,11 @@ use ringsfu::srtp::test_support::rtp_header_len;
 use ringsfu::srtp::{Blame, MasterKey, SrtpContext, SrtpError, SrtpProfile};
 use srtp_common::{Rng, rtcp_packet, rtp_packet};
 
-const PROFILES: [SrtpProfile; 2] = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmSha1_80];
+const PROFILES: [SrtpProfile; 3] = SrtpProfile::ALL;
 
 fn pair(profile: SrtpProfile, max_ssrcs: usize) -> (SrtpContext, SrtpContext) {
-    let master = MasterKey::new(profile, &[7; 16], &vec![9; profile.salt_len()]).expect("lengths");
+    let master = MasterKey::new(profile, &vec![7; profile.key_len()], &vec![9; profile.salt_len()])
+        .expect("lengths");
     (
         SrtpContext::with_max_ssrcs(&master, max_ssrcs).expect("tx"),
         SrtpContext::with_max_ssrcs(&master, max_ssrcs).expect("rx"),
@@ -164,7 +165,7 @@ fn argument_checks() {
         assert_eq!(tx.protect_rtcp(&mut rtcp, 8), Err(SrtpError::BufferTooSmall));
         assert_eq!(rx.unprotect_rtcp(&mut rtcp), Err(SrtpError::TooShort));
         assert_eq!(
-            MasterKey::new(profile, &[0; 16], &[0; 13]).err(),
+            MasterKey::new(profile, &vec![0; profile.key_len()], &[0; 13]).err(),
             Some(SrtpError::BadKeyLength)
         );
         assert_eq!(tx.ssrc_count(), 0, "failed calls create no state");

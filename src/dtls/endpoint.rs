@@ -8,17 +8,9 @@ use std::time::{Duration, Instant};
 use dimpl::{Dtls, Output};
 
 use super::cert::{DtlsCert, Fingerprint};
-use super::keys::{SrtpKeyMaterial, SrtpProfileId};
+use super::keys::{SrtpKeyMaterial, profile_from_dimpl};
 use super::record::{self, FramingError};
-
-/// Which side of the handshake an endpoint plays (RFC 5763 §5: `a=setup`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DtlsRole {
-    /// `a=setup:passive`: waits for the ClientHello. What the SFU always is.
-    Server,
-    /// `a=setup:active`: sends the ClientHello. For test clients and the load generator.
-    Client,
-}
+use crate::srtp::{DtlsRole, SrtpProfile};
 
 /// Settings shared by every endpoint of a [`DtlsContext`].
 #[derive(Debug, Clone)]
@@ -40,7 +32,7 @@ pub struct DtlsConfig {
     /// fixed order (AES-256-GCM, AES-128-GCM, AES-CM-SHA1-80) among those the client offers;
     /// a handshake that lands on a profile outside this set fails with
     /// [`DtlsFailure::SrtpProfileNotAccepted`].
-    pub srtp_profiles: Vec<SrtpProfileId>,
+    pub srtp_profiles: Vec<SrtpProfile>,
 }
 
 impl Default for DtlsConfig {
@@ -51,7 +43,7 @@ impl Default for DtlsConfig {
             flight_retries: 4,
             handshake_timeout: Duration::from_secs(30),
             use_cookie: false,
-            srtp_profiles: SrtpProfileId::ALL.to_vec(),
+            srtp_profiles: SrtpProfile::ALL.to_vec(),
         }
     }
 }
@@ -144,11 +136,11 @@ impl fmt::Debug for DtlsContext {
     }
 }
 
-fn profile_index(p: SrtpProfileId) -> usize {
+fn profile_index(p: SrtpProfile) -> usize {
     match p {
-        SrtpProfileId::Aes128CmHmacSha1_80 => 0,
-        SrtpProfileId::AeadAes128Gcm => 1,
-        SrtpProfileId::AeadAes256Gcm => 2,
+        SrtpProfile::Aes128CmSha1_80 => 0,
+        SrtpProfile::AeadAes128Gcm => 1,
+        SrtpProfile::AeadAes256Gcm => 2,
     }
 }
 
@@ -173,7 +165,7 @@ pub enum DtlsFailure {
     /// The client did not offer `use_srtp`, or no profile in common.
     NoSrtpProfile,
     /// The negotiated profile is outside [`DtlsConfig::srtp_profiles`].
-    SrtpProfileNotAccepted(SrtpProfileId),
+    SrtpProfileNotAccepted(SrtpProfile),
     /// No cipher suite, group or Extended Master Secret in common.
     NoCommonParameters,
     /// The peer certificate could not be parsed or uses an unsupported key.
@@ -355,7 +347,7 @@ pub enum DtlsEvent {
     /// keys were exported. Hand `keying_material` to the SRTP layer.
     Connected {
         /// The negotiated SRTP profile (same as `keying_material.profile`).
-        profile: SrtpProfileId,
+        profile: SrtpProfile,
         /// The exported master keys and salts.
         keying_material: SrtpKeyMaterial,
     },
@@ -552,7 +544,7 @@ impl DtlsEndpoint {
                 Output::PeerCert(der) => Step::PeerCert(self.remote_fingerprint.matches_der(der)),
                 Output::Connected => Step::Connected,
                 Output::KeyingMaterial(km, profile) => Step::Keys(
-                    SrtpProfileId::from_dimpl(profile)
+                    profile_from_dimpl(profile)
                         .and_then(|p| SrtpKeyMaterial::from_exported(p, &km).map(|k| (p, k))),
                 ),
                 Output::ApplicationData(d) => Step::AppData(d.len()),
@@ -746,7 +738,7 @@ enum Step {
     Drained(Instant),
     PeerCert(bool),
     Connected,
-    Keys(Option<(SrtpProfileId, SrtpKeyMaterial)>),
+    Keys(Option<(SrtpProfile, SrtpKeyMaterial)>),
     AppData(usize),
     PeerClose,
     Nothing,
@@ -778,7 +770,7 @@ mod tests {
             DtlsFailure::FingerprintMismatch,
             DtlsFailure::NoPeerCertificate,
             DtlsFailure::NoSrtpProfile,
-            DtlsFailure::SrtpProfileNotAccepted(SrtpProfileId::AeadAes256Gcm),
+            DtlsFailure::SrtpProfileNotAccepted(SrtpProfile::AeadAes256Gcm),
             DtlsFailure::NoCommonParameters,
             DtlsFailure::BadPeerCertificate,
             DtlsFailure::ProtocolViolation,

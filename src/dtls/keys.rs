@@ -1,102 +1,17 @@
-//! DTLS-SRTP protection profiles and the exported SRTP master keys (RFC 5764 §4.2, RFC 7714 §12).
+//! The exported SRTP master keys (RFC 5764 §4.2, RFC 7714 §12). The profile type is
+//! [`SrtpProfile`], shared with `srtp`.
 
 use std::fmt;
 
-use super::endpoint::DtlsRole;
+use crate::srtp::{DtlsRole, SrtpProfile};
 
-/// An SRTP protection profile negotiated by the `use_srtp` extension (RFC 5764 §4.1.2).
-///
-/// The discriminant is the IANA profile id carried on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum SrtpProfileId {
-    /// `SRTP_AES128_CM_HMAC_SHA1_80` (0x0001): 128-bit key, 112-bit salt, 80-bit tag.
-    Aes128CmHmacSha1_80 = 0x0001,
-    /// `SRTP_AEAD_AES_128_GCM` (0x0007, RFC 7714): 128-bit key, 96-bit salt.
-    AeadAes128Gcm = 0x0007,
-    /// `SRTP_AEAD_AES_256_GCM` (0x0008, RFC 7714): 256-bit key, 96-bit salt.
-    ///
-    /// dimpl 0.9 always selects this one when the client offers it (browsers do), so the SRTP
-    /// layer must handle it unless [`DtlsConfig::srtp_profiles`](super::DtlsConfig) excludes it.
-    AeadAes256Gcm = 0x0008,
-}
-
-impl SrtpProfileId {
-    /// Every profile this module can negotiate, in the server's order of preference
-    /// (dimpl's fixed order: AES-256-GCM, AES-128-GCM, AES-CM-HMAC-SHA1-80).
-    pub const ALL: [SrtpProfileId; 3] = [
-        SrtpProfileId::AeadAes256Gcm,
-        SrtpProfileId::AeadAes128Gcm,
-        SrtpProfileId::Aes128CmHmacSha1_80,
-    ];
-
-    /// The IANA `use_srtp` profile id.
-    pub const fn wire_id(self) -> u16 {
-        self as u16
-    }
-
-    /// The profile for an IANA id, if supported.
-    pub const fn from_wire_id(id: u16) -> Option<Self> {
-        match id {
-            0x0001 => Some(SrtpProfileId::Aes128CmHmacSha1_80),
-            0x0007 => Some(SrtpProfileId::AeadAes128Gcm),
-            0x0008 => Some(SrtpProfileId::AeadAes256Gcm),
-            _ => None,
-        }
-    }
-
-    /// Master key length in bytes.
-    pub const fn key_len(self) -> usize {
-        match self {
-            SrtpProfileId::Aes128CmHmacSha1_80 | SrtpProfileId::AeadAes128Gcm => 16,
-            SrtpProfileId::AeadAes256Gcm => 32,
-        }
-    }
-
-    /// Master salt length in bytes.
-    pub const fn salt_len(self) -> usize {
-        match self {
-            SrtpProfileId::Aes128CmHmacSha1_80 => 14,
-            SrtpProfileId::AeadAes128Gcm | SrtpProfileId::AeadAes256Gcm => 12,
-        }
-    }
-
-    /// Length of the `EXTRACTOR-dtls_srtp` export: `2 * (key_len + salt_len)`.
-    pub const fn keying_material_len(self) -> usize {
-        2 * (self.key_len() + self.salt_len())
-    }
-
-    /// The profile name as OpenSSL and RFC 5764 spell it (`SRTP_AEAD_AES_128_GCM`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            SrtpProfileId::Aes128CmHmacSha1_80 => "SRTP_AES128_CM_SHA1_80",
-            SrtpProfileId::AeadAes128Gcm => "SRTP_AEAD_AES_128_GCM",
-            SrtpProfileId::AeadAes256Gcm => "SRTP_AEAD_AES_256_GCM",
-        }
-    }
-
-    /// A short label for metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SrtpProfileId::Aes128CmHmacSha1_80 => "aes128_cm_sha1_80",
-            SrtpProfileId::AeadAes128Gcm => "aead_aes128_gcm",
-            SrtpProfileId::AeadAes256Gcm => "aead_aes256_gcm",
-        }
-    }
-
-    pub(crate) fn from_dimpl(p: dimpl::SrtpProfile) -> Option<Self> {
-        match p {
-            dimpl::SrtpProfile::AES128_CM_SHA1_80 => Some(SrtpProfileId::Aes128CmHmacSha1_80),
-            dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(SrtpProfileId::AeadAes128Gcm),
-            dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(SrtpProfileId::AeadAes256Gcm),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for SrtpProfileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The [`SrtpProfile`] for the profile dimpl negotiated, if we implement it.
+pub(crate) fn profile_from_dimpl(p: dimpl::SrtpProfile) -> Option<SrtpProfile> {
+    match p {
+        dimpl::SrtpProfile::AES128_CM_SHA1_80 => Some(SrtpProfile::Aes128CmSha1_80),
+        dimpl::SrtpProfile::AEAD_AES_128_GCM => Some(SrtpProfile::AeadAes128Gcm),
+        dimpl::SrtpProfile::AEAD_AES_256_GCM => Some(SrtpProfile::AeadAes256Gcm),
+        _ => None,
     }
 }
 
@@ -106,6 +21,9 @@ pub const MAX_SRTP_KEY_LEN: usize = 32;
 pub const MAX_SRTP_SALT_LEN: usize = 14;
 
 /// SRTP master keys and salts exported from the DTLS session (RFC 5764 §4.2).
+///
+/// Hand it to [`SrtpContext::from_dtls_keys`](crate::srtp::SrtpContext::from_dtls_keys)
+/// to get the `(outbound, inbound)` SRTP contexts.
 ///
 /// Plain data, no heap. The arrays are sized for the largest profile; only the first
 /// `profile.key_len()` / `profile.salt_len()` bytes are meaningful (the rest are zero). The
@@ -119,7 +37,7 @@ pub const MAX_SRTP_SALT_LEN: usize = 14;
 #[derive(Clone, PartialEq, Eq)]
 pub struct SrtpKeyMaterial {
     /// The negotiated profile.
-    pub profile: SrtpProfileId,
+    pub profile: SrtpProfile,
     /// `client_write_SRTP_master_key`, first `profile.key_len()` bytes valid.
     pub client_key: [u8; MAX_SRTP_KEY_LEN],
     /// `server_write_SRTP_master_key`, first `profile.key_len()` bytes valid.
@@ -135,7 +53,7 @@ impl SrtpKeyMaterial {
     /// `client_key | server_key | client_salt | server_salt`.
     ///
     /// Returns `None` when `exported` is not exactly `profile.keying_material_len()` bytes.
-    pub fn from_exported(profile: SrtpProfileId, exported: &[u8]) -> Option<Self> {
+    pub fn from_exported(profile: SrtpProfile, exported: &[u8]) -> Option<Self> {
         if exported.len() != profile.keying_material_len() {
             return None;
         }
@@ -217,18 +135,23 @@ mod tests {
 
     #[test]
     fn lengths() {
-        assert_eq!(SrtpProfileId::AeadAes128Gcm.keying_material_len(), 56);
-        assert_eq!(SrtpProfileId::Aes128CmHmacSha1_80.keying_material_len(), 60);
-        assert_eq!(SrtpProfileId::AeadAes256Gcm.keying_material_len(), 88);
-        for p in SrtpProfileId::ALL {
-            assert_eq!(SrtpProfileId::from_wire_id(p.wire_id()), Some(p));
+        for p in SrtpProfile::ALL {
+            assert!(p.key_len() <= MAX_SRTP_KEY_LEN);
+            assert!(p.salt_len() <= MAX_SRTP_SALT_LEN);
         }
-        assert_eq!(SrtpProfileId::from_wire_id(0x0002), None);
+        assert_eq!(
+            profile_from_dimpl(dimpl::SrtpProfile::AEAD_AES_256_GCM),
+            Some(SrtpProfile::AeadAes256Gcm)
+        );
+        assert_eq!(
+            profile_from_dimpl(dimpl::SrtpProfile::AES128_CM_SHA1_80),
+            Some(SrtpProfile::Aes128CmSha1_80)
+        );
     }
 
     #[test]
     fn split_and_join() {
-        for p in SrtpProfileId::ALL {
+        for p in SrtpProfile::ALL {
             let n = p.keying_material_len();
             let exported: Vec<u8> = (0..n as u8).collect();
             let km = SrtpKeyMaterial::from_exported(p, &exported).expect("length");

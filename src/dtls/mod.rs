@@ -20,7 +20,9 @@
 //!    1. [`DtlsEndpoint::poll_transmit`]`(&mut send_slot)` until `None`, sending each
 //!       `Some(len)` to the 5-tuple (the slot should hold [`DtlsContext::mtu`] bytes);
 //!    2. [`DtlsEndpoint::poll_event`] until `None`: on [`DtlsEvent::Connected`] build the
-//!       SRTP contexts from its [`SrtpKeyMaterial`]; on [`DtlsEvent::Failed`] count
+//!       SRTP contexts from its [`SrtpKeyMaterial`] with
+//!       [`SrtpContext::from_dtls_keys`](crate::srtp::SrtpContext::from_dtls_keys)`(&km,
+//!       DtlsRole::Server)`, which returns `(outbound, inbound)`; on [`DtlsEvent::Failed`] count
 //!       [`DtlsFailure::as_str`] and tear the leg down; on [`DtlsEvent::Closed`] tear down;
 //!    3. [`DtlsEndpoint::poll_timeout`]: re-arm the shard's timer slot (`None`: disarm).
 //! 5. Sum [`DtlsEndpoint::stats`] into the shard counters when the leg goes away (or on
@@ -28,11 +30,14 @@
 //!
 //! # SRTP keys
 //!
-//! [`SrtpKeyMaterial`] is plain data: the negotiated [`SrtpProfileId`] plus
+//! [`SrtpKeyMaterial`] is plain data: the negotiated [`SrtpProfile`] plus
 //! `client_key`/`server_key`/`client_salt`/`server_salt` in fixed arrays with slice accessors
 //! trimmed to the profile's lengths. The SFU, as DTLS server, unprotects with the client's
 //! key and salt and protects with the server's ([`SrtpKeyMaterial::inbound`] /
-//! [`SrtpKeyMaterial::outbound`] with [`DtlsRole::Server`]).
+//! [`SrtpKeyMaterial::outbound`] with [`DtlsRole::Server`]);
+//! [`SrtpContext::from_dtls_keys`](crate::srtp::SrtpContext::from_dtls_keys) does exactly
+//! that. [`SrtpProfile`] and [`DtlsRole`] are the `srtp` module's types, re-exported here:
+//! one profile type and one role type for both modules.
 //!
 //! # What is implemented, what is not
 //!
@@ -41,7 +46,8 @@
 //! - SRTP profiles: dimpl picks, in its fixed order, `SRTP_AEAD_AES_256_GCM`,
 //!   `SRTP_AEAD_AES_128_GCM`, `SRTP_AES128_CM_HMAC_SHA1_80` among those the client offers.
 //!   The server cannot prefer AES-128-GCM over AES-256-GCM with dimpl 0.9, so browsers
-//!   (which offer both) get AES-256-GCM. [`DtlsConfig::srtp_profiles`] only filters.
+//!   (which offer both, AES-256-GCM first) get AES-256-GCM; `srtp` implements all three.
+//!   [`DtlsConfig::srtp_profiles`] only filters.
 //! - No cookie exchange by default ([`DtlsConfig::use_cookie`]): ICE has already verified
 //!   the 5-tuple with an authenticated STUN check before DTLS starts.
 //! - No fatal alert is sent on local failure (dimpl has no API for it); the peer times out.
@@ -53,9 +59,11 @@ mod endpoint;
 mod keys;
 mod record;
 
+/// The role and profile types are `srtp`'s, shared by both modules.
+pub use crate::srtp::{DtlsRole, SrtpProfile};
 pub use cert::{CertError, DtlsCert, Fingerprint, FingerprintAlg, FingerprintParseError};
 pub use endpoint::{
     Blame, DropReason, DtlsConfig, DtlsConfigError, DtlsContext, DtlsEndpoint, DtlsEvent,
-    DtlsFailure, DtlsRole, DtlsState, DtlsStats, MAX_HANDSHAKE_INPUT,
+    DtlsFailure, DtlsState, DtlsStats, MAX_HANDSHAKE_INPUT,
 };
-pub use keys::{MAX_SRTP_KEY_LEN, MAX_SRTP_SALT_LEN, SrtpKeyMaterial, SrtpProfileId};
+pub use keys::{MAX_SRTP_KEY_LEN, MAX_SRTP_SALT_LEN, SrtpKeyMaterial};

@@ -1,18 +1,19 @@
-//! The two transforms, below the per-SSRC bookkeeping: given a packet index they
-//! encrypt and tag, or verify and decrypt, in the caller's buffer.
+//! The transforms (AES-CM + HMAC-SHA1, AES-GCM with a 128- or 256-bit key), below the
+//! per-SSRC bookkeeping: given a packet index they encrypt and tag, or verify and
+//! decrypt, in the caller's buffer.
 //!
 //! - AES_CM_128_HMAC_SHA1_80 (RFC 3711 §4.1.1, §4.2): AES-128 in counter mode from the
 //!   RustCrypto `aes` crate (AES-NI when the CPU has it) and HMAC-SHA1 from `hmac`/`sha1`
 //!   (SHA-NI when present). The HMAC key schedule (inner and outer pads) is computed once;
 //!   each packet clones that state.
-//! - AEAD_AES_128_GCM (RFC 7714 §8, §9): `aws-lc-rs`, whose GCM uses AES-NI/VAES and
-//!   carry-less multiplication. In-place seal/open; the fused copy path uses
-//!   `seal_out_of_place_scatter`, which reads the plaintext from the source and writes the
-//!   ciphertext to the destination in one pass.
+//! - AEAD_AES_128_GCM and AEAD_AES_256_GCM (RFC 7714 §8, §9): `aws-lc-rs`, whose GCM
+//!   uses AES-NI/VAES and carry-less multiplication. In-place seal/open; the fused copy
+//!   path uses `seal_out_of_place_scatter`, which reads the plaintext from the source and
+//!   writes the ciphertext to the destination in one pass.
 
 use aes::Aes128Enc;
 use aes::cipher::{InnerIvInit, KeyInit, StreamCipher, generic_array::GenericArray};
-use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, Algorithm, LessSafeKey, Nonce, UnboundKey};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
@@ -45,7 +46,7 @@ struct CmKeys {
 impl CmKeys {
     fn new(keys: &SessionKeys) -> Result<CmKeys, SrtpError> {
         Ok(CmKeys {
-            aes: Aes128Enc::new(GenericArray::from_slice(&keys.enc_key)),
+            aes: Aes128Enc::new(GenericArray::from_slice(&keys.enc_key[..16])),
             salt: keys.salt,
             mac: <HmacSha1 as Mac>::new_from_slice(&keys.auth_key)
                 .map_err(|_| SrtpError::Crypto)?,
@@ -90,8 +91,11 @@ struct GcmKeys {
 }
 
 impl GcmKeys {
-    fn new(keys: &SessionKeys) -> Result<GcmKeys, SrtpError> {
-        let key = UnboundKey::new(&AES_128_GCM, &keys.enc_key).map_err(|_| SrtpError::Crypto)?;
+    /// Keys for `algorithm` (AES-128-GCM or AES-256-GCM) from the first `key_len()` bytes
+    /// of the session encryption key.
+    fn new(algorithm: &'static Algorithm, keys: &SessionKeys) -> Result<GcmKeys, SrtpError> {
+        let enc_key = keys.enc_key.get(..algorithm.key_len()).ok_or(SrtpError::Crypto)?;
+        let key = UnboundKey::new(algorithm, enc_key).map_err(|_| SrtpError::Crypto)?;
         let mut salt = [0u8; 12];
         salt.copy_from_slice(&keys.salt[..12]);
         Ok(GcmKeys { key: LessSafeKey::new(key), salt })
@@ -161,9 +165,14 @@ impl Cipher {
             SrtpProfile::Aes128CmSha1_80 => {
                 Keys::Cm(Box::new(CmPair { rtp: CmKeys::new(rtp)?, rtcp: CmKeys::new(rtcp)? }))
             }
-            SrtpProfile::AeadAes128Gcm => {
-                Keys::Gcm { rtp: GcmKeys::new(rtp)?, rtcp: GcmKeys::new(rtcp)? }
-            }
+            SrtpProfile::AeadAes128Gcm => Keys::Gcm {
+                rtp: GcmKeys::new(&AES_128_GCM, rtp)?,
+                rtcp: GcmKeys::new(&AES_128_GCM, rtcp)?,
+            },
+            SrtpProfile::AeadAes256Gcm => Keys::Gcm {
+                rtp: GcmKeys::new(&AES_256_GCM, rtp)?,
+                rtcp: GcmKeys::new(&AES_256_GCM, rtcp)?,
+            },
         };
         Ok(Cipher { keys })
     }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::dtls::SrtpKeyMaterial;
+
 use super::cipher::{Cipher, RTCP_HEADER_LEN, SRTCP_E_FLAG, SRTCP_INDEX_LEN};
 use super::error::SrtpError;
 use super::keys::{DtlsRole, MasterKey, split_keying_material};
@@ -24,7 +26,8 @@ const MAX_SRTCP_INDEX: u32 = 0x7FFF_FFFF;
 /// Use one context to protect what we send (keyed with the local master key) and
 /// another to unprotect what we receive (keyed with the remote one); mixing both uses in
 /// one context would share rollover state between the two directions.
-/// [`SrtpContext::from_dtls`] builds the pair.
+/// [`SrtpContext::from_dtls_keys`] builds the pair from what DTLS reported
+/// ([`SrtpContext::from_dtls`] from raw exported bytes).
 ///
 /// Per-SSRC state lives in a table sized at construction ([`DEFAULT_MAX_SSRCS`] or
 /// [`SrtpContext::with_max_ssrcs`]) and never grows: no call after construction
@@ -62,6 +65,39 @@ impl SrtpContext {
             cipher: Cipher::new(master)?,
             streams: SsrcTable::new(max_ssrcs),
         })
+    }
+
+    /// The `(outbound, inbound)` contexts of a DTLS-SRTP association, straight from the
+    /// keys of [`DtlsEvent::Connected`](crate::dtls::DtlsEvent::Connected) and our role
+    /// (the SFU is always [`DtlsRole::Server`]): outbound protects with our half of the
+    /// keys, inbound unprotects with the peer's.
+    ///
+    /// ```ignore
+    /// DtlsEvent::Connected { keying_material, .. } => {
+    ///     let (tx, rx) = SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Server)?;
+    /// }
+    /// ```
+    pub fn from_dtls_keys(
+        keys: &SrtpKeyMaterial,
+        role: DtlsRole,
+    ) -> Result<(SrtpContext, SrtpContext), SrtpError> {
+        SrtpContext::from_dtls_keys_with_max_ssrcs(keys, role, DEFAULT_MAX_SSRCS)
+    }
+
+    /// [`SrtpContext::from_dtls_keys`] with an explicit per-direction SSRC limit.
+    pub fn from_dtls_keys_with_max_ssrcs(
+        keys: &SrtpKeyMaterial,
+        role: DtlsRole,
+        max_ssrcs: usize,
+    ) -> Result<(SrtpContext, SrtpContext), SrtpError> {
+        let (key, salt) = keys.outbound(role);
+        let local = MasterKey::new(keys.profile, key, salt)?;
+        let (key, salt) = keys.inbound(role);
+        let remote = MasterKey::new(keys.profile, key, salt)?;
+        Ok((
+            SrtpContext::with_max_ssrcs(&local, max_ssrcs)?,
+            SrtpContext::with_max_ssrcs(&remote, max_ssrcs)?,
+        ))
     }
 
     /// The `(outbound, inbound)` contexts of a DTLS-SRTP association, from the keying
@@ -256,9 +292,10 @@ impl SrtpContext {
             return Err(SrtpError::TooShort);
         }
         // AES-CM: ... | E+index | tag ;  AES-GCM: ... | tag | E+index.
-        let at = match self.profile {
-            SrtpProfile::Aes128CmSha1_80 => len - tag_len - SRTCP_INDEX_LEN,
-            SrtpProfile::AeadAes128Gcm => len - SRTCP_INDEX_LEN,
+        let at = if self.profile.is_aead() {
+            len - SRTCP_INDEX_LEN
+        } else {
+            len - tag_len - SRTCP_INDEX_LEN
         };
         let word = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
         let index = word & !SRTCP_E_FLAG;

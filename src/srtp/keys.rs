@@ -9,12 +9,15 @@
 //!
 //! Session keys are derived once per context with the AES-CM PRF and a key derivation
 //! rate of zero (the only rate DTLS-SRTP uses), so `r = index DIV kdr = 0`. AES-GCM uses
-//! the same PRF with its 12-byte salt zero-padded to 14 bytes (RFC 7714 §11).
+//! the same PRF with its 12-byte salt zero-padded to 14 bytes (RFC 7714 §11); for
+//! AEAD_AES_256_GCM the PRF is AES-256 in counter mode keyed with the 256-bit master key
+//! (AES_256_CM_PRF, RFC 6188 §5.1), which yields a 256-bit session key.
 
 use std::fmt;
 
-use aes::Aes128;
-use aes::cipher::{BlockEncrypt, KeyInit, generic_array::GenericArray};
+use aes::cipher::consts::U16;
+use aes::cipher::{BlockEncrypt, BlockSizeUser, KeyInit, generic_array::GenericArray};
+use aes::{Aes128, Aes256};
 
 use super::error::SrtpError;
 use super::profile::SrtpProfile;
@@ -23,12 +26,15 @@ use super::profile::SrtpProfile;
 /// [`SrtpProfile::keying_material_len`] bytes with it and an empty context.
 pub const DTLS_SRTP_EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
 
-/// Which side of the DTLS handshake we were; decides which exported half we send with.
+/// Which side of the DTLS handshake an endpoint plays (RFC 5763 §5: `a=setup`); decides
+/// which exported half of the keying material it sends with.
+///
+/// The one role type of the crate: `dtls` re-exports it as `dtls::DtlsRole`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DtlsRole {
-    /// We sent the ClientHello (`a=setup:active` in SDP).
+    /// `a=setup:active`: sends the ClientHello. For test clients and the load generator.
     Client,
-    /// We answered the ClientHello (`a=setup:passive`); the usual role of an SFU.
+    /// `a=setup:passive`: waits for the ClientHello. What the SFU always is.
     Server,
 }
 
@@ -38,9 +44,12 @@ pub enum DtlsRole {
 #[derive(Clone)]
 pub struct MasterKey {
     profile: SrtpProfile,
-    key: [u8; 16],
+    key: [u8; MAX_KEY_LEN],
     salt: [u8; 14],
 }
+
+/// The longest master key of any profile (AES-256-GCM).
+const MAX_KEY_LEN: usize = 32;
 
 impl MasterKey {
     /// A master key for `profile`; `key` and `salt` must have exactly the profile's
@@ -49,8 +58,8 @@ impl MasterKey {
         if key.len() != profile.key_len() || salt.len() != profile.salt_len() {
             return Err(SrtpError::BadKeyLength);
         }
-        let mut k = [0u8; 16];
-        k.copy_from_slice(key);
+        let mut k = [0u8; MAX_KEY_LEN];
+        k[..key.len()].copy_from_slice(key);
         let mut s = [0u8; 14];
         s[..salt.len()].copy_from_slice(salt);
         Ok(MasterKey { profile, key: k, salt: s })
@@ -130,30 +139,52 @@ pub(crate) mod label {
     pub(crate) const RTCP_SALT: u8 = 0x05;
 }
 
-/// The AES-CM PRF of RFC 3711 §4.3.1/§4.3.3 with `kdr = 0`: the keystream of AES-128
-/// in counter mode under the master key, starting at
+/// The AES-CM PRF of RFC 3711 §4.3.1/§4.3.3 with `kdr = 0`: the keystream of AES in
+/// counter mode under the master key, starting at
 /// `IV = (master_salt XOR (label << 48)) << 16`, truncated to `out.len()` bytes.
 pub(crate) fn derive(master: &MasterKey, label: u8, out: &mut [u8]) {
-    let aes = Aes128::new(GenericArray::from_slice(master.key()));
+    derive_raw(master.key(), &master.salt, label, out);
+}
+
+/// [`derive`] on raw bytes: AES-128 for a 16-byte master key, AES-256 (AES_256_CM_PRF,
+/// RFC 6188 §5.1, used by AEAD_AES_256_GCM per RFC 7714 §11) for a 32-byte one. The
+/// 14-byte `salt` is the master salt, zero-padded when shorter (a 12-byte GCM salt).
+fn derive_raw(key: &[u8], salt: &[u8; 14], label: u8, out: &mut [u8]) {
     // x = key_id XOR master_salt, key_id = label || r (r = 0, 48 bits): the label lands
     // on byte 7 of the 14-byte salt. A 12-byte GCM salt is zero-padded (RFC 7714 §11).
     let mut iv = [0u8; 16];
-    iv[..14].copy_from_slice(&master.salt);
+    iv[..14].copy_from_slice(salt);
     iv[7] ^= label;
+    // MasterKey holds 16 or 32 bytes (checked against the profile).
+    match key.len() {
+        16 => prf_blocks(&Aes128::new(GenericArray::from_slice(key)), &iv, out),
+        _ => prf_blocks(&Aes256::new(GenericArray::from_slice(key)), &iv, out),
+    }
+    wipe(&mut iv);
+}
+
+/// Counter-mode keystream blocks of `aes` from `iv` (the low 16 bits are the counter).
+fn prf_blocks<A: BlockEncrypt + BlockSizeUser<BlockSize = U16>>(
+    aes: &A,
+    iv: &[u8; 16],
+    out: &mut [u8],
+) {
     for (counter, chunk) in out.chunks_mut(16).enumerate() {
-        let mut block = iv;
-        // Only a handful of blocks are ever derived (at most 2 for a 20-byte key).
+        let mut block = *iv;
+        // Only a handful of blocks are ever derived (at most 2 for a 32-byte key).
         block[14..].copy_from_slice(&(counter as u16).to_be_bytes());
         let mut b = GenericArray::from(block);
         aes.encrypt_block(&mut b);
         chunk.copy_from_slice(&b[..chunk.len()]);
         wipe(&mut b);
+        wipe(&mut block);
     }
 }
 
 /// Session keys of one direction for SRTP or SRTCP.
 pub(crate) struct SessionKeys {
-    pub(crate) enc_key: [u8; 16],
+    /// Session encryption key; the first `profile.key_len()` bytes (16 or 32) are used.
+    pub(crate) enc_key: [u8; MAX_KEY_LEN],
     /// Session salt; 14 bytes for AES-CM, the first 12 for AES-GCM.
     pub(crate) salt: [u8; 14],
     /// HMAC-SHA1 key (AES-CM only).
@@ -168,8 +199,8 @@ impl SessionKeys {
         } else {
             (label::RTP_ENCRYPTION, label::RTP_AUTH, label::RTP_SALT)
         };
-        let mut keys = SessionKeys { enc_key: [0; 16], salt: [0; 14], auth_key: [0; 20] };
-        derive(master, l_enc, &mut keys.enc_key);
+        let mut keys = SessionKeys { enc_key: [0; MAX_KEY_LEN], salt: [0; 14], auth_key: [0; 20] };
+        derive(master, l_enc, &mut keys.enc_key[..master.profile().key_len()]);
         let salt_len = master.profile().salt_len();
         derive(master, l_salt, &mut keys.salt[..salt_len]);
         if master.profile() == SrtpProfile::Aes128CmSha1_80 {
@@ -227,7 +258,49 @@ mod tests {
             )
         );
         let keys = SessionKeys::derive(&master, false);
-        assert_eq!(keys.enc_key.to_vec(), unhex("C61E7A93744F39EE10734AFE3FF7A087"));
+        assert_eq!(keys.enc_key[..16].to_vec(), unhex("C61E7A93744F39EE10734AFE3FF7A087"));
+    }
+
+    /// RFC 6188 §7.2: the AES_256_CM_PRF (a 32-byte master key with a 14-byte salt; the
+    /// PRF AEAD_AES_256_GCM uses, RFC 7714 §11).
+    #[test]
+    fn rfc6188_7_2_aes256_key_derivation() {
+        let key = unhex("F0F04914B513F2763A1B1FA130F10E2998F6F6E43E4309D1E622A0E332B9F1B6");
+        let mut salt = [0u8; 14];
+        salt.copy_from_slice(&unhex("3B04803DE51EE7C96423AB5B78D2"));
+        let mut enc = [0u8; 32];
+        derive_raw(&key, &salt, label::RTP_ENCRYPTION, &mut enc);
+        assert_eq!(
+            enc.to_vec(),
+            unhex("5BA1064E30EC51613CAD926C5A28EF731EC7FB397F70A960653CAF06554CD8C4")
+        );
+        let mut s = [0u8; 14];
+        derive_raw(&key, &salt, label::RTP_SALT, &mut s);
+        assert_eq!(s.to_vec(), unhex("FA31791685CA444A9E07C6C64E93"));
+        let mut auth = [0u8; 20];
+        derive_raw(&key, &salt, label::RTP_AUTH, &mut auth);
+        assert_eq!(auth.to_vec(), unhex("FD9C32D39ED5FBB5A9DC96B30818454D1313DC05"));
+    }
+
+    /// An AES-256-GCM master key derives a 32-byte session key through the AES-256 PRF,
+    /// with the 12-byte salt zero-padded.
+    #[test]
+    fn aes256_gcm_session_keys_use_the_aes256_prf() {
+        let key: Vec<u8> = (0..32).collect();
+        let salt: Vec<u8> = (100..112).collect();
+        let master = MasterKey::new(SrtpProfile::AeadAes256Gcm, &key, &salt).expect("lengths");
+        let keys = SessionKeys::derive(&master, true);
+        let mut padded = [0u8; 14];
+        padded[..12].copy_from_slice(&salt);
+        let mut enc = [0u8; 32];
+        derive_raw(&key, &padded, label::RTCP_ENCRYPTION, &mut enc);
+        assert_eq!(keys.enc_key, enc);
+        let mut s = [0u8; 12];
+        derive_raw(&key, &padded, label::RTCP_SALT, &mut s);
+        assert_eq!(keys.salt[..12], s);
+        assert_eq!(keys.salt[12..], [0, 0]);
+        assert_eq!(keys.auth_key, [0; 20], "no HMAC key for GCM");
+        assert_eq!(master.key(), &key[..]);
     }
 
     #[test]
@@ -257,5 +330,9 @@ mod tests {
         assert!(MasterKey::new(p, &[0; 16], &[0; 14]).is_ok());
         assert_eq!(MasterKey::new(p, &[0; 16], &[0; 12]).err(), Some(SrtpError::BadKeyLength));
         assert_eq!(MasterKey::new(p, &[0; 15], &[0; 14]).err(), Some(SrtpError::BadKeyLength));
+        assert_eq!(MasterKey::new(p, &[0; 32], &[0; 14]).err(), Some(SrtpError::BadKeyLength));
+        let p = SrtpProfile::AeadAes256Gcm;
+        assert!(MasterKey::new(p, &[0; 32], &[0; 12]).is_ok());
+        assert_eq!(MasterKey::new(p, &[0; 16], &[0; 12]).err(), Some(SrtpError::BadKeyLength));
     }
 }

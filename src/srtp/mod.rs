@@ -1,17 +1,22 @@
 //! SRTP / SRTCP (RFC 3711, RFC 7714) protect and unprotect in place, sans-IO.
 //!
-//! Two profiles: [`SrtpProfile::AeadAes128Gcm`] (AEAD_AES_128_GCM, RFC 7714; negotiate it
-//! first) and [`SrtpProfile::Aes128CmSha1_80`] (AES_CM_128_HMAC_SHA1_80, RFC 3711). The
-//! output is byte-identical to the `webrtc-srtp` crate (checked by the differential tests
-//! in `tests/srtp_differential.rs`).
+//! Three profiles: [`SrtpProfile::AeadAes256Gcm`] (AEAD_AES_256_GCM, RFC 7714),
+//! [`SrtpProfile::AeadAes128Gcm`] (AEAD_AES_128_GCM, RFC 7714) and
+//! [`SrtpProfile::Aes128CmSha1_80`] (AES_CM_128_HMAC_SHA1_80, RFC 3711). Browsers offer
+//! AES-256-GCM first and dimpl 0.9 (the `dtls` module) always picks it when offered, so
+//! browser calls run AES-256-GCM. The output is byte-identical to the `webrtc-srtp` crate
+//! for all three (checked by the differential tests in `tests/srtp_differential.rs`).
+//! [`SrtpProfile`] and [`DtlsRole`] are also the types `dtls` uses (re-exported there).
 //!
 //! # How the shard uses it
 //!
-//! 1. When DTLS completes, map the negotiated `use_srtp` id with
+//! 1. When DTLS completes (`DtlsEvent::Connected { keying_material, .. }`), build both
+//!    directions from the exported keys:
+//!    `let (tx, rx) = SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Server)?;`
+//!    With raw exporter output instead (another DTLS stack), map the `use_srtp` id with
 //!    [`SrtpProfile::from_dtls_id`], export `profile.keying_material_len()` bytes with
-//!    [`DTLS_SRTP_EXPORTER_LABEL`] and build both directions:
-//!    `let (tx, rx) = SrtpContext::from_dtls(profile, &material, DtlsRole::Server)?;`
-//!    (RFC 5764 §4.2 key layout; [`split_keying_material`] if you want the keys).
+//!    [`DTLS_SRTP_EXPORTER_LABEL`] and call [`SrtpContext::from_dtls`] (RFC 5764 §4.2 key
+//!    layout; [`split_keying_material`] if you want the keys).
 //! 2. Inbound RTP (first byte 128..191, RTP payload type): parse the header length, then
 //!    `let n = rx.unprotect_rtp(&mut datagram[..len], header_len)?;` and `datagram[..n]` is
 //!    the plaintext RTP packet, decrypted in the receive buffer. Inbound RTCP:
@@ -56,11 +61,13 @@
 //!
 //! # What we implement and skip
 //!
-//! Implemented: RFC 3711 KDF (AES-CM PRF, `kdr = 0`), SRTP index estimation (Appendix A),
-//! SRTP/SRTCP for both profiles, the SRTCP E flag (we always send E = 1; we accept E = 0
-//! from peers, authenticated, for both profiles, RFC 7714 §9.2 for GCM), replay
-//! protection for SRTP and SRTCP.
-//! Skipped: MKI, key derivation rates other than 0, AES-256 and the 32-bit-tag profiles,
+//! Implemented: RFC 3711 KDF (AES-CM PRF, `kdr = 0`; AES-256-CM PRF of RFC 6188 for
+//! AES-256-GCM, RFC 7714 §11), SRTP index estimation (Appendix A), SRTP/SRTCP for the
+//! three profiles, the SRTCP E flag (we always send E = 1; we accept E = 0 from peers,
+//! authenticated, for every profile, RFC 7714 §9.2 for GCM), replay protection for SRTP
+//! and SRTCP.
+//! Skipped: MKI, key derivation rates other than 0, AES_256_CM_HMAC_SHA1 (RFC 6188) and
+//! the 32-bit-tag profiles,
 //! NULL ciphers, re-keying mid-session (build a new context), ROC synchronisation
 //! (RFC 4771). The SRTP index cannot wrap: past 2^48 packets per SSRC (2^31 for SRTCP)
 //! calls fail with [`SrtpError::IndexExhausted`].

@@ -1,8 +1,8 @@
 //! Published test vectors, applied below the per-SSRC bookkeeping.
 //!
-//! RFC 3711 Appendix B.2 (AES-CM keystream) and RFC 7714 §16-17 (AES-GCM SRTP and SRTCP)
-//! are stated in session keys, so they key [`Cipher`] directly; Appendix B.3 (the KDF) is
-//! in `keys.rs`.
+//! RFC 3711 Appendix B.2 (AES-CM keystream) and RFC 7714 §16-17 (AES-128-GCM and
+//! AES-256-GCM, SRTP and SRTCP) are stated in session keys, so they key [`Cipher`]
+//! directly; the KDF vectors (RFC 3711 B.3, RFC 6188 §7.2 for AES-256) are in `keys.rs`.
 
 use super::cipher::{Cipher, SRTCP_E_FLAG};
 use super::error::SrtpError;
@@ -18,8 +18,9 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn session(key: &str, salt: &str) -> SessionKeys {
-    let mut keys = SessionKeys { enc_key: [0; 16], salt: [0; 14], auth_key: [0; 20] };
-    keys.enc_key.copy_from_slice(&unhex(key));
+    let mut keys = SessionKeys { enc_key: [0; 32], salt: [0; 14], auth_key: [0; 20] };
+    let key = unhex(key);
+    keys.enc_key[..key.len()].copy_from_slice(&key);
     let salt = unhex(salt);
     keys.salt[..salt.len()].copy_from_slice(&salt);
     keys
@@ -55,6 +56,7 @@ fn rfc3711_b2_aes_cm_keystream() {
 }
 
 const GCM_KEY: &str = "000102030405060708090a0b0c0d0e0f";
+const GCM256_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const GCM_SALT: &str = "517569642070726f2071756f";
 const RTP: &str = "8040f17b8041f8d35501a0b2 47616c6c696120657374206f6d6e69732064697669736120696e207061727465732074726573";
 const SRTP: &str = "8040f17b8041f8d35501a0b2 f24de3a3fb34de6cacba861c9d7e4bcabe633bd50d294e6f42a5f47a51c7d19b36de3adf8833 899d7f27beb16a9152cf765ee4390cce";
@@ -62,10 +64,70 @@ const RTCP: &str = "81c8000d4d6172734e5450314e545032525450200000042a0000e9304c75
 const SRTCP: &str = "81c8000d4d617273 63e94885dcdab67ca727d7662f6b7e997ff5c0f76c06f32dc676a5f1730d6fda4ce09b4686303ded0bb9275bc84aa45896cf4d2fc5abf872 45d9eade800005d4";
 const SRTCP_TAG_ONLY: &str = "81c8000d4d6172734e5450314e545032525450200000042a0000e9304c756e61deadbeefdeadbeefdeadbeefdeadbeefdeadbeef 841dd9683dd78ec92ae58790125f62b3 000005d4";
 const SRTCP_INDEX: u32 = 0x5d4;
+/// RFC 7714 §16.2: the §16 RTP packet under AEAD_AES_256_GCM.
+const SRTP_256: &str = "8040f17b8041f8d35501a0b2 32b1de78a822fe12ef9f78fa332e33aab18012389a58e2f3b50b2a0276ffae0f1ba63799b87b 7aa3db36dfffd6b0f9bb7878d7a76c13";
+/// RFC 7714 §17: the SRTCP AEAD_AES_256_GCM encryption vector (E = 1).
+const SRTCP_256: &str = "81c8000d4d617273 d50ae4d1f5ce5d304ba297e47d470c282c3ece5dbffe0a50a2eaa5c1110555be8415f658c61de0476f1b6fad 1d1eb30c4446839f57ff6f6cb26ac3be 800005d4";
+/// RFC 7714 §17: the SRTCP AEAD_AES_256_GCM tag-only vector (E = 0).
+const SRTCP_256_TAG_ONLY: &str = "81c8000d4d6172734e5450314e545032525450200000042a0000e9304c756e61deadbeefdeadbeefdeadbeefdeadbeefdeadbeef 91db4afbfeee5a978fab4393ed2615fe 000005d4";
 
 fn gcm() -> Cipher {
     let keys = session(GCM_KEY, GCM_SALT);
     Cipher::from_session_keys(SrtpProfile::AeadAes128Gcm, &keys, &keys).expect("valid keys")
+}
+
+fn gcm256() -> Cipher {
+    let keys = session(GCM256_KEY, GCM_SALT);
+    Cipher::from_session_keys(SrtpProfile::AeadAes256Gcm, &keys, &keys).expect("valid keys")
+}
+
+/// RFC 7714 §16.2.1 / §16.2.2: AEAD_AES_256_GCM, same packet, SSRC and index as §16.1.
+#[test]
+fn rfc7714_16_2_srtp_aes256_seal_and_open() {
+    let plain = unhex(RTP);
+    let expected = unhex(SRTP_256);
+    let mut buf = vec![0u8; plain.len() + 16];
+    buf[..plain.len()].copy_from_slice(&plain);
+    let n = gcm256().seal_rtp(&mut buf, plain.len(), 12, 0x5501a0b2, 0xf17b).expect("fits");
+    assert_eq!(&buf[..n], &expected[..]);
+
+    let mut dst = vec![0u8; expected.len()];
+    dst[..12].copy_from_slice(&plain[..12]);
+    let n = gcm256().seal_rtp_from(&mut dst, 12, &plain[12..], 0x5501a0b2, 0xf17b).expect("fits");
+    assert_eq!(&dst[..n], &expected[..]);
+
+    let mut buf = expected.clone();
+    let n = gcm256().open_rtp(&mut buf, 12, 0x5501a0b2, 0xf17b).expect("verifies");
+    assert_eq!(&buf[..n], &plain[..]);
+
+    // The AES-128 key (the first half of the AES-256 one) does not open it.
+    let mut buf = expected.clone();
+    assert_eq!(gcm().open_rtp(&mut buf, 12, 0x5501a0b2, 0xf17b), Err(SrtpError::AuthFailed));
+}
+
+/// RFC 7714 §17, AEAD_AES_256_GCM: SRTCP with E = 1, and the tag-only form (E = 0).
+#[test]
+fn rfc7714_17_srtcp_aes256_seal_open_and_tag_only() {
+    let plain = unhex(RTCP);
+    let expected = unhex(SRTCP_256);
+    let ssrc = 0x4d61_7273;
+    let mut buf = vec![0u8; plain.len() + 20];
+    buf[..plain.len()].copy_from_slice(&plain);
+    let n = gcm256().seal_rtcp(&mut buf, plain.len(), ssrc, SRTCP_INDEX).expect("fits");
+    assert_eq!(&buf[..n], &expected[..]);
+
+    let mut buf = expected.clone();
+    let n = gcm256().open_rtcp(&mut buf, ssrc, SRTCP_INDEX | SRTCP_E_FLAG).expect("verifies");
+    assert_eq!(&buf[..n], &plain[..]);
+
+    let tagged = unhex(SRTCP_256_TAG_ONLY);
+    let mut buf = tagged.clone();
+    let n = gcm256().open_rtcp(&mut buf, ssrc, SRTCP_INDEX).expect("verifies");
+    assert_eq!(&buf[..n], &plain[..]);
+    assert_eq!(buf, tagged);
+    let mut bad = tagged.clone();
+    bad[20] ^= 2;
+    assert_eq!(gcm256().open_rtcp(&mut bad, ssrc, SRTCP_INDEX), Err(SrtpError::AuthFailed));
 }
 
 /// RFC 7714 §16.1.1 / §16.1.2: SSRC 0x5501a0b2, ROC 0, SEQ 0xf17b.
