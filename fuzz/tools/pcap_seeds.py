@@ -1,7 +1,7 @@
 # Extracts UDP payloads from the two captures (enc.pcap, plain.pcap) and writes the chrome156_*
 # seeds into fuzz/corpus/<target>/. Usage: python3 fuzz/tools/pcap_seeds.py (run from the repo root
 # with the captures in /tmp/cap).
-import struct, sys, collections
+import collections, os, struct, sys
 def payloads(path):
     d = open(path,'rb').read()
     magic, = struct.unpack('<I', d[:4]); linktype, = struct.unpack('<I', d[20:24])
