@@ -13,8 +13,6 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
@@ -1289,12 +1287,10 @@ fn media_hook_fields(hook: &mut Value, m: &MediaOptions) {
 
 /// TURN REST API credentials (coturn `use-auth-secret`): username `<expiry>:<name>`,
 /// credential base64(HMAC-SHA1(secret, username)).
+/// The TURN server (`crate::turn`) checks them with the same function.
 pub fn turn_rest_credentials(secret: &str, expiry_unix_secs: u64, name: &str) -> (String, String) {
     let user = format!("{expiry_unix_secs}:{name}");
-    // Invariant: HMAC accepts keys of any length.
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(user.as_bytes());
-    let cred = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let cred = crate::turn::auth::rest_password(secret.as_bytes(), &user);
     (user, cred)
 }
 
