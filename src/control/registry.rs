@@ -956,14 +956,9 @@ impl Registry {
                 .to_uppercase()
         };
         let r = format!("{}{}", self.rand_from(UPPER, 1), self.rand_from(ALNUM, 3));
-        let session = self
-            .sessions
-            .get_mut(session_id)
-            .ok_or_else(|| RpcError::new(code::ROOM_NOT_FOUND, "Session not found"))?;
-        let conn = session
-            .connection_mut(cid)
-            .filter(|c| c.active.is_some())
-            .ok_or_else(|| RpcError::new(code::USER_NOT_FOUND, "Connection not found"))?;
+        let session = self.sessions.get_mut(session_id).ok_or_else(no_session)?;
+        let conn =
+            session.connection_mut(cid).filter(|c| c.active.is_some()).ok_or_else(no_connection)?;
         if conn.props.role == Role::Subscriber {
             return Err(RpcError::new(
                 code::USER_UNAUTHORIZED,
@@ -1083,10 +1078,7 @@ impl Registry {
         stream_id: &str,
         now: Ms,
     ) -> Result<(), RpcError> {
-        let session = self
-            .sessions
-            .get_mut(session_id)
-            .ok_or_else(|| RpcError::new(code::ROOM_NOT_FOUND, "Session not found"))?;
+        let session = self.sessions.get_mut(session_id).ok_or_else(no_session)?;
         let Some((_, stream)) = session.stream(stream_id) else {
             return Err(RpcError::new(
                 code::USER_NOT_STREAMING,
@@ -1095,10 +1087,8 @@ impl Registry {
         };
         let media = stream.media.clone();
         let publisher = session.stream(stream_id).map(|(c, _)| c.id.clone()).unwrap_or_default();
-        let conn = session
-            .connection_mut(cid)
-            .filter(|c| c.active.is_some())
-            .ok_or_else(|| RpcError::new(code::USER_NOT_FOUND, "Connection not found"))?;
+        let conn =
+            session.connection_mut(cid).filter(|c| c.active.is_some()).ok_or_else(no_connection)?;
         conn.subscriptions.retain(|s| s.stream_id != stream_id);
         conn.subscriptions.push(Subscription { stream_id: stream_id.to_string(), created_at: now });
         let mut hook = participant_hook_short(conn);
@@ -1119,13 +1109,8 @@ impl Registry {
         stream_id: &str,
         now: Ms,
     ) -> Result<(), RpcError> {
-        let session = self
-            .sessions
-            .get_mut(session_id)
-            .ok_or_else(|| RpcError::new(code::ROOM_NOT_FOUND, "Session not found"))?;
-        let conn = session
-            .connection_mut(cid)
-            .ok_or_else(|| RpcError::new(code::USER_NOT_FOUND, "Connection not found"))?;
+        let session = self.sessions.get_mut(session_id).ok_or_else(no_session)?;
+        let conn = session.connection_mut(cid).ok_or_else(no_connection)?;
         let Some(pos) = conn.subscriptions.iter().position(|s| s.stream_id == stream_id) else {
             return Err(RpcError::new(code::USER_NOT_FOUND, "Not subscribed"));
         };
@@ -1155,13 +1140,8 @@ impl Registry {
         new_value: &Value,
         reason: &str,
     ) -> Result<(), RpcError> {
-        let session = self
-            .sessions
-            .get_mut(session_id)
-            .ok_or_else(|| RpcError::new(code::ROOM_NOT_FOUND, "Session not found"))?;
-        let conn = session
-            .connection_mut(cid)
-            .ok_or_else(|| RpcError::new(code::USER_NOT_FOUND, "Connection not found"))?;
+        let session = self.sessions.get_mut(session_id).ok_or_else(no_session)?;
+        let conn = session.connection_mut(cid).ok_or_else(no_connection)?;
         let Some(stream) = conn.publisher.as_mut().filter(|s| s.id == stream_id) else {
             return Err(RpcError::new(
                 code::USER_NOT_STREAMING,
@@ -1283,6 +1263,16 @@ fn media_hook_fields(hook: &mut Value, m: &MediaOptions) {
         hook["videoFramerate"] = json!(m.frame_rate);
         hook["videoDimensions"] = json!(m.video_dimensions);
     }
+}
+
+/// The JSON-RPC error for a session id that is not (or no longer) known.
+fn no_session() -> RpcError {
+    RpcError::new(code::ROOM_NOT_FOUND, "Session not found")
+}
+
+/// The JSON-RPC error for a connection that is not an (active) participant of the session.
+fn no_connection() -> RpcError {
+    RpcError::new(code::USER_NOT_FOUND, "Connection not found")
 }
 
 /// TURN REST API credentials (coturn `use-auth-secret`): username `<expiry>:<name>`,
