@@ -5,6 +5,8 @@
 //! export OpenSSL prints equals ours. Also checks our SDP fingerprint against
 //! `openssl x509 -fingerprint`. Skips (loudly) when no `openssl` binary is installed.
 
+mod dtls_common;
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ringsfu::dtls::{
-    DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsFailure, DtlsStats,
-    Fingerprint, FingerprintAlg, SrtpProfile,
+    DtlsCert, DtlsConfig, DtlsContext, DtlsEvent, DtlsFailure, DtlsStats, Fingerprint,
+    FingerprintAlg, SrtpProfile,
 };
 
 fn have_openssl() -> bool {
@@ -94,46 +96,6 @@ fn openssl_client_cert(dir: &Path) -> (PathBuf, PathBuf, Fingerprint) {
     (cert, key, fp)
 }
 
-/// Serves one DTLS endpoint on `sock` until `stop`; returns its events and counters.
-fn serve(
-    sock: UdpSocket,
-    mut ep: DtlsEndpoint,
-    stop: Arc<AtomicBool>,
-    failed: Arc<AtomicBool>,
-) -> (Vec<DtlsEvent>, DtlsStats) {
-    let mut events = Vec::new();
-    let mut rx = [0u8; 2048];
-    let mut tx = [0u8; 1500];
-    let mut peer = None;
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        let wait = ep
-            .poll_timeout()
-            .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(now))
-            .clamp(Duration::from_millis(1), Duration::from_millis(20));
-        sock.set_read_timeout(Some(wait)).expect("timeout");
-        match sock.recv_from(&mut rx) {
-            Ok((n, from)) => {
-                peer = Some(from);
-                ep.handle_packet(Instant::now(), &rx[..n]);
-            }
-            Err(_) => ep.handle_timeout(Instant::now()),
-        }
-        while let Some(n) = ep.poll_transmit(&mut tx) {
-            if let Some(p) = peer {
-                sock.send_to(&tx[..n], p).expect("send");
-            }
-        }
-        while let Some(e) = ep.poll_event() {
-            if matches!(e, DtlsEvent::Failed(_)) {
-                failed.store(true, Ordering::Relaxed);
-            }
-            events.push(e);
-        }
-    }
-    (events, *ep.stats())
-}
-
 struct ClientRun {
     stdout: String,
     events: Vec<DtlsEvent>,
@@ -155,7 +117,7 @@ fn run_s_client(
     let failed = Arc::new(AtomicBool::new(false));
     let server = {
         let (stop, failed) = (stop.clone(), failed.clone());
-        thread::spawn(move || serve(sock, ep, stop, failed))
+        thread::spawn(move || dtls_common::serve(sock, ep, stop, Some(failed), false))
     };
     let mut child = Command::new("openssl")
         .args([

@@ -7,56 +7,21 @@
 
 mod dtls_common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ringsfu::dtls::{
-    DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsFailure, Fingerprint,
-    FingerprintAlg, SrtpKeyMaterial, SrtpProfile,
+    DtlsCert, DtlsConfig, DtlsContext, DtlsEvent, DtlsFailure, Fingerprint, FingerprintAlg,
+    SrtpKeyMaterial, SrtpProfile,
 };
 use webrtc_dtls::config::{Config, ExtendedMasterSecretType};
 use webrtc_dtls::conn::DTLSConn;
 use webrtc_dtls::crypto::Certificate;
 use webrtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use webrtc_util::{Conn, KeyingMaterialExporter};
-
-fn serve(sock: UdpSocket, mut ep: DtlsEndpoint, stop: Arc<AtomicBool>) -> Vec<DtlsEvent> {
-    let mut events = Vec::new();
-    let mut rx = [0u8; 2048];
-    let mut tx = [0u8; 1500];
-    let mut peer: Option<SocketAddr> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        let wait = ep
-            .poll_timeout()
-            .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(now))
-            .clamp(Duration::from_millis(1), Duration::from_millis(20));
-        sock.set_read_timeout(Some(wait)).expect("timeout");
-        match sock.recv_from(&mut rx) {
-            Ok((n, from)) => {
-                peer = Some(from);
-                ep.handle_packet(Instant::now(), &rx[..n]);
-            }
-            Err(_) => ep.handle_timeout(Instant::now()),
-        }
-        while let Some(n) = ep.poll_transmit(&mut tx) {
-            if let Some(p) = peer {
-                sock.send_to(&tx[..n], p).expect("send");
-            }
-        }
-        while let Some(e) = ep.poll_event() {
-            let terminal = matches!(e, DtlsEvent::Failed(_) | DtlsEvent::Closed);
-            events.push(e);
-            if terminal {
-                return events;
-            }
-        }
-    }
-    events
-}
 
 struct Outcome {
     server_events: Vec<DtlsEvent>,
@@ -96,7 +61,7 @@ fn run(offer: Vec<SrtpProtectionProfile>, export_len: usize, tamper: Tamper) -> 
     let stop = Arc::new(AtomicBool::new(false));
     let server = {
         let stop = stop.clone();
-        thread::spawn(move || serve(sock, ep, stop))
+        thread::spawn(move || dtls_common::serve(sock, ep, stop, None, true).0)
     };
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

@@ -1,8 +1,63 @@
-//! Shared by the DTLS tests: the DTLS -> SRTP hand-off check.
+//! Shared by the DTLS tests: a UDP loop serving one endpoint, and the DTLS -> SRTP hand-off
+//! check.
 #![allow(dead_code)]
 
-use ringsfu::dtls::{DtlsRole, SrtpKeyMaterial};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ringsfu::dtls::{DtlsEndpoint, DtlsEvent, DtlsRole, DtlsStats, SrtpKeyMaterial};
 use ringsfu::srtp::{SrtpContext, SrtpError};
+
+/// Serves `ep` on `sock` (answering whoever sent last) until `stop` is set, or, with
+/// `until_terminal`, until the endpoint fails or closes. Sets `failed` when it fails. Returns
+/// the endpoint's events and counters.
+pub fn serve(
+    sock: UdpSocket,
+    mut ep: DtlsEndpoint,
+    stop: Arc<AtomicBool>,
+    failed: Option<Arc<AtomicBool>>,
+    until_terminal: bool,
+) -> (Vec<DtlsEvent>, DtlsStats) {
+    let mut events = Vec::new();
+    let mut rx = [0u8; 2048];
+    let mut tx = [0u8; 1500];
+    let mut peer: Option<SocketAddr> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let wait = ep
+            .poll_timeout()
+            .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(now))
+            .clamp(Duration::from_millis(1), Duration::from_millis(20));
+        sock.set_read_timeout(Some(wait)).expect("timeout");
+        match sock.recv_from(&mut rx) {
+            Ok((n, from)) => {
+                peer = Some(from);
+                ep.handle_packet(Instant::now(), &rx[..n]);
+            }
+            Err(_) => ep.handle_timeout(Instant::now()),
+        }
+        while let Some(n) = ep.poll_transmit(&mut tx) {
+            if let Some(p) = peer {
+                sock.send_to(&tx[..n], p).expect("send");
+            }
+        }
+        while let Some(e) = ep.poll_event() {
+            if matches!(e, DtlsEvent::Failed(_))
+                && let Some(f) = &failed
+            {
+                f.store(true, Ordering::Relaxed);
+            }
+            let terminal = matches!(e, DtlsEvent::Failed(_) | DtlsEvent::Closed);
+            events.push(e);
+            if terminal && until_terminal {
+                return (events, *ep.stats());
+            }
+        }
+    }
+    (events, *ep.stats())
+}
 
 /// A plaintext RTP packet: 12-byte header (PT 96, `seq`, `ssrc`) and `payload` bytes.
 fn rtp(ssrc: u32, seq: u16, payload: usize) -> Vec<u8> {
