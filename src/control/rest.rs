@@ -22,8 +22,10 @@ use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 use tower_http::cors::CorsLayer;
 
-use super::registry::{ConnectionProps, ConnectionType, RegError, Role, SessionProps};
-use super::views::{connection_json, session_json};
+use super::registry::{
+    Connection, ConnectionProps, ConnectionType, RegError, Role, Session, SessionProps,
+};
+use super::views::{connection_json, connections_json, session_json};
 use super::{Inner, now_ms};
 
 type St = State<Arc<Inner>>;
@@ -576,20 +578,40 @@ async fn create_connection(
         Ok(m) => m,
         Err(e) => return bad_request(&uri, &e),
     };
+    new_connection(
+        &inner,
+        &sid,
+        &m,
+        &uri,
+        |s, c| ok_json(connection_json(s, c, false)),
+        || empty(StatusCode::NOT_FOUND),
+    )
+}
+
+/// Validates a connection body, creates the connection and answers `render` of it; `not_found`
+/// answers an unknown session (the connection route and the legacy tokens route differ there).
+fn new_connection(
+    inner: &Inner,
+    sid: &str,
+    body: &Map<String, Value>,
+    uri: &Uri,
+    render: impl FnOnce(&Session, &Connection) -> Response,
+    not_found: impl FnOnce() -> Response,
+) -> Response {
     let now = now_ms();
-    let props = match connection_props(&m, now, inner.cfg.turn.credential_ttl) {
+    let props = match connection_props(body, now, inner.cfg.turn.credential_ttl) {
         Ok(p) => p,
-        Err(e) => return bad_request(&uri, &e),
+        Err(e) => return bad_request(uri, &e),
     };
-    inner.with(|st| match st.reg.create_connection(&sid, props, now) {
+    inner.with(|st| match st.reg.create_connection(sid, props, now) {
         Ok(cid) => {
             // Invariant: created under the same lock.
-            let s = st.reg.session(&sid).expect("session exists");
+            let s = st.reg.session(sid).expect("session exists");
             let c = s.connection(&cid).expect("connection just created");
-            ok_json(connection_json(s, c, false))
+            render(s, c)
         }
-        Err(RegError::SessionNotFound) => empty(StatusCode::NOT_FOUND),
-        Err(RegError::Limit(what)) => limit(&uri, what),
+        Err(RegError::SessionNotFound) => not_found(),
+        Err(RegError::Limit(what)) => limit(uri, what),
         Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, uri.path(), &format!("{e:?}")),
     })
 }
@@ -598,15 +620,7 @@ async fn list_connections(State(inner): St, Path(sid): Path<String>, Query(q): Q
     let pending = flag(&q, "pendingConnections", true);
     let stats = flag(&q, "webRtcStats", false);
     inner.with(|st| match st.reg.session(&sid) {
-        Some(s) => {
-            let content: Vec<Value> = s
-                .connections
-                .iter()
-                .filter(|c| pending || c.active.is_some())
-                .map(|c| connection_json(s, c, stats))
-                .collect();
-            ok_json(json!({"numberOfElements": content.len(), "content": content}))
-        }
+        Some(s) => ok_json(connections_json(s, pending, stats)),
         None => empty(StatusCode::NOT_FOUND),
     })
 }
@@ -698,36 +712,24 @@ async fn create_token(State(inner): St, uri: Uri, body: Bytes) -> Response {
             cm.insert(k.into(), v.clone());
         }
     }
-    let now = now_ms();
-    let props = match connection_props(&cm, now, inner.cfg.turn.credential_ttl) {
-        Ok(p) => p,
-        Err(e) => return bad_request(&uri, &e),
+    let render = |_: &Session, c: &Connection| {
+        let mut v = json!({
+            "id": c.token_url,
+            "token": c.token_url,
+            "createdAt": c.created_at,
+            "connectionId": c.id,
+            "session": sid,
+            "data": c.props.data,
+            "role": c.props.role.as_str(),
+        });
+        if let Some(k) = &c.props.kurento_options {
+            v["kurentoOptions"] = k.clone();
+        }
+        ok_json(v)
     };
-    inner.with(|st| match st.reg.create_connection(&sid, props, now) {
-        Ok(cid) => {
-            // Invariant: created under the same lock.
-            let s = st.reg.session(&sid).expect("session exists");
-            let c = s.connection(&cid).expect("connection just created");
-            let mut v = json!({
-                "id": c.token_url,
-                "token": c.token_url,
-                "createdAt": c.created_at,
-                "connectionId": c.id,
-                "session": sid,
-                "data": c.props.data,
-                "role": c.props.role.as_str(),
-            });
-            if let Some(k) = &c.props.kurento_options {
-                v["kurentoOptions"] = k.clone();
-            }
-            ok_json(v)
-        }
-        Err(RegError::SessionNotFound) => {
-            error_json(StatusCode::NOT_FOUND, uri.path(), &format!("Session {sid} not found"))
-        }
-        Err(RegError::Limit(what)) => limit(&uri, what),
-        Err(e) => error_json(StatusCode::INTERNAL_SERVER_ERROR, uri.path(), &format!("{e:?}")),
-    })
+    let not_found =
+        || error_json(StatusCode::NOT_FOUND, uri.path(), &format!("Session {sid} not found"));
+    new_connection(&inner, &sid, &cm, &uri, render, not_found)
 }
 
 async fn signal(State(inner): St, uri: Uri, body: Bytes) -> Response {

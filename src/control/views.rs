@@ -106,14 +106,20 @@ fn add_stats_keys(v: &mut Value, endpoint: &str, publisher: Option<String>) {
     }
 }
 
-/// The §2.2 Session object. `pending`: include pending connections.
-pub fn session_json(s: &Session, cfg: &RegistryConfig, pending: bool, stats: bool) -> Value {
+/// `{"numberOfElements", "content"}` of a session's connections (pending ones only with
+/// `pending`; the debug keys with `stats`).
+pub fn connections_json(s: &Session, pending: bool, stats: bool) -> Value {
     let content: Vec<Value> = s
         .connections
         .iter()
         .filter(|c| pending || c.active.is_some())
         .map(|c| connection_json(s, c, stats))
         .collect();
+    json!({"numberOfElements": content.len(), "content": content})
+}
+
+/// The §2.2 Session object. `pending`: include pending connections.
+pub fn session_json(s: &Session, cfg: &RegistryConfig, pending: bool, stats: bool) -> Value {
     let mut v = json!({
         "id": s.id,
         "object": "session",
@@ -127,7 +133,7 @@ pub fn session_json(s: &Session, cfg: &RegistryConfig, pending: bool, stats: boo
         "customSessionId": s.props.custom_session_id,
         "forcedVideoCodec": s.props.forced_video_codec.clone().unwrap_or_else(|| cfg.forced_video_codec.clone()),
         "allowTranscoding": s.props.allow_transcoding.unwrap_or(cfg.allow_transcoding),
-        "connections": {"numberOfElements": content.len(), "content": content},
+        "connections": connections_json(s, pending, stats),
     });
     if let Some(m) = &s.props.media_node {
         v["mediaNode"] = m.clone();
