@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use net_io_common::*;
 use ringsfu::config::IoBackend;
-use ringsfu::shard::DropReason;
+use ringsfu::shard::{DropReason, SocketId, SocketOp};
 
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -43,6 +43,7 @@ both_backends!(
     gro_buffers_are_split_per_datagram,
     echo_dual_stack,
     oversize_datagram_is_dropped_and_counted,
+    sockets_opened_by_the_core,
 );
 
 fn echo_ipv4(b: IoBackend) {
@@ -345,5 +346,81 @@ fn oversize_datagram_is_dropped_and_counted(b: IoBackend) {
     assert_eq!(snap.drops(DropReason::RxTruncated), 1, "{snap:?}");
     assert_eq!(snap.rx_packets, 0);
     echo_round_trip(&c, server, 50, 8);
+    h.shutdown().unwrap();
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Commands are handled and their socket requests carried out in the same turn, before the
+/// turn's events reach the control plane: the second `Pong` proves the earlier requests are
+/// done and their failures reported (a failure is reported after the turn's commands).
+fn sync(s: &mut ringsfu::shard::ShardHandle<EchoCore>, n: u32) -> Vec<Ev> {
+    s.commands().send(Cmd::Ping(n)).unwrap();
+    s.commands().send(Cmd::Ping(n + 1000)).unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        match s.events().recv_timeout(Duration::from_secs(5)) {
+            Some(Ev::Pong(m)) if m == n + 1000 => return seen,
+            Some(Ev::Pong(m)) if m == n => {}
+            Some(e) => seen.push(e),
+            None => panic!("no pong {n}"),
+        }
+    }
+    panic!("no pong {n} among 100 events")
+}
+
+/// The core opens extra sockets (TURN relayed addresses): datagrams arrive tagged with the
+/// socket, replies leave from it; a failed bind is reported back; a closed socket's port is
+/// free again and its id reusable.
+fn sockets_opened_by_the_core(b: IoBackend) {
+    let mut h = spawn(&options(b, "127.0.0.1", 1));
+    let main = h.get(0).unwrap().info().local_addr;
+    let s = h.get_mut(0).unwrap();
+    let mut extra = Vec::new();
+    for id in [3u32, 9, 1000] {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        s.commands().send(Cmd::Socket(SocketOp::Open { id: SocketId(id), addr })).unwrap();
+        extra.push((id, addr));
+    }
+    assert_eq!(sync(s, 1), vec![]);
+    let c = client("127.0.0.1:0");
+    for &(_, addr) in &extra {
+        echo_round_trip(&c, addr, 300, 16);
+    }
+    echo_round_trip(&c, main, 300, 16);
+
+    // The main socket's address is taken (no SO_REUSEPORT): the core hears why.
+    s.commands().send(Cmd::Socket(SocketOp::Open { id: SocketId(4), addr: main })).unwrap();
+    assert_eq!(sync(s, 2), vec![Ev::SocketFailed(SocketId(4), std::io::ErrorKind::AddrInUse)]);
+    // Ids that are not the core's to open.
+    s.commands().send(Cmd::Socket(SocketOp::Open { id: SocketId::MAIN, addr: main })).unwrap();
+    assert_eq!(
+        sync(s, 3),
+        vec![Ev::SocketFailed(SocketId::MAIN, std::io::ErrorKind::InvalidInput)]
+    );
+
+    // Close id 3: its port can be bound again (io_uring closes after the cancel completes).
+    let (id3, addr3) = extra[0];
+    s.commands().send(Cmd::Socket(SocketOp::Close { id: SocketId(id3) })).unwrap();
+    assert_eq!(sync(s, 4), vec![]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rebound = loop {
+        match std::net::UdpSocket::bind(addr3) {
+            Ok(sock) => break sock,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "port of a closed socket still bound: {e}");
+                sync(s, 5);
+            }
+        }
+    };
+    drop(rebound);
+    // Reuse id 3 on another port; the other sockets are untouched.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    s.commands().send(Cmd::Socket(SocketOp::Open { id: SocketId(id3), addr })).unwrap();
+    assert_eq!(sync(s, 6), vec![]);
+    echo_round_trip(&c, addr, 300, 16);
+    echo_round_trip(&c, extra[1].1, 100, 16);
     h.shutdown().unwrap();
 }

@@ -25,6 +25,7 @@ pub(crate) fn next_run(tx: &TxQueue, start: usize, gso: bool) -> (usize, Option<
         if tx.is_solo(idx)
             || m.dst != m0.dst
             || m.src != m0.src
+            || m.socket != m0.socket
             || m.len == 0
             || m.len as usize > seg
         {

@@ -10,7 +10,8 @@ use crate::io::IoOptions;
 use crate::io::socket::SocketInfo;
 use crate::shard::stats::Tally;
 use crate::shard::{
-    CommandQueue, DropReason, EventQueue, RecvMeta, ShardCore, ShardStats, TxQueue,
+    CommandQueue, DropReason, EventQueue, RecvMeta, ShardCore, ShardStats, SocketId, SocketOp,
+    TxQueue,
 };
 
 /// Commands handled per turn before datagrams get their share.
@@ -44,10 +45,13 @@ pub(crate) struct Driver<C: ShardCore> {
     pub tally: Tally,
     /// GSO in use (socket supports it, enabled in options, not stepped down).
     pub gso: bool,
-    pub local_port: u16,
     pub budget: usize,
     /// Test hook (see `IoOptions::inject_gso_error`).
     pub gso_fault: Option<i32>,
+    /// Socket requests of the core, carried out by the backend before the turn's sends.
+    pub socket_ops: std::collections::VecDeque<SocketOp>,
+    /// Receive/send buffer size of the sockets the core opens.
+    pub extra_socket_buffer: usize,
     last_overrun_log: Option<Instant>,
 }
 
@@ -66,9 +70,10 @@ impl<C: ShardCore> Driver<C> {
             tx: TxQueue::new(ctx.opts.tx_slots),
             tally: Tally::default(),
             gso,
-            local_port: ctx.sock.local_addr.port(),
             budget: ctx.opts.budget.max(1),
             gso_fault: ctx.opts.inject_gso_error,
+            socket_ops: std::collections::VecDeque::with_capacity(64),
+            extra_socket_buffer: ctx.opts.extra_socket_buffer,
             last_overrun_log: None,
         };
         (d, ctx.socket, ctx.sock, ctx.opts)
@@ -84,6 +89,32 @@ impl<C: ShardCore> Driver<C> {
                 self.tally.drop(DropReason::EventQueueFull, 1);
             }
         }
+        while let Some(op) = self.core.poll_socket_op() {
+            self.socket_ops.push_back(op);
+        }
+    }
+
+    /// Binds a socket the core asked for; its error goes back to the core.
+    pub fn open_socket(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        addr: SocketAddr,
+    ) -> Option<(std::net::UdpSocket, SocketInfo)> {
+        let res = if id == SocketId::MAIN || id.0 >= SocketId::LIMIT {
+            Err(std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        } else {
+            crate::io::bind_udp(addr, false, self.extra_socket_buffer, false)
+        };
+        match res {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(shard = self.index, %addr, error = %e, "cannot open socket");
+                self.core.handle_socket_error(now, id, e.kind(), &mut self.tx);
+                self.drain_events();
+                None
+            }
+        }
     }
 
     /// Step 2: commands, bounded.
@@ -94,6 +125,11 @@ impl<C: ShardCore> Driver<C> {
             };
             self.core.handle_command(now, cmd, &mut self.tx);
             self.drain_events();
+            if !self.socket_ops.is_empty() {
+                // The backend carries the socket requests out before the next command (which
+                // then sees their failures reported in order); the rest waits a turn.
+                break;
+            }
         }
     }
 
@@ -109,6 +145,7 @@ impl<C: ShardCore> Driver<C> {
     pub fn datagram(
         &mut self,
         now: Instant,
+        (socket, local_port): (SocketId, u16),
         src: SocketAddr,
         dst_ip: Option<IpAddr>,
         gro_segment: Option<usize>,
@@ -120,7 +157,7 @@ impl<C: ShardCore> Driver<C> {
         };
         for chunk in buf.chunks_mut(stride) {
             let meta =
-                RecvMeta { src, dst_ip, dst_port: self.local_port, len: chunk.len(), stride };
+                RecvMeta { src, dst_ip, dst_port: local_port, socket, len: chunk.len(), stride };
             self.tally.rx_packets += 1;
             self.tally.rx_bytes += chunk.len() as u64;
             self.core.handle_datagram(now, meta, chunk, &mut self.tx);

@@ -1,6 +1,7 @@
 //! The data-plane I/O shells: one per backend, one behaviour.
 //!
-//! Each shard runs one loop over one UDP socket and drives one [`crate::shard::ShardCore`]:
+//! Each shard runs one loop over its UDP socket (plus the sockets its core opens through
+//! [`crate::shard::SocketOp`]) and drives one [`crate::shard::ShardCore`]:
 //!
 //! - [`uring`]: one io_uring per shard. Multishot RECVMSG into a provided buffer ring, SENDMSG
 //!   SQEs from the [`crate::shard::TxQueue`] slots submitted once per turn, the command eventfd
@@ -48,6 +49,9 @@ pub struct IoOptions {
     pub gso: bool,
     /// Socket buffer sizes requested (the kernel may cap them at `net.core.[rw]mem_max`).
     pub socket_buffer: usize,
+    /// Buffer sizes of the sockets a core opens ([`crate::shard::SocketOp`], e.g. TURN relayed
+    /// addresses: many sockets, each with little traffic).
+    pub extra_socket_buffer: usize,
     /// Max datagrams handled per loop turn before sends are flushed.
     pub budget: usize,
     /// Test hook, not API: the first GSO send fails with this errno without reaching the kernel
@@ -66,6 +70,7 @@ impl Default for IoOptions {
             gro: false,
             gso: true,
             socket_buffer: 8 << 20,
+            extra_socket_buffer: 256 << 10,
             budget: 512,
             inject_gso_error: None,
         }

@@ -1,6 +1,7 @@
 //! The per-core data-plane endpoint contract (sans-IO) and the thread runner that drives it.
 //!
-//! A shard is one pinned OS thread that owns one UDP socket (`[media] port_base + index`), one
+//! A shard is one pinned OS thread that owns one UDP socket (`[media] port_base + index`, its
+//! [`SocketId::MAIN`]) plus any sockets its core opens ([`SocketOp`]: TURN relayed addresses), one
 //! I/O backend (`crate::io::uring` or `crate::io::epoll`) and one protocol core implementing
 //! [`ShardCore`]. The core never sees a socket, a thread or a clock: the shell hands it `now`,
 //! the received bytes and a [`TxQueue`] to write its answers into.
@@ -22,6 +23,9 @@
 //!    kernel sends once per turn (io_uring SENDMSG SQEs or one `sendmmsg`), consecutive packets
 //!    of equal size to one destination coalesced into one UDP GSO send. A slot lent to the kernel
 //!    returns to the pool only when the kernel is done with it.
+//!    Socket requests ([`ShardCore::poll_socket_op`]) are drained with the events and carried
+//!    out before the turn's sends: a socket opened while handling a datagram is bound before
+//!    the answer to that datagram leaves.
 //! 6. Publish counters, wake the control plane if events were queued, ask
 //!    [`ShardCore::poll_timeout`] for the next deadline and sleep in the kernel until a datagram,
 //!    a command wake or that deadline (capped at one second so the turn counter, the stuck-loop
@@ -63,6 +67,32 @@ pub use runner::{
 pub use stats::{DropReason, ShardStats, ShardStatsSnapshot};
 pub use tx::{TX_SLOT_SIZE, TxFull, TxMeta, TxQueue, TxSlot};
 
+/// Which socket of a shard a datagram arrived on or leaves from: [`SocketId::MAIN`] is the
+/// socket the shard was started with; the others are opened by the core ([`SocketOp`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u32);
+
+impl SocketId {
+    /// The shard's own socket.
+    pub const MAIN: SocketId = SocketId(0);
+    /// Ids are below this (the shells keep the id in 24 bits of a completion token).
+    pub const LIMIT: u32 = 1 << 24;
+}
+
+/// A socket the core wants opened or closed (drained with [`ShardCore::poll_socket_op`]).
+///
+/// The core chooses the ids (small integers, reused freely: the shells tell an old socket's
+/// late completions from a new one's). An id must not be [`SocketId::MAIN`] and must be below
+/// [`SocketId::LIMIT`]. Sends on a closed or never-opened id are dropped and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketOp {
+    /// Bind a UDP socket on `addr` (no SO_REUSEPORT, [`crate::io::IoOptions::extra_socket_buffer`])
+    /// and receive on it. A failure comes back through [`ShardCore::handle_socket_error`].
+    Open { id: SocketId, addr: SocketAddr },
+    /// Stop receiving and close. Datagrams still queued for it are dropped.
+    Close { id: SocketId },
+}
+
 pub(crate) use channel::{CommandQueue, EventQueue, channel_pair};
 
 /// What the shell knows about one received datagram.
@@ -73,8 +103,10 @@ pub struct RecvMeta {
     /// The local address the datagram was sent to (IP_PKTINFO / IPV6_PKTINFO), when known.
     /// Answer from this address (set it as the source of the reply) on multi-homed hosts.
     pub dst_ip: Option<IpAddr>,
-    /// The local port (the shard's socket).
+    /// The local port of the socket it arrived on.
     pub dst_port: u16,
+    /// The socket it arrived on ([`SocketId::MAIN`] unless the core opened others).
+    pub socket: SocketId,
     /// Length of this datagram (`buf.len()`).
     pub len: usize,
     /// GRO segment size of the coalesced buffer this datagram was cut from; equal to `len` when
@@ -108,5 +140,20 @@ pub trait ShardCore: 'static {
     /// ([`DropReason::EventQueueFull`]).
     fn poll_event(&mut self) -> Option<Self::Event> {
         None
+    }
+
+    /// The next socket to open or close, if any; drained with the events.
+    fn poll_socket_op(&mut self) -> Option<SocketOp> {
+        None
+    }
+
+    /// Opening socket `id` failed (`SocketOp::Open`); the id is free again.
+    fn handle_socket_error(
+        &mut self,
+        _now: Instant,
+        _id: SocketId,
+        _err: std::io::ErrorKind,
+        _tx: &mut TxQueue,
+    ) {
     }
 }

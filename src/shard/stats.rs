@@ -25,17 +25,20 @@ pub enum DropReason {
     TxError,
     /// The event queue to the control plane was full.
     EventQueueFull,
+    /// A send named a socket the shard does not have (closed, or never opened).
+    TxNoSocket,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::RxTruncated,
         DropReason::RxMalformed,
         DropReason::RxNoBuffer,
         DropReason::TxQueueFull,
         DropReason::TxError,
         DropReason::EventQueueFull,
+        DropReason::TxNoSocket,
     ];
 
     /// A metric label.
@@ -47,6 +50,7 @@ impl DropReason {
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TxError => "tx_error",
             DropReason::EventQueueFull => "event_queue_full",
+            DropReason::TxNoSocket => "tx_no_socket",
         }
     }
 }

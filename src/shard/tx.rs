@@ -8,6 +8,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+
+use super::SocketId;
 
 /// Bytes per send slot: one MTU-sized datagram plus TURN/SRTP headroom.
 pub const TX_SLOT_SIZE: usize = 2048;
@@ -21,6 +24,10 @@ pub struct TxMeta {
     pub src: Option<IpAddr>,
     /// Datagram length in the slot.
     pub len: u16,
+    /// Where the datagram starts in the slot ([`TxSlot::commit_range`]).
+    pub offset: u16,
+    /// The socket to send from.
+    pub socket: SocketId,
 }
 
 const UNSET: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
@@ -65,7 +72,11 @@ impl TxQueue {
         let slots = slots.clamp(1, 1 << 16);
         TxQueue {
             buf: vec![0u8; slots * TX_SLOT_SIZE].into_boxed_slice(),
-            meta: vec![TxMeta { dst: UNSET, src: None, len: 0 }; slots].into_boxed_slice(),
+            meta: vec![
+                TxMeta { dst: UNSET, src: None, len: 0, offset: 0, socket: SocketId::MAIN };
+                slots
+            ]
+            .into_boxed_slice(),
             solo: vec![false; slots].into_boxed_slice(),
             // Reversed so that slot 0 is lent first (cache-friendly, deterministic in tests).
             free: (0..slots as u32).rev().collect(),
@@ -96,7 +107,8 @@ impl TxQueue {
         match self.free.pop() {
             Some(idx) => {
                 self.solo[idx as usize] = false;
-                self.meta[idx as usize] = TxMeta { dst, src: None, len: 0 };
+                self.meta[idx as usize] =
+                    TxMeta { dst, src: None, len: 0, offset: 0, socket: SocketId::MAIN };
                 Some(TxSlot { q: self, idx })
             }
             None => {
@@ -130,7 +142,8 @@ impl TxQueue {
     pub fn pop_pending<R>(&mut self, f: impl FnOnce(&TxMeta, &[u8]) -> R) -> Option<R> {
         let idx = self.pending.pop_front()?;
         let m = self.meta[idx as usize];
-        let r = f(&m, &self.slot(idx)[..m.len as usize]);
+        let (o, l) = (m.offset as usize, m.len as usize);
+        let r = f(&m, &self.slot(idx)[o..o + l]);
         self.free.push(idx);
         Some(r)
     }
@@ -188,10 +201,11 @@ impl TxQueue {
         &self.meta[idx as usize]
     }
 
-    /// Pointer to the first byte of slot `idx`; stable for the life of the queue (the pool is a
-    /// boxed slice that never moves or grows).
+    /// Pointer to the first byte of the datagram in slot `idx` (the slot start plus its
+    /// offset); stable for the life of the queue (the pool is a boxed slice that never moves or
+    /// grows).
     pub(crate) fn slot_ptr(&mut self, idx: u32) -> *mut u8 {
-        let start = idx as usize * TX_SLOT_SIZE;
+        let start = idx as usize * TX_SLOT_SIZE + self.meta[idx as usize].offset as usize;
         self.buf[start..].as_mut_ptr()
     }
 }
@@ -219,9 +233,28 @@ impl TxSlot<'_> {
         self.q.meta[self.idx as usize].dst = dst;
     }
 
+    /// Send from socket `id` of the shard (default [`SocketId::MAIN`]).
+    pub fn set_socket(&mut self, id: SocketId) {
+        self.q.meta[self.idx as usize].socket = id;
+    }
+
+    /// Queue the bytes `range` of the slot for sending (a header was written in front of a
+    /// payload copied at an offset). `range` is clamped to the slot.
+    pub fn commit_range(self, range: Range<usize>) {
+        let start = range.start.min(TX_SLOT_SIZE);
+        let end = range.end.clamp(start, TX_SLOT_SIZE);
+        self.q.meta[self.idx as usize].offset = start as u16;
+        self.commit_inner(end - start);
+    }
+
     /// Queue the first `len` bytes of the slot for sending. `len` is clamped to the slot size;
     /// a zero-length commit sends an empty datagram.
     pub fn commit(self, len: usize) {
+        self.q.meta[self.idx as usize].offset = 0;
+        self.commit_inner(len);
+    }
+
+    fn commit_inner(self, len: usize) {
         let idx = self.idx;
         let q = &mut *self.q;
         q.meta[idx as usize].len = len.min(TX_SLOT_SIZE) as u16;
@@ -257,6 +290,21 @@ mod tests {
         let got = q.pop_pending(|m, b| (m.dst, b.to_vec())).expect("pending");
         assert_eq!(got, (addr(1), b"abc".to_vec()));
         assert_eq!(q.available(), 1);
+    }
+
+    #[test]
+    fn commit_range_and_socket() {
+        let mut q = TxQueue::new(1);
+        let mut s = q.push(addr(1)).expect("slot");
+        s.buf()[10..14].copy_from_slice(b"abcd");
+        s.set_socket(SocketId(7));
+        s.commit_range(10..14);
+        let got = q.pop_pending(|m, b| (m.socket, m.offset, b.to_vec())).expect("pending");
+        assert_eq!(got, (SocketId(7), 10, b"abcd".to_vec()));
+        // The next user of the slot starts again at offset 0 on the main socket.
+        q.send(addr(2), None, b"xy").expect("slot");
+        let got = q.pop_pending(|m, b| (m.socket, m.offset, b.to_vec())).expect("pending");
+        assert_eq!(got, (SocketId::MAIN, 0, b"xy".to_vec()));
     }
 
     #[test]

@@ -79,7 +79,9 @@ pub struct TurnSettings {
     pub max_allocations_per_user: usize,
     /// Relayed bytes per second per user, 0 = unlimited.
     pub max_user_bandwidth: u64,
-    /// Addresses relayed transport addresses are taken from (at most one per family is used).
+    /// Addresses relayed transport addresses are taken from: each brings `relay_ports`, so
+    /// more addresses give more allocations (ports of the first address of a family are used
+    /// up before the next one's).
     pub relay_ips: Vec<IpAddr>,
     /// Ports of relayed transport addresses.
     pub relay_ports: Range<u16>,
@@ -279,7 +281,7 @@ impl TurnServer {
     pub fn new(settings: TurnSettings, creds: Credentials, policy: PeerPolicy) -> TurnServer {
         let mut pools: Vec<PortPool> = Vec::new();
         for ip in &settings.relay_ips {
-            if pools.iter().any(|p| p.ip.is_ipv4() == ip.is_ipv4()) {
+            if pools.iter().any(|p| p.ip == *ip) {
                 continue;
             }
             pools.push(PortPool { ip: *ip, free: settings.relay_ports.clone().collect() });
@@ -712,15 +714,23 @@ impl TurnServer {
             return Err(QUOTA);
         }
         let want_v4 = family == AddressFamily::V4;
-        let pool =
-            self.pools.iter_mut().find(|p| p.ip.is_ipv4() == want_v4).ok_or(FAMILY_UNSUPPORTED)?;
-        let port = if even {
-            let pos = pool.free.iter().position(|p| p % 2 == 0).ok_or(CAPACITY)?;
-            pool.free.remove(pos).ok_or(CAPACITY)?
-        } else {
-            pool.free.pop_front().ok_or(CAPACITY)?
-        };
-        let relay = SocketAddr::new(pool.ip, port);
+        if !self.pools.iter().any(|p| p.ip.is_ipv4() == want_v4) {
+            return Err(FAMILY_UNSUPPORTED);
+        }
+        let mut taken = None;
+        for pool in self.pools.iter_mut().filter(|p| p.ip.is_ipv4() == want_v4) {
+            let port = if even {
+                pool.free.iter().position(|p| p % 2 == 0).and_then(|pos| pool.free.remove(pos))
+            } else {
+                pool.free.pop_front()
+            };
+            if let Some(port) = port {
+                taken = Some((pool.ip, port));
+                break;
+            }
+        }
+        let (ip, port) = taken.ok_or(CAPACITY)?;
+        let relay = SocketAddr::new(ip, port);
         let lifetime = self.lifetime(msg.lifetime().ok().flatten());
         let alloc = Allocation {
             five,

@@ -495,3 +495,31 @@ fn binding_on_the_turn_port_and_hostile_input() {
         );
     }
 }
+
+#[test]
+fn more_relay_addresses_give_more_allocations() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()],
+        relay_ports: 50000..50002,
+        ..TurnSettings::default()
+    });
+    let mut relays = Vec::new();
+    for port in 6000..6004 {
+        fx.five.client = SocketAddr::new(fx.five.client.ip(), port);
+        relays.push(fx.allocate("alice", "pw"));
+    }
+    relays.sort();
+    let want: Vec<SocketAddr> =
+        ["192.0.2.1:50000", "192.0.2.1:50001", "192.0.2.2:50000", "192.0.2.2:50001"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+    assert_eq!(relays, want);
+    // Every port of every address is taken: 508.
+    fx.five.client = SocketAddr::new(fx.five.client.ip(), 6004);
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508));
+}

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use ringsfu::config::IoBackend;
 use ringsfu::io::{IoOptions, UringSupport, probe_uring};
-use ringsfu::shard::{RecvMeta, ShardCore, ShardHandles, ShardOptions, TxQueue, spawn_shards_with};
+use ringsfu::shard::{
+    RecvMeta, ShardCore, ShardHandles, ShardOptions, SocketId, SocketOp, TxQueue, spawn_shards_with,
+};
 
 #[derive(Debug)]
 pub enum Cmd {
@@ -18,6 +20,8 @@ pub enum Cmd {
         count: u32,
         size: usize,
     },
+    /// Open (or close) a socket of the shard.
+    Socket(SocketOp),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -25,13 +29,15 @@ pub enum Ev {
     Pong(u32),
     TimerFired,
     BurstQueued(u32),
+    SocketFailed(SocketId, std::io::ErrorKind),
 }
 
-/// Reflects every datagram to its source, from the address it arrived on.
+/// Reflects every datagram to its source, from the socket and address it arrived on.
 #[derive(Default)]
 pub struct EchoCore {
     deadline: Option<Instant>,
     events: std::collections::VecDeque<Ev>,
+    sockets: std::collections::VecDeque<SocketOp>,
 }
 
 impl ShardCore for EchoCore {
@@ -43,6 +49,7 @@ impl ShardCore for EchoCore {
         if let Some(mut slot) = tx.push(meta.src) {
             slot.buf()[..buf.len()].copy_from_slice(buf);
             slot.set_source(meta.dst_ip);
+            slot.set_socket(meta.socket);
             slot.commit(buf.len());
         }
     }
@@ -63,7 +70,22 @@ impl ShardCore for EchoCore {
                 }
                 self.events.push_back(Ev::BurstQueued(queued));
             }
+            Cmd::Socket(op) => self.sockets.push_back(op),
         }
+    }
+
+    fn poll_socket_op(&mut self) -> Option<SocketOp> {
+        self.sockets.pop_front()
+    }
+
+    fn handle_socket_error(
+        &mut self,
+        _now: Instant,
+        id: SocketId,
+        err: std::io::ErrorKind,
+        _tx: &mut TxQueue,
+    ) {
+        self.events.push_back(Ev::SocketFailed(id, err));
     }
 
     fn handle_timeout(&mut self, now: Instant, _tx: &mut TxQueue) {

@@ -1,11 +1,12 @@
-//! The epoll shard backend (fallback when io_uring is unavailable): `mio::Poll` over the socket
-//! and the command eventfd, `recvmmsg` into preallocated buffers, `sendmmsg` from the
+//! The epoll shard backend (fallback when io_uring is unavailable): `mio::Poll` over the sockets
+//! (the shard's own and those its core opened, token = socket id) and the command eventfd, `recvmmsg` into preallocated buffers, `sendmmsg` from the
 //! [`crate::shard::TxQueue`] slots (GSO runs as one message with several iovecs and
 //! `UDP_SEGMENT`), the core's deadline as the poll timeout.
 //!
-//! mio registers edge-triggered: the socket is read until a short batch (the queue was empty at
-//! that moment; a later arrival raises a new edge) or until the turn's budget is spent (then the
-//! next turn does not sleep). A send that hits EAGAIN leaves the rest in the TxQueue until the
+//! mio registers edge-triggered: a readable socket joins the ready list and is read until a short
+//! batch (the queue was empty at that moment; a later arrival raises a new edge) or until the
+//! turn's budget is spent (then it stays listed and the next turn does not sleep). One `sendmmsg`
+//! carries datagrams of one socket. A send that hits EAGAIN leaves the rest in the TxQueue until the
 //! WRITABLE edge.
 
 use std::io;
@@ -23,10 +24,10 @@ use crate::io::sys::{
     parse_rx_cmsgs,
 };
 use crate::io::{RX_PAYLOAD, RX_PAYLOAD_GRO};
-use crate::shard::{DropReason, ShardCore};
+use crate::shard::{DropReason, ShardCore, SocketId, SocketOp};
 
-const SOCK: Token = Token(0);
-const WAKE: Token = Token(1);
+/// Sockets use their id as token.
+const WAKE: Token = Token(usize::MAX);
 /// Messages per recvmmsg/sendmmsg call.
 const BATCH: usize = 64;
 
@@ -50,17 +51,27 @@ struct TxBatch {
     gso: [bool; BATCH],
 }
 
+/// One socket of the shard.
+struct Sock {
+    _socket: std::net::UdpSocket,
+    fd: i32,
+    v6: bool,
+    port: u16,
+    /// Listed in `ready`.
+    ready: bool,
+}
+
 /// A shard running on epoll.
 pub(crate) struct EpollShard<C: ShardCore> {
     poll: Poll,
     events: Events,
     rx: RxBatch,
     txb: TxBatch,
-    fd: i32,
-    v6: bool,
-    rx_ready: bool,
+    /// Sockets by id (0: the shard's own).
+    socks: Vec<Option<Sock>>,
+    /// Ids of sockets that may have datagrams waiting.
+    ready: Vec<u32>,
     tx_blocked: bool,
-    _socket: std::net::UdpSocket,
     drv: Driver<C>,
 }
 
@@ -71,7 +82,7 @@ impl<C: ShardCore> EpollShard<C> {
         let fd = socket.as_raw_fd();
         poll.registry().register(
             &mut SourceFd(&fd),
-            SOCK,
+            Token(0),
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let wfd = drv.commands.wake_fd();
@@ -108,25 +119,100 @@ impl<C: ShardCore> EpollShard<C> {
             counts: [0; BATCH],
             gso: [false; BATCH],
         };
+        let main =
+            Sock { fd, v6: sock.v6, port: sock.local_addr.port(), _socket: socket, ready: true };
         Ok(EpollShard {
             poll,
-            events: Events::with_capacity(16),
+            events: Events::with_capacity(256),
             rx,
             txb,
-            fd,
-            v6: sock.v6,
-            rx_ready: true,
+            socks: vec![Some(main)],
+            ready: vec![0],
             tx_blocked: false,
-            _socket: socket,
             drv,
         })
     }
 
-    /// Step 4: recvmmsg batches until drained or the budget is spent.
+    /// The core's socket requests: bind and register, or deregister and close.
+    fn socket_ops(&mut self, now: Instant) {
+        for _ in 0..self.drv.socket_ops.len() {
+            let Some(op) = self.drv.socket_ops.pop_front() else { break };
+            match op {
+                SocketOp::Open { id, addr } => {
+                    if id != SocketId::MAIN {
+                        self.close_socket(id);
+                    }
+                    let Some((socket, info)) = self.drv.open_socket(now, id, addr) else {
+                        continue;
+                    };
+                    let fd = socket.as_raw_fd();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&fd),
+                        Token(id.0 as usize),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        self.drv.core.handle_socket_error(now, id, e.kind(), &mut self.drv.tx);
+                        continue;
+                    }
+                    let i = id.0 as usize;
+                    if self.socks.len() <= i {
+                        self.socks.resize_with(i + 1, || None);
+                    }
+                    let port = info.local_addr.port();
+                    self.socks[i] =
+                        Some(Sock { _socket: socket, fd, v6: info.v6, port, ready: true });
+                    self.ready.push(id.0);
+                }
+                SocketOp::Close { id } if id != SocketId::MAIN => self.close_socket(id),
+                SocketOp::Close { .. } => {}
+            }
+        }
+    }
+
+    fn close_socket(&mut self, id: SocketId) {
+        let Some(sk) = self.socks.get_mut(id.0 as usize).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut SourceFd(&sk.fd));
+        if sk.ready {
+            self.ready.retain(|&i| i != id.0);
+        }
+        // Dropping `sk` closes the socket.
+    }
+
+    /// Step 4: recvmmsg batches from the ready sockets until drained or the budget is spent.
     fn receive(&mut self, now: Instant) {
-        let n = self.rx.hdrs.len();
         let mut done = 0;
-        while self.rx_ready && done < self.drv.budget {
+        let mut k = 0;
+        while k < self.ready.len() && done < self.drv.budget {
+            let id = self.ready[k];
+            let Some(Some(sk)) = self.socks.get(id as usize) else {
+                self.ready.swap_remove(k);
+                continue;
+            };
+            let (fd, port) = (sk.fd, sk.port);
+            let drained = self.receive_from(now, fd, (SocketId(id), port), &mut done);
+            if drained {
+                if let Some(Some(sk)) = self.socks.get_mut(id as usize) {
+                    sk.ready = false;
+                }
+                self.ready.swap_remove(k);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Reads one socket until a short batch (true: drained) or the budget is spent.
+    fn receive_from(
+        &mut self,
+        now: Instant,
+        fd: i32,
+        at: (SocketId, u16),
+        done: &mut usize,
+    ) -> bool {
+        let n = self.rx.hdrs.len();
+        while *done < self.drv.budget {
             for h in self.rx.hdrs.iter_mut() {
                 h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 h.msg_hdr.msg_controllen = RX_CMSG_SPACE as _;
@@ -136,7 +222,7 @@ impl<C: ShardCore> EpollShard<C> {
             // SAFETY: `hdrs` point into buffers owned by `self.rx`, sized as declared.
             let r = unsafe {
                 libc::recvmmsg(
-                    self.fd,
+                    fd,
                     self.rx.hdrs.as_mut_ptr(),
                     n as u32,
                     libc::MSG_DONTWAIT,
@@ -146,14 +232,14 @@ impl<C: ShardCore> EpollShard<C> {
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
-                    Some(libc::EAGAIN) => self.rx_ready = false,
+                    Some(libc::EAGAIN) => return true,
                     Some(libc::EINTR) => continue,
                     _ => {
                         // ICMP-reported errors and the like: the read consumed them; go on.
                         tracing::debug!(shard = self.drv.index, error = %e, "recvmmsg failed");
+                        return false;
                     }
                 }
-                break;
             }
             let got = r as usize;
             for i in 0..got {
@@ -181,13 +267,14 @@ impl<C: ShardCore> EpollShard<C> {
                 let cm = parse_rx_cmsgs(&self.rx.cmsgs[i].0[..clen.min(RX_CMSG_SPACE)]);
                 let start = i * self.rx.buf_size;
                 let payload = &mut self.rx.mem[start..start + len.min(self.rx.buf_size)];
-                self.drv.datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
+                self.drv.datagram(now, at, src, cm.dst_ip, cm.gro_segment, payload);
             }
-            done += got;
+            *done += got;
             if got < n {
-                self.rx_ready = false;
+                return true;
             }
         }
+        false
     }
 
     /// Step 5: pending transmits -> sendmmsg batches.
@@ -200,9 +287,20 @@ impl<C: ShardCore> EpollShard<C> {
             let mut msgs = 0;
             let mut pos = 0;
             let tx = &mut self.drv.tx;
+            let sock = tx.meta(tx.pending_at(0).unwrap_or(0)).socket;
+            let Some(Some(sk)) = self.socks.get(sock.0 as usize) else {
+                // The socket is gone: the datagram cannot leave.
+                self.drv.tally.drop(DropReason::TxNoSocket, 1);
+                self.complete(1);
+                continue;
+            };
+            let (fd, v6) = (sk.fd, sk.v6);
             while msgs < BATCH && pos < tx.pending_len() {
-                let (n, seg) = next_run(tx, pos, self.drv.gso);
                 let first = *tx.meta(tx.pending_at(pos).unwrap_or(0));
+                if first.socket != sock {
+                    break; // one sendmmsg, one socket
+                }
+                let (n, seg) = next_run(tx, pos, self.drv.gso);
                 for k in 0..n {
                     let idx = tx.pending_at(pos + k).unwrap_or(0);
                     self.txb.iovs[pos + k] = libc::iovec {
@@ -210,8 +308,8 @@ impl<C: ShardCore> EpollShard<C> {
                         iov_len: tx.meta(idx).len as usize,
                     };
                 }
-                let namelen = encode_sockaddr(first.dst, self.v6, &mut self.txb.names[msgs]);
-                let clen = build_tx_cmsgs(&mut self.txb.cmsgs[msgs].0, seg, first.src, self.v6);
+                let namelen = encode_sockaddr(first.dst, v6, &mut self.txb.names[msgs]);
+                let clen = build_tx_cmsgs(&mut self.txb.cmsgs[msgs].0, seg, first.src, v6);
                 let h = &mut self.txb.hdrs[msgs];
                 h.msg_len = 0;
                 h.msg_hdr.msg_name =
@@ -239,9 +337,7 @@ impl<C: ShardCore> EpollShard<C> {
                     -1
                 }
                 // SAFETY: `hdrs[..msgs]` point at live names, cmsgs, iovecs and TxQueue slots.
-                None => unsafe {
-                    libc::sendmmsg(self.fd, self.txb.hdrs.as_mut_ptr(), msgs as u32, 0)
-                },
+                None => unsafe { libc::sendmmsg(fd, self.txb.hdrs.as_mut_ptr(), msgs as u32, 0) },
             };
             if r > 0 {
                 let mut datagrams = 0;
@@ -301,10 +397,12 @@ impl<C: ShardCore> EpollShard<C> {
             }
             self.drv.run_commands(started);
             self.drv.run_timer(started);
+            self.socket_ops(started);
             self.receive(started);
+            self.socket_ops(started);
             self.flush_sends();
 
-            let wait = if self.rx_ready {
+            let wait = if !self.ready.is_empty() {
                 std::time::Duration::ZERO
             } else {
                 self.drv.wait_timeout(Instant::now())
@@ -316,16 +414,19 @@ impl<C: ShardCore> EpollShard<C> {
             }
             for ev in self.events.iter() {
                 match ev.token() {
-                    SOCK => {
-                        if ev.is_readable() || ev.is_error() {
-                            self.rx_ready = true;
-                        }
+                    WAKE => self.drv.commands.clear_wake(),
+                    Token(id) => {
                         if ev.is_writable() {
                             self.tx_blocked = false;
                         }
+                        if (ev.is_readable() || ev.is_error())
+                            && let Some(Some(sk)) = self.socks.get_mut(id)
+                            && !sk.ready
+                        {
+                            sk.ready = true;
+                            self.ready.push(id as u32);
+                        }
                     }
-                    WAKE => self.drv.commands.clear_wake(),
-                    _ => {}
                 }
             }
             self.drv.end_turn(started);

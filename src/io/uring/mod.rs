@@ -2,10 +2,13 @@
 //!
 //! Operations in flight and who owns what (`user_data` = op kind << 32 | index):
 //!
-//! - `RECV`: one multishot RECVMSG on the socket selecting buffers from a provided buffer ring
-//!   (group 0). Each completion names the buffer id; the buffer is lent to the core, then pushed
-//!   back on the ring (tail published once per batch). When the kernel ends the multishot (no
-//!   `MORE` flag, e.g. ENOBUFS) it is re-armed in the same turn.
+//! - `RECV`: one multishot RECVMSG per socket (the shard's own and those the core opened,
+//!   index = generation << 24 | socket id) selecting buffers from one provided buffer ring
+//!   (group 0) shared by all of them. Each completion names the buffer id; the buffer is lent to
+//!   the core, then pushed back on the ring (tail published once per batch). When the kernel ends
+//!   a multishot (no `MORE` flag, e.g. ENOBUFS) it is re-armed in the same turn. Closing a socket
+//!   cancels its op; the socket stays open in `closing` until the op's last completion, and
+//!   completions of an older generation of a reused id only give their buffer back.
 //! - `WAKE`: one multishot POLL_ADD on the command eventfd.
 //! - `SEND`: SENDMSG from a preallocated [`SendOp`] (msghdr, address, iovecs pointing at
 //!   [`crate::shard::TxQueue`] slots, control messages). Op and slots belong to the kernel until
@@ -33,7 +36,7 @@ use crate::io::sys::{
     parse_rx_cmsgs,
 };
 use crate::io::{GSO_MAX_SEGMENTS, RX_PAYLOAD, RX_PAYLOAD_GRO};
-use crate::shard::{DropReason, ShardCore};
+use crate::shard::{DropReason, ShardCore, SocketId, SocketOp};
 
 const OP_RECV: u64 = 1;
 const OP_WAKE: u64 = 2;
@@ -43,6 +46,21 @@ const BGID: u16 = 0;
 
 fn token(kind: u64, idx: u32) -> u64 {
     (kind << 32) | idx as u64
+}
+
+/// The RECV token index of socket `id` in generation `generation`.
+fn recv_index(id: u32, generation: u8) -> u32 {
+    ((generation as u32) << 24) | (id & 0x00ff_ffff)
+}
+
+/// One socket of the shard.
+struct Sock {
+    socket: std::net::UdpSocket,
+    fd: i32,
+    v6: bool,
+    port: u16,
+    generation: u8,
+    armed: bool,
 }
 
 /// Page-aligned anonymous memory (the provided-buffer ring must be page aligned).
@@ -152,16 +170,19 @@ pub(crate) struct UringShard<C: ShardCore> {
     sends: ManuallyDrop<Box<[SendOp]>>,
     recv_msg: ManuallyDrop<Box<libc::msghdr>>,
     free_sends: Vec<u32>,
-    recv_armed: bool,
+    /// Sockets by id (0: the shard's own).
+    socks: Vec<Option<Sock>>,
+    /// Generation of the next socket opened under each id.
+    generations: Vec<u8>,
+    /// (id, generation) whose multishot RECV must be (re-)armed.
+    to_arm: Vec<(u32, u8)>,
+    /// Closed sockets whose RECV was cancelled but has not completed yet, by RECV index.
+    closing: Vec<(u32, std::net::UdpSocket)>,
     wake_armed: bool,
     inflight_sends: usize,
     registered: bool,
     leak: bool,
     cqes: Vec<cqueue::Entry>,
-    fd: i32,
-    v6: bool,
-    /// Keeps the socket open for as long as ops may reference its fd.
-    _socket: std::net::UdpSocket,
     drv: Driver<C>,
 }
 
@@ -209,21 +230,29 @@ impl<C: ShardCore> UringShard<C> {
             .collect();
         let fd = socket.as_raw_fd();
         let budget = drv.budget;
+        let main = Sock {
+            fd,
+            v6: sock.v6,
+            port: sock.local_addr.port(),
+            socket,
+            generation: 0,
+            armed: false,
+        };
         Ok(UringShard {
             ring,
             bufs: ManuallyDrop::new(bufs),
             sends: ManuallyDrop::new(sends),
             recv_msg: ManuallyDrop::new(recv_msg),
             free_sends: (0..nsends as u32).rev().collect(),
-            recv_armed: false,
+            socks: vec![Some(main)],
+            generations: vec![1],
+            to_arm: vec![(0, 0)],
+            closing: Vec::new(),
             wake_armed: false,
             inflight_sends: 0,
             registered: true,
             leak: false,
             cqes: Vec::with_capacity(budget + 64),
-            fd,
-            v6: sock.v6,
-            _socket: socket,
             drv,
         })
     }
@@ -240,11 +269,25 @@ impl<C: ShardCore> UringShard<C> {
     }
 
     fn arm(&mut self) {
-        if !self.recv_armed {
-            let e = opcode::RecvMsgMulti::new(Fd(self.fd), &**self.recv_msg as *const _, BGID)
+        while let Some(&(id, generation)) = self.to_arm.last() {
+            let Some(Some(sk)) = self.socks.get(id as usize) else {
+                self.to_arm.pop();
+                continue;
+            };
+            if sk.generation != generation || sk.armed {
+                self.to_arm.pop();
+                continue;
+            }
+            let e = opcode::RecvMsgMulti::new(Fd(sk.fd), &**self.recv_msg as *const _, BGID)
                 .build()
-                .user_data(token(OP_RECV, 0));
-            self.recv_armed = self.push_sqe(&e);
+                .user_data(token(OP_RECV, recv_index(id, generation)));
+            if !self.push_sqe(&e) {
+                break; // SQ full: the rest is armed next turn.
+            }
+            self.to_arm.pop();
+            if let Some(Some(sk)) = self.socks.get_mut(id as usize) {
+                sk.armed = true;
+            }
         }
         if !self.wake_armed {
             let e = opcode::PollAdd::new(Fd(self.drv.commands.wake_fd()), libc::POLLIN as u32)
@@ -255,6 +298,58 @@ impl<C: ShardCore> UringShard<C> {
         }
     }
 
+    /// The core's socket requests: bind and arm, or cancel and close.
+    fn socket_ops(&mut self, now: Instant) {
+        // Bounded: every op is taken out of the queue; an open failing may queue more, which
+        // the next turn carries out.
+        for _ in 0..self.drv.socket_ops.len() {
+            let Some(op) = self.drv.socket_ops.pop_front() else { break };
+            match op {
+                SocketOp::Open { id, addr } => {
+                    if id != SocketId::MAIN {
+                        self.close_socket(id);
+                    }
+                    let Some((socket, info)) = self.drv.open_socket(now, id, addr) else {
+                        continue;
+                    };
+                    let i = id.0 as usize;
+                    if self.socks.len() <= i {
+                        self.socks.resize_with(i + 1, || None);
+                        self.generations.resize(i + 1, 0);
+                    }
+                    let generation = self.generations[i];
+                    self.generations[i] = generation.wrapping_add(1);
+                    self.socks[i] = Some(Sock {
+                        fd: socket.as_raw_fd(),
+                        v6: info.v6,
+                        port: info.local_addr.port(),
+                        socket,
+                        generation,
+                        armed: false,
+                    });
+                    self.to_arm.push((id.0, generation));
+                }
+                SocketOp::Close { id } if id != SocketId::MAIN => self.close_socket(id),
+                SocketOp::Close { .. } => {}
+            }
+        }
+    }
+
+    fn close_socket(&mut self, id: SocketId) {
+        let Some(sk) = self.socks.get_mut(id.0 as usize).and_then(Option::take) else {
+            return;
+        };
+        if sk.armed {
+            let idx = recv_index(id.0, sk.generation);
+            let cancel = opcode::AsyncCancel::new(token(OP_RECV, idx))
+                .build()
+                .user_data(token(OP_CANCEL, 0));
+            let _ = self.push_sqe(&cancel);
+            self.closing.push((idx, sk.socket));
+        }
+        // Not armed: no op references the fd; dropping `sk` closes it.
+    }
+
     /// Step 5: pending transmits -> SENDMSG SQEs (GSO runs coalesced).
     fn flush_sends(&mut self) {
         while self.drv.tx.pending_len() > 0 {
@@ -263,8 +358,19 @@ impl<C: ShardCore> UringShard<C> {
             };
             let (n, seg) = next_run(&self.drv.tx, 0, self.drv.gso);
             let tx = &mut self.drv.tx;
-            let op = &mut self.sends[op_idx as usize];
             let first = *tx.meta(tx.pending_at(0).unwrap_or(0));
+            let Some(Some(sk)) = self.socks.get(first.socket.0 as usize) else {
+                // The socket is gone: these datagrams cannot leave.
+                for k in 0..n {
+                    let idx = tx.pending_at(k).unwrap_or(0);
+                    tx.release(idx);
+                }
+                tx.take_pending(n);
+                self.drv.tally.drop(DropReason::TxNoSocket, n as u64);
+                continue;
+            };
+            let (fd, v6) = (sk.fd, sk.v6);
+            let op = &mut self.sends[op_idx as usize];
             for k in 0..n {
                 // `k < n <= pending_len` by construction of `next_run`.
                 let idx = tx.pending_at(k).unwrap_or(0);
@@ -276,8 +382,8 @@ impl<C: ShardCore> UringShard<C> {
             }
             op.n = n;
             op.gso = seg.is_some();
-            let namelen = encode_sockaddr(first.dst, self.v6, &mut op.name);
-            let clen = build_tx_cmsgs(&mut op.cmsg.0, seg, first.src, self.v6);
+            let namelen = encode_sockaddr(first.dst, v6, &mut op.name);
+            let clen = build_tx_cmsgs(&mut op.cmsg.0, seg, first.src, v6);
             op.msg.msg_name = (&mut op.name as *mut libc::sockaddr_storage).cast();
             op.msg.msg_namelen = namelen;
             op.msg.msg_iov = op.iov.as_mut_ptr();
@@ -290,7 +396,7 @@ impl<C: ShardCore> UringShard<C> {
             let e = if op.fault.is_some() {
                 opcode::Nop::new().build()
             } else {
-                opcode::SendMsg::new(Fd(self.fd), &op.msg as *const _).build()
+                opcode::SendMsg::new(Fd(fd), &op.msg as *const _).build()
             }
             .user_data(token(OP_SEND, op_idx));
             if !self.push_sqe(&e) {
@@ -302,10 +408,30 @@ impl<C: ShardCore> UringShard<C> {
         }
     }
 
-    fn on_recv(&mut self, now: Instant, res: i32, flags: u32) {
-        if !cqueue::more(flags) {
-            self.recv_armed = false;
-        }
+    fn on_recv(&mut self, now: Instant, idx: u32, res: i32, flags: u32) {
+        let (id, generation) = (idx & 0x00ff_ffff, (idx >> 24) as u8);
+        let live = match self.socks.get_mut(id as usize) {
+            Some(Some(sk)) if sk.generation == generation => {
+                if !cqueue::more(flags) {
+                    sk.armed = false;
+                    self.to_arm.push((id, generation));
+                }
+                Some(sk.port)
+            }
+            _ => None,
+        };
+        let Some(port) = live else {
+            // A closed socket's op: give the buffer back; its last completion closes it.
+            if let Some(bid) = cqueue::buffer_select(flags)
+                && bid < self.bufs.entries
+            {
+                self.bufs.push(bid);
+            }
+            if !cqueue::more(flags) {
+                self.closing.retain(|(i, _)| *i != idx);
+            }
+            return;
+        };
         if res < 0 {
             match -res {
                 libc::ENOBUFS => self.drv.tally.drop(DropReason::RxNoBuffer, 1),
@@ -347,7 +473,8 @@ impl<C: ShardCore> UringShard<C> {
         match parsed {
             Ok((src, cm, off, plen)) => {
                 let payload = &mut self.bufs.mem[start + off..start + off + plen];
-                self.drv.datagram(now, src, cm.dst_ip, cm.gro_segment, payload);
+                let at = (SocketId(id), port);
+                self.drv.datagram(now, at, src, cm.dst_ip, cm.gro_segment, payload);
             }
             Err(r) => self.drv.tally.drop(r, 1),
         }
@@ -398,6 +525,7 @@ impl<C: ShardCore> UringShard<C> {
             }
             self.drv.run_commands(started);
             self.drv.run_timer(started);
+            self.socket_ops(started);
             self.flush_sends();
             self.bufs.publish();
             self.arm();
@@ -426,7 +554,7 @@ impl<C: ShardCore> UringShard<C> {
                 let c = &self.cqes[i];
                 let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
                 match ud >> 32 {
-                    OP_RECV => self.on_recv(now, res, flags),
+                    OP_RECV => self.on_recv(now, ud as u32, res, flags),
                     OP_SEND => self.on_send(ud as u32, res),
                     OP_WAKE => {
                         if !cqueue::more(flags) {
@@ -437,17 +565,33 @@ impl<C: ShardCore> UringShard<C> {
                     _ => {}
                 }
             }
+            self.socket_ops(now);
             self.drv.end_turn(started);
         };
         self.shutdown_ops();
         result
     }
 
+    fn any_recv_armed(&self) -> bool {
+        !self.closing.is_empty() || self.socks.iter().flatten().any(|s| s.armed)
+    }
+
+    /// The last completion of RECV op `idx` (at shutdown).
+    fn recv_ended(&mut self, idx: u32) {
+        let (id, generation) = (idx & 0x00ff_ffff, (idx >> 24) as u8);
+        if let Some(Some(sk)) = self.socks.get_mut(id as usize)
+            && sk.generation == generation
+        {
+            sk.armed = false;
+        }
+        self.closing.retain(|(i, _)| *i != idx);
+    }
+
     /// Cancel every op and wait (bounded) for their completions so no memory is freed while
     /// the kernel may still use it.
     fn shutdown_ops(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(2);
-        while (self.recv_armed || self.wake_armed || self.inflight_sends > 0)
+        while (self.any_recv_armed() || self.wake_armed || self.inflight_sends > 0)
             && Instant::now() < deadline
         {
             let cancel = opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::any())
@@ -463,7 +607,7 @@ impl<C: ShardCore> UringShard<C> {
                 let c = &self.cqes[i];
                 let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
                 match ud >> 32 {
-                    OP_RECV if !cqueue::more(flags) => self.recv_armed = false,
+                    OP_RECV if !cqueue::more(flags) => self.recv_ended(ud as u32),
                     OP_WAKE if !cqueue::more(flags) => self.wake_armed = false,
                     OP_SEND => {
                         // Completed or cancelled: the op's memory is ours again.
@@ -473,7 +617,7 @@ impl<C: ShardCore> UringShard<C> {
                 }
             }
         }
-        self.leak = self.recv_armed || self.wake_armed || self.inflight_sends > 0;
+        self.leak = self.any_recv_armed() || self.wake_armed || self.inflight_sends > 0;
         if self.leak {
             tracing::error!(
                 shard = self.drv.index,
@@ -489,7 +633,7 @@ impl<C: ShardCore> UringShard<C> {
 
 impl<C: ShardCore> Drop for UringShard<C> {
     fn drop(&mut self) {
-        if self.leak || self.recv_armed || self.wake_armed || self.inflight_sends > 0 {
+        if self.leak || self.any_recv_armed() || self.wake_armed || self.inflight_sends > 0 {
             // The kernel may still write into these: never free them. (The ring fd itself is
             // closed when `ring` drops after this.)
             return;
@@ -505,6 +649,6 @@ impl<C: ShardCore> Drop for UringShard<C> {
 
 impl<C: ShardCore> std::fmt::Debug for UringShard<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringShard").field("fd", &self.fd).finish()
+        f.debug_struct("UringShard").field("sockets", &self.socks.len()).finish()
     }
 }
