@@ -22,6 +22,8 @@ pub enum AppError {
     Tls(String),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Turn(String),
 }
 
 /// Installs the global tracing subscriber (once per process; later calls are no-ops).
@@ -83,6 +85,7 @@ async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
     let app = control.router();
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = if cfg.tls.enabled { Some(tls_config(&cfg).await?) } else { None };
+    let turn = start_turn(&cfg, tls.as_ref()).await?;
     tracing::info!(
         version = crate::OPENVIDU_VERSION,
         listen = %addr,
@@ -117,9 +120,25 @@ async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
                 .await
         }
     };
+    if let Some(turn) = turn {
+        turn.shutdown();
+    }
     result.map_err(AppError::Serve)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The built-in TURN server (`[turn]`); TURN over TLS uses the HTTPS certificate (`[tls]`).
+async fn start_turn(
+    cfg: &Arc<Config>,
+    https: Option<&RustlsConfig>,
+) -> Result<Option<crate::turn::serve::TurnService>, AppError> {
+    let tls = match https {
+        _ if !cfg.turn.enabled || cfg.turn.tls_port == 0 => None,
+        Some(t) => Some(t.get_inner()),
+        None => Some(tls_config(cfg).await?.get_inner()),
+    };
+    crate::turn::serve::start(cfg, tls).map_err(|e| AppError::Turn(e.to_string()))
 }
 
 async fn wait_for_signal() {

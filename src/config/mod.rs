@@ -130,6 +130,14 @@ pub struct TurnConfig {
     pub max_allocations_per_user: usize,
     /// Relayed bytes per second per user; 0 = unlimited.
     pub max_user_bandwidth: u64,
+    /// Local addresses relayed transport addresses are bound on (and advertised as); each
+    /// brings `relay_port_min..=relay_port_max`, so N addresses serve N times the allocations.
+    /// Empty: `media.bind_address` when it is a specific address, else `media.public_ips`.
+    pub relay_ips: Vec<IpAddr>,
+    /// Lowest UDP port of a relayed transport address.
+    pub relay_port_min: u16,
+    /// Highest UDP port of a relayed transport address.
+    pub relay_port_max: u16,
 }
 
 /// `[webhook]`: OpenVidu webhook delivery.
@@ -246,6 +254,9 @@ impl Default for TurnConfig {
             max_allocations: 100_000,
             max_allocations_per_user: 100,
             max_user_bandwidth: 0,
+            relay_ips: Vec::new(),
+            relay_port_min: 49152,
+            relay_port_max: 65535,
         }
     }
 }
@@ -444,6 +455,15 @@ impl Config {
                 parse_cidr(r).map_err(|m| err(key, format!("{r:?}: {m}")))?;
             }
         }
+        if self.turn.relay_port_min == 0 || self.turn.relay_port_min > self.turn.relay_port_max {
+            return Err(err("turn.relay_port_min", "must be 1..=turn.relay_port_max"));
+        }
+        if self.turn.enabled && self.turn_relay_ips().is_empty() {
+            return Err(err(
+                "turn.relay_ips",
+                "required when media.bind_address is unspecified and media.public_ips is empty",
+            ));
+        }
         if self.turn.credential_ttl == 0 {
             return Err(err("turn.credential_ttl", "must be at least 1 second"));
         }
@@ -564,6 +584,17 @@ impl Config {
         } else {
             &self.turn.static_auth_secret
         }
+    }
+
+    /// The addresses TURN relayed transport addresses are bound on (see `turn.relay_ips`).
+    pub fn turn_relay_ips(&self) -> Vec<IpAddr> {
+        if !self.turn.relay_ips.is_empty() {
+            return self.turn.relay_ips.clone();
+        }
+        if !self.media.bind_address.is_unspecified() {
+            return vec![self.media.bind_address];
+        }
+        self.media.public_ips.iter().copied().filter(|ip| !ip.is_unspecified()).collect()
     }
 
     /// The host handed to browsers as `coturnIp`.

@@ -177,12 +177,12 @@ impl<C: ShardCore> Driver<C> {
     }
 
     /// Step 6: publish counters, wake the control plane, count the turn.
-    pub fn end_turn(&mut self, started: Instant) {
+    pub fn end_turn(&mut self, started: Instant, slept: Duration) {
         let dropped = self.tx.take_dropped();
         self.tally.drop(DropReason::TxQueueFull, dropped);
         self.stats.publish(&mut self.tally);
         self.events.flush_wake();
-        let took = started.elapsed();
+        let took = started.elapsed().saturating_sub(slept);
         let overrun = took > OVERRUN;
         self.stats.turn(overrun);
         if overrun && self.last_overrun_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {

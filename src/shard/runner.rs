@@ -27,9 +27,11 @@ pub struct ShardOptions {
     pub backend: IoBackend,
     /// Pin shard `i` to the `i`-th CPU of the process's affinity mask (modulo its size).
     pub pin_threads: bool,
-    /// SO_REUSEPORT on the sockets. Off for media ports (one socket per port: a second
-    /// process binding the same port would otherwise silently take half the traffic); the
-    /// shared TURN listener is the socket that wants it.
+    /// SO_REUSEPORT on the sockets, and every shard binds the **same** port (`port_base`; with
+    /// `port_base` 0 the port the kernel chose for shard 0): the kernel spreads client 5-tuples
+    /// over the shards. Off for media ports (one socket per port: a second process binding the
+    /// same port would otherwise silently take half the traffic); the shared TURN listener is
+    /// the socket that wants it.
     pub reuse_port: bool,
     pub io: IoOptions,
 }
@@ -245,10 +247,13 @@ where
     };
     let cpus = if opts.pin_threads { allowed_cpus() } else { Vec::new() };
     let factory = Arc::new(factory);
-    let mut shards = Vec::with_capacity(n);
+    let mut shards: Vec<ShardHandle<C>> = Vec::with_capacity(n);
     for index in 0..n {
-        let port =
-            if opts.port_base == 0 { 0 } else { opts.port_base.saturating_add(index as u16) };
+        let port = match shards.first() {
+            Some(first) if opts.reuse_port => first.info.local_addr.port(),
+            _ if opts.reuse_port || opts.port_base == 0 => opts.port_base,
+            _ => opts.port_base.saturating_add(index as u16),
+        };
         let addr = SocketAddr::new(opts.bind_address, port);
         let (socket, sock) = bind_udp(addr, opts.reuse_port, opts.io.socket_buffer, opts.io.gro)
             .map_err(|source| SpawnError::Bind { addr, source })?;

@@ -4,9 +4,12 @@
 //! `base64(HMAC-SHA1(secret, username))`). Keys of static users are computed once; REST keys
 //! once per allocation (the allocation keeps its key).
 //!
-//! The nonce is stateless: 4 bytes of issue time and 8 bytes of HMAC-SHA256 over the time and
-//! the client address, base64url: 16 characters, so an unauthenticated 401 stays smaller than
-//! the request that provoked it. A nonce older than [`NONCE_LIFETIME`] gets 438 Stale Nonce.
+//! The nonce is stateless: the issue time in seconds modulo 2^16 and 4 bytes of HMAC-SHA256
+//! over that time and the client address, base64url: 8 characters, so the 401 challenge (with
+//! the default 7-character realm) fits in 52 bytes, the size of the smallest Allocate coturn's
+//! clients send, and an unauthenticated answer never exceeds its request. A nonce older than
+//! [`NONCE_LIFETIME`] gets 438 Stale Nonce. (The nonce only proves freshness and the client
+//! address; a forged or replayed one still needs the password for MESSAGE-INTEGRITY.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -73,14 +76,14 @@ impl Credentials {
 
     /// A fresh nonce for `client` at `unix` seconds.
     pub fn nonce(&self, unix: u64, client: SocketAddr) -> String {
-        let ts = (unix as u32).to_be_bytes();
-        let mut raw = [0u8; 12];
-        raw[..4].copy_from_slice(&ts);
-        raw[4..].copy_from_slice(&self.nonce_mac(&ts, client));
+        let ts = (unix as u16).to_be_bytes();
+        let mut raw = [0u8; 6];
+        raw[..2].copy_from_slice(&ts);
+        raw[2..].copy_from_slice(&self.nonce_mac(&ts, client));
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    fn nonce_mac(&self, ts: &[u8; 4], client: SocketAddr) -> [u8; 8] {
+    fn nonce_mac(&self, ts: &[u8; 2], client: SocketAddr) -> [u8; 4] {
         // Invariant: HMAC accepts keys of any length.
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.nonce_key).expect("hmac key");
         mac.update(ts);
@@ -90,28 +93,29 @@ impl Credentials {
         }
         mac.update(&client.port().to_be_bytes());
         let full = mac.finalize().into_bytes();
-        let mut out = [0u8; 8];
-        out.copy_from_slice(&full[..8]);
+        let mut out = [0u8; 4];
+        out.copy_from_slice(&full[..4]);
         out
     }
 
     /// Checks that `nonce` is ours, for `client`, and fresh at `unix`.
     pub fn check_nonce(&self, nonce: &str, unix: u64, client: SocketAddr) -> Result<(), AuthError> {
-        let mut raw = [0u8; 12];
+        let mut raw = [0u8; 6];
         match URL_SAFE_NO_PAD.decode_slice(nonce.as_bytes(), &mut raw) {
-            Ok(12) => {}
+            Ok(6) => {}
             _ => return Err(AuthError::StaleNonce),
         }
-        let ts: [u8; 4] = [raw[0], raw[1], raw[2], raw[3]];
+        let ts: [u8; 2] = [raw[0], raw[1]];
         let expected = self.nonce_mac(&ts, client);
         // Constant-time enough for a MAC compare of fixed length: fold the differences.
-        let diff = expected.iter().zip(&raw[4..]).fold(0u8, |d, (a, b)| d | (a ^ b));
+        let diff = expected.iter().zip(&raw[2..]).fold(0u8, |d, (a, b)| d | (a ^ b));
         if diff != 0 {
             return Err(AuthError::StaleNonce);
         }
-        let issued = u32::from_be_bytes(ts) as u64;
-        let now = unix & 0xffff_ffff;
-        if now < issued || now - issued > NONCE_LIFETIME {
+        // Seconds modulo 2^16: the age is the wrapping difference (a nonce "from the future"
+        // wraps to a large age and is stale).
+        let age = (unix as u16).wrapping_sub(u16::from_be_bytes(ts)) as u64;
+        if age > NONCE_LIFETIME {
             return Err(AuthError::StaleNonce);
         }
         Ok(())
@@ -179,7 +183,7 @@ mod tests {
     fn nonce_is_short_bound_to_the_client_and_expires() {
         let c = creds();
         let n = c.nonce(1_000_000, client());
-        assert_eq!(n.len(), 16);
+        assert_eq!(n.len(), 8);
         assert_eq!(c.check_nonce(&n, 1_000_000 + NONCE_LIFETIME, client()), Ok(()));
         assert_eq!(
             c.check_nonce(&n, 1_000_001 + NONCE_LIFETIME, client()),

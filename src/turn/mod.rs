@@ -3,11 +3,17 @@
 //!
 //! - [`auth`]: realm, stateless nonces, static users and the `use-auth-secret` REST scheme;
 //! - [`policy`]: which peers an allocation may reach (internal ranges denied by default);
-//! - [`server`]: the state machine the shards drive (see its docs for the run loop).
+//! - [`server`]: the state machine the shards drive (see its docs for the run loop);
+//! - [`shard`]: that state machine as a data-plane shard core (UDP listener + relay sockets);
+//! - [`serve`]: starting it all from the configuration (UDP shards, the TCP/TLS thread of
+//!   `stream`), the [`serve::TurnService`] the binary holds.
 
 pub mod auth;
 pub mod policy;
+pub mod serve;
 pub mod server;
+pub mod shard;
+mod stream;
 
 pub use auth::{Credentials, rest_credentials};
 pub use policy::PeerPolicy;

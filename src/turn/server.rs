@@ -344,6 +344,21 @@ impl TurnServer {
         self.next_sweep = Some(t + Duration::from_secs(1));
     }
 
+    /// Ends the allocation of relayed address `relay` (the shell could not open its socket).
+    pub fn remove_relay(&mut self, relay: SocketAddr) {
+        if let Some(&i) = self.by_relay.get(&relay) {
+            self.remove(i);
+        }
+    }
+
+    /// Ends the allocation of `five` (its TCP or TLS connection closed: over a stream an
+    /// allocation lives as long as the connection, RFC 8656 §3.1).
+    pub fn remove_allocation(&mut self, five: &FiveTuple) {
+        if let Some(&i) = self.by_client.get(five) {
+            self.remove(i);
+        }
+    }
+
     fn remove(&mut self, i: usize) {
         let Some(a) = self.allocations[i].take() else { return };
         self.by_client.remove(&a.five);
@@ -415,8 +430,13 @@ impl TurnServer {
             }
             Some(w.finish())
         })();
+        // A Binding answer carries the XOR-MAPPED-ADDRESS the request asked for (12 bytes for
+        // IPv4, 24 for IPv6) and nothing else: a bare 20-byte request (turnutils_stunclient,
+        // browsers' STUN checks) must be answered, so Binding alone may exceed the request by
+        // exactly that attribute; every other unauthenticated answer stays within the request.
+        let mapped = if five.client.is_ipv4() { 12 } else { 24 };
         match written {
-            Some(len) if len <= req_len => FromClient::Reply { len },
+            Some(len) if len <= req_len + mapped => FromClient::Reply { len },
             Some(_) => self.drop(DropReason::Amplification),
             None => self.drop(DropReason::BufferTooSmall),
         }
@@ -866,7 +886,7 @@ impl TurnServer {
     ) -> Result<Vec<Attr>, Fail> {
         let i = existing.ok_or(MISMATCH)?;
         let number = msg.channel_number().map_err(|_| BAD_REQUEST)?.ok_or(BAD_REQUEST)?;
-        if !(0x4000..=0x4FFF).contains(&number) {
+        if !crate::wire::channel_data::CHANNELS.contains(&number) {
             return Err(BAD_REQUEST);
         }
         let peer = msg.xor_peer_address().map_err(|_| BAD_REQUEST)?.ok_or(BAD_REQUEST)?;

@@ -523,3 +523,39 @@ fn more_relay_addresses_give_more_allocations() {
     });
     assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508));
 }
+
+#[test]
+fn bare_binding_is_answered_with_the_mapped_address_only() {
+    let mut fx = Fx::default();
+    let mut bare = vec![0u8; 20];
+    let n = StunWriter::new(&mut bare, Class::Request, Method::BINDING, &[5; 12]).unwrap().finish();
+    assert_eq!(n, 20);
+    let (r, resp) = fx.send(&bare);
+    assert_eq!(r, FromClient::Reply { len: 32 }, "20-byte request, 12-byte XOR-MAPPED-ADDRESS");
+    let v = StunView::parse(&resp).unwrap();
+    assert_eq!(v.class(), Class::SuccessResponse);
+    assert_eq!(v.xor_mapped_address().unwrap(), Some(fx.five.client));
+    // IPv6 client: 24 bytes of attribute.
+    fx.five.client = "[2001:db8::9]:5000".parse().unwrap();
+    let (r, _) = fx.send(&bare);
+    assert_eq!(r, FromClient::Reply { len: 44 });
+}
+
+#[test]
+fn smallest_coturn_allocate_gets_its_challenge() {
+    // turnutils_uclient -c: REQUESTED-TRANSPORT, LIFETIME, REQUESTED-ADDRESS-FAMILY, FINGERPRINT.
+    let mut fx = Fx::default();
+    let mut buf = vec![0u8; 64];
+    let mut w = StunWriter::new(&mut buf, Class::Request, Method::ALLOCATE, &[8; 12]).unwrap();
+    w.requested_transport(TRANSPORT_UDP).unwrap();
+    w.lifetime(777).unwrap();
+    w.attribute(attr::REQUESTED_ADDRESS_FAMILY, &[1, 0, 0, 0]).unwrap();
+    w.fingerprint().unwrap();
+    let n = w.finish();
+    assert_eq!(n, 52);
+    let (r, resp) = fx.send(&buf[..n]);
+    assert!(matches!(r, FromClient::Reply { len } if len <= 52), "{r:?}");
+    let v = StunView::parse(&resp).unwrap();
+    assert_eq!(v.error_code().unwrap().unwrap().0, 401);
+    assert!(v.nonce().unwrap().is_some() && v.realm().unwrap() == Some(REALM));
+}

@@ -1,7 +1,7 @@
 //! TURN ChannelData messages (RFC 8656 §12.4, §12.5) and the stream framing of TURN over TCP
 //! and TLS (RFC 8656 §12.5, RFC 6062).
 //!
-//! Header: channel number (2 bytes, 0x4000..=0x4FFF), length of the application data (2 bytes),
+//! Header: channel number (2 bytes, [`CHANNELS`]), length of the application data (2 bytes),
 //! then the data. Over UDP the datagram may carry up to 3 bytes of padding after the data (it
 //! is ignored); over TCP/TLS every ChannelData message is padded to a multiple of 4 bytes.
 
@@ -10,10 +10,17 @@ use super::error::{WireError, WireResult};
 /// Size of the ChannelData header.
 pub const HEADER_LEN: usize = 4;
 
-/// Cheap check: first byte 0x40..=0x4F (RFC 7983 range 64..=79) and a full header.
+/// Channel numbers accepted: RFC 5766's 0x4000..=0x7FFF. RFC 8656 narrowed the range to
+/// 0x4000..=0x4FFF (so RFC 7983 can demultiplex TURN channels with media on one port), but
+/// coturn's clients (`turnutils_uclient`) still pick numbers from the whole old range; a
+/// dedicated TURN port has nothing else to tell them from. The RFC 7983 media demux
+/// (`wire::demux`) keeps 64..=79.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+
+/// Cheap check: first byte 0x40..=0x7F (see [`CHANNELS`]) and a full header.
 #[inline]
 pub fn is_channel_data(buf: &[u8]) -> bool {
-    buf.len() >= HEADER_LEN && (0x40..=0x4F).contains(&buf[0])
+    buf.len() >= HEADER_LEN && (0x40..=0x7F).contains(&buf[0])
 }
 
 /// A ChannelData message borrowing its datagram.
@@ -29,8 +36,8 @@ impl<'a> ChannelDataView<'a> {
         let [a, b, c, d] =
             *buf.first_chunk::<4>().ok_or(WireError::Truncated("channel-data: header"))?;
         let channel = u16::from_be_bytes([a, b]);
-        if !(0x4000..=0x4FFF).contains(&channel) {
-            return Err(WireError::Malformed("channel-data: channel outside 0x4000..=0x4FFF"));
+        if !CHANNELS.contains(&channel) {
+            return Err(WireError::Malformed("channel-data: channel outside 0x4000..=0x7FFF"));
         }
         let len = u16::from_be_bytes([c, d]) as usize;
         let data = buf
@@ -56,8 +63,8 @@ impl<'a> ChannelDataView<'a> {
 /// Writes the 4-byte header for `channel` and `data_len` at the start of `buf` (for relaying in
 /// place: receive the peer's datagram at offset 4 of the send buffer, then write the header).
 pub fn write_header(buf: &mut [u8], channel: u16, data_len: usize) -> WireResult<()> {
-    if !(0x4000..=0x4FFF).contains(&channel) {
-        return Err(WireError::InvalidArgument("channel-data: channel outside 0x4000..=0x4FFF"));
+    if !CHANNELS.contains(&channel) {
+        return Err(WireError::InvalidArgument("channel-data: channel outside 0x4000..=0x7FFF"));
     }
     let len = u16::try_from(data_len)
         .map_err(|_| WireError::InvalidArgument("channel-data: data over 65535 bytes"))?;
@@ -126,8 +133,8 @@ pub fn stream_frame_len(buf: &[u8]) -> WireResult<Option<StreamFrame>> {
         }
         0b01 => {
             let channel = u16::from_be_bytes([a, b]);
-            if !(0x4000..=0x4FFF).contains(&channel) {
-                return Err(WireError::Malformed("stream: channel outside 0x4000..=0x4FFF"));
+            if !CHANNELS.contains(&channel) {
+                return Err(WireError::Malformed("stream: channel outside 0x4000..=0x7FFF"));
             }
             Ok(Some(StreamFrame::ChannelData {
                 len: HEADER_LEN + len + (4 - len % 4) % 4,
@@ -155,7 +162,8 @@ mod tests {
         let v = ChannelDataView::parse(&buf[..n]).unwrap();
         assert_eq!(v.data(), b"hello");
         assert!(ChannelDataView::parse(&buf[..8]).is_err());
-        assert!(ChannelDataView::parse(&[0x50, 0, 0, 0]).is_err());
+        assert!(ChannelDataView::parse(&[0x56, 0xd8, 0, 0]).is_ok(), "coturn's clients use it");
+        assert!(ChannelDataView::parse(&[0x80, 0, 0, 0]).is_err());
         assert!(ChannelDataView::parse(&[0x40, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(write(&mut buf, 0x3FFF, b"", false).is_err());
         assert!(write(&mut buf[..5], 0x4000, b"xx", false).is_err());

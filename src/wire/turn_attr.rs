@@ -50,7 +50,7 @@ impl<'a> StunView<'a> {
         PeerAddresses { attrs: self.attributes(), txid: self.transaction_id() }
     }
 
-    /// CHANNEL-NUMBER (the RFFU half must be zero; range check is the caller's, 0x4000..=0x4FFF).
+    /// CHANNEL-NUMBER (the RFFU half must be zero; range check is the caller's, `channel_data::CHANNELS`).
     pub fn channel_number(&self) -> WireResult<Option<u16>> {
         match self.attribute(attr::CHANNEL_NUMBER) {
             None => Ok(None),
@@ -151,10 +151,10 @@ impl<'a> StunWriter<'a> {
         self.xor_address(attr::XOR_PEER_ADDRESS, a)
     }
 
-    /// CHANNEL-NUMBER (0x4000..=0x4FFF).
+    /// CHANNEL-NUMBER (`channel_data::CHANNELS`).
     pub fn channel_number(&mut self, channel: u16) -> WireResult<&mut Self> {
-        if !(0x4000..=0x4FFF).contains(&channel) {
-            return Err(WireError::InvalidArgument("turn: channel outside 0x4000..=0x4FFF"));
+        if !super::channel_data::CHANNELS.contains(&channel) {
+            return Err(WireError::InvalidArgument("turn: channel outside 0x4000..=0x7FFF"));
         }
         let c = channel.to_be_bytes();
         self.attribute(attr::CHANNEL_NUMBER, &[c[0], c[1], 0, 0])

@@ -407,7 +407,11 @@ impl<C: ShardCore> EpollShard<C> {
             } else {
                 self.drv.wait_timeout(Instant::now())
             };
-            match self.poll.poll(&mut self.events, Some(wait)) {
+            let before_wait = Instant::now();
+            let polled = self.poll.poll(&mut self.events, Some(wait));
+            // Time asleep in the kernel is not work: it does not count towards an overrun.
+            let slept = before_wait.elapsed();
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -429,7 +433,7 @@ impl<C: ShardCore> EpollShard<C> {
                     }
                 }
             }
-            self.drv.end_turn(started);
+            self.drv.end_turn(started, slept);
         }
         self.drv.stats.publish(&mut self.drv.tally);
         Ok(())

@@ -532,6 +532,7 @@ impl<C: ShardCore> UringShard<C> {
 
             let ready = !self.ring.completion().is_empty();
             let wait = if ready { Duration::ZERO } else { self.drv.wait_timeout(started) };
+            let before_wait = Instant::now();
             let r = if wait.is_zero() {
                 self.ring.submit()
             } else {
@@ -539,6 +540,8 @@ impl<C: ShardCore> UringShard<C> {
                 let args = SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
             };
+            // Time asleep in the kernel is not work: it does not count towards an overrun.
+            let slept = if wait.is_zero() { Duration::ZERO } else { before_wait.elapsed() };
             if let Err(e) = r {
                 match e.raw_os_error() {
                     Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
@@ -566,7 +569,7 @@ impl<C: ShardCore> UringShard<C> {
                 }
             }
             self.socket_ops(now);
-            self.drv.end_turn(started);
+            self.drv.end_turn(started, slept);
         };
         self.shutdown_ops();
         result

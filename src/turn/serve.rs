@@ -1,0 +1,231 @@
+//! Running the TURN server: [`start`] reads `[turn]`, starts the UDP shards (one [`TurnShard`]
+//! per shard, all bound to `[turn] port` with SO_REUSEPORT) and the TCP/TLS listener thread
+//! ([`super::stream`]), and returns the [`TurnService`] that stops them.
+//!
+//! Relayed transport addresses: every relay IP brings the port range
+//! `relay_port_min..=relay_port_max`, cut into `shards + 1` disjoint slices: shard `i` relays
+//! from slice `i`, the stream thread from the last one. A slice is a shard's own, so no two
+//! threads ever bind the same port and no relayed packet crosses threads.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::shard::{TurnCommand, TurnReport, TurnShard, TurnShardStats};
+use super::stream::StreamServer;
+use super::{Credentials, PeerPolicy, TurnServer, TurnSettings};
+use crate::config::Config;
+use crate::io::IoOptions;
+use crate::shard::{ShardHandles, ShardOptions, SpawnError, spawn_shards_with};
+
+/// Why the TURN server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnStartError {
+    #[error("TURN UDP shards: {0}")]
+    Shards(#[from] SpawnError),
+    #[error("TURN TCP/TLS listener on {addr}: {source}")]
+    Stream { addr: SocketAddr, source: std::io::Error },
+    #[error("TURN: {0}")]
+    Config(String),
+}
+
+/// The running TURN server.
+pub struct TurnService {
+    shards: ShardHandles<TurnShard>,
+    stream: Option<StreamServer>,
+    udp: SocketAddr,
+}
+
+impl std::fmt::Debug for TurnService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnService").field("udp", &self.udp).field("shards", &self.shards).finish()
+    }
+}
+
+impl TurnService {
+    /// The UDP listener's address (every shard's).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp
+    }
+
+    /// The TCP and TLS listeners' addresses.
+    pub fn stream_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.stream.as_ref().map_or((None, None), |s| (Some(s.tcp_addr()), s.tls_addr()))
+    }
+
+    /// Counters of every UDP shard (asks each shard; waits at most `timeout` per shard).
+    pub fn reports(&mut self, timeout: Duration) -> Vec<TurnShardStats> {
+        let mut out = Vec::new();
+        for s in self.shards.iter_mut() {
+            if s.commands().send(TurnCommand::Report).is_err() {
+                continue;
+            }
+            if let Some(TurnReport(st)) = s.events().recv_timeout(timeout) {
+                out.push(st);
+            }
+        }
+        out
+    }
+
+    /// Stops the shards and the stream thread and waits for them.
+    pub fn shutdown(self) {
+        if let Some(s) = self.stream {
+            s.shutdown();
+        }
+        if let Err(e) = self.shards.shutdown() {
+            tracing::warn!(error = %e, "TURN shard ended with an error");
+        }
+        tracing::info!("TURN server stopped");
+    }
+}
+
+/// Everything one TURN server instance needs, derived from the configuration once.
+#[derive(Clone)]
+pub(crate) struct TurnPlan {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub relay_ips: Vec<IpAddr>,
+    /// Per shard, then the stream thread's slice last.
+    pub slices: Vec<Range<u16>>,
+    pub max_allocations_per_instance: usize,
+    pub nonce_key: [u8; 32],
+}
+
+impl TurnPlan {
+    pub fn new(cfg: &Config) -> Result<TurnPlan, TurnStartError> {
+        let relay_ips = cfg.turn_relay_ips();
+        if relay_ips.is_empty() {
+            return Err(TurnStartError::Config("no relay address (turn.relay_ips)".into()));
+        }
+        let shards = match cfg.effective_shards() {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let (lo, hi) = (cfg.turn.relay_port_min as u32, cfg.turn.relay_port_max as u32 + 1);
+        let parts = shards as u32 + 1;
+        let per = (hi - lo) / parts;
+        if per == 0 {
+            return Err(TurnStartError::Config(format!(
+                "turn.relay_port_min..=relay_port_max holds fewer ports than shards + 1 ({parts})"
+            )));
+        }
+        let slices = (0..parts)
+            .map(|i| {
+                let start = lo + i * per;
+                let end = if i + 1 == parts { hi } else { start + per };
+                start as u16..end.min(u16::MAX as u32 + 1) as u16
+            })
+            .collect();
+        let mut nonce_key = [0u8; 32];
+        rand::fill(&mut nonce_key);
+        Ok(TurnPlan {
+            listen: SocketAddr::new(cfg.media.bind_address, cfg.turn.port),
+            shards,
+            relay_ips,
+            slices,
+            max_allocations_per_instance: cfg.turn.max_allocations.div_ceil(shards).max(1),
+            nonce_key,
+        })
+    }
+
+    /// A TURN server core for slice `slice`.
+    pub fn server(&self, cfg: &Config, slice: usize) -> TurnServer {
+        let t = &cfg.turn;
+        let settings = TurnSettings {
+            max_allocations: self.max_allocations_per_instance,
+            max_allocations_per_user: t.max_allocations_per_user,
+            max_user_bandwidth: t.max_user_bandwidth,
+            relay_ips: self.relay_ips.clone(),
+            relay_ports: self.slices[slice].clone(),
+            ..TurnSettings::default()
+        };
+        let secret = cfg.turn_secret();
+        let creds = Credentials::new(&t.realm, &t.users, Some(secret), self.nonce_key);
+        let mut own = self.relay_ips.clone();
+        own.push(cfg.media.bind_address);
+        own.extend(cfg.media_public_ips());
+        own.retain(|ip| !ip.is_unspecified());
+        TurnServer::new(settings, creds, PeerPolicy::from_config(t, own))
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: every allocation holds a socket.
+fn raise_fd_limit() -> u64 {
+    // SAFETY: all-zero is a valid rlimit; getrlimit fills it.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+        // SAFETY: valid pointer; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            r.rlim_cur = r.rlim_max;
+        }
+    }
+    r.rlim_cur as u64
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Starts the TURN server when `[turn] enabled` (`Ok(None)` otherwise). `tls` serves TURN over
+/// TLS on `[turn] tls_port` (required when that port is set).
+pub fn start(
+    cfg: &Arc<Config>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<Option<TurnService>, TurnStartError> {
+    if !cfg.turn.enabled {
+        return Ok(None);
+    }
+    let plan = TurnPlan::new(cfg)?;
+    let fds = raise_fd_limit();
+    let ports: usize = plan.slices.iter().map(|r| r.len()).sum::<usize>() * plan.relay_ips.len();
+    let opts = ShardOptions {
+        shards: plan.shards,
+        bind_address: plan.listen.ip(),
+        port_base: plan.listen.port(),
+        backend: cfg.media.io_backend,
+        pin_threads: cfg.media.pin_threads,
+        reuse_port: true,
+        io: IoOptions::default(),
+    };
+    let (anchor, anchor_unix) = (Instant::now(), unix_now());
+    let (c, p) = (cfg.clone(), plan.clone());
+    let shards = spawn_shards_with(&opts, move |info| {
+        TurnShard::new(p.server(&c, info.index), info.local_addr, anchor, anchor_unix)
+    })?;
+    let udp = shards.get(0).map_or(plan.listen, |s| s.info().local_addr);
+    let tcp_addr = SocketAddr::new(plan.listen.ip(), udp.port());
+    let tls_addr =
+        (cfg.turn.tls_port != 0).then(|| SocketAddr::new(plan.listen.ip(), cfg.turn.tls_port));
+    if tls_addr.is_some() && tls.is_none() {
+        return Err(TurnStartError::Config("turn.tls_port needs a [tls] certificate".into()));
+    }
+    let server = plan.server(cfg, plan.shards);
+    let stream = StreamServer::start(server, tcp_addr, tls_addr.zip(tls), anchor, anchor_unix)
+        .map_err(|(addr, source)| TurnStartError::Stream { addr, source })?;
+    tracing::info!(
+        udp = %udp,
+        tcp = %stream.tcp_addr(),
+        tls = ?stream.tls_addr(),
+        shards = plan.shards,
+        backend = ?shards.backend(),
+        relay_ips = ?plan.relay_ips,
+        relay_ports = ports,
+        open_file_limit = fds,
+        "TURN server listening"
+    );
+    if (fds as usize) < ports.min(cfg.turn.max_allocations) {
+        tracing::warn!(
+            open_file_limit = fds,
+            wanted = ports.min(cfg.turn.max_allocations),
+            "the open-file limit caps TURN allocations below turn.max_allocations: raise \
+             LimitNOFILE"
+        );
+    }
+    Ok(Some(TurnService { shards, stream: Some(stream), udp }))
+}

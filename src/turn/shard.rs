@@ -1,0 +1,307 @@
+//! The TURN server as a shard core: [`TurnShard`] drives one [`TurnServer`] inside a data-plane
+//! shard (sans-IO: the shell lends buffers and passes `now`).
+//!
+//! Sockets: [`SocketId::MAIN`] is the shard's TURN listener (UDP `[turn] port`, SO_REUSEPORT in
+//! every shard, so the kernel keeps each client 5-tuple on one shard); every allocation's
+//! relayed address is one more socket of the same shard, opened and closed through
+//! [`SocketOp`] when the server reports [`TurnEvent::RelayOpened`] / `RelayClosed`. Socket ids
+//! are recycled through a free list, so the per-id tables stay as large as the peak allocation
+//! count. Each shard relays from its own slice of the relay port range (see
+//! [`crate::turn::serve`]), so shards never compete for a port.
+//!
+//! Per datagram:
+//! 1. on the listener: [`TurnServer::handle_client`] writes a reply straight into a lent
+//!    [`TxQueue`] slot (sent from the address the request came to), or names the payload range
+//!    to relay, which is copied once into the slot and sent from the relay socket;
+//! 2. on a relay socket: the payload is copied once into a slot at [`PEER_HEADROOM`],
+//!    [`TurnServer::handle_peer`] writes the ChannelData or Data-indication header in front of
+//!    it in the slot, and the slot's byte range goes to the client from the listener.
+//!
+//! Drops are counted by reason ([`TurnShardStats`]); nothing on this path allocates.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::server::{DropReason, FromClient, FromPeer, PEER_HEADROOM, TurnCounters};
+use super::{FiveTuple, Now, Transport, TurnEvent, TurnServer};
+use crate::shard::{RecvMeta, ShardCore, SocketId, SocketOp, TX_SLOT_SIZE, TxQueue};
+
+/// A control-plane request to a TURN shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnCommand {
+    /// Report [`TurnShardStats`] as a [`TurnReport`].
+    Report,
+}
+
+/// A TURN shard's answer to [`TurnCommand::Report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnReport(pub TurnShardStats);
+
+/// Counters of one TURN shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnShardStats {
+    pub allocations: u64,
+    pub allocations_created: u64,
+    pub allocations_expired: u64,
+    pub auth_failures: u64,
+    pub relayed_to_peer: u64,
+    pub relayed_to_client: u64,
+    /// Drops by reason, in [`DROP_LABELS`] order.
+    pub drops: [u64; DROP_LABELS.len()],
+    /// Relay sockets the kernel refused to open (the allocation was then removed).
+    pub relay_open_failed: u64,
+}
+
+/// Labels of [`TurnShardStats::drops`].
+pub const DROP_LABELS: [&str; 11] = [
+    "turn_malformed",
+    "turn_not_a_request",
+    "turn_no_allocation",
+    "turn_no_permission",
+    "turn_no_channel",
+    "turn_amplification",
+    "turn_bandwidth",
+    "turn_buffer_too_small",
+    "turn_peer_denied",
+    "turn_tx_full",
+    "turn_unknown_socket",
+];
+
+fn drop_index(r: DropReason) -> usize {
+    match r {
+        DropReason::Malformed => 0,
+        DropReason::NotARequest => 1,
+        DropReason::NoAllocation => 2,
+        DropReason::NoPermission => 3,
+        DropReason::NoChannel => 4,
+        DropReason::Amplification => 5,
+        DropReason::BandwidthExceeded => 6,
+        DropReason::BufferTooSmall => 7,
+        DropReason::PeerDenied(_) => 8,
+    }
+}
+const DROP_TX_FULL: usize = 9;
+const DROP_UNKNOWN_SOCKET: usize = 10;
+
+/// One shard's TURN endpoint.
+pub struct TurnShard {
+    server: TurnServer,
+    /// The clock anchor: Unix seconds at `anchor`.
+    anchor: Instant,
+    anchor_unix: u64,
+    /// The listener's address (its IP may be unspecified: replies then leave from the address
+    /// the request arrived on, `RecvMeta::dst_ip`).
+    listen: SocketAddr,
+    relay_ids: HashMap<SocketAddr, SocketId>,
+    /// By socket id: the relayed address it serves.
+    relay_of: Vec<Option<SocketAddr>>,
+    free_ids: Vec<u32>,
+    socket_ops: VecDeque<SocketOp>,
+    report: Option<TurnReport>,
+    drops: [u64; DROP_LABELS.len()],
+    relay_open_failed: u64,
+    next_compact: Option<Instant>,
+}
+
+impl TurnShard {
+    /// A shard core around `server`, listening on `listen`. `anchor` and `anchor_unix` are the
+    /// same moment on the monotonic and the Unix clock (read once by the shell).
+    pub fn new(server: TurnServer, listen: SocketAddr, anchor: Instant, anchor_unix: u64) -> Self {
+        TurnShard {
+            server,
+            anchor,
+            anchor_unix,
+            listen,
+            relay_ids: HashMap::new(),
+            relay_of: vec![None],
+            free_ids: Vec::new(),
+            socket_ops: VecDeque::new(),
+            report: None,
+            drops: [0; DROP_LABELS.len()],
+            relay_open_failed: 0,
+            next_compact: None,
+        }
+    }
+
+    fn now(&self, t: Instant) -> Now {
+        Now { mono: t, unix: self.anchor_unix + t.saturating_duration_since(self.anchor).as_secs() }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> TurnShardStats {
+        let c: TurnCounters = self.server.counters;
+        TurnShardStats {
+            allocations: self.server.allocation_count() as u64,
+            allocations_created: c.allocations_created,
+            allocations_expired: c.allocations_expired,
+            auth_failures: c.auth_failures,
+            relayed_to_peer: c.relayed_to_peer,
+            relayed_to_client: c.relayed_to_client,
+            drops: self.drops,
+            relay_open_failed: self.relay_open_failed,
+        }
+    }
+
+    /// The server (tests, reports).
+    pub fn server(&self) -> &TurnServer {
+        &self.server
+    }
+
+    /// Relayed addresses opened or closed by the server -> socket requests.
+    fn drain_server_events(&mut self) {
+        while let Some(ev) = self.server.poll_event() {
+            match ev {
+                TurnEvent::RelayOpened(addr) => {
+                    let id = match self.free_ids.pop() {
+                        Some(id) => id,
+                        None => {
+                            self.relay_of.push(None);
+                            (self.relay_of.len() - 1) as u32
+                        }
+                    };
+                    self.relay_of[id as usize] = Some(addr);
+                    self.relay_ids.insert(addr, SocketId(id));
+                    self.socket_ops.push_back(SocketOp::Open { id: SocketId(id), addr });
+                }
+                TurnEvent::RelayClosed(addr) => {
+                    if let Some(id) = self.relay_ids.remove(&addr) {
+                        self.relay_of[id.0 as usize] = None;
+                        self.free_ids.push(id.0);
+                        self.socket_ops.push_back(SocketOp::Close { id });
+                    }
+                }
+            }
+        }
+    }
+
+    fn count(&mut self, r: DropReason) {
+        tracing::trace!(reason = r.reason(), "TURN datagram dropped");
+        self.drops[drop_index(r)] += 1;
+    }
+
+    fn client_datagram(&mut self, now: Now, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
+        let server_ip = meta.dst_ip.unwrap_or(self.listen.ip());
+        let five = FiveTuple {
+            client: meta.src,
+            server: SocketAddr::new(server_ip, meta.dst_port),
+            transport: Transport::Udp,
+        };
+        let Some(mut slot) = tx.push(meta.src) else {
+            self.drops[DROP_TX_FULL] += 1;
+            return;
+        };
+        match self.server.handle_client(now, five, buf, slot.buf()) {
+            FromClient::Reply { len } => {
+                slot.set_source(meta.dst_ip);
+                slot.commit(len);
+            }
+            FromClient::Relay { relay, peer, range } => {
+                let Some(&id) = self.relay_ids.get(&relay) else {
+                    self.drops[DROP_UNKNOWN_SOCKET] += 1;
+                    return;
+                };
+                let len = range.len();
+                slot.buf()[..len].copy_from_slice(&buf[range]);
+                slot.set_destination(peer);
+                slot.set_socket(id);
+                slot.commit(len);
+            }
+            FromClient::Drop(r) => self.count(r),
+        }
+    }
+
+    fn peer_datagram(&mut self, now: Now, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
+        let Some(Some(relay)) = self.relay_of.get(meta.socket.0 as usize).copied() else {
+            self.drops[DROP_UNKNOWN_SOCKET] += 1;
+            return;
+        };
+        let len = buf.len();
+        // Room for the header in front and stream padding behind (RFC 8656 §12.5).
+        if PEER_HEADROOM + len + 3 > TX_SLOT_SIZE {
+            self.count(DropReason::BufferTooSmall);
+            return;
+        }
+        let Some(mut slot) = tx.push(meta.src) else {
+            self.drops[DROP_TX_FULL] += 1;
+            return;
+        };
+        let payload = PEER_HEADROOM..PEER_HEADROOM + len;
+        slot.buf()[payload.clone()].copy_from_slice(buf);
+        match self.server.handle_peer(now, relay, meta.src, slot.buf(), payload) {
+            FromPeer::ToClient { five, range } => {
+                slot.set_destination(five.client);
+                slot.set_source(Some(five.server.ip()).filter(|ip| !ip.is_unspecified()));
+                slot.commit_range(range);
+            }
+            FromPeer::Drop(r) => self.count(r),
+        }
+    }
+}
+
+impl ShardCore for TurnShard {
+    type Command = TurnCommand;
+    type Event = TurnReport;
+
+    fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
+        let now = self.now(now);
+        if meta.socket == SocketId::MAIN {
+            self.client_datagram(now, meta, buf, tx);
+            self.drain_server_events();
+        } else {
+            self.peer_datagram(now, meta, buf, tx);
+        }
+    }
+
+    fn handle_command(&mut self, _now: Instant, cmd: TurnCommand, _tx: &mut TxQueue) {
+        match cmd {
+            TurnCommand::Report => self.report = Some(TurnReport(self.stats())),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant, _tx: &mut TxQueue) {
+        let t = self.now(now);
+        if self.server.poll_timeout().is_some_and(|d| d <= now) {
+            self.server.handle_timeout(t);
+            self.drain_server_events();
+        }
+        if self.next_compact.is_none_or(|d| d <= now) {
+            self.server.compact_users();
+            self.next_compact = Some(now + Duration::from_secs(60));
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let sweep = self.server.poll_timeout();
+        match (sweep, self.next_compact) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<TurnReport> {
+        self.report.take()
+    }
+
+    fn poll_socket_op(&mut self) -> Option<SocketOp> {
+        self.socket_ops.pop_front()
+    }
+
+    fn handle_socket_error(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        err: ErrorKind,
+        _tx: &mut TxQueue,
+    ) {
+        // The relayed address cannot be served: end the allocation (the client's next Refresh
+        // gets 437 and it allocates again, most likely on another port).
+        self.relay_open_failed += 1;
+        let Some(Some(addr)) = self.relay_of.get(id.0 as usize).copied() else { return };
+        tracing::warn!(relay = %addr, error = ?err, "cannot open a TURN relay socket");
+        let _ = now;
+        self.server.remove_relay(addr);
+        self.drain_server_events();
+    }
+}
