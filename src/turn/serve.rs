@@ -90,6 +90,7 @@ pub(crate) struct TurnPlan {
     pub slices: Vec<Range<u16>>,
     pub max_allocations_per_instance: usize,
     pub nonce_key: [u8; 32],
+    pub token_key: u64,
 }
 
 impl TurnPlan {
@@ -126,6 +127,7 @@ impl TurnPlan {
             slices,
             max_allocations_per_instance: cfg.turn.max_allocations.div_ceil(shards).max(1),
             nonce_key,
+            token_key: rand::random(),
         })
     }
 
@@ -138,6 +140,7 @@ impl TurnPlan {
             max_user_bandwidth: t.max_user_bandwidth,
             relay_ips: self.relay_ips.clone(),
             relay_ports: self.slices[slice].clone(),
+            token_key: self.token_key,
             ..TurnSettings::default()
         };
         let secret = cfg.turn_secret();

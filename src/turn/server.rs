@@ -15,12 +15,13 @@
 //! Time comes in as [`Now`]: a monotonic instant for lifetimes and Unix seconds for nonces and
 //! TURN REST credential expiry.
 //!
-//! Implemented: Allocate (REQUESTED-TRANSPORT UDP, REQUESTED-ADDRESS-FAMILY, EVEN-PORT without
-//! reservation, DONT-FRAGMENT accepted), Refresh, CreatePermission, ChannelBind, Send and Data
+//! Implemented: Allocate (REQUESTED-TRANSPORT UDP, REQUESTED-ADDRESS-FAMILY, EVEN-PORT with and
+//! without the R bit — the next port is held for [`RESERVATION_LIFETIME`] under a
+//! RESERVATION-TOKEN —, DONT-FRAGMENT accepted), Refresh, CreatePermission, ChannelBind, Send and Data
 //! indications, ChannelData; lifetimes (allocation default 600 s, at most 3600 s; permissions
 //! 300 s; channels 600 s); retransmitted Allocate answered again; 437/438/440/441/442/443/486/508
 //! errors; quotas per user and in total; a per-user relayed-bandwidth bucket; the peer policy.
-//! Not implemented: EVEN-PORT reservations (R bit → 508), TCP relaying (RFC 6062 Connect),
+//! Not implemented: TCP relaying (RFC 6062 Connect),
 //! ADDITIONAL-ADDRESS-FAMILY (dual allocations).
 
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +39,10 @@ use crate::wire::turn_attr::{AddressFamily, TRANSPORT_UDP};
 /// Bytes the shell leaves free in front of a datagram received on a relayed address, so the
 /// Data-indication header (at most 48 bytes for IPv6) can be written in place.
 pub const PEER_HEADROOM: usize = 48;
+
+/// How long a port reserved by EVEN-PORT's R bit waits for its RESERVATION-TOKEN (RFC 8656
+/// §7.2 suggests about 30 seconds).
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Wall and monotonic time, passed in by the shell.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +92,8 @@ pub struct TurnSettings {
     pub relay_ports: Range<u16>,
     pub max_permissions: usize,
     pub max_channels: usize,
+    /// Mixed into RESERVATION-TOKENs so they cannot be guessed (the shell passes random bits).
+    pub token_key: u64,
 }
 
 impl Default for TurnSettings {
@@ -103,6 +110,7 @@ impl Default for TurnSettings {
             relay_ports: 49152..65535,
             max_permissions: 64,
             max_channels: 64,
+            token_key: 0,
         }
     }
 }
@@ -257,6 +265,9 @@ pub struct TurnServer {
     user_index: HashMap<String, usize>,
     pools: Vec<PortPool>,
     events: VecDeque<TurnEvent>,
+    /// Ports held by EVEN-PORT's R bit: token -> (relayed address, expiry).
+    reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
+    tokens_issued: u64,
     next_sweep: Option<Instant>,
     pub counters: TurnCounters,
 }
@@ -298,6 +309,8 @@ impl TurnServer {
             user_index: HashMap::new(),
             pools,
             events: VecDeque::new(),
+            reservations: HashMap::new(),
+            tokens_issued: 0,
             next_sweep: None,
             counters: TurnCounters::default(),
         }
@@ -320,7 +333,11 @@ impl TurnServer {
     /// When [`TurnServer::handle_timeout`] should run next (a coarse one-second sweep while
     /// allocations exist).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.by_client.is_empty() { None } else { self.next_sweep }
+        if self.by_client.is_empty() && self.reservations.is_empty() {
+            None
+        } else {
+            self.next_sweep
+        }
     }
 
     /// Expires allocations, permissions and channels.
@@ -341,6 +358,16 @@ impl TurnServer {
             self.counters.allocations_expired += 1;
             self.remove(i);
         }
+        let pools = &mut self.pools;
+        self.reservations.retain(|_, (relay, expires)| {
+            if *expires > t {
+                return true;
+            }
+            if let Some(pool) = pools.iter_mut().find(|p| p.ip == relay.ip()) {
+                pool.free.push_back(relay.port());
+            }
+            false
+        });
         self.next_sweep = Some(t + Duration::from_secs(1));
     }
 
@@ -712,15 +739,8 @@ impl TurnServer {
         {
             return Err(BAD_REQUEST);
         }
-        let even = match msg.even_port() {
-            Ok(Some(true)) => return Err(CAPACITY), // reservations are not offered
-            Ok(Some(false)) => true,
-            Ok(None) => false,
-            Err(_) => return Err(BAD_REQUEST),
-        };
-        if msg.reservation_token().map_err(|_| BAD_REQUEST)?.is_some() {
-            return Err(CAPACITY);
-        }
+        let even = msg.even_port().map_err(|_| BAD_REQUEST)?;
+        let token = msg.reservation_token().map_err(|_| BAD_REQUEST)?;
         let family = match msg.requested_address_family() {
             Ok(Some(f)) => f,
             Ok(None) => AddressFamily::V4,
@@ -734,22 +754,44 @@ impl TurnServer {
             return Err(QUOTA);
         }
         let want_v4 = family == AddressFamily::V4;
-        if !self.pools.iter().any(|p| p.ip.is_ipv4() == want_v4) {
+        if token.is_none() && !self.pools.iter().any(|p| p.ip.is_ipv4() == want_v4) {
             return Err(FAMILY_UNSUPPORTED);
         }
-        let mut taken = None;
-        for pool in self.pools.iter_mut().filter(|p| p.ip.is_ipv4() == want_v4) {
-            let port = if even {
-                pool.free.iter().position(|p| p % 2 == 0).and_then(|pos| pool.free.remove(pos))
-            } else {
-                pool.free.pop_front()
-            };
-            if let Some(port) = port {
-                taken = Some((pool.ip, port));
-                break;
+        let mut issued = None;
+        let (ip, port) = match (token, even) {
+            (Some(t), _) => {
+                // The port held for this token (unknown or expired: 508, RFC 8656 §7.2).
+                let (relay, _) = self.reservations.remove(&t).ok_or(CAPACITY)?;
+                (relay.ip(), relay.port())
             }
-        }
-        let (ip, port) = taken.ok_or(CAPACITY)?;
+            (None, Some(true)) => {
+                let (ip, port) = self.take_even_pair(want_v4).ok_or(CAPACITY)?;
+                let t = self.next_token();
+                let held = SocketAddr::new(ip, port + 1);
+                self.reservations.insert(t, (held, now.mono + RESERVATION_LIFETIME));
+                issued = Some(t);
+                (ip, port)
+            }
+            (None, even) => {
+                let even = even == Some(false);
+                let mut taken = None;
+                for pool in self.pools.iter_mut().filter(|p| p.ip.is_ipv4() == want_v4) {
+                    let port = if even {
+                        pool.free
+                            .iter()
+                            .position(|p| p % 2 == 0)
+                            .and_then(|pos| pool.free.remove(pos))
+                    } else {
+                        pool.free.pop_front()
+                    };
+                    if let Some(port) = port {
+                        taken = Some((pool.ip, port));
+                        break;
+                    }
+                }
+                taken.ok_or(CAPACITY)?
+            }
+        };
         let relay = SocketAddr::new(ip, port);
         let lifetime = self.lifetime(msg.lifetime().ok().flatten());
         let alloc = Allocation {
@@ -778,11 +820,44 @@ impl TurnServer {
         self.by_relay.insert(relay, i);
         self.events.push_back(TurnEvent::RelayOpened(relay));
         self.counters.allocations_created += 1;
-        Ok(vec![
+        let mut attrs = vec![
             Attr::Relayed(relay),
             Attr::Lifetime(lifetime.as_secs() as u32),
             Attr::Mapped(five.client),
-        ])
+        ];
+        if let Some(t) = issued {
+            attrs.push(Attr::Token(t));
+        }
+        Ok(attrs)
+    }
+
+    /// An even port whose successor is free too, both taken out of the pool.
+    fn take_even_pair(&mut self, want_v4: bool) -> Option<(IpAddr, u16)> {
+        for pool in self.pools.iter_mut().filter(|p| p.ip.is_ipv4() == want_v4) {
+            let mut free = vec![0u64; 1024];
+            for &p in &pool.free {
+                free[p as usize / 64] |= 1 << (p % 64);
+            }
+            let has = |p: u16| free[p as usize / 64] & (1 << (p % 64)) != 0;
+            let Some(&port) = pool.free.iter().find(|&&p| p % 2 == 0 && p < u16::MAX && has(p + 1))
+            else {
+                continue;
+            };
+            pool.free.retain(|&p| p != port && p != port + 1);
+            return Some((pool.ip, port));
+        }
+        None
+    }
+
+    fn next_token(&mut self) -> [u8; 8] {
+        // splitmix64 over a counter keyed by the shell's random bits: unique and unguessable
+        // enough that a token cannot be used to steal another client's reserved port.
+        self.tokens_issued += 1;
+        let mut z =
+            self.settings.token_key ^ self.tokens_issued.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)).to_be_bytes()
     }
 
     fn user(&mut self, name: &str) -> usize {
@@ -921,6 +996,7 @@ enum Attr {
     Relayed(SocketAddr),
     Mapped(SocketAddr),
     Lifetime(u32),
+    Token([u8; 8]),
 }
 
 fn write_response(
@@ -937,6 +1013,7 @@ fn write_response(
             Attr::Relayed(addr) => w.xor_relayed_address(addr).ok()?,
             Attr::Mapped(addr) => w.xor_mapped_address(addr).ok()?,
             Attr::Lifetime(s) => w.lifetime(s).ok()?,
+            Attr::Token(t) => w.reservation_token(&t).ok()?,
         };
     }
     w.message_integrity(key).ok()?;

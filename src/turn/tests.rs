@@ -559,3 +559,61 @@ fn smallest_coturn_allocate_gets_its_challenge() {
     assert_eq!(v.error_code().unwrap().unwrap().0, 401);
     assert!(v.nonce().unwrap().is_some() && v.realm().unwrap() == Some(REALM));
 }
+
+#[test]
+fn even_port_reservation_token_and_its_expiry() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50001..50005, // 50001 is odd: the pair is 50002/50003
+        token_key: 42,
+        ..TurnSettings::default()
+    });
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.even_port(true).unwrap();
+    });
+    let r = StunViewOwned(fx.send(&req).1);
+    let relay = r.view().xor_relayed_address().unwrap().unwrap();
+    assert_eq!(relay.port(), 50002);
+    let token = r.view().reservation_token().unwrap().expect("RESERVATION-TOKEN");
+    // Another client redeems the token: it gets the held port 50003.
+    fx.five.client = "203.0.113.9:5002".parse().unwrap();
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.reservation_token(&token).unwrap();
+    });
+    let r = StunViewOwned(fx.send(&req).1);
+    assert_eq!(r.view().xor_relayed_address().unwrap().unwrap().port(), 50003);
+    // A token is good once.
+    fx.five.client = "203.0.113.9:5003".parse().unwrap();
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.reservation_token(&token).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508));
+    // No even/odd pair left (50001, 50004): R bit -> 508.
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.even_port(true).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508));
+    // An unredeemed reservation returns its port to the pool after 30 s.
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50002..50004,
+        ..TurnSettings::default()
+    });
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.even_port(true).unwrap();
+    });
+    assert!(StunViewOwned(fx.send(&req).1).view().reservation_token().unwrap().is_some());
+    fx.advance(Duration::from_secs(31));
+    fx.five.client = "203.0.113.9:5009".parse().unwrap();
+    let relay = fx.allocate("alice", "pw");
+    assert_eq!(relay.port(), 50003, "the expired reservation's port is free again");
+}

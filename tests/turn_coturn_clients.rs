@@ -1,0 +1,274 @@
+//! coturn's own clients (Debian's `coturn` package: `turnutils_stunclient`, `turnutils_uclient`,
+//! `turnutils_peer`) against the real `ringsfu` binary on loopback: Binding, allocations over UDP,
+//! TCP and TLS, ChannelData and Send indications, static users and TURN REST credentials, and a
+//! wrong password refused. Every tool run is bounded by `timeout`; nothing asserts on timing.
+//! Without the tools the tests skip loudly (`tools/test.sh` installs them in CI).
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const SECRET: &str = "REST_SECRET_FOR_TESTS";
+
+fn tools_present() -> bool {
+    let ok = ["turnutils_uclient", "turnutils_peer", "turnutils_stunclient", "timeout"].iter().all(
+        |t| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {t}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    );
+    if !ok {
+        eprintln!("SKIPPED: coturn's turnutils_* tools are not installed (apt-get install coturn)");
+    }
+    ok
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One ringsfu (TURN on UDP/TCP `turn`, TLS `tls`) and one echo peer, shared by the tests.
+struct Setup {
+    turn: u16,
+    tls: u16,
+    peer: u16,
+    _server: Proc,
+    _peer: Proc,
+}
+
+fn setup() -> &'static Setup {
+    static S: OnceLock<Setup> = OnceLock::new();
+    S.get_or_init(|| {
+        let (turn, tls, http, peer) = (free_port(), free_port(), free_port(), free_port());
+        let relay_min = 20000 + (std::process::id() % 20000) as u16;
+        let dir = std::env::temp_dir().join(format!("ringsfu-turn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("ringsfu.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nport = {http}\nsecret = \"S\"\n\
+                 [tls]\nself_signed = true\n\
+                 [media]\nshards = 2\npin_threads = false\n\
+                 [turn]\nport = {turn}\ntls_port = {tls}\nusers = [\"alice:wonderland\"]\n\
+                 static_auth_secret = \"{SECRET}\"\nallow_loopback_peers = true\n\
+                 relay_port_min = {relay_min}\nrelay_port_max = {}\n",
+                relay_min + 2000
+            ),
+        )
+        .unwrap();
+        let mut server = Command::new(env!("CARGO_BIN_EXE_ringsfu"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ringsfu");
+        // Ready when it logs the TURN listener (bounded by lines and by the process ending).
+        let stderr = server.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut ready = false;
+        for _ in 0..200 {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("TURN server listening") => {
+                    ready = true;
+                    break;
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        assert!(ready, "ringsfu did not report its TURN listener");
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let peer_proc = Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &peer.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start turnutils_peer");
+        wait_udp_echo(peer);
+        Setup { turn, tls, peer, _server: Proc(server), _peer: Proc(peer_proc) }
+    })
+}
+
+/// turnutils_peer echoes; wait (bounded) until it does.
+fn wait_udp_echo(port: u16) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut b = [0u8; 16];
+    for _ in 0..100 {
+        s.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        if s.recv_from(&mut b).is_ok() {
+            return;
+        }
+    }
+    panic!("turnutils_peer on {port} does not echo");
+}
+
+/// Runs a tool under `timeout`; (exit code, stdout + stderr).
+fn run(tool: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new("timeout").arg("120").arg(tool).args(args).output().expect("run tool");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `turnutils_uclient` with `args` plus the peer and server; asserts everything sent came back
+/// and 0% loss. Returns the number of messages echoed.
+fn uclient_no_loss(args: &[&str]) -> u64 {
+    let s = setup();
+    let peer = s.peer.to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-e", "127.0.0.1", "-r", &peer, "-n", "200", "-m", "4", "-l", "120", "-z", "5"]);
+    all.push("127.0.0.1");
+    let (code, out) = run("turnutils_uclient", &all);
+    assert_eq!(code, 0, "uclient {args:?} failed:\n{out}");
+    let lost = out
+        .lines()
+        .find_map(|l| l.split("Total lost packets ").nth(1))
+        .unwrap_or_else(|| panic!("no loss report from uclient {args:?}:\n{out}"));
+    assert!(lost.starts_with("0 (0.000000%)"), "uclient {args:?} lost packets: {lost}\n{out}");
+    // "tot_send_msgs=N, tot_recv_msgs=M" of the final report.
+    let totals = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("start_mclient: tot_send_msgs="))
+        .unwrap_or_else(|| panic!("no totals from uclient {args:?}:\n{out}"));
+    let num = |key: &str| -> u64 {
+        let v = totals.split(key).nth(1).unwrap_or("");
+        v.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or(0)
+    };
+    let (sent, recv) = (num("tot_send_msgs="), num("tot_recv_msgs="));
+    assert!(sent >= 800, "uclient {args:?} sent {sent}:\n{out}");
+    assert_eq!(sent, recv, "uclient {args:?}: every message echoed through the relay\n{out}");
+    recv
+}
+
+fn port_arg(p: u16) -> String {
+    p.to_string()
+}
+
+#[test]
+fn stunclient_binding() {
+    if !tools_present() {
+        return;
+    }
+    let s = setup();
+    let (code, out) = run("turnutils_stunclient", &["-p", &port_arg(s.turn), "127.0.0.1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("UDP reflexive addr: 127.0.0.1:"), "{out}");
+}
+
+#[test]
+fn udp_channel_data_static_user() {
+    if !tools_present() {
+        return;
+    }
+    let p = port_arg(setup().turn);
+    uclient_no_loss(&["-c", "-p", &p, "-u", "alice", "-w", "wonderland"]);
+}
+
+#[test]
+fn udp_send_indications_rest_secret() {
+    if !tools_present() {
+        return;
+    }
+    let p = port_arg(setup().turn);
+    uclient_no_loss(&["-c", "-s", "-p", &p, "-W", SECRET]);
+}
+
+#[test]
+fn udp_channel_data_rest_secret() {
+    if !tools_present() {
+        return;
+    }
+    let p = port_arg(setup().turn);
+    uclient_no_loss(&["-c", "-p", &p, "-W", SECRET]);
+}
+
+#[test]
+fn udp_rtp_rtcp_pair_with_even_port_reservation() {
+    if !tools_present() {
+        return;
+    }
+    // Without -c every client allocates an RTP/RTCP pair: EVEN-PORT with the R bit, then an
+    // Allocate with the RESERVATION-TOKEN.
+    let p = port_arg(setup().turn);
+    uclient_no_loss(&["-p", &p, "-u", "alice", "-w", "wonderland"]);
+}
+
+#[test]
+fn tcp_channel_data_static_user() {
+    if !tools_present() {
+        return;
+    }
+    let p = port_arg(setup().turn);
+    uclient_no_loss(&["-c", "-t", "-p", &p, "-u", "alice", "-w", "wonderland"]);
+}
+
+#[test]
+fn tcp_send_indications_rest_secret() {
+    if !tools_present() {
+        return;
+    }
+    let p = port_arg(setup().turn);
+    uclient_no_loss(&["-c", "-t", "-s", "-p", &p, "-W", SECRET]);
+}
+
+#[test]
+fn tls_channel_data_static_user() {
+    if !tools_present() {
+        return;
+    }
+    let p = port_arg(setup().tls);
+    uclient_no_loss(&["-c", "-t", "-S", "-p", &p, "-u", "alice", "-w", "wonderland"]);
+}
+
+#[test]
+fn wrong_password_and_wrong_secret_are_refused() {
+    if !tools_present() {
+        return;
+    }
+    let s = setup();
+    let (p, peer) = (port_arg(s.turn), port_arg(s.peer));
+    let cases: [(Option<&str>, &[&str]); 3] = [
+        (None, &["-u", "alice", "-w", "wonderlanD"]),
+        (Some("-t"), &["-u", "alice", "-w", "wonderlanD"]),
+        (None, &["-W", "not-the-secret"]),
+    ];
+    for (transport, creds) in cases {
+        let mut args: Vec<&str> = vec!["-c", "-p", &p, "-e", "127.0.0.1", "-r", &peer, "-n", "5"];
+        args.extend(transport);
+        args.extend(creds);
+        args.push("127.0.0.1");
+        let (code, out) = run("turnutils_uclient", &args);
+        assert_ne!(code, 0, "{args:?} was accepted:\n{out}");
+        assert!(out.contains("Cannot complete Allocation"), "{args:?}:\n{out}");
+        assert!(!out.contains("Total lost packets"), "{args:?} relayed:\n{out}");
+    }
+}
