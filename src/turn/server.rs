@@ -671,7 +671,13 @@ impl TurnServer {
         }
     }
 
-    /// An error to a request that did not authenticate: never larger than the request.
+    /// An error to a request that did not authenticate: never larger than the request, except
+    /// that a 401/438 challenge may always be as large as the smallest challenge possible
+    /// (header, ERROR-CODE without reason phrase, REALM, NONCE: 52 bytes with the default
+    /// realm). Without that floor the first Allocate of most clients (36 bytes from webrtc-rs,
+    /// about 44 from browsers, 52 from coturn's `turnutils_uclient -c`) could never learn the
+    /// realm and nonce. The floor is a constant, so a spoofed request still buys at most a
+    /// few dozen bytes.
     #[allow(clippy::too_many_arguments)]
     fn unauth_error(
         &mut self,
@@ -693,8 +699,11 @@ impl TurnServer {
         if written.is_some_and(|n| n > req_len) {
             written = write_error(out, method, &txid, Fail(fail.0, ""), challenge, None);
         }
+        let pad = |n: usize| n.next_multiple_of(4);
+        let floor = challenge
+            .map_or(0, |(realm, nonce)| 20 + 8 + 4 + pad(realm.len()) + 4 + pad(nonce.len()));
         match written {
-            Some(len) if len <= req_len => FromClient::Reply { len },
+            Some(len) if len <= req_len.max(floor) => FromClient::Reply { len },
             Some(_) => self.drop(DropReason::Amplification),
             None => self.drop(DropReason::BufferTooSmall),
         }

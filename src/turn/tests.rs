@@ -292,14 +292,24 @@ fn authentication_failures() {
     let v = StunViewOwned(resp);
     assert_eq!(v.code(), Some(438));
     assert!(v.view().nonce().unwrap().is_some());
-    // A bare request would get a larger answer than itself: dropped, never amplified.
+    // A tiny Allocate gets the smallest challenge possible (no reason phrase): 52 bytes, the
+    // constant floor of an unauthenticated answer.
     let mut tiny = vec![0u8; 28];
     let mut w = StunWriter::new(&mut tiny, Class::Request, Method::ALLOCATE, &[1; 12]).unwrap();
     w.requested_transport(TRANSPORT_UDP).unwrap();
     let n = w.finish();
-    let (r, _) = fx.send(&tiny[..n]);
-    assert_eq!(r, FromClient::Drop(DropReason::Amplification));
+    let (r, resp) = fx.send(&tiny[..n]);
+    assert_eq!(r, FromClient::Reply { len: 52 });
+    let v = StunViewOwned(resp);
+    assert_eq!(v.code(), Some(401));
+    assert!(v.view().nonce().unwrap().is_some());
     assert_eq!(fx.server.allocation_count(), 0);
+    // Any other unauthenticated answer stays within its request: a bare request of an unknown
+    // method (400 would be 28 bytes for 20) is dropped, never amplified.
+    let mut bare = vec![0u8; 20];
+    let n = StunWriter::new(&mut bare, Class::Request, Method(0x0fe), &[2; 12]).unwrap().finish();
+    let (r, _) = fx.send(&bare[..n]);
+    assert_eq!(r, FromClient::Drop(DropReason::Amplification));
 }
 
 #[test]
