@@ -88,7 +88,9 @@ pub(crate) struct TurnPlan {
     pub relay_ips: Vec<IpAddr>,
     /// Per shard, then the stream thread's slice last.
     pub slices: Vec<Range<u16>>,
-    pub max_allocations_per_instance: usize,
+    /// Allocation limit of each UDP shard and of the stream thread.
+    pub max_allocations_per_shard: usize,
+    pub max_allocations_stream: usize,
     pub nonce_key: [u8; 32],
     pub token_key: u64,
 }
@@ -115,7 +117,8 @@ impl TurnPlan {
             .map(|i| {
                 let start = lo + i * per;
                 let end = if i + 1 == parts { hi } else { start + per };
-                start as u16..end.min(u16::MAX as u32 + 1) as u16
+                // `Range<u16>` cannot end past 65535: port 65535 itself is not used.
+                start as u16..end.min(u16::MAX as u32) as u16
             })
             .collect();
         let mut nonce_key = [0u8; 32];
@@ -125,17 +128,32 @@ impl TurnPlan {
             shards,
             relay_ips,
             slices,
-            max_allocations_per_instance: cfg.turn.max_allocations.div_ceil(shards).max(1),
+            max_allocations_per_shard: cfg.turn.max_allocations.div_ceil(shards).max(1),
+            max_allocations_stream: cfg.turn.max_allocations.div_ceil(8).max(1),
             nonce_key,
             token_key: rand::random(),
         })
     }
 
-    /// A TURN server core for slice `slice`.
+    /// Every allocation holds a socket: keep the total within the open-file limit (with
+    /// `reserve` descriptors left for everything else), 7/8 of it for the UDP shards.
+    pub fn cap_by_fd_limit(&mut self, fds: u64, reserve: u64) {
+        let budget = fds.saturating_sub(reserve) as usize;
+        self.max_allocations_per_shard =
+            self.max_allocations_per_shard.min(budget * 7 / 8 / self.shards).max(1);
+        self.max_allocations_stream = self.max_allocations_stream.min(budget / 8).max(1);
+    }
+
+    /// A TURN server core for slice `slice` (the last one is the stream thread's).
     pub fn server(&self, cfg: &Config, slice: usize) -> TurnServer {
         let t = &cfg.turn;
+        let max = if slice == self.shards {
+            self.max_allocations_stream
+        } else {
+            self.max_allocations_per_shard
+        };
         let settings = TurnSettings {
-            max_allocations: self.max_allocations_per_instance,
+            max_allocations: max,
             max_allocations_per_user: t.max_allocations_per_user,
             max_user_bandwidth: t.max_user_bandwidth,
             relay_ips: self.relay_ips.clone(),
@@ -152,6 +170,9 @@ impl TurnPlan {
         TurnServer::new(settings, creds, PeerPolicy::from_config(t, own))
     }
 }
+
+/// Descriptors kept for everything but relay sockets (listeners, rings, the control plane).
+const FD_RESERVE: u64 = 512;
 
 /// Raises the soft open-file limit to the hard one: every allocation holds a socket.
 fn raise_fd_limit() -> u64 {
@@ -184,8 +205,10 @@ pub fn start(
     if !cfg.turn.enabled {
         return Ok(None);
     }
-    let plan = TurnPlan::new(cfg)?;
+    let mut plan = TurnPlan::new(cfg)?;
     let fds = raise_fd_limit();
+    let wanted = plan.max_allocations_per_shard * plan.shards;
+    plan.cap_by_fd_limit(fds, FD_RESERVE);
     let ports: usize = plan.slices.iter().map(|r| r.len()).sum::<usize>() * plan.relay_ips.len();
     let opts = ShardOptions {
         shards: plan.shards,
@@ -222,13 +245,39 @@ pub fn start(
         open_file_limit = fds,
         "TURN server listening"
     );
-    if (fds as usize) < ports.min(cfg.turn.max_allocations) {
+    let udp_max = plan.max_allocations_per_shard * plan.shards;
+    if udp_max < wanted.min(ports) {
         tracing::warn!(
             open_file_limit = fds,
-            wanted = ports.min(cfg.turn.max_allocations),
-            "the open-file limit caps TURN allocations below turn.max_allocations: raise \
-             LimitNOFILE"
+            allocations = udp_max,
+            wanted = wanted.min(ports),
+            "the open-file limit caps TURN allocations (one socket each) below turn.max_allocations: \
+             raise LimitNOFILE"
         );
     }
     Ok(Some(TurnService { shards, stream: Some(stream), udp }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_slices_are_disjoint_and_allocations_fit_the_fd_limit() {
+        let mut cfg = Config::default();
+        cfg.media.shards = 2;
+        cfg.turn.relay_port_min = 1024;
+        cfg.turn.relay_port_max = 65535;
+        let mut plan = TurnPlan::new(&cfg).unwrap();
+        assert_eq!(plan.slices.len(), 3);
+        assert_eq!(plan.slices[0].start, 1024);
+        assert_eq!(plan.slices[2].end, 65535, "the last slice ends at the last port");
+        assert!(plan.slices.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!(plan.max_allocations_per_shard, 50_000);
+        plan.cap_by_fd_limit(20_000, 512);
+        assert_eq!(plan.max_allocations_per_shard, 19_488 * 7 / 8 / 2);
+        assert_eq!(plan.max_allocations_stream, 19_488 / 8);
+        cfg.turn.relay_port_max = 1025;
+        assert!(TurnPlan::new(&cfg).is_err(), "fewer ports than threads");
+    }
 }
