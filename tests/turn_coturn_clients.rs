@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 const SECRET: &str = "REST_SECRET_FOR_TESTS";
@@ -49,7 +49,8 @@ impl Drop for Proc {
     }
 }
 
-/// One ringsfu (TURN on UDP/TCP `turn`, TLS `tls`) and one echo peer, shared by the tests.
+/// One ringsfu (TURN on UDP/TCP `turn`, TLS `tls`) and one echo peer per test; both are
+/// killed when it drops.
 struct Setup {
     turn: u16,
     tls: u16,
@@ -58,12 +59,14 @@ struct Setup {
     _peer: Proc,
 }
 
-fn setup() -> &'static Setup {
-    static S: OnceLock<Setup> = OnceLock::new();
-    S.get_or_init(|| {
+fn setup() -> Setup {
+    // Disjoint relay port ranges for the servers of tests running side by side.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    {
         let (turn, tls, http, peer) = (free_port(), free_port(), free_port(), free_port());
-        let relay_min = 20000 + (std::process::id() % 20000) as u16;
-        let dir = std::env::temp_dir().join(format!("ringsfu-turn-{}", std::process::id()));
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let relay_min = 20000 + (std::process::id() % 10) as u16 * 3200 + (k % 16) * 200;
+        let dir = std::env::temp_dir().join(format!("ringsfu-turn-{}-{k}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("ringsfu.toml");
         std::fs::write(
@@ -75,7 +78,7 @@ fn setup() -> &'static Setup {
                  [turn]\nport = {turn}\ntls_port = {tls}\nusers = [\"alice:wonderland\"]\n\
                  static_auth_secret = \"{SECRET}\"\nallow_loopback_peers = true\n\
                  relay_port_min = {relay_min}\nrelay_port_max = {}\n",
-                relay_min + 2000
+                relay_min + 199
             ),
         )
         .unwrap();
@@ -111,9 +114,10 @@ fn setup() -> &'static Setup {
             .stderr(Stdio::null())
             .spawn()
             .expect("start turnutils_peer");
+        let (server, peer_proc) = (Proc(server), Proc(peer_proc));
         wait_udp_echo(peer);
-        Setup { turn, tls, peer, _server: Proc(server), _peer: Proc(peer_proc) }
-    })
+        Setup { turn, tls, peer, _server: server, _peer: peer_proc }
+    }
 }
 
 /// turnutils_peer echoes; wait (bounded) until it does.
@@ -140,8 +144,7 @@ fn run(tool: &str, args: &[&str]) -> (i32, String) {
 
 /// `turnutils_uclient` with `args` plus the peer and server; asserts everything sent came back
 /// and 0% loss. Returns the number of messages echoed.
-fn uclient_no_loss(args: &[&str]) -> u64 {
-    let s = setup();
+fn uclient_no_loss(s: &Setup, args: &[&str]) -> u64 {
     let peer = s.peer.to_string();
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["-e", "127.0.0.1", "-r", &peer, "-n", "200", "-m", "4", "-l", "120", "-z", "5"]);
@@ -189,8 +192,9 @@ fn udp_channel_data_static_user() {
     if !tools_present() {
         return;
     }
-    let p = port_arg(setup().turn);
-    uclient_no_loss(&["-c", "-p", &p, "-u", "alice", "-w", "wonderland"]);
+    let s = setup();
+    let p = port_arg(s.turn);
+    uclient_no_loss(&s, &["-c", "-p", &p, "-u", "alice", "-w", "wonderland"]);
 }
 
 #[test]
@@ -198,8 +202,9 @@ fn udp_send_indications_rest_secret() {
     if !tools_present() {
         return;
     }
-    let p = port_arg(setup().turn);
-    uclient_no_loss(&["-c", "-s", "-p", &p, "-W", SECRET]);
+    let s = setup();
+    let p = port_arg(s.turn);
+    uclient_no_loss(&s, &["-c", "-s", "-p", &p, "-W", SECRET]);
 }
 
 #[test]
@@ -207,8 +212,9 @@ fn udp_channel_data_rest_secret() {
     if !tools_present() {
         return;
     }
-    let p = port_arg(setup().turn);
-    uclient_no_loss(&["-c", "-p", &p, "-W", SECRET]);
+    let s = setup();
+    let p = port_arg(s.turn);
+    uclient_no_loss(&s, &["-c", "-p", &p, "-W", SECRET]);
 }
 
 #[test]
@@ -218,8 +224,9 @@ fn udp_rtp_rtcp_pair_with_even_port_reservation() {
     }
     // Without -c every client allocates an RTP/RTCP pair: EVEN-PORT with the R bit, then an
     // Allocate with the RESERVATION-TOKEN.
-    let p = port_arg(setup().turn);
-    uclient_no_loss(&["-p", &p, "-u", "alice", "-w", "wonderland"]);
+    let s = setup();
+    let p = port_arg(s.turn);
+    uclient_no_loss(&s, &["-p", &p, "-u", "alice", "-w", "wonderland"]);
 }
 
 #[test]
@@ -227,8 +234,9 @@ fn tcp_channel_data_static_user() {
     if !tools_present() {
         return;
     }
-    let p = port_arg(setup().turn);
-    uclient_no_loss(&["-c", "-t", "-p", &p, "-u", "alice", "-w", "wonderland"]);
+    let s = setup();
+    let p = port_arg(s.turn);
+    uclient_no_loss(&s, &["-c", "-t", "-p", &p, "-u", "alice", "-w", "wonderland"]);
 }
 
 #[test]
@@ -236,8 +244,9 @@ fn tcp_send_indications_rest_secret() {
     if !tools_present() {
         return;
     }
-    let p = port_arg(setup().turn);
-    uclient_no_loss(&["-c", "-t", "-s", "-p", &p, "-W", SECRET]);
+    let s = setup();
+    let p = port_arg(s.turn);
+    uclient_no_loss(&s, &["-c", "-t", "-s", "-p", &p, "-W", SECRET]);
 }
 
 #[test]
@@ -245,8 +254,9 @@ fn tls_channel_data_static_user() {
     if !tools_present() {
         return;
     }
-    let p = port_arg(setup().tls);
-    uclient_no_loss(&["-c", "-t", "-S", "-p", &p, "-u", "alice", "-w", "wonderland"]);
+    let s = setup();
+    let p = port_arg(s.tls);
+    uclient_no_loss(&s, &["-c", "-t", "-S", "-p", &p, "-u", "alice", "-w", "wonderland"]);
 }
 
 #[test]

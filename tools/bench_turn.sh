@@ -49,7 +49,7 @@ slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 
 wait_udp() { # port: wait (bounded) until a STUN Binding is answered
   for _ in $(seq 1 100); do
-    turnutils_stunclient -p "$1" 127.0.0.1 >/dev/null 2>&1 && return 0
+    timeout 2 turnutils_stunclient -p "$1" 127.0.0.1 >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "bench_turn: nothing answers on UDP $1" >&2; exit 1

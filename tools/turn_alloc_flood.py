@@ -83,8 +83,14 @@ def main():
         group = []
         ep = select.epoll()
         by_fd = {}
+        out_of_fds = False
         for k in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError:
+                # This process's own open-file limit: report what the server granted so far.
+                out_of_fds = True
+                break
             s.setblocking(False)
             # An ephemeral port range holds ~28k sockets per address: spread the clients over
             # 127.0.2.1..127.0.2.16 (all loopback) when the server is on loopback.
@@ -150,6 +156,9 @@ def main():
                 first_error = "timeout"
             s.close()
         print(f"progress allocations={granted} failed={failed} elapsed={time.time() - started:.1f}s", flush=True)
+        if out_of_fds:
+            first_error = first_error or "client out of file descriptors"
+            break
         if failed > 0 and first_error is not None and granted + failed >= count:
             break
         if failed >= 1000:

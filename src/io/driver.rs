@@ -110,11 +110,16 @@ impl<C: ShardCore> Driver<C> {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::debug!(shard = self.index, %addr, error = %e, "cannot open socket");
-                self.core.handle_socket_error(now, id, e.kind(), &mut self.tx);
-                self.drain_events();
+                self.socket_result(now, id, Err(e.kind()));
                 None
             }
         }
+    }
+
+    /// Tells the core how its `SocketOp::Open` ended.
+    pub fn socket_result(&mut self, now: Instant, id: SocketId, r: Result<(), std::io::ErrorKind>) {
+        self.core.handle_socket_result(now, id, r, &mut self.tx);
+        self.drain_events();
     }
 
     /// Step 2: commands, bounded.

@@ -87,7 +87,8 @@ impl SocketId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SocketOp {
     /// Bind a UDP socket on `addr` (no SO_REUSEPORT, [`crate::io::IoOptions::extra_socket_buffer`])
-    /// and receive on it. A failure comes back through [`ShardCore::handle_socket_error`].
+    /// and receive on it. The outcome comes back through [`ShardCore::handle_socket_result`]
+    /// before any datagram the core queued after asking is sent.
     Open { id: SocketId, addr: SocketAddr },
     /// Stop receiving and close. Datagrams still queued for it are dropped.
     Close { id: SocketId },
@@ -147,12 +148,14 @@ pub trait ShardCore: 'static {
         None
     }
 
-    /// Opening socket `id` failed (`SocketOp::Open`); the id is free again.
-    fn handle_socket_error(
+    /// The outcome of `SocketOp::Open` for `id`: `Ok` once it is bound and receiving, `Err` if
+    /// it could not be opened (the id is free again). Called in the turn of the request, before
+    /// that turn's sends leave.
+    fn handle_socket_result(
         &mut self,
         _now: Instant,
         _id: SocketId,
-        _err: std::io::ErrorKind,
+        _result: Result<(), std::io::ErrorKind>,
         _tx: &mut TxQueue,
     ) {
     }

@@ -92,7 +92,8 @@ pub struct TurnSettings {
     pub relay_ports: Range<u16>,
     pub max_permissions: usize,
     pub max_channels: usize,
-    /// Mixed into RESERVATION-TOKENs so they cannot be guessed (the shell passes random bits).
+    /// Key of the RESERVATION-TOKEN MAC (random, the same for every instance of one server so
+    /// a token issued by one shard is redeemable on another).
     pub token_key: u64,
 }
 
@@ -267,7 +268,6 @@ pub struct TurnServer {
     events: VecDeque<TurnEvent>,
     /// Ports held by EVEN-PORT's R bit: token -> (relayed address, expiry).
     reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
-    tokens_issued: u64,
     next_sweep: Option<Instant>,
     pub counters: TurnCounters,
 }
@@ -310,7 +310,6 @@ impl TurnServer {
             pools,
             events: VecDeque::new(),
             reservations: HashMap::new(),
-            tokens_issued: 0,
             next_sweep: None,
             counters: TurnCounters::default(),
         }
@@ -390,7 +389,10 @@ impl TurnServer {
         let Some(a) = self.allocations[i].take() else { return };
         self.by_client.remove(&a.five);
         self.by_relay.remove(&a.relay);
-        if let Some(pool) = self.pools.iter_mut().find(|p| p.ip == a.relay.ip()) {
+        // A port redeemed from another instance's reservation is not ours to hand out again.
+        if self.settings.relay_ports.contains(&a.relay.port())
+            && let Some(pool) = self.pools.iter_mut().find(|p| p.ip == a.relay.ip())
+        {
             pool.free.push_back(a.relay.port());
         }
         if let Some(u) = self.users.get_mut(a.user) {
@@ -769,14 +771,22 @@ impl TurnServer {
         let mut issued = None;
         let (ip, port) = match (token, even) {
             (Some(t), _) => {
-                // The port held for this token (unknown or expired: 508, RFC 8656 §7.2).
-                let (relay, _) = self.reservations.remove(&t).ok_or(CAPACITY)?;
+                // The port held for this token (unknown or expired: 508, RFC 8656 §7.2). The
+                // token may come from another instance (the RTCP socket of a pair can hash to
+                // another shard): it carries the address, authenticated.
+                let relay = match self.reservations.remove(&t) {
+                    Some((relay, _)) => relay,
+                    None => self.token_address(&t, now.unix).ok_or(CAPACITY)?,
+                };
+                if self.by_relay.contains_key(&relay) {
+                    return Err(CAPACITY);
+                }
                 (relay.ip(), relay.port())
             }
             (None, Some(true)) => {
                 let (ip, port) = self.take_even_pair(want_v4).ok_or(CAPACITY)?;
-                let t = self.next_token();
                 let held = SocketAddr::new(ip, port + 1);
+                let t = self.token_for(held, now.unix).ok_or(CAPACITY)?;
                 self.reservations.insert(t, (held, now.mono + RESERVATION_LIFETIME));
                 issued = Some(t);
                 (ip, port)
@@ -858,15 +868,41 @@ impl TurnServer {
         None
     }
 
-    fn next_token(&mut self) -> [u8; 8] {
-        // splitmix64 over a counter keyed by the shell's random bits: unique and unguessable
-        // enough that a token cannot be used to steal another client's reserved port.
-        self.tokens_issued += 1;
-        let mut z =
-            self.settings.token_key ^ self.tokens_issued.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)).to_be_bytes()
+    /// A RESERVATION-TOKEN naming `held`: relay-address index, port, issue time (seconds
+    /// modulo 2^16) and 3 bytes of HMAC-SHA256 under `token_key`, so any instance sharing the
+    /// settings can redeem it without shared state.
+    fn token_for(&self, held: SocketAddr, unix: u64) -> Option<[u8; 8]> {
+        let idx = self.settings.relay_ips.iter().position(|ip| *ip == held.ip())?;
+        let mut t = [0u8; 8];
+        t[0] = u8::try_from(idx).ok()?;
+        t[1..3].copy_from_slice(&held.port().to_be_bytes());
+        t[3..5].copy_from_slice(&(unix as u16).to_be_bytes());
+        let mac = self.token_mac(&t[..5]);
+        t[5..].copy_from_slice(&mac);
+        Some(t)
+    }
+
+    /// The address an authentic, fresh token (see [`TurnServer::token_for`]) names.
+    fn token_address(&self, t: &[u8; 8], unix: u64) -> Option<SocketAddr> {
+        if self.token_mac(&t[..5]) != t[5..] {
+            return None;
+        }
+        let issued = u16::from_be_bytes([t[3], t[4]]);
+        if (unix as u16).wrapping_sub(issued) as u64 > RESERVATION_LIFETIME.as_secs() {
+            return None;
+        }
+        let ip = *self.settings.relay_ips.get(t[0] as usize)?;
+        Some(SocketAddr::new(ip, u16::from_be_bytes([t[1], t[2]])))
+    }
+
+    fn token_mac(&self, fields: &[u8]) -> [u8; 3] {
+        use hmac::{Hmac, Mac};
+        // Invariant: HMAC accepts keys of any length.
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.settings.token_key.to_be_bytes())
+            .expect("hmac key");
+        mac.update(fields);
+        let full = mac.finalize().into_bytes();
+        [full[0], full[1], full[2]]
     }
 
     fn user(&mut self, name: &str) -> usize {

@@ -85,6 +85,18 @@ fn drop_index(r: DropReason) -> usize {
 const DROP_TX_FULL: usize = 9;
 const DROP_UNKNOWN_SOCKET: usize = 10;
 
+/// An Allocate success held until its relay socket is open.
+struct Held {
+    dst: SocketAddr,
+    src: Option<std::net::IpAddr>,
+    len: usize,
+    bytes: [u8; HELD_MAX],
+}
+
+/// Largest held answer: an Allocate success (IPv6 addresses, RESERVATION-TOKEN, integrity and
+/// fingerprint) is about 120 bytes.
+const HELD_MAX: usize = 256;
+
 /// One shard's TURN endpoint.
 pub struct TurnShard {
     server: TurnServer,
@@ -99,6 +111,8 @@ pub struct TurnShard {
     relay_of: Vec<Option<SocketAddr>>,
     free_ids: Vec<u32>,
     socket_ops: VecDeque<SocketOp>,
+    /// Allocate answers waiting for their relay socket to open (by socket id).
+    held: HashMap<u32, Held>,
     report: Option<TurnReport>,
     drops: [u64; DROP_LABELS.len()],
     relay_open_failed: u64,
@@ -118,6 +132,7 @@ impl TurnShard {
             relay_of: vec![None],
             free_ids: Vec::new(),
             socket_ops: VecDeque::new(),
+            held: HashMap::new(),
             report: None,
             drops: [0; DROP_LABELS.len()],
             relay_open_failed: 0,
@@ -149,8 +164,10 @@ impl TurnShard {
         &self.server
     }
 
-    /// Relayed addresses opened or closed by the server -> socket requests.
-    fn drain_server_events(&mut self) {
+    /// Relayed addresses opened or closed by the server -> socket requests; the id of the last
+    /// socket asked to open, if any.
+    fn drain_server_events(&mut self) -> Option<SocketId> {
+        let mut opened = None;
         while let Some(ev) = self.server.poll_event() {
             match ev {
                 TurnEvent::RelayOpened(addr) => {
@@ -164,6 +181,7 @@ impl TurnShard {
                     self.relay_of[id as usize] = Some(addr);
                     self.relay_ids.insert(addr, SocketId(id));
                     self.socket_ops.push_back(SocketOp::Open { id: SocketId(id), addr });
+                    opened = Some(SocketId(id));
                 }
                 TurnEvent::RelayClosed(addr) => {
                     if let Some(id) = self.relay_ids.remove(&addr) {
@@ -174,6 +192,7 @@ impl TurnShard {
                 }
             }
         }
+        opened
     }
 
     fn count(&mut self, r: DropReason) {
@@ -192,11 +211,21 @@ impl TurnShard {
             self.drops[DROP_TX_FULL] += 1;
             return;
         };
-        match self.server.handle_client(now, five, buf, slot.buf()) {
-            FromClient::Reply { len } => {
-                slot.set_source(meta.dst_ip);
-                slot.commit(len);
-            }
+        let r = self.server.handle_client(now, five, buf, slot.buf());
+        let opened = self.drain_server_events();
+        match r {
+            FromClient::Reply { len } => match opened {
+                // A new allocation: its answer waits until the relay socket is open.
+                Some(id) if len <= HELD_MAX => {
+                    let mut h = Held { dst: meta.src, src: meta.dst_ip, len, bytes: [0; HELD_MAX] };
+                    h.bytes[..len].copy_from_slice(&slot.buf()[..len]);
+                    self.held.insert(id.0, h);
+                }
+                _ => {
+                    slot.set_source(meta.dst_ip);
+                    slot.commit(len);
+                }
+            },
             FromClient::Relay { relay, peer, range } => {
                 let Some(&id) = self.relay_ids.get(&relay) else {
                     self.drops[DROP_UNKNOWN_SOCKET] += 1;
@@ -248,7 +277,6 @@ impl ShardCore for TurnShard {
         let now = self.now(now);
         if meta.socket == SocketId::MAIN {
             self.client_datagram(now, meta, buf, tx);
-            self.drain_server_events();
         } else {
             self.peer_datagram(now, meta, buf, tx);
         }
@@ -264,7 +292,7 @@ impl ShardCore for TurnShard {
         let t = self.now(now);
         if self.server.poll_timeout().is_some_and(|d| d <= now) {
             self.server.handle_timeout(t);
-            self.drain_server_events();
+            let _ = self.drain_server_events();
         }
         if self.next_compact.is_none_or(|d| d <= now) {
             self.server.compact_users();
@@ -288,20 +316,32 @@ impl ShardCore for TurnShard {
         self.socket_ops.pop_front()
     }
 
-    fn handle_socket_error(
+    fn handle_socket_result(
         &mut self,
-        now: Instant,
+        _now: Instant,
         id: SocketId,
-        err: ErrorKind,
-        _tx: &mut TxQueue,
+        result: Result<(), ErrorKind>,
+        tx: &mut TxQueue,
     ) {
-        // The relayed address cannot be served: end the allocation (the client's next Refresh
-        // gets 437 and it allocates again, most likely on another port).
-        self.relay_open_failed += 1;
-        let Some(Some(addr)) = self.relay_of.get(id.0 as usize).copied() else { return };
-        tracing::warn!(relay = %addr, error = ?err, "cannot open a TURN relay socket");
-        let _ = now;
-        self.server.remove_relay(addr);
-        self.drain_server_events();
+        let held = self.held.remove(&id.0);
+        match result {
+            Ok(()) => {
+                if let Some(h) = held
+                    && tx.send(h.dst, h.src, &h.bytes[..h.len]).is_err()
+                {
+                    self.drops[DROP_TX_FULL] += 1;
+                }
+            }
+            Err(err) => {
+                // The relayed address cannot be served (its port is taken: a reservation
+                // redeemed on another shard, another process): end the allocation and say
+                // nothing; the client retransmits its Allocate and gets another port.
+                self.relay_open_failed += 1;
+                let Some(Some(addr)) = self.relay_of.get(id.0 as usize).copied() else { return };
+                tracing::debug!(relay = %addr, error = ?err, "cannot open a TURN relay socket");
+                self.server.remove_relay(addr);
+                self.drain_server_events();
+            }
+        }
     }
 }

@@ -137,7 +137,9 @@ impl Shared {
     }
 
     /// Relayed addresses opened or closed by the server -> relay sockets and their tasks.
-    fn drain_events(self: &Rc<Self>) {
+    /// False if a relay socket could not be opened (its allocation is gone again).
+    fn drain_events(self: &Rc<Self>) -> bool {
+        let mut all_opened = true;
         // Bounded: each event is consumed; a failed bind removes one allocation, which queues
         // one more event (a close) that is then consumed.
         loop {
@@ -154,8 +156,9 @@ impl Shared {
                         self.relays.borrow_mut().insert(addr, Relay { socket, task });
                     }
                     Err(e) => {
-                        tracing::warn!(relay = %addr, error = %e, "cannot open a TURN relay socket");
+                        tracing::debug!(relay = %addr, error = %e, "cannot open a TURN relay socket");
                         self.server.borrow_mut().remove_relay(addr);
+                        all_opened = false;
                     }
                 },
                 TurnEvent::RelayClosed(addr) => {
@@ -165,6 +168,7 @@ impl Shared {
                 }
             }
         }
+        all_opened
     }
 
     fn send_to_client(&self, five: &FiveTuple, bytes: &[u8]) {
@@ -222,7 +226,7 @@ async fn run(
                 if n.is_multiple_of(60) {
                     sh.server.borrow_mut().compact_users();
                 }
-                sh.drain_events();
+                let _ = sh.drain_events();
             }
         }
     };
@@ -329,12 +333,16 @@ where
             };
             let now = sh.now();
             let r = sh.server.borrow_mut().handle_client(now, five, body, &mut out);
+            // Relay sockets first: an Allocate whose socket cannot open is not answered (the
+            // client retransmits and gets another port).
+            let opened = sh.drain_events();
             match r {
-                FromClient::Reply { len } => {
+                FromClient::Reply { len } if opened => {
                     if tx.try_send(out[..len].to_vec()).is_err() {
                         break 'conn;
                     }
                 }
+                FromClient::Reply { .. } => {}
                 FromClient::Relay { relay, peer, range } => {
                     let socket = sh.relays.borrow().get(&relay).map(|r| r.socket.clone());
                     if let Some(s) = socket {
@@ -343,7 +351,6 @@ where
                 }
                 FromClient::Drop(_) => {}
             }
-            sh.drain_events();
             off += frame.len();
         }
         buf.copy_within(off..have, 0);
@@ -355,7 +362,7 @@ where
     }
     sh.conns.borrow_mut().remove(&five);
     sh.server.borrow_mut().remove_allocation(&five);
-    sh.drain_events();
+    let _ = sh.drain_events();
     drop(tx);
     let _ = writer.await;
 }

@@ -627,3 +627,55 @@ fn even_port_reservation_token_and_its_expiry() {
     let relay = fx.allocate("alice", "pw");
     assert_eq!(relay.port(), 50003, "the expired reservation's port is free again");
 }
+
+#[test]
+fn reservation_token_redeemed_on_another_instance() {
+    // Two shards: same relay IP and token key, disjoint port slices.
+    let settings = |ports: std::ops::Range<u16>| TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: ports,
+        token_key: 7,
+        ..TurnSettings::default()
+    };
+    let mut a = Fx::new(settings(50000..50004));
+    let mut b = Fx::new(settings(50004..50008));
+    let nonce = a.nonce();
+    let req = a.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.even_port(true).unwrap();
+    });
+    let token = StunViewOwned(a.send(&req).1).view().reservation_token().unwrap().unwrap();
+    // The RTCP socket of the pair hashed to shard b.
+    b.five.client = "203.0.113.9:5001".parse().unwrap();
+    let nonce = b.nonce();
+    let req = b.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.reservation_token(&token).unwrap();
+    });
+    let relay = StunViewOwned(b.send(&req).1).view().xor_relayed_address().unwrap().unwrap();
+    assert_eq!(relay, "192.0.2.1:50001".parse().unwrap());
+    // A forged token (one bit flipped) or a stale one is refused.
+    for (t, wait) in [
+        ([token[0], token[1], token[2] ^ 1, token[3], token[4], token[5], token[6], token[7]], 0),
+        (token, 31),
+    ] {
+        b.five.client = SocketAddr::new(b.five.client.ip(), 5100 + wait);
+        b.elapsed += Duration::from_secs(wait as u64);
+        let nonce = b.nonce();
+        let req = b.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+            w.requested_transport(TRANSPORT_UDP).unwrap();
+            w.reservation_token(&t).unwrap();
+        });
+        assert_eq!(StunViewOwned(b.send(&req).1).code(), Some(508));
+    }
+    // Ending b's allocation does not give shard a's port to b's pool.
+    b.five.client = "203.0.113.9:5001".parse().unwrap();
+    let r = b.authed(Method::REFRESH, |w| {
+        w.lifetime(0).unwrap();
+    });
+    assert_eq!(r.view().lifetime().unwrap(), Some(0));
+    for port in 6000..6004 {
+        b.five.client = SocketAddr::new(b.five.client.ip(), port);
+        assert!((50004..50008).contains(&b.allocate("alice", "pw").port()));
+    }
+}

@@ -78,14 +78,16 @@ impl ShardCore for EchoCore {
         self.sockets.pop_front()
     }
 
-    fn handle_socket_error(
+    fn handle_socket_result(
         &mut self,
         _now: Instant,
         id: SocketId,
-        err: std::io::ErrorKind,
+        r: Result<(), std::io::ErrorKind>,
         _tx: &mut TxQueue,
     ) {
-        self.events.push_back(Ev::SocketFailed(id, err));
+        if let Err(err) = r {
+            self.events.push_back(Ev::SocketFailed(id, err));
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant, _tx: &mut TxQueue) {

@@ -151,7 +151,7 @@ impl<C: ShardCore> EpollShard<C> {
                         Token(id.0 as usize),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        self.drv.core.handle_socket_error(now, id, e.kind(), &mut self.drv.tx);
+                        self.drv.socket_result(now, id, Err(e.kind()));
                         continue;
                     }
                     let i = id.0 as usize;
@@ -162,6 +162,7 @@ impl<C: ShardCore> EpollShard<C> {
                     self.socks[i] =
                         Some(Sock { _socket: socket, fd, v6: info.v6, port, ready: true });
                     self.ready.push(id.0);
+                    self.drv.socket_result(now, id, Ok(()));
                 }
                 SocketOp::Close { id } if id != SocketId::MAIN => self.close_socket(id),
                 SocketOp::Close { .. } => {}

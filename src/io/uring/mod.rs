@@ -328,6 +328,7 @@ impl<C: ShardCore> UringShard<C> {
                         armed: false,
                     });
                     self.to_arm.push((id.0, generation));
+                    self.drv.socket_result(now, id, Ok(()));
                 }
                 SocketOp::Close { id } if id != SocketId::MAIN => self.close_socket(id),
                 SocketOp::Close { .. } => {}
