@@ -140,7 +140,7 @@ flood() { # name pid port
     --batch 1000 --hold 8 >"$WORK/flood-$3.log" 2>&1 &
   fpid=$!
   for _ in $(seq 1 1800); do # at most 15 minutes
-    line=$(grep '^allocations=' "$WORK/flood-$3.log" || true)
+    line=$(grep '^allocations=' "$WORK/flood-$3.log" 2>/dev/null || true)
     [ -n "$line" ] && break
     kill -0 "$fpid" 2>/dev/null || break
     sleep 0.5
