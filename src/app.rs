@@ -22,6 +22,8 @@ pub enum AppError {
     Tls(String),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Media(crate::media::MediaEngineError),
 }
 
 /// Installs the global tracing subscriber (once per process; later calls are no-ops).
@@ -80,6 +82,7 @@ async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
         std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { addr, source })?;
     listener.set_nonblocking(true).map_err(|source| AppError::Bind { addr, source })?;
     let control = ControlPlane::new(cfg.clone());
+    let media = start_media(&cfg, &control)?;
     let app = control.router();
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = if cfg.tls.enabled { Some(tls_config(&cfg).await?) } else { None };
@@ -118,8 +121,25 @@ async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
         }
     };
     result.map_err(AppError::Serve)?;
+    if let Some(m) = media {
+        m.shutdown();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the media shards and attaches them to the control plane (`[media] enabled`).
+fn start_media(
+    cfg: &Arc<Config>,
+    control: &ControlPlane,
+) -> Result<Option<Arc<crate::media::MediaEngine>>, AppError> {
+    if !cfg.media.enabled {
+        tracing::warn!("media disabled ([media] enabled = false): media methods answer errors");
+        return Ok(None);
+    }
+    let engine = crate::media::MediaEngine::start(cfg.clone()).map_err(AppError::Media)?;
+    control.attach_media(engine.clone());
+    Ok(Some(engine))
 }
 
 async fn wait_for_signal() {
