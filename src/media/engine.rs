@@ -249,8 +249,13 @@ impl MediaEngine {
         lock(&self.shards).iter().map(|s| s.info().local_addr).collect()
     }
 
-    /// Stops the shards (joins their threads).
+    /// Stops the shards (joins their threads) and logs their final counters.
     pub fn shutdown(&self) {
+        let mut total = MediaStatsSnapshot::default();
+        for s in self.stats() {
+            total.add(&s);
+        }
+        tracing::info!(stats = ?total, "media totals");
         let mut shards = lock(&self.shards);
         for s in shards.iter() {
             s.signal_shutdown();

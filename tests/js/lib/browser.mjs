@@ -79,6 +79,10 @@ const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>ringsfu te
           r.videoPackets += s.packetsReceived || 0;
           r.videoLost += s.packetsLost || 0;
           r.nackCount += s.nackCount || 0;
+          r.retransmitted = (r.retransmitted || 0) + (s.retransmittedPacketsReceived || 0);
+          r.pliCount = (r.pliCount || 0) + (s.pliCount || 0);
+          r.freezeCount = (r.freezeCount || 0) + (s.freezeCount || 0);
+          r.framesDropped = (r.framesDropped || 0) + (s.framesDropped || 0);
         } else {
           r.audioSamples += s.totalSamplesReceived || 0;
           r.audioPackets += s.packetsReceived || 0;
