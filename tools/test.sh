@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole ringsfu test suite, from a fresh Debian machine with only Rust installed.
 # Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
-# turnutils, iproute2, openssl, Node.js; the npm packages of tests/js. Then: format and lint
+# turnutils, iproute2, nftables, openssl, Node.js; the npm packages of tests/js. Then: format and lint
 # checks, one debug build shared by every stage, `cargo test`, and the interop tests with the real
 # OpenVidu SDKs and headless Chromium.
 set -euo pipefail
@@ -17,6 +17,7 @@ need_pkgs=()
 command -v chromium >/dev/null || need_pkgs+=(chromium)
 command -v turnutils_uclient >/dev/null || need_pkgs+=(coturn)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v node >/dev/null || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -52,6 +53,14 @@ cargo test --no-fail-fast
 
 step "interop tests (openvidu-node-client, openvidu-browser in headless Chromium)"
 export RINGSFU_BIN="$root/target/debug/ringsfu"
-(cd tests/js && node --test --test-concurrency=1 --test-timeout=300000 ./*.test.mjs)
+# In a network namespace of their own with only `lo` when this machine allows it (Chromium's
+# WebRTC is happiest there and nothing leaks to the host network); the loss test makes its own
+# namespace inside.
+if unshare --net true 2>/dev/null; then
+  (cd tests/js && unshare --net sh -c 'ip link set lo up && exec node --test --test-concurrency=1 --test-timeout=300000 ./*.test.mjs')
+else
+  echo "unshare --net not permitted: running the interop tests in the host namespace"
+  (cd tests/js && node --test --test-concurrency=1 --test-timeout=300000 ./*.test.mjs)
+fi
 
 step "all tests passed"

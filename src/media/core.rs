@@ -111,6 +111,8 @@ struct Peer {
     twcc_seq: u16,
     next_report: Instant,
     next_twcc: Instant,
+    /// A publisher whose transport failed, waiting for `reconnectStream` (no timers run).
+    failed: bool,
     role: Role,
 }
 
@@ -243,6 +245,7 @@ impl MediaCore {
             twcc_seq: rand::random(),
             next_report: now + self.settings.rtcp_interval / 2,
             next_twcc: now + self.settings.twcc_interval,
+            failed: false,
             role,
         }
     }
@@ -377,6 +380,7 @@ impl MediaCore {
         peer.srtp_out = None;
         peer.remote = None;
         peer.local_ip = None;
+        peer.failed = false;
         if let Role::Publisher { tracks: states, twcc } = &mut peer.role {
             // Same tracks in the same order; the browser may pick new SSRCs.
             for (st, cfg) in states.iter_mut().zip(tracks) {
@@ -493,11 +497,39 @@ impl MediaCore {
             }
         }
         if expired {
-            let id = peer.id;
             stat!(self.stats, ice_consent_expired);
-            self.remove_peer(slot, tx);
-            self.events.push_back(ShardEvent::Failed { id, reason: "ICE consent expired" });
+            self.fail_peer(slot, Some("ICE consent expired"), tx);
         }
+    }
+
+    /// A peer's transport is gone for good (`reason`), or the browser closed it (`None`).
+    /// A subscriber leg is removed. A publisher keeps its tracks and their subscribers, so
+    /// `reconnectStream` ([`ShardCommand::RestartPublisher`]) can put a new transport behind
+    /// them; until then it has no address, keys or credentials.
+    fn fail_peer(&mut self, slot: u32, reason: Option<&'static str>, tx: &mut TxQueue) {
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let id = peer.id;
+        if matches!(peer.role, Role::Publisher { .. }) {
+            for a in peer.addrs.drain(..) {
+                if self.by_addr.get(&a) == Some(&slot) {
+                    self.by_addr.remove(&a);
+                }
+            }
+            if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
+                self.by_ufrag.remove(&peer.ufrag);
+            }
+            peer.srtp_in = None;
+            peer.srtp_out = None;
+            peer.remote = None;
+            peer.local_ip = None;
+            peer.failed = true;
+        } else {
+            self.remove_peer(slot, tx);
+        }
+        self.events.push_back(match reason {
+            Some(reason) => ShardEvent::Failed { id, reason },
+            None => ShardEvent::Closed { id },
+        });
     }
 
     fn on_dtls(&mut self, now: Instant, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
@@ -544,13 +576,9 @@ impl MediaCore {
             }
             Some(Err(Some(reason))) => {
                 stat!(self.stats, dtls_failures);
-                self.remove_peer(slot, tx);
-                self.events.push_back(ShardEvent::Failed { id, reason });
+                self.fail_peer(slot, Some(reason), tx);
             }
-            Some(Err(None)) => {
-                self.remove_peer(slot, tx);
-                self.events.push_back(ShardEvent::Closed { id });
-            }
+            Some(Err(None)) => self.fail_peer(slot, None, tx),
         }
     }
 
@@ -1000,6 +1028,9 @@ impl MediaCore {
         dead.clear();
         for slot in 0..self.peers.len() as u32 {
             let Some(peer) = self.peers[slot as usize].as_mut() else { continue };
+            if peer.failed {
+                continue;
+            }
             if peer.ice.poll_timeout().is_some_and(|t| t <= now) {
                 peer.ice.handle_timeout(now);
             }
@@ -1034,12 +1065,8 @@ impl MediaCore {
             }
         }
         for &(slot, reason) in &dead {
-            let Some(id) = self.peers[slot as usize].as_ref().map(|p| p.id) else { continue };
             stat!(self.stats, ice_consent_expired);
-            self.remove_peer(slot, tx);
-            if let Some(reason) = reason {
-                self.events.push_back(ShardEvent::Failed { id, reason });
-            }
+            self.fail_peer(slot, reason, tx);
         }
         self.scratch_slots = dead;
         self.next_tick = now + self.settings.tick;

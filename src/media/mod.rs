@@ -21,6 +21,8 @@ mod core;
 mod engine;
 pub mod feedback;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -114,9 +116,10 @@ pub enum ShardCommand {
 pub enum ShardEvent {
     /// ICE nominated a pair and DTLS finished: media flows.
     Connected { id: PeerId },
-    /// The peer failed for good (consent expired, DTLS failure) and was removed.
+    /// The peer's transport failed for good (consent expired, DTLS failure). A subscriber leg
+    /// was removed; a publisher keeps its tracks for `reconnectStream`.
     Failed { id: PeerId, reason: &'static str },
-    /// The browser closed the DTLS association; the peer was removed.
+    /// The browser closed the DTLS association (same consequences as `Failed`).
     Closed { id: PeerId },
     /// A command named a peer that does not exist (e.g. a subscriber of a publisher that has
     /// just gone): the control plane cleans its side up.
