@@ -31,12 +31,12 @@ use std::time::{Duration, Instant};
 use super::feedback::{NackTracker, ReceiveStats, TwccRecorder};
 use super::stats::{MediaDrop, MediaStats, stat};
 use super::{InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
-use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent};
+use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole};
 use crate::ice::{IceEvent, IceLiteAgent, Reply};
 use crate::router::{LegId, Router, RouterConfig, RtpFields, SubscribeParams, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
 use crate::shard::{RecvMeta, ShardCore, TX_SLOT_SIZE, TxQueue};
-use crate::srtp::{DtlsRole, SrtpContext};
+use crate::srtp::SrtpContext;
 use crate::wire::rtcp::{RtcpCompound, RtcpPacket, nack, pli, remb, rr, sr, twcc};
 use crate::wire::rtp::RtpView;
 use crate::wire::{Datagram, RtpRewriter, StunView, demux};
@@ -97,6 +97,9 @@ struct Peer {
     id: PeerId,
     ice: IceLiteAgent,
     dtls: DtlsEndpoint,
+    /// `Client` only for a subscriber that answered a server offer with `a=setup:passive`:
+    /// its ClientHello goes out once ICE selected a pair.
+    dtls_role: DtlsRole,
     srtp_out: Option<SrtpContext>,
     srtp_in: Option<SrtpContext>,
     /// The nominated remote address and the local address it was nominated on.
@@ -229,12 +232,14 @@ impl MediaCore {
         id: PeerId,
         ice: &super::IceParams,
         fp: crate::dtls::Fingerprint,
+        dtls_role: DtlsRole,
         role: Role,
     ) -> Peer {
         Peer {
             id,
             ice: IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag),
-            dtls: self.dtls.server(now, fp),
+            dtls: DtlsEndpoint::new(&self.dtls, dtls_role, now, fp),
+            dtls_role,
             srtp_out: None,
             srtp_in: None,
             remote: None,
@@ -286,10 +291,12 @@ impl MediaCore {
             return;
         }
         let (tracks, twcc) = self.in_states(tracks);
-        let peer = self.new_peer(now, id, &ice, fp, Role::Publisher { tracks, twcc });
+        let peer =
+            self.new_peer(now, id, &ice, fp, DtlsRole::Server, Role::Publisher { tracks, twcc });
         self.insert_peer(peer);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn add_subscriber(
         &mut self,
         now: Instant,
@@ -297,6 +304,7 @@ impl MediaCore {
         publisher: PeerId,
         ice: super::IceParams,
         fp: crate::dtls::Fingerprint,
+        dtls_role: DtlsRole,
         tracks: Vec<OutTrack>,
     ) {
         if self.by_id.contains_key(&id) || self.by_ufrag.contains_key(ice.local_ufrag.as_str()) {
@@ -323,7 +331,14 @@ impl MediaCore {
             };
             outs.push(OutState { cfg, track, packets: 0, octets: 0 });
         }
-        let peer = self.new_peer(now, id, &ice, fp, Role::Subscriber { publisher, tracks: outs });
+        let peer = self.new_peer(
+            now,
+            id,
+            &ice,
+            fp,
+            dtls_role,
+            Role::Subscriber { publisher, tracks: outs },
+        );
         let slot = self.insert_peer(peer);
         let Some(Role::Subscriber { tracks, .. }) =
             self.peers[slot as usize].as_ref().map(|p| &p.role)
@@ -487,14 +502,22 @@ impl MediaCore {
     fn drain_ice(&mut self, slot: u32, tx: &mut TxQueue) {
         let Some(peer) = self.peer_mut(slot) else { return };
         let mut expired = false;
+        let mut start_client = None;
         while let Some(ev) = peer.ice.poll_event() {
             match ev {
                 IceEvent::Selected { remote, local } => {
+                    if peer.remote.is_none() && peer.dtls_role == DtlsRole::Client {
+                        start_client = Some(remote);
+                    }
                     peer.remote = Some(remote);
                     peer.local_ip = Some(local.ip());
                 }
                 IceEvent::ConsentExpired => expired = true,
             }
+        }
+        if let Some(remote) = start_client {
+            // The ClientHello has waited in the endpoint for a path: send it now.
+            self.drain_dtls(slot, remote, tx);
         }
         if expired {
             stat!(self.stats, ice_consent_expired);
@@ -550,7 +573,7 @@ impl MediaCore {
         while let Some(ev) = peer.dtls.poll_event() {
             match ev {
                 DtlsEvent::Connected { keying_material, .. } => {
-                    match SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Server) {
+                    match SrtpContext::from_dtls_keys(&keying_material, peer.dtls_role) {
                         Ok((out, inb)) => {
                             peer.srtp_out = Some(out);
                             peer.srtp_in = Some(inb);
@@ -1100,8 +1123,15 @@ impl ShardCore for MediaCore {
             ShardCommand::AddPublisher { id, ice, remote_fingerprint, tracks } => {
                 self.add_publisher(now, id, ice, remote_fingerprint, tracks)
             }
-            ShardCommand::AddSubscriber { id, publisher, ice, remote_fingerprint, tracks } => {
-                self.add_subscriber(now, id, publisher, ice, remote_fingerprint, tracks)
+            ShardCommand::AddSubscriber {
+                id,
+                publisher,
+                ice,
+                remote_fingerprint,
+                dtls_role,
+                tracks,
+            } => {
+                self.add_subscriber(now, id, publisher, ice, remote_fingerprint, dtls_role, tracks)
             }
             ShardCommand::RestartPublisher { id, ice, remote_fingerprint, tracks } => {
                 self.restart_publisher(now, id, ice, remote_fingerprint, tracks)

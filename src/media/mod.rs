@@ -30,7 +30,7 @@ pub use self::core::{CoreSettings, MediaCore};
 pub use engine::{MediaEngine, MediaEngineError};
 pub use stats::{MediaDrop, MediaStats, MediaStatsSnapshot};
 
-use crate::dtls::Fingerprint;
+use crate::dtls::{DtlsRole, Fingerprint};
 use crate::sdp::{ExtIds, MediaKind};
 
 /// A peer connection of the engine (publisher or subscriber), unique per process.
@@ -96,6 +96,9 @@ pub enum ShardCommand {
         publisher: PeerId,
         ice: IceParams,
         remote_fingerprint: Fingerprint,
+        /// Our DTLS role: `Server` when the browser took `a=setup:active` (always with
+        /// browsers), `Client` when a server offer was answered `passive`.
+        dtls_role: DtlsRole,
         tracks: Vec<OutTrack>,
     },
     /// A publisher renegotiated its transport (`reconnectStream`): new ICE credentials and

@@ -165,6 +165,7 @@ fn consent_expiry_removes_a_subscriber_but_keeps_a_publishers_tracks() {
             publisher: PeerId(1),
             ice: si.clone(),
             remote_fingerprint: fp(),
+            dtls_role: crate::dtls::DtlsRole::Server,
             tracks: vec![OutTrack {
                 source: 0,
                 kind: MediaKind::Video,
@@ -186,6 +187,7 @@ fn consent_expiry_removes_a_subscriber_but_keeps_a_publishers_tracks() {
             publisher: PeerId(99),
             ice: ice("subC"),
             remote_fingerprint: fp(),
+            dtls_role: crate::dtls::DtlsRole::Server,
             tracks: vec![],
         },
         &mut tx,
