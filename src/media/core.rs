@@ -846,9 +846,9 @@ impl MediaCore {
         let MediaCore { router, peers, stats, .. } = self;
         let Some(Some(sub)) = peers.get_mut(slot as usize) else { return };
         let (Some(dst), Some(srtp)) = (sub.remote, sub.srtp_out.as_mut()) else { return };
-        let Role::Subscriber { tracks, .. } = &mut sub.role else { return };
+        let Role::Subscriber { tracks, .. } = &sub.role else { return };
         let Some(out) = tracks.iter().find(|o| o.track == track) else { return };
-        let cfg = out.cfg.clone();
+        let cfg = &out.cfg;
         let twcc_seq = &mut sub.twcc_seq;
         let local_ip = sub.local_ip;
         let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
@@ -868,7 +868,7 @@ impl MediaCore {
             // The ring keeps the publisher's extension block; its ids are the publisher's, but
             // only the values of extensions both sides negotiated are copied, by the ids
             // negotiated here: without the publisher's ids at hand, none are copied.
-            let hl = write_header(b, &hdr, &v, &ExtIds::default(), &cfg, abs, twcc);
+            let hl = write_header(b, &hdr, &v, &ExtIds::default(), cfg, abs, twcc);
             let payload = &rt.packet[v.header_len()..];
             let res = match rt.osn {
                 Some(osn) => {
