@@ -64,6 +64,9 @@ pub struct ServerConfig {
     /// `networkDisconnect`. Also the delay after which the server closes the socket of an evicted
     /// participant that did not close it itself. 0 = evict at once.
     pub reconnection_window: u64,
+    /// Serve the demo page at `/` and its token endpoint `POST /demo/token`, which creates
+    /// sessions and connections WITHOUT the secret: for trying ringsfu out, off in production.
+    pub demo: bool,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace` or a tracing directive).
     pub log_level: String,
     /// `text` or `json`.
@@ -213,6 +216,7 @@ impl Default for ServerConfig {
             max_ws_connections: 10_000,
             ping_timeout: 20,
             reconnection_window: 10,
+            demo: true,
             log_level: "info".into(),
             log_format: LogFormat::Text,
         }

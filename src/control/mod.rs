@@ -14,6 +14,7 @@
 //! (never across an `.await`). Routing a notification is a non-blocking `try_send` into the
 //! target socket's bounded queue; a socket whose queue is full is cut off (it is not reading).
 
+pub mod demo;
 pub mod media;
 pub mod registry;
 pub mod rest;
@@ -234,7 +235,8 @@ impl ControlPlane {
 
     /// Every HTTP route the server answers: the REST API, the WebSocket, CORS, auth, limits.
     pub fn router(&self) -> Router {
-        rest::router(self.inner.clone())
+        let rest = rest::router(self.inner.clone());
+        if self.inner.cfg.server.demo { demo::router(self.inner.clone(), rest) } else { rest }
     }
 
     /// Graceful shutdown: every participant is evicted (`openviduServerStopped`), sessions are

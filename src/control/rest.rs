@@ -326,7 +326,7 @@ fn recording_properties(v: Option<&Value>) -> Result<Value, String> {
     Ok(out)
 }
 
-fn session_props(m: &Map<String, Value>) -> Result<SessionProps, String> {
+pub(crate) fn session_props(m: &Map<String, Value>) -> Result<SessionProps, String> {
     let f = Fields(m);
     let media_mode = f.enumeration("mediaMode", &["ROUTED", "RELAYED"])?.unwrap_or("ROUTED");
     let recording_mode = f.enumeration("recordingMode", &["MANUAL", "ALWAYS"])?.unwrap_or("MANUAL");
@@ -467,7 +467,11 @@ fn ice_servers(v: Option<&Value>, now: u64, ttl: u64) -> Result<Vec<Value>, Stri
     Ok(out)
 }
 
-fn connection_props(m: &Map<String, Value>, now: u64, ttl: u64) -> Result<ConnectionProps, String> {
+pub(crate) fn connection_props(
+    m: &Map<String, Value>,
+    now: u64,
+    ttl: u64,
+) -> Result<ConnectionProps, String> {
     let f = Fields(m);
     let kind = match f.enumeration("type", &["WEBRTC", "IPCAM"])? {
         Some("IPCAM") => ConnectionType::IpCam,
