@@ -4,7 +4,8 @@
 //! Hand-written rather than a crate: the protocol is one `sendto` on a unix datagram socket, the
 //! only subtlety is the abstract-namespace address (`@name`), and keeping it here avoids a
 //! dependency whose only job would be those twenty lines. Every send is best effort: a service
-//! manager that went away must not take the server down, so errors are logged once and dropped.
+//! manager that went away or stopped reading must not take the server down or block it, so the
+//! socket is non-blocking and errors are logged once and dropped.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -71,7 +72,9 @@ impl Notifier {
                 tracing::warn!(notify_socket = s, "NOTIFY_SOCKET is not a path or @name; ignored");
                 return None;
             };
-            match UnixDatagram::unbound() {
+            // Non-blocking: a service manager that stops reading (a full socket queue) must not
+            // stall the control thread; such a message is dropped.
+            match UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s)) {
                 Ok(sock) => Some((sock, addr)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create the notification socket");
@@ -232,6 +235,21 @@ mod tests {
         n.watchdog();
         let len = rx.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"WATCHDOG=1");
+    }
+
+    #[test]
+    fn a_full_socket_queue_drops_instead_of_blocking() {
+        let dir = std::env::temp_dir().join(format!("ringsfu-notify-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let _rx = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier::from_values(path.to_str(), None, None, 1);
+        // Far more than any socket queue holds; returns instead of blocking.
+        for _ in 0..10_000 {
+            n.watchdog();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
