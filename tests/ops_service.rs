@@ -154,40 +154,42 @@ fn write_cert(dir: &TempDir) -> String {
     pem
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn sighup_reloads_the_certificate_and_keeps_the_open_websocket() {
-    let dir = TempDir::new("ops-reload");
-    let mut notify = NotifySocket::bind(&dir.path("notify.sock"));
-    let pem_a = write_cert(&dir);
-    let port = free_port();
-    let cert = format!("tls.cert={}", dir.path("cert.pem").display());
-    let key = format!("tls.key={}", dir.path("key.pem").display());
-    let mut server = Server::spawn(
-        port,
-        &[
-            "--secret",
-            SECRET,
-            "--set",
-            "tls.enabled=true",
-            "--set",
-            &cert,
-            "--set",
-            &key,
-            "--set",
-            "server.drain_timeout=1",
-        ],
-        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+fn write_config(dir: &TempDir, log_level: &str, turn_secret: &str) -> std::path::PathBuf {
+    let path = dir.path("ringsfu.toml");
+    let text = format!(
+        "[server]\nsecret = \"{SECRET}\"\ndrain_timeout = 1\nlog_level = \"{log_level}\"\n\
+         [tls]\nenabled = true\ncert = \"{}\"\nkey = \"{}\"\n\
+         [turn]\npublic_ip = \"127.0.0.1\"\nstatic_auth_secret = \"{turn_secret}\"\n",
+        dir.path("cert.pem").display(),
+        dir.path("key.pem").display()
     );
-    notify.wait("READY=1", |m| m.contains("READY=1")).await;
-    let (_, fp) = ops_common::tls_connect(port).await;
-    assert_eq!(fp, pem_fingerprint(&pem_a), "serves the first certificate");
+    std::fs::write(&path, text).unwrap();
+    path
+}
 
-    // A participant joins over WSS.
-    let (tls, _) = ops_common::tls_connect(port).await;
-    let (st, _) =
-        http_request(tls, "POST", "/openvidu/api/sessions", SECRET, r#"{"customSessionId":"tls"}"#)
-            .await;
-    assert_eq!(st, 200);
+type Wss = tokio_tungstenite::WebSocketStream<ops_common::TlsStream>;
+
+/// Sends a JSON-RPC request and returns its response (notifications are skipped).
+async fn call(ws: &mut Wss, id: u64, method: &str, params: Value) -> Value {
+    let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    ws.send(Message::Text(req.to_string().into())).await.expect("send");
+    loop {
+        let m = tokio::time::timeout(ops_common::WAIT, ws.next())
+            .await
+            .expect("answer in time")
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            if v["id"] == json!(id) {
+                return v;
+            }
+        }
+    }
+}
+
+/// Creates a connection in session `tls` over HTTPS and joins it over WSS.
+async fn join_wss(port: u16, client: &str) -> (Wss, Value) {
     let (tls, _) = ops_common::tls_connect(port).await;
     let (st, body) =
         http_request(tls, "POST", "/openvidu/api/sessions/tls/connection", SECRET, "{}").await;
@@ -200,42 +202,68 @@ async fn sighup_reloads_the_certificate_and_keeps_the_open_websocket() {
     )
     .await
     .expect("wss upgrade");
-    let call = async |ws: &mut tokio_tungstenite::WebSocketStream<ops_common::TlsStream>,
-                      id: u64,
-                      method: &str,
-                      params: Value|
-           -> Value {
-        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        ws.send(Message::Text(req.to_string().into())).await.expect("send");
-        loop {
-            let m = tokio::time::timeout(ops_common::WAIT, ws.next())
-                .await
-                .expect("answer in time")
-                .expect("socket open")
-                .expect("frame");
-            if let Message::Text(t) = m {
-                let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
-                if v["id"] == json!(id) {
-                    return v;
-                }
-            }
-        }
-    };
-    let r =
-        call(&mut ws, 1, "joinRoom", join_params("tls", tok["token"].as_str().unwrap(), "T")).await;
+    let token = tok["token"].as_str().expect("token");
+    let r = call(&mut ws, 1, "joinRoom", join_params("tls", token, client)).await;
     assert!(r.get("result").is_some(), "{r}");
+    (ws, r["result"].clone())
+}
 
-    // New certificate on disk, SIGHUP: RELOADING=1 then READY=1; new handshakes get it.
+/// The TURN REST credential of a joinRoom result was made with `secret`.
+fn turn_credential_made_with(joined: &Value, secret: &str) -> bool {
+    let user = joined["turnUsername"].as_str().expect("turnUsername");
+    let cred = joined["turnCredential"].as_str().expect("turnCredential");
+    ringsfu::turn::auth::rest_password(secret.as_bytes(), user) == cred
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sighup_reloads_certificate_log_level_and_turn_secret_keeping_the_open_websocket() {
+    let dir = TempDir::new("ops-reload");
+    let mut notify = NotifySocket::bind(&dir.path("notify.sock"));
+    let pem_a = write_cert(&dir);
+    let config = write_config(&dir, "info", "first");
+    let port = free_port();
+    let mut server = Server::spawn(
+        port,
+        &["--config", config.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
+    );
+    notify.wait("READY=1", |m| m.contains("READY=1")).await;
+    let (_, fp) = ops_common::tls_connect(port).await;
+    assert_eq!(fp, pem_fingerprint(&pem_a), "serves the first certificate");
+
+    // A participant joins over WSS; its TURN credential comes from the first secret.
+    let (tls, _) = ops_common::tls_connect(port).await;
+    let (st, _) =
+        http_request(tls, "POST", "/openvidu/api/sessions", SECRET, r#"{"customSessionId":"tls"}"#)
+            .await;
+    assert_eq!(st, 200);
+    let (mut ws, joined) = join_wss(port, "T").await;
+    assert!(turn_credential_made_with(&joined, "first"), "{joined}");
+
+    // New certificate, log level and TURN secret on disk, SIGHUP: RELOADING=1 then READY=1.
     let pem_b = write_cert(&dir);
+    write_config(&dir, "debug", "second");
     server.signal(libc::SIGHUP);
-    notify
-        .wait("RELOADING=1", |m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="))
-        .await;
+    let m = notify.wait("RELOADING=1", |m| m.contains("RELOADING=1")).await;
+    assert!(m.contains("MONOTONIC_USEC="), "{m}");
     notify.wait("READY=1 after the reload", |m| m.contains("READY=1")).await;
+    // New handshakes get the new certificate; the WebSocket opened before keeps working.
     let (_, fp) = ops_common::tls_connect(port).await;
     assert_eq!(fp, pem_fingerprint(&pem_b), "serves the reloaded certificate");
     let r = call(&mut ws, 2, "ping", json!({"interval": 5000})).await;
     assert_eq!(r["result"]["value"], "pong", "the WebSocket opened before the reload still works");
+    // Debug logging is on now: an ignored binary frame is logged.
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await.expect("send binary");
+    let r = call(&mut ws, 3, "ping", json!({})).await;
+    assert_eq!(r["result"]["value"], "pong");
+    let deadline = tokio::time::Instant::now() + ops_common::WAIT;
+    while !server.stderr_lines().iter().any(|l| l.contains("binary WebSocket frame ignored")) {
+        assert!(tokio::time::Instant::now() < deadline, "log level not reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // New joins get credentials from the new TURN secret.
+    let (_ws2, joined2) = join_wss(port, "U").await;
+    assert!(turn_credential_made_with(&joined2, "second"), "{joined2}");
 
     // A broken certificate file: the reload fails and the running certificate stays.
     std::fs::write(dir.path("cert.pem"), "not a certificate").unwrap();
@@ -249,8 +277,8 @@ async fn sighup_reloads_the_certificate_and_keeps_the_open_websocket() {
     assert_eq!(st, 200);
     assert!(metrics.contains("ringsfu_reloads_total{result=\"ok\"} 1\n"), "{metrics}");
     assert!(metrics.contains("ringsfu_reloads_total{result=\"error\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("ringsfu_participants 1\n"), "the session survived: {metrics}");
-    let r = call(&mut ws, 3, "ping", json!({})).await;
+    assert!(metrics.contains("ringsfu_participants 2\n"), "the session survived: {metrics}");
+    let r = call(&mut ws, 4, "ping", json!({})).await;
     assert_eq!(r["result"]["value"], "pong");
 
     server.signal(libc::SIGTERM);
