@@ -24,6 +24,8 @@ pub enum AppError {
     Tls(String),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Media(crate::media::MediaEngineError),
 }
 
 /// Installs the global tracing subscriber (once per process; later calls are no-ops). The
@@ -83,6 +85,7 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
         std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { addr, source })?;
     listener.set_nonblocking(true).map_err(|source| AppError::Bind { addr, source })?;
     let control = ControlPlane::new(cfg.clone());
+    let media = start_media(&cfg, &control)?;
     let app = control.router();
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = if cfg.tls.enabled { Some(tls_config(&cfg).await?) } else { None };
@@ -95,7 +98,7 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
     );
 
     let mut ops = Ops::new(cfg.clone(), control.clone(), Notifier::from_env());
-    ops.register_shards(start_media_shards(&cfg, &control));
+    register_media_metrics(&mut ops, &control, media.as_ref());
     // Before anything can send SIGHUP: its default action would kill the process.
     let signals = Signals::install();
     ops.spawn_background();
@@ -120,15 +123,46 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
         }
     };
     result.map_err(AppError::Serve)?;
+    if let Some(m) = media {
+        m.shutdown();
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The media shards' counters, for `/metrics` and the systemd watchdog. Empty until the media
-/// engine starts shards here: it returns one [`ShardMetrics`] per running shard (the shard's
-/// `ShardStats` and the `CoreCounters` its cores fill).
-fn start_media_shards(_cfg: &Config, _control: &ControlPlane) -> Vec<ShardMetrics> {
-    Vec::new()
+/// Starts the media shards and attaches them to the control plane (`[media] enabled`).
+fn start_media(
+    cfg: &Arc<Config>,
+    control: &ControlPlane,
+) -> Result<Option<Arc<crate::media::MediaEngine>>, AppError> {
+    if !cfg.media.enabled {
+        tracing::warn!("media disabled ([media] enabled = false): media methods answer errors");
+        return Ok(None);
+    }
+    let engine = crate::media::MediaEngine::start(cfg.clone()).map_err(AppError::Media)?;
+    control.attach_media(engine.clone());
+    Ok(Some(engine))
+}
+
+/// The media shards' counters for `/metrics` and the systemd watchdog: one [`ShardMetrics`]
+/// per running shard, and the media cores' counters read at every scrape.
+fn register_media_metrics(
+    ops: &mut Ops,
+    control: &ControlPlane,
+    media: Option<&Arc<crate::media::MediaEngine>>,
+) {
+    let Some(engine) = media else { return };
+    let shards = engine
+        .shard_stats()
+        .into_iter()
+        .enumerate()
+        .map(|(index, stats)| ShardMetrics { index, stats, core: Default::default() })
+        .collect();
+    ops.register_shards(shards);
+    let weak = Arc::downgrade(engine);
+    control
+        .metrics()
+        .set_media_source(Box::new(move || weak.upgrade().map(|e| e.stats()).unwrap_or_default()));
 }
 
 /// READY=1 once the listener accepts, then signals: SIGHUP reloads, SIGTERM/SIGINT drain and

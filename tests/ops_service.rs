@@ -78,6 +78,25 @@ async fn notify_protocol_and_sigterm_drain_with_a_joined_participant() {
         })
         .await;
 
+    // The media shard is registered for metrics and the watchdog, and its loop turns.
+    let text = client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .basic_auth("OPENVIDUAPP", Some(SECRET))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(text.contains("ringsfu_shards 1\n"), "{text}");
+    assert!(text.contains("ringsfu_participants 1\n"), "{text}");
+    let turns = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ringsfu_shard_loop_turns_total{shard=\"0\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("loop turns of shard 0");
+    assert!(turns > 0, "{text}");
+
     // SIGTERM: STOPPING=1 (asking for the drain time), the participant is told.
     notify.forget();
     server.signal(libc::SIGTERM);

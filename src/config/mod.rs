@@ -94,9 +94,12 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
+    /// Start the media shards (false: signaling only; media methods answer errors).
+    pub enabled: bool,
     /// Address the media sockets bind to.
     pub bind_address: IpAddr,
-    /// Addresses advertised as ICE host candidates (IPv4 and IPv6). Empty: `bind_address`.
+    /// Addresses advertised as ICE host candidates (IPv4 and IPv6). Empty: `bind_address`, or
+    /// every interface address when bound to the wildcard.
     pub public_ips: Vec<IpAddr>,
     /// Data-plane threads; 0 = one per core.
     pub shards: usize,
@@ -227,6 +230,7 @@ impl Default for ServerConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
+            enabled: true,
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             public_ips: Vec::new(),
             shards: 0,

@@ -215,7 +215,7 @@ impl ControlPlane {
             webhooks: webhook::Webhooks::start(&cfg.webhook),
             cfg: cfg.clone(),
             state: Mutex::new(State { reg: Registry::new(rcfg, seed), rpcs: HashMap::new() }),
-            media: media::MediaSink,
+            media: media::MediaSink::default(),
             ws_count: AtomicUsize::new(0),
             next_socket: AtomicU64::new(1),
             metrics: Arc::new(Metrics::new()),
@@ -285,6 +285,33 @@ impl ControlPlane {
     /// The handle the media side uses to update the registry and feed [`media::MediaEvent`]s.
     pub fn media_handle(&self) -> media::ControlHandle {
         media::ControlHandle(self.inner.clone())
+    }
+
+    /// Attaches the media engine: media methods go to it, registry teardowns reach it, and a
+    /// task turns its shards' events into notifications. Call once, inside the runtime.
+    pub fn attach_media(&self, engine: Arc<crate::media::MediaEngine>) {
+        if !self.inner.media.attach(engine.clone()) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let handle = media::ControlHandle(inner);
+                    for ev in engine.poll_events() {
+                        handle.handle_event(ev);
+                    }
+                }
+            });
+        }
+    }
+
+    /// The attached media engine, if any.
+    pub fn media_engine(&self) -> Option<Arc<crate::media::MediaEngine>> {
+        self.inner.media.engine().cloned()
     }
 
     /// Number of open WebSocket connections.

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::IoBackend;
+use crate::media::{MediaDrop, MediaStatsSnapshot};
 use crate::shard::{DropReason, ShardStats};
 
 /// Every JSON-RPC method a client may call (spec §4.3); others are labelled `other`.
@@ -70,37 +71,23 @@ impl RpcResult {
     }
 }
 
-/// Counters a shard's cores fill for the metrics (one writer: the shard thread).
-/// The media engine and the TURN core bump these; until they run, they stay at zero.
+/// Counters a shard's TURN core fills for the metrics (one writer: the shard thread). The media
+/// cores have their own counters ([`MediaStatsSnapshot`], read through
+/// [`Metrics::set_media_source`]); until the TURN server runs in the shards these stay at zero.
 #[derive(Debug, Default)]
 pub struct CoreCounters {
-    dtls_handshakes: AtomicU64,
-    dtls_failures: AtomicU64,
-    ice_legs: AtomicU64,
     turn_allocations: AtomicU64,
 }
 
 impl CoreCounters {
-    /// A DTLS handshake completed (keys exported).
-    pub fn dtls_handshake_done(&self) {
-        self.dtls_handshakes.fetch_add(1, Relaxed);
-    }
-
-    /// A DTLS handshake failed (alert, fingerprint mismatch, timeout).
-    pub fn dtls_handshake_failed(&self) {
-        self.dtls_failures.fetch_add(1, Relaxed);
-    }
-
-    /// Current number of ICE legs (one per peer connection) on this shard.
-    pub fn set_ice_legs(&self, n: u64) {
-        self.ice_legs.store(n, Relaxed);
-    }
-
     /// Current number of TURN allocations on this shard.
     pub fn set_turn_allocations(&self, n: u64) {
         self.turn_allocations.store(n, Relaxed);
     }
 }
+
+/// Per-shard snapshots of the media cores' counters (index = shard), read at every scrape.
+pub type MediaSource = Box<dyn Fn() -> Vec<MediaStatsSnapshot> + Send + Sync>;
 
 /// One registered shard.
 #[derive(Clone, Debug)]
@@ -142,12 +129,19 @@ pub struct WebhookCounts {
 }
 
 /// The metrics registry of the process.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Metrics {
     signaling: Mutex<BTreeMap<(&'static str, RpcResult), u64>>,
     http: Mutex<BTreeMap<(&'static str, u16), u64>>,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
     shards: RwLock<Vec<ShardMetrics>>,
+    media: RwLock<Option<MediaSource>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("shards", &self.shard_count()).finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -195,6 +189,11 @@ impl Metrics {
     /// Registers the media shards (call once, when they run). Replaces an earlier list.
     pub fn register_shards(&self, shards: Vec<ShardMetrics>) {
         *self.shards.write().unwrap_or_else(|p| p.into_inner()) = shards;
+    }
+
+    /// Sets where the media cores' per-shard counters come from (the media engine).
+    pub fn set_media_source(&self, source: MediaSource) {
+        *self.media.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 
     /// Number of registered shards.
@@ -365,25 +364,117 @@ impl Metrics {
                 );
             }
         }
-        type Core = fn(&CoreCounters) -> u64;
-        let core: [(&str, &str, &str, Core); 4] = [
-            ("ringsfu_shard_dtls_handshakes_total", "counter", "DTLS handshakes completed.", |c| {
-                c.dtls_handshakes.load(Relaxed)
+        header(o, "ringsfu_shard_turn_allocations", "gauge", "TURN allocations on the shard.");
+        for (i, _, c) in &snaps {
+            sample(
+                o,
+                "ringsfu_shard_turn_allocations",
+                &[("shard", i)],
+                c.turn_allocations.load(Relaxed),
+            );
+        }
+        self.render_media(o);
+    }
+
+    fn render_media(&self, o: &mut String) {
+        let media = self.media.read().unwrap_or_else(|p| p.into_inner());
+        let snaps: Vec<MediaStatsSnapshot> = media.as_ref().map(|f| f()).unwrap_or_default();
+        drop(media);
+        type Field = fn(&MediaStatsSnapshot) -> u64;
+        let fields: [(&str, &str, &str, Field); 17] = [
+            ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
+                m.publishers
             }),
-            ("ringsfu_shard_dtls_failures_total", "counter", "DTLS handshakes failed.", |c| {
-                c.dtls_failures.load(Relaxed)
+            ("ringsfu_shard_media_subscribers", "gauge", "Subscriber peers on the shard.", |m| {
+                m.subscribers
             }),
-            ("ringsfu_shard_ice_legs", "gauge", "ICE legs (peer connections) on the shard.", |c| {
-                c.ice_legs.load(Relaxed)
+            (
+                "ringsfu_shard_ice_legs",
+                "gauge",
+                "ICE legs (one per peer connection) on the shard.",
+                |m| m.publishers + m.subscribers,
+            ),
+            ("ringsfu_shard_dtls_handshakes_total", "counter", "DTLS handshakes completed.", |m| {
+                m.dtls_handshakes
             }),
-            ("ringsfu_shard_turn_allocations", "gauge", "TURN allocations on the shard.", |c| {
-                c.turn_allocations.load(Relaxed)
+            ("ringsfu_shard_dtls_failures_total", "counter", "DTLS handshakes failed.", |m| {
+                m.dtls_failures
             }),
+            (
+                "ringsfu_shard_ice_consent_expired_total",
+                "counter",
+                "Peers removed because ICE consent expired.",
+                |m| m.ice_consent_expired,
+            ),
+            (
+                "ringsfu_shard_stun_checks_total",
+                "counter",
+                "ICE connectivity checks answered.",
+                |m| m.stun_checks,
+            ),
+            (
+                "ringsfu_shard_rtp_in_total",
+                "counter",
+                "RTP packets received from publishers.",
+                |m| m.rtp_in,
+            ),
+            ("ringsfu_shard_rtp_out_total", "counter", "RTP packets sent to subscribers.", |m| {
+                m.rtp_out
+            }),
+            (
+                "ringsfu_shard_rtp_out_bytes_total",
+                "counter",
+                "RTP payload bytes sent to subscribers.",
+                |m| m.rtp_out_bytes,
+            ),
+            (
+                "ringsfu_shard_rtx_out_total",
+                "counter",
+                "Retransmissions sent (NACK answered).",
+                |m| m.rtx_out,
+            ),
+            (
+                "ringsfu_shard_rtx_missing_total",
+                "counter",
+                "NACKed packets no longer in the retransmission ring.",
+                |m| m.rtx_missing,
+            ),
+            ("ringsfu_shard_nacks_in_total", "counter", "NACKs received from subscribers.", |m| {
+                m.nacks_in
+            }),
+            ("ringsfu_shard_nacks_out_total", "counter", "NACKs sent to publishers.", |m| {
+                m.nacks_out
+            }),
+            (
+                "ringsfu_shard_pli_out_total",
+                "counter",
+                "Keyframe requests (PLI) sent to publishers.",
+                |m| m.pli_out,
+            ),
+            ("ringsfu_shard_rtcp_in_total", "counter", "RTCP packets received.", |m| m.rtcp_in),
+            ("ringsfu_shard_rtcp_out_total", "counter", "RTCP packets sent.", |m| m.rtcp_out),
         ];
-        for (name, kind, help, f) in core {
+        for (name, kind, help, f) in fields {
             header(o, name, kind, help);
-            for (i, _, c) in &snaps {
-                sample(o, name, &[("shard", i)], f(c));
+            for (i, m) in snaps.iter().enumerate() {
+                sample(o, name, &[("shard", &i.to_string())], f(m));
+            }
+        }
+        header(
+            o,
+            "ringsfu_shard_media_drops_total",
+            "counter",
+            "Packets the media core dropped, by reason.",
+        );
+        for (i, m) in snaps.iter().enumerate() {
+            let i = i.to_string();
+            for r in MediaDrop::ALL {
+                sample(
+                    o,
+                    "ringsfu_shard_media_drops_total",
+                    &[("shard", &i), ("reason", r.as_str())],
+                    m.drops(r),
+                );
             }
         }
     }
@@ -464,9 +555,16 @@ mod tests {
         stats.turn(false);
         stats.set_backend(IoBackend::Epoll);
         let core = Arc::new(CoreCounters::default());
-        core.dtls_handshake_done();
         core.set_turn_allocations(4);
         m.register_shards(vec![ShardMetrics { index: 0, stats, core }]);
+        m.set_media_source(Box::new(|| {
+            vec![MediaStatsSnapshot {
+                dtls_handshakes: 1,
+                publishers: 1,
+                subscribers: 2,
+                ..Default::default()
+            }]
+        }));
         let g =
             ControlGauges { sessions: 2, participants: 3, draining: true, ..Default::default() };
         let w = WebhookCounts { delivered: 5, ..Default::default() };
@@ -486,6 +584,8 @@ mod tests {
             "ringsfu_shard_loop_turns_total{shard=\"0\"} 1\n",
             "ringsfu_shard_drops_total{shard=\"0\",reason=\"rx_truncated\"} 0\n",
             "ringsfu_shard_dtls_handshakes_total{shard=\"0\"} 1\n",
+            "ringsfu_shard_ice_legs{shard=\"0\"} 3\n",
+            "ringsfu_shard_media_drops_total{shard=\"0\",reason=\"srtp_failed\"} 0\n",
             "ringsfu_shard_turn_allocations{shard=\"0\"} 4\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -41,6 +41,12 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// A free loopback UDP port (for `media.port_base` with one shard).
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    s.local_addr().expect("addr").port()
+}
+
 /// The systemd side of `$NOTIFY_SOCKET`: every datagram received so far, and those no
 /// [`NotifySocket::wait`] has taken yet.
 pub struct NotifySocket {
@@ -103,7 +109,10 @@ impl Server {
     pub fn spawn(port: u16, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ringsfu"));
         c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-        c.args(["--port", &port.to_string()]).args(args);
+        // One media shard on a free UDP port, so tests running in parallel do not collide.
+        let media = format!("media.port_base={}", free_udp_port());
+        c.args(["--port", &port.to_string(), "--set", "media.shards=1", "--set", &media]);
+        c.args(args);
         for (k, v) in envs {
             c.env(k, v);
         }
