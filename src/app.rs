@@ -11,7 +11,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::config::Config;
 use crate::control::ControlPlane;
 use crate::ops::service::{Reloader, Signals};
-use crate::ops::{ConfigSource, Notifier, Ops, ShardMetrics};
+use crate::ops::{ConfigSource, Notifier, Ops};
 
 /// A start-up failure of the server (the environment, not the configuration).
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,8 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
     );
 
     let mut ops = Ops::new(cfg.clone(), control.clone(), Notifier::from_env());
-    register_media_metrics(&mut ops, &control, media.as_ref());
+    // The watchdog withholds keep-alives when a media shard's loop stops turning.
+    ops.watch_shards(media.as_ref().map(|m| m.shard_stats()).unwrap_or_default());
     // Before anything can send SIGHUP: its default action would kill the process.
     let signals = Signals::install();
     ops.spawn_background();
@@ -142,27 +143,6 @@ fn start_media(
     let engine = crate::media::MediaEngine::start(cfg.clone()).map_err(AppError::Media)?;
     control.attach_media(engine.clone());
     Ok(Some(engine))
-}
-
-/// The media shards' counters for `/metrics` and the systemd watchdog: one [`ShardMetrics`]
-/// per running shard, and the media cores' counters read at every scrape.
-fn register_media_metrics(
-    ops: &mut Ops,
-    control: &ControlPlane,
-    media: Option<&Arc<crate::media::MediaEngine>>,
-) {
-    let Some(engine) = media else { return };
-    let shards = engine
-        .shard_stats()
-        .into_iter()
-        .enumerate()
-        .map(|(index, stats)| ShardMetrics { index, stats, core: Default::default() })
-        .collect();
-    ops.register_shards(shards);
-    let weak = Arc::downgrade(engine);
-    control
-        .metrics()
-        .set_media_source(Box::new(move || weak.upgrade().map(|e| e.stats()).unwrap_or_default()));
 }
 
 /// READY=1 once the listener accepts, then signals: SIGHUP reloads, SIGTERM/SIGINT drain and

@@ -293,6 +293,7 @@ impl ControlPlane {
         if !self.inner.media.attach(engine.clone()) {
             return;
         }
+        self.inner.metrics.register_media_engine(&engine);
         let weak = Arc::downgrade(&self.inner);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {

@@ -191,6 +191,23 @@ impl Metrics {
         *self.shards.write().unwrap_or_else(|p| p.into_inner()) = shards;
     }
 
+    /// Registers the media engine's shards ([`ShardStats`] of each, with fresh
+    /// [`CoreCounters`]) and reads its cores' counters at every scrape. Called by
+    /// `ControlPlane::attach_media`.
+    pub fn register_media_engine(&self, engine: &Arc<crate::media::MediaEngine>) {
+        let shards = engine
+            .shard_stats()
+            .into_iter()
+            .enumerate()
+            .map(|(index, stats)| ShardMetrics { index, stats, core: Default::default() })
+            .collect();
+        self.register_shards(shards);
+        let weak = Arc::downgrade(engine);
+        self.set_media_source(Box::new(move || {
+            weak.upgrade().map(|e| e.stats()).unwrap_or_default()
+        }));
+    }
+
     /// Sets where the media cores' per-shard counters come from (the media engine).
     pub fn set_media_source(&self, source: MediaSource) {
         *self.media.write().unwrap_or_else(|p| p.into_inner()) = Some(source);

@@ -3,8 +3,8 @@
 //!
 //! The process shell (`app.rs`) does, in order:
 //! 1. build the [`ControlPlane`] and an [`Ops`] with the [`Notifier`] from the environment;
-//! 2. start the media shards and pass their counters to [`Ops::register_shards`] (metrics and
-//!    watchdog);
+//! 2. start the media shards (`ControlPlane::attach_media` registers them for `/metrics`) and
+//!    give their [`ShardStats`] to [`Ops::watch_shards`] (watchdog);
 //! 3. [`Signals::install`] before anything can send `SIGHUP` (its default action kills);
 //! 4. [`Ops::spawn_background`] (status lines and watchdog keep-alives);
 //! 5. [`Ops::ready`] once every listener is accepting;
@@ -31,12 +31,13 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::Instant;
 
-use super::metrics::{ControlGauges, ShardMetrics};
+use super::metrics::ControlGauges;
 use super::notify::Notifier;
 use super::watchdog::Watchdog;
 use crate::config::{Config, ConfigError};
 use crate::control::ControlPlane;
 use crate::secrets::TurnSecrets;
+use crate::shard::ShardStats;
 
 /// Reads the configuration again (for `SIGHUP`); the binary passes a closure over its original
 /// sources (file, environment, flags).
@@ -54,7 +55,7 @@ pub struct Ops {
     cfg: Arc<Config>,
     control: ControlPlane,
     notifier: Arc<Notifier>,
-    shards: Vec<ShardMetrics>,
+    shards: Vec<Arc<ShardStats>>,
     stall_limit: Duration,
 }
 
@@ -69,11 +70,10 @@ impl Ops {
         }
     }
 
-    /// Registers the media shards: their counters appear in `/metrics` and the watchdog
-    /// withholds keep-alives when one of them stops turning. Call before
-    /// [`Ops::spawn_background`].
-    pub fn register_shards(&mut self, shards: Vec<ShardMetrics>) {
-        self.control.metrics().register_shards(shards.clone());
+    /// The shards whose loops the watchdog watches: keep-alives are withheld when one stops
+    /// turning. Call before [`Ops::spawn_background`]. (Their metrics are registered with
+    /// [`super::Metrics::register_shards`], which `ControlPlane::attach_media` does.)
+    pub fn watch_shards(&mut self, shards: Vec<Arc<ShardStats>>) {
         self.shards = shards;
     }
 
@@ -107,8 +107,7 @@ impl Ops {
         }
         let Some(timeout) = self.notifier.watchdog_timeout() else { return };
         let every = (timeout / 2).max(Duration::from_millis(10));
-        let stats = self.shards.iter().map(|s| s.stats.clone()).collect();
-        let mut watchdog = Watchdog::new(stats).with_stall_limit(self.stall_limit);
+        let mut watchdog = Watchdog::new(self.shards.clone()).with_stall_limit(self.stall_limit);
         let notifier = self.notifier.clone();
         tracing::info!(
             interval_ms = every.as_millis() as u64,
