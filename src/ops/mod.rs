@@ -11,7 +11,10 @@
 //! - [`service`]: the life cycle around the HTTP server: readiness, periodic status, SIGHUP
 //!   reload (TLS certificate, log level, TURN credentials), SIGTERM drain.
 //!
-//! `app.rs` wires these up; the media engine adds its shards with [`service::Ops::register_shards`].
+//! `app.rs` wires these up: the media shards' `ShardStats` go to the watchdog with
+//! [`service::Ops::watch_shards`]; `ControlPlane::attach_media` registers them (and the media
+//! cores' counters) for `/metrics` with [`Metrics::register_media_engine`]. The TURN core fills
+//! [`CoreCounters`] once it runs in the shards.
 
 pub mod logging;
 pub mod metrics;
