@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ringsfu::config::IoBackend;
 use serde_json::json;
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -75,6 +75,9 @@ impl Peer {
                     let _ = self.sock.send_to(&t.contents, t.destination);
                 }
                 Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::MediaAdded(m)) => {
+                    self.mids.insert(m.mid, m.kind);
+                }
                 Output::Event(Event::MediaData(d)) => {
                     let kind = self.mids.get(&d.mid).copied().unwrap_or(MediaKind::Audio);
                     self.frames.push((kind, d.data.to_vec()));
@@ -109,6 +112,14 @@ impl Peer {
             self.rtc.handle_input(Input::Timeout(Instant::now())).expect("timeout");
             self.drain();
         }
+    }
+
+    /// Answers a server offer.
+    fn answer(&mut self, offer: &str) -> String {
+        let offer = SdpOffer::from_sdp_string(offer).expect("offer parses");
+        let answer = self.rtc.sdp_api().accept_offer(offer).expect("offer accepted");
+        self.drain();
+        answer.to_sdp_string()
     }
 
     fn write(&mut self, kind: MediaKind, n: u64, data: &[u8]) {
@@ -276,4 +287,99 @@ async fn str0m_publishes_and_subscribes_uring() {
         return;
     }
     publish_and_subscribe(IoBackend::Uring).await;
+}
+
+/// Sends frames `range` of both kinds from `from`, paced, and waits until `to` has `want` frames.
+fn send_frames(from: &mut Peer, to: &mut Peer, range: std::ops::Range<u64>, want: usize) {
+    for n in range {
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            from.write(kind, n, &frame(kind, n));
+        }
+        pump_for(&mut [&mut *from, &mut *to], Duration::from_millis(10));
+    }
+    run_until(&mut [from, to], "frames received", Duration::from_secs(10), |p| {
+        p[1].frames.len() >= want
+    });
+}
+
+/// The mediasoup-style flow (`prepareReceiveVideoFrom` then `receiveVideoFrom` with the
+/// answer), then the publisher reconnects (`reconnectStream` with a new offer from a new peer
+/// connection): the subscriber keeps receiving on its untouched transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn str0m_server_offer_and_publisher_reconnect() {
+    let s = common::start_with_media(|c| c.media.io_backend = IoBackend::Epoll).await;
+    let sid = s.session(Some("str0m-offer")).await;
+    let (_, tok_pub) = s.connection(&sid, "PUBLISHER", "").await;
+    let (_, tok_sub) = s.connection(&sid, "SUBSCRIBER", "").await;
+    let (mut ws_pub, _) = s.join(&sid, &tok_pub, "pub").await;
+    let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
+    let publish = |offer: String| {
+        json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": true, "hasVideo": true,
+               "audioActive": true, "videoActive": true, "typeOfVideo": "CAMERA", "frameRate": 30})
+    };
+
+    let mut p1 = Peer::new();
+    let (offer, pending) = p1.offer(Direction::SendOnly);
+    let r = ws_pub.call("publishVideo", Some(publish(offer))).await;
+    let stream_id = r["result"]["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    p1.accept(pending, r["result"]["sdpAnswer"].as_str().expect("answer"));
+
+    // A SUBSCRIBER cannot publish.
+    let mut nope = Peer::new();
+    let (offer, _) = nope.offer(Direction::SendOnly);
+    let r = ws_sub.call("publishVideo", Some(publish(offer))).await;
+    assert_eq!(r["error"]["code"], 401, "{r}");
+
+    // Server offer, client answer.
+    let r = ws_sub
+        .call("prepareReceiveVideoFrom", Some(json!({"sender": stream_id, "reconnect": false})))
+        .await;
+    let offer = r["result"]["sdpOffer"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    assert!(offer.contains("a=setup:actpass") && offer.contains("a=sendonly"), "{offer}");
+    let mut sub = Peer::new();
+    let answer = sub.answer(&offer);
+    let r = ws_sub
+        .call("receiveVideoFrom", Some(json!({"sender": stream_id, "sdpAnswer": answer})))
+        .await;
+    assert!(r.get("result").is_some(), "{r}");
+    // An answer without an offer is refused with an SDP error.
+    let r = ws_sub
+        .call("receiveVideoFrom", Some(json!({"sender": stream_id, "sdpAnswer": "v=0"})))
+        .await;
+    assert_eq!(r["error"]["code"], 302, "{r}");
+
+    tokio::task::block_in_place(|| {
+        run_until(&mut [&mut p1, &mut sub], "connected", Duration::from_secs(10), |p| {
+            p.iter().all(|p| p.connected)
+        });
+        send_frames(&mut p1, &mut sub, 0..20, 40);
+    });
+
+    // The publisher's browser rebuilds its peer connection: reconnectStream with a new offer.
+    let mut p2 = Peer::new();
+    let (offer, pending) = p2.offer(Direction::SendOnly);
+    let r = ws_pub
+        .call("reconnectStream", Some(json!({"stream": stream_id, "sdpString": offer})))
+        .await;
+    assert_eq!(r["result"]["id"], stream_id.as_str(), "{r}");
+    p2.accept(pending, r["result"]["sdpAnswer"].as_str().expect("answer"));
+    drop(p1);
+    tokio::task::block_in_place(|| {
+        run_until(
+            &mut [&mut p2, &mut sub],
+            "publisher reconnected",
+            Duration::from_secs(10),
+            |p| p[0].connected,
+        );
+        send_frames(&mut p2, &mut sub, 100..120, 80);
+    });
+    // The subscriber got the new source's frames intact on its old transport.
+    let video: Vec<&Vec<u8>> =
+        sub.frames.iter().filter(|(k, _)| *k == MediaKind::Video).map(|(_, f)| f).collect();
+    for n in 100..120u64 {
+        assert!(
+            video.contains(&&frame(MediaKind::Video, n)),
+            "video frame {n} after reconnect missing"
+        );
+    }
 }

@@ -454,9 +454,10 @@ fn session_props(m: &Map<String, Value>) -> Result<SessionProps, String> {
         ));
     }
     let drp = recording_properties(f.get("defaultRecordingProperties"))?;
+    // AV1 is a ringsfu extension (OpenVidu 2.32 knows the other five); the config accepts it too.
     let codec = f.enumeration(
         "forcedVideoCodec",
-        &["MEDIA_SERVER_PREFERRED", "VP8", "VP9", "H264", "NONE"],
+        &["MEDIA_SERVER_PREFERRED", "VP8", "VP9", "H264", "AV1", "NONE"],
     )?;
     let transcoding = f.bool("allowTranscoding")?;
     let media_node = match f.get("mediaNode") {

@@ -31,12 +31,12 @@ use std::time::{Duration, Instant};
 use super::feedback::{NackTracker, ReceiveStats, TwccRecorder};
 use super::stats::{MediaDrop, MediaStats, stat};
 use super::{InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
-use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent};
+use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole};
 use crate::ice::{IceEvent, IceLiteAgent, Reply};
 use crate::router::{LegId, Router, RouterConfig, RtpFields, SubscribeParams, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
 use crate::shard::{RecvMeta, ShardCore, TX_SLOT_SIZE, TxQueue};
-use crate::srtp::{DtlsRole, SrtpContext};
+use crate::srtp::SrtpContext;
 use crate::wire::rtcp::{RtcpCompound, RtcpPacket, nack, pli, remb, rr, sr, twcc};
 use crate::wire::rtp::RtpView;
 use crate::wire::{Datagram, RtpRewriter, StunView, demux};
@@ -97,6 +97,9 @@ struct Peer {
     id: PeerId,
     ice: IceLiteAgent,
     dtls: DtlsEndpoint,
+    /// `Client` only for a subscriber that answered a server offer with `a=setup:passive`:
+    /// its ClientHello goes out once ICE selected a pair.
+    dtls_role: DtlsRole,
     srtp_out: Option<SrtpContext>,
     srtp_in: Option<SrtpContext>,
     /// The nominated remote address and the local address it was nominated on.
@@ -111,6 +114,8 @@ struct Peer {
     twcc_seq: u16,
     next_report: Instant,
     next_twcc: Instant,
+    /// A publisher whose transport failed, waiting for `reconnectStream` (no timers run).
+    failed: bool,
     role: Role,
 }
 
@@ -227,12 +232,14 @@ impl MediaCore {
         id: PeerId,
         ice: &super::IceParams,
         fp: crate::dtls::Fingerprint,
+        dtls_role: DtlsRole,
         role: Role,
     ) -> Peer {
         Peer {
             id,
             ice: IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag),
-            dtls: self.dtls.server(now, fp),
+            dtls: DtlsEndpoint::new(&self.dtls, dtls_role, now, fp),
+            dtls_role,
             srtp_out: None,
             srtp_in: None,
             remote: None,
@@ -243,6 +250,7 @@ impl MediaCore {
             twcc_seq: rand::random(),
             next_report: now + self.settings.rtcp_interval / 2,
             next_twcc: now + self.settings.twcc_interval,
+            failed: false,
             role,
         }
     }
@@ -283,10 +291,12 @@ impl MediaCore {
             return;
         }
         let (tracks, twcc) = self.in_states(tracks);
-        let peer = self.new_peer(now, id, &ice, fp, Role::Publisher { tracks, twcc });
+        let peer =
+            self.new_peer(now, id, &ice, fp, DtlsRole::Server, Role::Publisher { tracks, twcc });
         self.insert_peer(peer);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn add_subscriber(
         &mut self,
         now: Instant,
@@ -294,6 +304,7 @@ impl MediaCore {
         publisher: PeerId,
         ice: super::IceParams,
         fp: crate::dtls::Fingerprint,
+        dtls_role: DtlsRole,
         tracks: Vec<OutTrack>,
     ) {
         if self.by_id.contains_key(&id) || self.by_ufrag.contains_key(ice.local_ufrag.as_str()) {
@@ -320,7 +331,14 @@ impl MediaCore {
             };
             outs.push(OutState { cfg, track, packets: 0, octets: 0 });
         }
-        let peer = self.new_peer(now, id, &ice, fp, Role::Subscriber { publisher, tracks: outs });
+        let peer = self.new_peer(
+            now,
+            id,
+            &ice,
+            fp,
+            dtls_role,
+            Role::Subscriber { publisher, tracks: outs },
+        );
         let slot = self.insert_peer(peer);
         let Some(Role::Subscriber { tracks, .. }) =
             self.peers[slot as usize].as_ref().map(|p| &p.role)
@@ -377,6 +395,7 @@ impl MediaCore {
         peer.srtp_out = None;
         peer.remote = None;
         peer.local_ip = None;
+        peer.failed = false;
         if let Role::Publisher { tracks: states, twcc } = &mut peer.role {
             // Same tracks in the same order; the browser may pick new SSRCs.
             for (st, cfg) in states.iter_mut().zip(tracks) {
@@ -483,21 +502,57 @@ impl MediaCore {
     fn drain_ice(&mut self, slot: u32, tx: &mut TxQueue) {
         let Some(peer) = self.peer_mut(slot) else { return };
         let mut expired = false;
+        let mut start_client = None;
         while let Some(ev) = peer.ice.poll_event() {
             match ev {
                 IceEvent::Selected { remote, local } => {
+                    if peer.remote.is_none() && peer.dtls_role == DtlsRole::Client {
+                        start_client = Some(remote);
+                    }
                     peer.remote = Some(remote);
                     peer.local_ip = Some(local.ip());
                 }
                 IceEvent::ConsentExpired => expired = true,
             }
         }
-        if expired {
-            let id = peer.id;
-            stat!(self.stats, ice_consent_expired);
-            self.remove_peer(slot, tx);
-            self.events.push_back(ShardEvent::Failed { id, reason: "ICE consent expired" });
+        if let Some(remote) = start_client {
+            // The ClientHello has waited in the endpoint for a path: send it now.
+            self.drain_dtls(slot, remote, tx);
         }
+        if expired {
+            stat!(self.stats, ice_consent_expired);
+            self.fail_peer(slot, Some("ICE consent expired"), tx);
+        }
+    }
+
+    /// A peer's transport is gone for good (`reason`), or the browser closed it (`None`).
+    /// A subscriber leg is removed. A publisher keeps its tracks and their subscribers, so
+    /// `reconnectStream` ([`ShardCommand::RestartPublisher`]) can put a new transport behind
+    /// them; until then it has no address, keys or credentials.
+    fn fail_peer(&mut self, slot: u32, reason: Option<&'static str>, tx: &mut TxQueue) {
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let id = peer.id;
+        if matches!(peer.role, Role::Publisher { .. }) {
+            for a in peer.addrs.drain(..) {
+                if self.by_addr.get(&a) == Some(&slot) {
+                    self.by_addr.remove(&a);
+                }
+            }
+            if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
+                self.by_ufrag.remove(&peer.ufrag);
+            }
+            peer.srtp_in = None;
+            peer.srtp_out = None;
+            peer.remote = None;
+            peer.local_ip = None;
+            peer.failed = true;
+        } else {
+            self.remove_peer(slot, tx);
+        }
+        self.events.push_back(match reason {
+            Some(reason) => ShardEvent::Failed { id, reason },
+            None => ShardEvent::Closed { id },
+        });
     }
 
     fn on_dtls(&mut self, now: Instant, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
@@ -518,7 +573,7 @@ impl MediaCore {
         while let Some(ev) = peer.dtls.poll_event() {
             match ev {
                 DtlsEvent::Connected { keying_material, .. } => {
-                    match SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Server) {
+                    match SrtpContext::from_dtls_keys(&keying_material, peer.dtls_role) {
                         Ok((out, inb)) => {
                             peer.srtp_out = Some(out);
                             peer.srtp_in = Some(inb);
@@ -544,13 +599,9 @@ impl MediaCore {
             }
             Some(Err(Some(reason))) => {
                 stat!(self.stats, dtls_failures);
-                self.remove_peer(slot, tx);
-                self.events.push_back(ShardEvent::Failed { id, reason });
+                self.fail_peer(slot, Some(reason), tx);
             }
-            Some(Err(None)) => {
-                self.remove_peer(slot, tx);
-                self.events.push_back(ShardEvent::Closed { id });
-            }
+            Some(Err(None)) => self.fail_peer(slot, None, tx),
         }
     }
 
@@ -795,9 +846,9 @@ impl MediaCore {
         let MediaCore { router, peers, stats, .. } = self;
         let Some(Some(sub)) = peers.get_mut(slot as usize) else { return };
         let (Some(dst), Some(srtp)) = (sub.remote, sub.srtp_out.as_mut()) else { return };
-        let Role::Subscriber { tracks, .. } = &mut sub.role else { return };
+        let Role::Subscriber { tracks, .. } = &sub.role else { return };
         let Some(out) = tracks.iter().find(|o| o.track == track) else { return };
-        let cfg = out.cfg.clone();
+        let cfg = &out.cfg;
         let twcc_seq = &mut sub.twcc_seq;
         let local_ip = sub.local_ip;
         let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
@@ -817,7 +868,7 @@ impl MediaCore {
             // The ring keeps the publisher's extension block; its ids are the publisher's, but
             // only the values of extensions both sides negotiated are copied, by the ids
             // negotiated here: without the publisher's ids at hand, none are copied.
-            let hl = write_header(b, &hdr, &v, &ExtIds::default(), &cfg, abs, twcc);
+            let hl = write_header(b, &hdr, &v, &ExtIds::default(), cfg, abs, twcc);
             let payload = &rt.packet[v.header_len()..];
             let res = match rt.osn {
                 Some(osn) => {
@@ -1000,6 +1051,9 @@ impl MediaCore {
         dead.clear();
         for slot in 0..self.peers.len() as u32 {
             let Some(peer) = self.peers[slot as usize].as_mut() else { continue };
+            if peer.failed {
+                continue;
+            }
             if peer.ice.poll_timeout().is_some_and(|t| t <= now) {
                 peer.ice.handle_timeout(now);
             }
@@ -1034,12 +1088,8 @@ impl MediaCore {
             }
         }
         for &(slot, reason) in &dead {
-            let Some(id) = self.peers[slot as usize].as_ref().map(|p| p.id) else { continue };
             stat!(self.stats, ice_consent_expired);
-            self.remove_peer(slot, tx);
-            if let Some(reason) = reason {
-                self.events.push_back(ShardEvent::Failed { id, reason });
-            }
+            self.fail_peer(slot, reason, tx);
         }
         self.scratch_slots = dead;
         self.next_tick = now + self.settings.tick;
@@ -1073,8 +1123,15 @@ impl ShardCore for MediaCore {
             ShardCommand::AddPublisher { id, ice, remote_fingerprint, tracks } => {
                 self.add_publisher(now, id, ice, remote_fingerprint, tracks)
             }
-            ShardCommand::AddSubscriber { id, publisher, ice, remote_fingerprint, tracks } => {
-                self.add_subscriber(now, id, publisher, ice, remote_fingerprint, tracks)
+            ShardCommand::AddSubscriber {
+                id,
+                publisher,
+                ice,
+                remote_fingerprint,
+                dtls_role,
+                tracks,
+            } => {
+                self.add_subscriber(now, id, publisher, ice, remote_fingerprint, dtls_role, tracks)
             }
             ShardCommand::RestartPublisher { id, ice, remote_fingerprint, tracks } => {
                 self.restart_publisher(now, id, ice, remote_fingerprint, tracks)

@@ -22,7 +22,7 @@ use super::{IceParams, InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
 use crate::config::Config;
 use crate::control::media::{Caller, ControlHandle, MediaCommand, MediaEvent};
 use crate::control::registry::Role;
-use crate::dtls::{DtlsCert, DtlsConfig, DtlsContext, Fingerprint};
+use crate::dtls::{DtlsCert, DtlsConfig, DtlsContext, DtlsRole, Fingerprint};
 use crate::sdp::{
     self, LocalTransport, Negotiated, NegotiatedMedia, OutgoingTrack, SdpError, VideoCodecPolicy,
 };
@@ -56,6 +56,14 @@ struct Published {
     /// What was agreed with the publisher, in track order.
     media: Vec<NegotiatedMedia>,
     policy: VideoCodecPolicy,
+}
+
+/// The transport of a new subscriber leg.
+struct Link {
+    id: PeerId,
+    ice: IceParams,
+    fp: Fingerprint,
+    dtls_role: DtlsRole,
 }
 
 /// A server offer waiting for the subscriber's answer (`prepareReceiveVideoFrom`).
@@ -553,7 +561,8 @@ impl MediaEngine {
         let tracks = out_tracks(&neg.media, &outgoing);
         let ice =
             IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
-        self.attach_subscriber(control, caller, stream, &publisher, id, ice, fp, tracks)?;
+        let link = Link { id, ice, fp, dtls_role: DtlsRole::Server };
+        self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
         Ok(json!({"sdpAnswer": neg.sdp}))
     }
 
@@ -618,22 +627,24 @@ impl MediaEngine {
             local_pwd: pending.ice_pwd,
             remote_ufrag: answer.ice_ufrag.clone(),
         };
-        self.attach_subscriber(control, caller, stream, &publisher, id, ice, fp, tracks)?;
+        // `accept_subscribe_answer` allowed only active or passive.
+        let dtls_role =
+            if answer.setup == sdp::Setup::Passive { DtlsRole::Client } else { DtlsRole::Server };
+        let link = Link { id, ice, fp, dtls_role };
+        self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
         Ok(json!({}))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn attach_subscriber(
         &self,
         control: &ControlHandle,
         caller: &Caller,
         stream: &str,
         publisher: &Published,
-        id: PeerId,
-        ice: IceParams,
-        fp: Fingerprint,
+        link: Link,
         tracks: Vec<OutTrack>,
     ) -> Result<(), RpcError> {
+        let Link { id, ice, fp, dtls_role } = link;
         let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
         // A new subscription to the same stream replaces the old one (re-subscribe, reconnect).
         if let Some(old) = lock(&self.state).subscribed.remove(&key) {
@@ -647,6 +658,7 @@ impl MediaEngine {
                 publisher: publisher.id,
                 ice,
                 remote_fingerprint: fp,
+                dtls_role,
                 tracks,
             },
         )?;

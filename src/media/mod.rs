@@ -21,6 +21,8 @@ mod core;
 mod engine;
 pub mod feedback;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -28,7 +30,7 @@ pub use self::core::{CoreSettings, MediaCore};
 pub use engine::{MediaEngine, MediaEngineError};
 pub use stats::{MediaDrop, MediaStats, MediaStatsSnapshot};
 
-use crate::dtls::Fingerprint;
+use crate::dtls::{DtlsRole, Fingerprint};
 use crate::sdp::{ExtIds, MediaKind};
 
 /// A peer connection of the engine (publisher or subscriber), unique per process.
@@ -94,6 +96,9 @@ pub enum ShardCommand {
         publisher: PeerId,
         ice: IceParams,
         remote_fingerprint: Fingerprint,
+        /// Our DTLS role: `Server` when the browser took `a=setup:active` (always with
+        /// browsers), `Client` when a server offer was answered `passive`.
+        dtls_role: DtlsRole,
         tracks: Vec<OutTrack>,
     },
     /// A publisher renegotiated its transport (`reconnectStream`): new ICE credentials and
@@ -114,9 +119,10 @@ pub enum ShardCommand {
 pub enum ShardEvent {
     /// ICE nominated a pair and DTLS finished: media flows.
     Connected { id: PeerId },
-    /// The peer failed for good (consent expired, DTLS failure) and was removed.
+    /// The peer's transport failed for good (consent expired, DTLS failure). A subscriber leg
+    /// was removed; a publisher keeps its tracks for `reconnectStream`.
     Failed { id: PeerId, reason: &'static str },
-    /// The browser closed the DTLS association; the peer was removed.
+    /// The browser closed the DTLS association (same consequences as `Failed`).
     Closed { id: PeerId },
     /// A command named a peer that does not exist (e.g. a subscriber of a publisher that has
     /// just gone): the control plane cleans its side up.

@@ -52,11 +52,13 @@ test('one publisher, one subscriber: video decoded, audio received, then unpubli
   const ov = new OpenVidu(server.url, 'MY_SECRET');
   const session = await ov.createSession({ customSessionId: 'media-room' });
   const a = await join(session, 'Alice', { subscribe: false });
-  const b = await join(session, 'Bob');
   const streamId = await a.page.evaluate(() => window.publish());
+  // Bob joins a session where Alice already publishes: joinRoom -> subscribe -> first frame.
+  const b = await join(session, 'Bob');
   assert.match(streamId, /^str_CAM_/);
   await until(async () => (await events(b.page, 'streamCreated')).find((e) => e.detail.id === streamId), 'B sees the stream');
   const s = await mediaFlows(b.page, streamId, 'B');
+  assert.equal(s.videoCodec, 'video/VP8', 'MEDIA_SERVER_PREFERRED picks VP8');
   assert.equal(s.connectionState, 'connected');
   const joinToFrame = await b.page.evaluate((id) => window.firstFrameAt[id] - window.joinedAt, streamId);
   console.log(`join-to-first-decoded-frame: ${joinToFrame} ms; stats ${JSON.stringify(s)}`);
@@ -74,6 +76,30 @@ test('one publisher, one subscriber: video decoded, audio received, then unpubli
   for (const p of [a.page, b.page]) {
     assert.deepEqual(await events(p, 'exception'), []);
     await p.close();
+  }
+});
+
+test('forcedVideoCodec: VP9, H264 and AV1 sessions carry that codec end to end', async () => {
+  const ov = new OpenVidu(server.url, 'MY_SECRET');
+  for (const codec of ['VP9', 'H264', 'AV1']) {
+    const session = await ov.createSession({ customSessionId: `codec-${codec}`, forcedVideoCodec: codec });
+    const a = await join(session, 'pub', { subscribe: false });
+    const canPublish = await a.page.evaluate(async (c) => {
+      const caps = RTCRtpSender.getCapabilities('video').codecs.map((x) => x.mimeType.toUpperCase());
+      return caps.includes(`VIDEO/${c}`);
+    }, codec);
+    if (!canPublish) {
+      console.log(`this Chromium cannot encode ${codec}; skipped`);
+      await a.page.close();
+      continue;
+    }
+    const b = await join(session, 'sub');
+    const streamId = await a.page.evaluate(() => window.publish());
+    const s = await mediaFlows(b.page, streamId, `${codec} subscriber`);
+    assert.equal(s.videoCodec, `video/${codec}`);
+    console.log(`${codec}: ${s.framesDecoded} frames decoded`);
+    await a.page.close();
+    await b.page.close();
   }
 });
 

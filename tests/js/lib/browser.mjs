@@ -72,7 +72,11 @@ const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>ringsfu te
       const r = { framesDecoded: 0, videoPackets: 0, videoLost: 0, nackCount: 0, audioSamples: 0,
                   audioPackets: 0, audioLost: 0, connectionState: pc.connectionState,
                   firstFrameAt: window.firstFrameAt[id] || null };
-      (await pc.getStats()).forEach((s) => {
+      const all = await pc.getStats();
+      all.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video' && s.codecId && all.get(s.codecId)) {
+          r.videoCodec = all.get(s.codecId).mimeType;
+        }
         if (s.type !== 'inbound-rtp') return;
         if (s.kind === 'video') {
           r.framesDecoded += s.framesDecoded || 0;
