@@ -83,10 +83,14 @@ impl Notifier {
             }
         });
         let for_me = watchdog_pid.is_none_or(|p| p.trim().parse::<u32>().ok() == Some(my_pid));
-        let watchdog = watchdog_usec
-            .and_then(|u| u.trim().parse::<u64>().ok())
-            .filter(|&u| u > 0 && for_me)
-            .map(Duration::from_micros);
+        let usec = watchdog_usec.and_then(|u| match u.trim().parse::<u64>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                tracing::warn!(watchdog_usec = u, "WATCHDOG_USEC is not a number; no keep-alives");
+                None
+            }
+        });
+        let watchdog = usec.filter(|&u| u > 0 && for_me).map(Duration::from_micros);
         Notifier { target, watchdog, warned: AtomicBool::new(false) }
     }
 
