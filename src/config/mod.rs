@@ -71,6 +71,12 @@ pub struct ServerConfig {
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Seconds a SIGTERM drain lasts at most: new joins are refused, participants are told
+    /// (`participantEvicted`, reason `openviduServerStopped`) and media keeps flowing until they
+    /// have all left or this time is up. 0 = stop at once.
+    pub drain_timeout: u64,
+    /// Serve `/metrics` without the REST API's Basic auth (for a scraper on a private network).
+    pub metrics_public: bool,
 }
 
 /// `[tls]`: HTTPS for the REST API and WebSocket (rustls).
@@ -219,6 +225,8 @@ impl Default for ServerConfig {
             demo: true,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            drain_timeout: 30,
+            metrics_public: false,
         }
     }
 }
@@ -393,6 +401,9 @@ impl Config {
         }
         if self.server.ping_timeout == 0 {
             return Err(err("server.ping_timeout", "must be at least 1 second"));
+        }
+        if self.server.drain_timeout > 86_400 {
+            return Err(err("server.drain_timeout", "at most 86400 seconds"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.server.log_level)
             .map_err(|e| err("server.log_level", one_line(&e.to_string())))?;
