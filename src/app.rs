@@ -8,8 +8,10 @@ use std::time::Duration;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 use crate::control::ControlPlane;
+use crate::ops::service::{Reloader, Signals};
+use crate::ops::{ConfigSource, Notifier, Ops};
 
 /// A start-up failure of the server (the environment, not the configuration).
 #[derive(Debug, thiserror::Error)]
@@ -23,18 +25,15 @@ pub enum AppError {
     #[error("server failed: {0}")]
     Serve(std::io::Error),
     #[error("{0}")]
+    Media(crate::media::MediaEngineError),
+    #[error("{0}")]
     Turn(String),
 }
 
-/// Installs the global tracing subscriber (once per process; later calls are no-ops).
+/// Installs the global tracing subscriber (once per process; later calls are no-ops). The
+/// level can be changed later by a `SIGHUP` reload.
 pub fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.server.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match cfg.server.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    crate::ops::logging::init(&cfg.server.log_level, cfg.server.log_format);
 }
 
 /// Builds the rustls server configuration from the `[tls]` section.
@@ -65,27 +64,34 @@ pub async fn tls_config(cfg: &Config) -> Result<RustlsConfig, AppError> {
     })
 }
 
-/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully.
+/// Runs the server until SIGTERM or SIGINT, then drains and shuts down gracefully. A SIGHUP
+/// re-reads only the certificate files (see [`run_with_reload`]).
 pub fn run(cfg: Config) -> Result<(), AppError> {
+    run_with_reload(cfg, None)
+}
+
+/// Like [`run`], with `reload` re-reading the whole configuration on SIGHUP.
+pub fn run_with_reload(cfg: Config, reload: Option<ConfigSource>) -> Result<(), AppError> {
     init_logging(&cfg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("ringsfu-control")
         .build()
         .map_err(AppError::Runtime)?;
-    rt.block_on(serve(Arc::new(cfg)))
+    rt.block_on(serve(Arc::new(cfg), reload))
 }
 
-async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
+async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), AppError> {
     let addr = cfg.listen_addr();
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { addr, source })?;
     listener.set_nonblocking(true).map_err(|source| AppError::Bind { addr, source })?;
     let control = ControlPlane::new(cfg.clone());
+    let media = start_media(&cfg, &control)?;
     let app = control.router();
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = if cfg.tls.enabled { Some(tls_config(&cfg).await?) } else { None };
-    let turn = start_turn(&cfg, tls.as_ref()).await?;
+    let turn = start_turn(&cfg, tls.as_ref(), control.turn_secrets()).await?;
     tracing::info!(
         version = crate::OPENVIDU_VERSION,
         listen = %addr,
@@ -94,14 +100,14 @@ async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
         "ringsfu control plane listening"
     );
 
-    let shutdown_handle = handle.clone();
-    let shutdown_control = control.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        shutdown_control.shutdown().await;
-        shutdown_handle.graceful_shutdown(Some(Duration::from_secs(5)));
-    });
+    let mut ops = Ops::new(cfg.clone(), control.clone(), Notifier::from_env());
+    // The watchdog withholds keep-alives when a media shard's loop stops turning.
+    ops.watch_shards(media.as_ref().map(|m| m.shard_stats()).unwrap_or_default());
+    // Before anything can send SIGHUP: its default action would kill the process.
+    let signals = Signals::install();
+    ops.spawn_background();
+    let reloader = Reloader::new((*cfg).clone(), reload, tls.clone());
+    spawn_lifecycle(ops, signals, reloader, handle.clone());
 
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
     let result = match tls {
@@ -124,34 +130,56 @@ async fn serve(cfg: Arc<Config>) -> Result<(), AppError> {
         turn.shutdown();
     }
     result.map_err(AppError::Serve)?;
+    if let Some(m) = media {
+        m.shutdown();
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The built-in TURN server (`[turn]`); TURN over TLS uses the HTTPS certificate (`[tls]`).
+/// Starts the media shards and attaches them to the control plane (`[media] enabled`).
+fn start_media(
+    cfg: &Arc<Config>,
+    control: &ControlPlane,
+) -> Result<Option<Arc<crate::media::MediaEngine>>, AppError> {
+    if !cfg.media.enabled {
+        tracing::warn!("media disabled ([media] enabled = false): media methods answer errors");
+        return Ok(None);
+    }
+    let engine = crate::media::MediaEngine::start(cfg.clone()).map_err(AppError::Media)?;
+    control.attach_media(engine.clone());
+    Ok(Some(engine))
+}
+
+/// The built-in TURN server (`[turn]`), checking the credentials the control plane reloads;
+/// TURN over TLS uses the HTTPS certificate (`[tls]`).
 async fn start_turn(
     cfg: &Arc<Config>,
     https: Option<&RustlsConfig>,
+    secrets: crate::secrets::TurnSecretsHandle,
 ) -> Result<Option<crate::turn::serve::TurnService>, AppError> {
     let tls = match https {
         _ if !cfg.turn.enabled || cfg.turn.tls_port == 0 => None,
         Some(t) => Some(t.get_inner()),
         None => Some(tls_config(cfg).await?.get_inner()),
     };
-    crate::turn::serve::start(cfg, tls).map_err(|e| AppError::Turn(e.to_string()))
+    crate::turn::serve::start(cfg, tls, Some(secrets)).map_err(|e| AppError::Turn(e.to_string()))
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        // Without signal handlers the process still stops on the default disposition.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+/// READY=1 once the listener accepts, then signals: SIGHUP reloads, SIGTERM/SIGINT drain and
+/// stop the HTTP server.
+fn spawn_lifecycle(
+    ops: Ops,
+    mut signals: Signals,
+    mut reloader: Reloader,
+    handle: Handle<SocketAddr>,
+) {
+    tokio::spawn(async move {
+        if handle.listening().await.is_none() {
+            return; // the server failed to start; `serve` reports why
+        }
+        ops.ready();
+        ops.run_until_stopped(&mut signals, &mut reloader).await;
+        handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
 }

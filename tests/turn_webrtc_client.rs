@@ -44,7 +44,7 @@ fn turn_config(port: u16, secret: &str) -> Config {
 }
 
 fn start(cfg: Config) -> TurnService {
-    start_turn(&Arc::new(cfg), None).expect("start TURN").expect("TURN enabled")
+    start_turn(&Arc::new(cfg), None, None).expect("start TURN").expect("TURN enabled")
 }
 
 /// Allocates with `user`/`pass`, relays `rounds` messages each way between the allocation and
@@ -172,5 +172,47 @@ async fn join_room_credentials_work_against_the_turn_server() {
     let r = tokio::time::timeout(WAIT * 3, client.allocate()).await.expect("an answer");
     assert!(r.is_err());
     client.close().await.unwrap();
+    tokio::task::block_in_place(|| turn.shutdown());
+}
+
+/// A credential reload (what SIGHUP does through the control plane's `TurnSecretsHandle`)
+/// reaches the TURN shards: the new password is accepted without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_credentials_reach_the_turn_shards() {
+    use ringsfu::secrets::{TurnSecrets, TurnSecretsHandle};
+    let cfg = turn_config(free_port(), "S");
+    let secrets = TurnSecretsHandle::from_config(&cfg);
+    let turn = start_turn(&Arc::new(cfg), None, Some(secrets.clone())).unwrap().unwrap();
+    relay_round_trips(turn.udp_addr(), "alice", "wonderland", 1).await;
+    let mut next = (*secrets.load()).clone();
+    next.users = vec![("alice".into(), "looking-glass".into())];
+    assert!(secrets.store(TurnSecrets { ..next }));
+    // The shards look at the handle about once a second: retry, bounded in count.
+    let mut accepted = false;
+    for _ in 0..20 {
+        let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = Client::new(ClientConfig {
+            stun_serv_addr: turn.udp_addr().to_string(),
+            turn_serv_addr: turn.udp_addr().to_string(),
+            username: "alice".into(),
+            password: "looking-glass".into(),
+            realm: "ringsfu".into(),
+            software: String::new(),
+            rto_in_ms: 0,
+            conn: Arc::new(conn),
+            vnet: None,
+        })
+        .await
+        .unwrap();
+        client.listen().await.unwrap();
+        let ok = matches!(tokio::time::timeout(WAIT, client.allocate()).await, Ok(Ok(_)));
+        client.close().await.unwrap();
+        if ok {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(accepted, "the reloaded password was never accepted");
     tokio::task::block_in_place(|| turn.shutdown());
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole ringsfu test suite, from a fresh Debian machine with only Rust installed.
 # Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
-# turnutils, iproute2, openssl, Node.js; the npm packages of tests/js. Then: format and lint
-# checks, one debug build shared by every stage, `cargo test`, and the interop tests with the real
-# OpenVidu SDKs and headless Chromium.
+# turnutils, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
+# Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
+# shared by every stage, `cargo test`, the interop tests with the real OpenVidu SDKs and headless
+# Chromium, and the Debian package (release build, file list checked by tools/check-deb.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -17,7 +18,10 @@ need_pkgs=()
 command -v chromium >/dev/null || need_pkgs+=(chromium)
 command -v turnutils_uclient >/dev/null || need_pkgs+=(coturn)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)
 command -v node >/dev/null || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_pkgs[*]}"
@@ -38,6 +42,11 @@ for comp in rustfmt clippy; do
   fi
 done
 
+if ! cargo deb --version >/dev/null 2>&1; then
+  step "installing cargo-deb"
+  cargo install cargo-deb --locked
+fi
+
 step "cargo fmt --check"
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
 
@@ -48,10 +57,23 @@ step "cargo build (debug, shared by every stage)"
 cargo build --all-targets
 
 step "cargo test"
+# Tests that need systemd's tools (tests/systemd_unit.rs) fail instead of skipping.
+export RINGSFU_REQUIRE_TOOLS=1
 cargo test --no-fail-fast
 
 step "interop tests (openvidu-node-client, openvidu-browser in headless Chromium)"
 export RINGSFU_BIN="$root/target/debug/ringsfu"
-(cd tests/js && node --test --test-concurrency=1 --test-timeout=300000 ./*.test.mjs)
+# In a network namespace of their own with only `lo` when this machine allows it (Chromium's
+# WebRTC is happiest there and nothing leaks to the host network); the loss test makes its own
+# namespace inside.
+if unshare --net true 2>/dev/null; then
+  (cd tests/js && unshare --net sh -c 'ip link set lo up && exec node --test --test-concurrency=1 --test-timeout=300000 ./*.test.mjs')
+else
+  echo "unshare --net not permitted: running the interop tests in the host namespace"
+  (cd tests/js && node --test --test-concurrency=1 --test-timeout=300000 ./*.test.mjs)
+fi
+
+step "Debian package (cargo deb, release build; contents checked)"
+tools/check-deb.sh
 
 step "all tests passed"

@@ -80,7 +80,9 @@ fn main() -> ExitCode {
         print!("{}", cfg.to_masked_toml());
         return ExitCode::SUCCESS;
     }
-    match ringsfu::app::run(cfg) {
+    // SIGHUP re-reads the same sources (the file may have changed; env and flags have not).
+    let reload: ringsfu::ops::ConfigSource = Box::new(move || Config::load(&sources));
+    match ringsfu::app::run_with_reload(cfg, Some(reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringsfu: {e}");

@@ -64,10 +64,19 @@ pub struct ServerConfig {
     /// `networkDisconnect`. Also the delay after which the server closes the socket of an evicted
     /// participant that did not close it itself. 0 = evict at once.
     pub reconnection_window: u64,
+    /// Serve the demo page at `/` and its token endpoint `POST /demo/token`, which creates
+    /// sessions and connections WITHOUT the secret: for trying ringsfu out, off in production.
+    pub demo: bool,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace` or a tracing directive).
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Seconds a SIGTERM drain lasts at most: new joins are refused, participants are told
+    /// (`participantEvicted`, reason `openviduServerStopped`) and media keeps flowing until they
+    /// have all left or this time is up. 0 = stop at once.
+    pub drain_timeout: u64,
+    /// Serve `/metrics` without the REST API's Basic auth (for a scraper on a private network).
+    pub metrics_public: bool,
 }
 
 /// `[tls]`: HTTPS for the REST API and WebSocket (rustls).
@@ -88,9 +97,12 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
+    /// Start the media shards (false: signaling only; media methods answer errors).
+    pub enabled: bool,
     /// Address the media sockets bind to.
     pub bind_address: IpAddr,
-    /// Addresses advertised as ICE host candidates (IPv4 and IPv6). Empty: `bind_address`.
+    /// Addresses advertised as ICE host candidates (IPv4 and IPv6). Empty: `bind_address`, or
+    /// every interface address when bound to the wildcard.
     pub public_ips: Vec<IpAddr>,
     /// Data-plane threads; 0 = one per core.
     pub shards: usize,
@@ -218,8 +230,11 @@ impl Default for ServerConfig {
             max_ws_connections: 10_000,
             ping_timeout: 20,
             reconnection_window: 10,
+            demo: true,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            drain_timeout: 30,
+            metrics_public: false,
         }
     }
 }
@@ -227,6 +242,7 @@ impl Default for ServerConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
+            enabled: true,
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             public_ips: Vec::new(),
             shards: 0,
@@ -397,6 +413,9 @@ impl Config {
         if self.server.ping_timeout == 0 {
             return Err(err("server.ping_timeout", "must be at least 1 second"));
         }
+        if self.server.drain_timeout > 86_400 {
+            return Err(err("server.drain_timeout", "at most 86400 seconds"));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.server.log_level)
             .map_err(|e| err("server.log_level", one_line(&e.to_string())))?;
         if self.tls.enabled && !self.tls.self_signed {
@@ -457,12 +476,6 @@ impl Config {
         }
         if self.turn.relay_port_min == 0 || self.turn.relay_port_min > self.turn.relay_port_max {
             return Err(err("turn.relay_port_min", "must be 1..=turn.relay_port_max"));
-        }
-        if self.turn.enabled && self.turn_relay_ips().is_empty() {
-            return Err(err(
-                "turn.relay_ips",
-                "required when media.bind_address is unspecified and media.public_ips is empty",
-            ));
         }
         if self.turn.credential_ttl == 0 {
             return Err(err("turn.credential_ttl", "must be at least 1 second"));
@@ -586,7 +599,9 @@ impl Config {
         }
     }
 
-    /// The addresses TURN relayed transport addresses are bound on (see `turn.relay_ips`).
+    /// The addresses TURN relayed transport addresses are bound on when the configuration
+    /// names them: `turn.relay_ips`, else a specific `media.bind_address`; empty when bound to
+    /// the wildcard (the TURN server then uses the interface addresses).
     pub fn turn_relay_ips(&self) -> Vec<IpAddr> {
         if !self.turn.relay_ips.is_empty() {
             return self.turn.relay_ips.clone();
@@ -594,7 +609,7 @@ impl Config {
         if !self.media.bind_address.is_unspecified() {
             return vec![self.media.bind_address];
         }
-        self.media.public_ips.iter().copied().filter(|ip| !ip.is_unspecified()).collect()
+        Vec::new()
     }
 
     /// The host handed to browsers as `coturnIp`.

@@ -9,10 +9,11 @@
 //! # How media plugs in
 //! 1. The JSON-RPC media methods (`publishVideo`, `receiveVideoFrom`, `prepareReceiveVideoFrom`,
 //!    `onIceCandidate`, `unpublishVideo`, `unsubscribeFromVideo`, `reconnectStream`) all reach
-//!    [`dispatch`] — the single dispatch point. Today it answers a JSON-RPC error (except
-//!    `onIceCandidate`, which the spec says must always succeed). The media engineer replaces
-//!    its body: negotiate SDP, send a [`MediaCommand`] to the session's shard, answer the
-//!    request now or later ([`MediaReply::Later`]; the socket keeps answering pings meanwhile).
+//!    [`dispatch`] — the single dispatch point. With a [`MediaEngine`] attached
+//!    ([`crate::control::ControlPlane::attach_media`]) it negotiates SDP there and answers
+//!    at once (the shard gets its command before the answer leaves, so the browser's first
+//!    STUN check finds its peer); without one it answers a JSON-RPC error (except
+//!    `onIceCandidate`, which the spec says must always succeed).
 //!    Shard events come back through [`ControlHandle::handle_event`].
 //! 2. After a successful `publishVideo` answer, call [`ControlHandle::add_stream`]
 //!    ([`Registry::add_stream`](super::registry::Registry::add_stream)): it assigns the stream id
@@ -24,15 +25,17 @@
 //!    `unpublish`.
 //! 4. Whenever the registry tears media down on its own (eviction, REST `DELETE …/stream`,
 //!    `forceUnpublish`, session close, shutdown) it emits `Output::Media(MediaCommand::…)`; the
-//!    shell forwards those to [`MediaSink::send`] (today: logged and dropped).
+//!    shell forwards those to [`MediaSink::send`], which hands them to the attached
+//!    [`MediaEngine`] (`src/media/engine.rs`).
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
-use super::registry::MediaOptions;
+use super::registry::{MediaOptions, Role};
 use super::{Inner, now_ms};
+use crate::media::MediaEngine;
 
 use crate::signaling::{RpcError, code};
 
@@ -68,13 +71,28 @@ pub enum MediaEvent {
     TransportFailed { session_id: String, connection_id: String, description: String },
 }
 
-/// Where the shell sends media commands. Today nothing consumes them.
-#[derive(Clone, Debug, Default)]
-pub struct MediaSink;
+/// Where the shell sends media commands: the media engine once one is attached (until then,
+/// and in tests without media, they are logged and dropped).
+#[derive(Debug, Default)]
+pub struct MediaSink {
+    engine: std::sync::OnceLock<Arc<MediaEngine>>,
+}
 
 impl MediaSink {
     pub fn send(&self, cmd: MediaCommand) {
-        tracing::debug!(?cmd, "media command (no media engine attached)");
+        match self.engine.get() {
+            Some(e) => e.on_registry_command(cmd),
+            None => tracing::debug!(?cmd, "media command (no media engine attached)"),
+        }
+    }
+
+    /// Attaches the engine (once; later calls are ignored and return false).
+    pub fn attach(&self, engine: Arc<MediaEngine>) -> bool {
+        self.engine.set(engine).is_ok()
+    }
+
+    pub fn engine(&self) -> Option<&Arc<MediaEngine>> {
+        self.engine.get()
     }
 }
 
@@ -112,11 +130,14 @@ pub enum MediaReply {
 /// with a [`ControlHandle`] to update the registry (`add_stream`, `add_subscriber`, …).
 /// The result value gets `sessionId` injected by the framing.
 pub fn dispatch(
-    _control: &ControlHandle,
-    _caller: &Caller,
+    control: &ControlHandle,
+    caller: &Caller,
     method: &str,
-    _params: &Map<String, Value>,
+    params: &Map<String, Value>,
 ) -> MediaReply {
+    if let Some(engine) = control.0.media.engine() {
+        return MediaReply::Now(engine.dispatch(control, caller, method, params));
+    }
     match method {
         // Spec §4.3: an error here makes the browser raise ICE_CANDIDATE_ERROR; always succeed.
         "onIceCandidate" => MediaReply::Now(Ok(json!({}))),
@@ -176,6 +197,31 @@ impl ControlHandle {
                 .session(session_id)?
                 .stream(stream_id)
                 .map(|(c, s)| (c.id.clone(), s.media.clone()))
+        })
+    }
+
+    /// The caller's role, `None` when it is not an active participant.
+    pub fn role(&self, caller: &Caller) -> Option<Role> {
+        self.0.with(|st| st.reg.role(&caller.session_id, &caller.connection_id))
+    }
+
+    /// The stream a connection publishes, if any.
+    pub fn stream_of(&self, session_id: &str, connection_id: &str) -> Option<String> {
+        self.0.with(|st| st.reg.stream_of(session_id, connection_id))
+    }
+
+    /// The session's `forcedVideoCodec`, when it set one.
+    pub fn forced_video_codec(&self, session_id: &str) -> Option<String> {
+        self.0.with(|st| st.reg.session(session_id)?.props.forced_video_codec.clone())
+    }
+
+    /// When a stream was published (ms since the epoch), 0 if unknown.
+    pub fn stream_created_at(&self, session_id: &str, stream_id: &str) -> u64 {
+        self.0.with(|st| {
+            st.reg
+                .session(session_id)
+                .and_then(|s| s.stream(stream_id))
+                .map_or(0, |(_, s)| s.created_at)
         })
     }
 

@@ -14,6 +14,7 @@
 //! (never across an `.await`). Routing a notification is a non-blocking `try_send` into the
 //! target socket's bounded queue; a socket whose queue is full is cut off (it is not reading).
 
+pub mod demo;
 pub mod media;
 pub mod registry;
 pub mod rest;
@@ -23,7 +24,7 @@ pub mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +34,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::ops::metrics::{ControlGauges, Metrics, WebhookCounts};
+use crate::secrets::TurnSecretsHandle;
 use registry::{Output, Registry, RegistryConfig, TurnSettings};
 
 /// Messages queued for one WebSocket.
@@ -76,6 +79,12 @@ pub(crate) struct Inner {
     pub media: media::MediaSink,
     pub ws_count: AtomicUsize,
     pub next_socket: AtomicU64,
+    /// Counters of the HTTP and signaling shells (rendered at `/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Set by [`ControlPlane::begin_drain`]: new joins and connections are refused.
+    pub draining: AtomicBool,
+    /// The TURN credentials joinRoom mints from (reloadable).
+    pub turn_secrets: TurnSecretsHandle,
 }
 
 /// Unix epoch milliseconds now (the shell's clock; cores get it as an argument).
@@ -187,6 +196,7 @@ impl ControlPlane {
             .iter()
             .filter_map(|s| parse_ice_server_string(s, now, cfg.turn.credential_ttl))
             .collect();
+        let turn_secrets = TurnSecretsHandle::from_config(&cfg);
         let rcfg = RegistryConfig {
             ws_url: cfg.ws_url(),
             forced_video_codec: cfg.sessions.forced_video_codec.clone(),
@@ -197,7 +207,7 @@ impl ControlPlane {
             turn: cfg.turn.enabled.then(|| TurnSettings {
                 ip: cfg.turn_public_ip(),
                 port: cfg.turn.port,
-                secret: cfg.turn_secret().to_string(),
+                secrets: turn_secrets.clone(),
                 ttl_secs: cfg.turn.credential_ttl,
             }),
         };
@@ -206,9 +216,12 @@ impl ControlPlane {
             webhooks: webhook::Webhooks::start(&cfg.webhook),
             cfg: cfg.clone(),
             state: Mutex::new(State { reg: Registry::new(rcfg, seed), rpcs: HashMap::new() }),
-            media: media::MediaSink,
+            media: media::MediaSink::default(),
             ws_count: AtomicUsize::new(0),
             next_socket: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::new()),
+            draining: AtomicBool::new(false),
+            turn_secrets,
         });
         if cfg.sessions.garbage_interval > 0
             && let Ok(rt) = tokio::runtime::Handle::try_current()
@@ -234,7 +247,8 @@ impl ControlPlane {
 
     /// Every HTTP route the server answers: the REST API, the WebSocket, CORS, auth, limits.
     pub fn router(&self) -> Router {
-        rest::router(self.inner.clone())
+        let rest = rest::router(self.inner.clone());
+        if self.inner.cfg.server.demo { demo::router(self.inner.clone(), rest) } else { rest }
     }
 
     /// Graceful shutdown: every participant is evicted (`openviduServerStopped`), sessions are
@@ -275,10 +289,123 @@ impl ControlPlane {
         media::ControlHandle(self.inner.clone())
     }
 
+    /// Attaches the media engine: media methods go to it, registry teardowns reach it, and a
+    /// task turns its shards' events into notifications. Call once, inside the runtime.
+    pub fn attach_media(&self, engine: Arc<crate::media::MediaEngine>) {
+        if !self.inner.media.attach(engine.clone()) {
+            return;
+        }
+        self.inner.metrics.register_media_engine(&engine);
+        let weak = Arc::downgrade(&self.inner);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let handle = media::ControlHandle(inner);
+                    for ev in engine.poll_events() {
+                        handle.handle_event(ev);
+                    }
+                }
+            });
+        }
+    }
+
+    /// The attached media engine, if any.
+    pub fn media_engine(&self) -> Option<Arc<crate::media::MediaEngine>> {
+        self.inner.media.engine().cloned()
+    }
+
     /// Number of open WebSocket connections.
     pub fn websocket_count(&self) -> usize {
         self.inner.ws_count.load(Ordering::Relaxed)
     }
+
+    /// The metrics registry (`/metrics`); the process registers the media shards on it.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// The reloadable TURN credentials joinRoom mints from; the TURN shards read the same handle.
+    pub fn turn_secrets(&self) -> TurnSecretsHandle {
+        self.inner.turn_secrets.clone()
+    }
+
+    /// Registry and socket gauges, counted now.
+    pub fn gauges(&self) -> ControlGauges {
+        let mut g = self.inner.with(|st| gauges_of(&st.reg));
+        g.websockets = self.websocket_count() as u64;
+        g.draining = self.is_draining();
+        g
+    }
+
+    /// Whether [`ControlPlane::begin_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts the drain before a stop: joinRoom and new sessions/connections are refused from
+    /// now on, and every participant is told with `participantEvicted {connectionId: own id,
+    /// reason: "openviduServerStopped"}` (spec §4.8; openvidu-browser then leaves on its own and
+    /// closes its socket). Participants stay in their sessions, and their media keeps flowing,
+    /// until they leave or [`ControlPlane::shutdown`] evicts the rest. A participant whose socket
+    /// closes during the drain is evicted at once with `openviduServerStopped` (no reconnection
+    /// window). Returns the number of participants told.
+    pub fn begin_drain(&self) -> usize {
+        if self.inner.draining.swap(true, Ordering::Relaxed) {
+            return 0;
+        }
+        self.inner.with(|st| {
+            let told: Vec<(String, String)> = st
+                .reg
+                .sessions()
+                .into_iter()
+                .flat_map(|s| s.connections.iter())
+                .filter_map(|c| c.active.as_ref().map(|a| (a.rpc.clone(), c.id.clone())))
+                .collect();
+            for (rpc, cid) in &told {
+                let params =
+                    serde_json::json!({"connectionId": cid, "reason": "openviduServerStopped"});
+                let text = crate::signaling::notification("participantEvicted", &params);
+                deliver(&mut st.rpcs, rpc, Outgoing::Text(Utf8Bytes::from(text)));
+            }
+            told.len()
+        })
+    }
+
+    /// Webhook delivery counters in the metrics' shape.
+    pub fn webhook_counts(&self) -> WebhookCounts {
+        let s = &self.inner.webhooks.stats;
+        WebhookCounts {
+            queued: s.queued.load(Ordering::Relaxed),
+            delivered: s.delivered.load(Ordering::Relaxed),
+            dropped_full: s.dropped_full.load(Ordering::Relaxed),
+            dropped_failed: s.dropped_failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts sessions, participants, publishers and subscriptions.
+fn gauges_of(reg: &Registry) -> ControlGauges {
+    let mut g = ControlGauges::default();
+    for s in reg.sessions() {
+        g.sessions += 1;
+        let active = s.active_count() as u64;
+        g.participants += active;
+        if active > 0 {
+            g.active_sessions += 1;
+        }
+        for c in &s.connections {
+            if c.active.is_none() {
+                g.pending_connections += 1;
+                continue;
+            }
+            g.publishers += c.publisher.is_some() as u64;
+            g.subscribers += c.subscriptions.len() as u64;
+        }
+    }
+    g
 }
 
 /// The client IP of a request: `X-Real-IP` if present, else the TCP peer.

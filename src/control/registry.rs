@@ -212,7 +212,8 @@ impl Session {
 pub struct TurnSettings {
     pub ip: String,
     pub port: u16,
-    pub secret: String,
+    /// The REST API secret is read from here at every join (reloadable on SIGHUP).
+    pub secrets: crate::secrets::TurnSecretsHandle,
     pub ttl_secs: u64,
 }
 
@@ -733,7 +734,9 @@ impl Registry {
         });
         let mut ice = conn.props.custom_ice_servers.clone();
         if let Some(t) = &turn {
-            let (user, cred) = turn_rest_credentials(&t.secret, now / 1000 + t.ttl_secs, &cid);
+            let secret = t.secrets.load();
+            let (user, cred) =
+                turn_rest_credentials(&secret.rest_secret, now / 1000 + t.ttl_secs, &cid);
             result["coturnIp"] = json!(t.ip);
             result["coturnPort"] = json!(t.port);
             result["turnUsername"] = json!(user);

@@ -16,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{MethodRouter, get, post};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
@@ -31,35 +31,103 @@ use super::{Inner, now_ms};
 type St = State<Arc<Inner>>;
 type Q = Query<HashMap<String, String>>;
 
+type Handler = MethodRouter<Arc<Inner>>;
+
+/// Every route the server answers, one `(path, method, handler)` per entry: the router is built
+/// from this table and the OpenAPI document (`src/ops/openapi.json`) is checked against it.
+fn table() -> Vec<(&'static str, Method, Handler)> {
+    use axum::routing::{delete, patch, put};
+    let m = |p, method, h| (p, method, h);
+    vec![
+        m("/openvidu/api/sessions", Method::POST, post(create_session)),
+        m("/openvidu/api/sessions", Method::GET, get(list_sessions)),
+        m("/openvidu/api/sessions/{sessionId}", Method::GET, get(get_session)),
+        m("/openvidu/api/sessions/{sessionId}", Method::DELETE, delete(delete_session)),
+        m("/openvidu/api/sessions/{sessionId}/connection", Method::POST, post(create_connection)),
+        m("/openvidu/api/sessions/{sessionId}/connection", Method::GET, get(list_connections)),
+        m(
+            "/openvidu/api/sessions/{sessionId}/connection/{connectionId}",
+            Method::GET,
+            get(get_connection),
+        ),
+        m(
+            "/openvidu/api/sessions/{sessionId}/connection/{connectionId}",
+            Method::PATCH,
+            patch(patch_connection),
+        ),
+        m(
+            "/openvidu/api/sessions/{sessionId}/connection/{connectionId}",
+            Method::DELETE,
+            delete(delete_connection),
+        ),
+        m(
+            "/openvidu/api/sessions/{sessionId}/stream/{streamId}",
+            Method::DELETE,
+            delete(delete_stream),
+        ),
+        m("/openvidu/api/tokens", Method::POST, post(create_token)),
+        m("/openvidu/api/signal", Method::POST, post(signal)),
+        m("/openvidu/api/config", Method::GET, get(config)),
+        m("/openvidu/api/config/{item}", Method::GET, get(config_item)),
+        m("/openvidu/api/health", Method::GET, get(health)),
+        m("/openvidu/api/openapi.json", Method::GET, get(openapi)),
+        m("/openvidu/api/recordings", Method::GET, get(not_implemented)),
+        m("/openvidu/api/recordings", Method::POST, post(not_implemented)),
+        m("/openvidu/api/recordings/{*rest}", Method::GET, get(not_implemented)),
+        m("/openvidu/api/recordings/{*rest}", Method::POST, post(not_implemented)),
+        m("/openvidu/api/recordings/{*rest}", Method::PUT, put(not_implemented)),
+        m("/openvidu/api/recordings/{*rest}", Method::DELETE, delete(not_implemented)),
+        m("/openvidu", Method::GET, get(super::ws::upgrade)),
+        m("/metrics", Method::GET, get(metrics)),
+        m("/health", Method::GET, get(service_health)),
+    ]
+}
+
+/// Every `(method, path)` the router serves (paths in axum syntax: `{param}`, `{*rest}`).
+/// A `GET` route also answers `HEAD`; `OPTIONS` is answered for every path (CORS preflight).
+pub fn routes() -> Vec<(Method, &'static str)> {
+    table().into_iter().map(|(p, m, _)| (m, p)).collect()
+}
+
 /// Builds the whole HTTP router.
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     let max_body = inner.cfg.server.max_body_bytes;
-    let api = Router::new()
-        .route("/openvidu/api/sessions", post(create_session).get(list_sessions))
-        .route("/openvidu/api/sessions/{sid}", get(get_session).delete(delete_session))
-        .route(
-            "/openvidu/api/sessions/{sid}/connection",
-            post(create_connection).get(list_connections),
-        )
-        .route(
-            "/openvidu/api/sessions/{sid}/connection/{cid}",
-            get(get_connection).patch(patch_connection).delete(delete_connection),
-        )
-        .route("/openvidu/api/sessions/{sid}/stream/{stream}", axum::routing::delete(delete_stream))
-        .route("/openvidu/api/tokens", post(create_token))
-        .route("/openvidu/api/signal", post(signal))
-        .route("/openvidu/api/config", get(config))
-        .route("/openvidu/api/config/{item}", get(config_item))
-        .route("/openvidu/api/health", get(health))
-        .route("/openvidu/api/recordings", any(not_implemented))
-        .route("/openvidu/api/recordings/{*rest}", any(not_implemented))
-        .route("/openvidu", get(super::ws::upgrade))
+    let entries = table();
+    let mut api = Router::new();
+    let mut done: Vec<&str> = Vec::new();
+    for (path, _, _) in &entries {
+        if done.contains(path) {
+            continue;
+        }
+        done.push(path);
+        // One method router per path, merged from that path's entries (no method repeats).
+        let merged = entries
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, _, h)| h.clone())
+            .reduce(|a, b| a.merge(b));
+        if let Some(h) = merged {
+            api = api.route(path, h);
+        }
+    }
+    let api = api
         .fallback(not_found)
         .with_state(inner.clone())
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(inner, auth));
+        .layer(middleware::from_fn_with_state(inner.clone(), auth));
     let rewritten = api.map_request(rewrite_deprecated);
-    Router::new().fallback_service(rewritten).layer(CorsLayer::very_permissive())
+    Router::new()
+        .fallback_service(rewritten)
+        .layer(CorsLayer::very_permissive())
+        .layer(middleware::from_fn_with_state(inner, count_http))
+}
+
+/// Counts every HTTP response by method and status (`ringsfu_http_requests_total`).
+async fn count_http(State(inner): St, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    inner.metrics.http(&method, resp.status().as_u16());
+    resp
 }
 
 /// `SUPPORT_DEPRECATED_API`: pre-2.16 paths are rewritten to their current form.
@@ -90,11 +158,16 @@ fn rewrite_deprecated(mut req: Request) -> Request {
     req
 }
 
-fn is_protected(method: &Method, path: &str) -> bool {
+fn is_protected(method: &Method, path: &str, metrics_public: bool) -> bool {
     if path == "/openvidu/api/config/openvidu-publicurl"
         && (method == Method::GET || method == Method::HEAD)
     {
         return false;
+    }
+    // /metrics: behind the same Basic auth as the REST API unless `server.metrics_public`; it
+    // sits on the public port next to the API and reveals the server's load.
+    if path == "/metrics" {
+        return !metrics_public;
     }
     path.starts_with("/openvidu/api/")
         || path == "/openvidu/api"
@@ -105,7 +178,10 @@ fn is_protected(method: &Method, path: &str) -> bool {
 }
 
 async fn auth(State(inner): St, req: Request, next: Next) -> Response {
-    if req.method() == Method::OPTIONS || !is_protected(req.method(), req.uri().path()) {
+    let metrics_public = inner.cfg.server.metrics_public;
+    if req.method() == Method::OPTIONS
+        || !is_protected(req.method(), req.uri().path(), metrics_public)
+    {
         return next.run(req).await;
     }
     let expected = format!(
@@ -180,6 +256,47 @@ async fn not_implemented() -> Response {
 
 async fn health() -> Response {
     ok_json(json!({"status": "UP"}))
+}
+
+/// `/health` for load balancers: 200 while serving, 503 while draining before a stop.
+async fn service_health(State(inner): St) -> Response {
+    if inner.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "DRAINING"}))).into_response()
+    } else {
+        ok_json(json!({"status": "UP"}))
+    }
+}
+
+/// `/metrics`: Prometheus text exposition.
+async fn metrics(State(inner): St) -> Response {
+    let cp = super::ControlPlane { inner: inner.clone() };
+    let text = inner.metrics.render(&cp.gauges(), &cp.webhook_counts());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+        .into_response()
+}
+
+/// The OpenAPI 3 document of this API.
+async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::ops::openapi::OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// 503 for new sessions and connections while the server drains before a stop.
+fn refuse_while_draining(inner: &Inner, uri: &Uri) -> Option<Response> {
+    if !inner.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let mut r = error_json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        uri.path(),
+        "The server is shutting down (draining): no new sessions or connections",
+    );
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    Some(r)
 }
 
 fn flag(q: &HashMap<String, String>, key: &str, default: bool) -> bool {
@@ -326,7 +443,7 @@ fn recording_properties(v: Option<&Value>) -> Result<Value, String> {
     Ok(out)
 }
 
-fn session_props(m: &Map<String, Value>) -> Result<SessionProps, String> {
+pub(crate) fn session_props(m: &Map<String, Value>) -> Result<SessionProps, String> {
     let f = Fields(m);
     let media_mode = f.enumeration("mediaMode", &["ROUTED", "RELAYED"])?.unwrap_or("ROUTED");
     let recording_mode = f.enumeration("recordingMode", &["MANUAL", "ALWAYS"])?.unwrap_or("MANUAL");
@@ -337,9 +454,10 @@ fn session_props(m: &Map<String, Value>) -> Result<SessionProps, String> {
         ));
     }
     let drp = recording_properties(f.get("defaultRecordingProperties"))?;
+    // AV1 is a ringsfu extension (OpenVidu 2.32 knows the other five); the config accepts it too.
     let codec = f.enumeration(
         "forcedVideoCodec",
-        &["MEDIA_SERVER_PREFERRED", "VP8", "VP9", "H264", "NONE"],
+        &["MEDIA_SERVER_PREFERRED", "VP8", "VP9", "H264", "AV1", "NONE"],
     )?;
     let transcoding = f.bool("allowTranscoding")?;
     let media_node = match f.get("mediaNode") {
@@ -466,7 +584,11 @@ fn ice_servers(v: Option<&Value>, now: u64, ttl: u64) -> Result<Vec<Value>, Stri
     Ok(out)
 }
 
-fn connection_props(m: &Map<String, Value>, now: u64, ttl: u64) -> Result<ConnectionProps, String> {
+pub(crate) fn connection_props(
+    m: &Map<String, Value>,
+    now: u64,
+    ttl: u64,
+) -> Result<ConnectionProps, String> {
     let f = Fields(m);
     let kind = match f.enumeration("type", &["WEBRTC", "IPCAM"])? {
         Some("IPCAM") => ConnectionType::IpCam,
@@ -513,6 +635,9 @@ fn connection_props(m: &Map<String, Value>, now: u64, ttl: u64) -> Result<Connec
 // ------------------------------------------------------------------ sessions
 
 async fn create_session(State(inner): St, uri: Uri, body: Bytes) -> Response {
+    if let Some(r) = refuse_while_draining(&inner, &uri) {
+        return r;
+    }
     let m = match parse_body(&body) {
         Ok(m) => m,
         Err(e) => return bad_request(&uri, &e),
@@ -598,6 +723,9 @@ fn new_connection(
     render: impl FnOnce(&Session, &Connection) -> Response,
     not_found: impl FnOnce() -> Response,
 ) -> Response {
+    if let Some(r) = refuse_while_draining(inner, uri) {
+        return r;
+    }
     let now = now_ms();
     let props = match connection_props(body, now, inner.cfg.turn.credential_ttl) {
         Ok(p) => p,

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::media::{self, Caller, ControlHandle, MediaReply};
 use super::registry::{JoinRequest, MediaOptions, RegError, Role};
 use super::{Inner, Outgoing, RpcSession, SOCKET_QUEUE, SocketHandle, now_ms};
+use crate::ops::metrics::RpcResult;
 use crate::signaling::{self, Incoming, Params, RpcError, code};
 
 /// Time a single write to a client may take before the client is considered stuck.
@@ -209,7 +210,15 @@ async fn write_out(sink: &mut WebSocket, out: Outgoing, close_at: &mut Option<In
 /// The socket is gone: detach its JSON-RPC session and start the reconnection window.
 fn socket_closed(ctx: &Ctx) {
     let inner = ctx.inner.clone();
-    let window = Duration::from_secs(inner.cfg.server.reconnection_window);
+    // While draining the server is going away: no reconnection window, and the reason is the
+    // one OpenVidu gives at shutdown.
+    let draining = inner.draining.load(Ordering::Relaxed);
+    let window = if draining {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(inner.cfg.server.reconnection_window)
+    };
+    let reason = if draining { "openviduServerStopped" } else { "networkDisconnect" };
     let pending = inner.with(|st| {
         let r = st.rpcs.get_mut(&ctx.rpc)?;
         if r.socket.as_ref().map(|s| s.id) != Some(ctx.socket_id) && r.socket.is_some() {
@@ -234,7 +243,7 @@ fn socket_closed(ctx: &Ctx) {
             let participant = r.participant.clone();
             st.rpcs.remove(&rpc);
             if let Some((sid, cid)) = participant {
-                st.reg.evict(&sid, &cid, "networkDisconnect", now_ms());
+                st.reg.evict(&sid, &cid, reason, now_ms());
             }
         })
     };
@@ -250,18 +259,25 @@ fn socket_closed(ctx: &Ctx) {
 
 /// Handles one text frame; returns the reply (if any) and whether it was a `ping`.
 fn handle_frame(ctx: &mut Ctx, text: &str) -> (Option<String>, bool) {
+    let metrics = ctx.inner.metrics.clone();
+    let count = |method: &str, ok: bool| {
+        metrics.signaling(method, if ok { RpcResult::Ok } else { RpcResult::Error })
+    };
     match signaling::parse(text) {
-        Err(fe) => (Some(signaling::error_response(&fe.id, &fe.error, None)), false),
+        Err(fe) => {
+            metrics.signaling_invalid();
+            (Some(signaling::error_response(&fe.id, &fe.error, None)), false)
+        }
         Ok(Incoming::Response) => (None, false),
         Ok(Incoming::Notification { method, params }) => {
             let is_ping = method == "ping";
-            if !is_ping {
-                let _ = dispatch(ctx, &method, &params);
-            }
+            let ok = is_ping || dispatch(ctx, &method, &params).is_ok();
+            count(&method, ok);
             (None, is_ping)
         }
         Ok(Incoming::Request { id, method, params }) => {
             if method == "ping" {
+                count("ping", true);
                 let r = signaling::response(&id, json!({"value": "pong"}), None);
                 return (Some(r), true);
             }
@@ -269,8 +285,14 @@ fn handle_frame(ctx: &mut Ctx, text: &str) -> (Option<String>, bool) {
                 return (media_request(ctx, id, &method, &params), false);
             }
             let r = match dispatch(ctx, &method, &params) {
-                Ok(v) => signaling::response(&id, v, Some(&ctx.rpc)),
-                Err(e) => signaling::error_response(&id, &e, Some(&ctx.rpc)),
+                Ok(v) => {
+                    count(&method, true);
+                    signaling::response(&id, v, Some(&ctx.rpc))
+                }
+                Err(e) => {
+                    count(&method, false);
+                    signaling::error_response(&id, &e, Some(&ctx.rpc))
+                }
             };
             (Some(r), false)
         }
@@ -285,27 +307,42 @@ fn media_request(
     method: &str,
     params: &Map<String, Value>,
 ) -> Option<String> {
+    let metrics = ctx.inner.metrics.clone();
     let (session_id, connection_id) = match participant(ctx) {
         Ok(p) => p,
-        Err(e) => return Some(signaling::error_response(&id, &e, Some(&ctx.rpc))),
+        Err(e) => {
+            metrics.signaling(method, RpcResult::Error);
+            return Some(signaling::error_response(&id, &e, Some(&ctx.rpc)));
+        }
     };
     let caller = Caller { session_id, connection_id, rpc_session: ctx.rpc.clone() };
     match media::dispatch(&ControlHandle(ctx.inner.clone()), &caller, method, params) {
-        MediaReply::Now(Ok(v)) => Some(signaling::response(&id, v, Some(&ctx.rpc))),
-        MediaReply::Now(Err(e)) => Some(signaling::error_response(&id, &e, Some(&ctx.rpc))),
+        MediaReply::Now(Ok(v)) => {
+            metrics.signaling(method, RpcResult::Ok);
+            Some(signaling::response(&id, v, Some(&ctx.rpc)))
+        }
+        MediaReply::Now(Err(e)) => {
+            metrics.signaling(method, RpcResult::Error);
+            Some(signaling::error_response(&id, &e, Some(&ctx.rpc)))
+        }
         MediaReply::Later(rx) => {
             let tx = ctx.tx.clone();
             let rpc = ctx.rpc.clone();
+            let method = method.to_string();
             tokio::spawn(async move {
-                let text = match rx.await {
-                    Ok(Ok(v)) => signaling::response(&id, v, Some(&rpc)),
-                    Ok(Err(e)) => signaling::error_response(&id, &e, Some(&rpc)),
-                    Err(_) => signaling::error_response(
-                        &id,
-                        &RpcError::new(code::GENERIC, "media request abandoned"),
-                        Some(&rpc),
+                let (text, ok) = match rx.await {
+                    Ok(Ok(v)) => (signaling::response(&id, v, Some(&rpc)), true),
+                    Ok(Err(e)) => (signaling::error_response(&id, &e, Some(&rpc)), false),
+                    Err(_) => (
+                        signaling::error_response(
+                            &id,
+                            &RpcError::new(code::GENERIC, "media request abandoned"),
+                            Some(&rpc),
+                        ),
+                        false,
                     ),
                 };
+                metrics.signaling(&method, if ok { RpcResult::Ok } else { RpcResult::Error });
                 // A full queue means the client is not reading; it will be cut off anyway.
                 let _ = tx.try_send(Outgoing::Text(text.into()));
             });
@@ -390,6 +427,12 @@ fn join_room(ctx: &mut Ctx, p: &Params<'_>) -> Result<Value, RpcError> {
     };
     let rpc = ctx.rpc.clone();
     let ip = ctx.ip.clone();
+    if ctx.inner.draining.load(Ordering::Relaxed) {
+        return Err(RpcError::new(
+            code::ROOM_CLOSED,
+            format!("Unable to join session {session}. The server is shutting down (draining)"),
+        ));
+    }
     ctx.inner.with(|st| {
         if st.rpcs.get(&rpc).is_some_and(|r| r.participant.is_some()) {
             return Err(RpcError::new(

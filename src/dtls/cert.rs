@@ -123,6 +123,17 @@ impl Fingerprint {
         Ok(Fingerprint { alg, digest })
     }
 
+    /// A SHA-256 fingerprint from its 32 digest bytes (as an SDP parser decoded them);
+    /// `None` for any other length.
+    pub fn sha256(digest: &[u8]) -> Option<Self> {
+        if digest.len() != FingerprintAlg::Sha256.digest_len() {
+            return None;
+        }
+        let mut d = [0u8; 64];
+        d[..32].copy_from_slice(digest);
+        Some(Fingerprint { alg: FingerprintAlg::Sha256, digest: d })
+    }
+
     /// The hash function.
     pub fn alg(&self) -> FingerprintAlg {
         self.alg

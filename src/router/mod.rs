@@ -162,6 +162,12 @@ impl StreamRewriter {
     pub fn source_ssrc(&self) -> Option<u32> {
         self.source_ssrc
     }
+
+    /// What is added to the current source's RTP timestamps (for translating its sender
+    /// reports); meaningful once [`StreamRewriter::source_ssrc`] is set.
+    pub fn ts_offset(&self) -> u32 {
+        self.ts_offset
+    }
 }
 
 /// A fixed ring of recent plaintext packets of one track, for answering NACKs without the

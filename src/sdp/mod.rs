@@ -1025,8 +1025,12 @@ pub fn accept_subscribe_answer(
     offered: &Negotiated,
     answer: &RemoteDescription,
 ) -> Result<Vec<NegotiatedMedia>, SdpError> {
-    if answer.setup != Setup::Active {
-        return Err(SdpError::Unacceptable("the answer must take a=setup:active".into()));
+    // Browsers answer `active` (ringsfu is the DTLS server); other stacks may answer
+    // `passive`, and then ringsfu connects as the DTLS client.
+    if !matches!(answer.setup, Setup::Active | Setup::Passive) {
+        return Err(SdpError::Unacceptable(
+            "the answer must take a=setup:active or passive".into(),
+        ));
     }
     if answer.fingerprint.len() != 32 {
         return Err(SdpError::Missing("a=fingerprint:sha-256"));

@@ -17,6 +17,7 @@ use super::stream::StreamServer;
 use super::{Credentials, PeerPolicy, TurnServer, TurnSettings};
 use crate::config::Config;
 use crate::io::IoOptions;
+use crate::secrets::{TurnSecrets, TurnSecretsHandle};
 use crate::shard::{ShardHandles, ShardOptions, SpawnError, spawn_shards_with};
 
 /// Why the TURN server could not start.
@@ -93,11 +94,23 @@ pub(crate) struct TurnPlan {
     pub max_allocations_stream: usize,
     pub nonce_key: [u8; 32],
     pub token_key: u64,
+    /// The reloadable credentials (shared with the control plane, which mints joinRoom's).
+    pub secrets: TurnSecretsHandle,
 }
 
 impl TurnPlan {
-    pub fn new(cfg: &Config) -> Result<TurnPlan, TurnStartError> {
-        let relay_ips = cfg.turn_relay_ips();
+    pub fn new(cfg: &Config, secrets: TurnSecretsHandle) -> Result<TurnPlan, TurnStartError> {
+        let mut relay_ips = cfg.turn_relay_ips();
+        if relay_ips.is_empty() {
+            // Bound to the wildcard: the interface addresses (not `media.public_ips`, which
+            // may be NAT addresses this host cannot bind), loopback only if nothing else.
+            let mut local = cfg.clone();
+            local.media.public_ips.clear();
+            relay_ips = crate::media::candidate_ips(&local);
+            if relay_ips.iter().any(|ip| !ip.is_loopback()) {
+                relay_ips.retain(|ip| !ip.is_loopback());
+            }
+        }
         if relay_ips.is_empty() {
             return Err(TurnStartError::Config("no relay address (turn.relay_ips)".into()));
         }
@@ -132,7 +145,18 @@ impl TurnPlan {
             max_allocations_stream: cfg.turn.max_allocations.div_ceil(8).max(1),
             nonce_key,
             token_key: rand::random(),
+            secrets,
         })
+    }
+
+    /// The credential store for `secrets` (rebuilt on every reload).
+    pub fn credentials(&self, secrets: &TurnSecrets) -> Credentials {
+        Credentials::new(
+            &secrets.realm,
+            &secrets.user_strings(),
+            Some(&secrets.rest_secret),
+            self.nonce_key,
+        )
     }
 
     /// Every allocation holds a socket: keep the total within the open-file limit (with
@@ -161,8 +185,7 @@ impl TurnPlan {
             token_key: self.token_key,
             ..TurnSettings::default()
         };
-        let secret = cfg.turn_secret();
-        let creds = Credentials::new(&t.realm, &t.users, Some(secret), self.nonce_key);
+        let creds = self.credentials(&self.secrets.load());
         let mut own = self.relay_ips.clone();
         own.push(cfg.media.bind_address);
         own.extend(cfg.media_public_ips());
@@ -192,20 +215,43 @@ fn raise_fd_limit() -> u64 {
     r.rlim_cur as u64
 }
 
+/// Picks up reloaded credentials (one atomic load per call; called about once a second).
+struct Reload {
+    plan: TurnPlan,
+    seen: u64,
+}
+
+impl Reload {
+    fn poll(&mut self, server: &mut TurnServer) {
+        let g = self.plan.secrets.generation();
+        if g != self.seen {
+            self.seen = g;
+            server.set_credentials(self.plan.credentials(&self.plan.secrets.load()));
+        }
+    }
+}
+
+/// Checks for reloaded credentials, given to the cores (`TurnShard`, the stream thread).
+pub(crate) type ReloadHook = Box<dyn FnMut(&mut TurnServer) + Send>;
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Starts the TURN server when `[turn] enabled` (`Ok(None)` otherwise). `tls` serves TURN over
-/// TLS on `[turn] tls_port` (required when that port is set).
+/// TLS on `[turn] tls_port` (required when that port is set). `secrets`: the credentials the
+/// control plane reloads on SIGHUP (the shards pick a change up within a second); `None`: fixed
+/// ones from `cfg`.
 pub fn start(
     cfg: &Arc<Config>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    secrets: Option<TurnSecretsHandle>,
 ) -> Result<Option<TurnService>, TurnStartError> {
     if !cfg.turn.enabled {
         return Ok(None);
     }
-    let mut plan = TurnPlan::new(cfg)?;
+    let secrets = secrets.unwrap_or_else(|| TurnSecretsHandle::from_config(cfg));
+    let mut plan = TurnPlan::new(cfg, secrets)?;
     let fds = raise_fd_limit();
     let wanted = plan.max_allocations_per_shard * plan.shards;
     plan.cap_by_fd_limit(fds, FD_RESERVE);
@@ -222,7 +268,9 @@ pub fn start(
     let (anchor, anchor_unix) = (Instant::now(), unix_now());
     let (c, p) = (cfg.clone(), plan.clone());
     let shards = spawn_shards_with(&opts, move |info| {
+        let mut reload = Reload { plan: p.clone(), seen: p.secrets.generation() };
         TurnShard::new(p.server(&c, info.index), info.local_addr, anchor, anchor_unix)
+            .with_reload(Box::new(move |server: &mut TurnServer| reload.poll(server)))
     })?;
     let udp = shards.get(0).map_or(plan.listen, |s| s.info().local_addr);
     let tcp_addr = SocketAddr::new(plan.listen.ip(), udp.port());
@@ -232,8 +280,11 @@ pub fn start(
         return Err(TurnStartError::Config("turn.tls_port needs a [tls] certificate".into()));
     }
     let server = plan.server(cfg, plan.shards);
-    let stream = StreamServer::start(server, tcp_addr, tls_addr.zip(tls), anchor, anchor_unix)
-        .map_err(|(addr, source)| TurnStartError::Stream { addr, source })?;
+    let mut reload = Reload { plan: plan.clone(), seen: plan.secrets.generation() };
+    let reload = Box::new(move |server: &mut TurnServer| reload.poll(server));
+    let stream =
+        StreamServer::start(server, reload, tcp_addr, tls_addr.zip(tls), anchor, anchor_unix)
+            .map_err(|(addr, source)| TurnStartError::Stream { addr, source })?;
     tracing::info!(
         udp = %udp,
         tcp = %stream.tcp_addr(),
@@ -268,7 +319,7 @@ mod tests {
         cfg.media.shards = 2;
         cfg.turn.relay_port_min = 1024;
         cfg.turn.relay_port_max = 65535;
-        let mut plan = TurnPlan::new(&cfg).unwrap();
+        let mut plan = TurnPlan::new(&cfg, TurnSecretsHandle::from_config(&cfg)).unwrap();
         assert_eq!(plan.slices.len(), 3);
         assert_eq!(plan.slices[0].start, 1024);
         assert_eq!(plan.slices[2].end, 65535, "the last slice ends at the last port");
@@ -278,6 +329,9 @@ mod tests {
         assert_eq!(plan.max_allocations_per_shard, 19_488 * 7 / 8 / 2);
         assert_eq!(plan.max_allocations_stream, 19_488 / 8);
         cfg.turn.relay_port_max = 1025;
-        assert!(TurnPlan::new(&cfg).is_err(), "fewer ports than threads");
+        assert!(
+            TurnPlan::new(&cfg, TurnSecretsHandle::from_config(&cfg)).is_err(),
+            "fewer ports than threads"
+        );
     }
 }

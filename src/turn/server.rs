@@ -315,6 +315,12 @@ impl TurnServer {
         }
     }
 
+    /// Replaces the credential store (a reload): new allocations and requests without an
+    /// allocation use it; existing allocations keep the key they were made with.
+    pub fn set_credentials(&mut self, creds: Credentials) {
+        self.creds = creds;
+    }
+
     /// Number of live allocations.
     pub fn allocation_count(&self) -> usize {
         self.by_client.len()

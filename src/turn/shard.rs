@@ -117,6 +117,8 @@ pub struct TurnShard {
     drops: [u64; DROP_LABELS.len()],
     relay_open_failed: u64,
     next_compact: Option<Instant>,
+    reload: Option<super::serve::ReloadHook>,
+    next_reload: Option<Instant>,
 }
 
 impl TurnShard {
@@ -137,7 +139,17 @@ impl TurnShard {
             drops: [0; DROP_LABELS.len()],
             relay_open_failed: 0,
             next_compact: None,
+            reload: None,
+            next_reload: None,
         }
+    }
+
+    /// Calls `hook` about once a second (credential reloads).
+    pub(crate) fn with_reload(mut self, hook: super::serve::ReloadHook) -> Self {
+        self.reload = Some(hook);
+        // Armed from the start: a shard that has seen no datagram yet must still reload.
+        self.next_reload = Some(self.anchor);
+        self
     }
 
     fn now(&self, t: Instant) -> Now {
@@ -298,14 +310,19 @@ impl ShardCore for TurnShard {
             self.server.compact_users();
             self.next_compact = Some(now + Duration::from_secs(60));
         }
+        if let Some(hook) = self.reload.as_mut()
+            && self.next_reload.is_none_or(|d| d <= now)
+        {
+            hook(&mut self.server);
+            self.next_reload = Some(now + Duration::from_secs(1));
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let sweep = self.server.poll_timeout();
-        match (sweep, self.next_compact) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.server.poll_timeout(), self.next_compact, self.next_reload]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn poll_event(&mut self) -> Option<TurnReport> {

@@ -46,6 +46,7 @@ impl StreamServer {
     /// Binds the listeners (errors name the address) and starts the thread.
     pub fn start(
         server: TurnServer,
+        mut reload: super::serve::ReloadHook,
         tcp: SocketAddr,
         tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
         anchor: Instant,
@@ -85,7 +86,8 @@ impl StreamServer {
                     anchor,
                     anchor_unix,
                 });
-                local.block_on(&rt, run(shared, tcp_l, tls_l, stop_rx));
+                let reload = Box::new(move |s: &mut TurnServer| reload(s));
+                local.block_on(&rt, run(shared, reload, tcp_l, tls_l, stop_rx));
             })
             .map_err(|e| (tcp, e))?;
         Ok(StreamServer { tcp, tls: tls_addr, stop, thread: Some(thread) })
@@ -209,6 +211,7 @@ async fn relay_task(sh: Rc<Shared>, relay: SocketAddr, socket: Rc<UdpSocket>) {
 
 async fn run(
     sh: Rc<Shared>,
+    mut reload: super::serve::ReloadHook,
     tcp: std::net::TcpListener,
     tls: Option<(SocketAddr, std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     mut stop: watch::Receiver<bool>,
@@ -222,6 +225,7 @@ async fn run(
                 tick.tick().await;
                 let now = sh.now();
                 sh.server.borrow_mut().handle_timeout(now);
+                reload(&mut sh.server.borrow_mut());
                 n += 1;
                 if n.is_multiple_of(60) {
                     sh.server.borrow_mut().compact_users();

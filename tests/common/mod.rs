@@ -24,8 +24,29 @@ pub struct Server {
     pub http: reqwest::Client,
 }
 
-/// Starts a server with default configuration adjusted by `tweak`.
+/// Starts a server with default configuration adjusted by `tweak` (signaling only: no media
+/// shards; see [`start_with_media`]).
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+    start_inner(tweak, false).await
+}
+
+/// Like [`start`], with the media engine running (one shard on a kernel-chosen loopback port
+/// unless `tweak` says otherwise).
+#[allow(dead_code)]
+pub async fn start_with_media(tweak: impl FnOnce(&mut Config)) -> Server {
+    start_inner(
+        |c| {
+            c.media.shards = 1;
+            c.media.port_base = 0;
+            c.media.pin_threads = false;
+            tweak(c);
+        },
+        true,
+    )
+    .await
+}
+
+async fn start_inner(tweak: impl FnOnce(&mut Config), media: bool) -> Server {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("local addr").port();
@@ -35,7 +56,12 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     cfg.server.public_url = format!("http://127.0.0.1:{port}");
     cfg.turn.public_ip = "127.0.0.1".into();
     tweak(&mut cfg);
-    let control = ControlPlane::new(Arc::new(cfg));
+    let cfg = Arc::new(cfg);
+    let control = ControlPlane::new(cfg.clone());
+    if media {
+        let engine = ringsfu::media::MediaEngine::start(cfg).expect("media engine starts");
+        control.attach_media(engine);
+    }
     let app = control.router();
     let server = axum_server::from_tcp(listener).expect("from_tcp");
     tokio::spawn(async move {

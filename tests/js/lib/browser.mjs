@@ -27,14 +27,78 @@ const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>ringsfu te
     s.on('connectionDestroyed', (e) => log('connectionDestroyed', { id: e.connection.connectionId, reason: e.reason }));
     s.on('sessionDisconnected', (e) => log('sessionDisconnected', { reason: e.reason }));
     s.on('signal', (e) => log('signal', { type: e.type, data: e.data, from: e.from ? e.from.connectionId : null }));
-    s.on('streamCreated', (e) => log('streamCreated', { id: e.stream.streamId }));
-    s.on('streamDestroyed', (e) => log('streamDestroyed', { id: e.stream.streamId, reason: e.reason }));
+    s.on('streamCreated', (e) => {
+      log('streamCreated', { id: e.stream.streamId });
+      if (window.autoSubscribe) {
+        const sub = s.subscribe(e.stream, 'videos', { insertMode: 'APPEND' });
+        window.subscribers[e.stream.streamId] = sub;
+        window.subscribeStartedAt[e.stream.streamId] = Date.now();
+      }
+    });
+    s.on('streamDestroyed', (e) => {
+      log('streamDestroyed', { id: e.stream.streamId, reason: e.reason });
+      delete window.subscribers[e.stream.streamId];
+    });
+    s.on('exception', (e) => log('exception', { name: e.name, message: e.message }));
     await Promise.race([
       s.connect(token, { clientData: name }),
       new Promise((_, rej) => setTimeout(() => rej(new Error('connect timed out')), 15000)),
     ]);
+    window.joinedAt = Date.now();
     return { connectionId: s.connection.connectionId, role: s.connection.role, sessionId: s.sessionId };
   };
+  window.autoSubscribe = false;
+  window.subscribers = {};
+  window.subscribeStartedAt = {};
+  // Publishes the fake camera and microphone; resolves with the stream id.
+  window.publish = async () => {
+    const pub = await window.OV.initPublisherAsync(undefined, {
+      publishAudio: true, publishVideo: true, resolution: '320x240', frameRate: 15,
+    });
+    window.publisher = pub;
+    await Promise.race([
+      window.session.publish(pub),
+      new Promise((_, rej) => setTimeout(() => rej(new Error('publish timed out')), 15000)),
+    ]);
+    return pub.stream.streamId;
+  };
+  window.unpublish = () => window.session.unpublish(window.publisher);
+  // Per subscribed stream: what RTCPeerConnection.getStats() says about the inbound tracks.
+  window.inboundStats = async () => {
+    const out = {};
+    for (const [id, sub] of Object.entries(window.subscribers)) {
+      const pc = sub.stream.getRTCPeerConnection && sub.stream.getRTCPeerConnection();
+      if (!pc) continue;
+      const r = { framesDecoded: 0, videoPackets: 0, videoLost: 0, nackCount: 0, audioSamples: 0,
+                  audioPackets: 0, audioLost: 0, connectionState: pc.connectionState,
+                  firstFrameAt: window.firstFrameAt[id] || null };
+      const all = await pc.getStats();
+      all.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video' && s.codecId && all.get(s.codecId)) {
+          r.videoCodec = all.get(s.codecId).mimeType;
+        }
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') {
+          r.framesDecoded += s.framesDecoded || 0;
+          r.videoPackets += s.packetsReceived || 0;
+          r.videoLost += s.packetsLost || 0;
+          r.nackCount += s.nackCount || 0;
+          r.retransmitted = (r.retransmitted || 0) + (s.retransmittedPacketsReceived || 0);
+          r.pliCount = (r.pliCount || 0) + (s.pliCount || 0);
+          r.freezeCount = (r.freezeCount || 0) + (s.freezeCount || 0);
+          r.framesDropped = (r.framesDropped || 0) + (s.framesDropped || 0);
+        } else {
+          r.audioSamples += s.totalSamplesReceived || 0;
+          r.audioPackets += s.packetsReceived || 0;
+          r.audioLost += s.packetsLost || 0;
+        }
+      });
+      if (r.framesDecoded > 0 && !window.firstFrameAt[id]) window.firstFrameAt[id] = Date.now();
+      out[id] = r;
+    }
+    return out;
+  };
+  window.firstFrameAt = {};
 </script></body></html>`;
 
 export async function startPageServer() {
@@ -56,6 +120,7 @@ export const CHROMIUM_ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
   '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--autoplay-policy=no-user-gesture-required',
 ];
 
 export async function launchChromium() {

@@ -52,6 +52,8 @@ export async function startServer({ args = [], env = {}, tls = false } = {}) {
       '--set', `media.port_base=${mediaPort}`,
       '--set', 'media.shards=1',
       '--set', `turn.port=${turnPort}`,
+      // SIGTERM drains while participants remain (default 30 s); stop() waits 10 s at most.
+      '--set', 'server.drain_timeout=1',
       ...args,
     ],
     { env: serverEnv(env), stdio: ['ignore', 'pipe', 'pipe'] },

@@ -1,0 +1,1296 @@
+//! [`MediaCore`]: the media [`ShardCore`] — ICE-lite, DTLS-SRTP and forwarding for the peers
+//! of the sessions pinned to one shard.
+//!
+//! Per datagram (first byte, RFC 7983):
+//! - **STUN**: the USERNAME's local ufrag names the peer; its [`IceLiteAgent`] checks and
+//!   answers. An authenticated check registers the source address for that peer: only such
+//!   addresses get past the next steps.
+//! - **DTLS**: into the peer's [`DtlsEndpoint`]; when the handshake completes, the exported keys
+//!   become the peer's two SRTP contexts.
+//! - **RTP** from a publisher: unprotected once in the receive buffer, RTX unwrapped in place,
+//!   then for every subscriber of the track the header is written afresh (rewritten SSRC,
+//!   sequence number, timestamp, payload type; the subscriber's extension ids) straight into a
+//!   send slot and the payload is encrypted from the receive buffer into that slot (one copy,
+//!   fused with encryption).
+//! - **RTCP**: from a subscriber, NACKs are answered from the track's retransmission ring and
+//!   PLI/FIR go to the publisher through the keyframe limiter; from a publisher, sender reports
+//!   feed reception statistics and are translated for each subscriber.
+//!
+//! On the shard's timer tick: ICE consent and DTLS retransmissions, then for publishers the
+//! NACKs of missing packets, transport-wide congestion feedback (every `twcc_interval`) and a
+//! receiver report plus REMB (every `rtcp_interval`).
+//!
+//! Nothing on the packet path allocates: the maps are looked up with borrowed keys, the peer
+//! tables and rings are sized when peers are added.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::feedback::{NackTracker, ReceiveStats, TwccRecorder};
+use super::stats::{MediaDrop, MediaStats, stat};
+use super::{InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
+use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole};
+use crate::ice::{IceEvent, IceLiteAgent, Reply};
+use crate::router::{LegId, Router, RouterConfig, RtpFields, SubscribeParams, TrackId};
+use crate::sdp::{ExtIds, MediaKind};
+use crate::shard::{RecvMeta, ShardCore, TX_SLOT_SIZE, TxQueue};
+use crate::srtp::SrtpContext;
+use crate::wire::rtcp::{RtcpCompound, RtcpPacket, nack, pli, remb, rr, sr, twcc};
+use crate::wire::rtp::RtpView;
+use crate::wire::{Datagram, RtpRewriter, StunView, demux};
+
+/// Tunables of a media core.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    /// Estimated bitrate announced to publishers in REMB (bits/s); 0 = no REMB.
+    pub remb_bitrate: u64,
+    /// Receiver reports (and REMB) to publishers.
+    pub rtcp_interval: Duration,
+    /// Transport-wide congestion feedback to publishers.
+    pub twcc_interval: Duration,
+    /// Timer granularity while peers exist.
+    pub tick: Duration,
+    pub router: RouterConfig,
+}
+
+impl Default for CoreSettings {
+    fn default() -> Self {
+        CoreSettings {
+            remb_bitrate: 1_000_000,
+            rtcp_interval: Duration::from_secs(1),
+            twcc_interval: Duration::from_millis(100),
+            tick: Duration::from_millis(20),
+            router: RouterConfig::default(),
+        }
+    }
+}
+
+/// Source addresses remembered per peer (one per candidate pair the browser checked).
+const MAX_ADDRS: usize = 8;
+/// Missing publisher packets tracked per track for NACKs.
+const NACK_CAP: usize = 128;
+
+struct InState {
+    cfg: InTrack,
+    track: TrackId,
+    ssrc: Option<u32>,
+    rtx_ssrc: Option<u32>,
+    stats: ReceiveStats,
+    nack: NackTracker,
+}
+
+struct OutState {
+    cfg: OutTrack,
+    track: TrackId,
+    packets: u32,
+    octets: u32,
+}
+
+enum Role {
+    Publisher { tracks: Vec<InState>, twcc: Option<(u8, TwccRecorder)> },
+    Subscriber { publisher: PeerId, tracks: Vec<OutState> },
+}
+
+struct Peer {
+    id: PeerId,
+    ice: IceLiteAgent,
+    dtls: DtlsEndpoint,
+    /// `Client` only for a subscriber that answered a server offer with `a=setup:passive`:
+    /// its ClientHello goes out once ICE selected a pair.
+    dtls_role: DtlsRole,
+    srtp_out: Option<SrtpContext>,
+    srtp_in: Option<SrtpContext>,
+    /// The nominated remote address and the local address it was nominated on.
+    remote: Option<SocketAddr>,
+    local_ip: Option<IpAddr>,
+    /// Every address an authenticated check came from (keys of `by_addr`).
+    addrs: Vec<SocketAddr>,
+    ufrag: Box<str>,
+    /// Sender SSRC of the RTCP we originate towards this peer.
+    rtcp_ssrc: u32,
+    /// Transport-wide sequence number of the next packet to a subscriber.
+    twcc_seq: u16,
+    next_report: Instant,
+    next_twcc: Instant,
+    /// A publisher whose transport failed, waiting for `reconnectStream` (no timers run).
+    failed: bool,
+    role: Role,
+}
+
+impl Peer {
+    /// The publisher a subscriber receives from.
+    fn publisher(&self) -> Option<PeerId> {
+        match self.role {
+            Role::Subscriber { publisher, .. } => Some(publisher),
+            Role::Publisher { .. } => None,
+        }
+    }
+}
+
+/// The media core of one shard. See the module docs.
+pub struct MediaCore {
+    local: SocketAddr,
+    settings: CoreSettings,
+    dtls: DtlsContext,
+    router: Router,
+    peers: Vec<Option<Peer>>,
+    free: Vec<u32>,
+    by_id: HashMap<PeerId, u32>,
+    by_ufrag: HashMap<Box<str>, u32>,
+    by_addr: HashMap<SocketAddr, u32>,
+    events: VecDeque<ShardEvent>,
+    stats: Arc<MediaStats>,
+    epoch: Instant,
+    next_tick: Instant,
+    scratch_seqs: Vec<u16>,
+    scratch_slots: Vec<(u32, Option<&'static str>)>,
+}
+
+/// What a datagram is, without borrowing it.
+#[derive(Clone, Copy)]
+enum Class {
+    Stun,
+    Dtls,
+    Rtp,
+    Rtcp,
+    Other,
+}
+
+impl MediaCore {
+    /// A core for the shard bound to `local`; `stats` is read by the control plane.
+    pub fn new(
+        local: SocketAddr,
+        dtls: DtlsContext,
+        settings: CoreSettings,
+        stats: Arc<MediaStats>,
+        now: Instant,
+    ) -> MediaCore {
+        MediaCore {
+            local,
+            router: Router::new(settings.router),
+            settings,
+            dtls,
+            peers: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            events: VecDeque::new(),
+            stats,
+            epoch: now,
+            next_tick: now,
+            scratch_seqs: Vec::with_capacity(NACK_CAP),
+            scratch_slots: Vec::new(),
+        }
+    }
+
+    /// Number of peers (publishers and subscribers).
+    pub fn peer_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn peer_mut(&mut self, slot: u32) -> Option<&mut Peer> {
+        self.peers.get_mut(slot as usize)?.as_mut()
+    }
+
+    fn update_gauges(&self) {
+        let (mut p, mut s) = (0, 0);
+        for peer in self.peers.iter().flatten() {
+            match peer.role {
+                Role::Publisher { .. } => p += 1,
+                Role::Subscriber { .. } => s += 1,
+            }
+        }
+        self.stats.set_peers(p, s);
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    fn insert_peer(&mut self, peer: Peer) -> u32 {
+        let id = peer.id;
+        let ufrag = peer.ufrag.clone();
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.peers[s as usize] = Some(peer);
+                s
+            }
+            None => {
+                self.peers.push(Some(peer));
+                self.peers.len() as u32 - 1
+            }
+        };
+        self.by_id.insert(id, slot);
+        self.by_ufrag.insert(ufrag, slot);
+        slot
+    }
+
+    fn new_peer(
+        &self,
+        now: Instant,
+        id: PeerId,
+        ice: &super::IceParams,
+        fp: crate::dtls::Fingerprint,
+        dtls_role: DtlsRole,
+        role: Role,
+    ) -> Peer {
+        Peer {
+            id,
+            ice: IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag),
+            dtls: DtlsEndpoint::new(&self.dtls, dtls_role, now, fp),
+            dtls_role,
+            srtp_out: None,
+            srtp_in: None,
+            remote: None,
+            local_ip: None,
+            addrs: Vec::with_capacity(MAX_ADDRS),
+            ufrag: ice.local_ufrag.as_str().into(),
+            rtcp_ssrc: rand::random::<u32>() | 1,
+            twcc_seq: rand::random(),
+            next_report: now + self.settings.rtcp_interval / 2,
+            next_twcc: now + self.settings.twcc_interval,
+            failed: false,
+            role,
+        }
+    }
+
+    fn in_states(&mut self, tracks: Vec<InTrack>) -> (Vec<InState>, Option<(u8, TwccRecorder)>) {
+        let twcc = tracks
+            .iter()
+            .find(|t| t.transport_cc && t.ext.twcc != 0)
+            .map(|t| (t.ext.twcc, TwccRecorder::default()));
+        let states = tracks
+            .into_iter()
+            .map(|cfg| InState {
+                track: self.router.add_track(
+                    cfg.clock_rate,
+                    cfg.ssrc.unwrap_or(0),
+                    cfg.kind == MediaKind::Video,
+                ),
+                ssrc: cfg.ssrc,
+                rtx_ssrc: cfg.rtx_ssrc,
+                stats: ReceiveStats::new(cfg.clock_rate),
+                nack: NackTracker::new(NACK_CAP),
+                cfg,
+            })
+            .collect();
+        (states, twcc)
+    }
+
+    fn add_publisher(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        ice: super::IceParams,
+        fp: crate::dtls::Fingerprint,
+        tracks: Vec<InTrack>,
+    ) {
+        if self.by_id.contains_key(&id) || self.by_ufrag.contains_key(ice.local_ufrag.as_str()) {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate peer" });
+            return;
+        }
+        let (tracks, twcc) = self.in_states(tracks);
+        let peer =
+            self.new_peer(now, id, &ice, fp, DtlsRole::Server, Role::Publisher { tracks, twcc });
+        self.insert_peer(peer);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_subscriber(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        publisher: PeerId,
+        ice: super::IceParams,
+        fp: crate::dtls::Fingerprint,
+        dtls_role: DtlsRole,
+        tracks: Vec<OutTrack>,
+    ) {
+        if self.by_id.contains_key(&id) || self.by_ufrag.contains_key(ice.local_ufrag.as_str()) {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate peer" });
+            return;
+        }
+        let source_tracks: Option<Vec<TrackId>> = self
+            .by_id
+            .get(&publisher)
+            .and_then(|&s| self.peers[s as usize].as_ref())
+            .and_then(|p| match &p.role {
+                Role::Publisher { tracks, .. } => Some(tracks.iter().map(|t| t.track).collect()),
+                Role::Subscriber { .. } => None,
+            });
+        let Some(source_tracks) = source_tracks else {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "publisher not found" });
+            return;
+        };
+        let mut outs = Vec::with_capacity(tracks.len());
+        for cfg in tracks {
+            let Some(&track) = source_tracks.get(cfg.source) else {
+                self.events.push_back(ShardEvent::Rejected { id, reason: "no such track" });
+                return;
+            };
+            outs.push(OutState { cfg, track, packets: 0, octets: 0 });
+        }
+        let peer = self.new_peer(
+            now,
+            id,
+            &ice,
+            fp,
+            dtls_role,
+            Role::Subscriber { publisher, tracks: outs },
+        );
+        let slot = self.insert_peer(peer);
+        let Some(Role::Subscriber { tracks, .. }) =
+            self.peers[slot as usize].as_ref().map(|p| &p.role)
+        else {
+            return;
+        };
+        let subs: Vec<(TrackId, SubscribeParams)> = tracks
+            .iter()
+            .map(|o| {
+                (
+                    o.track,
+                    SubscribeParams {
+                        out_ssrc: o.cfg.ssrc,
+                        pt: o.cfg.pt,
+                        rtx: o.cfg.rtx,
+                        initial_seq: rand::random(),
+                        initial_ts: rand::random(),
+                    },
+                )
+            })
+            .collect();
+        for (track, params) in subs {
+            // The leg is new, so it cannot be subscribed already; the track was just looked up.
+            let _ = self.router.subscribe(track, LegId(slot), params);
+        }
+    }
+
+    fn restart_publisher(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        ice: super::IceParams,
+        fp: crate::dtls::Fingerprint,
+        tracks: Vec<InTrack>,
+    ) {
+        let Some(&slot) = self.by_id.get(&id) else {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "publisher not found" });
+            return;
+        };
+        if self.by_ufrag.get(ice.local_ufrag.as_str()).is_some_and(|&s| s != slot) {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate ufrag" });
+            return;
+        }
+        let dtls = self.dtls.server(now, fp);
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        for a in peer.addrs.drain(..) {
+            self.by_addr.remove(&a);
+        }
+        self.by_ufrag.remove(&peer.ufrag);
+        peer.ice = IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
+        peer.ufrag = ice.local_ufrag.as_str().into();
+        peer.dtls = dtls;
+        peer.srtp_in = None;
+        peer.srtp_out = None;
+        peer.remote = None;
+        peer.local_ip = None;
+        peer.failed = false;
+        if let Role::Publisher { tracks: states, twcc } = &mut peer.role {
+            // Same tracks in the same order; the browser may pick new SSRCs.
+            for (st, cfg) in states.iter_mut().zip(tracks) {
+                st.ssrc = cfg.ssrc;
+                st.rtx_ssrc = cfg.rtx_ssrc;
+                st.stats = ReceiveStats::new(cfg.clock_rate);
+                st.nack = NackTracker::new(NACK_CAP);
+                st.cfg = cfg;
+            }
+            *twcc = states
+                .iter()
+                .find(|t| t.cfg.transport_cc && t.cfg.ext.twcc != 0)
+                .map(|t| (t.cfg.ext.twcc, TwccRecorder::default()));
+        }
+        self.by_ufrag.insert(ice.local_ufrag.into(), slot);
+    }
+
+    fn remove_peer(&mut self, slot: u32, tx: &mut TxQueue) {
+        let Some(mut peer) = self.peers.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        // Tell the browser (close_notify) when it is still there to hear it.
+        if let Some(dst) = peer.remote {
+            peer.dtls.close();
+            drain_dtls_output(&mut peer, dst, tx);
+        }
+        for a in &peer.addrs {
+            if self.by_addr.get(a) == Some(&slot) {
+                self.by_addr.remove(a);
+            }
+        }
+        if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
+            self.by_ufrag.remove(&peer.ufrag);
+        }
+        self.by_id.remove(&peer.id);
+        match peer.role {
+            Role::Publisher { tracks, .. } => {
+                for t in tracks {
+                    for leg in self.router.remove_track(t.track) {
+                        if let Some(Some(sub)) = self.peers.get_mut(leg.0 as usize)
+                            && let Role::Subscriber { tracks, .. } = &mut sub.role
+                        {
+                            tracks.retain(|o| o.track != t.track);
+                        }
+                    }
+                }
+            }
+            Role::Subscriber { tracks, .. } => {
+                for o in tracks {
+                    let _ = self.router.unsubscribe(o.track, LegId(slot));
+                }
+            }
+        }
+        self.free.push(slot);
+    }
+
+    // ------------------------------------------------------------------ datagrams
+
+    fn on_stun(&mut self, now: Instant, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
+        let Ok(msg) = StunView::parse(buf) else {
+            return self.stats.count_drop(MediaDrop::StunUnknown);
+        };
+        let slot = match msg.username() {
+            Ok(Some(u)) => IceLiteAgent::local_ufrag_of(u).and_then(|l| self.by_ufrag.get(l)),
+            _ => None,
+        };
+        let Some(&slot) = slot else {
+            return self.stats.count_drop(MediaDrop::StunUnknown);
+        };
+        let local = SocketAddr::new(meta.dst_ip.unwrap_or(self.local.ip()), meta.dst_port);
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let Some(mut out) = tx.push(meta.src) else {
+            return self.stats.count_drop(MediaDrop::TxFull);
+        };
+        out.set_source(meta.dst_ip);
+        match peer.ice.handle_stun(now, meta.src, local, &msg, out.buf()) {
+            Reply::Success(n) => {
+                out.commit(n);
+                stat!(self.stats, stun_checks);
+                if !peer.addrs.contains(&meta.src) {
+                    if peer.addrs.len() == MAX_ADDRS {
+                        let old = peer.addrs.remove(0);
+                        if self.by_addr.get(&old) == Some(&slot) {
+                            self.by_addr.remove(&old);
+                        }
+                    }
+                    peer.addrs.push(meta.src);
+                    self.by_addr.insert(meta.src, slot);
+                }
+            }
+            Reply::Error(n, _) => {
+                out.commit(n);
+                self.stats.count_drop(MediaDrop::StunRejected);
+            }
+            Reply::Drop(_) => {
+                drop(out);
+                self.stats.count_drop(MediaDrop::StunRejected);
+            }
+        }
+        self.drain_ice(slot, tx);
+    }
+
+    /// Acts on the ICE agent's events; a peer whose consent expired is removed.
+    fn drain_ice(&mut self, slot: u32, tx: &mut TxQueue) {
+        let Some(peer) = self.peer_mut(slot) else { return };
+        let mut expired = false;
+        let mut start_client = None;
+        while let Some(ev) = peer.ice.poll_event() {
+            match ev {
+                IceEvent::Selected { remote, local } => {
+                    if peer.remote.is_none() && peer.dtls_role == DtlsRole::Client {
+                        start_client = Some(remote);
+                    }
+                    peer.remote = Some(remote);
+                    peer.local_ip = Some(local.ip());
+                }
+                IceEvent::ConsentExpired => expired = true,
+            }
+        }
+        if let Some(remote) = start_client {
+            // The ClientHello has waited in the endpoint for a path: send it now.
+            self.drain_dtls(slot, remote, tx);
+        }
+        if expired {
+            stat!(self.stats, ice_consent_expired);
+            self.fail_peer(slot, Some("ICE consent expired"), tx);
+        }
+    }
+
+    /// A peer's transport is gone for good (`reason`), or the browser closed it (`None`).
+    /// A subscriber leg is removed. A publisher keeps its tracks and their subscribers, so
+    /// `reconnectStream` ([`ShardCommand::RestartPublisher`]) can put a new transport behind
+    /// them; until then it has no address, keys or credentials.
+    fn fail_peer(&mut self, slot: u32, reason: Option<&'static str>, tx: &mut TxQueue) {
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let id = peer.id;
+        if matches!(peer.role, Role::Publisher { .. }) {
+            for a in peer.addrs.drain(..) {
+                if self.by_addr.get(&a) == Some(&slot) {
+                    self.by_addr.remove(&a);
+                }
+            }
+            if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
+                self.by_ufrag.remove(&peer.ufrag);
+            }
+            peer.srtp_in = None;
+            peer.srtp_out = None;
+            peer.remote = None;
+            peer.local_ip = None;
+            peer.failed = true;
+        } else {
+            self.remove_peer(slot, tx);
+        }
+        self.events.push_back(match reason {
+            Some(reason) => ShardEvent::Failed { id, reason },
+            None => ShardEvent::Closed { id },
+        });
+    }
+
+    fn on_dtls(&mut self, now: Instant, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
+        let Some(&slot) = self.by_addr.get(&meta.src) else {
+            return self.stats.count_drop(MediaDrop::UnknownSource);
+        };
+        let Some(peer) = self.peer_mut(slot) else { return };
+        peer.dtls.handle_packet(now, buf);
+        self.drain_dtls(slot, meta.src, tx);
+    }
+
+    /// Sends what the DTLS endpoint wrote and acts on its events.
+    fn drain_dtls(&mut self, slot: u32, fallback: SocketAddr, tx: &mut TxQueue) {
+        let Some(peer) = self.peer_mut(slot) else { return };
+        let dst = peer.remote.unwrap_or(fallback);
+        drain_dtls_output(peer, dst, tx);
+        let mut outcome: Option<Result<(), Option<&'static str>>> = None;
+        while let Some(ev) = peer.dtls.poll_event() {
+            match ev {
+                DtlsEvent::Connected { keying_material, .. } => {
+                    match SrtpContext::from_dtls_keys(&keying_material, peer.dtls_role) {
+                        Ok((out, inb)) => {
+                            peer.srtp_out = Some(out);
+                            peer.srtp_in = Some(inb);
+                            if peer.remote.is_none() {
+                                peer.remote = Some(fallback);
+                            }
+                            outcome = Some(Ok(()));
+                        }
+                        Err(_) => outcome = Some(Err(Some("SRTP keys rejected"))),
+                    }
+                }
+                DtlsEvent::Failed(f) => outcome = Some(Err(Some(f.as_str()))),
+                DtlsEvent::Closed => outcome = Some(Err(None)),
+            }
+        }
+        let id = peer.id;
+        match outcome {
+            None => {}
+            Some(Ok(())) => {
+                stat!(self.stats, dtls_handshakes);
+                self.events.push_back(ShardEvent::Connected { id });
+                self.request_keyframes_for(slot, tx);
+            }
+            Some(Err(Some(reason))) => {
+                stat!(self.stats, dtls_failures);
+                self.fail_peer(slot, Some(reason), tx);
+            }
+            Some(Err(None)) => self.fail_peer(slot, None, tx),
+        }
+    }
+
+    /// A new subscriber connected: ask the publisher for keyframes so its video starts now.
+    fn request_keyframes_for(&mut self, slot: u32, tx: &mut TxQueue) {
+        let mut wanted = [None; 4];
+        let mut publisher = None;
+        if let Some(Peer { role: Role::Subscriber { tracks, publisher: p }, .. }) =
+            self.peers[slot as usize].as_ref()
+        {
+            publisher = Some(*p);
+            for (w, o) in
+                wanted.iter_mut().zip(tracks.iter().filter(|o| o.cfg.kind == MediaKind::Video))
+            {
+                *w = Some(o.track);
+            }
+        }
+        let Some(publisher) = publisher else { return };
+        for track in wanted.into_iter().flatten() {
+            self.send_pli(publisher, track, tx);
+        }
+    }
+
+    fn on_rtp(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
+        let Some(&slot) = self.by_addr.get(&meta.src) else {
+            return self.stats.count_drop(MediaDrop::UnknownSource);
+        };
+        let epoch = self.epoch;
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let Some(srtp) = peer.srtp_in.as_mut() else {
+            return self.stats.count_drop(MediaDrop::NotConnected);
+        };
+        let Role::Publisher { tracks, twcc } = &mut peer.role else {
+            return self.stats.count_drop(MediaDrop::UnknownTrack);
+        };
+        let Ok(hl) = RtpView::parse(buf).map(|v| v.header_len()) else {
+            return self.stats.count_drop(MediaDrop::Malformed);
+        };
+        let Ok(mut len) = srtp.unprotect_rtp(buf, hl) else {
+            return self.stats.count_drop(MediaDrop::SrtpFailed);
+        };
+        let (ssrc, pt) = {
+            let Ok(v) = RtpView::parse(&buf[..len]) else {
+                return self.stats.count_drop(MediaDrop::Malformed);
+            };
+            (v.ssrc(), v.payload_type())
+        };
+        // Which track: by SSRC, else bind an unannounced SSRC by payload type.
+        let mut found = None;
+        for (i, t) in tracks.iter().enumerate() {
+            if t.ssrc == Some(ssrc) {
+                found = Some((i, false));
+                break;
+            }
+            if t.rtx_ssrc == Some(ssrc) {
+                found = Some((i, true));
+                break;
+            }
+        }
+        if found.is_none() {
+            for (i, t) in tracks.iter_mut().enumerate() {
+                if t.ssrc.is_none() && t.cfg.pt == pt {
+                    t.ssrc = Some(ssrc);
+                    found = Some((i, false));
+                    break;
+                }
+                if t.rtx_ssrc.is_none() && t.cfg.rtx_pt == Some(pt) {
+                    t.rtx_ssrc = Some(ssrc);
+                    found = Some((i, true));
+                    break;
+                }
+            }
+        }
+        let Some((i, is_rtx)) = found else {
+            return self.stats.count_drop(MediaDrop::UnknownTrack);
+        };
+        let arrival = now.saturating_duration_since(epoch);
+        if let Some((id, rec)) = twcc.as_mut()
+            && let Ok(v) = RtpView::parse(&buf[..len])
+            && let Some(seq) = v.transport_cc(*id)
+        {
+            rec.on_packet(seq, arrival);
+        }
+        let t = &mut tracks[i];
+        if is_rtx {
+            // RFC 4588: the payload starts with the original sequence number. Put the packet
+            // back together in place: header fields of the media stream, OSN removed.
+            let Ok(v) = RtpView::parse(&buf[..len]) else { return };
+            if v.payload().len() < 2 {
+                // Padding-only probe on the RTX stream: bandwidth probing, nothing to forward.
+                return;
+            }
+            let hl = v.header_len();
+            let osn = u16::from_be_bytes([buf[hl], buf[hl + 1]]);
+            buf.copy_within(hl + 2..len, hl);
+            len -= 2;
+            let (Some(media_ssrc), Ok(mut w)) = (t.ssrc, RtpRewriter::new(&mut buf[..len])) else {
+                return self.stats.count_drop(MediaDrop::Malformed);
+            };
+            w.set_ssrc(media_ssrc).set_sequence_number(osn);
+            if w.set_payload_type(t.cfg.pt).is_err() {
+                return self.stats.count_drop(MediaDrop::Malformed);
+            }
+        }
+        let Ok(v) = RtpView::parse(&buf[..len]) else {
+            return self.stats.count_drop(MediaDrop::Malformed);
+        };
+        let (ext, before) = t.stats.on_packet(arrival, v.sequence_number(), v.timestamp());
+        if t.cfg.nack {
+            t.nack.on_packet(ext, before);
+        }
+        let gap = !t.nack.is_empty();
+        let track = t.track;
+        let src_ext = t.cfg.ext;
+        stat!(self.stats, rtp_in);
+        self.forward(now, track, &v, &src_ext, tx);
+        if gap {
+            self.send_nacks(slot, now, tx);
+        }
+    }
+
+    /// Fans one plaintext publisher packet out to the subscribers of `track`.
+    fn forward(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        v: &RtpView<'_>,
+        src_ext: &ExtIds,
+        tx: &mut TxQueue,
+    ) {
+        let fields = RtpFields { ssrc: v.ssrc(), seq: v.sequence_number(), ts: v.timestamp() };
+        let abs = abs_send_time(now.saturating_duration_since(self.epoch));
+        let MediaCore { router, peers, stats, .. } = self;
+        let payload = &v.as_bytes()[v.header_len()..];
+        let _ = router.on_publisher_rtp(now, track, fields, v.as_bytes(), |fwd| {
+            let Some(Some(sub)) = peers.get_mut(fwd.leg.0 as usize) else { return };
+            let (Some(dst), Some(srtp)) = (sub.remote, sub.srtp_out.as_mut()) else { return };
+            let Role::Subscriber { tracks, .. } = &mut sub.role else { return };
+            let Some(out) = tracks.iter_mut().find(|o| o.cfg.ssrc == fwd.ssrc) else { return };
+            let Some(mut slot) = tx.push(dst) else {
+                return stats.count_drop(MediaDrop::TxFull);
+            };
+            slot.set_source(sub.local_ip);
+            let twcc = (out.cfg.ext.twcc != 0).then(|| {
+                let s = sub.twcc_seq;
+                sub.twcc_seq = s.wrapping_add(1);
+                s
+            });
+            let hdr =
+                Header { marker: v.marker(), pt: fwd.pt, seq: fwd.seq, ts: fwd.ts, ssrc: fwd.ssrc };
+            let b = slot.buf();
+            let hl = write_header(b, &hdr, v, src_ext, &out.cfg, abs, twcc);
+            match srtp.protect_rtp_payload_into(b, hl, payload) {
+                Ok(n) => {
+                    slot.commit(n);
+                    out.packets = out.packets.wrapping_add(1);
+                    out.octets = out.octets.wrapping_add(payload.len() as u32);
+                    stat!(stats, rtp_out);
+                    stat!(stats, rtp_out_bytes, payload.len() as u64);
+                }
+                Err(_) => stats.count_drop(MediaDrop::TxFull),
+            }
+        });
+    }
+
+    fn on_rtcp(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
+        let Some(&slot) = self.by_addr.get(&meta.src) else {
+            return self.stats.count_drop(MediaDrop::UnknownSource);
+        };
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let Some(srtp) = peer.srtp_in.as_mut() else {
+            return self.stats.count_drop(MediaDrop::NotConnected);
+        };
+        let Ok(n) = srtp.unprotect_rtcp(buf) else {
+            return self.stats.count_drop(MediaDrop::SrtpFailed);
+        };
+        let Ok(compound) = RtcpCompound::parse_relaxed(&buf[..n]) else {
+            return self.stats.count_drop(MediaDrop::Malformed);
+        };
+        stat!(self.stats, rtcp_in);
+        let is_publisher = matches!(peer.role, Role::Publisher { .. });
+        for p in compound.packets() {
+            let Ok(p) = p else {
+                self.stats.count_drop(MediaDrop::Malformed);
+                break;
+            };
+            if is_publisher {
+                if let RtcpPacket::SenderReport(r) = p {
+                    self.on_publisher_sr(slot, now, &r.info, tx);
+                }
+                continue;
+            }
+            match p {
+                RtcpPacket::Nack(nk) => {
+                    stat!(self.stats, nacks_in);
+                    let Some(track) = self.out_track(slot, nk.media_ssrc) else { continue };
+                    self.answer_nack(slot, now, track, nk.lost(), tx);
+                }
+                RtcpPacket::Pli(p) => {
+                    if let Some(track) = self.out_track(slot, p.media_ssrc) {
+                        self.keyframe_request(slot, now, track, tx);
+                    }
+                }
+                RtcpPacket::Fir(f) => {
+                    let tracks: [Option<TrackId>; 2] = {
+                        let mut it = f.entries().map(|(ssrc, _)| self.out_track(slot, ssrc));
+                        [it.next().flatten(), it.next().flatten()]
+                    };
+                    for track in tracks.into_iter().flatten() {
+                        self.keyframe_request(slot, now, track, tx);
+                    }
+                }
+                // Receiver reports, REMB and transport-wide feedback from subscribers describe
+                // the subscriber's downlink; the SFU forwards what the publisher sends and
+                // does not adapt per subscriber (no simulcast layers to switch), so they are
+                // only counted.
+                _ => {}
+            }
+        }
+    }
+
+    /// The router track a subscriber receives as `ssrc` (its media or RTX SSRC).
+    fn out_track(&self, slot: u32, ssrc: u32) -> Option<TrackId> {
+        match &self.peers.get(slot as usize)?.as_ref()?.role {
+            Role::Subscriber { tracks, .. } => tracks
+                .iter()
+                .find(|o| o.cfg.ssrc == ssrc || o.cfg.rtx.is_some_and(|(_, r)| r == ssrc))
+                .map(|o| o.track),
+            Role::Publisher { .. } => None,
+        }
+    }
+
+    fn answer_nack(
+        &mut self,
+        slot: u32,
+        now: Instant,
+        track: TrackId,
+        lost: impl Iterator<Item = u16>,
+        tx: &mut TxQueue,
+    ) {
+        let abs = abs_send_time(now.saturating_duration_since(self.epoch));
+        let MediaCore { router, peers, stats, .. } = self;
+        let Some(Some(sub)) = peers.get_mut(slot as usize) else { return };
+        let (Some(dst), Some(srtp)) = (sub.remote, sub.srtp_out.as_mut()) else { return };
+        let Role::Subscriber { tracks, .. } = &sub.role else { return };
+        let Some(out) = tracks.iter().find(|o| o.track == track) else { return };
+        let cfg = &out.cfg;
+        let twcc_seq = &mut sub.twcc_seq;
+        let local_ip = sub.local_ip;
+        let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
+            let Ok(v) = RtpView::parse(rt.packet) else { return };
+            let Some(mut s) = tx.push(dst) else {
+                return stats.count_drop(MediaDrop::TxFull);
+            };
+            s.set_source(local_ip);
+            let twcc = (cfg.ext.twcc != 0).then(|| {
+                let x = *twcc_seq;
+                *twcc_seq = x.wrapping_add(1);
+                x
+            });
+            let hdr =
+                Header { marker: v.marker(), pt: rt.pt, seq: rt.seq, ts: rt.ts, ssrc: rt.ssrc };
+            let b = s.buf();
+            // The ring keeps the publisher's extension block; its ids are the publisher's, but
+            // only the values of extensions both sides negotiated are copied, by the ids
+            // negotiated here: without the publisher's ids at hand, none are copied.
+            let hl = write_header(b, &hdr, &v, &ExtIds::default(), cfg, abs, twcc);
+            let payload = &rt.packet[v.header_len()..];
+            let res = match rt.osn {
+                Some(osn) => {
+                    let end = hl + 2 + payload.len();
+                    if end + 64 > TX_SLOT_SIZE {
+                        return stats.count_drop(MediaDrop::TxFull);
+                    }
+                    b[hl..hl + 2].copy_from_slice(&osn.to_be_bytes());
+                    b[hl + 2..end].copy_from_slice(payload);
+                    srtp.protect_rtp(b, end, hl)
+                }
+                None => srtp.protect_rtp_payload_into(b, hl, payload),
+            };
+            match res {
+                Ok(n) => {
+                    s.commit(n);
+                    stat!(stats, rtx_out);
+                }
+                Err(_) => stats.count_drop(MediaDrop::TxFull),
+            }
+        });
+        if let Ok(missing) = res {
+            stat!(self.stats, rtx_missing, missing as u64);
+        }
+    }
+
+    /// A subscriber (`slot`) asked for a keyframe of `track`: forward it, rate-limited.
+    fn keyframe_request(&mut self, slot: u32, now: Instant, track: TrackId, tx: &mut TxQueue) {
+        let Some(publisher) = self.peers[slot as usize].as_ref().and_then(Peer::publisher) else {
+            return;
+        };
+        if self.router.on_keyframe_request(now, track).unwrap_or(false) {
+            self.send_pli(publisher, track, tx);
+        }
+    }
+
+    /// Sends a PLI for `track` to `publisher`.
+    fn send_pli(&mut self, publisher: PeerId, track: TrackId, tx: &mut TxQueue) {
+        let Some(&slot) = self.by_id.get(&publisher) else { return };
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let Role::Publisher { tracks, .. } = &peer.role else { return };
+        let Some(media_ssrc) = tracks.iter().find(|t| t.track == track).and_then(|t| t.ssrc) else {
+            return;
+        };
+        let sender = peer.rtcp_ssrc;
+        if send_rtcp(peer, tx, |b| pli::write(b, sender, media_ssrc).ok()) {
+            stat!(self.stats, pli_out);
+            stat!(self.stats, rtcp_out);
+        }
+    }
+
+    fn on_publisher_sr(
+        &mut self,
+        slot: u32,
+        now: Instant,
+        info: &sr::SenderInfo,
+        tx: &mut TxQueue,
+    ) {
+        let MediaCore { router, peers, stats, .. } = self;
+        let Some(Some(publisher)) = peers.get_mut(slot as usize) else { return };
+        let Role::Publisher { tracks, .. } = &mut publisher.role else { return };
+        let Some(t) = tracks.iter_mut().find(|t| t.ssrc == Some(info.ssrc)) else { return };
+        t.stats.on_sender_report(now, info.ntp_time);
+        let track = t.track;
+        for s in router.subscribers(track) {
+            if s.rewriter.source_ssrc() != Some(info.ssrc) {
+                continue;
+            }
+            let Some(Some(sub)) = peers.get_mut(s.leg.0 as usize) else { continue };
+            let Role::Subscriber { tracks, .. } = &sub.role else { continue };
+            let Some(out) = tracks.iter().find(|o| o.cfg.ssrc == s.rewriter.out_ssrc) else {
+                continue;
+            };
+            let translated = sr::SenderInfo {
+                ssrc: out.cfg.ssrc,
+                ntp_time: info.ntp_time,
+                rtp_timestamp: info.rtp_timestamp.wrapping_add(s.rewriter.ts_offset()),
+                packet_count: out.packets,
+                octet_count: out.octets,
+            };
+            if send_rtcp(sub, tx, |b| sr::write(b, &translated, &[]).ok()) {
+                stat!(stats, rtcp_out);
+            }
+        }
+    }
+
+    /// NACKs for every publisher packet still missing and due.
+    fn send_nacks(&mut self, slot: u32, now: Instant, tx: &mut TxQueue) {
+        let MediaCore { peers, stats, scratch_seqs, .. } = self;
+        let Some(Some(peer)) = peers.get_mut(slot as usize) else { return };
+        let Peer { srtp_out, remote, local_ip, role, rtcp_ssrc, .. } = peer;
+        let (Some(dst), Some(srtp)) = (*remote, srtp_out.as_mut()) else { return };
+        let Role::Publisher { tracks, .. } = role else { return };
+        for t in tracks.iter_mut() {
+            if t.nack.is_empty() {
+                continue;
+            }
+            t.nack.due(now, scratch_seqs);
+            let Some(ssrc) = t.ssrc else { continue };
+            if scratch_seqs.is_empty() {
+                continue;
+            }
+            let seqs = scratch_seqs.iter().copied();
+            let link = Link { dst, src: *local_ip, srtp: &mut *srtp };
+            if send_rtcp_on(link, tx, |b| nack::write_lost(b, *rtcp_ssrc, ssrc, seqs).ok()) {
+                stat!(stats, nacks_out);
+                stat!(stats, rtcp_out);
+            } else {
+                stats.count_drop(MediaDrop::TxFull);
+            }
+        }
+    }
+
+    /// Receiver report + REMB (every `rtcp_interval`) and transport-wide feedback (every
+    /// `twcc_interval`) to a publisher.
+    fn publisher_feedback(&mut self, slot: u32, now: Instant, tx: &mut TxQueue) {
+        let remb_bitrate = self.settings.remb_bitrate;
+        let (rtcp_interval, twcc_interval) =
+            (self.settings.rtcp_interval, self.settings.twcc_interval);
+        let MediaCore { peers, stats, .. } = self;
+        let Some(Some(peer)) = peers.get_mut(slot as usize) else { return };
+        let Peer { srtp_out, remote, local_ip, role, rtcp_ssrc, next_report, next_twcc, .. } = peer;
+        let (Some(dst), Some(srtp)) = (*remote, srtp_out.as_mut()) else { return };
+        let Role::Publisher { tracks, twcc } = role else { return };
+        let sender = *rtcp_ssrc;
+        if now >= *next_twcc {
+            *next_twcc = now + twcc_interval;
+            let media_ssrc = tracks.iter().find_map(|t| t.ssrc).unwrap_or(0);
+            if let Some((_, rec)) = twcc.as_mut()
+                && let Some(fb) = rec.build()
+            {
+                let h = twcc::TwccHeader {
+                    sender_ssrc: sender,
+                    media_ssrc,
+                    base_seq: fb.base_seq,
+                    reference_time: fb.reference_time,
+                    fb_pkt_count: fb.fb_pkt_count,
+                };
+                let link = Link { dst, src: *local_ip, srtp: &mut *srtp };
+                if send_rtcp_on(link, tx, |b| twcc::write(b, &h, rec.deltas()).ok()) {
+                    stat!(stats, rtcp_out);
+                }
+            }
+        }
+        if now >= *next_report {
+            *next_report = now + rtcp_interval;
+            let mut blocks = [rr::ReportBlock::default(); 4];
+            let mut nb = 0;
+            let mut remb_ssrcs = [0u32; 4];
+            let mut nr = 0;
+            for t in tracks.iter_mut() {
+                let Some(ssrc) = t.ssrc else { continue };
+                if nb < blocks.len()
+                    && let Some(b) = t.stats.report(now, ssrc)
+                {
+                    blocks[nb] = b;
+                    nb += 1;
+                }
+                if t.cfg.remb && nr < remb_ssrcs.len() {
+                    remb_ssrcs[nr] = ssrc;
+                    nr += 1;
+                }
+            }
+            let link = Link { dst, src: *local_ip, srtp: &mut *srtp };
+            let sent = send_rtcp_on(link, tx, |b| {
+                let mut n = rr::write(b, sender, &blocks[..nb]).ok()?;
+                if remb_bitrate > 0 && nr > 0 {
+                    n += remb::write(&mut b[n..], sender, remb_bitrate, &remb_ssrcs[..nr]).ok()?;
+                }
+                Some(n)
+            });
+            if sent {
+                stat!(stats, rtcp_out);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, tx: &mut TxQueue) {
+        let mut dead = std::mem::take(&mut self.scratch_slots);
+        dead.clear();
+        for slot in 0..self.peers.len() as u32 {
+            let Some(peer) = self.peers[slot as usize].as_mut() else { continue };
+            if peer.failed {
+                continue;
+            }
+            if peer.ice.poll_timeout().is_some_and(|t| t <= now) {
+                peer.ice.handle_timeout(now);
+            }
+            let mut expired = false;
+            while let Some(ev) = peer.ice.poll_event() {
+                match ev {
+                    IceEvent::Selected { remote, local } => {
+                        peer.remote = Some(remote);
+                        peer.local_ip = Some(local.ip());
+                    }
+                    IceEvent::ConsentExpired => expired = true,
+                }
+            }
+            if expired {
+                dead.push((slot, Some("ICE consent expired")));
+                continue;
+            }
+            if peer.dtls.poll_timeout().is_some_and(|t| t <= now) {
+                peer.dtls.handle_timeout(now);
+                let fallback = peer.remote.or(peer.addrs.last().copied());
+                if let Some(f) = fallback {
+                    self.drain_dtls(slot, f, tx);
+                }
+            }
+            let is_publisher = matches!(
+                self.peers[slot as usize].as_ref().map(|p| &p.role),
+                Some(Role::Publisher { .. })
+            );
+            if is_publisher {
+                self.send_nacks(slot, now, tx);
+                self.publisher_feedback(slot, now, tx);
+            }
+        }
+        for &(slot, reason) in &dead {
+            stat!(self.stats, ice_consent_expired);
+            self.fail_peer(slot, reason, tx);
+        }
+        self.scratch_slots = dead;
+        self.next_tick = now + self.settings.tick;
+    }
+}
+
+impl ShardCore for MediaCore {
+    type Command = ShardCommand;
+    type Event = ShardEvent;
+
+    fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
+        let class = match demux(buf) {
+            Ok(Datagram::Stun(_)) => Class::Stun,
+            Ok(Datagram::Dtls(_)) => Class::Dtls,
+            Ok(Datagram::Rtp(_)) => Class::Rtp,
+            Ok(Datagram::Rtcp(_)) => Class::Rtcp,
+            Ok(Datagram::ChannelData(_)) | Err(_) => Class::Other,
+        };
+        match class {
+            Class::Stun => self.on_stun(now, meta, buf, tx),
+            Class::Dtls => self.on_dtls(now, meta, buf, tx),
+            Class::Rtp => self.on_rtp(now, meta, buf, tx),
+            Class::Rtcp => self.on_rtcp(now, meta, buf, tx),
+            Class::Other => self.stats.count_drop(MediaDrop::Unclassified),
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: ShardCommand, tx: &mut TxQueue) {
+        let was_idle = self.by_id.is_empty();
+        match cmd {
+            ShardCommand::AddPublisher { id, ice, remote_fingerprint, tracks } => {
+                self.add_publisher(now, id, ice, remote_fingerprint, tracks)
+            }
+            ShardCommand::AddSubscriber {
+                id,
+                publisher,
+                ice,
+                remote_fingerprint,
+                dtls_role,
+                tracks,
+            } => {
+                self.add_subscriber(now, id, publisher, ice, remote_fingerprint, dtls_role, tracks)
+            }
+            ShardCommand::RestartPublisher { id, ice, remote_fingerprint, tracks } => {
+                self.restart_publisher(now, id, ice, remote_fingerprint, tracks)
+            }
+            ShardCommand::RemovePeer { id } => {
+                if let Some(&slot) = self.by_id.get(&id) {
+                    self.remove_peer(slot, tx);
+                }
+            }
+        }
+        if was_idle {
+            self.next_tick = now + self.settings.tick;
+        }
+        self.update_gauges();
+    }
+
+    fn handle_timeout(&mut self, now: Instant, tx: &mut TxQueue) {
+        self.on_tick(now, tx);
+        self.update_gauges();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (!self.by_id.is_empty()).then_some(self.next_tick)
+    }
+
+    fn poll_event(&mut self) -> Option<ShardEvent> {
+        self.events.pop_front()
+    }
+}
+
+// ---------------------------------------------------------------------- helpers
+
+/// Where RTCP to one peer goes and the context that protects it.
+struct Link<'a> {
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    srtp: &'a mut SrtpContext,
+}
+
+/// Writes one RTCP packet (or compound) with `build` into a send slot, protects and queues it.
+fn send_rtcp_on(
+    link: Link<'_>,
+    tx: &mut TxQueue,
+    build: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> bool {
+    let Some(mut s) = tx.push(link.dst) else { return false };
+    s.set_source(link.src);
+    let b = s.buf();
+    // Leave room for the SRTCP trailer and tag.
+    let room = TX_SLOT_SIZE - 64;
+    let Some(n) = build(&mut b[..room]) else { return false };
+    match link.srtp.protect_rtcp(b, n) {
+        Ok(n) => {
+            s.commit(n);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// [`send_rtcp_on`] for a whole peer.
+fn send_rtcp(
+    peer: &mut Peer,
+    tx: &mut TxQueue,
+    build: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> bool {
+    let (Some(dst), Some(srtp)) = (peer.remote, peer.srtp_out.as_mut()) else { return false };
+    send_rtcp_on(Link { dst, src: peer.local_ip, srtp }, tx, build)
+}
+
+/// Queues every datagram the DTLS endpoint has to send.
+fn drain_dtls_output(peer: &mut Peer, dst: SocketAddr, tx: &mut TxQueue) {
+    loop {
+        let Some(mut s) = tx.push(dst) else { return };
+        s.set_source(peer.local_ip);
+        match peer.dtls.poll_transmit(s.buf()) {
+            Some(n) => s.commit(n),
+            None => return,
+        }
+    }
+}
+
+/// abs-send-time: 6.18 fixed-point seconds, 24 bits.
+fn abs_send_time(since_epoch: Duration) -> u32 {
+    ((since_epoch.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00FF_FFFF
+}
+
+/// The fixed-header fields of a packet to a subscriber.
+struct Header {
+    marker: bool,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+}
+
+/// Writes the RTP header of a forwarded packet into `b`: the fixed header with the rewritten
+/// fields, the source's CSRCs, the padding bit, and a one-byte-form extension block with this
+/// leg's ids (mid, abs-send-time, transport-wide sequence number, and the source's audio level
+/// and video orientation values when both sides negotiated them). Returns the header length.
+fn write_header(
+    b: &mut [u8],
+    h: &Header,
+    src: &RtpView<'_>,
+    src_ext: &ExtIds,
+    out: &OutTrack,
+    abs: u32,
+    twcc: Option<u16>,
+) -> usize {
+    let cc = src.csrc_count() as usize;
+    b[1] = (u8::from(h.marker) << 7) | (h.pt & 0x7F);
+    b[2..4].copy_from_slice(&h.seq.to_be_bytes());
+    b[4..8].copy_from_slice(&h.ts.to_be_bytes());
+    b[8..12].copy_from_slice(&h.ssrc.to_be_bytes());
+    b[12..12 + 4 * cc].copy_from_slice(&src.as_bytes()[12..12 + 4 * cc]);
+    let start = 12 + 4 * cc;
+    let mut q = start + 4;
+    let put = |b: &mut [u8], q: &mut usize, id: u8, value: &[u8]| {
+        // One-byte form: ids 1..=14, values 1..=16 bytes.
+        if (1..=14).contains(&id) && (1..=16).contains(&value.len()) {
+            b[*q] = (id << 4) | (value.len() as u8 - 1);
+            b[*q + 1..*q + 1 + value.len()].copy_from_slice(value);
+            *q += 1 + value.len();
+        }
+    };
+    let e = &out.ext;
+    if e.mid != 0 {
+        put(b, &mut q, e.mid, out.mid.as_bytes());
+    }
+    if e.abs_send_time != 0 {
+        put(b, &mut q, e.abs_send_time, &abs.to_be_bytes()[1..]);
+    }
+    if let Some(seq) = twcc {
+        put(b, &mut q, e.twcc, &seq.to_be_bytes());
+    }
+    if e.audio_level != 0
+        && src_ext.audio_level != 0
+        && let Some(v) = src.extension(src_ext.audio_level)
+    {
+        put(b, &mut q, e.audio_level, v);
+    }
+    if e.video_orientation != 0
+        && src_ext.video_orientation != 0
+        && let Some(v) = src.extension(src_ext.video_orientation)
+    {
+        put(b, &mut q, e.video_orientation, v);
+    }
+    let has_ext = q > start + 4;
+    let end = if has_ext {
+        while !(q - start).is_multiple_of(4) {
+            b[q] = 0;
+            q += 1;
+        }
+        b[start..start + 2].copy_from_slice(&[0xBE, 0xDE]);
+        b[start + 2..start + 4].copy_from_slice(&(((q - start - 4) / 4) as u16).to_be_bytes());
+        q
+    } else {
+        start
+    };
+    b[0] = 0x80 | (u8::from(src.has_padding()) << 5) | (u8::from(has_ext) << 4) | cc as u8;
+    end
+}

@@ -1,0 +1,874 @@
+//! [`MediaEngine`]: the control-plane half of the media engine.
+//!
+//! It starts the media shards, answers the media JSON-RPC methods (publish, the two subscribe
+//! flows, unpublish, unsubscribe, reconnect) by negotiating SDP here and telling the session's
+//! shard what to do, and turns the shards' events into notifications. Its own state (which peer
+//! is whose, which shard a session lives on) sits behind one short-held mutex that is never
+//! held while calling into the registry, so registry outputs can reach
+//! [`MediaEngine::on_registry_command`] from inside a registry operation.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::{Map, Value, json};
+
+use super::core::{CoreSettings, MediaCore};
+use super::stats::{MediaStats, MediaStatsSnapshot};
+use super::{IceParams, InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
+use crate::config::Config;
+use crate::control::media::{Caller, ControlHandle, MediaCommand, MediaEvent};
+use crate::control::registry::Role;
+use crate::dtls::{DtlsCert, DtlsConfig, DtlsContext, DtlsRole, Fingerprint};
+use crate::sdp::{
+    self, LocalTransport, Negotiated, NegotiatedMedia, OutgoingTrack, SdpError, VideoCodecPolicy,
+};
+use crate::shard::{ShardHandles, ShardStats, SpawnError, spawn_shards};
+use crate::signaling::{Params, RpcError, code};
+
+/// Why the media engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaEngineError {
+    #[error("media: DTLS certificate: {0}")]
+    Certificate(String),
+    #[error("media: {0}")]
+    Shards(#[from] SpawnError),
+}
+
+/// Who a peer belongs to (for events and cleanup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    session: String,
+    connection: String,
+    /// The stream it publishes or receives.
+    stream: String,
+    publisher: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Published {
+    id: PeerId,
+    shard: usize,
+    connection: String,
+    /// What was agreed with the publisher, in track order.
+    media: Vec<NegotiatedMedia>,
+    policy: VideoCodecPolicy,
+}
+
+/// The transport of a new subscriber leg.
+struct Link {
+    id: PeerId,
+    ice: IceParams,
+    fp: Fingerprint,
+    dtls_role: DtlsRole,
+}
+
+/// A server offer waiting for the subscriber's answer (`prepareReceiveVideoFrom`).
+#[derive(Debug, Clone)]
+struct PendingOffer {
+    offer: Negotiated,
+    ice_ufrag: String,
+    ice_pwd: String,
+    /// Publisher track index of each offered m-line.
+    sources: Vec<usize>,
+}
+
+#[derive(Default)]
+struct State {
+    next_peer: u64,
+    session_shard: HashMap<String, usize>,
+    /// (session, stream id) → publisher.
+    published: HashMap<(String, String), Published>,
+    /// (session, subscriber connection, stream id) → subscriber peer.
+    subscribed: HashMap<(String, String, String), PeerId>,
+    pending: HashMap<(String, String, String), PendingOffer>,
+    owners: HashMap<PeerId, Owner>,
+    sessions_created: u64,
+}
+
+/// The media engine. See the module docs.
+pub struct MediaEngine {
+    cfg: Arc<Config>,
+    fingerprint: String,
+    shards: Mutex<ShardHandles<MediaCore>>,
+    /// Host candidates of each shard (public addresses × the shard's port).
+    candidates: Vec<Vec<SocketAddr>>,
+    stats: Vec<Arc<MediaStats>>,
+    shard_stats: Vec<Arc<ShardStats>>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for MediaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaEngine").field("candidates", &self.candidates).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock is a bug; keep serving with the state as it was left.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn random_string(n: usize) -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(n).map(char::from).collect()
+}
+
+fn sdp_error(e: SdpError) -> RpcError {
+    RpcError::new(code::MEDIA_SDP_ERROR, e.to_string())
+}
+
+fn no_stream(stream: &str) -> RpcError {
+    RpcError::new(code::USER_NOT_STREAMING, format!("Stream {stream} is not published"))
+}
+
+/// The addresses browsers can reach the media ports on: `[media] public_ips`, else the bind
+/// address, else (bound to the wildcard) every configured interface address of that family.
+pub(crate) fn candidate_ips(cfg: &Config) -> Vec<IpAddr> {
+    if !cfg.media.public_ips.is_empty() {
+        return cfg.media.public_ips.clone();
+    }
+    let bind = cfg.media.bind_address;
+    if !bind.is_unspecified() {
+        return vec![bind];
+    }
+    let mut ips = interface_addresses(bind.is_ipv6());
+    // Loopback last: only useful when nothing else exists (tests, single-host demos).
+    ips.sort_by_key(|ip| ip.is_loopback());
+    if ips.is_empty() {
+        ips.push(if bind.is_ipv6() {
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        });
+    }
+    ips
+}
+
+fn interface_addresses(with_v6: bool) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return out;
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as u32 == 0 {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
+        let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+        let ip = match family {
+            libc::AF_INET => {
+                // SAFETY: family AF_INET means a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+            }
+            libc::AF_INET6 if with_v6 => {
+                // SAFETY: family AF_INET6 means a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                if ip.segments()[0] & 0xffc0 == 0xfe80 {
+                    continue; // link-local needs a scope id browsers cannot use
+                }
+                IpAddr::V6(ip)
+            }
+            _ => continue,
+        };
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    // SAFETY: the list came from getifaddrs.
+    unsafe { libc::freeifaddrs(ifap) };
+    out
+}
+
+impl MediaEngine {
+    /// Generates the DTLS certificate and starts `[media] shards` media shards.
+    pub fn start(cfg: Arc<Config>) -> Result<Arc<MediaEngine>, MediaEngineError> {
+        let cert =
+            DtlsCert::generate().map_err(|e| MediaEngineError::Certificate(e.to_string()))?;
+        // `sha-256 AB:CD:…`; the SDP writer adds the algorithm itself.
+        let sdp_fp = cert.sdp_fingerprint();
+        let fingerprint =
+            sdp_fp.split_once(' ').map_or(sdp_fp.as_str(), |(_, hex)| hex).to_string();
+        let ctx = DtlsContext::new(cert, &DtlsConfig::default())
+            .map_err(|e| MediaEngineError::Certificate(e.to_string()))?;
+        let n = cfg.effective_shards();
+        let stats: Vec<Arc<MediaStats>> = (0..n).map(|_| Arc::new(MediaStats::default())).collect();
+        let settings = CoreSettings {
+            remb_bitrate: u64::from(cfg.sessions.video_max_recv_bandwidth) * 1000,
+            ..CoreSettings::default()
+        };
+        let core_stats = stats.clone();
+        let shards = spawn_shards(&cfg, move |info| {
+            MediaCore::new(
+                info.local_addr,
+                ctx.clone(),
+                settings.clone(),
+                core_stats[info.index % core_stats.len()].clone(),
+                Instant::now(),
+            )
+        })?;
+        let ips = candidate_ips(&cfg);
+        let candidates = shards
+            .iter()
+            .map(|s| {
+                ips.iter().map(|ip| SocketAddr::new(*ip, s.info().local_addr.port())).collect()
+            })
+            .collect();
+        let shard_stats = shards.iter().map(|s| s.stats().clone()).collect();
+        tracing::info!(
+            shards = shards.len(),
+            backend = ?shards.backend(),
+            candidates = ?ips,
+            "media engine running"
+        );
+        Ok(Arc::new(MediaEngine {
+            cfg,
+            fingerprint,
+            shards: Mutex::new(shards),
+            candidates,
+            stats,
+            shard_stats,
+            state: Mutex::new(State::default()),
+        }))
+    }
+
+    /// Media counters of every shard.
+    pub fn stats(&self) -> Vec<MediaStatsSnapshot> {
+        self.stats.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// The I/O counters (and loop-turn counters) of every shard.
+    pub fn shard_stats(&self) -> Vec<Arc<ShardStats>> {
+        self.shard_stats.clone()
+    }
+
+    /// The UDP addresses the shards are bound to.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        lock(&self.shards).iter().map(|s| s.info().local_addr).collect()
+    }
+
+    /// Stops the shards (joins their threads) and logs their final counters.
+    pub fn shutdown(&self) {
+        let mut total = MediaStatsSnapshot::default();
+        for s in self.stats() {
+            total.add(&s);
+        }
+        tracing::info!(stats = ?total, "media totals");
+        let mut shards = lock(&self.shards);
+        for s in shards.iter() {
+            s.signal_shutdown();
+        }
+        for s in shards.iter_mut() {
+            if let Err(e) = s.join() {
+                tracing::warn!(error = %e, "media shard stopped with an error");
+            }
+        }
+    }
+
+    fn send(&self, shard: usize, cmd: ShardCommand) -> Result<(), RpcError> {
+        let mut shards = lock(&self.shards);
+        let Some(s) = shards.get_mut(shard) else {
+            return Err(RpcError::new(code::GENERIC, "media shard missing"));
+        };
+        s.commands().send(cmd).map_err(|_| {
+            tracing::warn!(shard, "media shard command queue full");
+            RpcError::new(code::GENERIC, "media server busy, try again")
+        })
+    }
+
+    /// The shard of a session (chosen at its first peer, least loaded first).
+    fn shard_of(st: &mut State, shards: usize, session: &str) -> usize {
+        if let Some(&s) = st.session_shard.get(session) {
+            return s;
+        }
+        let mut load = vec![0usize; shards.max(1)];
+        for s in st.session_shard.values() {
+            if let Some(l) = load.get_mut(*s) {
+                *l += 1;
+            }
+        }
+        let start = (st.sessions_created as usize) % load.len();
+        let s =
+            (0..load.len()).map(|i| (start + i) % load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
+        st.sessions_created += 1;
+        st.session_shard.insert(session.to_string(), s);
+        s
+    }
+
+    fn local_transport(&self, shard: usize, ufrag: &str, pwd: &str) -> LocalTransport {
+        LocalTransport {
+            ice_ufrag: ufrag.to_string(),
+            ice_pwd: pwd.to_string(),
+            fingerprint_sha256: self.fingerprint.clone(),
+            candidates: self.candidates.get(shard).cloned().unwrap_or_default(),
+            session_id: rand::random::<u64>() >> 2,
+            session_version: 2,
+        }
+    }
+
+    /// Allocates a peer id, ICE credentials and the session's shard.
+    fn new_peer(&self, session: &str) -> (PeerId, usize, String, String) {
+        let n = self.candidates.len();
+        let mut st = lock(&self.state);
+        st.next_peer += 1;
+        let id = PeerId(st.next_peer);
+        let shard = Self::shard_of(&mut st, n, session);
+        (id, shard, random_string(8), random_string(24))
+    }
+
+    // ------------------------------------------------------------------ JSON-RPC
+
+    /// Answers one media JSON-RPC method of a joined participant.
+    pub(crate) fn dispatch(
+        &self,
+        control: &ControlHandle,
+        caller: &Caller,
+        method: &str,
+        params: &Map<String, Value>,
+    ) -> Result<Value, RpcError> {
+        let p = Params(params);
+        match method {
+            // Spec §4.3: an error here makes the browser raise ICE_CANDIDATE_ERROR. ringsfu is
+            // ICE-lite: it learns the browser's addresses from its authenticated checks.
+            "onIceCandidate" => Ok(json!({})),
+            "publishVideo" => self.publish(control, caller, params, p.str("sdpOffer")?),
+            "prepareReceiveVideoFrom" => self.prepare_receive(control, caller, p.str("sender")?),
+            "receiveVideoFrom" => {
+                let sender = p.str("sender")?;
+                if let Some(offer) = p.opt_str("sdpOffer")? {
+                    self.subscribe_client_offer(control, caller, sender, offer)
+                } else if let Some(answer) = p.opt_str("sdpAnswer")? {
+                    self.subscribe_client_answer(control, caller, sender, answer)
+                } else {
+                    Err(RpcError::new(
+                        code::INVALID_PARAMS,
+                        "Request element 'sdpOffer' is missing",
+                    ))
+                }
+            }
+            "unpublishVideo" => control.remove_stream(caller, "unpublish").map(|()| json!({})),
+            "unsubscribeFromVideo" => {
+                let sender = p.str("sender")?;
+                // `sender` is the publisher's connection id (a stream id is accepted too).
+                let stream = if sender.starts_with("str_") {
+                    Some(sender.to_string())
+                } else {
+                    control.stream_of(&caller.session_id, sender)
+                };
+                let Some(stream) = stream else {
+                    return Err(RpcError::new(
+                        code::USER_NOT_FOUND,
+                        format!("Participant {sender} is not publishing"),
+                    ));
+                };
+                control.remove_subscriber(caller, &stream).map(|()| json!({}))
+            }
+            "reconnectStream" => {
+                let stream = p.str("stream")?;
+                let own = control.stream_of(&caller.session_id, &caller.connection_id);
+                if own.as_deref() == Some(stream) {
+                    let offer = match p.opt_str("sdpString")? {
+                        Some(s) => s,
+                        None => p.str("sdpOffer")?,
+                    };
+                    self.republish(control, caller, stream, offer)
+                } else if let Some(offer) = p.opt_str("sdpOffer")? {
+                    self.subscribe_client_offer(control, caller, stream, offer)
+                } else {
+                    let answer = p.str("sdpString")?;
+                    self.subscribe_client_answer(control, caller, stream, answer).map(|_| json!({}))
+                }
+            }
+            other => {
+                Err(RpcError::new(code::METHOD_NOT_FOUND, format!("{other}: not a media method")))
+            }
+        }
+    }
+
+    fn policy(&self, control: &ControlHandle, session: &str) -> VideoCodecPolicy {
+        let name = control
+            .forced_video_codec(session)
+            .unwrap_or_else(|| self.cfg.sessions.forced_video_codec.clone());
+        VideoCodecPolicy::from_openvidu(&name).unwrap_or(VideoCodecPolicy::MediaServerPreferred)
+    }
+
+    fn publish(
+        &self,
+        control: &ControlHandle,
+        caller: &Caller,
+        params: &Map<String, Value>,
+        offer_sdp: &str,
+    ) -> Result<Value, RpcError> {
+        match control.role(caller) {
+            Some(Role::Subscriber) => {
+                return Err(RpcError::new(
+                    code::USER_UNAUTHORIZED,
+                    "Unable to publish video. The user does not have a valid token",
+                ));
+            }
+            None => {
+                return Err(RpcError::new(code::USER_NOT_FOUND, "Participant not found"));
+            }
+            _ => {}
+        }
+        if control.stream_of(&caller.session_id, &caller.connection_id).is_some() {
+            return Err(RpcError::new(
+                code::USER_ALREADY_STREAMING,
+                "The user is already publishing",
+            ));
+        }
+        let media_opts = crate::control::ws::media_options_from_params(params)?;
+        let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
+        let fp = Fingerprint::sha256(&offer.fingerprint)
+            .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))?;
+        let policy = self.policy(control, &caller.session_id);
+        let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id);
+        let local = self.local_transport(shard, &ufrag, &pwd);
+        let neg = sdp::answer_publish(&offer, &local, policy).map_err(sdp_error)?;
+        let tracks: Vec<InTrack> = neg.media.iter().map(in_track).collect();
+        let ice =
+            IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
+        self.send(shard, ShardCommand::AddPublisher { id, ice, remote_fingerprint: fp, tracks })?;
+        let stream_id = match control.add_stream(caller, media_opts) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.send(shard, ShardCommand::RemovePeer { id });
+                return Err(e);
+            }
+        };
+        {
+            let mut st = lock(&self.state);
+            st.owners.insert(
+                id,
+                Owner {
+                    session: caller.session_id.clone(),
+                    connection: caller.connection_id.clone(),
+                    stream: stream_id.clone(),
+                    publisher: true,
+                },
+            );
+            st.published.insert(
+                (caller.session_id.clone(), stream_id.clone()),
+                Published {
+                    id,
+                    shard,
+                    connection: caller.connection_id.clone(),
+                    media: neg.media,
+                    policy,
+                },
+            );
+        }
+        let created_at = control.stream_created_at(&caller.session_id, &stream_id);
+        tracing::info!(session = %caller.session_id, stream = %stream_id, peer = id.0, shard, "publishing");
+        Ok(json!({"id": stream_id, "createdAt": created_at, "sdpAnswer": neg.sdp}))
+    }
+
+    /// `reconnectStream` of the caller's own stream: a new transport behind the same tracks.
+    fn republish(
+        &self,
+        control: &ControlHandle,
+        caller: &Caller,
+        stream: &str,
+        offer_sdp: &str,
+    ) -> Result<Value, RpcError> {
+        let key = (caller.session_id.clone(), stream.to_string());
+        let Some(p) = lock(&self.state).published.get(&key).cloned() else {
+            return Err(no_stream(stream));
+        };
+        let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
+        let fp = Fingerprint::sha256(&offer.fingerprint)
+            .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))?;
+        let (ufrag, pwd) = (random_string(8), random_string(24));
+        let local = self.local_transport(p.shard, &ufrag, &pwd);
+        let neg = sdp::answer_publish(&offer, &local, p.policy).map_err(sdp_error)?;
+        let same_shape = neg.media.len() == p.media.len()
+            && neg
+                .media
+                .iter()
+                .zip(&p.media)
+                .all(|(a, b)| a.kind == b.kind && a.codec.same_format(&b.codec));
+        if !same_shape {
+            return Err(sdp_error(SdpError::Unacceptable(
+                "a reconnection must publish the same tracks with the same codecs".into(),
+            )));
+        }
+        let tracks: Vec<InTrack> = neg.media.iter().map(in_track).collect();
+        let ice =
+            IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
+        self.send(
+            p.shard,
+            ShardCommand::RestartPublisher { id: p.id, ice, remote_fingerprint: fp, tracks },
+        )?;
+        if let Some(entry) = lock(&self.state).published.get_mut(&key) {
+            entry.media = neg.media;
+        }
+        let created_at = control.stream_created_at(&caller.session_id, stream);
+        Ok(json!({"id": stream, "createdAt": created_at, "sdpAnswer": neg.sdp}))
+    }
+
+    /// What a subscriber of `stream` will receive: one outgoing track per published track,
+    /// with fresh SSRCs for this leg.
+    fn outgoing(
+        &self,
+        caller: &Caller,
+        stream: &str,
+    ) -> Result<(Published, Vec<OutgoingTrack>), RpcError> {
+        let key = (caller.session_id.clone(), stream.to_string());
+        let Some(p) = lock(&self.state).published.get(&key).cloned() else {
+            return Err(no_stream(stream));
+        };
+        let cname = random_string(16);
+        let tracks = p
+            .media
+            .iter()
+            .map(|m| OutgoingTrack {
+                kind: m.kind,
+                codec: m.codec.clone(),
+                ssrc: rand::random::<u32>() | 1,
+                rtx_ssrc: rand::random::<u32>() | 1,
+                cname: cname.clone(),
+                stream_id: stream.to_string(),
+                track_id: format!("{}_{}", m.kind.as_str(), stream),
+            })
+            .collect();
+        Ok((p, tracks))
+    }
+
+    fn subscribe_client_offer(
+        &self,
+        control: &ControlHandle,
+        caller: &Caller,
+        stream: &str,
+        offer_sdp: &str,
+    ) -> Result<Value, RpcError> {
+        let (publisher, outgoing) = self.outgoing(caller, stream)?;
+        let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
+        let fp = Fingerprint::sha256(&offer.fingerprint)
+            .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))?;
+        let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id);
+        let local = self.local_transport(shard, &ufrag, &pwd);
+        let neg = sdp::answer_subscribe(&offer, &local, &outgoing).map_err(sdp_error)?;
+        let tracks = out_tracks(&neg.media, &outgoing);
+        let ice =
+            IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
+        let link = Link { id, ice, fp, dtls_role: DtlsRole::Server };
+        self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
+        Ok(json!({"sdpAnswer": neg.sdp}))
+    }
+
+    fn prepare_receive(
+        &self,
+        _control: &ControlHandle,
+        caller: &Caller,
+        stream: &str,
+    ) -> Result<Value, RpcError> {
+        let (publisher, outgoing) = self.outgoing(caller, stream)?;
+        let (ufrag, pwd) = (random_string(8), random_string(24));
+        let local = self.local_transport(publisher.shard, &ufrag, &pwd);
+        let offer = sdp::offer_subscribe(&local, &outgoing);
+        let sdp_offer = offer.sdp.clone();
+        let sources = (0..outgoing.len()).collect();
+        lock(&self.state).pending.insert(
+            (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string()),
+            PendingOffer { offer, ice_ufrag: ufrag, ice_pwd: pwd, sources },
+        );
+        Ok(json!({"sdpOffer": sdp_offer}))
+    }
+
+    fn subscribe_client_answer(
+        &self,
+        control: &ControlHandle,
+        caller: &Caller,
+        stream: &str,
+        answer_sdp: &str,
+    ) -> Result<Value, RpcError> {
+        let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
+        let Some(pending) = lock(&self.state).pending.remove(&key) else {
+            return Err(RpcError::new(
+                code::MEDIA_SDP_ERROR,
+                format!(
+                    "No offer was made for stream {stream}: call prepareReceiveVideoFrom first"
+                ),
+            ));
+        };
+        let publisher = {
+            let st = lock(&self.state);
+            st.published.get(&(caller.session_id.clone(), stream.to_string())).cloned()
+        };
+        let Some(publisher) = publisher else { return Err(no_stream(stream)) };
+        let answer = sdp::parse(answer_sdp).map_err(sdp_error)?;
+        let fp = Fingerprint::sha256(&answer.fingerprint)
+            .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))?;
+        let agreed = sdp::accept_subscribe_answer(&pending.offer, &answer).map_err(sdp_error)?;
+        let tracks = agreed
+            .iter()
+            .filter_map(|m| {
+                let i = pending.offer.media.iter().position(|o| o.mid == m.mid)?;
+                Some(out_track(m, *pending.sources.get(i)?))
+            })
+            .collect();
+        let id = {
+            let mut st = lock(&self.state);
+            st.next_peer += 1;
+            PeerId(st.next_peer)
+        };
+        let ice = IceParams {
+            local_ufrag: pending.ice_ufrag,
+            local_pwd: pending.ice_pwd,
+            remote_ufrag: answer.ice_ufrag.clone(),
+        };
+        // `accept_subscribe_answer` allowed only active or passive.
+        let dtls_role =
+            if answer.setup == sdp::Setup::Passive { DtlsRole::Client } else { DtlsRole::Server };
+        let link = Link { id, ice, fp, dtls_role };
+        self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
+        Ok(json!({}))
+    }
+
+    fn attach_subscriber(
+        &self,
+        control: &ControlHandle,
+        caller: &Caller,
+        stream: &str,
+        publisher: &Published,
+        link: Link,
+        tracks: Vec<OutTrack>,
+    ) -> Result<(), RpcError> {
+        let Link { id, ice, fp, dtls_role } = link;
+        let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
+        // A new subscription to the same stream replaces the old one (re-subscribe, reconnect).
+        if let Some(old) = lock(&self.state).subscribed.remove(&key) {
+            let _ = self.send(publisher.shard, ShardCommand::RemovePeer { id: old });
+            lock(&self.state).owners.remove(&old);
+        }
+        self.send(
+            publisher.shard,
+            ShardCommand::AddSubscriber {
+                id,
+                publisher: publisher.id,
+                ice,
+                remote_fingerprint: fp,
+                dtls_role,
+                tracks,
+            },
+        )?;
+        if let Err(e) = control.add_subscriber(caller, stream) {
+            let _ = self.send(publisher.shard, ShardCommand::RemovePeer { id });
+            return Err(e);
+        }
+        let mut st = lock(&self.state);
+        st.subscribed.insert(key, id);
+        st.owners.insert(
+            id,
+            Owner {
+                session: caller.session_id.clone(),
+                connection: caller.connection_id.clone(),
+                stream: stream.to_string(),
+                publisher: false,
+            },
+        );
+        tracing::info!(session = %caller.session_id, stream, subscriber = %caller.connection_id, peer = id.0, "subscribing");
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ registry and shards
+
+    /// Carries out a teardown the registry decided (unpublish, unsubscribe, eviction, session
+    /// close). Called from inside registry operations: takes only the engine's own lock.
+    pub(crate) fn on_registry_command(&self, cmd: MediaCommand) {
+        let mut doomed: Vec<(usize, PeerId)> = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            let st = &mut *st;
+            let shard_of = |st: &State, s: &str| st.session_shard.get(s).copied().unwrap_or(0);
+            match &cmd {
+                MediaCommand::ReleasePublisher { session_id, stream_id, .. } => {
+                    if let Some(p) = st.published.remove(&(session_id.clone(), stream_id.clone())) {
+                        doomed.push((p.shard, p.id));
+                    }
+                    let subs: Vec<_> = st
+                        .subscribed
+                        .keys()
+                        .filter(|(s, _, st_id)| s == session_id && st_id == stream_id)
+                        .cloned()
+                        .collect();
+                    let shard = shard_of(st, session_id);
+                    for k in subs {
+                        if let Some(id) = st.subscribed.remove(&k) {
+                            doomed.push((shard, id));
+                        }
+                    }
+                    st.pending.retain(|(s, _, st_id), _| !(s == session_id && st_id == stream_id));
+                }
+                MediaCommand::ReleaseSubscriber { session_id, subscriber, stream_id } => {
+                    let key = (session_id.clone(), subscriber.clone(), stream_id.clone());
+                    if let Some(id) = st.subscribed.remove(&key) {
+                        doomed.push((shard_of(st, session_id), id));
+                    }
+                }
+                MediaCommand::ReleaseConnection { session_id, connection_id } => {
+                    let streams: Vec<_> = st
+                        .published
+                        .iter()
+                        .filter(|((s, _), p)| s == session_id && &p.connection == connection_id)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    let shard = shard_of(st, session_id);
+                    for k in &streams {
+                        if let Some(p) = st.published.remove(k) {
+                            doomed.push((p.shard, p.id));
+                        }
+                    }
+                    let subs: Vec<_> = st
+                        .subscribed
+                        .keys()
+                        .filter(|(s, sub, stream)| {
+                            s == session_id
+                                && (sub == connection_id
+                                    || streams.iter().any(|(_, x)| x == stream))
+                        })
+                        .cloned()
+                        .collect();
+                    for k in subs {
+                        if let Some(id) = st.subscribed.remove(&k) {
+                            doomed.push((shard, id));
+                        }
+                    }
+                    st.pending.retain(|(s, sub, _), _| !(s == session_id && sub == connection_id));
+                }
+                MediaCommand::CloseSession { session_id } => {
+                    let shard = shard_of(st, session_id);
+                    let pubs: Vec<_> =
+                        st.published.keys().filter(|(s, _)| s == session_id).cloned().collect();
+                    for k in pubs {
+                        if let Some(p) = st.published.remove(&k) {
+                            doomed.push((p.shard, p.id));
+                        }
+                    }
+                    let subs: Vec<_> =
+                        st.subscribed.keys().filter(|(s, _, _)| s == session_id).cloned().collect();
+                    for k in subs {
+                        if let Some(id) = st.subscribed.remove(&k) {
+                            doomed.push((shard, id));
+                        }
+                    }
+                    st.pending.retain(|(s, _, _), _| s != session_id);
+                    st.session_shard.remove(session_id);
+                }
+            }
+            for (_, id) in &doomed {
+                st.owners.remove(id);
+            }
+        }
+        for (shard, id) in doomed {
+            if self.send(shard, ShardCommand::RemovePeer { id }).is_err() {
+                tracing::warn!(peer = id.0, "could not release a media peer (queue full)");
+            }
+        }
+    }
+
+    /// Drains every shard's events into what the control plane must do.
+    pub(crate) fn poll_events(&self) -> Vec<MediaEvent> {
+        let mut raw = Vec::new();
+        {
+            let mut shards = lock(&self.shards);
+            for s in shards.iter_mut() {
+                while let Some(ev) = s.events().try_recv() {
+                    raw.push(ev);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut st = lock(&self.state);
+        for ev in raw {
+            match ev {
+                ShardEvent::Connected { id } => {
+                    if let Some(o) = st.owners.get(&id) {
+                        tracing::info!(session = %o.session, connection = %o.connection, stream = %o.stream, publisher = o.publisher, peer = id.0, "media connected");
+                    }
+                }
+                ShardEvent::Failed { id, reason } => {
+                    let Some(o) = st.owners.get(&id).cloned() else { continue };
+                    tracing::info!(session = %o.session, connection = %o.connection, stream = %o.stream, peer = id.0, reason, "media transport failed");
+                    if !o.publisher {
+                        // The shard removed the subscriber leg; the browser reconnects it.
+                        st.owners.remove(&id);
+                        st.subscribed.retain(|_, v| *v != id);
+                    }
+                    out.push(MediaEvent::TransportFailed {
+                        session_id: o.session,
+                        connection_id: o.connection,
+                        description: format!("{reason} (stream {})", o.stream),
+                    });
+                }
+                ShardEvent::Closed { id } => {
+                    if let Some(o) = st.owners.get(&id).cloned()
+                        && !o.publisher
+                    {
+                        st.owners.remove(&id);
+                        st.subscribed.retain(|_, v| *v != id);
+                    }
+                }
+                ShardEvent::Rejected { id, reason } => {
+                    tracing::warn!(peer = id.0, reason, "media shard rejected a peer");
+                    st.owners.remove(&id);
+                    st.subscribed.retain(|_, v| *v != id);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A publisher track from what was agreed for one m-line.
+fn in_track(m: &NegotiatedMedia) -> InTrack {
+    InTrack {
+        kind: m.kind,
+        mid: m.mid.clone(),
+        pt: m.codec.pt,
+        clock_rate: m.codec.clock_rate,
+        rtx_pt: m.rtx_pt,
+        ssrc: m.ssrc,
+        rtx_ssrc: m.rtx_ssrc,
+        ext: m.ext,
+        nack: m.nack,
+        pli: m.pli,
+        fir: m.fir,
+        remb: m.remb,
+        transport_cc: m.transport_cc,
+    }
+}
+
+fn out_track(m: &NegotiatedMedia, source: usize) -> OutTrack {
+    OutTrack {
+        source,
+        kind: m.kind,
+        mid: m.mid.clone(),
+        pt: m.codec.pt,
+        ssrc: m.ssrc.unwrap_or(0),
+        rtx: m.rtx_pt.zip(m.rtx_ssrc),
+        ext: m.ext,
+    }
+}
+
+/// The legs of a client-offer subscription: each agreed m-line carries the outgoing track
+/// with its SSRC.
+fn out_tracks(agreed: &[NegotiatedMedia], outgoing: &[OutgoingTrack]) -> Vec<OutTrack> {
+    agreed
+        .iter()
+        .filter_map(|m| {
+            let source = outgoing.iter().position(|t| Some(t.ssrc) == m.ssrc)?;
+            Some(out_track(m, source))
+        })
+        .collect()
+}

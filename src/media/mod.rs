@@ -1,0 +1,135 @@
+//! The media engine: what turns negotiated publish/subscribe requests into forwarded packets.
+//!
+//! Two halves, talking only by message (DESIGN §1):
+//!
+//! - [`MediaCore`] (`core.rs`) is the per-shard [`ShardCore`](crate::shard::ShardCore): one per
+//!   data-plane thread, it owns the peers of the sessions pinned to that shard (ICE-lite agent,
+//!   DTLS endpoint, SRTP contexts, the publisher's tracks or the subscriber's legs) and the
+//!   shard's [`Router`](crate::router::Router). Sans-IO like every core: the shell lends it
+//!   datagrams, `now` and a [`TxQueue`](crate::shard::TxQueue).
+//! - [`MediaEngine`] (`engine.rs`) lives on the control-plane thread: it answers the media
+//!   JSON-RPC methods (SDP offer/answer with [`crate::sdp`], ICE credentials, the session's
+//!   shard), sends [`ShardCommand`]s down and turns [`ShardEvent`]s into notifications.
+//!
+//! Every session lives on one shard (chosen when its first peer is created), so a publisher's
+//! packets fan out to its subscribers without leaving the thread.
+//!
+//! `feedback.rs` holds the receiver-side RTCP state a publisher needs from its SFU (receiver
+//! reports, NACKs for its losses, transport-wide congestion feedback).
+
+mod core;
+mod engine;
+pub mod feedback;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+pub use self::core::{CoreSettings, MediaCore};
+/// The interface addresses the TURN server relays from when bound to the wildcard.
+pub(crate) use engine::candidate_ips;
+pub use engine::{MediaEngine, MediaEngineError};
+pub use stats::{MediaDrop, MediaStats, MediaStatsSnapshot};
+
+use crate::dtls::{DtlsRole, Fingerprint};
+use crate::sdp::{ExtIds, MediaKind};
+
+/// A peer connection of the engine (publisher or subscriber), unique per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// ICE-lite credentials of one peer: ours and the browser's ufrag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceParams {
+    pub local_ufrag: String,
+    pub local_pwd: String,
+    pub remote_ufrag: String,
+}
+
+/// A track a publisher sends, as negotiated in its offer/answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InTrack {
+    pub kind: MediaKind,
+    pub mid: String,
+    pub pt: u8,
+    pub clock_rate: u32,
+    pub rtx_pt: Option<u8>,
+    /// SSRCs the offer announced; learnt from the first packet of `pt` / `rtx_pt` otherwise.
+    pub ssrc: Option<u32>,
+    pub rtx_ssrc: Option<u32>,
+    pub ext: ExtIds,
+    /// Feedback the publisher accepts from us.
+    pub nack: bool,
+    pub pli: bool,
+    pub fir: bool,
+    pub remb: bool,
+    pub transport_cc: bool,
+}
+
+/// A leg a subscriber receives: one publisher track, rewritten to what was negotiated with
+/// this subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutTrack {
+    /// Index of the publisher's track in its [`ShardCommand::AddPublisher`] `tracks`.
+    pub source: usize,
+    pub kind: MediaKind,
+    pub mid: String,
+    pub pt: u8,
+    pub ssrc: u32,
+    /// RTX payload type and SSRC on this leg, when the subscriber accepted RTX.
+    pub rtx: Option<(u8, u32)>,
+    pub ext: ExtIds,
+}
+
+/// Control plane → media shard.
+#[derive(Debug, Clone)]
+pub enum ShardCommand {
+    /// A publisher's peer: its transport and the tracks it will send.
+    AddPublisher {
+        id: PeerId,
+        ice: IceParams,
+        remote_fingerprint: Fingerprint,
+        tracks: Vec<InTrack>,
+    },
+    /// A subscriber's peer receiving (some of) `publisher`'s tracks.
+    AddSubscriber {
+        id: PeerId,
+        publisher: PeerId,
+        ice: IceParams,
+        remote_fingerprint: Fingerprint,
+        /// Our DTLS role: `Server` when the browser took `a=setup:active` (always with
+        /// browsers), `Client` when a server offer was answered `passive`.
+        dtls_role: DtlsRole,
+        tracks: Vec<OutTrack>,
+    },
+    /// A publisher renegotiated its transport (`reconnectStream`): new ICE credentials and
+    /// DTLS association, same tracks; subscribers keep their SSRCs and continuous sequence
+    /// numbers.
+    RestartPublisher {
+        id: PeerId,
+        ice: IceParams,
+        remote_fingerprint: Fingerprint,
+        tracks: Vec<InTrack>,
+    },
+    /// Tear a peer down (a publisher's removal also ends its subscribers' legs).
+    RemovePeer { id: PeerId },
+}
+
+/// Media shard → control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardEvent {
+    /// ICE nominated a pair and DTLS finished: media flows.
+    Connected { id: PeerId },
+    /// The peer's transport failed for good (consent expired, DTLS failure). A subscriber leg
+    /// was removed; a publisher keeps its tracks for `reconnectStream`.
+    Failed { id: PeerId, reason: &'static str },
+    /// The browser closed the DTLS association (same consequences as `Failed`).
+    Closed { id: PeerId },
+    /// A command named a peer that does not exist (e.g. a subscriber of a publisher that has
+    /// just gone): the control plane cleans its side up.
+    Rejected { id: PeerId, reason: &'static str },
+}
+
+/// Shared, cheaply cloned per-shard stats handle (see [`MediaStats`]).
+pub type MediaStatsHandle = Arc<MediaStats>;

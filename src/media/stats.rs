@@ -1,0 +1,201 @@
+//! Per-shard media counters: written by the shard's core only (single writer, relaxed
+//! load + store, no locked instruction), read by the control plane for metrics and tests.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why the media core dropped a datagram or a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub enum MediaDrop {
+    /// Not STUN/DTLS/RTP/RTCP by its first byte, or shorter than its header.
+    Unclassified = 0,
+    /// A STUN message that does not parse or names no peer of this shard.
+    StunUnknown,
+    /// A STUN check the ICE agent refused (bad credentials, integrity, role...).
+    StunRejected,
+    /// DTLS/RTP/RTCP from an address no authenticated STUN check came from.
+    UnknownSource,
+    /// RTP/RTCP before the DTLS handshake produced keys.
+    NotConnected,
+    /// SRTP/SRTCP authentication, replay or decryption failure.
+    SrtpFailed,
+    /// RTP header or RTCP compound that does not parse.
+    Malformed,
+    /// RTP of an SSRC/payload type no negotiated track has, or RTP from a subscriber.
+    UnknownTrack,
+    /// A send slot could not be had (pool exhausted) or the packet did not fit.
+    TxFull,
+}
+
+impl MediaDrop {
+    pub const ALL: [MediaDrop; 9] = [
+        MediaDrop::Unclassified,
+        MediaDrop::StunUnknown,
+        MediaDrop::StunRejected,
+        MediaDrop::UnknownSource,
+        MediaDrop::NotConnected,
+        MediaDrop::SrtpFailed,
+        MediaDrop::Malformed,
+        MediaDrop::UnknownTrack,
+        MediaDrop::TxFull,
+    ];
+
+    /// A metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaDrop::Unclassified => "unclassified",
+            MediaDrop::StunUnknown => "stun_unknown",
+            MediaDrop::StunRejected => "stun_rejected",
+            MediaDrop::UnknownSource => "unknown_source",
+            MediaDrop::NotConnected => "not_connected",
+            MediaDrop::SrtpFailed => "srtp_failed",
+            MediaDrop::Malformed => "malformed",
+            MediaDrop::UnknownTrack => "unknown_track",
+            MediaDrop::TxFull => "tx_full",
+        }
+    }
+}
+
+const N: usize = MediaDrop::ALL.len();
+
+macro_rules! counters {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
+        /// The live counters of one shard's media core.
+        #[derive(Debug, Default)]
+        #[repr(align(128))]
+        pub struct MediaStats {
+            $($(#[$m])* pub(crate) $name: AtomicU64,)*
+            drops: [AtomicU64; N],
+        }
+
+        /// A copy of [`MediaStats`].
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct MediaStatsSnapshot {
+            $($(#[$m])* pub $name: u64,)*
+            /// Indexed by `MediaDrop as usize`.
+            pub drops: [u64; N],
+        }
+
+        impl MediaStats {
+            pub fn snapshot(&self) -> MediaStatsSnapshot {
+                let mut drops = [0; N];
+                for (d, c) in drops.iter_mut().zip(&self.drops) {
+                    *d = c.load(Relaxed);
+                }
+                MediaStatsSnapshot { $($name: self.$name.load(Relaxed),)* drops }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Publisher peers on the shard now.
+    publishers,
+    /// Subscriber peers on the shard now.
+    subscribers,
+    /// Peers whose DTLS handshake completed.
+    dtls_handshakes,
+    /// DTLS handshakes that failed.
+    dtls_failures,
+    /// Peers removed because ICE consent expired.
+    ice_consent_expired,
+    /// STUN binding checks answered with success.
+    stun_checks,
+    /// RTP packets received from publishers (decrypted).
+    rtp_in,
+    /// RTP packets sent to subscribers (forwarded, not retransmissions).
+    rtp_out,
+    /// Payload bytes forwarded.
+    rtp_out_bytes,
+    /// Retransmissions sent in answer to subscribers' NACKs.
+    rtx_out,
+    /// NACKed packets no longer in the ring.
+    rtx_missing,
+    /// NACK packets received from subscribers.
+    nacks_in,
+    /// NACK packets sent to publishers.
+    nacks_out,
+    /// Keyframe requests (PLI) sent to publishers.
+    pli_out,
+    /// RTCP compounds received.
+    rtcp_in,
+    /// RTCP packets sent (reports, feedback).
+    rtcp_out,
+}
+
+impl MediaStats {
+    /// Drops for one reason.
+    pub fn drops(&self, r: MediaDrop) -> u64 {
+        self.drops[r as usize].load(Relaxed)
+    }
+
+    pub(crate) fn count_drop(&self, r: MediaDrop) {
+        bump(&self.drops[r as usize], 1);
+    }
+}
+
+impl MediaStatsSnapshot {
+    /// Drops for one reason.
+    pub fn drops(&self, r: MediaDrop) -> u64 {
+        self.drops[r as usize]
+    }
+
+    /// Sum over shards.
+    pub fn add(&mut self, o: &MediaStatsSnapshot) {
+        let mut total = *self;
+        macro_rules! add {
+            ($($f:ident),*) => { $(total.$f += o.$f;)* };
+        }
+        add!(
+            publishers,
+            subscribers,
+            dtls_handshakes,
+            dtls_failures,
+            ice_consent_expired,
+            stun_checks,
+            rtp_in,
+            rtp_out,
+            rtp_out_bytes,
+            rtx_out,
+            rtx_missing,
+            nacks_in,
+            nacks_out,
+            pli_out,
+            rtcp_in,
+            rtcp_out
+        );
+        for (a, b) in total.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        *self = total;
+    }
+}
+
+#[inline]
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
+    // Single writer: load + store avoids a locked instruction.
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+#[inline]
+pub(crate) fn set(c: &AtomicU64, v: u64) {
+    c.store(v, Relaxed);
+}
+
+/// Field access for the core (the fields stay private to keep writes in one place).
+macro_rules! stat {
+    ($s:expr, $f:ident) => {
+        $crate::media::stats::bump(&$s.$f, 1)
+    };
+    ($s:expr, $f:ident, $n:expr) => {
+        $crate::media::stats::bump(&$s.$f, $n)
+    };
+}
+pub(crate) use stat;
+
+impl MediaStats {
+    pub(crate) fn set_peers(&self, publishers: u64, subscribers: u64) {
+        set(&self.publishers, publishers);
+        set(&self.subscribers, subscribers);
+    }
+}

@@ -1,0 +1,618 @@
+//! Prometheus metrics, written by hand in the text exposition format (version 0.0.4).
+//!
+//! Why by hand: the exposition format is a few lines of text per metric, every number we
+//! export already lives in an atomic somewhere (shard counters, webhook counters) or is counted
+//! at scrape time from the registry, and a metrics crate would add a global recorder that the
+//! shards must not touch on the packet path anyway.
+//!
+//! Three kinds of sources:
+//! - counters the control plane bumps here ([`Metrics::signaling`], [`Metrics::http`]);
+//! - gauges the control plane computes at scrape time ([`ControlGauges`]) and the webhook
+//!   counters ([`crate::control::webhook::WebhookStats`]);
+//! - the media shards, registered once at start-up with [`Metrics::register_shards`]: their
+//!   [`ShardStats`] (packets, bytes, drops, loop turns, io backend) and a [`CoreCounters`] each,
+//!   which the shard cores fill (DTLS handshakes and failures, ICE legs, TURN allocations).
+//!
+//! Label values are bounded: signaling methods outside the OpenVidu method list are counted as
+//! `other`, HTTP methods outside the standard set as `OTHER`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::IoBackend;
+use crate::media::{MediaDrop, MediaStatsSnapshot};
+use crate::shard::{DropReason, ShardStats};
+
+/// Every JSON-RPC method a client may call (spec §4.3); others are labelled `other`.
+pub const SIGNALING_METHODS: &[&str] = &[
+    "ping",
+    "joinRoom",
+    "publishVideo",
+    "prepareReceiveVideoFrom",
+    "receiveVideoFrom",
+    "onIceCandidate",
+    "unsubscribeFromVideo",
+    "unpublishVideo",
+    "streamPropertyChanged",
+    "sendMessage",
+    "forceDisconnect",
+    "forceUnpublish",
+    "leaveRoom",
+    "videoData",
+    "echo",
+    "reconnectStream",
+    "connect",
+    "sessionStatus",
+    "closeSession",
+    "applyFilter",
+    "removeFilter",
+    "execFilterMethod",
+    "addFilterEventListener",
+    "removeFilterEventListener",
+    "subscribeToSpeechToText",
+    "unsubscribeFromSpeechToText",
+];
+
+/// The outcome of one signaling request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RpcResult {
+    Ok,
+    Error,
+}
+
+impl RpcResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            RpcResult::Ok => "ok",
+            RpcResult::Error => "error",
+        }
+    }
+}
+
+/// Counters a shard's TURN core fills for the metrics (one writer: the shard thread). The media
+/// cores have their own counters ([`MediaStatsSnapshot`], read through
+/// [`Metrics::set_media_source`]); until the TURN server runs in the shards these stay at zero.
+#[derive(Debug, Default)]
+pub struct CoreCounters {
+    turn_allocations: AtomicU64,
+}
+
+impl CoreCounters {
+    /// Current number of TURN allocations on this shard.
+    pub fn set_turn_allocations(&self, n: u64) {
+        self.turn_allocations.store(n, Relaxed);
+    }
+}
+
+/// Per-shard snapshots of the media cores' counters (index = shard), read at every scrape.
+pub type MediaSource = Box<dyn Fn() -> Vec<MediaStatsSnapshot> + Send + Sync>;
+
+/// One registered shard.
+#[derive(Clone, Debug)]
+pub struct ShardMetrics {
+    /// The shard index (the `shard` label).
+    pub index: usize,
+    pub stats: Arc<ShardStats>,
+    pub core: Arc<CoreCounters>,
+}
+
+/// Control-plane gauges counted at scrape time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ControlGauges {
+    /// Sessions in the registry (created, joined or not).
+    pub sessions: u64,
+    /// Sessions with at least one participant.
+    pub active_sessions: u64,
+    /// Joined connections.
+    pub participants: u64,
+    /// Connections not joined yet (tokens handed out).
+    pub pending_connections: u64,
+    /// Participants publishing a stream.
+    pub publishers: u64,
+    /// Subscriptions (one per subscriber per stream).
+    pub subscribers: u64,
+    /// Open WebSocket connections.
+    pub websockets: u64,
+    /// 1 while the server drains before stopping.
+    pub draining: bool,
+}
+
+/// Webhook delivery counters at scrape time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookCounts {
+    pub queued: u64,
+    pub delivered: u64,
+    pub dropped_full: u64,
+    pub dropped_failed: u64,
+}
+
+/// The metrics registry of the process.
+#[derive(Default)]
+pub struct Metrics {
+    signaling: Mutex<BTreeMap<(&'static str, RpcResult), u64>>,
+    http: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    reloads: Mutex<BTreeMap<&'static str, u64>>,
+    shards: RwLock<Vec<ShardMetrics>>,
+    media: RwLock<Option<MediaSource>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("shards", &self.shard_count()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while counting is a bug; the counters stay usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Counts one signaling request.
+    pub fn signaling(&self, method: &str, result: RpcResult) {
+        let m = SIGNALING_METHODS.iter().find(|&&k| k == method).copied().unwrap_or("other");
+        *lock(&self.signaling).entry((m, result)).or_default() += 1;
+    }
+
+    /// Counts one signaling frame that was not valid JSON-RPC.
+    pub fn signaling_invalid(&self) {
+        *lock(&self.signaling).entry(("invalid", RpcResult::Error)).or_default() += 1;
+    }
+
+    /// Counts one HTTP response.
+    pub fn http(&self, method: &axum::http::Method, status: u16) {
+        use axum::http::Method as M;
+        let m = match *method {
+            M::GET => "GET",
+            M::POST => "POST",
+            M::PUT => "PUT",
+            M::PATCH => "PATCH",
+            M::DELETE => "DELETE",
+            M::HEAD => "HEAD",
+            M::OPTIONS => "OPTIONS",
+            _ => "OTHER",
+        };
+        *lock(&self.http).entry((m, status)).or_default() += 1;
+    }
+
+    /// Counts one SIGHUP reload (`result` = `ok` or `error`).
+    pub fn reload(&self, ok: bool) {
+        *lock(&self.reloads).entry(if ok { "ok" } else { "error" }).or_default() += 1;
+    }
+
+    /// Registers the media shards (call once, when they run). Replaces an earlier list.
+    pub fn register_shards(&self, shards: Vec<ShardMetrics>) {
+        *self.shards.write().unwrap_or_else(|p| p.into_inner()) = shards;
+    }
+
+    /// Registers the media engine's shards ([`ShardStats`] of each, with fresh
+    /// [`CoreCounters`]) and reads its cores' counters at every scrape. Called by
+    /// `ControlPlane::attach_media`.
+    pub fn register_media_engine(&self, engine: &Arc<crate::media::MediaEngine>) {
+        let shards = engine
+            .shard_stats()
+            .into_iter()
+            .enumerate()
+            .map(|(index, stats)| ShardMetrics { index, stats, core: Default::default() })
+            .collect();
+        self.register_shards(shards);
+        let weak = Arc::downgrade(engine);
+        self.set_media_source(Box::new(move || {
+            weak.upgrade().map(|e| e.stats()).unwrap_or_default()
+        }));
+    }
+
+    /// Sets where the media cores' per-shard counters come from (the media engine).
+    pub fn set_media_source(&self, source: MediaSource) {
+        *self.media.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Number of registered shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The whole exposition text.
+    pub fn render(&self, g: &ControlGauges, w: &WebhookCounts) -> String {
+        let mut out = String::with_capacity(8192);
+        let o = &mut out;
+        header(
+            o,
+            "ringsfu_build_info",
+            "gauge",
+            "Version of ringsfu and of the OpenVidu protocol it speaks.",
+        );
+        sample(
+            o,
+            "ringsfu_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("openvidu_version", crate::OPENVIDU_VERSION),
+            ],
+            1,
+        );
+        gauge(o, "ringsfu_sessions", "Sessions in the registry, joined or not.", g.sessions);
+        gauge(
+            o,
+            "ringsfu_active_sessions",
+            "Sessions with at least one participant.",
+            g.active_sessions,
+        );
+        gauge(o, "ringsfu_participants", "Participants (joined connections).", g.participants);
+        gauge(
+            o,
+            "ringsfu_pending_connections",
+            "Connections whose token was not used yet.",
+            g.pending_connections,
+        );
+        gauge(o, "ringsfu_publishers", "Participants publishing a stream.", g.publishers);
+        gauge(
+            o,
+            "ringsfu_subscribers",
+            "Subscriptions (one per subscriber and stream).",
+            g.subscribers,
+        );
+        gauge(o, "ringsfu_websockets", "Open signaling WebSocket connections.", g.websockets);
+        gauge(
+            o,
+            "ringsfu_draining",
+            "1 while the server drains before stopping.",
+            g.draining as u64,
+        );
+
+        header(
+            o,
+            "ringsfu_signaling_requests_total",
+            "counter",
+            "Signaling (JSON-RPC) requests by method and result.",
+        );
+        for ((m, r), n) in lock(&self.signaling).iter() {
+            sample(
+                o,
+                "ringsfu_signaling_requests_total",
+                &[("method", m), ("result", r.as_str())],
+                *n,
+            );
+        }
+        header(
+            o,
+            "ringsfu_http_requests_total",
+            "counter",
+            "HTTP responses by request method and status code.",
+        );
+        for ((m, code), n) in lock(&self.http).iter() {
+            let code = code.to_string();
+            sample(o, "ringsfu_http_requests_total", &[("method", m), ("code", &code)], *n);
+        }
+        header(
+            o,
+            "ringsfu_webhook_events_total",
+            "counter",
+            "Webhook events by outcome: queued, delivered, dropped_full (queue full), dropped_failed (every attempt failed).",
+        );
+        for (r, n) in [
+            ("queued", w.queued),
+            ("delivered", w.delivered),
+            ("dropped_full", w.dropped_full),
+            ("dropped_failed", w.dropped_failed),
+        ] {
+            sample(o, "ringsfu_webhook_events_total", &[("result", r)], n);
+        }
+        header(o, "ringsfu_reloads_total", "counter", "SIGHUP reloads by result.");
+        for (r, n) in lock(&self.reloads).iter() {
+            sample(o, "ringsfu_reloads_total", &[("result", r)], *n);
+        }
+        self.render_shards(o);
+        out
+    }
+
+    fn render_shards(&self, o: &mut String) {
+        let shards = self.shards.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let snaps: Vec<(String, _, &CoreCounters)> =
+            shards.iter().map(|s| (s.index.to_string(), s.stats.snapshot(), &*s.core)).collect();
+        gauge(o, "ringsfu_shards", "Media shards registered.", snaps.len() as u64);
+        header(
+            o,
+            "ringsfu_shard_info",
+            "gauge",
+            "One series per shard; io_backend is uring, epoll or auto (not started).",
+        );
+        for (i, s, _) in &snaps {
+            let backend = match s.backend {
+                IoBackend::Uring => "uring",
+                IoBackend::Epoll => "epoll",
+                IoBackend::Auto => "auto",
+            };
+            let gso = if s.gso { "true" } else { "false" };
+            sample(
+                o,
+                "ringsfu_shard_info",
+                &[("shard", i), ("io_backend", backend), ("gso", gso)],
+                1,
+            );
+        }
+        type Field = fn(&crate::shard::ShardStatsSnapshot) -> u64;
+        let counters: [(&str, &str, Field); 7] = [
+            ("ringsfu_shard_rx_packets_total", "Datagrams received.", |s| s.rx_packets),
+            ("ringsfu_shard_rx_bytes_total", "Bytes received.", |s| s.rx_bytes),
+            ("ringsfu_shard_tx_packets_total", "Datagrams sent.", |s| s.tx_packets),
+            ("ringsfu_shard_tx_bytes_total", "Bytes sent.", |s| s.tx_bytes),
+            (
+                "ringsfu_shard_tx_gso_sends_total",
+                "Sends carrying several datagrams (UDP GSO).",
+                |s| s.tx_gso_sends,
+            ),
+            (
+                "ringsfu_shard_loop_turns_total",
+                "Event-loop turns (stops moving when a shard is stuck).",
+                |s| s.turns,
+            ),
+            (
+                "ringsfu_shard_loop_overruns_total",
+                "Event-loop turns that overran their budget.",
+                |s| s.overruns,
+            ),
+        ];
+        for (name, help, f) in counters {
+            header(o, name, "counter", help);
+            for (i, s, _) in &snaps {
+                sample(o, name, &[("shard", i)], f(s));
+            }
+        }
+        header(
+            o,
+            "ringsfu_shard_drops_total",
+            "counter",
+            "Datagrams or events dropped by the shard shell, by reason.",
+        );
+        for (i, s, _) in &snaps {
+            for r in DropReason::ALL {
+                sample(
+                    o,
+                    "ringsfu_shard_drops_total",
+                    &[("shard", i), ("reason", r.as_str())],
+                    s.drops(r),
+                );
+            }
+        }
+        header(o, "ringsfu_shard_turn_allocations", "gauge", "TURN allocations on the shard.");
+        for (i, _, c) in &snaps {
+            sample(
+                o,
+                "ringsfu_shard_turn_allocations",
+                &[("shard", i)],
+                c.turn_allocations.load(Relaxed),
+            );
+        }
+        self.render_media(o);
+    }
+
+    fn render_media(&self, o: &mut String) {
+        let media = self.media.read().unwrap_or_else(|p| p.into_inner());
+        let snaps: Vec<MediaStatsSnapshot> = media.as_ref().map(|f| f()).unwrap_or_default();
+        drop(media);
+        type Field = fn(&MediaStatsSnapshot) -> u64;
+        let fields: [(&str, &str, &str, Field); 17] = [
+            ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
+                m.publishers
+            }),
+            ("ringsfu_shard_media_subscribers", "gauge", "Subscriber peers on the shard.", |m| {
+                m.subscribers
+            }),
+            (
+                "ringsfu_shard_ice_legs",
+                "gauge",
+                "ICE legs (one per peer connection) on the shard.",
+                |m| m.publishers + m.subscribers,
+            ),
+            ("ringsfu_shard_dtls_handshakes_total", "counter", "DTLS handshakes completed.", |m| {
+                m.dtls_handshakes
+            }),
+            ("ringsfu_shard_dtls_failures_total", "counter", "DTLS handshakes failed.", |m| {
+                m.dtls_failures
+            }),
+            (
+                "ringsfu_shard_ice_consent_expired_total",
+                "counter",
+                "Peers removed because ICE consent expired.",
+                |m| m.ice_consent_expired,
+            ),
+            (
+                "ringsfu_shard_stun_checks_total",
+                "counter",
+                "ICE connectivity checks answered.",
+                |m| m.stun_checks,
+            ),
+            (
+                "ringsfu_shard_rtp_in_total",
+                "counter",
+                "RTP packets received from publishers.",
+                |m| m.rtp_in,
+            ),
+            ("ringsfu_shard_rtp_out_total", "counter", "RTP packets sent to subscribers.", |m| {
+                m.rtp_out
+            }),
+            (
+                "ringsfu_shard_rtp_out_bytes_total",
+                "counter",
+                "RTP payload bytes sent to subscribers.",
+                |m| m.rtp_out_bytes,
+            ),
+            (
+                "ringsfu_shard_rtx_out_total",
+                "counter",
+                "Retransmissions sent (NACK answered).",
+                |m| m.rtx_out,
+            ),
+            (
+                "ringsfu_shard_rtx_missing_total",
+                "counter",
+                "NACKed packets no longer in the retransmission ring.",
+                |m| m.rtx_missing,
+            ),
+            ("ringsfu_shard_nacks_in_total", "counter", "NACKs received from subscribers.", |m| {
+                m.nacks_in
+            }),
+            ("ringsfu_shard_nacks_out_total", "counter", "NACKs sent to publishers.", |m| {
+                m.nacks_out
+            }),
+            (
+                "ringsfu_shard_pli_out_total",
+                "counter",
+                "Keyframe requests (PLI) sent to publishers.",
+                |m| m.pli_out,
+            ),
+            ("ringsfu_shard_rtcp_in_total", "counter", "RTCP packets received.", |m| m.rtcp_in),
+            ("ringsfu_shard_rtcp_out_total", "counter", "RTCP packets sent.", |m| m.rtcp_out),
+        ];
+        for (name, kind, help, f) in fields {
+            header(o, name, kind, help);
+            for (i, m) in snaps.iter().enumerate() {
+                sample(o, name, &[("shard", &i.to_string())], f(m));
+            }
+        }
+        header(
+            o,
+            "ringsfu_shard_media_drops_total",
+            "counter",
+            "Packets the media core dropped, by reason.",
+        );
+        for (i, m) in snaps.iter().enumerate() {
+            let i = i.to_string();
+            for r in MediaDrop::ALL {
+                sample(
+                    o,
+                    "ringsfu_shard_media_drops_total",
+                    &[("shard", &i), ("reason", r.as_str())],
+                    m.drops(r),
+                );
+            }
+        }
+    }
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
+    header(o, name, "gauge", help);
+    sample(o, name, &[], v);
+}
+
+fn sample(o: &mut String, name: &str, labels: &[(&str, &str)], v: u64) {
+    o.push_str(name);
+    if !labels.is_empty() {
+        o.push('{');
+        for (k, (key, val)) in labels.iter().enumerate() {
+            if k > 0 {
+                o.push(',');
+            }
+            o.push_str(key);
+            o.push_str("=\"");
+            for ch in val.chars() {
+                match ch {
+                    '\\' => o.push_str("\\\\"),
+                    '"' => o.push_str("\\\""),
+                    '\n' => o.push_str("\\n"),
+                    c => o.push(c),
+                }
+            }
+            o.push('"');
+        }
+        o.push('}');
+    }
+    let _ = writeln!(o, " {v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sample line is `name{labels} value` with a declared TYPE, and names are valid.
+    fn check_exposition(text: &str) {
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(typed.insert(name.to_string()), "TYPE twice for {name}");
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<u64>().unwrap_or_else(|_| panic!("bad value in {line}"));
+            let name = series.split('{').next().unwrap();
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "bad name in {line}"
+            );
+            assert!(typed.contains(name), "{name} has no TYPE line");
+        }
+    }
+
+    #[test]
+    fn renders_every_source() {
+        let m = Metrics::new();
+        m.signaling("joinRoom", RpcResult::Ok);
+        m.signaling("joinRoom", RpcResult::Ok);
+        m.signaling("noSuchMethod\"", RpcResult::Error);
+        m.signaling_invalid();
+        m.http(&axum::http::Method::POST, 200);
+        m.reload(true);
+        let stats = Arc::new(ShardStats::default());
+        stats.turn(false);
+        stats.set_backend(IoBackend::Epoll);
+        let core = Arc::new(CoreCounters::default());
+        core.set_turn_allocations(4);
+        m.register_shards(vec![ShardMetrics { index: 0, stats, core }]);
+        m.set_media_source(Box::new(|| {
+            vec![MediaStatsSnapshot {
+                dtls_handshakes: 1,
+                publishers: 1,
+                subscribers: 2,
+                ..Default::default()
+            }]
+        }));
+        let g =
+            ControlGauges { sessions: 2, participants: 3, draining: true, ..Default::default() };
+        let w = WebhookCounts { delivered: 5, ..Default::default() };
+        let text = m.render(&g, &w);
+        check_exposition(&text);
+        for want in [
+            "ringsfu_sessions 2\n",
+            "ringsfu_participants 3\n",
+            "ringsfu_draining 1\n",
+            "ringsfu_signaling_requests_total{method=\"joinRoom\",result=\"ok\"} 2\n",
+            "ringsfu_signaling_requests_total{method=\"other\",result=\"error\"} 1\n",
+            "ringsfu_signaling_requests_total{method=\"invalid\",result=\"error\"} 1\n",
+            "ringsfu_http_requests_total{method=\"POST\",code=\"200\"} 1\n",
+            "ringsfu_webhook_events_total{result=\"delivered\"} 5\n",
+            "ringsfu_reloads_total{result=\"ok\"} 1\n",
+            "ringsfu_shard_info{shard=\"0\",io_backend=\"epoll\",gso=\"false\"} 1\n",
+            "ringsfu_shard_loop_turns_total{shard=\"0\"} 1\n",
+            "ringsfu_shard_drops_total{shard=\"0\",reason=\"rx_truncated\"} 0\n",
+            "ringsfu_shard_dtls_handshakes_total{shard=\"0\"} 1\n",
+            "ringsfu_shard_ice_legs{shard=\"0\"} 3\n",
+            "ringsfu_shard_media_drops_total{shard=\"0\",reason=\"srtp_failed\"} 0\n",
+            "ringsfu_shard_turn_allocations{shard=\"0\"} 4\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut o = String::new();
+        sample(&mut o, "x", &[("a", "q\"b\\n\nl")], 1);
+        assert_eq!(o, "x{a=\"q\\\"b\\\\n\\nl\"} 1\n");
+    }
+}

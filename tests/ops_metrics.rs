@@ -1,0 +1,155 @@
+//! `/metrics` and `/health` on the in-process server: counters move with signaling traffic,
+//! auth is required unless `server.metrics_public`, the Grafana dashboard only uses metric
+//! names the server exports, and draining flips `/health` and refuses new work.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::join_params;
+use ringsfu::ops::metrics::{CoreCounters, ShardMetrics};
+use ringsfu::shard::ShardStats;
+use serde_json::json;
+
+/// The value of one series (`name{labels}` exactly as exported), 0 when absent.
+fn value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("integer sample"))
+        .unwrap_or(0)
+}
+
+async fn scrape(s: &common::Server) -> String {
+    let r = s.req(reqwest::Method::GET, "/metrics").send().await.expect("scrape");
+    assert_eq!(r.status().as_u16(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    r.text().await.expect("body")
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn counters_move_with_signaling_traffic() {
+    let s = common::start(|_| {}).await;
+    s.control.metrics().register_shards(vec![ShardMetrics {
+        index: 0,
+        stats: Arc::new(ShardStats::default()),
+        core: Arc::new(CoreCounters::default()),
+    }]);
+    // Unauthenticated scrapes are refused.
+    let r = s.http.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    let before = scrape(&s).await;
+    let joined_ok = "ringsfu_signaling_requests_total{method=\"joinRoom\",result=\"ok\"}";
+    let join_err = "ringsfu_signaling_requests_total{method=\"joinRoom\",result=\"error\"}";
+    let other_err = "ringsfu_signaling_requests_total{method=\"other\",result=\"error\"}";
+    let pings = "ringsfu_signaling_requests_total{method=\"ping\",result=\"ok\"}";
+    let post_ok = "ringsfu_http_requests_total{method=\"POST\",code=\"200\"}";
+    assert_eq!(value(&before, "ringsfu_participants"), 0);
+
+    let sid = s.session(Some("metrics")).await;
+    let (_, tok_a) = s.connection(&sid, "PUBLISHER", "a").await;
+    let (_, tok_b) = s.connection(&sid, "PUBLISHER", "b").await;
+    let (mut a, _) = s.join(&sid, &tok_a, "A").await;
+    let (_b, _) = s.join(&sid, &tok_b, "B").await;
+    let r = a.call("joinRoom", Some(join_params(&sid, "tok_nope", "again"))).await;
+    assert!(r.get("error").is_some(), "{r}");
+    let r = a.call("noSuchMethod", Some(json!({}))).await;
+    assert!(r.get("error").is_some(), "{r}");
+    let msg = json!({"to": [], "type": "signal:x", "data": "hi"}).to_string();
+    let r = a.call("sendMessage", Some(json!({"message": msg}))).await;
+    assert!(r.get("result").is_some(), "{r}");
+
+    let after = scrape(&s).await;
+    assert_eq!(value(&after, joined_ok), value(&before, joined_ok) + 2, "{after}");
+    assert_eq!(value(&after, join_err), value(&before, join_err) + 1);
+    assert_eq!(value(&after, other_err), value(&before, other_err) + 1);
+    assert!(value(&after, pings) >= value(&before, pings) + 2);
+    assert!(value(&after, post_ok) >= value(&before, post_ok) + 3, "{after}");
+    assert!(
+        value(&after, "ringsfu_signaling_requests_total{method=\"sendMessage\",result=\"ok\"}")
+            >= 1
+    );
+    assert_eq!(value(&after, "ringsfu_sessions"), 1);
+    assert_eq!(value(&after, "ringsfu_active_sessions"), 1);
+    assert_eq!(value(&after, "ringsfu_participants"), 2);
+    assert_eq!(value(&after, "ringsfu_websockets"), 2);
+    assert_eq!(value(&after, "ringsfu_shards"), 1);
+    assert_eq!(
+        value(&after, "ringsfu_shard_info{shard=\"0\",io_backend=\"auto\",gso=\"false\"}"),
+        1
+    );
+    assert!(after.contains("ringsfu_webhook_events_total{result=\"delivered\"} 0\n"));
+
+    // Every metric the Grafana dashboard queries is exported.
+    let dash = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dash).expect("dashboard is JSON");
+    let exported: BTreeSet<&str> = after
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let mut used = BTreeSet::new();
+    let bytes = dash.as_bytes();
+    let mut i = 0;
+    while let Some(p) = dash[i..].find("ringsfu_") {
+        let start = i + p;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        used.insert(&dash[start..end]);
+        i = end;
+    }
+    assert!(used.len() > 10, "{used:?}");
+    for m in &used {
+        assert!(exported.contains(m), "the dashboard uses {m}, which /metrics does not export");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn health_and_drain_refusals() {
+    let s = common::start(|c| c.server.metrics_public = true).await;
+    let r = s.http.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // metrics_public: no credentials needed.
+    let r = s.http.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let sid = s.session(Some("d")).await;
+    let (_, tok) = s.connection(&sid, "PUBLISHER", "").await;
+    let (_, tok2) = s.connection(&sid, "PUBLISHER", "").await;
+    let (mut a, joined) = s.join(&sid, &tok, "A").await;
+    assert_eq!(s.control.begin_drain(), 1);
+    assert!(s.control.is_draining());
+    let ev = a.notification("participantEvicted").await;
+    assert_eq!(ev["connectionId"], joined["id"]);
+    assert_eq!(ev["reason"], "openviduServerStopped");
+
+    let r = s.http.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let (st, v) = s.post("/openvidu/api/sessions", json!({})).await;
+    assert_eq!(st, 503, "{v}");
+    let (st, _) = s.post(&format!("/openvidu/api/sessions/{sid}/connection"), json!({})).await;
+    assert_eq!(st, 503);
+    let (st, _) = s.post("/openvidu/api/tokens", json!({"session": sid})).await;
+    assert_eq!(st, 503);
+    let mut b = common::Ws::open(&format!("{}?sessionId={sid}", s.ws_url)).await;
+    let r = b.call("joinRoom", Some(join_params(&sid, &tok2, "B"))).await;
+    assert_eq!(r["error"]["code"], 203, "{r}");
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("ringsfu_draining 1\n"), "{text}");
+
+    // The told participant closes its socket (as openvidu-browser does): evicted at once.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while s.control.gauges().participants > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "participant not removed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
