@@ -74,7 +74,7 @@ fn setup() -> Setup {
             format!(
                 "[server]\nport = {http}\nsecret = \"S\"\n\
                  [tls]\nself_signed = true\n\
-                 [media]\nshards = 2\npin_threads = false\n\
+                 [media]\nenabled = false\nshards = 2\npin_threads = false\n\
                  [turn]\nport = {turn}\ntls_port = {tls}\nusers = [\"alice:wonderland\"]\n\
                  static_auth_secret = \"{SECRET}\"\nallow_loopback_peers = true\n\
                  relay_port_min = {relay_min}\nrelay_port_max = {}\n",
@@ -95,17 +95,18 @@ fn setup() -> Setup {
         let stderr = server.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let mut ready = false;
+        let mut log = Vec::new();
         for _ in 0..200 {
             match lines.next() {
                 Some(Ok(l)) if l.contains("TURN server listening") => {
                     ready = true;
                     break;
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(l)) => log.push(l),
                 _ => break,
             }
         }
-        assert!(ready, "ringsfu did not report its TURN listener");
+        assert!(ready, "ringsfu did not report its TURN listener:\n{}", log.join("\n"));
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let peer_proc = Command::new("turnutils_peer")

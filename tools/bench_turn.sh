@@ -71,6 +71,8 @@ start_ringsfu() { # port backend httpport relay-prefix
 port = $3
 secret = "bench"
 [media]
+# The media engine stays off: this measures the TURN shards (same count and backend).
+enabled = false
 shards = 2
 pin_threads = false
 io_backend = "$2"

@@ -112,6 +112,9 @@ impl Server {
         // One media shard on a free UDP port, so tests running in parallel do not collide.
         let media = format!("media.port_base={}", free_udp_port());
         c.args(["--port", &port.to_string(), "--set", "media.shards=1", "--set", &media]);
+        // The TURN server runs too: its own free port (UDP and TCP) for the same reason.
+        let turn = format!("turn.port={}", free_port());
+        c.args(["--set", &turn]);
         c.args(args);
         for (k, v) in envs {
             c.env(k, v);
