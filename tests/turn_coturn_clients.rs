@@ -2,7 +2,8 @@
 //! `turnutils_peer`) against the real `ringsfu` binary on loopback: Binding, allocations over UDP,
 //! TCP and TLS, ChannelData and Send indications, static users and TURN REST credentials, and a
 //! wrong password refused. Every tool run is bounded by `timeout`; nothing asserts on timing.
-//! Without the tools the tests skip loudly (`tools/test.sh` installs them in CI).
+//! Without the tools the tests skip loudly, or fail when `RINGSFU_REQUIRE_TOOLS` is set
+//! (`tools/test.sh` installs them and sets it).
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
@@ -23,6 +24,11 @@ fn tools_present() -> bool {
         },
     );
     if !ok {
+        // tools/test.sh installs them and sets RINGSFU_REQUIRE_TOOLS: there a skip is a failure.
+        assert!(
+            std::env::var_os("RINGSFU_REQUIRE_TOOLS").is_none(),
+            "coturn's turnutils_* tools are missing and RINGSFU_REQUIRE_TOOLS is set"
+        );
         eprintln!("SKIPPED: coturn's turnutils_* tools are not installed (apt-get install coturn)");
     }
     ok
