@@ -843,6 +843,9 @@ impl MediaCore {
         tx: &mut TxQueue,
     ) {
         let abs = abs_send_time(now.saturating_duration_since(self.epoch));
+        // The ring keeps the publisher's packets with its extension ids: find them so values
+        // such as video orientation are carried over to the retransmission.
+        let src_ext = self.source_ext(slot, track).unwrap_or_default();
         let MediaCore { router, peers, stats, .. } = self;
         let Some(Some(sub)) = peers.get_mut(slot as usize) else { return };
         let (Some(dst), Some(srtp)) = (sub.remote, sub.srtp_out.as_mut()) else { return };
@@ -865,10 +868,7 @@ impl MediaCore {
             let hdr =
                 Header { marker: v.marker(), pt: rt.pt, seq: rt.seq, ts: rt.ts, ssrc: rt.ssrc };
             let b = s.buf();
-            // The ring keeps the publisher's extension block; its ids are the publisher's, but
-            // only the values of extensions both sides negotiated are copied, by the ids
-            // negotiated here: without the publisher's ids at hand, none are copied.
-            let hl = write_header(b, &hdr, &v, &ExtIds::default(), cfg, abs, twcc);
+            let hl = write_header(b, &hdr, &v, &src_ext, cfg, abs, twcc);
             let payload = &rt.packet[v.header_len()..];
             let res = match rt.osn {
                 Some(osn) => {
@@ -896,6 +896,18 @@ impl MediaCore {
     }
 
     /// A subscriber (`slot`) asked for a keyframe of `track`: forward it, rate-limited.
+    /// The publisher's extension ids of `track`, seen from subscriber `slot`.
+    fn source_ext(&self, slot: u32, track: TrackId) -> Option<ExtIds> {
+        let publisher = self.peers.get(slot as usize)?.as_ref()?.publisher()?;
+        let p = self.peers.get(*self.by_id.get(&publisher)? as usize)?.as_ref()?;
+        match &p.role {
+            Role::Publisher { tracks, .. } => {
+                tracks.iter().find(|t| t.track == track).map(|t| t.cfg.ext)
+            }
+            Role::Subscriber { .. } => None,
+        }
+    }
+
     fn keyframe_request(&mut self, slot: u32, now: Instant, track: TrackId, tx: &mut TxQueue) {
         let Some(publisher) = self.peers[slot as usize].as_ref().and_then(Peer::publisher) else {
             return;
