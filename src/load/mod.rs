@@ -213,6 +213,9 @@ pub struct PhaseResult {
     pub server_rss: Option<u64>,
     pub mem_per_leg: Option<f64>,
     pub load_cpu: f64,
+    /// Datagrams the kernel dropped in the window because a UDP socket buffer was full
+    /// (receive, send), this network namespace.
+    pub udp_buffer_drops: Option<(u64, u64)>,
     pub seconds: Vec<(core::Second, Option<f64>)>,
     pub refused: Option<String>,
 }
@@ -428,6 +431,7 @@ impl Phase<'_> {
         let cpu0 = data_plane();
         let load0 = self.load_cpu();
         let server0 = self.server_pid.and_then(procfs::process_cpu);
+        let udp0 = procfs::udp_errors();
         let t0 = Instant::now();
         self.command(LoadCommand::StartWindow).await?;
         self.idle(Duration::from_secs_f64(self.o.duration)).await;
@@ -438,6 +442,7 @@ impl Phase<'_> {
         let server1 = self.server_pid.and_then(procfs::process_cpu);
         // The last packets are in flight; nothing new is sent.
         self.idle(Duration::from_millis(500)).await;
+        r.udp_buffer_drops = udp0.zip(procfs::udp_errors()).map(|(a, b)| (b.1 - a.1, b.2 - a.2));
         self.command(LoadCommand::Finish).await?;
         if !self.wait_for(Duration::from_secs(10), |t| t.final_report.is_some()).await {
             return Err("the load core sent no final report".into());

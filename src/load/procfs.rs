@@ -72,6 +72,20 @@ pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The kernel's UDP counters `(InErrors, RcvbufErrors, SndbufErrors)` from `/proc/net/snmp`
+/// (this network namespace): datagrams dropped because a socket's buffer was full.
+pub fn udp_errors() -> Option<(u64, u64, u64)> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let get = |n: &str| -> Option<u64> {
+        let i = names.iter().position(|x| *x == n)?;
+        values.get(i)?.parse().ok()
+    };
+    Some((get("InErrors")?, get("RcvbufErrors")?, get("SndbufErrors")?))
+}
+
 /// CPU seconds of each named shard thread of `pid` (`shard-0`, `shard-1`, ...).
 pub fn shard_cpu(pid: u32) -> Vec<(String, f64)> {
     threads_named(pid, "shard-")
@@ -98,5 +112,6 @@ mod tests {
         assert!(process_cpu(pid).is_some());
         assert!(thread_cpu(pid, gettid()).is_some());
         assert!(alive(pid));
+        assert!(udp_errors().is_some());
     }
 }

@@ -16,7 +16,7 @@ fn phase_json(p: &PhaseResult) -> Value {
         .iter()
         .map(|(n, c)| json!({"thread": n, "cpu_s": c, "busy": c / p.window_s.max(1e-9)}))
         .collect();
-    json!({
+    let mut v = json!({
         "label": p.label,
         "kind": p.kind,
         "backend": p.backend,
@@ -58,12 +58,21 @@ fn phase_json(p: &PhaseResult) -> Value {
         "server_rss_bytes": p.server_rss,
         "memory_per_subscriber_leg_bytes": p.mem_per_leg,
         "load_generator_busy": p.load_cpu,
-        "seconds": p.seconds.iter().map(|(s, cpu)| json!({
-            "t": s.t, "tx_pps": s.sent_packets, "rx_pps": s.recv_packets,
-            "rx_bps": s.recv_bytes * 8, "tx_bps": s.sent_bytes * 8,
-            "p50_ms": ms(s.p50_us), "p99_ms": ms(s.p99_us), "server_cpu": cpu,
-        })).collect::<Vec<_>>(),
-    })
+        "kernel_udp_rcvbuf_drops": p.udp_buffer_drops.map(|d| d.0),
+        "kernel_udp_sndbuf_drops": p.udp_buffer_drops.map(|d| d.1),
+    });
+    v["seconds"] = p
+        .seconds
+        .iter()
+        .map(|(s, cpu)| {
+            json!({
+                "t": s.t, "tx_pps": s.sent_packets, "rx_pps": s.recv_packets,
+                "rx_bps": s.recv_bytes * 8, "tx_bps": s.sent_bytes * 8,
+                "p50_ms": ms(s.p50_us), "p99_ms": ms(s.p99_us), "server_cpu": cpu,
+            })
+        })
+        .collect();
+    v
 }
 
 /// Ratios of each ringsfu phase to the raw phase, and of the first backend to the others.
@@ -179,6 +188,11 @@ pub fn table(phases: &[PhaseResult]) -> String {
                 "    {n}: {c:.2} s CPU ({:.0}% busy)",
                 c / p.window_s.max(1e-9) * 100.0
             );
+        }
+        if let Some((rcv, snd)) = p.udp_buffer_drops
+            && rcv + snd > 0
+        {
+            let _ = writeln!(s, "    kernel UDP buffer drops: {rcv} receive, {snd} send");
         }
         if let Some(r) = &p.refused {
             let _ = writeln!(s, "    REFUSED: {r}");

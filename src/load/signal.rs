@@ -144,6 +144,10 @@ async fn socket_task(ws: Ws, mut calls: mpsc::UnboundedReceiver<Call>) {
             m = stream.next() => {
                 match m {
                     Some(Ok(Message::Text(t))) => {
+                        // Notifications (participantJoined storms) are not parsed.
+                        if t.as_str().contains("\"method\"") {
+                            continue;
+                        }
                         let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
                         if v.get("method").is_none()
                             && let Some(id) = v.get("id").and_then(Value::as_u64)
