@@ -19,9 +19,16 @@ fn cpu_of_stat(stat: &str) -> Option<f64> {
     Some((utime + stime) / ticks())
 }
 
-/// CPU seconds of one thread.
+/// CPU seconds of one thread: `schedstat`'s run time (nanoseconds) when the kernel has it,
+/// else `stat`'s utime + stime (clock ticks, 10 ms granularity).
 pub fn thread_cpu(pid: u32, tid: u32) -> Option<f64> {
-    cpu_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?)
+    let base = format!("/proc/{pid}/task/{tid}");
+    if let Ok(s) = std::fs::read_to_string(format!("{base}/schedstat"))
+        && let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok())
+    {
+        return Some(ns as f64 / 1e9);
+    }
+    cpu_of_stat(&std::fs::read_to_string(format!("{base}/stat")).ok()?)
 }
 
 /// CPU seconds of a whole process.
