@@ -49,8 +49,12 @@ fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("ringsfu-load-smoke-{}-{name}", std::process::id()))
 }
 
-/// Runs the load tool (bounded by `timeout`); returns the JSON it wrote.
+/// Runs the load tool (bounded in time); returns the JSON it wrote.
 fn run_load(args: &[String], name: &str) -> Value {
+    run_load_expecting(args, name, 0)
+}
+
+fn run_load_expecting(args: &[String], name: &str, code: i32) -> Value {
     let json = tmp(&format!("{name}.json"));
     let svg = tmp(&format!("{name}.svg"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringsfu-load"))
@@ -72,7 +76,7 @@ fn run_load(args: &[String], name: &str) -> Value {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "ringsfu-load failed: {status}");
+    assert_eq!(status.code(), Some(code), "ringsfu-load exit status: {status}");
     let text = std::fs::read_to_string(&json).expect("json written");
     let svg_text = std::fs::read_to_string(&svg).expect("svg written");
     assert!(svg_text.starts_with("<svg") && svg_text.trim_end().ends_with("</svg>"));
@@ -184,4 +188,26 @@ fn load_starts_server_per_backend_with_sampled_verification() {
     if uring {
         assert!(v["ratios"]["uring/epoll"].is_object(), "{}", v["ratios"]);
     }
+}
+
+#[test]
+fn load_refuses_figures_when_its_own_thread_is_the_bottleneck() {
+    // A limit of 0% busy cannot be met: the run completes, writes its JSON marked invalid and
+    // exits with status 3 instead of printing the table.
+    let args: Vec<String> = [
+        "--server-bin",
+        env!("CARGO_BIN_EXE_ringsfu"),
+        "--backends",
+        "epoll",
+        "--max-load-cpu",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let v = run_load_expecting(&args, "refused", 3);
+    assert_eq!(v["valid"], false);
+    let p = &v["phases"][0];
+    assert_eq!(p["valid"], false);
+    assert!(p["refused"].as_str().is_some_and(|r| r.contains("bottleneck")), "{p}");
 }

@@ -51,6 +51,8 @@ const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
 const SCAN_INTERVAL: Duration = Duration::from_millis(10);
 const SECOND: Duration = Duration::from_secs(1);
 const AUDIO_PTIME: Duration = Duration::from_millis(20);
+/// Legs (SSRCs) one subscriber client tracks; packets of further SSRCs are counted as unknown.
+const MAX_LEGS: usize = 16;
 
 /// The loopback source address of client `index` (127.10.0.1 upwards, skipping .0 and .255).
 pub fn client_ip(index: u32) -> Ipv4Addr {
@@ -572,7 +574,7 @@ impl LoadCore {
         }
         let li = match (leg, stamp) {
             (Some(i), _) => i,
-            (None, Some(s)) => {
+            (None, Some(s)) if c.legs.len() < MAX_LEGS => {
                 c.legs.push(Leg {
                     ssrc,
                     publisher: s.publisher,
@@ -583,7 +585,7 @@ impl LoadCore {
                 });
                 c.legs.len() - 1
             }
-            (None, None) => {
+            (None, _) => {
                 self.report.unknown += 1;
                 return;
             }
