@@ -25,3 +25,6 @@ run "fanout-1000" --backends uring --server-shards 2 --raw -p 1 -s 1000 --durati
 # Many small sessions spread over 2 shards.
 run "sessions-20x10" --backends uring,epoll --server-shards 2 --raw -k 20 -p 1 -s 10 \
     --duration 15
+# 1000 subscriber legs as 40 sessions of 1 -> 25 on 2 shards (the 2-core capacity figure).
+run "sessions-40x25" --backends uring,epoll --server-shards 2 --raw -k 40 -p 1 -s 25 \
+    --duration 10 --ramp 200 --verify-ratio 0.05
