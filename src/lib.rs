@@ -13,6 +13,7 @@ pub mod control;
 pub mod dtls;
 pub mod ice;
 pub mod io;
+pub mod load;
 pub mod media;
 pub mod ops;
 pub mod router;

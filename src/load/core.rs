@@ -1,0 +1,1095 @@
+//! [`LoadCore`]: every synthetic client of a run inside one [`ShardCore`], driven by the crate's
+//! own I/O shells (io_uring or epoll) on one socket.
+//!
+//! Each client has its own loopback source address (`127.10.x.y`, see [`client_ip`]) and sends
+//! from it with IP_PKTINFO; the shell reports the local address a datagram arrived on, which
+//! names the client ([`client_index`]). So one socket and one thread carry thousands of
+//! distinct 5-tuples, as the SFU needs (it tells peers apart by address).
+//!
+//! Per client (secure mode): ICE (Binding requests with USE-CANDIDATE, short-term
+//! MESSAGE-INTEGRITY and FINGERPRINT to the candidate of the SDP answer; consent refresh every
+//! 5 s), a DTLS client handshake ([`DtlsEndpoint`] in the client role), SRTP from the exported
+//! keys. Raw mode skips all of it and sends plain RTP to the minimal forwarder.
+//!
+//! Publishers send synthetic VP8 video (bitrate, packet size, frame rate, keyframes) and Opus
+//! audio. Every payload carries a stamp: magic, publisher index, track, sequence number and send
+//! time (nanoseconds since the run's epoch). Subscribers count every packet by its RTP header
+//! (the SFU rewrites the sequence number with a per-leg offset, learnt from the first packet of
+//! each leg, so the publisher's sequence number is recovered without decrypting) and decrypt a
+//! sample (`verify_every`) to check the stamp and measure one-way latency.
+//!
+//! Latency uses the `now` the shell takes once per loop turn, so it includes up to one turn of
+//! the load generator's own processing.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, Fingerprint};
+use crate::shard::{RecvMeta, ShardCore, TxQueue};
+use crate::srtp::{DtlsRole, SrtpContext};
+use crate::wire::stun::TransactionId;
+use crate::wire::{Class as StunClass, IntegrityKey, StunView, StunWriter, stun::Method};
+
+use super::hist::Hist;
+use super::offer::{OPUS_PT, VP8_PT};
+
+/// First word of every payload stamp ("RSFL").
+pub const STAMP_MAGIC: u32 = 0x5253_464C;
+/// Codec payload header bytes before the stamp (VP8 descriptor + frame header, or Opus TOC).
+pub const STAMP_OFFSET: usize = 4;
+/// Stamp bytes: magic, publisher index, track + 3 pad, sequence (u64), send time (u64 ns).
+pub const STAMP_LEN: usize = 28;
+/// Smallest payload a synthetic packet has.
+pub const MIN_PAYLOAD: usize = STAMP_OFFSET + STAMP_LEN;
+/// Largest payload (keeps SRTP packets under 1280 bytes).
+pub const MAX_PAYLOAD: usize = 1200;
+
+const RTP_HEADER: usize = 12;
+const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+const CHECK_TRIES: u32 = 100;
+const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
+const SCAN_INTERVAL: Duration = Duration::from_millis(10);
+const SECOND: Duration = Duration::from_secs(1);
+const AUDIO_PTIME: Duration = Duration::from_millis(20);
+/// Legs (SSRCs) one subscriber client tracks; packets of further SSRCs are counted as unknown.
+const MAX_LEGS: usize = 16;
+
+/// The loopback source address of client `index` (127.10.0.1 upwards, skipping .0 and .255).
+pub fn client_ip(index: u32) -> Ipv4Addr {
+    let per_b = 254 * 256;
+    Ipv4Addr::new(
+        127,
+        10u32.saturating_add(index / per_b).min(255) as u8,
+        ((index / 254) % 256) as u8,
+        (index % 254 + 1) as u8,
+    )
+}
+
+/// Inverse of [`client_ip`].
+pub fn client_index(ip: IpAddr) -> Option<u32> {
+    let IpAddr::V4(v4) = ip else { return None };
+    let o = v4.octets();
+    if o[0] != 127 || o[1] < 10 || o[3] == 0 || o[3] == 255 {
+        return None;
+    }
+    Some(u32::from(o[1] - 10) * 254 * 256 + u32::from(o[2]) * 254 + u32::from(o[3] - 1))
+}
+
+/// Synthetic media of every publisher.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaProfile {
+    /// Video bits per second (0: no video).
+    pub video_bitrate: u64,
+    /// Video RTP payload bytes per packet.
+    pub video_packet: usize,
+    pub fps: u32,
+    /// A keyframe every this many frames (0: only the first).
+    pub keyframe_every: u32,
+    /// Keyframes are this many times the size of a delta frame.
+    pub keyframe_factor: u32,
+    /// Opus-like audio, 50 packets/s of this many payload bytes (0: no audio).
+    pub audio_packet: usize,
+}
+
+impl MediaProfile {
+    /// Whether frame `n` is a keyframe.
+    pub fn is_keyframe(&self, n: u64) -> bool {
+        n == 0 || (self.keyframe_every > 0 && n.is_multiple_of(u64::from(self.keyframe_every)))
+    }
+
+    /// Payload bytes of frame `n`.
+    pub fn frame_bytes(&self, n: u64) -> usize {
+        if self.video_bitrate == 0 || self.fps == 0 {
+            return 0;
+        }
+        let mut bytes = self.video_bitrate / 8 / u64::from(self.fps);
+        if self.is_keyframe(n) {
+            bytes *= u64::from(self.keyframe_factor.max(1));
+        }
+        bytes as usize
+    }
+
+    /// Packets of frame `n`.
+    pub fn packets_of_frame(&self, n: u64) -> usize {
+        if self.video_bitrate == 0 || self.fps == 0 {
+            return 0;
+        }
+        let pkt = self.video_packet.clamp(MIN_PAYLOAD, MAX_PAYLOAD);
+        self.frame_bytes(n).div_ceil(pkt).max(1)
+    }
+
+    /// Average packets per second of one publisher (video and audio).
+    pub fn packets_per_second(&self) -> f64 {
+        let mut pps = if self.audio_packet > 0 { 50.0 } else { 0.0 };
+        if self.fps > 0 && self.video_bitrate > 0 {
+            let every = u64::from(self.keyframe_every.max(1));
+            let total: u64 = (0..every).map(|n| self.packets_of_frame(n + 1) as u64).sum();
+            pps += total as f64 / every as f64 * f64::from(self.fps);
+        }
+        pps
+    }
+}
+
+/// ICE and DTLS parameters from the SFU's SDP answer.
+#[derive(Debug, Clone)]
+pub struct SecureSpec {
+    /// Our ufrag (the answer's peer sees it as the remote ufrag).
+    pub local_ufrag: String,
+    pub remote_ufrag: String,
+    pub remote_pwd: String,
+    pub remote_fingerprint: Fingerprint,
+}
+
+/// One client to start.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    pub index: u32,
+    pub session: u32,
+    /// Where its media goes (the candidate of the answer, or the raw forwarder).
+    pub server: SocketAddr,
+    /// `Some((audio_ssrc, video_ssrc))` for a publisher.
+    pub publish: Option<(u32, u32)>,
+    /// For a subscriber leg: the index of the publisher it receives.
+    pub source: Option<u32>,
+    /// `None` in raw mode.
+    pub secure: Option<SecureSpec>,
+}
+
+/// Orchestrator → load core.
+#[derive(Debug)]
+pub enum LoadCommand {
+    Add(Box<ClientSpec>),
+    /// Start counting: every publisher's window starts at its next packet.
+    StartWindow,
+    /// Publishers stop; the window ends at their next packet.
+    StopMedia,
+    /// Send the final report.
+    Finish,
+}
+
+/// Per-second counters.
+#[derive(Debug, Clone, Default)]
+pub struct Second {
+    /// Seconds since the run's epoch (end of the interval).
+    pub t: f64,
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
+    pub recv_packets: u64,
+    pub recv_bytes: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub samples: u64,
+}
+
+/// One subscriber's outcome in the measurement window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberOutcome {
+    pub index: u32,
+    pub expected: u64,
+    pub delivered: u64,
+}
+
+/// The core's final numbers.
+#[derive(Debug, Clone, Default)]
+pub struct CoreReport {
+    pub subscribers: Vec<SubscriberOutcome>,
+    /// One-way latency of the verified packets in the window (µs).
+    pub latency: Hist,
+    pub verified: u64,
+    pub verify_failures: u64,
+    /// Packets the publishers sent in the window.
+    pub sent_packets: u64,
+    /// Packets the subscribers received of those sent in the window.
+    pub recv_packets: u64,
+    pub sent_bytes: u64,
+    pub recv_bytes: u64,
+    pub srtp_failures: u64,
+    pub late_frames: u64,
+    pub rtcp_in: u64,
+    pub unknown: u64,
+    pub tx_full: u64,
+}
+
+/// Load core → orchestrator.
+#[derive(Debug)]
+pub enum LoadEvent {
+    Connected { index: u32, at: Instant },
+    FirstMedia { index: u32, at: Instant },
+    Failed { index: u32, reason: &'static str },
+    Second(Box<Second>),
+    Final(Box<CoreReport>),
+}
+
+enum Phase {
+    Checking { next: Instant, tries: u32 },
+    Dtls,
+    Connected { next_consent: Instant },
+    Failed,
+}
+
+struct Publisher {
+    ssrc: [u32; 2],
+    next: [Instant; 2],
+    frame: u64,
+    seq: [u64; 2],
+}
+
+struct Leg {
+    ssrc: u32,
+    publisher: u32,
+    track: u8,
+    offset: u16,
+    last: u64,
+    in_window: u64,
+}
+
+struct Client {
+    spec: ClientSpec,
+    ip: IpAddr,
+    phase: Phase,
+    username: String,
+    key: Option<IntegrityKey>,
+    txid: TransactionId,
+    dtls: Option<DtlsEndpoint>,
+    srtp_out: Option<SrtpContext>,
+    srtp_in: Option<SrtpContext>,
+    publisher: Option<Publisher>,
+    legs: Vec<Leg>,
+    got_media: bool,
+    sample: u32,
+}
+
+/// Settings of a [`LoadCore`].
+#[derive(Clone)]
+pub struct LoadSettings {
+    pub media: MediaProfile,
+    /// Decrypt and check one packet in this many (1 = every packet).
+    pub verify_every: u32,
+    /// Shared time origin of send stamps.
+    pub epoch: Instant,
+    /// DTLS context with the load generator's certificate (`None` in raw mode).
+    pub dtls: Option<DtlsContext>,
+}
+
+/// Track indices.
+const AUDIO: usize = 0;
+const VIDEO: usize = 1;
+
+/// See the module docs.
+pub struct LoadCore {
+    s: LoadSettings,
+    clients: Vec<Option<Client>>,
+    /// Per client index: the publisher's window `[start, end)` per track.
+    windows: Vec<[(u64, u64); 2]>,
+    window_open: bool,
+    media_on: bool,
+    events: std::collections::VecDeque<LoadEvent>,
+    next_scan: Instant,
+    next_second: Instant,
+    next_media: Instant,
+    sec: Second,
+    sec_hist: Hist,
+    report: CoreReport,
+}
+
+impl LoadCore {
+    pub fn new(s: LoadSettings, now: Instant) -> LoadCore {
+        LoadCore {
+            s,
+            clients: Vec::new(),
+            windows: Vec::new(),
+            window_open: false,
+            media_on: true,
+            events: Default::default(),
+            next_scan: now,
+            next_second: now + SECOND,
+            next_media: now + Duration::from_secs(3600),
+            sec: Second::default(),
+            sec_hist: Hist::default(),
+            report: CoreReport::default(),
+        }
+    }
+
+    fn add(&mut self, now: Instant, spec: ClientSpec, tx: &mut TxQueue) {
+        let i = spec.index as usize;
+        if i > 16 * 254 * 256 {
+            self.events.push_back(LoadEvent::Failed { index: spec.index, reason: "index" });
+            return;
+        }
+        if self.clients.len() <= i {
+            self.clients.resize_with(i + 1, || None);
+            self.windows.resize(i + 1, [(0, 0); 2]);
+        }
+        let publisher = spec.publish.map(|(a, v)| Publisher {
+            ssrc: [a, v],
+            next: [now, now],
+            frame: 0,
+            seq: [rand::random::<u16>() as u64; 2],
+        });
+        let (username, key) = match &spec.secure {
+            Some(s) => (
+                format!("{}:{}", s.remote_ufrag, s.local_ufrag),
+                Some(IntegrityKey::short_term(s.remote_pwd.as_bytes())),
+            ),
+            None => (String::new(), None),
+        };
+        let mut c = Client {
+            ip: IpAddr::V4(client_ip(spec.index)),
+            phase: Phase::Checking { next: now, tries: 0 },
+            username,
+            key,
+            txid: rand::random(),
+            dtls: None,
+            srtp_out: None,
+            srtp_in: None,
+            publisher,
+            legs: Vec::new(),
+            got_media: false,
+            sample: 0,
+            spec,
+        };
+        if c.spec.secure.is_none() {
+            c.phase = Phase::Connected { next_consent: now + Duration::from_secs(3600) };
+            self.events.push_back(LoadEvent::Connected { index: c.spec.index, at: now });
+        } else {
+            send_check(&mut c, now, tx);
+        }
+        self.clients[i] = Some(c);
+        self.next_media = now;
+    }
+
+    fn scan(&mut self, now: Instant, tx: &mut TxQueue) {
+        for c in self.clients.iter_mut().flatten() {
+            match &mut c.phase {
+                Phase::Checking { next, tries } => {
+                    if *next <= now {
+                        if *tries >= CHECK_TRIES {
+                            c.phase = Phase::Failed;
+                            self.events.push_back(LoadEvent::Failed {
+                                index: c.spec.index,
+                                reason: "ICE: no answer to binding requests",
+                            });
+                            continue;
+                        }
+                        send_check(c, now, tx);
+                    }
+                }
+                Phase::Dtls => {
+                    if let Some(d) = c.dtls.as_mut()
+                        && d.poll_timeout().is_some_and(|t| t <= now)
+                    {
+                        d.handle_timeout(now);
+                        if let Some(ev) = drain_dtls(c, now, tx) {
+                            self.events.push_back(ev);
+                        }
+                    }
+                }
+                Phase::Connected { next_consent } => {
+                    if *next_consent <= now {
+                        *next_consent = now + CONSENT_INTERVAL;
+                        send_check(c, now, tx);
+                    }
+                }
+                Phase::Failed => {}
+            }
+        }
+    }
+
+    fn send_media(&mut self, now: Instant, tx: &mut TxQueue) {
+        let m = self.s.media;
+        let frame_gap =
+            if m.fps > 0 { Duration::from_secs(1) / m.fps } else { Duration::from_secs(3600) };
+        let mut next_min = now + Duration::from_secs(3600);
+        let epoch = self.s.epoch;
+        for c in self.clients.iter_mut().flatten() {
+            if !matches!(c.phase, Phase::Connected { .. }) {
+                continue;
+            }
+            let Some(p) = c.publisher.as_mut() else { continue };
+            if self.media_on {
+                // Video: one frame per tick; catch up at most one second, else skip ahead.
+                if m.video_bitrate > 0 && m.fps > 0 && p.next[VIDEO] <= now {
+                    if now.saturating_duration_since(p.next[VIDEO]) > SECOND {
+                        self.report.late_frames += 1;
+                        p.next[VIDEO] = now;
+                    }
+                    let n = m.packets_of_frame(p.frame);
+                    let key = m.is_keyframe(p.frame);
+                    let ts = (p.frame as u32).wrapping_mul(90_000 / m.fps.max(1));
+                    let bytes_per_frame = m.frame_bytes(p.frame);
+                    let pkt = m.video_packet.clamp(MIN_PAYLOAD, MAX_PAYLOAD);
+                    for k in 0..n {
+                        let left = bytes_per_frame.saturating_sub(k * pkt);
+                        let size = left.clamp(MIN_PAYLOAD, pkt);
+                        let hdr = if k == 0 {
+                            [0x10, if key { 0x10 } else { 0x11 }, 0, 0]
+                        } else {
+                            [0; 4]
+                        };
+                        let seq = p.seq[VIDEO];
+                        p.seq[VIDEO] += 1;
+                        let ok = send_rtp(
+                            tx,
+                            c.spec.server,
+                            c.ip,
+                            c.srtp_out.as_mut(),
+                            RtpOut {
+                                pt: VP8_PT,
+                                marker: k + 1 == n,
+                                seq,
+                                ts,
+                                ssrc: p.ssrc[VIDEO],
+                                codec_hdr: hdr,
+                                publisher: c.spec.index,
+                                track: VIDEO as u8,
+                                send_ns: now.saturating_duration_since(epoch).as_nanos() as u64,
+                                size,
+                            },
+                        );
+                        count_sent(&mut self.sec, &mut self.report, ok, size, self.window_open);
+                    }
+                    p.frame += 1;
+                    p.next[VIDEO] += frame_gap;
+                }
+                if m.audio_packet > 0 && p.next[AUDIO] <= now {
+                    if now.saturating_duration_since(p.next[AUDIO]) > SECOND {
+                        p.next[AUDIO] = now;
+                    }
+                    let seq = p.seq[AUDIO];
+                    p.seq[AUDIO] += 1;
+                    let size = m.audio_packet.clamp(MIN_PAYLOAD, MAX_PAYLOAD);
+                    let ok = send_rtp(
+                        tx,
+                        c.spec.server,
+                        c.ip,
+                        c.srtp_out.as_mut(),
+                        RtpOut {
+                            pt: OPUS_PT,
+                            marker: false,
+                            seq,
+                            ts: (seq as u32).wrapping_mul(960),
+                            ssrc: p.ssrc[AUDIO],
+                            codec_hdr: [0xfc, 0, 0, 0],
+                            publisher: c.spec.index,
+                            track: AUDIO as u8,
+                            send_ns: now.saturating_duration_since(epoch).as_nanos() as u64,
+                            size,
+                        },
+                    );
+                    count_sent(&mut self.sec, &mut self.report, ok, size, self.window_open);
+                    p.next[AUDIO] += AUDIO_PTIME;
+                }
+            }
+            for t in [AUDIO, VIDEO] {
+                let active =
+                    if t == VIDEO { m.video_bitrate > 0 && m.fps > 0 } else { m.audio_packet > 0 };
+                if active && self.media_on {
+                    next_min = next_min.min(p.next[t]);
+                }
+            }
+        }
+        self.next_media = next_min;
+    }
+
+    fn second(&mut self, now: Instant) {
+        self.sec.t = now.saturating_duration_since(self.s.epoch).as_secs_f64();
+        self.sec.p50_us = self.sec_hist.quantile(0.5);
+        self.sec.p99_us = self.sec_hist.quantile(0.99);
+        self.sec.samples = self.sec_hist.count();
+        let s = std::mem::take(&mut self.sec);
+        self.sec_hist.clear();
+        self.events.push_back(LoadEvent::Second(Box::new(s)));
+    }
+
+    fn on_stun(&mut self, now: Instant, idx: usize, buf: &[u8], tx: &mut TxQueue) {
+        let Some(Some(c)) = self.clients.get_mut(idx) else { return };
+        let Ok(msg) = StunView::parse(buf) else { return };
+        if msg.method() != Method::BINDING || msg.transaction_id() != &c.txid {
+            return;
+        }
+        match msg.class() {
+            StunClass::SuccessResponse => {
+                if let Phase::Checking { .. } = c.phase {
+                    let (Some(ctx), Some(sec)) = (self.s.dtls.as_ref(), c.spec.secure.as_ref())
+                    else {
+                        return;
+                    };
+                    c.dtls =
+                        Some(DtlsEndpoint::new(ctx, DtlsRole::Client, now, sec.remote_fingerprint));
+                    c.phase = Phase::Dtls;
+                    if let Some(ev) = drain_dtls(c, now, tx) {
+                        self.events.push_back(ev);
+                    }
+                }
+            }
+            StunClass::ErrorResponse => {
+                c.phase = Phase::Failed;
+                self.events.push_back(LoadEvent::Failed {
+                    index: c.spec.index,
+                    reason: "ICE: error response",
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, now: Instant, idx: usize, buf: &mut [u8]) {
+        let Some(Some(c)) = self.clients.get_mut(idx) else { return };
+        if buf.len() < RTP_HEADER || !matches!(c.phase, Phase::Connected { .. }) {
+            return;
+        }
+        let pt = buf[1] & 0x7f;
+        if (72..=79).contains(&pt) {
+            // RTCP (SR, RR, PLI, REMB, TWCC from the SFU): not counted as media.
+            self.report.rtcp_in += 1;
+            return;
+        }
+        let len = buf.len();
+        let seq16 = u16::from_be_bytes([buf[2], buf[3]]);
+        let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let leg = c.legs.iter().position(|l| l.ssrc == ssrc);
+        c.sample = c.sample.wrapping_add(1);
+        let verify = leg.is_none() || c.sample % self.s.verify_every.max(1) == 0;
+        let mut stamp = None;
+        if verify {
+            let hl = header_len(buf);
+            let plain = match (c.srtp_in.as_mut(), hl) {
+                (_, None) => None,
+                (Some(srtp), Some(hl)) => match srtp.unprotect_rtp(buf, hl) {
+                    Ok(n) => Some((hl, n)),
+                    Err(_) => {
+                        self.report.srtp_failures += 1;
+                        None
+                    }
+                },
+                (None, Some(hl)) => Some((hl, len)),
+            };
+            if let Some((hl, n)) = plain {
+                stamp = read_stamp(&buf[hl..n]);
+                match stamp {
+                    Some(_) => self.report.verified += 1,
+                    None => self.report.verify_failures += 1,
+                }
+            }
+        }
+        let li = match (leg, stamp) {
+            (Some(i), _) => i,
+            (None, Some(s)) if c.legs.len() < MAX_LEGS => {
+                c.legs.push(Leg {
+                    ssrc,
+                    publisher: s.publisher,
+                    track: s.track,
+                    offset: seq16.wrapping_sub(s.seq as u16),
+                    last: s.seq,
+                    in_window: 0,
+                });
+                c.legs.len() - 1
+            }
+            (None, _) => {
+                self.report.unknown += 1;
+                return;
+            }
+        };
+        let l = &mut c.legs[li];
+        let ext = unwrap_seq(l.last, seq16.wrapping_sub(l.offset));
+        if ext > l.last {
+            l.last = ext;
+        }
+        if let Some(s) = stamp
+            && s.seq != ext
+        {
+            self.report.verify_failures += 1;
+        }
+        let (start, end) = self
+            .windows
+            .get(l.publisher as usize)
+            .map(|w| w[l.track as usize & 1])
+            .unwrap_or((0, 0));
+        let in_window = ext >= start && ext < end;
+        if in_window {
+            l.in_window += 1;
+        }
+        self.sec.recv_packets += 1;
+        self.sec.recv_bytes += len as u64;
+        if in_window {
+            self.report.recv_packets += 1;
+            self.report.recv_bytes += len as u64;
+        }
+        if let Some(s) = stamp {
+            let sent = self.s.epoch + Duration::from_nanos(s.send_ns);
+            let us = now.saturating_duration_since(sent).as_micros() as u64;
+            self.sec_hist.record(us);
+            if in_window {
+                self.report.latency.record(us);
+            }
+        }
+        if !c.got_media {
+            c.got_media = true;
+            self.events.push_back(LoadEvent::FirstMedia { index: c.spec.index, at: now });
+        }
+    }
+
+    fn final_report(&mut self) -> CoreReport {
+        let mut r = std::mem::take(&mut self.report);
+        let m = self.s.media;
+        for c in self.clients.iter().flatten() {
+            if c.publisher.is_some() {
+                continue;
+            }
+            let mut expected = 0;
+            if let Some(p) = c.spec.source {
+                let w = self.windows.get(p as usize).copied().unwrap_or_default();
+                if m.audio_packet > 0 {
+                    expected += w[AUDIO].1.saturating_sub(w[AUDIO].0);
+                }
+                if m.video_bitrate > 0 && m.fps > 0 {
+                    expected += w[VIDEO].1.saturating_sub(w[VIDEO].0);
+                }
+            }
+            let delivered = c.legs.iter().map(|l| l.in_window).sum();
+            r.subscribers.push(SubscriberOutcome { index: c.spec.index, expected, delivered });
+        }
+        r
+    }
+}
+
+fn count_sent(sec: &mut Second, r: &mut CoreReport, ok: bool, size: usize, window: bool) {
+    if ok {
+        sec.sent_packets += 1;
+        sec.sent_bytes += (size + RTP_HEADER) as u64;
+        if window {
+            r.sent_packets += 1;
+            r.sent_bytes += (size + RTP_HEADER) as u64;
+        }
+    } else {
+        r.tx_full += 1;
+    }
+}
+
+/// The extended sequence number nearest to `last` whose low 16 bits are `s`.
+pub fn unwrap_seq(last: u64, s: u16) -> u64 {
+    let cand = (last & !0xffff) | u64::from(s);
+    let up = cand.wrapping_add(0x1_0000);
+    let down = cand.wrapping_sub(0x1_0000);
+    let dist = |x: u64| x.abs_diff(last);
+    let mut best = cand;
+    if dist(up) < dist(best) {
+        best = up;
+    }
+    if cand >= 0x1_0000 && dist(down) < dist(best) {
+        best = down;
+    }
+    best
+}
+
+fn header_len(buf: &[u8]) -> Option<usize> {
+    crate::wire::RtpView::parse(buf).ok().map(|v| v.header_len())
+}
+
+/// A payload stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub publisher: u32,
+    pub track: u8,
+    pub seq: u64,
+    pub send_ns: u64,
+}
+
+/// Reads the stamp of an RTP payload.
+pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
+    let s = payload.get(STAMP_OFFSET..STAMP_OFFSET + STAMP_LEN)?;
+    let u32_at = |i: usize| u32::from_be_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&s[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    (u32_at(0) == STAMP_MAGIC).then(|| Stamp {
+        publisher: u32_at(4),
+        track: s[8],
+        seq: u64_at(12),
+        send_ns: u64_at(20),
+    })
+}
+
+struct RtpOut {
+    pt: u8,
+    marker: bool,
+    seq: u64,
+    ts: u32,
+    ssrc: u32,
+    codec_hdr: [u8; 4],
+    publisher: u32,
+    track: u8,
+    send_ns: u64,
+    size: usize,
+}
+
+/// Writes one RTP packet (SRTP-protected when `srtp` is given) into a send slot.
+fn send_rtp(
+    tx: &mut TxQueue,
+    dst: SocketAddr,
+    src: IpAddr,
+    srtp: Option<&mut SrtpContext>,
+    p: RtpOut,
+) -> bool {
+    let Some(mut slot) = tx.push(dst) else { return false };
+    slot.set_source(Some(src));
+    let b = slot.buf();
+    b[0] = 0x80;
+    b[1] = p.pt | if p.marker { 0x80 } else { 0 };
+    b[2..4].copy_from_slice(&(p.seq as u16).to_be_bytes());
+    b[4..8].copy_from_slice(&p.ts.to_be_bytes());
+    b[8..12].copy_from_slice(&p.ssrc.to_be_bytes());
+    let pl = &mut b[RTP_HEADER..RTP_HEADER + p.size];
+    pl[..STAMP_OFFSET].copy_from_slice(&p.codec_hdr);
+    let s = &mut pl[STAMP_OFFSET..STAMP_OFFSET + STAMP_LEN];
+    s[0..4].copy_from_slice(&STAMP_MAGIC.to_be_bytes());
+    s[4..8].copy_from_slice(&p.publisher.to_be_bytes());
+    s[8] = p.track;
+    s[9..12].fill(0);
+    s[12..20].copy_from_slice(&p.seq.to_be_bytes());
+    s[20..28].copy_from_slice(&p.send_ns.to_be_bytes());
+    // The rest of the payload keeps whatever the slot held: filler, as a codec's bytes are.
+    let len = RTP_HEADER + p.size;
+    let n = match srtp {
+        Some(ctx) => match ctx.protect_rtp(b, len, RTP_HEADER) {
+            Ok(n) => n,
+            Err(_) => return false,
+        },
+        None => len,
+    };
+    slot.commit(n);
+    true
+}
+
+fn send_check(c: &mut Client, now: Instant, tx: &mut TxQueue) {
+    let Some(key) = c.key.as_ref() else { return };
+    if let Phase::Checking { next, tries } = &mut c.phase {
+        *next = now + CHECK_INTERVAL;
+        *tries += 1;
+    } else {
+        c.txid = rand::random();
+    }
+    let Some(mut slot) = tx.push(c.spec.server) else { return };
+    slot.set_source(Some(c.ip));
+    let n = (|| -> Option<usize> {
+        let mut w =
+            StunWriter::new(slot.buf(), StunClass::Request, Method::BINDING, &c.txid).ok()?;
+        w.username(&c.username)
+            .ok()?
+            .priority(2_122_260_223)
+            .ok()?
+            .ice_controlling(u64::from(c.spec.index) + 1)
+            .ok()?
+            .use_candidate()
+            .ok()?
+            .message_integrity(key)
+            .ok()?
+            .fingerprint()
+            .ok()?;
+        Some(w.finish())
+    })();
+    if let Some(n) = n {
+        slot.commit(n);
+    }
+}
+
+/// Sends the DTLS endpoint's output; on connection builds the SRTP contexts.
+fn drain_dtls(c: &mut Client, now: Instant, tx: &mut TxQueue) -> Option<LoadEvent> {
+    let d = c.dtls.as_mut()?;
+    loop {
+        let Some(mut slot) = tx.push(c.spec.server) else { break };
+        slot.set_source(Some(c.ip));
+        match d.poll_transmit(slot.buf()) {
+            Some(n) => slot.commit(n),
+            None => break,
+        }
+    }
+    let mut out = None;
+    while let Some(ev) = d.poll_event() {
+        match ev {
+            DtlsEvent::Connected { keying_material, .. } => {
+                match SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Client) {
+                    Ok((o, i)) => {
+                        c.srtp_out = Some(o);
+                        c.srtp_in = Some(i);
+                        c.phase = Phase::Connected { next_consent: now + CONSENT_INTERVAL };
+                        out = Some(LoadEvent::Connected { index: c.spec.index, at: now });
+                    }
+                    Err(_) => {
+                        c.phase = Phase::Failed;
+                        out = Some(LoadEvent::Failed { index: c.spec.index, reason: "SRTP keys" });
+                    }
+                }
+            }
+            DtlsEvent::Failed(_) => {
+                c.phase = Phase::Failed;
+                out = Some(LoadEvent::Failed { index: c.spec.index, reason: "DTLS failed" });
+            }
+            DtlsEvent::Closed => {
+                c.phase = Phase::Failed;
+                out = Some(LoadEvent::Failed { index: c.spec.index, reason: "DTLS closed" });
+            }
+        }
+    }
+    out
+}
+
+impl ShardCore for LoadCore {
+    type Command = LoadCommand;
+    type Event = LoadEvent;
+
+    fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
+        let Some(idx) = meta.dst_ip.and_then(client_index) else {
+            self.report.unknown += 1;
+            return;
+        };
+        let idx = idx as usize;
+        match buf.first() {
+            Some(0..=3) => self.on_stun(now, idx, buf, tx),
+            Some(20..=63) => {
+                let Some(Some(c)) = self.clients.get_mut(idx) else { return };
+                if let Some(d) = c.dtls.as_mut() {
+                    d.handle_packet(now, buf);
+                    if let Some(ev) = drain_dtls(c, now, tx) {
+                        self.events.push_back(ev);
+                    }
+                }
+            }
+            Some(128..=191) => self.on_rtp(now, idx, buf),
+            _ => self.report.unknown += 1,
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: LoadCommand, tx: &mut TxQueue) {
+        match cmd {
+            LoadCommand::Add(spec) => self.add(now, *spec, tx),
+            LoadCommand::StartWindow => {
+                self.window_open = true;
+                for (i, c) in self.clients.iter().enumerate() {
+                    if let Some(Client { publisher: Some(p), .. }) = c {
+                        self.windows[i] = [(p.seq[0], u64::MAX), (p.seq[1], u64::MAX)];
+                    }
+                }
+            }
+            LoadCommand::StopMedia => {
+                self.media_on = false;
+                for (i, c) in self.clients.iter().enumerate() {
+                    if let Some(Client { publisher: Some(p), .. }) = c {
+                        let w = &mut self.windows[i];
+                        w[0].1 = p.seq[0];
+                        w[1].1 = p.seq[1];
+                    }
+                }
+            }
+            LoadCommand::Finish => {
+                let r = self.final_report();
+                self.events.push_back(LoadEvent::Final(Box::new(r)));
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant, tx: &mut TxQueue) {
+        if self.next_media <= now {
+            self.send_media(now, tx);
+        }
+        if self.next_scan <= now {
+            self.next_scan = now + SCAN_INTERVAL;
+            self.scan(now, tx);
+        }
+        if self.next_second <= now {
+            self.next_second += SECOND;
+            if self.next_second <= now {
+                self.next_second = now + SECOND;
+            }
+            self.second(now);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_media.min(self.next_scan).min(self.next_second))
+    }
+
+    fn poll_event(&mut self) -> Option<LoadEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(verify_every: u32) -> LoadSettings {
+        LoadSettings {
+            media: MediaProfile {
+                video_bitrate: 100_000,
+                video_packet: 500,
+                fps: 10,
+                keyframe_every: 10,
+                keyframe_factor: 2,
+                audio_packet: 60,
+            },
+            verify_every,
+            epoch: Instant::now(),
+            dtls: None,
+        }
+    }
+
+    fn meta_to(index: u32, len: usize) -> RecvMeta {
+        RecvMeta {
+            src: "127.0.0.1:4000".parse().unwrap(),
+            dst_ip: Some(IpAddr::V4(client_ip(index))),
+            dst_port: 5000,
+            socket: crate::shard::SocketId::MAIN,
+            len,
+            stride: len,
+        }
+    }
+
+    /// Raw mode, publisher 0 -> subscriber 1 looped back by hand: every packet sent in the
+    /// window is counted as delivered, with latency samples; hostile datagrams are counted and
+    /// never panic.
+    #[test]
+    fn raw_loopback_counts_and_survives_garbage() {
+        let t0 = Instant::now();
+        let mut core = LoadCore::new(settings(1), t0);
+        let mut tx = TxQueue::new(256);
+        let server: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        for (index, publish, source) in [(0, Some((11, 12)), None), (1, None, Some(0))] {
+            let spec = ClientSpec { index, session: 0, server, publish, source, secure: None };
+            core.handle_command(t0, LoadCommand::Add(Box::new(spec)), &mut tx);
+        }
+        core.handle_command(t0, LoadCommand::StartWindow, &mut tx);
+        let mut now = t0;
+        for _ in 0..100 {
+            now += Duration::from_millis(10);
+            core.handle_timeout(now, &mut tx);
+            let mut sent = Vec::new();
+            while let Some(p) = tx.pop_pending(|_, b| b.to_vec()) {
+                sent.push(p);
+            }
+            for mut p in sent {
+                let len = p.len();
+                core.handle_datagram(now, meta_to(1, len), &mut p, &mut tx);
+            }
+        }
+        core.handle_command(now, LoadCommand::StopMedia, &mut tx);
+        // Garbage of every first-byte class, to a client and to no client.
+        let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0x80], vec![0x80; 11], vec![0x80; 12]];
+        for first in [0u8, 3, 20, 63, 64, 128, 191, 200, 255] {
+            for len in [1usize, 12, 40, 200] {
+                let mut v: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+                v[0] = first;
+                junk.push(v);
+            }
+        }
+        // Packets with a valid stamp (of a publisher that does not exist) and a new SSRC each,
+        // many times: the legs stay bounded.
+        for ssrc in 0..100u32 {
+            let mut t = TxQueue::new(1);
+            let out = RtpOut {
+                pt: VP8_PT,
+                marker: false,
+                seq: 1,
+                ts: 0,
+                ssrc: 1000 + ssrc,
+                codec_hdr: [0; 4],
+                publisher: 7,
+                track: 1,
+                send_ns: 0,
+                size: 64,
+            };
+            assert!(send_rtp(&mut t, server, IpAddr::V4(client_ip(0)), None, out));
+            t.pop_pending(|_, b| junk.push(b.to_vec()));
+        }
+        for mut j in junk {
+            let len = j.len();
+            for index in [0, 1, 7, 1_000_000] {
+                core.handle_datagram(now, meta_to(index, len), &mut j.clone(), &mut tx);
+            }
+            let mut m = meta_to(1, len);
+            m.dst_ip = None;
+            core.handle_datagram(now, m, &mut j, &mut tx);
+        }
+        while tx.pop_pending(|_, _| ()).is_some() {}
+        core.handle_command(now, LoadCommand::Finish, &mut tx);
+        let mut report = None;
+        while let Some(ev) = core.poll_event() {
+            if let LoadEvent::Final(r) = ev {
+                report = Some(r);
+            }
+        }
+        let r = report.expect("final report");
+        assert_eq!(r.subscribers.len(), 1);
+        let s = r.subscribers[0];
+        assert!(s.expected > 10, "{s:?}");
+        assert_eq!(s.delivered, s.expected, "{s:?}");
+        assert!(r.latency.count() >= s.expected);
+        assert_eq!(r.sent_packets, s.expected);
+        assert!(r.unknown > 0);
+    }
+
+    #[test]
+    fn client_addresses_roundtrip() {
+        for i in [0u32, 1, 253, 254, 255, 1000, 65_000, 254 * 256, 200_000] {
+            let ip = client_ip(i);
+            assert_eq!(client_index(IpAddr::V4(ip)), Some(i), "{ip}");
+            assert_ne!(ip.octets()[3], 0);
+            assert_ne!(ip.octets()[3], 255);
+        }
+        assert_eq!(client_index("127.0.0.1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn unwrap_crosses_wraps() {
+        assert_eq!(unwrap_seq(65_535, 0), 65_536);
+        assert_eq!(unwrap_seq(65_536, 65_535), 65_535);
+        assert_eq!(unwrap_seq(10, 12), 12);
+        assert_eq!(unwrap_seq(3, 65_530), 65_530);
+    }
+
+    #[test]
+    fn frame_sizes() {
+        let m = MediaProfile {
+            video_bitrate: 1_000_000,
+            video_packet: 1000,
+            fps: 25,
+            keyframe_every: 50,
+            keyframe_factor: 4,
+            audio_packet: 100,
+        };
+        // 5000 bytes per frame = 5 packets; keyframes 20.
+        assert_eq!(m.packets_of_frame(1), 5);
+        assert_eq!(m.packets_of_frame(0), 20);
+        assert_eq!(m.packets_of_frame(50), 20);
+        let pps = m.packets_per_second();
+        assert!((pps - (50.0 + (49.0 * 5.0 + 20.0) / 50.0 * 25.0)).abs() < 1e-9, "{pps}");
+    }
+
+    #[test]
+    fn stamp_roundtrip_and_garbage() {
+        let mut tx = TxQueue::new(4);
+        let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let out = RtpOut {
+            pt: VP8_PT,
+            marker: true,
+            seq: 70_000,
+            ts: 5,
+            ssrc: 9,
+            codec_hdr: [0x10, 0x10, 0, 0],
+            publisher: 3,
+            track: 1,
+            send_ns: 123,
+            size: 100,
+        };
+        assert!(send_rtp(&mut tx, dst, IpAddr::V4(client_ip(3)), None, out));
+        tx.pop_pending(|m, b| {
+            assert_eq!(m.len as usize, 112);
+            let s = read_stamp(&b[12..]).expect("stamp");
+            assert_eq!(s, Stamp { publisher: 3, track: 1, seq: 70_000, send_ns: 123 });
+        });
+        assert_eq!(read_stamp(&[0u8; 10]), None);
+        assert_eq!(read_stamp(&[0u8; 64]), None);
+    }
+}

@@ -1,0 +1,280 @@
+//! The results of a run: a table, a JSON document and an SVG plot (hand-written).
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{Options, PhaseResult};
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn phase_json(p: &PhaseResult) -> Value {
+    let per_shard: Vec<Value> = p
+        .shard_cpu
+        .iter()
+        .map(|(n, c)| json!({"thread": n, "cpu_s": c, "busy": c / p.window_s.max(1e-9)}))
+        .collect();
+    let mut v = json!({
+        "label": p.label,
+        "kind": p.kind,
+        "backend": p.backend,
+        "valid": p.refused.is_none(),
+        "refused": p.refused,
+        "window_s": p.window_s,
+        "clients": p.clients,
+        "connected": p.connected,
+        "failures": p.failures,
+        "server_ingress_pps": p.ingress_pps(),
+        "server_ingress_bps": p.sent_bytes as f64 * 8.0 / p.window_s.max(1e-9),
+        "server_egress_pps": p.egress_pps(),
+        "server_egress_bps": p.recv_bytes as f64 * 8.0 / p.window_s.max(1e-9),
+        "sent_packets": p.sent_packets,
+        "expected": p.expected,
+        "delivered": p.delivered,
+        "loss": p.loss(),
+        "worst_subscriber_loss": p.worst_subscriber_loss,
+        "latency_ms": {
+            "samples": p.latency.count(),
+            "p50": ms(p.latency.quantile(0.5)),
+            "p99": ms(p.latency.quantile(0.99)),
+            "p999": ms(p.latency.quantile(0.999)),
+            "max": ms(p.latency.max()),
+        },
+        "join_to_first_packet_ms": {
+            "samples": p.join_to_first.count(),
+            "p50": ms(p.join_to_first.quantile(0.5)),
+            "p99": ms(p.join_to_first.quantile(0.99)),
+            "max": ms(p.join_to_first.max()),
+        },
+        "verified": p.verified,
+        "verify_failures": p.verify_failures,
+        "srtp_failures": p.srtp_failures,
+        "data_plane_cpu": per_shard,
+        "data_plane_cpu_s": p.data_plane_cpu(),
+        "egress_pps_per_core": p.pps_per_core(),
+        "server_process_cpu_s": p.server_cpu_total,
+        "server_rss_bytes": p.server_rss,
+        "memory_per_subscriber_leg_bytes": p.mem_per_leg,
+        "load_generator_busy": p.load_cpu,
+        "kernel_udp_rcvbuf_drops": p.udp_buffer_drops.map(|d| d.0),
+        "kernel_udp_sndbuf_drops": p.udp_buffer_drops.map(|d| d.1),
+    });
+    v["seconds"] = p
+        .seconds
+        .iter()
+        .map(|(s, cpu)| {
+            json!({
+                "t": s.t, "tx_pps": s.sent_packets, "rx_pps": s.recv_packets,
+                "rx_bps": s.recv_bytes * 8, "tx_bps": s.sent_bytes * 8,
+                "p50_ms": ms(s.p50_us), "p99_ms": ms(s.p99_us), "server_cpu": cpu,
+            })
+        })
+        .collect();
+    v
+}
+
+/// Ratios of each ringsfu phase to the raw phase, and of the first backend to the others.
+pub fn ratios(phases: &[PhaseResult]) -> Value {
+    let raw = phases.iter().find(|p| p.kind == "raw");
+    let mut out = serde_json::Map::new();
+    for p in phases.iter().filter(|p| p.kind == "ringsfu") {
+        if let Some(raw) = raw {
+            let per_core = match (p.pps_per_core(), raw.pps_per_core()) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            let delivered =
+                if raw.egress_pps() > 0.0 { Some(p.egress_pps() / raw.egress_pps()) } else { None };
+            out.insert(
+                format!("{}/raw", p.label),
+                json!({"egress_pps_per_core": per_core, "egress_pps": delivered}),
+            );
+        }
+    }
+    let uring = phases.iter().find(|p| p.backend.as_deref() == Some("uring"));
+    let epoll = phases.iter().find(|p| p.backend.as_deref() == Some("epoll"));
+    if let (Some(u), Some(e)) = (uring, epoll) {
+        let per_core = match (u.pps_per_core(), e.pps_per_core()) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        out.insert("uring/epoll".into(), json!({"egress_pps_per_core": per_core}));
+    }
+    Value::Object(out)
+}
+
+/// The JSON document of a run.
+pub fn json(o: &Options, phases: &[PhaseResult]) -> Value {
+    let m = o.media();
+    json!({
+        "tool": "ringsfu-load",
+        "version": env!("CARGO_PKG_VERSION"),
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        },
+        "topology": {
+            "publishers_per_session": o.publishers,
+            "subscribers_per_session": o.subscribers,
+            "sessions": o.sessions,
+            "subscriber_legs": o.legs(),
+            "ramp_per_s": o.ramp,
+            "duration_s": o.duration,
+        },
+        "media": {
+            "video_bitrate": m.video_bitrate, "packet_size": m.video_packet, "fps": m.fps,
+            "keyframe_every_frames": m.keyframe_every, "keyframe_factor": m.keyframe_factor,
+            "audio_packet": m.audio_packet, "pps_per_publisher": m.packets_per_second(),
+            "expected_egress_pps": o.expected_egress_pps(),
+        },
+        "verify_ratio": o.verify_ratio,
+        "valid": phases.iter().all(|p| p.refused.is_none()),
+        "phases": phases.iter().map(phase_json).collect::<Vec<_>>(),
+        "ratios": ratios(phases),
+    })
+}
+
+fn opt(v: Option<f64>, scale: f64, prec: usize) -> String {
+    v.map(|x| format!("{:.*}", prec, x * scale)).unwrap_or_else(|| "-".into())
+}
+
+/// The end-of-run table.
+pub fn table(phases: &[PhaseResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<16} {:>9} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9} {:>10} {:>11} {:>9} {:>6}",
+        "phase",
+        "in pps",
+        "out pps",
+        "out Mbit/s",
+        "loss %",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "join p50",
+        "dp cpu s",
+        "pps/core",
+        "B/leg",
+        "gen %"
+    );
+    for p in phases {
+        let _ = writeln!(
+            s,
+            "{:<16} {:>9.0} {:>10.0} {:>10.1} {:>9.4} {:>8.2} {:>8.2} {:>8.2} {:>9} {:>10.2} {:>11} {:>9} {:>6.0}",
+            p.label,
+            p.ingress_pps(),
+            p.egress_pps(),
+            p.recv_bytes as f64 * 8.0 / p.window_s.max(1e-9) / 1e6,
+            p.loss() * 100.0,
+            ms(p.latency.quantile(0.5)),
+            ms(p.latency.quantile(0.99)),
+            ms(p.latency.quantile(0.999)),
+            if p.join_to_first.count() > 0 {
+                format!("{:.0}ms", ms(p.join_to_first.quantile(0.5)))
+            } else {
+                "-".into()
+            },
+            p.data_plane_cpu(),
+            opt(p.pps_per_core(), 1.0, 0),
+            opt(p.mem_per_leg, 1.0, 0),
+            p.load_cpu * 100.0,
+        );
+        for (n, c) in &p.shard_cpu {
+            let _ = writeln!(
+                s,
+                "    {n}: {c:.2} s CPU ({:.0}% busy)",
+                c / p.window_s.max(1e-9) * 100.0
+            );
+        }
+        if let Some((rcv, snd)) = p.udp_buffer_drops
+            && rcv + snd > 0
+        {
+            let _ = writeln!(s, "    kernel UDP buffer drops: {rcv} receive, {snd} send");
+        }
+        if let Some(r) = &p.refused {
+            let _ = writeln!(s, "    REFUSED: {r}");
+        }
+        for f in p.failures.iter().take(5) {
+            let _ = writeln!(s, "    failure: {f}");
+        }
+    }
+    if let Value::Object(r) = ratios(phases) {
+        for (k, v) in r {
+            let _ = writeln!(
+                s,
+                "ratio {k}: egress pps per core {}{}",
+                opt(v["egress_pps_per_core"].as_f64(), 1.0, 3),
+                v["egress_pps"]
+                    .as_f64()
+                    .map(|x| format!(", egress pps {x:.3}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    s
+}
+
+/// An SVG plot per phase: received pps (left axis) and p50/p99 latency (right axis) per second.
+pub fn svg(phases: &[PhaseResult]) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 220.0;
+    const PAD: f64 = 50.0;
+    let mut s = String::new();
+    let total_h = (H + 30.0) * phases.len().max(1) as f64;
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{total_h}" font-family="sans-serif" font-size="11">"#
+    );
+    for (i, p) in phases.iter().enumerate() {
+        let y0 = i as f64 * (H + 30.0);
+        let pts = &p.seconds;
+        let t_max = pts.iter().map(|(s, _)| s.t).fold(1.0, f64::max);
+        let pps_max =
+            pts.iter().map(|(s, _)| s.recv_packets.max(s.sent_packets) as f64).fold(1.0, f64::max);
+        let lat_max = pts.iter().map(|(s, _)| s.p99_us as f64 / 1000.0).fold(1.0, f64::max);
+        let x = |t: f64| PAD + t / t_max * (W - 2.0 * PAD);
+        let y = |v: f64, max: f64| y0 + 20.0 + (1.0 - v / max) * (H - 40.0);
+        let _ = writeln!(
+            s,
+            r##"<g><text x="{PAD}" y="{}" font-weight="bold">{} — rx pps (blue, max {:.0}), tx pps (grey), latency p50 (green) / p99 (red), max {:.2} ms</text>"##,
+            y0 + 12.0,
+            p.label,
+            pps_max,
+            lat_max
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect x="{PAD}" y="{}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
+            y0 + 20.0,
+            W - 2.0 * PAD,
+            H - 40.0
+        );
+        let line =
+            |s: &mut String, color: &str, f: &dyn Fn(&super::core::Second) -> f64, max: f64| {
+                let d: Vec<String> =
+                    pts.iter().map(|(p, _)| format!("{:.1},{:.1}", x(p.t), y(f(p), max))).collect();
+                let _ = writeln!(
+                    s,
+                    r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+                    d.join(" ")
+                );
+            };
+        line(&mut s, "#888", &|p| p.sent_packets as f64, pps_max);
+        line(&mut s, "#1f5fbf", &|p| p.recv_packets as f64, pps_max);
+        line(&mut s, "#2a9d3a", &|p| p.p50_us as f64 / 1000.0, lat_max);
+        line(&mut s, "#c0392b", &|p| p.p99_us as f64 / 1000.0, lat_max);
+        let _ = writeln!(
+            s,
+            r#"<text x="{PAD}" y="{}">0 s</text><text x="{}" y="{}" text-anchor="end">{:.0} s</text></g>"#,
+            y0 + H - 8.0,
+            W - PAD,
+            y0 + H - 8.0,
+            t_max
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
