@@ -1,0 +1,191 @@
+//! A str0m peer (an independent WebRTC stack, sans-IO) driven over a std UDP socket, for the
+//! tests that publish and subscribe through ringsfu: offers and answers, the run loop, frames
+//! with known contents.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+pub struct Peer {
+    pub rtc: Rtc,
+    sock: UdpSocket,
+    addr: SocketAddr,
+    next_timeout: Instant,
+    pub connected: bool,
+    /// (kind, payload) of every frame received.
+    pub frames: Vec<(MediaKind, Vec<u8>)>,
+    pub mids: BTreeMap<Mid, MediaKind>,
+}
+
+impl Peer {
+    pub fn new() -> Peer {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_nonblocking(true).expect("nonblocking");
+        let addr = sock.local_addr().expect("addr");
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        Peer {
+            rtc,
+            sock,
+            addr,
+            next_timeout: Instant::now(),
+            connected: false,
+            frames: Vec::new(),
+            mids: BTreeMap::new(),
+        }
+    }
+
+    /// Offer with one m-line per kind in `kinds`, in `dir`.
+    pub fn offer(&mut self, dir: Direction, kinds: &[MediaKind]) -> (String, SdpPendingOffer) {
+        let mut change = self.rtc.sdp_api();
+        for &kind in kinds {
+            let mid = change.add_media(kind, dir, None, None, None);
+            self.mids.insert(mid, kind);
+        }
+        let (offer, pending) = change.apply().expect("offer");
+        (offer.to_sdp_string(), pending)
+    }
+
+    pub fn accept(&mut self, pending: SdpPendingOffer, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).expect("answer parses");
+        self.rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
+        self.drain();
+    }
+
+    /// Drains output until the next timeout.
+    pub fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output().expect("poll_output") {
+                Output::Timeout(t) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Output::Transmit(t) => {
+                    let _ = self.sock.send_to(&t.contents, t.destination);
+                }
+                Output::Event(Event::Connected) => self.connected = true,
+                Output::Event(Event::MediaAdded(m)) => {
+                    self.mids.insert(m.mid, m.kind);
+                }
+                Output::Event(Event::MediaData(d)) => {
+                    let kind = self.mids.get(&d.mid).copied().unwrap_or(MediaKind::Audio);
+                    self.frames.push((kind, d.data.to_vec()));
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    /// Feeds whatever arrived and the timeout when due.
+    pub fn pump(&mut self) {
+        let mut buf = [0u8; 2000];
+        for _ in 0..64 {
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, source)) => {
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: self.addr,
+                            contents: (&buf[..n]).try_into().expect("datagram"),
+                        },
+                    );
+                    self.rtc.handle_input(input).expect("handle_input");
+                    self.drain();
+                }
+                Err(_) => break,
+            }
+        }
+        if Instant::now() >= self.next_timeout {
+            self.rtc.handle_input(Input::Timeout(Instant::now())).expect("timeout");
+            self.drain();
+        }
+    }
+
+    /// Answers a server offer.
+    pub fn answer(&mut self, offer: &str) -> String {
+        let offer = SdpOffer::from_sdp_string(offer).expect("offer parses");
+        let answer = self.rtc.sdp_api().accept_offer(offer).expect("offer accepted");
+        self.drain();
+        answer.to_sdp_string()
+    }
+
+    pub fn write(&mut self, kind: MediaKind, n: u64, data: &[u8]) {
+        let mid = *self.mids.iter().find(|(_, k)| **k == kind).expect("mid").0;
+        let writer = self.rtc.writer(mid).expect("writer");
+        let pt = writer.payload_params().next().expect("negotiated codec").pt();
+        let time = match kind {
+            MediaKind::Audio => MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ),
+            MediaKind::Video => MediaTime::new(n * 3000, Frequency::NINETY_KHZ),
+        };
+        writer.write(pt, Instant::now(), time, data.to_vec()).expect("write");
+        self.drain();
+    }
+}
+
+/// Frame `n` of `kind`: recognisable contents. Video frames are VP8 keyframe-shaped (first byte
+/// even: P=0) and span several RTP packets.
+pub fn frame(kind: MediaKind, n: u64) -> Vec<u8> {
+    let len = match kind {
+        MediaKind::Audio => 120,
+        MediaKind::Video => 2500 + (n as usize % 7) * 300,
+    };
+    let mut f: Vec<u8> =
+        (0..len).map(|i| (i as u64).wrapping_mul(31).wrapping_add(n) as u8).collect();
+    f[0] = if kind == MediaKind::Video { 0x10 } else { 0x78 };
+    f[1..9].copy_from_slice(&n.to_be_bytes());
+    f
+}
+
+pub fn run_until(
+    peers: &mut [&mut Peer],
+    what: &str,
+    deadline: Duration,
+    mut done: impl FnMut(&[&mut Peer]) -> bool,
+) {
+    let end = Instant::now() + deadline;
+    // Bounded: at most `deadline` of 1 ms turns.
+    while Instant::now() < end {
+        for p in peers.iter_mut() {
+            p.pump();
+        }
+        if done(peers) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("timed out: {what}");
+}
+
+/// Keeps both peers running for `d` (pacing between frames).
+pub fn pump_for(peers: &mut [&mut Peer], d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        for p in peers.iter_mut() {
+            p.pump();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Sends frames `range` of every kind `from` has, paced, and waits until `to` has received
+/// `want` frames in all.
+pub fn send_frames(from: &mut Peer, to: &mut Peer, range: std::ops::Range<u64>, want: usize) {
+    let kinds: Vec<MediaKind> = from.mids.values().copied().collect();
+    for n in range {
+        for &kind in &kinds {
+            from.write(kind, n, &frame(kind, n));
+        }
+        pump_for(&mut [&mut *from, &mut *to], Duration::from_millis(10));
+    }
+    run_until(&mut [from, to], "frames received", Duration::from_secs(10), |p| {
+        p[1].frames.len() >= want
+    });
+}
