@@ -120,6 +120,28 @@ struct Peer {
 }
 
 impl Peer {
+    /// Forgets the transport (keys, nominated pair) and removes the routes — source addresses
+    /// and ufrag — that still lead to `slot`.
+    fn unroute(
+        &mut self,
+        slot: u32,
+        by_addr: &mut HashMap<SocketAddr, u32>,
+        by_ufrag: &mut HashMap<Box<str>, u32>,
+    ) {
+        for a in self.addrs.drain(..) {
+            if by_addr.get(&a) == Some(&slot) {
+                by_addr.remove(&a);
+            }
+        }
+        if by_ufrag.get(&self.ufrag) == Some(&slot) {
+            by_ufrag.remove(&self.ufrag);
+        }
+        self.srtp_in = None;
+        self.srtp_out = None;
+        self.remote = None;
+        self.local_ip = None;
+    }
+
     /// The publisher a subscriber receives from.
     fn publisher(&self) -> Option<PeerId> {
         match self.role {
@@ -145,7 +167,6 @@ pub struct MediaCore {
     epoch: Instant,
     next_tick: Instant,
     scratch_seqs: Vec<u16>,
-    scratch_slots: Vec<(u32, Option<&'static str>)>,
 }
 
 /// What a datagram is, without borrowing it.
@@ -182,7 +203,6 @@ impl MediaCore {
             epoch: now,
             next_tick: now,
             scratch_seqs: Vec::with_capacity(NACK_CAP),
-            scratch_slots: Vec::new(),
         }
     }
 
@@ -384,17 +404,10 @@ impl MediaCore {
         }
         let dtls = self.dtls.server(now, fp);
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
-        for a in peer.addrs.drain(..) {
-            self.by_addr.remove(&a);
-        }
-        self.by_ufrag.remove(&peer.ufrag);
+        peer.unroute(slot, &mut self.by_addr, &mut self.by_ufrag);
         peer.ice = IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
         peer.ufrag = ice.local_ufrag.as_str().into();
         peer.dtls = dtls;
-        peer.srtp_in = None;
-        peer.srtp_out = None;
-        peer.remote = None;
-        peer.local_ip = None;
         peer.failed = false;
         if let Role::Publisher { tracks: states, twcc } = &mut peer.role {
             // Same tracks in the same order; the browser may pick new SSRCs.
@@ -422,14 +435,7 @@ impl MediaCore {
             peer.dtls.close();
             drain_dtls_output(&mut peer, dst, tx);
         }
-        for a in &peer.addrs {
-            if self.by_addr.get(a) == Some(&slot) {
-                self.by_addr.remove(a);
-            }
-        }
-        if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
-            self.by_ufrag.remove(&peer.ufrag);
-        }
+        peer.unroute(slot, &mut self.by_addr, &mut self.by_ufrag);
         self.by_id.remove(&peer.id);
         match peer.role {
             Role::Publisher { tracks, .. } => {
@@ -533,18 +539,7 @@ impl MediaCore {
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         let id = peer.id;
         if matches!(peer.role, Role::Publisher { .. }) {
-            for a in peer.addrs.drain(..) {
-                if self.by_addr.get(&a) == Some(&slot) {
-                    self.by_addr.remove(&a);
-                }
-            }
-            if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
-                self.by_ufrag.remove(&peer.ufrag);
-            }
-            peer.srtp_in = None;
-            peer.srtp_out = None;
-            peer.remote = None;
-            peer.local_ip = None;
+            peer.unroute(slot, &mut self.by_addr, &mut self.by_ufrag);
             peer.failed = true;
         } else {
             self.remove_peer(slot, tx);
@@ -643,11 +638,12 @@ impl MediaCore {
         let Ok(mut len) = srtp.unprotect_rtp(buf, hl) else {
             return self.stats.count_drop(MediaDrop::SrtpFailed);
         };
-        let (ssrc, pt) = {
+        let (ssrc, pt, twcc_seq) = {
             let Ok(v) = RtpView::parse(&buf[..len]) else {
                 return self.stats.count_drop(MediaDrop::Malformed);
             };
-            (v.ssrc(), v.payload_type())
+            let seq = twcc.as_ref().and_then(|(id, _)| v.transport_cc(*id));
+            (v.ssrc(), v.payload_type(), seq)
         };
         // Which track: by SSRC, else bind an unannounced SSRC by payload type.
         let mut found = None;
@@ -679,10 +675,7 @@ impl MediaCore {
             return self.stats.count_drop(MediaDrop::UnknownTrack);
         };
         let arrival = now.saturating_duration_since(epoch);
-        if let Some((id, rec)) = twcc.as_mut()
-            && let Ok(v) = RtpView::parse(&buf[..len])
-            && let Some(seq) = v.transport_cc(*id)
-        {
+        if let (Some((_, rec)), Some(seq)) = (twcc.as_mut(), twcc_seq) {
             rec.on_packet(seq, arrival);
         }
         let t = &mut tracks[i];
@@ -1059,8 +1052,6 @@ impl MediaCore {
     }
 
     fn on_tick(&mut self, now: Instant, tx: &mut TxQueue) {
-        let mut dead = std::mem::take(&mut self.scratch_slots);
-        dead.clear();
         for slot in 0..self.peers.len() as u32 {
             let Some(peer) = self.peers[slot as usize].as_mut() else { continue };
             if peer.failed {
@@ -1069,24 +1060,14 @@ impl MediaCore {
             if peer.ice.poll_timeout().is_some_and(|t| t <= now) {
                 peer.ice.handle_timeout(now);
             }
-            let mut expired = false;
-            while let Some(ev) = peer.ice.poll_event() {
-                match ev {
-                    IceEvent::Selected { remote, local } => {
-                        peer.remote = Some(remote);
-                        peer.local_ip = Some(local.ip());
-                    }
-                    IceEvent::ConsentExpired => expired = true,
-                }
-            }
-            if expired {
-                dead.push((slot, Some("ICE consent expired")));
+            // Consent expiry fails the peer here (a subscriber leg is removed).
+            self.drain_ice(slot, tx);
+            let Some(peer) = self.peers[slot as usize].as_mut().filter(|p| !p.failed) else {
                 continue;
-            }
+            };
             if peer.dtls.poll_timeout().is_some_and(|t| t <= now) {
                 peer.dtls.handle_timeout(now);
-                let fallback = peer.remote.or(peer.addrs.last().copied());
-                if let Some(f) = fallback {
+                if let Some(f) = peer.remote.or(peer.addrs.last().copied()) {
                     self.drain_dtls(slot, f, tx);
                 }
             }
@@ -1099,11 +1080,6 @@ impl MediaCore {
                 self.publisher_feedback(slot, now, tx);
             }
         }
-        for &(slot, reason) in &dead {
-            stat!(self.stats, ice_consent_expired);
-            self.fail_peer(slot, reason, tx);
-        }
-        self.scratch_slots = dead;
         self.next_tick = now + self.settings.tick;
     }
 }

@@ -120,6 +120,12 @@ fn sdp_error(e: SdpError) -> RpcError {
     RpcError::new(code::MEDIA_SDP_ERROR, e.to_string())
 }
 
+/// The browser's DTLS certificate fingerprint from its SDP (SHA-256, what browsers send).
+fn remote_fingerprint(d: &sdp::RemoteDescription) -> Result<Fingerprint, RpcError> {
+    Fingerprint::sha256(&d.fingerprint)
+        .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))
+}
+
 fn no_stream(stream: &str) -> RpcError {
     RpcError::new(code::USER_NOT_STREAMING, format!("Stream {stream} is not published"))
 }
@@ -316,12 +322,16 @@ impl MediaEngine {
         }
     }
 
+    fn next_id(st: &mut State) -> PeerId {
+        st.next_peer += 1;
+        PeerId(st.next_peer)
+    }
+
     /// Allocates a peer id, ICE credentials and the session's shard.
     fn new_peer(&self, session: &str) -> (PeerId, usize, String, String) {
         let n = self.candidates.len();
         let mut st = lock(&self.state);
-        st.next_peer += 1;
-        let id = PeerId(st.next_peer);
+        let id = Self::next_id(&mut st);
         let shard = Self::shard_of(&mut st, n, session);
         (id, shard, random_string(8), random_string(24))
     }
@@ -429,8 +439,7 @@ impl MediaEngine {
         }
         let media_opts = crate::control::ws::media_options_from_params(params)?;
         let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
-        let fp = Fingerprint::sha256(&offer.fingerprint)
-            .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))?;
+        let fp = remote_fingerprint(&offer)?;
         let policy = self.policy(control, &caller.session_id);
         let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id);
         let local = self.local_transport(shard, &ufrag, &pwd);
@@ -486,8 +495,7 @@ impl MediaEngine {
             return Err(no_stream(stream));
         };
         let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
-        let fp = Fingerprint::sha256(&offer.fingerprint)
-            .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))?;
+        let fp = remote_fingerprint(&offer)?;
         let (ufrag, pwd) = (random_string(8), random_string(24));
         let local = self.local_transport(p.shard, &ufrag, &pwd);
         let neg = sdp::answer_publish(&offer, &local, p.policy).map_err(sdp_error)?;
@@ -553,8 +561,7 @@ impl MediaEngine {
     ) -> Result<Value, RpcError> {
         let (publisher, outgoing) = self.outgoing(caller, stream)?;
         let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
-        let fp = Fingerprint::sha256(&offer.fingerprint)
-            .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))?;
+        let fp = remote_fingerprint(&offer)?;
         let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id);
         let local = self.local_transport(shard, &ufrag, &pwd);
         let neg = sdp::answer_subscribe(&offer, &local, &outgoing).map_err(sdp_error)?;
@@ -607,8 +614,7 @@ impl MediaEngine {
         };
         let Some(publisher) = publisher else { return Err(no_stream(stream)) };
         let answer = sdp::parse(answer_sdp).map_err(sdp_error)?;
-        let fp = Fingerprint::sha256(&answer.fingerprint)
-            .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))?;
+        let fp = remote_fingerprint(&answer)?;
         let agreed = sdp::accept_subscribe_answer(&pending.offer, &answer).map_err(sdp_error)?;
         let tracks = agreed
             .iter()
@@ -617,11 +623,7 @@ impl MediaEngine {
                 Some(out_track(m, *pending.sources.get(i)?))
             })
             .collect();
-        let id = {
-            let mut st = lock(&self.state);
-            st.next_peer += 1;
-            PeerId(st.next_peer)
-        };
+        let id = Self::next_id(&mut lock(&self.state));
         let ice = IceParams {
             local_ufrag: pending.ice_ufrag,
             local_pwd: pending.ice_pwd,

@@ -85,6 +85,16 @@ macro_rules! counters {
                 MediaStatsSnapshot { $($name: self.$name.load(Relaxed),)* drops }
             }
         }
+
+        impl MediaStatsSnapshot {
+            /// Sum over shards.
+            pub fn add(&mut self, o: &MediaStatsSnapshot) {
+                $(self.$name += o.$name;)*
+                for (a, b) in self.drops.iter_mut().zip(o.drops) {
+                    *a += b;
+                }
+            }
+        }
     };
 }
 
@@ -139,43 +149,10 @@ impl MediaStatsSnapshot {
     pub fn drops(&self, r: MediaDrop) -> u64 {
         self.drops[r as usize]
     }
-
-    /// Sum over shards.
-    pub fn add(&mut self, o: &MediaStatsSnapshot) {
-        let mut total = *self;
-        macro_rules! add {
-            ($($f:ident),*) => { $(total.$f += o.$f;)* };
-        }
-        add!(
-            publishers,
-            subscribers,
-            dtls_handshakes,
-            dtls_failures,
-            ice_consent_expired,
-            stun_checks,
-            rtp_in,
-            rtp_out,
-            rtp_out_bytes,
-            rtx_out,
-            rtx_missing,
-            nacks_in,
-            nacks_out,
-            pli_out,
-            rtcp_in,
-            rtcp_out
-        );
-        for (a, b) in total.drops.iter_mut().zip(o.drops) {
-            *a += b;
-        }
-        *self = total;
-    }
 }
 
-#[inline]
-pub(crate) fn bump(c: &AtomicU64, n: u64) {
-    // Single writer: load + store avoids a locked instruction.
-    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
-}
+/// The shard counters' single-writer increment (relaxed load + store).
+pub(crate) use crate::shard::stats::bump;
 
 #[inline]
 pub(crate) fn set(c: &AtomicU64, v: u64) {

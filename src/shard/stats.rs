@@ -119,7 +119,7 @@ impl Tally {
 }
 
 #[inline]
-fn bump(c: &AtomicU64, n: u64) {
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
     if n != 0 {
         // Single writer: load + store is enough and avoids a locked instruction.
         c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
