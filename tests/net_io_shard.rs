@@ -39,6 +39,7 @@ both_backends!(
     gso_burst_arrives_as_separate_datagrams,
     shutdown_joins_all_shards,
     tx_pool_exhaustion_is_counted,
+    fanout_beyond_the_pool_in_one_turn_is_relieved,
     gso_eio_steps_down_and_resends,
     gro_buffers_are_split_per_datagram,
     echo_dual_stack,
@@ -198,6 +199,62 @@ fn tx_pool_exhaustion_is_counted(b: IoBackend) {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(s.stats().snapshot().drops(DropReason::TxQueueFull), 1);
+    h.shutdown().unwrap();
+}
+
+/// Each datagram fans out to 20 destinations through a 32-slot pool, and a burst of datagrams
+/// arrives within a few turns: without the mid-turn relief every datagram after the first of a
+/// turn finds too few slots. With it, nothing is refused and every copy arrives.
+fn fanout_beyond_the_pool_in_one_turn_is_relieved(b: IoBackend) {
+    const LEGS: usize = 20;
+    const N: u32 = 150;
+    let mut o = options(b, "127.0.0.1", 1);
+    o.io.tx_slots = 32;
+    let mut h = spawn(&o);
+    let server = h.get(0).unwrap().info().local_addr;
+    let legs: Vec<_> = (0..LEGS)
+        .map(|_| {
+            let c = client("127.0.0.1:0");
+            c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            // Room for the whole burst (the default buffer would overflow on a slow reader).
+            socket2::SockRef::from(&c).set_recv_buffer_size(4 << 20).unwrap();
+            c
+        })
+        .collect();
+    let s = h.get_mut(0).unwrap();
+    s.commands().send(Cmd::Fanout(legs.iter().map(|c| c.local_addr().unwrap()).collect())).unwrap();
+    assert_eq!(s.events().recv_timeout(Duration::from_secs(5)), Some(Ev::Pong(u32::MAX)));
+    let sender = client("127.0.0.1:0");
+    socket2::SockRef::from(&sender).set_send_buffer_size(4 << 20).unwrap();
+    for i in 0..N {
+        let mut p = [0u8; 200];
+        p[..4].copy_from_slice(&i.to_be_bytes());
+        sender.send_to(&p, server).unwrap();
+    }
+    let mut buf = [0u8; 512];
+    for (k, c) in legs.iter().enumerate() {
+        let mut seen = vec![false; N as usize];
+        let mut got = 0;
+        // Bounded: each receive times out, and at most N + 10 receives are tried.
+        for _ in 0..N + 10 {
+            let Ok((len, _)) = c.recv_from(&mut buf) else { break };
+            assert_eq!(len, 200);
+            let i = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+            if !seen[i] {
+                seen[i] = true;
+                got += 1;
+            }
+            if got == N {
+                break;
+            }
+        }
+        let st = s.stats().snapshot();
+        assert_eq!(got, N, "leg {k}: {got}/{N} copies arrived; {st:?}");
+    }
+    let st = settle(s.stats(), |x| x.tx_packets >= N as u64 * LEGS as u64);
+    assert_eq!(st.drops(DropReason::TxQueueFull), 0, "{st:?}");
+    assert_eq!(st.rx_packets, N as u64, "{st:?}");
+    assert!(st.tx_reliefs > 0, "{st:?}");
     h.shutdown().unwrap();
 }
 

@@ -170,6 +170,13 @@ impl<C: ShardCore> Driver<C> {
         }
     }
 
+    /// The transmit pool is below half its capacity: the backend flushes mid-turn (a relief)
+    /// before handing the core the next datagram, so one turn of a large fanout does not run
+    /// the pool dry. Half: one packet to up to `capacity / 2` subscribers always finds slots.
+    pub fn tx_low(&self) -> bool {
+        self.tx.available() < self.tx.capacity() / 2
+    }
+
     /// How long the backend may sleep in the kernel: zero when work is already waiting.
     pub fn wait_timeout(&self, now: Instant) -> Duration {
         if !self.commands.is_empty() || self.stopping() {

@@ -338,7 +338,7 @@ impl Metrics {
             );
         }
         type Field = fn(&crate::shard::ShardStatsSnapshot) -> u64;
-        let counters: [(&str, &str, Field); 7] = [
+        let counters: [(&str, &str, Field); 8] = [
             ("ringsfu_shard_rx_packets_total", "Datagrams received.", |s| s.rx_packets),
             ("ringsfu_shard_rx_bytes_total", "Bytes received.", |s| s.rx_bytes),
             ("ringsfu_shard_tx_packets_total", "Datagrams sent.", |s| s.tx_packets),
@@ -347,6 +347,11 @@ impl Metrics {
                 "ringsfu_shard_tx_gso_sends_total",
                 "Sends carrying several datagrams (UDP GSO).",
                 |s| s.tx_gso_sends,
+            ),
+            (
+                "ringsfu_shard_tx_reliefs_total",
+                "Mid-turn transmit flushes because the send pool ran low (large fanouts).",
+                |s| s.tx_reliefs,
             ),
             (
                 "ringsfu_shard_loop_turns_total",

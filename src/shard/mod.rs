@@ -22,7 +22,10 @@
 //! 5. Transmit: everything the core committed to the [`TxQueue`] during steps 2-4 is turned into
 //!    kernel sends once per turn (io_uring SENDMSG SQEs or one `sendmmsg`), consecutive packets
 //!    of equal size to one destination coalesced into one UDP GSO send. A slot lent to the kernel
-//!    returns to the pool only when the kernel is done with it.
+//!    returns to the pool only when the kernel is done with it. When the pool falls below half
+//!    its capacity during step 4 (a packet fanned out to hundreds of subscribers takes a slot
+//!    each), the shell flushes right away and takes the completed slots back before the next
+//!    datagram (a *relief*, counted in `tx_reliefs`).
 //!    Socket requests ([`ShardCore::poll_socket_op`]) are drained with the events and carried
 //!    out before the turn's sends: a socket opened while handling a datagram is bound before
 //!    the answer to that datagram leaves.

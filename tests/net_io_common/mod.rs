@@ -22,6 +22,9 @@ pub enum Cmd {
     },
     /// Open (or close) a socket of the shard.
     Socket(SocketOp),
+    /// From now on every datagram received is sent to each of these instead of echoed (an SFU's
+    /// fanout); acknowledged with `Pong(u32::MAX)`.
+    Fanout(Vec<SocketAddr>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +38,7 @@ pub enum Ev {
 /// Reflects every datagram to its source, from the socket and address it arrived on.
 #[derive(Default)]
 pub struct EchoCore {
+    fanout: Vec<SocketAddr>,
     deadline: Option<Instant>,
     events: std::collections::VecDeque<Ev>,
     sockets: std::collections::VecDeque<SocketOp>,
@@ -46,6 +50,16 @@ impl ShardCore for EchoCore {
 
     fn handle_datagram(&mut self, _now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
         assert_eq!(meta.len, buf.len());
+        for &dst in &self.fanout {
+            // Refusals (pool exhausted) are counted by the queue as TxQueueFull.
+            if let Some(mut slot) = tx.push(dst) {
+                slot.buf()[..buf.len()].copy_from_slice(buf);
+                slot.commit(buf.len());
+            }
+        }
+        if !self.fanout.is_empty() {
+            return;
+        }
         if let Some(mut slot) = tx.push(meta.src) {
             slot.buf()[..buf.len()].copy_from_slice(buf);
             slot.set_source(meta.dst_ip);
@@ -71,6 +85,10 @@ impl ShardCore for EchoCore {
                 self.events.push_back(Ev::BurstQueued(queued));
             }
             Cmd::Socket(op) => self.sockets.push_back(op),
+            Cmd::Fanout(to) => {
+                self.fanout = to;
+                self.events.push_back(Ev::Pong(u32::MAX));
+            }
         }
     }
 

@@ -269,6 +269,11 @@ impl<C: ShardCore> EpollShard<C> {
                 let start = i * self.rx.buf_size;
                 let payload = &mut self.rx.mem[start..start + len.min(self.rx.buf_size)];
                 self.drv.datagram(now, at, src, cm.dst_ip, cm.gro_segment, payload);
+                if self.drv.tx_low() {
+                    // Mid-turn relief (see `Driver::tx_low`): sendmmsg now frees the slots.
+                    self.drv.tally.tx_reliefs += 1;
+                    self.flush_sends();
+                }
             }
             *done += got;
             if got < n {

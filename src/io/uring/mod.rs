@@ -43,6 +43,12 @@ const OP_WAKE: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_CANCEL: u64 = 4;
 const BGID: u16 = 0;
+/// Submission queue entries; the completion queue is four times as large.
+const SQ_ENTRIES: u32 = 1024;
+const CQ_ENTRIES: u32 = SQ_ENTRIES * 4;
+/// Longest wait for send completions in a mid-turn relief (the sends are normally complete by the
+/// time `io_uring_enter` returns; this only bounds the turn when the socket buffer is full).
+const RELIEF_WAIT: Duration = Duration::from_millis(2);
 
 fn token(kind: u64, idx: u32) -> u64 {
     (kind << 32) | idx as u64
@@ -205,7 +211,7 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
 impl<C: ShardCore> UringShard<C> {
     pub fn new(ctx: ShardCtx<C>) -> io::Result<Self> {
         let (drv, socket, sock, opts) = Driver::new(ctx);
-        let ring = build_ring(1024)?;
+        let ring = build_ring(SQ_ENTRIES)?;
         // With GRO every buffer is 64 KiB: cap the ring at 64 of them (4 MiB per shard).
         let max_entries = if sock.gro { 64 } else { 32768 };
         let entries = opts.rx_buffers.clamp(8, max_entries).next_power_of_two() as u16;
@@ -252,7 +258,8 @@ impl<C: ShardCore> UringShard<C> {
             inflight_sends: 0,
             registered: true,
             leak: false,
-            cqes: Vec::with_capacity(budget + 64),
+            // A turn's completions plus what mid-turn reliefs set aside (at most one CQ's worth).
+            cqes: Vec::with_capacity(budget + 64 + CQ_ENTRIES as usize),
             drv,
         })
     }
@@ -554,18 +561,22 @@ impl<C: ShardCore> UringShard<C> {
             self.cqes.clear();
             self.cqes.extend(self.ring.completion().take(budget + 64));
             let now = Instant::now();
-            for i in 0..self.cqes.len() {
+            // `cqes` may grow while it is walked: a relief sets the receive completions it reaps
+            // aside at the end (bounded by the vector's capacity).
+            let mut i = 0;
+            while i < self.cqes.len() {
                 let c = &self.cqes[i];
+                i += 1;
                 let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
                 match ud >> 32 {
-                    OP_RECV => self.on_recv(now, ud as u32, res, flags),
-                    OP_SEND => self.on_send(ud as u32, res),
-                    OP_WAKE => {
-                        if !cqueue::more(flags) {
-                            self.wake_armed = false;
+                    OP_RECV => {
+                        self.on_recv(now, ud as u32, res, flags);
+                        if self.drv.tx_low() {
+                            self.relieve_tx();
                         }
-                        self.drv.commands.clear_wake();
                     }
+                    OP_SEND => self.on_send(ud as u32, res),
+                    OP_WAKE => self.on_wake(flags),
                     _ => {}
                 }
             }
@@ -574,6 +585,53 @@ impl<C: ShardCore> UringShard<C> {
         };
         self.shutdown_ops();
         result
+    }
+
+    fn on_wake(&mut self, flags: u32) {
+        if !cqueue::more(flags) {
+            self.wake_armed = false;
+        }
+        self.drv.commands.clear_wake();
+    }
+
+    /// Mid-turn relief: the transmit pool ran low while this turn's datagrams were handled (a
+    /// packet fanned out to hundreds of subscribers takes a slot per subscriber, and a turn
+    /// handles up to `budget` packets). Hand what is pending to the kernel now, wait briefly for
+    /// the send completions and take their slots back, so the rest of the turn's datagrams are
+    /// not dropped for want of a slot. Receive completions reaped on the way are set aside at the
+    /// end of `cqes` for this turn's loop (never beyond its capacity: no allocation).
+    fn relieve_tx(&mut self) {
+        self.drv.tally.tx_reliefs += 1;
+        // Buffers the handled datagrams gave back, for the kernel's next receives.
+        self.bufs.publish();
+        self.flush_sends();
+        let r = if self.inflight_sends > 0 {
+            let ts = Timespec::new().nsec(RELIEF_WAIT.subsec_nanos());
+            let args = SubmitArgs::new().timespec(&ts);
+            self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.ring.submit()
+        };
+        if let Err(e) = r
+            && !matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+            )
+        {
+            tracing::debug!(shard = self.drv.index, error = %e, "io_uring_enter in relief failed");
+        }
+        while self.cqes.len() < self.cqes.capacity() {
+            let Some(c) = self.ring.completion().next() else { break };
+            let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
+            match ud >> 32 {
+                OP_SEND => self.on_send(ud as u32, res),
+                OP_WAKE => self.on_wake(flags),
+                OP_RECV => self.cqes.push(c),
+                _ => {}
+            }
+        }
+        // Completed sends may have made room for more of what is pending.
+        self.flush_sends();
     }
 
     fn any_recv_armed(&self) -> bool {
