@@ -38,6 +38,9 @@ impl Drop for CountGuard {
     }
 }
 
+/// Initial read and write buffer of a signaling WebSocket.
+const WS_BUFFER: usize = 8 << 10;
+
 /// `GET /openvidu` upgrade.
 pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (mut parts, _body) = req.into_parts();
@@ -55,10 +58,17 @@ pub(crate) async fn upgrade(State(inner): State<Arc<Inner>>, req: Request) -> Re
         return (StatusCode::SERVICE_UNAVAILABLE, "too many WebSocket connections").into_response();
     }
     let limit = inner.cfg.server.max_ws_message_bytes;
-    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
-        run_socket(inner, socket, ip).await;
-        drop(guard);
-    })
+    // Signaling messages are a few KiB (an SDP offer is the largest): small initial buffers
+    // instead of tungstenite's 128 KiB read + 128 KiB write per socket (they grow when needed),
+    // which were most of a participant's memory with thousands of participants.
+    ws.read_buffer_size(WS_BUFFER)
+        .write_buffer_size(WS_BUFFER)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            run_socket(inner, socket, ip).await;
+            drop(guard);
+        })
 }
 
 /// Per-socket context.
