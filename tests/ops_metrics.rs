@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::join_params;
-use ringsfu::ops::metrics::{CoreCounters, ShardMetrics};
+use ringsfu::ops::metrics::ShardMetrics;
 use ringsfu::shard::ShardStats;
 use serde_json::json;
 
@@ -31,11 +31,9 @@ async fn scrape(s: &common::Server) -> String {
 #[tokio::test(flavor = "current_thread")]
 async fn counters_move_with_signaling_traffic() {
     let s = common::start(|_| {}).await;
-    s.control.metrics().register_shards(vec![ShardMetrics {
-        index: 0,
-        stats: Arc::new(ShardStats::default()),
-        core: Arc::new(CoreCounters::default()),
-    }]);
+    s.control
+        .metrics()
+        .register_shards(vec![ShardMetrics { index: 0, stats: Arc::new(ShardStats::default()) }]);
     // Unauthenticated scrapes are refused.
     let r = s.http.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);

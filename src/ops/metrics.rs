@@ -10,20 +10,23 @@
 //! - gauges the control plane computes at scrape time ([`ControlGauges`]) and the webhook
 //!   counters ([`crate::control::webhook::WebhookStats`]);
 //! - the media shards, registered once at start-up with [`Metrics::register_shards`]: their
-//!   [`ShardStats`] (packets, bytes, drops, loop turns, io backend) and a [`CoreCounters`] each,
-//!   which the shard cores fill (DTLS handshakes and failures, ICE legs, TURN allocations).
+//!   [`ShardStats`] (packets, bytes, drops, loop turns, io backend), and the media cores'
+//!   counters read at scrape time (DTLS handshakes and failures, ICE legs, drops by reason);
+//! - the TURN server's shards and TCP/TLS thread, registered with [`Metrics::register_turn`]:
+//!   allocations, relayed packets, authentication failures and drops by reason, which each
+//!   publishes once a second ([`TurnStatsCell`]).
 //!
 //! Label values are bounded: signaling methods outside the OpenVidu method list are counted as
 //! `other`, HTTP methods outside the standard set as `OTHER`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::IoBackend;
 use crate::media::{MediaDrop, MediaStatsSnapshot};
 use crate::shard::{DropReason, ShardStats};
+use crate::turn::shard::{DROP_LABELS as TURN_DROP_LABELS, TurnShardStats, TurnStatsCell};
 
 /// Every JSON-RPC method a client may call (spec §4.3); others are labelled `other`.
 pub const SIGNALING_METHODS: &[&str] = &[
@@ -71,21 +74,6 @@ impl RpcResult {
     }
 }
 
-/// Counters a shard's TURN core fills for the metrics (one writer: the shard thread). The media
-/// cores have their own counters ([`MediaStatsSnapshot`], read through
-/// [`Metrics::set_media_source`]); until the TURN server runs in the shards these stay at zero.
-#[derive(Debug, Default)]
-pub struct CoreCounters {
-    turn_allocations: AtomicU64,
-}
-
-impl CoreCounters {
-    /// Current number of TURN allocations on this shard.
-    pub fn set_turn_allocations(&self, n: u64) {
-        self.turn_allocations.store(n, Relaxed);
-    }
-}
-
 /// Per-shard snapshots of the media cores' counters (index = shard), read at every scrape.
 pub type MediaSource = Box<dyn Fn() -> Vec<MediaStatsSnapshot> + Send + Sync>;
 
@@ -95,7 +83,6 @@ pub struct ShardMetrics {
     /// The shard index (the `shard` label).
     pub index: usize,
     pub stats: Arc<ShardStats>,
-    pub core: Arc<CoreCounters>,
 }
 
 /// Control-plane gauges counted at scrape time.
@@ -136,6 +123,8 @@ pub struct Metrics {
     reloads: Mutex<BTreeMap<&'static str, u64>>,
     shards: RwLock<Vec<ShardMetrics>>,
     media: RwLock<Option<MediaSource>>,
+    /// TURN counters by label (`0`, `1`... for the UDP shards, `stream` for TCP/TLS).
+    turn: RwLock<Vec<(String, Arc<TurnStatsCell>)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -191,21 +180,32 @@ impl Metrics {
         *self.shards.write().unwrap_or_else(|p| p.into_inner()) = shards;
     }
 
-    /// Registers the media engine's shards ([`ShardStats`] of each, with fresh
-    /// [`CoreCounters`]) and reads its cores' counters at every scrape. Called by
+    /// Registers the media engine's shards ([`ShardStats`] of each) and reads its cores' counters at every scrape. Called by
     /// `ControlPlane::attach_media`.
     pub fn register_media_engine(&self, engine: &Arc<crate::media::MediaEngine>) {
         let shards = engine
             .shard_stats()
             .into_iter()
             .enumerate()
-            .map(|(index, stats)| ShardMetrics { index, stats, core: Default::default() })
+            .map(|(index, stats)| ShardMetrics { index, stats })
             .collect();
         self.register_shards(shards);
         let weak = Arc::downgrade(engine);
         self.set_media_source(Box::new(move || {
             weak.upgrade().map(|e| e.stats()).unwrap_or_default()
         }));
+    }
+
+    /// Registers the TURN server's published counters: one cell per UDP shard, then the
+    /// TCP/TLS thread's (labelled `stream`). Replaces an earlier list.
+    pub fn register_turn(&self, cells: Vec<Arc<TurnStatsCell>>) {
+        let n = cells.len();
+        let labelled = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (if i + 1 == n { "stream".to_string() } else { i.to_string() }, c))
+            .collect();
+        *self.turn.write().unwrap_or_else(|p| p.into_inner()) = labelled;
     }
 
     /// Sets where the media cores' per-shard counters come from (the media engine).
@@ -314,8 +314,8 @@ impl Metrics {
 
     fn render_shards(&self, o: &mut String) {
         let shards = self.shards.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let snaps: Vec<(String, _, &CoreCounters)> =
-            shards.iter().map(|s| (s.index.to_string(), s.stats.snapshot(), &*s.core)).collect();
+        let snaps: Vec<(String, _)> =
+            shards.iter().map(|s| (s.index.to_string(), s.stats.snapshot())).collect();
         gauge(o, "ringsfu_shards", "Media shards registered.", snaps.len() as u64);
         header(
             o,
@@ -323,7 +323,7 @@ impl Metrics {
             "gauge",
             "One series per shard; io_backend is uring, epoll or auto (not started).",
         );
-        for (i, s, _) in &snaps {
+        for (i, s) in &snaps {
             let backend = match s.backend {
                 IoBackend::Uring => "uring",
                 IoBackend::Epoll => "epoll",
@@ -366,7 +366,7 @@ impl Metrics {
         ];
         for (name, help, f) in counters {
             header(o, name, "counter", help);
-            for (i, s, _) in &snaps {
+            for (i, s) in &snaps {
                 sample(o, name, &[("shard", i)], f(s));
             }
         }
@@ -376,7 +376,7 @@ impl Metrics {
             "counter",
             "Datagrams or events dropped by the shard shell, by reason.",
         );
-        for (i, s, _) in &snaps {
+        for (i, s) in &snaps {
             for r in DropReason::ALL {
                 sample(
                     o,
@@ -386,16 +386,66 @@ impl Metrics {
                 );
             }
         }
-        header(o, "ringsfu_shard_turn_allocations", "gauge", "TURN allocations on the shard.");
-        for (i, _, c) in &snaps {
-            sample(
-                o,
-                "ringsfu_shard_turn_allocations",
-                &[("shard", i)],
-                c.turn_allocations.load(Relaxed),
-            );
-        }
         self.render_media(o);
+        self.render_turn(o);
+    }
+
+    fn render_turn(&self, o: &mut String) {
+        let cells = self.turn.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let snaps: Vec<(String, TurnShardStats)> =
+            cells.iter().map(|(l, c)| (l.clone(), c.load())).collect();
+        type Field = fn(&TurnShardStats) -> u64;
+        let fields: [(&str, &str, &str, Field); 5] = [
+            (
+                "ringsfu_turn_allocations",
+                "gauge",
+                "TURN allocations (shard: UDP shard index, or stream for TCP/TLS).",
+                |t| t.allocations,
+            ),
+            (
+                "ringsfu_turn_allocations_created_total",
+                "counter",
+                "TURN allocations created.",
+                |t| t.allocations_created,
+            ),
+            (
+                "ringsfu_turn_allocations_expired_total",
+                "counter",
+                "TURN allocations that expired without a refresh.",
+                |t| t.allocations_expired,
+            ),
+            (
+                "ringsfu_turn_auth_failures_total",
+                "counter",
+                "TURN requests refused for bad or missing credentials.",
+                |t| t.auth_failures,
+            ),
+            (
+                "ringsfu_turn_relay_open_failed_total",
+                "counter",
+                "Relayed addresses the kernel refused to open (the allocation was removed).",
+                |t| t.relay_open_failed,
+            ),
+        ];
+        for (name, kind, help, f) in fields {
+            header(o, name, kind, help);
+            for (l, t) in &snaps {
+                sample(o, name, &[("shard", l)], f(t));
+            }
+        }
+        let name = "ringsfu_turn_relayed_packets_total";
+        header(o, name, "counter", "Packets relayed, by direction (to_peer, to_client).");
+        for (l, t) in &snaps {
+            sample(o, name, &[("shard", l), ("direction", "to_peer")], t.relayed_to_peer);
+            sample(o, name, &[("shard", l), ("direction", "to_client")], t.relayed_to_client);
+        }
+        let name = "ringsfu_turn_drops_total";
+        header(o, name, "counter", "TURN datagrams dropped, by reason.");
+        for (l, t) in &snaps {
+            for (r, v) in TURN_DROP_LABELS.iter().zip(t.drops) {
+                sample(o, name, &[("shard", l), ("reason", r)], v);
+            }
+        }
     }
 
     fn render_media(&self, o: &mut String) {
@@ -576,9 +626,10 @@ mod tests {
         let stats = Arc::new(ShardStats::default());
         stats.turn(false);
         stats.set_backend(IoBackend::Epoll);
-        let core = Arc::new(CoreCounters::default());
-        core.set_turn_allocations(4);
-        m.register_shards(vec![ShardMetrics { index: 0, stats, core }]);
+        m.register_shards(vec![ShardMetrics { index: 0, stats }]);
+        let udp = Arc::new(TurnStatsCell::default());
+        udp.store(&TurnShardStats { allocations: 4, relayed_to_peer: 7, ..Default::default() });
+        m.register_turn(vec![udp, Arc::new(TurnStatsCell::default())]);
         m.set_media_source(Box::new(|| {
             vec![MediaStatsSnapshot {
                 dtls_handshakes: 1,
@@ -608,7 +659,10 @@ mod tests {
             "ringsfu_shard_dtls_handshakes_total{shard=\"0\"} 1\n",
             "ringsfu_shard_ice_legs{shard=\"0\"} 3\n",
             "ringsfu_shard_media_drops_total{shard=\"0\",reason=\"srtp_failed\"} 0\n",
-            "ringsfu_shard_turn_allocations{shard=\"0\"} 4\n",
+            "ringsfu_turn_allocations{shard=\"0\"} 4\n",
+            "ringsfu_turn_allocations{shard=\"stream\"} 0\n",
+            "ringsfu_turn_relayed_packets_total{shard=\"0\",direction=\"to_peer\"} 7\n",
+            "ringsfu_turn_drops_total{shard=\"stream\",reason=\"turn_peer_denied\"} 0\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

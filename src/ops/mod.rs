@@ -4,8 +4,7 @@
 //! - [`notify`]: the systemd notification protocol (READY, STATUS, WATCHDOG, RELOADING,
 //!   STOPPING) over `$NOTIFY_SOCKET`.
 //! - [`watchdog`]: keep-alives only while every media shard's loop turns.
-//! - [`metrics`]: the Prometheus `/metrics` text and the counters behind it, including the
-//!   per-shard hooks ([`metrics::CoreCounters`]) the shard cores fill.
+//! - [`metrics`]: the Prometheus `/metrics` text and the counters behind it.
 //! - [`logging`]: the tracing subscriber (text or JSON) with a reloadable level.
 //! - [`openapi`]: the OpenAPI document of the REST API.
 //! - [`service`]: the life cycle around the HTTP server: readiness, periodic status, SIGHUP
@@ -13,8 +12,8 @@
 //!
 //! `app.rs` wires these up: the media shards' `ShardStats` go to the watchdog with
 //! [`service::Ops::watch_shards`]; `ControlPlane::attach_media` registers them (and the media
-//! cores' counters) for `/metrics` with [`Metrics::register_media_engine`]. The TURN core fills
-//! [`CoreCounters`] once it runs in the shards.
+//! cores' counters) for `/metrics` with [`Metrics::register_media_engine`]; the TURN server's
+//! published counters are registered with [`Metrics::register_turn`] and its shards watched too.
 
 pub mod logging;
 pub mod metrics;
@@ -23,7 +22,7 @@ pub mod openapi;
 pub mod service;
 pub mod watchdog;
 
-pub use metrics::{CoreCounters, Metrics, ShardMetrics};
+pub use metrics::{Metrics, ShardMetrics};
 pub use notify::Notifier;
 pub use service::{ConfigSource, Ops};
 pub use watchdog::Watchdog;

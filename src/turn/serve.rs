@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::shard::{TurnCommand, TurnReport, TurnShard, TurnShardStats};
+use super::shard::{TurnCommand, TurnReport, TurnShard, TurnShardStats, TurnStatsCell};
 use super::stream::StreamServer;
 use super::{Credentials, PeerPolicy, TurnServer, TurnSettings};
 use crate::config::Config;
@@ -36,6 +36,8 @@ pub struct TurnService {
     shards: ShardHandles<TurnShard>,
     stream: Option<StreamServer>,
     udp: SocketAddr,
+    /// Published counters: one per UDP shard, then the TCP/TLS thread's.
+    cells: Vec<Arc<TurnStatsCell>>,
 }
 
 impl std::fmt::Debug for TurnService {
@@ -67,6 +69,17 @@ impl TurnService {
             }
         }
         out
+    }
+
+    /// The counters each UDP shard and then the TCP/TLS thread publish once a second, for
+    /// `/metrics` (labels: the shard index, `stream` for the last).
+    pub fn stats_cells(&self) -> Vec<Arc<TurnStatsCell>> {
+        self.cells.clone()
+    }
+
+    /// The UDP shards' loop counters (for the watchdog).
+    pub fn shard_stats(&self) -> Vec<Arc<crate::shard::ShardStats>> {
+        self.shards.iter().map(|s| s.stats().clone()).collect()
     }
 
     /// Stops the shards and the stream thread and waits for them.
@@ -266,11 +279,14 @@ pub fn start(
         io: IoOptions::default(),
     };
     let (anchor, anchor_unix) = (Instant::now(), unix_now());
-    let (c, p) = (cfg.clone(), plan.clone());
+    let cells: Vec<Arc<TurnStatsCell>> =
+        (0..=plan.shards).map(|_| Arc::new(TurnStatsCell::default())).collect();
+    let (c, p, cs) = (cfg.clone(), plan.clone(), cells.clone());
     let shards = spawn_shards_with(&opts, move |info| {
         let mut reload = Reload { plan: p.clone(), seen: p.secrets.generation() };
         TurnShard::new(p.server(&c, info.index), info.local_addr, anchor, anchor_unix)
             .with_reload(Box::new(move |server: &mut TurnServer| reload.poll(server)))
+            .with_stats_cell(cs[info.index].clone())
     })?;
     let udp = shards.get(0).map_or(plan.listen, |s| s.info().local_addr);
     let tcp_addr = SocketAddr::new(plan.listen.ip(), udp.port());
@@ -281,7 +297,12 @@ pub fn start(
     }
     let server = plan.server(cfg, plan.shards);
     let mut reload = Reload { plan: plan.clone(), seen: plan.secrets.generation() };
-    let reload = Box::new(move |server: &mut TurnServer| reload.poll(server));
+    let stream_cell = cells[plan.shards].clone();
+    // Called once a second by the stream thread: reload, then publish its counters.
+    let reload = Box::new(move |server: &mut TurnServer| {
+        reload.poll(server);
+        stream_cell.store(&TurnShardStats::from_server(server));
+    });
     let stream =
         StreamServer::start(server, reload, tcp_addr, tls_addr.zip(tls), anchor, anchor_unix)
             .map_err(|(addr, source)| TurnStartError::Stream { addr, source })?;
@@ -306,7 +327,7 @@ pub fn start(
              raise LimitNOFILE"
         );
     }
-    Ok(Some(TurnService { shards, stream: Some(stream), udp }))
+    Ok(Some(TurnService { shards, stream: Some(stream), udp, cells }))
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::server::{DropReason, FromClient, FromPeer, PEER_HEADROOM, TurnCounters};
@@ -52,6 +54,80 @@ pub struct TurnShardStats {
     pub drops: [u64; DROP_LABELS.len()],
     /// Relay sockets the kernel refused to open (the allocation was then removed).
     pub relay_open_failed: u64,
+}
+
+impl TurnShardStats {
+    /// The counters a [`TurnServer`] keeps itself (no shell drops).
+    pub fn from_server(server: &TurnServer) -> Self {
+        let c: TurnCounters = server.counters;
+        TurnShardStats {
+            allocations: server.allocation_count() as u64,
+            allocations_created: c.allocations_created,
+            allocations_expired: c.allocations_expired,
+            auth_failures: c.auth_failures,
+            relayed_to_peer: c.relayed_to_peer,
+            relayed_to_client: c.relayed_to_client,
+            ..Default::default()
+        }
+    }
+
+    /// Adds `o`'s counters to these (the allocation gauge too).
+    pub fn add(&mut self, o: &TurnShardStats) {
+        self.allocations += o.allocations;
+        self.allocations_created += o.allocations_created;
+        self.allocations_expired += o.allocations_expired;
+        self.auth_failures += o.auth_failures;
+        self.relayed_to_peer += o.relayed_to_peer;
+        self.relayed_to_client += o.relayed_to_client;
+        for (d, s) in self.drops.iter_mut().zip(o.drops) {
+            *d += s;
+        }
+        self.relay_open_failed += o.relay_open_failed;
+    }
+}
+
+/// A TURN shard's [`TurnShardStats`] as atomics, republished by the shard once a second and read
+/// by `/metrics` from any thread (one writer: Relaxed stores and loads are enough).
+#[derive(Debug, Default)]
+pub struct TurnStatsCell {
+    allocations: AtomicU64,
+    allocations_created: AtomicU64,
+    allocations_expired: AtomicU64,
+    auth_failures: AtomicU64,
+    relayed_to_peer: AtomicU64,
+    relayed_to_client: AtomicU64,
+    drops: [AtomicU64; DROP_LABELS.len()],
+    relay_open_failed: AtomicU64,
+}
+
+impl TurnStatsCell {
+    /// Replaces the published counters (the shard's thread).
+    pub fn store(&self, s: &TurnShardStats) {
+        self.allocations.store(s.allocations, Relaxed);
+        self.allocations_created.store(s.allocations_created, Relaxed);
+        self.allocations_expired.store(s.allocations_expired, Relaxed);
+        self.auth_failures.store(s.auth_failures, Relaxed);
+        self.relayed_to_peer.store(s.relayed_to_peer, Relaxed);
+        self.relayed_to_client.store(s.relayed_to_client, Relaxed);
+        for (c, v) in self.drops.iter().zip(s.drops) {
+            c.store(v, Relaxed);
+        }
+        self.relay_open_failed.store(s.relay_open_failed, Relaxed);
+    }
+
+    /// The last published counters.
+    pub fn load(&self) -> TurnShardStats {
+        TurnShardStats {
+            allocations: self.allocations.load(Relaxed),
+            allocations_created: self.allocations_created.load(Relaxed),
+            allocations_expired: self.allocations_expired.load(Relaxed),
+            auth_failures: self.auth_failures.load(Relaxed),
+            relayed_to_peer: self.relayed_to_peer.load(Relaxed),
+            relayed_to_client: self.relayed_to_client.load(Relaxed),
+            drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
+            relay_open_failed: self.relay_open_failed.load(Relaxed),
+        }
+    }
 }
 
 /// Labels of [`TurnShardStats::drops`].
@@ -118,7 +194,11 @@ pub struct TurnShard {
     relay_open_failed: u64,
     next_compact: Option<Instant>,
     reload: Option<super::serve::ReloadHook>,
-    next_reload: Option<Instant>,
+    /// Where the counters are published for `/metrics`.
+    cell: Option<Arc<TurnStatsCell>>,
+    /// The once-a-second housekeeping (credential reload, counters published); `None` when
+    /// neither is attached.
+    next_tick: Option<Instant>,
 }
 
 impl TurnShard {
@@ -140,7 +220,8 @@ impl TurnShard {
             relay_open_failed: 0,
             next_compact: None,
             reload: None,
-            next_reload: None,
+            cell: None,
+            next_tick: None,
         }
     }
 
@@ -148,7 +229,15 @@ impl TurnShard {
     pub(crate) fn with_reload(mut self, hook: super::serve::ReloadHook) -> Self {
         self.reload = Some(hook);
         // Armed from the start: a shard that has seen no datagram yet must still reload.
-        self.next_reload = Some(self.anchor);
+        self.next_tick = Some(self.anchor);
+        self
+    }
+
+    /// Publishes the counters into `cell` about once a second (read by `/metrics`).
+    pub fn with_stats_cell(mut self, cell: Arc<TurnStatsCell>) -> Self {
+        cell.store(&self.stats());
+        self.cell = Some(cell);
+        self.next_tick = Some(self.anchor);
         self
     }
 
@@ -158,16 +247,10 @@ impl TurnShard {
 
     /// The counters.
     pub fn stats(&self) -> TurnShardStats {
-        let c: TurnCounters = self.server.counters;
         TurnShardStats {
-            allocations: self.server.allocation_count() as u64,
-            allocations_created: c.allocations_created,
-            allocations_expired: c.allocations_expired,
-            auth_failures: c.auth_failures,
-            relayed_to_peer: c.relayed_to_peer,
-            relayed_to_client: c.relayed_to_client,
             drops: self.drops,
             relay_open_failed: self.relay_open_failed,
+            ..TurnShardStats::from_server(&self.server)
         }
     }
 
@@ -310,19 +393,19 @@ impl ShardCore for TurnShard {
             self.server.compact_users();
             self.next_compact = Some(now + Duration::from_secs(60));
         }
-        if let Some(hook) = self.reload.as_mut()
-            && self.next_reload.is_none_or(|d| d <= now)
-        {
-            hook(&mut self.server);
-            self.next_reload = Some(now + Duration::from_secs(1));
+        if self.next_tick.is_some_and(|d| d <= now) {
+            if let Some(hook) = self.reload.as_mut() {
+                hook(&mut self.server);
+            }
+            if let Some(cell) = &self.cell {
+                cell.store(&self.stats());
+            }
+            self.next_tick = Some(now + Duration::from_secs(1));
         }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        [self.server.poll_timeout(), self.next_compact, self.next_reload]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.server.poll_timeout(), self.next_compact, self.next_tick].into_iter().flatten().min()
     }
 
     fn poll_event(&mut self) -> Option<TurnReport> {

@@ -1,0 +1,162 @@
+// openvidu-browser 2.32.2 in headless Chromium, forced to relay-only ICE (iceTransportPolicy
+// 'relay', as an application behind a strict firewall would set it), publishes and subscribes
+// through ringsfu's own TURN server, using the TURN credentials ringsfu hands out in joinRoom.
+// Every candidate pair in use must be a relayed one, and ringsfu's /metrics must show the
+// allocations and the relayed packets.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { startServer, until, basicAuth } from './lib/server.mjs';
+import { startPageServer, launchChromium } from './lib/browser.mjs';
+
+const require = createRequire(import.meta.url);
+const { OpenVidu } = require('openvidu-node-client');
+
+let server, pages, browser;
+before(async () => {
+  server = await startServer({
+    args: [
+      '--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`,
+      // Everything is on loopback here: the relay's peer (ringsfu's media port) is 127.0.0.1,
+      // which the TURN server denies by default.
+      '--set', 'turn.allow_loopback_peers=true',
+      '--set', 'turn.public_ip=127.0.0.1',
+      '--set', 'turn.relay_ips=["127.0.0.1"]',
+      '--set', 'media.public_ips=["127.0.0.1"]',
+    ],
+  });
+  pages = await startPageServer();
+  browser = await launchChromium();
+});
+after(async () => {
+  await browser?.close();
+  await pages?.close();
+  await server?.stop();
+});
+
+// Runs before openvidu-browser: every RTCPeerConnection it creates is relay-only, and kept in
+// window.pcs with the configuration it was given.
+function forceRelay() {
+  const Native = window.RTCPeerConnection;
+  window.pcs = [];
+  window.pcConfigs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(cfg, ...rest) {
+      const forced = { ...(cfg || {}), iceTransportPolicy: 'relay' };
+      super(forced, ...rest);
+      window.pcs.push(this);
+      window.pcConfigs.push(JSON.parse(JSON.stringify(forced)));
+    }
+  };
+}
+
+// For every peer connection that is connected: the types of the local and remote candidates of
+// the selected pair, and the local candidate's relay protocol.
+async function selectedPairs(page) {
+  return page.evaluate(async () => {
+    const out = [];
+    for (const pc of window.pcs) {
+      if (pc.connectionState !== 'connected') continue;
+      const st = await pc.getStats();
+      st.forEach((t) => {
+        if (t.type !== 'transport' || !t.selectedCandidatePairId) return;
+        const pair = st.get(t.selectedCandidatePairId);
+        const local = pair && st.get(pair.localCandidateId);
+        const remote = pair && st.get(pair.remoteCandidateId);
+        out.push({
+          local: local && local.candidateType,
+          relayProtocol: local && local.relayProtocol,
+          remote: remote && remote.candidateType,
+          bytesSent: pair.bytesSent,
+          bytesReceived: pair.bytesReceived,
+        });
+      });
+    }
+    return out;
+  });
+}
+
+async function join(session, name, subscribe) {
+  const token = (await session.createConnection({ data: name })).token;
+  const page = await browser.ctx.newPage();
+  await page.addInitScript(forceRelay);
+  await page.goto(pages.url);
+  await page.evaluate((s) => { window.autoSubscribe = s; }, subscribe);
+  const j = await page.evaluate(([t, n]) => window.join(t, n), [token, name]);
+  return { page, ...j };
+}
+
+async function scrape() {
+  const r = await fetch(`${server.url}/metrics`, { headers: { Authorization: basicAuth() } });
+  assert.equal(r.status, 200);
+  return r.text();
+}
+
+// Sum of every sample of `name` whose labels contain `match`.
+function sum(text, name, match = '') {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') || !line.includes(match)) continue;
+    total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
+}
+
+test('relay-only publisher and subscriber through ringsfu TURN', async () => {
+  const ov = new OpenVidu(server.url, 'MY_SECRET');
+  const session = await ov.createSession({ customSessionId: 'relay-room' });
+  const a = await join(session, 'Alice', false);
+  const streamId = await a.page.evaluate(() => window.publish());
+  const b = await join(session, 'Bob', true);
+
+  // The ICE servers openvidu-browser used came from joinRoom: ringsfu's TURN, with credentials.
+  const cfg = (await a.page.evaluate(() => window.pcConfigs))[0];
+  assert.equal(cfg.iceTransportPolicy, 'relay');
+  const turnUrls = cfg.iceServers.flatMap((s) => s.urls);
+  assert.ok(turnUrls.some((u) => u.startsWith('turn:127.0.0.1:')), JSON.stringify(cfg.iceServers));
+  assert.ok(cfg.iceServers.every((s) => s.username && s.credential), 'TURN credentials handed out');
+
+  // Media flows: B decodes A's video and receives its audio, and both keep growing.
+  const first = await until(async () => {
+    const s = (await b.page.evaluate(() => window.inboundStats()))[streamId];
+    return s && s.framesDecoded > 0 && s.audioSamples > 0 && s;
+  }, 'B: first decoded frame and audio over TURN', { tries: 300, everyMs: 100 });
+  const later = await until(async () => {
+    const s = (await b.page.evaluate(() => window.inboundStats()))[streamId];
+    return s && s.framesDecoded > first.framesDecoded + 10 && s.audioSamples > first.audioSamples && s;
+  }, 'B: frames keep coming over TURN', { tries: 300, everyMs: 100 });
+  console.log(`relay-only subscriber stats: ${JSON.stringify(later)}`);
+
+  // Both sides use a relayed local candidate (their only kind) towards ringsfu's host candidate.
+  for (const [who, p] of [['publisher', a.page], ['subscriber', b.page]]) {
+    const pairs = await until(async () => {
+      const ps = await selectedPairs(p);
+      return ps.length > 0 && ps;
+    }, `${who}: a selected candidate pair`);
+    console.log(`${who} selected pairs: ${JSON.stringify(pairs)}`);
+    for (const pair of pairs) {
+      assert.equal(pair.local, 'relay', `${who}: ${JSON.stringify(pair)}`);
+      assert.equal(pair.remote, 'host', `${who}: ${JSON.stringify(pair)}`);
+      assert.ok(pair.bytesSent > 0 && pair.bytesReceived > 0, `${who}: ${JSON.stringify(pair)}`);
+    }
+  }
+
+  // ringsfu's TURN server saw both allocations and relays in both directions (its counters are
+  // published once a second).
+  const m = await until(async () => {
+    const t = await scrape();
+    const ok = sum(t, 'ringsfu_turn_allocations') >= 2
+      && sum(t, 'ringsfu_turn_relayed_packets_total', 'direction="to_peer"') > 100
+      && sum(t, 'ringsfu_turn_relayed_packets_total', 'direction="to_client"') > 100;
+    return ok && t;
+  }, 'TURN allocations and relayed packets in /metrics', { tries: 100, everyMs: 100 });
+  console.log(`TURN: allocations ${sum(m, 'ringsfu_turn_allocations')}, relayed to peer `
+    + `${sum(m, 'ringsfu_turn_relayed_packets_total', 'direction="to_peer"')}, to client `
+    + `${sum(m, 'ringsfu_turn_relayed_packets_total', 'direction="to_client"')}`);
+  assert.equal(sum(m, 'ringsfu_turn_drops_total', 'reason="turn_peer_denied"'), 0);
+
+  for (const p of [a.page, b.page]) {
+    assert.deepEqual(await p.evaluate(() => window.events.filter((e) => e.type === 'exception')), []);
+    await p.close();
+  }
+});
