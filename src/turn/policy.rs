@@ -6,8 +6,16 @@
 //! reserved ranges and the server's own addresses are **denied**. `allow_loopback_peers` lifts
 //! the loopback rule; `allowed_peer_ranges` lift any default rule for their range;
 //! `denied_peer_ranges` deny more, and an explicit deny wins over an explicit allow.
+//!
+//! One exception to the defaults: **ringsfu's own media ports** ([`PeerPolicy::with_media`]).
+//! Relaying a browser behind a strict firewall to the SFU is what the built-in TURN server is
+//! for, and the SFU's ICE candidates are the server's own (often private, in tests loopback)
+//! addresses. A permission for a media address is granted, but datagrams to that address are
+//! relayed only to the media ports ([`PeerPolicy::check_addr`]); its other ports (the REST API,
+//! SSH...) stay as denied as the rest of the server.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 
 use crate::config::{TurnConfig, parse_cidr};
 
@@ -82,6 +90,9 @@ pub struct PeerPolicy {
     allowed: Vec<Cidr>,
     denied: Vec<Cidr>,
     server_addresses: Vec<IpAddr>,
+    /// The SFU's own ICE candidate addresses and media ports (empty range: none).
+    media_ips: Vec<IpAddr>,
+    media_ports: Option<RangeInclusive<u16>>,
 }
 
 impl PeerPolicy {
@@ -93,14 +104,47 @@ impl PeerPolicy {
             allowed: cfg.allowed_peer_ranges.iter().filter_map(|r| Cidr::parse(r).ok()).collect(),
             denied: cfg.denied_peer_ranges.iter().filter_map(|r| Cidr::parse(r).ok()).collect(),
             server_addresses: server_addresses.into_iter().map(canonical).collect(),
+            media_ips: Vec::new(),
+            media_ports: None,
         }
     }
 
-    /// Whether `ip` may be a peer.
+    /// Lets allocations relay to ringsfu's own media endpoints: `ips` (the ICE candidate
+    /// addresses) on `ports` (the shards' media ports), whatever the default rules say about
+    /// those addresses. An explicit `denied_peer_ranges` entry still wins.
+    pub fn with_media(mut self, ips: Vec<IpAddr>, ports: RangeInclusive<u16>) -> PeerPolicy {
+        self.media_ips = ips.into_iter().map(canonical).collect();
+        self.media_ports = Some(ports);
+        self
+    }
+
+    /// Whether `ip` is one of ringsfu's media addresses (datagrams to it need
+    /// [`PeerPolicy::check_addr`]: only the media ports are open).
+    pub fn is_media_ip(&self, ip: IpAddr) -> bool {
+        self.media_ports.is_some() && self.media_ips.contains(&canonical(ip))
+    }
+
+    /// Whether a permission for `ip` may be installed (CreatePermission; permissions are per
+    /// IP address, RFC 8656 §9). ringsfu's media addresses are allowed here; which of their
+    /// ports a datagram may reach is [`PeerPolicy::check_addr`]'s business.
     pub fn check(&self, ip: IpAddr) -> Result<(), Denied> {
-        let ip = canonical(ip);
+        self.check_ip(canonical(ip), true)
+    }
+
+    /// Whether datagrams may be relayed to `peer` (ChannelBind, and every Send indication to a
+    /// media address): as [`PeerPolicy::check`], but the media exception covers only the media
+    /// ports.
+    pub fn check_addr(&self, peer: SocketAddr) -> Result<(), Denied> {
+        let media_port = self.media_ports.as_ref().is_some_and(|r| r.contains(&peer.port()));
+        self.check_ip(canonical(peer.ip()), media_port)
+    }
+
+    fn check_ip(&self, ip: IpAddr, media_exception: bool) -> Result<(), Denied> {
         if self.denied.iter().any(|c| c.contains(ip)) {
             return Err(Denied::Configured);
+        }
+        if media_exception && self.is_media_ip(ip) {
+            return Ok(());
         }
         if self.allowed.iter().any(|c| c.contains(ip)) {
             return Ok(());
@@ -196,6 +240,38 @@ mod tests {
         for a in ["8.8.8.8", "198.51.100.7", "2001:db8::1", "2a00:1450::1"] {
             assert_eq!(p.check(ip(a)), Ok(()), "{a}");
         }
+    }
+
+    #[test]
+    fn own_media_ports_are_reachable_and_nothing_else_of_the_server() {
+        let cfg = TurnConfig::default();
+        let own: IpAddr = ip("10.0.0.5");
+        let p = PeerPolicy::from_config(&cfg, vec![own, ip("127.0.0.1")])
+            .with_media(vec![own, ip("127.0.0.1")], 40000..=40001);
+        // Permissions: per IP, granted for the media addresses (private and loopback here).
+        assert_eq!(p.check(own), Ok(()));
+        assert_eq!(p.check(ip("127.0.0.1")), Ok(()));
+        assert_eq!(p.check(ip("::ffff:10.0.0.5")), Ok(()));
+        // Datagrams: the media ports only.
+        for port in [40000, 40001] {
+            assert_eq!(p.check_addr(SocketAddr::new(own, port)), Ok(()));
+            assert_eq!(p.check_addr(SocketAddr::new(ip("127.0.0.1"), port)), Ok(()));
+        }
+        assert_eq!(p.check_addr(SocketAddr::new(own, 4443)), Err(Denied::ServerAddress));
+        assert_eq!(p.check_addr(SocketAddr::new(own, 39999)), Err(Denied::ServerAddress));
+        assert_eq!(p.check_addr(SocketAddr::new(ip("127.0.0.1"), 22)), Err(Denied::Loopback));
+        // Other private and server addresses keep their default.
+        assert_eq!(p.check(ip("10.0.0.6")), Err(Denied::Private));
+        assert_eq!(p.check_addr(SocketAddr::new(ip("10.0.0.6"), 40000)), Err(Denied::Private));
+        // An explicit deny still wins.
+        let cfg = TurnConfig { denied_peer_ranges: vec!["10.0.0.0/8".into()], ..cfg };
+        let p = PeerPolicy::from_config(&cfg, vec![own]).with_media(vec![own], 40000..=40001);
+        assert_eq!(p.check(own), Err(Denied::Configured));
+        assert_eq!(p.check_addr(SocketAddr::new(own, 40000)), Err(Denied::Configured));
+        // Without media endpoints the server's addresses are denied.
+        let p = PeerPolicy::from_config(&TurnConfig::default(), vec![ip("203.0.113.5")]);
+        assert_eq!(p.check(ip("203.0.113.5")), Err(Denied::ServerAddress));
+        assert!(!p.is_media_ip(ip("203.0.113.5")));
     }
 
     #[test]

@@ -203,7 +203,15 @@ impl TurnPlan {
         own.push(cfg.media.bind_address);
         own.extend(cfg.media_public_ips());
         own.retain(|ip| !ip.is_unspecified());
-        TurnServer::new(settings, creds, PeerPolicy::from_config(t, own))
+        let mut policy = PeerPolicy::from_config(t, own);
+        // The SFU's own media ports are what browsers relay to: reachable whatever the
+        // defaults say about the server's addresses (known when the ports are configured).
+        if cfg.media.enabled && cfg.media.port_base != 0 {
+            let last = cfg.media.port_base.saturating_add(cfg.effective_shards() as u16 - 1);
+            policy =
+                policy.with_media(crate::media::candidate_ips(cfg), cfg.media.port_base..=last);
+        }
+        TurnServer::new(settings, creds, policy)
     }
 }
 

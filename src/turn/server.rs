@@ -321,6 +321,11 @@ impl TurnServer {
         self.creds = creds;
     }
 
+    /// Replaces the peer policy (existing permissions stay until they expire).
+    pub fn set_policy(&mut self, policy: PeerPolicy) {
+        self.policy = policy;
+    }
+
     /// Number of live allocations.
     pub fn allocation_count(&self) -> usize {
         self.by_client.len()
@@ -520,6 +525,12 @@ impl TurnServer {
         };
         if !a.permitted(now.mono, peer.ip()) {
             return self.drop(DropReason::NoPermission);
+        }
+        // A permission for one of ringsfu's media addresses opens only its media ports.
+        if self.policy.is_media_ip(peer.ip())
+            && let Err(d) = self.policy.check_addr(peer)
+        {
+            return self.drop(DropReason::PeerDenied(d));
         }
         let (relay, user) = (a.relay, a.user);
         // `data` borrows `buf`: its offset is the distance between the two starts.
@@ -970,11 +981,13 @@ impl TurnServer {
         Ok(vec![Attr::Lifetime(lifetime.as_secs() as u32)])
     }
 
-    fn check_peer(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), Fail> {
+    /// `port`: the peer's port matters (ChannelBind); permissions are per IP.
+    fn check_peer(&self, relay: SocketAddr, peer: SocketAddr, port: bool) -> Result<(), Fail> {
         if peer.is_ipv4() != relay.is_ipv4() {
             return Err(FAMILY_MISMATCH);
         }
-        self.policy.check(peer.ip()).map_err(|_| FORBIDDEN)
+        let r = if port { self.policy.check_addr(peer) } else { self.policy.check(peer.ip()) };
+        r.map_err(|_| FORBIDDEN)
     }
 
     fn create_permission(
@@ -988,7 +1001,7 @@ impl TurnServer {
         let mut peers: Vec<IpAddr> = Vec::new();
         for p in msg.xor_peer_addresses() {
             let p = p.map_err(|_| BAD_REQUEST)?;
-            self.check_peer(relay, p)?;
+            self.check_peer(relay, p, false)?;
             peers.push(p.ip());
         }
         if peers.is_empty() {
@@ -1017,7 +1030,7 @@ impl TurnServer {
         }
         let peer = msg.xor_peer_address().map_err(|_| BAD_REQUEST)?.ok_or(BAD_REQUEST)?;
         let relay = self.allocations[i].as_ref().ok_or(MISMATCH)?.relay;
-        self.check_peer(relay, peer)?;
+        self.check_peer(relay, peer, true)?;
         let (perm_life, chan_life) =
             (self.settings.permission_lifetime, self.settings.channel_lifetime);
         let max = self.settings.max_channels;

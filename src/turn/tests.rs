@@ -444,6 +444,55 @@ fn policy_and_quotas() {
     assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(486));
 }
 
+/// The SFU's own media port (a private address here, as on a LAN deployment) is a legal peer:
+/// permission, channel and Send indication; the same address's other ports are not.
+#[test]
+fn own_media_port_is_a_peer_and_only_it() {
+    let mut fx = Fx::default();
+    let media_ip = "10.0.0.5".parse().unwrap();
+    let own = vec!["192.0.2.1".parse().unwrap(), media_ip];
+    fx.server.set_policy(
+        PeerPolicy::from_config(&TurnConfig::default(), own)
+            .with_media(vec![media_ip], 40000..=40001),
+    );
+    fx.allocate("alice", "pw");
+    let media: SocketAddr = "10.0.0.5:40001".parse().unwrap();
+    let api: SocketAddr = "10.0.0.5:4443".parse().unwrap();
+    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(media).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    let r = fx.authed(Method::CHANNEL_BIND, |w| {
+        w.channel_number(0x4001).unwrap();
+        w.xor_peer_address(api).unwrap();
+    });
+    assert_eq!(r.code(), Some(403), "a channel to another port of the server");
+    let r = fx.authed(Method::CHANNEL_BIND, |w| {
+        w.channel_number(0x4001).unwrap();
+        w.xor_peer_address(media).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    let send = |to: SocketAddr| {
+        let mut buf = vec![0u8; 256];
+        let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
+        w.xor_peer_address(to).unwrap();
+        w.data(b"stun check").unwrap();
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    };
+    assert!(matches!(fx.send(&send(media)).0, FromClient::Relay { peer, .. } if peer == media));
+    assert!(matches!(
+        fx.send(&send(api)).0,
+        FromClient::Drop(DropReason::PeerDenied(policy::Denied::ServerAddress))
+    ));
+    // Other private addresses stay denied.
+    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address("10.0.0.6:40001".parse().unwrap()).unwrap();
+    });
+    assert_eq!(r.code(), Some(403));
+}
+
 #[test]
 fn bandwidth_limit_per_user() {
     let mut fx = Fx::new(TurnSettings {

@@ -2,7 +2,8 @@
 // 'relay', as an application behind a strict firewall would set it), publishes and subscribes
 // through ringsfu's own TURN server, using the TURN credentials ringsfu hands out in joinRoom.
 // Every candidate pair in use must be a relayed one, and ringsfu's /metrics must show the
-// allocations and the relayed packets.
+// allocations and the relayed packets. The TURN peer policy is the default one: the server's own
+// (here loopback) addresses are denied as peers except for its media ports.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -17,9 +18,8 @@ before(async () => {
   server = await startServer({
     args: [
       '--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`,
-      // Everything is on loopback here: the relay's peer (ringsfu's media port) is 127.0.0.1,
-      // which the TURN server denies by default.
-      '--set', 'turn.allow_loopback_peers=true',
+      // Default peer policy: loopback peers are denied (allow_loopback_peers is off), but the
+      // relay's peer here is ringsfu's own media port on 127.0.0.1, which the policy opens.
       '--set', 'turn.public_ip=127.0.0.1',
       '--set', 'turn.relay_ips=["127.0.0.1"]',
       '--set', 'media.public_ips=["127.0.0.1"]',
