@@ -87,11 +87,21 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
         std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { addr, source })?;
     listener.set_nonblocking(true).map_err(|source| AppError::Bind { addr, source })?;
     let control = ControlPlane::new(cfg.clone());
-    let media = start_media(&cfg, &control)?;
+    // TURN's configuration first: with the media engine on, the media shards host its UDP side.
+    let mut turn_setup = crate::turn::serve::TurnSetup::new(&cfg, Some(control.turn_secrets()))
+        .map_err(|e| AppError::Turn(e.to_string()))?;
+    let hosted = match turn_setup.as_mut() {
+        Some(t) if cfg.media.enabled => {
+            Some(t.hosted().map_err(|e| AppError::Turn(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let turn_hosted = hosted.is_some();
+    let media = start_media(&cfg, &control, hosted)?;
     let app = control.router();
     let handle: Handle<SocketAddr> = Handle::new();
     let tls = if cfg.tls.enabled { Some(tls_config(&cfg).await?) } else { None };
-    let turn = start_turn(&cfg, tls.as_ref(), control.turn_secrets()).await?;
+    let turn = start_turn(&cfg, tls.as_ref(), turn_setup, turn_hosted).await?;
     tracing::info!(
         version = crate::OPENVIDU_VERSION,
         listen = %addr,
@@ -143,33 +153,39 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
     Ok(())
 }
 
-/// Starts the media shards and attaches them to the control plane (`[media] enabled`).
+/// Starts the media shards (hosting TURN's UDP side when `turn` is given) and attaches them to
+/// the control plane (`[media] enabled`).
 fn start_media(
     cfg: &Arc<Config>,
     control: &ControlPlane,
+    turn: Option<crate::turn::serve::HostedTurnFactory>,
 ) -> Result<Option<Arc<crate::media::MediaEngine>>, AppError> {
     if !cfg.media.enabled {
         tracing::warn!("media disabled ([media] enabled = false): media methods answer errors");
         return Ok(None);
     }
-    let engine = crate::media::MediaEngine::start(cfg.clone()).map_err(AppError::Media)?;
+    let engine =
+        crate::media::MediaEngine::start_with_turn(cfg.clone(), turn).map_err(AppError::Media)?;
     control.attach_media(engine.clone());
     Ok(Some(engine))
 }
 
 /// The built-in TURN server (`[turn]`), checking the credentials the control plane reloads;
 /// TURN over TLS uses the HTTPS certificate (`[tls]`).
+/// `hosted`: the media shards serve TURN over UDP; otherwise TURN shards of its own do.
 async fn start_turn(
     cfg: &Arc<Config>,
     https: Option<&RustlsConfig>,
-    secrets: crate::secrets::TurnSecretsHandle,
+    setup: Option<crate::turn::serve::TurnSetup>,
+    hosted: bool,
 ) -> Result<Option<crate::turn::serve::TurnService>, AppError> {
+    let Some(setup) = setup else { return Ok(None) };
     let tls = match https {
-        _ if !cfg.turn.enabled || cfg.turn.tls_port == 0 => None,
+        _ if cfg.turn.tls_port == 0 => None,
         Some(t) => Some(t.get_inner()),
         None => Some(tls_config(cfg).await?.get_inner()),
     };
-    crate::turn::serve::start(cfg, tls, Some(secrets)).map_err(|e| AppError::Turn(e.to_string()))
+    setup.start(tls, hosted).map(Some).map_err(|e| AppError::Turn(e.to_string()))
 }
 
 /// READY=1 once the listener accepts, then signals: SIGHUP reloads, SIGTERM/SIGINT drain and

@@ -46,6 +46,18 @@ fn free_port() -> u16 {
     panic!("no port free for both UDP and TCP");
 }
 
+/// A UDP port whose successor is free too (the two media shards' ports).
+fn free_udp_pair() -> u16 {
+    for _ in 0..100 {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two consecutive UDP ports free");
+}
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -66,10 +78,17 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(false)
+}
+
+/// `media`: the media engine runs, and its shards host TURN over UDP (the binary's default);
+/// otherwise TURN runs on shards of its own.
+fn setup_with(media: bool) -> Setup {
     // Disjoint relay port ranges for the servers of tests running side by side.
     static NEXT: AtomicU16 = AtomicU16::new(0);
     {
         let (turn, tls, http, peer) = (free_port(), free_port(), free_port(), free_port());
+        let media_port = free_udp_pair();
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let relay_min = 20000 + (std::process::id() % 10) as u16 * 3200 + (k % 16) * 200;
         let dir = std::env::temp_dir().join(format!("ringsfu-turn-{}-{k}", std::process::id()));
@@ -80,7 +99,7 @@ fn setup() -> Setup {
             format!(
                 "[server]\nport = {http}\nsecret = \"S\"\n\
                  [tls]\nself_signed = true\n\
-                 [media]\nenabled = false\nshards = 2\npin_threads = false\n\
+                 [media]\nenabled = {media}\nport_base = {media_port}\nshards = 2\npin_threads = false\n\
                  [turn]\nport = {turn}\ntls_port = {tls}\nusers = [\"alice:wonderland\"]\n\
                  static_auth_secret = \"{SECRET}\"\nallow_loopback_peers = true\n\
                  relay_port_min = {relay_min}\nrelay_port_max = {}\n",
@@ -233,6 +252,23 @@ fn udp_rtp_rtcp_pair_with_even_port_reservation() {
     // Allocate with the RESERVATION-TOKEN.
     let s = setup();
     let p = port_arg(s.turn);
+    uclient_no_loss(&s, &["-p", &p, "-u", "alice", "-w", "wonderland"]);
+}
+
+#[test]
+fn hosted_by_media_shards_binding_channels_and_indications() {
+    if !tools_present() {
+        return;
+    }
+    // The same clients against TURN hosted by the two media shards (SO_REUSEPORT listener in
+    // each; an RTP/RTCP pair's reservation may be redeemed on the other shard).
+    let s = setup_with(true);
+    let p = port_arg(s.turn);
+    let (code, out) = run("turnutils_stunclient", &["-p", &p, "127.0.0.1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("UDP reflexive addr: 127.0.0.1:"), "{out}");
+    uclient_no_loss(&s, &["-c", "-p", &p, "-u", "alice", "-w", "wonderland"]);
+    uclient_no_loss(&s, &["-c", "-s", "-p", &p, "-W", SECRET]);
     uclient_no_loss(&s, &["-p", &p, "-u", "alice", "-w", "wonderland"]);
 }
 

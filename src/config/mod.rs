@@ -150,6 +150,10 @@ pub struct TurnConfig {
     pub relay_port_min: u16,
     /// Highest UDP port of a relayed transport address.
     pub relay_port_max: u16,
+    /// With the media engine running, a datagram an allocation relays to ringsfu's own media
+    /// port on the same shard is handed to the media core inside the process (both ways), not
+    /// sent through the kernel. `false`: always through the kernel (for comparison).
+    pub deliver_in_process: bool,
 }
 
 /// `[webhook]`: OpenVidu webhook delivery.
@@ -273,6 +277,7 @@ impl Default for TurnConfig {
             relay_ips: Vec::new(),
             relay_port_min: 49152,
             relay_port_max: 65535,
+            deliver_in_process: true,
         }
     }
 }

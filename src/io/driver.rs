@@ -52,6 +52,8 @@ pub(crate) struct Driver<C: ShardCore> {
     pub socket_ops: std::collections::VecDeque<SocketOp>,
     /// Receive/send buffer size of the sockets the core opens.
     pub extra_socket_buffer: usize,
+    /// The same for listeners the core opens (`SocketOp::Listen`): the shard's own size.
+    pub socket_buffer: usize,
     last_overrun_log: Option<Instant>,
 }
 
@@ -74,6 +76,7 @@ impl<C: ShardCore> Driver<C> {
             gso_fault: ctx.opts.inject_gso_error,
             socket_ops: std::collections::VecDeque::with_capacity(64),
             extra_socket_buffer: ctx.opts.extra_socket_buffer,
+            socket_buffer: ctx.opts.socket_buffer,
             last_overrun_log: None,
         };
         (d, ctx.socket, ctx.sock, ctx.opts)
@@ -94,15 +97,19 @@ impl<C: ShardCore> Driver<C> {
         }
     }
 
-    /// Binds a socket the core asked for; its error goes back to the core.
+    /// Binds a socket the core asked for (`listen`: SO_REUSEPORT, the shard's buffer size);
+    /// its error goes back to the core.
     pub fn open_socket(
         &mut self,
         now: Instant,
         id: SocketId,
         addr: SocketAddr,
+        listen: bool,
     ) -> Option<(std::net::UdpSocket, SocketInfo)> {
         let res = if id == SocketId::MAIN || id.0 >= SocketId::LIMIT {
             Err(std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        } else if listen {
+            crate::io::bind_udp(addr, true, self.socket_buffer, false)
         } else {
             crate::io::bind_udp(addr, false, self.extra_socket_buffer, false)
         };
@@ -116,7 +123,7 @@ impl<C: ShardCore> Driver<C> {
         }
     }
 
-    /// Tells the core how its `SocketOp::Open` ended.
+    /// Tells the core how its `SocketOp::Open` or `Listen` ended.
     pub fn socket_result(&mut self, now: Instant, id: SocketId, r: Result<(), std::io::ErrorKind>) {
         self.core.handle_socket_result(now, id, r, &mut self.tx);
         self.drain_events();

@@ -17,6 +17,7 @@ use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
 
 use super::core::{CoreSettings, MediaCore};
+use super::shard::MediaShard;
 use super::stats::{MediaStats, MediaStatsSnapshot};
 use super::{IceParams, InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
 use crate::config::Config;
@@ -93,7 +94,7 @@ struct State {
 pub struct MediaEngine {
     cfg: Arc<Config>,
     fingerprint: String,
-    shards: Mutex<ShardHandles<MediaCore>>,
+    shards: Mutex<ShardHandles<MediaShard>>,
     /// Host candidates of each shard (public addresses × the shard's port).
     candidates: Vec<Vec<SocketAddr>>,
     stats: Vec<Arc<MediaStats>>,
@@ -199,6 +200,15 @@ fn interface_addresses(with_v6: bool) -> Vec<IpAddr> {
 impl MediaEngine {
     /// Generates the DTLS certificate and starts `[media] shards` media shards.
     pub fn start(cfg: Arc<Config>) -> Result<Arc<MediaEngine>, MediaEngineError> {
+        MediaEngine::start_with_turn(cfg, None)
+    }
+
+    /// As [`MediaEngine::start`], each shard also hosting the TURN core `turn` builds for it
+    /// (from [`crate::turn::serve::TurnSetup::hosted`]).
+    pub fn start_with_turn(
+        cfg: Arc<Config>,
+        turn: Option<crate::turn::serve::HostedTurnFactory>,
+    ) -> Result<Arc<MediaEngine>, MediaEngineError> {
         let cert =
             DtlsCert::generate().map_err(|e| MediaEngineError::Certificate(e.to_string()))?;
         // `sha-256 AB:CD:…`; the SDP writer adds the algorithm itself.
@@ -215,13 +225,14 @@ impl MediaEngine {
         };
         let core_stats = stats.clone();
         let shards = spawn_shards(&cfg, move |info| {
-            MediaCore::new(
+            let media = MediaCore::new(
                 info.local_addr,
                 ctx.clone(),
                 settings.clone(),
                 core_stats[info.index % core_stats.len()].clone(),
                 Instant::now(),
-            )
+            );
+            MediaShard::new(media, turn.as_ref().map(|f| f(info.index, info.local_addr)))
         })?;
         let ips = candidate_ips(&cfg);
         let candidates = shards

@@ -7,6 +7,8 @@
 //!   DTLS endpoint, SRTP contexts, the publisher's tracks or the subscriber's legs) and the
 //!   shard's [`Router`](crate::router::Router). Sans-IO like every core: the shell lends it
 //!   datagrams, `now` and a [`TxQueue`](crate::shard::TxQueue).
+//! - [`MediaShard`] (`shard.rs`) is what a media shard runs: the media core, and the TURN core
+//!   the shard hosts beside it, with in-process delivery between the two.
 //! - [`MediaEngine`] (`engine.rs`) lives on the control-plane thread: it answers the media
 //!   JSON-RPC methods (SDP offer/answer with [`crate::sdp`], ICE credentials, the session's
 //!   shard), sends [`ShardCommand`]s down and turns [`ShardEvent`]s into notifications.
@@ -20,6 +22,7 @@
 mod core;
 mod engine;
 pub mod feedback;
+mod shard;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -27,6 +30,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use self::core::{CoreSettings, MediaCore};
+pub use self::shard::MediaShard;
 /// The interface addresses the TURN server relays from when bound to the wildcard.
 pub(crate) use engine::candidate_ips;
 pub use engine::{MediaEngine, MediaEngineError};

@@ -439,6 +439,18 @@ impl Metrics {
             sample(o, name, &[("shard", l), ("direction", "to_peer")], t.relayed_to_peer);
             sample(o, name, &[("shard", l), ("direction", "to_client")], t.relayed_to_client);
         }
+        let name = "ringsfu_turn_in_process_total";
+        header(
+            o,
+            name,
+            "counter",
+            "Relayed packets handed between the TURN and media cores of a shard without the \
+             kernel (to_media, to_client).",
+        );
+        for (l, t) in &snaps {
+            sample(o, name, &[("shard", l), ("direction", "to_media")], t.in_process_to_media);
+            sample(o, name, &[("shard", l), ("direction", "to_client")], t.in_process_to_client);
+        }
         let name = "ringsfu_turn_drops_total";
         header(o, name, "counter", "TURN datagrams dropped, by reason.");
         for (l, t) in &snaps {

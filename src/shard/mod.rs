@@ -93,6 +93,11 @@ pub enum SocketOp {
     /// and receive on it. The outcome comes back through [`ShardCore::handle_socket_result`]
     /// before any datagram the core queued after asking is sent.
     Open { id: SocketId, addr: SocketAddr },
+    /// As `Open`, but with SO_REUSEPORT and the shard's own buffer size
+    /// ([`crate::io::IoOptions::socket_buffer`]): a busy listener that every shard binds on the
+    /// same port (the kernel spreads client 5-tuples over them), e.g. TURN hosted by the media
+    /// shards.
+    Listen { id: SocketId, addr: SocketAddr },
     /// Stop receiving and close. Datagrams still queued for it are dropped.
     Close { id: SocketId },
 }
@@ -151,7 +156,7 @@ pub trait ShardCore: 'static {
         None
     }
 
-    /// The outcome of `SocketOp::Open` for `id`: `Ok` once it is bound and receiving, `Err` if
+    /// The outcome of `SocketOp::Open` (or `Listen`) for `id`: `Ok` once it is bound and receiving, `Err` if
     /// it could not be opened (the id is free again). Called in the turn of the request, before
     /// that turn's sends leave.
     fn handle_socket_result(

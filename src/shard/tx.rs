@@ -162,6 +162,30 @@ impl TxQueue {
         &self.buf[start..start + TX_SLOT_SIZE]
     }
 
+    /// Walks the packets committed at pending positions `from..` (those a core queued during
+    /// one call, `from` being [`TxQueue::pending_len`] before it): `f` sees each one's
+    /// descriptor and whole slot and may change both, e.g. to hand a packet from one core of a
+    /// composed shard to the other in place; `false` drops the packet (its slot is freed).
+    /// Order is kept.
+    pub(crate) fn rewrite_pending(
+        &mut self,
+        from: usize,
+        mut f: impl FnMut(&mut TxMeta, &mut [u8]) -> bool,
+    ) {
+        let mut k = from;
+        // Bounded: every step advances `k` or shortens the queue.
+        while k < self.pending.len() {
+            let idx = self.pending[k];
+            let start = idx as usize * TX_SLOT_SIZE;
+            if f(&mut self.meta[idx as usize], &mut self.buf[start..start + TX_SLOT_SIZE]) {
+                k += 1;
+            } else {
+                self.pending.remove(k);
+                self.free.push(idx);
+            }
+        }
+    }
+
     // ---- shell side (crate-internal) ----
 
     /// The `n`-th pending slot index from the front.
@@ -313,6 +337,28 @@ mod tests {
         drop(q.push(addr(1)));
         assert_eq!(q.available(), 1);
         assert_eq!(q.pending_len(), 0);
+    }
+
+    #[test]
+    fn rewrite_pending_changes_and_drops_in_order() {
+        let mut q = TxQueue::new(4);
+        for p in 1..=4 {
+            q.send(addr(p), None, &[p as u8]).expect("slot");
+        }
+        q.rewrite_pending(1, |m, slot| match m.dst.port() {
+            2 => {
+                slot[100] = 0xee;
+                m.offset = 100;
+                m.dst = addr(20);
+                true
+            }
+            3 => false,
+            _ => true,
+        });
+        assert_eq!(q.available(), 1, "the dropped slot is free");
+        let got: Vec<(u16, Vec<u8>)> =
+            std::iter::from_fn(|| q.pop_pending(|m, b| (m.dst.port(), b.to_vec()))).collect();
+        assert_eq!(got, vec![(1, vec![1]), (20, vec![0xee]), (4, vec![4])]);
     }
 
     #[test]

@@ -47,6 +47,11 @@ impl Cidr {
     }
 }
 
+/// The same address, an IPv4-mapped IPv6 address being the IPv4 address it carries.
+pub(crate) fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    canonical(a) == canonical(b)
+}
+
 /// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

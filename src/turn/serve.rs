@@ -1,6 +1,9 @@
 //! Running the TURN server: [`start`] reads `[turn]`, starts the UDP shards (one [`TurnShard`]
 //! per shard, all bound to `[turn] port` with SO_REUSEPORT) and the TCP/TLS listener thread
-//! ([`super::stream`]), and returns the [`TurnService`] that stops them.
+//! ([`super::stream`]), and returns the [`TurnService`] that stops them. With the media engine
+//! running, the binary uses [`TurnSetup`] instead: the media shards host the UDP side (one
+//! [`TurnShard`] inside each, [`TurnSetup::hosted`]), so a datagram relayed to ringsfu's own
+//! media port on the same shard never leaves the process.
 //!
 //! Relayed transport addresses: every relay IP brings the port range
 //! `relay_port_min..=relay_port_max`, cut into `shards + 1` disjoint slices: shard `i` relays
@@ -33,7 +36,8 @@ pub enum TurnStartError {
 
 /// The running TURN server.
 pub struct TurnService {
-    shards: ShardHandles<TurnShard>,
+    /// `None` when the media shards host the UDP side.
+    shards: Option<ShardHandles<TurnShard>>,
     stream: Option<StreamServer>,
     udp: SocketAddr,
     /// Published counters: one per UDP shard, then the TCP/TLS thread's.
@@ -57,10 +61,15 @@ impl TurnService {
         self.stream.as_ref().map_or((None, None), |s| (Some(s.tcp_addr()), s.tls_addr()))
     }
 
-    /// Counters of every UDP shard (asks each shard; waits at most `timeout` per shard).
+    /// Counters of every UDP shard (asks each shard; waits at most `timeout` per shard). When
+    /// the media shards host the UDP side: their last published counters.
     pub fn reports(&mut self, timeout: Duration) -> Vec<TurnShardStats> {
+        let Some(shards) = self.shards.as_mut() else {
+            let n = self.cells.len().saturating_sub(1);
+            return self.cells[..n].iter().map(|c| c.load()).collect();
+        };
         let mut out = Vec::new();
-        for s in self.shards.iter_mut() {
+        for s in shards.iter_mut() {
             if s.commands().send(TurnCommand::Report).is_err() {
                 continue;
             }
@@ -79,7 +88,7 @@ impl TurnService {
 
     /// The UDP shards' loop counters (for the watchdog).
     pub fn shard_stats(&self) -> Vec<Arc<crate::shard::ShardStats>> {
-        self.shards.iter().map(|s| s.stats().clone()).collect()
+        self.shards.iter().flat_map(|h| h.iter()).map(|s| s.stats().clone()).collect()
     }
 
     /// Stops the shards and the stream thread and waits for them.
@@ -87,7 +96,9 @@ impl TurnService {
         if let Some(s) = self.stream {
             s.shutdown();
         }
-        if let Err(e) = self.shards.shutdown() {
+        if let Some(shards) = self.shards
+            && let Err(e) = shards.shutdown()
+        {
             tracing::warn!(error = %e, "TURN shard ended with an error");
         }
         tracing::info!("TURN server stopped");
@@ -259,83 +270,163 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Starts the TURN server when `[turn] enabled` (`Ok(None)` otherwise). `tls` serves TURN over
-/// TLS on `[turn] tls_port` (required when that port is set). `secrets`: the credentials the
-/// control plane reloads on SIGHUP (the shards pick a change up within a second); `None`: fixed
-/// ones from `cfg`.
+/// Starts the TURN server when `[turn] enabled` (`Ok(None)` otherwise), on UDP shards of its
+/// own. `tls` serves TURN over TLS on `[turn] tls_port` (required when that port is set).
+/// `secrets`: the credentials the control plane reloads on SIGHUP (the shards pick a change up
+/// within a second); `None`: fixed ones from `cfg`.
 pub fn start(
     cfg: &Arc<Config>,
     tls: Option<Arc<rustls::ServerConfig>>,
     secrets: Option<TurnSecretsHandle>,
 ) -> Result<Option<TurnService>, TurnStartError> {
-    if !cfg.turn.enabled {
-        return Ok(None);
+    match TurnSetup::new(cfg, secrets)? {
+        Some(setup) => setup.start(tls, false).map(Some),
+        None => Ok(None),
     }
-    let secrets = secrets.unwrap_or_else(|| TurnSecretsHandle::from_config(cfg));
-    let mut plan = TurnPlan::new(cfg, secrets)?;
-    let fds = raise_fd_limit();
-    let wanted = plan.max_allocations_per_shard * plan.shards;
-    plan.cap_by_fd_limit(fds, FD_RESERVE);
-    let ports: usize = plan.slices.iter().map(|r| r.len()).sum::<usize>() * plan.relay_ips.len();
-    let opts = ShardOptions {
-        shards: plan.shards,
-        bind_address: plan.listen.ip(),
-        port_base: plan.listen.port(),
-        backend: cfg.media.io_backend,
-        pin_threads: cfg.media.pin_threads,
-        reuse_port: true,
-        io: IoOptions::default(),
-    };
-    let (anchor, anchor_unix) = (Instant::now(), unix_now());
-    let cells: Vec<Arc<TurnStatsCell>> =
-        (0..=plan.shards).map(|_| Arc::new(TurnStatsCell::default())).collect();
-    let (c, p, cs) = (cfg.clone(), plan.clone(), cells.clone());
-    let shards = spawn_shards_with(&opts, move |info| {
-        let mut reload = Reload { plan: p.clone(), seen: p.secrets.generation() };
-        TurnShard::new(p.server(&c, info.index), info.local_addr, anchor, anchor_unix)
-            .with_reload(Box::new(move |server: &mut TurnServer| reload.poll(server)))
-            .with_stats_cell(cs[info.index].clone())
-    })?;
-    let udp = shards.get(0).map_or(plan.listen, |s| s.info().local_addr);
-    let tcp_addr = SocketAddr::new(plan.listen.ip(), udp.port());
-    let tls_addr =
-        (cfg.turn.tls_port != 0).then(|| SocketAddr::new(plan.listen.ip(), cfg.turn.tls_port));
-    if tls_addr.is_some() && tls.is_none() {
-        return Err(TurnStartError::Config("turn.tls_port needs a [tls] certificate".into()));
+}
+
+/// Builds the TURN core of one media shard (index, the shard's media socket address).
+pub type HostedTurnFactory = Box<dyn Fn(usize, SocketAddr) -> TurnShard + Send + Sync>;
+
+/// The TURN server between reading its configuration and running: [`TurnSetup::hosted`] gives
+/// the media engine the TURN cores its shards host (UDP: listener, relays, in-process delivery
+/// to the media port), then [`TurnSetup::start`] starts what remains (the TCP/TLS thread, and
+/// the UDP shards when no media shard hosts them).
+pub struct TurnSetup {
+    cfg: Arc<Config>,
+    plan: TurnPlan,
+    cells: Vec<Arc<TurnStatsCell>>,
+    anchor: Instant,
+    anchor_unix: u64,
+    fds: u64,
+    wanted: usize,
+}
+
+impl std::fmt::Debug for TurnSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnSetup").field("listen", &self.plan.listen).finish_non_exhaustive()
     }
-    let server = plan.server(cfg, plan.shards);
-    let mut reload = Reload { plan: plan.clone(), seen: plan.secrets.generation() };
-    let stream_cell = cells[plan.shards].clone();
-    // Called once a second by the stream thread: reload, then publish its counters.
-    let reload = Box::new(move |server: &mut TurnServer| {
-        reload.poll(server);
-        stream_cell.store(&TurnShardStats::from_server(server));
-    });
-    let stream =
-        StreamServer::start(server, reload, tcp_addr, tls_addr.zip(tls), anchor, anchor_unix)
-            .map_err(|(addr, source)| TurnStartError::Stream { addr, source })?;
-    tracing::info!(
-        udp = %udp,
-        tcp = %stream.tcp_addr(),
-        tls = ?stream.tls_addr(),
-        shards = plan.shards,
-        backend = ?shards.backend(),
-        relay_ips = ?plan.relay_ips,
-        relay_ports = ports,
-        open_file_limit = fds,
-        "TURN server listening"
-    );
-    let udp_max = plan.max_allocations_per_shard * plan.shards;
-    if udp_max < wanted.min(ports) {
-        tracing::warn!(
+}
+
+impl TurnSetup {
+    /// Reads `[turn]` (`Ok(None)` when disabled) and raises the open-file limit.
+    pub fn new(
+        cfg: &Arc<Config>,
+        secrets: Option<TurnSecretsHandle>,
+    ) -> Result<Option<TurnSetup>, TurnStartError> {
+        if !cfg.turn.enabled {
+            return Ok(None);
+        }
+        let secrets = secrets.unwrap_or_else(|| TurnSecretsHandle::from_config(cfg));
+        let mut plan = TurnPlan::new(cfg, secrets)?;
+        let fds = raise_fd_limit();
+        let wanted = plan.max_allocations_per_shard * plan.shards;
+        plan.cap_by_fd_limit(fds, FD_RESERVE);
+        let cells = (0..=plan.shards).map(|_| Arc::new(TurnStatsCell::default())).collect();
+        let (anchor, anchor_unix) = (Instant::now(), unix_now());
+        Ok(Some(TurnSetup { cfg: cfg.clone(), plan, cells, anchor, anchor_unix, fds, wanted }))
+    }
+
+    /// The TURN cores for the media shards to host: each opens the shared UDP listener
+    /// (SO_REUSEPORT) in its shard and delivers relayed datagrams to that shard's own media port
+    /// in-process (unless `[turn] deliver_in_process = false`). Checks first that the listener
+    /// address can be bound (and picks the port when `[turn] port` is 0).
+    pub fn hosted(&mut self) -> Result<HostedTurnFactory, TurnStartError> {
+        let probe = crate::io::bind_udp(self.plan.listen, true, 0, false)
+            .map_err(|source| TurnStartError::Stream { addr: self.plan.listen, source })?;
+        self.plan.listen = probe.1.local_addr;
+        drop(probe);
+        let (cfg, plan, cells) = (self.cfg.clone(), self.plan.clone(), self.cells.clone());
+        let (anchor, anchor_unix) = (self.anchor, self.anchor_unix);
+        let media_ips = crate::media::candidate_ips(&cfg);
+        Ok(Box::new(move |index, media: SocketAddr| {
+            let mut reload = Reload { plan: plan.clone(), seen: plan.secrets.generation() };
+            let local = if cfg.turn.deliver_in_process {
+                media_ips.iter().map(|ip| SocketAddr::new(*ip, media.port())).collect()
+            } else {
+                Vec::new()
+            };
+            TurnShard::new(plan.server(&cfg, index % plan.shards), plan.listen, anchor, anchor_unix)
+                .with_reload(Box::new(move |server: &mut TurnServer| reload.poll(server)))
+                .with_stats_cell(cells[index % plan.shards].clone())
+                .hosted(local)
+        }))
+    }
+
+    /// Starts the TCP/TLS thread and, unless the media shards host UDP (`hosted`, after
+    /// [`TurnSetup::hosted`]), the UDP shards.
+    pub fn start(
+        self,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        hosted: bool,
+    ) -> Result<TurnService, TurnStartError> {
+        let TurnSetup { cfg, plan, cells, anchor, anchor_unix, fds, wanted } = self;
+        let cfg = &cfg;
+        let ports: usize =
+            plan.slices.iter().map(|r| r.len()).sum::<usize>() * plan.relay_ips.len();
+        let shards = if hosted {
+            None
+        } else {
+            let opts = ShardOptions {
+                shards: plan.shards,
+                bind_address: plan.listen.ip(),
+                port_base: plan.listen.port(),
+                backend: cfg.media.io_backend,
+                pin_threads: cfg.media.pin_threads,
+                reuse_port: true,
+                io: IoOptions::default(),
+            };
+            let (c, p, cs) = (cfg.clone(), plan.clone(), cells.clone());
+            Some(spawn_shards_with(&opts, move |info| {
+                let mut reload = Reload { plan: p.clone(), seen: p.secrets.generation() };
+                TurnShard::new(p.server(&c, info.index), info.local_addr, anchor, anchor_unix)
+                    .with_reload(Box::new(move |server: &mut TurnServer| reload.poll(server)))
+                    .with_stats_cell(cs[info.index].clone())
+            })?)
+        };
+        let udp =
+            shards.as_ref().and_then(|s| s.get(0)).map_or(plan.listen, |s| s.info().local_addr);
+        let tcp_addr = SocketAddr::new(plan.listen.ip(), udp.port());
+        let tls_addr =
+            (cfg.turn.tls_port != 0).then(|| SocketAddr::new(plan.listen.ip(), cfg.turn.tls_port));
+        if tls_addr.is_some() && tls.is_none() {
+            return Err(TurnStartError::Config("turn.tls_port needs a [tls] certificate".into()));
+        }
+        let server = plan.server(cfg, plan.shards);
+        let mut reload = Reload { plan: plan.clone(), seen: plan.secrets.generation() };
+        let stream_cell = cells[plan.shards].clone();
+        // Called once a second by the stream thread: reload, then publish its counters.
+        let reload = Box::new(move |server: &mut TurnServer| {
+            reload.poll(server);
+            stream_cell.store(&TurnShardStats::from_server(server));
+        });
+        let stream =
+            StreamServer::start(server, reload, tcp_addr, tls_addr.zip(tls), anchor, anchor_unix)
+                .map_err(|(addr, source)| TurnStartError::Stream { addr, source })?;
+        tracing::info!(
+            udp = %udp,
+            tcp = %stream.tcp_addr(),
+            tls = ?stream.tls_addr(),
+            shards = plan.shards,
+            udp_in = if hosted { "media shards" } else { "TURN shards" },
+            in_process = hosted && cfg.turn.deliver_in_process,
+            relay_ips = ?plan.relay_ips,
+            relay_ports = ports,
             open_file_limit = fds,
-            allocations = udp_max,
-            wanted = wanted.min(ports),
-            "the open-file limit caps TURN allocations (one socket each) below turn.max_allocations: \
-             raise LimitNOFILE"
+            "TURN server listening"
         );
+        let udp_max = plan.max_allocations_per_shard * plan.shards;
+        if udp_max < wanted.min(ports) {
+            tracing::warn!(
+                open_file_limit = fds,
+                allocations = udp_max,
+                wanted = wanted.min(ports),
+                "the open-file limit caps TURN allocations (one socket each) below turn.max_allocations: \
+                 raise LimitNOFILE"
+            );
+        }
+        Ok(TurnService { shards, stream: Some(stream), udp, cells })
     }
-    Ok(Some(TurnService { shards, stream: Some(stream), udp, cells }))
 }
 
 #[cfg(test)]

@@ -54,6 +54,11 @@ pub struct TurnShardStats {
     pub drops: [u64; DROP_LABELS.len()],
     /// Relay sockets the kernel refused to open (the allocation was then removed).
     pub relay_open_failed: u64,
+    /// Relayed packets handed to the media core of the same shard without a kernel round trip
+    /// (client -> ringsfu's media port), and taken from it (media -> client); included in
+    /// `relayed_to_peer` / `relayed_to_client`.
+    pub in_process_to_media: u64,
+    pub in_process_to_client: u64,
 }
 
 impl TurnShardStats {
@@ -83,6 +88,8 @@ impl TurnShardStats {
             *d += s;
         }
         self.relay_open_failed += o.relay_open_failed;
+        self.in_process_to_media += o.in_process_to_media;
+        self.in_process_to_client += o.in_process_to_client;
     }
 }
 
@@ -98,6 +105,8 @@ pub struct TurnStatsCell {
     relayed_to_client: AtomicU64,
     drops: [AtomicU64; DROP_LABELS.len()],
     relay_open_failed: AtomicU64,
+    in_process_to_media: AtomicU64,
+    in_process_to_client: AtomicU64,
 }
 
 impl TurnStatsCell {
@@ -113,6 +122,8 @@ impl TurnStatsCell {
             c.store(v, Relaxed);
         }
         self.relay_open_failed.store(s.relay_open_failed, Relaxed);
+        self.in_process_to_media.store(s.in_process_to_media, Relaxed);
+        self.in_process_to_client.store(s.in_process_to_client, Relaxed);
     }
 
     /// The last published counters.
@@ -126,6 +137,8 @@ impl TurnStatsCell {
             relayed_to_client: self.relayed_to_client.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             relay_open_failed: self.relay_open_failed.load(Relaxed),
+            in_process_to_media: self.in_process_to_media.load(Relaxed),
+            in_process_to_client: self.in_process_to_client.load(Relaxed),
         }
     }
 }
@@ -199,7 +212,29 @@ pub struct TurnShard {
     /// The once-a-second housekeeping (credential reload, counters published); `None` when
     /// neither is attached.
     next_tick: Option<Instant>,
+    /// The socket client datagrams arrive on: [`SocketId::MAIN`], or the listener a media shard
+    /// hosting this core opened for it ([`TurnShard::hosted`]).
+    listener: SocketId,
+    /// The addresses of the hosting media shard's own port (its ICE candidates): a relayed
+    /// datagram to one of them is delivered inside the process.
+    local_media: Vec<SocketAddr>,
+    in_process_to_media: u64,
+    in_process_to_client: u64,
 }
+
+/// A client's datagram the TURN core relays to the hosting shard's media port: `range` of the
+/// received buffer is the payload, to be handled by the media core as if it had arrived from
+/// `relay` (the allocation's relayed address) on `peer` (the media address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRelay {
+    pub relay: SocketAddr,
+    pub peer: SocketAddr,
+    pub range: std::ops::Range<usize>,
+}
+
+/// The socket id of the TURN listener in a media shard that hosts the TURN core (the media
+/// core uses only [`SocketId::MAIN`]; relay sockets take the ids after it).
+pub const HOSTED_LISTENER: SocketId = SocketId(1);
 
 impl TurnShard {
     /// A shard core around `server`, listening on `listen`. `anchor` and `anchor_unix` are the
@@ -222,6 +257,99 @@ impl TurnShard {
             reload: None,
             cell: None,
             next_tick: None,
+            listener: SocketId::MAIN,
+            local_media: Vec::new(),
+            in_process_to_media: 0,
+            in_process_to_client: 0,
+        }
+    }
+
+    /// Runs inside a media shard: the TURN listener is opened as [`HOSTED_LISTENER`] on the
+    /// shared `listen` address (SO_REUSEPORT, so the kernel spreads clients over the shards),
+    /// and relayed datagrams to `local_media` (the shard's media port at each candidate
+    /// address; empty: always through the kernel) are handed to the media core in-process.
+    pub fn hosted(mut self, local_media: Vec<SocketAddr>) -> Self {
+        self.listener = HOSTED_LISTENER;
+        self.relay_of = vec![None; HOSTED_LISTENER.0 as usize + 1];
+        self.local_media = local_media;
+        self.socket_ops.push_back(SocketOp::Listen { id: HOSTED_LISTENER, addr: self.listen });
+        self
+    }
+
+    /// Whether packets the media core queues may be for a relayed address of this shard that
+    /// is served in-process (they need a look: [`TurnShard::relay_from_media`]).
+    pub fn delivers_in_process(&self) -> bool {
+        !self.local_media.is_empty() && !self.relay_ids.is_empty()
+    }
+
+    fn is_local_media(&self, peer: SocketAddr) -> bool {
+        self.local_media
+            .iter()
+            .any(|m| m.port() == peer.port() && super::policy::same_ip(m.ip(), peer.ip()))
+    }
+
+    /// A datagram on the listener or a relay socket, as [`ShardCore::handle_datagram`]; a
+    /// client datagram relayed to the hosting shard's media port is returned instead of sent.
+    pub fn handle_datagram_hosted(
+        &mut self,
+        now: Instant,
+        meta: RecvMeta,
+        buf: &[u8],
+        tx: &mut TxQueue,
+    ) -> Option<LocalRelay> {
+        let now = self.now(now);
+        if meta.socket == self.listener {
+            self.client_datagram(now, meta, buf, tx)
+        } else {
+            self.peer_datagram(now, meta, buf, tx);
+            None
+        }
+    }
+
+    /// A packet the media core queued (`meta`, `slot`: the whole send slot) to one of this
+    /// shard's relayed addresses: rewritten in place into a ChannelData message or Data
+    /// indication to the client, sent from the listener, as if it had come from the media port
+    /// through the relay socket. `None`: not for a relay of this shard (untouched); `Some(false)`:
+    /// refused (no permission, too big...; counted), drop it.
+    pub fn relay_from_media(
+        &mut self,
+        now: Instant,
+        meta: &mut crate::shard::TxMeta,
+        slot: &mut [u8],
+    ) -> Option<bool> {
+        // In-process delivery off (or standalone): through the kernel like any peer's packet.
+        if self.local_media.is_empty() || !self.relay_ids.contains_key(&meta.dst) {
+            return None;
+        }
+        let relay = meta.dst;
+        let (off, len) = (meta.offset as usize, meta.len as usize);
+        // Room for the header in front and stream padding behind (RFC 8656 §12.5).
+        if PEER_HEADROOM + len + 3 > TX_SLOT_SIZE || off + len > slot.len() {
+            self.count(DropReason::BufferTooSmall);
+            return Some(false);
+        }
+        // The media address the client's permission names: the candidate the media core
+        // answered from, else the first one.
+        let first = self.local_media[0];
+        let ip = meta.src.unwrap_or(first.ip());
+        slot.copy_within(off..off + len, PEER_HEADROOM);
+        let now = self.now(now);
+        let payload = PEER_HEADROOM..PEER_HEADROOM + len;
+        match self.server.handle_peer(now, relay, SocketAddr::new(ip, first.port()), slot, payload)
+        {
+            FromPeer::ToClient { five, range } => {
+                meta.dst = five.client;
+                meta.src = Some(five.server.ip()).filter(|ip| !ip.is_unspecified());
+                meta.socket = self.listener;
+                meta.offset = range.start as u16;
+                meta.len = range.len() as u16;
+                self.in_process_to_client += 1;
+                Some(true)
+            }
+            FromPeer::Drop(r) => {
+                self.count(r);
+                Some(false)
+            }
         }
     }
 
@@ -250,6 +378,8 @@ impl TurnShard {
         TurnShardStats {
             drops: self.drops,
             relay_open_failed: self.relay_open_failed,
+            in_process_to_media: self.in_process_to_media,
+            in_process_to_client: self.in_process_to_client,
             ..TurnShardStats::from_server(&self.server)
         }
     }
@@ -295,7 +425,13 @@ impl TurnShard {
         self.drops[drop_index(r)] += 1;
     }
 
-    fn client_datagram(&mut self, now: Now, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
+    fn client_datagram(
+        &mut self,
+        now: Now,
+        meta: RecvMeta,
+        buf: &[u8],
+        tx: &mut TxQueue,
+    ) -> Option<LocalRelay> {
         let server_ip = meta.dst_ip.unwrap_or(self.listen.ip());
         let five = FiveTuple {
             client: meta.src,
@@ -304,7 +440,7 @@ impl TurnShard {
         };
         let Some(mut slot) = tx.push(meta.src) else {
             self.drops[DROP_TX_FULL] += 1;
-            return;
+            return None;
         };
         let r = self.server.handle_client(now, five, buf, slot.buf());
         let opened = self.drain_server_events();
@@ -318,14 +454,21 @@ impl TurnShard {
                 }
                 _ => {
                     slot.set_source(meta.dst_ip);
+                    slot.set_socket(self.listener);
                     slot.commit(len);
                 }
             },
             FromClient::Relay { relay, peer, range } => {
                 let Some(&id) = self.relay_ids.get(&relay) else {
                     self.drops[DROP_UNKNOWN_SOCKET] += 1;
-                    return;
+                    return None;
                 };
+                if self.is_local_media(peer) {
+                    // The hosting media core takes the payload where it lies (the slot goes
+                    // back to the pool unused).
+                    self.in_process_to_media += 1;
+                    return Some(LocalRelay { relay, peer, range });
+                }
                 let len = range.len();
                 slot.buf()[..len].copy_from_slice(&buf[range]);
                 slot.set_destination(peer);
@@ -334,6 +477,7 @@ impl TurnShard {
             }
             FromClient::Drop(r) => self.count(r),
         }
+        None
     }
 
     fn peer_datagram(&mut self, now: Now, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
@@ -357,6 +501,7 @@ impl TurnShard {
             FromPeer::ToClient { five, range } => {
                 slot.set_destination(five.client);
                 slot.set_source(Some(five.server.ip()).filter(|ip| !ip.is_unspecified()));
+                slot.set_socket(self.listener);
                 slot.commit_range(range);
             }
             FromPeer::Drop(r) => self.count(r),
@@ -369,12 +514,8 @@ impl ShardCore for TurnShard {
     type Event = TurnReport;
 
     fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
-        let now = self.now(now);
-        if meta.socket == SocketId::MAIN {
-            self.client_datagram(now, meta, buf, tx);
-        } else {
-            self.peer_datagram(now, meta, buf, tx);
-        }
+        // Standalone (`local_media` empty): nothing is delivered in-process.
+        let _ = self.handle_datagram_hosted(now, meta, buf, tx);
     }
 
     fn handle_command(&mut self, _now: Instant, cmd: TurnCommand, _tx: &mut TxQueue) {
@@ -426,10 +567,15 @@ impl ShardCore for TurnShard {
         let held = self.held.remove(&id.0);
         match result {
             Ok(()) => {
-                if let Some(h) = held
-                    && tx.send(h.dst, h.src, &h.bytes[..h.len]).is_err()
-                {
-                    self.drops[DROP_TX_FULL] += 1;
+                if let Some(h) = held {
+                    let Some(mut slot) = tx.push(h.dst) else {
+                        self.drops[DROP_TX_FULL] += 1;
+                        return;
+                    };
+                    slot.buf()[..h.len].copy_from_slice(&h.bytes[..h.len]);
+                    slot.set_source(h.src);
+                    slot.set_socket(self.listener);
+                    slot.commit(h.len);
                 }
             }
             Err(err) => {

@@ -1,6 +1,8 @@
 // openvidu-browser 2.32.2 in headless Chromium, forced to relay-only ICE (iceTransportPolicy
 // 'relay', as an application behind a strict firewall would set it), publishes and subscribes
 // through ringsfu's own TURN server, using the TURN credentials ringsfu hands out in joinRoom.
+// Twice: with the relayed datagrams handed to the media core inside the process (the default),
+// and through the kernel (`turn.deliver_in_process = false`).
 // Every candidate pair in use must be a relayed one, and ringsfu's /metrics must show the
 // allocations and the relayed packets. The TURN peer policy is the default one: the server's own
 // (here loopback) addresses are denied as peers except for its media ports.
@@ -15,16 +17,6 @@ const { OpenVidu } = require('openvidu-node-client');
 
 let server, pages, browser;
 before(async () => {
-  server = await startServer({
-    args: [
-      '--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`,
-      // Default peer policy: loopback peers are denied (allow_loopback_peers is off), but the
-      // relay's peer here is ringsfu's own media port on 127.0.0.1, which the policy opens.
-      '--set', 'turn.public_ip=127.0.0.1',
-      '--set', 'turn.relay_ips=["127.0.0.1"]',
-      '--set', 'media.public_ips=["127.0.0.1"]',
-    ],
-  });
   pages = await startPageServer();
   browser = await launchChromium();
 });
@@ -34,15 +26,33 @@ after(async () => {
   await server?.stop();
 });
 
+function serverArgs(deliverInProcess) {
+  return [
+    '--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`,
+    // Default peer policy: loopback peers are denied (allow_loopback_peers is off), but the
+    // relay's peer here is ringsfu's own media port on 127.0.0.1, which the policy opens.
+    '--set', 'turn.public_ip=127.0.0.1',
+    '--set', 'turn.relay_ips=["127.0.0.1"]',
+    '--set', 'media.public_ips=["127.0.0.1"]',
+    '--set', `turn.deliver_in_process=${deliverInProcess}`,
+  ];
+}
+
 // Runs before openvidu-browser: every RTCPeerConnection it creates is relay-only, and kept in
 // window.pcs with the configuration it was given.
+// TURN over UDP only (joinRoom also hands out a TCP URL, served by ringsfu's TCP/TLS thread,
+// which a browser may pick): the UDP side runs in the media shard, where in-process delivery is.
 function forceRelay() {
   const Native = window.RTCPeerConnection;
   window.pcs = [];
   window.pcConfigs = [];
   window.RTCPeerConnection = class extends Native {
     constructor(cfg, ...rest) {
-      const forced = { ...(cfg || {}), iceTransportPolicy: 'relay' };
+      const iceServers = ((cfg && cfg.iceServers) || []).map((s) => ({
+        ...s,
+        urls: [].concat(s.urls).filter((u) => !u.includes('transport=tcp')),
+      })).filter((s) => s.urls.length > 0);
+      const forced = { ...(cfg || {}), iceServers, iceTransportPolicy: 'relay' };
       super(forced, ...rest);
       window.pcs.push(this);
       window.pcConfigs.push(JSON.parse(JSON.stringify(forced)));
@@ -102,7 +112,9 @@ function sum(text, name, match = '') {
   return total;
 }
 
-test('relay-only publisher and subscriber through ringsfu TURN', async () => {
+async function relayOnly(deliverInProcess) {
+  await server?.stop();
+  server = await startServer({ args: serverArgs(deliverInProcess) });
   const ov = new OpenVidu(server.url, 'MY_SECRET');
   const session = await ov.createSession({ customSessionId: 'relay-room' });
   const a = await join(session, 'Alice', false);
@@ -136,6 +148,7 @@ test('relay-only publisher and subscriber through ringsfu TURN', async () => {
     console.log(`${who} selected pairs: ${JSON.stringify(pairs)}`);
     for (const pair of pairs) {
       assert.equal(pair.local, 'relay', `${who}: ${JSON.stringify(pair)}`);
+      assert.equal(pair.relayProtocol, 'udp', `${who}: ${JSON.stringify(pair)}`);
       assert.equal(pair.remote, 'host', `${who}: ${JSON.stringify(pair)}`);
       assert.ok(pair.bytesSent > 0 && pair.bytesReceived > 0, `${who}: ${JSON.stringify(pair)}`);
     }
@@ -154,9 +167,27 @@ test('relay-only publisher and subscriber through ringsfu TURN', async () => {
     + `${sum(m, 'ringsfu_turn_relayed_packets_total', 'direction="to_peer"')}, to client `
     + `${sum(m, 'ringsfu_turn_relayed_packets_total', 'direction="to_client"')}`);
   assert.equal(sum(m, 'ringsfu_turn_drops_total', 'reason="turn_peer_denied"'), 0);
+  // Both directions were handed between the TURN and media cores of the shard without the
+  // kernel, or (deliver_in_process = false) none was.
+  const toMedia = sum(m, 'ringsfu_turn_in_process_total', 'direction="to_media"');
+  const toClient = sum(m, 'ringsfu_turn_in_process_total', 'direction="to_client"');
+  console.log(`in-process (deliver_in_process=${deliverInProcess}): to media ${toMedia}, to client ${toClient}`);
+  if (deliverInProcess) {
+    assert.ok(toMedia > 100 && toClient > 100, `in-process ${toMedia} / ${toClient}`);
+  } else {
+    assert.equal(toMedia + toClient, 0);
+  }
 
   for (const p of [a.page, b.page]) {
     assert.deepEqual(await p.evaluate(() => window.events.filter((e) => e.type === 'exception')), []);
     await p.close();
   }
+}
+
+test('relay-only publisher and subscriber through ringsfu TURN, delivered in-process', async () => {
+  await relayOnly(true);
+});
+
+test('relay-only publisher and subscriber through ringsfu TURN, through the kernel', async () => {
+  await relayOnly(false);
 });

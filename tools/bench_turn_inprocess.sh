@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# What in-process delivery saves (issue 5, item 6): the server CPU time per datagram relayed
+# from a TURN client to ringsfu's own media port, handed to the media core inside the process
+# (`[turn] deliver_in_process = true`, the default) vs sent through the relay socket and
+# received again on the media socket (`false`).
+#
+# Two ringsfu instances side by side on loopback (media on, 1 shard each, so the TURN listener,
+# the relays and the media port share one shard), the same `turnutils_uclient` load against each,
+# alternating for ROUNDS rounds; the peer is the instance's own media port, whose media core
+# drops the (non-WebRTC) payloads the same way in both cases, so the difference is the kernel
+# round trip. CPU time: the sum over the server's threads of /proc/<pid>/task/*/schedstat
+# (nanoseconds on CPU) around each load, after one warm-up round that is not counted; relayed
+# datagrams: the server's own counter (ringsfu_turn_relayed_packets_total).
+#
+# Usage: tools/bench_turn_inprocess.sh [ROUNDS]
+# Env: CLIENTS (10) MESSAGES (5000) LENGTH (200) INTERVAL ms (1)
+#      RINGSFU_BIN (target/release/ringsfu, built when missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${1:-3}
+CLIENTS=${CLIENTS:-10}
+MESSAGES=${MESSAGES:-5000}
+LENGTH=${LENGTH:-200}
+INTERVAL=${INTERVAL:-1}
+BIN=${RINGSFU_BIN:-target/release/ringsfu}
+
+for t in turnutils_uclient turnutils_stunclient curl; do
+  command -v "$t" >/dev/null || { echo "bench_turn_inprocess: $t is missing" >&2; exit 1; }
+done
+[ -x "$BIN" ] || cargo build --release --bin ringsfu
+
+WORK=$(mktemp -d /tmp/bench_turn_ip.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+declare -A TURN MEDIA HTTP PID
+TURN[on]=26478; MEDIA[on]=26500; HTTP[on]=26443
+TURN[off]=27478; MEDIA[off]=27500; HTTP[off]=27443
+for m in on off; do
+  deliver=true; [ "$m" = off ] && deliver=false
+  # allow_loopback_peers: turnutils_uclient also binds a channel to a loopback address other
+  # than the media port, which the default policy refuses.
+  "$BIN" --port "${HTTP[$m]}" --log-level warn \
+    --set media.shards=1 --set media.pin_threads=false --set "media.port_base=${MEDIA[$m]}" \
+    --set 'media.public_ips=["127.0.0.1"]' --set "turn.port=${TURN[$m]}" \
+    --set 'turn.relay_ips=["127.0.0.1"]' --set 'turn.users=["alice:wonderland"]' \
+    --set turn.allow_loopback_peers=true --set "turn.deliver_in_process=$deliver" \
+    >"$WORK/ringsfu-$m.log" 2>&1 &
+  PID[$m]=$!
+  PIDS+=("${PID[$m]}")
+done
+for m in on off; do
+  ok=
+  for _ in $(seq 1 100); do
+    timeout 2 turnutils_stunclient -p "${TURN[$m]}" 127.0.0.1 >/dev/null 2>&1 && { ok=1; break; }
+    sleep 0.1
+  done
+  [ -n "$ok" ] || { echo "bench_turn_inprocess: ringsfu ($m) does not answer" >&2; cat "$WORK/ringsfu-$m.log" >&2; exit 1; }
+done
+
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ n += $1 } END { printf "%d", n }'; }
+metric() { # mode series
+  curl -s -u OPENVIDUAPP:MY_SECRET "http://127.0.0.1:${HTTP[$1]}/metrics" \
+    | awk -v s="$2" 'index($0, s) == 1 { n += $NF } END { print n + 0 }'
+}
+declare -A CPU PKTS base_inproc
+for m in on off; do CPU[$m]=0; PKTS[$m]=0; done
+echo "load: $CLIENTS clients x $MESSAGES messages of $LENGTH bytes every $INTERVAL ms, ChannelData over UDP to the server's own media port, $ROUNDS rounds"
+for r in $(seq 0 "$ROUNDS"); do
+  for m in on off; do
+    before=$(cpu_ns "${PID[$m]}")
+    p0=$(metric "$m" 'ringsfu_turn_relayed_packets_total{shard="0",direction="to_peer"}')
+    timeout 600 turnutils_uclient -c -m "$CLIENTS" -n "$MESSAGES" -l "$LENGTH" -z "$INTERVAL" \
+      -u alice -w wonderland -e 127.0.0.1 -r "${MEDIA[$m]}" -p "${TURN[$m]}" 127.0.0.1 \
+      >"$WORK/uclient-$m-$r.log" 2>&1 || true
+    after=$(cpu_ns "${PID[$m]}")
+    p1=$(metric "$m" 'ringsfu_turn_relayed_packets_total{shard="0",direction="to_peer"}')
+    if [ "$r" = 0 ]; then
+      base_inproc[$m]=$(metric "$m" 'ringsfu_turn_in_process_total{shard="0",direction="to_media"}')
+    else
+      CPU[$m]=$(( ${CPU[$m]} + after - before ))
+      PKTS[$m]=$(( ${PKTS[$m]} + p1 - p0 ))
+    fi
+    printf '  round %d%s in-process %-3s cpu %6.1f ms  relayed %8d\n' "$r" "$([ "$r" = 0 ] && echo ' (warm-up)')" "$m" "$(awk -v n=$((after - before)) 'BEGIN { print n / 1e6 }')" $((p1 - p0))
+  done
+done
+inproc=$(( $(metric on 'ringsfu_turn_in_process_total{shard="0",direction="to_media"}') - ${base_inproc[on]} ))
+kernel_inproc=$(( $(metric off 'ringsfu_turn_in_process_total{shard="0",direction="to_media"}') - ${base_inproc[off]} ))
+per_pkt() { awk -v c="${CPU[$1]}" -v p="${PKTS[$1]}" 'BEGIN { if (p > 0) printf "%.2f", c / p / 1e3; else print "nan" }'; }
+echo
+echo "| delivery | CPU time | datagrams relayed to the media port | of them in-process | CPU per datagram |"
+echo "|---|---|---|---|---|"
+printf '| in-process | %s s | %d | %d | %s µs |\n' "$(awk -v c="${CPU[on]}" 'BEGIN { printf "%.3f", c / 1e9 }')" "${PKTS[on]}" "$inproc" "$(per_pkt on)"
+printf '| kernel | %s s | %d | %d | %s µs |\n' "$(awk -v c="${CPU[off]}" 'BEGIN { printf "%.3f", c / 1e9 }')" "${PKTS[off]}" "$kernel_inproc" "$(per_pkt off)"
+echo
+echo "ratio in-process / kernel: $(awk -v a="$(per_pkt on)" -v b="$(per_pkt off)" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')"
