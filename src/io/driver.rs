@@ -54,6 +54,8 @@ pub(crate) struct Driver<C: ShardCore> {
     pub extra_socket_buffer: usize,
     /// The same for listeners the core opens (`SocketOp::Listen`): the shard's own size.
     pub socket_buffer: usize,
+    /// Listeners the core opens send with DF (`IoOptions::dont_fragment`).
+    pub dont_fragment: bool,
     last_overrun_log: Option<Instant>,
 }
 
@@ -77,6 +79,7 @@ impl<C: ShardCore> Driver<C> {
             socket_ops: std::collections::VecDeque::with_capacity(64),
             extra_socket_buffer: ctx.opts.extra_socket_buffer,
             socket_buffer: ctx.opts.socket_buffer,
+            dont_fragment: ctx.opts.dont_fragment,
             last_overrun_log: None,
         };
         (d, ctx.socket, ctx.sock, ctx.opts)
@@ -109,7 +112,11 @@ impl<C: ShardCore> Driver<C> {
         let res = if id == SocketId::MAIN || id.0 >= SocketId::LIMIT {
             Err(std::io::Error::from(std::io::ErrorKind::InvalidInput))
         } else if listen {
-            crate::io::bind_udp(addr, true, self.socket_buffer, false)
+            crate::io::bind_udp(addr, true, self.socket_buffer, false).inspect(|(s, info)| {
+                if self.dont_fragment {
+                    crate::io::set_dont_fragment(s, info.v6);
+                }
+            })
         } else {
             crate::io::bind_udp(addr, false, self.extra_socket_buffer, false)
         };

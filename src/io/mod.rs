@@ -29,7 +29,7 @@ mod batch;
 pub(crate) mod driver;
 
 pub use probe::{UringSupport, choose_backend, probe_uring};
-pub use socket::{SocketInfo, bind_udp};
+pub use socket::{SocketInfo, bind_udp, set_dont_fragment};
 
 /// Tunables of one shard's I/O loop (defaults suit a media shard).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub struct IoOptions {
     pub extra_socket_buffer: usize,
     /// Max datagrams handled per loop turn before sends are flushed.
     pub budget: usize,
+    /// Send with the don't-fragment bit from the shard's own socket and the listeners its core
+    /// opens ([`socket::set_dont_fragment`]); not from the sockets opened with
+    /// `SocketOp::Open` (TURN relays carry whatever their clients send).
+    pub dont_fragment: bool,
     /// Test hook, not API: the first GSO send fails with this errno without reaching the kernel
     /// (to exercise the run-time step-down, which real hardware triggers with EIO).
     #[doc(hidden)]
@@ -72,6 +76,7 @@ impl Default for IoOptions {
             socket_buffer: 8 << 20,
             extra_socket_buffer: 256 << 10,
             budget: 512,
+            dont_fragment: true,
             inject_gso_error: None,
         }
     }

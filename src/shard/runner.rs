@@ -257,6 +257,9 @@ where
         let addr = SocketAddr::new(opts.bind_address, port);
         let (socket, sock) = bind_udp(addr, opts.reuse_port, opts.io.socket_buffer, opts.io.gro)
             .map_err(|source| SpawnError::Bind { addr, source })?;
+        if opts.io.dont_fragment {
+            crate::io::set_dont_fragment(&socket, sock.v6);
+        }
         let (cmd_tx, cmd_rx, ev_tx, ev_rx) =
             channel_pair::<C::Command, C::Event>(opts.io.command_capacity, opts.io.event_capacity)
                 .map_err(|source| SpawnError::Setup { index, source })?;

@@ -1,9 +1,11 @@
 //! The TURN server as a shard core: [`TurnShard`] drives one [`TurnServer`] inside a data-plane
 //! shard (sans-IO: the shell lends buffers and passes `now`).
 //!
-//! Sockets: [`SocketId::MAIN`] is the shard's TURN listener (UDP `[turn] port`, SO_REUSEPORT in
-//! every shard, so the kernel keeps each client 5-tuple on one shard); every allocation's
-//! relayed address is one more socket of the same shard, opened and closed through
+//! Sockets: the listener (UDP `[turn] port`, SO_REUSEPORT in every shard, so the kernel keeps
+//! each client 5-tuple on one shard) is [`SocketId::MAIN`] on a TURN shard of its own, or
+//! [`HOSTED_LISTENER`] when a media shard hosts the core ([`TurnShard::hosted`], opened with
+//! [`SocketOp::Listen`]; the media port is then `MAIN`, see `crate::media::MediaShard`); every
+//! allocation's relayed address is one more socket of the same shard, opened and closed through
 //! [`SocketOp`] when the server reports [`TurnEvent::RelayOpened`] / `RelayClosed`. Socket ids
 //! are recycled through a free list, so the per-id tables stay as large as the peak allocation
 //! count. Each shard relays from its own slice of the relay port range (see
@@ -16,6 +18,11 @@
 //! 2. on a relay socket: the payload is copied once into a slot at [`PEER_HEADROOM`],
 //!    [`TurnServer::handle_peer`] writes the ChannelData or Data-indication header in front of
 //!    it in the slot, and the slot's byte range goes to the client from the listener.
+//!
+//! Hosted, a datagram relayed to the shard's own media port skips both copies and the kernel:
+//! [`TurnShard::handle_datagram_hosted`] returns its range ([`LocalRelay`]) for the media core,
+//! and [`TurnShard::relay_from_media`] turns the media core's answer into the client's
+//! ChannelData in its send slot.
 //!
 //! Drops are counted by reason ([`TurnShardStats`]); nothing on this path allocates.
 
