@@ -112,6 +112,10 @@ pub struct MediaConfig {
     pub io_backend: IoBackend,
     /// Pin each shard thread to a core.
     pub pin_threads: bool,
+    /// Send media (and hosted TURN listener) datagrams with the don't-fragment bit and no
+    /// path-MTU discovery: ~6% less shard CPU at large fanouts on IPv4, but a datagram above the
+    /// path MTU is lost instead of fragmented.
+    pub dont_fragment: bool,
 }
 
 /// `[turn]`: the built-in TURN server.
@@ -253,6 +257,7 @@ impl Default for MediaConfig {
             port_base: 40000,
             io_backend: IoBackend::Auto,
             pin_threads: true,
+            dont_fragment: false,
         }
     }
 }

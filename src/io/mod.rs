@@ -56,7 +56,8 @@ pub struct IoOptions {
     pub budget: usize,
     /// Send with the don't-fragment bit from the shard's own socket and the listeners its core
     /// opens ([`socket::set_dont_fragment`]); not from the sockets opened with
-    /// `SocketOp::Open` (TURN relays carry whatever their clients send).
+    /// `SocketOp::Open` (TURN relays carry whatever their clients send). Off by default (the
+    /// kernel fragments an IPv4 datagram above the path MTU); `[media] dont_fragment`.
     pub dont_fragment: bool,
     /// Test hook, not API: the first GSO send fails with this errno without reaching the kernel
     /// (to exercise the run-time step-down, which real hardware triggers with EIO).
@@ -76,7 +77,7 @@ impl Default for IoOptions {
             socket_buffer: 8 << 20,
             extra_socket_buffer: 256 << 10,
             budget: 512,
-            dont_fragment: true,
+            dont_fragment: false,
             inject_gso_error: None,
         }
     }

@@ -52,11 +52,12 @@ fn gso_supported(fd: i32) -> bool {
 }
 
 /// Sets the don't-fragment bit on what `socket` sends without following path-MTU discovery
-/// (`IP_PMTUDISC_PROBE`; IPv6 likewise): media datagrams are sized below the path MTU by their
-/// senders, and with DF the kernel skips the per-datagram IP ID generation
-/// (`__ip_select_ident`, ~4% of a shard at 1 -> 1000 fanout), which only a fragmentable IPv4
-/// datagram needs. A datagram above the device MTU then fails to send (counted) instead of
-/// being fragmented. Best effort.
+/// (`IP_PMTUDISC_PROBE`; IPv6 likewise). With DF the kernel skips the per-datagram IP ID
+/// generation (`__ip_select_ident`, ~4% of a shard at 1 -> 1000 fanout), which only a
+/// fragmentable IPv4 datagram needs; the price: a datagram above the device MTU fails to send
+/// (counted) and one above a smaller path MTU is lost on the way, instead of being fragmented.
+/// Media datagrams are sized below common path MTUs by their senders, so `[media]
+/// dont_fragment` offers it, off by default. Best effort.
 pub fn set_dont_fragment(socket: &UdpSocket, v6: bool) {
     let fd = socket.as_raw_fd();
     // On a dual-stack socket the IPv4 option covers IPv4-mapped traffic.

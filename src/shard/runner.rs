@@ -46,7 +46,7 @@ impl ShardOptions {
             backend: cfg.media.io_backend,
             pin_threads: cfg.media.pin_threads,
             reuse_port: false,
-            io: IoOptions::default(),
+            io: IoOptions { dont_fragment: cfg.media.dont_fragment, ..IoOptions::default() },
         }
     }
 }
