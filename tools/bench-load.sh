@@ -20,7 +20,7 @@ for n in 10 100 200; do
     run "fanout-$n" --backends uring,epoll --raw -p 1 -s "$n" --duration 15
 done
 # 1 publisher -> 1000 subscribers, server on 2 shards (2 cores); sampled verification.
-run "fanout-1000" --backends uring --server-shards 2 --raw -p 1 -s 1000 --duration 10 \
+run "fanout-1000" --backends uring,epoll --server-shards 2 --raw -p 1 -s 1000 --duration 10 \
     --ramp 100 --verify-ratio 0.05
 # Many small sessions spread over 2 shards.
 run "sessions-20x10" --backends uring,epoll --server-shards 2 --raw -k 20 -p 1 -s 10 \

@@ -188,6 +188,9 @@ pub(crate) struct UringShard<C: ShardCore> {
     inflight_sends: usize,
     registered: bool,
     leak: bool,
+    /// A relief this turn waited and freed nothing (the kernel is not taking sends: receivers'
+    /// buffers full): later reliefs of the turn only submit, so the turn stays short.
+    relief_stalled: bool,
     cqes: Vec<cqueue::Entry>,
     drv: Driver<C>,
 }
@@ -258,6 +261,7 @@ impl<C: ShardCore> UringShard<C> {
             inflight_sends: 0,
             registered: true,
             leak: false,
+            relief_stalled: false,
             // A turn's completions plus what mid-turn reliefs set aside (at most one CQ's worth).
             cqes: Vec::with_capacity(budget + 64 + CQ_ENTRIES as usize),
             drv,
@@ -561,6 +565,7 @@ impl<C: ShardCore> UringShard<C> {
 
             self.cqes.clear();
             self.cqes.extend(self.ring.completion().take(budget + 64));
+            self.relief_stalled = false;
             let now = Instant::now();
             // `cqes` may grow while it is walked: a relief sets the receive completions it reaps
             // aside at the end (bounded by the vector's capacity).
@@ -606,7 +611,7 @@ impl<C: ShardCore> UringShard<C> {
         // Buffers the handled datagrams gave back, for the kernel's next receives.
         self.bufs.publish();
         self.flush_sends();
-        let r = if self.inflight_sends > 0 {
+        let r = if self.inflight_sends > 0 && !self.relief_stalled {
             let ts = Timespec::new().nsec(RELIEF_WAIT.subsec_nanos());
             let args = SubmitArgs::new().timespec(&ts);
             self.ring.submitter().submit_with_args(1, &args)
@@ -633,6 +638,9 @@ impl<C: ShardCore> UringShard<C> {
         }
         // Completed sends may have made room for more of what is pending.
         self.flush_sends();
+        if self.drv.tx_low() {
+            self.relief_stalled = true;
+        }
     }
 
     fn any_recv_armed(&self) -> bool {
