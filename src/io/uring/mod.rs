@@ -168,6 +168,30 @@ struct SendOp {
     fault: Option<i32>,
 }
 
+/// Datagrams per `sendmmsg` of the direct send path (see [`UringShard::send_direct`]).
+const DIRECT_BATCH: usize = 64;
+/// Pending datagrams from which the direct path is used. Below it the SQE path was as fast or
+/// faster (1 -> 100, one A/B run: SQEs 819k pps per core, direct path from 16 pending 591k);
+/// above it, with a packet fanned out to ~1000 subscribers, the direct path wins (435k -> 534k).
+const DIRECT_MIN: usize = 512;
+
+/// What one attempt of the direct send path did.
+enum Direct {
+    Sent,
+    /// The front of the queue is not a long run of single datagrams from one socket.
+    NotSuitable,
+    /// The socket takes no more now.
+    Blocked,
+}
+
+/// The preallocated `sendmmsg` batch of the direct send path.
+struct DirectBatch {
+    hdrs: Box<[libc::mmsghdr]>,
+    names: Box<[libc::sockaddr_storage]>,
+    cmsgs: Box<[CmsgBuf<TX_CMSG_SPACE>]>,
+    iovs: Box<[libc::iovec]>,
+}
+
 /// A shard running on io_uring.
 pub(crate) struct UringShard<C: ShardCore> {
     // Declared first: dropped (ring fd closed) before the memory the kernel may reference.
@@ -188,6 +212,7 @@ pub(crate) struct UringShard<C: ShardCore> {
     inflight_sends: usize,
     registered: bool,
     leak: bool,
+    direct: DirectBatch,
     /// A relief this turn waited and freed nothing (the kernel is not taking sends: receivers'
     /// buffers full): later reliefs of the turn only submit, so the turn stays short.
     relief_stalled: bool,
@@ -262,6 +287,14 @@ impl<C: ShardCore> UringShard<C> {
             registered: true,
             leak: false,
             relief_stalled: false,
+            // SAFETY (zeroed): all-zero is valid for these plain C structs; pointers are set
+            // before each use.
+            direct: DirectBatch {
+                hdrs: (0..DIRECT_BATCH).map(|_| unsafe { zeroed() }).collect(),
+                names: (0..DIRECT_BATCH).map(|_| unsafe { zeroed() }).collect(),
+                cmsgs: vec![CmsgBuf::new(); DIRECT_BATCH].into_boxed_slice(),
+                iovs: (0..DIRECT_BATCH).map(|_| unsafe { zeroed() }).collect(),
+            },
             // A turn's completions plus what mid-turn reliefs set aside (at most one CQ's worth).
             cqes: Vec::with_capacity(budget + 64 + CQ_ENTRIES as usize),
             drv,
@@ -363,9 +396,97 @@ impl<C: ShardCore> UringShard<C> {
         // Not armed: no op references the fd; dropping `sk` closes it.
     }
 
-    /// Step 5: pending transmits -> SENDMSG SQEs (GSO runs coalesced).
+    /// Direct send path: a long queue of single datagrams to different destinations (a packet
+    /// fanned out to a thousand subscribers) costs a SENDMSG SQE and a completion each, and
+    /// overflows the SQ, where one `sendmmsg` takes 64 (measured at 1 -> 1000: io_uring 444k
+    /// pps per core against epoll's 585k before this path, 507k-558k against 546k-555k after). Sends the leading run of up to 64 pending datagrams that
+    /// are not GSO runs and leave from one socket, synchronously and non-blocking; their slots
+    /// are free when it returns. The SQEs queued so far are submitted first, so a destination
+    /// never sees a later datagram before an earlier one the kernel already took. When nothing
+    /// is sent ([`Direct::NotSuitable`], [`Direct::Blocked`]) the SQE path carries on, with its
+    /// own backpressure.
+    fn send_direct(&mut self) -> Direct {
+        let tx = &self.drv.tx;
+        let Some(first_idx) = tx.pending_at(0) else { return Direct::NotSuitable };
+        let socket = tx.meta(first_idx).socket;
+        let Some(Some(sk)) = self.socks.get(socket.0 as usize) else {
+            return Direct::NotSuitable;
+        };
+        let (fd, v6) = (sk.fd, sk.v6);
+        let mut n = 0;
+        while n < DIRECT_BATCH {
+            let Some(idx) = tx.pending_at(n) else { break };
+            let m = *tx.meta(idx);
+            if m.socket != socket || next_run(tx, n, self.drv.gso).1.is_some() {
+                break;
+            }
+            n += 1;
+        }
+        if n < DIRECT_MIN.min(DIRECT_BATCH) {
+            return Direct::NotSuitable;
+        }
+        if !self.ring.submission().is_empty() {
+            let _ = self.ring.submit();
+        }
+        let tx = &mut self.drv.tx;
+        let d = &mut self.direct;
+        for k in 0..n {
+            let idx = tx.pending_at(k).unwrap_or(0);
+            let m = *tx.meta(idx);
+            d.iovs[k] = libc::iovec { iov_base: tx.slot_ptr(idx).cast(), iov_len: m.len as usize };
+            let namelen = encode_sockaddr(m.dst, v6, &mut d.names[k]);
+            let clen = build_tx_cmsgs(&mut d.cmsgs[k].0, None, m.src, v6);
+            let h = &mut d.hdrs[k];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = (&mut d.names[k] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = namelen;
+            h.msg_hdr.msg_iov = &mut d.iovs[k];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control =
+                if clen > 0 { d.cmsgs[k].0.as_mut_ptr().cast() } else { std::ptr::null_mut() };
+            h.msg_hdr.msg_controllen = clen as _;
+            h.msg_hdr.msg_flags = 0;
+        }
+        // SAFETY: `hdrs[..n]` point at live names, cmsgs, iovecs and TxQueue slots.
+        let r = unsafe { libc::sendmmsg(fd, d.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT) };
+        let done = if r > 0 {
+            let r = r as usize;
+            self.drv.tally.tx_packets += r as u64;
+            self.drv.tally.tx_bytes += d.hdrs[..r].iter().map(|h| h.msg_len as u64).sum::<u64>();
+            r
+        } else {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ENOBUFS) => {
+                    return Direct::Blocked;
+                }
+                _ => {
+                    // The first datagram is refused (unreachable, too big...): drop it.
+                    self.drv.tally.drop(DropReason::TxError, 1);
+                    1
+                }
+            }
+        };
+        for k in 0..done {
+            let idx = tx.pending_at(k).unwrap_or(0);
+            tx.release(idx);
+        }
+        tx.take_pending(done);
+        Direct::Sent
+    }
+
+    /// Step 5: pending transmits -> SENDMSG SQEs (GSO runs coalesced), or `sendmmsg` for long
+    /// queues of single datagrams ([`UringShard::send_direct`]).
     fn flush_sends(&mut self) {
+        // Once the direct path sent nothing (socket buffer full), the SQEs take the rest.
+        let mut direct = true;
         while self.drv.tx.pending_len() > 0 {
+            if direct && self.drv.tx.pending_len() >= DIRECT_MIN {
+                match self.send_direct() {
+                    Direct::Sent => continue,
+                    Direct::Blocked => direct = false,
+                    Direct::NotSuitable => {}
+                }
+            }
             let Some(op_idx) = self.free_sends.last().copied() else {
                 break;
             };
