@@ -14,6 +14,8 @@
 //!   [`crate::shard::TxQueue`] slots, control messages). Op and slots belong to the kernel until
 //!   the completion; runs of equal-size datagrams to one destination carry `UDP_SEGMENT` (GSO).
 //!   When the op pool or the SQ is full, packets wait in the TxQueue (the bounded backlog).
+//!   A queue of 512 or more single datagrams (one packet fanned out to ~1000 subscribers) is
+//!   sent with `sendmmsg` from the shell instead, 64 per call (`send_direct`).
 //!
 //! One `io_uring_enter` per turn submits everything and waits for the next completion, bounded
 //! by the core's deadline (EXT_ARG timeout). At shutdown every op is cancelled and its
