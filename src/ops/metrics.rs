@@ -337,39 +337,37 @@ impl Metrics {
                 1,
             );
         }
-        type Field = fn(&crate::shard::ShardStatsSnapshot) -> u64;
-        let counters: [(&str, &str, Field); 8] = [
-            ("ringsfu_shard_rx_packets_total", "Datagrams received.", |s| s.rx_packets),
-            ("ringsfu_shard_rx_bytes_total", "Bytes received.", |s| s.rx_bytes),
-            ("ringsfu_shard_tx_packets_total", "Datagrams sent.", |s| s.tx_packets),
-            ("ringsfu_shard_tx_bytes_total", "Bytes sent.", |s| s.tx_bytes),
+        let counters: [Family<crate::shard::ShardStatsSnapshot>; 8] = [
+            ("ringsfu_shard_rx_packets_total", "counter", "Datagrams received.", |s| s.rx_packets),
+            ("ringsfu_shard_rx_bytes_total", "counter", "Bytes received.", |s| s.rx_bytes),
+            ("ringsfu_shard_tx_packets_total", "counter", "Datagrams sent.", |s| s.tx_packets),
+            ("ringsfu_shard_tx_bytes_total", "counter", "Bytes sent.", |s| s.tx_bytes),
             (
                 "ringsfu_shard_tx_gso_sends_total",
+                "counter",
                 "Sends carrying several datagrams (UDP GSO).",
                 |s| s.tx_gso_sends,
             ),
             (
                 "ringsfu_shard_tx_reliefs_total",
+                "counter",
                 "Mid-turn transmit flushes because the send pool ran low (large fanouts).",
                 |s| s.tx_reliefs,
             ),
             (
                 "ringsfu_shard_loop_turns_total",
+                "counter",
                 "Event-loop turns (stops moving when a shard is stuck).",
                 |s| s.turns,
             ),
             (
                 "ringsfu_shard_loop_overruns_total",
+                "counter",
                 "Event-loop turns that overran their budget.",
                 |s| s.overruns,
             ),
         ];
-        for (name, help, f) in counters {
-            header(o, name, "counter", help);
-            for (i, s) in &snaps {
-                sample(o, name, &[("shard", i)], f(s));
-            }
-        }
+        families(o, &snaps, &counters);
         header(
             o,
             "ringsfu_shard_drops_total",
@@ -394,8 +392,7 @@ impl Metrics {
         let cells = self.turn.read().unwrap_or_else(|p| p.into_inner()).clone();
         let snaps: Vec<(String, TurnShardStats)> =
             cells.iter().map(|(l, c)| (l.clone(), c.load())).collect();
-        type Field = fn(&TurnShardStats) -> u64;
-        let fields: [(&str, &str, &str, Field); 5] = [
+        let fields: [Family<TurnShardStats>; 5] = [
             (
                 "ringsfu_turn_allocations",
                 "gauge",
@@ -427,12 +424,7 @@ impl Metrics {
                 |t| t.relay_open_failed,
             ),
         ];
-        for (name, kind, help, f) in fields {
-            header(o, name, kind, help);
-            for (l, t) in &snaps {
-                sample(o, name, &[("shard", l)], f(t));
-            }
-        }
+        families(o, &snaps, &fields);
         let name = "ringsfu_turn_relayed_packets_total";
         header(o, name, "counter", "Packets relayed, by direction (to_peer, to_client).");
         for (l, t) in &snaps {
@@ -462,10 +454,16 @@ impl Metrics {
 
     fn render_media(&self, o: &mut String) {
         let media = self.media.read().unwrap_or_else(|p| p.into_inner());
-        let snaps: Vec<MediaStatsSnapshot> = media.as_ref().map(|f| f()).unwrap_or_default();
+        let snaps: Vec<(String, MediaStatsSnapshot)> = media
+            .as_ref()
+            .map(|f| f())
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (i.to_string(), m))
+            .collect();
         drop(media);
-        type Field = fn(&MediaStatsSnapshot) -> u64;
-        let fields: [(&str, &str, &str, Field); 17] = [
+        let fields: [Family<MediaStatsSnapshot>; 17] = [
             ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
                 m.publishers
             }),
@@ -538,28 +536,35 @@ impl Metrics {
             ("ringsfu_shard_rtcp_in_total", "counter", "RTCP packets received.", |m| m.rtcp_in),
             ("ringsfu_shard_rtcp_out_total", "counter", "RTCP packets sent.", |m| m.rtcp_out),
         ];
-        for (name, kind, help, f) in fields {
-            header(o, name, kind, help);
-            for (i, m) in snaps.iter().enumerate() {
-                sample(o, name, &[("shard", &i.to_string())], f(m));
-            }
-        }
+        families(o, &snaps, &fields);
         header(
             o,
             "ringsfu_shard_media_drops_total",
             "counter",
             "Packets the media core dropped, by reason.",
         );
-        for (i, m) in snaps.iter().enumerate() {
-            let i = i.to_string();
+        for (i, m) in &snaps {
             for r in MediaDrop::ALL {
                 sample(
                     o,
                     "ringsfu_shard_media_drops_total",
-                    &[("shard", &i), ("reason", r.as_str())],
+                    &[("shard", i), ("reason", r.as_str())],
                     m.drops(r),
                 );
             }
+        }
+    }
+}
+
+/// A per-shard metric family: name, type, help, and its value in a shard's snapshot.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// Each family of `fams` with one sample per shard of `rows` (shard label, snapshot).
+fn families<T>(o: &mut String, rows: &[(String, T)], fams: &[Family<T>]) {
+    for (name, kind, help, f) in fams {
+        header(o, name, kind, help);
+        for (label, snap) in rows {
+            sample(o, name, &[("shard", label)], f(snap));
         }
     }
 }
