@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { startServer, until } from './lib/server.mjs';
-import { startPageServer, launchChromium } from './lib/browser.mjs';
+import { startPageServer, launchChromium, joinPage, mediaFlows } from './lib/browser.mjs';
 
 const require = createRequire(import.meta.url);
 const { OpenVidu } = require('openvidu-node-client');
@@ -23,30 +23,8 @@ after(async () => {
 });
 
 const events = (page, type) => page.evaluate((t) => window.events.filter((e) => e.type === t), type);
-const stats = (page) => page.evaluate(() => window.inboundStats());
 
-async function join(session, name, { subscribe = true } = {}) {
-  const token = (await session.createConnection({ data: name })).token;
-  const page = await browser.ctx.newPage();
-  await page.goto(pages.url);
-  await page.evaluate((s) => { window.autoSubscribe = s; }, subscribe);
-  const j = await page.evaluate(([t, n]) => window.join(t, n), [token, name]);
-  return { page, ...j };
-}
-
-/** Waits until `page` decodes video frames and receives audio samples from `streamId`, and both
- * keep growing; returns the last sample. */
-async function mediaFlows(page, streamId, what) {
-  const first = await until(async () => {
-    const s = (await stats(page))[streamId];
-    return s && s.framesDecoded > 0 && s.audioSamples > 0 && s;
-  }, `${what}: first decoded frame and audio`, { tries: 300, everyMs: 100 });
-  const later = await until(async () => {
-    const s = (await stats(page))[streamId];
-    return s && s.framesDecoded > first.framesDecoded + 10 && s.audioSamples > first.audioSamples && s;
-  }, `${what}: frames and samples keep coming`, { tries: 300, everyMs: 100 });
-  return later;
-}
+const join = (session, name, opts) => joinPage(browser, pages, session, name, opts);
 
 test('one publisher, one subscriber: video decoded, audio received, then unpublished', async () => {
   const ov = new OpenVidu(server.url, 'MY_SECRET');

@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { startServer, until, basicAuth } from './lib/server.mjs';
-import { startPageServer, launchChromium } from './lib/browser.mjs';
+import { startPageServer, launchChromium, joinPage, mediaFlows } from './lib/browser.mjs';
 
 const require = createRequire(import.meta.url);
 const { OpenVidu } = require('openvidu-node-client');
@@ -86,15 +86,8 @@ async function selectedPairs(page) {
   });
 }
 
-async function join(session, name, subscribe) {
-  const token = (await session.createConnection({ data: name })).token;
-  const page = await browser.ctx.newPage();
-  await page.addInitScript(forceRelay);
-  await page.goto(pages.url);
-  await page.evaluate((s) => { window.autoSubscribe = s; }, subscribe);
-  const j = await page.evaluate(([t, n]) => window.join(t, n), [token, name]);
-  return { page, ...j };
-}
+const join = (session, name, subscribe) =>
+  joinPage(browser, pages, session, name, { subscribe, initScript: forceRelay });
 
 async function scrape() {
   const r = await fetch(`${server.url}/metrics`, { headers: { Authorization: basicAuth() } });
@@ -129,14 +122,7 @@ async function relayOnly(deliverInProcess) {
   assert.ok(cfg.iceServers.every((s) => s.username && s.credential), 'TURN credentials handed out');
 
   // Media flows: B decodes A's video and receives its audio, and both keep growing.
-  const first = await until(async () => {
-    const s = (await b.page.evaluate(() => window.inboundStats()))[streamId];
-    return s && s.framesDecoded > 0 && s.audioSamples > 0 && s;
-  }, 'B: first decoded frame and audio over TURN', { tries: 300, everyMs: 100 });
-  const later = await until(async () => {
-    const s = (await b.page.evaluate(() => window.inboundStats()))[streamId];
-    return s && s.framesDecoded > first.framesDecoded + 10 && s.audioSamples > first.audioSamples && s;
-  }, 'B: frames keep coming over TURN', { tries: 300, everyMs: 100 });
+  const later = await mediaFlows(b.page, streamId, 'B over TURN');
   console.log(`relay-only subscriber stats: ${JSON.stringify(later)}`);
 
   // Both sides use a relayed local candidate (their only kind) towards ringsfu's host candidate.

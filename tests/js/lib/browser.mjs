@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+import { until } from './server.mjs';
 
 const require = createRequire(import.meta.url);
 const bundle = path.join(
@@ -137,4 +138,33 @@ export async function launchChromium() {
       fs.rmSync(userDataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Opens a page of `browser` on the test page server `pages` and joins `session` as `name` with a
+ * fresh connection's token; `subscribe`: subscribe to every stream; `initScript`: runs in the page
+ * before openvidu-browser. Returns { page, connectionId, role, sessionId }.
+ */
+export async function joinPage(browser, pages, session, name, { subscribe = true, initScript } = {}) {
+  const token = (await session.createConnection({ data: name })).token;
+  const page = await browser.ctx.newPage();
+  if (initScript) await page.addInitScript(initScript);
+  await page.goto(pages.url);
+  await page.evaluate((s) => { window.autoSubscribe = s; }, subscribe);
+  const j = await page.evaluate(([t, n]) => window.join(t, n), [token, name]);
+  return { page, ...j };
+}
+
+/** Waits until `page` decodes video frames and receives audio samples from `streamId`, and both
+ * keep growing; returns the last sample. */
+export async function mediaFlows(page, streamId, what) {
+  const stats = async () => (await page.evaluate(() => window.inboundStats()))[streamId];
+  const first = await until(async () => {
+    const s = await stats();
+    return s && s.framesDecoded > 0 && s.audioSamples > 0 && s;
+  }, `${what}: first decoded frame and audio`, { tries: 300, everyMs: 100 });
+  return until(async () => {
+    const s = await stats();
+    return s && s.framesDecoded > first.framesDecoded + 10 && s.audioSamples > first.audioSamples && s;
+  }, `${what}: frames and samples keep coming`, { tries: 300, everyMs: 100 });
 }
