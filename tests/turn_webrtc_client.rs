@@ -47,11 +47,8 @@ fn start(cfg: Config) -> TurnService {
     start_turn(&Arc::new(cfg), None, None).expect("start TURN").expect("TURN enabled")
 }
 
-/// Allocates with `user`/`pass`, relays `rounds` messages each way between the allocation and
-/// a UDP socket of the test, and checks addresses and contents.
-async fn relay_round_trips(server: SocketAddr, user: &str, pass: &str, rounds: u32) {
-    let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let local = conn.local_addr().unwrap();
+/// A webrtc-rs TURN client of `server` on `conn` with long-term credentials, listening.
+async fn listening_client(server: SocketAddr, user: &str, pass: &str, conn: UdpSocket) -> Client {
     let client = Client::new(ClientConfig {
         stun_serv_addr: server.to_string(),
         turn_serv_addr: server.to_string(),
@@ -66,6 +63,15 @@ async fn relay_round_trips(server: SocketAddr, user: &str, pass: &str, rounds: u
     .await
     .unwrap();
     client.listen().await.unwrap();
+    client
+}
+
+/// Allocates with `user`/`pass`, relays `rounds` messages each way between the allocation and
+/// a UDP socket of the test, and checks addresses and contents.
+async fn relay_round_trips(server: SocketAddr, user: &str, pass: &str, rounds: u32) {
+    let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = conn.local_addr().unwrap();
+    let client = listening_client(server, user, pass, conn).await;
     let mapped = tokio::time::timeout(WAIT, client.send_binding_request()).await.unwrap().unwrap();
     assert_eq!(mapped, local, "Binding on the TURN port answers the client's address");
 
@@ -114,20 +120,7 @@ async fn webrtc_rs_client_allocates_and_relays() {
 async fn wrong_password_is_refused_to_the_webrtc_rs_client() {
     let turn = start(turn_config(free_port(), "S"));
     let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = Client::new(ClientConfig {
-        stun_serv_addr: turn.udp_addr().to_string(),
-        turn_serv_addr: turn.udp_addr().to_string(),
-        username: "alice".into(),
-        password: "wonderlanD".into(),
-        realm: "ringsfu".into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
+    let client = listening_client(turn.udp_addr(), "alice", "wonderlanD", conn).await;
     let r =
         tokio::time::timeout(WAIT * 3, client.allocate()).await.expect("an answer, not silence");
     assert!(r.is_err(), "allocation with a wrong password");
@@ -155,20 +148,7 @@ async fn join_room_credentials_work_against_the_turn_server() {
     relay_round_trips(turn.udp_addr(), user, pass, 3).await;
     // A credential for another username is refused.
     let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = Client::new(ClientConfig {
-        stun_serv_addr: turn.udp_addr().to_string(),
-        turn_serv_addr: turn.udp_addr().to_string(),
-        username: format!("{user}x"),
-        password: pass.into(),
-        realm: "ringsfu".into(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: Arc::new(conn),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    client.listen().await.unwrap();
+    let client = listening_client(turn.udp_addr(), &format!("{user}x"), &pass, conn).await;
     let r = tokio::time::timeout(WAIT * 3, client.allocate()).await.expect("an answer");
     assert!(r.is_err());
     client.close().await.unwrap();
@@ -191,20 +171,7 @@ async fn reloaded_credentials_reach_the_turn_shards() {
     let mut accepted = false;
     for _ in 0..20 {
         let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let client = Client::new(ClientConfig {
-            stun_serv_addr: turn.udp_addr().to_string(),
-            turn_serv_addr: turn.udp_addr().to_string(),
-            username: "alice".into(),
-            password: "looking-glass".into(),
-            realm: "ringsfu".into(),
-            software: String::new(),
-            rto_in_ms: 0,
-            conn: Arc::new(conn),
-            vnet: None,
-        })
-        .await
-        .unwrap();
-        client.listen().await.unwrap();
+        let client = listening_client(turn.udp_addr(), "alice", "looking-glass", conn).await;
         let ok = matches!(tokio::time::timeout(WAIT, client.allocate()).await, Ok(Ok(_)));
         client.close().await.unwrap();
         if ok {
