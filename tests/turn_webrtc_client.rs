@@ -148,7 +148,7 @@ async fn join_room_credentials_work_against_the_turn_server() {
     relay_round_trips(turn.udp_addr(), user, pass, 3).await;
     // A credential for another username is refused.
     let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let client = listening_client(turn.udp_addr(), &format!("{user}x"), &pass, conn).await;
+    let client = listening_client(turn.udp_addr(), &format!("{user}x"), pass, conn).await;
     let r = tokio::time::timeout(WAIT * 3, client.allocate()).await.expect("an answer");
     assert!(r.is_err());
     client.close().await.unwrap();
