@@ -16,8 +16,12 @@ use str0m_common::{Peer, frame, pump_for, run_until, send_frames};
 
 const AV: &[MediaKind] = &[MediaKind::Audio, MediaKind::Video];
 
-async fn publish_and_subscribe(backend: IoBackend) {
-    let s = common::start_with_media(|c| c.media.io_backend = backend).await;
+async fn publish_and_subscribe(backend: IoBackend, dont_fragment: bool) {
+    let s = common::start_with_media(|c| {
+        c.media.io_backend = backend;
+        c.media.dont_fragment = dont_fragment;
+    })
+    .await;
     let sid = s.session(Some("str0m")).await;
     let (_, tok_pub) = s.connection(&sid, "PUBLISHER", "").await;
     let (_, tok_sub) = s.connection(&sid, "SUBSCRIBER", "").await;
@@ -113,7 +117,7 @@ async fn publish_and_subscribe(backend: IoBackend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn str0m_publishes_and_subscribes_epoll() {
-    publish_and_subscribe(IoBackend::Epoll).await;
+    publish_and_subscribe(IoBackend::Epoll, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +126,14 @@ async fn str0m_publishes_and_subscribes_uring() {
         eprintln!("io_uring unavailable here; the uring run is skipped");
         return;
     }
-    publish_and_subscribe(IoBackend::Uring).await;
+    publish_and_subscribe(IoBackend::Uring, false).await;
+}
+
+/// `[media] dont_fragment`: the media sockets send with DF set; media still flows both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn str0m_publishes_and_subscribes_with_dont_fragment() {
+    let backend = ringsfu::io::choose_backend(IoBackend::Auto).expect("a backend");
+    publish_and_subscribe(backend, true).await;
 }
 
 /// The mediasoup-style flow (`prepareReceiveVideoFrom` then `receiveVideoFrom` with the
