@@ -71,6 +71,8 @@ impl Drop for Proc {
 /// killed when it drops.
 struct Setup {
     turn: u16,
+    /// The first media shard's port (with the media engine on, it serves TURN clients too).
+    media: u16,
     tls: u16,
     peer: u16,
     _server: Proc,
@@ -142,7 +144,7 @@ fn setup_with(media: bool) -> Setup {
             .expect("start turnutils_peer");
         let (server, peer_proc) = (Proc(server), Proc(peer_proc));
         wait_udp_echo(peer);
-        Setup { turn, tls, peer, _server: server, _peer: peer_proc }
+        Setup { turn, media: media_port, tls, peer, _server: server, _peer: peer_proc }
     }
 }
 
@@ -253,6 +255,23 @@ fn udp_rtp_rtcp_pair_with_even_port_reservation() {
     let s = setup();
     let p = port_arg(s.turn);
     uclient_no_loss(&s, &["-p", &p, "-u", "alice", "-w", "wonderland"]);
+}
+
+#[test]
+fn media_ports_serve_turn_clients() {
+    if !tools_present() {
+        return;
+    }
+    // Each media port also serves TURN for its shard (what joinRoom offers first). The peer
+    // here is outside the SFU (turnutils_peer, loopback peers allowed), so every allocation
+    // opens its relay socket when its permission or channel is installed, and the echo comes
+    // back through it and out of the media port.
+    let s = setup_with(true);
+    for port in [s.media, s.media + 1] {
+        let p = port_arg(port);
+        uclient_no_loss(&s, &["-c", "-p", &p, "-u", "alice", "-w", "wonderland"]);
+        uclient_no_loss(&s, &["-c", "-s", "-p", &p, "-W", SECRET]);
+    }
 }
 
 #[test]

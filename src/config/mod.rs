@@ -158,6 +158,11 @@ pub struct TurnConfig {
     /// port on the same shard is handed to the media core inside the process (both ways), not
     /// sent through the kernel. `false`: always through the kernel (for comparison).
     pub deliver_in_process: bool,
+    /// With the media engine on: joinRoom lists the session's media port as the first TURN
+    /// server (the media shards serve TURN clients on their own port too), so a browser's
+    /// allocation lands on the shard of its session, where relaying to the SFU stays in the
+    /// process and costs no socket. The shared `port` stays in the list after it.
+    pub offer_media_port: bool,
 }
 
 /// `[webhook]`: OpenVidu webhook delivery.
@@ -283,6 +288,7 @@ impl Default for TurnConfig {
             relay_port_min: 49152,
             relay_port_max: 65535,
             deliver_in_process: true,
+            offer_media_port: true,
         }
     }
 }

@@ -269,8 +269,11 @@ pub struct Joined {
     pub result: Value,
 }
 
+/// Session id -> the media port that serves TURN for it (see [`JoinRequest::media_turn_port`]).
+pub type MediaTurnPort<'a> = dyn Fn(&str) -> Option<u16> + 'a;
+
 /// Parameters of joinRoom taken from the request and the socket.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct JoinRequest<'a> {
     pub token: &'a str,
     pub session: &'a str,
@@ -278,6 +281,20 @@ pub struct JoinRequest<'a> {
     pub ip: &'a str,
     pub platform: &'a str,
     pub client_data: &'a str,
+    /// The media port that serves TURN for the session (its shard's), offered first in
+    /// `customIceServers`; asked only once the token is valid (it may assign the session a
+    /// shard). `None`: the TURN port only.
+    pub media_turn_port: Option<&'a MediaTurnPort<'a>>,
+}
+
+impl std::fmt::Debug for JoinRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("session", &self.session)
+            .field("rpc", &self.rpc)
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The session registry.
@@ -747,6 +764,9 @@ impl Registry {
                 } else {
                     t.ip.clone()
                 };
+                if let Some(port) = req.media_turn_port.and_then(|f| f(&sid)) {
+                    ice.push(json!({"url": format!("turn:{host}:{port}"), "username": user, "credential": cred}));
+                }
                 ice.push(json!({"url": format!("turn:{host}:{}", t.port), "username": user, "credential": cred}));
                 ice.push(json!({"url": format!("turn:{host}:{}?transport=tcp", t.port), "username": user, "credential": cred}));
             }
@@ -1343,6 +1363,7 @@ mod tests {
                 ip: "1.2.3.4",
                 platform: "p",
                 client_data: "cli",
+                media_turn_port: None,
             },
             1000,
         )

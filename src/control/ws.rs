@@ -437,6 +437,7 @@ fn join_room(ctx: &mut Ctx, p: &Params<'_>) -> Result<Value, RpcError> {
     };
     let rpc = ctx.rpc.clone();
     let ip = ctx.ip.clone();
+    let engine = ctx.inner.media.engine().cloned();
     if ctx.inner.draining.load(Ordering::Relaxed) {
         return Err(RpcError::new(
             code::ROOM_CLOSED,
@@ -450,8 +451,17 @@ fn join_room(ctx: &mut Ctx, p: &Params<'_>) -> Result<Value, RpcError> {
                 "This WebSocket session has already joined a session",
             ));
         }
+        let media_turn_port = |s: &str| engine.as_ref().and_then(|e| e.turn_port_for(s));
         let joined = st.reg.join(
-            &JoinRequest { token, session, rpc: &rpc, ip: &ip, platform, client_data: &metadata },
+            &JoinRequest {
+                token,
+                session,
+                rpc: &rpc,
+                ip: &ip,
+                platform,
+                client_data: &metadata,
+                media_turn_port: Some(&media_turn_port),
+            },
             now_ms(),
         )?;
         if let Some(r) = st.rpcs.get_mut(&rpc) {

@@ -100,6 +100,8 @@ pub struct MediaEngine {
     stats: Vec<Arc<MediaStats>>,
     shard_stats: Vec<Arc<ShardStats>>,
     state: Mutex<State>,
+    /// The shards host the TURN server (their media ports serve TURN clients too).
+    hosts_turn: bool,
 }
 
 impl std::fmt::Debug for MediaEngine {
@@ -224,6 +226,7 @@ impl MediaEngine {
             ..CoreSettings::default()
         };
         let core_stats = stats.clone();
+        let hosts_turn = turn.is_some();
         let shards = spawn_shards(&cfg, move |info| {
             let media = MediaCore::new(
                 info.local_addr,
@@ -256,7 +259,19 @@ impl MediaEngine {
             stats,
             shard_stats,
             state: Mutex::new(State::default()),
+            hosts_turn,
         }))
+    }
+
+    /// The media port of `session`'s shard, offered to its participants as a TURN server when
+    /// the shards host TURN and `[turn] offer_media_port` is on (assigns the session its shard
+    /// if it has none yet).
+    pub fn turn_port_for(&self, session: &str) -> Option<u16> {
+        if !self.hosts_turn || !self.cfg.turn.offer_media_port {
+            return None;
+        }
+        let shard = Self::shard_of(&mut lock(&self.state), self.candidates.len(), session);
+        self.candidates.get(shard)?.first().map(|a| a.port())
     }
 
     /// Media counters of every shard.

@@ -392,7 +392,7 @@ impl Metrics {
         let cells = self.turn.read().unwrap_or_else(|p| p.into_inner()).clone();
         let snaps: Vec<(String, TurnShardStats)> =
             cells.iter().map(|(l, c)| (l.clone(), c.load())).collect();
-        let fields: [Family<TurnShardStats>; 5] = [
+        let fields: [Family<TurnShardStats>; 6] = [
             (
                 "ringsfu_turn_allocations",
                 "gauge",
@@ -416,6 +416,13 @@ impl Metrics {
                 "counter",
                 "TURN requests refused for bad or missing credentials.",
                 |t| t.auth_failures,
+            ),
+            (
+                "ringsfu_turn_relay_sockets",
+                "gauge",
+                "Relay sockets open (with in-process delivery, allocations that reach only their \
+                 shard's media port hold none).",
+                |t| t.relay_sockets,
             ),
             (
                 "ringsfu_turn_relay_open_failed_total",

@@ -129,6 +129,12 @@ impl PeerPolicy {
         self.media_ports.is_some() && self.media_ips.contains(&canonical(ip))
     }
 
+    /// Whether a permission for `ip` lets datagrams reach only ringsfu's media ports (a media
+    /// address that the rules would deny but for the media exception).
+    pub fn reaches_only_media(&self, ip: IpAddr) -> bool {
+        self.is_media_ip(ip) && self.check_ip(canonical(ip), false).is_err()
+    }
+
     /// Whether a permission for `ip` may be installed (CreatePermission; permissions are per
     /// IP address, RFC 8656 §9). ringsfu's media addresses are allowed here; which of their
     /// ports a datagram may reach is [`PeerPolicy::check_addr`]'s business.

@@ -116,6 +116,10 @@ pub(crate) struct TurnPlan {
     /// Allocation limit of each UDP shard and of the stream thread.
     pub max_allocations_per_shard: usize,
     pub max_allocations_stream: usize,
+    /// Relay sockets each UDP shard and the stream thread may hold (the open-file budget).
+    /// Without in-process delivery every allocation holds one, so these cap allocations too.
+    pub max_relay_sockets_per_shard: usize,
+    pub max_relay_sockets_stream: usize,
     pub nonce_key: [u8; 32],
     pub token_key: u64,
     /// The reloadable credentials (shared with the control plane, which mints joinRoom's).
@@ -167,6 +171,8 @@ impl TurnPlan {
             slices,
             max_allocations_per_shard: cfg.turn.max_allocations.div_ceil(shards).max(1),
             max_allocations_stream: cfg.turn.max_allocations.div_ceil(8).max(1),
+            max_relay_sockets_per_shard: usize::MAX,
+            max_relay_sockets_stream: usize::MAX,
             nonce_key,
             token_key: rand::random(),
             secrets,
@@ -183,22 +189,21 @@ impl TurnPlan {
         )
     }
 
-    /// Every allocation holds a socket: keep the total within the open-file limit (with
-    /// `reserve` descriptors left for everything else), 7/8 of it for the UDP shards.
+    /// Relay sockets stay within the open-file limit (with `reserve` descriptors left for
+    /// everything else), 7/8 of it for the UDP shards.
     pub fn cap_by_fd_limit(&mut self, fds: u64, reserve: u64) {
         let budget = fds.saturating_sub(reserve) as usize;
-        self.max_allocations_per_shard =
-            self.max_allocations_per_shard.min(budget * 7 / 8 / self.shards).max(1);
-        self.max_allocations_stream = self.max_allocations_stream.min(budget / 8).max(1);
+        self.max_relay_sockets_per_shard = (budget * 7 / 8 / self.shards).max(1);
+        self.max_relay_sockets_stream = (budget / 8).max(1);
     }
 
     /// A TURN server core for slice `slice` (the last one is the stream thread's).
     pub fn server(&self, cfg: &Config, slice: usize) -> TurnServer {
         let t = &cfg.turn;
-        let max = if slice == self.shards {
-            self.max_allocations_stream
+        let (max, sockets) = if slice == self.shards {
+            (self.max_allocations_stream, self.max_relay_sockets_stream)
         } else {
-            self.max_allocations_per_shard
+            (self.max_allocations_per_shard, self.max_relay_sockets_per_shard)
         };
         let settings = TurnSettings {
             max_allocations: max,
@@ -207,6 +212,7 @@ impl TurnPlan {
             relay_ips: self.relay_ips.clone(),
             relay_ports: self.slices[slice].clone(),
             token_key: self.token_key,
+            max_relay_sockets: sockets,
             ..TurnSettings::default()
         };
         let creds = self.credentials(&self.secrets.load());
@@ -346,10 +352,11 @@ impl TurnSetup {
             } else {
                 Vec::new()
             };
+            // `media`: the shard's media socket, which serves TURN clients too.
             TurnShard::new(plan.server(&cfg, index % plan.shards), plan.listen, anchor, anchor_unix)
                 .with_reload(Box::new(move |server: &mut TurnServer| reload.poll(server)))
                 .with_stats_cell(cells[index % plan.shards].clone())
-                .hosted(local)
+                .hosted(media.port(), local)
         }))
     }
 
@@ -415,15 +422,24 @@ impl TurnSetup {
             open_file_limit = fds,
             "TURN server listening"
         );
-        let udp_max = plan.max_allocations_per_shard * plan.shards;
-        if udp_max < wanted.min(ports) {
-            tracing::warn!(
-                open_file_limit = fds,
-                allocations = udp_max,
-                wanted = wanted.min(ports),
-                "the open-file limit caps TURN allocations (one socket each) below turn.max_allocations: \
-                 raise LimitNOFILE"
-            );
+        let sockets = plan.max_relay_sockets_per_shard.saturating_mul(plan.shards);
+        if sockets < wanted.min(ports) {
+            if hosted && cfg.turn.deliver_in_process {
+                tracing::info!(
+                    open_file_limit = fds,
+                    relay_sockets = sockets,
+                    "TURN allocations that relay only to ringsfu's own media port need no socket; \
+                     the others are capped by the open-file limit (raise LimitNOFILE for more)"
+                );
+            } else {
+                tracing::warn!(
+                    open_file_limit = fds,
+                    allocations = sockets,
+                    wanted = wanted.min(ports),
+                    "the open-file limit caps TURN allocations (one socket each) below \
+                     turn.max_allocations: raise LimitNOFILE"
+                );
+            }
         }
         Ok(TurnService { shards, stream: Some(stream), udp, cells })
     }
@@ -446,8 +462,11 @@ mod tests {
         assert!(plan.slices.windows(2).all(|w| w[0].end == w[1].start));
         assert_eq!(plan.max_allocations_per_shard, 50_000);
         plan.cap_by_fd_limit(20_000, 512);
-        assert_eq!(plan.max_allocations_per_shard, 19_488 * 7 / 8 / 2);
-        assert_eq!(plan.max_allocations_stream, 19_488 / 8);
+        assert_eq!(plan.max_relay_sockets_per_shard, 19_488 * 7 / 8 / 2);
+        assert_eq!(plan.max_relay_sockets_stream, 19_488 / 8);
+        assert_eq!(plan.max_allocations_per_shard, 50_000, "allocations are capped by sockets");
+        let server = plan.server(&cfg, 0);
+        assert_eq!(server.settings().max_relay_sockets, 19_488 * 7 / 8 / 2);
         cfg.turn.relay_port_max = 1025;
         assert!(
             TurnPlan::new(&cfg, TurnSecretsHandle::from_config(&cfg)).is_err(),

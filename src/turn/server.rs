@@ -95,6 +95,11 @@ pub struct TurnSettings {
     /// Key of the RESERVATION-TOKEN MAC (random, the same for every instance of one server so
     /// a token issued by one shard is redeemable on another).
     pub token_key: u64,
+    /// Relay sockets open at once (the open-file budget). Without in-process delivery every
+    /// allocation holds one, so `max_allocations` is capped to it as well; with it
+    /// ([`TurnServer::set_in_process`]) an allocation opens its socket only when a peer needs
+    /// one, and a permission or channel that would exceed this gets 508.
+    pub max_relay_sockets: usize,
 }
 
 impl Default for TurnSettings {
@@ -112,6 +117,7 @@ impl Default for TurnSettings {
             max_permissions: 64,
             max_channels: 64,
             token_key: 0,
+            max_relay_sockets: usize::MAX,
         }
     }
 }
@@ -129,6 +135,9 @@ pub enum DropReason {
     BandwidthExceeded,
     BufferTooSmall,
     PeerDenied(Denied),
+    /// A datagram for a peer that needs the allocation's relay socket, which could not be
+    /// opened (`max_relay_sockets` reached).
+    NoRelaySocket,
 }
 
 impl DropReason {
@@ -143,6 +152,7 @@ impl DropReason {
             DropReason::BandwidthExceeded => "turn_bandwidth",
             DropReason::BufferTooSmall => "turn_buffer_too_small",
             DropReason::PeerDenied(d) => d.reason(),
+            DropReason::NoRelaySocket => "turn_no_relay_socket",
         }
     }
 }
@@ -215,6 +225,8 @@ struct Allocation {
     created_by: TransactionId,
     permissions: Vec<Permission>,
     channels: Vec<Channel>,
+    /// The relayed address has its kernel socket (asked for with `RelayOpened`).
+    socket: bool,
 }
 
 impl Allocation {
@@ -269,6 +281,11 @@ pub struct TurnServer {
     /// Ports held by EVEN-PORT's R bit: token -> (relayed address, expiry).
     reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
     next_sweep: Option<Instant>,
+    /// Peer addresses served inside the process (the hosting media shard's own port); when
+    /// set, relay sockets open lazily (see [`TurnServer::set_in_process`]).
+    in_process: Vec<SocketAddr>,
+    /// Allocations holding a relay socket.
+    relay_sockets: usize,
     pub counters: TurnCounters,
 }
 
@@ -311,6 +328,8 @@ impl TurnServer {
             events: VecDeque::new(),
             reservations: HashMap::new(),
             next_sweep: None,
+            in_process: Vec::new(),
+            relay_sockets: 0,
             counters: TurnCounters::default(),
         }
     }
@@ -324,6 +343,78 @@ impl TurnServer {
     /// Replaces the peer policy (existing permissions stay until they expire).
     pub fn set_policy(&mut self, policy: PeerPolicy) {
         self.policy = policy;
+    }
+
+    /// Peers at `addrs` (the hosting media shard's port at each candidate address) are served
+    /// inside the process, without the relay socket. From then on an allocation gets its
+    /// relay socket (`RelayOpened`) only when something needs it: a permission for an address
+    /// where more than ringsfu's media ports are allowed, a channel to a peer other than
+    /// `addrs`, or a datagram to one. An allocation that only ever talks to the media port of
+    /// its shard (a browser reaching the SFU through its TURN) costs no socket, so allocations
+    /// are no longer bounded by the open-file limit. Empty: every allocation opens its socket
+    /// at once (the default).
+    pub fn set_in_process(&mut self, addrs: Vec<SocketAddr>) {
+        self.in_process = addrs;
+    }
+
+    /// The addresses given to [`TurnServer::set_in_process`].
+    pub fn in_process(&self) -> &[SocketAddr] {
+        &self.in_process
+    }
+
+    /// Whether `peer` is served inside the process.
+    pub fn is_in_process(&self, peer: SocketAddr) -> bool {
+        self.in_process
+            .iter()
+            .any(|m| m.port() == peer.port() && super::policy::same_ip(m.ip(), peer.ip()))
+    }
+
+    /// Whether `relay` is the relayed address of a live allocation.
+    pub fn has_relay(&self, relay: SocketAddr) -> bool {
+        self.by_relay.contains_key(&relay)
+    }
+
+    /// Allocations holding a relay socket.
+    pub fn relay_socket_count(&self) -> usize {
+        self.relay_sockets
+    }
+
+    /// Gives allocation `i` its relay socket if it has none (508 at `max_relay_sockets`).
+    fn ensure_socket(&mut self, i: usize) -> Result<(), Fail> {
+        let cap = self.settings.max_relay_sockets;
+        let open = self.relay_sockets;
+        let a = self.allocations[i].as_mut().ok_or(MISMATCH)?;
+        if a.socket {
+            return Ok(());
+        }
+        if open >= cap {
+            return Err(CAPACITY);
+        }
+        a.socket = true;
+        self.relay_sockets += 1;
+        self.events.push_back(TurnEvent::RelayOpened(a.relay));
+        Ok(())
+    }
+
+    /// Whether a permission for `ip` lets peers reach the relayed address that only the relay
+    /// socket can receive: anything but an in-process media address whose policy opens only
+    /// the media ports.
+    fn permission_needs_socket(&self, ip: IpAddr) -> bool {
+        !(self.in_process.iter().any(|m| super::policy::same_ip(m.ip(), ip))
+            && self.policy.reaches_only_media(ip))
+    }
+
+    /// A client datagram of allocation `i` goes to `peer`: through the relay socket unless
+    /// in-process; opens the socket first if need be.
+    fn relay_via(&mut self, i: usize, peer: SocketAddr) -> Result<(), DropReason> {
+        if self.is_in_process(peer) {
+            return Ok(());
+        }
+        self.ensure_socket(i).map_err(|_| DropReason::NoRelaySocket)
+    }
+
+    pub fn settings(&self) -> &TurnSettings {
+        &self.settings
     }
 
     /// Number of live allocations.
@@ -400,6 +491,10 @@ impl TurnServer {
         let Some(a) = self.allocations[i].take() else { return };
         self.by_client.remove(&a.five);
         self.by_relay.remove(&a.relay);
+        if a.socket {
+            self.relay_sockets -= 1;
+            self.events.push_back(TurnEvent::RelayClosed(a.relay));
+        }
         // A port redeemed from another instance's reservation is not ours to hand out again.
         if self.settings.relay_ports.contains(&a.relay.port())
             && let Some(pool) = self.pools.iter_mut().find(|p| p.ip == a.relay.ip())
@@ -410,7 +505,6 @@ impl TurnServer {
             u.allocations = u.allocations.saturating_sub(1);
         }
         self.free_slots.push(i);
-        self.events.push_back(TurnEvent::RelayClosed(a.relay));
     }
 
     /// A datagram (or one stream frame) from a client.
@@ -503,6 +597,9 @@ impl TurnServer {
         if !self.spend(user, now.mono, len) {
             return self.drop(DropReason::BandwidthExceeded);
         }
+        if let Err(r) = self.relay_via(i, peer) {
+            return self.drop(r);
+        }
         self.counters.relayed_to_peer += 1;
         FromClient::Relay { relay, peer, range: 4..4 + len }
     }
@@ -537,6 +634,9 @@ impl TurnServer {
         let start = data.as_ptr() as usize - buf.as_ptr() as usize;
         if !self.spend(user, now.mono, data.len()) {
             return self.drop(DropReason::BandwidthExceeded);
+        }
+        if let Err(r) = self.relay_via(i, peer) {
+            return self.drop(r);
         }
         self.counters.relayed_to_peer += 1;
         FromClient::Relay { relay, peer, range: start..start + data.len() }
@@ -774,7 +874,9 @@ impl TurnServer {
             Ok(None) => AddressFamily::V4,
             Err(_) => return Err(FAMILY_UNSUPPORTED),
         };
-        if self.by_client.len() >= self.settings.max_allocations {
+        if self.by_client.len() >= self.settings.max_allocations
+            || (self.in_process.is_empty() && self.relay_sockets >= self.settings.max_relay_sockets)
+        {
             return Err(QUOTA);
         }
         let user = self.user(username);
@@ -840,6 +942,7 @@ impl TurnServer {
             created_by: *msg.transaction_id(),
             permissions: Vec::new(),
             channels: Vec::new(),
+            socket: false,
         };
         let i = match self.free_slots.pop() {
             Some(i) => {
@@ -854,7 +957,10 @@ impl TurnServer {
         self.users[user].allocations += 1;
         self.by_client.insert(five, i);
         self.by_relay.insert(relay, i);
-        self.events.push_back(TurnEvent::RelayOpened(relay));
+        if self.in_process.is_empty() {
+            // Checked against the cap above.
+            let _ = self.ensure_socket(i);
+        }
         self.counters.allocations_created += 1;
         let mut attrs = vec![
             Attr::Relayed(relay),
@@ -1007,6 +1113,9 @@ impl TurnServer {
         if peers.is_empty() {
             return Err(BAD_REQUEST);
         }
+        if peers.iter().any(|ip| self.permission_needs_socket(*ip)) {
+            self.ensure_socket(i)?;
+        }
         let expires = now.mono + self.settings.permission_lifetime;
         let max = self.settings.max_permissions;
         let a = self.allocations[i].as_mut().ok_or(MISMATCH)?;
@@ -1031,6 +1140,9 @@ impl TurnServer {
         let peer = msg.xor_peer_address().map_err(|_| BAD_REQUEST)?.ok_or(BAD_REQUEST)?;
         let relay = self.allocations[i].as_ref().ok_or(MISMATCH)?.relay;
         self.check_peer(relay, peer, true)?;
+        if !self.is_in_process(peer) || self.permission_needs_socket(peer.ip()) {
+            self.ensure_socket(i)?;
+        }
         let (perm_life, chan_life) =
             (self.settings.permission_lifetime, self.settings.channel_lifetime);
         let max = self.settings.max_channels;

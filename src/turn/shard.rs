@@ -66,6 +66,9 @@ pub struct TurnShardStats {
     /// `relayed_to_peer` / `relayed_to_client`.
     pub in_process_to_media: u64,
     pub in_process_to_client: u64,
+    /// Relay sockets open (gauge): with in-process delivery, allocations that only reach the
+    /// shard's media port hold none.
+    pub relay_sockets: u64,
 }
 
 impl TurnShardStats {
@@ -79,6 +82,7 @@ impl TurnShardStats {
             auth_failures: c.auth_failures,
             relayed_to_peer: c.relayed_to_peer,
             relayed_to_client: c.relayed_to_client,
+            relay_sockets: server.relay_socket_count() as u64,
             ..Default::default()
         }
     }
@@ -97,6 +101,7 @@ impl TurnShardStats {
         self.relay_open_failed += o.relay_open_failed;
         self.in_process_to_media += o.in_process_to_media;
         self.in_process_to_client += o.in_process_to_client;
+        self.relay_sockets += o.relay_sockets;
     }
 }
 
@@ -114,6 +119,7 @@ pub struct TurnStatsCell {
     relay_open_failed: AtomicU64,
     in_process_to_media: AtomicU64,
     in_process_to_client: AtomicU64,
+    relay_sockets: AtomicU64,
 }
 
 impl TurnStatsCell {
@@ -131,6 +137,7 @@ impl TurnStatsCell {
         self.relay_open_failed.store(s.relay_open_failed, Relaxed);
         self.in_process_to_media.store(s.in_process_to_media, Relaxed);
         self.in_process_to_client.store(s.in_process_to_client, Relaxed);
+        self.relay_sockets.store(s.relay_sockets, Relaxed);
     }
 
     /// The last published counters.
@@ -146,12 +153,13 @@ impl TurnStatsCell {
             relay_open_failed: self.relay_open_failed.load(Relaxed),
             in_process_to_media: self.in_process_to_media.load(Relaxed),
             in_process_to_client: self.in_process_to_client.load(Relaxed),
+            relay_sockets: self.relay_sockets.load(Relaxed),
         }
     }
 }
 
 /// Labels of [`TurnShardStats::drops`].
-pub const DROP_LABELS: [&str; 11] = [
+pub const DROP_LABELS: [&str; 12] = [
     "turn_malformed",
     "turn_not_a_request",
     "turn_no_allocation",
@@ -163,6 +171,7 @@ pub const DROP_LABELS: [&str; 11] = [
     "turn_peer_denied",
     "turn_tx_full",
     "turn_unknown_socket",
+    "turn_no_relay_socket",
 ];
 
 fn drop_index(r: DropReason) -> usize {
@@ -176,15 +185,19 @@ fn drop_index(r: DropReason) -> usize {
         DropReason::BandwidthExceeded => 6,
         DropReason::BufferTooSmall => 7,
         DropReason::PeerDenied(_) => 8,
+        DropReason::NoRelaySocket => 11,
     }
 }
 const DROP_TX_FULL: usize = 9;
 const DROP_UNKNOWN_SOCKET: usize = 10;
 
 /// An Allocate success held until its relay socket is open.
+/// (Also a CreatePermission or ChannelBind success whose peer made an allocation open its
+/// socket lazily.)
 struct Held {
     dst: SocketAddr,
     src: Option<std::net::IpAddr>,
+    socket: SocketId,
     len: usize,
     bytes: [u8; HELD_MAX],
 }
@@ -222,9 +235,10 @@ pub struct TurnShard {
     /// The socket client datagrams arrive on: [`SocketId::MAIN`], or the listener a media shard
     /// hosting this core opened for it ([`TurnShard::hosted`]).
     listener: SocketId,
-    /// The addresses of the hosting media shard's own port (its ICE candidates): a relayed
-    /// datagram to one of them is delivered inside the process.
-    local_media: Vec<SocketAddr>,
+    /// The hosting media shard's port: its socket ([`SocketId::MAIN`]) serves TURN clients
+    /// too (the port joinRoom offers first), so answers to a client go back out of the socket
+    /// its 5-tuple names.
+    media_port: Option<u16>,
     in_process_to_media: u64,
     in_process_to_client: u64,
 }
@@ -265,20 +279,24 @@ impl TurnShard {
             cell: None,
             next_tick: None,
             listener: SocketId::MAIN,
-            local_media: Vec::new(),
+            media_port: None,
             in_process_to_media: 0,
             in_process_to_client: 0,
         }
     }
 
     /// Runs inside a media shard: the TURN listener is opened as [`HOSTED_LISTENER`] on the
-    /// shared `listen` address (SO_REUSEPORT, so the kernel spreads clients over the shards),
-    /// and relayed datagrams to `local_media` (the shard's media port at each candidate
-    /// address; empty: always through the kernel) are handed to the media core in-process.
-    pub fn hosted(mut self, local_media: Vec<SocketAddr>) -> Self {
+    /// shared `listen` address (SO_REUSEPORT, so the kernel spreads clients over the shards);
+    /// the media socket ([`SocketId::MAIN`], port `media_port`) serves TURN clients as well
+    /// (the media shard hands it their STUN requests other than Binding, and their
+    /// ChannelData); relayed datagrams to `local_media` (the shard's media port at each
+    /// candidate address; empty: always through the kernel) are handed to the media core
+    /// in-process, and then relay sockets open lazily ([`TurnServer::set_in_process`]).
+    pub fn hosted(mut self, media_port: u16, local_media: Vec<SocketAddr>) -> Self {
         self.listener = HOSTED_LISTENER;
         self.relay_of = vec![None; HOSTED_LISTENER.0 as usize + 1];
-        self.local_media = local_media;
+        self.media_port = Some(media_port);
+        self.server.set_in_process(local_media);
         self.socket_ops.push_back(SocketOp::Listen { id: HOSTED_LISTENER, addr: self.listen });
         self
     }
@@ -286,13 +304,12 @@ impl TurnShard {
     /// Whether packets the media core queues may be for a relayed address of this shard that
     /// is served in-process (they need a look: [`TurnShard::relay_from_media`]).
     pub fn delivers_in_process(&self) -> bool {
-        !self.local_media.is_empty() && !self.relay_ids.is_empty()
+        !self.server.in_process().is_empty() && self.server.allocation_count() > 0
     }
 
-    fn is_local_media(&self, peer: SocketAddr) -> bool {
-        self.local_media
-            .iter()
-            .any(|m| m.port() == peer.port() && super::policy::same_ip(m.ip(), peer.ip()))
+    /// The socket a client's 5-tuple names on this side: the media port or the listener.
+    fn client_socket(&self, server: SocketAddr) -> SocketId {
+        if self.media_port == Some(server.port()) { SocketId::MAIN } else { self.listener }
     }
 
     /// A datagram on the listener or a relay socket, as [`ShardCore::handle_datagram`]; a
@@ -305,7 +322,8 @@ impl TurnShard {
         tx: &mut TxQueue,
     ) -> Option<LocalRelay> {
         let now = self.now(now);
-        if meta.socket == self.listener {
+        // MAIN in a media shard: the media core passed on a TURN client's datagram.
+        if meta.socket == self.listener || meta.socket == SocketId::MAIN {
             self.client_datagram(now, meta, buf, tx)
         } else {
             self.peer_datagram(now, meta, buf, tx);
@@ -325,7 +343,8 @@ impl TurnShard {
         slot: &mut [u8],
     ) -> Option<bool> {
         // In-process delivery off (or standalone): through the kernel like any peer's packet.
-        if self.local_media.is_empty() || !self.relay_ids.contains_key(&meta.dst) {
+        let &first = self.server.in_process().first()?;
+        if !self.server.has_relay(meta.dst) {
             return None;
         }
         let relay = meta.dst;
@@ -337,7 +356,6 @@ impl TurnShard {
         }
         // The media address the client's permission names: the candidate the media core
         // answered from, else the first one.
-        let first = self.local_media[0];
         let ip = meta.src.unwrap_or(first.ip());
         slot.copy_within(off..off + len, PEER_HEADROOM);
         let now = self.now(now);
@@ -347,7 +365,7 @@ impl TurnShard {
             FromPeer::ToClient { five, range } => {
                 meta.dst = five.client;
                 meta.src = Some(five.server.ip()).filter(|ip| !ip.is_unspecified());
-                meta.socket = self.listener;
+                meta.socket = self.client_socket(five.server);
                 meta.offset = range.start as u16;
                 meta.len = range.len() as u16;
                 self.in_process_to_client += 1;
@@ -453,29 +471,36 @@ impl TurnShard {
         let opened = self.drain_server_events();
         match r {
             FromClient::Reply { len } => match opened {
-                // A new allocation: its answer waits until the relay socket is open.
+                // A new allocation, or a permission that made one open its socket: the answer
+                // waits until the relay socket is open.
                 Some(id) if len <= HELD_MAX => {
-                    let mut h = Held { dst: meta.src, src: meta.dst_ip, len, bytes: [0; HELD_MAX] };
+                    let mut h = Held {
+                        dst: meta.src,
+                        src: meta.dst_ip,
+                        socket: meta.socket,
+                        len,
+                        bytes: [0; HELD_MAX],
+                    };
                     h.bytes[..len].copy_from_slice(&slot.buf()[..len]);
                     self.held.insert(id.0, h);
                 }
                 _ => {
                     slot.set_source(meta.dst_ip);
-                    slot.set_socket(self.listener);
+                    slot.set_socket(meta.socket);
                     slot.commit(len);
                 }
             },
             FromClient::Relay { relay, peer, range } => {
-                let Some(&id) = self.relay_ids.get(&relay) else {
-                    self.drops[DROP_UNKNOWN_SOCKET] += 1;
-                    return None;
-                };
-                if self.is_local_media(peer) {
+                if self.server.is_in_process(peer) {
                     // The hosting media core takes the payload where it lies (the slot goes
                     // back to the pool unused).
                     self.in_process_to_media += 1;
                     return Some(LocalRelay { relay, peer, range });
                 }
+                let Some(&id) = self.relay_ids.get(&relay) else {
+                    self.drops[DROP_UNKNOWN_SOCKET] += 1;
+                    return None;
+                };
                 let len = range.len();
                 slot.buf()[..len].copy_from_slice(&buf[range]);
                 slot.set_destination(peer);
@@ -508,7 +533,7 @@ impl TurnShard {
             FromPeer::ToClient { five, range } => {
                 slot.set_destination(five.client);
                 slot.set_source(Some(five.server.ip()).filter(|ip| !ip.is_unspecified()));
-                slot.set_socket(self.listener);
+                slot.set_socket(self.client_socket(five.server));
                 slot.commit_range(range);
             }
             FromPeer::Drop(r) => self.count(r),
@@ -581,7 +606,7 @@ impl ShardCore for TurnShard {
                     };
                     slot.buf()[..h.len].copy_from_slice(&h.bytes[..h.len]);
                     slot.set_source(h.src);
-                    slot.set_socket(self.listener);
+                    slot.set_socket(h.socket);
                     slot.commit(h.len);
                 }
             }

@@ -728,3 +728,122 @@ fn reservation_token_redeemed_on_another_instance() {
         assert!((50004..50008).contains(&b.allocate("alice", "pw").port()));
     }
 }
+
+/// The events the server queued, drained.
+fn events(server: &mut TurnServer) -> Vec<TurnEvent> {
+    std::iter::from_fn(|| server.poll_event()).collect()
+}
+
+#[test]
+fn relay_sockets_open_lazily_with_in_process_delivery() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50000..50010,
+        max_relay_sockets: 1,
+        ..TurnSettings::default()
+    });
+    let media_ip = "10.0.0.5".parse().unwrap();
+    let own = vec!["192.0.2.1".parse().unwrap(), media_ip];
+    fx.server.set_policy(
+        PeerPolicy::from_config(&TurnConfig::default(), own)
+            .with_media(vec![media_ip], 40000..=40001),
+    );
+    // This shard's media port is 40000; 40001 is another shard's.
+    let here: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+    let there: SocketAddr = "10.0.0.5:40001".parse().unwrap();
+    fx.server.set_in_process(vec![here]);
+    let send = |to: SocketAddr| {
+        let mut buf = vec![0u8; 256];
+        let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
+        w.xor_peer_address(to).unwrap();
+        w.data(b"stun check").unwrap();
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    };
+
+    // An allocation that only reaches this shard's media port never needs a socket, even
+    // beyond `max_relay_sockets`.
+    let relay = fx.allocate("alice", "pw");
+    assert_eq!(events(&mut fx.server), vec![], "no socket at Allocate");
+    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(here).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    let r = fx.authed(Method::CHANNEL_BIND, |w| {
+        w.channel_number(0x4001).unwrap();
+        w.xor_peer_address(here).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    assert!(matches!(fx.send(&send(here)).0, FromClient::Relay { peer, .. } if peer == here));
+    assert_eq!(events(&mut fx.server), vec![], "in-process peers need no socket");
+    assert_eq!(fx.server.relay_socket_count(), 0);
+    let second = FiveTuple { client: "203.0.113.9:5001".parse().unwrap(), ..fx.five };
+    let first = std::mem::replace(&mut fx.five, second);
+    fx.allocate("alice", "pw");
+    assert_eq!(fx.server.allocation_count(), 2);
+    assert_eq!(events(&mut fx.server), vec![]);
+
+    // A datagram to another shard's media port goes through the kernel: the first one opens
+    // the socket, and it is relayed (the shell binds before the turn's sends leave).
+    fx.five = first;
+    assert!(matches!(fx.send(&send(there)).0, FromClient::Relay { peer, .. } if peer == there));
+    assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayOpened(relay)]);
+    assert_eq!(fx.server.relay_socket_count(), 1);
+    assert!(matches!(fx.send(&send(there)).0, FromClient::Relay { .. }));
+    assert_eq!(events(&mut fx.server), vec![], "opened once");
+
+    // The second allocation: a permission for an outside peer needs a socket, and the one
+    // socket allowed is taken: 508, and no permission installed.
+    fx.five = second;
+    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(peer()).unwrap();
+    });
+    assert_eq!(r.code(), Some(508));
+    assert_eq!(events(&mut fx.server), vec![]);
+    // ...and a datagram to the other shard's media port is dropped, counted by reason.
+    fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(here).unwrap();
+    });
+    assert!(matches!(fx.send(&send(there)).0, FromClient::Drop(DropReason::NoRelaySocket)));
+
+    // The first allocation's end frees its socket; the second may then open one for its
+    // outside peer.
+    fx.five = first;
+    let r = fx.authed(Method::REFRESH, |w| {
+        w.lifetime(0).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayClosed(relay)]);
+    assert_eq!(fx.server.relay_socket_count(), 0);
+    fx.five = second;
+    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(peer()).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    let second_relay = fx.server.relayed_address(&second).unwrap();
+    assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayOpened(second_relay)]);
+    // Its expiry closes the socket.
+    fx.advance(Duration::from_secs(601));
+    assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayClosed(second_relay)]);
+    assert_eq!(fx.server.relay_socket_count(), 0);
+}
+
+#[test]
+fn without_in_process_delivery_every_allocation_holds_a_socket() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50000..50010,
+        max_relay_sockets: 1,
+        ..TurnSettings::default()
+    });
+    let relay = fx.allocate("alice", "pw");
+    assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayOpened(relay)]);
+    fx.five.client = "203.0.113.9:5001".parse().unwrap();
+    let nonce = fx.nonce_for_existing();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    let (_, resp) = fx.send(&req);
+    assert_eq!(StunViewOwned(resp).code(), Some(486), "over the socket budget");
+}

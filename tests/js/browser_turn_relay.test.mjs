@@ -1,8 +1,10 @@
 // openvidu-browser 2.32.2 in headless Chromium, forced to relay-only ICE (iceTransportPolicy
 // 'relay', as an application behind a strict firewall would set it), publishes and subscribes
 // through ringsfu's own TURN server, using the TURN credentials ringsfu hands out in joinRoom.
-// Twice: with the relayed datagrams handed to the media core inside the process (the default),
-// and through the kernel (`turn.deliver_in_process = false`).
+// Three times: with the relayed datagrams handed to the media core inside the process (the
+// default), through the kernel (`turn.deliver_in_process = false`), and in-process without the
+// session's media port offered as a TURN server (`turn.offer_media_port = false`: only the shared
+// TURN port, which the kernel spreads over the shards).
 // Every candidate pair in use must be a relayed one, and ringsfu's /metrics must show the
 // allocations and the relayed packets. The TURN peer policy is the default one: the server's own
 // (here loopback) addresses are denied as peers except for its media ports.
@@ -26,7 +28,7 @@ after(async () => {
   await server?.stop();
 });
 
-function serverArgs(deliverInProcess) {
+function serverArgs(deliverInProcess, offerMediaPort) {
   return [
     '--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`,
     // Default peer policy: loopback peers are denied (allow_loopback_peers is off), but the
@@ -35,6 +37,7 @@ function serverArgs(deliverInProcess) {
     '--set', 'turn.relay_ips=["127.0.0.1"]',
     '--set', 'media.public_ips=["127.0.0.1"]',
     '--set', `turn.deliver_in_process=${deliverInProcess}`,
+    '--set', `turn.offer_media_port=${offerMediaPort}`,
   ];
 }
 
@@ -76,6 +79,7 @@ async function selectedPairs(page) {
         out.push({
           local: local && local.candidateType,
           relayProtocol: local && local.relayProtocol,
+          url: local && local.url,
           remote: remote && remote.candidateType,
           bytesSent: pair.bytesSent,
           bytesReceived: pair.bytesReceived,
@@ -105,9 +109,9 @@ function sum(text, name, match = '') {
   return total;
 }
 
-async function relayOnly(deliverInProcess) {
+async function relayOnly(deliverInProcess, offerMediaPort = true) {
   await server?.stop();
-  server = await startServer({ args: serverArgs(deliverInProcess) });
+  server = await startServer({ args: serverArgs(deliverInProcess, offerMediaPort) });
   const ov = new OpenVidu(server.url, 'MY_SECRET');
   const session = await ov.createSession({ customSessionId: 'relay-room' });
   const a = await join(session, 'Alice', false);
@@ -120,6 +124,11 @@ async function relayOnly(deliverInProcess) {
   const turnUrls = cfg.iceServers.flatMap((s) => s.urls);
   assert.ok(turnUrls.some((u) => u.startsWith('turn:127.0.0.1:')), JSON.stringify(cfg.iceServers));
   assert.ok(cfg.iceServers.every((s) => s.username && s.credential), 'TURN credentials handed out');
+  // With offer_media_port, the first TURN server is the session's media port (a port other than
+  // the shared TURN port, which follows it).
+  const udpPorts = [...new Set(turnUrls.map((u) => u.split(':')[2]))];
+  assert.equal(udpPorts.length, offerMediaPort ? 2 : 1, JSON.stringify(turnUrls));
+  const mediaTurnUrl = offerMediaPort ? turnUrls[0] : null;
 
   // Media flows: B decodes A's video and receives its audio, and both keep growing.
   const later = await mediaFlows(b.page, streamId, 'B over TURN');
@@ -137,6 +146,9 @@ async function relayOnly(deliverInProcess) {
       assert.equal(pair.relayProtocol, 'udp', `${who}: ${JSON.stringify(pair)}`);
       assert.equal(pair.remote, 'host', `${who}: ${JSON.stringify(pair)}`);
       assert.ok(pair.bytesSent > 0 && pair.bytesReceived > 0, `${who}: ${JSON.stringify(pair)}`);
+      // The relayed candidate Chromium chose is the one from the media port (the first TURN
+      // server: the highest relay preference).
+      if (mediaTurnUrl) assert.equal(pair.url.split('?')[0], mediaTurnUrl, `${who}: ${JSON.stringify(pair)}`);
     }
   }
 
@@ -160,6 +172,9 @@ async function relayOnly(deliverInProcess) {
   console.log(`in-process (deliver_in_process=${deliverInProcess}): to media ${toMedia}, to client ${toClient}`);
   if (deliverInProcess) {
     assert.ok(toMedia > 100 && toClient > 100, `in-process ${toMedia} / ${toClient}`);
+    // Allocations through the media port of the session's shard reach only its media port:
+    // they hold no relay socket (the shared port's allocations may, if they landed elsewhere).
+    console.log(`relay sockets open: ${sum(m, 'ringsfu_turn_relay_sockets')}`);
   } else {
     assert.equal(toMedia + toClient, 0);
   }
@@ -176,4 +191,8 @@ test('relay-only publisher and subscriber through ringsfu TURN, delivered in-pro
 
 test('relay-only publisher and subscriber through ringsfu TURN, through the kernel', async () => {
   await relayOnly(false);
+});
+
+test('relay-only through the shared TURN port only (offer_media_port off), in-process', async () => {
+  await relayOnly(true, false);
 });

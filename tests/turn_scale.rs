@@ -1,0 +1,195 @@
+//! Allocations beyond the open-file limit: the real `ringsfu` binary, started with a hard limit
+//! of 1024 descriptors, and `tools/turn_alloc_flood.py` playing thousands of TURN clients on
+//! loopback (one socket, a source address each) that allocate through a media shard's port and
+//! create a permission for that shard's media port, as browsers reaching the SFU through its
+//! TURN do. With in-process delivery those allocations hold no relay socket, so more of them are
+//! granted than the process has descriptors; without it each holds one and the server refuses
+//! the rest with 486 once its socket budget is spent. Every wait is bounded; nothing asserts on
+//! timing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_tcp() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Two consecutive free UDP ports (the two media shards).
+fn free_udp_pair() -> u16 {
+    for _ in 0..100 {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two consecutive UDP ports free");
+}
+
+fn python_present() -> bool {
+    let ok = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("RINGSFU_REQUIRE_TOOLS").is_none(),
+            "python3 is missing and RINGSFU_REQUIRE_TOOLS is set"
+        );
+        eprintln!("SKIPPED: python3 is not installed");
+    }
+    ok
+}
+
+struct Server {
+    http: u16,
+    media: u16,
+    _proc: Proc,
+}
+
+/// ringsfu with media on two shards and TURN, under `ulimit -n 1024`.
+fn start(tag: &str, deliver_in_process: bool) -> Server {
+    let (http, turn, tls) = (free_tcp(), free_tcp(), free_tcp());
+    let media = free_udp_pair();
+    let dir = std::env::temp_dir().join(format!("ringsfu-scale-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("ringsfu.toml");
+    // Relayed addresses are only ever opened for peers other than the media ports, so the relay
+    // range needs no free ports here; it must hold more addresses than the allocations asked.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nport = {http}\nsecret = \"S\"\n\
+             [tls]\nself_signed = true\n\
+             [media]\nport_base = {media}\nshards = 2\npin_threads = false\n\
+             public_ips = [\"127.0.0.1\"]\n\
+             [turn]\nport = {turn}\ntls_port = {tls}\nusers = [\"alice:wonderland\"]\n\
+             relay_ips = [\"127.0.5.1\"]\nrelay_port_min = 10000\nrelay_port_max = 60000\n\
+             max_allocations_per_user = 1000000\ndeliver_in_process = {deliver_in_process}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_ringsfu"))
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ringsfu");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let mut ready = false;
+    for _ in 0..300 {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("TURN server listening") => {
+                ready = true;
+                break;
+            }
+            Some(Ok(l)) => log.push(l),
+            _ => break,
+        }
+    }
+    assert!(ready, "ringsfu did not start:\n{}", log.join("\n"));
+    std::thread::spawn(move || for _ in lines {});
+    Server { http, media, _proc: Proc(child) }
+}
+
+/// `GET /metrics` (basic auth), the body.
+fn metrics(http: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // OPENVIDUAPP:S
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic T1BFTlZJRFVBUFA6Uw==\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
+/// Runs the flood against `port` with a permission for `peer`; (granted, failed, first error).
+fn flood(port: u16, peer: &str, count: usize) -> (u64, u64, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/turn_alloc_flood.py");
+    let out = Command::new("timeout")
+        .args(["120", "python3", script, "127.0.0.1", &port.to_string()])
+        .args(["alice", "wonderland", "ringsfu", &count.to_string()])
+        .args(["--batch", "500", "--hold", "0", "--peer", peer])
+        .output()
+        .expect("run turn_alloc_flood.py");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let last = text.lines().find(|l| l.starts_with("allocations=")).unwrap_or_else(|| {
+        panic!("no result from the flood:\n{text}{}", String::from_utf8_lossy(&out.stderr))
+    });
+    let field =
+        |k: &str| last.split(k).nth(1).unwrap_or("").split(' ').next().unwrap_or("").to_string();
+    (
+        field("allocations=").parse().unwrap(),
+        field("failed=").parse().unwrap(),
+        field("first_error="),
+    )
+}
+
+/// Reads /metrics until `series` shows `want` (counters are published once a second).
+fn until_metric(http: u16, series: &str, want: u64) -> String {
+    for _ in 0..50 {
+        let m = metrics(http);
+        if m.lines().any(|l| l.strip_prefix(series).is_some_and(|v| v.trim() == want.to_string())) {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{series} never reached {want}:\n{}", metrics(http));
+}
+
+const COUNT: usize = 3000;
+
+#[test]
+fn allocations_to_the_sfu_outnumber_the_open_file_limit() {
+    if !python_present() {
+        return;
+    }
+    let s = start("lazy", true);
+    let peer = format!("127.0.0.1:{}", s.media);
+    let (granted, failed, err) = flood(s.media, &peer, COUNT);
+    assert_eq!((granted, failed), (COUNT as u64, 0), "first error: {err}");
+    // All on the first shard (its media port is the TURN server they used), none with a socket.
+    let m = until_metric(s.http, "ringsfu_turn_allocations{shard=\"0\"}", COUNT as u64);
+    assert_eq!(sample(&m, "ringsfu_turn_relay_sockets{shard=\"0\"}"), 0);
+    assert_eq!(sample(&m, "ringsfu_turn_allocations{shard=\"1\"}"), 0);
+}
+
+#[test]
+fn without_in_process_delivery_each_allocation_holds_a_socket() {
+    if !python_present() {
+        return;
+    }
+    let s = start("sockets", false);
+    let peer = format!("127.0.0.1:{}", s.media);
+    let (granted, failed, err) = flood(s.media, &peer, COUNT);
+    // The socket budget is a share of 1024 - 512 descriptors: the rest get 486 (the flood
+    // stops after 1000 refusals).
+    assert!(granted > 0 && granted <= 512, "granted {granted}");
+    assert!(failed >= 1000, "failed {failed}");
+    assert_eq!(err, "486");
+    let m = until_metric(s.http, "ringsfu_turn_allocations{shard=\"0\"}", granted);
+    assert_eq!(sample(&m, "ringsfu_turn_relay_sockets{shard=\"0\"}"), granted);
+}
