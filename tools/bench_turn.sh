@@ -8,8 +8,9 @@
 # against each and reads the server's CPU time (utime + stime from /proc/<pid>/stat) around it.
 # Reports CPU time per relayed packet (client->peer and peer->client legs both count) per server
 # and the ratios. Then it opens as many allocations as each server grants, up to ALLOCS
-# (tools/turn_alloc_flood.py), and reports the count reached and the memory per allocation
-# (process RSS; kernel slab, which also holds the flood's own client sockets).
+# (tools/turn_alloc_flood.py; the media engine is off, so every allocation holds a relay socket
+# in both servers), and reports the count reached and the memory per allocation (process RSS;
+# kernel slab). tools/bench_turn_scale.sh measures allocations to ringsfu's own media port.
 #
 # Usage: tools/bench_turn.sh [ROUNDS]     (needs root for the open-file limit; Debian's coturn)
 # Env: CLIENTS (20) MESSAGES (2000) LENGTH (120) INTERVAL ms (2) ALLOCS (100000; 0 = skip)
@@ -158,9 +159,9 @@ flood() { # name pid port
     "$(awk -v a="$slab0" -v b="$slab1" -v n="$n" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')"
 }
 echo
-echo "allocations: up to $ALLOCS from one user, one client socket each (kernel slab includes that client socket)"
+echo "allocations: up to $ALLOCS from one user (one client socket plays them all, a 127.x.y.z source each)"
 echo
-echo "| server | allocations | failed | RSS per allocation | kernel slab per allocation (client + server) |"
+echo "| server | allocations | failed | RSS per allocation | kernel slab per allocation |"
 echo "|---|---|---|---|---|"
 flood "ringsfu (io_uring)" "$PID_URING" $P_URING
 flood coturn "$PID_COTURN" $P_COTURN

@@ -15,7 +15,9 @@
 # With COTURN=1 (needs Debian's coturn), coturn's `turnserver` runs beside them and relays the
 # same load to the second instance's media port (a sink: it drops the datagrams): the deployment
 # ringsfu replaces, a TURN server relaying browsers to a media server on the same host. Its CPU
-# per relayed datagram excludes the media server's receive, so the comparison favours coturn.
+# per relayed datagram excludes the media server's receive, so that comparison favours coturn;
+# the script also reads the sink instance's CPU during coturn's rounds and reports coturn plus
+# that receive (the whole deployment's cost for the same datagrams).
 #
 # Usage: tools/bench_turn_inprocess.sh [ROUNDS]
 # Env: CLIENTS (10) MESSAGES (5000) LENGTH (200) INTERVAL ms (1)
@@ -95,6 +97,7 @@ metric() { # mode series
 }
 declare -A CPU PKTS base_inproc
 for m in $MODES; do CPU[$m]=0; PKTS[$m]=0; done
+CPU[sink]=0
 # Relayed datagrams: ringsfu's own counter; coturn's load is counted by what uclient sent.
 relayed() { # mode log
   if [ "$1" = coturn ]; then
@@ -110,16 +113,19 @@ for r in $(seq 0 "$ROUNDS"); do
     # coturn's peer: the media port of the instance without in-process delivery (a sink).
     peer=${MEDIA[$m]:-${MEDIA[off]}}
     before=$(cpu_ns "${PID[$m]}")
+    sink0=$(cpu_ns "${PID[off]}")
     p0=0; [ "$m" = coturn ] || p0=$(relayed "$m" "")
     timeout 600 turnutils_uclient -c -m "$CLIENTS" -n "$MESSAGES" -l "$LENGTH" -z "$INTERVAL" \
       -u alice -w wonderland -e 127.0.0.1 -r "$peer" -p "${TURN[$m]}" 127.0.0.1 \
       >"$log" 2>&1 || true
     after=$(cpu_ns "${PID[$m]}")
+    sink1=$(cpu_ns "${PID[off]}")
     if [ "$m" = coturn ]; then p1=$(relayed coturn "$log"); p1=${p1:-0}; else p1=$(relayed "$m" ""); fi
     if [ "$r" = 0 ]; then
       [ "$m" = coturn ] || base_inproc[$m]=$(metric "$m" 'ringsfu_turn_in_process_total{shard="0",direction="to_media"}')
     else
       CPU[$m]=$(( ${CPU[$m]} + after - before ))
+      [ "$m" = coturn ] && CPU[sink]=$(( ${CPU[sink]} + sink1 - sink0 ))
       PKTS[$m]=$(( ${PKTS[$m]} + p1 - p0 ))
     fi
     printf '  round %d%s %-6s cpu %6.1f ms  relayed %8d\n' "$r" "$([ "$r" = 0 ] && echo ' (warm-up)')" "$m" "$(awk -v n=$((after - before)) 'BEGIN { print n / 1e6 }')" $((p1 - p0))
@@ -135,11 +141,14 @@ printf '| in-process | %s s | %d | %d | %s µs |\n' "$(awk -v c="${CPU[on]}" 'BE
 printf '| kernel | %s s | %d | %d | %s µs |\n' "$(awk -v c="${CPU[off]}" 'BEGIN { printf "%.3f", c / 1e9 }')" "${PKTS[off]}" "$kernel_inproc" "$(per_pkt off)"
 if [ "${COTURN:-0}" = 1 ]; then
   printf '| coturn, relaying to a media port on the same host | %s s | %d | - | %s µs |\n' "$(awk -v c="${CPU[coturn]}" 'BEGIN { printf "%.3f", c / 1e9 }')" "${PKTS[coturn]}" "$(per_pkt coturn)"
+  CPU[deploy]=$(( ${CPU[coturn]} + ${CPU[sink]} )); PKTS[deploy]=${PKTS[coturn]}
+  printf '| coturn + the media server receiving what it relays | %s s | %d | - | %s µs |\n' "$(awk -v c="${CPU[deploy]}" 'BEGIN { printf "%.3f", c / 1e9 }')" "${PKTS[deploy]}" "$(per_pkt deploy)"
 fi
 ratio() { awk -v a="$(per_pkt "$1")" -v b="$(per_pkt "$2")" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 echo
 echo "ratio in-process / kernel: $(ratio on off)"
 if [ "${COTURN:-0}" = 1 ]; then
   echo "ratio ringsfu in-process / coturn: $(ratio on coturn)"
+  echo "ratio ringsfu in-process / (coturn + media server receive): $(ratio on deploy)"
   echo "ratio ringsfu kernel / coturn: $(ratio off coturn)"
 fi

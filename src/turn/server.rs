@@ -227,6 +227,9 @@ struct Allocation {
     channels: Vec<Channel>,
     /// The relayed address has its kernel socket (asked for with `RelayOpened`).
     socket: bool,
+    /// Its lazy socket could not be bound (the port is taken by another process): it stays
+    /// in-process only, and what needs the socket gets 508 or a counted drop.
+    socket_failed: bool,
 }
 
 impl Allocation {
@@ -387,7 +390,7 @@ impl TurnServer {
         if a.socket {
             return Ok(());
         }
-        if open >= cap {
+        if open >= cap || a.socket_failed {
             return Err(CAPACITY);
         }
         a.socket = true;
@@ -472,7 +475,28 @@ impl TurnServer {
         self.next_sweep = Some(t + Duration::from_secs(1));
     }
 
-    /// Ends the allocation of relayed address `relay` (the shell could not open its socket).
+    /// The shell could not open the socket of `relay`. Without in-process delivery the
+    /// allocation ends (its Allocate was not answered: the client's retransmission gets another
+    /// port). With it the socket was opened lazily and the client already uses the address: the
+    /// allocation stays for its in-process peers and never asks for the socket again (the
+    /// request that asked, retransmitted by the client, then gets 508). True if it ended.
+    pub fn relay_open_failed(&mut self, relay: SocketAddr) -> bool {
+        let Some(&i) = self.by_relay.get(&relay) else { return false };
+        if self.in_process.is_empty() {
+            self.remove(i);
+            return true;
+        }
+        if let Some(a) = self.allocations[i].as_mut()
+            && a.socket
+        {
+            a.socket = false;
+            a.socket_failed = true;
+            self.relay_sockets -= 1;
+        }
+        false
+    }
+
+    /// Ends the allocation of relayed address `relay`.
     pub fn remove_relay(&mut self, relay: SocketAddr) {
         if let Some(&i) = self.by_relay.get(&relay) {
             self.remove(i);
@@ -943,6 +967,7 @@ impl TurnServer {
             permissions: Vec::new(),
             channels: Vec::new(),
             socket: false,
+            socket_failed: false,
         };
         let i = match self.free_slots.pop() {
             Some(i) => {

@@ -613,11 +613,19 @@ impl ShardCore for TurnShard {
             Err(err) => {
                 // The relayed address cannot be served (its port is taken: a reservation
                 // redeemed on another shard, another process): end the allocation and say
-                // nothing; the client retransmits its Allocate and gets another port.
+                // nothing, the client retransmits its Allocate and gets another port; or, for
+                // a socket opened lazily, keep the allocation in-process only (see
+                // `TurnServer::relay_open_failed`).
                 self.relay_open_failed += 1;
                 let Some(Some(addr)) = self.relay_of.get(id.0 as usize).copied() else { return };
                 tracing::debug!(relay = %addr, error = ?err, "cannot open a TURN relay socket");
-                self.server.remove_relay(addr);
+                if !self.server.relay_open_failed(addr) {
+                    // Opened lazily: the allocation lives on without a socket; forget the id
+                    // (nothing is open under it) and drop the held answer.
+                    self.relay_ids.remove(&addr);
+                    self.relay_of[id.0 as usize] = None;
+                    self.free_ids.push(id.0);
+                }
                 self.drain_server_events();
             }
         }

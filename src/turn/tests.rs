@@ -847,3 +847,48 @@ fn without_in_process_delivery_every_allocation_holds_a_socket() {
     let (_, resp) = fx.send(&req);
     assert_eq!(StunViewOwned(resp).code(), Some(486), "over the socket budget");
 }
+
+#[test]
+fn a_lazy_socket_that_cannot_bind_leaves_the_allocation_in_process_only() {
+    let mut fx = Fx::default();
+    let media_ip = "10.0.0.5".parse().unwrap();
+    let own = vec!["192.0.2.1".parse().unwrap(), media_ip];
+    fx.server.set_policy(
+        PeerPolicy::from_config(&TurnConfig::default(), own)
+            .with_media(vec![media_ip], 40000..=40000),
+    );
+    let here: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+    fx.server.set_in_process(vec![here]);
+    let relay = fx.allocate("alice", "pw");
+    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(peer()).unwrap();
+    });
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayOpened(relay)]);
+    // The shell reports the port taken (another process): the allocation stays.
+    assert!(!fx.server.relay_open_failed(relay));
+    assert_eq!(fx.server.allocation_count(), 1);
+    assert_eq!(fx.server.relay_socket_count(), 0);
+    // The client's retransmission (and any later request needing the socket) gets 508; no
+    // second attempt to open it.
+    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(peer()).unwrap();
+    });
+    assert_eq!(r.code(), Some(508));
+    assert_eq!(events(&mut fx.server), vec![]);
+    // In-process peers still work.
+    fx.authed(Method::CREATE_PERMISSION, |w| {
+        w.xor_peer_address(here).unwrap();
+    });
+    let mut buf = vec![0u8; 256];
+    let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
+    w.xor_peer_address(here).unwrap();
+    w.data(b"stun check").unwrap();
+    let n = w.finish();
+    buf.truncate(n);
+    assert!(matches!(fx.send(&buf).0, FromClient::Relay { peer, .. } if peer == here));
+    // Its end emits no RelayClosed (no socket was open).
+    fx.advance(Duration::from_secs(601));
+    assert_eq!(fx.server.allocation_count(), 0);
+    assert_eq!(events(&mut fx.server), vec![]);
+}
