@@ -232,6 +232,13 @@ impl TurnPlan {
     }
 }
 
+/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), if readable.
+fn ephemeral_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// Descriptors kept for everything but relay sockets (listeners, rings, the control plane).
 const FD_RESERVE: u64 = 512;
 
@@ -326,6 +333,18 @@ impl TurnSetup {
         let secrets = secrets.unwrap_or_else(|| TurnSecretsHandle::from_config(cfg));
         let mut plan = TurnPlan::new(cfg, secrets)?;
         let fds = raise_fd_limit();
+        if let Some((lo, hi)) = ephemeral_range()
+            && lo <= cfg.turn.relay_port_max
+            && cfg.turn.relay_port_min <= hi
+        {
+            tracing::warn!(
+                relay_ports = format!("{}-{}", cfg.turn.relay_port_min, cfg.turn.relay_port_max),
+                ephemeral_ports = format!("{lo}-{hi}"),
+                "TURN relay ports overlap the kernel's ephemeral port range \
+                 (net.ipv4.ip_local_port_range): a relayed port another socket took cannot be \
+                 opened; move one of the two ranges"
+            );
+        }
         let wanted = plan.max_allocations_per_shard * plan.shards;
         plan.cap_by_fd_limit(fds, FD_RESERVE);
         let cells = (0..=plan.shards).map(|_| Arc::new(TurnStatsCell::default())).collect();
