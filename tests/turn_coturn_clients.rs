@@ -46,16 +46,18 @@ fn free_port() -> u16 {
     panic!("no port free for both UDP and TCP");
 }
 
-/// A UDP port whose successor is free too (the two media shards' ports).
-fn free_udp_pair() -> u16 {
+/// A UDP port whose three successors are free too (the two media shards' ports, then their
+/// own TURN ports).
+fn free_udp_run() -> u16 {
     for _ in 0..100 {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = a.local_addr().unwrap().port();
-        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+        if port <= u16::MAX - 3 && (1..=3).all(|k| UdpSocket::bind(("127.0.0.1", port + k)).is_ok())
+        {
             return port;
         }
     }
-    panic!("no two consecutive UDP ports free");
+    panic!("no four consecutive UDP ports free");
 }
 
 struct Proc(Child);
@@ -71,7 +73,8 @@ impl Drop for Proc {
 /// killed when it drops.
 struct Setup {
     turn: u16,
-    /// The first media shard's port (with the media engine on, it serves TURN clients too).
+    /// The first media shard's port (with the media engine on, shard `i`'s own TURN port is
+    /// `media + 2 + i`).
     media: u16,
     tls: u16,
     peer: u16,
@@ -90,7 +93,7 @@ fn setup_with(media: bool) -> Setup {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     {
         let (turn, tls, http, peer) = (free_port(), free_port(), free_port(), free_port());
-        let media_port = free_udp_pair();
+        let media_port = free_udp_run();
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let relay_min = 20000 + (std::process::id() % 10) as u16 * 3200 + (k % 16) * 200;
         let dir = std::env::temp_dir().join(format!("ringsfu-turn-{}-{k}", std::process::id()));
@@ -258,16 +261,16 @@ fn udp_rtp_rtcp_pair_with_even_port_reservation() {
 }
 
 #[test]
-fn media_ports_serve_turn_clients() {
+fn shard_ports_serve_turn_clients() {
     if !tools_present() {
         return;
     }
-    // Each media port also serves TURN for its shard (what joinRoom offers first). The peer
-    // here is outside the SFU (turnutils_peer, loopback peers allowed), so every allocation
-    // opens its relay socket when its permission or channel is installed, and the echo comes
-    // back through it and out of the media port.
+    // Each media shard also serves TURN on a port of its own (what joinRoom offers first). The
+    // peer here is outside the SFU (turnutils_peer, loopback peers allowed), so every
+    // allocation opens its relay socket when its permission or channel is installed, and the
+    // echo comes back through it and out of the shard's TURN port.
     let s = setup_with(true);
-    for port in [s.media, s.media + 1] {
+    for port in [s.media + 2, s.media + 3] {
         let p = port_arg(port);
         uclient_no_loss(&s, &["-c", "-p", &p, "-u", "alice", "-w", "wonderland"]);
         uclient_no_loss(&s, &["-c", "-s", "-p", &p, "-W", SECRET]);

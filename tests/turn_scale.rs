@@ -1,7 +1,7 @@
 //! Allocations beyond the open-file limit: the real `ringsfu` binary, started with a hard limit
 //! of 1024 descriptors, and `tools/turn_alloc_flood.py` playing thousands of TURN clients on
-//! loopback (one socket, a source address each) that allocate through a media shard's port and
-//! create a permission for that shard's media port, as browsers reaching the SFU through its
+//! loopback (one socket, a source address each) that allocate through a media shard's own TURN
+//! port and create a permission for that shard's media port, as browsers reaching the SFU through its
 //! TURN do. With in-process delivery those allocations hold no relay socket, so more of them are
 //! granted than the process has descriptors; without it each holds one and the server refuses
 //! the rest with 486 once its socket budget is spent. Every wait is bounded; nothing asserts on
@@ -25,16 +25,17 @@ fn free_tcp() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Two consecutive free UDP ports (the two media shards).
-fn free_udp_pair() -> u16 {
+/// Four consecutive free UDP ports (the two media shards, then their own TURN ports).
+fn free_udp_run() -> u16 {
     for _ in 0..100 {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = a.local_addr().unwrap().port();
-        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+        if port <= u16::MAX - 3 && (1..=3).all(|k| UdpSocket::bind(("127.0.0.1", port + k)).is_ok())
+        {
             return port;
         }
     }
-    panic!("no two consecutive UDP ports free");
+    panic!("no four consecutive UDP ports free");
 }
 
 fn python_present() -> bool {
@@ -58,7 +59,7 @@ struct Server {
 /// ringsfu with media on two shards and TURN, under `ulimit -n 1024`.
 fn start(tag: &str, deliver_in_process: bool) -> Server {
     let (http, turn, tls) = (free_tcp(), free_tcp(), free_tcp());
-    let media = free_udp_pair();
+    let media = free_udp_run();
     let dir = std::env::temp_dir().join(format!("ringsfu-scale-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("ringsfu.toml");
@@ -169,9 +170,10 @@ fn allocations_to_the_sfu_outnumber_the_open_file_limit() {
     }
     let s = start("lazy", true);
     let peer = format!("127.0.0.1:{}", s.media);
-    let (granted, failed, err) = flood(s.media, &peer, COUNT);
+    // Shard 0's own TURN port: the media ports, then one TURN port per shard.
+    let (granted, failed, err) = flood(s.media + 2, &peer, COUNT);
     assert_eq!((granted, failed), (COUNT as u64, 0), "first error: {err}");
-    // All on the first shard (its media port is the TURN server they used), none with a socket.
+    // All on the first shard (its TURN port is the server they used), none with a socket.
     let m = until_metric(s.http, "ringsfu_turn_allocations{shard=\"0\"}", COUNT as u64);
     assert_eq!(sample(&m, "ringsfu_turn_relay_sockets{shard=\"0\"}"), 0);
     assert_eq!(sample(&m, "ringsfu_turn_allocations{shard=\"1\"}"), 0);
@@ -184,7 +186,7 @@ fn without_in_process_delivery_each_allocation_holds_a_socket() {
     }
     let s = start("sockets", false);
     let peer = format!("127.0.0.1:{}", s.media);
-    let (granted, failed, err) = flood(s.media, &peer, COUNT);
+    let (granted, failed, err) = flood(s.media + 2, &peer, COUNT);
     // The socket budget is a share of 1024 - 512 descriptors: the rest get 486 (the flood
     // stops after 1000 refusals).
     assert!(granted > 0 && granted <= 512, "granted {granted}");

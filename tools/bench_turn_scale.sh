@@ -4,7 +4,7 @@
 #
 # Starts ringsfu (media on, SHARDS shards, TURN with RELAY_IPS loopback relay addresses and the
 # whole unprivileged port range each) and opens COUNT allocations with tools/turn_alloc_flood.py,
-# split over the shards' media ports (each media port also serves TURN for its shard, the server
+# split over the shards' own TURN ports (`[turn] shard_ports`, port_base + SHARDS + i: the server
 # joinRoom offers first), each with a permission for that shard's media port. Reports the
 # allocations granted, the relay sockets and descriptors the server holds, and its RSS and the
 # kernel's slab growth per allocation, read while they are all alive.
@@ -73,9 +73,9 @@ rss0=$(rss_kb) slab0=$(slab_kb) fd0=$(fds)
 per=$(( COUNT / SHARDS ))
 start=$(date +%s.%N)
 for i in $(seq 0 $((SHARDS - 1))); do
-  port=$((MEDIA + i))
+  port=$((MEDIA + SHARDS + i))
   python3 tools/turn_alloc_flood.py 127.0.0.1 "$port" alice wonderland ringsfu "$per" \
-    --batch 1000 --hold 120 --peer "127.0.0.1:$port" >"$WORK/flood-$i.log" 2>&1 &
+    --batch 1000 --hold 120 --peer "127.0.0.1:$((MEDIA + i))" >"$WORK/flood-$i.log" 2>&1 &
   PIDS+=("$!")
 done
 for i in $(seq 0 $((SHARDS - 1))); do
@@ -90,7 +90,7 @@ rss1=$(rss_kb) slab1=$(slab_kb) fd1=$(fds)
 granted=0 failed=0
 for i in $(seq 0 $((SHARDS - 1))); do
   line=$(grep '^allocations=' "$WORK/flood-$i.log" || echo "allocations=0 failed=? first_error=no result")
-  echo "shard $i media port $((MEDIA + i)): $line"
+  echo "shard $i TURN port $((MEDIA + SHARDS + i)): $line"
   granted=$(( granted + $(echo "$line" | sed 's/allocations=\([0-9]*\).*/\1/') ))
 done
 allocs=$(metric ringsfu_turn_allocations)

@@ -158,11 +158,13 @@ pub struct TurnConfig {
     /// port on the same shard is handed to the media core inside the process (both ways), not
     /// sent through the kernel. `false`: always through the kernel (for comparison).
     pub deliver_in_process: bool,
-    /// With the media engine on: joinRoom lists the session's media port as the first TURN
-    /// server (the media shards serve TURN clients on their own port too), so a browser's
-    /// allocation lands on the shard of its session, where relaying to the SFU stays in the
-    /// process and costs no socket. The shared `port` stays in the list after it.
-    pub offer_media_port: bool,
+    /// With the media engine on: media shard `i` also serves TURN over UDP on a port of its
+    /// own, `media.port_base + shards + i` (right after the media ports), and joinRoom lists the
+    /// session's shard port as the first TURN server, so a browser's allocation lands on the
+    /// shard of its session, where relaying to the SFU stays in the process and costs no
+    /// socket. The shared `port` stays in the list after it (a browser that cannot reach the
+    /// shard port still has it).
+    pub shard_ports: bool,
 }
 
 /// `[webhook]`: OpenVidu webhook delivery.
@@ -288,7 +290,7 @@ impl Default for TurnConfig {
             relay_port_min: 49152,
             relay_port_max: 65535,
             deliver_in_process: true,
-            offer_media_port: true,
+            shard_ports: true,
         }
     }
 }
@@ -474,6 +476,16 @@ impl Config {
         if self.turn.enabled && self.turn.port == 0 {
             return Err(err("turn.port", "must be 1..=65535"));
         }
+        if self.turn.enabled
+            && self.media.enabled
+            && self.turn.shard_ports
+            && self.media.port_base as usize + 2 * shards - 1 > u16::MAX as usize
+        {
+            return Err(err(
+                "turn.shard_ports",
+                format!("the shards' TURN ports (port_base + {shards} + i) exceed 65535"),
+            ));
+        }
         for u in &self.turn.users {
             match u.split_once(':') {
                 Some((name, pass)) if !name.is_empty() && !pass.is_empty() => {}
@@ -550,6 +562,15 @@ impl Config {
         } else {
             self.media.shards
         }
+    }
+
+    /// The UDP port of media shard `shard`'s own TURN listener (`[turn] shard_ports`), if the
+    /// media shards host TURN with one.
+    pub fn turn_shard_port(&self, shard: usize) -> Option<u16> {
+        if !(self.turn.enabled && self.media.enabled && self.turn.shard_ports) {
+            return None;
+        }
+        u16::try_from(self.media.port_base as usize + self.effective_shards() + shard).ok()
     }
 
     /// The socket address the HTTP(S) listener binds.

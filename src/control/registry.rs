@@ -269,7 +269,8 @@ pub struct Joined {
     pub result: Value,
 }
 
-/// Session id -> the media port that serves TURN for it (see [`JoinRequest::media_turn_port`]).
+/// Session id -> the UDP port of its shard's own TURN listener (see
+/// [`JoinRequest::media_turn_port`]).
 pub type MediaTurnPort<'a> = dyn Fn(&str) -> Option<u16> + 'a;
 
 /// Parameters of joinRoom taken from the request and the socket.
@@ -281,7 +282,7 @@ pub struct JoinRequest<'a> {
     pub ip: &'a str,
     pub platform: &'a str,
     pub client_data: &'a str,
-    /// The media port that serves TURN for the session (its shard's), offered first in
+    /// The TURN port of the session's media shard (`[turn] shard_ports`), offered first in
     /// `customIceServers`; asked only once the token is valid (it may assign the session a
     /// shard). `None`: the TURN port only.
     pub media_turn_port: Option<&'a MediaTurnPort<'a>>,

@@ -100,19 +100,20 @@ impl<C: ShardCore> Driver<C> {
         }
     }
 
-    /// Binds a socket the core asked for (`listen`: SO_REUSEPORT, the shard's buffer size);
+    /// Binds a socket the core asked for (`listen`: `Some(shared)` for `SocketOp::Listen`, the
+    /// shard's buffer size, SO_REUSEPORT when shared);
     /// its error goes back to the core.
     pub fn open_socket(
         &mut self,
         now: Instant,
         id: SocketId,
         addr: SocketAddr,
-        listen: bool,
+        listen: Option<bool>,
     ) -> Option<(std::net::UdpSocket, SocketInfo)> {
         let res = if id == SocketId::MAIN || id.0 >= SocketId::LIMIT {
             Err(std::io::Error::from(std::io::ErrorKind::InvalidInput))
-        } else if listen {
-            crate::io::bind_udp(addr, true, self.socket_buffer, false).inspect(|(s, info)| {
+        } else if let Some(shared) = listen {
+            crate::io::bind_udp(addr, shared, self.socket_buffer, false).inspect(|(s, info)| {
                 if self.dont_fragment {
                     crate::io::set_dont_fragment(s, info.v6);
                 }

@@ -263,15 +263,16 @@ impl MediaEngine {
         }))
     }
 
-    /// The media port of `session`'s shard, offered to its participants as a TURN server when
-    /// the shards host TURN and `[turn] offer_media_port` is on (assigns the session its shard
-    /// if it has none yet).
+    /// The TURN port of `session`'s shard (`[turn] shard_ports`), offered to its participants
+    /// as their first TURN server when the shards host TURN (assigns the session its shard if
+    /// it has none yet).
     pub fn turn_port_for(&self, session: &str) -> Option<u16> {
-        if !self.hosts_turn || !self.cfg.turn.offer_media_port {
+        if !self.hosts_turn {
             return None;
         }
+        self.cfg.turn_shard_port(0)?;
         let shard = Self::shard_of(&mut lock(&self.state), self.candidates.len(), session);
-        self.candidates.get(shard)?.first().map(|a| a.port())
+        self.cfg.turn_shard_port(shard)
     }
 
     /// Media counters of every shard.

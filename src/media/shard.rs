@@ -2,11 +2,9 @@
 //! [`TurnShard`] beside it (DESIGN §1: a shard serves its media port, the shared TURN port and
 //! its relayed addresses).
 //!
-//! Sockets: [`SocketId::MAIN`] is the media port and belongs to the media core, except for the
-//! datagrams of TURN clients that use the media port as their TURN server (STUN requests other
-//! than Binding, ChannelData: joinRoom offers the session's media port as its first TURN
-//! server, so allocations land on the session's shard); every other socket (the TURN listener
-//! [`HOSTED_LISTENER`] and the relay sockets) belongs to the TURN core.
+//! Sockets: [`SocketId::MAIN`] is the media port and belongs to the media core; every other
+//! socket (the shared TURN listener [`HOSTED_LISTENER`], the shard's own TURN port
+//! [`SHARD_LISTENER`] and the relay sockets) belongs to the TURN core.
 //!
 //! In-process delivery (DESIGN §2, `[turn] deliver_in_process`): when an allocation of this
 //! shard relays a client's datagram to this shard's own media port, the TURN core names the
@@ -22,22 +20,7 @@ use std::time::Instant;
 use super::core::MediaCore;
 use super::{ShardCommand, ShardEvent};
 use crate::shard::{RecvMeta, ShardCore, SocketId, SocketOp, TxQueue};
-use crate::turn::shard::{HOSTED_LISTENER, TurnShard};
-
-/// Whether a datagram on the media port is a TURN client's: ChannelData (first byte 64..=127,
-/// channels 0x4000..=0x7FFF; RFC 7983 gives 64..=79 to TURN channels and nothing else to the
-/// rest) or a STUN message of a method other than Binding (Binding is ICE, the media core's).
-fn is_turn_client(buf: &[u8]) -> bool {
-    match buf.first() {
-        Some(0x40..=0x7f) => true,
-        Some(0..=3) if buf.len() >= 20 && buf[4..8] == [0x21, 0x12, 0xa4, 0x42] => {
-            let t = u16::from_be_bytes([buf[0], buf[1]]);
-            let method = (t & 0x000f) | ((t & 0x00e0) >> 1) | ((t & 0x3e00) >> 2);
-            method != 0x001
-        }
-        _ => false,
-    }
-}
+use crate::turn::shard::{HOSTED_LISTENER, SHARD_LISTENER, TurnShard};
 
 /// See the module docs.
 pub struct MediaShard {
@@ -80,7 +63,7 @@ impl ShardCore for MediaShard {
     type Event = ShardEvent;
 
     fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
-        if meta.socket == SocketId::MAIN && (self.turn.is_none() || !is_turn_client(buf)) {
+        if meta.socket == SocketId::MAIN {
             return self.media_datagram(now, meta, buf, tx);
         }
         let Some(turn) = self.turn.as_mut() else { return };
@@ -142,47 +125,19 @@ impl ShardCore for MediaShard {
         result: Result<(), std::io::ErrorKind>,
         tx: &mut TxQueue,
     ) {
-        if id == HOSTED_LISTENER
-            && let Err(e) = result
-        {
-            tracing::error!(error = ?e, "this shard cannot bind the TURN UDP listener");
+        if let Err(e) = result {
+            if id == HOSTED_LISTENER {
+                tracing::error!(error = ?e, "this shard cannot bind the TURN UDP listener");
+            } else if id == SHARD_LISTENER {
+                tracing::error!(
+                    error = ?e,
+                    "this shard cannot bind its own TURN port (turn.shard_ports): its sessions' \
+                     browsers fall back to the shared TURN port"
+                );
+            }
         }
         if let Some(t) = self.turn.as_mut() {
             t.handle_socket_result(now, id, result, tx);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_turn_client;
-
-    fn stun(t: u16) -> Vec<u8> {
-        let mut b = vec![0u8; 20];
-        b[..2].copy_from_slice(&t.to_be_bytes());
-        b[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-        b
-    }
-
-    #[test]
-    fn turn_client_datagrams_are_told_from_media() {
-        // Allocate, Refresh, CreatePermission, ChannelBind requests; Send indication.
-        for t in [0x0003, 0x0004, 0x0008, 0x0009, 0x0016] {
-            assert!(is_turn_client(&stun(t)), "{t:#06x}");
-        }
-        // Binding request, indication, success, error: ICE, the media core's.
-        for t in [0x0001, 0x0011, 0x0101, 0x0111] {
-            assert!(!is_turn_client(&stun(t)), "{t:#06x}");
-        }
-        let mut no_cookie = stun(0x0003);
-        no_cookie[4] = 0;
-        assert!(!is_turn_client(&no_cookie));
-        assert!(!is_turn_client(&stun(0x0003)[..19]));
-        assert!(is_turn_client(&[0x40, 0x00, 0x00, 0x00]), "ChannelData");
-        assert!(is_turn_client(&[0x7f, 0xff, 0x00, 0x00]), "ChannelData, RFC 5766 range");
-        for first in [20u8, 63, 128, 191, 255] {
-            assert!(!is_turn_client(&[first; 24]), "DTLS / RTP / other: {first}");
-        }
-        assert!(!is_turn_client(&[]));
     }
 }

@@ -93,11 +93,11 @@ pub enum SocketOp {
     /// and receive on it. The outcome comes back through [`ShardCore::handle_socket_result`]
     /// before any datagram the core queued after asking is sent.
     Open { id: SocketId, addr: SocketAddr },
-    /// As `Open`, but with SO_REUSEPORT and the shard's own buffer size
-    /// ([`crate::io::IoOptions::socket_buffer`]): a busy listener that every shard binds on the
-    /// same port (the kernel spreads client 5-tuples over them), e.g. TURN hosted by the media
-    /// shards.
-    Listen { id: SocketId, addr: SocketAddr },
+    /// As `Open`, but with the shard's own buffer size ([`crate::io::IoOptions::socket_buffer`]):
+    /// a busy listener, e.g. TURN hosted by the media shards. `shared`: with SO_REUSEPORT, a
+    /// port every shard binds (the kernel spreads client 5-tuples over them); without it, a
+    /// port of this shard alone.
+    Listen { id: SocketId, addr: SocketAddr, shared: bool },
     /// Stop receiving and close. Datagrams still queued for it are dropped.
     Close { id: SocketId },
 }

@@ -345,6 +345,21 @@ impl TurnSetup {
                  opened; move one of the two ranges"
             );
         }
+        if let Some(lo) = cfg.turn_shard_port(0) {
+            let hi = lo as usize + cfg.effective_shards() - 1;
+            let range = lo as usize..=hi;
+            if range.contains(&(cfg.turn.port as usize))
+                || range.contains(&(cfg.turn.tls_port as usize))
+                || (lo <= cfg.turn.relay_port_max && cfg.turn.relay_port_min as usize <= hi)
+            {
+                tracing::warn!(
+                    shard_ports = format!("{lo}-{hi}"),
+                    "the shards' TURN ports (turn.shard_ports, right after the media ports) \
+                     overlap turn.port, turn.tls_port or the relay ports: a shard whose port is \
+                     taken serves TURN on the shared port only"
+                );
+            }
+        }
         let wanted = plan.max_allocations_per_shard * plan.shards;
         plan.cap_by_fd_limit(fds, FD_RESERVE);
         let cells = (0..=plan.shards).map(|_| Arc::new(TurnStatsCell::default())).collect();
@@ -371,11 +386,13 @@ impl TurnSetup {
             } else {
                 Vec::new()
             };
-            // `media`: the shard's media socket, which serves TURN clients too.
+            let own = cfg
+                .turn_shard_port(index)
+                .map(|port| SocketAddr::new(cfg.media.bind_address, port));
             TurnShard::new(plan.server(&cfg, index % plan.shards), plan.listen, anchor, anchor_unix)
                 .with_reload(Box::new(move |server: &mut TurnServer| reload.poll(server)))
                 .with_stats_cell(cells[index % plan.shards].clone())
-                .hosted(media.port(), local)
+                .hosted(own, local)
         }))
     }
 
@@ -435,6 +452,10 @@ impl TurnSetup {
             tls = ?stream.tls_addr(),
             shards = plan.shards,
             udp_in = if hosted { "media shards" } else { "TURN shards" },
+            shard_ports = ?hosted
+                .then(|| cfg.turn_shard_port(0))
+                .flatten()
+                .map(|p| format!("{p}-{}", p as usize + plan.shards - 1)),
             in_process = hosted && cfg.turn.deliver_in_process,
             relay_ips = ?plan.relay_ips,
             relay_ports = ports,

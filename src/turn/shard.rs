@@ -235,10 +235,10 @@ pub struct TurnShard {
     /// The socket client datagrams arrive on: [`SocketId::MAIN`], or the listener a media shard
     /// hosting this core opened for it ([`TurnShard::hosted`]).
     listener: SocketId,
-    /// The hosting media shard's port: its socket ([`SocketId::MAIN`]) serves TURN clients
-    /// too (the port joinRoom offers first), so answers to a client go back out of the socket
-    /// its 5-tuple names.
-    media_port: Option<u16>,
+    /// The port of this shard's own TURN listener ([`SHARD_LISTENER`], the TURN server
+    /// joinRoom offers first to the sessions of this shard), if it has one: answers to a client
+    /// go back out of the socket its 5-tuple names.
+    shard_port: Option<u16>,
     in_process_to_media: u64,
     in_process_to_client: u64,
 }
@@ -254,8 +254,11 @@ pub struct LocalRelay {
 }
 
 /// The socket id of the TURN listener in a media shard that hosts the TURN core (the media
-/// core uses only [`SocketId::MAIN`]; relay sockets take the ids after it).
+/// core uses only [`SocketId::MAIN`]; relay sockets take the ids after [`SHARD_LISTENER`]).
 pub const HOSTED_LISTENER: SocketId = SocketId(1);
+
+/// The socket id of a hosting media shard's own TURN port (`[turn] shard_ports`).
+pub const SHARD_LISTENER: SocketId = SocketId(2);
 
 impl TurnShard {
     /// A shard core around `server`, listening on `listen`. `anchor` and `anchor_unix` are the
@@ -279,25 +282,36 @@ impl TurnShard {
             cell: None,
             next_tick: None,
             listener: SocketId::MAIN,
-            media_port: None,
+            shard_port: None,
             in_process_to_media: 0,
             in_process_to_client: 0,
         }
     }
 
     /// Runs inside a media shard: the TURN listener is opened as [`HOSTED_LISTENER`] on the
-    /// shared `listen` address (SO_REUSEPORT, so the kernel spreads clients over the shards);
-    /// the media socket ([`SocketId::MAIN`], port `media_port`) serves TURN clients as well
-    /// (the media shard hands it their STUN requests other than Binding, and their
-    /// ChannelData); relayed datagrams to `local_media` (the shard's media port at each
-    /// candidate address; empty: always through the kernel) are handed to the media core
-    /// in-process, and then relay sockets open lazily ([`TurnServer::set_in_process`]).
-    pub fn hosted(mut self, media_port: u16, local_media: Vec<SocketAddr>) -> Self {
+    /// shared `listen` address (SO_REUSEPORT, so the kernel spreads clients over the shards),
+    /// and `shard_listen`, if any, as [`SHARD_LISTENER`]: a port of this shard alone, which
+    /// joinRoom offers to the participants of this shard's sessions so their allocations land
+    /// here. Relayed datagrams to `local_media` (the shard's media port at each candidate
+    /// address; empty: always through the kernel) are handed to the media core in-process, and
+    /// then relay sockets open lazily ([`TurnServer::set_in_process`]).
+    pub fn hosted(
+        mut self,
+        shard_listen: Option<SocketAddr>,
+        local_media: Vec<SocketAddr>,
+    ) -> Self {
         self.listener = HOSTED_LISTENER;
-        self.relay_of = vec![None; HOSTED_LISTENER.0 as usize + 1];
-        self.media_port = Some(media_port);
+        self.relay_of = vec![None; SHARD_LISTENER.0 as usize + 1];
         self.server.set_in_process(local_media);
-        self.socket_ops.push_back(SocketOp::Listen { id: HOSTED_LISTENER, addr: self.listen });
+        self.socket_ops.push_back(SocketOp::Listen {
+            id: HOSTED_LISTENER,
+            addr: self.listen,
+            shared: true,
+        });
+        if let Some(addr) = shard_listen {
+            self.shard_port = Some(addr.port());
+            self.socket_ops.push_back(SocketOp::Listen { id: SHARD_LISTENER, addr, shared: false });
+        }
         self
     }
 
@@ -307,9 +321,10 @@ impl TurnShard {
         !self.server.in_process().is_empty() && self.server.allocation_count() > 0
     }
 
-    /// The socket a client's 5-tuple names on this side: the media port or the listener.
+    /// The socket a client's 5-tuple names on this side: the shard's own TURN port or the
+    /// shared listener.
     fn client_socket(&self, server: SocketAddr) -> SocketId {
-        if self.media_port == Some(server.port()) { SocketId::MAIN } else { self.listener }
+        if self.shard_port == Some(server.port()) { SHARD_LISTENER } else { self.listener }
     }
 
     /// A datagram on the listener or a relay socket, as [`ShardCore::handle_datagram`]; a
@@ -322,8 +337,9 @@ impl TurnShard {
         tx: &mut TxQueue,
     ) -> Option<LocalRelay> {
         let now = self.now(now);
-        // MAIN in a media shard: the media core passed on a TURN client's datagram.
-        if meta.socket == self.listener || meta.socket == SocketId::MAIN {
+        if meta.socket == self.listener
+            || (self.shard_port.is_some() && meta.socket == SHARD_LISTENER)
+        {
             self.client_datagram(now, meta, buf, tx)
         } else {
             self.peer_datagram(now, meta, buf, tx);

@@ -3,8 +3,9 @@
 // through ringsfu's own TURN server, using the TURN credentials ringsfu hands out in joinRoom.
 // Three times: with the relayed datagrams handed to the media core inside the process (the
 // default), through the kernel (`turn.deliver_in_process = false`), and in-process without the
-// session's media port offered as a TURN server (`turn.offer_media_port = false`: only the shared
-// TURN port, which the kernel spreads over the shards).
+// session's shard TURN port offered (`turn.shard_ports = false`: only the shared TURN port, which
+// the kernel spreads over the shards). Then once without forcing relay: with the shard's TURN
+// port offered, the browsers still choose the direct host pair.
 // Every candidate pair in use must be a relayed one, and ringsfu's /metrics must show the
 // allocations and the relayed packets. The TURN peer policy is the default one: the server's own
 // (here loopback) addresses are denied as peers except for its media ports.
@@ -28,7 +29,7 @@ after(async () => {
   await server?.stop();
 });
 
-function serverArgs(deliverInProcess, offerMediaPort) {
+function serverArgs(deliverInProcess, shardPorts) {
   return [
     '--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`,
     // Default peer policy: loopback peers are denied (allow_loopback_peers is off), but the
@@ -37,15 +38,15 @@ function serverArgs(deliverInProcess, offerMediaPort) {
     '--set', 'turn.relay_ips=["127.0.0.1"]',
     '--set', 'media.public_ips=["127.0.0.1"]',
     '--set', `turn.deliver_in_process=${deliverInProcess}`,
-    '--set', `turn.offer_media_port=${offerMediaPort}`,
+    '--set', `turn.shard_ports=${shardPorts}`,
   ];
 }
 
-// Runs before openvidu-browser: every RTCPeerConnection it creates is relay-only, and kept in
-// window.pcs with the configuration it was given.
+// Runs before openvidu-browser: every RTCPeerConnection it creates is kept in window.pcs with the
+// configuration it was given, relay-only when `policy` is 'relay'.
 // TURN over UDP only (joinRoom also hands out a TCP URL, served by ringsfu's TCP/TLS thread,
 // which a browser may pick): the UDP side runs in the media shard, where in-process delivery is.
-function forceRelay() {
+function recordPeerConnections(policy) {
   const Native = window.RTCPeerConnection;
   window.pcs = [];
   window.pcConfigs = [];
@@ -55,7 +56,8 @@ function forceRelay() {
         ...s,
         urls: [].concat(s.urls).filter((u) => !u.includes('transport=tcp')),
       })).filter((s) => s.urls.length > 0);
-      const forced = { ...(cfg || {}), iceServers, iceTransportPolicy: 'relay' };
+      const forced = { ...(cfg || {}), iceServers };
+      if (policy) forced.iceTransportPolicy = policy;
       super(forced, ...rest);
       window.pcs.push(this);
       window.pcConfigs.push(JSON.parse(JSON.stringify(forced)));
@@ -90,8 +92,12 @@ async function selectedPairs(page) {
   });
 }
 
-const join = (session, name, subscribe) =>
-  joinPage(browser, pages, session, name, { subscribe, initScript: forceRelay });
+// Init scripts (page sources): every peer connection relay-only, or only recorded.
+const forceRelay = `(${recordPeerConnections})('relay');`;
+const recordOnly = `(${recordPeerConnections})(null);`;
+
+const join = (session, name, subscribe, initScript = forceRelay) =>
+  joinPage(browser, pages, session, name, { subscribe, initScript });
 
 async function scrape() {
   const r = await fetch(`${server.url}/metrics`, { headers: { Authorization: basicAuth() } });
@@ -109,9 +115,9 @@ function sum(text, name, match = '') {
   return total;
 }
 
-async function relayOnly(deliverInProcess, offerMediaPort = true) {
+async function relayOnly(deliverInProcess, shardPorts = true) {
   await server?.stop();
-  server = await startServer({ args: serverArgs(deliverInProcess, offerMediaPort) });
+  server = await startServer({ args: serverArgs(deliverInProcess, shardPorts) });
   const ov = new OpenVidu(server.url, 'MY_SECRET');
   const session = await ov.createSession({ customSessionId: 'relay-room' });
   const a = await join(session, 'Alice', false);
@@ -124,11 +130,11 @@ async function relayOnly(deliverInProcess, offerMediaPort = true) {
   const turnUrls = cfg.iceServers.flatMap((s) => s.urls);
   assert.ok(turnUrls.some((u) => u.startsWith('turn:127.0.0.1:')), JSON.stringify(cfg.iceServers));
   assert.ok(cfg.iceServers.every((s) => s.username && s.credential), 'TURN credentials handed out');
-  // With offer_media_port, the first TURN server is the session's media port (a port other than
-  // the shared TURN port, which follows it).
+  // With shard_ports, the first TURN server is the session's shard port (a port other than the
+  // shared TURN port, which follows it).
   const udpPorts = [...new Set(turnUrls.map((u) => u.split(':')[2]))];
-  assert.equal(udpPorts.length, offerMediaPort ? 2 : 1, JSON.stringify(turnUrls));
-  const mediaTurnUrl = offerMediaPort ? turnUrls[0] : null;
+  assert.equal(udpPorts.length, shardPorts ? 2 : 1, JSON.stringify(turnUrls));
+  const shardTurnUrl = shardPorts ? turnUrls[0] : null;
 
   // Media flows: B decodes A's video and receives its audio, and both keep growing.
   const later = await mediaFlows(b.page, streamId, 'B over TURN');
@@ -146,9 +152,9 @@ async function relayOnly(deliverInProcess, offerMediaPort = true) {
       assert.equal(pair.relayProtocol, 'udp', `${who}: ${JSON.stringify(pair)}`);
       assert.equal(pair.remote, 'host', `${who}: ${JSON.stringify(pair)}`);
       assert.ok(pair.bytesSent > 0 && pair.bytesReceived > 0, `${who}: ${JSON.stringify(pair)}`);
-      // The relayed candidate Chromium chose is the one from the media port (the first TURN
-      // server: the highest relay preference).
-      if (mediaTurnUrl) assert.equal(pair.url.split('?')[0], mediaTurnUrl, `${who}: ${JSON.stringify(pair)}`);
+      // The relayed candidate Chromium chose is the one from the shard's TURN port (the first
+      // TURN server: the highest relay preference).
+      if (shardTurnUrl) assert.equal(pair.url.split('?')[0], shardTurnUrl, `${who}: ${JSON.stringify(pair)}`);
     }
   }
 
@@ -172,8 +178,8 @@ async function relayOnly(deliverInProcess, offerMediaPort = true) {
   console.log(`in-process (deliver_in_process=${deliverInProcess}): to media ${toMedia}, to client ${toClient}`);
   if (deliverInProcess) {
     assert.ok(toMedia > 100 && toClient > 100, `in-process ${toMedia} / ${toClient}`);
-    // Allocations through the media port of the session's shard reach only its media port:
-    // they hold no relay socket (the shared port's allocations may, if they landed elsewhere).
+    // Allocations through the TURN port of the session's shard reach only its media port: they
+    // hold no relay socket (the shared port's allocations may, if they landed elsewhere).
     console.log(`relay sockets open: ${sum(m, 'ringsfu_turn_relay_sockets')}`);
   } else {
     assert.equal(toMedia + toClient, 0);
@@ -193,6 +199,32 @@ test('relay-only publisher and subscriber through ringsfu TURN, through the kern
   await relayOnly(false);
 });
 
-test('relay-only through the shared TURN port only (offer_media_port off), in-process', async () => {
+test('relay-only through the shared TURN port only (shard_ports off), in-process', async () => {
   await relayOnly(true, false);
+});
+
+// A TURN server at the SFU's own media address would capture the direct path in Chromium (its
+// shared UDP socket hands every packet from a TURN server's address to the TURN client): the
+// shard's TURN port is a port of its own, so with it offered the host pair still wins.
+test('not forced to relay: the direct host pair is chosen with the shard TURN port offered', async () => {
+  await server?.stop();
+  server = await startServer({ args: serverArgs(true, true) });
+  const ov = new OpenVidu(server.url, 'MY_SECRET');
+  const session = await ov.createSession({ customSessionId: 'direct-room' });
+  const a = await join(session, 'Alice', false, recordOnly);
+  const streamId = await a.page.evaluate(() => window.publish());
+  const b = await join(session, 'Bob', true, recordOnly);
+  await mediaFlows(b.page, streamId, 'B direct');
+  for (const [who, p] of [['publisher', a.page], ['subscriber', b.page]]) {
+    const pairs = await until(async () => {
+      const ps = await selectedPairs(p);
+      return ps.length > 0 && ps;
+    }, `${who}: a selected candidate pair`);
+    console.log(`${who} selected pairs: ${JSON.stringify(pairs)}`);
+    for (const pair of pairs) {
+      assert.equal(pair.local, 'host', `${who}: ${JSON.stringify(pair)}`);
+      assert.equal(pair.remote, 'host', `${who}: ${JSON.stringify(pair)}`);
+    }
+  }
+  for (const p of [a.page, b.page]) await p.close();
 });

@@ -351,11 +351,14 @@ impl<C: ShardCore> UringShard<C> {
         for _ in 0..self.drv.socket_ops.len() {
             let Some(op) = self.drv.socket_ops.pop_front() else { break };
             match op {
-                SocketOp::Open { id, addr } | SocketOp::Listen { id, addr } => {
+                SocketOp::Open { id, addr } | SocketOp::Listen { id, addr, .. } => {
                     if id != SocketId::MAIN {
                         self.close_socket(id);
                     }
-                    let listen = matches!(op, SocketOp::Listen { .. });
+                    let listen = match op {
+                        SocketOp::Listen { shared, .. } => Some(shared),
+                        _ => None,
+                    };
                     let Some((socket, info)) = self.drv.open_socket(now, id, addr, listen) else {
                         continue;
                     };
