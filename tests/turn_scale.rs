@@ -58,13 +58,19 @@ struct Server {
 
 /// ringsfu with media on two shards and TURN, under `ulimit -n 1024`.
 fn start(tag: &str, deliver_in_process: bool) -> Server {
+    start_with(tag, deliver_in_process, "relay_port_min = 10000\nrelay_port_max = 60000\n")
+}
+
+/// As [`start`], with `turn_extra` appended to the `[turn]` section.
+fn start_with(tag: &str, deliver_in_process: bool, turn_extra: &str) -> Server {
     let (http, turn, tls) = (free_tcp(), free_tcp(), free_tcp());
     let media = free_udp_run();
     let dir = std::env::temp_dir().join(format!("ringsfu-scale-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("ringsfu.toml");
-    // Relayed addresses are only ever opened for peers other than the media ports, so the relay
-    // range needs no free ports here; it must hold more addresses than the allocations asked.
+    // Relayed ports are checked (bound and closed) at Allocate and opened only for peers other
+    // than the media ports; nothing else uses 127.0.5.1. The range must hold more addresses than
+    // the allocations asked.
     std::fs::write(
         &cfg,
         format!(
@@ -73,7 +79,7 @@ fn start(tag: &str, deliver_in_process: bool) -> Server {
              [media]\nport_base = {media}\nshards = 2\npin_threads = false\n\
              public_ips = [\"127.0.0.1\"]\n\
              [turn]\nport = {turn}\ntls_port = {tls}\nusers = [\"alice:wonderland\"]\n\
-             relay_ips = [\"127.0.5.1\"]\nrelay_port_min = 10000\nrelay_port_max = 60000\n\
+             relay_ips = [\"127.0.5.1\"]\n{turn_extra}\
              max_allocations_per_user = 1000000\ndeliver_in_process = {deliver_in_process}\n"
         ),
     )
@@ -194,4 +200,37 @@ fn without_in_process_delivery_each_allocation_holds_a_socket() {
     assert_eq!(err, "486");
     let m = until_metric(s.http, "ringsfu_turn_allocations{shard=\"0\"}", granted);
     assert_eq!(sample(&m, "ringsfu_turn_relay_sockets{shard=\"0\"}"), granted);
+}
+
+#[test]
+fn a_relayed_port_another_socket_holds_is_skipped_at_allocate() {
+    if !python_present() {
+        return;
+    }
+    // Six relay ports: shard 0's slice is the first two, and a socket of this test holds the
+    // first. The allocation's port is checked when it is made (its socket opens only later): the
+    // taken one is given up silently and the client's retransmission gets the next, whose
+    // socket then opens for an outside peer (loopback peers allowed).
+    let (held, base) = loop {
+        let s = UdpSocket::bind("127.0.5.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p <= u16::MAX - 5 && (1..=5).all(|k| UdpSocket::bind(("127.0.5.1", p + k)).is_ok()) {
+            break (s, p);
+        }
+    };
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let s = start_with(
+        "taken",
+        true,
+        &format!(
+            "relay_port_min = {base}\nrelay_port_max = {}\nallow_loopback_peers = true\n",
+            base + 5
+        ),
+    );
+    let peer = echo.local_addr().unwrap().to_string();
+    let (granted, failed, err) = flood(s.media + 2, &peer, 1);
+    assert_eq!((granted, failed), (1, 0), "first error: {err}");
+    let m = until_metric(s.http, "ringsfu_turn_relay_sockets{shard=\"0\"}", 1);
+    assert_eq!(sample(&m, "ringsfu_turn_relay_open_failed_total{shard=\"0\"}"), 1);
+    drop(held);
 }

@@ -100,6 +100,12 @@ pub enum SocketOp {
     Listen { id: SocketId, addr: SocketAddr, shared: bool },
     /// Stop receiving and close. Datagrams still queued for it are dropped.
     Close { id: SocketId },
+    /// Check that `addr` can be bound: bind a socket as `Open` would and close it at once. The
+    /// outcome comes back through [`ShardCore::handle_socket_result`] for `id` (which names no
+    /// socket afterwards). For addresses a core will only open later, if at all (TURN's lazy
+    /// relay sockets), so that a port another process holds is found while it can still be
+    /// given up.
+    Probe { id: SocketId, addr: SocketAddr },
 }
 
 pub(crate) use channel::{CommandQueue, EventQueue, channel_pair};

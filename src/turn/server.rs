@@ -189,6 +189,10 @@ pub enum FromPeer {
 pub enum TurnEvent {
     RelayOpened(SocketAddr),
     RelayClosed(SocketAddr),
+    /// A new allocation whose socket opens lazily: check that its port can be bound (the
+    /// Allocate answer waits for it; if not, [`TurnServer::remove_relay`] and say nothing, so
+    /// the client's retransmission gets another port).
+    RelayProbe(SocketAddr),
 }
 
 /// Counters of one TURN server (read by the metrics scrape).
@@ -985,6 +989,8 @@ impl TurnServer {
         if self.in_process.is_empty() {
             // Checked against the cap above.
             let _ = self.ensure_socket(i);
+        } else {
+            self.events.push_back(TurnEvent::RelayProbe(relay));
         }
         self.counters.allocations_created += 1;
         let mut attrs = vec![

@@ -220,8 +220,11 @@ pub struct TurnShard {
     relay_of: Vec<Option<SocketAddr>>,
     free_ids: Vec<u32>,
     socket_ops: VecDeque<SocketOp>,
-    /// Allocate answers waiting for their relay socket to open (by socket id).
+    /// Allocate answers waiting for their relay socket to open or their port to be checked
+    /// (by socket id).
     held: HashMap<u32, Held>,
+    /// Socket ids lent to `SocketOp::Probe`, with the relayed address checked.
+    probing: HashMap<u32, SocketAddr>,
     report: Option<TurnReport>,
     drops: [u64; DROP_LABELS.len()],
     relay_open_failed: u64,
@@ -274,6 +277,7 @@ impl TurnShard {
             free_ids: Vec::new(),
             socket_ops: VecDeque::new(),
             held: HashMap::new(),
+            probing: HashMap::new(),
             report: None,
             drops: [0; DROP_LABELS.len()],
             relay_open_failed: 0,
@@ -449,6 +453,18 @@ impl TurnShard {
                     self.socket_ops.push_back(SocketOp::Open { id: SocketId(id), addr });
                     opened = Some(SocketId(id));
                 }
+                TurnEvent::RelayProbe(addr) => {
+                    let id = match self.free_ids.pop() {
+                        Some(id) => id,
+                        None => {
+                            self.relay_of.push(None);
+                            (self.relay_of.len() - 1) as u32
+                        }
+                    };
+                    self.probing.insert(id, addr);
+                    self.socket_ops.push_back(SocketOp::Probe { id: SocketId(id), addr });
+                    opened = Some(SocketId(id));
+                }
                 TurnEvent::RelayClosed(addr) => {
                     if let Some(id) = self.relay_ids.remove(&addr) {
                         self.relay_of[id.0 as usize] = None;
@@ -613,6 +629,17 @@ impl ShardCore for TurnShard {
         tx: &mut TxQueue,
     ) {
         let held = self.held.remove(&id.0);
+        if let Some(addr) = self.probing.remove(&id.0) {
+            // The id was only lent to the port check.
+            self.free_ids.push(id.0);
+            if result.is_err() {
+                self.relay_open_failed += 1;
+                tracing::debug!(relay = %addr, "TURN relayed port taken: allocation dropped");
+                self.server.remove_relay(addr);
+                self.drain_server_events();
+                return;
+            }
+        }
         match result {
             Ok(()) => {
                 if let Some(h) = held {

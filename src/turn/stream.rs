@@ -168,6 +168,8 @@ impl Shared {
                         r.task.abort();
                     }
                 }
+                // Only servers with in-process delivery probe; this one has none.
+                TurnEvent::RelayProbe(_) => {}
             }
         }
         all_opened

@@ -382,6 +382,12 @@ impl<C: ShardCore> UringShard<C> {
                 }
                 SocketOp::Close { id } if id != SocketId::MAIN => self.close_socket(id),
                 SocketOp::Close { .. } => {}
+                SocketOp::Probe { id, addr } => {
+                    // Bound, then closed when dropped; a failure is reported by open_socket.
+                    if self.drv.open_socket(now, id, addr, None).is_some() {
+                        self.drv.socket_result(now, id, Ok(()));
+                    }
+                }
             }
         }
     }
