@@ -95,10 +95,11 @@ for i in $(seq 0 $((SHARDS - 1))); do
 done
 allocs=$(metric ringsfu_turn_allocations)
 sockets=$(metric ringsfu_turn_relay_sockets)
+taken=$(metric ringsfu_turn_relay_open_failed_total)
 echo
-echo "| deliver_in_process | allocations granted | in /metrics | relay sockets | server descriptors (before -> after) | RSS per allocation | kernel slab per allocation | time |"
-echo "|---|---|---|---|---|---|---|---|"
-printf '| %s | %d | %d | %d | %d -> %d | %s KiB | %s KiB | %s s |\n' "$DELIVER" "$granted" "$allocs" "$sockets" "$fd0" "$fd1" \
+echo "| deliver_in_process | allocations granted | in /metrics | relay sockets | relayed ports found taken | server descriptors (before -> after) | RSS per allocation | kernel slab per allocation | time |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '| %s | %d | %d | %d | %d | %d -> %d | %s KiB | %s KiB | %s s |\n' "$DELIVER" "$granted" "$allocs" "$sockets" "$taken" "$fd0" "$fd1" \
   "$(awk -v a="$rss0" -v b="$rss1" -v n="$granted" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')" \
   "$(awk -v a="$slab0" -v b="$slab1" -v n="$granted" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')" \
   "$took"

@@ -190,7 +190,7 @@ pub enum TurnEvent {
     RelayOpened(SocketAddr),
     RelayClosed(SocketAddr),
     /// A new allocation whose socket opens lazily: check that its port can be bound (the
-    /// Allocate answer waits for it; if not, [`TurnServer::remove_relay`] and say nothing, so
+    /// Allocate answer waits for it; if not, [`TurnServer::relay_port_taken`] and say nothing, so
     /// the client's retransmission gets another port).
     RelayProbe(SocketAddr),
 }
@@ -234,7 +234,14 @@ struct Allocation {
     /// Its lazy socket could not be bound (the port is taken by another process): it stays
     /// in-process only, and what needs the socket gets 508 or a counted drop.
     socket_failed: bool,
+    /// Its port was found taken by another socket: when the allocation ends the port sits out
+    /// [`PORT_QUARANTINE_SWEEPS`] sweeps before it is handed out again.
+    port_taken: bool,
 }
+
+/// Sweeps (about a second each) a relayed port found taken stays out of the pool: handed out
+/// again at once, it would fail every next Allocate of a nearly empty pool.
+const PORT_QUARANTINE_SWEEPS: u16 = 60;
 
 impl Allocation {
     /// Installs or refreshes (never shortens) the permission for `ip`, within `max` entries.
@@ -287,6 +294,9 @@ pub struct TurnServer {
     events: VecDeque<TurnEvent>,
     /// Ports held by EVEN-PORT's R bit: token -> (relayed address, expiry).
     reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
+    /// Relayed ports found taken by another socket, with the sweeps left before they return
+    /// to the pool.
+    quarantine: VecDeque<(SocketAddr, u16)>,
     next_sweep: Option<Instant>,
     /// Peer addresses served inside the process (the hosting media shard's own port); when
     /// set, relay sockets open lazily (see [`TurnServer::set_in_process`]).
@@ -334,6 +344,7 @@ impl TurnServer {
             pools,
             events: VecDeque::new(),
             reservations: HashMap::new(),
+            quarantine: VecDeque::new(),
             next_sweep: None,
             in_process: Vec::new(),
             relay_sockets: 0,
@@ -441,7 +452,7 @@ impl TurnServer {
     /// When [`TurnServer::handle_timeout`] should run next (a coarse one-second sweep while
     /// allocations exist).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.by_client.is_empty() && self.reservations.is_empty() {
+        if self.by_client.is_empty() && self.reservations.is_empty() && self.quarantine.is_empty() {
             None
         } else {
             self.next_sweep
@@ -476,6 +487,14 @@ impl TurnServer {
             }
             false
         });
+        for _ in 0..self.quarantine.len() {
+            let Some((relay, left)) = self.quarantine.pop_front() else { break };
+            if left > 1 {
+                self.quarantine.push_back((relay, left - 1));
+            } else if let Some(pool) = self.pools.iter_mut().find(|p| p.ip == relay.ip()) {
+                pool.free.push_back(relay.port());
+            }
+        }
         self.next_sweep = Some(t + Duration::from_secs(1));
     }
 
@@ -484,25 +503,32 @@ impl TurnServer {
     /// port). With it the socket was opened lazily and the client already uses the address: the
     /// allocation stays for its in-process peers and never asks for the socket again (the
     /// request that asked, retransmitted by the client, then gets 508). True if it ended.
+    /// Either way the port sits out a while once the allocation ends (it is held elsewhere).
     pub fn relay_open_failed(&mut self, relay: SocketAddr) -> bool {
         let Some(&i) = self.by_relay.get(&relay) else { return false };
         if self.in_process.is_empty() {
-            self.remove(i);
+            self.relay_port_taken(relay);
             return true;
         }
-        if let Some(a) = self.allocations[i].as_mut()
-            && a.socket
-        {
-            a.socket = false;
-            a.socket_failed = true;
-            self.relay_sockets -= 1;
+        if let Some(a) = self.allocations[i].as_mut() {
+            a.port_taken = true;
+            if a.socket {
+                a.socket = false;
+                a.socket_failed = true;
+                self.relay_sockets -= 1;
+            }
         }
         false
     }
 
-    /// Ends the allocation of relayed address `relay`.
-    pub fn remove_relay(&mut self, relay: SocketAddr) {
+    /// The port check of a new allocation's relayed address failed (`RelayProbe`): the
+    /// allocation ends unanswered (the client's retransmission gets another port) and the port
+    /// sits out a while.
+    pub fn relay_port_taken(&mut self, relay: SocketAddr) {
         if let Some(&i) = self.by_relay.get(&relay) {
+            if let Some(a) = self.allocations[i].as_mut() {
+                a.port_taken = true;
+            }
             self.remove(i);
         }
     }
@@ -524,10 +550,12 @@ impl TurnServer {
             self.events.push_back(TurnEvent::RelayClosed(a.relay));
         }
         // A port redeemed from another instance's reservation is not ours to hand out again.
-        if self.settings.relay_ports.contains(&a.relay.port())
-            && let Some(pool) = self.pools.iter_mut().find(|p| p.ip == a.relay.ip())
-        {
-            pool.free.push_back(a.relay.port());
+        if self.settings.relay_ports.contains(&a.relay.port()) {
+            if a.port_taken {
+                self.quarantine.push_back((a.relay, PORT_QUARANTINE_SWEEPS));
+            } else if let Some(pool) = self.pools.iter_mut().find(|p| p.ip == a.relay.ip()) {
+                pool.free.push_back(a.relay.port());
+            }
         }
         if let Some(u) = self.users.get_mut(a.user) {
             u.allocations = u.allocations.saturating_sub(1);
@@ -972,6 +1000,7 @@ impl TurnServer {
             channels: Vec::new(),
             socket: false,
             socket_failed: false,
+            port_taken: false,
         };
         let i = match self.free_slots.pop() {
             Some(i) => {

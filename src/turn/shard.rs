@@ -635,7 +635,7 @@ impl ShardCore for TurnShard {
             if result.is_err() {
                 self.relay_open_failed += 1;
                 tracing::debug!(relay = %addr, "TURN relayed port taken: allocation dropped");
-                self.server.remove_relay(addr);
+                self.server.relay_port_taken(addr);
                 self.drain_server_events();
                 return;
             }

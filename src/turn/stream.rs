@@ -159,7 +159,7 @@ impl Shared {
                     }
                     Err(e) => {
                         tracing::debug!(relay = %addr, error = %e, "cannot open a TURN relay socket");
-                        self.server.borrow_mut().remove_relay(addr);
+                        self.server.borrow_mut().relay_port_taken(addr);
                         all_opened = false;
                     }
                 },

@@ -896,3 +896,33 @@ fn a_lazy_socket_that_cannot_bind_leaves_the_allocation_in_process_only() {
     assert_eq!(fx.server.allocation_count(), 0);
     assert_eq!(events(&mut fx.server), vec![]);
 }
+
+#[test]
+fn a_relayed_port_found_taken_sits_out_before_it_is_handed_out_again() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50000..50002,
+        ..TurnSettings::default()
+    });
+    let clients: Vec<SocketAddr> =
+        (0..3).map(|k| format!("203.0.113.9:{}", 6000 + k).parse().unwrap()).collect();
+    let relay = fx.allocate("alice", "pw");
+    assert_eq!(relay.port(), 50000);
+    // The shell could not bind it: the allocation ends and the port is not reused at once.
+    assert!(fx.server.relay_open_failed(relay));
+    assert_eq!(fx.server.allocation_count(), 0);
+    fx.five.client = clients[0];
+    assert_eq!(fx.allocate("alice", "pw").port(), 50001);
+    fx.five.client = clients[1];
+    let nonce = fx.nonce_for_existing();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508), "the taken port sits out");
+    // A minute of sweeps later it is back.
+    for _ in 0..61 {
+        fx.advance(Duration::from_secs(1));
+    }
+    fx.five.client = clients[2];
+    assert_eq!(fx.allocate("alice", "pw").port(), 50000);
+}
