@@ -5,6 +5,8 @@
 //! Without the tools the tests skip loudly, or fail when `RINGSFU_REQUIRE_TOOLS` is set
 //! (`tools/test.sh` installs them and sets it).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -46,20 +48,6 @@ fn free_port() -> u16 {
     panic!("no port free for both UDP and TCP");
 }
 
-/// A UDP port whose three successors are free too (the two media shards' ports, then their
-/// own TURN ports).
-fn free_udp_run() -> u16 {
-    for _ in 0..100 {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if port <= u16::MAX - 3 && (1..=3).all(|k| UdpSocket::bind(("127.0.0.1", port + k)).is_ok())
-        {
-            return port;
-        }
-    }
-    panic!("no four consecutive UDP ports free");
-}
-
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -93,7 +81,7 @@ fn setup_with(media: bool) -> Setup {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     {
         let (turn, tls, http, peer) = (free_port(), free_port(), free_port(), free_port());
-        let media_port = free_udp_run();
+        let media_port = common::free_udp_run();
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let relay_min = 20000 + (std::process::id() % 10) as u16 * 3200 + (k % 16) * 200;
         let dir = std::env::temp_dir().join(format!("ringsfu-turn-{}-{k}", std::process::id()));

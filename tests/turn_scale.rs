@@ -7,6 +7,8 @@
 //! the rest with 486 once its socket budget is spent. Every wait is bounded; nothing asserts on
 //! timing.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -23,19 +25,6 @@ impl Drop for Proc {
 
 fn free_tcp() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Four consecutive free UDP ports (the two media shards, then their own TURN ports).
-fn free_udp_run() -> u16 {
-    for _ in 0..100 {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if port <= u16::MAX - 3 && (1..=3).all(|k| UdpSocket::bind(("127.0.0.1", port + k)).is_ok())
-        {
-            return port;
-        }
-    }
-    panic!("no four consecutive UDP ports free");
 }
 
 fn python_present() -> bool {
@@ -64,7 +53,7 @@ fn start(tag: &str, deliver_in_process: bool) -> Server {
 /// As [`start`], with `turn_extra` appended to the `[turn]` section.
 fn start_with(tag: &str, deliver_in_process: bool, turn_extra: &str) -> Server {
     let (http, turn, tls) = (free_tcp(), free_tcp(), free_tcp());
-    let media = free_udp_run();
+    let media = common::free_udp_run();
     let dir = std::env::temp_dir().join(format!("ringsfu-scale-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("ringsfu.toml");

@@ -253,3 +253,18 @@ impl Ws {
         }
     }
 }
+
+/// A UDP port on 127.0.0.1 whose three successors are free too (two media shards' ports, then
+/// their own TURN ports).
+pub fn free_udp_run() -> u16 {
+    for _ in 0..100 {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port <= u16::MAX - 3
+            && (1..=3).all(|k| std::net::UdpSocket::bind(("127.0.0.1", port + k)).is_ok())
+        {
+            return port;
+        }
+    }
+    panic!("no four consecutive UDP ports free");
+}
