@@ -146,3 +146,19 @@ fn cidr_parsing() {
     assert!(parse_cidr("fe80::/129").is_err());
     assert!(parse_cidr("x/1").is_err());
 }
+
+#[test]
+fn shard_turn_ports_follow_the_media_ports() {
+    let c = load(Some("[media]\nshards = 3\nport_base = 40000\n"), &[], &[]).unwrap();
+    assert_eq!(
+        (0..3).map(|i| c.turn_shard_port(i)).collect::<Vec<_>>(),
+        vec![Some(40003), Some(40004), Some(40005)]
+    );
+    let off = load(Some("[media]\nshards = 3\n[turn]\nshard_ports = false\n"), &[], &[]).unwrap();
+    assert_eq!(off.turn_shard_port(0), None);
+    // The media ports fit below 65536, the shards' TURN ports after them do not.
+    let e = load(Some("[media]\nshards = 3\nport_base = 65531\n"), &[], &[]).unwrap_err();
+    assert!(e.to_string().contains("turn.shard_ports"), "{e}");
+    let ok = "[media]\nshards = 3\nport_base = 65531\n[turn]\nshard_ports = false\n";
+    assert!(load(Some(ok), &[], &[]).is_ok());
+}
