@@ -100,7 +100,7 @@ pub struct MediaEngine {
     stats: Vec<Arc<MediaStats>>,
     shard_stats: Vec<Arc<ShardStats>>,
     state: Mutex<State>,
-    /// The shards host the TURN server (their media ports serve TURN clients too).
+    /// The shards host the TURN server (each with a TURN port of its own, `[turn] shard_ports`).
     hosts_turn: bool,
 }
 
