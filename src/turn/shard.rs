@@ -4,9 +4,12 @@
 //! Sockets: the listener (UDP `[turn] port`, SO_REUSEPORT in every shard, so the kernel keeps
 //! each client 5-tuple on one shard) is [`SocketId::MAIN`] on a TURN shard of its own, or
 //! [`HOSTED_LISTENER`] when a media shard hosts the core ([`TurnShard::hosted`], opened with
-//! [`SocketOp::Listen`]; the media port is then `MAIN`, see `crate::media::MediaShard`); every
+//! [`SocketOp::Listen`]; the media port is then `MAIN`, see `crate::media::MediaShard`), with
+//! the shard's own TURN port beside it as [`SHARD_LISTENER`] (`[turn] shard_ports`); an
 //! allocation's relayed address is one more socket of the same shard, opened and closed through
-//! [`SocketOp`] when the server reports [`TurnEvent::RelayOpened`] / `RelayClosed`. Socket ids
+//! [`SocketOp`] when the server reports [`TurnEvent::RelayOpened`] / `RelayClosed` (hosted with
+//! in-process delivery, only once a peer needs it: its port is checked at Allocate with
+//! `SocketOp::Probe` on [`TurnEvent::RelayProbe`]). Socket ids
 //! are recycled through a free list, so the per-id tables stay as large as the peak allocation
 //! count. Each shard relays from its own slice of the relay port range (see
 //! [`crate::turn::serve`]), so shards never compete for a port.
