@@ -7,9 +7,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use common::Proc;
+
 use std::net::{TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -46,15 +47,6 @@ fn free_port() -> u16 {
         }
     }
     panic!("no port free for both UDP and TCP");
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One ringsfu (TURN on UDP/TCP `turn`, TLS `tls`) and one echo peer per test; both are
@@ -110,23 +102,7 @@ fn setup_with(media: bool) -> Setup {
             .spawn()
             .expect("start ringsfu");
         // Ready when it logs the TURN listener (bounded by lines and by the process ending).
-        let stderr = server.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let mut ready = false;
-        let mut log = Vec::new();
-        for _ in 0..200 {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("TURN server listening") => {
-                    ready = true;
-                    break;
-                }
-                Some(Ok(l)) => log.push(l),
-                _ => break,
-            }
-        }
-        assert!(ready, "ringsfu did not report its TURN listener:\n{}", log.join("\n"));
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        common::await_log_line(&mut server, "TURN server listening", 200);
         let peer_proc = Command::new("turnutils_peer")
             .args(["-L", "127.0.0.1", "-p", &peer.to_string()])
             .stdout(Stdio::null())

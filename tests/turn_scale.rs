@@ -9,19 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::Proc;
+
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_tcp() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -82,21 +75,7 @@ fn start_with(tag: &str, deliver_in_process: bool, turn_extra: &str) -> Server {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ringsfu");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let mut ready = false;
-    for _ in 0..300 {
-        match lines.next() {
-            Some(Ok(l)) if l.contains("TURN server listening") => {
-                ready = true;
-                break;
-            }
-            Some(Ok(l)) => log.push(l),
-            _ => break,
-        }
-    }
-    assert!(ready, "ringsfu did not start:\n{}", log.join("\n"));
-    std::thread::spawn(move || for _ in lines {});
+    common::await_log_line(&mut child, "TURN server listening", 300);
     Server { http, media, _proc: Proc(child) }
 }
 

@@ -157,6 +157,32 @@ impl Fx {
     }
 }
 
+/// A Send indication to `to` carrying `data`.
+fn send_indication(to: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 256];
+    let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
+    w.xor_peer_address(to).unwrap();
+    w.data(data).unwrap();
+    let n = w.finish();
+    buf.truncate(n);
+    buf
+}
+
+/// The media address of the `with_media` fixtures (a private address, as on a LAN deployment).
+const MEDIA_IP: &str = "10.0.0.5";
+
+impl Fx {
+    /// The server's own addresses are 192.0.2.1 and [`MEDIA_IP`], whose `ports` are ringsfu's
+    /// media ports (the default policy otherwise).
+    fn with_media(&mut self, ports: std::ops::RangeInclusive<u16>) {
+        let media_ip = MEDIA_IP.parse().unwrap();
+        let own = vec!["192.0.2.1".parse().unwrap(), media_ip];
+        self.server.set_policy(
+            PeerPolicy::from_config(&TurnConfig::default(), own).with_media(vec![media_ip], ports),
+        );
+    }
+}
+
 struct StunViewOwned(Vec<u8>);
 impl StunViewOwned {
     fn view(&self) -> StunView<'_> {
@@ -177,16 +203,7 @@ fn allocate_permission_send_and_data() {
     assert_eq!(fx.server.allocation_count(), 1);
 
     // Without a permission a Send indication is dropped.
-    let send = || {
-        let mut buf = vec![0u8; 256];
-        let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
-        w.xor_peer_address(peer()).unwrap();
-        w.data(b"hello peer").unwrap();
-        let n = w.finish();
-        buf.truncate(n);
-        buf
-    };
-    let ind = send();
+    let ind = send_indication(peer(), b"hello peer");
     assert_eq!(fx.send(&ind).0, FromClient::Drop(DropReason::NoPermission));
 
     let r = fx.authed(Method::CREATE_PERMISSION, |w| {
@@ -449,12 +466,7 @@ fn policy_and_quotas() {
 #[test]
 fn own_media_port_is_a_peer_and_only_it() {
     let mut fx = Fx::default();
-    let media_ip = "10.0.0.5".parse().unwrap();
-    let own = vec!["192.0.2.1".parse().unwrap(), media_ip];
-    fx.server.set_policy(
-        PeerPolicy::from_config(&TurnConfig::default(), own)
-            .with_media(vec![media_ip], 40000..=40001),
-    );
+    fx.with_media(40000..=40001);
     fx.allocate("alice", "pw");
     let media: SocketAddr = "10.0.0.5:40001".parse().unwrap();
     let api: SocketAddr = "10.0.0.5:4443".parse().unwrap();
@@ -472,15 +484,7 @@ fn own_media_port_is_a_peer_and_only_it() {
         w.xor_peer_address(media).unwrap();
     });
     assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
-    let send = |to: SocketAddr| {
-        let mut buf = vec![0u8; 256];
-        let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
-        w.xor_peer_address(to).unwrap();
-        w.data(b"stun check").unwrap();
-        let n = w.finish();
-        buf.truncate(n);
-        buf
-    };
+    let send = |to: SocketAddr| send_indication(to, b"stun check");
     assert!(matches!(fx.send(&send(media)).0, FromClient::Relay { peer, .. } if peer == media));
     assert!(matches!(
         fx.send(&send(api)).0,
@@ -742,25 +746,12 @@ fn relay_sockets_open_lazily_with_in_process_delivery() {
         max_relay_sockets: 1,
         ..TurnSettings::default()
     });
-    let media_ip = "10.0.0.5".parse().unwrap();
-    let own = vec!["192.0.2.1".parse().unwrap(), media_ip];
-    fx.server.set_policy(
-        PeerPolicy::from_config(&TurnConfig::default(), own)
-            .with_media(vec![media_ip], 40000..=40001),
-    );
+    fx.with_media(40000..=40001);
     // This shard's media port is 40000; 40001 is another shard's.
     let here: SocketAddr = "10.0.0.5:40000".parse().unwrap();
     let there: SocketAddr = "10.0.0.5:40001".parse().unwrap();
     fx.server.set_in_process(vec![here]);
-    let send = |to: SocketAddr| {
-        let mut buf = vec![0u8; 256];
-        let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
-        w.xor_peer_address(to).unwrap();
-        w.data(b"stun check").unwrap();
-        let n = w.finish();
-        buf.truncate(n);
-        buf
-    };
+    let send = |to: SocketAddr| send_indication(to, b"stun check");
 
     // An allocation that only reaches this shard's media port never needs a socket, even
     // beyond `max_relay_sockets`.
@@ -854,12 +845,7 @@ fn without_in_process_delivery_every_allocation_holds_a_socket() {
 #[test]
 fn a_lazy_socket_that_cannot_bind_leaves_the_allocation_in_process_only() {
     let mut fx = Fx::default();
-    let media_ip = "10.0.0.5".parse().unwrap();
-    let own = vec!["192.0.2.1".parse().unwrap(), media_ip];
-    fx.server.set_policy(
-        PeerPolicy::from_config(&TurnConfig::default(), own)
-            .with_media(vec![media_ip], 40000..=40000),
-    );
+    fx.with_media(40000..=40000);
     let here: SocketAddr = "10.0.0.5:40000".parse().unwrap();
     fx.server.set_in_process(vec![here]);
     let relay = fx.allocate("alice", "pw");
@@ -884,13 +870,8 @@ fn a_lazy_socket_that_cannot_bind_leaves_the_allocation_in_process_only() {
     fx.authed(Method::CREATE_PERMISSION, |w| {
         w.xor_peer_address(here).unwrap();
     });
-    let mut buf = vec![0u8; 256];
-    let mut w = StunWriter::new(&mut buf, Class::Indication, Method::SEND, &[9; 12]).unwrap();
-    w.xor_peer_address(here).unwrap();
-    w.data(b"stun check").unwrap();
-    let n = w.finish();
-    buf.truncate(n);
-    assert!(matches!(fx.send(&buf).0, FromClient::Relay { peer, .. } if peer == here));
+    let ind = send_indication(here, b"stun check");
+    assert!(matches!(fx.send(&ind).0, FromClient::Relay { peer, .. } if peer == here));
     // Its end emits no RelayClosed (no socket was open).
     fx.advance(Duration::from_secs(601));
     assert_eq!(fx.server.allocation_count(), 0);

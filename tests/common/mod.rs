@@ -268,3 +268,36 @@ pub fn free_udp_run() -> u16 {
     }
     panic!("no four consecutive UDP ports free");
 }
+
+/// A child process killed (and reaped) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `child`'s piped stderr until a line contains `needle` (at most `max_lines` lines, and
+/// no further than the process's end); panics with what it logged otherwise. The rest of its
+/// log is drained by a thread so it never blocks on a full pipe.
+pub fn await_log_line(child: &mut std::process::Child, needle: &str, max_lines: usize) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut log = Vec::new();
+    let mut ready = false;
+    for _ in 0..max_lines {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(needle) => {
+                ready = true;
+                break;
+            }
+            Some(Ok(l)) => log.push(l),
+            _ => break,
+        }
+    }
+    assert!(ready, "no log line with {needle:?}:\n{}", log.join("\n"));
+    std::thread::spawn(move || for _ in lines {});
+}
