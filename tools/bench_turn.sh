@@ -26,20 +26,9 @@ INTERVAL=${INTERVAL:-2}
 ALLOCS=${ALLOCS:-100000}
 BIN=${RINGSFU_BIN:-target/release/ringsfu}
 
-for t in turnserver turnutils_uclient turnutils_peer python3; do
-  command -v "$t" >/dev/null || { echo "bench_turn: $t is missing (apt-get install coturn python3)" >&2; exit 1; }
-done
-[ -x "$BIN" ] || cargo build --release --bin ringsfu
+. tools/bench_lib.sh
+bench_setup bench_turn turnserver turnutils_uclient turnutils_peer python3
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-WORK=$(mktemp -d /tmp/bench_turn.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 CLK_TCK=$(getconf CLK_TCK)
 P_COTURN=23478 P_URING=24478 P_EPOLL=25478 P_PEER=23480

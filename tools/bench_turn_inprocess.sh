@@ -32,19 +32,8 @@ LENGTH=${LENGTH:-200}
 INTERVAL=${INTERVAL:-1}
 BIN=${RINGSFU_BIN:-target/release/ringsfu}
 
-for t in turnutils_uclient turnutils_stunclient curl; do
-  command -v "$t" >/dev/null || { echo "bench_turn_inprocess: $t is missing" >&2; exit 1; }
-done
-[ -x "$BIN" ] || cargo build --release --bin ringsfu
-
-WORK=$(mktemp -d /tmp/bench_turn_ip.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. tools/bench_lib.sh
+bench_setup bench_turn_inprocess turnutils_uclient turnutils_stunclient curl
 
 declare -A TURN MEDIA HTTP PID
 TURN[on]=26478; MEDIA[on]=26500; HTTP[on]=26443

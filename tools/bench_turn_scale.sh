@@ -20,17 +20,8 @@ SHARDS=${SHARDS:-2}
 RELAY_IPS=${RELAY_IPS:-3}
 DELIVER=${DELIVER_IN_PROCESS:-true}
 BIN=${RINGSFU_BIN:-target/release/ringsfu}
-command -v python3 >/dev/null || { echo "bench_turn_scale: python3 is missing" >&2; exit 1; }
-[ -x "$BIN" ] || cargo build --release --bin ringsfu
-
-WORK=$(mktemp -d /tmp/bench_turn_scale.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. tools/bench_lib.sh
+bench_setup bench_turn_scale python3 curl
 
 HTTP=27443 TURN=27478 TLS=27349 MEDIA=27000
 ips=$(seq 1 "$RELAY_IPS" | sed 's/.*/"127.0.7.&"/' | paste -sd, -)
