@@ -437,6 +437,14 @@ impl TurnShard {
         &self.server
     }
 
+    /// A free socket id (recycled, else one past the table).
+    fn take_id(&mut self) -> u32 {
+        self.free_ids.pop().unwrap_or_else(|| {
+            self.relay_of.push(None);
+            (self.relay_of.len() - 1) as u32
+        })
+    }
+
     /// Relayed addresses opened or closed by the server -> socket requests; the id of the last
     /// socket asked to open, if any.
     fn drain_server_events(&mut self) -> Option<SocketId> {
@@ -444,26 +452,14 @@ impl TurnShard {
         while let Some(ev) = self.server.poll_event() {
             match ev {
                 TurnEvent::RelayOpened(addr) => {
-                    let id = match self.free_ids.pop() {
-                        Some(id) => id,
-                        None => {
-                            self.relay_of.push(None);
-                            (self.relay_of.len() - 1) as u32
-                        }
-                    };
+                    let id = self.take_id();
                     self.relay_of[id as usize] = Some(addr);
                     self.relay_ids.insert(addr, SocketId(id));
                     self.socket_ops.push_back(SocketOp::Open { id: SocketId(id), addr });
                     opened = Some(SocketId(id));
                 }
                 TurnEvent::RelayProbe(addr) => {
-                    let id = match self.free_ids.pop() {
-                        Some(id) => id,
-                        None => {
-                            self.relay_of.push(None);
-                            (self.relay_of.len() - 1) as u32
-                        }
-                    };
+                    let id = self.take_id();
                     self.probing.insert(id, addr);
                     self.socket_ops.push_back(SocketOp::Probe { id: SocketId(id), addr });
                     opened = Some(SocketId(id));
