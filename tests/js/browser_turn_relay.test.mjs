@@ -96,6 +96,19 @@ async function selectedPairs(page) {
 const forceRelay = `(${recordPeerConnections})('relay');`;
 const recordOnly = `(${recordPeerConnections})(null);`;
 
+// Waits (bounded) until the publisher's page and the subscriber's page each have a selected
+// candidate pair, then calls `check(description, pair)` for every one.
+async function eachSelectedPair(publisher, subscriber, check) {
+  for (const [who, p] of [['publisher', publisher], ['subscriber', subscriber]]) {
+    const pairs = await until(async () => {
+      const ps = await selectedPairs(p);
+      return ps.length > 0 && ps;
+    }, `${who}: a selected candidate pair`);
+    console.log(`${who} selected pairs: ${JSON.stringify(pairs)}`);
+    for (const pair of pairs) check(`${who}: ${JSON.stringify(pair)}`, pair);
+  }
+}
+
 const join = (session, name, subscribe, initScript = forceRelay) =>
   joinPage(browser, pages, session, name, { subscribe, initScript });
 
@@ -141,22 +154,15 @@ async function relayOnly(deliverInProcess, shardPorts = true) {
   console.log(`relay-only subscriber stats: ${JSON.stringify(later)}`);
 
   // Both sides use a relayed local candidate (their only kind) towards ringsfu's host candidate.
-  for (const [who, p] of [['publisher', a.page], ['subscriber', b.page]]) {
-    const pairs = await until(async () => {
-      const ps = await selectedPairs(p);
-      return ps.length > 0 && ps;
-    }, `${who}: a selected candidate pair`);
-    console.log(`${who} selected pairs: ${JSON.stringify(pairs)}`);
-    for (const pair of pairs) {
-      assert.equal(pair.local, 'relay', `${who}: ${JSON.stringify(pair)}`);
-      assert.equal(pair.relayProtocol, 'udp', `${who}: ${JSON.stringify(pair)}`);
-      assert.equal(pair.remote, 'host', `${who}: ${JSON.stringify(pair)}`);
-      assert.ok(pair.bytesSent > 0 && pair.bytesReceived > 0, `${who}: ${JSON.stringify(pair)}`);
-      // The relayed candidate Chromium chose is the one from the shard's TURN port (the first
-      // TURN server: the highest relay preference).
-      if (shardTurnUrl) assert.equal(pair.url.split('?')[0], shardTurnUrl, `${who}: ${JSON.stringify(pair)}`);
-    }
-  }
+  await eachSelectedPair(a.page, b.page, (what, pair) => {
+    assert.equal(pair.local, 'relay', what);
+    assert.equal(pair.relayProtocol, 'udp', what);
+    assert.equal(pair.remote, 'host', what);
+    assert.ok(pair.bytesSent > 0 && pair.bytesReceived > 0, what);
+    // The relayed candidate Chromium chose is the one from the shard's TURN port (the first
+    // TURN server: the highest relay preference).
+    if (shardTurnUrl) assert.equal(pair.url.split('?')[0], shardTurnUrl, what);
+  });
 
   // ringsfu's TURN server saw both allocations and relays in both directions (its counters are
   // published once a second).
@@ -215,16 +221,9 @@ test('not forced to relay: the direct host pair is chosen with the shard TURN po
   const streamId = await a.page.evaluate(() => window.publish());
   const b = await join(session, 'Bob', true, recordOnly);
   await mediaFlows(b.page, streamId, 'B direct');
-  for (const [who, p] of [['publisher', a.page], ['subscriber', b.page]]) {
-    const pairs = await until(async () => {
-      const ps = await selectedPairs(p);
-      return ps.length > 0 && ps;
-    }, `${who}: a selected candidate pair`);
-    console.log(`${who} selected pairs: ${JSON.stringify(pairs)}`);
-    for (const pair of pairs) {
-      assert.equal(pair.local, 'host', `${who}: ${JSON.stringify(pair)}`);
-      assert.equal(pair.remote, 'host', `${who}: ${JSON.stringify(pair)}`);
-    }
-  }
+  await eachSelectedPair(a.page, b.page, (what, pair) => {
+    assert.equal(pair.local, 'host', what);
+    assert.equal(pair.remote, 'host', what);
+  });
   for (const p of [a.page, b.page]) await p.close();
 });
