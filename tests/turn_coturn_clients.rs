@@ -9,6 +9,7 @@ mod common;
 
 use common::Proc;
 
+use std::cell::Cell;
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -17,15 +18,15 @@ use std::time::Duration;
 const SECRET: &str = "REST_SECRET_FOR_TESTS";
 
 fn tools_present() -> bool {
-    let ok = ["turnutils_uclient", "turnutils_peer", "turnutils_stunclient", "timeout"].iter().all(
-        |t| {
+    let ok = ["turnutils_uclient", "turnutils_peer", "turnutils_stunclient", "timeout", "stdbuf"]
+        .iter()
+        .all(|t| {
             Command::new("sh")
                 .arg("-c")
                 .arg(format!("command -v {t}"))
                 .output()
                 .is_ok_and(|o| o.status.success())
-        },
-    );
+        });
     if !ok {
         // tools/test.sh installs them and sets RINGSFU_REQUIRE_TOOLS: there a skip is a failure.
         assert!(
@@ -58,6 +59,14 @@ struct Setup {
     media: u16,
     tls: u16,
     peer: u16,
+    http: u16,
+    /// The server's last log lines, shown when a client run fails.
+    log: common::LogTail,
+    /// Client runs so far: each binds its sockets to a loopback address of its own
+    /// (`127.0.0.<runs + 1>`), so no run can send from a 5-tuple that holds a former run's
+    /// allocation (uclient does not release its allocations when it exits; a request for
+    /// another user on such a 5-tuple is rightly refused with 441).
+    runs: Cell<u8>,
     _server: Proc,
     _peer: Proc,
 }
@@ -97,12 +106,14 @@ fn setup_with(media: bool) -> Setup {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .arg("--config")
             .arg(&cfg)
+            // Debug: the relay sockets that cannot open are logged (shown when a run fails).
+            .args(["--log-level", "debug"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start ringsfu");
         // Ready when it logs the TURN listener (bounded by lines and by the process ending).
-        common::await_log_line(&mut server, "TURN server listening", 200);
+        let log = common::await_log_line(&mut server, "TURN server listening", 200);
         let peer_proc = Command::new("turnutils_peer")
             .args(["-L", "127.0.0.1", "-p", &peer.to_string()])
             .stdout(Stdio::null())
@@ -111,7 +122,30 @@ fn setup_with(media: bool) -> Setup {
             .expect("start turnutils_peer");
         let (server, peer_proc) = (Proc(server), Proc(peer_proc));
         wait_udp_echo(peer);
-        Setup { turn, media: media_port, tls, peer, _server: server, _peer: peer_proc }
+        Setup {
+            turn,
+            media: media_port,
+            tls,
+            peer,
+            http,
+            log,
+            runs: Cell::new(0),
+            _server: server,
+            _peer: peer_proc,
+        }
+    }
+}
+
+impl Setup {
+    /// The server's TURN counters and last log lines, for a failure message.
+    fn diagnosis(&self) -> String {
+        let metrics = common::metrics_text(self.http, "S").unwrap_or_else(|e| format!("({e})"));
+        let turn: Vec<&str> = metrics.lines().filter(|l| l.starts_with("ringsfu_turn")).collect();
+        format!(
+            "ringsfu's TURN metrics:\n{}\nringsfu's last log lines:\n{}",
+            turn.join("\n"),
+            self.log.text()
+        )
     }
 }
 
@@ -129,9 +163,14 @@ fn wait_udp_echo(port: u16) {
     panic!("turnutils_peer on {port} does not echo");
 }
 
-/// Runs a tool under `timeout`; (exit code, stdout + stderr).
+/// Runs a tool under `timeout`, its output line-buffered (`stdbuf`) so that a run cut short
+/// still shows how far it got; (exit code, stdout + stderr).
 fn run(tool: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new("timeout").arg("120").arg(tool).args(args).output().expect("run tool");
+    let out = Command::new("timeout")
+        .args(["120", "stdbuf", "-oL", "-eL", tool])
+        .args(args)
+        .output()
+        .expect("run tool");
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
@@ -141,16 +180,27 @@ fn run(tool: &str, args: &[&str]) -> (i32, String) {
 /// and 0% loss. Returns the number of messages echoed.
 fn uclient_no_loss(s: &Setup, args: &[&str]) -> u64 {
     let peer = s.peer.to_string();
+    s.runs.set(s.runs.get() + 1);
+    let local = format!("127.0.0.{}", s.runs.get());
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["-e", "127.0.0.1", "-r", &peer, "-n", "200", "-m", "4", "-l", "120", "-z", "5"]);
-    all.push("127.0.0.1");
+    all.extend(["-L", &local, "127.0.0.1"]);
     let (code, out) = run("turnutils_uclient", &all);
-    assert_eq!(code, 0, "uclient {args:?} failed:\n{out}");
+    assert_eq!(
+        code,
+        0,
+        "uclient {all:?} failed:\n{out}\nringsfu's last log lines:\n{}",
+        s.log.text()
+    );
     let lost = out
         .lines()
         .find_map(|l| l.split("Total lost packets ").nth(1))
         .unwrap_or_else(|| panic!("no loss report from uclient {args:?}:\n{out}"));
-    assert!(lost.starts_with("0 (0.000000%)"), "uclient {args:?} lost packets: {lost}\n{out}");
+    assert!(
+        lost.starts_with("0 (0.000000%)"),
+        "uclient {all:?} lost packets: {lost}\n{out}\n{}",
+        s.diagnosis()
+    );
     // "tot_send_msgs=N, tot_recv_msgs=M" of the final report.
     let totals = out
         .lines()
@@ -163,7 +213,12 @@ fn uclient_no_loss(s: &Setup, args: &[&str]) -> u64 {
     };
     let (sent, recv) = (num("tot_send_msgs="), num("tot_recv_msgs="));
     assert!(sent >= 800, "uclient {args:?} sent {sent}:\n{out}");
-    assert_eq!(sent, recv, "uclient {args:?}: every message echoed through the relay\n{out}");
+    assert_eq!(
+        sent,
+        recv,
+        "uclient {all:?}: every message echoed through the relay\n{out}\n{}",
+        s.diagnosis()
+    );
     recv
 }
 

@@ -11,8 +11,7 @@ mod common;
 
 use common::Proc;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -79,22 +78,6 @@ fn start_with(tag: &str, deliver_in_process: bool, turn_extra: &str) -> Server {
     Server { http, media, _proc: Proc(child) }
 }
 
-/// `GET /metrics` (basic auth), the body.
-fn metrics(http: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    // OPENVIDUAPP:S
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic T1BFTlZJRFVBUFA6Uw==\r\n\
-         Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 fn sample(text: &str, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
@@ -126,13 +109,13 @@ fn flood(port: u16, peer: &str, count: usize) -> (u64, u64, String) {
 /// Reads /metrics until `series` shows `want` (counters are published once a second).
 fn until_metric(http: u16, series: &str, want: u64) -> String {
     for _ in 0..50 {
-        let m = metrics(http);
+        let m = common::metrics_text(http, "S").unwrap();
         if m.lines().any(|l| l.strip_prefix(series).is_some_and(|v| v.trim() == want.to_string())) {
             return m;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("{series} never reached {want}:\n{}", metrics(http));
+    panic!("{series} never reached {want}:\n{}", common::metrics_text(http, "S").unwrap());
 }
 
 const COUNT: usize = 3000;

@@ -279,10 +279,51 @@ impl Drop for Proc {
     }
 }
 
+/// `GET /metrics` from a ringsfu binary on `127.0.0.1:http` whose `[server] secret` is
+/// `secret`: the whole response (headers and body).
+pub fn metrics_text(http: u16, secret: &str) -> std::io::Result<String> {
+    use base64::Engine;
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("OPENVIDUAPP:{secret}"));
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// The last lines a child process logged (kept by [`await_log_line`]'s drain thread), for
+/// failure messages.
+#[derive(Clone, Default)]
+pub struct LogTail(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl LogTail {
+    const KEEP: usize = 200;
+
+    fn push(&self, line: String) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() == Self::KEEP {
+            q.pop_front();
+        }
+        q.push_back(line);
+    }
+
+    /// The kept lines, oldest first, one per line.
+    pub fn text(&self) -> String {
+        let q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        q.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+    }
+}
+
 /// Reads `child`'s piped stderr until a line contains `needle` (at most `max_lines` lines, and
 /// no further than the process's end); panics with what it logged otherwise. The rest of its
-/// log is drained by a thread so it never blocks on a full pipe.
-pub fn await_log_line(child: &mut std::process::Child, needle: &str, max_lines: usize) {
+/// log is drained by a thread so it never blocks on a full pipe; the returned tail keeps its
+/// last lines.
+pub fn await_log_line(child: &mut std::process::Child, needle: &str, max_lines: usize) -> LogTail {
     use std::io::BufRead;
     let stderr = child.stderr.take().expect("stderr piped");
     let mut lines = std::io::BufReader::new(stderr).lines();
@@ -299,5 +340,12 @@ pub fn await_log_line(child: &mut std::process::Child, needle: &str, max_lines: 
         }
     }
     assert!(ready, "no log line with {needle:?}:\n{}", log.join("\n"));
-    std::thread::spawn(move || for _ in lines {});
+    let tail = LogTail::default();
+    let keep = tail.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            keep.push(l);
+        }
+    });
+    tail
 }
