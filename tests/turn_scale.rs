@@ -13,7 +13,6 @@ use common::Proc;
 
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn free_tcp() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -106,18 +105,6 @@ fn flood(port: u16, peer: &str, count: usize) -> (u64, u64, String) {
     )
 }
 
-/// Reads /metrics until `series` shows `want` (counters are published once a second).
-fn until_metric(http: u16, series: &str, want: u64) -> String {
-    for _ in 0..50 {
-        let m = common::metrics_text(http, "S").unwrap();
-        if m.lines().any(|l| l.strip_prefix(series).is_some_and(|v| v.trim() == want.to_string())) {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{series} never reached {want}:\n{}", common::metrics_text(http, "S").unwrap());
-}
-
 const COUNT: usize = 3000;
 
 #[test]
@@ -131,7 +118,8 @@ fn allocations_to_the_sfu_outnumber_the_open_file_limit() {
     let (granted, failed, err) = flood(s.media + 2, &peer, COUNT);
     assert_eq!((granted, failed), (COUNT as u64, 0), "first error: {err}");
     // All on the first shard (its TURN port is the server they used), none with a socket.
-    let m = until_metric(s.http, "ringsfu_turn_allocations{shard=\"0\"}", COUNT as u64);
+    let m =
+        common::await_metric(s.http, "S", "ringsfu_turn_allocations{shard=\"0\"}", COUNT as u64);
     assert_eq!(sample(&m, "ringsfu_turn_relay_sockets{shard=\"0\"}"), 0);
     assert_eq!(sample(&m, "ringsfu_turn_allocations{shard=\"1\"}"), 0);
 }
@@ -149,7 +137,7 @@ fn without_in_process_delivery_each_allocation_holds_a_socket() {
     assert!(granted > 0 && granted <= 512, "granted {granted}");
     assert!(failed >= 1000, "failed {failed}");
     assert_eq!(err, "486");
-    let m = until_metric(s.http, "ringsfu_turn_allocations{shard=\"0\"}", granted);
+    let m = common::await_metric(s.http, "S", "ringsfu_turn_allocations{shard=\"0\"}", granted);
     assert_eq!(sample(&m, "ringsfu_turn_relay_sockets{shard=\"0\"}"), granted);
 }
 
@@ -181,7 +169,7 @@ fn a_relayed_port_another_socket_holds_is_skipped_at_allocate() {
     let peer = echo.local_addr().unwrap().to_string();
     let (granted, failed, err) = flood(s.media + 2, &peer, 1);
     assert_eq!((granted, failed), (1, 0), "first error: {err}");
-    let m = until_metric(s.http, "ringsfu_turn_relay_sockets{shard=\"0\"}", 1);
+    let m = common::await_metric(s.http, "S", "ringsfu_turn_relay_sockets{shard=\"0\"}", 1);
     assert_eq!(sample(&m, "ringsfu_turn_relay_open_failed_total{shard=\"0\"}"), 1);
     drop(held);
 }

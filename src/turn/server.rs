@@ -204,6 +204,8 @@ pub struct TurnCounters {
     pub relayed_to_peer: u64,
     pub relayed_to_client: u64,
     pub dropped: u64,
+    /// Relayed ports the shell found taken by another socket (a port check or a bind failed).
+    pub relay_open_failed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -505,9 +507,10 @@ impl TurnServer {
     /// request that asked, retransmitted by the client, then gets 508). True if it ended.
     /// Either way the port sits out a while once the allocation ends (it is held elsewhere).
     pub fn relay_open_failed(&mut self, relay: SocketAddr) -> bool {
+        self.counters.relay_open_failed += 1;
         let Some(&i) = self.by_relay.get(&relay) else { return false };
         if self.in_process.is_empty() {
-            self.relay_port_taken(relay);
+            self.end_taken(relay);
             return true;
         }
         if let Some(a) = self.allocations[i].as_mut() {
@@ -525,6 +528,11 @@ impl TurnServer {
     /// allocation ends unanswered (the client's retransmission gets another port) and the port
     /// sits out a while.
     pub fn relay_port_taken(&mut self, relay: SocketAddr) {
+        self.counters.relay_open_failed += 1;
+        self.end_taken(relay);
+    }
+
+    fn end_taken(&mut self, relay: SocketAddr) {
         if let Some(&i) = self.by_relay.get(&relay) {
             if let Some(a) = self.allocations[i].as_mut() {
                 a.port_taken = true;

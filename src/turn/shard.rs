@@ -86,6 +86,7 @@ impl TurnShardStats {
             relayed_to_peer: c.relayed_to_peer,
             relayed_to_client: c.relayed_to_client,
             relay_sockets: server.relay_socket_count() as u64,
+            relay_open_failed: c.relay_open_failed,
             ..Default::default()
         }
     }
@@ -230,7 +231,6 @@ pub struct TurnShard {
     probing: HashMap<u32, SocketAddr>,
     report: Option<TurnReport>,
     drops: [u64; DROP_LABELS.len()],
-    relay_open_failed: u64,
     next_compact: Option<Instant>,
     reload: Option<super::serve::ReloadHook>,
     /// Where the counters are published for `/metrics`.
@@ -283,7 +283,6 @@ impl TurnShard {
             probing: HashMap::new(),
             report: None,
             drops: [0; DROP_LABELS.len()],
-            relay_open_failed: 0,
             next_compact: None,
             reload: None,
             cell: None,
@@ -425,7 +424,6 @@ impl TurnShard {
     pub fn stats(&self) -> TurnShardStats {
         TurnShardStats {
             drops: self.drops,
-            relay_open_failed: self.relay_open_failed,
             in_process_to_media: self.in_process_to_media,
             in_process_to_client: self.in_process_to_client,
             ..TurnShardStats::from_server(&self.server)
@@ -632,7 +630,6 @@ impl ShardCore for TurnShard {
             // The id was only lent to the port check.
             self.free_ids.push(id.0);
             if result.is_err() {
-                self.relay_open_failed += 1;
                 tracing::debug!(relay = %addr, "TURN relayed port taken: allocation dropped");
                 self.server.relay_port_taken(addr);
                 self.drain_server_events();
@@ -658,7 +655,6 @@ impl ShardCore for TurnShard {
                 // nothing, the client retransmits its Allocate and gets another port; or, for
                 // a socket opened lazily, keep the allocation in-process only (see
                 // `TurnServer::relay_open_failed`).
-                self.relay_open_failed += 1;
                 let Some(Some(addr)) = self.relay_of.get(id.0 as usize).copied() else { return };
                 tracing::debug!(relay = %addr, error = ?err, "cannot open a TURN relay socket");
                 if !self.server.relay_open_failed(addr) {

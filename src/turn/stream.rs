@@ -31,6 +31,9 @@ use crate::wire::channel_data::{StreamFrame, stream_frame_len};
 const WRITE_QUEUE: usize = 1024;
 /// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ports an Allocate tries before its connection is closed (each port found taken by another
+/// socket is set aside, so the next try gets another).
+const ALLOCATE_TRIES: u32 = 16;
 /// Largest frame: a STUN message or ChannelData of 65535 bytes plus header and padding.
 const MAX_FRAME: usize = 65535 + 24;
 
@@ -338,17 +341,26 @@ where
                 StreamFrame::Stun { len } => &buf[off..off + len],
             };
             let now = sh.now();
-            let r = sh.server.borrow_mut().handle_client(now, five, body, &mut out);
-            // Relay sockets first: an Allocate whose socket cannot open is not answered (the
-            // client retransmits and gets another port).
-            let opened = sh.drain_events();
+            let mut r = sh.server.borrow_mut().handle_client(now, five, body, &mut out);
+            // Relay sockets first. An Allocate whose port another socket holds is gone again
+            // (the port sits out a while): over UDP the client's retransmission gets another
+            // port, but over a stream the client never retransmits, so the request is handled
+            // again here, each time with another port (bounded; an empty pool answers 508).
+            let mut tries = 1;
+            while !sh.drain_events() {
+                if tries == ALLOCATE_TRIES {
+                    tracing::debug!(client = %five.client, "no TURN relay port would open");
+                    break 'conn;
+                }
+                tries += 1;
+                r = sh.server.borrow_mut().handle_client(now, five, body, &mut out);
+            }
             match r {
-                FromClient::Reply { len } if opened => {
+                FromClient::Reply { len } => {
                     if tx.try_send(out[..len].to_vec()).is_err() {
                         break 'conn;
                     }
                 }
-                FromClient::Reply { .. } => {}
                 FromClient::Relay { relay, peer, range } => {
                     let socket = sh.relays.borrow().get(&relay).map(|r| r.socket.clone());
                     if let Some(s) = socket {

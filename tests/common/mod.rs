@@ -296,6 +296,23 @@ pub fn metrics_text(http: u16, secret: &str) -> std::io::Result<String> {
     Ok(body)
 }
 
+/// Polls [`metrics_text`] (bounded: 50 times, 100 ms apart) until the sample `series` reads
+/// `want`; the metrics text then. Panics with the last text otherwise.
+pub fn await_metric(http: u16, secret: &str, series: &str, want: u64) -> String {
+    let reads = |m: &str| {
+        m.lines().any(|l| l.strip_prefix(series).is_some_and(|v| v.trim() == want.to_string()))
+    };
+    let mut last = String::new();
+    for _ in 0..50 {
+        last = metrics_text(http, secret).unwrap_or_else(|e| format!("({e})"));
+        if reads(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{series} never reached {want}:\n{last}");
+}
+
 /// The last lines a child process logged (kept by [`await_log_line`]'s drain thread), for
 /// failure messages.
 #[derive(Clone, Default)]
