@@ -353,8 +353,7 @@ fn tcp_allocate_skips_a_relayed_port_another_socket_holds() {
     let (held, base) = loop {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         let p = s.local_addr().unwrap().port();
-        if p >= 1044
-            && p <= u16::MAX - 9
+        if (1044..=u16::MAX - 9).contains(&p)
             && (0..30)
                 .filter(|&k| k != 20)
                 .all(|k| UdpSocket::bind(("0.0.0.0", p - 20 + k)).is_ok())
