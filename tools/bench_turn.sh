@@ -7,8 +7,7 @@
 # then, alternating between the servers for ROUNDS rounds, runs the same `turnutils_uclient` load
 # against each and reads the server's CPU time (utime + stime from /proc/<pid>/stat) around it.
 # Reports CPU time per relayed packet (client->peer and peer->client legs both count) per server
-# and the ratios, split into user and kernel (system) time: the kernel part of ringsfu's time over
-# coturn's whole time is the ratio ringsfu would reach if its own code cost nothing. Then it opens as many allocations as each server grants, up to ALLOCS
+# and the ratios. Then it opens as many allocations as each server grants, up to ALLOCS
 # (tools/turn_alloc_flood.py; the media engine is off, so every allocation holds a relay socket
 # in both servers), and reports the count reached and the memory per allocation (process RSS;
 # kernel slab). tools/bench_turn_scale.sh measures allocations to ringsfu's own media port.
@@ -35,7 +34,6 @@ CLK_TCK=$(getconf CLK_TCK)
 P_COTURN=23478 P_URING=24478 P_EPOLL=25478 P_PEER=23480
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-sys_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 
@@ -89,11 +87,11 @@ PIDS+=("$!")
 wait_udp $P_COTURN; wait_udp $P_URING; wait_udp $P_EPOLL
 
 # --- relaying cost, alternating ---
-declare -A CPU SYS PKTS LOSS
-for s in coturn uring epoll; do CPU[$s]=0; SYS[$s]=0; PKTS[$s]=0; LOSS[$s]=0; done
+declare -A CPU PKTS LOSS
+for s in coturn uring epoll; do CPU[$s]=0; PKTS[$s]=0; LOSS[$s]=0; done
 load() { # name pid port
-  local before after sys0 out sent recv lost
-  before=$(cpu_ticks "$2"); sys0=$(sys_ticks "$2")
+  local before after out sent recv lost
+  before=$(cpu_ticks "$2")
   out=$(timeout 600 turnutils_uclient -c -m "$CLIENTS" -n "$MESSAGES" -l "$LENGTH" -z "$INTERVAL" \
         -u alice -w wonderland -e 127.0.0.1 -r $P_PEER -p "$3" 127.0.0.1 2>&1) || true
   after=$(cpu_ticks "$2")
@@ -102,7 +100,6 @@ load() { # name pid port
   lost=$(echo "$out" | sed -n 's/.*Total lost packets \([0-9]*\).*/\1/p' | tail -1)
   [ -n "$sent" ] && [ -n "$recv" ] || { echo "bench_turn: no totals from uclient against $1:"; echo "$out" | tail -5; exit 1; }
   CPU[$1]=$(( ${CPU[$1]} + after - before ))
-  SYS[$1]=$(( ${SYS[$1]} + $(sys_ticks "$2") - sys0 ))
   PKTS[$1]=$(( ${PKTS[$1]} + sent + recv ))
   LOSS[$1]=$(( ${LOSS[$1]} + ${lost:-0} ))
   printf '  round %d %-7s cpu %5d ticks  relayed %8d  lost %d\n' "$r" "$1" $((after - before)) $((sent + recv)) "${lost:-0}"
@@ -113,24 +110,18 @@ for r in $(seq 1 "$ROUNDS"); do
   load uring "$PID_URING" $P_URING
   load epoll "$PID_EPOLL" $P_EPOLL
 done
-us_pkt() { awk -v c="$1" -v p="$2" -v t="$CLK_TCK" 'BEGIN { if (p > 0) printf "%.2f", c / t / p * 1e6; else print "nan" }'; }
-per_pkt() { us_pkt "${CPU[$1]}" "${PKTS[$1]}"; }
-sys_pkt() { us_pkt "${SYS[$1]}" "${PKTS[$1]}"; }
-user_pkt() { us_pkt "$(( ${CPU[$1]} - ${SYS[$1]} ))" "${PKTS[$1]}"; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
+per_pkt() { awk -v c="${CPU[$1]}" -v p="${PKTS[$1]}" -v t="$CLK_TCK" 'BEGIN { if (p > 0) printf "%.2f", c / t / p * 1e6; else print "nan" }'; }
+ratio() { awk -v a="$(per_pkt "$1")" -v b="$(per_pkt "$2")" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 echo
-echo "| server | CPU time | relayed packets | lost | CPU per relayed packet | of which user | of which kernel |"
-echo "|---|---|---|---|---|---|---|"
+echo "| server | CPU time | relayed packets | lost | CPU per relayed packet |"
+echo "|---|---|---|---|---|"
 for s in coturn uring epoll; do
   name=$s; [ "$s" = uring ] && name="ringsfu (io_uring)"; [ "$s" = epoll ] && name="ringsfu (epoll)"
-  printf '| %s | %s s | %d | %d | %s µs | %s µs | %s µs |\n' "$name" \
-    "$(awk -v c="${CPU[$s]}" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", c / t }')" "${PKTS[$s]}" \
-    "${LOSS[$s]}" "$(per_pkt "$s")" "$(user_pkt "$s")" "$(sys_pkt "$s")"
+  printf '| %s | %s s | %d | %d | %s µs |\n' "$name" "$(awk -v c="${CPU[$s]}" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", c / t }')" "${PKTS[$s]}" "${LOSS[$s]}" "$(per_pkt "$s")"
 done
 echo
-echo "ratio ringsfu (io_uring) / coturn: $(div "$(per_pkt uring)" "$(per_pkt coturn)")   (goal: <= 0.50)"
-echo "ratio ringsfu (epoll)    / coturn: $(div "$(per_pkt epoll)" "$(per_pkt coturn)")"
-echo "floor, ringsfu's kernel time alone / coturn: io_uring $(div "$(sys_pkt uring)" "$(per_pkt coturn)"), epoll $(div "$(sys_pkt epoll)" "$(per_pkt coturn)")"
+echo "ratio ringsfu (io_uring) / coturn: $(ratio uring coturn)   (goal: <= 0.50)"
+echo "ratio ringsfu (epoll)    / coturn: $(ratio epoll coturn)"
 
 # --- allocations reached ---
 [ "$ALLOCS" -gt 0 ] || exit 0
