@@ -239,6 +239,8 @@ struct Allocation {
     /// Its port was found taken by another socket: when the allocation ends the port sits out
     /// [`PORT_QUARANTINE_SWEEPS`] sweeps before it is handed out again.
     port_taken: bool,
+    /// The reservation (EVEN-PORT with the R bit) its Allocate made, if any.
+    reserved: Option<[u8; 8]>,
 }
 
 /// Sweeps (about a second each) a relayed port found taken stays out of the pool: handed out
@@ -532,12 +534,22 @@ impl TurnServer {
         self.end_taken(relay);
     }
 
+    /// Ends the allocation on `relay`, whose Allocate was not answered: its port sits out a
+    /// while, and the port it reserved (its token never reached the client) goes back to the
+    /// pool at once.
     fn end_taken(&mut self, relay: SocketAddr) {
-        if let Some(&i) = self.by_relay.get(&relay) {
-            if let Some(a) = self.allocations[i].as_mut() {
-                a.port_taken = true;
-            }
-            self.remove(i);
+        let Some(&i) = self.by_relay.get(&relay) else { return };
+        let mut reserved = None;
+        if let Some(a) = self.allocations[i].as_mut() {
+            a.port_taken = true;
+            reserved = a.reserved.take();
+        }
+        self.remove(i);
+        if let Some((held, _)) = reserved.and_then(|t| self.reservations.remove(&t))
+            && self.settings.relay_ports.contains(&held.port())
+            && let Some(pool) = self.pools.iter_mut().find(|p| p.ip == held.ip())
+        {
+            pool.free.push_back(held.port());
         }
     }
 
@@ -959,7 +971,12 @@ impl TurnServer {
                 // another shard): it carries the address, authenticated.
                 let relay = match self.reservations.remove(&t) {
                     Some((relay, _)) => relay,
-                    None => self.token_address(&t, now.unix).ok_or(CAPACITY)?,
+                    // Another instance's: its port lies outside this instance's slice. One of
+                    // ours without its reservation was redeemed or released already.
+                    None => self
+                        .token_address(&t, now.unix)
+                        .filter(|r| !self.settings.relay_ports.contains(&r.port()))
+                        .ok_or(CAPACITY)?,
                 };
                 if self.by_relay.contains_key(&relay) {
                     return Err(CAPACITY);
@@ -1009,6 +1026,7 @@ impl TurnServer {
             socket: false,
             socket_failed: false,
             port_taken: false,
+            reserved: issued,
         };
         let i = match self.free_slots.pop() {
             Some(i) => {

@@ -682,6 +682,73 @@ fn even_port_reservation_token_and_its_expiry() {
 }
 
 #[test]
+fn an_unanswered_even_port_allocate_releases_its_reservation() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50002..50006,
+        ..TurnSettings::default()
+    });
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.even_port(true).unwrap();
+    });
+    let r = StunViewOwned(fx.send(&req).1);
+    assert_eq!(r.view().xor_relayed_address().unwrap().unwrap().port(), 50002);
+    let token = r.view().reservation_token().unwrap().expect("RESERVATION-TOKEN");
+    // The shell found 50002 taken: the Allocate goes unanswered, so its token never reaches
+    // the client, and the port it held (50003) is free again at once; 50002 sits out.
+    fx.server.relay_port_taken("192.0.2.1:50002".parse().unwrap());
+    let mut got = Vec::new();
+    for k in 0..3 {
+        fx.five.client = format!("203.0.113.9:{}", 7000 + k).parse().unwrap();
+        got.push(fx.allocate("alice", "pw").port());
+    }
+    assert_eq!(got, vec![50004, 50005, 50003]);
+    // The token names a port of this instance that is no longer reserved: refused, never a
+    // second hand-out of a port in use or in the pool.
+    fx.five.client = "203.0.113.9:7009".parse().unwrap();
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.reservation_token(&token).unwrap();
+    });
+    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508));
+}
+
+#[test]
+fn a_redeemed_token_is_not_good_again_after_its_allocation_ends() {
+    let mut fx = Fx::new(TurnSettings {
+        relay_ips: vec!["192.0.2.1".parse().unwrap()],
+        relay_ports: 50002..50004,
+        ..TurnSettings::default()
+    });
+    let nonce = fx.nonce();
+    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+        w.requested_transport(TRANSPORT_UDP).unwrap();
+        w.even_port(true).unwrap();
+    });
+    let token = StunViewOwned(fx.send(&req).1).view().reservation_token().unwrap().unwrap();
+    let redeem = |fx: &mut Fx, client: &str| {
+        fx.five.client = client.parse().unwrap();
+        let nonce = fx.nonce();
+        let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+            w.requested_transport(TRANSPORT_UDP).unwrap();
+            w.reservation_token(&token).unwrap();
+        });
+        StunViewOwned(fx.send(&req).1)
+    };
+    let r = redeem(&mut fx, "203.0.113.9:7100");
+    assert_eq!(r.view().xor_relayed_address().unwrap().unwrap().port(), 50003);
+    // That allocation ends (Refresh 0): 50003 is back in the pool, so the token is spent.
+    let refresh = fx.authed(Method::REFRESH, |w| {
+        w.lifetime(0).unwrap();
+    });
+    assert_eq!(refresh.view().class(), Class::SuccessResponse);
+    assert_eq!(redeem(&mut fx, "203.0.113.9:7101").code(), Some(508));
+}
+
+#[test]
 fn reservation_token_redeemed_on_another_instance() {
     // Two shards: same relay IP and token key, disjoint port slices.
     let settings = |ports: std::ops::Range<u16>| TurnSettings {
