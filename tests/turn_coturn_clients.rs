@@ -350,17 +350,7 @@ fn tcp_allocate_skips_a_relayed_port_another_socket_holds() {
     // TCP/TLS thread's. A socket of this test holds the first port of that last slice. Over TCP
     // a client never retransmits, so the server itself must retry the Allocate on another port
     // (before, the request went unanswered and the client waited for ever).
-    let (held, base) = loop {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        let p = s.local_addr().unwrap().port();
-        if (1044..=u16::MAX - 9).contains(&p)
-            && (0..30)
-                .filter(|&k| k != 20)
-                .all(|k| UdpSocket::bind(("0.0.0.0", p - 20 + k)).is_ok())
-        {
-            break (s, p - 20);
-        }
-    };
+    let (held, base) = common::hold_port_in_free_run("0.0.0.0", 30, 20);
     let s = setup_relay(false, Some((base, base + 29)));
     let p = port_arg(s.turn);
     uclient_no_loss(&s, &["-c", "-t", "-m", "1", "-p", &p, "-u", "alice", "-w", "wonderland"]);

@@ -150,13 +150,7 @@ fn a_relayed_port_another_socket_holds_is_skipped_at_allocate() {
     // first. The allocation's port is checked when it is made (its socket opens only later): the
     // taken one is given up silently and the client's retransmission gets the next, whose
     // socket then opens for an outside peer (loopback peers allowed).
-    let (held, base) = loop {
-        let s = UdpSocket::bind("127.0.5.1:0").unwrap();
-        let p = s.local_addr().unwrap().port();
-        if p <= u16::MAX - 5 && (1..=5).all(|k| UdpSocket::bind(("127.0.5.1", p + k)).is_ok()) {
-            break (s, p);
-        }
-    };
+    let (held, base) = common::hold_port_in_free_run("127.0.5.1", 6, 0);
     let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
     let s = start_with(
         "taken",

@@ -150,6 +150,27 @@ impl Fx {
         StunViewOwned(resp)
     }
 
+    /// An Allocate asking for an even port and the next one held (EVEN-PORT with the R bit),
+    /// with a fresh nonce; the response.
+    fn allocate_even_pair(&mut self) -> StunViewOwned {
+        let nonce = self.nonce();
+        let req = self.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+            w.requested_transport(TRANSPORT_UDP).unwrap();
+            w.even_port(true).unwrap();
+        });
+        StunViewOwned(self.send(&req).1)
+    }
+
+    /// An Allocate redeeming the RESERVATION-TOKEN `token`, with a fresh nonce; the response.
+    fn redeem(&mut self, token: &[u8; 8]) -> StunViewOwned {
+        let nonce = self.nonce();
+        let req = self.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
+            w.requested_transport(TRANSPORT_UDP).unwrap();
+            w.reservation_token(token).unwrap();
+        });
+        StunViewOwned(self.send(&req).1)
+    }
+
     fn nonce_for_existing(&mut self) -> String {
         // Any fresh nonce of ours works for this client.
         let now = self.now();
@@ -631,50 +652,26 @@ fn even_port_reservation_token_and_its_expiry() {
         token_key: 42,
         ..TurnSettings::default()
     });
-    let nonce = fx.nonce();
-    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.even_port(true).unwrap();
-    });
-    let r = StunViewOwned(fx.send(&req).1);
+    let r = fx.allocate_even_pair();
     let relay = r.view().xor_relayed_address().unwrap().unwrap();
     assert_eq!(relay.port(), 50002);
     let token = r.view().reservation_token().unwrap().expect("RESERVATION-TOKEN");
     // Another client redeems the token: it gets the held port 50003.
     fx.five.client = "203.0.113.9:5002".parse().unwrap();
-    let nonce = fx.nonce();
-    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.reservation_token(&token).unwrap();
-    });
-    let r = StunViewOwned(fx.send(&req).1);
+    let r = fx.redeem(&token);
     assert_eq!(r.view().xor_relayed_address().unwrap().unwrap().port(), 50003);
     // A token is good once.
     fx.five.client = "203.0.113.9:5003".parse().unwrap();
-    let nonce = fx.nonce();
-    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.reservation_token(&token).unwrap();
-    });
-    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508));
+    assert_eq!(fx.redeem(&token).code(), Some(508));
     // No even/odd pair left (50001, 50004): R bit -> 508.
-    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.even_port(true).unwrap();
-    });
-    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508));
+    assert_eq!(fx.allocate_even_pair().code(), Some(508));
     // An unredeemed reservation returns its port to the pool after 30 s.
     let mut fx = Fx::new(TurnSettings {
         relay_ips: vec!["192.0.2.1".parse().unwrap()],
         relay_ports: 50002..50004,
         ..TurnSettings::default()
     });
-    let nonce = fx.nonce();
-    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.even_port(true).unwrap();
-    });
-    assert!(StunViewOwned(fx.send(&req).1).view().reservation_token().unwrap().is_some());
+    assert!(fx.allocate_even_pair().view().reservation_token().unwrap().is_some());
     fx.advance(Duration::from_secs(31));
     fx.five.client = "203.0.113.9:5009".parse().unwrap();
     let relay = fx.allocate("alice", "pw");
@@ -688,12 +685,7 @@ fn an_unanswered_even_port_allocate_releases_its_reservation() {
         relay_ports: 50002..50006,
         ..TurnSettings::default()
     });
-    let nonce = fx.nonce();
-    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.even_port(true).unwrap();
-    });
-    let r = StunViewOwned(fx.send(&req).1);
+    let r = fx.allocate_even_pair();
     assert_eq!(r.view().xor_relayed_address().unwrap().unwrap().port(), 50002);
     let token = r.view().reservation_token().unwrap().expect("RESERVATION-TOKEN");
     // The shell found 50002 taken: the Allocate goes unanswered, so its token never reaches
@@ -708,12 +700,7 @@ fn an_unanswered_even_port_allocate_releases_its_reservation() {
     // The token names a port of this instance that is no longer reserved: refused, never a
     // second hand-out of a port in use or in the pool.
     fx.five.client = "203.0.113.9:7009".parse().unwrap();
-    let nonce = fx.nonce();
-    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.reservation_token(&token).unwrap();
-    });
-    assert_eq!(StunViewOwned(fx.send(&req).1).code(), Some(508));
+    assert_eq!(fx.redeem(&token).code(), Some(508));
 }
 
 #[test]
@@ -723,29 +710,17 @@ fn a_redeemed_token_is_not_good_again_after_its_allocation_ends() {
         relay_ports: 50002..50004,
         ..TurnSettings::default()
     });
-    let nonce = fx.nonce();
-    let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.even_port(true).unwrap();
-    });
-    let token = StunViewOwned(fx.send(&req).1).view().reservation_token().unwrap().unwrap();
-    let redeem = |fx: &mut Fx, client: &str| {
-        fx.five.client = client.parse().unwrap();
-        let nonce = fx.nonce();
-        let req = fx.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-            w.requested_transport(TRANSPORT_UDP).unwrap();
-            w.reservation_token(&token).unwrap();
-        });
-        StunViewOwned(fx.send(&req).1)
-    };
-    let r = redeem(&mut fx, "203.0.113.9:7100");
+    let token = fx.allocate_even_pair().view().reservation_token().unwrap().unwrap();
+    fx.five.client = "203.0.113.9:7100".parse().unwrap();
+    let r = fx.redeem(&token);
     assert_eq!(r.view().xor_relayed_address().unwrap().unwrap().port(), 50003);
     // That allocation ends (Refresh 0): 50003 is back in the pool, so the token is spent.
     let refresh = fx.authed(Method::REFRESH, |w| {
         w.lifetime(0).unwrap();
     });
     assert_eq!(refresh.view().class(), Class::SuccessResponse);
-    assert_eq!(redeem(&mut fx, "203.0.113.9:7101").code(), Some(508));
+    fx.five.client = "203.0.113.9:7101".parse().unwrap();
+    assert_eq!(fx.redeem(&token).code(), Some(508));
 }
 
 #[test]
@@ -759,20 +734,10 @@ fn reservation_token_redeemed_on_another_instance() {
     };
     let mut a = Fx::new(settings(50000..50004));
     let mut b = Fx::new(settings(50004..50008));
-    let nonce = a.nonce();
-    let req = a.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.even_port(true).unwrap();
-    });
-    let token = StunViewOwned(a.send(&req).1).view().reservation_token().unwrap().unwrap();
+    let token = a.allocate_even_pair().view().reservation_token().unwrap().unwrap();
     // The RTCP socket of the pair hashed to shard b.
     b.five.client = "203.0.113.9:5001".parse().unwrap();
-    let nonce = b.nonce();
-    let req = b.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-        w.requested_transport(TRANSPORT_UDP).unwrap();
-        w.reservation_token(&token).unwrap();
-    });
-    let relay = StunViewOwned(b.send(&req).1).view().xor_relayed_address().unwrap().unwrap();
+    let relay = b.redeem(&token).view().xor_relayed_address().unwrap().unwrap();
     assert_eq!(relay, "192.0.2.1:50001".parse().unwrap());
     // A forged token (one bit flipped) or a stale one is refused.
     for (t, wait) in [
@@ -781,12 +746,7 @@ fn reservation_token_redeemed_on_another_instance() {
     ] {
         b.five.client = SocketAddr::new(b.five.client.ip(), 5100 + wait);
         b.elapsed += Duration::from_secs(wait as u64);
-        let nonce = b.nonce();
-        let req = b.request(Method::ALLOCATE, Some(("alice", "pw", &nonce)), |w| {
-            w.requested_transport(TRANSPORT_UDP).unwrap();
-            w.reservation_token(&t).unwrap();
-        });
-        assert_eq!(StunViewOwned(b.send(&req).1).code(), Some(508));
+        assert_eq!(b.redeem(&t).code(), Some(508));
     }
     // Ending b's allocation does not give shard a's port to b's pool.
     b.five.client = "203.0.113.9:5001".parse().unwrap();

@@ -269,6 +269,24 @@ pub fn free_udp_run() -> u16 {
     panic!("no four consecutive UDP ports free");
 }
 
+/// A run of `count` UDP ports on `ip` that were all free when checked, the one at `held` kept
+/// bound by the returned socket (a port "another process" holds); (socket, first port).
+pub fn hold_port_in_free_run(ip: &str, count: u16, held: u16) -> (std::net::UdpSocket, u16) {
+    use std::net::UdpSocket;
+    for _ in 0..1000 {
+        let s = UdpSocket::bind((ip, 0)).unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p < 1024 + held || p - held > u16::MAX - (count - 1) {
+            continue;
+        }
+        let base = p - held;
+        if (0..count).filter(|&k| k != held).all(|k| UdpSocket::bind((ip, base + k)).is_ok()) {
+            return (s, base);
+        }
+    }
+    panic!("no run of {count} free UDP ports on {ip}");
+}
+
 /// A child process killed (and reaped) when dropped.
 pub struct Proc(pub std::process::Child);
 
