@@ -120,6 +120,13 @@ fn relay(c: &mut Criterion) {
             black_box(r)
         })
     });
+    // What a media shard hosting TURN asks for every packet its media core sends (in-process
+    // delivery on, `TurnShard::relay_from_media`): is the destination one of our relayed
+    // addresses? Nearly always not: a subscriber's own address.
+    let subscriber: SocketAddr = "198.51.100.20:50003".parse().expect("addr");
+    g.bench_function("media_egress_not_a_relay", |b| {
+        b.iter(|| black_box(server.has_relay(black_box(subscriber))))
+    });
     g.finish();
 }
 

@@ -393,7 +393,10 @@ impl TurnServer {
 
     /// Whether `relay` is the relayed address of a live allocation.
     pub fn has_relay(&self, relay: SocketAddr) -> bool {
-        self.by_relay.contains_key(&relay)
+        // Asked for every packet a media core sends, whose destination is nearly never a
+        // relayed address: the relay IPs (every relayed address has one; usually one or two)
+        // are compared before the hash.
+        self.settings.relay_ips.contains(&relay.ip()) && self.by_relay.contains_key(&relay)
     }
 
     /// Allocations holding a relay socket.
