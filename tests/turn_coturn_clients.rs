@@ -145,9 +145,14 @@ impl Setup {
     /// The server's TURN counters and last log lines, for a failure message.
     fn diagnosis(&self) -> String {
         let metrics = common::metrics_text(self.http, "S").unwrap_or_else(|e| format!("({e})"));
-        let turn: Vec<&str> = metrics.lines().filter(|l| l.starts_with("ringsfu_turn")).collect();
+        // The shards' and the TURN servers' counters that moved.
+        let turn: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("ringsfu_turn") || l.starts_with("ringsfu_shard_"))
+            .filter(|l| !l.ends_with(" 0"))
+            .collect();
         format!(
-            "ringsfu's TURN metrics:\n{}\nringsfu's last log lines:\n{}",
+            "ringsfu's shard and TURN metrics (those not 0):\n{}\nringsfu's last log lines:\n{}",
             turn.join("\n"),
             self.log.text()
         )
@@ -349,8 +354,12 @@ fn tcp_allocate_skips_a_relayed_port_another_socket_holds() {
     // Thirty relay ports, cut into three slices of ten: the two UDP shards' and, last, the
     // TCP/TLS thread's. A socket of this test holds the first port of that last slice. Over TCP
     // a client never retransmits, so the server itself must retry the Allocate on another port
-    // (before, the request went unanswered and the client waited for ever).
-    let (held, base) = common::hold_port_in_free_run("0.0.0.0", 30, 20);
+    // (before, the request went unanswered and the client waited for ever). The held port is
+    // even: uclient's Allocate may ask for an even port (EVEN-PORT), which skips odd ones.
+    let (held, base) = (0..100)
+        .map(|_| common::hold_port_in_free_run("0.0.0.0", 30, 20))
+        .find(|(_, base)| base % 2 == 0)
+        .expect("an even held port within 100 tries");
     let s = setup_relay(false, Some((base, base + 29)));
     let p = port_arg(s.turn);
     uclient_no_loss(&s, &["-c", "-t", "-m", "1", "-p", &p, "-u", "alice", "-w", "wonderland"]);
