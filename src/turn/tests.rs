@@ -50,12 +50,17 @@ impl Fx {
         }
     }
 
-    fn default() -> Fx {
+    /// A server relaying from 192.0.2.1 on `ports`, other settings at their defaults.
+    fn with_ports(ports: std::ops::Range<u16>) -> Fx {
         Fx::new(TurnSettings {
             relay_ips: vec!["192.0.2.1".parse().unwrap()],
-            relay_ports: 50000..50010,
+            relay_ports: ports,
             ..TurnSettings::default()
         })
+    }
+
+    fn default() -> Fx {
+        Fx::with_ports(50000..50010)
     }
 
     fn now(&self) -> Now {
@@ -666,11 +671,7 @@ fn even_port_reservation_token_and_its_expiry() {
     // No even/odd pair left (50001, 50004): R bit -> 508.
     assert_eq!(fx.allocate_even_pair().code(), Some(508));
     // An unredeemed reservation returns its port to the pool after 30 s.
-    let mut fx = Fx::new(TurnSettings {
-        relay_ips: vec!["192.0.2.1".parse().unwrap()],
-        relay_ports: 50002..50004,
-        ..TurnSettings::default()
-    });
+    let mut fx = Fx::with_ports(50002..50004);
     assert!(fx.allocate_even_pair().view().reservation_token().unwrap().is_some());
     fx.advance(Duration::from_secs(31));
     fx.five.client = "203.0.113.9:5009".parse().unwrap();
@@ -680,11 +681,7 @@ fn even_port_reservation_token_and_its_expiry() {
 
 #[test]
 fn an_unanswered_even_port_allocate_releases_its_reservation() {
-    let mut fx = Fx::new(TurnSettings {
-        relay_ips: vec!["192.0.2.1".parse().unwrap()],
-        relay_ports: 50002..50006,
-        ..TurnSettings::default()
-    });
+    let mut fx = Fx::with_ports(50002..50006);
     let r = fx.allocate_even_pair();
     assert_eq!(r.view().xor_relayed_address().unwrap().unwrap().port(), 50002);
     let token = r.view().reservation_token().unwrap().expect("RESERVATION-TOKEN");
@@ -705,11 +702,7 @@ fn an_unanswered_even_port_allocate_releases_its_reservation() {
 
 #[test]
 fn a_redeemed_token_is_not_good_again_after_its_allocation_ends() {
-    let mut fx = Fx::new(TurnSettings {
-        relay_ips: vec!["192.0.2.1".parse().unwrap()],
-        relay_ports: 50002..50004,
-        ..TurnSettings::default()
-    });
+    let mut fx = Fx::with_ports(50002..50004);
     let token = fx.allocate_even_pair().view().reservation_token().unwrap().unwrap();
     fx.five.client = "203.0.113.9:7100".parse().unwrap();
     let r = fx.redeem(&token);
@@ -907,11 +900,7 @@ fn a_lazy_socket_that_cannot_bind_leaves_the_allocation_in_process_only() {
 
 #[test]
 fn a_relayed_port_found_taken_sits_out_before_it_is_handed_out_again() {
-    let mut fx = Fx::new(TurnSettings {
-        relay_ips: vec!["192.0.2.1".parse().unwrap()],
-        relay_ports: 50000..50002,
-        ..TurnSettings::default()
-    });
+    let mut fx = Fx::with_ports(50000..50002);
     let clients: Vec<SocketAddr> =
         (0..3).map(|k| format!("203.0.113.9:{}", 6000 + k).parse().unwrap()).collect();
     let relay = fx.allocate("alice", "pw");
