@@ -142,7 +142,8 @@ fn setup_relay(media: bool, relay: Option<(u16, u16)>) -> Setup {
 }
 
 impl Setup {
-    /// The server's TURN counters and last log lines, for a failure message.
+    /// The server's shard and TURN counters that moved, and its last log lines, for a failure
+    /// message.
     fn diagnosis(&self) -> String {
         let metrics = common::metrics_text(self.http, "S").unwrap_or_else(|e| format!("({e})"));
         // The shards' and the TURN servers' counters that moved.
