@@ -155,6 +155,13 @@ impl Fx {
         StunViewOwned(resp)
     }
 
+    /// An authenticated CreatePermission for `peer`; the response.
+    fn permit(&mut self, peer: SocketAddr) -> StunViewOwned {
+        self.authed(Method::CREATE_PERMISSION, |w| {
+            w.xor_peer_address(peer).unwrap();
+        })
+    }
+
     /// An Allocate asking for an even port and the next one held (EVEN-PORT with the R bit),
     /// with a fresh nonce; the response.
     fn allocate_even_pair(&mut self) -> StunViewOwned {
@@ -232,9 +239,7 @@ fn allocate_permission_send_and_data() {
     let ind = send_indication(peer(), b"hello peer");
     assert_eq!(fx.send(&ind).0, FromClient::Drop(DropReason::NoPermission));
 
-    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(peer()).unwrap();
-    });
+    let r = fx.permit(peer());
     assert_eq!(r.view().class(), Class::SuccessResponse);
     let (r, _) = fx.send(&ind);
     let FromClient::Relay { relay: from, peer: to, range } = r else { panic!("{r:?}") };
@@ -415,9 +420,7 @@ fn lifetimes_refresh_and_expiry() {
     let mut fx = Fx::default();
     let relay = fx.allocate("alice", "pw");
     fx.server.poll_event();
-    fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(peer()).unwrap();
-    });
+    fx.permit(peer());
     // Permissions last 300 s.
     fx.advance(Duration::from_secs(301));
     let mut buf = vec![0u8; PEER_HEADROOM + 4];
@@ -463,9 +466,7 @@ fn policy_and_quotas() {
     });
     fx.allocate("alice", "pw");
     for bad in ["127.0.0.1:1", "10.0.0.1:1", "192.0.2.1:1", "[2001:db8::1]:1"] {
-        let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-            w.xor_peer_address(bad.parse().unwrap()).unwrap();
-        });
+        let r = fx.permit(bad.parse().unwrap());
         let want = if bad.starts_with('[') { 443 } else { 403 };
         assert_eq!(r.code(), Some(want), "{bad}");
     }
@@ -496,9 +497,7 @@ fn own_media_port_is_a_peer_and_only_it() {
     fx.allocate("alice", "pw");
     let media: SocketAddr = "10.0.0.5:40001".parse().unwrap();
     let api: SocketAddr = "10.0.0.5:4443".parse().unwrap();
-    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(media).unwrap();
-    });
+    let r = fx.permit(media);
     assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
     let r = fx.authed(Method::CHANNEL_BIND, |w| {
         w.channel_number(0x4001).unwrap();
@@ -517,9 +516,7 @@ fn own_media_port_is_a_peer_and_only_it() {
         FromClient::Drop(DropReason::PeerDenied(policy::Denied::ServerAddress))
     ));
     // Other private addresses stay denied.
-    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address("10.0.0.6:40001".parse().unwrap()).unwrap();
-    });
+    let r = fx.permit("10.0.0.6:40001".parse().unwrap());
     assert_eq!(r.code(), Some(403));
 }
 
@@ -781,9 +778,7 @@ fn relay_sockets_open_lazily_with_in_process_delivery() {
         vec![TurnEvent::RelayProbe(relay)],
         "no socket at Allocate, only a check of its port"
     );
-    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(here).unwrap();
-    });
+    let r = fx.permit(here);
     assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
     let r = fx.authed(Method::CHANNEL_BIND, |w| {
         w.channel_number(0x4001).unwrap();
@@ -811,15 +806,11 @@ fn relay_sockets_open_lazily_with_in_process_delivery() {
     // The second allocation: a permission for an outside peer needs a socket, and the one
     // socket allowed is taken: 508, and no permission installed.
     fx.five = second;
-    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(peer()).unwrap();
-    });
+    let r = fx.permit(peer());
     assert_eq!(r.code(), Some(508));
     assert_eq!(events(&mut fx.server), vec![]);
     // ...and a datagram to the other shard's media port is dropped, counted by reason.
-    fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(here).unwrap();
-    });
+    fx.permit(here);
     assert!(matches!(fx.send(&send(there)).0, FromClient::Drop(DropReason::NoRelaySocket)));
 
     // The first allocation's end frees its socket; the second may then open one for its
@@ -832,9 +823,7 @@ fn relay_sockets_open_lazily_with_in_process_delivery() {
     assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayClosed(relay)]);
     assert_eq!(fx.server.relay_socket_count(), 0);
     fx.five = second;
-    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(peer()).unwrap();
-    });
+    let r = fx.permit(peer());
     assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
     assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayOpened(relay2)]);
     // Its expiry closes the socket.
@@ -870,9 +859,7 @@ fn a_lazy_socket_that_cannot_bind_leaves_the_allocation_in_process_only() {
     fx.server.set_in_process(vec![here]);
     let relay = fx.allocate("alice", "pw");
     assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayProbe(relay)]);
-    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(peer()).unwrap();
-    });
+    let r = fx.permit(peer());
     assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
     assert_eq!(events(&mut fx.server), vec![TurnEvent::RelayOpened(relay)]);
     // The shell reports the port taken (another process): the allocation stays.
@@ -881,15 +868,11 @@ fn a_lazy_socket_that_cannot_bind_leaves_the_allocation_in_process_only() {
     assert_eq!(fx.server.relay_socket_count(), 0);
     // The client's retransmission (and any later request needing the socket) gets 508; no
     // second attempt to open it.
-    let r = fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(peer()).unwrap();
-    });
+    let r = fx.permit(peer());
     assert_eq!(r.code(), Some(508));
     assert_eq!(events(&mut fx.server), vec![]);
     // In-process peers still work.
-    fx.authed(Method::CREATE_PERMISSION, |w| {
-        w.xor_peer_address(here).unwrap();
-    });
+    fx.permit(here);
     let ind = send_indication(here, b"stun check");
     assert!(matches!(fx.send(&ind).0, FromClient::Relay { peer, .. } if peer == here));
     // Its end emits no RelayClosed (no socket was open).
