@@ -10,7 +10,7 @@ mod common;
 use common::Proc;
 
 use std::cell::Cell;
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -36,18 +36,6 @@ fn tools_present() -> bool {
         eprintln!("SKIPPED: coturn's turnutils_* tools are not installed (apt-get install coturn)");
     }
     ok
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
 }
 
 /// One ringsfu (TURN on UDP/TCP `turn`, TLS `tls`) and one echo peer per test; both are
@@ -86,17 +74,15 @@ fn setup_relay(media: bool, relay: Option<(u16, u16)>) -> Setup {
     // Disjoint relay port ranges for the servers of tests running side by side.
     static NEXT: AtomicU16 = AtomicU16::new(0);
     {
-        let (turn, tls, http, peer) = (free_port(), free_port(), free_port(), free_port());
+        let (turn, tls, http, peer) =
+            (common::free_port(), common::free_port(), common::free_port(), common::free_port());
         let media_port = common::free_udp_run();
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let own = 20000 + (std::process::id() % 10) as u16 * 3200 + (k % 16) * 200;
         let (relay_min, relay_max) = relay.unwrap_or((own, own + 199));
-        let dir = std::env::temp_dir().join(format!("ringsfu-turn-{}-{k}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("ringsfu.toml");
-        std::fs::write(
-            &cfg,
-            format!(
+        let cfg = common::write_config(
+            &format!("turn-{k}"),
+            &format!(
                 "[server]\nport = {http}\nsecret = \"S\"\n\
                  [tls]\nself_signed = true\n\
                  [media]\nenabled = {media}\nport_base = {media_port}\nshards = 2\npin_threads = false\n\
@@ -104,8 +90,7 @@ fn setup_relay(media: bool, relay: Option<(u16, u16)>) -> Setup {
                  static_auth_secret = \"{SECRET}\"\nallow_loopback_peers = true\n\
                  relay_port_min = {relay_min}\nrelay_port_max = {relay_max}\n",
             ),
-        )
-        .unwrap();
+        );
         let mut server = Command::new(env!("CARGO_BIN_EXE_ringsfu"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -11,12 +11,8 @@ mod common;
 
 use common::Proc;
 
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::process::{Command, Stdio};
-
-fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn python_present() -> bool {
     let ok = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
@@ -43,17 +39,14 @@ fn start(tag: &str, deliver_in_process: bool) -> Server {
 
 /// As [`start`], with `turn_extra` appended to the `[turn]` section.
 fn start_with(tag: &str, deliver_in_process: bool, turn_extra: &str) -> Server {
-    let (http, turn, tls) = (free_tcp(), free_tcp(), free_tcp());
+    let (http, turn, tls) = (common::free_port(), common::free_port(), common::free_port());
     let media = common::free_udp_run();
-    let dir = std::env::temp_dir().join(format!("ringsfu-scale-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("ringsfu.toml");
     // Relayed ports are checked (bound and closed) at Allocate and opened only for peers other
     // than the media ports; nothing else uses 127.0.5.1. The range must hold more addresses than
     // the allocations asked.
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = common::write_config(
+        &format!("scale-{tag}"),
+        &format!(
             "[server]\nport = {http}\nsecret = \"S\"\n\
              [tls]\nself_signed = true\n\
              [media]\nport_base = {media}\nshards = 2\npin_threads = false\n\
@@ -62,8 +55,7 @@ fn start_with(tag: &str, deliver_in_process: bool, turn_extra: &str) -> Server {
              relay_ips = [\"127.0.5.1\"]\n{turn_extra}\
              max_allocations_per_user = 1000000\ndeliver_in_process = {deliver_in_process}\n"
         ),
-    )
-    .unwrap();
+    );
     let mut child = Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 1024 && exec \"$0\" --config \"$1\"")

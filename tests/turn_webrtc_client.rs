@@ -17,18 +17,6 @@ use webrtc_util::Conn;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A port free for both UDP and TCP on loopback.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
-
 fn turn_config(port: u16, secret: &str) -> Config {
     let mut cfg = Config::default();
     cfg.server.secret = secret.into();
@@ -107,7 +95,7 @@ async fn relay_round_trips(server: SocketAddr, user: &str, pass: &str, rounds: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webrtc_rs_client_allocates_and_relays() {
-    let turn = start(turn_config(free_port(), "S"));
+    let turn = start(turn_config(common::free_port(), "S"));
     relay_round_trips(turn.udp_addr(), "alice", "wonderland", 30).await;
     let mut turn = turn;
     let reports = tokio::task::block_in_place(|| turn.reports(WAIT));
@@ -118,7 +106,7 @@ async fn webrtc_rs_client_allocates_and_relays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_refused_to_the_webrtc_rs_client() {
-    let turn = start(turn_config(free_port(), "S"));
+    let turn = start(turn_config(common::free_port(), "S"));
     let conn = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let client = listening_client(turn.udp_addr(), "alice", "wonderlanD", conn).await;
     let r =
@@ -136,7 +124,7 @@ async fn wrong_password_is_refused_to_the_webrtc_rs_client() {
 /// allocation on the TURN server of the same configuration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_room_credentials_work_against_the_turn_server() {
-    let port = free_port();
+    let port = common::free_port();
     let turn = start(turn_config(port, common::SECRET));
     let s = common::start(|c| c.turn.port = port).await;
     let sid = s.session(None).await;
@@ -160,7 +148,7 @@ async fn join_room_credentials_work_against_the_turn_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloaded_credentials_reach_the_turn_shards() {
     use ringsfu::secrets::{TurnSecrets, TurnSecretsHandle};
-    let cfg = turn_config(free_port(), "S");
+    let cfg = turn_config(common::free_port(), "S");
     let secrets = TurnSecretsHandle::from_config(&cfg);
     let turn = start_turn(&Arc::new(cfg), None, Some(secrets.clone())).unwrap().unwrap();
     relay_round_trips(turn.udp_addr(), "alice", "wonderland", 1).await;

@@ -254,6 +254,28 @@ impl Ws {
     }
 }
 
+/// A loopback port free for both UDP and TCP when checked (a TURN port serves both).
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+/// Writes `body` as `ringsfu.toml` in a scratch folder of its own (`ringsfu-<name>-<pid>`
+/// under the temporary directory); its path.
+pub fn write_config(name: &str, body: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringsfu-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("ringsfu.toml");
+    std::fs::write(&cfg, body).unwrap();
+    cfg
+}
+
 /// A UDP port on 127.0.0.1 whose three successors are free too (two media shards' ports, then
 /// their own TURN ports).
 pub fn free_udp_run() -> u16 {
