@@ -6,6 +6,8 @@
 //! Without systemd's tools the tests skip loudly, unless `RINGSFU_REQUIRE_TOOLS=1` (CI sets it
 //! through `tools/test.sh`), which turns a missing tool into a failure.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -14,15 +16,7 @@ const SYSUSERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ringsfu.sys
 const TMPFILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ringsfu.tmpfile");
 
 fn have(tool: &str) -> bool {
-    let found = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("RINGSFU_REQUIRE_TOOLS").is_err(),
-            "{tool} is required (RINGSFU_REQUIRE_TOOLS is set); install systemd"
-        );
-        eprintln!("SKIPPED: {tool} not installed (apt-get install systemd)");
-    }
-    found
+    common::tools_present(&[tool], "apt-get install systemd")
 }
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {

@@ -18,24 +18,10 @@ use std::time::Duration;
 const SECRET: &str = "REST_SECRET_FOR_TESTS";
 
 fn tools_present() -> bool {
-    let ok = ["turnutils_uclient", "turnutils_peer", "turnutils_stunclient", "timeout", "stdbuf"]
-        .iter()
-        .all(|t| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {t}"))
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if !ok {
-        // tools/test.sh installs them and sets RINGSFU_REQUIRE_TOOLS: there a skip is a failure.
-        assert!(
-            std::env::var_os("RINGSFU_REQUIRE_TOOLS").is_none(),
-            "coturn's turnutils_* tools are missing and RINGSFU_REQUIRE_TOOLS is set"
-        );
-        eprintln!("SKIPPED: coturn's turnutils_* tools are not installed (apt-get install coturn)");
-    }
-    ok
+    common::tools_present(
+        &["turnutils_uclient", "turnutils_peer", "turnutils_stunclient", "timeout", "stdbuf"],
+        "apt-get install coturn",
+    )
 }
 
 /// One ringsfu (TURN on UDP/TCP `turn`, TLS `tls`) and one echo peer per test; both are

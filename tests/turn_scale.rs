@@ -15,15 +15,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 
 fn python_present() -> bool {
-    let ok = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("RINGSFU_REQUIRE_TOOLS").is_none(),
-            "python3 is missing and RINGSFU_REQUIRE_TOOLS is set"
-        );
-        eprintln!("SKIPPED: python3 is not installed");
-    }
-    ok
+    common::tools_present(&["python3"], "apt-get install python3")
 }
 
 struct Server {

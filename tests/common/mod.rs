@@ -254,6 +254,28 @@ impl Ws {
     }
 }
 
+/// Whether every tool in `tools` is on the PATH. Without one the calling test skips loudly
+/// (`install` says how to get them), or fails when `RINGSFU_REQUIRE_TOOLS` is set
+/// (`tools/test.sh` installs the tools and sets it: there a skip is a failure).
+pub fn tools_present(tools: &[&str], install: &str) -> bool {
+    let on_path = |t: &&str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let missing: Vec<&str> = tools.iter().filter(|t| !on_path(t)).copied().collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var_os("RINGSFU_REQUIRE_TOOLS").is_none(),
+            "{missing:?} missing and RINGSFU_REQUIRE_TOOLS is set ({install})"
+        );
+        eprintln!("SKIPPED: {missing:?} not installed ({install})");
+    }
+    missing.is_empty()
+}
+
 /// A loopback port free for both UDP and TCP when checked (a TURN port serves both).
 pub fn free_port() -> u16 {
     for _ in 0..100 {
