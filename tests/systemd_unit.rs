@@ -1,6 +1,7 @@
 //! The shipped systemd files: `systemd-analyze verify` of the unit (pointed at the built binary)
-//! prints nothing, the unit carries the directives the service depends on, and the sysusers.d
-//! and tmpfiles.d snippets apply to an empty root.
+//! prints nothing, the unit carries the directives the service depends on, the binary starts
+//! and finds its interface addresses under the unit's `RestrictAddressFamilies` (emulated with
+//! a seccomp filter), and the sysusers.d and tmpfiles.d snippets apply to an empty root.
 //!
 //! `systemd-analyze` exits 0 on unknown keys and only prints a warning, so any output fails.
 //! Without systemd's tools the tests skip loudly, unless `RINGSFU_REQUIRE_TOOLS=1` (CI sets it
@@ -61,7 +62,7 @@ fn the_unit_has_what_the_service_relies_on() {
         "PrivateTmp=yes",
         "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         "LimitNOFILE=1048576",
         "LimitMEMLOCK=1G",
     ] {
@@ -110,4 +111,107 @@ fn sysusers_and_tmpfiles_apply_to_an_empty_root() {
     assert_eq!(etc.mode() & 0o777, 0o750);
     assert!(Path::new(&root.join("var/lib/ringsfu")).is_dir());
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `socket(2)` family numbers for the names a unit's `RestrictAddressFamilies=` may list here.
+fn family_number(name: &str) -> u32 {
+    match name {
+        "AF_UNIX" => libc::AF_UNIX as u32,
+        "AF_INET" => libc::AF_INET as u32,
+        "AF_INET6" => libc::AF_INET6 as u32,
+        "AF_NETLINK" => libc::AF_NETLINK as u32,
+        other => panic!("add {other} to family_number"),
+    }
+}
+
+/// A seccomp program doing what systemd's `RestrictAddressFamilies=` does: `socket()` with a
+/// family outside `allowed` fails with EAFNOSUPPORT.
+fn address_family_filter(allowed: &[u32]) -> Vec<libc::sock_filter> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xC000_00B7;
+    let op = |code, k, jt, jf| libc::sock_filter { code, jt, jf, k };
+    let k = allowed.len() as u8;
+    let errno = libc::SECCOMP_RET_ERRNO | (libc::EAFNOSUPPORT as u32 & libc::SECCOMP_RET_DATA);
+    let mut prog = vec![
+        op(LD_W_ABS, 4, 0, 0), // seccomp_data.arch
+        op(JEQ_K, AUDIT_ARCH, 1, 0),
+        op(RET_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        op(JEQ_K, libc::SYS_socket as u32, 0, k + 2),
+        op(LD_W_ABS, 16, 0, 0), // seccomp_data.args[0], low half (little-endian)
+    ];
+    for (i, fam) in allowed.iter().enumerate() {
+        prog.push(op(JEQ_K, *fam, k - i as u8, 0));
+    }
+    prog.push(op(RET_K, errno, 0, 0));
+    prog.push(op(RET_K, libc::SECCOMP_RET_ALLOW, 0, 0));
+    prog
+}
+
+/// Starts the binary bound to the wildcard address with no `media.public_ips`, so it lists
+/// the interface addresses for its candidates, with `socket()` restricted to `families`;
+/// returns what it logged up to "media engine running" (or its end).
+fn start_log_under_families(families: &[u32]) -> String {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let prog = address_family_filter(families);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringsfu"));
+    cmd.args(["--port", &common::free_port().to_string(), "--address", "127.0.0.1"])
+        .args(["--shards", "1", "--set", "media.bind_address=0.0.0.0"])
+        .args(["--set", &format!("media.port_base={}", common::free_udp_run())])
+        .args(["--set", &format!("turn.port={}", common::free_port()), "--set", "turn.tls_port=0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only prctl (async-signal-safe) runs between fork and exec; the program was built
+    // before the fork and outlives it.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fprog =
+                libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = common::Proc(cmd.spawn().expect("spawn ringsfu under the filter"));
+    let stderr = child.0.stderr.take().unwrap();
+    let mut log = Vec::new();
+    for line in std::io::BufReader::new(stderr).lines().take(200) {
+        let Ok(line) = line else { break };
+        let done = line.contains("media engine running");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    log.join("\n")
+}
+
+#[test]
+fn the_units_address_families_let_a_wildcard_bind_list_its_interfaces() {
+    let unit = std::fs::read_to_string(UNIT).unwrap();
+    let families: Vec<u32> = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("RestrictAddressFamilies="))
+        .expect("RestrictAddressFamilies in the unit")
+        .split_whitespace()
+        .map(family_number)
+        .collect();
+    const WARNING: &str = "cannot list the interface addresses";
+    let log = start_log_under_families(&families);
+    assert!(log.contains("media engine running"), "did not start under the unit's families:\n{log}");
+    assert!(!log.contains(WARNING), "{log}");
+    // The filter is real: without AF_NETLINK the listing fails, and the binary says so.
+    let netlink = libc::AF_NETLINK as u32;
+    let without: Vec<u32> = families.into_iter().filter(|f| *f != netlink).collect();
+    let log = start_log_under_families(&without);
+    assert!(log.contains(WARNING), "no warning without AF_NETLINK:\n{log}");
 }

@@ -56,6 +56,9 @@ pub(crate) struct Driver<C: ShardCore> {
     pub socket_buffer: usize,
     /// Listeners the core opens send with DF (`IoOptions::dont_fragment`).
     pub dont_fragment: bool,
+    /// The first listener (`SocketOp::Listen`) that would not bind, for
+    /// [`Driver::startup_result`].
+    pub listen_failed: Option<std::io::Error>,
     last_overrun_log: Option<Instant>,
 }
 
@@ -80,6 +83,7 @@ impl<C: ShardCore> Driver<C> {
             extra_socket_buffer: ctx.opts.extra_socket_buffer,
             socket_buffer: ctx.opts.socket_buffer,
             dont_fragment: ctx.opts.dont_fragment,
+            listen_failed: None,
             last_overrun_log: None,
         };
         (d, ctx.socket, ctx.sock, ctx.opts)
@@ -124,11 +128,34 @@ impl<C: ShardCore> Driver<C> {
         match res {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::debug!(shard = self.index, %addr, error = %e, "cannot open socket");
+                if listen.is_some() {
+                    tracing::error!(shard = self.index, %addr, error = %e, "cannot listen");
+                    if self.listen_failed.is_none() {
+                        self.listen_failed = Some(std::io::Error::new(
+                            e.kind(),
+                            format!("cannot listen on {addr}: {e}"),
+                        ));
+                    }
+                } else {
+                    tracing::debug!(shard = self.index, %addr, error = %e, "cannot open socket");
+                }
                 self.socket_result(now, id, Err(e.kind()));
                 None
             }
         }
+    }
+
+    /// Takes the socket requests the core made while it was built (the listeners a media
+    /// shard hosting TURN opens), for the backend to carry out before the shard reports
+    /// ready.
+    pub fn take_initial_socket_ops(&mut self) {
+        self.drain_events();
+    }
+
+    /// After the initial socket requests ran: an error when a listener would not bind, so
+    /// the shard fails to start instead of reporting ready without it.
+    pub fn startup_result(&mut self) -> std::io::Result<()> {
+        self.listen_failed.take().map_or(Ok(()), Err)
     }
 
     /// Tells the core how its `SocketOp::Open` or `Listen` ended.

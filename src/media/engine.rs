@@ -88,6 +88,9 @@ struct State {
     pending: HashMap<(String, String, String), PendingOffer>,
     owners: HashMap<PeerId, Owner>,
     sessions_created: u64,
+    /// `iceCandidate` notifications waiting for the next [`MediaEngine::poll_events`], so they
+    /// reach the browser after the answer or offer that created the peer.
+    trickle: Vec<MediaEvent>,
 }
 
 /// The media engine. See the module docs.
@@ -161,6 +164,14 @@ fn interface_addresses(with_v6: bool) -> Vec<IpAddr> {
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `ifap` with a list we free below.
     if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        // glibc lists interfaces over a netlink socket: a sandbox without AF_NETLINK (systemd's
+        // RestrictAddressFamilies) lands here, and the wildcard bind would silently offer
+        // loopback candidates only.
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot list the interface addresses (getifaddrs; needs AF_NETLINK): set \
+             media.public_ips, or allow AF_NETLINK"
+        );
         return out;
     }
     let mut cur = ifap;
@@ -432,6 +443,43 @@ impl MediaEngine {
         }
     }
 
+    /// Trickles the server's candidates of a new transport as `iceCandidate` notifications to
+    /// the caller (spec §4.3: the browser adds them to the peer of `owner`'s stream), besides
+    /// the same candidates in the SDP, as OpenVidu with Kurento does: a browser that dropped
+    /// the SDP's candidates, or a client that only reads trickled ones, still gets them. The
+    /// candidates of the first m-section that has any (BUNDLE: one transport).
+    fn trickle_candidates(&self, caller: &Caller, owner: &str, endpoint_name: &str, sdp: &str) {
+        let mut found = Vec::new();
+        let (mut mline, mut mid) = (None::<u32>, String::new());
+        for line in sdp.lines() {
+            if line.starts_with("m=") {
+                if !found.is_empty() {
+                    break;
+                }
+                mline = Some(mline.map_or(0, |i| i + 1));
+                mid.clear();
+            } else if let Some(m) = line.strip_prefix("a=mid:") {
+                m.trim().clone_into(&mut mid);
+            } else if let (Some(c), Some(i)) = (line.strip_prefix("a="), mline)
+                && c.starts_with("candidate:")
+            {
+                found.push((c.trim().to_string(), i));
+            }
+        }
+        let mut st = lock(&self.state);
+        for (candidate, index) in found {
+            st.trickle.push(MediaEvent::IceCandidate {
+                session_id: caller.session_id.clone(),
+                to_connection: caller.connection_id.clone(),
+                sender_connection_id: owner.to_string(),
+                endpoint_name: endpoint_name.to_string(),
+                candidate,
+                sdp_mid: mid.clone(),
+                sdp_mline_index: index,
+            });
+        }
+    }
+
     fn policy(&self, control: &ControlHandle, session: &str) -> VideoCodecPolicy {
         let name = control
             .forced_video_codec(session)
@@ -505,6 +553,7 @@ impl MediaEngine {
             );
         }
         let created_at = control.stream_created_at(&caller.session_id, &stream_id);
+        self.trickle_candidates(caller, &caller.connection_id, &stream_id, &neg.sdp);
         tracing::info!(session = %caller.session_id, stream = %stream_id, peer = id.0, shard, "publishing");
         Ok(json!({"id": stream_id, "createdAt": created_at, "sdpAnswer": neg.sdp}))
     }
@@ -548,6 +597,7 @@ impl MediaEngine {
             entry.media = neg.media;
         }
         let created_at = control.stream_created_at(&caller.session_id, stream);
+        self.trickle_candidates(caller, &caller.connection_id, stream, &neg.sdp);
         Ok(json!({"id": stream, "createdAt": created_at, "sdpAnswer": neg.sdp}))
     }
 
@@ -597,6 +647,8 @@ impl MediaEngine {
             IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
         let link = Link { id, ice, fp, dtls_role: DtlsRole::Server };
         self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
+        let endpoint = format!("{}_{stream}", caller.connection_id);
+        self.trickle_candidates(caller, &publisher.connection, &endpoint, &neg.sdp);
         Ok(json!({"sdpAnswer": neg.sdp}))
     }
 
@@ -616,6 +668,8 @@ impl MediaEngine {
             (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string()),
             PendingOffer { offer, ice_ufrag: ufrag, ice_pwd: pwd, sources },
         );
+        let endpoint = format!("{}_{stream}", caller.connection_id);
+        self.trickle_candidates(caller, &publisher.connection, &endpoint, &sdp_offer);
         Ok(json!({"sdpOffer": sdp_offer}))
     }
 
@@ -817,8 +871,8 @@ impl MediaEngine {
                 }
             }
         }
-        let mut out = Vec::new();
         let mut st = lock(&self.state);
+        let mut out = std::mem::take(&mut st.trickle);
         for ev in raw {
             match ev {
                 ShardEvent::Connected { id } => {

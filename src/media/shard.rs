@@ -125,14 +125,16 @@ impl ShardCore for MediaShard {
         result: Result<(), std::io::ErrorKind>,
         tx: &mut TxQueue,
     ) {
+        // A listener that does not bind stops the shard from starting (`Driver::startup_result`);
+        // say which one it is.
         if let Err(e) = result {
             if id == HOSTED_LISTENER {
-                tracing::error!(error = ?e, "this shard cannot bind the TURN UDP listener");
+                tracing::error!(error = ?e, "this shard cannot bind the shared TURN UDP port");
             } else if id == SHARD_LISTENER {
                 tracing::error!(
                     error = ?e,
-                    "this shard cannot bind its own TURN port (turn.shard_ports): its sessions' \
-                     browsers fall back to the shared TURN port"
+                    "this shard cannot bind its own TURN port (turn.shard_ports: \
+                     media.port_base + shards + shard index)"
                 );
             }
         }

@@ -133,6 +133,14 @@ impl<C: ShardCore> EpollShard<C> {
         })
     }
 
+    /// Carries out the socket requests the core made while it was built (listeners), before
+    /// the shard reports ready; fails when a listener would not bind.
+    pub fn open_initial_sockets(&mut self) -> io::Result<()> {
+        self.drv.take_initial_socket_ops();
+        self.socket_ops(Instant::now());
+        self.drv.startup_result()
+    }
+
     /// The core's socket requests: bind and register, or deregister and close.
     fn socket_ops(&mut self, now: Instant) {
         for _ in 0..self.drv.socket_ops.len() {

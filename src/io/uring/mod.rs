@@ -344,6 +344,14 @@ impl<C: ShardCore> UringShard<C> {
         }
     }
 
+    /// Carries out the socket requests the core made while it was built (listeners), before
+    /// the shard reports ready; fails when a listener would not bind.
+    pub fn open_initial_sockets(&mut self) -> io::Result<()> {
+        self.drv.take_initial_socket_ops();
+        self.socket_ops(Instant::now());
+        self.drv.startup_result()
+    }
+
     /// The core's socket requests: bind and arm, or cancel and close.
     fn socket_ops(&mut self, now: Instant) {
         // Bounded: every op is taken out of the queue; an open failing may queue more, which
