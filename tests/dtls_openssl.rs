@@ -215,16 +215,25 @@ fn openssl_gcm_preferred() {
     check_profile("SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80", SrtpProfile::AeadAes128Gcm);
 }
 
-/// A browser-like offer (AES-256-GCM first): dimpl picks AES-256-GCM.
+/// A browser-like offer (AES-256-GCM first): the server's preference wins, AES-128-GCM.
 #[test]
-fn openssl_browser_like_offer_gets_gcm256() {
+fn openssl_browser_like_offer_gets_gcm128() {
     if !have_openssl() {
         return;
     }
     check_profile(
         "SRTP_AEAD_AES_256_GCM:SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80",
-        SrtpProfile::AeadAes256Gcm,
+        SrtpProfile::AeadAes128Gcm,
     );
+}
+
+/// AES-256-GCM when the client offers no AES-128-GCM.
+#[test]
+fn openssl_gcm256_when_offered_alone_with_cm80() {
+    if !have_openssl() {
+        return;
+    }
+    check_profile("SRTP_AEAD_AES_256_GCM:SRTP_AES128_CM_SHA1_80", SrtpProfile::AeadAes256Gcm);
 }
 
 #[test]

@@ -152,8 +152,9 @@ fn handshake_exports_matching_keys() {
     let s = connected_keys(&net.server.events).clone();
     let c = connected_keys(&net.client.events).clone();
     assert_eq!(s, c);
-    // dimpl's server prefers AES-256-GCM and dimpl's client offers it.
-    assert_eq!(s.profile, SrtpProfile::AeadAes256Gcm);
+    // dimpl's client offers every profile, AES-256-GCM first; ringsfu's server prefers
+    // AES-128-GCM.
+    assert_eq!(s.profile, SrtpProfile::AeadAes128Gcm);
     assert_eq!(s.inbound(DtlsRole::Server), c.outbound(DtlsRole::Client));
     assert_eq!(s.outbound(DtlsRole::Server), c.inbound(DtlsRole::Client));
     assert_ne!(s.client_key(), s.server_key());
@@ -165,16 +166,15 @@ fn handshake_exports_matching_keys() {
 }
 
 /// The DTLS -> SRTP hand-off after a real handshake: each side builds its SRTP contexts
-/// with `SrtpContext::from_dtls_keys` from its own export (AES-256-GCM, the profile dimpl
-/// picks whenever it is offered; AES-128-GCM and AES-CM need a client that offers less,
-/// so `tests/dtls_webrtc.rs` runs the same check for all three profiles).
+/// with `SrtpContext::from_dtls_keys` from its own export (AES-128-GCM, the profile the server
+/// prefers; `tests/dtls_webrtc.rs` runs the same check for all three profiles).
 #[test]
 fn srtp_contexts_from_both_exports_interoperate() {
     let mut net = Net::honest();
     net.run(Duration::from_secs(60));
     let s = connected_keys(&net.server.events).clone();
     let c = connected_keys(&net.client.events).clone();
-    assert_eq!(s.profile, SrtpProfile::AeadAes256Gcm);
+    assert_eq!(s.profile, SrtpProfile::AeadAes128Gcm);
     dtls_common::check_srtp_handoff(&s, &c);
 }
 
@@ -319,17 +319,51 @@ fn peer_close_notify_reports_closed() {
     assert_eq!(net.server.ep.poll_timeout(), None);
 }
 
+/// The server selects the first profile of its list that the client offers: the list is an
+/// order of preference and a filter.
+#[test]
+fn srtp_profiles_are_the_servers_order_of_preference() {
+    let (scert, ccert) = certs();
+    let server_with = |profiles: Vec<SrtpProfile>| {
+        let cfg = DtlsConfig { srtp_profiles: profiles, ..DtlsConfig::default() };
+        let mut net = Net::honest();
+        net.server.ep = DtlsContext::new(scert.clone(), &cfg)
+            .expect("config")
+            .server(net.now, *ccert.fingerprint());
+        net.run(Duration::from_secs(60));
+        connected_keys(&net.server.events).profile
+    };
+    // dimpl's client offers all three, AES-256-GCM first.
+    for order in [
+        vec![SrtpProfile::Aes128CmSha1_80, SrtpProfile::AeadAes128Gcm],
+        vec![SrtpProfile::AeadAes256Gcm, SrtpProfile::AeadAes128Gcm],
+        vec![SrtpProfile::AeadAes128Gcm],
+    ] {
+        assert_eq!(server_with(order.clone()), order[0], "{order:?}");
+    }
+}
+
+/// Where the server chooses (a client-role endpoint), a profile outside the list fails the
+/// handshake.
 #[test]
 fn srtp_profile_filter_rejects() {
     let (scert, ccert) = certs();
-    let only_gcm128 =
-        DtlsConfig { srtp_profiles: vec![SrtpProfile::AeadAes128Gcm], ..DtlsConfig::default() };
-    let server_ctx = DtlsContext::new(scert.clone(), &only_gcm128).expect("config");
+    let only = |p: SrtpProfile| DtlsConfig { srtp_profiles: vec![p], ..DtlsConfig::default() };
     let mut net = Net::honest();
-    net.server.ep = server_ctx.server(net.now, *ccert.fingerprint());
+    let server_ctx = DtlsContext::new(scert.clone(), &only(SrtpProfile::AeadAes256Gcm));
+    net.server.ep = server_ctx.expect("config").server(net.now, *ccert.fingerprint());
+    let client_ctx = DtlsContext::new(ccert.clone(), &only(SrtpProfile::AeadAes128Gcm));
+    net.client.ep = DtlsEndpoint::new(
+        &client_ctx.expect("config"),
+        DtlsRole::Client,
+        net.now,
+        *scert.fingerprint(),
+    );
+    net.flight.clear(); // the replaced client's ClientHello
+    net.drain(false);
     net.run(Duration::from_secs(60));
     assert_eq!(
-        net.server.events,
+        net.client.events,
         vec![DtlsEvent::Failed(DtlsFailure::SrtpProfileNotAccepted(SrtpProfile::AeadAes256Gcm))]
     );
     assert!(

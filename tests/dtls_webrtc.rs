@@ -118,19 +118,17 @@ fn expect_connected(events: &[DtlsEvent], profile: SrtpProfile) -> SrtpKeyMateri
     }
 }
 
-#[test]
-fn webrtc_dtls_gcm128() {
-    let want = SrtpProfile::AeadAes128Gcm;
-    let out = run(
-        vec![
-            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
-            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
-        ],
-        want.keying_material_len(),
-        Tamper::None,
-    );
+/// webrtc-dtls as the client offering `offered` (in that order): the server settles on
+/// `want`, both sides export the same keys, and SRTP keyed from each export interoperates.
+fn check_profile(offered: Vec<SrtpProtectionProfile>, want: SrtpProfile) {
+    let out = run(offered, want.keying_material_len(), Tamper::None);
     let (profile, theirs) = out.client.expect("webrtc-dtls handshake");
-    assert_eq!(profile, SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm);
+    let theirs_profile = match want {
+        SrtpProfile::AeadAes128Gcm => SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+        SrtpProfile::AeadAes256Gcm => SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+        SrtpProfile::Aes128CmSha1_80 => SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+    };
+    assert_eq!(profile, theirs_profile);
     let km = expect_connected(&out.server_events, want);
     let mut ours = [0u8; 88];
     let n = km.write_exported(&mut ours).expect("fits");
@@ -143,48 +141,47 @@ fn webrtc_dtls_gcm128() {
 }
 
 #[test]
-fn webrtc_dtls_cm80() {
-    let want = SrtpProfile::Aes128CmSha1_80;
-    let out = run(
-        vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80],
-        want.keying_material_len(),
-        Tamper::None,
+fn webrtc_dtls_gcm128() {
+    check_profile(
+        vec![
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ],
+        SrtpProfile::AeadAes128Gcm,
     );
-    let (profile, theirs) = out.client.expect("webrtc-dtls handshake");
-    assert_eq!(profile, SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80);
-    let km = expect_connected(&out.server_events, want);
-    let mut ours = [0u8; 88];
-    let n = km.write_exported(&mut ours).expect("fits");
-    assert_eq!(&ours[..n], &theirs[..]);
-    // The hand-off: our SRTP keyed from our export (server) and from webrtc-dtls's
-    // export (client) talk to each other.
-    let client_km = SrtpKeyMaterial::from_exported(want, &theirs).expect("export length");
-    dtls_common::check_srtp_handoff(&km, &client_km);
 }
 
-/// A browser-like offer (AES-256-GCM first): dimpl picks AES-256-GCM.
 #[test]
-fn webrtc_dtls_browser_like_offer_gets_gcm256() {
-    let want = SrtpProfile::AeadAes256Gcm;
-    let out = run(
+fn webrtc_dtls_cm80() {
+    check_profile(
+        vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80],
+        SrtpProfile::Aes128CmSha1_80,
+    );
+}
+
+/// AES-256-GCM when the client offers no AES-128-GCM.
+#[test]
+fn webrtc_dtls_gcm256() {
+    check_profile(
+        vec![
+            SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+        ],
+        SrtpProfile::AeadAes256Gcm,
+    );
+}
+
+/// A browser-like offer (AES-256-GCM first): the server's preference wins, AES-128-GCM.
+#[test]
+fn webrtc_dtls_browser_like_offer_gets_gcm128() {
+    check_profile(
         vec![
             SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
         ],
-        want.keying_material_len(),
-        Tamper::None,
+        SrtpProfile::AeadAes128Gcm,
     );
-    let (profile, theirs) = out.client.expect("webrtc-dtls handshake");
-    assert_eq!(profile, SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm);
-    let km = expect_connected(&out.server_events, want);
-    let mut ours = [0u8; 88];
-    let n = km.write_exported(&mut ours).expect("fits");
-    assert_eq!(&ours[..n], &theirs[..]);
-    // The hand-off: our SRTP keyed from our export (server) and from webrtc-dtls's
-    // export (client) talk to each other.
-    let client_km = SrtpKeyMaterial::from_exported(want, &theirs).expect("export length");
-    dtls_common::check_srtp_handoff(&km, &client_km);
 }
 
 #[test]

@@ -71,7 +71,10 @@ fn a_taken_shard_turn_port_fails_start_up_and_ready_waits_for_every_listener() {
         let taken = base + 3;
         let r = run(base, "taken", backend);
         let status = r.status.unwrap_or_else(|| {
-            panic!("{backend}: READY=1 with shard 1's TURN port {taken} held: {:?}", r.notifications)
+            panic!(
+                "{backend}: READY=1 with shard 1's TURN port {taken} held: {:?}",
+                r.notifications
+            )
         });
         assert!(!status.success(), "{backend}: exit status {status}; stderr:\n{}", r.stderr);
         assert!(

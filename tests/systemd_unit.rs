@@ -207,7 +207,10 @@ fn the_units_address_families_let_a_wildcard_bind_list_its_interfaces() {
         .collect();
     const WARNING: &str = "cannot list the interface addresses";
     let log = start_log_under_families(&families);
-    assert!(log.contains("media engine running"), "did not start under the unit's families:\n{log}");
+    assert!(
+        log.contains("media engine running"),
+        "did not start under the unit's families:\n{log}"
+    );
     assert!(!log.contains(WARNING), "{log}");
     // The filter is real: without AF_NETLINK the listing fails, and the binary says so.
     let netlink = libc::AF_NETLINK as u32;

@@ -92,7 +92,8 @@ async fn server_candidates_are_trickled_to_the_peer_owner() {
     assert!(trickled(&mut b).await.is_empty(), "nothing of A's peer to B");
 
     // Client-offer subscription (mediaServer "kurento").
-    let r = b.call("receiveVideoFrom", Some(json!({"sender": stream, "sdpOffer": SUBSCRIBE}))).await;
+    let r =
+        b.call("receiveVideoFrom", Some(json!({"sender": stream, "sdpOffer": SUBSCRIBE}))).await;
     let answer = result(&r)["sdpAnswer"].as_str().unwrap().to_string();
     let got = trickled(&mut b).await;
     check(&got, &answer, &ca, &format!("{cb}_{stream}"));

@@ -28,9 +28,10 @@ pub struct DtlsConfig {
     /// endpoint only exists for a 5-tuple that ICE already verified with an authenticated
     /// STUN check, so the cookie would cost a round trip and protect nothing.
     pub use_cookie: bool,
-    /// SRTP profiles the SRTP layer accepts. The profile itself is chosen by dimpl in its
-    /// fixed order (AES-256-GCM, AES-128-GCM, AES-CM-SHA1-80) among those the client offers;
-    /// a handshake that lands on a profile outside this set fails with
+    /// SRTP profiles the server may select, most preferred first: the first one the client
+    /// offers is selected (default [`SrtpProfile::ALL`]: AES-128-GCM, AES-256-GCM,
+    /// AES-CM-SHA1-80). A handshake that still lands on a profile outside this set (a client
+    /// role endpoint, where the server chooses) fails with
     /// [`DtlsFailure::SrtpProfileNotAccepted`].
     pub srtp_profiles: Vec<SrtpProfile>,
 }
@@ -76,7 +77,10 @@ impl DtlsContext {
         if config.srtp_profiles.is_empty() {
             return Err(DtlsConfigError::NoSrtpProfile);
         }
+        let order: Vec<dimpl::SrtpProfile> =
+            config.srtp_profiles.iter().map(|p| super::keys::profile_to_dimpl(*p)).collect();
         let dimpl_config = dimpl::Config::builder()
+            .srtp_profiles(&order)
             .mtu(config.mtu)
             .flight_start_rto(config.flight_start_rto)
             .flight_retries(config.flight_retries)
@@ -637,6 +641,11 @@ impl DtlsEndpoint {
     }
 
     /// Whether keys have been exported and the session is up.
+    /// The `a=fingerprint` the peer's certificate must match (from its SDP).
+    pub fn remote_fingerprint(&self) -> &Fingerprint {
+        &self.remote_fingerprint
+    }
+
     pub fn is_connected(&self) -> bool {
         self.state == DtlsState::Connected
     }

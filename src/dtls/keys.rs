@@ -15,6 +15,15 @@ pub(crate) fn profile_from_dimpl(p: dimpl::SrtpProfile) -> Option<SrtpProfile> {
     }
 }
 
+/// dimpl's name for `p`.
+pub(crate) fn profile_to_dimpl(p: SrtpProfile) -> dimpl::SrtpProfile {
+    match p {
+        SrtpProfile::Aes128CmSha1_80 => dimpl::SrtpProfile::AES128_CM_SHA1_80,
+        SrtpProfile::AeadAes128Gcm => dimpl::SrtpProfile::AEAD_AES_128_GCM,
+        SrtpProfile::AeadAes256Gcm => dimpl::SrtpProfile::AEAD_AES_256_GCM,
+    }
+}
+
 /// Longest master key of any supported profile (AES-256).
 pub const MAX_SRTP_KEY_LEN: usize = 32;
 /// Longest master salt of any supported profile (AES-CM: 112 bits).

@@ -43,11 +43,12 @@
 //!
 //! - DTLS 1.2 only (`Dtls::new_12`), ECDHE-ECDSA with AES-GCM or ChaCha20 (dimpl's suites),
 //!   Extended Master Secret required, client certificate required (WebRTC always sends one).
-//! - SRTP profiles: dimpl picks, in its fixed order, `SRTP_AEAD_AES_256_GCM`,
-//!   `SRTP_AEAD_AES_128_GCM`, `SRTP_AES128_CM_HMAC_SHA1_80` among those the client offers.
-//!   The server cannot prefer AES-128-GCM over AES-256-GCM with dimpl 0.9, so browsers
-//!   (which offer both, AES-256-GCM first) get AES-256-GCM; `srtp` implements all three.
-//!   [`DtlsConfig::srtp_profiles`] only filters.
+//! - SRTP profiles: the server selects the first of [`DtlsConfig::srtp_profiles`] that the
+//!   client offers, by default `SRTP_AEAD_AES_128_GCM`, `SRTP_AEAD_AES_256_GCM`,
+//!   `SRTP_AES128_CM_HMAC_SHA1_80`, so browsers (which offer all three, AES-256-GCM first) get
+//!   AES-128-GCM. dimpl 0.9.0 fixes that order at AES-256-GCM first; the crate builds against
+//!   it with one added setting (`vendor/dimpl.patch`, see `Cargo.toml`). `srtp` implements all
+//!   three.
 //! - No cookie exchange by default ([`DtlsConfig::use_cookie`]): ICE has already verified
 //!   the 5-tuple with an authenticated STUN check before DTLS starts.
 //! - No fatal alert is sent on local failure (dimpl has no API for it); the peer times out.

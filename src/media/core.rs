@@ -402,20 +402,37 @@ impl MediaCore {
             self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate ufrag" });
             return;
         }
-        let dtls = self.dtls.server(now, fp);
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
-        peer.unroute(slot, &mut self.by_addr, &mut self.by_ufrag);
-        peer.ice = IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
+        // The same DTLS association still up (the offer names the certificate it runs on):
+        // a renegotiation with new ICE credentials on the same peer connection, an ICE
+        // restart (RFC 8445 §2.4, `restartIce()`). The keys, the SRTP contexts and the
+        // nominated pair stay, and media keeps flowing on that pair until the browser
+        // nominates one with the new credentials. Otherwise a new transport (openvidu-browser
+        // reconnects with a new peer connection): new ICE agent and DTLS endpoint.
+        let ice_restart = peer.dtls.is_connected() && *peer.dtls.remote_fingerprint() == fp;
+        if ice_restart {
+            if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
+                self.by_ufrag.remove(&peer.ufrag);
+            }
+            peer.ice.restart(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
+            stat!(self.stats, ice_restarts);
+        } else {
+            peer.unroute(slot, &mut self.by_addr, &mut self.by_ufrag);
+            peer.ice = IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
+            peer.dtls = self.dtls.server(now, fp);
+        }
         peer.ufrag = ice.local_ufrag.as_str().into();
-        peer.dtls = dtls;
         peer.failed = false;
         if let Role::Publisher { tracks: states, twcc } = &mut peer.role {
-            // Same tracks in the same order; the browser may pick new SSRCs.
+            // Same tracks in the same order; the browser may pick new SSRCs (statistics and
+            // NACK state start over then, and always with a new transport).
             for (st, cfg) in states.iter_mut().zip(tracks) {
+                if !ice_restart || st.ssrc != cfg.ssrc {
+                    st.stats = ReceiveStats::new(cfg.clock_rate);
+                    st.nack = NackTracker::new(NACK_CAP);
+                }
                 st.ssrc = cfg.ssrc;
                 st.rtx_ssrc = cfg.rtx_ssrc;
-                st.stats = ReceiveStats::new(cfg.clock_rate);
-                st.nack = NackTracker::new(NACK_CAP);
                 st.cfg = cfg;
             }
             *twcc = states

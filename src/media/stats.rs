@@ -109,6 +109,9 @@ counters! {
     dtls_failures,
     /// Peers removed because ICE consent expired.
     ice_consent_expired,
+    /// ICE restarts: a renegotiation with new ICE credentials on a DTLS association that
+    /// stays.
+    ice_restarts,
     /// STUN binding checks answered with success.
     stun_checks,
     /// RTP packets received from publishers (decrypted).

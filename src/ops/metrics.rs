@@ -470,7 +470,7 @@ impl Metrics {
             .map(|(i, m)| (i.to_string(), m))
             .collect();
         drop(media);
-        let fields: [Family<MediaStatsSnapshot>; 17] = [
+        let fields: [Family<MediaStatsSnapshot>; 18] = [
             ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
                 m.publishers
             }),
@@ -494,6 +494,12 @@ impl Metrics {
                 "counter",
                 "Peers removed because ICE consent expired.",
                 |m| m.ice_consent_expired,
+            ),
+            (
+                "ringsfu_shard_ice_restarts_total",
+                "counter",
+                "ICE restarts (new ICE credentials, same DTLS association).",
+                |m| m.ice_restarts,
             ),
             (
                 "ringsfu_shard_stun_checks_total",

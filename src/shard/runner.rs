@@ -291,9 +291,9 @@ where
                     opts: io_opts,
                 };
                 match backend {
-                    IoBackend::Uring => match UringShard::new(ctx).and_then(|mut s| {
-                        s.open_initial_sockets().map(|()| s)
-                    }) {
+                    IoBackend::Uring => match UringShard::new(ctx)
+                        .and_then(|mut s| s.open_initial_sockets().map(|()| s))
+                    {
                         Ok(s) => {
                             let _ = ready_tx.send(Ok(()));
                             s.run()

@@ -2,9 +2,9 @@
 //!
 //! Three profiles: [`SrtpProfile::AeadAes256Gcm`] (AEAD_AES_256_GCM, RFC 7714),
 //! [`SrtpProfile::AeadAes128Gcm`] (AEAD_AES_128_GCM, RFC 7714) and
-//! [`SrtpProfile::Aes128CmSha1_80`] (AES_CM_128_HMAC_SHA1_80, RFC 3711). Browsers offer
-//! AES-256-GCM first and dimpl 0.9 (the `dtls` module) always picks it when offered, so
-//! browser calls run AES-256-GCM. The output is byte-identical to the `webrtc-srtp` crate
+//! [`SrtpProfile::Aes128CmSha1_80`] (AES_CM_128_HMAC_SHA1_80, RFC 3711). Browsers offer all
+//! three and the `dtls` module's server prefers AES-128-GCM, so browser calls run
+//! AES-128-GCM. The output is byte-identical to the `webrtc-srtp` crate
 //! for all three (checked by the differential tests in `tests/srtp_differential.rs`).
 //! [`SrtpProfile`] and [`DtlsRole`] are also the types `dtls` uses (re-exported there).
 //!

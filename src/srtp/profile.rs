@@ -9,8 +9,8 @@ use std::fmt;
 ///
 /// Prefer the AEAD profiles: one AES-GCM pass authenticates and encrypts, where
 /// [`SrtpProfile::Aes128CmSha1_80`] needs AES-CTR plus an HMAC-SHA1 over the whole
-/// packet. dimpl 0.9 (our DTLS server) always picks [`SrtpProfile::AeadAes256Gcm`] when
-/// the client offers it, and browsers do, so that is the profile of every browser call.
+/// packet. Our DTLS server selects in the order of [`SrtpProfile::ALL`], so a browser call
+/// (browsers offer all three) runs [`SrtpProfile::AeadAes128Gcm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SrtpProfile {
     /// `SRTP_AES128_CM_HMAC_SHA1_80` (0x0001): AES-128 counter mode, 80-bit HMAC-SHA1
@@ -24,10 +24,11 @@ pub enum SrtpProfile {
 }
 
 impl SrtpProfile {
-    /// Every profile, in dimpl's fixed order of preference (AES-256-GCM, AES-128-GCM,
-    /// AES-CM-HMAC-SHA1-80).
+    /// Every profile, in ringsfu's order of preference (the DTLS server's default): AES-128-GCM
+    /// (the cheapest per packet: protect 0.90x of AES-256-GCM's time, 0.17x of
+    /// AES-CM-HMAC-SHA1-80's, `benches/srtp.rs`), AES-256-GCM, AES-CM-HMAC-SHA1-80.
     pub const ALL: [SrtpProfile; 3] =
-        [SrtpProfile::AeadAes256Gcm, SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmSha1_80];
+        [SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm, SrtpProfile::Aes128CmSha1_80];
 
     /// Length of the master key (and of the session encryption key) in bytes: 16, or 32
     /// for AES-256-GCM.

@@ -1,0 +1,105 @@
+//! ICE restart on renegotiation: a str0m publisher restarts ICE on its peer connection
+//! (`ice_restart`, new ufrag and password, the same DTLS association) and sends the new offer
+//! with `reconnectStream`. ringsfu answers with new credentials of its own, keeps the DTLS
+//! association and the SRTP keys (no second handshake), and the subscriber keeps receiving the
+//! publisher's frames intact. A new peer connection (what openvidu-browser does) still gets a
+//! new transport: see `tests/media_str0m.rs`.
+
+mod common;
+mod str0m_common;
+
+use std::time::Duration;
+
+use serde_json::json;
+use str0m::media::{Direction, MediaKind};
+use str0m_common::{Peer, frame, pump_for, run_until};
+
+const AV: &[MediaKind] = &[MediaKind::Audio, MediaKind::Video];
+
+fn ice_ufrag(sdp: &str) -> &str {
+    sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:")).expect("a=ice-ufrag")
+}
+
+/// Sends frames `range` of both kinds, paced, and waits until the subscriber has `want` frames.
+fn send(publisher: &mut Peer, subscriber: &mut Peer, range: std::ops::Range<u64>, want: usize) {
+    for n in range {
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            publisher.write(kind, n, &frame(kind, n));
+        }
+        pump_for(&mut [&mut *publisher, &mut *subscriber], Duration::from_millis(10));
+    }
+    run_until(&mut [publisher, subscriber], "frames received", Duration::from_secs(10), |p| {
+        p[1].frames.len() >= want
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_ice_restart_keeps_the_dtls_association_and_the_media() {
+    let s = common::start_with_media(|_| {}).await;
+    let sid = s.session(None).await;
+    let (_, tok_pub) = s.connection(&sid, "PUBLISHER", "").await;
+    let (_, tok_sub) = s.connection(&sid, "SUBSCRIBER", "").await;
+    let (mut ws_pub, _) = s.join(&sid, &tok_pub, "pub").await;
+    let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
+
+    let mut publisher = Peer::new();
+    let (offer, pending) = publisher.offer(Direction::SendOnly, AV);
+    let r = ws_pub
+        .call(
+            "publishVideo",
+            Some(json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": true,
+                        "hasVideo": true, "audioActive": true, "videoActive": true,
+                        "typeOfVideo": "CAMERA", "frameRate": 30,
+                        "videoDimensions": "{\"width\":640,\"height\":480}"})),
+        )
+        .await;
+    let stream = r["result"]["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    let first_answer = r["result"]["sdpAnswer"].as_str().expect("sdpAnswer").to_string();
+    publisher.accept(pending, &first_answer);
+
+    let mut subscriber = Peer::new();
+    let (offer, pending) = subscriber.offer(Direction::RecvOnly, AV);
+    let r =
+        ws_sub.call("receiveVideoFrom", Some(json!({"sender": stream, "sdpOffer": offer}))).await;
+    subscriber.accept(pending, r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")));
+
+    tokio::task::block_in_place(|| {
+        run_until(&mut [&mut publisher, &mut subscriber], "connected", Duration::from_secs(10), |p| {
+            p.iter().all(|p| p.connected)
+        });
+        send(&mut publisher, &mut subscriber, 0..20, 40);
+    });
+
+    // ICE restart on the same peer connection: new credentials, same certificate.
+    let (offer, pending) = {
+        let mut change = publisher.rtc.sdp_api();
+        change.ice_restart(true);
+        let (offer, pending) = change.apply().expect("a restart offer");
+        (offer.to_sdp_string(), pending)
+    };
+    let r = ws_pub.call("reconnectStream", Some(json!({"stream": stream, "sdpString": offer}))).await;
+    let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    assert_ne!(ice_ufrag(&answer), ice_ufrag(&first_answer), "new server credentials");
+    publisher.accept(pending, &answer);
+
+    let before = subscriber.frames.len();
+    tokio::task::block_in_place(|| {
+        send(&mut publisher, &mut subscriber, 20..60, before + 80);
+    });
+    // The frames after the restart arrived intact, in order.
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        let got: Vec<&Vec<u8>> =
+            subscriber.frames.iter().filter(|(k, _)| *k == kind).map(|(_, f)| f).collect();
+        let want: Vec<Vec<u8>> = (0..60).map(|n| frame(kind, n)).collect();
+        assert_eq!(got.len(), want.len(), "{kind:?} frame count");
+        for (n, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(*g, w, "{kind:?} frame {n}");
+        }
+    }
+
+    let engine = s.control.media_engine().expect("engine");
+    let st = engine.stats()[0];
+    assert_eq!(st.ice_restarts, 1, "{st:?}");
+    assert_eq!(st.dtls_handshakes, 2, "no new handshake: {st:?}");
+    assert_eq!(st.drops(ringsfu::media::MediaDrop::SrtpFailed), 0, "{st:?}");
+}
