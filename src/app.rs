@@ -112,6 +112,8 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
 
     if let Some(t) = &turn {
         control.metrics().register_turn(t.stats_cells());
+        // Standalone TURN shards (media off): their packet and loop counters, labelled kind="turn".
+        control.metrics().register_turn_shards(t.shard_stats());
     }
 
     let mut ops = Ops::new(cfg.clone(), control.clone(), Notifier::from_env());

@@ -74,22 +74,71 @@ fn invalid_configuration_is_one_line_naming_the_key_and_exit_2() {
     }
 }
 
+/// `ringsfu --check-config` with `args`: the effective configuration as a TOML table.
+fn effective(args: &[&str]) -> toml::Table {
+    let out = ringsfu().arg("--check-config").args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().parse().expect("--check-config prints TOML")
+}
+
+/// Keys of the shipped example whose value deliberately differs from the embedded default (the
+/// example's header names them).
+const PRODUCTION_DIFFERS: &[&str] = &["server.demo"];
+
 #[test]
 fn the_shipped_example_configuration_is_valid_and_documents_every_key() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ringsfu.toml");
-    let out = ringsfu().args(["--check-config", "--config", example]).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    // Every key of the effective configuration appears in the example (commented or not).
     let text = std::fs::read_to_string(example).unwrap();
-    let effective: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
-    for (section, keys) in &effective {
-        assert!(text.contains(&format!("[{section}]")), "section [{section}] missing");
-        for key in keys.as_table().unwrap().keys() {
-            assert!(
-                text.lines()
-                    .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} ="))),
-                "{section}.{key} is not documented in systemd/ringsfu.toml"
-            );
+    let parsed: toml::Table = text.parse().expect("systemd/ringsfu.toml parses as TOML");
+    let from_example = effective(&["--config", example]);
+    // Every key line of the example: its section and whether the line above is a comment.
+    let mut section = String::new();
+    let mut documented = std::collections::BTreeMap::new();
+    let mut previous = "";
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            section = name.to_string();
+        } else if !l.starts_with('#')
+            && let Some((key, _)) = l.split_once('=')
+        {
+            documented.insert(format!("{section}.{}", key.trim()), previous.starts_with('#'));
         }
+        previous = l;
+    }
+    let mut checked = 0;
+    for (section, keys) in &from_example {
+        let keys = keys.as_table().expect("a section is a table");
+        for key in keys.keys() {
+            let dotted = format!("{section}.{key}");
+            assert!(
+                parsed.get(section).and_then(|s| s.get(key)).is_some(),
+                "{dotted} is not set in the [{section}] section of systemd/ringsfu.toml"
+            );
+            assert_eq!(
+                documented.get(&dotted),
+                Some(&true),
+                "{dotted} in systemd/ringsfu.toml has no comment line right above it"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "only {checked} keys in the effective configuration");
+    // The example holds the embedded defaults except the keys its header names.
+    let defaults = effective(&[]);
+    let mut differ = Vec::new();
+    for (section, keys) in &defaults {
+        for (key, value) in keys.as_table().unwrap() {
+            if from_example[section].get(key) != Some(value) {
+                differ.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    assert_eq!(
+        differ, PRODUCTION_DIFFERS,
+        "keys of systemd/ringsfu.toml that differ from the defaults"
+    );
+    for key in PRODUCTION_DIFFERS {
+        assert!(text.lines().take(5).any(|l| l.contains(key)), "the header does not name {key}");
     }
 }

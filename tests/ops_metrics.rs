@@ -1,8 +1,12 @@
 //! `/metrics` and `/health` on the in-process server: counters move with signaling traffic,
 //! auth is required unless `server.metrics_public`, the Grafana dashboard only uses metric
-//! names the server exports, and draining flips `/health` and refuses new work.
+//! names the server exports, and draining flips `/health` and refuses new work. And on the
+//! binary: standalone TURN shards (media off) export their shard counters, labelled
+//! `kind="turn"`, which move with STUN traffic. (The media shards' counters under real media:
+//! `ops_media.rs`.)
 
 mod common;
+mod ops_common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -150,4 +154,69 @@ async fn health_and_drain_refusals() {
         assert!(tokio::time::Instant::now() < deadline, "participant not removed");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// One STUN Binding request to `to` from `sock`, retried (UDP) until its success response
+/// arrives: the response's length.
+fn stun_binding(sock: &std::net::UdpSocket, to: std::net::SocketAddr) -> usize {
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let tid: [u8; 12] = rand::random();
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    req.extend_from_slice(&tid);
+    let mut buf = [0u8; 1500];
+    // Bounded: 20 tries.
+    for _ in 0..20 {
+        sock.send_to(&req, to).expect("send Binding");
+        if let Ok((n, from)) = sock.recv_from(&mut buf)
+            && from == to
+            && n >= 20
+            && buf[..2] == [0x01, 0x01]
+            && buf[8..20] == tid
+        {
+            return n;
+        }
+    }
+    panic!("no Binding success response from {to}");
+}
+
+#[test]
+fn standalone_turn_shards_export_their_shard_counters_labelled_turn() {
+    const SECRET: &str = "TURN_METRICS_SECRET";
+    let port = ops_common::free_port();
+    let turn = common::free_port();
+    let turn_port = format!("turn.port={turn}");
+    let _server = ops_common::Server::spawn(
+        port,
+        &["--secret", SECRET, "--set", "media.enabled=false", "--set", &turn_port],
+        &[],
+    );
+    // Up once the TURN shard is registered.
+    let before = common::await_metric(port, SECRET, "ringsfu_turn_shards", 1);
+    assert_eq!(value(&before, "ringsfu_shards"), 0, "no media shards: {before}");
+    assert!(
+        !before.contains("ringsfu_shard_rx_packets_total{shard=\"0\"} "),
+        "a media-shard series without media: {before}"
+    );
+    let info = "ringsfu_shard_info{shard=\"0\",kind=\"turn\",io_backend=";
+    assert!(before.lines().any(|l| l.starts_with(info)), "{before}");
+
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let answer = stun_binding(&sock, ([127, 0, 0, 1], turn).into()) as u64;
+    let rx = "ringsfu_shard_rx_packets_total{shard=\"0\",kind=\"turn\"}";
+    // The shard publishes its counters every loop turn: bounded wait for them.
+    let mut after = String::new();
+    for _ in 0..50 {
+        after = common::metrics_text(port, SECRET).expect("scrape");
+        if value(&after, rx) > value(&before, rx) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    let s = |name: &str| format!("ringsfu_shard_{name}_total{{shard=\"0\",kind=\"turn\"}}");
+    assert!(moved(&s("rx_packets")) >= 1, "{after}");
+    assert!(moved(&s("rx_bytes")) >= 20, "{after}");
+    assert!(moved(&s("tx_packets")) >= 1, "{after}");
+    assert!(moved(&s("tx_bytes")) >= answer, "{after}");
+    assert!(moved(&s("loop_turns")) >= 1, "{after}");
 }

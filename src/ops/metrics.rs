@@ -12,6 +12,10 @@
 //! - the media shards, registered once at start-up with [`Metrics::register_shards`]: their
 //!   [`ShardStats`] (packets, bytes, drops, loop turns, io backend), and the media cores'
 //!   counters read at scrape time (DTLS handshakes and failures, ICE legs, drops by reason);
+//! - the standalone TURN shards (UDP TURN with the media engine off), registered with
+//!   [`Metrics::register_turn_shards`]: their [`ShardStats`] in the same `ringsfu_shard_*`
+//!   families as the media shards', told apart by a `kind="turn"` label (media shards' series
+//!   carry no `kind`, as before);
 //! - the TURN server's shards and TCP/TLS thread, registered with [`Metrics::register_turn`]:
 //!   allocations, relayed packets, authentication failures and drops by reason, which each
 //!   publishes once a second ([`TurnStatsCell`]).
@@ -122,6 +126,9 @@ pub struct Metrics {
     http: Mutex<BTreeMap<(&'static str, u16), u64>>,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
     shards: RwLock<Vec<ShardMetrics>>,
+    /// Standalone TURN shards (only when the media engine is off: otherwise the media shards
+    /// host UDP TURN).
+    turn_shards: RwLock<Vec<ShardMetrics>>,
     media: RwLock<Option<MediaSource>>,
     /// TURN counters by label (`0`, `1`... for the UDP shards, `stream` for TCP/TLS).
     turn: RwLock<Vec<(String, Arc<TurnStatsCell>)>>,
@@ -178,6 +185,18 @@ impl Metrics {
     /// Registers the media shards (call once, when they run). Replaces an earlier list.
     pub fn register_shards(&self, shards: Vec<ShardMetrics>) {
         *self.shards.write().unwrap_or_else(|p| p.into_inner()) = shards;
+    }
+
+    /// Registers the standalone TURN shards' loop counters (the `TurnService`'s UDP shards when
+    /// the media engine is off); exported as the media shards' are, labelled `kind="turn"`.
+    /// Replaces an earlier list.
+    pub fn register_turn_shards(&self, shards: Vec<Arc<ShardStats>>) {
+        let shards = shards
+            .into_iter()
+            .enumerate()
+            .map(|(index, stats)| ShardMetrics { index, stats })
+            .collect();
+        *self.turn_shards.write().unwrap_or_else(|p| p.into_inner()) = shards;
     }
 
     /// Registers the media engine's shards ([`ShardStats`] of each) and reads its cores' counters at every scrape. Called by
@@ -313,29 +332,37 @@ impl Metrics {
     }
 
     fn render_shards(&self, o: &mut String) {
-        let shards = self.shards.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let snaps: Vec<(String, _)> =
-            shards.iter().map(|s| (s.index.to_string(), s.stats.snapshot())).collect();
-        gauge(o, "ringsfu_shards", "Media shards registered.", snaps.len() as u64);
+        let media = self.shards.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let turn = self.turn_shards.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let media_rows =
+            media.iter().map(|s| (vec![("shard", s.index.to_string())], s.stats.snapshot()));
+        let turn_rows = turn.iter().map(|s| {
+            (vec![("shard", s.index.to_string()), ("kind", "turn".to_string())], s.stats.snapshot())
+        });
+        let snaps: Vec<(Labels, _)> = media_rows.chain(turn_rows).collect();
+        gauge(o, "ringsfu_shards", "Media shards registered.", media.len() as u64);
+        gauge(
+            o,
+            "ringsfu_turn_shards",
+            "Standalone TURN shards registered (UDP TURN with the media engine off; their \
+             ringsfu_shard_* series carry kind=\"turn\").",
+            turn.len() as u64,
+        );
         header(
             o,
             "ringsfu_shard_info",
             "gauge",
-            "One series per shard; io_backend is uring, epoll or auto (not started).",
+            "One series per shard (kind=\"turn\": a standalone TURN shard); io_backend is uring, \
+             epoll or auto (not started).",
         );
-        for (i, s) in &snaps {
+        for (labels, s) in &snaps {
             let backend = match s.backend {
                 IoBackend::Uring => "uring",
                 IoBackend::Epoll => "epoll",
                 IoBackend::Auto => "auto",
             };
             let gso = if s.gso { "true" } else { "false" };
-            sample(
-                o,
-                "ringsfu_shard_info",
-                &[("shard", i), ("io_backend", backend), ("gso", gso)],
-                1,
-            );
+            labelled(o, "ringsfu_shard_info", labels, &[("io_backend", backend), ("gso", gso)], 1);
         }
         let counters: [Family<crate::shard::ShardStatsSnapshot>; 8] = [
             ("ringsfu_shard_rx_packets_total", "counter", "Datagrams received.", |s| s.rx_packets),
@@ -374,12 +401,13 @@ impl Metrics {
             "counter",
             "Datagrams or events dropped by the shard shell, by reason.",
         );
-        for (i, s) in &snaps {
+        for (labels, s) in &snaps {
             for r in DropReason::ALL {
-                sample(
+                labelled(
                     o,
                     "ringsfu_shard_drops_total",
-                    &[("shard", i), ("reason", r.as_str())],
+                    labels,
+                    &[("reason", r.as_str())],
                     s.drops(r),
                 );
             }
@@ -392,6 +420,8 @@ impl Metrics {
         let cells = self.turn.read().unwrap_or_else(|p| p.into_inner()).clone();
         let snaps: Vec<(String, TurnShardStats)> =
             cells.iter().map(|(l, c)| (l.clone(), c.load())).collect();
+        let rows: Vec<(Labels, TurnShardStats)> =
+            snaps.iter().map(|(l, t)| (vec![("shard", l.clone())], *t)).collect();
         let fields: [Family<TurnShardStats>; 6] = [
             (
                 "ringsfu_turn_allocations",
@@ -431,7 +461,7 @@ impl Metrics {
                 |t| t.relay_open_failed,
             ),
         ];
-        families(o, &snaps, &fields);
+        families(o, &rows, &fields);
         let name = "ringsfu_turn_relayed_packets_total";
         header(o, name, "counter", "Packets relayed, by direction (to_peer, to_client).");
         for (l, t) in &snaps {
@@ -469,6 +499,8 @@ impl Metrics {
             .enumerate()
             .map(|(i, m)| (i.to_string(), m))
             .collect();
+        let rows: Vec<(Labels, MediaStatsSnapshot)> =
+            snaps.iter().map(|(i, m)| (vec![("shard", i.clone())], *m)).collect();
         drop(media);
         let fields: [Family<MediaStatsSnapshot>; 18] = [
             ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
@@ -549,7 +581,7 @@ impl Metrics {
             ("ringsfu_shard_rtcp_in_total", "counter", "RTCP packets received.", |m| m.rtcp_in),
             ("ringsfu_shard_rtcp_out_total", "counter", "RTCP packets sent.", |m| m.rtcp_out),
         ];
-        families(o, &snaps, &fields);
+        families(o, &rows, &fields);
         header(
             o,
             "ringsfu_shard_media_drops_total",
@@ -572,14 +604,24 @@ impl Metrics {
 /// A per-shard metric family: name, type, help, and its value in a shard's snapshot.
 type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
 
-/// Each family of `fams` with one sample per shard of `rows` (shard label, snapshot).
-fn families<T>(o: &mut String, rows: &[(String, T)], fams: &[Family<T>]) {
+/// The labels that name one shard's series (`shard`, and `kind` for a standalone TURN shard).
+type Labels = Vec<(&'static str, String)>;
+
+/// Each family of `fams` with one sample per shard of `rows` (its labels, snapshot).
+fn families<T>(o: &mut String, rows: &[(Labels, T)], fams: &[Family<T>]) {
     for (name, kind, help, f) in fams {
         header(o, name, kind, help);
-        for (label, snap) in rows {
-            sample(o, name, &[("shard", label)], f(snap));
+        for (labels, snap) in rows {
+            labelled(o, name, labels, &[], f(snap));
         }
     }
+}
+
+/// One sample with a shard's labels followed by `extra`.
+fn labelled(o: &mut String, name: &str, labels: &Labels, extra: &[(&str, &str)], v: u64) {
+    let all: Vec<(&str, &str)> =
+        labels.iter().map(|(k, v)| (*k, v.as_str())).chain(extra.iter().copied()).collect();
+    sample(o, name, &all, v);
 }
 
 fn header(o: &mut String, name: &str, kind: &str, help: &str) {
@@ -657,6 +699,15 @@ mod tests {
         stats.turn(false);
         stats.set_backend(IoBackend::Epoll);
         m.register_shards(vec![ShardMetrics { index: 0, stats }]);
+        let turn_shard = Arc::new(ShardStats::default());
+        turn_shard.turn(false);
+        turn_shard.set_backend(IoBackend::Uring);
+        turn_shard.publish(&mut crate::shard::stats::Tally {
+            rx_packets: 3,
+            tx_bytes: 96,
+            ..Default::default()
+        });
+        m.register_turn_shards(vec![turn_shard]);
         let udp = Arc::new(TurnStatsCell::default());
         udp.store(&TurnShardStats { allocations: 4, relayed_to_peer: 7, ..Default::default() });
         m.register_turn(vec![udp, Arc::new(TurnStatsCell::default())]);
@@ -686,6 +737,14 @@ mod tests {
             "ringsfu_shard_info{shard=\"0\",io_backend=\"epoll\",gso=\"false\"} 1\n",
             "ringsfu_shard_loop_turns_total{shard=\"0\"} 1\n",
             "ringsfu_shard_drops_total{shard=\"0\",reason=\"rx_truncated\"} 0\n",
+            "ringsfu_shards 1\n",
+            "ringsfu_turn_shards 1\n",
+            "ringsfu_shard_rx_packets_total{shard=\"0\"} 0\n",
+            "ringsfu_shard_rx_packets_total{shard=\"0\",kind=\"turn\"} 3\n",
+            "ringsfu_shard_tx_bytes_total{shard=\"0\",kind=\"turn\"} 96\n",
+            "ringsfu_shard_loop_turns_total{shard=\"0\",kind=\"turn\"} 1\n",
+            "ringsfu_shard_info{shard=\"0\",kind=\"turn\",io_backend=\"uring\",gso=\"false\"} 1\n",
+            "ringsfu_shard_drops_total{shard=\"0\",kind=\"turn\",reason=\"rx_truncated\"} 0\n",
             "ringsfu_shard_dtls_handshakes_total{shard=\"0\"} 1\n",
             "ringsfu_shard_ice_legs{shard=\"0\"} 3\n",
             "ringsfu_shard_media_drops_total{shard=\"0\",reason=\"srtp_failed\"} 0\n",

@@ -109,6 +109,7 @@ impl Ops {
         let every = (timeout / 2).max(Duration::from_millis(10));
         let mut watchdog = Watchdog::new(self.shards.clone()).with_stall_limit(self.stall_limit);
         let notifier = self.notifier.clone();
+        let control = self.control.clone();
         tracing::info!(
             interval_ms = every.as_millis() as u64,
             shards = watchdog.len(),
@@ -123,6 +124,9 @@ impl Ops {
                     Ok(()) => {
                         if stuck_logged {
                             tracing::warn!("every shard turns again; watchdog keep-alives resume");
+                            // The status task only sends a changed line: put it back over the
+                            // "stuck" one.
+                            notifier.status(&status_line(&control.gauges()));
                             stuck_logged = false;
                         }
                         notifier.watchdog();

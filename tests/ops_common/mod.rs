@@ -73,6 +73,27 @@ impl NotifySocket {
         self.pending.clear();
     }
 
+    /// Every datagram that arrives within `window` (from now on; those not taken yet are kept
+    /// for later waits too). For checking that something is NOT sent while a condition holds.
+    pub async fn collect_for(&mut self, window: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        // Bounded by `window`, and by a count in case of a flood.
+        for _ in 0..100_000 {
+            let n = match tokio::time::timeout_at(deadline, self.sock.recv(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => panic!("notify socket: {e}"),
+                Err(_) => break,
+            };
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.seen.push(m.clone());
+            self.pending.push_back(m.clone());
+            got.push(m);
+        }
+        got
+    }
+
     /// Takes the oldest datagram not taken yet that matches `pred`, waiting for it within WAIT.
     /// Panics naming `what` when none arrives.
     pub async fn wait(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
