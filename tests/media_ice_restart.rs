@@ -1,9 +1,10 @@
-//! ICE restart on renegotiation: a str0m publisher restarts ICE on its peer connection
-//! (`ice_restart`, new ufrag and password, the same DTLS association) and sends the new offer
-//! with `reconnectStream`. ringsfu answers with new credentials of its own, keeps the DTLS
-//! association and the SRTP keys (no second handshake), and the subscriber keeps receiving the
-//! publisher's frames intact. A new peer connection (what openvidu-browser does) still gets a
-//! new transport: see `tests/media_str0m.rs`.
+//! ICE restart on renegotiation: a str0m publisher, then a str0m subscriber, restart ICE on
+//! their peer connections (`ice_restart`: new ufrag and password, the same DTLS association and
+//! SDP session) and send the new offer with `reconnectStream`. ringsfu answers with new
+//! credentials of its own (and, to the subscriber, the same tracks and SSRCs), keeps the DTLS
+//! associations and the SRTP keys (no further handshake), and the subscriber keeps receiving
+//! the publisher's frames intact. A new peer connection (what openvidu-browser does) still
+//! gets a new transport: see `tests/media_str0m.rs`.
 
 mod common;
 mod str0m_common;
@@ -34,7 +35,7 @@ fn send(publisher: &mut Peer, subscriber: &mut Peer, range: std::ops::Range<u64>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publisher_ice_restart_keeps_the_dtls_association_and_the_media() {
+async fn ice_restarts_keep_the_dtls_associations_and_the_media() {
     let s = common::start_with_media(|_| {}).await;
     let sid = s.session(None).await;
     let (_, tok_pub) = s.connection(&sid, "PUBLISHER", "").await;
@@ -64,9 +65,12 @@ async fn publisher_ice_restart_keeps_the_dtls_association_and_the_media() {
     subscriber.accept(pending, r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")));
 
     tokio::task::block_in_place(|| {
-        run_until(&mut [&mut publisher, &mut subscriber], "connected", Duration::from_secs(10), |p| {
-            p.iter().all(|p| p.connected)
-        });
+        run_until(
+            &mut [&mut publisher, &mut subscriber],
+            "connected",
+            Duration::from_secs(10),
+            |p| p.iter().all(|p| p.connected),
+        );
         send(&mut publisher, &mut subscriber, 0..20, 40);
     });
 
@@ -77,7 +81,8 @@ async fn publisher_ice_restart_keeps_the_dtls_association_and_the_media() {
         let (offer, pending) = change.apply().expect("a restart offer");
         (offer.to_sdp_string(), pending)
     };
-    let r = ws_pub.call("reconnectStream", Some(json!({"stream": stream, "sdpString": offer}))).await;
+    let r =
+        ws_pub.call("reconnectStream", Some(json!({"stream": stream, "sdpString": offer}))).await;
     let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
     assert_ne!(ice_ufrag(&answer), ice_ufrag(&first_answer), "new server credentials");
     publisher.accept(pending, &answer);
@@ -86,11 +91,28 @@ async fn publisher_ice_restart_keeps_the_dtls_association_and_the_media() {
     tokio::task::block_in_place(|| {
         send(&mut publisher, &mut subscriber, 20..60, before + 80);
     });
-    // The frames after the restart arrived intact, in order.
+
+    // The subscriber restarts ICE on its peer connection (client-offer reconnectStream).
+    let (offer, pending) = {
+        let mut change = subscriber.rtc.sdp_api();
+        change.ice_restart(true);
+        let (offer, pending) = change.apply().expect("a restart offer");
+        (offer.to_sdp_string(), pending)
+    };
+    let r =
+        ws_sub.call("reconnectStream", Some(json!({"stream": stream, "sdpOffer": offer}))).await;
+    let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    subscriber.accept(pending, &answer);
+    let before = subscriber.frames.len();
+    tokio::task::block_in_place(|| {
+        send(&mut publisher, &mut subscriber, 60..100, before + 80);
+    });
+
+    // Every frame arrived intact, in order, across both restarts.
     for kind in [MediaKind::Audio, MediaKind::Video] {
         let got: Vec<&Vec<u8>> =
             subscriber.frames.iter().filter(|(k, _)| *k == kind).map(|(_, f)| f).collect();
-        let want: Vec<Vec<u8>> = (0..60).map(|n| frame(kind, n)).collect();
+        let want: Vec<Vec<u8>> = (0..100).map(|n| frame(kind, n)).collect();
         assert_eq!(got.len(), want.len(), "{kind:?} frame count");
         for (n, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(*g, w, "{kind:?} frame {n}");
@@ -99,7 +121,8 @@ async fn publisher_ice_restart_keeps_the_dtls_association_and_the_media() {
 
     let engine = s.control.media_engine().expect("engine");
     let st = engine.stats()[0];
-    assert_eq!(st.ice_restarts, 1, "{st:?}");
+    assert_eq!(st.ice_restarts, 2, "{st:?}");
     assert_eq!(st.dtls_handshakes, 2, "no new handshake: {st:?}");
+    assert_eq!(st.subscribers, 1, "the same leg: {st:?}");
     assert_eq!(st.drops(ringsfu::media::MediaDrop::SrtpFailed), 0, "{st:?}");
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use super::feedback::{NackTracker, ReceiveStats, TwccRecorder};
 use super::stats::{MediaDrop, MediaStats, stat};
 use super::{InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
-use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole};
+use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole, DtlsState};
 use crate::ice::{IceEvent, IceLiteAgent, Reply};
 use crate::router::{LegId, Router, RouterConfig, RtpFields, SubscribeParams, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
@@ -392,6 +392,7 @@ impl MediaCore {
         id: PeerId,
         ice: super::IceParams,
         fp: crate::dtls::Fingerprint,
+        same_connection: bool,
         tracks: Vec<InTrack>,
     ) {
         let Some(&slot) = self.by_id.get(&id) else {
@@ -402,27 +403,8 @@ impl MediaCore {
             self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate ufrag" });
             return;
         }
+        let ice_restart = self.restart_transport(now, slot, &ice, fp, same_connection);
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
-        // The same DTLS association still up (the offer names the certificate it runs on):
-        // a renegotiation with new ICE credentials on the same peer connection, an ICE
-        // restart (RFC 8445 §2.4, `restartIce()`). The keys, the SRTP contexts and the
-        // nominated pair stay, and media keeps flowing on that pair until the browser
-        // nominates one with the new credentials. Otherwise a new transport (openvidu-browser
-        // reconnects with a new peer connection): new ICE agent and DTLS endpoint.
-        let ice_restart = peer.dtls.is_connected() && *peer.dtls.remote_fingerprint() == fp;
-        if ice_restart {
-            if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
-                self.by_ufrag.remove(&peer.ufrag);
-            }
-            peer.ice.restart(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
-            stat!(self.stats, ice_restarts);
-        } else {
-            peer.unroute(slot, &mut self.by_addr, &mut self.by_ufrag);
-            peer.ice = IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
-            peer.dtls = self.dtls.server(now, fp);
-        }
-        peer.ufrag = ice.local_ufrag.as_str().into();
-        peer.failed = false;
         if let Role::Publisher { tracks: states, twcc } = &mut peer.role {
             // Same tracks in the same order; the browser may pick new SSRCs (statistics and
             // NACK state start over then, and always with a new transport).
@@ -440,6 +422,64 @@ impl MediaCore {
                 .find(|t| t.cfg.transport_cc && t.cfg.ext.twcc != 0)
                 .map(|t| (t.cfg.ext.twcc, TwccRecorder::default()));
         }
+        self.by_ufrag.insert(ice.local_ufrag.into(), slot);
+    }
+
+    /// New ICE credentials for the peer in `slot`; true when that was an ICE restart. From the
+    /// same peer connection (`same_connection`: same certificate and SDP session) whose DTLS
+    /// association is up or under way, it is a renegotiation of that connection (RFC 8445
+    /// §2.4, `restartIce()`): the DTLS endpoint, the keys, the SRTP contexts and the nominated
+    /// pair stay, and media keeps flowing on that pair until the browser nominates one with
+    /// the new credentials. Otherwise a new transport (openvidu-browser reconnects with a new
+    /// peer connection, which also handshakes anew): new ICE agent and DTLS endpoint. The
+    /// caller maps the new ufrag to `slot`.
+    fn restart_transport(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        ice: &super::IceParams,
+        fp: crate::dtls::Fingerprint,
+        same_connection: bool,
+    ) -> bool {
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return false };
+        let alive = matches!(peer.dtls.state(), DtlsState::Connected | DtlsState::Handshaking);
+        let ice_restart = same_connection && alive && *peer.dtls.remote_fingerprint() == fp;
+        if ice_restart {
+            if self.by_ufrag.get(&peer.ufrag) == Some(&slot) {
+                self.by_ufrag.remove(&peer.ufrag);
+            }
+            peer.ice.restart(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
+            stat!(self.stats, ice_restarts);
+        } else {
+            peer.unroute(slot, &mut self.by_addr, &mut self.by_ufrag);
+            peer.ice = IceLiteAgent::new(&ice.local_ufrag, &ice.local_pwd, &ice.remote_ufrag);
+            peer.dtls = match peer.dtls_role {
+                DtlsRole::Server => self.dtls.server(now, fp),
+                DtlsRole::Client => DtlsEndpoint::new(&self.dtls, DtlsRole::Client, now, fp),
+            };
+        }
+        peer.ufrag = ice.local_ufrag.as_str().into();
+        peer.failed = false;
+        ice_restart
+    }
+
+    /// [`ShardCommand::RestartSubscriber`].
+    fn restart_subscriber(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        ice: super::IceParams,
+        fp: crate::dtls::Fingerprint,
+    ) {
+        let Some(&slot) = self.by_id.get(&id) else {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "subscriber not found" });
+            return;
+        };
+        if self.by_ufrag.get(ice.local_ufrag.as_str()).is_some_and(|&s| s != slot) {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate ufrag" });
+            return;
+        }
+        self.restart_transport(now, slot, &ice, fp, true);
         self.by_ufrag.insert(ice.local_ufrag.into(), slot);
     }
 
@@ -1138,8 +1178,15 @@ impl ShardCore for MediaCore {
             } => {
                 self.add_subscriber(now, id, publisher, ice, remote_fingerprint, dtls_role, tracks)
             }
-            ShardCommand::RestartPublisher { id, ice, remote_fingerprint, tracks } => {
-                self.restart_publisher(now, id, ice, remote_fingerprint, tracks)
+            ShardCommand::RestartPublisher {
+                id,
+                ice,
+                remote_fingerprint,
+                same_connection,
+                tracks,
+            } => self.restart_publisher(now, id, ice, remote_fingerprint, same_connection, tracks),
+            ShardCommand::RestartSubscriber { id, ice, remote_fingerprint } => {
+                self.restart_subscriber(now, id, ice, remote_fingerprint)
             }
             ShardCommand::RemovePeer { id } => {
                 if let Some(&slot) = self.by_id.get(&id) {

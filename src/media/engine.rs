@@ -57,6 +57,8 @@ struct Published {
     /// What was agreed with the publisher, in track order.
     media: Vec<NegotiatedMedia>,
     policy: VideoCodecPolicy,
+    /// The publisher's peer connection: its certificate and SDP session (`o=` sess-id).
+    connection_of: (Fingerprint, u64),
 }
 
 /// The transport of a new subscriber leg.
@@ -91,6 +93,26 @@ struct State {
     /// `iceCandidate` notifications waiting for the next [`MediaEngine::poll_events`], so they
     /// reach the browser after the answer or offer that created the peer.
     trickle: Vec<MediaEvent>,
+    /// What a client-offer subscriber leg was answered with, for a renegotiation of its
+    /// transport ([`MediaEngine::resubscribe`]).
+    legs: HashMap<PeerId, AnsweredLeg>,
+}
+
+impl State {
+    /// Forgets a peer's owner (and what its leg was answered with).
+    fn forget(&mut self, id: &PeerId) -> Option<Owner> {
+        self.legs.remove(id);
+        self.owners.remove(id)
+    }
+}
+
+/// A subscriber leg's remote certificate and the tracks (SSRCs) its answer announced.
+#[derive(Debug, Clone)]
+struct AnsweredLeg {
+    fp: Fingerprint,
+    /// The offer's SDP session (`o=` sess-id).
+    origin: u64,
+    outgoing: Vec<OutgoingTrack>,
 }
 
 /// The media engine. See the module docs.
@@ -549,6 +571,7 @@ impl MediaEngine {
                     connection: caller.connection_id.clone(),
                     media: neg.media,
                     policy,
+                    connection_of: (fp, offer.origin_session),
                 },
             );
         }
@@ -589,12 +612,21 @@ impl MediaEngine {
         let tracks: Vec<InTrack> = neg.media.iter().map(in_track).collect();
         let ice =
             IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
+        let connection_of = (fp, offer.origin_session);
+        let same_connection = p.connection_of == connection_of;
         self.send(
             p.shard,
-            ShardCommand::RestartPublisher { id: p.id, ice, remote_fingerprint: fp, tracks },
+            ShardCommand::RestartPublisher {
+                id: p.id,
+                ice,
+                remote_fingerprint: fp,
+                same_connection,
+                tracks,
+            },
         )?;
         if let Some(entry) = lock(&self.state).published.get_mut(&key) {
             entry.media = neg.media;
+            entry.connection_of = connection_of;
         }
         let created_at = control.stream_created_at(&caller.session_id, stream);
         self.trickle_candidates(caller, &caller.connection_id, stream, &neg.sdp);
@@ -636,9 +668,12 @@ impl MediaEngine {
         stream: &str,
         offer_sdp: &str,
     ) -> Result<Value, RpcError> {
-        let (publisher, outgoing) = self.outgoing(caller, stream)?;
         let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
         let fp = remote_fingerprint(&offer)?;
+        if let Some(answer) = self.resubscribe(caller, stream, &offer, fp)? {
+            return Ok(answer);
+        }
+        let (publisher, outgoing) = self.outgoing(caller, stream)?;
         let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id);
         let local = self.local_transport(shard, &ufrag, &pwd);
         let neg = sdp::answer_subscribe(&offer, &local, &outgoing).map_err(sdp_error)?;
@@ -647,9 +682,47 @@ impl MediaEngine {
             IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
         let link = Link { id, ice, fp, dtls_role: DtlsRole::Server };
         self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
+        let origin = offer.origin_session;
+        lock(&self.state).legs.insert(id, AnsweredLeg { fp, origin, outgoing });
         let endpoint = format!("{}_{stream}", caller.connection_id);
         self.trickle_candidates(caller, &publisher.connection, &endpoint, &neg.sdp);
         Ok(json!({"sdpAnswer": neg.sdp}))
+    }
+
+    /// A client offer for a stream the caller already receives, from the certificate of that
+    /// leg: the same peer connection renegotiating (an ICE restart, `restartIce()`). The leg
+    /// stays, with its SSRCs and sequence numbers; the answer announces the same tracks with
+    /// new ICE credentials. `None`: not such an offer (openvidu-browser reconnects with a new
+    /// peer connection, whose certificate is new), so a new leg replaces the old one.
+    fn resubscribe(
+        &self,
+        caller: &Caller,
+        stream: &str,
+        offer: &sdp::RemoteDescription,
+        fp: Fingerprint,
+    ) -> Result<Option<Value>, RpcError> {
+        let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
+        let (id, leg, shard, owner) = {
+            let st = lock(&self.state);
+            let Some(&id) = st.subscribed.get(&key) else { return Ok(None) };
+            let same = |l: &&AnsweredLeg| l.fp == fp && l.origin == offer.origin_session;
+            let Some(leg) = st.legs.get(&id).filter(same).cloned() else {
+                return Ok(None);
+            };
+            let published = st.published.get(&(caller.session_id.clone(), stream.to_string()));
+            let Some(p) = published else { return Ok(None) };
+            (id, leg, p.shard, p.connection.clone())
+        };
+        let (ufrag, pwd) = (random_string(8), random_string(24));
+        let local = self.local_transport(shard, &ufrag, &pwd);
+        let neg = sdp::answer_subscribe(offer, &local, &leg.outgoing).map_err(sdp_error)?;
+        let ice =
+            IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
+        self.send(shard, ShardCommand::RestartSubscriber { id, ice, remote_fingerprint: fp })?;
+        let endpoint = format!("{}_{stream}", caller.connection_id);
+        self.trickle_candidates(caller, &owner, &endpoint, &neg.sdp);
+        tracing::info!(session = %caller.session_id, stream, subscriber = %caller.connection_id, peer = id.0, "subscriber renegotiated its transport");
+        Ok(Some(json!({"sdpAnswer": neg.sdp})))
     }
 
     fn prepare_receive(
@@ -732,7 +805,7 @@ impl MediaEngine {
         // A new subscription to the same stream replaces the old one (re-subscribe, reconnect).
         if let Some(old) = lock(&self.state).subscribed.remove(&key) {
             let _ = self.send(publisher.shard, ShardCommand::RemovePeer { id: old });
-            lock(&self.state).owners.remove(&old);
+            lock(&self.state).forget(&old);
         }
         self.send(
             publisher.shard,
@@ -850,7 +923,7 @@ impl MediaEngine {
                 }
             }
             for (_, id) in &doomed {
-                st.owners.remove(id);
+                st.forget(id);
             }
         }
         for (shard, id) in doomed {
@@ -885,7 +958,7 @@ impl MediaEngine {
                     tracing::info!(session = %o.session, connection = %o.connection, stream = %o.stream, peer = id.0, reason, "media transport failed");
                     if !o.publisher {
                         // The shard removed the subscriber leg; the browser reconnects it.
-                        st.owners.remove(&id);
+                        st.forget(&id);
                         st.subscribed.retain(|_, v| *v != id);
                     }
                     out.push(MediaEvent::TransportFailed {
@@ -898,13 +971,13 @@ impl MediaEngine {
                     if let Some(o) = st.owners.get(&id).cloned()
                         && !o.publisher
                     {
-                        st.owners.remove(&id);
+                        st.forget(&id);
                         st.subscribed.retain(|_, v| *v != id);
                     }
                 }
                 ShardEvent::Rejected { id, reason } => {
                     tracing::warn!(peer = id.0, reason, "media shard rejected a peer");
-                    st.owners.remove(&id);
+                    st.forget(&id);
                     st.subscribed.retain(|_, v| *v != id);
                 }
             }

@@ -114,8 +114,16 @@ pub enum ShardCommand {
         id: PeerId,
         ice: IceParams,
         remote_fingerprint: Fingerprint,
+        /// The offer comes from the same peer connection (same certificate and SDP session):
+        /// an ICE restart when its DTLS association is up or under way.
+        same_connection: bool,
         tracks: Vec<InTrack>,
     },
+    /// A subscriber's peer connection renegotiated the transport of its leg
+    /// (`reconnectStream` with an offer from the same certificate and SDP session): new ICE
+    /// credentials. An ICE restart when its DTLS association is up or under way (keys kept),
+    /// otherwise a new DTLS endpoint; the leg keeps its tracks, SSRCs and sequence numbers.
+    RestartSubscriber { id: PeerId, ice: IceParams, remote_fingerprint: Fingerprint },
     /// Tear a peer down (a publisher's removal also ends its subscribers' legs).
     RemovePeer { id: PeerId },
 }

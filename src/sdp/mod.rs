@@ -215,6 +215,9 @@ impl MediaSection {
 /// The parts of a remote offer or answer that ringsfu acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteDescription {
+    /// The `o=` line's sess-id: a peer connection keeps it across renegotiations, a new one
+    /// picks another (RFC 3264 §5, JSEP §5.2.1).
+    pub origin_session: u64,
     pub ice_ufrag: String,
     pub ice_pwd: String,
     /// `sha-256` fingerprint bytes of the remote DTLS certificate.
@@ -293,6 +296,7 @@ pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
     let ice_pwd = pwd.ok_or(SdpError::Missing("a=ice-pwd"))?;
     let fingerprint = fingerprint.ok_or(SdpError::Missing("a=fingerprint:sha-256"))?;
     Ok(RemoteDescription {
+        origin_session: session.origin.session_id,
         ice_ufrag,
         ice_pwd,
         fingerprint,
