@@ -3,8 +3,10 @@
 //!
 //! Checks the handshake, the negotiated SRTP profile and that the `EXTRACTOR-dtls_srtp`
 //! export OpenSSL prints equals ours. Also checks our SDP fingerprint against
-//! `openssl x509 -fingerprint`. Skips (loudly) when no `openssl` binary is installed.
+//! `openssl x509 -fingerprint`. Skips (loudly) when no `openssl` binary is installed, or
+//! fails then under `RINGSFU_REQUIRE_TOOLS` (as `tools/test.sh` runs it).
 
+mod common;
 mod dtls_common;
 
 use std::net::UdpSocket;
@@ -21,11 +23,7 @@ use ringsfu::dtls::{
 };
 
 fn have_openssl() -> bool {
-    let ok = Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: no openssl binary on PATH");
-    }
-    ok
+    common::tools_present(&["openssl"], "apt-get install openssl")
 }
 
 struct TempDir(PathBuf);

@@ -2,7 +2,10 @@
 //! str0m (sans-IO; its own ICE agent, SRTP, RTP packetizers, SDP) publishes audio (Opus) and
 //! video (VP8) frames with known contents over `publishVideo`; a second str0m peer subscribes
 //! with `receiveVideoFrom` (client offer) and must get every frame back intact, payload for
-//! payload. Run once per I/O backend (io_uring and epoll).
+//! payload. Run once per I/O backend (io_uring and epoll). Then the subscriber's side of the
+//! protocol (`unsubscribeFromVideo`, both forms of `reconnectStream`) and a transport failure
+//! (a wrong DTLS fingerprint in the offer) reported as `mediaError`, each checked on the wire,
+//! on `/metrics` and by what the str0m peers receive.
 
 mod common;
 mod str0m_common;
@@ -12,7 +15,7 @@ use std::time::Duration;
 use ringsfu::config::IoBackend;
 use serde_json::json;
 use str0m::media::{Direction, MediaKind};
-use str0m_common::{Peer, frame, pump_for, run_until, send_frames};
+use str0m_common::{Peer, Watchdog, assert_frames, frame, pump_for, run_until, send_frames};
 
 const AV: &[MediaKind] = &[MediaKind::Audio, MediaKind::Video];
 
@@ -122,8 +125,10 @@ async fn str0m_publishes_and_subscribes_epoll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn str0m_publishes_and_subscribes_uring() {
-    if ringsfu::io::choose_backend(IoBackend::Uring).is_err() {
-        eprintln!("io_uring unavailable here; the uring run is skipped");
+    // Skips loudly without io_uring, fails instead under RINGSFU_REQUIRE_TOOLS (tools/test.sh).
+    let uring = ringsfu::io::choose_backend(IoBackend::Uring);
+    let why = uring.as_ref().err().cloned().unwrap_or_default();
+    if !common::available_or_skip(uring.is_ok(), &format!("io_uring ({why})")) {
         return;
     }
     publish_and_subscribe(IoBackend::Uring, false).await;
@@ -216,4 +221,278 @@ async fn str0m_server_offer_and_publisher_reconnect() {
             "video frame {n} after reconnect missing"
         );
     }
+}
+
+const SUBSCRIBERS: &str = "ringsfu_shard_media_subscribers{shard=\"0\"}";
+const ICE_LEGS: &str = "ringsfu_shard_ice_legs{shard=\"0\"}";
+const RTP_IN: &str = "ringsfu_shard_rtp_in_total{shard=\"0\"}";
+const DTLS_OK: &str = "ringsfu_shard_dtls_handshakes_total{shard=\"0\"}";
+const DTLS_FAILED: &str = "ringsfu_shard_dtls_failures_total{shard=\"0\"}";
+
+/// A server (one epoll shard), a session with a publisher and a subscriber joined, and a str0m
+/// publisher (audio and video) whose offer went through `edit` before `publishVideo`.
+struct Setup {
+    s: common::Server,
+    sid: String,
+    pub_connection: String,
+    sub_connection: String,
+    ws_pub: common::Ws,
+    ws_sub: common::Ws,
+    stream_id: String,
+    publisher: Peer,
+    _watchdog: Watchdog,
+}
+
+async fn setup(session: &'static str, edit: impl FnOnce(String) -> String) -> Setup {
+    let watchdog = Watchdog::new(session, Duration::from_secs(120));
+    let s = common::start_with_media(|c| c.media.io_backend = IoBackend::Epoll).await;
+    let sid = s.session(Some(session)).await;
+    let (pub_connection, tok_pub) = s.connection(&sid, "PUBLISHER", "").await;
+    let (sub_connection, tok_sub) = s.connection(&sid, "SUBSCRIBER", "").await;
+    let (mut ws_pub, _) = s.join(&sid, &tok_pub, "pub").await;
+    let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
+    let mut publisher = Peer::new();
+    let (offer, pending) = publisher.offer(Direction::SendOnly, AV);
+    let r = ws_pub
+        .call(
+            "publishVideo",
+            Some(json!({"sdpOffer": edit(offer), "doLoopback": false, "hasAudio": true,
+                "hasVideo": true, "audioActive": true, "videoActive": true,
+                "typeOfVideo": "CAMERA", "frameRate": 30})),
+        )
+        .await;
+    let stream_id = r["result"]["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    publisher.accept(pending, r["result"]["sdpAnswer"].as_str().expect("sdpAnswer"));
+    let published = ws_sub.notification("participantPublished").await;
+    assert_eq!(published["streams"][0]["id"], stream_id);
+    Setup {
+        s,
+        sid,
+        pub_connection,
+        sub_connection,
+        ws_pub,
+        ws_sub,
+        stream_id,
+        publisher,
+        _watchdog: watchdog,
+    }
+}
+
+impl Setup {
+    /// The streams the subscriber's connection subscribes to, from the REST view.
+    async fn subscriptions(&self) -> Vec<serde_json::Value> {
+        let (st, v) = self.s.get(&format!("/openvidu/api/sessions/{}", self.sid)).await;
+        assert_eq!(st, 200, "{v}");
+        let conns = v["connections"]["content"].as_array().expect("connections");
+        let sub = conns.iter().find(|c| c["connectionId"] == self.sub_connection.as_str());
+        let sub = sub.unwrap_or_else(|| panic!("no subscriber connection in {v}"));
+        let subs = sub["subscribers"].as_array().expect("subscribers");
+        subs.iter().map(|x| x["streamId"].clone()).collect()
+    }
+}
+
+/// A fresh str0m subscriber (recvonly audio and video) offered through `method` with `params`
+/// plus its `sdpOffer` (`receiveVideoFrom` or a subscriber's `reconnectStream`).
+async fn subscribe_with_offer(
+    ws: &mut common::Ws,
+    method: &str,
+    params: serde_json::Value,
+) -> Peer {
+    let mut sub = Peer::new();
+    let (offer, pending) = sub.offer(Direction::RecvOnly, AV);
+    let mut params = params;
+    params["sdpOffer"] = json!(offer);
+    let r = ws.call(method, Some(params)).await;
+    let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{method}: {r}"));
+    sub.accept(pending, answer);
+    sub
+}
+
+/// A success whose result is `{}` (plus the `sessionId` every result carries, spec §4.1).
+fn assert_empty_result(r: &serde_json::Value) {
+    let result = r["result"].as_object().unwrap_or_else(|| panic!("not a success: {r}"));
+    assert!(result.keys().all(|k| k == "sessionId"), "{r}");
+}
+
+fn connect(peers: &mut [&mut Peer]) {
+    run_until(peers, "peers connected", Duration::from_secs(10), |p| p.iter().all(|p| p.connected));
+}
+
+/// `unsubscribeFromVideo`: the server drops the leg (its subscriber gauge falls, the REST view
+/// forgets the subscription) and the subscriber gets no more RTP or RTCP while the publisher
+/// keeps sending; subscribing again brings the media back, intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn str0m_unsubscribe_then_subscribe_again() {
+    let mut t = setup("str0m-unsub", |o| o).await;
+    let stream = t.stream_id.clone();
+    let mut sub =
+        subscribe_with_offer(&mut t.ws_sub, "receiveVideoFrom", json!({"sender": stream})).await;
+    let publisher = &mut t.publisher;
+    tokio::task::block_in_place(|| {
+        connect(&mut [&mut *publisher, &mut sub]);
+        send_frames(publisher, &mut sub, 0..20, 40);
+    });
+    assert_frames(&sub, 0..20);
+    assert_eq!(t.s.metric(SUBSCRIBERS).await, 1);
+    assert_eq!(t.subscriptions().await, vec![json!(stream)]);
+
+    let r = t.ws_sub.call("unsubscribeFromVideo", Some(json!({"sender": stream}))).await;
+    assert_empty_result(&r);
+    t.s.await_metric(SUBSCRIBERS, "fell to 0", |v| v == 0).await;
+    assert_eq!(t.s.metric(ICE_LEGS).await, 1, "only the publisher's leg is left");
+    assert!(t.subscriptions().await.is_empty());
+
+    // Whatever the shard sent before it dropped the leg is read now; after that nothing comes
+    // while the publisher sends 30 more frames of each kind and the server receives them.
+    let publisher = &mut t.publisher;
+    tokio::task::block_in_place(|| pump_for(&mut [&mut sub], Duration::from_millis(200)));
+    let (datagrams, frames) = (sub.rtp_datagrams, sub.frames.len());
+    let rtp_in = t.s.metric(RTP_IN).await;
+    tokio::task::block_in_place(|| {
+        for n in 20..50 {
+            for kind in [MediaKind::Audio, MediaKind::Video] {
+                publisher.write(kind, n, &frame(kind, n));
+            }
+            pump_for(&mut [&mut *publisher, &mut sub], Duration::from_millis(10));
+        }
+    });
+    t.s.await_metric(RTP_IN, "moved", |v| v > rtp_in).await;
+    let publisher = &mut t.publisher;
+    tokio::task::block_in_place(|| {
+        pump_for(&mut [&mut *publisher, &mut sub], Duration::from_millis(200));
+    });
+    assert_eq!(sub.rtp_datagrams, datagrams, "RTP/RTCP after unsubscribeFromVideo");
+    assert_eq!(sub.frames.len(), frames);
+    drop(sub);
+
+    // Subscribing again (a new peer connection, as the browser makes): media flows again.
+    let mut sub =
+        subscribe_with_offer(&mut t.ws_sub, "receiveVideoFrom", json!({"sender": stream})).await;
+    let publisher = &mut t.publisher;
+    tokio::task::block_in_place(|| {
+        connect(&mut [&mut *publisher, &mut sub]);
+        send_frames(publisher, &mut sub, 100..120, 40);
+    });
+    assert_frames(&sub, 100..120);
+    assert_eq!(t.s.metric(SUBSCRIBERS).await, 1);
+    assert_eq!(t.subscriptions().await, vec![json!(stream)]);
+
+    // The spec's form names the publisher's connection id.
+    let sender = t.pub_connection.clone();
+    let r = t.ws_sub.call("unsubscribeFromVideo", Some(json!({"sender": sender}))).await;
+    assert_empty_result(&r);
+    t.s.await_metric(SUBSCRIBERS, "fell to 0", |v| v == 0).await;
+    assert!(t.subscriptions().await.is_empty());
+}
+
+/// A subscriber's `reconnectStream`, both forms of the spec: a client offer from a new peer
+/// connection (`{stream, sdpOffer}`), then a server offer (`prepareReceiveVideoFrom` with
+/// `reconnect: true`, answered in `{stream, sdpString}`). Each time the new peer gets the
+/// frames intact and the old leg is gone (one subscriber leg on the shard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn str0m_subscriber_reconnect_stream_both_forms() {
+    let mut t = setup("str0m-sub-reconnect", |o| o).await;
+    let stream = t.stream_id.clone();
+    let mut sub1 =
+        subscribe_with_offer(&mut t.ws_sub, "receiveVideoFrom", json!({"sender": stream})).await;
+    let publisher = &mut t.publisher;
+    tokio::task::block_in_place(|| {
+        connect(&mut [&mut *publisher, &mut sub1]);
+        send_frames(publisher, &mut sub1, 0..20, 40);
+    });
+    assert_frames(&sub1, 0..20);
+    drop(sub1);
+
+    // Client offer from a fresh peer connection.
+    let mut sub2 = subscribe_with_offer(
+        &mut t.ws_sub,
+        "reconnectStream",
+        json!({"stream": stream, "forciblyReconnect": false}),
+    )
+    .await;
+    let publisher = &mut t.publisher;
+    tokio::task::block_in_place(|| {
+        connect(&mut [&mut *publisher, &mut sub2]);
+        send_frames(publisher, &mut sub2, 100..120, 40);
+    });
+    assert_frames(&sub2, 100..120);
+    // The shard removed the old leg before it added the new one (commands run in order).
+    assert_eq!(t.s.metric(SUBSCRIBERS).await, 1);
+    assert_eq!(t.subscriptions().await, vec![json!(stream)]);
+    drop(sub2);
+
+    // Server offer, client answer.
+    let r = t
+        .ws_sub
+        .call("prepareReceiveVideoFrom", Some(json!({"sender": stream, "reconnect": true})))
+        .await;
+    let offer = r["result"]["sdpOffer"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    let mut sub3 = Peer::new();
+    let answer = sub3.answer(&offer);
+    let r = t
+        .ws_sub
+        .call(
+            "reconnectStream",
+            Some(json!({"stream": stream, "sdpString": answer, "forciblyReconnect": true})),
+        )
+        .await;
+    assert_empty_result(&r);
+    let publisher = &mut t.publisher;
+    tokio::task::block_in_place(|| {
+        connect(&mut [&mut *publisher, &mut sub3]);
+        send_frames(publisher, &mut sub3, 200..220, 40);
+    });
+    assert_frames(&sub3, 200..220);
+    assert_eq!(t.s.metric(SUBSCRIBERS).await, 1);
+    assert_eq!(t.s.metric(DTLS_OK).await, 4, "publisher and three subscriber legs");
+    assert_eq!(t.subscriptions().await, vec![json!(stream)]);
+}
+
+/// `sdp` with the value of its `a=fingerprint` lines replaced by another one (every byte
+/// inverted): the certificate the peer presents no longer matches.
+fn wrong_fingerprint(sdp: String) -> String {
+    let mut changed = 0;
+    let lines: Vec<String> = sdp
+        .split("\r\n")
+        .map(|l| match l.strip_prefix("a=fingerprint:") {
+            Some(v) => {
+                let (alg, hex) = v.split_once(' ').expect("a=fingerprint:<alg> <hex>");
+                let inverted: Vec<String> = hex
+                    .split(':')
+                    .map(|b| format!("{:02X}", !u8::from_str_radix(b, 16).expect("hex byte")))
+                    .collect();
+                changed += 1;
+                format!("a=fingerprint:{alg} {}", inverted.join(":"))
+            }
+            None => l.to_string(),
+        })
+        .collect();
+    assert!(changed > 0, "no a=fingerprint in {sdp}");
+    lines.join("\r\n")
+}
+
+/// A publisher whose offer carries a wrong `a=fingerprint`: ICE completes, the server's DTLS
+/// fingerprint check fails, the participant gets `mediaError` naming the reason and the
+/// stream, `/metrics` counts the failure, and the publisher never gets media keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn str0m_wrong_fingerprint_reported_as_media_error() {
+    let mut t = setup("str0m-bad-fp", wrong_fingerprint).await;
+    assert_eq!(t.s.metric(DTLS_FAILED).await, 0);
+    // Bounded: 200 rounds of 50 ms of str0m, each followed by one scrape.
+    let mut failed = 0;
+    for _ in 0..200 {
+        let publisher = &mut t.publisher;
+        tokio::task::block_in_place(|| pump_for(&mut [publisher], Duration::from_millis(50)));
+        failed = t.s.metric(DTLS_FAILED).await;
+        if failed > 0 {
+            break;
+        }
+    }
+    assert_eq!(failed, 1, "DTLS failures on /metrics");
+    assert_eq!(t.s.metric(DTLS_OK).await, 0);
+    let err = t.ws_pub.notification("mediaError").await;
+    let text = err["error"].as_str().unwrap_or_else(|| panic!("{err}"));
+    assert!(text.contains("fingerprint_mismatch"), "{err}");
+    assert!(text.contains(&t.stream_id), "{err}");
+    assert!(!t.publisher.connected, "str0m must not get SRTP keys");
 }

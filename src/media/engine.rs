@@ -803,7 +803,9 @@ impl MediaEngine {
         let Link { id, ice, fp, dtls_role } = link;
         let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
         // A new subscription to the same stream replaces the old one (re-subscribe, reconnect).
-        if let Some(old) = lock(&self.state).subscribed.remove(&key) {
+        // (Taken out first: in an `if let` scrutinee the guard would live through the block.)
+        let old = lock(&self.state).subscribed.remove(&key);
+        if let Some(old) = old {
             let _ = self.send(publisher.shard, ShardCommand::RemovePeer { id: old });
             lock(&self.state).forget(&old);
         }

@@ -428,3 +428,52 @@ pub fn await_log_line(child: &mut std::process::Child, needle: &str, max_lines: 
     });
     tail
 }
+
+/// Whether something a test needs but cannot install (`what`, e.g. io_uring) is `available`.
+/// Without it the calling test skips loudly, or fails when `RINGSFU_REQUIRE_TOOLS` is set (as
+/// [`tools_present`] does for tools on the PATH).
+pub fn available_or_skip(available: bool, what: &str) -> bool {
+    if !available {
+        assert!(
+            std::env::var_os("RINGSFU_REQUIRE_TOOLS").is_none(),
+            "{what} unavailable and RINGSFU_REQUIRE_TOOLS is set"
+        );
+        eprintln!("SKIPPED: {what} unavailable");
+    }
+    available
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed, e.g.
+/// `ringsfu_shard_media_subscribers{shard="0"}`) in a Prometheus exposition `text`.
+pub fn metric_value(text: &str, series: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+impl Server {
+    /// `GET /metrics` of this in-process server: the exposition text.
+    pub async fn metrics(&self) -> String {
+        let r = self.req(reqwest::Method::GET, "/metrics").send().await.expect("request");
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.expect("metrics text")
+    }
+
+    /// The sample `series` on `/metrics` (see [`metric_value`]); panics when it is absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let text = self.metrics().await;
+        metric_value(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
+    /// Polls `/metrics` (bounded: 100 times, 50 ms apart) until `series` satisfies `ok`; its
+    /// value then. Panics with the last value otherwise.
+    pub async fn await_metric(&self, series: &str, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
+        let mut last = 0;
+        for _ in 0..100 {
+            last = self.metric(series).await;
+            if ok(last) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{series} never {what} (last {last})");
+    }
+}

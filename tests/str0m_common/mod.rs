@@ -21,6 +21,9 @@ pub struct Peer {
     /// (kind, payload) of every frame received.
     pub frames: Vec<(MediaKind, Vec<u8>)>,
     pub mids: BTreeMap<Mid, MediaKind>,
+    /// SRTP and SRTCP datagrams received (first byte 128..=191, RFC 7983), whatever str0m
+    /// made of them.
+    pub rtp_datagrams: u64,
 }
 
 impl Peer {
@@ -38,6 +41,7 @@ impl Peer {
             connected: false,
             frames: Vec::new(),
             mids: BTreeMap::new(),
+            rtp_datagrams: 0,
         }
     }
 
@@ -88,6 +92,9 @@ impl Peer {
         for _ in 0..64 {
             match self.sock.recv_from(&mut buf) {
                 Ok((n, source)) => {
+                    if (128..=191).contains(&buf[0]) {
+                        self.rtp_datagrams += 1;
+                    }
                     let input = Input::Receive(
                         Instant::now(),
                         Receive {
@@ -188,4 +195,62 @@ pub fn send_frames(from: &mut Peer, to: &mut Peer, range: std::ops::Range<u64>, 
     run_until(&mut [from, to], "frames received", Duration::from_secs(10), |p| {
         p[1].frames.len() >= want
     });
+}
+
+/// Asserts that `peer` received exactly frames `range` of every kind it has a mid for, intact
+/// and in order per kind (nothing else, nothing missing).
+pub fn assert_frames(peer: &Peer, range: std::ops::Range<u64>) {
+    let kinds = [MediaKind::Audio, MediaKind::Video];
+    let kinds: Vec<MediaKind> =
+        kinds.into_iter().filter(|k| peer.mids.values().any(|m| m == k)).collect();
+    assert!(!kinds.is_empty(), "no media");
+    for kind in kinds {
+        let got: Vec<&Vec<u8>> =
+            peer.frames.iter().filter(|(k, _)| *k == kind).map(|(_, f)| f).collect();
+        let want: Vec<Vec<u8>> = range.clone().map(|n| frame(kind, n)).collect();
+        assert_eq!(got.len(), want.len(), "{kind:?} frame count");
+        for (n, (g, w)) in range.clone().zip(got.iter().zip(&want)) {
+            assert!(*g == w, "{kind:?} frame {n} differs");
+        }
+    }
+}
+
+/// Aborts the whole test process when a test still runs `limit` after it made this (a
+/// deadlocked server in the test's own runtime would otherwise hang it for good: the awaited
+/// timeouts need a runtime worker that is no longer free). Dropping it, at the test's end,
+/// stops the watch.
+pub struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    pub fn new(what: &'static str, limit: Duration) -> Watchdog {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = done.clone();
+        let step = Duration::from_millis(100);
+        std::thread::spawn(move || {
+            // Bounded: limit / 100 ms checks.
+            for _ in 0..limit.as_millis() / step.as_millis() {
+                if seen.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(step);
+            }
+            if !seen.load(Ordering::Relaxed) {
+                // Straight to stderr: the test harness's capture dies with the process.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{what}: still running after {limit:?} (a hang): aborting"
+                );
+                std::process::abort();
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
