@@ -244,6 +244,7 @@ fn consent_expiry_removes_a_subscriber_but_keeps_a_publishers_tracks() {
             id: PeerId(1),
             ice: p2.clone(),
             remote_fingerprint: fp(),
+            same_connection: false,
             tracks: vec![video_track()],
         },
         &mut tx,
