@@ -28,7 +28,12 @@ pub struct Peer {
 
 impl Peer {
     pub fn new() -> Peer {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        Peer::bound("127.0.0.1:0")
+    }
+
+    /// A peer whose socket and only host candidate are on `addr` (e.g. `[::1]:0`).
+    pub fn bound(addr: &str) -> Peer {
+        let sock = UdpSocket::bind(addr).expect("bind");
         sock.set_nonblocking(true).expect("nonblocking");
         let addr = sock.local_addr().expect("addr");
         let mut rtc = Rtc::builder().build(Instant::now());
