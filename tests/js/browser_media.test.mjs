@@ -12,7 +12,14 @@ const { OpenVidu } = require('openvidu-node-client');
 
 let server, pages, browser;
 before(async () => {
-  server = await startServer({ args: ['--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`] });
+  // tools/test.sh runs this file twice: the default (auto backend, one shard), then epoll with
+  // two shards, where the codec test's three sessions spread over both shards.
+  server = await startServer({
+    args: [
+      '--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`,
+      '--set', `media.shards=${process.env.RINGSFU_SHARDS || '1'}`,
+    ],
+  });
   pages = await startPageServer();
   browser = await launchChromium();
 });
