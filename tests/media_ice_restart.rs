@@ -12,8 +12,8 @@ mod str0m_common;
 use std::time::Duration;
 
 use serde_json::json;
-use str0m::media::{Direction, MediaKind};
-use str0m_common::{Peer, frame, pump_for, run_until};
+use str0m::media::MediaKind;
+use str0m_common::{Peer, frame, publish, pump_for, run_until, subscribe};
 
 const AV: &[MediaKind] = &[MediaKind::Audio, MediaKind::Video];
 
@@ -44,25 +44,9 @@ async fn ice_restarts_keep_the_dtls_associations_and_the_media() {
     let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
 
     let mut publisher = Peer::new();
-    let (offer, pending) = publisher.offer(Direction::SendOnly, AV);
-    let r = ws_pub
-        .call(
-            "publishVideo",
-            Some(json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": true,
-                        "hasVideo": true, "audioActive": true, "videoActive": true,
-                        "typeOfVideo": "CAMERA", "frameRate": 30,
-                        "videoDimensions": "{\"width\":640,\"height\":480}"})),
-        )
-        .await;
-    let stream = r["result"]["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
-    let first_answer = r["result"]["sdpAnswer"].as_str().expect("sdpAnswer").to_string();
-    publisher.accept(pending, &first_answer);
-
+    let (stream, first_answer) = publish(&mut ws_pub, &mut publisher, AV).await;
     let mut subscriber = Peer::new();
-    let (offer, pending) = subscriber.offer(Direction::RecvOnly, AV);
-    let r =
-        ws_sub.call("receiveVideoFrom", Some(json!({"sender": stream, "sdpOffer": offer}))).await;
-    subscriber.accept(pending, r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")));
+    subscribe(&mut ws_sub, &mut subscriber, &stream, AV).await;
 
     tokio::task::block_in_place(|| {
         run_until(

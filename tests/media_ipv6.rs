@@ -8,9 +8,8 @@ mod str0m_common;
 
 use std::time::Duration;
 
-use serde_json::json;
-use str0m::media::{Direction, MediaKind};
-use str0m_common::{Peer, frame, pump_for, run_until};
+use str0m::media::MediaKind;
+use str0m_common::{Peer, frame, publish, pump_for, run_until, subscribe};
 
 const AV: &[MediaKind] = &[MediaKind::Audio, MediaKind::Video];
 
@@ -45,28 +44,11 @@ async fn ipv4_publisher_and_ipv6_subscriber_on_one_dual_stack_port() {
     let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
 
     let mut publisher = Peer::bound("127.0.0.1:0");
-    let (offer, pending) = publisher.offer(Direction::SendOnly, AV);
-    let r = ws_pub
-        .call(
-            "publishVideo",
-            Some(json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": true,
-                        "hasVideo": true, "audioActive": true, "videoActive": true,
-                        "typeOfVideo": "CAMERA", "frameRate": 30,
-                        "videoDimensions": "{\"width\":640,\"height\":480}"})),
-        )
-        .await;
-    let stream = r["result"]["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
-    let answer = r["result"]["sdpAnswer"].as_str().expect("sdpAnswer").to_string();
+    let (stream, answer) = publish(&mut ws_pub, &mut publisher, AV).await;
     assert_eq!(host_candidates(&answer), ["127.0.0.1", "::1"], "{answer}");
-    publisher.accept(pending, &answer);
-
     let mut subscriber = Peer::bound("[::1]:0");
-    let (offer, pending) = subscriber.offer(Direction::RecvOnly, AV);
-    let r =
-        ws_sub.call("receiveVideoFrom", Some(json!({"sender": stream, "sdpOffer": offer}))).await;
-    let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    let answer = subscribe(&mut ws_sub, &mut subscriber, &stream, AV).await;
     assert_eq!(host_candidates(&answer), ["127.0.0.1", "::1"], "{answer}");
-    subscriber.accept(pending, &answer);
 
     const N: u64 = 40;
     tokio::task::block_in_place(|| {

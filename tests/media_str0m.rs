@@ -33,33 +33,14 @@ async fn publish_and_subscribe(backend: IoBackend, dont_fragment: bool) {
 
     // Publish: str0m offers sendonly audio + video.
     let mut publisher = Peer::new();
-    let (offer, pending) = publisher.offer(Direction::SendOnly, AV);
-    let r = ws_pub
-        .call(
-            "publishVideo",
-            Some(
-                json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": true, "hasVideo": true,
-                "audioActive": true, "videoActive": true, "typeOfVideo": "CAMERA", "frameRate": 30,
-                "videoDimensions": "{\"width\":640,\"height\":480}"}),
-            ),
-        )
-        .await;
-    let stream_id =
-        r["result"]["id"].as_str().unwrap_or_else(|| panic!("publish failed: {r}")).to_string();
-    publisher.accept(pending, r["result"]["sdpAnswer"].as_str().expect("sdpAnswer"));
+    let (stream_id, _) = str0m_common::publish(&mut ws_pub, &mut publisher, AV).await;
     let published = ws_sub.notification("participantPublished").await;
     assert_eq!(published["streams"][0]["id"], stream_id);
 
     // Subscribe: str0m offers recvonly audio + video (openvidu-browser's default flow).
     let mut subscriber = Peer::new();
-    let (offer, pending) = subscriber.offer(Direction::RecvOnly, AV);
-    let r = ws_sub
-        .call("receiveVideoFrom", Some(json!({"sender": stream_id, "sdpOffer": offer})))
-        .await;
-    let answer =
-        r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("subscribe failed: {r}"));
+    let answer = str0m_common::subscribe(&mut ws_sub, &mut subscriber, &stream_id, AV).await;
     assert!(answer.contains("a=ice-lite"), "{answer}");
-    subscriber.accept(pending, answer);
 
     const N: u64 = 100;
     // The media part is synchronous (str0m is sans-IO, driven here over std sockets); keep the
@@ -152,10 +133,7 @@ async fn str0m_server_offer_and_publisher_reconnect() {
     let (_, tok_sub) = s.connection(&sid, "SUBSCRIBER", "").await;
     let (mut ws_pub, _) = s.join(&sid, &tok_pub, "pub").await;
     let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
-    let publish = |offer: String| {
-        json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": true, "hasVideo": true,
-               "audioActive": true, "videoActive": true, "typeOfVideo": "CAMERA", "frameRate": 30})
-    };
+    let publish = |offer: String| common::publish_params(&offer, true);
 
     let mut p1 = Peer::new();
     let (offer, pending) = p1.offer(Direction::SendOnly, AV);
@@ -253,14 +231,7 @@ async fn setup(session: &'static str, edit: impl FnOnce(String) -> String) -> Se
     let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
     let mut publisher = Peer::new();
     let (offer, pending) = publisher.offer(Direction::SendOnly, AV);
-    let r = ws_pub
-        .call(
-            "publishVideo",
-            Some(json!({"sdpOffer": edit(offer), "doLoopback": false, "hasAudio": true,
-                "hasVideo": true, "audioActive": true, "videoActive": true,
-                "typeOfVideo": "CAMERA", "frameRate": 30})),
-        )
-        .await;
+    let r = ws_pub.call("publishVideo", Some(common::publish_params(&edit(offer), true))).await;
     let stream_id = r["result"]["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
     publisher.accept(pending, r["result"]["sdpAnswer"].as_str().expect("sdpAnswer"));
     let published = ws_sub.notification("participantPublished").await;

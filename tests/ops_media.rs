@@ -199,15 +199,7 @@ impl Call {
 
         let mut publisher = Peer::new();
         let (offer, pending) = publisher.offer(Direction::SendOnly, VIDEO);
-        let r = ws_pub
-            .call(
-                "publishVideo",
-                Some(json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": false,
-                    "hasVideo": true, "audioActive": false, "videoActive": true,
-                    "typeOfVideo": "CAMERA", "frameRate": 30,
-                    "videoDimensions": "{\"width\":640,\"height\":480}"})),
-            )
-            .await;
+        let r = ws_pub.call("publishVideo", Some(common::publish_params(&offer, false))).await;
         let stream_id =
             r["result"]["id"].as_str().unwrap_or_else(|| panic!("publish: {r}")).to_string();
         publisher.accept(pending, r["result"]["sdpAnswer"].as_str().expect("sdpAnswer"));

@@ -75,15 +75,7 @@ async fn server_candidates_are_trickled_to_the_peer_owner() {
     let (mut b, _) = s.join(&sid, &tb, "B").await;
     a.drain(Duration::from_millis(100)).await;
 
-    let r = a
-        .call(
-            "publishVideo",
-            Some(json!({"sdpOffer": PUBLISH, "doLoopback": false, "hasAudio": true,
-                        "hasVideo": true, "audioActive": true, "videoActive": true,
-                        "typeOfVideo": "CAMERA", "frameRate": 30,
-                        "videoDimensions": "{\"width\":640,\"height\":480}"})),
-        )
-        .await;
+    let r = a.call("publishVideo", Some(common::publish_params(PUBLISH, true))).await;
     let stream = result(&r)["id"].as_str().unwrap().to_string();
     let answer = result(&r)["sdpAnswer"].as_str().unwrap().to_string();
     let got = trickled(&mut a).await;

@@ -135,6 +135,14 @@ impl Server {
     }
 }
 
+/// `publishVideo` params of a camera stream (30 fps, 640x480) with `offer`; `audio`: it has
+/// an audio track.
+pub fn publish_params(offer: &str, audio: bool) -> Value {
+    json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": audio, "hasVideo": true,
+           "audioActive": audio, "videoActive": true, "typeOfVideo": "CAMERA", "frameRate": 30,
+           "videoDimensions": "{\"width\":640,\"height\":480}"})
+}
+
 pub fn join_params(sid: &str, token: &str, client: &str) -> Value {
     json!({"token": token, "session": sid, "platform": "Test 1.0", "sdkVersion": "2.32.2",
            "metadata": json!({"clientData": client}).to_string(), "secret": "", "recorder": false, "stt": false})

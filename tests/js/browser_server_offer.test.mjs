@@ -5,26 +5,16 @@
 // Chromium decodes the video and plays the audio that openvidu-browser 2.32 publishes in
 // another page. openvidu-browser itself never takes this path against ringsfu (joinRoom says
 // "kurento"), so a hand-written JSON-RPC client drives it.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { startServer, until } from './lib/server.mjs';
-import { startPageServer, launchChromium, joinPage } from './lib/browser.mjs';
+import { until } from './lib/server.mjs';
+import { harness, joinPage } from './lib/browser.mjs';
 
 const require = createRequire(import.meta.url);
 const { OpenVidu } = require('openvidu-node-client');
 
-let server, pages, browser;
-before(async () => {
-  server = await startServer();
-  pages = await startPageServer();
-  browser = await launchChromium();
-});
-after(async () => {
-  await browser?.close();
-  await pages?.close();
-  await server?.stop();
-});
+const h = harness();
 
 // Runs in the subscriber's page: JSON-RPC 2.0 over the WebSocket, then the offer/answer.
 async function subscribeWithServerOffer([wsUrl, token, sessionId, streamId, publisherId]) {
@@ -107,6 +97,7 @@ async function inbound(page) {
 }
 
 test('Chromium answers ringsfu\'s subscription offer and decodes the stream', async () => {
+  const { server, pages, browser } = h;
   const ov = new OpenVidu(server.url, 'MY_SECRET');
   const session = await ov.createSession({ customSessionId: 'server-offer-room' });
   const a = await joinPage(browser, pages, session, 'Publisher', { subscribe: false });

@@ -1,29 +1,20 @@
 // openvidu-browser 2.32.2 in headless Chromium joins ringsfu with tokens from the REST API and
 // sees another participant join, signal and leave (no media).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { startServer, basicAuth, until } from './lib/server.mjs';
-import { startPageServer, launchChromium } from './lib/browser.mjs';
+import { basicAuth, until } from './lib/server.mjs';
+import { harness } from './lib/browser.mjs';
 
 const require = createRequire(import.meta.url);
 const { OpenVidu } = require('openvidu-node-client');
 
-let server, pages, browser;
-before(async () => {
-  server = await startServer();
-  pages = await startPageServer();
-  browser = await launchChromium();
-});
-after(async () => {
-  await browser?.close();
-  await pages?.close();
-  await server?.stop();
-});
+const h = harness();
 
 const events = (page, type) => page.evaluate((t) => window.events.filter((e) => e.type === t), type);
 
 test('two browsers: join, see each other, signal, leave', async () => {
+  const { server, pages, browser } = h;
   const ov = new OpenVidu(server.url, 'MY_SECRET');
   const session = await ov.createSession({ customSessionId: 'browser-room' });
   const tokA = (await session.createConnection({ data: 'srvA' })).token;

@@ -259,3 +259,35 @@ impl Drop for Watchdog {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// `publishVideo` over `ws` with `peer`'s sendonly offer of `kinds`; the answer is accepted.
+/// Returns (stream id, answer).
+pub async fn publish(
+    ws: &mut crate::common::Ws,
+    peer: &mut Peer,
+    kinds: &[MediaKind],
+) -> (String, String) {
+    let (offer, pending) = peer.offer(Direction::SendOnly, kinds);
+    let audio = kinds.contains(&MediaKind::Audio);
+    let r = ws.call("publishVideo", Some(crate::common::publish_params(&offer, audio))).await;
+    let stream = r["result"]["id"].as_str().unwrap_or_else(|| panic!("publish: {r}")).to_string();
+    let answer = r["result"]["sdpAnswer"].as_str().expect("sdpAnswer").to_string();
+    peer.accept(pending, &answer);
+    (stream, answer)
+}
+
+/// `receiveVideoFrom` (client offer) of `stream` over `ws` with `peer`'s recvonly offer of
+/// `kinds`; the answer is accepted and returned.
+pub async fn subscribe(
+    ws: &mut crate::common::Ws,
+    peer: &mut Peer,
+    stream: &str,
+    kinds: &[MediaKind],
+) -> String {
+    let (offer, pending) = peer.offer(Direction::RecvOnly, kinds);
+    let params = serde_json::json!({"sender": stream, "sdpOffer": offer});
+    let r = ws.call("receiveVideoFrom", Some(params)).await;
+    let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("subscribe: {r}"));
+    peer.accept(pending, answer);
+    answer.to_string()
+}

@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
-import { until } from './server.mjs';
+import { before, after } from 'node:test';
+import { startServer, until } from './server.mjs';
 
 const require = createRequire(import.meta.url);
 const bundle = path.join(
@@ -167,4 +168,24 @@ export async function mediaFlows(page, streamId, what) {
     const s = await stats();
     return s && s.framesDecoded > first.framesDecoded + 10 && s.audioSamples > first.audioSamples && s;
   }, `${what}: frames and samples keep coming`, { tries: 300, everyMs: 100 });
+}
+
+/**
+ * For one test file: before its tests, starts ringsfu (`startServer(serverOpts)`), the page server
+ * and Chromium; after them, stops all three. Returns an object whose `server`, `pages` and
+ * `browser` are set once the `before` hook ran.
+ */
+export function harness(serverOpts = {}) {
+  const h = {};
+  before(async () => {
+    h.server = await startServer(serverOpts);
+    h.pages = await startPageServer();
+    h.browser = await launchChromium();
+  });
+  after(async () => {
+    await h.browser?.close();
+    await h.pages?.close();
+    await h.server?.stop();
+  });
+  return h;
 }
