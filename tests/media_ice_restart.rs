@@ -12,13 +12,22 @@ mod str0m_common;
 use std::time::Duration;
 
 use serde_json::json;
+use str0m::change::SdpPendingOffer;
 use str0m::media::MediaKind;
-use str0m_common::{Peer, frame, publish, pump_for, run_until, subscribe};
+use str0m_common::{Peer, connect, frame, publish, pump_for, run_until, subscribe};
 
 const AV: &[MediaKind] = &[MediaKind::Audio, MediaKind::Video];
 
 fn ice_ufrag(sdp: &str) -> &str {
     sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:")).expect("a=ice-ufrag")
+}
+
+/// An ICE restart on `peer`'s peer connection: its new offer (new ufrag and password).
+fn restart_offer(peer: &mut Peer) -> (String, SdpPendingOffer) {
+    let mut change = peer.rtc.sdp_api();
+    change.ice_restart(true);
+    let (offer, pending) = change.apply().expect("a restart offer");
+    (offer.to_sdp_string(), pending)
 }
 
 /// Sends frames `range` of both kinds, paced, and waits until the subscriber has `want` frames.
@@ -49,22 +58,12 @@ async fn ice_restarts_keep_the_dtls_associations_and_the_media() {
     subscribe(&mut ws_sub, &mut subscriber, &stream, AV).await;
 
     tokio::task::block_in_place(|| {
-        run_until(
-            &mut [&mut publisher, &mut subscriber],
-            "connected",
-            Duration::from_secs(10),
-            |p| p.iter().all(|p| p.connected),
-        );
+        connect(&mut [&mut publisher, &mut subscriber]);
         send(&mut publisher, &mut subscriber, 0..20, 40);
     });
 
     // ICE restart on the same peer connection: new credentials, same certificate.
-    let (offer, pending) = {
-        let mut change = publisher.rtc.sdp_api();
-        change.ice_restart(true);
-        let (offer, pending) = change.apply().expect("a restart offer");
-        (offer.to_sdp_string(), pending)
-    };
+    let (offer, pending) = restart_offer(&mut publisher);
     let r =
         ws_pub.call("reconnectStream", Some(json!({"stream": stream, "sdpString": offer}))).await;
     let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
@@ -77,12 +76,7 @@ async fn ice_restarts_keep_the_dtls_associations_and_the_media() {
     });
 
     // The subscriber restarts ICE on its peer connection (client-offer reconnectStream).
-    let (offer, pending) = {
-        let mut change = subscriber.rtc.sdp_api();
-        change.ice_restart(true);
-        let (offer, pending) = change.apply().expect("a restart offer");
-        (offer.to_sdp_string(), pending)
-    };
+    let (offer, pending) = restart_offer(&mut subscriber);
     let r =
         ws_sub.call("reconnectStream", Some(json!({"stream": stream, "sdpOffer": offer}))).await;
     let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();

@@ -9,7 +9,7 @@ mod str0m_common;
 use std::time::Duration;
 
 use str0m::media::MediaKind;
-use str0m_common::{Peer, frame, publish, pump_for, run_until, subscribe};
+use str0m_common::{Peer, connect, frame, publish, pump_for, run_until, subscribe};
 
 const AV: &[MediaKind] = &[MediaKind::Audio, MediaKind::Video];
 
@@ -52,12 +52,7 @@ async fn ipv4_publisher_and_ipv6_subscriber_on_one_dual_stack_port() {
 
     const N: u64 = 40;
     tokio::task::block_in_place(|| {
-        run_until(
-            &mut [&mut publisher, &mut subscriber],
-            "connected",
-            Duration::from_secs(10),
-            |p| p.iter().all(|p| p.connected),
-        );
+        connect(&mut [&mut publisher, &mut subscriber]);
         for n in 0..N {
             for kind in [MediaKind::Audio, MediaKind::Video] {
                 publisher.write(kind, n, &frame(kind, n));

@@ -15,7 +15,9 @@ use std::time::Duration;
 use ringsfu::config::IoBackend;
 use serde_json::json;
 use str0m::media::{Direction, MediaKind};
-use str0m_common::{Peer, Watchdog, assert_frames, frame, pump_for, run_until, send_frames};
+use str0m_common::{
+    Peer, Watchdog, assert_frames, connect, frame, pump_for, run_until, send_frames,
+};
 
 const AV: &[MediaKind] = &[MediaKind::Audio, MediaKind::Video];
 
@@ -283,10 +285,6 @@ async fn subscribe_with_offer(
 fn assert_empty_result(r: &serde_json::Value) {
     let result = r["result"].as_object().unwrap_or_else(|| panic!("not a success: {r}"));
     assert!(result.keys().all(|k| k == "sessionId"), "{r}");
-}
-
-fn connect(peers: &mut [&mut Peer]) {
-    run_until(peers, "peers connected", Duration::from_secs(10), |p| p.iter().all(|p| p.connected));
 }
 
 /// `unsubscribeFromVideo`: the server drops the leg (its subscriber gauge falls, the REST view

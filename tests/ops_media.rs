@@ -24,7 +24,7 @@ use common::{Ws, join_params};
 use ops_common::{NotifySocket, Server, TempDir};
 use serde_json::{Value, json};
 use str0m::media::{Direction, MediaKind};
-use str0m_common::{Peer, frame, pump_for, run_until, send_frames};
+use str0m_common::{Peer, frame, pump_for, send_frames};
 
 const SECRET: &str = "MEDIA_OPS_SECRET";
 const VIDEO: &[MediaKind] = &[MediaKind::Video];
@@ -212,12 +212,7 @@ impl Call {
         let answer = r["result"]["sdpAnswer"].as_str().unwrap_or_else(|| panic!("{r}"));
         subscriber.accept(pending, answer);
         tokio::task::block_in_place(|| {
-            run_until(
-                &mut [&mut publisher, &mut subscriber],
-                "both connected",
-                Duration::from_secs(10),
-                |p| p.iter().all(|p| p.connected),
-            );
+            str0m_common::connect(&mut [&mut publisher, &mut subscriber]);
             send_frames(&mut publisher, &mut subscriber, 0..FIRST_FRAMES, FIRST_FRAMES as usize);
         });
         Call {

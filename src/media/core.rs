@@ -395,14 +395,7 @@ impl MediaCore {
         same_connection: bool,
         tracks: Vec<InTrack>,
     ) {
-        let Some(&slot) = self.by_id.get(&id) else {
-            self.events.push_back(ShardEvent::Rejected { id, reason: "publisher not found" });
-            return;
-        };
-        if self.by_ufrag.get(ice.local_ufrag.as_str()).is_some_and(|&s| s != slot) {
-            self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate ufrag" });
-            return;
-        }
+        let Some(slot) = self.slot_to_restart(id, &ice, "publisher not found") else { return };
         let ice_restart = self.restart_transport(now, slot, &ice, fp, same_connection);
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         if let Role::Publisher { tracks: states, twcc } = &mut peer.role {
@@ -463,6 +456,25 @@ impl MediaCore {
         ice_restart
     }
 
+    /// The slot of peer `id` for a renegotiation with `ice`; `None` (and a `Rejected` event,
+    /// `missing` or a ufrag another peer has) when it cannot be.
+    fn slot_to_restart(
+        &mut self,
+        id: PeerId,
+        ice: &super::IceParams,
+        missing: &'static str,
+    ) -> Option<u32> {
+        let Some(&slot) = self.by_id.get(&id) else {
+            self.events.push_back(ShardEvent::Rejected { id, reason: missing });
+            return None;
+        };
+        if self.by_ufrag.get(ice.local_ufrag.as_str()).is_some_and(|&s| s != slot) {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate ufrag" });
+            return None;
+        }
+        Some(slot)
+    }
+
     /// [`ShardCommand::RestartSubscriber`].
     fn restart_subscriber(
         &mut self,
@@ -471,14 +483,7 @@ impl MediaCore {
         ice: super::IceParams,
         fp: crate::dtls::Fingerprint,
     ) {
-        let Some(&slot) = self.by_id.get(&id) else {
-            self.events.push_back(ShardEvent::Rejected { id, reason: "subscriber not found" });
-            return;
-        };
-        if self.by_ufrag.get(ice.local_ufrag.as_str()).is_some_and(|&s| s != slot) {
-            self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate ufrag" });
-            return;
-        }
+        let Some(slot) = self.slot_to_restart(id, &ice, "subscriber not found") else { return };
         self.restart_transport(now, slot, &ice, fp, true);
         self.by_ufrag.insert(ice.local_ufrag.into(), slot);
     }

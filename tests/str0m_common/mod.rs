@@ -176,6 +176,11 @@ pub fn run_until(
     panic!("timed out: {what}");
 }
 
+/// Runs `peers` until each is connected (ICE, DTLS), within 10 s.
+pub fn connect(peers: &mut [&mut Peer]) {
+    run_until(peers, "peers connected", Duration::from_secs(10), |p| p.iter().all(|p| p.connected));
+}
+
 /// Keeps both peers running for `d` (pacing between frames).
 pub fn pump_for(peers: &mut [&mut Peer], d: Duration) {
     let end = Instant::now() + d;
