@@ -3,6 +3,7 @@
 //! a dedicated thread (seccomp filters are per thread without TSYNC) and is inherited by the
 //! shard threads that thread spawns.
 
+mod common;
 mod net_io_common;
 
 use std::time::Duration;
@@ -12,33 +13,18 @@ use ringsfu::config::IoBackend;
 use ringsfu::io::{UringSupport, choose_backend, probe_uring};
 use ringsfu::shard::{SpawnError, spawn_shards_with};
 
-// Classic BPF opcodes: BPF_LD|BPF_W|BPF_ABS, BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K.
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JMP_JEQ_K: u16 = 0x15;
-const BPF_RET_K: u16 = 0x06;
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7;
-
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt: 0, jf: 0, k }
-}
-
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
+use common::bpf::{AUDIT_ARCH, JEQ_K, LD_W_ABS, RET_K, op};
 
 /// Make `io_uring_setup` fail with EPERM for the calling thread (and threads it spawns).
 fn block_io_uring_setup() {
     let prog = [
-        stmt(BPF_LD_W_ABS, 4), // seccomp_data.arch
-        jump(BPF_JMP_JEQ_K, AUDIT_ARCH, 1, 0),
-        stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
-        stmt(BPF_LD_W_ABS, 0), // seccomp_data.nr
-        jump(BPF_JMP_JEQ_K, libc::SYS_io_uring_setup as u32, 0, 1),
-        stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA)),
-        stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
+        op(LD_W_ABS, 4, 0, 0), // seccomp_data.arch
+        op(JEQ_K, AUDIT_ARCH, 1, 0),
+        op(RET_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        op(JEQ_K, libc::SYS_io_uring_setup as u32, 0, 1),
+        op(RET_K, libc::SECCOMP_RET_ERRNO | (libc::EPERM as u32 & libc::SECCOMP_RET_DATA), 0, 0),
+        op(RET_K, libc::SECCOMP_RET_ALLOW, 0, 0),
     ];
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
     // SAFETY: plain prctl calls with a valid filter program that outlives the call.

@@ -127,14 +127,7 @@ fn family_number(name: &str) -> u32 {
 /// A seccomp program doing what systemd's `RestrictAddressFamilies=` does: `socket()` with a
 /// family outside `allowed` fails with EAFNOSUPPORT.
 fn address_family_filter(allowed: &[u32]) -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    #[cfg(target_arch = "x86_64")]
-    const AUDIT_ARCH: u32 = 0xC000_003E;
-    #[cfg(target_arch = "aarch64")]
-    const AUDIT_ARCH: u32 = 0xC000_00B7;
-    let op = |code, k, jt, jf| libc::sock_filter { code, jt, jf, k };
+    use common::bpf::{AUDIT_ARCH, JEQ_K, LD_W_ABS, RET_K, op};
     let k = allowed.len() as u8;
     let errno = libc::SECCOMP_RET_ERRNO | (libc::EAFNOSUPPORT as u32 & libc::SECCOMP_RET_DATA);
     let mut prog = vec![

@@ -485,3 +485,23 @@ impl Server {
         panic!("{series} never {what} (last {last})");
     }
 }
+
+/// Classic BPF for the seccomp filters of tests: the opcodes they use and this machine's
+/// audit architecture.
+pub mod bpf {
+    /// BPF_LD | BPF_W | BPF_ABS
+    pub const LD_W_ABS: u16 = 0x20;
+    /// BPF_JMP | BPF_JEQ | BPF_K
+    pub const JEQ_K: u16 = 0x15;
+    /// BPF_RET | BPF_K
+    pub const RET_K: u16 = 0x06;
+    #[cfg(target_arch = "x86_64")]
+    pub const AUDIT_ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    pub const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+    /// One instruction.
+    pub fn op(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code, jt, jf, k }
+    }
+}
