@@ -102,7 +102,8 @@ pub struct MediaConfig {
     /// Address the media sockets bind to.
     pub bind_address: IpAddr,
     /// Addresses advertised as ICE host candidates (IPv4 and IPv6). Empty: `bind_address`, or
-    /// every interface address when bound to the wildcard.
+    /// every interface address when bound to the wildcard, led by the addresses
+    /// `server.public_host` resolves to when it is a host name.
     pub public_ips: Vec<IpAddr>,
     /// Data-plane threads; 0 = one per core.
     pub shards: usize,

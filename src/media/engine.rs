@@ -159,26 +159,58 @@ fn no_stream(stream: &str) -> RpcError {
 }
 
 /// The addresses browsers can reach the media ports on: `[media] public_ips`, else the bind
-/// address, else (bound to the wildcard) every configured interface address of that family.
+/// address, else (bound to the wildcard) every configured interface address of that family;
+/// in the last two cases led by the addresses `[server] public_host` resolves to when it is a
+/// host name (OpenVidu's `DOMAIN_OR_PUBLIC_IP` is often the domain whose A record is the
+/// public address of a host behind 1:1 NAT, which no interface carries).
 pub(crate) fn candidate_ips(cfg: &Config) -> Vec<IpAddr> {
+    candidate_ips_with(cfg, |host| {
+        use std::net::ToSocketAddrs;
+        match (host, 0u16).to_socket_addrs() {
+            Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+            Err(e) => {
+                tracing::warn!(host, error = %e, "cannot resolve server.public_host for media candidates");
+                Vec::new()
+            }
+        }
+    })
+}
+
+/// [`candidate_ips`] with `resolve` for the host name.
+fn candidate_ips_with(cfg: &Config, resolve: impl Fn(&str) -> Vec<IpAddr>) -> Vec<IpAddr> {
     if !cfg.media.public_ips.is_empty() {
         return cfg.media.public_ips.clone();
     }
     let bind = cfg.media.bind_address;
+    let host = cfg.server.public_host.trim();
+    let mut named: Vec<IpAddr> = Vec::new();
+    if !host.is_empty() && host.parse::<IpAddr>().is_err() {
+        // A socket bound to an IPv4 address (or the IPv4 wildcard) cannot serve IPv6 peers.
+        for ip in resolve(host) {
+            if (bind.is_ipv6() || ip.is_ipv4()) && !named.contains(&ip) {
+                named.push(ip);
+            }
+        }
+    }
     if !bind.is_unspecified() {
-        return vec![bind];
+        if !named.contains(&bind) {
+            named.push(bind);
+        }
+        return named;
     }
     let mut ips = interface_addresses(bind.is_ipv6());
     // Loopback last: only useful when nothing else exists (tests, single-host demos).
     ips.sort_by_key(|ip| ip.is_loopback());
-    if ips.is_empty() {
+    if ips.is_empty() && named.is_empty() {
         ips.push(if bind.is_ipv6() {
             IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
         } else {
             IpAddr::from([127, 0, 0, 1])
         });
     }
-    ips
+    ips.retain(|ip| !named.contains(ip));
+    named.extend(ips);
+    named
 }
 
 fn interface_addresses(with_v6: bool) -> Vec<IpAddr> {
@@ -1029,4 +1061,50 @@ fn out_tracks(agreed: &[NegotiatedMedia], outgoing: &[OutgoingTrack]) -> Vec<Out
             Some(out_track(m, source))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+
+    fn cfg(bind: &str, host: &str) -> Config {
+        let mut c = Config::default();
+        c.media.bind_address = bind.parse().unwrap();
+        c.server.public_host = host.into();
+        c
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    /// A resolver that knows one name.
+    fn dns(name: &str) -> Vec<IpAddr> {
+        match name {
+            "media.example.org" => ips(&["203.0.113.7", "2001:db8::7"]),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_public_host_name_leads_the_candidates() {
+        // Behind 1:1 NAT: the public address the name resolves to, then the bound address.
+        assert_eq!(
+            candidate_ips_with(&cfg("10.0.0.5", "media.example.org"), dns),
+            ips(&["203.0.113.7", "10.0.0.5"]),
+            "an IPv4 socket serves no IPv6 peer"
+        );
+        // Dual-stack wildcard: both families, then the interfaces (loopback at least).
+        let all = candidate_ips_with(&cfg("::", "media.example.org"), dns);
+        assert_eq!(all[..2], ips(&["203.0.113.7", "2001:db8::7"]));
+        assert!(all.len() > 2, "{all:?}");
+        // An address, an empty host or an unknown name change nothing.
+        for host in ["198.51.100.1", "", "nowhere.invalid"] {
+            assert_eq!(candidate_ips_with(&cfg("10.0.0.5", host), dns), ips(&["10.0.0.5"]));
+        }
+        // public_ips wins over everything.
+        let mut c = cfg("10.0.0.5", "media.example.org");
+        c.media.public_ips = ips(&["192.0.2.1"]);
+        assert_eq!(candidate_ips_with(&c, dns), ips(&["192.0.2.1"]));
+    }
 }

@@ -130,10 +130,12 @@ impl TurnPlan {
     pub fn new(cfg: &Config, secrets: TurnSecretsHandle) -> Result<TurnPlan, TurnStartError> {
         let mut relay_ips = cfg.turn_relay_ips();
         if relay_ips.is_empty() {
-            // Bound to the wildcard: the interface addresses (not `media.public_ips`, which
-            // may be NAT addresses this host cannot bind), loopback only if nothing else.
+            // Bound to the wildcard: the interface addresses (not `media.public_ips` nor what
+            // `server.public_host` resolves to, which may be NAT addresses this host cannot
+            // bind), loopback only if nothing else.
             let mut local = cfg.clone();
             local.media.public_ips.clear();
+            local.server.public_host.clear();
             relay_ips = crate::media::candidate_ips(&local);
             if relay_ips.iter().any(|ip| !ip.is_loopback()) {
                 relay_ips.retain(|ip| !ip.is_loopback());
