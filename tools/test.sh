@@ -83,3 +83,5 @@ step "Debian package (cargo deb, release build; contents checked)"
 tools/check-deb.sh
 
 step "all tests passed"
+# Kept for a look after the run (the demo page test's screenshot of two joined pages).
+ls -l target/test-artifacts/ 2>/dev/null || true
