@@ -106,12 +106,11 @@ impl State {
     }
 }
 
-/// A subscriber leg's remote certificate and the tracks (SSRCs) its answer announced.
+/// A subscriber leg's peer connection and the tracks (SSRCs) its answer announced.
 #[derive(Debug, Clone)]
 struct AnsweredLeg {
-    fp: Fingerprint,
-    /// The offer's SDP session (`o=` sess-id).
-    origin: u64,
+    /// Its certificate and SDP session (`o=` sess-id), as [`Published::connection_of`].
+    connection_of: (Fingerprint, u64),
     outgoing: Vec<OutgoingTrack>,
 }
 
@@ -714,8 +713,8 @@ impl MediaEngine {
             IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
         let link = Link { id, ice, fp, dtls_role: DtlsRole::Server };
         self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
-        let origin = offer.origin_session;
-        lock(&self.state).legs.insert(id, AnsweredLeg { fp, origin, outgoing });
+        let connection_of = (fp, offer.origin_session);
+        lock(&self.state).legs.insert(id, AnsweredLeg { connection_of, outgoing });
         let endpoint = format!("{}_{stream}", caller.connection_id);
         self.trickle_candidates(caller, &publisher.connection, &endpoint, &neg.sdp);
         Ok(json!({"sdpAnswer": neg.sdp}))
@@ -737,7 +736,7 @@ impl MediaEngine {
         let (id, leg, shard, owner) = {
             let st = lock(&self.state);
             let Some(&id) = st.subscribed.get(&key) else { return Ok(None) };
-            let same = |l: &&AnsweredLeg| l.fp == fp && l.origin == offer.origin_session;
+            let same = |l: &&AnsweredLeg| l.connection_of == (fp, offer.origin_session);
             let Some(leg) = st.legs.get(&id).filter(same).cloned() else {
                 return Ok(None);
             };
