@@ -454,6 +454,62 @@ pub fn dtls_record(data: &[u8]) {
     assert_eq!(consumed, data.len());
 }
 
+/// A remote SDP (a browser's offer or answer) through what the signaling does with it:
+/// `sdp::parse`, then, if it parses, the publish answer under every codec policy, a subscribe
+/// answer for the tracks that publish agreed, and the server offer answered by it. Every SDP
+/// ringsfu writes from it must parse again (nothing of the remote SDP breaks the lines out).
+pub fn sdp(data: &[u8]) {
+    use crate::sdp::{self, LocalTransport, OutgoingTrack, VideoCodecPolicy};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(remote) = sdp::parse(text) else { return };
+    for line in text.lines() {
+        let _ = sdp::parse_candidate(line);
+    }
+    let local = LocalTransport {
+        ice_ufrag: "fuzzufrag".into(),
+        ice_pwd: "fuzz-password-0123456789".into(),
+        fingerprint_sha256: ["AB"; 32].join(":"),
+        candidates: vec!["127.0.0.1:40000".parse().unwrap(), "[::1]:40000".parse().unwrap()],
+        session_id: 1,
+        session_version: 2,
+    };
+    let reparses = |written: &str| {
+        if let Err(e) = sdp::parse(written) {
+            panic!("ringsfu wrote an SDP it cannot parse ({e}):\n{written}");
+        }
+    };
+    for policy in [
+        VideoCodecPolicy::MediaServerPreferred,
+        VideoCodecPolicy::None,
+        VideoCodecPolicy::Vp8,
+        VideoCodecPolicy::Vp9,
+        VideoCodecPolicy::H264,
+        VideoCodecPolicy::Av1,
+    ] {
+        let Ok(published) = sdp::answer_publish(&remote, &local, policy) else { continue };
+        reparses(&published.sdp);
+        let tracks: Vec<OutgoingTrack> = published
+            .media
+            .iter()
+            .map(|m| OutgoingTrack {
+                kind: m.kind,
+                codec: m.codec.clone(),
+                ssrc: 1111,
+                rtx_ssrc: 2222,
+                cname: "fuzzcname".into(),
+                stream_id: "str_CAM_fuzz".into(),
+                track_id: format!("{}_fuzz", m.kind.as_str()),
+            })
+            .collect();
+        if let Ok(answer) = sdp::answer_subscribe(&remote, &local, &tracks) {
+            reparses(&answer.sdp);
+        }
+        let offer = sdp::offer_subscribe(&local, &tracks);
+        reparses(&offer.sdp);
+        let _ = sdp::accept_subscribe_answer(&offer, &remote);
+    }
+}
+
 /// Every parser on the same bytes (the `demux` target routes by first byte; this one does not).
 pub fn all(data: &[u8]) {
     demux(data);
@@ -462,4 +518,5 @@ pub fn all(data: &[u8]) {
     rtp(data);
     rtcp(data);
     dtls_record(data);
+    sdp(data);
 }

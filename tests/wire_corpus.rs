@@ -20,6 +20,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "rtp" => f::rtp,
         "rtcp" => f::rtcp,
         "dtls_record" => f::dtls_record,
+        "sdp" => f::sdp,
         "stun_roundtrip" => f::stun_roundtrip,
         "rtp_rewrite" => f::rtp_rewrite,
         "rtcp_roundtrip" => f::rtcp_roundtrip,

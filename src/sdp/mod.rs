@@ -360,6 +360,9 @@ fn media_section(
 ) -> MediaSection {
     let mut codecs: Vec<Codec> = Vec::new();
     let mut rtx_apt: Vec<(u8, u8)> = Vec::new(); // (rtx pt, apt)
+    // Payload types with an `a=rtpmap:<pt> rtx/...` (the parser keeps rtpmap types <= 127; an
+    // `a=fmtp` line alone may name any byte, which no answer could carry).
+    let mut rtx_declared: Vec<u8> = Vec::new();
     let mut fmtp_raw: Vec<(u8, String)> = Vec::new();
     for line in raw.lines() {
         let parsed = line
@@ -404,6 +407,7 @@ fn media_section(
             SdpAttribute::RtcpRsize => s.rtcp_rsize = true,
             SdpAttribute::Rtpmap(r) => {
                 if r.codec_name.eq_ignore_ascii_case("rtx") {
+                    rtx_declared.push(r.payload_type);
                     continue;
                 }
                 codecs.push(Codec {
@@ -466,7 +470,10 @@ fn media_section(
         if let Some((_, p)) = fmtp_raw.iter().find(|(pt, _)| *pt == c.pt) {
             c.fmtp = p.clone();
         }
-        c.rtx_pt = rtx_apt.iter().find(|(_, apt)| *apt == c.pt).map(|(rtx, _)| *rtx);
+        c.rtx_pt = rtx_apt
+            .iter()
+            .find(|(rtx, apt)| *apt == c.pt && rtx_declared.contains(rtx))
+            .map(|(rtx, _)| *rtx);
     }
     // Codecs that are really FEC/RED/CN/DTMF are kept but never chosen as the primary.
     s.codecs = codecs;
@@ -775,6 +782,11 @@ fn answer_with<'a>(
         };
         if !m.rtcp_mux {
             return Err(SdpError::Unacceptable(format!("m-line {} without a=rtcp-mux", m.mid)));
+        }
+        // BUNDLE names every m-line by its mid (JSEP §5.2.1: browsers always write one); an
+        // answer to a section without one would carry an empty `a=mid:` no parser accepts.
+        if m.mid.is_empty() {
+            return Err(SdpError::Missing("a=mid"));
         }
         match accept(kind, m)? {
             Some((n, section)) => {

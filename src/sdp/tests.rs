@@ -161,6 +161,29 @@ fn bad_input_is_an_error_not_a_panic() {
         .map(|l| format!("{l}\r\n"))
         .collect();
     assert_eq!(parse(&no_fp).unwrap_err(), SdpError::Missing("a=fingerprint:sha-256"));
+    // An audio or video m-line without a mid (found by the `sdp` fuzz target): refused, not
+    // answered with an empty `a=mid:`.
+    let no_mid: String =
+        PUBLISH.lines().filter(|l| !l.starts_with("a=mid:")).map(|l| format!("{l}\r\n")).collect();
+    let offer = parse(&no_mid).unwrap();
+    assert_eq!(
+        answer_publish(&offer, &local(), VideoCodecPolicy::Vp8).unwrap_err(),
+        SdpError::Missing("a=mid")
+    );
+    // An RTX payload type named only by `a=fmtp` (no `a=rtpmap ... rtx`), here one above 127
+    // (found by the `sdp` fuzz target): no RTX, rather than an answer with `a=rtpmap:181`.
+    let vp8 = parse(PUBLISH).unwrap().media[1].codecs.iter().find(|c| c.name == "VP8").unwrap().pt;
+    let rtx_line = |l: &str| l.starts_with("a=rtpmap:") && l.contains(" rtx/");
+    let fmtp_only: String = PUBLISH
+        .lines()
+        .filter(|l| !rtx_line(l))
+        .map(|l| format!("{l}\r\n"))
+        .chain(std::iter::once(format!("a=fmtp:181 apt={vp8}\r\n")))
+        .collect();
+    let offer = parse(&fmtp_only).unwrap();
+    assert!(offer.media[1].codecs.iter().all(|c| c.rtx_pt.is_none()), "{:?}", offer.media[1]);
+    let answer = answer_publish(&offer, &local(), VideoCodecPolicy::Vp8).unwrap();
+    assert!(!answer.sdp.contains(" rtx/"), "{}", answer.sdp);
     let passive = PUBLISH.replace("a=setup:actpass", "a=setup:passive");
     assert!(answer_publish(&parse(&passive).unwrap(), &local(), VideoCodecPolicy::Vp8).is_err());
     // Every prefix of a real offer: no panic.
