@@ -87,17 +87,22 @@ impl Ops {
     }
 
     /// Spawns the status-line task and, when systemd asked for one, the watchdog task.
+    /// The status task is the one writer of `STATUS=` lines while serving: the serving counts,
+    /// or what the watchdog reports while a shard is stuck.
     pub fn spawn_background(&self) {
         let control = self.control.clone();
         let notifier = self.notifier.clone();
+        let stuck: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
         if notifier.enabled() {
+            let stuck = stuck.clone();
             tokio::spawn(async move {
                 let mut last = String::new();
                 let mut tick = tokio::time::interval(STATUS_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let line = status_line(&control.gauges());
+                    let reported = stuck.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let line = reported.unwrap_or_else(|| status_line(&control.gauges()));
                     if line != last {
                         notifier.status(&line);
                         last = line;
@@ -109,7 +114,6 @@ impl Ops {
         let every = (timeout / 2).max(Duration::from_millis(10));
         let mut watchdog = Watchdog::new(self.shards.clone()).with_stall_limit(self.stall_limit);
         let notifier = self.notifier.clone();
-        let control = self.control.clone();
         tracing::info!(
             interval_ms = every.as_millis() as u64,
             shards = watchdog.len(),
@@ -124,9 +128,7 @@ impl Ops {
                     Ok(()) => {
                         if stuck_logged {
                             tracing::warn!("every shard turns again; watchdog keep-alives resume");
-                            // The status task only sends a changed line: put it back over the
-                            // "stuck" one.
-                            notifier.status(&status_line(&control.gauges()));
+                            *stuck.lock().unwrap_or_else(|p| p.into_inner()) = None;
                             stuck_logged = false;
                         }
                         notifier.watchdog();
@@ -138,7 +140,7 @@ impl Ops {
                                 stalled_ms = s.for_.as_millis() as u64,
                                 "shard event loop stuck; withholding watchdog keep-alives"
                             );
-                            notifier.status(&format!(
+                            *stuck.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
                                 "Shard {} stuck for {} ms; watchdog keep-alives withheld",
                                 s.shard,
                                 s.for_.as_millis()
