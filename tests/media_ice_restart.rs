@@ -47,10 +47,8 @@ fn send(publisher: &mut Peer, subscriber: &mut Peer, range: std::ops::Range<u64>
 async fn ice_restarts_keep_the_dtls_associations_and_the_media() {
     let s = common::start_with_media(|_| {}).await;
     let sid = s.session(None).await;
-    let (_, tok_pub) = s.connection(&sid, "PUBLISHER", "").await;
-    let (_, tok_sub) = s.connection(&sid, "SUBSCRIBER", "").await;
-    let (mut ws_pub, _) = s.join(&sid, &tok_pub, "pub").await;
-    let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
+    let (_, mut ws_pub) = s.joined(&sid, "PUBLISHER", "pub").await;
+    let (_, mut ws_sub) = s.joined(&sid, "SUBSCRIBER", "sub").await;
 
     let mut publisher = Peer::new();
     let (stream, first_answer) = publish(&mut ws_pub, &mut publisher, AV).await;

@@ -38,10 +38,8 @@ async fn ipv4_publisher_and_ipv6_subscriber_on_one_dual_stack_port() {
     })
     .await;
     let sid = s.session(None).await;
-    let (_, tok_pub) = s.connection(&sid, "PUBLISHER", "").await;
-    let (_, tok_sub) = s.connection(&sid, "SUBSCRIBER", "").await;
-    let (mut ws_pub, _) = s.join(&sid, &tok_pub, "pub").await;
-    let (mut ws_sub, _) = s.join(&sid, &tok_sub, "sub").await;
+    let (_, mut ws_pub) = s.joined(&sid, "PUBLISHER", "pub").await;
+    let (_, mut ws_sub) = s.joined(&sid, "SUBSCRIBER", "sub").await;
 
     let mut publisher = Peer::bound("127.0.0.1:0");
     let (stream, answer) = publish(&mut ws_pub, &mut publisher, AV).await;

@@ -69,10 +69,8 @@ async fn server_candidates_are_trickled_to_the_peer_owner() {
     })
     .await;
     let sid = s.session(None).await;
-    let (ca, ta) = s.connection(&sid, "PUBLISHER", "").await;
-    let (cb, tb) = s.connection(&sid, "SUBSCRIBER", "").await;
-    let (mut a, _) = s.join(&sid, &ta, "A").await;
-    let (mut b, _) = s.join(&sid, &tb, "B").await;
+    let (ca, mut a) = s.joined(&sid, "PUBLISHER", "A").await;
+    let (cb, mut b) = s.joined(&sid, "SUBSCRIBER", "B").await;
     a.drain(Duration::from_millis(100)).await;
 
     let r = a.call("publishVideo", Some(common::publish_params(PUBLISH, true))).await;

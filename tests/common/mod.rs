@@ -124,6 +124,12 @@ impl Server {
         )
     }
 
+    /// A new connection of `sid` with `role`, joined as `name`: (connection id, its socket).
+    pub async fn joined(&self, sid: &str, role: &str, name: &str) -> (String, Ws) {
+        let (connection, token) = self.connection(sid, role, "").await;
+        (connection, self.join(sid, &token, name).await.0)
+    }
+
     /// Opens a WebSocket, pings and joins with `token`.
     pub async fn join(&self, sid: &str, token: &str, client: &str) -> (Ws, Value) {
         let mut ws = Ws::open(&format!("{}?sessionId={sid}", self.ws_url)).await;
