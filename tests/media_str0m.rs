@@ -252,6 +252,24 @@ async fn setup(session: &'static str, edit: impl FnOnce(String) -> String) -> Se
 }
 
 impl Setup {
+    /// Connects `sub` and the publisher, sends `frames` (both kinds, 40 frames in all for 20
+    /// numbers) and checks `sub` got them intact.
+    fn flows_to(&mut self, sub: &mut Peer, frames: std::ops::Range<u64>) {
+        let publisher = &mut self.publisher;
+        let want = 2 * (frames.end - frames.start) as usize;
+        tokio::task::block_in_place(|| {
+            connect(&mut [&mut *publisher, &mut *sub]);
+            send_frames(publisher, sub, frames.clone(), want);
+        });
+        assert_frames(sub, frames);
+    }
+
+    /// One subscriber leg on the shard, and the REST view lists the one subscription.
+    async fn assert_one_leg(&self) {
+        assert_eq!(self.s.metric(SUBSCRIBERS).await, 1);
+        assert_eq!(self.subscriptions().await, vec![json!(self.stream_id)]);
+    }
+
     /// The streams the subscriber's connection subscribes to, from the REST view.
     async fn subscriptions(&self) -> Vec<serde_json::Value> {
         let (st, v) = self.s.get(&format!("/openvidu/api/sessions/{}", self.sid)).await;
@@ -296,14 +314,8 @@ async fn str0m_unsubscribe_then_subscribe_again() {
     let stream = t.stream_id.clone();
     let mut sub =
         subscribe_with_offer(&mut t.ws_sub, "receiveVideoFrom", json!({"sender": stream})).await;
-    let publisher = &mut t.publisher;
-    tokio::task::block_in_place(|| {
-        connect(&mut [&mut *publisher, &mut sub]);
-        send_frames(publisher, &mut sub, 0..20, 40);
-    });
-    assert_frames(&sub, 0..20);
-    assert_eq!(t.s.metric(SUBSCRIBERS).await, 1);
-    assert_eq!(t.subscriptions().await, vec![json!(stream)]);
+    t.flows_to(&mut sub, 0..20);
+    t.assert_one_leg().await;
 
     let r = t.ws_sub.call("unsubscribeFromVideo", Some(json!({"sender": stream}))).await;
     assert_empty_result(&r);
@@ -337,14 +349,8 @@ async fn str0m_unsubscribe_then_subscribe_again() {
     // Subscribing again (a new peer connection, as the browser makes): media flows again.
     let mut sub =
         subscribe_with_offer(&mut t.ws_sub, "receiveVideoFrom", json!({"sender": stream})).await;
-    let publisher = &mut t.publisher;
-    tokio::task::block_in_place(|| {
-        connect(&mut [&mut *publisher, &mut sub]);
-        send_frames(publisher, &mut sub, 100..120, 40);
-    });
-    assert_frames(&sub, 100..120);
-    assert_eq!(t.s.metric(SUBSCRIBERS).await, 1);
-    assert_eq!(t.subscriptions().await, vec![json!(stream)]);
+    t.flows_to(&mut sub, 100..120);
+    t.assert_one_leg().await;
 
     // The spec's form names the publisher's connection id.
     let sender = t.pub_connection.clone();
@@ -364,12 +370,7 @@ async fn str0m_subscriber_reconnect_stream_both_forms() {
     let stream = t.stream_id.clone();
     let mut sub1 =
         subscribe_with_offer(&mut t.ws_sub, "receiveVideoFrom", json!({"sender": stream})).await;
-    let publisher = &mut t.publisher;
-    tokio::task::block_in_place(|| {
-        connect(&mut [&mut *publisher, &mut sub1]);
-        send_frames(publisher, &mut sub1, 0..20, 40);
-    });
-    assert_frames(&sub1, 0..20);
+    t.flows_to(&mut sub1, 0..20);
     drop(sub1);
 
     // Client offer from a fresh peer connection.
@@ -379,15 +380,9 @@ async fn str0m_subscriber_reconnect_stream_both_forms() {
         json!({"stream": stream, "forciblyReconnect": false}),
     )
     .await;
-    let publisher = &mut t.publisher;
-    tokio::task::block_in_place(|| {
-        connect(&mut [&mut *publisher, &mut sub2]);
-        send_frames(publisher, &mut sub2, 100..120, 40);
-    });
-    assert_frames(&sub2, 100..120);
+    t.flows_to(&mut sub2, 100..120);
     // The shard removed the old leg before it added the new one (commands run in order).
-    assert_eq!(t.s.metric(SUBSCRIBERS).await, 1);
-    assert_eq!(t.subscriptions().await, vec![json!(stream)]);
+    t.assert_one_leg().await;
     drop(sub2);
 
     // Server offer, client answer.
@@ -406,15 +401,9 @@ async fn str0m_subscriber_reconnect_stream_both_forms() {
         )
         .await;
     assert_empty_result(&r);
-    let publisher = &mut t.publisher;
-    tokio::task::block_in_place(|| {
-        connect(&mut [&mut *publisher, &mut sub3]);
-        send_frames(publisher, &mut sub3, 200..220, 40);
-    });
-    assert_frames(&sub3, 200..220);
-    assert_eq!(t.s.metric(SUBSCRIBERS).await, 1);
+    t.flows_to(&mut sub3, 200..220);
+    t.assert_one_leg().await;
     assert_eq!(t.s.metric(DTLS_OK).await, 4, "publisher and three subscriber legs");
-    assert_eq!(t.subscriptions().await, vec![json!(stream)]);
 }
 
 /// `sdp` with the value of its `a=fingerprint` lines replaced by another one (every byte
