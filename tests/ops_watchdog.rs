@@ -35,6 +35,13 @@ fn thread_state(pid: i32, tid: i32) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
+/// `ptrace(request, tid, NULL, NULL)`: every request this test makes takes no address and
+/// no data (no options, no signal).
+fn ptrace(request: libc::c_uint, tid: libc::pid_t) -> libc::c_long {
+    // SAFETY: SEIZE, INTERRUPT and DETACH read neither pointer when both are null.
+    unsafe { libc::ptrace(request, tid, null_mut::<libc::c_void>(), null_mut::<libc::c_void>()) }
+}
+
 /// One thread held in a ptrace stop by the calling thread; detached (resumed) on drop. Every
 /// ptrace call must come from the thread that attached: the test's (a `current_thread` runtime
 /// runs the test body on it).
@@ -46,28 +53,13 @@ struct Stopped {
 impl Stopped {
     /// Attaches to `tid` and stops it; `Err` only when the attach itself is refused.
     fn stop(tid: libc::pid_t) -> io::Result<Stopped> {
-        // SAFETY: PTRACE_SEIZE takes no addr and data (null, and no options).
-        let rc = unsafe {
-            libc::ptrace(
-                libc::PTRACE_SEIZE,
-                tid,
-                null_mut::<libc::c_void>(),
-                null_mut::<libc::c_void>(),
-            )
-        };
+        // No options: a plain seize.
+        let rc = ptrace(libc::PTRACE_SEIZE, tid);
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
         let s = Stopped { tid, attached: true };
-        // SAFETY: PTRACE_INTERRUPT on a thread we seized; addr and data unused.
-        let rc = unsafe {
-            libc::ptrace(
-                libc::PTRACE_INTERRUPT,
-                tid,
-                null_mut::<libc::c_void>(),
-                null_mut::<libc::c_void>(),
-            )
-        };
+        let rc = ptrace(libc::PTRACE_INTERRUPT, tid);
         assert_eq!(rc, 0, "PTRACE_INTERRUPT: {}", io::Error::last_os_error());
         // Bounded: at most 2000 polls 5 ms apart for the stop to be reported.
         let mut status = 0;
@@ -94,15 +86,8 @@ impl Stopped {
 
     fn detach(&mut self) {
         if std::mem::take(&mut self.attached) {
-            // SAFETY: PTRACE_DETACH of a thread we hold stopped; data 0 = no signal.
-            let rc = unsafe {
-                libc::ptrace(
-                    libc::PTRACE_DETACH,
-                    self.tid,
-                    null_mut::<libc::c_void>(),
-                    null_mut::<libc::c_void>(),
-                )
-            };
+            // Data 0: resumed with no signal.
+            let rc = ptrace(libc::PTRACE_DETACH, self.tid);
             assert_eq!(rc, 0, "PTRACE_DETACH: {}", io::Error::last_os_error());
         }
     }
@@ -112,15 +97,8 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         if self.attached {
             self.attached = false;
-            // SAFETY: as in `detach`; on a failing test the result does not matter.
-            unsafe {
-                libc::ptrace(
-                    libc::PTRACE_DETACH,
-                    self.tid,
-                    null_mut::<libc::c_void>(),
-                    null_mut::<libc::c_void>(),
-                );
-            }
+            // On a failing test the result does not matter.
+            ptrace(libc::PTRACE_DETACH, self.tid);
         }
     }
 }
