@@ -4,7 +4,11 @@
 # turnutils, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
 # Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
 # shared by every stage, `cargo test`, the interop tests with the real OpenVidu SDKs and headless
-# Chromium, and the Debian package (release build, file list checked by tools/check-deb.sh).
+# Chromium, the Debian package (release build, file list checked by tools/check-deb.sh), and the
+# README's first command: that release binary run with no flags, no configuration file and only
+# PATH and HOME, on this machine's own core count, in a network namespace of its own, serving
+# REST, the demo page, the WebSocket and two Chromium pages, then stopping on SIGTERM
+# (tests/js/readme/first_command.test.mjs; needs root for the namespace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -82,6 +86,14 @@ fi
 step "Debian package (cargo deb, release build; contents checked)"
 tools/check-deb.sh
 
+step "the README's first command (release binary, no flags, clean environment, own network namespace)"
+# The binary cargo deb just built is the one `cargo run --release` runs. Nothing here sets its
+# shards or ports: it must start on this machine's core count with its defaults. The test makes
+# the namespace itself; with RINGSFU_REQUIRE_TOOLS=1 (exported above) it fails rather than skips
+# where unshare --net is not permitted.
+(cd tests/js && RINGSFU_BIN="$root/target/release/ringsfu" node --test --test-timeout=300000 readme/first_command.test.mjs)
+
 step "all tests passed"
-# Kept for a look after the run (the demo page test's screenshot of two joined pages).
+# Kept for a look after the run (screenshots of two joined demo pages, from the demo page test
+# and the README test).
 ls -l target/test-artifacts/ 2>/dev/null || true

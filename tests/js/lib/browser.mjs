@@ -125,12 +125,19 @@ export const CHROMIUM_ARGS = [
   '--autoplay-policy=no-user-gesture-required',
 ];
 
-export async function launchChromium() {
+export const chromiumPath = () => process.env.CHROMIUM || '/usr/bin/chromium';
+
+/** Headless Chromium with a fresh profile; `executablePath`: a program to run instead of
+ * chromiumPath() (a wrapper that execs it, for instance). Returns { ctx, close() }. */
+export async function launchChromium({ executablePath = chromiumPath() } = {}) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-chromium-'));
   const ctx = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath,
     headless: true,
     args: CHROMIUM_ARGS,
+  }).catch((e) => {
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+    throw e;
   });
   return {
     ctx,
