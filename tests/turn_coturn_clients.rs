@@ -64,7 +64,9 @@ fn setup_relay(media: bool, relay: Option<(u16, u16)>) -> Setup {
             (common::free_port(), common::free_port(), common::free_port(), common::free_port());
         let media_port = common::free_udp_run();
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        let own = 20000 + (std::process::id() % 10) as u16 * 3200 + (k % 16) * 200;
+        // Below the kernel's ephemeral range (32768-60999), where the test's other ports come
+        // from: a relay range on the media address must not hold them (a configuration error).
+        let own = 1100 + (std::process::id() % 9) as u16 * 3200 + (k % 16) * 200;
         let (relay_min, relay_max) = relay.unwrap_or((own, own + 199));
         let cfg = common::write_config(
             &format!("turn-{k}"),

@@ -19,8 +19,12 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod env;
+mod machine;
+mod ports;
 
 pub use env::OPENVIDU_ENV;
+pub use machine::Machine;
+pub use ports::{PortPlan, PortRange, Proto};
 
 /// The whole effective configuration.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -32,6 +36,10 @@ pub struct Config {
     pub turn: TurnConfig,
     pub webhook: WebhookConfig,
     pub sessions: SessionsConfig,
+    /// The machine, read once when this configuration was made ([`Machine::detect`]): what
+    /// `media.shards = 0` and the wildcard bind resolve against. Not a configuration key.
+    #[serde(skip)]
+    pub machine: Machine,
 }
 
 /// `[server]`: the HTTP(S) listener of the REST API and the WebSocket signaling.
@@ -105,7 +113,8 @@ pub struct MediaConfig {
     /// every interface address when bound to the wildcard, led by the addresses
     /// `server.public_host` resolves to when it is a host name.
     pub public_ips: Vec<IpAddr>,
-    /// Data-plane threads; 0 = one per core.
+    /// Data-plane threads; 0 = one per CPU this process may use (resolved once when the
+    /// configuration loads; `--check-config` prints the resolved count).
     pub shards: usize,
     /// Shard `i` listens on UDP port `port_base + i`.
     pub port_base: u16,
@@ -288,7 +297,9 @@ impl Default for TurnConfig {
             max_allocations_per_user: 100,
             max_user_bandwidth: 0,
             relay_ips: Vec::new(),
-            relay_port_min: 49152,
+            // Above Linux's default ephemeral range (net.ipv4.ip_local_port_range = 32768-60999),
+            // so no outgoing socket of the host can hold a port an allocation wants.
+            relay_port_min: 61000,
             relay_port_max: 65535,
             deliver_in_process: true,
             shard_ports: true,
@@ -467,25 +478,8 @@ impl Config {
         if self.media.port_base == 0 {
             return Err(err("media.port_base", "must be 1..=65535"));
         }
-        let shards = self.effective_shards();
-        if self.media.port_base as usize + shards - 1 > u16::MAX as usize {
-            return Err(err(
-                "media.port_base",
-                format!("port_base + {shards} shards exceeds 65535"),
-            ));
-        }
         if self.turn.enabled && self.turn.port == 0 {
             return Err(err("turn.port", "must be 1..=65535"));
-        }
-        if self.turn.enabled
-            && self.media.enabled
-            && self.turn.shard_ports
-            && self.media.port_base as usize + 2 * shards - 1 > u16::MAX as usize
-        {
-            return Err(err(
-                "turn.shard_ports",
-                format!("the shards' TURN ports (port_base + {shards} + i) exceed 65535"),
-            ));
         }
         for u in &self.turn.users {
             match u.split_once(':') {
@@ -553,25 +547,20 @@ impl Config {
                 ));
             }
         }
+        self.port_plan()?;
         Ok(())
     }
 
-    /// Number of shards after resolving `0` to the number of cores.
+    /// Number of shards: `media.shards`, or for 0 the CPUs of [`Config::machine`] (read when
+    /// the configuration was made, never again: a pinned shard thread would see one CPU).
     pub fn effective_shards(&self) -> usize {
-        if self.media.shards == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            self.media.shards
-        }
+        if self.media.shards == 0 { self.machine.cpus } else { self.media.shards }
     }
 
     /// The UDP port of media shard `shard`'s own TURN listener (`[turn] shard_ports`), if the
-    /// media shards host TURN with one.
+    /// media shards host TURN with one ([`Config::port_plan`]).
     pub fn turn_shard_port(&self, shard: usize) -> Option<u16> {
-        if !(self.turn.enabled && self.media.enabled && self.turn.shard_ports) {
-            return None;
-        }
-        u16::try_from(self.media.port_base as usize + self.effective_shards() + shard).ok()
+        self.port_plan().ok()?.turn_shard_port(shard)
     }
 
     /// The socket address the HTTP(S) listener binds.
@@ -677,7 +666,59 @@ impl Config {
                 None => mask(u),
             })
             .collect();
-        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        // The shard count as it resolved on this machine, with where it came from.
+        c.media.shards = self.effective_shards();
+        let text = match toml::to_string_pretty(&c) {
+            Ok(t) => t,
+            Err(e) => return format!("# cannot render: {e}\n"),
+        };
+        let note = if self.media.shards == 0 {
+            format!("  # auto: {} CPUs", self.machine.cpus)
+        } else {
+            String::new()
+        };
+        let mut out = String::with_capacity(text.len() + 512);
+        let mut section = "";
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name;
+            }
+            out.push_str(line);
+            if section == "media" && line.starts_with("shards = ") {
+                out.push_str(&note);
+            }
+            out.push('\n');
+        }
+        out.push_str(&self.machine_comment());
+        out
+    }
+
+    /// What `--check-config` says of the machine and the port plan, as TOML comments.
+    fn machine_comment(&self) -> String {
+        let m = &self.machine;
+        let mut s = String::from("\n# resolved on this machine when the configuration loaded\n");
+        s.push_str(&format!("# cpus = {}\n", m.cpus));
+        match &m.interfaces {
+            Ok(ips) => s.push_str(&format!(
+                "# interfaces = [{}]\n",
+                ips.iter().map(|ip| format!("\"{ip}\"")).collect::<Vec<_>>().join(", ")
+            )),
+            Err(e) => s.push_str(&format!("# interfaces: cannot list them ({e})\n")),
+        }
+        if let Some((lo, hi)) = m.ephemeral_ports {
+            s.push_str(&format!(
+                "# ephemeral_ports = \"{lo}-{hi}\"  # net.ipv4.ip_local_port_range\n"
+            ));
+        }
+        if let Some((soft, hard)) = m.open_files {
+            s.push_str(&format!("# open_files = {soft}  # hard limit {hard}\n"));
+        }
+        if let Ok(plan) = self.port_plan() {
+            for r in &plan.ranges {
+                s.push_str(&format!("# port: {r}  ({})\n", r.key));
+            }
+        }
+        s
     }
 }
 

@@ -159,6 +159,136 @@ fn shard_turn_ports_follow_the_media_ports() {
     // The media ports fit below 65536, the shards' TURN ports after them do not.
     let e = load(Some("[media]\nshards = 3\nport_base = 65531\n"), &[], &[]).unwrap_err();
     assert!(e.to_string().contains("turn.shard_ports"), "{e}");
-    let ok = "[media]\nshards = 3\nport_base = 65531\n[turn]\nshard_ports = false\n";
+    let ok = "[media]\nshards = 3\nport_base = 65531\n[turn]\nshard_ports = false\n\
+              relay_port_min = 50000\nrelay_port_max = 60000\n";
     assert!(load(Some(ok), &[], &[]).is_ok());
+}
+
+/// The plan's ranges pairwise: no two share a port and a protocol.
+fn assert_disjoint(plan: &PortPlan) {
+    for (i, a) in plan.ranges.iter().enumerate() {
+        for b in &plan.ranges[i + 1..] {
+            let share =
+                !matches!((a.proto, b.proto), (Proto::Udp, Proto::Tcp) | (Proto::Tcp, Proto::Udp));
+            let meet = a.ports.start() <= b.ports.end() && b.ports.start() <= a.ports.end();
+            assert!(!(share && meet), "{a} and {b} overlap in {plan}");
+        }
+    }
+}
+
+#[test]
+fn port_plan_for_1_to_64_shards() {
+    for n in 1..=64usize {
+        let c = load(None, &[], &[("media.shards", &n.to_string())]).unwrap();
+        let plan = c.port_plan().unwrap();
+        assert_disjoint(&plan);
+        let base = 40000usize;
+        let media = plan.media().unwrap();
+        assert_eq!((*media.start() as usize, *media.end() as usize), (base, base + n - 1));
+        let turn = &plan.get("turn.shard_ports").unwrap().ports;
+        assert_eq!((*turn.start() as usize, *turn.end() as usize), (base + n, base + 2 * n - 1));
+        for i in 0..n {
+            assert_eq!(c.turn_shard_port(i), Some((base + n + i) as u16), "{n} shards, shard {i}");
+        }
+        assert_eq!(c.turn_shard_port(n), None, "{n} shards: no shard {n}");
+        assert_eq!(plan.get("turn.port").unwrap().ports, 3478..=3478);
+        assert_eq!(plan.get("server.port").unwrap().ports, 4443..=4443);
+        // `shards = 0` on a machine of n CPUs plans the same ports.
+        let mut auto = load(None, &[], &[]).unwrap();
+        auto.machine = Machine::fixed(n);
+        assert_eq!(auto.effective_shards(), n);
+        assert_eq!(auto.port_plan().unwrap(), plan);
+    }
+}
+
+#[test]
+fn port_plan_of_the_shipped_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ringsfu.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    for cpus in [1, 2, 3, 16, 64] {
+        let mut c = load(Some(&text), &[], &[]).unwrap();
+        c.machine = Machine::fixed(cpus);
+        let plan = c.port_plan().unwrap();
+        assert_disjoint(&plan);
+        assert!(
+            plan.media().is_some()
+                && plan.get("turn.relay_port_min..turn.relay_port_max").is_some()
+        );
+    }
+}
+
+/// The configuration error of `o`, which must name both `a` and `b`.
+fn overlap_error(o: &[(&str, &str)], a: &str, b: &str) {
+    let e = load(None, &[], o).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(&format!("`{a}`")) && text.contains(&format!("`{b}`")), "{o:?}: {text}");
+}
+
+#[test]
+fn overlapping_ports_are_an_error_naming_both_keys() {
+    let shards = [("media.shards", "2")];
+    overlap_error(&[shards[0], ("turn.port", "40001")], "media.port_base", "turn.port");
+    overlap_error(&[shards[0], ("turn.port", "40003")], "turn.shard_ports", "turn.port");
+    overlap_error(&[("server.port", "3478")], "server.port", "turn.port");
+    overlap_error(&[shards[0], ("turn.tls_port", "4443")], "server.port", "turn.tls_port");
+    let relay = "turn.relay_port_min..turn.relay_port_max";
+    overlap_error(&[shards[0], ("media.port_base", "62000")], "media.port_base", relay);
+    overlap_error(
+        &[("turn.relay_port_min", "3000"), ("turn.relay_port_max", "4000")],
+        "turn.port",
+        relay,
+    );
+    // TCP beside UDP is no overlap: the HTTP port may sit on a media port's number.
+    assert!(load(None, &[], &[shards[0], ("server.port", "40000")]).is_ok());
+    // Addresses: relays on an address of their own may use any port; a wildcard meets all.
+    let own = [("turn.relay_ips", "[\"127.0.5.1\"]"), ("turn.relay_port_min", "1024")];
+    assert!(load(None, &[], &[own[0], own[1]]).is_ok());
+    let wild = [own[0], own[1], ("media.bind_address", "0.0.0.0")];
+    overlap_error(&wild, "media.port_base", relay);
+    overlap_error(
+        &[("server.address", "0.0.0.0"), ("turn.tls_port", "4443")],
+        "server.port",
+        "turn.tls_port",
+    );
+    assert!(load(None, &[], &[("server.address", "127.0.0.2"), ("turn.tls_port", "4443")]).is_ok());
+    // Ranges that are off are not planned.
+    assert!(load(None, &[], &[("turn.enabled", "false"), ("server.port", "3478")]).is_ok());
+    assert!(
+        load(None, &[], &[shards[0], ("turn.shard_ports", "false"), ("turn.port", "40003")])
+            .is_ok()
+    );
+}
+
+/// The bug of the first wave: a shard thread pinned to one CPU asked `available_parallelism()`
+/// again, saw 1 CPU and took the next shard's media port for its TURN port.
+#[test]
+fn a_pinned_thread_sees_the_same_shards_and_ports() {
+    let c = load(None, &[], &[]).unwrap();
+    let here = (c.effective_shards(), c.turn_shard_port(0), c.port_plan().unwrap());
+    let c2 = c.clone();
+    let there = std::thread::spawn(move || {
+        // SAFETY: all-zero is a valid cpu_set_t; CPU 0 is below CPU_SETSIZE.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(0, &mut set) };
+        // SAFETY: valid pointer and size; 0 = this thread. A failure leaves it unpinned.
+        let _ = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        (c2.effective_shards(), c2.turn_shard_port(0), c2.port_plan().unwrap())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(here, there);
+    assert_eq!(c.effective_shards(), c.machine.cpus);
+}
+
+#[test]
+fn check_config_shows_the_resolved_shards() {
+    let mut c = load(None, &[], &[]).unwrap();
+    c.machine = Machine::fixed(3);
+    let text = c.to_masked_toml();
+    assert!(text.contains("\nshards = 3  # auto: 3 CPUs\n"), "{text}");
+    assert!(text.contains("# port: media UDP 40000-40002  (media.port_base)"), "{text}");
+    let t: toml::Table = text.parse().expect("still TOML");
+    assert_eq!(t["media"]["shards"].as_integer(), Some(3));
+    let c = load(None, &[], &[("media.shards", "16")]).unwrap();
+    assert!(c.to_masked_toml().contains("\nshards = 16\n"));
 }

@@ -197,9 +197,18 @@ fn candidate_ips_with(cfg: &Config, resolve: impl Fn(&str) -> Vec<IpAddr>) -> Ve
         }
         return named;
     }
-    let mut ips = interface_addresses(bind.is_ipv6());
-    // Loopback last: only useful when nothing else exists (tests, single-host demos).
-    ips.sort_by_key(|ip| ip.is_loopback());
+    // Read when the configuration loaded (loopback last: only useful when nothing else exists).
+    let mut ips = cfg.machine.interface_ips(bind.is_ipv6());
+    if let Err(e) = &cfg.machine.interfaces {
+        // glibc lists interfaces over a netlink socket: a sandbox without AF_NETLINK (systemd's
+        // RestrictAddressFamilies) lands here, and the wildcard bind would silently offer
+        // loopback candidates only.
+        tracing::warn!(
+            error = %e,
+            "cannot list the interface addresses (getifaddrs; needs AF_NETLINK): set \
+             media.public_ips, or allow AF_NETLINK"
+        );
+    }
     if ips.is_empty() && named.is_empty() {
         ips.push(if bind.is_ipv6() {
             IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
@@ -210,57 +219,6 @@ fn candidate_ips_with(cfg: &Config, resolve: impl Fn(&str) -> Vec<IpAddr>) -> Ve
     ips.retain(|ip| !named.contains(ip));
     named.extend(ips);
     named
-}
-
-fn interface_addresses(with_v6: bool) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `ifap` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        // glibc lists interfaces over a netlink socket: a sandbox without AF_NETLINK (systemd's
-        // RestrictAddressFamilies) lands here, and the wildcard bind would silently offer
-        // loopback candidates only.
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "cannot list the interface addresses (getifaddrs; needs AF_NETLINK): set \
-             media.public_ips, or allow AF_NETLINK"
-        );
-        return out;
-    }
-    let mut cur = ifap;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as u32 == 0 {
-            continue;
-        }
-        // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
-        let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
-        let ip = match family {
-            libc::AF_INET => {
-                // SAFETY: family AF_INET means a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
-            }
-            libc::AF_INET6 if with_v6 => {
-                // SAFETY: family AF_INET6 means a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                if ip.segments()[0] & 0xffc0 == 0xfe80 {
-                    continue; // link-local needs a scope id browsers cannot use
-                }
-                IpAddr::V6(ip)
-            }
-            _ => continue,
-        };
-        if !out.contains(&ip) {
-            out.push(ip);
-        }
-    }
-    // SAFETY: the list came from getifaddrs.
-    unsafe { libc::freeifaddrs(ifap) };
-    out
 }
 
 impl MediaEngine {

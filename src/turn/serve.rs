@@ -111,6 +111,10 @@ pub(crate) struct TurnPlan {
     pub listen: SocketAddr,
     pub shards: usize,
     pub relay_ips: Vec<IpAddr>,
+    /// The addresses browsers reach the media ports on (`media::candidate_ips`), resolved once
+    /// here: the cores are built inside the shard threads, which must not ask the machine or
+    /// the DNS again.
+    pub media_ips: Vec<IpAddr>,
     /// Per shard, then the stream thread's slice last.
     pub slices: Vec<Range<u16>>,
     /// Allocation limit of each UDP shard and of the stream thread.
@@ -144,10 +148,7 @@ impl TurnPlan {
         if relay_ips.is_empty() {
             return Err(TurnStartError::Config("no relay address (turn.relay_ips)".into()));
         }
-        let shards = match cfg.effective_shards() {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let shards = cfg.effective_shards();
         let (lo, hi) = (cfg.turn.relay_port_min as u32, cfg.turn.relay_port_max as u32 + 1);
         let parts = shards as u32 + 1;
         let per = (hi - lo) / parts;
@@ -170,6 +171,7 @@ impl TurnPlan {
             listen: SocketAddr::new(cfg.media.bind_address, cfg.turn.port),
             shards,
             relay_ips,
+            media_ips: crate::media::candidate_ips(cfg),
             slices,
             max_allocations_per_shard: cfg.turn.max_allocations.div_ceil(shards).max(1),
             max_allocations_stream: cfg.turn.max_allocations.div_ceil(8).max(1),
@@ -225,20 +227,11 @@ impl TurnPlan {
         let mut policy = PeerPolicy::from_config(t, own);
         // The SFU's own media ports are what browsers relay to: reachable whatever the
         // defaults say about the server's addresses (known when the ports are configured).
-        if cfg.media.enabled && cfg.media.port_base != 0 {
-            let last = cfg.media.port_base.saturating_add(cfg.effective_shards() as u16 - 1);
-            policy =
-                policy.with_media(crate::media::candidate_ips(cfg), cfg.media.port_base..=last);
+        if let Some(ports) = cfg.port_plan().ok().and_then(|p| p.media()) {
+            policy = policy.with_media(self.media_ips.clone(), ports);
         }
         TurnServer::new(settings, creds, policy)
     }
-}
-
-/// The kernel's ephemeral port range (`net.ipv4.ip_local_port_range`), if readable.
-fn ephemeral_range() -> Option<(u16, u16)> {
-    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let mut it = text.split_whitespace().map(|v| v.parse::<u16>().ok());
-    Some((it.next()??, it.next()??))
 }
 
 /// Descriptors kept for everything but relay sockets (listeners, rings, the control plane).
@@ -335,7 +328,7 @@ impl TurnSetup {
         let secrets = secrets.unwrap_or_else(|| TurnSecretsHandle::from_config(cfg));
         let mut plan = TurnPlan::new(cfg, secrets)?;
         let fds = raise_fd_limit();
-        if let Some((lo, hi)) = ephemeral_range()
+        if let Some((lo, hi)) = cfg.machine.ephemeral_ports
             && lo <= cfg.turn.relay_port_max
             && cfg.turn.relay_port_min <= hi
         {
@@ -346,21 +339,6 @@ impl TurnSetup {
                  (net.ipv4.ip_local_port_range): a relayed port another socket took cannot be \
                  opened; move one of the two ranges"
             );
-        }
-        if let Some(lo) = cfg.turn_shard_port(0) {
-            let hi = lo as usize + cfg.effective_shards() - 1;
-            let range = lo as usize..=hi;
-            if range.contains(&(cfg.turn.port as usize))
-                || range.contains(&(cfg.turn.tls_port as usize))
-                || (lo <= cfg.turn.relay_port_max && cfg.turn.relay_port_min as usize <= hi)
-            {
-                tracing::warn!(
-                    shard_ports = format!("{lo}-{hi}"),
-                    "the shards' TURN ports (turn.shard_ports, right after the media ports) \
-                     overlap turn.port, turn.tls_port or the relay ports: a shard whose port is \
-                     taken serves TURN on the shared port only"
-                );
-            }
         }
         let wanted = plan.max_allocations_per_shard * plan.shards;
         plan.cap_by_fd_limit(fds, FD_RESERVE);
@@ -380,7 +358,7 @@ impl TurnSetup {
         drop(probe);
         let (cfg, plan, cells) = (self.cfg.clone(), self.plan.clone(), self.cells.clone());
         let (anchor, anchor_unix) = (self.anchor, self.anchor_unix);
-        let media_ips = crate::media::candidate_ips(&cfg);
+        let media_ips = self.plan.media_ips.clone();
         Ok(Box::new(move |index, media: SocketAddr| {
             let mut reload = Reload { plan: plan.clone(), seen: plan.secrets.generation() };
             let local = if cfg.turn.deliver_in_process {
