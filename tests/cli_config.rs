@@ -57,6 +57,7 @@ fn invalid_configuration_is_one_line_naming_the_key_and_exit_2() {
         (vec![("RINGSFU_MEDIA_SHARDS", "many")], vec![], "media.shards"),
         (vec![("HTTPS_PORT", "99999")], vec![], "server.port"),
         (vec![], vec!["--set", "tls.enabled=true"], "tls.cert"),
+        (vec![("RINGSFU_WEBHOOK_CA_FILE", "/nonexistent/ca.pem")], vec![], "webhook.ca_file"),
         (vec![], vec!["--set", "nosuch.key=1"], "nosuch.key"),
         (vec![], vec!["--config", "/nonexistent/ringsfu.toml"], "cannot read config file"),
     ] {

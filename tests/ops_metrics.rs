@@ -1,6 +1,7 @@
 //! `/metrics` and `/health` on the in-process server: counters move with signaling traffic,
 //! auth is required unless `server.metrics_public`, the Grafana dashboard only uses metric
-//! names the server exports, and draining flips `/health` and refuses new work. And on the
+//! names the server exports, and draining flips `/health` and `/openvidu/api/health` and refuses
+//! new work. And on the
 //! binary: standalone TURN shards (media off) export their shard counters, labelled
 //! `kind="turn"`, which move with STUN traffic. (The media shards' counters under real media:
 //! `ops_media.rs`.)
@@ -119,6 +120,7 @@ async fn health_and_drain_refusals() {
     let s = common::start(|c| c.server.metrics_public = true).await;
     let r = s.http.get(s.url("/health")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(s.get("/openvidu/api/health").await, (200, json!({"status": "UP"})));
     // metrics_public: no credentials needed.
     let r = s.http.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -135,6 +137,9 @@ async fn health_and_drain_refusals() {
 
     let r = s.http.get(s.url("/health")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), json!({"status": "DRAINING"}));
+    // The REST API's health answers the same (with the API's Basic auth).
+    assert_eq!(s.get("/openvidu/api/health").await, (503, json!({"status": "DRAINING"})));
     let (st, v) = s.post("/openvidu/api/sessions", json!({})).await;
     assert_eq!(st, 503, "{v}");
     let (st, _) = s.post(&format!("/openvidu/api/sessions/{sid}/connection"), json!({})).await;

@@ -37,15 +37,17 @@ fn defaults() -> Table {
     Table::try_from(Config::default()).expect("default config serialises")
 }
 
+/// The optional keys (`Option` fields, absent from the serialised defaults while unset): all
+/// are file paths, so strings.
+const OPTIONAL_KEYS: &[(&str, &str)] = &[("tls", "cert"), ("tls", "key"), ("webhook", "ca_file")];
+
 /// The template value of `section.key`, or None when the key does not exist. Optional keys
 /// (absent from the serialised defaults) are typed as strings.
 fn template(defaults: &Table, section: &str, key: &str) -> Option<Value> {
     let sec = defaults.get(section)?.as_table()?;
     match sec.get(key) {
         Some(v) => Some(v.clone()),
-        None if section == "tls" && (key == "cert" || key == "key") => {
-            Some(Value::String(String::new()))
-        }
+        None if OPTIONAL_KEYS.contains(&(section, key)) => Some(Value::String(String::new())),
         None => None,
     }
 }

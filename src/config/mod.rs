@@ -183,8 +183,11 @@ pub struct TurnConfig {
 pub struct WebhookConfig {
     /// OpenVidu: `OPENVIDU_WEBHOOK`.
     pub enabled: bool,
-    /// OpenVidu: `OPENVIDU_WEBHOOK_ENDPOINT` (http:// URL).
+    /// OpenVidu: `OPENVIDU_WEBHOOK_ENDPOINT` (`http://` or `https://` URL).
     pub endpoint: String,
+    /// PEM file of extra CA certificates an `https://` endpoint's certificate may chain to
+    /// (a private receiver), trusted besides the system's trust store.
+    pub ca_file: Option<PathBuf>,
     /// OpenVidu: `OPENVIDU_WEBHOOK_HEADERS`, each `"Name: value"`.
     pub headers: Vec<String>,
     /// OpenVidu: `OPENVIDU_WEBHOOK_EVENTS`; the event names delivered.
@@ -312,6 +315,7 @@ impl Default for WebhookConfig {
         WebhookConfig {
             enabled: false,
             endpoint: String::new(),
+            ca_file: None,
             headers: Vec::new(),
             events: [
                 "sessionCreated",
@@ -507,10 +511,25 @@ impl Config {
             if self.webhook.endpoint.is_empty() {
                 return Err(err("webhook.endpoint", "required when webhook.enabled"));
             }
-            if !self.webhook.endpoint.starts_with("http://") {
+            let url = &self.webhook.endpoint;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(err("webhook.endpoint", "must be an http:// or https:// URL"));
+            }
+        }
+        if let Some(f) = &self.webhook.ca_file {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            if !f.is_file() {
+                return Err(err("webhook.ca_file", format!("no such file: {}", f.display())));
+            }
+            let certs = CertificateDer::pem_file_iter(f)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    err("webhook.ca_file", format!("{}: {}", f.display(), one_line(&e.to_string())))
+                })?;
+            if rustls::RootCertStore::empty().add_parsable_certificates(certs).0 == 0 {
                 return Err(err(
-                    "webhook.endpoint",
-                    "must be an http:// URL (put a TLS terminator in front for https)",
+                    "webhook.ca_file",
+                    format!("{}: holds no PEM CA certificate", f.display()),
                 ));
             }
         }

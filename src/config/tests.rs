@@ -120,6 +120,45 @@ fn errors_name_the_key() {
 }
 
 #[test]
+fn webhook_https_endpoint_and_ca_file() {
+    let on = [("webhook.enabled", "true"), ("webhook.endpoint", "https://hooks.example.org/ov")];
+    let c = load(None, &[], &on).unwrap();
+    assert_eq!(c.webhook.endpoint, "https://hooks.example.org/ov");
+    assert_eq!(c.webhook.ca_file, None);
+    let e = load(None, &[], &[on[0], ("webhook.endpoint", "ftp://h/x")]).unwrap_err();
+    assert_eq!(e.key, "webhook.endpoint");
+
+    let dir = std::env::temp_dir().join(format!(
+        "ringsfu-cfg-ca-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+    let good = dir.join("ca.pem");
+    std::fs::write(&good, ca.cert.pem()).unwrap();
+    let key_only = dir.join("key.pem");
+    std::fs::write(&key_only, ca.signing_key.serialize_pem()).unwrap();
+    let good_s = good.to_str().unwrap();
+    // From the environment (the generic RINGSFU_ overlay), the command line and a file.
+    let c = load(None, &[("RINGSFU_WEBHOOK_CA_FILE", good_s)], &on).unwrap();
+    assert_eq!(c.webhook.ca_file.as_deref(), Some(good.as_path()));
+    let c = load(None, &[], &[("webhook.ca_file", good_s)]).unwrap();
+    assert_eq!(c.webhook.ca_file.as_deref(), Some(good.as_path()));
+    let c = load(Some(&format!("[webhook]\nca_file = {good_s:?}\n")), &[], &[]).unwrap();
+    assert_eq!(c.webhook.ca_file.as_deref(), Some(good.as_path()));
+    // A file that is missing or holds no certificate names the key.
+    let missing = dir.join("missing.pem");
+    for bad in [&missing, &key_only] {
+        let e = load(None, &[("RINGSFU_WEBHOOK_CA_FILE", bad.to_str().unwrap())], &on).unwrap_err();
+        assert_eq!(e.key, "webhook.ca_file", "{e}");
+        assert!(e.to_string().contains(bad.to_str().unwrap()), "{e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn self_signed_needs_no_files() {
     let c = load(None, &[("CERTIFICATE_TYPE", "selfsigned")], &[]).unwrap();
     assert!(c.tls.enabled && c.tls.self_signed);

@@ -79,7 +79,7 @@ fn table() -> Vec<(&'static str, Method, Handler)> {
         m("/openvidu/api/recordings/{*rest}", Method::DELETE, delete(not_implemented)),
         m("/openvidu", Method::GET, get(super::ws::upgrade)),
         m("/metrics", Method::GET, get(metrics)),
-        m("/health", Method::GET, get(service_health)),
+        m("/health", Method::GET, get(health)),
     ]
 }
 
@@ -254,12 +254,9 @@ async fn not_implemented() -> Response {
     empty(StatusCode::NOT_IMPLEMENTED)
 }
 
-async fn health() -> Response {
-    ok_json(json!({"status": "UP"}))
-}
-
-/// `/health` for load balancers: 200 while serving, 503 while draining before a stop.
-async fn service_health(State(inner): St) -> Response {
+/// `/health` (load balancers, no auth) and `/openvidu/api/health` (OpenVidu Pro's, Basic auth):
+/// 200 `UP` while serving, 503 `DRAINING` while draining before a stop.
+async fn health(State(inner): St) -> Response {
     if inner.draining.load(std::sync::atomic::Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "DRAINING"}))).into_response()
     } else {

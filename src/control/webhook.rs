@@ -7,17 +7,26 @@
 //! - Only events named in `webhook.events` are queued.
 //!
 //! The HTTP client is a minimal HTTP/1.1 one over a tokio `TcpStream` (`Connection: close`,
-//! success = any 2xx status): the endpoint is plain `http://` by configuration rule, and this
-//! avoids pulling a second HTTP client stack into the binary.
+//! success = any 2xx status), which avoids pulling a second HTTP client stack into the binary.
+//! For an `https://` endpoint the stream is wrapped in TLS (`tokio-rustls`, the aws-lc-rs
+//! provider) that checks the receiver's certificate against the system's trust store plus the
+//! CA certificates of `webhook.ca_file`, for the endpoint's host name or IP address. The TLS
+//! client configuration is built once, when the delivery task starts. A failed handshake
+//! (unknown CA, wrong name) is a failed attempt like any other; the warning logged when an
+//! event is dropped carries the last attempt's error.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 
 use crate::config::WebhookConfig;
 
@@ -46,38 +55,157 @@ pub struct Webhooks {
     pub stats: Arc<WebhookStats>,
 }
 
-/// A parsed `http://host[:port][/path]` endpoint.
+/// The scheme of a webhook endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    /// The port used when the URL names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+/// A parsed `http[s]://host[:port][/path]` endpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
+    pub scheme: Scheme,
+    /// A DNS name or an IP address (IPv6 without its brackets).
     pub host: String,
     pub port: u16,
     pub path: String,
 }
 
-/// Parses the endpoint URL; only `http://` is supported.
+impl Endpoint {
+    /// The `Host` header's value: the port only when it is not the scheme's default.
+    pub fn host_header(&self) -> String {
+        let host =
+            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == self.scheme.default_port() { host } else { format!("{host}:{}", self.port) }
+    }
+}
+
+/// Parses the endpoint URL: `http://` or `https://`, a host name, an IPv4 address or a
+/// bracketed IPv6 address, an optional port (default 80 or 443) and path (default `/`). No user
+/// information, no white space or control characters.
 pub fn parse_endpoint(url: &str) -> Option<Endpoint> {
-    let rest = url.strip_prefix("http://")?;
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else {
+        (Scheme::Https, url.strip_prefix("https://")?)
+    };
+    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    // A fragment is the client's own; it is not sent.
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if authority.is_empty() {
+    if authority.is_empty() || authority.contains('@') {
         return None;
     }
     let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
         let (h, after) = stripped.split_once(']')?;
+        h.parse::<std::net::Ipv6Addr>().ok()?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().ok()?,
-            None => 80,
+            None if after.is_empty() => scheme.default_port(),
+            None => return None,
         };
-        (h.to_string(), port)
+        (h, port)
     } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().ok()?),
-            None => (authority.to_string(), 80),
+        match authority.split_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, scheme.default_port()),
         }
     };
-    Some(Endpoint { host, port, path: path.to_string() })
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some(Endpoint { scheme, host: host.to_string(), port, path: path.to_string() })
+}
+
+/// The name an `https://` endpoint's certificate must be valid for: its IP address, or its DNS
+/// name.
+fn server_name(host: &str) -> Option<ServerName<'static>> {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(ServerName::IpAddress(ip.into())),
+        Err(_) => ServerName::try_from(host.to_string()).ok(),
+    }
+}
+
+/// Reads the PEM certificates of `path` (`webhook.ca_file`).
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The TLS client configuration of `https://` endpoints: the system's trust store plus the
+/// certificates of `ca_file`.
+fn tls_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "webhook: part of the system trust store could not be read");
+    }
+    let (system, unusable) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(system, unusable, "webhook: system CA certificates loaded");
+    if let Some(path) = ca_file {
+        let (added, _) = roots.add_parsable_certificates(read_ca_file(path)?);
+        if added == 0 {
+            return Err(format!("{}: no usable CA certificate in it", path.display()));
+        }
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            "webhook: no trusted CA certificate (empty system trust store, no webhook.ca_file); \
+             every https delivery will fail"
+        );
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// How the delivery task reaches the endpoint, fixed when it starts.
+enum Transport {
+    Plain,
+    Tls { connector: TlsConnector, name: ServerName<'static> },
+}
+
+/// Why one delivery attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("request: {0}")]
+    Io(std::io::Error),
+    #[error("no HTTP status line in the answer")]
+    BadStatusLine,
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 impl Webhooks {
@@ -87,17 +215,37 @@ impl Webhooks {
     }
 
     /// Starts the delivery task on the current tokio runtime (disabled if none or not enabled).
+    /// For an `https://` endpoint this reads the system's trust store and `webhook.ca_file`
+    /// once, here.
     pub fn start(cfg: &WebhookConfig) -> Webhooks {
         if !cfg.enabled {
             return Webhooks::disabled();
         }
         let Some(endpoint) = parse_endpoint(&cfg.endpoint) else {
-            tracing::error!(endpoint = %cfg.endpoint, "webhook endpoint is not http://host[:port]/path; webhooks disabled");
+            tracing::error!(endpoint = %cfg.endpoint, "webhook endpoint is not http[s]://host[:port]/path; webhooks disabled");
             return Webhooks::disabled();
         };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             tracing::error!("no tokio runtime; webhooks disabled");
             return Webhooks::disabled();
+        };
+        let transport = match endpoint.scheme {
+            Scheme::Http => Transport::Plain,
+            Scheme::Https => {
+                let Some(name) = server_name(&endpoint.host) else {
+                    tracing::error!(host = %endpoint.host, "webhook endpoint host is not a valid TLS server name; webhooks disabled");
+                    return Webhooks::disabled();
+                };
+                match tls_client_config(cfg.ca_file.as_deref()) {
+                    Ok(tls) => {
+                        Transport::Tls { connector: TlsConnector::from(Arc::new(tls)), name }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "webhook TLS client cannot be set up; webhooks disabled");
+                        return Webhooks::disabled();
+                    }
+                }
+            }
         };
         let (tx, rx) = mpsc::channel(cfg.queue_size.max(1));
         let stats = Arc::new(WebhookStats::default());
@@ -111,10 +259,10 @@ impl Webhooks {
                 !(n.is_empty() || n.contains(['\r', '\n']) || v.contains(['\r', '\n']))
             })
             .collect();
+        let head = request_head(&endpoint, &headers);
         rt.spawn(deliver_loop(
             rx,
-            endpoint,
-            headers,
+            Target { endpoint, transport, head },
             Duration::from_secs(cfg.timeout.max(1)),
             cfg.max_attempts.max(1),
             stats.clone(),
@@ -152,100 +300,235 @@ impl Webhooks {
     }
 }
 
+/// Where and how the delivery task posts.
+struct Target {
+    endpoint: Endpoint,
+    transport: Transport,
+    /// The request up to, not including, `Content-Length` (the same for every event).
+    head: String,
+}
+
 async fn deliver_loop(
     mut rx: mpsc::Receiver<String>,
-    endpoint: Endpoint,
-    headers: Vec<(String, String)>,
+    target: Target,
     timeout: Duration,
     attempts: u32,
     stats: Arc<WebhookStats>,
 ) {
     while let Some(body) = rx.recv().await {
-        let mut ok = false;
+        let request = format!("{}Content-Length: {}\r\n\r\n{body}", target.head, body.len());
+        let mut last = None;
         for attempt in 0..attempts {
             if attempt > 0 {
                 let backoff = Duration::from_millis(200u64 << (attempt - 1).min(5));
                 tokio::time::sleep(backoff).await;
             }
-            match tokio::time::timeout(timeout, post(&endpoint, &headers, &body)).await {
-                Ok(Ok(status)) if (200..300).contains(&status) => {
-                    ok = true;
+            let outcome =
+                match tokio::time::timeout(timeout, post(&target, request.as_bytes())).await {
+                    Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
+                    Ok(Ok(status)) => Err(AttemptError::Status(status)),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(AttemptError::Timeout(timeout)),
+                };
+            match outcome {
+                Ok(()) => {
+                    last = None;
                     break;
                 }
-                Ok(Ok(status)) => {
-                    tracing::debug!(status, attempt, "webhook endpoint answered an error")
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "webhook delivery attempt failed");
+                    last = Some(e);
                 }
-                Ok(Err(e)) => tracing::debug!(error = %e, attempt, "webhook delivery failed"),
-                Err(_) => tracing::debug!(attempt, "webhook delivery timed out"),
             }
         }
         stats.queued_bytes.fetch_sub(body.len(), Ordering::Relaxed);
-        if ok {
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
-        } else {
-            stats.dropped_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                endpoint = %format!("{}:{}{}", endpoint.host, endpoint.port, endpoint.path),
-                "webhook event dropped after {attempts} attempts"
-            );
+        match last {
+            None => {
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(e) => {
+                stats.dropped_failed.fetch_add(1, Ordering::Relaxed);
+                let ep = &target.endpoint;
+                tracing::warn!(
+                    endpoint = %format!("{}:{}{}", ep.host, ep.port, ep.path),
+                    error = %e,
+                    "webhook event dropped after {attempts} attempts"
+                );
+            }
         }
     }
 }
 
-/// One POST; returns the response status code.
-async fn post(ep: &Endpoint, headers: &[(String, String)], body: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect((ep.host.as_str(), ep.port)).await?;
-    let host = if ep.host.contains(':') {
-        format!("[{}]:{}", ep.host, ep.port)
-    } else {
-        format!("{}:{}", ep.host, ep.port)
-    };
-    let mut req = format!(
-        "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: ringsfu\r\n",
+/// The request line and the headers every POST carries, up to `Content-Length`.
+fn request_head(ep: &Endpoint, headers: &[(String, String)]) -> String {
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nConnection: close\r\nUser-Agent: ringsfu\r\n",
         ep.path,
-        body.len()
+        ep.host_header(),
     );
     for (n, v) in headers {
-        req.push_str(n);
-        req.push_str(": ");
-        req.push_str(v);
-        req.push_str("\r\n");
+        head.push_str(n);
+        head.push_str(": ");
+        head.push_str(v);
+        head.push_str("\r\n");
     }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).await?;
-    stream.flush().await?;
-    // Read just the status line (bounded).
+    head
+}
+
+/// One POST of the complete `request`; returns the response status code.
+async fn post(target: &Target, request: &[u8]) -> Result<u16, AttemptError> {
+    let ep = &target.endpoint;
+    let tcp =
+        TcpStream::connect((ep.host.as_str(), ep.port)).await.map_err(AttemptError::Connect)?;
+    match &target.transport {
+        Transport::Plain => exchange(tcp, request).await,
+        Transport::Tls { connector, name } => {
+            let tls = connector.connect(name.clone(), tcp).await.map_err(AttemptError::Tls)?;
+            exchange(tls, request).await
+        }
+    }
+}
+
+/// Writes the request and reads the status line of the answer (bounded).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+) -> Result<u16, AttemptError> {
+    stream.write_all(request).await.map_err(AttemptError::Io)?;
+    stream.flush().await.map_err(AttemptError::Io)?;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
-        let n = stream.read(&mut chunk).await?;
+        let n = stream.read(&mut chunk).await.map_err(AttemptError::Io)?;
         if n == 0 {
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
     }
     let line = String::from_utf8_lossy(&buf);
-    let status =
-        line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status line")
-        })?;
-    Ok(status)
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or(AttemptError::BadStatusLine)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ep(scheme: Scheme, host: &str, port: u16, path: &str) -> Endpoint {
+        Endpoint { scheme, host: host.into(), port, path: path.into() }
+    }
+
     #[test]
-    fn endpoints() {
+    fn http_endpoints() {
         assert_eq!(
             parse_endpoint("http://127.0.0.1:7777/hook"),
-            Some(Endpoint { host: "127.0.0.1".into(), port: 7777, path: "/hook".into() })
+            Some(ep(Scheme::Http, "127.0.0.1", 7777, "/hook"))
         );
-        assert_eq!(parse_endpoint("http://h").unwrap().port, 80);
-        assert_eq!(parse_endpoint("http://[::1]:9/x").unwrap().host, "::1");
-        assert!(parse_endpoint("https://h/x").is_none());
+        assert_eq!(parse_endpoint("http://h"), Some(ep(Scheme::Http, "h", 80, "/")));
+        assert_eq!(parse_endpoint("http://[::1]:9/x"), Some(ep(Scheme::Http, "::1", 9, "/x")));
+        assert_eq!(parse_endpoint("http://[::1]"), Some(ep(Scheme::Http, "::1", 80, "/")));
         assert!(parse_endpoint("http://h:notaport/").is_none());
+    }
+
+    #[test]
+    fn https_endpoints() {
+        assert_eq!(
+            parse_endpoint("https://hooks.example.org/openvidu?k=v"),
+            Some(ep(Scheme::Https, "hooks.example.org", 443, "/openvidu?k=v"))
+        );
+        assert_eq!(
+            parse_endpoint("https://127.0.0.1:8443/hook"),
+            Some(ep(Scheme::Https, "127.0.0.1", 8443, "/hook"))
+        );
+        assert_eq!(parse_endpoint("https://h"), Some(ep(Scheme::Https, "h", 443, "/")));
+        assert_eq!(parse_endpoint("https://h/x#frag"), Some(ep(Scheme::Https, "h", 443, "/x")));
+        assert_eq!(
+            parse_endpoint("https://[2001:db8::1]/x"),
+            Some(ep(Scheme::Https, "2001:db8::1", 443, "/x"))
+        );
+        assert_eq!(
+            parse_endpoint("https://[2001:db8::1]:8443/x"),
+            Some(ep(Scheme::Https, "2001:db8::1", 8443, "/x"))
+        );
+    }
+
+    #[test]
+    fn bad_endpoints() {
+        for url in [
+            "",
+            "ftp://h/x",
+            "HTTPS://h/x",
+            "https://",
+            "https:///x",
+            "https://h:/x",
+            "https://h:0/x",
+            "https://h:65536/x",
+            "https://h:443x/",
+            "https://::1/x",
+            "https://[::1/x",
+            "https://[::1]x/",
+            "https://[nothex]/x",
+            "https://[]/x",
+            "https://user:pw@h/x",
+            "https://h/x y",
+            "https://h/x\r\nX-Injected: 1",
+            " https://h/x",
+        ] {
+            assert_eq!(parse_endpoint(url), None, "{url:?}");
+        }
+    }
+
+    #[test]
+    fn server_names_are_ip_addresses_or_dns_names() {
+        let ip = |s: &str| ServerName::IpAddress(s.parse::<std::net::IpAddr>().unwrap().into());
+        assert_eq!(server_name("127.0.0.1"), Some(ip("127.0.0.1")));
+        assert_eq!(server_name("::1"), Some(ip("::1")));
+        assert_eq!(server_name("localhost"), Some(ServerName::try_from("localhost").unwrap()));
+        assert!(matches!(server_name("hooks.example.org"), Some(ServerName::DnsName(_))));
+        assert_eq!(server_name("bad name!"), None);
+    }
+
+    #[test]
+    fn host_header_names_the_port_only_when_not_the_default() {
+        let h = |url: &str| parse_endpoint(url).unwrap().host_header();
+        assert_eq!(h("http://h/x"), "h");
+        assert_eq!(h("http://h:443/x"), "h:443");
+        assert_eq!(h("https://h/x"), "h");
+        assert_eq!(h("https://h:80/x"), "h:80");
+        assert_eq!(h("https://[::1]/x"), "[::1]");
+        assert_eq!(h("https://[::1]:8443/x"), "[::1]:8443");
+    }
+
+    #[test]
+    fn request_head_then_length_and_body() {
+        let ep = parse_endpoint("https://127.0.0.1:8443/hook").unwrap();
+        let head = request_head(&ep, &[("Authorization".into(), "Basic abc".into())]);
+        assert!(head.starts_with("POST /hook HTTP/1.1\r\nHost: 127.0.0.1:8443\r\n"), "{head}");
+        assert!(head.ends_with("\r\nAuthorization: Basic abc\r\n"), "{head}");
+        assert!(!head.contains("Content-Length"), "{head}");
+    }
+
+    #[test]
+    fn ca_file_needs_a_certificate() {
+        let dir = std::env::temp_dir().join(format!(
+            "ringsfu-webhook-ca-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        assert!(read_ca_file(&missing).is_err());
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        assert!(read_ca_file(&empty).unwrap_err().contains("no PEM certificate"));
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let good = dir.join("ca.pem");
+        std::fs::write(&good, ca.cert.pem()).unwrap();
+        assert_eq!(read_ca_file(&good).unwrap().len(), 1);
+        assert!(tls_client_config(Some(&good)).is_ok());
+        assert!(tls_client_config(Some(&empty)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
