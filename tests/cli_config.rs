@@ -143,3 +143,53 @@ fn the_shipped_example_configuration_is_valid_and_documents_every_key() {
         assert!(text.lines().take(5).any(|l| l.contains(key)), "the header does not name {key}");
     }
 }
+
+/// `--check-config` prints the shard count the machine resolved (`shards = 0` is one per CPU)
+/// with where it came from, and the port plan derived from it.
+#[test]
+fn check_config_prints_the_resolved_shards_and_ports() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let out = ringsfu().arg("--check-config").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&format!("\nshards = {cpus}  # auto: {cpus} CPUs\n")), "{text}");
+    assert!(text.contains(&format!("# cpus = {cpus}\n")), "{text}");
+    let last = 40000 + cpus - 1;
+    let media = if cpus == 1 { "40000".to_string() } else { format!("40000-{last}") };
+    assert!(text.contains(&format!("# port: media UDP {media}  (media.port_base)")), "{text}");
+    for n in [1usize, 3, 16] {
+        let t = effective(&["--shards", &n.to_string()]);
+        assert_eq!(t["media"]["shards"].as_integer(), Some(n as i64));
+        let out = ringsfu().args(["--check-config", "--shards", &n.to_string()]).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let turn = format!("# port: shard TURN UDP {}", 40000 + n);
+        assert!(text.contains(&turn), "{n} shards: {text}");
+    }
+}
+
+/// Two port ranges that overlap: one line naming both keys, exit 2 (also when serving).
+#[test]
+fn overlapping_ports_exit_2_naming_both_keys() {
+    for (args, keys) in [
+        (vec!["--shards", "2", "--set", "turn.port=40001"], ["media.port_base", "turn.port"]),
+        (vec!["--port", "3478"], ["server.port", "turn.port"]),
+        (
+            vec!["--shards", "4", "--set", "turn.relay_port_min=40006"],
+            ["turn.shard_ports", "turn.relay_port_min..turn.relay_port_max"],
+        ),
+    ] {
+        for check in [true, false] {
+            let mut c = ringsfu();
+            if check {
+                c.arg("--check-config");
+            }
+            let out = c.args(&args).output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(err.lines().count(), 1, "{err}");
+            for k in keys {
+                assert!(err.contains(&format!("`{k}`")), "{args:?}: {err}");
+            }
+        }
+    }
+}

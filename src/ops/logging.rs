@@ -43,7 +43,7 @@ impl Destination {
     /// `JOURNAL_STREAM`, `device:inode`) is stderr itself (a child that inherited the variable
     /// but not the stream must not take its output for the journal).
     pub fn of_stderr(journal_stream: Option<&str>) -> Destination {
-        if journal_stream.is_some_and(|v| stderr_is(v)) {
+        if journal_stream.is_some_and(stderr_is) {
             Destination::Journal
         } else if std::io::stderr().is_terminal() {
             Destination::Terminal
@@ -230,10 +230,9 @@ mod tests {
     #[test]
     fn only_webrtc_sdp_warnings_are_demoted() {
         let rec = |level, target| {
-            let ok = LogBridge::demoted(
+            LogBridge::demoted(
                 &log::Record::builder().level(level).target(target).args(format_args!("x")).build(),
-            );
-            ok
+            )
         };
         assert!(rec(log::Level::Warn, "webrtc_sdp::attribute_type"));
         assert!(!rec(log::Level::Error, "webrtc_sdp::attribute_type"));
