@@ -6,13 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod ops_common;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use ops_common::{free_port, free_udp_port};
 
 /// Runs the server with stderr into a file until it listens, then SIGTERM; its stderr lines.
 /// `journal`: set JOURNAL_STREAM to the file's device and inode (as systemd does for a unit

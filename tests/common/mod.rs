@@ -13,6 +13,9 @@ use ringsfu::control::ControlPlane;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "../port_claims/mod.rs"]
+mod port_claims;
+
 pub const SECRET: &str = "TEST_SECRET";
 /// Upper bound for any awaited outcome (never asserted as a duration).
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -295,7 +298,7 @@ pub fn free_port() -> u16 {
     for _ in 0..100 {
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && port_claims::claim(port, 1) {
             return port;
         }
     }
@@ -320,6 +323,7 @@ pub fn free_udp_run() -> u16 {
         let port = a.local_addr().unwrap().port();
         if port <= u16::MAX - 3
             && (1..=3).all(|k| std::net::UdpSocket::bind(("127.0.0.1", port + k)).is_ok())
+            && port_claims::claim(port, 4)
         {
             return port;
         }
@@ -338,7 +342,9 @@ pub fn hold_port_in_free_run(ip: &str, count: u16, held: u16) -> (std::net::UdpS
             continue;
         }
         let base = p - held;
-        if (0..count).filter(|&k| k != held).all(|k| UdpSocket::bind((ip, base + k)).is_ok()) {
+        if (0..count).filter(|&k| k != held).all(|k| UdpSocket::bind((ip, base + k)).is_ok())
+            && port_claims::claim(base, count)
+        {
             return (s, base);
         }
     }

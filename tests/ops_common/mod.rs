@@ -35,16 +35,33 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback TCP port (bound then released; the server binds it right after).
+#[path = "../port_claims/mod.rs"]
+mod port_claims;
+
+/// A free loopback TCP port (bound then released; the server binds it right after), never one
+/// handed out before in this process.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        if port_claims::claim(port, 1) {
+            return port;
+        }
+    }
+    panic!("no fresh TCP port in 100 tries");
 }
 
-/// A free loopback UDP port (for `media.port_base` with one shard).
+/// A free loopback UDP port (for `media.port_base` with one shard), never one handed out before
+/// in this process.
 pub fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-    s.local_addr().expect("addr").port()
+    for _ in 0..100 {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = s.local_addr().expect("addr").port();
+        if port_claims::claim(port, 1) {
+            return port;
+        }
+    }
+    panic!("no fresh UDP port in 100 tries");
 }
 
 /// The systemd side of `$NOTIFY_SOCKET`: every datagram received so far, and those no

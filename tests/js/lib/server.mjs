@@ -12,15 +12,28 @@ export function ringsfuBin() {
   return process.env.RINGSFU_BIN || path.join(repoRoot, 'target', 'debug', 'ringsfu');
 }
 
+// Ports handed out by freePort in this process: the kernel may give the same ephemeral port to
+// two binds in a row once the first socket is closed, and a server told to use one port twice
+// (HTTP and TURN) refuses its configuration.
+const handedOut = new Set();
+
+/** A loopback port that was free when checked and not handed out before by this process. */
 export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+  for (let i = 0; i < 100; i++) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = net.createServer();
+      srv.on('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const { port } = srv.address();
+        srv.close(() => resolve(port));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no fresh port in 100 tries');
 }
 
 export function basicAuth(secret = SECRET) {
