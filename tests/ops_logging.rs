@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
 mod ops_common;
 
 use ops_common::{free_port, free_udp_port};

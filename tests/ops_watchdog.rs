@@ -9,6 +9,7 @@
 //! fails when `RINGSFU_REQUIRE_TOOLS` is set (`tools/test.sh`). Every wait is bounded; nothing
 //! asserts a duration.
 
+mod common;
 mod ops_common;
 
 use std::io;

@@ -1,6 +1,7 @@
 //! Helpers for the tests that run the real `ringsfu` binary as systemd would: a notification
 //! socket owned by the test, the child process with its stderr collected, signals, and a TLS
-//! client that reports the served certificate.
+//! client that reports the served certificate. A crate that includes this module includes
+//! `common` too (`mod common;`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -35,33 +36,17 @@ impl Drop for TempDir {
     }
 }
 
-#[path = "../port_claims/mod.rs"]
-mod port_claims;
-
 /// A free loopback TCP port (bound then released; the server binds it right after), never one
-/// handed out before in this process.
+/// handed out before in this process (`common::free_port`: a test crate using these helpers
+/// includes `common` too, so one registry of handed-out ports serves both).
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        if port_claims::claim(port, 1) {
-            return port;
-        }
-    }
-    panic!("no fresh TCP port in 100 tries");
+    crate::common::free_port()
 }
 
-/// A free loopback UDP port (for `media.port_base` with one shard), never one handed out before
-/// in this process.
+/// A free loopback UDP port (for `media.port_base` with one shard, its TURN port right after),
+/// never one handed out before in this process.
 pub fn free_udp_port() -> u16 {
-    for _ in 0..100 {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = s.local_addr().expect("addr").port();
-        if port_claims::claim(port, 1) {
-            return port;
-        }
-    }
-    panic!("no fresh UDP port in 100 tries");
+    crate::common::free_udp_run()
 }
 
 /// The systemd side of `$NOTIFY_SOCKET`: every datagram received so far, and those no
