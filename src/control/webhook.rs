@@ -434,24 +434,16 @@ mod tests {
 
     #[test]
     fn https_endpoints() {
-        assert_eq!(
-            parse_endpoint("https://hooks.example.org/openvidu?k=v"),
-            Some(ep(Scheme::Https, "hooks.example.org", 443, "/openvidu?k=v"))
-        );
-        assert_eq!(
-            parse_endpoint("https://127.0.0.1:8443/hook"),
-            Some(ep(Scheme::Https, "127.0.0.1", 8443, "/hook"))
-        );
-        assert_eq!(parse_endpoint("https://h"), Some(ep(Scheme::Https, "h", 443, "/")));
-        assert_eq!(parse_endpoint("https://h/x#frag"), Some(ep(Scheme::Https, "h", 443, "/x")));
-        assert_eq!(
-            parse_endpoint("https://[2001:db8::1]/x"),
-            Some(ep(Scheme::Https, "2001:db8::1", 443, "/x"))
-        );
-        assert_eq!(
-            parse_endpoint("https://[2001:db8::1]:8443/x"),
-            Some(ep(Scheme::Https, "2001:db8::1", 8443, "/x"))
-        );
+        for (url, host, port, path) in [
+            ("https://hooks.example.org/openvidu?k=v", "hooks.example.org", 443, "/openvidu?k=v"),
+            ("https://127.0.0.1:8443/hook", "127.0.0.1", 8443, "/hook"),
+            ("https://h", "h", 443, "/"),
+            ("https://h/x#frag", "h", 443, "/x"),
+            ("https://[2001:db8::1]/x", "2001:db8::1", 443, "/x"),
+            ("https://[2001:db8::1]:8443/x", "2001:db8::1", 8443, "/x"),
+        ] {
+            assert_eq!(parse_endpoint(url), Some(ep(Scheme::Https, host, port, path)), "{url}");
+        }
     }
 
     #[test]
