@@ -153,6 +153,17 @@ fn load_against_running_server_with_raw_ceiling() {
         "one shard thread: {ringsfu}"
     );
     assert!(v["ratios"]["ringsfu/raw"].is_object(), "{}", v["ratios"]);
+    // The server's loop turns of each part, from its /metrics: every part turned, and the
+    // teardown (every participant's leaveRoom) left no participant behind.
+    let parts = ringsfu["loop_turns"].as_array().expect("loop_turns");
+    let names: Vec<&str> = parts.iter().filter_map(|p| p["part"].as_str()).collect();
+    assert_eq!(names, ["ramp", "window", "teardown"], "{ringsfu}");
+    for p in parts {
+        assert!(p["turns"].as_u64().is_some_and(|n| n > 0), "{p}");
+        assert!(p["over_20ms"].is_u64() && !p["longest_le_ms"].is_null(), "{p}");
+    }
+    assert!(ringsfu["ramp_latency_ms"]["worst_p99"].is_number(), "{ringsfu}");
+    assert!(phases[1]["loop_turns"].as_array().is_some_and(|a| a.is_empty()), "raw: no server");
     drop(server);
 }
 

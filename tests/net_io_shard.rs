@@ -46,6 +46,7 @@ both_backends!(
     echo_dual_stack,
     oversize_datagram_is_dropped_and_counted,
     sockets_opened_by_the_core,
+    a_backlog_is_handled_over_several_turns,
 );
 
 fn echo_ipv4(b: IoBackend) {
@@ -526,5 +527,90 @@ fn sockets_opened_by_the_core(b: IoBackend) {
     assert_eq!(sync(s, 6), vec![]);
     echo_round_trip(&c, addr, 300, 16);
     echo_round_trip(&c, extra[1].1, 100, 16);
+    h.shutdown().unwrap();
+}
+
+/// A core whose every datagram costs at least a millisecond (as a fanout to a thousand
+/// subscribers does): it counts the datagrams of each turn (its timer is due 100 µs after it
+/// last ran, so after a turn of such datagrams `handle_timeout` runs at the next one) and
+/// answers a command with (seen, most in one turn).
+struct SlowCore {
+    next: Instant,
+    this_turn: u32,
+    most: u32,
+    seen: u32,
+    events: std::collections::VecDeque<(u32, u32)>,
+}
+
+impl ringsfu::shard::ShardCore for SlowCore {
+    type Command = ();
+    type Event = (u32, u32);
+
+    fn handle_datagram(
+        &mut self,
+        _now: Instant,
+        _meta: ringsfu::shard::RecvMeta,
+        _buf: &mut [u8],
+        _tx: &mut ringsfu::shard::TxQueue,
+    ) {
+        std::thread::sleep(Duration::from_millis(1));
+        self.this_turn += 1;
+        self.seen += 1;
+    }
+
+    fn handle_command(&mut self, _now: Instant, _cmd: (), _tx: &mut ringsfu::shard::TxQueue) {
+        self.events.push_back((self.seen, self.most.max(self.this_turn)));
+    }
+
+    fn handle_timeout(&mut self, now: Instant, _tx: &mut ringsfu::shard::TxQueue) {
+        self.most = self.most.max(self.this_turn);
+        self.this_turn = 0;
+        self.next = now + Duration::from_micros(100);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next)
+    }
+
+    fn poll_event(&mut self) -> Option<(u32, u32)> {
+        self.events.pop_front()
+    }
+}
+
+/// 200 datagrams waiting at once, each a millisecond of work: a turn stops taking datagrams
+/// once its work budget (10 ms) is spent, so commands and timers come round between them,
+/// instead of one turn handling the whole backlog (before: all 200, up to `budget` 512). The
+/// bound is on counts: at least 1 ms each, a turn sees at most 16.
+fn a_backlog_is_handled_over_several_turns(b: IoBackend) {
+    let opts = options(b, "127.0.0.1", 1);
+    let mut h = ringsfu::shard::spawn_shards_with(&opts, |_| SlowCore {
+        next: Instant::now(),
+        this_turn: 0,
+        most: 0,
+        seen: 0,
+        events: Default::default(),
+    })
+    .expect("spawn");
+    let server = h.get(0).unwrap().info().local_addr;
+    let c = client("127.0.0.1:0");
+    for i in 0..200u32 {
+        c.send_to(&i.to_be_bytes(), server).unwrap();
+    }
+    let s = h.get_mut(0).unwrap();
+    let mut last = (0, 0);
+    // Bounded: 100 asks, 50 ms apart.
+    for _ in 0..100 {
+        s.commands().send(()).unwrap();
+        if let Some(ev) = s.events().recv_timeout(Duration::from_secs(5)) {
+            last = ev;
+        }
+        if last.0 >= 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(last.0, 200, "{b:?}: datagrams handled");
+    assert!(last.1 <= 16, "{b:?}: {} datagrams in one turn", last.1);
+    assert!(last.1 >= 1);
     h.shutdown().unwrap();
 }

@@ -20,6 +20,10 @@ const COMMAND_BUDGET: usize = 64;
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
 /// A turn longer than this is counted as an overrun and logged (rate-limited).
 const OVERRUN: Duration = Duration::from_millis(50);
+/// How long a turn handles received datagrams before it yields to commands and timers; what is
+/// left waits for the next turn (the backends keep it). One datagram's fanout is never cut, so a
+/// turn may end up to one fanout past this.
+pub(crate) const TURN_WORK: Duration = Duration::from_millis(10);
 
 /// Everything a backend needs besides its kernel interface.
 pub(crate) struct ShardCtx<C: ShardCore> {
@@ -60,6 +64,12 @@ pub(crate) struct Driver<C: ShardCore> {
     /// [`Driver::startup_result`].
     pub listen_failed: Option<std::io::Error>,
     last_overrun_log: Option<Instant>,
+    /// Where this turn's time went, for the overrun log: commands (count, time) and the core's
+    /// timer; the rest is datagrams and sends.
+    turn_commands: (u32, Duration),
+    turn_timer: Duration,
+    /// When this turn's datagram work is spent ([`Driver::start_receiving`]).
+    work_until: Instant,
 }
 
 impl<C: ShardCore> Driver<C> {
@@ -85,6 +95,9 @@ impl<C: ShardCore> Driver<C> {
             dont_fragment: ctx.opts.dont_fragment,
             listen_failed: None,
             last_overrun_log: None,
+            turn_commands: (0, Duration::ZERO),
+            turn_timer: Duration::ZERO,
+            work_until: Instant::now(),
         };
         (d, ctx.socket, ctx.sock, ctx.opts)
     }
@@ -166,10 +179,15 @@ impl<C: ShardCore> Driver<C> {
 
     /// Step 2: commands, bounded.
     pub fn run_commands(&mut self, now: Instant) {
+        if self.commands.is_empty() {
+            return;
+        }
+        let started = Instant::now();
         for _ in 0..COMMAND_BUDGET {
             let Some(cmd) = self.commands.pop() else {
                 break;
             };
+            self.turn_commands.0 += 1;
             self.core.handle_command(now, cmd, &mut self.tx);
             self.drain_events();
             if !self.socket_ops.is_empty() {
@@ -178,14 +196,37 @@ impl<C: ShardCore> Driver<C> {
                 break;
             }
         }
+        self.turn_commands.1 += started.elapsed();
     }
 
     /// Step 3: the core's timer, when due.
     pub fn run_timer(&mut self, now: Instant) {
         if self.core.poll_timeout().is_some_and(|d| d <= now) {
+            let started = Instant::now();
             self.core.handle_timeout(now, &mut self.tx);
             self.drain_events();
+            self.turn_timer += started.elapsed();
         }
+    }
+
+    /// Step 4 begins: the turn's datagrams may take [`TURN_WORK`] from `now`.
+    pub fn start_receiving(&mut self, now: Instant) {
+        self.work_until = now + TURN_WORK;
+    }
+
+    /// Asked before each datagram after the first `handled` of this turn: whether its work is
+    /// spent, so the backend keeps the rest for the next turn and commands, timers and the
+    /// watchdog's turn counter are never held up by a backlog. The clock is read every 8
+    /// datagrams, or before each one while they fan out (more than 4 sends each so far: one
+    /// such datagram can take milliseconds).
+    pub fn turn_spent(&self, handled: usize) -> bool {
+        let fanning_out = self.tally.tx_packets + self.tx.pending_len() as u64 > 4 * handled as u64;
+        handled > 0 && (handled.is_multiple_of(8) || fanning_out) && self.work_spent()
+    }
+
+    /// This turn's datagram work is spent (one clock read).
+    pub fn work_spent(&self) -> bool {
+        Instant::now() >= self.work_until
     }
 
     /// Step 4: one received buffer (split when GRO coalesced it).
@@ -234,17 +275,27 @@ impl<C: ShardCore> Driver<C> {
     pub fn end_turn(&mut self, started: Instant, slept: Duration) {
         let dropped = self.tx.take_dropped();
         self.tally.drop(DropReason::TxQueueFull, dropped);
+        let (rx, tx, reliefs) =
+            (self.tally.rx_packets, self.tally.tx_packets, self.tally.tx_reliefs);
         self.stats.publish(&mut self.tally);
         self.events.flush_wake();
         let took = started.elapsed().saturating_sub(slept);
         let overrun = took > OVERRUN;
-        self.stats.turn(overrun);
+        self.stats.turn(took.as_micros() as u64, overrun);
+        let ((commands, commands_time), timer) =
+            (std::mem::take(&mut self.turn_commands), std::mem::take(&mut self.turn_timer));
         if overrun && self.last_overrun_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             self.last_overrun_log = Some(Instant::now());
             tracing::warn!(
                 shard = self.index,
                 took_ms = took.as_millis() as u64,
-                "shard loop turn overran"
+                commands,
+                commands_ms = commands_time.as_millis() as u64,
+                timer_ms = timer.as_millis() as u64,
+                rx_datagrams = rx,
+                tx_datagrams = tx,
+                tx_reliefs = reliefs,
+                "shard loop turn overran (ringsfu_shard_loop_turn_seconds counts every turn)"
             );
         }
     }

@@ -25,6 +25,7 @@ pub mod procfs;
 pub mod raw;
 pub mod report;
 pub mod signal;
+pub mod turns;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -218,6 +219,11 @@ pub struct PhaseResult {
     pub udp_buffer_drops: Option<(u64, u64)>,
     pub seconds: Vec<(core::Second, Option<f64>)>,
     pub refused: Option<String>,
+    /// The server's loop turns in each part of the run (`ramp`, `window`, `teardown`), from
+    /// its `/metrics`.
+    pub loop_turns: Vec<(&'static str, turns::TurnSummary)>,
+    /// Seconds since the run's epoch at which the ramp started and every client was connected.
+    pub ramp_s: Option<(f64, f64)>,
 }
 
 impl PhaseResult {
@@ -530,6 +536,82 @@ fn negotiate(answer: &str, local_ufrag: &str) -> Result<Negotiated, String> {
 }
 
 /// One phase against a ringsfu server at `api`.
+/// One subscribing participant to join: its session, its legs (client index, stream id,
+/// publisher client index).
+struct SubscriberSpec {
+    api: Api,
+    session: String,
+    name: String,
+    legs: Vec<(u32, String, u32)>,
+    session_index: u32,
+    fingerprint: String,
+    load_port: u16,
+}
+
+/// A joined subscriber: its participant and, per leg, when its join began and the client the
+/// load core must add.
+struct SubscriberJoin {
+    participant: Participant,
+    legs: Vec<(Instant, ClientSpec)>,
+}
+
+impl SubscriberSpec {
+    /// Token, joinRoom, then receiveVideoFrom for each leg.
+    async fn join(self) -> Result<SubscriberJoin, String> {
+        let t_join = Instant::now();
+        let token = self.api.token(&self.session, "SUBSCRIBER").await?;
+        let participant = Participant::join(&self.api, &self.session, &token, &self.name).await?;
+        let mut legs = Vec::with_capacity(self.legs.len());
+        for (idx, stream, publisher) in self.legs {
+            let ufrag = random_token(8);
+            let offer = offer::write_offer(&offer::OfferParams {
+                ice_ufrag: &ufrag,
+                ice_pwd: &random_token(24),
+                fingerprint: &self.fingerprint,
+                candidate: SocketAddr::new(IpAddr::V4(client_ip(idx)), self.load_port),
+                send_ssrcs: None,
+                session_id: rand::random::<u64>() >> 2,
+            });
+            let res = participant
+                .call("receiveVideoFrom", json!({"sender": stream, "sdpOffer": offer}))
+                .await?;
+            let answer = res["sdpAnswer"].as_str().ok_or("receiveVideoFrom: no sdpAnswer")?;
+            let n = negotiate(answer, &ufrag)?;
+            legs.push((
+                t_join,
+                ClientSpec {
+                    index: idx,
+                    session: self.session_index,
+                    server: n.server,
+                    publish: None,
+                    source: Some(publisher),
+                    secure: Some(n.spec),
+                },
+            ));
+        }
+        Ok(SubscriberJoin { participant, legs })
+    }
+}
+
+impl Phase<'_> {
+    /// Hands a joined subscriber's legs to the load core.
+    async fn subscriber_joined(
+        &mut self,
+        j: SubscriberJoin,
+        participants: &mut Vec<Participant>,
+        join_start: &mut HashMap<u32, Instant>,
+        sub_clients: &mut Vec<u32>,
+    ) -> Result<(), String> {
+        for (t_join, spec) in j.legs {
+            join_start.insert(spec.index, t_join);
+            sub_clients.push(spec.index);
+            self.command(LoadCommand::Add(Box::new(spec))).await?;
+        }
+        participants.push(j.participant);
+        Ok(())
+    }
+}
+
 async fn ringsfu_phase(
     o: &Options,
     label: &str,
@@ -563,6 +645,7 @@ async fn ringsfu_phase(
     let mut participants: Vec<Participant> = Vec::new();
     let mut join_start = HashMap::new();
     let mut streams: Vec<Vec<String>> = Vec::new();
+    let turns_before_ramp = scrape_turns(api).await;
     let ramp_start = Instant::now();
     let mut started = 0u64;
     let pace = |n: u64| ramp_start + Duration::from_secs_f64(n as f64 / o.ramp.max(0.001));
@@ -621,44 +704,41 @@ async fn ringsfu_phase(
     ph.idle(Duration::from_millis(300)).await;
     let rss_before = server_pid.and_then(procfs::rss_bytes);
     // Subscribers: one participant each, one peer connection per publisher of the session.
+    // Each participant's signaling (token, joinRoom, receiveVideoFrom per leg) runs in a task
+    // of its own, started at the ramp's pace: the ramp runs at the rate asked whatever one
+    // join's round trip takes. The load core learns each leg when its answer arrives.
     let mut sub_clients = Vec::new();
+    let mut joins: tokio::task::JoinSet<Result<SubscriberJoin, String>> =
+        tokio::task::JoinSet::new();
     for (k, sid) in sids.iter().enumerate() {
         for (s, legs) in lay.legs[k].iter().enumerate() {
             ph.idle(pace(started).saturating_duration_since(Instant::now())).await;
-            let t_join = Instant::now();
-            let token = api.token(sid, "SUBSCRIBER").await?;
-            let p = Participant::join(api, sid, &token, &format!("sub{k}-{s}")).await?;
-            for (j, &idx) in legs.iter().enumerate() {
-                ph.idle(pace(started).saturating_duration_since(Instant::now())).await;
-                started += 1;
-                let ufrag = random_token(8);
-                let offer = offer::write_offer(&offer::OfferParams {
-                    ice_ufrag: &ufrag,
-                    ice_pwd: &random_token(24),
-                    fingerprint: &fp,
-                    candidate: SocketAddr::new(IpAddr::V4(client_ip(idx)), load_port),
-                    send_ssrcs: None,
-                    session_id: rand::random::<u64>() >> 2,
-                });
-                let res = p
-                    .call("receiveVideoFrom", json!({"sender": streams[k][j], "sdpOffer": offer}))
+            started += legs.len() as u64;
+            while let Some(done) = joins.try_join_next() {
+                let j = done.map_err(|e| format!("join task: {e}"))??;
+                ph.subscriber_joined(j, &mut participants, &mut join_start, &mut sub_clients)
                     .await?;
-                let answer = res["sdpAnswer"].as_str().ok_or("receiveVideoFrom: no sdpAnswer")?;
-                let n = negotiate(answer, &ufrag)?;
-                join_start.insert(idx, t_join);
-                ph.command(LoadCommand::Add(Box::new(ClientSpec {
-                    index: idx,
-                    session: k as u32,
-                    server: n.server,
-                    publish: None,
-                    source: Some(lay.publishers[k][j]),
-                    secure: Some(n.spec),
-                })))
-                .await?;
-                sub_clients.push(idx);
             }
-            participants.push(p);
+            let spec = SubscriberSpec {
+                api: api.clone(),
+                session: sid.clone(),
+                name: format!("sub{k}-{s}"),
+                legs: legs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &idx)| (idx, streams[k][j].clone(), lay.publishers[k][j]))
+                    .collect(),
+                session_index: k as u32,
+                fingerprint: fp.clone(),
+                load_port,
+            };
+            joins.spawn(spec.join());
         }
+    }
+    // Bounded: every join task ends within its calls' timeouts.
+    while let Some(done) = joins.join_next().await {
+        let j = done.map_err(|e| format!("join task: {e}"))??;
+        ph.subscriber_joined(j, &mut participants, &mut join_start, &mut sub_clients).await?;
     }
     let pid = server_pid;
     let dp = move || pid.map(procfs::shard_cpu).unwrap_or_default();
@@ -668,6 +748,9 @@ async fn ringsfu_phase(
         t.connected.len() + t.failed.len() >= total
     })
     .await;
+    let turns_after_ramp = scrape_turns(api).await;
+    r.ramp_s =
+        Some((ramp_start.duration_since(epoch).as_secs_f64(), epoch.elapsed().as_secs_f64()));
     ph.idle(Duration::from_millis(300)).await;
     let rss_after = server_pid.and_then(procfs::rss_bytes);
     r.server_rss = rss_after;
@@ -677,9 +760,43 @@ async fn ringsfu_phase(
         r.mem_per_leg = Some((b as f64 - a as f64) / sub_clients.len() as f64);
     }
     ph.measure(&mut r, &sub_clients, &join_start, dp).await?;
+    let turns_after_window = scrape_turns(api).await;
+    // Teardown: every participant leaves (leaveRoom), paced like the ramp, newest first.
+    let leave_start = Instant::now();
+    for (n, p) in participants.iter().rev().enumerate() {
+        let at = leave_start + Duration::from_secs_f64(n as f64 / o.ramp.max(0.001));
+        ph.idle(at.saturating_duration_since(Instant::now())).await;
+        if let Err(e) = p.call("leaveRoom", json!({})).await
+            && r.failures.len() < 20
+        {
+            r.failures.push(format!("teardown: {e}"));
+        }
+    }
+    // Bounded: until the server counts no participant, at most 30 s.
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        let text = api.metrics().await.unwrap_or_default();
+        if text.lines().any(|l| l == "ringsfu_participants 0") {
+            break;
+        }
+        ph.idle(Duration::from_millis(100)).await;
+    }
+    let turns_after_teardown = scrape_turns(api).await;
     drop(participants);
+    if !turns_before_ramp.is_empty() {
+        r.loop_turns = vec![
+            ("ramp", turns_after_ramp.since(&turns_before_ramp)),
+            ("window", turns_after_window.since(&turns_after_ramp)),
+            ("teardown", turns_after_teardown.since(&turns_after_window)),
+        ];
+    }
     let _ = ph.load.shards.shutdown();
     Ok(r)
+}
+
+/// The server's loop-turn histogram now (empty when `/metrics` cannot be read).
+async fn scrape_turns(api: &Api) -> turns::TurnCounts {
+    api.metrics().await.map(|t| turns::parse(&t)).unwrap_or_default()
 }
 
 /// The same topology through the minimal forwarder, in this process.

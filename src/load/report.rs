@@ -10,6 +10,25 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// The median of the per-second p50 latencies and the worst per-second p99 while the ramp ran
+/// (seconds that had samples), microseconds.
+pub fn ramp_latency(p: &PhaseResult) -> Option<(u64, u64)> {
+    let (from, to) = p.ramp_s?;
+    let mut p50s: Vec<u64> = Vec::new();
+    let mut worst = 0;
+    for (sec, _) in &p.seconds {
+        if sec.t > from && sec.t <= to + 1.0 && sec.samples > 0 {
+            p50s.push(sec.p50_us);
+            worst = worst.max(sec.p99_us);
+        }
+    }
+    if p50s.is_empty() {
+        return None;
+    }
+    p50s.sort_unstable();
+    Some((p50s[p50s.len() / 2], worst))
+}
+
 fn phase_json(p: &PhaseResult) -> Value {
     let per_shard: Vec<Value> = p
         .shard_cpu
@@ -61,6 +80,18 @@ fn phase_json(p: &PhaseResult) -> Value {
         "kernel_udp_rcvbuf_drops": p.udp_buffer_drops.map(|d| d.0),
         "kernel_udp_sndbuf_drops": p.udp_buffer_drops.map(|d| d.1),
     });
+    v["loop_turns"] = p
+        .loop_turns
+        .iter()
+        .map(|(part, t)| {
+            json!({"part": part, "turns": t.turns, "over_20ms": t.over_20ms,
+                   "longest_le_ms": t.longest_le_s.map(|s| if s.is_finite() { json!(s * 1000.0) } else { json!("inf") })})
+        })
+        .collect();
+    v["ramp_latency_ms"] = match ramp_latency(p) {
+        Some((p50, p99)) => json!({"median_p50": ms(p50), "worst_p99": ms(p99)}),
+        None => Value::Null,
+    };
     v["seconds"] = p
         .seconds
         .iter()
@@ -187,6 +218,19 @@ pub fn table(phases: &[PhaseResult]) -> String {
                 s,
                 "    {n}: {c:.2} s CPU ({:.0}% busy)",
                 c / p.window_s.max(1e-9) * 100.0
+            );
+        }
+        if !p.loop_turns.is_empty() {
+            let parts: Vec<String> =
+                p.loop_turns.iter().map(|(part, t)| format!("{part}: {t}")).collect();
+            let _ = writeln!(s, "    server loop turns: {}", parts.join("; "));
+        }
+        if let Some((p50, p99)) = ramp_latency(p) {
+            let _ = writeln!(
+                s,
+                "    latency while the room filled: median 1-s p50 {:.2} ms, worst 1-s p99 {:.2} ms",
+                ms(p50),
+                ms(p99)
             );
         }
         if let Some((rcv, snd)) = p.udp_buffer_drops

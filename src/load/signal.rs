@@ -65,6 +65,21 @@ impl Api {
             .is_ok()
     }
 
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> Result<String, String> {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .basic_auth("OPENVIDUAPP", Some(&self.secret))
+            .send()
+            .await
+            .map_err(|e| format!("GET /metrics: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("GET /metrics: HTTP {}", r.status()));
+        }
+        r.text().await.map_err(|e| format!("GET /metrics: {e}"))
+    }
+
     pub async fn session(&self) -> Result<String, String> {
         let v = self.post("/openvidu/api/sessions", json!({})).await?;
         v["id"].as_str().map(str::to_string).ok_or_else(|| format!("no session id in {v}"))

@@ -395,6 +395,7 @@ impl Metrics {
             ),
         ];
         families(o, &snaps, &counters);
+        shard_turns(o, &snaps);
         header(
             o,
             "ringsfu_shard_drops_total",
@@ -602,6 +603,30 @@ impl Metrics {
 }
 
 /// A per-shard metric family: name, type, help, and its value in a shard's snapshot.
+/// The loop-turn histogram of every shard (`ringsfu_shard_loop_turn_seconds`, cumulative
+/// buckets as Prometheus wants them) and the longest turn.
+fn shard_turns(o: &mut String, snaps: &[(Labels, crate::shard::ShardStatsSnapshot)]) {
+    let name = "ringsfu_shard_loop_turn_seconds";
+    header(o, name, "histogram", "Work time of event-loop turns (sleep excluded).");
+    for (labels, s) in snaps {
+        let mut cumulative = 0;
+        let bounds = crate::shard::TURN_BUCKETS_US.iter().map(|us| format!("{}", *us as f64 / 1e6));
+        for (le, n) in bounds.chain(std::iter::once("+Inf".to_string())).zip(s.turn_hist) {
+            cumulative += n;
+            labelled(o, &format!("{name}_bucket"), labels, &[("le", &le)], cumulative);
+        }
+        let all: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        sample(o, &format!("{name}_sum"), &all, s.turn_us as f64 / 1e6);
+        labelled(o, &format!("{name}_count"), labels, &[], cumulative);
+    }
+    let max = "ringsfu_shard_loop_turn_max_seconds";
+    header(o, max, "gauge", "The longest event-loop turn so far (its work, sleep excluded).");
+    for (labels, s) in snaps {
+        let all: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        sample(o, max, &all, s.turn_max_us as f64 / 1e6);
+    }
+}
+
 type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
 
 /// The labels that name one shard's series (`shard`, and `kind` for a standalone TURN shard).
@@ -634,7 +659,8 @@ fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
     sample(o, name, &[], v);
 }
 
-fn sample(o: &mut String, name: &str, labels: &[(&str, &str)], v: u64) {
+/// `name{labels} v`, label values escaped.
+fn sample(o: &mut String, name: &str, labels: &[(&str, &str)], v: impl std::fmt::Display) {
     o.push_str(name);
     if !labels.is_empty() {
         o.push('{');
@@ -676,13 +702,19 @@ mod tests {
                 continue;
             }
             let (series, value) = line.rsplit_once(' ').unwrap();
-            value.parse::<u64>().unwrap_or_else(|_| panic!("bad value in {line}"));
+            let v = value.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {line}"));
+            assert!(v.is_finite() && v >= 0.0, "bad value in {line}");
             let name = series.split('{').next().unwrap();
             assert!(
                 name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
                 "bad name in {line}"
             );
-            assert!(typed.contains(name), "{name} has no TYPE line");
+            // A histogram's series carry a suffix on the name its TYPE line declares.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "{name} has no TYPE line");
         }
     }
 
@@ -696,11 +728,11 @@ mod tests {
         m.http(&axum::http::Method::POST, 200);
         m.reload(true);
         let stats = Arc::new(ShardStats::default());
-        stats.turn(false);
+        stats.turn(10, false);
         stats.set_backend(IoBackend::Epoll);
         m.register_shards(vec![ShardMetrics { index: 0, stats }]);
         let turn_shard = Arc::new(ShardStats::default());
-        turn_shard.turn(false);
+        turn_shard.turn(30_000, true);
         turn_shard.set_backend(IoBackend::Uring);
         turn_shard.publish(&mut crate::shard::stats::Tally {
             rx_packets: 3,
@@ -736,6 +768,14 @@ mod tests {
             "ringsfu_reloads_total{result=\"ok\"} 1\n",
             "ringsfu_shard_info{shard=\"0\",io_backend=\"epoll\",gso=\"false\"} 1\n",
             "ringsfu_shard_loop_turns_total{shard=\"0\"} 1\n",
+            "ringsfu_shard_loop_turn_seconds_bucket{shard=\"0\",le=\"0.001\"} 1\n",
+            "ringsfu_shard_loop_turn_seconds_bucket{shard=\"0\",le=\"+Inf\"} 1\n",
+            "ringsfu_shard_loop_turn_seconds_count{shard=\"0\"} 1\n",
+            "ringsfu_shard_loop_turn_seconds_sum{shard=\"0\"} 0.00001\n",
+            "ringsfu_shard_loop_turn_max_seconds{shard=\"0\"} 0.00001\n",
+            "ringsfu_shard_loop_turn_seconds_bucket{shard=\"0\",kind=\"turn\",le=\"0.02\"} 0\n",
+            "ringsfu_shard_loop_turn_seconds_bucket{shard=\"0\",kind=\"turn\",le=\"0.05\"} 1\n",
+            "ringsfu_shard_loop_overruns_total{shard=\"0\",kind=\"turn\"} 1\n",
             "ringsfu_shard_drops_total{shard=\"0\",reason=\"rx_truncated\"} 0\n",
             "ringsfu_shards 1\n",
             "ringsfu_turn_shards 1\n",

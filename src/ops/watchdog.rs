@@ -109,19 +109,19 @@ mod tests {
         let s = Duration::from_secs(1);
         assert_eq!(w.check(t0), Ok(()));
         // Both turn: healthy.
-        a.turn(false);
-        b.turn(false);
+        a.turn(1, false);
+        b.turn(1, false);
         assert_eq!(w.check(t0 + s), Ok(()));
         // Only `a` turns; `b` is stuck once 2 s passed since its last change.
-        a.turn(false);
+        a.turn(1, false);
         assert_eq!(w.check(t0 + 2 * s), Ok(()));
-        a.turn(false);
+        a.turn(1, false);
         assert_eq!(w.check(t0 + 3 * s), Err(Stuck { shard: 1, for_: 2 * s }));
-        a.turn(false);
+        a.turn(1, false);
         assert_eq!(w.check(t0 + 4 * s), Err(Stuck { shard: 1, for_: 3 * s }));
         // `b` recovers.
-        b.turn(false);
-        a.turn(false);
+        b.turn(1, false);
+        a.turn(1, false);
         assert_eq!(w.check(t0 + 5 * s), Ok(()));
     }
 }

@@ -67,7 +67,7 @@ pub use channel::{CommandSender, EventReceiver, SendError};
 pub use runner::{
     ShardHandle, ShardHandles, ShardInfo, ShardOptions, SpawnError, spawn_shards, spawn_shards_with,
 };
-pub use stats::{DropReason, ShardStats, ShardStatsSnapshot};
+pub use stats::{DropReason, ShardStats, ShardStatsSnapshot, TURN_BUCKETS_US};
 pub use tx::{TX_SLOT_SIZE, TxFull, TxMeta, TxQueue, TxSlot};
 
 /// Which socket of a shard a datagram arrived on or leaves from: [`SocketId::MAIN`] is the

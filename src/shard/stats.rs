@@ -57,6 +57,13 @@ impl DropReason {
 
 const NREASONS: usize = DropReason::ALL.len();
 
+/// Upper bounds, in microseconds, of the loop-turn histogram's buckets (the work of a turn,
+/// its sleep in the kernel excluded); a last bucket holds the longer turns. 20 ms is what a
+/// turn may take while a room fills or empties without anyone's media noticing.
+pub const TURN_BUCKETS_US: [u64; 7] = [1_000, 5_000, 20_000, 50_000, 100_000, 500_000, 1_000_000];
+
+const NBUCKETS: usize = TURN_BUCKETS_US.len() + 1;
+
 /// The shared counters of one shard. Cache-line aligned so two shards never share a line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -73,6 +80,12 @@ pub struct ShardStats {
     turns: AtomicU64,
     /// Turns that exceeded the overrun threshold.
     overruns: AtomicU64,
+    /// Turns by how long their work took ([`TURN_BUCKETS_US`], then the rest).
+    turn_hist: [AtomicU64; NBUCKETS],
+    /// The work of every turn, microseconds.
+    turn_us: AtomicU64,
+    /// The longest turn so far, microseconds.
+    turn_max_us: AtomicU64,
     drops: [AtomicU64; NREASONS],
     backend: AtomicU8,
     gso: AtomicU8,
@@ -89,6 +102,12 @@ pub struct ShardStatsSnapshot {
     pub tx_reliefs: u64,
     pub turns: u64,
     pub overruns: u64,
+    /// Turns per bucket of [`TURN_BUCKETS_US`] (not cumulative; the last: longer ones).
+    pub turn_hist: [u64; NBUCKETS],
+    /// The work of every turn, microseconds.
+    pub turn_us: u64,
+    /// The longest turn so far, microseconds.
+    pub turn_max_us: u64,
     /// Indexed by `DropReason as usize`.
     pub drops: [u64; NREASONS],
     /// `Uring` or `Epoll` once the shard runs (`Auto` before).
@@ -101,6 +120,13 @@ impl ShardStatsSnapshot {
     /// Drops for one reason.
     pub fn drops(&self, r: DropReason) -> u64 {
         self.drops[r as usize]
+    }
+
+    /// Turns known to have taken longer than `us` microseconds: those of the buckets whose
+    /// lower bound is at least `us` (exact when `us` is one of [`TURN_BUCKETS_US`]).
+    pub fn turns_over(&self, us: u64) -> u64 {
+        let lower = std::iter::once(0).chain(TURN_BUCKETS_US);
+        lower.zip(self.turn_hist).filter(|&(lo, _)| lo >= us).map(|(_, n)| n).sum()
     }
 }
 
@@ -137,6 +163,10 @@ impl ShardStats {
         for (d, c) in drops.iter_mut().zip(&self.drops) {
             *d = c.load(Relaxed);
         }
+        let mut turn_hist = [0; NBUCKETS];
+        for (d, c) in turn_hist.iter_mut().zip(&self.turn_hist) {
+            *d = c.load(Relaxed);
+        }
         ShardStatsSnapshot {
             rx_packets: self.rx_packets.load(Relaxed),
             rx_bytes: self.rx_bytes.load(Relaxed),
@@ -146,6 +176,9 @@ impl ShardStats {
             tx_reliefs: self.tx_reliefs.load(Relaxed),
             turns: self.turns.load(Relaxed),
             overruns: self.overruns.load(Relaxed),
+            turn_hist,
+            turn_us: self.turn_us.load(Relaxed),
+            turn_max_us: self.turn_max_us.load(Relaxed),
             drops,
             backend: match self.backend.load(Relaxed) {
                 1 => IoBackend::Uring,
@@ -176,10 +209,18 @@ impl ShardStats {
         *t = Tally::default();
     }
 
-    pub(crate) fn turn(&self, overrun: bool) {
+    /// One loop turn whose work took `us` microseconds.
+    pub(crate) fn turn(&self, us: u64, overrun: bool) {
         bump(&self.turns, 1);
         if overrun {
             bump(&self.overruns, 1);
+        }
+        let b = TURN_BUCKETS_US.iter().position(|&bound| us <= bound).unwrap_or(NBUCKETS - 1);
+        bump(&self.turn_hist[b], 1);
+        bump(&self.turn_us, us);
+        // Single writer: a plain compare and store.
+        if us > self.turn_max_us.load(Relaxed) {
+            self.turn_max_us.store(us, Relaxed);
         }
     }
 
@@ -194,5 +235,27 @@ impl ShardStats {
 
     pub(crate) fn set_gso(&self, on: bool) {
         self.gso.store(on as u8, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_land_in_their_buckets_with_sum_and_max() {
+        let s = ShardStats::default();
+        for us in [0, 1_000, 1_001, 20_000, 20_001, 2_000_000] {
+            s.turn(us, us > 50_000);
+        }
+        let snap = s.snapshot();
+        assert_eq!(snap.turn_hist, [2, 1, 1, 1, 0, 0, 0, 1]);
+        assert_eq!((snap.turns, snap.overruns), (6, 1));
+        assert_eq!(snap.turn_us, 1_000 + 1_001 + 20_000 + 20_001 + 2_000_000);
+        assert_eq!(snap.turn_max_us, 2_000_000);
+        assert_eq!(snap.turns_over(20_000), 2);
+        assert_eq!(snap.turns_over(1_000), 4);
+        assert_eq!(snap.turns_over(1_000_000), 1);
+        assert_eq!(snap.turns_over(0), 6);
     }
 }

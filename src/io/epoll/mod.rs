@@ -71,6 +71,9 @@ pub(crate) struct EpollShard<C: ShardCore> {
     socks: Vec<Option<Sock>>,
     /// Ids of sockets that may have datagrams waiting.
     ready: Vec<u32>,
+    /// A received batch a turn left half handled (its work was spent): the next datagram, the
+    /// batch's count and its socket. `rx` holds it until it is finished, before any new read.
+    rx_carry: Option<(usize, usize, (SocketId, u16))>,
     tx_blocked: bool,
     drv: Driver<C>,
 }
@@ -128,6 +131,7 @@ impl<C: ShardCore> EpollShard<C> {
             txb,
             socks: vec![Some(main)],
             ready: vec![0],
+            rx_carry: None,
             tx_blocked: false,
             drv,
         })
@@ -199,11 +203,18 @@ impl<C: ShardCore> EpollShard<C> {
         // Dropping `sk` closes the socket.
     }
 
-    /// Step 4: recvmmsg batches from the ready sockets until drained or the budget is spent.
+    /// Step 4: the batch an earlier turn left, then recvmmsg batches from the ready sockets,
+    /// until drained, the budget is spent or the turn's work is ([`Driver::work_spent`]).
     fn receive(&mut self, now: Instant) {
+        self.drv.start_receiving(now);
         let mut done = 0;
+        if let Some((next, got, at)) = self.rx_carry.take()
+            && !self.handle_batch(now, at, next, got, &mut done)
+        {
+            return;
+        }
         let mut k = 0;
-        while k < self.ready.len() && done < self.drv.budget {
+        while k < self.ready.len() && done < self.drv.budget && !self.drv.work_spent() {
             let id = self.ready[k];
             let Some(Some(sk)) = self.socks.get(id as usize) else {
                 self.ready.swap_remove(k);
@@ -222,7 +233,8 @@ impl<C: ShardCore> EpollShard<C> {
         }
     }
 
-    /// Reads one socket until a short batch (true: drained) or the budget is spent.
+    /// Reads one socket until a short batch (true: drained) or the budget or the turn's work is
+    /// spent.
     fn receive_from(
         &mut self,
         now: Instant,
@@ -231,7 +243,7 @@ impl<C: ShardCore> EpollShard<C> {
         done: &mut usize,
     ) -> bool {
         let n = self.rx.hdrs.len();
-        while *done < self.drv.budget {
+        while *done < self.drv.budget && !self.drv.work_spent() {
             for h in self.rx.hdrs.iter_mut() {
                 h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 h.msg_hdr.msg_controllen = RX_CMSG_SPACE as _;
@@ -261,44 +273,64 @@ impl<C: ShardCore> EpollShard<C> {
                 }
             }
             let got = r as usize;
-            for i in 0..got {
-                let h = &self.rx.hdrs[i];
-                let len = h.msg_len as usize;
-                let flags = h.msg_hdr.msg_flags;
-                let namelen = h.msg_hdr.msg_namelen as usize;
-                #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
-                let clen = h.msg_hdr.msg_controllen as usize;
-                if flags & libc::MSG_TRUNC != 0 {
-                    self.drv.tally.drop(DropReason::RxTruncated, 1);
-                    continue;
-                }
-                // SAFETY: the kernel wrote `namelen` bytes (bounded by the storage size).
-                let name = unsafe {
-                    std::slice::from_raw_parts(
-                        (&self.rx.names[i] as *const libc::sockaddr_storage).cast::<u8>(),
-                        namelen.min(size_of::<libc::sockaddr_storage>()),
-                    )
-                };
-                let Some(src) = decode_sockaddr(name) else {
-                    self.drv.tally.drop(DropReason::RxMalformed, 1);
-                    continue;
-                };
-                let cm = parse_rx_cmsgs(&self.rx.cmsgs[i].0[..clen.min(RX_CMSG_SPACE)]);
-                let start = i * self.rx.buf_size;
-                let payload = &mut self.rx.mem[start..start + len.min(self.rx.buf_size)];
-                self.drv.datagram(now, at, src, cm.dst_ip, cm.gro_segment, payload);
-                if self.drv.tx_low() {
-                    // Mid-turn relief (see `Driver::tx_low`): sendmmsg now frees the slots.
-                    self.drv.tally.tx_reliefs += 1;
-                    self.flush_sends();
-                }
+            if !self.handle_batch(now, at, 0, got, done) {
+                return false;
             }
-            *done += got;
             if got < n {
                 return true;
             }
         }
         false
+    }
+
+    /// Hands datagrams `from..got` of the batch in `rx` (read from `at`) to the core; false when
+    /// the turn's work was spent first (the rest is kept in `rx_carry`).
+    fn handle_batch(
+        &mut self,
+        now: Instant,
+        at: (SocketId, u16),
+        from: usize,
+        got: usize,
+        done: &mut usize,
+    ) -> bool {
+        for i in from..got {
+            if self.drv.turn_spent(*done) {
+                self.rx_carry = Some((i, got, at));
+                return false;
+            }
+            *done += 1;
+            let h = &self.rx.hdrs[i];
+            let len = h.msg_len as usize;
+            let flags = h.msg_hdr.msg_flags;
+            let namelen = h.msg_hdr.msg_namelen as usize;
+            #[allow(clippy::unnecessary_cast)] // size_t on glibc, socklen_t on musl
+            let clen = h.msg_hdr.msg_controllen as usize;
+            if flags & libc::MSG_TRUNC != 0 {
+                self.drv.tally.drop(DropReason::RxTruncated, 1);
+                continue;
+            }
+            // SAFETY: the kernel wrote `namelen` bytes (bounded by the storage size).
+            let name = unsafe {
+                std::slice::from_raw_parts(
+                    (&self.rx.names[i] as *const libc::sockaddr_storage).cast::<u8>(),
+                    namelen.min(size_of::<libc::sockaddr_storage>()),
+                )
+            };
+            let Some(src) = decode_sockaddr(name) else {
+                self.drv.tally.drop(DropReason::RxMalformed, 1);
+                continue;
+            };
+            let cm = parse_rx_cmsgs(&self.rx.cmsgs[i].0[..clen.min(RX_CMSG_SPACE)]);
+            let start = i * self.rx.buf_size;
+            let payload = &mut self.rx.mem[start..start + len.min(self.rx.buf_size)];
+            self.drv.datagram(now, at, src, cm.dst_ip, cm.gro_segment, payload);
+            if self.drv.tx_low() {
+                // Mid-turn relief (see `Driver::tx_low`): sendmmsg now frees the slots.
+                self.drv.tally.tx_reliefs += 1;
+                self.flush_sends();
+            }
+        }
+        true
     }
 
     /// Step 5: pending transmits -> sendmmsg batches.
@@ -426,7 +458,7 @@ impl<C: ShardCore> EpollShard<C> {
             self.socket_ops(started);
             self.flush_sends();
 
-            let wait = if !self.ready.is_empty() {
+            let wait = if !self.ready.is_empty() || self.rx_carry.is_some() {
                 std::time::Duration::ZERO
             } else {
                 self.drv.wait_timeout(Instant::now())

@@ -218,7 +218,11 @@ pub(crate) struct UringShard<C: ShardCore> {
     /// A relief this turn waited and freed nothing (the kernel is not taking sends: receivers'
     /// buffers full): later reliefs of the turn only submit, so the turn stays short.
     relief_stalled: bool,
+    /// Receive completions waiting to be handled, oldest first, from `cq_head` on (sends and
+    /// wakes are handled as soon as they are reaped). A turn whose work is spent leaves the rest
+    /// for the next one.
     cqes: Vec<cqueue::Entry>,
+    cq_head: usize,
     drv: Driver<C>,
 }
 
@@ -297,8 +301,10 @@ impl<C: ShardCore> UringShard<C> {
                 cmsgs: vec![CmsgBuf::new(); DIRECT_BATCH].into_boxed_slice(),
                 iovs: (0..DIRECT_BATCH).map(|_| unsafe { zeroed() }).collect(),
             },
-            // A turn's completions plus what mid-turn reliefs set aside (at most one CQ's worth).
+            // Receive completions hold a provided buffer each (or end a multishot), so those
+            // waiting never pass the buffer count plus a few; room for a whole CQ beyond that.
             cqes: Vec::with_capacity(budget + 64 + CQ_ENTRIES as usize),
+            cq_head: 0,
             drv,
         })
     }
@@ -683,7 +689,7 @@ impl<C: ShardCore> UringShard<C> {
             self.bufs.publish();
             self.arm();
 
-            let ready = !self.ring.completion().is_empty();
+            let ready = !self.ring.completion().is_empty() || self.cq_head < self.cqes.len();
             let wait = if ready { Duration::ZERO } else { self.drv.wait_timeout(started) };
             let before_wait = Instant::now();
             let r = if wait.is_zero() {
@@ -703,27 +709,27 @@ impl<C: ShardCore> UringShard<C> {
                 }
             }
 
-            self.cqes.clear();
-            self.cqes.extend(self.ring.completion().take(budget + 64));
+            // What an earlier turn left comes first, then what the kernel completed since.
+            self.cqes.drain(..self.cq_head);
+            self.cq_head = 0;
+            self.reap();
             self.relief_stalled = false;
             let now = Instant::now();
-            // `cqes` may grow while it is walked: a relief sets the receive completions it reaps
-            // aside at the end (bounded by the vector's capacity).
-            let mut i = 0;
-            while i < self.cqes.len() {
-                let c = &self.cqes[i];
-                i += 1;
+            self.drv.start_receiving(now);
+            // Up to `budget` datagrams, and no more once the turn's work is spent; reliefs reap
+            // more completions onto the end of the queue.
+            let mut handled = 0;
+            while self.cq_head < self.cqes.len() && handled < budget {
+                if self.drv.turn_spent(handled) {
+                    break;
+                }
+                let c = &self.cqes[self.cq_head];
                 let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
-                match ud >> 32 {
-                    OP_RECV => {
-                        self.on_recv(now, ud as u32, res, flags);
-                        if self.drv.tx_low() {
-                            self.relieve_tx();
-                        }
-                    }
-                    OP_SEND => self.on_send(ud as u32, res),
-                    OP_WAKE => self.on_wake(flags),
-                    _ => {}
+                self.cq_head += 1;
+                handled += 1;
+                self.on_recv(now, ud as u32, res, flags);
+                if self.drv.tx_low() {
+                    self.relieve_tx();
                 }
             }
             self.socket_ops(now);
@@ -744,8 +750,8 @@ impl<C: ShardCore> UringShard<C> {
     /// packet fanned out to hundreds of subscribers takes a slot per subscriber, and a turn
     /// handles up to `budget` packets). Hand what is pending to the kernel now, wait briefly for
     /// the send completions and take their slots back, so the rest of the turn's datagrams are
-    /// not dropped for want of a slot. Receive completions reaped on the way are set aside at the
-    /// end of `cqes` for this turn's loop (never beyond its capacity: no allocation).
+    /// not dropped for want of a slot. Receive completions reaped on the way queue at the end of
+    /// `cqes`, for this turn if its work is not spent, else for the next.
     fn relieve_tx(&mut self) {
         self.drv.tally.tx_reliefs += 1;
         // Buffers the handled datagrams gave back, for the kernel's next receives.
@@ -766,6 +772,18 @@ impl<C: ShardCore> UringShard<C> {
         {
             tracing::debug!(shard = self.drv.index, error = %e, "io_uring_enter in relief failed");
         }
+        self.reap();
+        // Completed sends may have made room for more of what is pending.
+        self.flush_sends();
+        if self.drv.tx_low() {
+            self.relief_stalled = true;
+        }
+    }
+
+    /// Takes completions off the ring: sends and wakes are handled at once, receive completions
+    /// queue in `cqes` (never beyond its capacity: no allocation; what does not fit stays in the
+    /// ring for the next reap).
+    fn reap(&mut self) {
         while self.cqes.len() < self.cqes.capacity() {
             let Some(c) = self.ring.completion().next() else { break };
             let (ud, res, flags) = (c.user_data(), c.result(), c.flags());
@@ -775,11 +793,6 @@ impl<C: ShardCore> UringShard<C> {
                 OP_RECV => self.cqes.push(c),
                 _ => {}
             }
-        }
-        // Completed sends may have made room for more of what is pending.
-        self.flush_sends();
-        if self.drv.tx_low() {
-            self.relief_stalled = true;
         }
     }
 
@@ -801,6 +814,14 @@ impl<C: ShardCore> UringShard<C> {
     /// Cancel every op and wait (bounded) for their completions so no memory is freed while
     /// the kernel may still use it.
     fn shutdown_ops(&mut self) {
+        // Receive completions left unhandled: only whether they ended their multishot counts.
+        for i in self.cq_head..self.cqes.len() {
+            let (ud, flags) = (self.cqes[i].user_data(), self.cqes[i].flags());
+            if !cqueue::more(flags) {
+                self.recv_ended(ud as u32);
+            }
+        }
+        self.cq_head = 0;
         let deadline = Instant::now() + Duration::from_secs(2);
         while (self.any_recv_armed() || self.wake_armed || self.inflight_sends > 0)
             && Instant::now() < deadline
