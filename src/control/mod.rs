@@ -298,10 +298,18 @@ impl ControlPlane {
         self.inner.metrics.register_media_engine(&engine);
         let weak = Arc::downgrade(&self.inner);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Events are awaited: the task sleeps until a shard writes its event eventfd or
+            // the engine queues trickled candidates.
+            let mut wakers = engine.event_wakers();
+            let _guard = rt.enter();
+            for w in &mut wakers {
+                if let Err(e) = w.register() {
+                    tracing::error!(error = %e, "cannot await the media shards' events");
+                }
+            }
             rt.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
                 loop {
-                    tick.tick().await;
+                    engine.wait_events(&mut wakers).await;
                     let Some(inner) = weak.upgrade() else { return };
                     let handle = media::ControlHandle(inner);
                     for ev in engine.poll_events() {

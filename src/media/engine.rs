@@ -126,6 +126,9 @@ pub struct MediaEngine {
     state: Mutex<State>,
     /// The shards host the TURN server (each with a TURN port of its own, `[turn] shard_ports`).
     hosts_turn: bool,
+    /// Woken when `iceCandidate` notifications wait in `State::trickle` (the event task wakes
+    /// on this and on the shards' eventfds).
+    trickle_ready: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for MediaEngine {
@@ -282,6 +285,7 @@ impl MediaEngine {
             shard_stats,
             state: Mutex::new(State::default()),
             hosts_turn,
+            trickle_ready: tokio::sync::Notify::new(),
         }))
     }
 
@@ -295,6 +299,22 @@ impl MediaEngine {
         self.cfg.turn_shard_port(0)?;
         let shard = Self::shard_of(&mut lock(&self.state), self.candidates.len(), session);
         self.cfg.turn_shard_port(shard)
+    }
+
+    /// Wakers on every shard's event eventfd, for the task that turns events into
+    /// notifications ([`MediaEngine::wait_events`]).
+    pub fn event_wakers(&self) -> Vec<crate::shard::EventWaker> {
+        lock(&self.shards).iter_mut().map(|s| s.events().waker()).collect()
+    }
+
+    /// Until a shard has queued events (its eventfd, one of `wakers`) or `iceCandidate`
+    /// notifications wait: awaited, not polled. Trickled candidates wait one more turn of the
+    /// runtime, so the answer or offer that created their transport goes out first.
+    pub async fn wait_events(&self, wakers: &mut [crate::shard::EventWaker]) {
+        tokio::select! {
+            () = crate::shard::any_wake(wakers) => {}
+            () = self.trickle_ready.notified() => tokio::task::yield_now().await,
+        }
     }
 
     /// Media counters of every shard.
@@ -477,7 +497,11 @@ impl MediaEngine {
                 found.push((c.trim().to_string(), i));
             }
         }
+        if found.is_empty() {
+            return;
+        }
         let mut st = lock(&self.state);
+        self.trickle_ready.notify_one();
         for (candidate, index) in found {
             st.trickle.push(MediaEvent::IceCandidate {
                 session_id: caller.session_id.clone(),

@@ -226,6 +226,69 @@ impl<E> EventReceiver<E> {
     }
 }
 
+/// A second handle on a shard's event eventfd, to await it inside tokio without holding the
+/// shard's [`EventReceiver`] (the control plane keeps the receivers behind a mutex it must not
+/// hold across an await): wake, then `try_recv` the queues.
+pub struct EventWaker {
+    wake: Arc<EventFd>,
+    afd: Option<AsyncFd<WakeFd>>,
+}
+
+impl fmt::Debug for EventWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventWaker").field("fd", &self.wake.as_raw_fd()).finish()
+    }
+}
+
+impl EventWaker {
+    /// Registers the eventfd with the current tokio runtime (which needs `enable_io`).
+    pub fn register(&mut self) -> std::io::Result<()> {
+        if self.afd.is_none() {
+            // SAFETY: `WakeFd` holds an `Arc` of the eventfd, so the descriptor stays open and
+            // the same for the whole life of the `AsyncFd`.
+            self.afd = Some(unsafe {
+                AsyncFd::register_with_interest(WakeFd(self.wake.clone()), Interest::READABLE)
+            }?);
+        }
+        Ok(())
+    }
+
+    /// Ready when the shard has written its eventfd since the last time (the count is
+    /// consumed: queue first, then wake, on the shard's side; wake first, then read the queue,
+    /// here, so no event is left waiting). Pending for ever when not registered.
+    pub fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let Some(afd) = self.afd.as_ref() else { return std::task::Poll::Pending };
+        match afd.poll_read_ready(cx) {
+            std::task::Poll::Ready(Ok(mut guard)) => {
+                self.wake.drain();
+                guard.clear_ready();
+                std::task::Poll::Ready(())
+            }
+            // A reactor error: stay quiet rather than spin.
+            std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Ready when any of `wakers` was woken (every ready one is consumed, so one wake covers all).
+pub async fn any_wake(wakers: &mut [EventWaker]) {
+    std::future::poll_fn(|cx| {
+        let mut woke = false;
+        for w in wakers.iter_mut() {
+            woke |= w.poll_wake(cx).is_ready();
+        }
+        if woke { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await
+}
+
+impl<E> EventReceiver<E> {
+    /// A waker on this receiver's eventfd ([`EventWaker`]), not yet registered.
+    pub fn waker(&self) -> EventWaker {
+        EventWaker { wake: self.wake.clone(), afd: None }
+    }
+}
+
 /// Build one command queue and one event queue with their eventfds.
 #[allow(clippy::type_complexity)]
 pub(crate) fn channel_pair<C, E>(
@@ -248,5 +311,46 @@ impl<T> CommandSender<T> {
     /// Wake the shard without a command (shutdown).
     pub(crate) fn wake(&self) {
         self.wake.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    /// The control plane's event task sleeps until a shard's eventfd is written, and one wake
+    /// consumes it: nothing is polled on a timer.
+    #[test]
+    fn wakers_wake_on_the_eventfd_and_only_then() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (_c, _q, mut ev_a, mut rx_a) = channel_pair::<(), u32>(4, 4).unwrap();
+            let (_c2, _q2, mut ev_b, mut rx_b) = channel_pair::<(), u32>(4, 4).unwrap();
+            let mut wakers = vec![rx_a.waker(), rx_b.waker()];
+            for w in &mut wakers {
+                w.register().unwrap();
+            }
+            tokio::task::yield_now().await;
+            assert!(any_wake(&mut wakers).now_or_never().is_none(), "woke with nothing queued");
+            assert!(ev_b.push(7));
+            ev_b.flush_wake();
+            tokio::time::timeout(Duration::from_secs(5), any_wake(&mut wakers))
+                .await
+                .expect("a wake for the queued event");
+            assert_eq!((rx_a.try_recv(), rx_b.try_recv()), (None, Some(7)));
+            // Consumed: no second wake for the same write.
+            tokio::task::yield_now().await;
+            assert!(any_wake(&mut wakers).now_or_never().is_none(), "woke twice");
+            // Both shards at once: one wake covers both.
+            assert!(ev_a.push(1) && ev_b.push(2));
+            ev_a.flush_wake();
+            ev_b.flush_wake();
+            tokio::time::timeout(Duration::from_secs(5), any_wake(&mut wakers)).await.unwrap();
+            tokio::task::yield_now().await;
+            assert!(any_wake(&mut wakers).now_or_never().is_none(), "a stale wake");
+            assert_eq!((rx_a.try_recv(), rx_b.try_recv()), (Some(1), Some(2)));
+        });
     }
 }

@@ -63,7 +63,7 @@ mod tx;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-pub use channel::{CommandSender, EventReceiver, SendError};
+pub use channel::{CommandSender, EventReceiver, EventWaker, SendError, any_wake};
 pub use runner::{
     ShardHandle, ShardHandles, ShardInfo, ShardOptions, SpawnError, spawn_shards, spawn_shards_with,
 };
