@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use ringsfu::config::IoBackend;
 use ringsfu::io::{IoOptions, UringSupport, probe_uring};
-use ringsfu::shard::{RecvMeta, ShardCore, ShardOptions, TxQueue, spawn_shards_with};
+use ringsfu::io::{ShardOptions, spawn_shards_with};
+use ringsfu::shard::{RecvMeta, ShardCore, TxQueue};
 
 struct Echo;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use net_io_common::*;
 use ringsfu::config::IoBackend;
+use ringsfu::io::{SpawnError, spawn_shards_with};
 use ringsfu::io::{UringSupport, choose_backend, probe_uring};
-use ringsfu::shard::{SpawnError, spawn_shards_with};
 
 use common::bpf::{AUDIT_ARCH, JEQ_K, LD_W_ABS, RET_K, op};
 

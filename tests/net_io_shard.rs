@@ -461,7 +461,7 @@ fn free_udp_port() -> u16 {
 /// Commands are handled and their socket requests carried out in the same turn, before the
 /// turn's events reach the control plane: the second `Pong` proves the earlier requests are
 /// done and their failures reported (a failure is reported after the turn's commands).
-fn sync(s: &mut ringsfu::shard::ShardHandle<EchoCore>, n: u32) -> Vec<Ev> {
+fn sync(s: &mut ringsfu::io::ShardHandle<EchoCore>, n: u32) -> Vec<Ev> {
     s.commands().send(Cmd::Ping(n)).unwrap();
     s.commands().send(Cmd::Ping(n + 1000)).unwrap();
     let mut seen = Vec::new();
@@ -583,7 +583,7 @@ impl ringsfu::shard::ShardCore for SlowCore {
 /// bound is on counts: at least 1 ms each, a turn sees at most 16.
 fn a_backlog_is_handled_over_several_turns(b: IoBackend) {
     let opts = options(b, "127.0.0.1", 1);
-    let mut h = ringsfu::shard::spawn_shards_with(&opts, |_| SlowCore {
+    let mut h = ringsfu::io::spawn_shards_with(&opts, |_| SlowCore {
         next: Instant::now(),
         this_turn: 0,
         most: 0,

@@ -27,8 +27,12 @@ pub mod uring;
 
 mod batch;
 pub(crate) mod driver;
+mod runner;
 
 pub use probe::{UringSupport, choose_backend, probe_uring};
+pub use runner::{
+    ShardHandle, ShardHandles, ShardInfo, ShardOptions, SpawnError, spawn_shards, spawn_shards_with,
+};
 pub use socket::{SocketInfo, bind_udp, set_dont_fragment};
 
 /// Tunables of one shard's I/O loop (defaults suit a media shard).

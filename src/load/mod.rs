@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use crate::config::IoBackend;
 use crate::dtls::{DtlsCert, DtlsConfig, DtlsContext, Fingerprint};
 use crate::io::IoOptions;
-use crate::shard::{ShardHandles, ShardOptions, spawn_shards_with};
+use crate::io::{ShardHandles, ShardOptions, spawn_shards_with};
 
 pub use self::core::{
     ClientSpec, CoreReport, LoadCommand, LoadCore, LoadEvent, LoadSettings, MediaProfile,

@@ -24,10 +24,11 @@ use crate::config::Config;
 use crate::control::media::{Caller, ControlHandle, MediaCommand, MediaEvent};
 use crate::control::registry::Role;
 use crate::dtls::{DtlsCert, DtlsConfig, DtlsContext, DtlsRole, Fingerprint};
+use crate::io::{ShardHandles, SpawnError, spawn_shards};
 use crate::sdp::{
     self, LocalTransport, Negotiated, NegotiatedMedia, OutgoingTrack, SdpError, VideoCodecPolicy,
 };
-use crate::shard::{ShardHandles, ShardStats, SpawnError, spawn_shards};
+use crate::shard::ShardStats;
 use crate::signaling::{Params, RpcError, code};
 
 /// Why the media engine could not start.

@@ -19,7 +19,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::io::sys::EventFd;
+use super::eventfd::EventFd;
 
 /// Why a command was not queued; the command is handed back.
 pub enum SendError<T> {

@@ -1,4 +1,6 @@
-//! The per-core data-plane endpoint contract (sans-IO) and the thread runner that drives it.
+//! The per-core data-plane endpoint contract (sans-IO): what a core implements and what the
+//! shells in `crate::io` give it (they also start the shard threads: `crate::io::spawn_shards`).
+//! Nothing here imports `crate::io`.
 //!
 //! A shard is one pinned OS thread that owns one UDP socket (`[media] port_base + index`, its
 //! [`SocketId::MAIN`]) plus any sockets its core opens ([`SocketOp`]: TURN relayed addresses), one
@@ -56,7 +58,7 @@
 //! counted by the core, never a panic.
 
 mod channel;
-mod runner;
+mod eventfd;
 pub(crate) mod stats;
 mod tx;
 
@@ -64,9 +66,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 pub use channel::{CommandSender, EventReceiver, EventWaker, SendError, any_wake};
-pub use runner::{
-    ShardHandle, ShardHandles, ShardInfo, ShardOptions, SpawnError, spawn_shards, spawn_shards_with,
-};
 pub use stats::{DropReason, ShardStats, ShardStatsSnapshot, TURN_BUCKETS_US};
 pub use tx::{TX_SLOT_SIZE, TxFull, TxMeta, TxQueue, TxSlot};
 
@@ -89,11 +88,11 @@ impl SocketId {
 /// [`SocketId::LIMIT`]. Sends on a closed or never-opened id are dropped and counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SocketOp {
-    /// Bind a UDP socket on `addr` (no SO_REUSEPORT, [`crate::io::IoOptions::extra_socket_buffer`])
+    /// Bind a UDP socket on `addr` (no SO_REUSEPORT, the I/O options' `extra_socket_buffer`)
     /// and receive on it. The outcome comes back through [`ShardCore::handle_socket_result`]
     /// before any datagram the core queued after asking is sent.
     Open { id: SocketId, addr: SocketAddr },
-    /// As `Open`, but with the shard's own buffer size ([`crate::io::IoOptions::socket_buffer`]):
+    /// As `Open`, but with the shard's own buffer size (the I/O options' `socket_buffer`):
     /// a busy listener, e.g. TURN hosted by the media shards. `shared`: with SO_REUSEPORT, a
     /// port every shard binds (the kernel spreads client 5-tuples over them); without it, a
     /// port of this shard alone.

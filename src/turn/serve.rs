@@ -20,8 +20,8 @@ use super::stream::StreamServer;
 use super::{Credentials, PeerPolicy, TurnServer, TurnSettings};
 use crate::config::Config;
 use crate::io::IoOptions;
+use crate::io::{ShardHandles, ShardOptions, SpawnError, spawn_shards_with};
 use crate::secrets::{TurnSecrets, TurnSecretsHandle};
-use crate::shard::{ShardHandles, ShardOptions, SpawnError, spawn_shards_with};
 
 /// Why the TURN server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use ringsfu::config::IoBackend;
 use ringsfu::io::{IoOptions, UringSupport, probe_uring};
-use ringsfu::shard::{
-    RecvMeta, ShardCore, ShardHandles, ShardOptions, SocketId, SocketOp, TxQueue, spawn_shards_with,
-};
+use ringsfu::io::{ShardHandles, ShardOptions, spawn_shards_with};
+use ringsfu::shard::{RecvMeta, ShardCore, SocketId, SocketOp, TxQueue};
 
 #[derive(Debug)]
 pub enum Cmd {

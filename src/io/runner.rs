@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
+use super::driver::ShardCtx;
+use super::epoll::EpollShard;
+use super::uring::UringShard;
+use super::{IoOptions, bind_udp, choose_backend};
 use crate::config::{Config, IoBackend};
-use crate::io::driver::ShardCtx;
-use crate::io::epoll::EpollShard;
-use crate::io::uring::UringShard;
-use crate::io::{IoOptions, bind_udp, choose_backend};
 use crate::shard::{
     CommandSender, EventReceiver, ShardCore, ShardStats, ShardStatsSnapshot, channel_pair,
 };
@@ -258,7 +258,7 @@ where
         let (socket, sock) = bind_udp(addr, opts.reuse_port, opts.io.socket_buffer, opts.io.gro)
             .map_err(|source| SpawnError::Bind { addr, source })?;
         if opts.io.dont_fragment {
-            crate::io::set_dont_fragment(&socket, sock.v6);
+            super::set_dont_fragment(&socket, sock.v6);
         }
         let (cmd_tx, cmd_rx, ev_tx, ev_rx) =
             channel_pair::<C::Command, C::Event>(opts.io.command_capacity, opts.io.event_capacity)
