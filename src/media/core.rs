@@ -796,28 +796,20 @@ impl MediaCore {
             let (Some(dst), Some(srtp)) = (sub.remote, sub.srtp_out.as_mut()) else { return };
             let Role::Subscriber { tracks, .. } = &mut sub.role else { return };
             let Some(out) = tracks.iter_mut().find(|o| o.cfg.ssrc == fwd.ssrc) else { return };
-            let Some(mut slot) = tx.push(dst) else {
-                return stats.count_drop(MediaDrop::TxFull);
+            let leg = LegOut {
+                dst,
+                local_ip: sub.local_ip,
+                srtp,
+                twcc_seq: &mut sub.twcc_seq,
+                cfg: &out.cfg,
             };
-            slot.set_source(sub.local_ip);
-            let twcc = (out.cfg.ext.twcc != 0).then(|| {
-                let s = sub.twcc_seq;
-                sub.twcc_seq = s.wrapping_add(1);
-                s
-            });
             let hdr =
                 Header { marker: v.marker(), pt: fwd.pt, seq: fwd.seq, ts: fwd.ts, ssrc: fwd.ssrc };
-            let b = slot.buf();
-            let hl = write_header(b, &hdr, v, src_ext, &out.cfg, abs, twcc);
-            match srtp.protect_rtp_payload_into(b, hl, payload) {
-                Ok(n) => {
-                    slot.commit(n);
-                    out.packets = out.packets.wrapping_add(1);
-                    out.octets = out.octets.wrapping_add(payload.len() as u32);
-                    stat!(stats, rtp_out);
-                    stat!(stats, rtp_out_bytes, payload.len() as u64);
-                }
-                Err(_) => stats.count_drop(MediaDrop::TxFull),
+            if write_to_leg(tx, leg, (v, payload), src_ext, abs, &hdr, None, stats) {
+                out.packets = out.packets.wrapping_add(1);
+                out.octets = out.octets.wrapping_add(payload.len() as u32);
+                stat!(stats, rtp_out);
+                stat!(stats, rtp_out_bytes, payload.len() as u64);
             }
         });
     }
@@ -906,43 +898,15 @@ impl MediaCore {
         let (Some(dst), Some(srtp)) = (sub.remote, sub.srtp_out.as_mut()) else { return };
         let Role::Subscriber { tracks, .. } = &sub.role else { return };
         let Some(out) = tracks.iter().find(|o| o.track == track) else { return };
-        let cfg = &out.cfg;
-        let twcc_seq = &mut sub.twcc_seq;
-        let local_ip = sub.local_ip;
+        let (cfg, twcc_seq, local_ip) = (&out.cfg, &mut sub.twcc_seq, sub.local_ip);
         let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
             let Ok(v) = RtpView::parse(rt.packet) else { return };
-            let Some(mut s) = tx.push(dst) else {
-                return stats.count_drop(MediaDrop::TxFull);
-            };
-            s.set_source(local_ip);
-            let twcc = (cfg.ext.twcc != 0).then(|| {
-                let x = *twcc_seq;
-                *twcc_seq = x.wrapping_add(1);
-                x
-            });
+            let leg = LegOut { dst, local_ip, srtp: &mut *srtp, twcc_seq: &mut *twcc_seq, cfg };
             let hdr =
                 Header { marker: v.marker(), pt: rt.pt, seq: rt.seq, ts: rt.ts, ssrc: rt.ssrc };
-            let b = s.buf();
-            let hl = write_header(b, &hdr, &v, &src_ext, cfg, abs, twcc);
             let payload = &rt.packet[v.header_len()..];
-            let res = match rt.osn {
-                Some(osn) => {
-                    let end = hl + 2 + payload.len();
-                    if end + 64 > TX_SLOT_SIZE {
-                        return stats.count_drop(MediaDrop::TxFull);
-                    }
-                    b[hl..hl + 2].copy_from_slice(&osn.to_be_bytes());
-                    b[hl + 2..end].copy_from_slice(payload);
-                    srtp.protect_rtp(b, end, hl)
-                }
-                None => srtp.protect_rtp_payload_into(b, hl, payload),
-            };
-            match res {
-                Ok(n) => {
-                    s.commit(n);
-                    stat!(stats, rtx_out);
-                }
-                Err(_) => stats.count_drop(MediaDrop::TxFull),
+            if write_to_leg(tx, leg, (&v, payload), &src_ext, abs, &hdr, rt.osn, stats) {
+                stat!(stats, rtx_out);
             }
         });
         if let Ok(missing) = res {
@@ -1274,6 +1238,70 @@ fn drain_dtls_output(peer: &mut Peer, dst: SocketAddr, tx: &mut TxQueue) {
 /// abs-send-time: 6.18 fixed-point seconds, 24 bits.
 fn abs_send_time(since_epoch: Duration) -> u32 {
     ((since_epoch.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00FF_FFFF
+}
+
+/// One subscriber leg's sending side, for [`write_to_leg`].
+struct LegOut<'a> {
+    dst: SocketAddr,
+    local_ip: Option<IpAddr>,
+    srtp: &'a mut SrtpContext,
+    /// The leg's next transport-wide sequence number (taken when the track negotiated it).
+    twcc_seq: &'a mut u16,
+    cfg: &'a OutTrack,
+}
+
+/// The one recipe that writes an RTP packet to a subscriber leg into a send slot, for forwarding
+/// and NACK answers alike: the header with this leg's fields and extensions ([`write_header`]),
+/// for an RFC 4588 retransmission (`osn`: the original sequence number) that number before the
+/// payload, then `payload` (the source packet's, after its header) protected into the slot (one
+/// copy, fused with the encryption).
+/// False when nothing was sent (a full pool or a packet too large: counted as `TxFull`).
+#[allow(clippy::too_many_arguments)]
+fn write_to_leg(
+    tx: &mut TxQueue,
+    leg: LegOut<'_>,
+    (src, payload): (&RtpView<'_>, &[u8]),
+    src_ext: &ExtIds,
+    abs: u32,
+    hdr: &Header,
+    osn: Option<u16>,
+    stats: &MediaStats,
+) -> bool {
+    let Some(mut slot) = tx.push(leg.dst) else {
+        stats.count_drop(MediaDrop::TxFull);
+        return false;
+    };
+    slot.set_source(leg.local_ip);
+    let twcc = (leg.cfg.ext.twcc != 0).then(|| {
+        let s = *leg.twcc_seq;
+        *leg.twcc_seq = s.wrapping_add(1);
+        s
+    });
+    let b = slot.buf();
+    let hl = write_header(b, hdr, src, src_ext, leg.cfg, abs, twcc);
+    let res = match osn {
+        Some(osn) => {
+            let end = hl + 2 + payload.len();
+            if end + 64 > TX_SLOT_SIZE {
+                stats.count_drop(MediaDrop::TxFull);
+                return false;
+            }
+            b[hl..hl + 2].copy_from_slice(&osn.to_be_bytes());
+            b[hl + 2..end].copy_from_slice(payload);
+            leg.srtp.protect_rtp(b, end, hl)
+        }
+        None => leg.srtp.protect_rtp_payload_into(b, hl, payload),
+    };
+    match res {
+        Ok(n) => {
+            slot.commit(n);
+            true
+        }
+        Err(_) => {
+            stats.count_drop(MediaDrop::TxFull);
+            false
+        }
+    }
 }
 
 /// The fixed-header fields of a packet to a subscriber.
