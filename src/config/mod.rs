@@ -18,6 +18,7 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub mod endpoint;
 mod env;
 mod machine;
 mod ports;
@@ -511,27 +512,19 @@ impl Config {
             if self.webhook.endpoint.is_empty() {
                 return Err(err("webhook.endpoint", "required when webhook.enabled"));
             }
-            let url = &self.webhook.endpoint;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(err("webhook.endpoint", "must be an http:// or https:// URL"));
+            if endpoint::parse_endpoint(&self.webhook.endpoint).is_none() {
+                return Err(err(
+                    "webhook.endpoint",
+                    format!(
+                        "{:?} is not an http[s]://host[:port][/path] URL",
+                        self.webhook.endpoint
+                    ),
+                ));
             }
         }
         if let Some(f) = &self.webhook.ca_file {
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            if !f.is_file() {
-                return Err(err("webhook.ca_file", format!("no such file: {}", f.display())));
-            }
-            let certs = CertificateDer::pem_file_iter(f)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    err("webhook.ca_file", format!("{}: {}", f.display(), one_line(&e.to_string())))
-                })?;
-            if rustls::RootCertStore::empty().add_parsable_certificates(certs).0 == 0 {
-                return Err(err(
-                    "webhook.ca_file",
-                    format!("{}: holds no PEM CA certificate", f.display()),
-                ));
-            }
+            endpoint::add_ca_file(&mut rustls::RootCertStore::empty(), f)
+                .map_err(|m| err("webhook.ca_file", m))?;
         }
         for h in &self.webhook.headers {
             match h.split_once(':') {

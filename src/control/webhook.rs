@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,6 +28,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
 use crate::config::WebhookConfig;
+use crate::config::endpoint::add_ca_file;
+pub use crate::config::endpoint::{Endpoint, Scheme, parse_endpoint};
 
 /// Most bytes of event bodies waiting in the queue (on top of the `webhook.queue_size` event
 /// count): large signals must not let a dead endpoint pin gigabytes.
@@ -55,84 +56,6 @@ pub struct Webhooks {
     pub stats: Arc<WebhookStats>,
 }
 
-/// The scheme of a webhook endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    /// The port used when the URL names none.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Scheme::Http => 80,
-            Scheme::Https => 443,
-        }
-    }
-}
-
-/// A parsed `http[s]://host[:port][/path]` endpoint.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
-    pub scheme: Scheme,
-    /// A DNS name or an IP address (IPv6 without its brackets).
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl Endpoint {
-    /// The `Host` header's value: the port only when it is not the scheme's default.
-    pub fn host_header(&self) -> String {
-        let host =
-            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == self.scheme.default_port() { host } else { format!("{host}:{}", self.port) }
-    }
-}
-
-/// Parses the endpoint URL: `http://` or `https://`, a host name, an IPv4 address or a
-/// bracketed IPv6 address, an optional port (default 80 or 443) and path (default `/`). No user
-/// information, no white space or control characters.
-pub fn parse_endpoint(url: &str) -> Option<Endpoint> {
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
-        (Scheme::Http, rest)
-    } else {
-        (Scheme::Https, url.strip_prefix("https://")?)
-    };
-    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return None;
-    }
-    // A fragment is the client's own; it is not sent.
-    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return None;
-    }
-    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
-        let (h, after) = stripped.split_once(']')?;
-        h.parse::<std::net::Ipv6Addr>().ok()?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => scheme.default_port(),
-            None => return None,
-        };
-        (h, port)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, p.parse().ok()?),
-            None => (authority, scheme.default_port()),
-        }
-    };
-    if host.is_empty() || port == 0 {
-        return None;
-    }
-    Some(Endpoint { scheme, host: host.to_string(), port, path: path.to_string() })
-}
-
 /// The name an `https://` endpoint's certificate must be valid for: its IP address, or its DNS
 /// name.
 fn server_name(host: &str) -> Option<ServerName<'static>> {
@@ -140,17 +63,6 @@ fn server_name(host: &str) -> Option<ServerName<'static>> {
         Ok(ip) => Some(ServerName::IpAddress(ip.into())),
         Err(_) => ServerName::try_from(host.to_string()).ok(),
     }
-}
-
-/// Reads the PEM certificates of `path` (`webhook.ca_file`).
-pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
-    }
-    Ok(certs)
 }
 
 /// The TLS client configuration of `https://` endpoints: the system's trust store plus the
@@ -164,10 +76,7 @@ fn tls_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Str
     let (system, unusable) = roots.add_parsable_certificates(native.certs);
     tracing::debug!(system, unusable, "webhook: system CA certificates loaded");
     if let Some(path) = ca_file {
-        let (added, _) = roots.add_parsable_certificates(read_ca_file(path)?);
-        if added == 0 {
-            return Err(format!("{}: no usable CA certificate in it", path.display()));
-        }
+        add_ca_file(&mut roots, path)?;
     }
     if roots.is_empty() {
         tracing::warn!(
@@ -510,15 +419,16 @@ mod tests {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let add = |path: &Path| add_ca_file(&mut rustls::RootCertStore::empty(), path);
         let missing = dir.join("missing.pem");
-        assert!(read_ca_file(&missing).is_err());
+        assert!(add(&missing).is_err());
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        assert!(read_ca_file(&empty).unwrap_err().contains("no PEM certificate"));
+        assert!(add(&empty).unwrap_err().contains("no PEM CA certificate"));
         let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
         let good = dir.join("ca.pem");
         std::fs::write(&good, ca.cert.pem()).unwrap();
-        assert_eq!(read_ca_file(&good).unwrap().len(), 1);
+        assert_eq!(add(&good), Ok(1));
         assert!(tls_client_config(Some(&good)).is_ok());
         assert!(tls_client_config(Some(&empty)).is_err());
         let _ = std::fs::remove_dir_all(&dir);
