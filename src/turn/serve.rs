@@ -115,6 +115,8 @@ pub(crate) struct TurnPlan {
     /// here: the cores are built inside the shard threads, which must not ask the machine or
     /// the DNS again.
     pub media_ips: Vec<IpAddr>,
+    /// The media ports ([`Config::port_plan`]), when the media engine runs.
+    pub media_ports: Option<std::ops::RangeInclusive<u16>>,
     /// Per shard, then the stream thread's slice last.
     pub slices: Vec<Range<u16>>,
     /// Allocation limit of each UDP shard and of the stream thread.
@@ -172,6 +174,7 @@ impl TurnPlan {
             shards,
             relay_ips,
             media_ips: crate::media::candidate_ips(cfg),
+            media_ports: cfg.port_plan().ok().and_then(|p| p.media()),
             slices,
             max_allocations_per_shard: cfg.turn.max_allocations.div_ceil(shards).max(1),
             max_allocations_stream: cfg.turn.max_allocations.div_ceil(8).max(1),
@@ -227,8 +230,8 @@ impl TurnPlan {
         let mut policy = PeerPolicy::from_config(t, own);
         // The SFU's own media ports are what browsers relay to: reachable whatever the
         // defaults say about the server's addresses (known when the ports are configured).
-        if let Some(ports) = cfg.port_plan().ok().and_then(|p| p.media()) {
-            policy = policy.with_media(self.media_ips.clone(), ports);
+        if let Some(ports) = &self.media_ports {
+            policy = policy.with_media(self.media_ips.clone(), ports.clone());
         }
         TurnServer::new(settings, creds, policy)
     }
@@ -237,22 +240,19 @@ impl TurnPlan {
 /// Descriptors kept for everything but relay sockets (listeners, rings, the control plane).
 const FD_RESERVE: u64 = 512;
 
-/// Raises the soft open-file limit to the hard one: every allocation holds a socket.
-fn raise_fd_limit() -> u64 {
-    // SAFETY: all-zero is a valid rlimit; getrlimit fills it.
-    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return 0;
-    }
-    if r.rlim_cur < r.rlim_max {
-        let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+/// Raises the soft open-file limit to the hard one (every allocation may hold a socket), from
+/// the `(soft, hard)` limits the configuration read ([`crate::config::Machine::open_files`]);
+/// the soft limit in force after it, 0 when unknown.
+fn raise_fd_limit(limits: Option<(u64, u64)>) -> u64 {
+    let Some((soft, hard)) = limits else { return 0 };
+    if soft < hard {
+        let want = libc::rlimit { rlim_cur: hard as libc::rlim_t, rlim_max: hard as libc::rlim_t };
         // SAFETY: valid pointer; raising the soft limit up to the hard one needs no privilege.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            r.rlim_cur = r.rlim_max;
+            return hard;
         }
     }
-    r.rlim_cur as u64
+    soft
 }
 
 /// Picks up reloaded credentials (one atomic load per call; called about once a second).
@@ -327,7 +327,7 @@ impl TurnSetup {
         }
         let secrets = secrets.unwrap_or_else(|| TurnSecretsHandle::from_config(cfg));
         let mut plan = TurnPlan::new(cfg, secrets)?;
-        let fds = raise_fd_limit();
+        let fds = raise_fd_limit(cfg.machine.open_files);
         if let Some((lo, hi)) = cfg.machine.ephemeral_ports
             && lo <= cfg.turn.relay_port_max
             && cfg.turn.relay_port_min <= hi
