@@ -121,13 +121,6 @@ impl ShardStatsSnapshot {
     pub fn drops(&self, r: DropReason) -> u64 {
         self.drops[r as usize]
     }
-
-    /// Turns known to have taken longer than `us` microseconds: those of the buckets whose
-    /// lower bound is at least `us` (exact when `us` is one of [`TURN_BUCKETS_US`]).
-    pub fn turns_over(&self, us: u64) -> u64 {
-        let lower = std::iter::once(0).chain(TURN_BUCKETS_US);
-        lower.zip(self.turn_hist).filter(|&(lo, _)| lo >= us).map(|(_, n)| n).sum()
-    }
 }
 
 /// Local tallies of one loop turn, published with [`ShardStats::publish`].
@@ -253,9 +246,5 @@ mod tests {
         assert_eq!((snap.turns, snap.overruns), (6, 1));
         assert_eq!(snap.turn_us, 1_000 + 1_001 + 20_000 + 20_001 + 2_000_000);
         assert_eq!(snap.turn_max_us, 2_000_000);
-        assert_eq!(snap.turns_over(20_000), 2);
-        assert_eq!(snap.turns_over(1_000), 4);
-        assert_eq!(snap.turns_over(1_000_000), 1);
-        assert_eq!(snap.turns_over(0), 6);
     }
 }
