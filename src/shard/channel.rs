@@ -153,8 +153,8 @@ impl AsRawFd for WakeFd {
 /// The control plane's end of one shard's event queue.
 pub struct EventReceiver<E> {
     rx: Consumer<E>,
-    wake: Arc<EventFd>,
-    afd: Option<AsyncFd<WakeFd>>,
+    /// The queue's eventfd, registered with tokio on the first [`EventReceiver::recv`].
+    waker: EventWaker,
 }
 
 impl<E> fmt::Debug for EventReceiver<E> {
@@ -186,8 +186,8 @@ impl<E> EventReceiver<E> {
                 return self.rx.pop().ok();
             }
             let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-            self.wake.wait_readable(ms);
-            self.wake.drain();
+            self.waker.wake.wait_readable(ms);
+            self.waker.wake.drain();
         }
     }
 
@@ -202,26 +202,15 @@ impl<E> EventReceiver<E> {
             if self.rx.is_abandoned() {
                 return self.rx.pop().ok();
             }
-            if self.afd.is_none() {
-                if tokio::runtime::Handle::try_current().is_err() {
-                    tracing::error!("EventReceiver::recv called outside a tokio runtime");
-                    return None;
-                }
-                let fd = WakeFd(self.wake.clone());
-                // SAFETY: `WakeFd` holds an `Arc` of the eventfd, so the descriptor stays open and
-                // the same for the whole life of the `AsyncFd`.
-                match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
-                    Ok(a) => self.afd = Some(a),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot register the shard event eventfd with tokio");
-                        return None;
-                    }
-                }
+            if tokio::runtime::Handle::try_current().is_err() {
+                tracing::error!("EventReceiver::recv called outside a tokio runtime");
+                return None;
             }
-            let afd = self.afd.as_ref()?;
-            let mut guard = afd.readable().await.ok()?;
-            self.wake.drain();
-            guard.clear_ready();
+            if let Err(e) = self.waker.register() {
+                tracing::error!(error = %e, "cannot register the shard event eventfd with tokio");
+                return None;
+            }
+            std::future::poll_fn(|cx| self.waker.poll_wake(cx)).await.ok()?;
         }
     }
 }
@@ -255,18 +244,17 @@ impl EventWaker {
 
     /// Ready when the shard has written its eventfd since the last time (the count is
     /// consumed: queue first, then wake, on the shard's side; wake first, then read the queue,
-    /// here, so no event is left waiting). Pending for ever when not registered.
-    pub fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    /// here, so no event is left waiting), or with the reactor's error. Pending for ever when
+    /// not registered.
+    pub fn poll_wake(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         let Some(afd) = self.afd.as_ref() else { return std::task::Poll::Pending };
-        match afd.poll_read_ready(cx) {
-            std::task::Poll::Ready(Ok(mut guard)) => {
-                self.wake.drain();
-                guard.clear_ready();
-                std::task::Poll::Ready(())
-            }
-            // A reactor error: stay quiet rather than spin.
-            std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => std::task::Poll::Pending,
-        }
+        afd.poll_read_ready(cx).map_ok(|mut guard| {
+            self.wake.drain();
+            guard.clear_ready();
+        })
     }
 }
 
@@ -275,7 +263,8 @@ pub async fn any_wake(wakers: &mut [EventWaker]) {
     std::future::poll_fn(|cx| {
         let mut woke = false;
         for w in wakers.iter_mut() {
-            woke |= w.poll_wake(cx).is_ready();
+            // A reactor error counts as no wake: stay quiet rather than spin.
+            woke |= matches!(w.poll_wake(cx), std::task::Poll::Ready(Ok(())));
         }
         if woke { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
     })
@@ -285,7 +274,7 @@ pub async fn any_wake(wakers: &mut [EventWaker]) {
 impl<E> EventReceiver<E> {
     /// A waker on this receiver's eventfd ([`EventWaker`]), not yet registered.
     pub fn waker(&self) -> EventWaker {
-        EventWaker { wake: self.wake.clone(), afd: None }
+        EventWaker { wake: self.waker.wake.clone(), afd: None }
     }
 }
 
@@ -303,7 +292,7 @@ pub(crate) fn channel_pair<C, E>(
         CommandSender { tx: ctx, wake: cwake.clone() },
         CommandQueue { rx: crx, wake: cwake },
         EventQueue { tx: etx, wake: ewake.clone(), pushed: false },
-        EventReceiver { rx: erx, wake: ewake, afd: None },
+        EventReceiver { rx: erx, waker: EventWaker { wake: ewake, afd: None } },
     ))
 }
 
