@@ -535,7 +535,6 @@ fn negotiate(answer: &str, local_ufrag: &str) -> Result<Negotiated, String> {
     })
 }
 
-/// One phase against a ringsfu server at `api`.
 /// One subscribing participant to join: its session, its legs (client index, stream id,
 /// publisher client index).
 struct SubscriberSpec {
@@ -563,15 +562,7 @@ impl SubscriberSpec {
         let participant = Participant::join(&self.api, &self.session, &token, &self.name).await?;
         let mut legs = Vec::with_capacity(self.legs.len());
         for (idx, stream, publisher) in self.legs {
-            let ufrag = random_token(8);
-            let offer = offer::write_offer(&offer::OfferParams {
-                ice_ufrag: &ufrag,
-                ice_pwd: &random_token(24),
-                fingerprint: &self.fingerprint,
-                candidate: SocketAddr::new(IpAddr::V4(client_ip(idx)), self.load_port),
-                send_ssrcs: None,
-                session_id: rand::random::<u64>() >> 2,
-            });
+            let (ufrag, offer) = client_offer(idx, &self.fingerprint, self.load_port, None);
             let res = participant
                 .call("receiveVideoFrom", json!({"sender": stream, "sdpOffer": offer}))
                 .await?;
@@ -593,6 +584,26 @@ impl SubscriberSpec {
     }
 }
 
+/// A synthetic client's SDP offer from client `idx` at the load port (sending `send_ssrcs`, video
+/// and audio, when it publishes): its ICE ufrag and the offer.
+fn client_offer(
+    idx: u32,
+    fingerprint: &str,
+    load_port: u16,
+    send_ssrcs: Option<(u32, u32)>,
+) -> (String, String) {
+    let ufrag = random_token(8);
+    let offer = offer::write_offer(&offer::OfferParams {
+        ice_ufrag: &ufrag,
+        ice_pwd: &random_token(24),
+        fingerprint,
+        candidate: SocketAddr::new(IpAddr::V4(client_ip(idx)), load_port),
+        send_ssrcs,
+        session_id: rand::random::<u64>() >> 2,
+    });
+    (ufrag, offer)
+}
+
 impl Phase<'_> {
     /// Hands a joined subscriber's legs to the load core.
     async fn subscriber_joined(
@@ -612,6 +623,7 @@ impl Phase<'_> {
     }
 }
 
+/// One phase against a ringsfu server at `api`.
 async fn ringsfu_phase(
     o: &Options,
     label: &str,
@@ -661,16 +673,8 @@ async fn ringsfu_phase(
             started += 1;
             let token = api.token(sid, "PUBLISHER").await?;
             let p = Participant::join(api, sid, &token, &format!("pub{idx}")).await?;
-            let ufrag = random_token(8);
             let ssrcs = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
-            let offer = offer::write_offer(&offer::OfferParams {
-                ice_ufrag: &ufrag,
-                ice_pwd: &random_token(24),
-                fingerprint: &fp,
-                candidate: SocketAddr::new(IpAddr::V4(client_ip(idx)), load_port),
-                send_ssrcs: Some(ssrcs),
-                session_id: rand::random::<u64>() >> 2,
-            });
+            let (ufrag, offer) = client_offer(idx, &fp, load_port, Some(ssrcs));
             let res = p
                 .call(
                     "publishVideo",
