@@ -510,6 +510,36 @@ pub fn sdp(data: &[u8]) {
     }
 }
 
+/// A `webhook.endpoint` URL (`config::endpoint::parse_endpoint`, which the configuration check
+/// and the delivery task share): what parses has a host, a port and an absolute path with no
+/// white space or control character (nothing that could break the request head), and the URL
+/// rebuilt from it (scheme, `Host` header form, path) parses to the same endpoint.
+pub fn webhook_endpoint(data: &[u8]) {
+    use crate::config::endpoint::{Scheme, parse_endpoint};
+    let Ok(url) = std::str::from_utf8(data) else { return };
+    let Some(ep) = parse_endpoint(url) else { return };
+    assert!(!ep.host.is_empty() && ep.port != 0 && ep.path.starts_with('/'), "{url:?}: {ep:?}");
+    let clean = |s: &str| !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    assert!(clean(&ep.host) && clean(&ep.path), "{url:?}: {ep:?}");
+    let scheme = match ep.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    let again = format!("{scheme}://{}{}", ep.host_header(), ep.path);
+    assert_eq!(parse_endpoint(&again).as_ref(), Some(&ep), "{url:?} rebuilt as {again:?}");
+}
+
+/// A `/metrics` text through `ringsfu-load`'s loop-turn reader (`load::turns`): whatever the
+/// text holds it neither panics nor invents turns, so a scrape compared with itself shows none,
+/// and one compared with an empty scrape gives a summary.
+pub fn metrics_turns(data: &[u8]) {
+    use crate::load::turns::{TurnCounts, TurnSummary, parse};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let counts = parse(text);
+    assert_eq!(counts.since(&counts), TurnSummary::default(), "{text:?}");
+    let _ = counts.since(&TurnCounts::default()).to_string();
+}
+
 /// Every parser on the same bytes (the `demux` target routes by first byte; this one does not).
 pub fn all(data: &[u8]) {
     demux(data);
@@ -519,4 +549,6 @@ pub fn all(data: &[u8]) {
     rtcp(data);
     dtls_record(data);
     sdp(data);
+    webhook_endpoint(data);
+    metrics_turns(data);
 }

@@ -21,6 +21,8 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "rtcp" => f::rtcp,
         "dtls_record" => f::dtls_record,
         "sdp" => f::sdp,
+        "webhook_endpoint" => f::webhook_endpoint,
+        "metrics_turns" => f::metrics_turns,
         "stun_roundtrip" => f::stun_roundtrip,
         "rtp_rewrite" => f::rtp_rewrite,
         "rtcp_roundtrip" => f::rtcp_roundtrip,
@@ -97,6 +99,13 @@ fn seeds_parse() {
             "channel_data" => ChannelDataView::parse(&d).is_ok(),
             "dtls_record" => records(&d).all(|r| r.is_ok()),
             "demux" => demux(&d).is_ok(),
+            "webhook_endpoint" => std::str::from_utf8(&d)
+                .ok()
+                .and_then(ringsfu::config::endpoint::parse_endpoint)
+                .is_some(),
+            "metrics_turns" => {
+                std::str::from_utf8(&d).is_ok_and(|t| !ringsfu::load::turns::parse(t).is_empty())
+            }
             _ => true,
         };
         assert!(ok, "seed {} does not parse", path.display());
