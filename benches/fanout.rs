@@ -211,6 +211,7 @@ fn setup(n: u32) -> (MediaCore, TxQueue, SrtpContext) {
                     rtx: None,
                     ext: ExtIds::default(),
                 }],
+                origin: None,
             },
             &mut tx,
         );

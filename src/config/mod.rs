@@ -127,6 +127,11 @@ pub struct MediaConfig {
     /// path-MTU discovery: ~6% less shard CPU at large fanouts on IPv4, but a datagram above the
     /// path MTU is lost instead of fragmented.
     pub dont_fragment: bool,
+    /// Subscriber legs a session keeps on its home shard (where its publishers are) before
+    /// each new leg goes to the shard with the fewest peers, which receives the publisher's
+    /// packets through the shard mesh. Small sessions stay on one shard (no cross-shard copy);
+    /// large ones use every core. 0: every leg on the least-loaded shard.
+    pub spread_threshold: usize,
 }
 
 /// `[turn]`: the built-in TURN server.
@@ -279,6 +284,7 @@ impl Default for MediaConfig {
             io_backend: IoBackend::Auto,
             pin_threads: true,
             dont_fragment: false,
+            spread_threshold: 16,
         }
     }
 }

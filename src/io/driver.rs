@@ -253,6 +253,24 @@ impl<C: ShardCore> Driver<C> {
         }
     }
 
+    /// Step 4b: one message from another shard's core, unless the turn's work is spent
+    /// (`handled`: datagrams and messages so far this turn). False when nothing was handled.
+    pub fn mesh_message(&mut self, now: Instant, handled: usize) -> bool {
+        if handled > 0 && self.turn_spent(handled) {
+            return false;
+        }
+        let done = self.core.handle_mesh(now, &mut self.tx);
+        if done {
+            self.drain_events();
+        }
+        done
+    }
+
+    /// Before sleeping: the core wakes the shards it wrote to.
+    pub fn flush_mesh(&mut self) {
+        self.core.flush_mesh();
+    }
+
     /// The transmit pool is below half its capacity: the backend flushes mid-turn (a relief)
     /// before handing the core the next datagram, so one turn of a large fanout does not run
     /// the pool dry. Half: one packet to up to `capacity / 2` subscribers always finds slots.
@@ -262,7 +280,7 @@ impl<C: ShardCore> Driver<C> {
 
     /// How long the backend may sleep in the kernel: zero when work is already waiting.
     pub fn wait_timeout(&self, now: Instant) -> Duration {
-        if !self.commands.is_empty() || self.stopping() {
+        if !self.commands.is_empty() || self.stopping() || self.core.has_mesh_input() {
             return Duration::ZERO;
         }
         match self.core.poll_timeout() {

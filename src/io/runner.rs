@@ -52,13 +52,16 @@ impl ShardOptions {
 }
 
 /// What a shard is, given to the core factory and kept in its handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ShardInfo {
     pub index: usize,
     /// The shard's bound socket address (the media port for its ICE candidates).
     pub local_addr: SocketAddr,
     /// `Uring` or `Epoll`.
     pub backend: IoBackend,
+    /// Every shard's wake-up, by index (a core hands them to its
+    /// [`MeshPort`](crate::shard::mesh::MeshPort) so what it writes to another shard wakes it).
+    pub wakes: Vec<crate::shard::mesh::ShardWake>,
 }
 
 /// Why the shards could not start.
@@ -139,7 +142,9 @@ pub struct ShardHandles<C: ShardCore> {
 
 impl<C: ShardCore> std::fmt::Debug for ShardHandles<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.shards.iter().map(|s| s.info)).finish()
+        f.debug_list()
+            .entries(self.shards.iter().map(|s| (s.info.index, s.info.local_addr)))
+            .finish()
     }
 }
 
@@ -248,6 +253,15 @@ where
     let cpus = if opts.pin_threads { allowed_cpus() } else { Vec::new() };
     let factory = Arc::new(factory);
     let mut shards: Vec<ShardHandle<C>> = Vec::with_capacity(n);
+    // Every shard's queues first, so each core learns every shard's wake-up.
+    let mut channels = Vec::with_capacity(n);
+    for index in 0..n {
+        channels.push(Some(
+            channel_pair::<C::Command, C::Event>(opts.io.command_capacity, opts.io.event_capacity)
+                .map_err(|source| SpawnError::Setup { index, source })?,
+        ));
+    }
+    let wakes: Vec<_> = channels.iter().flatten().map(|(_, rx, _, _)| rx.shard_wake()).collect();
     for index in 0..n {
         let port = match shards.first() {
             Some(first) if opts.reuse_port => first.info.local_addr.port(),
@@ -260,10 +274,11 @@ where
         if opts.io.dont_fragment {
             super::set_dont_fragment(&socket, sock.v6);
         }
-        let (cmd_tx, cmd_rx, ev_tx, ev_rx) =
-            channel_pair::<C::Command, C::Event>(opts.io.command_capacity, opts.io.event_capacity)
-                .map_err(|source| SpawnError::Setup { index, source })?;
-        let info = ShardInfo { index, local_addr: sock.local_addr, backend };
+        let (cmd_tx, cmd_rx, ev_tx, ev_rx) = channels[index].take().ok_or_else(|| {
+            SpawnError::Setup { index, source: io::Error::other("shard queues missing") }
+        })?;
+        let info = ShardInfo { index, local_addr: sock.local_addr, backend, wakes: wakes.clone() };
+        let kept = info.clone();
         let stats = Arc::new(ShardStats::default());
         let shutdown = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
@@ -323,7 +338,7 @@ where
             })
             .map_err(|source| SpawnError::Setup { index, source })?;
         let mut handle = ShardHandle {
-            info,
+            info: kept,
             commands: cmd_tx,
             events: ev_rx,
             stats,

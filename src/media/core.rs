@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 
 use super::feedback::{NackTracker, ReceiveStats, TwccRecorder};
 use super::stats::{MediaDrop, MediaStats, stat};
-use super::{InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
+use super::{InTrack, Origin, OutTrack, PeerId, ShardCommand, ShardEvent};
 use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole, DtlsState};
 use crate::ice::{IceEvent, IceLiteAgent, Reply};
 use crate::router::{LegId, Router, RouterConfig, RtpFields, SubscribeParams, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
+use crate::shard::mesh::{MeshMsg, MeshPort};
 use crate::shard::{RecvMeta, ShardCore, TX_SLOT_SIZE, TxQueue};
 use crate::srtp::SrtpContext;
 use crate::wire::rtcp::{RtcpCompound, RtcpPacket, nack, pli, remb, rr, sr, twcc};
@@ -89,9 +90,56 @@ struct OutState {
 }
 
 enum Role {
-    Publisher { tracks: Vec<InState>, twcc: Option<(u8, TwccRecorder)> },
-    Subscriber { publisher: PeerId, tracks: Vec<OutState> },
+    Publisher {
+        tracks: Vec<InState>,
+        twcc: Option<(u8, TwccRecorder)>,
+        /// Shards that mirror this publisher for consumers of their own: each packet is
+        /// copied once per shard here into the mesh.
+        mirrored_to: Vec<usize>,
+    },
+    Subscriber {
+        publisher: PeerId,
+        tracks: Vec<OutState>,
+    },
 }
+
+/// A publisher of another shard, mirrored on this one for its consumers here: router tracks of
+/// its own (retransmission ring, keyframe limiter, the consumers' rewriters) fed from the mesh.
+struct Mirror {
+    origin: usize,
+    tracks: Vec<MirrorTrack>,
+    /// Subscriber peers of this shard receiving it; the mirror goes with the last.
+    consumers: usize,
+    /// The origin acknowledged (or packets arrived): no more attach requests.
+    attached: bool,
+}
+
+struct MirrorTrack {
+    track: TrackId,
+    /// The publisher's extension ids (the packets in the ring carry them).
+    ext: ExtIds,
+}
+
+/// What a mesh message is ([`MeshMsg::kind`]); `key` is always the publisher's peer id.
+mod msg {
+    /// Origin → mirror: a plaintext publisher packet of track `index`.
+    pub const RTP: u8 = 1;
+    /// Origin → mirror: a sender report of track `index` (24 bytes, see `encode_sr`).
+    pub const SR: u8 = 2;
+    /// Mirror → origin: copy the publisher's packets to me (repeated until acknowledged).
+    pub const ATTACH: u8 = 3;
+    /// Origin → mirror: attached.
+    pub const ATTACHED: u8 = 4;
+    /// Mirror → origin: my last consumer left, stop.
+    pub const DETACH: u8 = 5;
+    /// Mirror → origin: a keyframe of track `index`; one byte 1 = at once (a new consumer),
+    /// 0 = through the origin's keyframe limiter.
+    pub const KEYFRAME: u8 = 6;
+}
+
+/// Mesh messages queued because the ring was full (control messages only: packets are
+/// dropped and counted instead); retried every turn and tick.
+const MESH_BACKLOG: usize = 256;
 
 struct Peer {
     id: PeerId,
@@ -167,6 +215,11 @@ pub struct MediaCore {
     epoch: Instant,
     next_tick: Instant,
     scratch_seqs: Vec<u16>,
+    /// This shard's end of the shard mesh (`None`: a single shard, or a core in a unit test).
+    mesh: Option<MeshPort>,
+    mirrors: HashMap<PeerId, Mirror>,
+    /// Control messages for the mesh (to, kind, index, key, byte) waiting for room.
+    mesh_backlog: VecDeque<(usize, u8, u8, u64, u8)>,
 }
 
 /// What a datagram is, without borrowing it.
@@ -203,7 +256,17 @@ impl MediaCore {
             epoch: now,
             next_tick: now,
             scratch_seqs: Vec::with_capacity(NACK_CAP),
+            mesh: None,
+            mirrors: HashMap::new(),
+            mesh_backlog: VecDeque::with_capacity(MESH_BACKLOG),
         }
+    }
+
+    /// Connects the core to the shard mesh (its shard's port), so subscribers here can
+    /// receive publishers of other shards and the other way round.
+    pub fn with_mesh(mut self, port: MeshPort) -> MediaCore {
+        self.mesh = Some(port);
+        self
     }
 
     /// Number of peers (publishers and subscribers).
@@ -224,6 +287,7 @@ impl MediaCore {
             }
         }
         self.stats.set_peers(p, s);
+        super::stats::set(&self.stats.mirrors, self.mirrors.len() as u64);
     }
 
     // ------------------------------------------------------------------ commands
@@ -311,8 +375,8 @@ impl MediaCore {
             return;
         }
         let (tracks, twcc) = self.in_states(tracks);
-        let peer =
-            self.new_peer(now, id, &ice, fp, DtlsRole::Server, Role::Publisher { tracks, twcc });
+        let role = Role::Publisher { tracks, twcc, mirrored_to: Vec::new() };
+        let peer = self.new_peer(now, id, &ice, fp, DtlsRole::Server, role);
         self.insert_peer(peer);
     }
 
@@ -326,12 +390,13 @@ impl MediaCore {
         fp: crate::dtls::Fingerprint,
         dtls_role: DtlsRole,
         tracks: Vec<OutTrack>,
+        origin: Option<Origin>,
     ) {
         if self.by_id.contains_key(&id) || self.by_ufrag.contains_key(ice.local_ufrag.as_str()) {
             self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate peer" });
             return;
         }
-        let source_tracks: Option<Vec<TrackId>> = self
+        let local: Option<Vec<TrackId>> = self
             .by_id
             .get(&publisher)
             .and_then(|&s| self.peers[s as usize].as_ref())
@@ -339,16 +404,38 @@ impl MediaCore {
                 Role::Publisher { tracks, .. } => Some(tracks.iter().map(|t| t.track).collect()),
                 Role::Subscriber { .. } => None,
             });
-        let Some(source_tracks) = source_tracks else {
+        // A publisher of this shard, or one of another shard already mirrored here.
+        let existing = local.or_else(|| {
+            self.mirrors.get(&publisher).map(|m| m.tracks.iter().map(|t| t.track).collect())
+        });
+        // Otherwise one of another shard, to be mirrored here with this first consumer.
+        let here = self.mesh.as_ref().map(MeshPort::index);
+        let remote = if existing.is_none() {
+            origin.filter(|o| here.is_some_and(|h| h != o.shard))
+        } else {
+            None
+        };
+        let available =
+            existing.as_ref().map(Vec::len).or_else(|| remote.as_ref().map(|o| o.tracks.len()));
+        let Some(available) = available else {
             self.events.push_back(ShardEvent::Rejected { id, reason: "publisher not found" });
             return;
         };
+        if tracks.iter().any(|cfg| cfg.source >= available) {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "no such track" });
+            return;
+        }
+        let source_tracks = match (existing, remote) {
+            (Some(t), _) => t,
+            (None, Some(o)) => self.mirror(publisher, o),
+            (None, None) => return,
+        };
+        if let Some(m) = self.mirrors.get_mut(&publisher) {
+            m.consumers += 1;
+        }
         let mut outs = Vec::with_capacity(tracks.len());
         for cfg in tracks {
-            let Some(&track) = source_tracks.get(cfg.source) else {
-                self.events.push_back(ShardEvent::Rejected { id, reason: "no such track" });
-                return;
-            };
+            let track = source_tracks[cfg.source];
             outs.push(OutState { cfg, track, packets: 0, octets: 0 });
         }
         let peer = self.new_peer(
@@ -398,7 +485,7 @@ impl MediaCore {
         let Some(slot) = self.slot_to_restart(id, &ice, "publisher not found") else { return };
         let ice_restart = self.restart_transport(now, slot, &ice, fp, same_connection);
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
-        if let Role::Publisher { tracks: states, twcc } = &mut peer.role {
+        if let Role::Publisher { tracks: states, twcc, .. } = &mut peer.role {
             // Same tracks in the same order; the browser may pick new SSRCs (statistics and
             // NACK state start over then, and always with a new transport).
             for (st, cfg) in states.iter_mut().zip(tracks) {
@@ -511,13 +598,173 @@ impl MediaCore {
                     }
                 }
             }
-            Role::Subscriber { tracks, .. } => {
+            Role::Subscriber { tracks, publisher } => {
                 for o in tracks {
                     let _ = self.router.unsubscribe(o.track, LegId(slot));
                 }
+                self.release_mirror(publisher);
             }
         }
         self.free.push(slot);
+    }
+
+    // ------------------------------------------------------------------ the shard mesh
+
+    /// Makes the mirror of `publisher` (on shard `origin.shard`) for a first consumer here and
+    /// asks the origin for its packets; returns its router tracks.
+    fn mirror(&mut self, publisher: PeerId, origin: Origin) -> Vec<TrackId> {
+        let tracks: Vec<MirrorTrack> = origin
+            .tracks
+            .iter()
+            .map(|t| MirrorTrack {
+                track: self.router.add_track(t.clock_rate, 0, t.kind == MediaKind::Video),
+                ext: t.ext,
+            })
+            .collect();
+        let ids = tracks.iter().map(|t| t.track).collect();
+        self.mirrors.insert(
+            publisher,
+            Mirror { origin: origin.shard, tracks, consumers: 0, attached: false },
+        );
+        self.mesh_control(origin.shard, msg::ATTACH, 0, publisher.0, 0);
+        ids
+    }
+
+    /// A consumer of `publisher` left this shard: the last one takes its mirror (if it is one)
+    /// along and tells the origin to stop.
+    fn release_mirror(&mut self, publisher: PeerId) {
+        let Some(m) = self.mirrors.get_mut(&publisher) else { return };
+        m.consumers = m.consumers.saturating_sub(1);
+        if m.consumers > 0 {
+            return;
+        }
+        let Some(m) = self.mirrors.remove(&publisher) else { return };
+        for t in &m.tracks {
+            self.router.remove_track(t.track);
+        }
+        self.mesh_control(m.origin, msg::DETACH, 0, publisher.0, 0);
+    }
+
+    /// Queues a control message for another shard and tries to send what waits.
+    fn mesh_control(&mut self, to: usize, kind: u8, index: u8, key: u64, byte: u8) {
+        if self.mesh_backlog.len() < MESH_BACKLOG {
+            self.mesh_backlog.push_back((to, kind, index, key, byte));
+        } else {
+            self.stats.count_drop(MediaDrop::MeshFull);
+        }
+        self.flush_mesh_backlog();
+    }
+
+    fn flush_mesh_backlog(&mut self) {
+        // No port while `handle_mesh` has it out: it flushes after putting it back.
+        let Some(mesh) = self.mesh.as_mut() else { return };
+        while let Some(&(to, kind, index, key, byte)) = self.mesh_backlog.front() {
+            if !mesh.push(to, kind, index, key, &[byte]) {
+                return;
+            }
+            stat!(self.stats, mesh_out);
+            self.mesh_backlog.pop_front();
+        }
+    }
+
+    /// One message from shard `from`.
+    fn on_mesh(&mut self, now: Instant, from: usize, m: &MeshMsg, tx: &mut TxQueue) {
+        stat!(self.stats, mesh_in);
+        let publisher = PeerId(m.key);
+        match m.kind {
+            msg::RTP => {
+                let Some(mirror) = self.mirrors.get_mut(&publisher) else { return };
+                mirror.attached = true;
+                let Some(t) = mirror.tracks.get(usize::from(m.index)) else { return };
+                let (track, ext) = (t.track, t.ext);
+                let Ok(v) = RtpView::parse(m.bytes()) else {
+                    return self.stats.count_drop(MediaDrop::Malformed);
+                };
+                self.forward(now, track, &v, &ext, tx);
+            }
+            msg::SR => {
+                let Some(t) =
+                    self.mirrors.get(&publisher).and_then(|x| x.tracks.get(usize::from(m.index)))
+                else {
+                    return;
+                };
+                if let Some(info) = decode_sr(m.bytes()) {
+                    self.relay_sr(t.track, &info, tx);
+                }
+            }
+            msg::ATTACHED => {
+                if let Some(mirror) = self.mirrors.get_mut(&publisher) {
+                    mirror.attached = true;
+                }
+            }
+            msg::ATTACH | msg::DETACH => {
+                let Some(&slot) = self.by_id.get(&publisher) else { return };
+                let Some(Peer { role: Role::Publisher { mirrored_to, .. }, .. }) =
+                    self.peers[slot as usize].as_mut()
+                else {
+                    return;
+                };
+                mirrored_to.retain(|&d| d != from);
+                if m.kind == msg::ATTACH {
+                    mirrored_to.push(from);
+                    self.mesh_control(from, msg::ATTACHED, 0, publisher.0, 0);
+                }
+            }
+            msg::KEYFRAME => {
+                let Some(&slot) = self.by_id.get(&publisher) else { return };
+                let track = match self.peers[slot as usize].as_ref().map(|p| &p.role) {
+                    Some(Role::Publisher { tracks, .. }) => {
+                        tracks.get(usize::from(m.index)).map(|t| t.track)
+                    }
+                    _ => None,
+                };
+                let Some(track) = track else { return };
+                let now_forced = m.bytes().first() == Some(&1);
+                if now_forced || self.router.on_keyframe_request(now, track).unwrap_or(false) {
+                    self.send_pli(publisher, track, true, tx);
+                }
+            }
+            _ => self.stats.count_drop(MediaDrop::Malformed),
+        }
+    }
+
+    /// Mirrors whose origin has not answered yet ask again (every tick).
+    fn reattach_mirrors(&mut self) {
+        let waiting: Vec<(PeerId, usize)> =
+            self.mirrors.iter().filter(|(_, m)| !m.attached).map(|(p, m)| (*p, m.origin)).collect();
+        for (p, origin) in waiting {
+            self.mesh_control(origin, msg::ATTACH, 0, p.0, 0);
+        }
+    }
+
+    /// Whether messages from other shards wait.
+    pub fn has_mesh_input(&self) -> bool {
+        self.mesh.as_ref().is_some_and(MeshPort::has_input)
+    }
+
+    /// Handles one message from another shard, if one waits.
+    pub fn handle_mesh(&mut self, now: Instant, tx: &mut TxQueue) -> bool {
+        let Some(mut port) = self.mesh.take() else { return false };
+        let mut got = false;
+        port.drain(1, |from, m| {
+            got = true;
+            self.on_mesh(now, from, m, tx);
+        });
+        self.mesh = Some(port);
+        if got && !self.mesh_backlog.is_empty() {
+            self.flush_mesh_backlog();
+        }
+        got
+    }
+
+    /// Wakes the shards written to this turn.
+    pub fn flush_mesh(&mut self) {
+        if !self.mesh_backlog.is_empty() {
+            self.flush_mesh_backlog();
+        }
+        if let Some(m) = self.mesh.as_mut() {
+            m.flush_wakes();
+        }
     }
 
     // ------------------------------------------------------------------ datagrams
@@ -678,7 +925,7 @@ impl MediaCore {
         }
         let Some(publisher) = publisher else { return };
         for track in wanted.into_iter().flatten() {
-            self.send_pli(publisher, track, tx);
+            self.send_pli(publisher, track, true, tx);
         }
     }
 
@@ -691,7 +938,8 @@ impl MediaCore {
         let Some(srtp) = peer.srtp_in.as_mut() else {
             return self.stats.count_drop(MediaDrop::NotConnected);
         };
-        let Role::Publisher { tracks, twcc } = &mut peer.role else {
+        let publisher = peer.id;
+        let Role::Publisher { tracks, twcc, mirrored_to } = &mut peer.role else {
             return self.stats.count_drop(MediaDrop::UnknownTrack);
         };
         let Ok(hl) = RtpView::parse(buf).map(|v| v.header_len()) else {
@@ -772,6 +1020,16 @@ impl MediaCore {
         let track = t.track;
         let src_ext = t.cfg.ext;
         stat!(self.stats, rtp_in);
+        // Consumers on other shards: one copy of the plaintext per shard into the mesh.
+        if let Some(mesh) = self.mesh.as_mut() {
+            for &to in mirrored_to.iter() {
+                if mesh.push(to, msg::RTP, i as u8, publisher.0, v.as_bytes()) {
+                    stat!(self.stats, mesh_out);
+                } else {
+                    self.stats.count_drop(MediaDrop::MeshFull);
+                }
+            }
+        }
         self.forward(now, track, &v, &src_ext, tx);
         if gap {
             self.send_nacks(slot, now, tx);
@@ -918,6 +1176,9 @@ impl MediaCore {
     /// The publisher's extension ids of `track`, seen from subscriber `slot`.
     fn source_ext(&self, slot: u32, track: TrackId) -> Option<ExtIds> {
         let publisher = self.peers.get(slot as usize)?.as_ref()?.publisher()?;
+        if let Some(m) = self.mirrors.get(&publisher) {
+            return m.tracks.iter().find(|t| t.track == track).map(|t| t.ext);
+        }
         let p = self.peers.get(*self.by_id.get(&publisher)? as usize)?.as_ref()?;
         match &p.role {
             Role::Publisher { tracks, .. } => {
@@ -932,12 +1193,25 @@ impl MediaCore {
             return;
         };
         if self.router.on_keyframe_request(now, track).unwrap_or(false) {
-            self.send_pli(publisher, track, tx);
+            self.send_pli(publisher, track, false, tx);
         }
     }
 
-    /// Sends a PLI for `track` to `publisher`.
-    fn send_pli(&mut self, publisher: PeerId, track: TrackId, tx: &mut TxQueue) {
+    /// Sends a PLI for `track` to `publisher`; for a publisher of another shard, asks its
+    /// origin (`now`: at once, else through the origin's keyframe limiter too).
+    fn send_pli(&mut self, publisher: PeerId, track: TrackId, now: bool, tx: &mut TxQueue) {
+        if let Some(m) = self.mirrors.get(&publisher) {
+            let Some(i) = m.tracks.iter().position(|t| t.track == track) else { return };
+            let to = m.origin;
+            if let Some(mesh) = self.mesh.as_mut() {
+                if mesh.push(to, msg::KEYFRAME, i as u8, publisher.0, &[u8::from(now)]) {
+                    stat!(self.stats, mesh_out);
+                } else {
+                    self.stats.count_drop(MediaDrop::MeshFull);
+                }
+            }
+            return;
+        }
         let Some(&slot) = self.by_id.get(&publisher) else { return };
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         let Role::Publisher { tracks, .. } = &peer.role else { return };
@@ -958,12 +1232,29 @@ impl MediaCore {
         info: &sr::SenderInfo,
         tx: &mut TxQueue,
     ) {
-        let MediaCore { router, peers, stats, .. } = self;
-        let Some(Some(publisher)) = peers.get_mut(slot as usize) else { return };
-        let Role::Publisher { tracks, .. } = &mut publisher.role else { return };
-        let Some(t) = tracks.iter_mut().find(|t| t.ssrc == Some(info.ssrc)) else { return };
+        let Some(Some(publisher)) = self.peers.get_mut(slot as usize) else { return };
+        let id = publisher.id;
+        let Role::Publisher { tracks, mirrored_to, .. } = &mut publisher.role else { return };
+        let Some(i) = tracks.iter().position(|t| t.ssrc == Some(info.ssrc)) else { return };
+        let t = &mut tracks[i];
         t.stats.on_sender_report(now, info.ntp_time);
         let track = t.track;
+        if let Some(mesh) = self.mesh.as_mut() {
+            let bytes = encode_sr(info);
+            for &to in mirrored_to.iter() {
+                if mesh.push(to, msg::SR, i as u8, id.0, &bytes) {
+                    stat!(self.stats, mesh_out);
+                } else {
+                    self.stats.count_drop(MediaDrop::MeshFull);
+                }
+            }
+        }
+        self.relay_sr(track, info, tx);
+    }
+
+    /// The publisher's sender report of `track`, translated for each consumer of it here.
+    fn relay_sr(&mut self, track: TrackId, info: &sr::SenderInfo, tx: &mut TxQueue) {
+        let MediaCore { router, peers, stats, .. } = self;
         for s in router.subscribers(track) {
             if s.rewriter.source_ssrc() != Some(info.ssrc) {
                 continue;
@@ -1023,7 +1314,7 @@ impl MediaCore {
         let Some(Some(peer)) = peers.get_mut(slot as usize) else { return };
         let Peer { srtp_out, remote, local_ip, role, rtcp_ssrc, next_report, next_twcc, .. } = peer;
         let (Some(dst), Some(srtp)) = (*remote, srtp_out.as_mut()) else { return };
-        let Role::Publisher { tracks, twcc } = role else { return };
+        let Role::Publisher { tracks, twcc, .. } = role else { return };
         let sender = *rtcp_ssrc;
         if now >= *next_twcc {
             *next_twcc = now + twcc_interval;
@@ -1106,6 +1397,12 @@ impl MediaCore {
                 self.publisher_feedback(slot, now, tx);
             }
         }
+        if self.mirrors.values().any(|m| !m.attached) {
+            self.reattach_mirrors();
+        }
+        if !self.mesh_backlog.is_empty() {
+            self.flush_mesh_backlog();
+        }
         self.next_tick = now + self.settings.tick;
     }
 }
@@ -1144,9 +1441,17 @@ impl ShardCore for MediaCore {
                 remote_fingerprint,
                 dtls_role,
                 tracks,
-            } => {
-                self.add_subscriber(now, id, publisher, ice, remote_fingerprint, dtls_role, tracks)
-            }
+                origin,
+            } => self.add_subscriber(
+                now,
+                id,
+                publisher,
+                ice,
+                remote_fingerprint,
+                dtls_role,
+                tracks,
+                origin,
+            ),
             ShardCommand::RestartPublisher {
                 id,
                 ice,
@@ -1181,6 +1486,44 @@ impl ShardCore for MediaCore {
     fn poll_event(&mut self) -> Option<ShardEvent> {
         self.events.pop_front()
     }
+
+    fn has_mesh_input(&self) -> bool {
+        MediaCore::has_mesh_input(self)
+    }
+
+    fn handle_mesh(&mut self, now: Instant, tx: &mut TxQueue) -> bool {
+        MediaCore::handle_mesh(self, now, tx)
+    }
+
+    fn flush_mesh(&mut self) {
+        MediaCore::flush_mesh(self)
+    }
+}
+
+/// A sender report's fields for the mesh: SSRC, NTP time, RTP timestamp, packet and octet
+/// counts, big-endian (24 bytes).
+fn encode_sr(info: &sr::SenderInfo) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[0..4].copy_from_slice(&info.ssrc.to_be_bytes());
+    b[4..12].copy_from_slice(&info.ntp_time.to_be_bytes());
+    b[12..16].copy_from_slice(&info.rtp_timestamp.to_be_bytes());
+    b[16..20].copy_from_slice(&info.packet_count.to_be_bytes());
+    b[20..24].copy_from_slice(&info.octet_count.to_be_bytes());
+    b
+}
+
+fn decode_sr(b: &[u8]) -> Option<sr::SenderInfo> {
+    let b: &[u8; 24] = b.try_into().ok()?;
+    let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut ntp = [0u8; 8];
+    ntp.copy_from_slice(&b[4..12]);
+    Some(sr::SenderInfo {
+        ssrc: u32_at(0),
+        ntp_time: u64::from_be_bytes(ntp),
+        rtp_timestamp: u32_at(12),
+        packet_count: u32_at(16),
+        octet_count: u32_at(20),
+    })
 }
 
 // ---------------------------------------------------------------------- helpers

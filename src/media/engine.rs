@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use super::core::{CoreSettings, MediaCore};
 use super::shard::MediaShard;
 use super::stats::{MediaStats, MediaStatsSnapshot};
-use super::{IceParams, InTrack, OutTrack, PeerId, ShardCommand, ShardEvent};
+use super::{IceParams, InTrack, Origin, OutTrack, PeerId, ShardCommand, ShardEvent};
 use crate::config::Config;
 use crate::control::media::{Caller, ControlHandle, MediaCommand, MediaEvent};
 use crate::control::registry::Role;
@@ -29,6 +29,11 @@ use crate::sdp::{
     self, LocalTransport, Negotiated, NegotiatedMedia, OutgoingTrack, SdpError, VideoCodecPolicy,
 };
 use crate::shard::ShardStats;
+use crate::shard::mesh::{MeshPort, mesh};
+
+/// Messages per ring between two shards (packets of mirrored publishers, ~1.5 KiB a slot,
+/// memory touched only as it is used): ~20 ms of a 10k packets/s stream of publishers.
+const MESH_RING: usize = 256;
 use crate::signaling::{Params, RpcError, code};
 
 /// Why the media engine could not start.
@@ -48,6 +53,8 @@ struct Owner {
     /// The stream it publishes or receives.
     stream: String,
     publisher: bool,
+    /// The shard its transport is on.
+    shard: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +72,8 @@ struct Published {
 /// The transport of a new subscriber leg.
 struct Link {
     id: PeerId,
+    /// The shard it is placed on.
+    shard: usize,
     ice: IceParams,
     fp: Fingerprint,
     dtls_role: DtlsRole,
@@ -78,6 +87,8 @@ struct PendingOffer {
     ice_pwd: String,
     /// Publisher track index of each offered m-line.
     sources: Vec<usize>,
+    /// The shard the offer's candidates name (where the leg will be).
+    shard: usize,
 }
 
 #[derive(Default)]
@@ -97,13 +108,49 @@ struct State {
     /// What a client-offer subscriber leg was answered with, for a renegotiation of its
     /// transport ([`MediaEngine::resubscribe`]).
     legs: HashMap<PeerId, AnsweredLeg>,
+    /// Peers (publishers and subscriber legs) per shard: the load subscribers are placed by.
+    shard_peers: Vec<usize>,
+    /// Subscriber legs of each session on its home shard (`[media] spread_threshold`).
+    home_legs: HashMap<String, usize>,
 }
 
 impl State {
+    /// Records a peer's owner and counts it on its shard.
+    fn adopt(&mut self, id: PeerId, owner: Owner) {
+        if let Some(n) = self.shard_peers.get_mut(owner.shard) {
+            *n += 1;
+        }
+        if !owner.publisher && self.session_shard.get(&owner.session) == Some(&owner.shard) {
+            *self.home_legs.entry(owner.session.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.owners.insert(id, owner) {
+            self.uncount(&old);
+        }
+    }
+
+    fn uncount(&mut self, o: &Owner) {
+        if let Some(n) = self.shard_peers.get_mut(o.shard) {
+            *n = n.saturating_sub(1);
+        }
+        if !o.publisher
+            && self.session_shard.get(&o.session) == Some(&o.shard)
+            && let Some(n) = self.home_legs.get_mut(&o.session)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     /// Forgets a peer's owner (and what its leg was answered with).
     fn forget(&mut self, id: &PeerId) -> Option<Owner> {
         self.legs.remove(id);
-        self.owners.remove(id)
+        let o = self.owners.remove(id)?;
+        self.uncount(&o);
+        Some(o)
+    }
+
+    /// The shard of a peer (0 when unknown: a single-shard engine).
+    fn shard_of_peer(&self, id: &PeerId) -> usize {
+        self.owners.get(id).map_or(0, |o| o.shard)
     }
 }
 
@@ -253,14 +300,21 @@ impl MediaEngine {
         };
         let core_stats = stats.clone();
         let hosts_turn = turn.is_some();
+        // The shard mesh: each shard's thread takes its own port when it builds its core.
+        let ports: Mutex<Vec<Option<MeshPort>>> =
+            Mutex::new(mesh(n, MESH_RING).into_iter().map(Some).collect());
         let shards = spawn_shards(&cfg, move |info| {
-            let media = MediaCore::new(
+            let mut media = MediaCore::new(
                 info.local_addr,
                 ctx.clone(),
                 settings.clone(),
                 core_stats[info.index % core_stats.len()].clone(),
                 Instant::now(),
             );
+            if let Some(mut port) = lock(&ports).get_mut(info.index).and_then(Option::take) {
+                port.set_wakes(info.wakes.clone());
+                media = media.with_mesh(port);
+            }
             MediaShard::new(media, turn.as_ref().map(|f| f(info.index, info.local_addr)))
         })?;
         let ips = candidate_ips(&cfg);
@@ -284,7 +338,7 @@ impl MediaEngine {
             candidates,
             stats,
             shard_stats,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { shard_peers: vec![0; n], ..State::default() }),
             hosts_turn,
             trickle_ready: tokio::sync::Notify::new(),
         }))
@@ -381,6 +435,21 @@ impl MediaEngine {
         s
     }
 
+    /// The shard of a new subscriber leg of `session`: its home shard while the session has
+    /// fewer than `[media] spread_threshold` legs there, then the shard with the fewest peers
+    /// (the home shard on a tie).
+    fn place_subscriber(&self, st: &mut State, session: &str) -> usize {
+        let n = self.candidates.len().max(1);
+        let home = Self::shard_of(st, n, session);
+        let at_home = st.home_legs.get(session).copied().unwrap_or(0);
+        if n == 1 || at_home < self.cfg.media.spread_threshold {
+            return home;
+        }
+        (0..n)
+            .min_by_key(|&i| (st.shard_peers.get(i).copied().unwrap_or(0), i != home))
+            .unwrap_or(home)
+    }
+
     fn local_transport(&self, shard: usize, ufrag: &str, pwd: &str) -> LocalTransport {
         LocalTransport {
             ice_ufrag: ufrag.to_string(),
@@ -397,12 +466,17 @@ impl MediaEngine {
         PeerId(st.next_peer)
     }
 
-    /// Allocates a peer id, ICE credentials and the session's shard.
-    fn new_peer(&self, session: &str) -> (PeerId, usize, String, String) {
+    /// Allocates a peer id, ICE credentials and its shard: the session's home shard for a
+    /// publisher, [`MediaEngine::place_subscriber`]'s choice for a subscriber leg.
+    fn new_peer(&self, session: &str, publisher: bool) -> (PeerId, usize, String, String) {
         let n = self.candidates.len();
         let mut st = lock(&self.state);
         let id = Self::next_id(&mut st);
-        let shard = Self::shard_of(&mut st, n, session);
+        let shard = if publisher {
+            Self::shard_of(&mut st, n, session)
+        } else {
+            self.place_subscriber(&mut st, session)
+        };
         (id, shard, random_string(8), random_string(24))
     }
 
@@ -552,7 +626,7 @@ impl MediaEngine {
         let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
         let fp = remote_fingerprint(&offer)?;
         let policy = self.policy(control, &caller.session_id);
-        let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id);
+        let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id, true);
         let local = self.local_transport(shard, &ufrag, &pwd);
         let neg = sdp::answer_publish(&offer, &local, policy).map_err(sdp_error)?;
         let tracks: Vec<InTrack> = neg.media.iter().map(in_track).collect();
@@ -568,13 +642,14 @@ impl MediaEngine {
         };
         {
             let mut st = lock(&self.state);
-            st.owners.insert(
+            st.adopt(
                 id,
                 Owner {
                     session: caller.session_id.clone(),
                     connection: caller.connection_id.clone(),
                     stream: stream_id.clone(),
                     publisher: true,
+                    shard,
                 },
             );
             st.published.insert(
@@ -688,13 +763,13 @@ impl MediaEngine {
             return Ok(answer);
         }
         let (publisher, outgoing) = self.outgoing(caller, stream)?;
-        let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id);
+        let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id, false);
         let local = self.local_transport(shard, &ufrag, &pwd);
         let neg = sdp::answer_subscribe(&offer, &local, &outgoing).map_err(sdp_error)?;
         let tracks = out_tracks(&neg.media, &outgoing);
         let ice =
             IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
-        let link = Link { id, ice, fp, dtls_role: DtlsRole::Server };
+        let link = Link { id, shard, ice, fp, dtls_role: DtlsRole::Server };
         self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
         let connection_of = (fp, offer.origin_session);
         lock(&self.state).legs.insert(id, AnsweredLeg { connection_of, outgoing });
@@ -725,7 +800,7 @@ impl MediaEngine {
             };
             let published = st.published.get(&(caller.session_id.clone(), stream.to_string()));
             let Some(p) = published else { return Ok(None) };
-            (id, leg, p.shard, p.connection.clone())
+            (id, leg, st.shard_of_peer(&id), p.connection.clone())
         };
         let (ufrag, pwd) = (random_string(8), random_string(24));
         let local = self.local_transport(shard, &ufrag, &pwd);
@@ -747,13 +822,14 @@ impl MediaEngine {
     ) -> Result<Value, RpcError> {
         let (publisher, outgoing) = self.outgoing(caller, stream)?;
         let (ufrag, pwd) = (random_string(8), random_string(24));
-        let local = self.local_transport(publisher.shard, &ufrag, &pwd);
+        let shard = self.place_subscriber(&mut lock(&self.state), &caller.session_id);
+        let local = self.local_transport(shard, &ufrag, &pwd);
         let offer = sdp::offer_subscribe(&local, &outgoing);
         let sdp_offer = offer.sdp.clone();
         let sources = (0..outgoing.len()).collect();
         lock(&self.state).pending.insert(
             (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string()),
-            PendingOffer { offer, ice_ufrag: ufrag, ice_pwd: pwd, sources },
+            PendingOffer { offer, ice_ufrag: ufrag, ice_pwd: pwd, sources, shard },
         );
         let endpoint = format!("{}_{stream}", caller.connection_id);
         self.trickle_candidates(caller, &publisher.connection, &endpoint, &sdp_offer);
@@ -800,7 +876,7 @@ impl MediaEngine {
         // `accept_subscribe_answer` allowed only active or passive.
         let dtls_role =
             if answer.setup == sdp::Setup::Passive { DtlsRole::Client } else { DtlsRole::Server };
-        let link = Link { id, ice, fp, dtls_role };
+        let link = Link { id, shard: pending.shard, ice, fp, dtls_role };
         self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
         Ok(json!({}))
     }
@@ -814,17 +890,25 @@ impl MediaEngine {
         link: Link,
         tracks: Vec<OutTrack>,
     ) -> Result<(), RpcError> {
-        let Link { id, ice, fp, dtls_role } = link;
+        let Link { id, shard, ice, fp, dtls_role } = link;
         let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
         // A new subscription to the same stream replaces the old one (re-subscribe, reconnect).
         // (Taken out first: in an `if let` scrutinee the guard would live through the block.)
-        let old = lock(&self.state).subscribed.remove(&key);
-        if let Some(old) = old {
-            let _ = self.send(publisher.shard, ShardCommand::RemovePeer { id: old });
+        let old = {
+            let mut st = lock(&self.state);
+            st.subscribed.remove(&key).map(|old| (st.shard_of_peer(&old), old))
+        };
+        if let Some((old_shard, old)) = old {
+            let _ = self.send(old_shard, ShardCommand::RemovePeer { id: old });
             lock(&self.state).forget(&old);
         }
+        // A leg on another shard than its publisher's gets it through the shard mesh.
+        let origin = (shard != publisher.shard).then(|| Origin {
+            shard: publisher.shard,
+            tracks: publisher.media.iter().map(in_track).collect(),
+        });
         self.send(
-            publisher.shard,
+            shard,
             ShardCommand::AddSubscriber {
                 id,
                 publisher: publisher.id,
@@ -832,24 +916,26 @@ impl MediaEngine {
                 remote_fingerprint: fp,
                 dtls_role,
                 tracks,
+                origin,
             },
         )?;
         if let Err(e) = control.add_subscriber(caller, stream) {
-            let _ = self.send(publisher.shard, ShardCommand::RemovePeer { id });
+            let _ = self.send(shard, ShardCommand::RemovePeer { id });
             return Err(e);
         }
         let mut st = lock(&self.state);
         st.subscribed.insert(key, id);
-        st.owners.insert(
+        st.adopt(
             id,
             Owner {
                 session: caller.session_id.clone(),
                 connection: caller.connection_id.clone(),
                 stream: stream.to_string(),
                 publisher: false,
+                shard,
             },
         );
-        tracing::info!(session = %caller.session_id, stream, subscriber = %caller.connection_id, peer = id.0, "subscribing");
+        tracing::info!(session = %caller.session_id, stream, subscriber = %caller.connection_id, peer = id.0, shard, publisher_shard = publisher.shard, "subscribing");
         Ok(())
     }
 
@@ -862,7 +948,6 @@ impl MediaEngine {
         {
             let mut st = lock(&self.state);
             let st = &mut *st;
-            let shard_of = |st: &State, s: &str| st.session_shard.get(s).copied().unwrap_or(0);
             match &cmd {
                 MediaCommand::ReleasePublisher { session_id, stream_id, .. } => {
                     if let Some(p) = st.published.remove(&(session_id.clone(), stream_id.clone())) {
@@ -874,10 +959,9 @@ impl MediaEngine {
                         .filter(|(s, _, st_id)| s == session_id && st_id == stream_id)
                         .cloned()
                         .collect();
-                    let shard = shard_of(st, session_id);
                     for k in subs {
                         if let Some(id) = st.subscribed.remove(&k) {
-                            doomed.push((shard, id));
+                            doomed.push((st.shard_of_peer(&id), id));
                         }
                     }
                     st.pending.retain(|(s, _, st_id), _| !(s == session_id && st_id == stream_id));
@@ -885,7 +969,7 @@ impl MediaEngine {
                 MediaCommand::ReleaseSubscriber { session_id, subscriber, stream_id } => {
                     let key = (session_id.clone(), subscriber.clone(), stream_id.clone());
                     if let Some(id) = st.subscribed.remove(&key) {
-                        doomed.push((shard_of(st, session_id), id));
+                        doomed.push((st.shard_of_peer(&id), id));
                     }
                 }
                 MediaCommand::ReleaseConnection { session_id, connection_id } => {
@@ -895,7 +979,6 @@ impl MediaEngine {
                         .filter(|((s, _), p)| s == session_id && &p.connection == connection_id)
                         .map(|(k, _)| k.clone())
                         .collect();
-                    let shard = shard_of(st, session_id);
                     for k in &streams {
                         if let Some(p) = st.published.remove(k) {
                             doomed.push((p.shard, p.id));
@@ -913,13 +996,12 @@ impl MediaEngine {
                         .collect();
                     for k in subs {
                         if let Some(id) = st.subscribed.remove(&k) {
-                            doomed.push((shard, id));
+                            doomed.push((st.shard_of_peer(&id), id));
                         }
                     }
                     st.pending.retain(|(s, sub, _), _| !(s == session_id && sub == connection_id));
                 }
                 MediaCommand::CloseSession { session_id } => {
-                    let shard = shard_of(st, session_id);
                     let pubs: Vec<_> =
                         st.published.keys().filter(|(s, _)| s == session_id).cloned().collect();
                     for k in pubs {
@@ -931,15 +1013,19 @@ impl MediaEngine {
                         st.subscribed.keys().filter(|(s, _, _)| s == session_id).cloned().collect();
                     for k in subs {
                         if let Some(id) = st.subscribed.remove(&k) {
-                            doomed.push((shard, id));
+                            doomed.push((st.shard_of_peer(&id), id));
                         }
                     }
                     st.pending.retain(|(s, _, _), _| s != session_id);
-                    st.session_shard.remove(session_id);
                 }
             }
             for (_, id) in &doomed {
                 st.forget(id);
+            }
+            if let MediaCommand::CloseSession { session_id } = &cmd {
+                // After the legs were uncounted against it.
+                st.session_shard.remove(session_id);
+                st.home_legs.remove(session_id);
             }
         }
         for (shard, id) in doomed {

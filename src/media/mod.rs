@@ -13,8 +13,14 @@
 //!   JSON-RPC methods (SDP offer/answer with [`crate::sdp`], ICE credentials, the session's
 //!   shard), sends [`ShardCommand`]s down and turns [`ShardEvent`]s into notifications.
 //!
-//! Every session lives on one shard (chosen when its first peer is created), so a publisher's
-//! packets fan out to its subscribers without leaving the thread.
+//! A session's publishers live on its home shard (chosen when its first peer is created);
+//! its subscribers on the home shard until the session has `[media] spread_threshold`
+//! subscriber legs there, then each new one on the least-loaded shard. A publisher with
+//! consumers on other shards is *mirrored* there: its home shard decrypts each packet once and
+//! copies it once per such shard into the shard mesh ([`crate::shard::mesh`]); the mirror
+//! producer on the other shard fans it out to its consumers as if the publisher were local,
+//! keeps its own retransmission ring (NACKs are answered there), sends keyframe requests back
+//! and forwards the publisher's sender reports.
 //!
 //! `feedback.rs` holds the receiver-side RTCP state a publisher needs from its SFU (receiver
 //! reports, NACKs for its losses, transport-wide congestion feedback).
@@ -86,6 +92,15 @@ pub struct OutTrack {
     pub ext: ExtIds,
 }
 
+/// Where a subscriber's publisher runs when it is not on the subscriber's shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The publisher's shard.
+    pub shard: usize,
+    /// The publisher's tracks, as in its [`ShardCommand::AddPublisher`].
+    pub tracks: Vec<InTrack>,
+}
+
 /// Control plane → media shard.
 #[derive(Debug, Clone)]
 pub enum ShardCommand {
@@ -106,6 +121,10 @@ pub enum ShardCommand {
         /// browsers), `Client` when a server offer was answered `passive`.
         dtls_role: DtlsRole,
         tracks: Vec<OutTrack>,
+        /// `None`: the publisher is on this shard. Otherwise the shard it is on and its tracks:
+        /// this shard mirrors it (one mirror producer per publisher, shared by every consumer
+        /// of it here) and its origin shard copies each packet here through the shard mesh.
+        origin: Option<Origin>,
     },
     /// A publisher renegotiated its transport (`reconnectStream`): new ICE credentials and
     /// DTLS association, same tracks; subscribers keep their SSRCs and continuous sequence

@@ -100,6 +100,21 @@ impl ShardCore for MediaShard {
         }
     }
 
+    fn has_mesh_input(&self) -> bool {
+        self.media.has_mesh_input()
+    }
+
+    fn handle_mesh(&mut self, now: Instant, tx: &mut TxQueue) -> bool {
+        let mark = tx.pending_len();
+        let done = self.media.handle_mesh(now, tx);
+        self.reroute(now, mark, tx);
+        done
+    }
+
+    fn flush_mesh(&mut self) {
+        self.media.flush_mesh();
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         let turn = self.turn.as_ref().and_then(|t| t.poll_timeout());
         match (self.media.poll_timeout(), turn) {

@@ -25,10 +25,12 @@ pub enum MediaDrop {
     UnknownTrack,
     /// A send slot could not be had (pool exhausted) or the packet did not fit.
     TxFull,
+    /// The shard mesh's ring to another shard was full (that shard is behind).
+    MeshFull,
 }
 
 impl MediaDrop {
-    pub const ALL: [MediaDrop; 9] = [
+    pub const ALL: [MediaDrop; 10] = [
         MediaDrop::Unclassified,
         MediaDrop::StunUnknown,
         MediaDrop::StunRejected,
@@ -38,6 +40,7 @@ impl MediaDrop {
         MediaDrop::Malformed,
         MediaDrop::UnknownTrack,
         MediaDrop::TxFull,
+        MediaDrop::MeshFull,
     ];
 
     /// A metric label.
@@ -52,6 +55,7 @@ impl MediaDrop {
             MediaDrop::Malformed => "malformed",
             MediaDrop::UnknownTrack => "unknown_track",
             MediaDrop::TxFull => "tx_full",
+            MediaDrop::MeshFull => "mesh_full",
         }
     }
 }
@@ -134,6 +138,13 @@ counters! {
     rtcp_in,
     /// RTCP packets sent (reports, feedback).
     rtcp_out,
+    /// Producers of other shards mirrored on this shard now (they have consumers here).
+    mirrors,
+    /// Messages this shard wrote to other shards (publisher packets, sender reports,
+    /// keyframe requests).
+    mesh_out,
+    /// Messages read from other shards.
+    mesh_in,
 }
 
 impl MediaStats {

@@ -175,6 +175,7 @@ fn consent_expiry_removes_a_subscriber_but_keeps_a_publishers_tracks() {
                 rtx: Some((97, 6666)),
                 ext: ExtIds::default(),
             }],
+            origin: None,
         },
         &mut tx,
     );
@@ -189,6 +190,7 @@ fn consent_expiry_removes_a_subscriber_but_keeps_a_publishers_tracks() {
             remote_fingerprint: fp(),
             dtls_role: crate::dtls::DtlsRole::Server,
             tracks: vec![],
+            origin: None,
         },
         &mut tx,
     );

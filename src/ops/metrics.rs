@@ -503,7 +503,7 @@ impl Metrics {
         let rows: Vec<(Labels, MediaStatsSnapshot)> =
             snaps.iter().map(|(i, m)| (vec![("shard", i.clone())], *m)).collect();
         drop(media);
-        let fields: [Family<MediaStatsSnapshot>; 18] = [
+        let fields: [Family<MediaStatsSnapshot>; 21] = [
             ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
                 m.publishers
             }),
@@ -581,6 +581,21 @@ impl Metrics {
             ),
             ("ringsfu_shard_rtcp_in_total", "counter", "RTCP packets received.", |m| m.rtcp_in),
             ("ringsfu_shard_rtcp_out_total", "counter", "RTCP packets sent.", |m| m.rtcp_out),
+            (
+                "ringsfu_shard_mirror_producers",
+                "gauge",
+                "Publishers of other shards mirrored on this shard for its consumers.",
+                |m| m.mirrors,
+            ),
+            (
+                "ringsfu_shard_mesh_out_total",
+                "counter",
+                "Messages written to other shards (packets, sender reports, keyframe requests).",
+                |m| m.mesh_out,
+            ),
+            ("ringsfu_shard_mesh_in_total", "counter", "Messages read from other shards.", |m| {
+                m.mesh_in
+            }),
         ];
         families(o, &rows, &fields);
         header(

@@ -89,6 +89,11 @@ pub(crate) struct CommandQueue<T> {
 }
 
 impl<T> CommandQueue<T> {
+    /// A handle that wakes this shard (for other shards' mesh writers).
+    pub fn shard_wake(&self) -> super::mesh::ShardWake {
+        super::mesh::ShardWake(self.wake.clone())
+    }
+
     pub fn pop(&mut self) -> Option<T> {
         self.rx.pop().ok()
     }

@@ -21,6 +21,9 @@
 //!    (decrypt in place). A GRO-coalesced buffer is split by the shell: the core always gets one
 //!    datagram per call. The buffer goes back to the kernel as soon as the call returns; a core
 //!    that wants to keep bytes copies them. Drain [`ShardCore::poll_event`] after each call.
+//!    Then (4b) messages other shards' cores wrote to this one through the shard mesh
+//!    ([`ShardCore::handle_mesh`], one at a time, bounded by the same per-turn work and with
+//!    the same mid-turn transmit relief).
 //! 5. Transmit: everything the core committed to the [`TxQueue`] during steps 2-4 is turned into
 //!    kernel sends once per turn (io_uring SENDMSG SQEs or one `sendmmsg`), consecutive packets
 //!    of equal size to one destination coalesced into one UDP GSO send. A slot lent to the kernel
@@ -31,7 +34,8 @@
 //!    Socket requests ([`ShardCore::poll_socket_op`]) are drained with the events and carried
 //!    out before the turn's sends: a socket opened while handling a datagram is bound before
 //!    the answer to that datagram leaves.
-//! 6. Publish counters, wake the control plane if events were queued, ask
+//! 6. Wake the shards this core wrote to ([`ShardCore::flush_mesh`]), publish counters, wake
+//!    the control plane if events were queued, ask
 //!    [`ShardCore::poll_timeout`] for the next deadline and sleep in the kernel until a datagram,
 //!    a command wake or that deadline (capped at one second so the turn counter, the stuck-loop
 //!    indicator, keeps moving).
@@ -59,6 +63,7 @@
 
 mod channel;
 mod eventfd;
+pub mod mesh;
 pub(crate) mod stats;
 mod tx;
 
@@ -155,6 +160,22 @@ pub trait ShardCore: 'static {
     fn poll_event(&mut self) -> Option<Self::Event> {
         None
     }
+
+    /// Whether messages from other shards wait in this core's mesh rings
+    /// ([`mesh::MeshPort`]); the shell does not sleep while they do.
+    fn has_mesh_input(&self) -> bool {
+        false
+    }
+
+    /// One message from another shard's core (the mesh), if one waits: handled like a
+    /// datagram (step 4b of the run loop, bounded by the same per-turn work). False when none
+    /// waited.
+    fn handle_mesh(&mut self, _now: Instant, _tx: &mut TxQueue) -> bool {
+        false
+    }
+
+    /// Before the shell sleeps (step 6): wake the shards this core wrote to this turn.
+    fn flush_mesh(&mut self) {}
 
     /// The next socket to open or close, if any; drained with the events.
     fn poll_socket_op(&mut self) -> Option<SocketOp> {

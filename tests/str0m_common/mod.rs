@@ -24,6 +24,13 @@ pub struct Peer {
     /// SRTP and SRTCP datagrams received (first byte 128..=191, RFC 7983), whatever str0m
     /// made of them.
     pub rtp_datagrams: u64,
+    /// Loss on the way in: every `n`-th SRTP (not SRTCP) datagram is thrown away before str0m
+    /// sees it (0: none), so str0m NACKs the gap.
+    pub drop_every: u64,
+    /// SRTP datagrams thrown away by `drop_every`.
+    pub dropped: u64,
+    /// Keyframe requests (PLI/FIR) str0m received as a sender.
+    pub keyframe_requests: u64,
 }
 
 impl Peer {
@@ -47,6 +54,9 @@ impl Peer {
             frames: Vec::new(),
             mids: BTreeMap::new(),
             rtp_datagrams: 0,
+            drop_every: 0,
+            dropped: 0,
+            keyframe_requests: 0,
         }
     }
 
@@ -86,6 +96,7 @@ impl Peer {
                     let kind = self.mids.get(&d.mid).copied().unwrap_or(MediaKind::Audio);
                     self.frames.push((kind, d.data.to_vec()));
                 }
+                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
                 Output::Event(_) => {}
             }
         }
@@ -99,6 +110,15 @@ impl Peer {
                 Ok((n, source)) => {
                     if (128..=191).contains(&buf[0]) {
                         self.rtp_datagrams += 1;
+                        // RTCP packet types 192..=223 in the second byte (RFC 5761).
+                        let rtcp = n > 1 && (192..=223).contains(&buf[1]);
+                        if !rtcp
+                            && self.drop_every > 0
+                            && self.rtp_datagrams.is_multiple_of(self.drop_every)
+                        {
+                            self.dropped += 1;
+                            continue;
+                        }
                     }
                     let input = Input::Receive(
                         Instant::now(),
@@ -127,6 +147,16 @@ impl Peer {
         let answer = self.rtc.sdp_api().accept_offer(offer).expect("offer accepted");
         self.drain();
         answer.to_sdp_string()
+    }
+
+    /// Asks the sender of our `kind` media for a keyframe (a PLI).
+    pub fn request_keyframe(&mut self, kind: MediaKind) {
+        let mid = *self.mids.iter().find(|(_, k)| **k == kind).expect("mid").0;
+        let mut writer = self.rtc.writer(mid).expect("writer");
+        writer
+            .request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
+            .expect("keyframe request");
+        self.drain();
     }
 
     pub fn write(&mut self, kind: MediaKind, n: u64, data: &[u8]) {

@@ -205,23 +205,36 @@ impl<C: ShardCore> EpollShard<C> {
 
     /// Step 4: the batch an earlier turn left, then recvmmsg batches from the ready sockets,
     /// until drained, the budget is spent or the turn's work is ([`Driver::work_spent`]).
+    /// Then (step 4b) the messages other shards handed over, within the same work budget.
     fn receive(&mut self, now: Instant) {
         self.drv.start_receiving(now);
         let mut done = 0;
+        self.receive_datagrams(now, &mut done);
+        let limit = done + self.drv.budget;
+        while done < limit && self.drv.mesh_message(now, done) {
+            done += 1;
+            if self.drv.tx_low() {
+                self.drv.tally.tx_reliefs += 1;
+                self.flush_sends();
+            }
+        }
+    }
+
+    fn receive_datagrams(&mut self, now: Instant, done: &mut usize) {
         if let Some((next, got, at)) = self.rx_carry.take()
-            && !self.handle_batch(now, at, next, got, &mut done)
+            && !self.handle_batch(now, at, next, got, done)
         {
             return;
         }
         let mut k = 0;
-        while k < self.ready.len() && done < self.drv.budget && !self.drv.work_spent() {
+        while k < self.ready.len() && *done < self.drv.budget && !self.drv.work_spent() {
             let id = self.ready[k];
             let Some(Some(sk)) = self.socks.get(id as usize) else {
                 self.ready.swap_remove(k);
                 continue;
             };
             let (fd, port) = (sk.fd, sk.port);
-            let drained = self.receive_from(now, fd, (SocketId(id), port), &mut done);
+            let drained = self.receive_from(now, fd, (SocketId(id), port), done);
             if drained {
                 if let Some(Some(sk)) = self.socks.get_mut(id as usize) {
                     sk.ready = false;
@@ -458,6 +471,7 @@ impl<C: ShardCore> EpollShard<C> {
             self.socket_ops(started);
             self.flush_sends();
 
+            self.drv.flush_mesh();
             let wait = if !self.ready.is_empty() || self.rx_carry.is_some() {
                 std::time::Duration::ZERO
             } else {

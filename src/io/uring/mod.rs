@@ -689,6 +689,7 @@ impl<C: ShardCore> UringShard<C> {
             self.bufs.publish();
             self.arm();
 
+            self.drv.flush_mesh();
             let ready = !self.ring.completion().is_empty() || self.cq_head < self.cqes.len();
             let wait = if ready { Duration::ZERO } else { self.drv.wait_timeout(started) };
             let before_wait = Instant::now();
@@ -728,6 +729,16 @@ impl<C: ShardCore> UringShard<C> {
                 self.cq_head += 1;
                 handled += 1;
                 self.on_recv(now, ud as u32, res, flags);
+                if self.drv.tx_low() {
+                    self.relieve_tx();
+                }
+            }
+            // Step 4b: what other shards handed over, within the same work budget.
+            let mut from_mesh = 0;
+            while handled + from_mesh < 2 * budget
+                && self.drv.mesh_message(now, handled + from_mesh)
+            {
+                from_mesh += 1;
                 if self.drv.tx_low() {
                     self.relieve_tx();
                 }

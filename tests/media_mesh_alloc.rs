@@ -1,0 +1,305 @@
+//! The cross-shard path does not allocate: two media cores joined by a shard mesh, a connected
+//! publisher on the first and a connected subscriber of it on the second (brought up the real
+//! way: an authenticated ICE check and a DTLS handshake each, in memory). Once the mirror is
+//! attached, every publisher packet (decrypt on the origin, copy into the ring, fan-out on the
+//! destination, encrypt into a send slot) and every NACK answered from the destination's
+//! retransmission ring runs with zero heap allocations, counted by a global allocator; and what
+//! the subscriber receives decrypts to the publisher's payload.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ringsfu::dtls::{DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole};
+use ringsfu::media::{
+    CoreSettings, IceParams, InTrack, MediaCore, MediaStats, Origin, OutTrack, PeerId, ShardCommand,
+};
+use ringsfu::sdp::{ExtIds, MediaKind};
+use ringsfu::shard::mesh::mesh;
+use ringsfu::shard::{RecvMeta, ShardCore, TxQueue};
+use ringsfu::srtp::SrtpContext;
+use ringsfu::wire::rtcp::nack;
+use ringsfu::wire::{Class, IntegrityKey, RtpView, StunWriter, stun::Method};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same layout, forwarded.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` came from `alloc` with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const PUB_SSRC: u32 = 0x1111_0000;
+const OUT_SSRC: u32 = 0x2222_0000;
+const PAYLOAD: usize = 1000;
+
+fn server(i: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + i)
+}
+
+fn peer_addr(i: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 20, 0, i)), 5000)
+}
+
+fn meta(src: SocketAddr, dst: SocketAddr, len: usize) -> RecvMeta {
+    RecvMeta {
+        src,
+        dst_ip: Some(dst.ip()),
+        dst_port: dst.port(),
+        socket: ringsfu::shard::SocketId::MAIN,
+        len,
+        stride: len,
+    }
+}
+
+fn ice(i: u8) -> IceParams {
+    IceParams {
+        local_ufrag: format!("srv{i}"),
+        local_pwd: format!("server-password-{i:08}"),
+        remote_ufrag: format!("cli{i}"),
+    }
+}
+
+/// ICE check + DTLS handshake of peer `i` through `core` (on `srv`); the client's SRTP
+/// `(outbound, inbound)` contexts.
+fn connect(
+    core: &mut MediaCore,
+    srv: SocketAddr,
+    tx: &mut TxQueue,
+    client_ctx: &DtlsContext,
+    server_fp: ringsfu::dtls::Fingerprint,
+    i: u8,
+) -> (SrtpContext, SrtpContext) {
+    let now = Instant::now();
+    let addr = peer_addr(i);
+    let p = ice(i);
+    let mut buf = [0u8; 512];
+    let key = IntegrityKey::short_term(p.local_pwd.as_bytes());
+    let mut w = StunWriter::new(&mut buf, Class::Request, Method::BINDING, &[i; 12]).expect("stun");
+    w.username(&format!("{}:{}", p.local_ufrag, p.remote_ufrag))
+        .and_then(|w| w.priority(1))
+        .and_then(|w| w.ice_controlling(7))
+        .and_then(|w| w.use_candidate())
+        .and_then(|w| w.message_integrity(&key))
+        .and_then(|w| w.fingerprint())
+        .expect("stun attributes");
+    let n = w.finish();
+    core.handle_datagram(now, meta(addr, srv, n), &mut buf[..n], tx);
+    while tx.pop_pending(|_, _| ()).is_some() {}
+    let mut client = DtlsEndpoint::new(client_ctx, DtlsRole::Client, now, server_fp);
+    let mut out = vec![0u8; 2048];
+    for _ in 0..50 {
+        while let Some(n) = client.poll_transmit(&mut out) {
+            core.handle_datagram(now, meta(addr, srv, n), &mut out[..n], tx);
+        }
+        let mut replies = Vec::new();
+        while let Some(r) = tx.pop_pending(|m, b| (m.dst == addr).then(|| b.to_vec())) {
+            replies.extend(r);
+        }
+        for r in replies {
+            client.handle_packet(now, &r);
+        }
+        while let Some(ev) = client.poll_event() {
+            if let DtlsEvent::Connected { keying_material, .. } = ev {
+                return SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Client)
+                    .expect("srtp keys");
+            }
+        }
+    }
+    panic!("peer {i} did not connect");
+}
+
+fn video_in() -> InTrack {
+    InTrack {
+        kind: MediaKind::Video,
+        mid: "1".into(),
+        pt: 96,
+        clock_rate: 90_000,
+        rtx_pt: None,
+        ssrc: Some(PUB_SSRC),
+        rtx_ssrc: None,
+        ext: ExtIds::default(),
+        nack: false,
+        pli: true,
+        fir: false,
+        remb: false,
+        transport_cc: false,
+    }
+}
+
+fn packet(seq: u16, out: &mut SrtpContext, buf: &mut [u8]) -> usize {
+    buf[0] = 0x80;
+    buf[1] = 96;
+    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+    buf[4..8].copy_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    buf[8..12].copy_from_slice(&PUB_SSRC.to_be_bytes());
+    for (i, b) in buf[12..12 + PAYLOAD].iter_mut().enumerate() {
+        *b = (i as u16 ^ seq) as u8;
+    }
+    out.protect_rtp(buf, 12 + PAYLOAD, 12).expect("protect")
+}
+
+#[test]
+fn the_cross_shard_path_does_not_allocate() {
+    let now = Instant::now();
+    let server_ctx =
+        DtlsContext::new(DtlsCert::generate().expect("cert"), &DtlsConfig::default()).expect("ctx");
+    let server_fp = *server_ctx.cert().fingerprint();
+    let client_ctx =
+        DtlsContext::new(DtlsCert::generate().expect("cert"), &DtlsConfig::default()).expect("ctx");
+    let client_fp = *client_ctx.cert().fingerprint();
+    let mut ports = mesh(2, 64);
+    let (stats_a, stats_b) = (Arc::new(MediaStats::default()), Arc::new(MediaStats::default()));
+    let settings = CoreSettings::default();
+    let port_b = ports.pop().expect("port 1");
+    let port_a = ports.pop().expect("port 0");
+    let mut a =
+        MediaCore::new(server(0), server_ctx.clone(), settings.clone(), stats_a.clone(), now)
+            .with_mesh(port_a);
+    let mut b =
+        MediaCore::new(server(1), server_ctx, settings, stats_b.clone(), now).with_mesh(port_b);
+    let (mut tx_a, mut tx_b) = (TxQueue::new(256), TxQueue::new(256));
+
+    a.handle_command(
+        now,
+        ShardCommand::AddPublisher {
+            id: PeerId(1),
+            ice: ice(1),
+            remote_fingerprint: client_fp,
+            tracks: vec![video_in()],
+        },
+        &mut tx_a,
+    );
+    let (mut pub_out, _) = connect(&mut a, server(0), &mut tx_a, &client_ctx, server_fp, 1);
+    b.handle_command(
+        now,
+        ShardCommand::AddSubscriber {
+            id: PeerId(2),
+            publisher: PeerId(1),
+            ice: ice(2),
+            remote_fingerprint: client_fp,
+            dtls_role: DtlsRole::Server,
+            tracks: vec![OutTrack {
+                source: 0,
+                kind: MediaKind::Video,
+                mid: "1".into(),
+                pt: 96,
+                ssrc: OUT_SSRC,
+                rtx: None,
+                ext: ExtIds::default(),
+            }],
+            origin: Some(Origin { shard: 0, tracks: vec![video_in()] }),
+        },
+        &mut tx_b,
+    );
+    let (mut sub_out, mut sub_in) =
+        connect(&mut b, server(1), &mut tx_b, &client_ctx, server_fp, 2);
+    // The attach request crosses to the origin, its acknowledgement comes back; the keyframe
+    // request of the new subscriber goes to the origin, which sends the publisher a PLI.
+    assert!(a.handle_mesh(now, &mut tx_a), "attach request");
+    assert!(a.has_mesh_input(), "keyframe request");
+    while a.handle_mesh(now, &mut tx_a) {}
+    while b.handle_mesh(now, &mut tx_b) {}
+    assert_eq!(stats_b.snapshot().mirrors, 1);
+    assert!(stats_a.snapshot().pli_out >= 1, "{:?}", stats_a.snapshot());
+    while tx_a.pop_pending(|_, _| ()).is_some() {}
+    while tx_b.pop_pending(|_, _| ()).is_some() {}
+
+    let mut buf = vec![0u8; 2048];
+    let mut got = vec![0u8; 2048];
+    let mut forward = |seq: u16,
+                       a: &mut MediaCore,
+                       b: &mut MediaCore,
+                       tx_a: &mut TxQueue,
+                       tx_b: &mut TxQueue,
+                       buf: &mut [u8]| {
+        let n = packet(seq, &mut pub_out, buf);
+        a.handle_datagram(now, meta(peer_addr(1), server(0), n), &mut buf[..n], tx_a);
+        assert!(b.handle_mesh(now, tx_b), "packet {seq} crossed");
+    };
+    // Warm up: the rings, send pools and the mirror's retransmission ring see their first use.
+    for seq in 1..=50u16 {
+        forward(seq, &mut a, &mut b, &mut tx_a, &mut tx_b, &mut buf);
+        while tx_b.pop_pending(|_, _| ()).is_some() {}
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let mut received = 0usize;
+    for seq in 51..=1050u16 {
+        forward(seq, &mut a, &mut b, &mut tx_a, &mut tx_b, &mut buf);
+        while let Some(n) = tx_b.pop_pending(|m, p| {
+            assert_eq!(m.dst, peer_addr(2));
+            got[..p.len()].copy_from_slice(p);
+            p.len()
+        }) {
+            let len = sub_in.unprotect_rtp(&mut got[..n], 12).expect("subscriber decrypts");
+            let v = RtpView::parse(&got[..len]).expect("rtp");
+            assert_eq!(v.ssrc(), OUT_SSRC);
+            let p = v.payload();
+            assert_eq!(p.len(), PAYLOAD);
+            assert!(p.iter().enumerate().all(|(i, &x)| x == (i as u16 ^ seq) as u8));
+            received += 1;
+        }
+        while tx_a.pop_pending(|_, _| ()).is_some() {}
+    }
+    let during = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(received, 1000);
+    assert_eq!(during, 0, "allocations on the cross-shard packet path");
+
+    // A NACK from the subscriber for recent packets, answered from the mirror's ring on its
+    // own shard, also without allocating.
+    let mut rtcp = [0u8; 256];
+    let first_out = {
+        // The sequence numbers the subscriber saw: learn the last one.
+        let n = packet(1051, &mut pub_out, &mut buf);
+        a.handle_datagram(now, meta(peer_addr(1), server(0), n), &mut buf[..n], &mut tx_a);
+        assert!(b.handle_mesh(now, &mut tx_b));
+        let n = tx_b.pop_pending(|_, p| {
+            got[..p.len()].copy_from_slice(p);
+            p.len()
+        });
+        let len = sub_in.unprotect_rtp(&mut got[..n.expect("sent")], 12).expect("decrypts");
+        RtpView::parse(&got[..len]).expect("rtp").sequence_number()
+    };
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let n = nack::write_lost(
+        &mut rtcp[..200],
+        0x5555,
+        OUT_SSRC,
+        [first_out.wrapping_sub(3), first_out.wrapping_sub(1)],
+    )
+    .expect("nack");
+    let n = sub_out.protect_rtcp(&mut rtcp, n).expect("protect rtcp");
+    b.handle_datagram(
+        now + Duration::from_millis(5),
+        meta(peer_addr(2), server(1), n),
+        &mut rtcp[..n],
+        &mut tx_b,
+    );
+    let mut answered = 0;
+    while tx_b.pop_pending(|_, _| ()).is_some() {
+        answered += 1;
+    }
+    assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 0, "allocations answering a NACK");
+    assert_eq!(answered, 2, "two retransmissions from the destination's ring");
+    assert_eq!(stats_b.snapshot().rtx_out, 2);
+    assert!(stats_a.snapshot().mesh_out >= 1001);
+}
