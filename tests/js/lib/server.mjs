@@ -51,7 +51,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Starts ringsfu with `args` (extra CLI flags) and `env`; resolves once the REST API answers.
- * Returns { url, port, proc, logs(), stop() }.
+ * Returns { url, port, mediaPort, turnPort, proc, logs(), stop() }: `mediaPort` is
+ * `media.port_base` (media shard `i` listens on `mediaPort + i`) unless `args` sets it again.
  */
 export async function startServer({ args = [], env = {}, tls = false } = {}) {
   const port = await freePort();
@@ -89,6 +90,8 @@ export async function startServer({ args = [], env = {}, tls = false } = {}) {
   return {
     url,
     port,
+    mediaPort,
+    turnPort,
     proc,
     logs: () => logs.join(''),
     async stop() {
