@@ -246,6 +246,41 @@ pub fn rtp_rewrite(data: &[u8]) {
         assert_eq!(v.extension(e.id), Some(&expect_ext[..e.value.len()]));
     }
     assert_eq!(v.extensions().count(), orig.extensions().count());
+
+    // The writers: a header rebuilt from this packet for another receiver parses back with
+    // its fields, the source's CSRCs and the chosen elements; an RTX unwrap never panics and
+    // what it leaves parses.
+    use crate::wire::rtp_write::{HeaderFields, rtx_unwrap, write_header, write_rtx_payload};
+    let h = HeaderFields {
+        marker: seed & 2 == 2,
+        pt: (seed >> 16) as u8 & 0x7F,
+        seq: (seed >> 3) as u16,
+        ts: seed.rotate_left(7),
+        ssrc: !seed,
+    };
+    let value = &data[..data.len().min(16)];
+    let id = (seed % 16) as u8;
+    let mut out = [0u8; 2 * 1500];
+    // What follows the header, padding included (the forwarding path copies it whole).
+    let tail = &data[orig.header_len()..];
+    if let Some(n) = write_header(&mut out, &h, &orig, &[(id, value)]) {
+        let end = write_rtx_payload(&mut out, n, seed as u16, tail)
+            .expect("a 3000-byte buffer holds a header and a 1500-byte payload");
+        let w = RtpView::parse(&out[..end]).expect("a written header parses");
+        assert_eq!((w.marker(), w.payload_type(), w.sequence_number()), (h.marker, h.pt, h.seq));
+        assert_eq!((w.timestamp(), w.ssrc()), (h.ts, h.ssrc));
+        assert!(w.csrcs().eq(orig.csrcs()));
+        if (1..=14).contains(&id) && !value.is_empty() {
+            assert_eq!(w.extension(id), Some(value));
+        }
+        if let Ok(Some(n)) = rtx_unwrap(&mut out, end, 0x1234, 96) {
+            let u = RtpView::parse(&out[..n]).expect("unwrapped parses");
+            assert_eq!((u.ssrc(), u.sequence_number()), (0x1234, seed as u16));
+            assert_eq!(&out[u.header_len()..n], tail);
+        }
+    }
+    let mut copy = data.to_vec();
+    let _ = rtx_unwrap(&mut copy, data.len(), 1, 96);
 }
 
 /// RTCP walker: strict implies relaxed, every typed view walked to the end.

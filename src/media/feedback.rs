@@ -179,6 +179,15 @@ impl NackTracker {
         });
     }
 
+    /// When [`NackTracker::due`] has something to NACK next (`now` for a gap never NACKed).
+    pub fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.missing
+            .iter()
+            .filter(|m| m.2 < MAX_TRIES)
+            .map(|m| m.1.map_or(now, |t| t + RETRY_AFTER))
+            .min()
+    }
+
     /// Whether anything is waiting to be NACKed.
     pub fn is_empty(&self) -> bool {
         self.missing.is_empty()

@@ -25,13 +25,17 @@
 //! `feedback.rs` holds the receiver-side RTCP state a publisher needs from its SFU (receiver
 //! reports, NACKs for its losses, transport-wide congestion feedback).
 
+mod consumer;
 mod core;
 mod engine;
 pub mod feedback;
+mod mirror;
+mod producer;
 mod shard;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod transport;
 
 use std::sync::Arc;
 

@@ -22,6 +22,7 @@ pub mod dtls_record;
 pub mod error;
 pub mod rtcp;
 pub mod rtp;
+pub mod rtp_write;
 pub mod stun;
 pub mod stun_integrity;
 pub mod turn_attr;

@@ -29,6 +29,11 @@ pub struct Peer {
     pub drop_every: u64,
     /// SRTP datagrams thrown away by `drop_every`.
     pub dropped: u64,
+    /// Only datagrams of this payload type count for `drop_every` (e.g. the media's, so that
+    /// retransmissions on the RTX payload type always arrive).
+    pub drop_pt: Option<u8>,
+    /// Datagrams counted for `drop_every`.
+    lossy_seen: u64,
     /// Keyframe requests (PLI/FIR) str0m received as a sender.
     pub keyframe_requests: u64,
 }
@@ -56,6 +61,8 @@ impl Peer {
             rtp_datagrams: 0,
             drop_every: 0,
             dropped: 0,
+            drop_pt: None,
+            lossy_seen: 0,
             keyframe_requests: 0,
         }
     }
@@ -112,12 +119,13 @@ impl Peer {
                         self.rtp_datagrams += 1;
                         // RTCP packet types 192..=223 in the second byte (RFC 5761).
                         let rtcp = n > 1 && (192..=223).contains(&buf[1]);
-                        if !rtcp
-                            && self.drop_every > 0
-                            && self.rtp_datagrams.is_multiple_of(self.drop_every)
-                        {
-                            self.dropped += 1;
-                            continue;
+                        let counted = self.drop_pt.is_none_or(|pt| n > 1 && buf[1] & 0x7F == pt);
+                        if !rtcp && counted && self.drop_every > 0 {
+                            self.lossy_seen += 1;
+                            if self.lossy_seen.is_multiple_of(self.drop_every) {
+                                self.dropped += 1;
+                                continue;
+                            }
                         }
                     }
                     let input = Input::Receive(
