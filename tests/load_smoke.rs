@@ -1,6 +1,8 @@
 //! Short runs of `ringsfu-load` in each mode against the built `ringsfu` binary on loopback:
 //! the run completes, every packet sent in the window is delivered (low rate), and the JSON has
-//! the fields BENCHMARKS.md relies on. No timing is asserted.
+//! the fields BENCHMARKS.md relies on: per backend, per shard count (`--server-shards 1,2`,
+//! consumers on both shards, cross-shard counters), and the saturation search (`--saturate`).
+//! No timing is asserted.
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -55,14 +57,20 @@ fn run_load(args: &[String], name: &str) -> Value {
 }
 
 fn run_load_expecting(args: &[String], name: &str, code: i32) -> Value {
+    run_load_with_table(args, name, code).0
+}
+
+/// Runs the load tool (bounded in time); returns the JSON it wrote and what it printed.
+fn run_load_with_table(args: &[String], name: &str, code: i32) -> (Value, String) {
     let json = tmp(&format!("{name}.json"));
     let svg = tmp(&format!("{name}.svg"));
+    let out = tmp(&format!("{name}.out"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringsfu-load"))
         .args(args)
         .args(["--json", json.to_str().expect("path"), "--svg", svg.to_str().expect("path")])
         .args(["--duration", "2", "--video-bitrate", "300000", "--packet-size", "600"])
         .args(["--fps", "15", "--ramp", "50", "--quiet", "--secret", SECRET])
-        .stdout(Stdio::inherit())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
         .spawn()
         .expect("ringsfu-load starts");
     let end = Instant::now() + Duration::from_secs(120);
@@ -76,13 +84,16 @@ fn run_load_expecting(args: &[String], name: &str, code: i32) -> Value {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let table = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    print!("{table}");
     assert_eq!(status.code(), Some(code), "ringsfu-load exit status: {status}");
     let text = std::fs::read_to_string(&json).expect("json written");
     let svg_text = std::fs::read_to_string(&svg).expect("svg written");
     assert!(svg_text.starts_with("<svg") && svg_text.trim_end().ends_with("</svg>"));
     let _ = std::fs::remove_file(&json);
     let _ = std::fs::remove_file(&svg);
-    serde_json::from_str(&text).expect("valid JSON")
+    (serde_json::from_str(&text).expect("valid JSON"), table)
 }
 
 fn check_phase(p: &Value) {
@@ -221,4 +232,156 @@ fn load_refuses_figures_when_its_own_thread_is_the_bottleneck() {
     let p = &v["phases"][0];
     assert_eq!(p["valid"], false);
     assert!(p["refused"].as_str().is_some_and(|r| r.contains("bottleneck")), "{p}");
+}
+
+/// The backend the shard-count runs use: io_uring where the kernel has it (its worker threads
+/// are then looked for), else epoll.
+fn one_backend() -> &'static str {
+    if ringsfu::io::choose_backend(ringsfu::config::IoBackend::Uring).is_ok() {
+        "uring"
+    } else {
+        "epoll"
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// The per-shard fields of a phase on `shards` shards with `legs` subscriber legs: one CPU
+/// figure per shard thread, the consumers of every shard at the end of the ramp adding up to
+/// the legs, the window's cross-shard counters; with 2 shards and a spread threshold of 0 both
+/// shards carry consumers and packets cross the mesh; with 1 none do.
+fn check_shards(p: &Value, shards: usize, legs: u64) {
+    let label = p["label"].as_str().expect("label");
+    assert_eq!(p["server_shards"].as_u64(), Some(shards as u64), "{label}");
+    let cpu = p["data_plane_cpu"].as_array().expect("data_plane_cpu");
+    assert_eq!(cpu.len(), shards, "{label}: one CPU figure per shard thread: {cpu:?}");
+    for c in cpu {
+        assert!(c["cpu_s"].is_number() && c["iou_wrk_cpu_s"].is_number(), "{label}: {c}");
+        assert!(c["share_of_data_plane"].is_number(), "{label}: {c}");
+    }
+    assert!(p["iou_wrk"]["threads"].is_u64() && p["iou_wrk"]["cpu_s"].is_number(), "{label}");
+    assert!(p["max_shard_share_of_data_plane"].is_number(), "{label}");
+    assert!(p["egress_pps_per_core"].is_number(), "{label}");
+    let per_shard = p["shards"].as_array().expect("shards");
+    assert_eq!(per_shard.len(), shards, "{label}: {per_shard:?}");
+    let consumers: Vec<u64> =
+        per_shard.iter().map(|s| s["consumers_after_ramp"].as_u64().expect("consumers")).collect();
+    assert_eq!(consumers.iter().sum::<u64>(), legs, "{label}: {consumers:?}");
+    let mesh = &p["cross_shard"];
+    let (out, into) = (mesh["mesh_out"].as_u64(), mesh["mesh_in"].as_u64());
+    assert!(mesh["mesh_full_drops"].is_u64(), "{label}: {mesh}");
+    if shards == 1 {
+        assert_eq!((out, into), (Some(0), Some(0)), "{label}: one shard, no mesh");
+    } else {
+        assert!(consumers.iter().all(|&c| c > 0), "{label}: every shard has consumers");
+        assert!(out.is_some_and(|n| n > 0) && into.is_some_and(|n| n > 0), "{label}: {mesh}");
+    }
+}
+
+#[test]
+fn load_compares_shard_counts_with_consumers_on_every_shard() {
+    let b = one_backend();
+    let args = strings(&[
+        "--server-bin",
+        env!("CARGO_BIN_EXE_ringsfu"),
+        "--backends",
+        b,
+        "--server-shards",
+        "1,2",
+        "--server-env",
+        "RINGSFU_MEDIA_SPREAD_THRESHOLD=0",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "4",
+    ]);
+    let (v, table) = run_load_with_table(&args, "shards", 0);
+    assert_eq!(v["server_shards"], serde_json::json!([1, 2]));
+    assert_eq!(v["server_env"][0], "RINGSFU_MEDIA_SPREAD_THRESHOLD=0");
+    let phases = v["phases"].as_array().expect("phases");
+    let labels: Vec<&str> = phases.iter().filter_map(|p| p["label"].as_str()).collect();
+    assert_eq!(labels, [format!("ringsfu-{b}-1sh"), format!("ringsfu-{b}-2sh")]);
+    for (p, shards) in phases.iter().zip([1, 2]) {
+        check_phase(p);
+        check_shards(p, shards, 4);
+        assert!(p["saturation"].is_null());
+    }
+    let ratio = &v["ratios"][format!("2 shards/1 shard ({b})")];
+    assert!(ratio["egress_pps_per_core"].is_number() && ratio["egress_pps"].is_number(), "{v}");
+    for line in ["consumers per shard at the end of the ramp", "cross-shard in the window"] {
+        assert!(table.contains(line), "{line:?} in\n{table}");
+    }
+    assert!(table.contains(&format!("ratio 2 shards/1 shard ({b})")), "{table}");
+}
+
+#[test]
+fn load_saturation_search_on_one_and_two_shards() {
+    let b = one_backend();
+    let args = strings(&[
+        "--server-bin",
+        env!("CARGO_BIN_EXE_ringsfu"),
+        "--backends",
+        b,
+        "--server-shards",
+        "1,2",
+        "--server-env",
+        "RINGSFU_MEDIA_SPREAD_THRESHOLD=0",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "4",
+        "--saturate",
+        "--saturate-steps",
+        "2",
+        "--saturate-factor",
+        "2",
+        "--saturate-refine",
+        "1",
+        "--saturate-settle",
+        "0.5",
+    ]);
+    let (v, table) = run_load_with_table(&args, "saturate", 0);
+    assert_eq!(v["saturate"]["knob"], "video_bitrate");
+    let phases = v["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 2);
+    for (p, shards) in phases.iter().zip([1usize, 2]) {
+        let label = p["label"].as_str().expect("label");
+        let sat = &p["saturation"];
+        let steps = sat["steps"].as_array().expect("steps");
+        // Two rising steps at most, one refinement at most.
+        assert!((1..=3).contains(&steps.len()), "{label}: {sat}");
+        assert!(sat["stop"].as_str().is_some_and(|s| !s.is_empty()), "{label}");
+        let mut last_rising = 0;
+        for (i, st) in steps.iter().enumerate() {
+            assert_eq!(st["index"].as_u64(), Some(i as u64));
+            let verdict = st["verdict"].as_str().expect("verdict");
+            assert!(["sustained", "lossy", "generator-limited"].contains(&verdict), "{st}");
+            let rate = st["video_bitrate"].as_u64().expect("bitrate");
+            if st["refine"] == false {
+                // Rising steps: the first at --video-bitrate, each next twice the last.
+                let want = if i == 0 { 300_000 } else { last_rising * 2 };
+                assert_eq!(rate, want, "{label}: {st}");
+                last_rising = rate;
+            }
+            assert!(st["offered_egress_pps"].as_f64().is_some_and(|x| x > 0.0), "{st}");
+            assert!(st["loss"].is_number() && st["server_egress_pps"].is_number(), "{st}");
+            assert_eq!(st["data_plane_cpu"].as_array().map(Vec::len), Some(shards), "{st}");
+        }
+        // At these rates a step is far from saturating: some step sustained, and the phase's
+        // figures are the best step's.
+        let best = &sat["best"];
+        assert!(best.is_object(), "{label}: no sustained step: {sat}");
+        assert!(best["egress_pps"].as_f64().is_some_and(|x| x > 0.0), "{best}");
+        assert!(best["egress_pps_per_core"].is_number(), "{best}");
+        assert!(best["loss"].as_f64().is_some_and(|l| l <= 0.001), "{best}");
+        assert_eq!(best["data_plane_cpu"].as_array().map(Vec::len), Some(shards), "{best}");
+        assert_eq!(p["video_bitrate"], best["video_bitrate"], "{label}");
+        assert_eq!(p["server_egress_pps"], best["egress_pps"], "{label}");
+        check_phase(p);
+        check_shards(p, shards, 4);
+    }
+    assert!(v["ratios"][format!("2 shards/1 shard ({b})")]["egress_pps_per_core"].is_number());
+    assert!(table.contains("highest sustained:"), "{table}");
 }

@@ -1,6 +1,7 @@
 //! `ringsfu-load`: the load generator and benchmark driver (see `ringsfu::load` and
 //! BENCHMARKS.md). Exit status: 0 results reported, 1 the run failed, 2 bad arguments,
-//! 3 the figures were refused (the load generator itself was saturated).
+//! 3 the figures were refused (the load generator itself was saturated; with `--saturate`, at
+//! the step a phase reports).
 
 use std::process::ExitCode;
 

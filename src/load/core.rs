@@ -159,10 +159,16 @@ pub struct ClientSpec {
 #[derive(Debug)]
 pub enum LoadCommand {
     Add(Box<ClientSpec>),
-    /// Start counting: every publisher's window starts at its next packet.
+    /// Start counting: every publisher's window starts at its next packet. The window's
+    /// counters (packets, bytes, latency, each leg's deliveries, send-queue overflows, late
+    /// frames) start from zero, so a run may measure several windows one after the other.
     StartWindow,
+    /// The window ends at every publisher's next packet; publishers go on sending.
+    EndWindow,
     /// Publishers stop; the window ends at their next packet.
     StopMedia,
+    /// Publishers send this media from their next frame on (a saturation step).
+    SetMedia(MediaProfile),
     /// Send the final report.
     Finish,
 }
@@ -207,6 +213,8 @@ pub struct CoreReport {
     pub late_frames: u64,
     pub rtcp_in: u64,
     pub unknown: u64,
+    /// Packets a publisher could not send in the window (the load generator's send queue was
+    /// full): never sent, so never expected of the server.
     pub tx_full: u64,
 }
 
@@ -427,7 +435,6 @@ impl LoadCore {
                             [0; 4]
                         };
                         let seq = p.seq[VIDEO];
-                        p.seq[VIDEO] += 1;
                         let ok = send_rtp(
                             tx,
                             c.spec.server,
@@ -446,6 +453,10 @@ impl LoadCore {
                                 size,
                             },
                         );
+                        // A packet that never left is not expected of the server either.
+                        if ok {
+                            p.seq[VIDEO] += 1;
+                        }
                         count_sent(&mut self.sec, &mut self.report, ok, size, self.window_open);
                     }
                     p.frame += 1;
@@ -456,7 +467,6 @@ impl LoadCore {
                         p.next[AUDIO] = now;
                     }
                     let seq = p.seq[AUDIO];
-                    p.seq[AUDIO] += 1;
                     let size = m.audio_packet.clamp(MIN_PAYLOAD, MAX_PAYLOAD);
                     let ok = send_rtp(
                         tx,
@@ -476,6 +486,9 @@ impl LoadCore {
                             size,
                         },
                     );
+                    if ok {
+                        p.seq[AUDIO] += 1;
+                    }
                     count_sent(&mut self.sec, &mut self.report, ok, size, self.window_open);
                     p.next[AUDIO] += AUDIO_PTIME;
                 }
@@ -489,6 +502,18 @@ impl LoadCore {
             }
         }
         self.next_media = next_min;
+    }
+
+    /// Closes every publisher's window at its next packet.
+    fn end_window(&mut self) {
+        self.window_open = false;
+        for (i, c) in self.clients.iter().enumerate() {
+            if let Some(Client { publisher: Some(p), .. }) = c {
+                let w = &mut self.windows[i];
+                w[0].1 = w[0].1.min(p.seq[0]);
+                w[1].1 = w[1].1.min(p.seq[1]);
+            }
+        }
     }
 
     fn second(&mut self, now: Instant) {
@@ -629,8 +654,11 @@ impl LoadCore {
         }
     }
 
+    /// The report of the last window (its counters; the run's for the cumulative ones:
+    /// verification, SRTP failures, RTCP, unknown datagrams).
     fn final_report(&mut self) -> CoreReport {
-        let mut r = std::mem::take(&mut self.report);
+        let mut r = self.report.clone();
+        r.subscribers.clear();
         let m = self.s.media;
         for c in self.clients.iter().flatten() {
             if c.publisher.is_some() {
@@ -867,22 +895,26 @@ impl ShardCore for LoadCore {
             LoadCommand::Add(spec) => self.add(now, *spec, tx),
             LoadCommand::StartWindow => {
                 self.window_open = true;
-                for (i, c) in self.clients.iter().enumerate() {
-                    if let Some(Client { publisher: Some(p), .. }) = c {
+                let r = &mut self.report;
+                (r.sent_packets, r.sent_bytes, r.recv_packets, r.recv_bytes) = (0, 0, 0, 0);
+                (r.tx_full, r.late_frames) = (0, 0);
+                r.latency.clear();
+                for (i, c) in self.clients.iter_mut().enumerate() {
+                    let Some(c) = c else { continue };
+                    for l in &mut c.legs {
+                        l.in_window = 0;
+                    }
+                    if let Some(p) = &c.publisher {
                         self.windows[i] = [(p.seq[0], u64::MAX), (p.seq[1], u64::MAX)];
                     }
                 }
             }
+            LoadCommand::EndWindow => self.end_window(),
             LoadCommand::StopMedia => {
                 self.media_on = false;
-                for (i, c) in self.clients.iter().enumerate() {
-                    if let Some(Client { publisher: Some(p), .. }) = c {
-                        let w = &mut self.windows[i];
-                        w[0].1 = p.seq[0];
-                        w[1].1 = p.seq[1];
-                    }
-                }
+                self.end_window();
             }
+            LoadCommand::SetMedia(m) => self.s.media = m,
             LoadCommand::Finish => {
                 let r = self.final_report();
                 self.events.push_back(LoadEvent::Final(Box::new(r)));
@@ -1028,6 +1060,81 @@ mod tests {
         assert!(r.latency.count() >= s.expected);
         assert_eq!(r.sent_packets, s.expected);
         assert!(r.unknown > 0);
+    }
+
+    /// Several windows on the same clients, the media changed between them (a saturation
+    /// search): each window counts only its own packets, all delivered; media goes on after
+    /// `EndWindow` and stops at `StopMedia`.
+    #[test]
+    fn windows_one_after_another_with_new_media() {
+        let t0 = Instant::now();
+        let mut core = LoadCore::new(settings(1), t0);
+        let mut tx = TxQueue::new(4096);
+        let server: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        for (index, publish, source) in [(0, Some((11, 12)), None), (1, None, Some(0))] {
+            let spec = ClientSpec { index, session: 0, server, publish, source, secure: None };
+            core.handle_command(t0, LoadCommand::Add(Box::new(spec)), &mut tx);
+        }
+        let mut now = t0;
+        // Runs `ticks` of 10 ms, looping every packet back to subscriber 1; returns how many.
+        let mut run = |core: &mut LoadCore, tx: &mut TxQueue, ticks: u32| {
+            let mut n = 0;
+            for _ in 0..ticks {
+                now += Duration::from_millis(10);
+                core.handle_timeout(now, tx);
+                let mut sent = Vec::new();
+                while let Some(p) = tx.pop_pending(|_, b| b.to_vec()) {
+                    sent.push(p);
+                }
+                for mut p in sent {
+                    n += 1;
+                    let len = p.len();
+                    core.handle_datagram(now, meta_to(1, len), &mut p, tx);
+                }
+            }
+            n
+        };
+        let report = |core: &mut LoadCore, tx: &mut TxQueue| {
+            core.handle_command(t0, LoadCommand::Finish, tx);
+            let mut r = None;
+            while let Some(ev) = core.poll_event() {
+                if let LoadEvent::Final(f) = ev {
+                    r = Some(*f);
+                }
+            }
+            r.expect("final report")
+        };
+        run(&mut core, &mut tx, 20);
+        core.handle_command(t0, LoadCommand::StartWindow, &mut tx);
+        run(&mut core, &mut tx, 100);
+        core.handle_command(t0, LoadCommand::EndWindow, &mut tx);
+        assert!(run(&mut core, &mut tx, 20) > 0, "media goes on after EndWindow");
+        let first = report(&mut core, &mut tx);
+        let mut faster = settings(1).media;
+        faster.video_bitrate *= 4;
+        core.handle_command(t0, LoadCommand::SetMedia(faster), &mut tx);
+        run(&mut core, &mut tx, 20);
+        core.handle_command(t0, LoadCommand::StartWindow, &mut tx);
+        run(&mut core, &mut tx, 100);
+        core.handle_command(t0, LoadCommand::StopMedia, &mut tx);
+        run(&mut core, &mut tx, 5);
+        assert_eq!(run(&mut core, &mut tx, 20), 0, "no media after StopMedia");
+        let second = report(&mut core, &mut tx);
+        for r in [&first, &second] {
+            let s = r.subscribers[0];
+            assert!(s.expected > 0 && s.delivered == s.expected, "{s:?}");
+            assert_eq!(r.sent_packets, s.expected);
+            assert_eq!(r.recv_packets, s.expected);
+            assert!(r.latency.count() == s.expected);
+            assert_eq!(r.tx_full, 0);
+        }
+        // Four times the video bitrate over the same number of ticks: more packets.
+        assert!(
+            second.sent_packets > first.sent_packets,
+            "{} {}",
+            second.sent_packets,
+            first.sent_packets
+        );
     }
 
     #[test]

@@ -7,12 +7,29 @@
 //! one socket, each client on its own loopback source address ([`core`]).
 //!
 //! A run is a list of phases over the same topology (P publishers x S subscribers per session x
-//! K sessions): one per ringsfu server (the given one, or one per `--backends` entry when the
-//! tool starts `--server-bin` itself), and with `--raw` the same packets through a minimal
+//! K sessions): one per ringsfu server (the given one, or, when the tool starts `--server-bin`
+//! itself, one per `--backends` entry and `--server-shards` count: `--server-shards 1,2` runs
+//! each backend on a 1-shard and then a 2-shard server, a fresh server per phase, environment
+//! from `--server-env KEY=VALUE`), and with `--raw` the same packets through a minimal
 //! forwarder ([`raw`]), the machine's ceiling. Each phase: join at the ramp rate, wait until
 //! every client is connected and receiving, then count for `--duration` seconds (the window),
 //! stop the publishers and let the last packets arrive. Results: a progress line per second, a
-//! table, `--json`, `--svg` ([`report`]); ratios to the raw phase and between backends.
+//! table, `--json`, `--svg` ([`report`]); ratios to the raw phase, between backends and between
+//! shard counts (`N shards/1 shard`, same backend).
+//!
+//! Per phase, besides loss and latency: egress pps; **egress per data-plane CPU-second**
+//! (delivered packets / CPU seconds of the data plane in the window, where the data plane is
+//! every `shard-*` thread of the server plus every io_uring worker thread (`iou-wrk-<tid>`) of
+//! its process, attributed to the shard thread whose tid it names; [`procfs::CpuSampler`]
+//! samples them once a second, as workers come and go); each shard thread's CPU and its share
+//! of the data plane; the consumers (subscriber legs) and mirror producers of each shard as the
+//! server's `/metrics` gives them at the end of the ramp; the window's cross-shard traffic
+//! (`ringsfu_shard_mesh_out_total` / `_mesh_in_total`) and `mesh_full` drops ([`shardmedia`]).
+//!
+//! `--saturate` replaces the one window by a search on the same joined peers: windows one
+//! after the other at a rising video bitrate until the loss exceeds `--saturate-loss`; the
+//! highest sustained egress pps, total and per data-plane core, with each shard's CPU at that
+//! step ([`saturate`], which says why the bitrate is the knob).
 //!
 //! The figures are refused (exit status 3, `"valid": false` in the JSON) when the load
 //! generator's own thread was busy for more than `--max-load-cpu` of the window: then it, not
@@ -24,6 +41,8 @@ pub mod offer;
 pub mod procfs;
 pub mod raw;
 pub mod report;
+pub mod saturate;
+pub mod shardmedia;
 pub mod signal;
 pub mod turns;
 
@@ -46,7 +65,9 @@ pub use self::core::{
     SecureSpec, client_ip,
 };
 use self::hist::Hist;
+use self::procfs::{CpuSampler, DataPlane};
 use self::raw::{RawCommand, RawForwarder};
+use self::shardmedia::ShardMedia;
 use self::signal::{Api, Participant};
 
 /// Command-line options of `ringsfu-load`.
@@ -67,9 +88,39 @@ pub struct Options {
     /// I/O backends to compare with --server-bin.
     #[arg(long, value_delimiter = ',', default_value = "uring,epoll")]
     pub backends: Vec<String>,
-    /// Data-plane shards of the started server.
-    #[arg(long, default_value_t = 1)]
-    pub server_shards: usize,
+    /// Data-plane shards of the started server; a list (`1,2`) runs every backend once per
+    /// shard count, in this order, and compares them (0: one per core).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub server_shards: Vec<usize>,
+    /// An environment variable for the started server, `KEY=VALUE` (repeatable), e.g.
+    /// `RINGSFU_MEDIA_SPREAD_THRESHOLD=0`. The tool's own `--set` flags (shards, backend,
+    /// ports) win over the same keys given here.
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    pub server_env: Vec<String>,
+    /// Saturation mode: after the ramp, raise every publisher's video bitrate step by step
+    /// (same topology) until the loss of a window exceeds --saturate-loss, and report the
+    /// highest egress pps sustained below it (see the module docs).
+    #[arg(long)]
+    pub saturate: bool,
+    /// Video bitrate factor from one saturation step to the next (above 1, at most 4).
+    #[arg(long, default_value_t = 1.25)]
+    pub saturate_factor: f64,
+    /// At most this many rising saturation steps (the first at --video-bitrate; 1 to 40).
+    #[arg(long, default_value_t = 12)]
+    pub saturate_steps: u32,
+    /// Steps between the last sustained and the first lossy bitrate once the loss limit is
+    /// crossed (bisection, geometric mean; 0 to 6).
+    #[arg(long, default_value_t = 2)]
+    pub saturate_refine: u32,
+    /// Loss limit of a sustained step (fraction: 0.001 = 0.1%).
+    #[arg(long, default_value_t = 0.001)]
+    pub saturate_loss: f64,
+    /// Seconds at a step's bitrate before its window starts.
+    #[arg(long, default_value_t = 2.0)]
+    pub saturate_settle: f64,
+    /// Seconds the steps of one phase may take in all; no step starts that would end later.
+    #[arg(long, default_value_t = 1200.0)]
+    pub saturate_max_time: f64,
     /// Publishers per session.
     #[arg(long, short = 'p', default_value_t = 1)]
     pub publishers: u32,
@@ -156,6 +207,52 @@ impl Options {
     pub fn expected_egress_pps(&self) -> f64 {
         self.legs() as f64 * self.media().packets_per_second()
     }
+
+    /// `--server-env` as `(key, value)` pairs.
+    pub fn server_env_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        self.server_env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v))
+                    if !k.is_empty()
+                        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && !v.contains('\0') =>
+                {
+                    Ok((k.to_string(), v.to_string()))
+                }
+                _ => Err(format!("--server-env {kv:?}: want KEY=VALUE (KEY of A-Z, 0-9, _)")),
+            })
+            .collect()
+    }
+
+    /// Checks the options that `clap` cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.publishers == 0 || self.subscribers == 0 || self.sessions == 0 {
+            return Err("--publishers, --subscribers and --sessions must be at least 1".into());
+        }
+        if !(self.duration > 0.0 && self.duration <= 3600.0) {
+            return Err("--duration must be in (0, 3600] seconds".into());
+        }
+        let total = layout(self).total;
+        if total > 200_000 {
+            return Err(format!("{total} clients: at most 200000"));
+        }
+        let shards = &self.server_shards;
+        if shards.is_empty() || shards.len() > 8 || shards.iter().any(|&n| n > 256) {
+            return Err("--server-shards: 1 to 8 shard counts, each at most 256".into());
+        }
+        if shards.iter().enumerate().any(|(i, n)| shards[..i].contains(n)) {
+            return Err("--server-shards: a shard count given twice".into());
+        }
+        if shards.len() > 1 && self.server_bin.is_none() {
+            return Err("--server-shards with several counts needs --server-bin".into());
+        }
+        self.server_env_pairs()?;
+        if self.saturate {
+            saturate::validate(self)?;
+        }
+        Ok(())
+    }
 }
 
 /// The topology laid out as client indices: per session, publishers first, then per
@@ -208,8 +305,31 @@ pub struct PhaseResult {
     pub verified: u64,
     pub verify_failures: u64,
     pub srtp_failures: u64,
-    /// Data-plane CPU seconds of the server (or forwarder) in the window, per shard.
+    /// Shards of the server the tool started (`None`: a running server).
+    pub server_shards: Option<usize>,
+    /// Data-plane CPU seconds of the server (or forwarder) in the window, per shard thread.
     pub shard_cpu: Vec<(String, f64)>,
+    /// CPU seconds of the io_uring worker threads (`iou-wrk-*`) in the window, by the shard
+    /// thread that started them (`other`: none of them); part of the data plane.
+    pub iou_wrk_cpu: Vec<(String, f64)>,
+    /// io_uring worker threads seen in the window.
+    pub iou_wrk_threads: usize,
+    /// Per shard at the end of the ramp (every client joined): consumers, publishers, mirror
+    /// producers, from the server's `/metrics` (empty when it has none).
+    pub shards_after_ramp: Vec<ShardMedia>,
+    /// Per shard over the window: the counters' difference (mesh messages out and in,
+    /// `mesh_full` drops, RTP out), gauges as at its end.
+    pub shards_window: Vec<ShardMedia>,
+    /// Video bitrate per publisher in the window.
+    pub video_bitrate: u64,
+    /// Packets the server should have forwarded per second at the window's media.
+    pub offered_egress_pps: f64,
+    /// Packets the load generator could not send in the window (its send queue was full).
+    pub generator_tx_full: u64,
+    /// Frames the load generator sent over a second late in the window.
+    pub generator_late_frames: u64,
+    /// `--saturate`: every step, and which one sustained the most.
+    pub saturation: Option<saturate::Saturation>,
     pub server_cpu_total: Option<f64>,
     pub server_rss: Option<u64>,
     pub mem_per_leg: Option<f64>,
@@ -236,8 +356,25 @@ impl PhaseResult {
     pub fn loss(&self) -> f64 {
         if self.expected == 0 { 0.0 } else { 1.0 - self.delivered as f64 / self.expected as f64 }
     }
+    /// Data-plane CPU seconds in the window: the shard threads and their io_uring workers.
     pub fn data_plane_cpu(&self) -> f64 {
-        self.shard_cpu.iter().map(|(_, c)| c).sum()
+        self.shard_cpu.iter().chain(&self.iou_wrk_cpu).map(|(_, c)| c).sum()
+    }
+    /// CPU seconds of shard thread `name` and of the io_uring workers it started.
+    pub fn shard_total_cpu(&self, name: &str) -> f64 {
+        self.shard_cpu
+            .iter()
+            .chain(&self.iou_wrk_cpu)
+            .filter(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .sum()
+    }
+    /// The largest share of the data-plane CPU one shard (thread and workers) had.
+    pub fn max_shard_share(&self) -> Option<f64> {
+        let all = self.data_plane_cpu();
+        (all > 0.0).then(|| {
+            self.shard_cpu.iter().map(|(n, _)| self.shard_total_cpu(n) / all).fold(0.0, f64::max)
+        })
     }
     /// Delivered packets per second of data-plane CPU: egress pps per core.
     pub fn pps_per_core(&self) -> Option<f64> {
@@ -308,6 +445,12 @@ struct Phase<'a> {
     tr: Tracker,
     server_pid: Option<u32>,
     last_server_cpu: Option<f64>,
+    /// Whose CPU is the data plane (`None`: not measurable here).
+    data_plane: Option<DataPlane>,
+    /// The window's data-plane CPU, sampled once a second while it runs.
+    sampler: Option<CpuSampler>,
+    /// The server's API, for its per-shard media counters around a window.
+    api: Option<Api>,
 }
 
 impl Phase<'_> {
@@ -325,6 +468,9 @@ impl Phase<'_> {
                     self.tr.failed.push(format!("client {index}: {reason}"));
                 }
                 LoadEvent::Second(s) => {
+                    if let Some(sampler) = self.sampler.as_mut() {
+                        sampler.sample();
+                    }
                     let cpu = self.server_pid.and_then(procfs::process_cpu);
                     let share = match (cpu, self.last_server_cpu) {
                         (Some(c), Some(l)) => Some(c - l),
@@ -407,14 +553,9 @@ impl Phase<'_> {
         procfs::thread_cpu(std::process::id(), tid).unwrap_or(0.0)
     }
 
-    /// Runs the window once every client is set up; fills the common fields of `r`.
-    async fn measure(
-        &mut self,
-        r: &mut PhaseResult,
-        subscriber_clients: &[u32],
-        join_start: &HashMap<u32, Instant>,
-        data_plane: impl Fn() -> Vec<(String, f64)>,
-    ) -> Result<(), String> {
+    /// Waits (bounded) until every client is connected and every subscriber receives media;
+    /// notes in `r` what did not.
+    async fn ready(&mut self, r: &mut PhaseResult, subscriber_clients: &[u32]) {
         let total = r.clients as usize;
         let settle = Duration::from_secs(20) + Duration::from_secs_f64(total as f64 * 0.02);
         if !self.wait_for(settle, |t| t.connected.len() + t.failed.len() >= total).await {
@@ -432,21 +573,56 @@ impl Phase<'_> {
         {
             r.failures.push("some subscribers received no media within 10 s".into());
         }
+    }
+
+    /// The one window of a phase: [`Phase::ready`], then [`Phase::window`] that stops the
+    /// publishers at its end.
+    async fn measure(
+        &mut self,
+        r: &mut PhaseResult,
+        subscriber_clients: &[u32],
+        join_start: &HashMap<u32, Instant>,
+    ) -> Result<(), String> {
+        self.ready(r, subscriber_clients).await;
+        self.window(r, subscriber_clients, join_start, false).await
+    }
+
+    /// One measurement window of `--duration` seconds (bounded: the window, 1 s around it and
+    /// at most 10 s for the load core's report); fills the window's fields of `r`. With
+    /// `keep_media` the publishers go on sending after it (another window follows).
+    async fn window(
+        &mut self,
+        r: &mut PhaseResult,
+        subscriber_clients: &[u32],
+        join_start: &HashMap<u32, Instant>,
+        keep_media: bool,
+    ) -> Result<(), String> {
         // Let join bursts and keyframe requests settle before counting.
         self.idle(Duration::from_millis(500)).await;
-        let cpu0 = data_plane();
+        let media0 = match &self.api {
+            Some(api) => api.metrics().await.map(|t| shardmedia::parse(&t)).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        self.sampler = self.data_plane.clone().map(CpuSampler::start);
         let load0 = self.load_cpu();
         let server0 = self.server_pid.and_then(procfs::process_cpu);
         let udp0 = procfs::udp_errors();
         let t0 = Instant::now();
         self.command(LoadCommand::StartWindow).await?;
         self.idle(Duration::from_secs_f64(self.o.duration)).await;
-        self.command(LoadCommand::StopMedia).await?;
+        self.command(if keep_media { LoadCommand::EndWindow } else { LoadCommand::StopMedia })
+            .await?;
         let window = t0.elapsed().as_secs_f64();
-        let cpu1 = data_plane();
+        let cpu = self.sampler.take().map(|mut s| s.finish()).unwrap_or_default();
         let load1 = self.load_cpu();
         let server1 = self.server_pid.and_then(procfs::process_cpu);
-        // The last packets are in flight; nothing new is sent.
+        // The server's counters at the window's end (a packet crosses the mesh within the
+        // shard's loop turn): with `keep_media`, media goes on after it.
+        if let Some(api) = &self.api {
+            let media1 = api.metrics().await.map(|t| shardmedia::parse(&t)).unwrap_or_default();
+            r.shards_window = shardmedia::since(&media1, &media0);
+        }
+        // The last packets of the window are in flight.
         self.idle(Duration::from_millis(500)).await;
         r.udp_buffer_drops = udp0.zip(procfs::udp_errors()).map(|(a, b)| (b.1 - a.1, b.2 - a.2));
         self.command(LoadCommand::Finish).await?;
@@ -456,7 +632,6 @@ impl Phase<'_> {
         let f = self.tr.final_report.take().unwrap_or_default();
         r.window_s = window;
         r.connected = self.tr.connected.len() as u32;
-        r.failures.extend(self.tr.failed.iter().take(20).cloned());
         r.sent_packets = f.sent_packets;
         r.recv_packets = f.recv_packets;
         r.expected = f.subscribers.iter().map(|s| s.expected).sum();
@@ -472,23 +647,22 @@ impl Phase<'_> {
         r.verified = f.verified;
         r.verify_failures = f.verify_failures;
         r.srtp_failures = f.srtp_failures;
+        r.generator_tx_full = f.tx_full;
+        r.generator_late_frames = f.late_frames;
+        r.join_to_first = Hist::default();
         for i in subscriber_clients {
             if let (Some(s), Some(m)) = (join_start.get(i), self.tr.first_media.get(i)) {
                 r.join_to_first.record(m.saturating_duration_since(*s).as_micros() as u64);
             }
         }
-        r.shard_cpu = cpu1
-            .iter()
-            .map(|(n, c)| {
-                let before = cpu0.iter().find(|(m, _)| m == n).map_or(0.0, |x| x.1);
-                (n.clone(), c - before)
-            })
-            .collect();
+        r.shard_cpu = cpu.threads;
+        r.iou_wrk_cpu = cpu.iou_wrk;
+        r.iou_wrk_threads = cpu.iou_wrk_threads;
         r.server_cpu_total = server0.zip(server1).map(|(a, b)| b - a);
         r.load_cpu = (load1 - load0) / window.max(1e-9);
         r.sent_bytes = f.sent_bytes;
         r.recv_bytes = f.recv_bytes;
-        r.seconds = std::mem::take(&mut self.tr.seconds);
+        r.refused = None;
         if r.load_cpu > self.o.max_load_cpu {
             r.refused = Some(format!(
                 "the load generator's thread was {:.0}% busy (limit {:.0}%): it, not the \
@@ -499,6 +673,12 @@ impl Phase<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// The phase's per-second series and the clients' failures, once its windows are done.
+    fn conclude(&mut self, r: &mut PhaseResult) {
+        r.failures.extend(self.tr.failed.iter().take(20).cloned());
+        r.seconds = std::mem::take(&mut self.tr.seconds);
     }
 }
 
@@ -630,6 +810,7 @@ async fn ringsfu_phase(
     api: &Api,
     server_pid: Option<u32>,
     backend: Option<String>,
+    server_shards: Option<usize>,
 ) -> Result<PhaseResult, String> {
     let epoch = Instant::now();
     let cert = DtlsCert::generate().map_err(|e| format!("certificate: {e}"))?;
@@ -645,12 +826,18 @@ async fn ringsfu_phase(
         tr: Tracker::default(),
         server_pid,
         last_server_cpu: None,
+        data_plane: server_pid.map(|pid| DataPlane::Server { pid }),
+        sampler: None,
+        api: Some(api.clone()),
     };
     let mut r = PhaseResult {
         label: label.to_string(),
         kind: "ringsfu",
         backend,
+        server_shards,
         clients: lay.total,
+        video_bitrate: o.video_bitrate,
+        offered_egress_pps: o.expected_egress_pps(),
         ..Default::default()
     };
     let load_port = ph.load.port;
@@ -744,15 +931,16 @@ async fn ringsfu_phase(
         let j = done.map_err(|e| format!("join task: {e}"))??;
         ph.subscriber_joined(j, &mut participants, &mut join_start, &mut sub_clients).await?;
     }
-    let pid = server_pid;
-    let dp = move || pid.map(procfs::shard_cpu).unwrap_or_default();
     // Memory per leg once every leg is up.
     let total = lay.total as usize;
     ph.wait_for(Duration::from_secs(20) + Duration::from_secs_f64(total as f64 * 0.02), |t| {
         t.connected.len() + t.failed.len() >= total
     })
     .await;
-    let turns_after_ramp = scrape_turns(api).await;
+    let text = api.metrics().await.unwrap_or_default();
+    let turns_after_ramp = turns::parse(&text);
+    // Where the consumers are, now that every leg has joined.
+    r.shards_after_ramp = shardmedia::parse(&text);
     r.ramp_s =
         Some((ramp_start.duration_since(epoch).as_secs_f64(), epoch.elapsed().as_secs_f64()));
     ph.idle(Duration::from_millis(300)).await;
@@ -763,7 +951,13 @@ async fn ringsfu_phase(
     {
         r.mem_per_leg = Some((b as f64 - a as f64) / sub_clients.len() as f64);
     }
-    ph.measure(&mut r, &sub_clients, &join_start, dp).await?;
+    if o.saturate {
+        ph.ready(&mut r, &sub_clients).await;
+        saturate::run(&mut ph, &mut r, &sub_clients, &join_start).await?;
+    } else {
+        ph.measure(&mut r, &sub_clients, &join_start).await?;
+    }
+    ph.conclude(&mut r);
     let turns_after_window = scrape_turns(api).await;
     // Teardown: every participant leaves (leaveRoom), paced like the ramp, newest first.
     let leave_start = Instant::now();
@@ -837,9 +1031,18 @@ async fn raw_phase(o: &Options) -> Result<PhaseResult, String> {
         tr: Tracker::default(),
         server_pid: None,
         last_server_cpu: None,
+        data_plane: None,
+        sampler: None,
+        api: None,
     };
-    let mut r =
-        PhaseResult { label: "raw".into(), kind: "raw", clients: lay.total, ..Default::default() };
+    let mut r = PhaseResult {
+        label: "raw".into(),
+        kind: "raw",
+        clients: lay.total,
+        video_bitrate: o.video_bitrate,
+        offered_egress_pps: o.expected_egress_pps(),
+        ..Default::default()
+    };
     let mut join_start = HashMap::new();
     let mut subs = Vec::new();
     for (k, pubs) in lay.publishers.iter().enumerate() {
@@ -870,14 +1073,20 @@ async fn raw_phase(o: &Options) -> Result<PhaseResult, String> {
             }
         }
     }
-    let pid = std::process::id();
+    ph.ready(&mut r, &subs).await;
+    // The forwarder has forwarded by now, so its thread has stored its tid.
     let ftid = fwd_tid.load(Ordering::Acquire);
-    let dp = move || {
-        procfs::thread_cpu(pid, ftid)
-            .map(|c| vec![("forwarder".to_string(), c)])
-            .unwrap_or_default()
-    };
-    ph.measure(&mut r, &subs, &join_start, dp).await?;
+    ph.data_plane = (ftid != 0).then(|| DataPlane::Thread {
+        pid: std::process::id(),
+        tid: ftid,
+        name: "forwarder".into(),
+    });
+    if o.saturate {
+        saturate::run(&mut ph, &mut r, &subs, &join_start).await?;
+    } else {
+        ph.window(&mut r, &subs, &join_start, false).await?;
+    }
+    ph.conclude(&mut r);
     let _ = ph.load.shards.shutdown();
     let _ = fwd.shutdown();
     Ok(r)
@@ -914,14 +1123,20 @@ fn free_port(udp: bool) -> Result<u16, String> {
     p.map(|a| a.port()).map_err(|e| format!("free port: {e}"))
 }
 
-async fn start_server(o: &Options, bin: &std::path::Path, backend: &str) -> Result<Server, String> {
+async fn start_server(
+    o: &Options,
+    bin: &std::path::Path,
+    backend: &str,
+    shards: usize,
+) -> Result<Server, String> {
     let port = free_port(false)?;
     let media = free_port(true)?;
     let secret = o.secret.clone();
     let child = std::process::Command::new(bin)
+        .envs(o.server_env_pairs()?)
         .args(["--port", &port.to_string(), "--secret", &secret, "--log-level", "warn"])
         .args(["--set", &format!("media.io_backend={backend}")])
-        .args(["--set", &format!("media.shards={}", o.server_shards)])
+        .args(["--set", &format!("media.shards={shards}")])
         .args(["--set", &format!("media.port_base={media}")])
         .args(["--set", "turn.enabled=false"])
         .args(["--set", "server.address=127.0.0.1"])
@@ -947,16 +1162,7 @@ async fn start_server(o: &Options, bin: &std::path::Path, backend: &str) -> Resu
 
 /// Runs every phase; the results and the JSON document.
 pub fn run(o: &Options) -> Result<(Vec<PhaseResult>, Value), String> {
-    if o.publishers == 0 || o.subscribers == 0 || o.sessions == 0 {
-        return Err("--publishers, --subscribers and --sessions must be at least 1".into());
-    }
-    if !(o.duration > 0.0 && o.duration <= 3600.0) {
-        return Err("--duration must be in (0, 3600] seconds".into());
-    }
-    let total = layout(o).total;
-    if total > 200_000 {
-        return Err(format!("{total} clients: at most 200000"));
-    }
+    o.validate()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -967,23 +1173,36 @@ pub fn run(o: &Options) -> Result<(Vec<PhaseResult>, Value), String> {
             Some(bin) => {
                 for b in &o.backends {
                     backend_of(b)?;
-                    let server = start_server(o, bin, b).await?;
-                    let pid = server.child.id();
-                    let r = ringsfu_phase(
-                        o,
-                        &format!("ringsfu-{b}"),
-                        &server.api,
-                        Some(pid),
-                        Some(b.clone()),
-                    )
-                    .await;
-                    drop(server);
-                    phases.push(r?);
+                }
+                // Every backend once per shard count, the shard counts of a backend one after
+                // the other (their ratio is the steadier for it).
+                let several = o.server_shards.len() > 1;
+                for b in &o.backends {
+                    for &n in &o.server_shards {
+                        let label = if several {
+                            format!("ringsfu-{b}-{n}sh")
+                        } else {
+                            format!("ringsfu-{b}")
+                        };
+                        let server = start_server(o, bin, b, n).await?;
+                        let pid = server.child.id();
+                        let r = ringsfu_phase(
+                            o,
+                            &label,
+                            &server.api,
+                            Some(pid),
+                            Some(b.clone()),
+                            Some(n),
+                        )
+                        .await;
+                        drop(server);
+                        phases.push(r?);
+                    }
                 }
             }
             None => {
                 let api = Api::new(&o.url, &o.secret);
-                phases.push(ringsfu_phase(o, "ringsfu", &api, o.server_pid, None).await?);
+                phases.push(ringsfu_phase(o, "ringsfu", &api, o.server_pid, None, None).await?);
             }
         }
         if o.raw {
@@ -992,4 +1211,82 @@ pub fn run(o: &Options) -> Result<(Vec<PhaseResult>, Value), String> {
         let doc = report::json(o, &phases);
         Ok((phases, doc))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        o: Options,
+    }
+
+    fn opts(args: &[&str]) -> Result<Options, String> {
+        let cli = Cli::try_parse_from(std::iter::once("ringsfu-load").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.o.validate()?;
+        Ok(cli.o)
+    }
+
+    #[test]
+    fn shard_lists_and_server_env() {
+        let o = opts(&[]).expect("defaults");
+        assert_eq!(o.server_shards, [1]);
+        assert!(o.server_env_pairs().expect("none").is_empty());
+        let o = opts(&[
+            "--server-bin",
+            "/bin/true",
+            "--server-shards",
+            "1,2",
+            "--server-env",
+            "RINGSFU_MEDIA_SPREAD_THRESHOLD=0",
+            "--server-env",
+            "A_B=x=y",
+        ])
+        .expect("a list");
+        assert_eq!(o.server_shards, [1, 2]);
+        assert_eq!(
+            o.server_env_pairs().expect("pairs"),
+            [
+                ("RINGSFU_MEDIA_SPREAD_THRESHOLD".to_string(), "0".to_string()),
+                ("A_B".to_string(), "x=y".to_string())
+            ]
+        );
+        // A list needs a server the tool starts; no count twice; bad env entries are refused.
+        assert!(opts(&["--server-shards", "1,2"]).is_err());
+        assert!(opts(&["--server-bin", "/bin/true", "--server-shards", "2,2"]).is_err());
+        assert!(
+            opts(&["--server-bin", "/bin/true", "--server-shards", "1,2,3,4,5,6,7,8,9"]).is_err()
+        );
+        assert!(opts(&["--server-shards", "x"]).is_err());
+        for bad in ["NOEQUALS", "=1", "A B=1", "A-B=1"] {
+            assert!(opts(&["--server-env", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn saturation_options_are_bounded() {
+        assert!(opts(&["--saturate"]).is_ok());
+        for bad in [
+            ["--saturate-factor", "1"],
+            ["--saturate-factor", "5"],
+            ["--saturate-factor", "NaN"],
+            ["--saturate-steps", "0"],
+            ["--saturate-steps", "41"],
+            ["--saturate-refine", "7"],
+            ["--saturate-loss=-0.1", "--quiet"],
+            ["--saturate-settle", "61"],
+            ["--saturate-max-time", "1"],
+            ["--video-bitrate", "0"],
+        ] {
+            assert!(opts(&["--saturate", bad[0], bad[1]]).is_err(), "{bad:?}");
+            // Without --saturate they are not looked at.
+            if bad[0] != "--video-bitrate" {
+                assert!(opts(&[bad[0], bad[1]]).is_ok(), "{bad:?}");
+            }
+        }
+    }
 }

@@ -101,6 +101,167 @@ pub fn shard_cpu(pid: u32) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Whose CPU a [`CpuSampler`] counts as data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataPlane {
+    /// A server process: its `shard-*` threads, and every io_uring worker thread
+    /// (`iou-wrk-<tid>`) of the process, attributed to the shard thread whose tid it names.
+    Server { pid: u32 },
+    /// One thread of a process (the raw forwarder inside the load generator), named `name`,
+    /// and the io_uring worker threads it started (`iou-wrk-<tid>`); other workers of that
+    /// process belong to someone else and are not counted.
+    Thread { pid: u32, tid: u32, name: String },
+}
+
+/// One thread's run time as seen over a window, across samples.
+#[derive(Debug, Clone)]
+struct Tracked {
+    comm: String,
+    /// CPU seconds of earlier threads that held this tid within the window.
+    closed: f64,
+    /// Its CPU seconds at the window's start, or 0 for a thread born in the window.
+    base: f64,
+    last: f64,
+}
+
+/// The data-plane CPU of a window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataPlaneCpu {
+    /// Per data-plane thread (`shard-0`, ... or the forwarder): its own CPU seconds.
+    pub threads: Vec<(String, f64)>,
+    /// io_uring worker threads' CPU seconds, by the data-plane thread that started them
+    /// (`"other"` when the tid they name is none of those threads).
+    pub iou_wrk: Vec<(String, f64)>,
+    /// io_uring worker threads seen during the window.
+    pub iou_wrk_threads: usize,
+}
+
+impl DataPlaneCpu {
+    /// Every data-plane CPU second: threads and their io_uring workers.
+    pub fn total(&self) -> f64 {
+        self.threads.iter().chain(&self.iou_wrk).map(|(_, c)| c).sum()
+    }
+}
+
+/// Measures data-plane CPU over a window: [`CpuSampler::start`] at its start, [`sample`]
+/// during it (io_uring workers come and go: one that exits between two samples takes the CPU
+/// it used since the last sample with it, so sample about once a second), [`finish`] at its
+/// end.
+///
+/// [`sample`]: CpuSampler::sample
+/// [`finish`]: CpuSampler::finish
+#[derive(Debug, Clone)]
+pub struct CpuSampler {
+    who: DataPlane,
+    seen: std::collections::BTreeMap<u32, Tracked>,
+}
+
+const IOU_WRK: &str = "iou-wrk-";
+
+impl CpuSampler {
+    /// Starts a window now.
+    pub fn start(who: DataPlane) -> CpuSampler {
+        let mut s = CpuSampler { who, seen: Default::default() };
+        for (tid, comm, cpu) in s.threads() {
+            s.seen.insert(tid, Tracked { comm, closed: 0.0, base: cpu, last: cpu });
+        }
+        s
+    }
+
+    fn pid(&self) -> u32 {
+        match &self.who {
+            DataPlane::Server { pid } | DataPlane::Thread { pid, .. } => *pid,
+        }
+    }
+
+    /// `(tid, comm, cpu)` of the threads this sampler counts, now.
+    fn threads(&self) -> Vec<(u32, String, f64)> {
+        let pid = self.pid();
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+        for e in dir.flatten() {
+            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
+            let comm = comm.trim().to_string();
+            let counted = match &self.who {
+                DataPlane::Server { .. } => comm.starts_with("shard-") || comm.starts_with(IOU_WRK),
+                DataPlane::Thread { tid: owner, .. } => {
+                    tid == *owner || iou_wrk_owner(&comm) == Some(*owner)
+                }
+            };
+            if counted && let Some(cpu) = thread_cpu(pid, tid) {
+                out.push((tid, comm, cpu));
+            }
+        }
+        out
+    }
+
+    /// Takes a sample (bounded: one read of the process's task list).
+    pub fn sample(&mut self) {
+        for (tid, comm, cpu) in self.threads() {
+            match self.seen.get_mut(&tid) {
+                // The same thread, or a new one under a reused tid (another name, or less CPU).
+                Some(t) if t.comm == comm && cpu >= t.last => t.last = cpu,
+                Some(t) => {
+                    t.closed += (t.last - t.base).max(0.0);
+                    *t = Tracked { comm, closed: t.closed, base: 0.0, last: cpu };
+                }
+                None => {
+                    self.seen.insert(tid, Tracked { comm, closed: 0.0, base: 0.0, last: cpu });
+                }
+            }
+        }
+    }
+
+    /// Ends the window (one last sample) and attributes its CPU.
+    pub fn finish(&mut self) -> DataPlaneCpu {
+        self.sample();
+        let owner_of = |tid: u32| -> String {
+            match &self.who {
+                DataPlane::Thread { name, .. } => name.clone(),
+                DataPlane::Server { .. } => self
+                    .seen
+                    .get(&tid)
+                    .filter(|t| !t.comm.starts_with(IOU_WRK))
+                    .map_or_else(|| "other".to_string(), |t| t.comm.clone()),
+            }
+        };
+        let add = |v: &mut Vec<(String, f64)>, name: String, cpu: f64| match v
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+        {
+            Some(x) => x.1 += cpu,
+            None => v.push((name, cpu)),
+        };
+        let mut out = DataPlaneCpu::default();
+        for t in self.seen.values() {
+            let cpu = t.closed + (t.last - t.base).max(0.0);
+            if t.comm.starts_with(IOU_WRK) {
+                out.iou_wrk_threads += 1;
+                let owner = iou_wrk_owner(&t.comm).map_or_else(|| "other".to_string(), owner_of);
+                add(&mut out.iou_wrk, owner, cpu);
+            } else {
+                let name = match &self.who {
+                    DataPlane::Thread { name, .. } => name.clone(),
+                    DataPlane::Server { .. } => t.comm.clone(),
+                };
+                add(&mut out.threads, name, cpu);
+            }
+        }
+        out.threads.sort_by_key(|a| natural(&a.0));
+        out.iou_wrk.sort_by_key(|a| natural(&a.0));
+        out
+    }
+}
+
+/// The tid an io_uring worker thread's name gives (`iou-wrk-1234`: the task that set up the
+/// ring's work queue).
+pub fn iou_wrk_owner(comm: &str) -> Option<u32> {
+    comm.strip_prefix(IOU_WRK)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +281,86 @@ mod tests {
         assert!(thread_cpu(pid, gettid()).is_some());
         assert!(alive(pid));
         assert!(udp_errors().is_some());
+    }
+
+    #[test]
+    fn samples_its_own_thread() {
+        let pid = std::process::id();
+        let tid = gettid();
+        let who = DataPlane::Thread { pid, tid, name: "me".into() };
+        let mut s = CpuSampler::start(who);
+        // Some work of this thread, then the window's figures: one thread named as asked, no
+        // io_uring worker of ours (none started), a CPU figure that is not negative.
+        let mut x = 0u64;
+        for i in 0..200_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        s.sample();
+        let d = s.finish();
+        assert_eq!(d.threads.len(), 1, "{d:?}");
+        assert_eq!(d.threads[0].0, "me");
+        assert!(d.threads[0].1 >= 0.0);
+        assert_eq!(d.iou_wrk_threads, 0);
+        assert!(d.total() >= 0.0);
+        // A process with no such threads: nothing, no panic.
+        let mut gone = CpuSampler::start(DataPlane::Server { pid: u32::MAX });
+        assert_eq!(gone.finish(), DataPlaneCpu::default());
+    }
+
+    #[test]
+    fn names_io_uring_workers_by_their_task() {
+        assert_eq!(iou_wrk_owner("iou-wrk-1234"), Some(1234));
+        assert_eq!(iou_wrk_owner("iou-wrk-"), None);
+        assert_eq!(iou_wrk_owner("iou-sqp-12"), None);
+        assert_eq!(iou_wrk_owner("shard-0"), None);
+    }
+
+    /// An io_uring request forced to run asynchronously is executed by a worker thread of the
+    /// process named after the thread that submitted it: the sampler counts that worker for
+    /// the submitting thread. (Skipped where io_uring is unavailable.)
+    #[test]
+    fn io_uring_workers_are_counted_for_the_thread_that_started_them() {
+        use std::sync::mpsc::channel;
+        let (tid_tx, tid_rx) = channel::<Option<u32>>();
+        let (go_tx, go_rx) = channel::<()>();
+        let (done_tx, done_rx) = channel::<bool>();
+        let ring_thread = std::thread::spawn(move || {
+            let Ok(mut ring) = io_uring::IoUring::new(8) else {
+                let _ = tid_tx.send(None);
+                return;
+            };
+            let _ = tid_tx.send(Some(gettid()));
+            let _ = go_rx.recv();
+            let nop = io_uring::opcode::Nop::new()
+                .build()
+                .flags(io_uring::squeue::Flags::ASYNC)
+                .user_data(1);
+            // SAFETY: a NOP references no memory.
+            let pushed = unsafe { ring.submission().push(&nop) }.is_ok();
+            let ok = pushed && ring.submit_and_wait(1).is_ok();
+            let _ = done_tx.send(ok);
+            // Stay (and keep the ring, so its worker) until the sample is taken.
+            let _ = go_rx.recv();
+        });
+        let Ok(Some(tid)) = tid_rx.recv() else {
+            eprintln!("io_uring unavailable: not checked");
+            let _ = ring_thread.join();
+            return;
+        };
+        let pid = std::process::id();
+        let mut s = CpuSampler::start(DataPlane::Thread { pid, tid, name: "ring".into() });
+        let _ = go_tx.send(());
+        let ok = done_rx.recv().unwrap_or(false);
+        s.sample();
+        let d = s.finish();
+        let _ = go_tx.send(());
+        let _ = ring_thread.join();
+        assert!(ok, "the NOP completed");
+        assert_eq!(d.threads.len(), 1, "{d:?}");
+        assert!(d.iou_wrk_threads >= 1, "a worker ran the forced-async NOP: {d:?}");
+        assert_eq!(d.iou_wrk.len(), 1, "{d:?}");
+        assert_eq!(d.iou_wrk[0].0, "ring", "counted for the thread that submitted: {d:?}");
+        assert!(d.total() >= d.threads[0].1);
     }
 }

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::saturate::{Saturation, Step};
+use super::shardmedia::{self, ShardMedia};
 use super::{Options, PhaseResult};
 
 fn ms(us: u64) -> f64 {
@@ -29,16 +31,124 @@ pub fn ramp_latency(p: &PhaseResult) -> Option<(u64, u64)> {
     Some((p50s[p50s.len() / 2], worst))
 }
 
-fn phase_json(p: &PhaseResult) -> Value {
-    let per_shard: Vec<Value> = p
-        .shard_cpu
+/// Each data-plane thread's CPU in the window: its own, its io_uring workers', how busy it was
+/// (both together, over the window) and its share of the data plane.
+fn per_shard_cpu(p: &PhaseResult) -> Vec<Value> {
+    let all = p.data_plane_cpu();
+    p.shard_cpu
         .iter()
-        .map(|(n, c)| json!({"thread": n, "cpu_s": c, "busy": c / p.window_s.max(1e-9)}))
-        .collect();
+        .map(|(n, c)| {
+            let total = p.shard_total_cpu(n);
+            json!({
+                "thread": n,
+                "cpu_s": c,
+                "iou_wrk_cpu_s": total - c,
+                "busy": total / p.window_s.max(1e-9),
+                "share_of_data_plane": if all > 0.0 { Some(total / all) } else { None },
+            })
+        })
+        .collect()
+}
+
+/// Window totals of the shard mesh (`None`: the server exported no per-shard media metrics).
+fn cross_shard(window: &[ShardMedia]) -> Value {
+    if window.is_empty() {
+        return Value::Null;
+    }
+    let t = shardmedia::total(window);
+    json!({
+        "mesh_out": t.mesh_out, "mesh_in": t.mesh_in, "mesh_full_drops": t.mesh_full,
+        "tx_full_drops": t.tx_full, "media_drops": t.media_drops,
+    })
+}
+
+/// Per shard: where the consumers were at the end of the ramp, and the window's mesh traffic.
+fn shards_json(p: &PhaseResult) -> Value {
+    let mut ids: Vec<u32> =
+        p.shards_after_ramp.iter().chain(&p.shards_window).map(|m| m.shard).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter()
+        .map(|&i| {
+            let ramp = p.shards_after_ramp.iter().find(|m| m.shard == i);
+            let win = p.shards_window.iter().find(|m| m.shard == i);
+            json!({
+                "shard": i,
+                "consumers_after_ramp": ramp.map(|m| m.subscribers),
+                "publishers_after_ramp": ramp.map(|m| m.publishers),
+                "mirror_producers_after_ramp": ramp.map(|m| m.mirror_producers),
+                "window": win.map(|m| json!({
+                    "rtp_out": m.rtp_out, "mesh_out": m.mesh_out, "mesh_in": m.mesh_in,
+                    "mesh_full_drops": m.mesh_full, "tx_full_drops": m.tx_full,
+                    "media_drops": m.media_drops,
+                })),
+            })
+        })
+        .collect()
+}
+
+fn step_json(s: &Step) -> Value {
+    let p = &s.result;
+    json!({
+        "index": s.index,
+        "refine": s.refine,
+        "verdict": s.verdict.as_str(),
+        "note": s.note,
+        "video_bitrate": p.video_bitrate,
+        "offered_egress_pps": p.offered_egress_pps,
+        "server_egress_pps": p.egress_pps(),
+        "expected": p.expected,
+        "delivered": p.delivered,
+        "loss": p.loss(),
+        "worst_subscriber_loss": p.worst_subscriber_loss,
+        "window_s": p.window_s,
+        "data_plane_cpu_s": p.data_plane_cpu(),
+        "egress_pps_per_core": p.pps_per_core(),
+        "data_plane_cpu": per_shard_cpu(p),
+        "iou_wrk_threads": p.iou_wrk_threads,
+        "latency_ms": {
+            "p50": ms(p.latency.quantile(0.5)),
+            "p99": ms(p.latency.quantile(0.99)),
+        },
+        "cross_shard": cross_shard(&p.shards_window),
+        "load_generator_busy": p.load_cpu,
+        "generator_tx_full": p.generator_tx_full,
+        "generator_late_frames": p.generator_late_frames,
+        "kernel_udp_rcvbuf_drops": p.udp_buffer_drops.map(|d| d.0),
+        "kernel_udp_sndbuf_drops": p.udp_buffer_drops.map(|d| d.1),
+    })
+}
+
+fn saturation_json(s: &Saturation) -> Value {
+    let best = s.best_step().map(|b| {
+        let p = &b.result;
+        json!({
+            "step": b.index,
+            "video_bitrate": p.video_bitrate,
+            "egress_pps": p.egress_pps(),
+            "egress_pps_per_core": p.pps_per_core(),
+            "loss": p.loss(),
+            "data_plane_cpu": per_shard_cpu(p),
+        })
+    });
+    json!({
+        "knob": "video_bitrate",
+        "factor": s.factor,
+        "loss_limit": s.loss_limit,
+        "stop": s.stop,
+        "best": best,
+        "steps": s.steps.iter().map(step_json).collect::<Vec<_>>(),
+    })
+}
+
+fn phase_json(p: &PhaseResult) -> Value {
+    let per_shard = per_shard_cpu(p);
+    let iou: f64 = p.iou_wrk_cpu.iter().map(|(_, c)| c).sum();
     let mut v = json!({
         "label": p.label,
         "kind": p.kind,
         "backend": p.backend,
+        "server_shards": p.server_shards,
         "valid": p.refused.is_none(),
         "refused": p.refused,
         "window_s": p.window_s,
@@ -72,7 +182,21 @@ fn phase_json(p: &PhaseResult) -> Value {
         "srtp_failures": p.srtp_failures,
         "data_plane_cpu": per_shard,
         "data_plane_cpu_s": p.data_plane_cpu(),
+        "iou_wrk": {
+            "threads": p.iou_wrk_threads,
+            "cpu_s": iou,
+            "by_thread": p
+                .iou_wrk_cpu
+                .iter()
+                .map(|(n, c)| json!({"thread": n, "cpu_s": c}))
+                .collect::<Vec<_>>(),
+        },
+        "max_shard_share_of_data_plane": p.max_shard_share(),
         "egress_pps_per_core": p.pps_per_core(),
+        "video_bitrate": p.video_bitrate,
+        "offered_egress_pps": p.offered_egress_pps,
+        "generator_tx_full": p.generator_tx_full,
+        "generator_late_frames": p.generator_late_frames,
         "server_process_cpu_s": p.server_cpu_total,
         "server_rss_bytes": p.server_rss,
         "memory_per_subscriber_leg_bytes": p.mem_per_leg,
@@ -88,6 +212,9 @@ fn phase_json(p: &PhaseResult) -> Value {
                    "longest_le_ms": t.longest_le_s.map(|s| if s.is_finite() { json!(s * 1000.0) } else { json!("inf") })})
         })
         .collect();
+    v["shards"] = shards_json(p);
+    v["cross_shard"] = cross_shard(&p.shards_window);
+    v["saturation"] = p.saturation.as_ref().map_or(Value::Null, saturation_json);
     v["ramp_latency_ms"] = match ramp_latency(p) {
         Some((p50, p99)) => json!({"median_p50": ms(p50), "worst_p99": ms(p99)}),
         None => Value::Null,
@@ -106,7 +233,9 @@ fn phase_json(p: &PhaseResult) -> Value {
     v
 }
 
-/// Ratios of each ringsfu phase to the raw phase, and of the first backend to the others.
+/// Ratios: each ringsfu phase to the raw phase; io_uring to epoll (per shard count when the run
+/// had several); each shard count N to 1 shard, same backend (`"N shards/1 shard (backend)"`:
+/// egress per data-plane CPU-second and egress pps; with `--saturate` those of the best steps).
 pub fn ratios(phases: &[PhaseResult]) -> Value {
     let raw = phases.iter().find(|p| p.kind == "raw");
     let mut out = serde_json::Map::new();
@@ -124,14 +253,51 @@ pub fn ratios(phases: &[PhaseResult]) -> Value {
             );
         }
     }
-    let uring = phases.iter().find(|p| p.backend.as_deref() == Some("uring"));
-    let epoll = phases.iter().find(|p| p.backend.as_deref() == Some("epoll"));
-    if let (Some(u), Some(e)) = (uring, epoll) {
-        let per_core = match (u.pps_per_core(), e.pps_per_core()) {
-            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-            _ => None,
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let ringsfu: Vec<&PhaseResult> = phases.iter().filter(|p| p.kind == "ringsfu").collect();
+    let mut counts: Vec<Option<usize>> = Vec::new();
+    for p in &ringsfu {
+        if !counts.contains(&p.server_shards) {
+            counts.push(p.server_shards);
+        }
+    }
+    // io_uring against epoll, at each shard count.
+    for n in &counts {
+        let of = |b: &str| {
+            ringsfu.iter().find(|p| p.backend.as_deref() == Some(b) && p.server_shards == *n)
         };
-        out.insert("uring/epoll".into(), json!({"egress_pps_per_core": per_core}));
+        if let (Some(u), Some(e)) = (of("uring"), of("epoll")) {
+            let key = match n {
+                Some(1) if counts.len() > 1 => "uring/epoll (1 shard)".to_string(),
+                Some(n) if counts.len() > 1 => format!("uring/epoll ({n} shards)"),
+                _ => "uring/epoll".to_string(),
+            };
+            out.insert(
+                key,
+                json!({"egress_pps_per_core": ratio(u.pps_per_core(), e.pps_per_core())}),
+            );
+        }
+    }
+    // N shards against 1 shard, same backend: egress per data-plane CPU-second and egress.
+    for p in &ringsfu {
+        let Some(n) = p.server_shards.filter(|&n| n != 1) else { continue };
+        let Some(one) =
+            ringsfu.iter().find(|q| q.backend == p.backend && q.server_shards == Some(1))
+        else {
+            continue;
+        };
+        let b = p.backend.as_deref().unwrap_or("server");
+        out.insert(
+            format!("{n} shards/1 shard ({b})"),
+            json!({
+                "egress_pps_per_core": ratio(p.pps_per_core(), one.pps_per_core()),
+                "egress_pps": ratio(Some(p.egress_pps()), Some(one.egress_pps())),
+                "saturation": p.saturation.is_some(),
+            }),
+        );
     }
     Value::Object(out)
 }
@@ -161,6 +327,17 @@ pub fn json(o: &Options, phases: &[PhaseResult]) -> Value {
             "expected_egress_pps": o.expected_egress_pps(),
         },
         "verify_ratio": o.verify_ratio,
+        "server_shards": o.server_shards,
+        "server_env": o.server_env,
+        "saturate": if o.saturate {
+            json!({
+                "knob": "video_bitrate", "factor": o.saturate_factor, "steps": o.saturate_steps,
+                "refine": o.saturate_refine, "loss_limit": o.saturate_loss,
+                "settle_s": o.saturate_settle, "max_time_s": o.saturate_max_time,
+            })
+        } else {
+            Value::Null
+        },
         "valid": phases.iter().all(|p| p.refused.is_none()),
         "phases": phases.iter().map(phase_json).collect::<Vec<_>>(),
         "ratios": ratios(phases),
@@ -213,12 +390,9 @@ pub fn table(phases: &[PhaseResult]) -> String {
             opt(p.mem_per_leg, 1.0, 0),
             p.load_cpu * 100.0,
         );
-        for (n, c) in &p.shard_cpu {
-            let _ = writeln!(
-                s,
-                "    {n}: {c:.2} s CPU ({:.0}% busy)",
-                c / p.window_s.max(1e-9) * 100.0
-            );
+        shard_lines(&mut s, p);
+        if let Some(sat) = &p.saturation {
+            saturation_lines(&mut s, sat);
         }
         if !p.loop_turns.is_empty() {
             let parts: Vec<String> =
@@ -259,6 +433,125 @@ pub fn table(phases: &[PhaseResult]) -> String {
         }
     }
     s
+}
+
+/// Each shard thread's CPU (with its io_uring workers' and its share of the data plane), where
+/// the consumers were at the end of the ramp and the window's cross-shard traffic.
+fn shard_lines(s: &mut String, p: &PhaseResult) {
+    let all = p.data_plane_cpu();
+    for (n, c) in &p.shard_cpu {
+        let total = p.shard_total_cpu(n);
+        let _ =
+            write!(s, "    {n}: {c:.2} s CPU ({:.0}% busy", total / p.window_s.max(1e-9) * 100.0);
+        if total > *c {
+            let _ = write!(s, ", with {:.2} s of its io_uring workers", total - c);
+        }
+        if p.shard_cpu.len() > 1 && all > 0.0 {
+            let _ = write!(s, ", {:.0}% of the data plane", total / all * 100.0);
+        }
+        let _ = writeln!(s, ")");
+    }
+    if p.iou_wrk_threads > 0 {
+        let iou: f64 = p.iou_wrk_cpu.iter().map(|(_, c)| c).sum();
+        let _ = writeln!(
+            s,
+            "    io_uring workers: {} threads, {iou:.2} s CPU (in dp cpu s)",
+            p.iou_wrk_threads
+        );
+    }
+    if !p.shards_after_ramp.is_empty() {
+        let list = |f: fn(&ShardMedia) -> u64| {
+            p.shards_after_ramp
+                .iter()
+                .map(|m| format!("{}: {}", m.shard, f(m)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "    consumers per shard at the end of the ramp: {}; mirror producers: {}",
+            list(|m| m.subscribers),
+            list(|m| m.mirror_producers)
+        );
+    }
+    if !p.shards_window.is_empty() {
+        let t = shardmedia::total(&p.shards_window);
+        let _ = writeln!(
+            s,
+            "    cross-shard in the window: {} mesh messages out, {} in; mesh_full drops {} \
+             (server media drops: {} in all, {} tx_full)",
+            t.mesh_out, t.mesh_in, t.mesh_full, t.media_drops, t.tx_full
+        );
+    }
+}
+
+fn saturation_lines(s: &mut String, sat: &Saturation) {
+    let _ = writeln!(
+        s,
+        "    saturation (video bitrate x{} per step, loss limit {}%): {} step(s); stopped: {}",
+        sat.factor,
+        sat.loss_limit * 100.0,
+        sat.steps.len(),
+        sat.stop
+    );
+    for st in &sat.steps {
+        let p = &st.result;
+        let shards: Vec<String> = p
+            .shard_cpu
+            .iter()
+            .map(|(n, _)| {
+                format!("{n} {:.0}%", p.shard_total_cpu(n) / p.window_s.max(1e-9) * 100.0)
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "      step {:>2}{} {:>7.2} Mbit/s  offered {:>9.0} pps  out {:>9.0} pps  \
+             loss {:>8.4}%  {:>8} pps/core  gen {:>3.0}%  [{}]  {}",
+            st.index,
+            if st.refine { "r" } else { " " },
+            p.video_bitrate as f64 / 1e6,
+            p.offered_egress_pps,
+            p.egress_pps(),
+            p.loss() * 100.0,
+            opt(p.pps_per_core(), 1.0, 0),
+            p.load_cpu * 100.0,
+            shards.join(", "),
+            st.verdict.as_str()
+        );
+        let t = shardmedia::total(&p.shards_window);
+        if t.media_drops > 0 {
+            let _ = writeln!(
+                s,
+                "               server media drops {} (tx_full {}, mesh_full {})",
+                t.media_drops, t.tx_full, t.mesh_full
+            );
+        }
+        if let Some(n) = &st.note {
+            let _ = writeln!(s, "               {n}");
+        }
+    }
+    match sat.best_step() {
+        Some(b) => {
+            let p = &b.result;
+            let _ = writeln!(
+                s,
+                "    highest sustained: {:.0} egress pps, {} per data-plane CPU-second (step {}, \
+                 {:.2} Mbit/s per publisher, loss {:.4}%); the row above is that step",
+                p.egress_pps(),
+                opt(p.pps_per_core(), 1.0, 0),
+                b.index,
+                p.video_bitrate as f64 / 1e6,
+                p.loss() * 100.0
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "    no step sustained the loss limit (the row above is the first step): start \
+                 lower (--video-bitrate) or with fewer subscribers"
+            );
+        }
+    }
 }
 
 /// An SVG plot per phase: received pps (left axis) and p50/p99 latency (right axis) per second.
