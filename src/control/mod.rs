@@ -16,6 +16,7 @@
 
 pub mod demo;
 pub mod media;
+mod media_rpc;
 pub mod registry;
 pub mod rest;
 pub mod views;
@@ -70,6 +71,9 @@ pub(crate) struct RpcSession {
 pub(crate) struct State {
     pub reg: Registry,
     pub rpcs: HashMap<String, RpcSession>,
+    /// `iceCandidate` notifications (session, connection, params) waiting for the media event
+    /// task's next turn (`media_rpc::trickle`).
+    pub trickle: Vec<(String, String, Value)>,
 }
 
 pub(crate) struct Inner {
@@ -85,6 +89,8 @@ pub(crate) struct Inner {
     pub draining: AtomicBool,
     /// The TURN credentials joinRoom mints from (reloadable).
     pub turn_secrets: TurnSecretsHandle,
+    /// Woken when `iceCandidate` notifications wait in `State::trickle`.
+    pub trickle_ready: tokio::sync::Notify,
 }
 
 /// Unix epoch milliseconds now (the shell's clock; cores get it as an argument).
@@ -215,13 +221,18 @@ impl ControlPlane {
         let inner = Arc::new(Inner {
             webhooks: webhook::Webhooks::start(&cfg.webhook),
             cfg: cfg.clone(),
-            state: Mutex::new(State { reg: Registry::new(rcfg, seed), rpcs: HashMap::new() }),
+            state: Mutex::new(State {
+                reg: Registry::new(rcfg, seed),
+                rpcs: HashMap::new(),
+                trickle: Vec::new(),
+            }),
             media: media::MediaSink::default(),
             ws_count: AtomicUsize::new(0),
             next_socket: AtomicU64::new(1),
             metrics: Arc::new(Metrics::new()),
             draining: AtomicBool::new(false),
             turn_secrets,
+            trickle_ready: tokio::sync::Notify::new(),
         });
         if cfg.sessions.garbage_interval > 0
             && let Ok(rt) = tokio::runtime::Handle::try_current()
@@ -284,11 +295,6 @@ impl ControlPlane {
         self.inner.with(|st| st.reg.add_stream(session_id, connection_id, media, now_ms()))
     }
 
-    /// The handle the media side uses to update the registry and feed [`media::MediaEvent`]s.
-    pub fn media_handle(&self) -> media::ControlHandle {
-        media::ControlHandle(self.inner.clone())
-    }
-
     /// Attaches the media engine: media methods go to it, registry teardowns reach it, and a
     /// task turns its shards' events into notifications. Call once, inside the runtime.
     pub fn attach_media(&self, engine: Arc<crate::media::MediaEngine>) {
@@ -309,12 +315,17 @@ impl ControlPlane {
             }
             rt.spawn(async move {
                 loop {
-                    engine.wait_events(&mut wakers).await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    let handle = media::ControlHandle(inner);
-                    for ev in engine.poll_events() {
-                        handle.handle_event(ev);
+                    let Some(trickle) = weak.upgrade() else { return };
+                    tokio::select! {
+                        () = crate::shard::any_wake(&mut wakers) => {}
+                        // Trickled candidates wait one more turn of the runtime, so the answer
+                        // or offer that created their transport goes out first.
+                        () = trickle.trickle_ready.notified() => tokio::task::yield_now().await,
                     }
+                    drop(trickle);
+                    let Some(inner) = weak.upgrade() else { return };
+                    media_rpc::on_shard_events(&inner, &engine, engine.poll_events());
+                    media_rpc::flush_trickle(&inner);
                 }
             });
         }

@@ -18,6 +18,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 use super::media::MediaCommand;
+use crate::dtls::Fingerprint;
+use crate::media::PeerId;
+use crate::sdp::{Negotiated, NegotiatedMedia, OutgoingTrack, VideoCodecPolicy};
 use crate::signaling::{RpcError, code};
 
 /// Unix epoch milliseconds.
@@ -115,12 +118,65 @@ pub struct Stream {
     pub id: String,
     pub created_at: Ms,
     pub media: MediaOptions,
+    /// Its publisher's media transport and what was agreed with it (`None`: no media engine,
+    /// or an IP camera).
+    pub transport: Option<PublishedMedia>,
 }
 
 #[derive(Clone, Debug)]
 pub struct Subscription {
     pub stream_id: String,
     pub created_at: Ms,
+    /// The subscriber leg's media transport (`None`: no media engine, or the transport failed
+    /// and the browser has not reconnected it yet).
+    pub transport: Option<ReceivedMedia>,
+}
+
+/// Where a stream's or a subscription's media transport is: a peer of a media shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportRef {
+    pub peer: PeerId,
+    pub shard: usize,
+}
+
+/// What the media layer agreed with a publisher (`publishVideo`).
+#[derive(Clone, Debug)]
+pub struct PublishedMedia {
+    pub at: TransportRef,
+    /// The agreed m-lines, in track order.
+    pub negotiated: Vec<NegotiatedMedia>,
+    pub policy: VideoCodecPolicy,
+    /// The publisher's peer connection: its certificate and SDP session (`o=` sess-id).
+    pub connection_of: (Fingerprint, u64),
+}
+
+/// A subscriber leg's transport and, for a client offer, what its answer announced (for a
+/// renegotiation of the same peer connection).
+#[derive(Clone, Debug)]
+pub struct ReceivedMedia {
+    pub at: TransportRef,
+    pub answered: Option<AnsweredLeg>,
+}
+
+/// What a client-offer subscriber leg was answered with.
+#[derive(Clone, Debug)]
+pub struct AnsweredLeg {
+    /// Its certificate and SDP session, as [`PublishedMedia::connection_of`].
+    pub connection_of: (Fingerprint, u64),
+    pub outgoing: Vec<OutgoingTrack>,
+}
+
+/// A server offer waiting for the subscriber's answer (`prepareReceiveVideoFrom`).
+#[derive(Clone, Debug)]
+pub struct PendingOffer {
+    pub stream_id: String,
+    pub offer: Negotiated,
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
+    /// Publisher track index of each offered m-line.
+    pub sources: Vec<usize>,
+    /// The shard the offer's candidates name (where the leg will be).
+    pub shard: usize,
 }
 
 /// What a connection gets at joinRoom.
@@ -145,6 +201,8 @@ pub struct Connection {
     pub active: Option<ActiveInfo>,
     pub publisher: Option<Stream>,
     pub subscriptions: Vec<Subscription>,
+    /// Server offers made to this connection, waiting for its answers.
+    pub offers: Vec<PendingOffer>,
 }
 
 impl Connection {
@@ -170,6 +228,8 @@ pub struct Session {
     pub props: SessionProps,
     /// Someone joined at least once.
     pub ever_active: bool,
+    /// The media shard of its publishers (chosen at the first join or publish).
+    pub media_home: Option<usize>,
     /// In creation order.
     pub connections: Vec<Connection>,
 }
@@ -304,6 +364,8 @@ pub struct Registry {
     sessions: HashMap<String, Session>,
     /// Token value (`tok_…`) → (session id, connection id) for pending connections.
     tokens: HashMap<String, (String, String)>,
+    /// Media transport (peer) → (session, connection) owning it.
+    transports: HashMap<PeerId, (String, String)>,
     rng: StdRng,
     out: VecDeque<Output>,
     closed: bool,
@@ -315,6 +377,7 @@ impl Registry {
             cfg,
             sessions: HashMap::new(),
             tokens: HashMap::new(),
+            transports: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
             out: VecDeque::new(),
             closed: false,
@@ -410,6 +473,7 @@ impl Registry {
             created_at: now,
             props,
             ever_active: false,
+            media_home: None,
             connections: Vec::new(),
         };
         self.webhook("sessionCreated", &session, now, json!({}));
@@ -440,12 +504,12 @@ impl Registry {
         let Some(session) = self.sessions.remove(id) else {
             return;
         };
+        let mut refs = Vec::new();
         for c in &session.connections {
             self.tokens.remove(&c.token_value);
+            refs.extend(transports_of(c));
         }
-        self.out.push_back(Output::Media(MediaCommand::CloseSession {
-            session_id: session.id.clone(),
-        }));
+        self.release(refs);
         let duration = now.saturating_sub(session.created_at) / 1000;
         self.webhook(
             "sessionDestroyed",
@@ -534,6 +598,7 @@ impl Registry {
             active: None,
             publisher: None,
             subscriptions: Vec::new(),
+            offers: Vec::new(),
         };
         // Invariant: presence checked at the top of this function.
         let session = self.sessions.get_mut(session_id).expect("session exists");
@@ -568,6 +633,7 @@ impl Registry {
         let stream = Stream {
             id: format!("str_IPC_{stream_rand}_{cid}"),
             created_at: now,
+            transport: None,
             media: MediaOptions {
                 has_audio: true,
                 has_video: true,
@@ -826,10 +892,16 @@ impl Registry {
         let conn = session.connections.remove(idx);
         let own_stream = conn.publisher.as_ref().map(|s| s.id.clone());
         // Subscribers of the leaving publisher lose their subscription.
-        let subs = own_stream
+        let (subs, mut refs) = own_stream
             .as_deref()
             .map(|sid| take_subscribers(&mut session.connections, sid))
             .unwrap_or_default();
+        refs.extend(transports_of(&conn));
+        if let Some(sid) = own_stream.as_deref() {
+            for c in &mut session.connections {
+                c.offers.retain(|o| o.stream_id != sid);
+            }
+        }
         // The leaving participant's own subscriptions end too.
         let own_subs: Vec<(Stream, String, Ms)> = conn
             .subscriptions
@@ -843,10 +915,7 @@ impl Registry {
         let session_snapshot = session.clone();
         // Invariant: checked `active.is_some()` above.
         let active = conn.active.clone().expect("active connection");
-        self.out.push_back(Output::Media(MediaCommand::ReleaseConnection {
-            session_id: session_id.to_string(),
-            connection_id: cid.to_string(),
-        }));
+        self.release(refs);
         for (st, publisher, created) in &own_subs {
             let me = [(cid.to_string(), *created)];
             self.subscribers_destroyed_hooks(&session_snapshot, st, publisher, &me, reason, now);
@@ -995,7 +1064,12 @@ impl Registry {
                 "The user is already publishing",
             ));
         }
-        let stream = Stream { id: format!("str_{prefix}_{r}_{cid}"), created_at: now, media };
+        let stream = Stream {
+            id: format!("str_{prefix}_{r}_{cid}"),
+            created_at: now,
+            media,
+            transport: None,
+        };
         let id = stream.id.clone();
         let desc = json!({"id": cid, "createdAt": conn.active.as_ref().map(|a| a.active_at),
             "metadata": conn.full_metadata(), "streams": [stream_descriptor(&stream)]});
@@ -1033,18 +1107,18 @@ impl Registry {
         }
         // Invariant: `owner` was found by its publisher.
         let stream = session.connections[owner].publisher.take().expect("publisher present");
-        let subs = take_subscribers(&mut session.connections, stream_id);
+        let (subs, mut refs) = take_subscribers(&mut session.connections, stream_id);
+        refs.extend(stream.transport.as_ref().map(|t| t.at));
+        for c in &mut session.connections {
+            c.offers.retain(|o| o.stream_id != stream_id);
+        }
         let conn = session.connections[owner].clone();
         let mut targets = session.active_rpcs_except(&conn.id);
         if forced && let Some(r) = conn.rpc() {
             targets.insert(0, r.to_string());
         }
         let session = session.clone();
-        self.out.push_back(Output::Media(MediaCommand::ReleasePublisher {
-            session_id: session_id.to_string(),
-            connection_id: conn.id.clone(),
-            stream_id: stream_id.to_string(),
-        }));
+        self.release(refs);
         self.notify(
             &targets,
             "participantUnpublished",
@@ -1113,14 +1187,26 @@ impl Registry {
         let publisher = session.stream(stream_id).map(|(c, _)| c.id.clone()).unwrap_or_default();
         let conn =
             session.connection_mut(cid).filter(|c| c.active.is_some()).ok_or_else(no_connection)?;
+        // A new subscription to the same stream replaces the old one (re-subscribe, reconnect).
+        let old: Vec<TransportRef> = conn
+            .subscriptions
+            .iter()
+            .filter(|s| s.stream_id == stream_id)
+            .filter_map(|s| s.transport.as_ref().map(|t| t.at))
+            .collect();
         conn.subscriptions.retain(|s| s.stream_id != stream_id);
-        conn.subscriptions.push(Subscription { stream_id: stream_id.to_string(), created_at: now });
+        conn.subscriptions.push(Subscription {
+            stream_id: stream_id.to_string(),
+            created_at: now,
+            transport: None,
+        });
         let mut hook = participant_hook_short(conn);
         let session = session.clone();
         hook["streamId"] = json!(stream_id);
         hook["connection"] = json!("INBOUND");
         hook["receivingFrom"] = json!(publisher);
         media_hook_fields(&mut hook, &media);
+        self.release(old);
         self.webhook("webrtcConnectionCreated", &session, now, hook);
         Ok(())
     }
@@ -1139,17 +1225,14 @@ impl Registry {
             return Err(RpcError::new(code::USER_NOT_FOUND, "Not subscribed"));
         };
         let sub = conn.subscriptions.remove(pos);
+        let refs: Vec<TransportRef> = sub.transport.as_ref().map(|t| t.at).into_iter().collect();
         if let Some((p, st)) = session.stream(stream_id) {
             let (publisher, st) = (p.id.clone(), st.clone());
             let session = session.clone();
             let me = [(cid.to_string(), sub.created_at)];
             self.subscribers_destroyed_hooks(&session, &st, &publisher, &me, "unsubscribe", now);
         }
-        self.out.push_back(Output::Media(MediaCommand::ReleaseSubscriber {
-            session_id: session_id.to_string(),
-            subscriber: cid.to_string(),
-            stream_id: stream_id.to_string(),
-        }));
+        self.release(refs);
         Ok(())
     }
 
@@ -1219,6 +1302,151 @@ impl Registry {
     pub fn stream_of(&self, session_id: &str, cid: &str) -> Option<String> {
         self.sessions.get(session_id)?.connection(cid)?.publisher.as_ref().map(|s| s.id.clone())
     }
+
+    // ------------------------------------------------------------------ media transports
+
+    /// Lets go of media transports: forgets who owns them and tells the media engine.
+    fn release(&mut self, refs: Vec<TransportRef>) {
+        if refs.is_empty() {
+            return;
+        }
+        for r in &refs {
+            self.transports.remove(&r.peer);
+        }
+        self.out.push_back(Output::Media(MediaCommand::Release(refs)));
+    }
+
+    /// Records the publisher transport of `stream_id` (after `publishVideo` or its
+    /// renegotiation). False when the stream is gone (the caller releases the transport).
+    pub fn set_stream_transport(
+        &mut self,
+        session_id: &str,
+        stream_id: &str,
+        t: PublishedMedia,
+    ) -> bool {
+        let Some(session) = self.sessions.get_mut(session_id) else { return false };
+        let Some(conn) = session
+            .connections
+            .iter_mut()
+            .find(|c| c.publisher.as_ref().is_some_and(|s| s.id == stream_id))
+        else {
+            return false;
+        };
+        let peer = t.at.peer;
+        if let Some(s) = conn.publisher.as_mut() {
+            s.transport = Some(t);
+        }
+        let cid = conn.id.clone();
+        self.transports.insert(peer, (session_id.to_string(), cid));
+        true
+    }
+
+    /// Records the transport of `cid`'s subscription to `stream_id`. False when there is no
+    /// such subscription (the caller releases the transport).
+    pub fn set_subscription_transport(
+        &mut self,
+        session_id: &str,
+        cid: &str,
+        stream_id: &str,
+        t: ReceivedMedia,
+    ) -> bool {
+        let Some(conn) = self.sessions.get_mut(session_id).and_then(|s| s.connection_mut(cid))
+        else {
+            return false;
+        };
+        let Some(sub) = conn.subscriptions.iter_mut().find(|s| s.stream_id == stream_id) else {
+            return false;
+        };
+        let peer = t.at.peer;
+        let old = sub.transport.replace(t).map(|o| o.at).filter(|o| o.peer != peer);
+        self.transports.insert(peer, (session_id.to_string(), cid.to_string()));
+        self.release(old.into_iter().collect());
+        true
+    }
+
+    /// Who owns media transport `peer`: (session, connection, stream, is it the publisher's).
+    pub fn transport_owner(&self, peer: PeerId) -> Option<(String, String, String, bool)> {
+        let (sid, cid) = self.transports.get(&peer)?;
+        let conn = self.sessions.get(sid)?.connection(cid)?;
+        let has = |t: Option<TransportRef>| t.is_some_and(|t| t.peer == peer);
+        if let Some(s) = conn.publisher.as_ref().filter(|s| has(s.transport.as_ref().map(|t| t.at)))
+        {
+            return Some((sid.clone(), cid.clone(), s.id.clone(), true));
+        }
+        let sub = conn.subscriptions.iter().find(|s| has(s.transport.as_ref().map(|t| t.at)))?;
+        Some((sid.clone(), cid.clone(), sub.stream_id.clone(), false))
+    }
+
+    /// A subscriber leg's transport is gone on its shard (failed, closed, refused): the
+    /// subscription stays (the browser reconnects it) without a transport. The shard the leg
+    /// was on, when `peer` was such a leg.
+    pub fn subscription_transport_gone(&mut self, peer: PeerId) -> Option<usize> {
+        let (sid, cid) = self.transports.get(&peer).cloned()?;
+        let conn = self.sessions.get_mut(&sid)?.connection_mut(&cid)?;
+        let sub = conn
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.transport.as_ref().is_some_and(|t| t.at.peer == peer))?;
+        let shard = sub.transport.take().map(|t| t.at.shard);
+        self.transports.remove(&peer);
+        shard
+    }
+
+    /// The media shard of a session's publishers, chosen with `choose` the first time.
+    pub fn media_home(
+        &mut self,
+        session_id: &str,
+        choose: impl FnOnce() -> usize,
+    ) -> Option<usize> {
+        let s = self.sessions.get_mut(session_id)?;
+        Some(*s.media_home.get_or_insert_with(choose))
+    }
+
+    /// Subscriber legs of a session with a transport on `shard`.
+    pub fn legs_on(&self, session_id: &str, shard: usize) -> usize {
+        self.sessions.get(session_id).map_or(0, |s| {
+            s.connections
+                .iter()
+                .flat_map(|c| &c.subscriptions)
+                .filter(|sub| sub.transport.as_ref().is_some_and(|t| t.at.shard == shard))
+                .count()
+        })
+    }
+
+    /// Stores a server offer made to `cid` (replacing an earlier one for the same stream).
+    pub fn put_offer(&mut self, session_id: &str, cid: &str, offer: PendingOffer) -> bool {
+        let Some(conn) = self.sessions.get_mut(session_id).and_then(|s| s.connection_mut(cid))
+        else {
+            return false;
+        };
+        conn.offers.retain(|o| o.stream_id != offer.stream_id);
+        conn.offers.push(offer);
+        true
+    }
+
+    /// Takes the server offer made to `cid` for `stream_id`.
+    pub fn take_offer(
+        &mut self,
+        session_id: &str,
+        cid: &str,
+        stream_id: &str,
+    ) -> Option<PendingOffer> {
+        let conn = self.sessions.get_mut(session_id)?.connection_mut(cid)?;
+        let i = conn.offers.iter().position(|o| o.stream_id == stream_id)?;
+        Some(conn.offers.remove(i))
+    }
+
+    /// The stream's publisher transport and owner (for a subscription to it).
+    pub fn published(&self, session_id: &str, stream_id: &str) -> Option<(String, PublishedMedia)> {
+        let (c, s) = self.sessions.get(session_id)?.stream(stream_id)?;
+        Some((c.id.clone(), s.transport.clone()?))
+    }
+
+    /// `cid`'s subscription to `stream_id`, if it has a transport.
+    pub fn received(&self, session_id: &str, cid: &str, stream_id: &str) -> Option<ReceivedMedia> {
+        let conn = self.sessions.get(session_id)?.connection(cid)?;
+        conn.subscriptions.iter().find(|s| s.stream_id == stream_id)?.transport.clone()
+    }
 }
 
 /// OpenVidu dev feature (spec §1): server data that is a JSON object with a string
@@ -1235,14 +1463,28 @@ fn custom_connection_id(data: &str) -> Option<String> {
 }
 
 /// Removes every subscription to `stream_id`; returns (subscriber, subscribed at).
-fn take_subscribers(conns: &mut [Connection], stream_id: &str) -> Vec<(String, Ms)> {
-    let mut out = Vec::new();
+/// Removes every subscription to `stream_id`: (subscriber, since) of each, and their media
+/// transports.
+fn take_subscribers(
+    conns: &mut [Connection],
+    stream_id: &str,
+) -> (Vec<(String, Ms)>, Vec<TransportRef>) {
+    let (mut out, mut refs) = (Vec::new(), Vec::new());
     for c in conns {
         if let Some(pos) = c.subscriptions.iter().position(|s| s.stream_id == stream_id) {
-            out.push((c.id.clone(), c.subscriptions.remove(pos).created_at));
+            let sub = c.subscriptions.remove(pos);
+            refs.extend(sub.transport.as_ref().map(|t| t.at));
+            out.push((c.id.clone(), sub.created_at));
         }
     }
-    out
+    (out, refs)
+}
+
+/// Every media transport a connection holds: its stream's and its subscriptions'.
+fn transports_of(c: &Connection) -> impl Iterator<Item = TransportRef> + '_ {
+    let published = c.publisher.as_ref().and_then(|s| s.transport.as_ref()).map(|t| t.at);
+    let received = c.subscriptions.iter().filter_map(|s| s.transport.as_ref().map(|t| t.at));
+    published.into_iter().chain(received)
 }
 
 /// The stream descriptor of `participantPublished` / joinRoom `value[].streams[]`.

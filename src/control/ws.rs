@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::media::{self, Caller, ControlHandle, MediaReply};
+use super::media::{self, Caller, MediaReply};
 use super::registry::{JoinRequest, MediaOptions, RegError, Role};
 use super::{Inner, Outgoing, RpcSession, SOCKET_QUEUE, SocketHandle, now_ms};
 use crate::ops::metrics::RpcResult;
@@ -326,7 +326,7 @@ fn media_request(
         }
     };
     let caller = Caller { session_id, connection_id, rpc_session: ctx.rpc.clone() };
-    match media::dispatch(&ControlHandle(ctx.inner.clone()), &caller, method, params) {
+    match media::dispatch(&ctx.inner, &caller, method, params) {
         MediaReply::Now(Ok(v)) => {
             metrics.signaling(method, RpcResult::Ok);
             Some(signaling::response(&id, v, Some(&ctx.rpc)))
@@ -417,7 +417,7 @@ fn dispatch(ctx: &mut Ctx, method: &str, params: &Map<String, Value>) -> Result<
             // Notifications (no id) for media methods: run them, ignore the answer.
             let (session_id, connection_id) = participant(ctx)?;
             let caller = Caller { session_id, connection_id, rpc_session: ctx.rpc.clone() };
-            match media::dispatch(&ControlHandle(ctx.inner.clone()), &caller, m, params) {
+            match media::dispatch(&ctx.inner, &caller, m, params) {
                 MediaReply::Now(r) => r,
                 MediaReply::Later(_) => Ok(json!({})),
             }
@@ -451,7 +451,9 @@ fn join_room(ctx: &mut Ctx, p: &Params<'_>) -> Result<Value, RpcError> {
                 "This WebSocket session has already joined a session",
             ));
         }
-        let media_turn_port = |s: &str| engine.as_ref().and_then(|e| e.turn_port_for(s));
+        // The session's media home shard (chosen now if it has none), for its TURN port.
+        let home = engine.as_ref().and_then(|e| st.reg.media_home(session, || e.choose_home()));
+        let media_turn_port = |_: &str| engine.as_ref().zip(home).and_then(|(e, h)| e.turn_port(h));
         let joined = st.reg.join(
             &JoinRequest {
                 token,

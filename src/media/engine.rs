@@ -1,40 +1,37 @@
-//! [`MediaEngine`]: the control-plane half of the media engine.
+//! [`MediaEngine`]: the media shards as the control plane sees them.
 //!
-//! It starts the media shards, answers the media JSON-RPC methods (publish, the two subscribe
-//! flows, unpublish, unsubscribe, reconnect) by negotiating SDP here and telling the session's
-//! shard what to do, and turns the shards' events into notifications. Its own state (which peer
-//! is whose, which shard a session lives on) sits behind one short-held mutex that is never
-//! held while calling into the registry, so registry outputs can reach
-//! [`MediaEngine::on_registry_command`] from inside a registry operation.
+//! It starts the shards (with the shard mesh between them), knows their candidates and
+//! certificate, places transports (a session's home shard for publishers, the least-loaded
+//! shard for spread subscriber legs), sends [`ShardCommand`]s and hands the shards' events up.
+//! It keeps no model of sessions, streams or subscriptions: the control plane's registry is
+//! the one source of truth and names every transport by its [`PeerId`] and shard. Nothing here
+//! imports the control plane; the JSON-RPC media methods live in `control::media_rpc`.
+//!
+//! Its only lock is around the shards' command senders (held for one send, never with another
+//! lock); placement load is a counter per shard.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use serde_json::{Map, Value, json};
 
 use super::core::{CoreSettings, MediaCore};
 use super::shard::MediaShard;
 use super::stats::{MediaStats, MediaStatsSnapshot};
-use super::{IceParams, InTrack, Origin, OutTrack, PeerId, ShardCommand, ShardEvent};
+use super::{PeerId, ShardCommand, ShardEvent};
 use crate::config::Config;
-use crate::control::media::{Caller, ControlHandle, MediaCommand, MediaEvent};
-use crate::control::registry::Role;
-use crate::dtls::{DtlsCert, DtlsConfig, DtlsContext, DtlsRole, Fingerprint};
+use crate::dtls::{DtlsCert, DtlsConfig, DtlsContext};
 use crate::io::{ShardHandles, SpawnError, spawn_shards};
-use crate::sdp::{
-    self, LocalTransport, Negotiated, NegotiatedMedia, OutgoingTrack, SdpError, VideoCodecPolicy,
-};
+use crate::sdp::LocalTransport;
 use crate::shard::ShardStats;
 use crate::shard::mesh::{MeshPort, mesh};
 
 /// Messages per ring between two shards (packets of mirrored publishers, ~1.5 KiB a slot,
 /// memory touched only as it is used): ~20 ms of a 10k packets/s stream of publishers.
 const MESH_RING: usize = 256;
-use crate::signaling::{Params, RpcError, code};
 
 /// Why the media engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,121 +42,14 @@ pub enum MediaEngineError {
     Shards(#[from] SpawnError),
 }
 
-/// Who a peer belongs to (for events and cleanup).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Owner {
-    session: String,
-    connection: String,
-    /// The stream it publishes or receives.
-    stream: String,
-    publisher: bool,
-    /// The shard its transport is on.
-    shard: usize,
-}
-
-#[derive(Debug, Clone)]
-struct Published {
-    id: PeerId,
-    shard: usize,
-    connection: String,
-    /// What was agreed with the publisher, in track order.
-    media: Vec<NegotiatedMedia>,
-    policy: VideoCodecPolicy,
-    /// The publisher's peer connection: its certificate and SDP session (`o=` sess-id).
-    connection_of: (Fingerprint, u64),
-}
-
-/// The transport of a new subscriber leg.
-struct Link {
-    id: PeerId,
-    /// The shard it is placed on.
-    shard: usize,
-    ice: IceParams,
-    fp: Fingerprint,
-    dtls_role: DtlsRole,
-}
-
-/// A server offer waiting for the subscriber's answer (`prepareReceiveVideoFrom`).
-#[derive(Debug, Clone)]
-struct PendingOffer {
-    offer: Negotiated,
-    ice_ufrag: String,
-    ice_pwd: String,
-    /// Publisher track index of each offered m-line.
-    sources: Vec<usize>,
-    /// The shard the offer's candidates name (where the leg will be).
-    shard: usize,
-}
-
-#[derive(Default)]
-struct State {
-    next_peer: u64,
-    session_shard: HashMap<String, usize>,
-    /// (session, stream id) → publisher.
-    published: HashMap<(String, String), Published>,
-    /// (session, subscriber connection, stream id) → subscriber peer.
-    subscribed: HashMap<(String, String, String), PeerId>,
-    pending: HashMap<(String, String, String), PendingOffer>,
-    owners: HashMap<PeerId, Owner>,
-    sessions_created: u64,
-    /// `iceCandidate` notifications waiting for the next [`MediaEngine::poll_events`], so they
-    /// reach the browser after the answer or offer that created the peer.
-    trickle: Vec<MediaEvent>,
-    /// What a client-offer subscriber leg was answered with, for a renegotiation of its
-    /// transport ([`MediaEngine::resubscribe`]).
-    legs: HashMap<PeerId, AnsweredLeg>,
-    /// Peers (publishers and subscriber legs) per shard: the load subscribers are placed by.
-    shard_peers: Vec<usize>,
-    /// Subscriber legs of each session on its home shard (`[media] spread_threshold`).
-    home_legs: HashMap<String, usize>,
-}
-
-impl State {
-    /// Records a peer's owner and counts it on its shard.
-    fn adopt(&mut self, id: PeerId, owner: Owner) {
-        if let Some(n) = self.shard_peers.get_mut(owner.shard) {
-            *n += 1;
-        }
-        if !owner.publisher && self.session_shard.get(&owner.session) == Some(&owner.shard) {
-            *self.home_legs.entry(owner.session.clone()).or_default() += 1;
-        }
-        if let Some(old) = self.owners.insert(id, owner) {
-            self.uncount(&old);
-        }
-    }
-
-    fn uncount(&mut self, o: &Owner) {
-        if let Some(n) = self.shard_peers.get_mut(o.shard) {
-            *n = n.saturating_sub(1);
-        }
-        if !o.publisher
-            && self.session_shard.get(&o.session) == Some(&o.shard)
-            && let Some(n) = self.home_legs.get_mut(&o.session)
-        {
-            *n = n.saturating_sub(1);
-        }
-    }
-
-    /// Forgets a peer's owner (and what its leg was answered with).
-    fn forget(&mut self, id: &PeerId) -> Option<Owner> {
-        self.legs.remove(id);
-        let o = self.owners.remove(id)?;
-        self.uncount(&o);
-        Some(o)
-    }
-
-    /// The shard of a peer (0 when unknown: a single-shard engine).
-    fn shard_of_peer(&self, id: &PeerId) -> usize {
-        self.owners.get(id).map_or(0, |o| o.shard)
-    }
-}
-
-/// A subscriber leg's peer connection and the tracks (SSRCs) its answer announced.
-#[derive(Debug, Clone)]
-struct AnsweredLeg {
-    /// Its certificate and SDP session (`o=` sess-id), as [`Published::connection_of`].
-    connection_of: (Fingerprint, u64),
-    outgoing: Vec<OutgoingTrack>,
+/// Why a command did not reach its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The shard's command queue is full (it is behind): shed the request.
+    #[error("media server busy, try again")]
+    Busy,
+    #[error("media shard missing")]
+    NoShard,
 }
 
 /// The media engine. See the module docs.
@@ -171,12 +61,13 @@ pub struct MediaEngine {
     candidates: Vec<Vec<SocketAddr>>,
     stats: Vec<Arc<MediaStats>>,
     shard_stats: Vec<Arc<ShardStats>>,
-    state: Mutex<State>,
     /// The shards host the TURN server (each with a TURN port of its own, `[turn] shard_ports`).
     hosts_turn: bool,
-    /// Woken when `iceCandidate` notifications wait in `State::trickle` (the event task wakes
-    /// on this and on the shards' eventfds).
-    trickle_ready: tokio::sync::Notify,
+    next_peer: AtomicU64,
+    /// Transports placed on each shard and not released yet.
+    load: Vec<AtomicUsize>,
+    /// Home shards chosen so far (where the round robin of ties starts).
+    homes_chosen: AtomicUsize,
 }
 
 impl std::fmt::Debug for MediaEngine {
@@ -188,24 +79,6 @@ impl std::fmt::Debug for MediaEngine {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock is a bug; keep serving with the state as it was left.
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn random_string(n: usize) -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(n).map(char::from).collect()
-}
-
-fn sdp_error(e: SdpError) -> RpcError {
-    RpcError::new(code::MEDIA_SDP_ERROR, e.to_string())
-}
-
-/// The browser's DTLS certificate fingerprint from its SDP (SHA-256, what browsers send).
-fn remote_fingerprint(d: &sdp::RemoteDescription) -> Result<Fingerprint, RpcError> {
-    Fingerprint::sha256(&d.fingerprint)
-        .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))
-}
-
-fn no_stream(stream: &str) -> RpcError {
-    RpcError::new(code::USER_NOT_STREAMING, format!("Stream {stream} is not published"))
 }
 
 /// The addresses browsers can reach the media ports on: `[media] public_ips`, else the bind
@@ -338,38 +211,26 @@ impl MediaEngine {
             candidates,
             stats,
             shard_stats,
-            state: Mutex::new(State { shard_peers: vec![0; n], ..State::default() }),
             hosts_turn,
-            trickle_ready: tokio::sync::Notify::new(),
+            next_peer: AtomicU64::new(0),
+            load: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            homes_chosen: AtomicUsize::new(0),
         }))
     }
 
-    /// The TURN port of `session`'s shard (`[turn] shard_ports`), offered to its participants
-    /// as their first TURN server when the shards host TURN (assigns the session its shard if
-    /// it has none yet).
-    pub fn turn_port_for(&self, session: &str) -> Option<u16> {
+    /// The TURN port of `shard` (`[turn] shard_ports`), offered to a session's participants as
+    /// their first TURN server when the shards host TURN.
+    pub fn turn_port(&self, shard: usize) -> Option<u16> {
         if !self.hosts_turn {
             return None;
         }
-        self.cfg.turn_shard_port(0)?;
-        let shard = Self::shard_of(&mut lock(&self.state), self.candidates.len(), session);
         self.cfg.turn_shard_port(shard)
     }
 
     /// Wakers on every shard's event eventfd, for the task that turns events into
-    /// notifications ([`MediaEngine::wait_events`]).
+    /// notifications.
     pub fn event_wakers(&self) -> Vec<crate::shard::EventWaker> {
         lock(&self.shards).iter_mut().map(|s| s.events().waker()).collect()
-    }
-
-    /// Until a shard has queued events (its eventfd, one of `wakers`) or `iceCandidate`
-    /// notifications wait: awaited, not polled. Trickled candidates wait one more turn of the
-    /// runtime, so the answer or offer that created their transport goes out first.
-    pub async fn wait_events(&self, wakers: &mut [crate::shard::EventWaker]) {
-        tokio::select! {
-            () = crate::shard::any_wake(wakers) => {}
-            () = self.trickle_ready.notified() => tokio::task::yield_now().await,
-        }
     }
 
     /// Media counters of every shard.
@@ -405,52 +266,53 @@ impl MediaEngine {
         }
     }
 
-    fn send(&self, shard: usize, cmd: ShardCommand) -> Result<(), RpcError> {
-        let mut shards = lock(&self.shards);
-        let Some(s) = shards.get_mut(shard) else {
-            return Err(RpcError::new(code::GENERIC, "media shard missing"));
-        };
-        s.commands().send(cmd).map_err(|_| {
-            tracing::warn!(shard, "media shard command queue full");
-            RpcError::new(code::GENERIC, "media server busy, try again")
-        })
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.candidates.len().max(1)
     }
 
-    /// The shard of a session (chosen at its first peer, least loaded first).
-    fn shard_of(st: &mut State, shards: usize, session: &str) -> usize {
-        if let Some(&s) = st.session_shard.get(session) {
-            return s;
-        }
-        let mut load = vec![0usize; shards.max(1)];
-        for s in st.session_shard.values() {
-            if let Some(l) = load.get_mut(*s) {
-                *l += 1;
-            }
-        }
-        let start = (st.sessions_created as usize) % load.len();
-        let s =
-            (0..load.len()).map(|i| (start + i) % load.len()).min_by_key(|&i| load[i]).unwrap_or(0);
-        st.sessions_created += 1;
-        st.session_shard.insert(session.to_string(), s);
-        s
+    /// `[media] spread_threshold`.
+    pub fn spread_threshold(&self) -> usize {
+        self.cfg.media.spread_threshold
     }
 
-    /// The shard of a new subscriber leg of `session`: its home shard while the session has
-    /// fewer than `[media] spread_threshold` legs there, then the shard with the fewest peers
-    /// (the home shard on a tie).
-    fn place_subscriber(&self, st: &mut State, session: &str) -> usize {
-        let n = self.candidates.len().max(1);
-        let home = Self::shard_of(st, n, session);
-        let at_home = st.home_legs.get(session).copied().unwrap_or(0);
-        if n == 1 || at_home < self.cfg.media.spread_threshold {
+    /// A process-unique id for a new transport.
+    pub fn new_peer_id(&self) -> PeerId {
+        PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Fresh ICE-lite credentials (ufrag, password).
+    pub fn ice_credentials(&self) -> (String, String) {
+        let s = |n| rand::rng().sample_iter(&Alphanumeric).take(n).map(char::from).collect();
+        (s(8), s(24))
+    }
+
+    fn least_loaded(&self, prefer: usize) -> usize {
+        let n = self.shard_count();
+        (0..n)
+            .map(|k| (prefer + k) % n)
+            .min_by_key(|&i| self.load.get(i).map_or(0, |l| l.load(Ordering::Relaxed)))
+            .unwrap_or(0)
+    }
+
+    /// The home shard of a new session: the least-loaded one (ties taken in turn).
+    pub fn choose_home(&self) -> usize {
+        let start = self.homes_chosen.fetch_add(1, Ordering::Relaxed) % self.shard_count();
+        self.least_loaded(start)
+    }
+
+    /// The shard of a new subscriber leg of a session whose publishers are on `home`, which
+    /// already has `legs_at_home` subscriber legs there: `home` below `[media]
+    /// spread_threshold`, then the shard with the fewest transports (`home` on a tie).
+    pub fn place_subscriber(&self, home: usize, legs_at_home: usize) -> usize {
+        if self.shard_count() == 1 || legs_at_home < self.spread_threshold() {
             return home;
         }
-        (0..n)
-            .min_by_key(|&i| (st.shard_peers.get(i).copied().unwrap_or(0), i != home))
-            .unwrap_or(home)
+        self.least_loaded(home)
     }
 
-    fn local_transport(&self, shard: usize, ufrag: &str, pwd: &str) -> LocalTransport {
+    /// The local half of a transport on `shard`: ICE credentials, certificate, candidates.
+    pub fn local_transport(&self, shard: usize, ufrag: &str, pwd: &str) -> LocalTransport {
         LocalTransport {
             ice_ufrag: ufrag.to_string(),
             ice_pwd: pwd.to_string(),
@@ -461,674 +323,51 @@ impl MediaEngine {
         }
     }
 
-    fn next_id(st: &mut State) -> PeerId {
-        st.next_peer += 1;
-        PeerId(st.next_peer)
-    }
-
-    /// Allocates a peer id, ICE credentials and its shard: the session's home shard for a
-    /// publisher, [`MediaEngine::place_subscriber`]'s choice for a subscriber leg.
-    fn new_peer(&self, session: &str, publisher: bool) -> (PeerId, usize, String, String) {
-        let n = self.candidates.len();
-        let mut st = lock(&self.state);
-        let id = Self::next_id(&mut st);
-        let shard = if publisher {
-            Self::shard_of(&mut st, n, session)
-        } else {
-            self.place_subscriber(&mut st, session)
-        };
-        (id, shard, random_string(8), random_string(24))
-    }
-
-    // ------------------------------------------------------------------ JSON-RPC
-
-    /// Answers one media JSON-RPC method of a joined participant.
-    pub(crate) fn dispatch(
-        &self,
-        control: &ControlHandle,
-        caller: &Caller,
-        method: &str,
-        params: &Map<String, Value>,
-    ) -> Result<Value, RpcError> {
-        let p = Params(params);
-        match method {
-            // Spec §4.3: an error here makes the browser raise ICE_CANDIDATE_ERROR. ringsfu is
-            // ICE-lite: it learns the browser's addresses from its authenticated checks.
-            "onIceCandidate" => Ok(json!({})),
-            "publishVideo" => self.publish(control, caller, params, p.str("sdpOffer")?),
-            "prepareReceiveVideoFrom" => self.prepare_receive(control, caller, p.str("sender")?),
-            "receiveVideoFrom" => {
-                let sender = p.str("sender")?;
-                if let Some(offer) = p.opt_str("sdpOffer")? {
-                    self.subscribe_client_offer(control, caller, sender, offer)
-                } else if let Some(answer) = p.opt_str("sdpAnswer")? {
-                    self.subscribe_client_answer(control, caller, sender, answer)
-                } else {
-                    Err(RpcError::new(
-                        code::INVALID_PARAMS,
-                        "Request element 'sdpOffer' is missing",
-                    ))
-                }
-            }
-            "unpublishVideo" => control.remove_stream(caller, "unpublish").map(|()| json!({})),
-            "unsubscribeFromVideo" => {
-                let sender = p.str("sender")?;
-                // `sender` is the publisher's connection id (a stream id is accepted too).
-                let stream = if sender.starts_with("str_") {
-                    Some(sender.to_string())
-                } else {
-                    control.stream_of(&caller.session_id, sender)
-                };
-                let Some(stream) = stream else {
-                    return Err(RpcError::new(
-                        code::USER_NOT_FOUND,
-                        format!("Participant {sender} is not publishing"),
-                    ));
-                };
-                control.remove_subscriber(caller, &stream).map(|()| json!({}))
-            }
-            "reconnectStream" => {
-                let stream = p.str("stream")?;
-                let own = control.stream_of(&caller.session_id, &caller.connection_id);
-                if own.as_deref() == Some(stream) {
-                    let offer = match p.opt_str("sdpString")? {
-                        Some(s) => s,
-                        None => p.str("sdpOffer")?,
-                    };
-                    self.republish(control, caller, stream, offer)
-                } else if let Some(offer) = p.opt_str("sdpOffer")? {
-                    self.subscribe_client_offer(control, caller, stream, offer)
-                } else {
-                    let answer = p.str("sdpString")?;
-                    self.subscribe_client_answer(control, caller, stream, answer).map(|_| json!({}))
-                }
-            }
-            other => {
-                Err(RpcError::new(code::METHOD_NOT_FOUND, format!("{other}: not a media method")))
-            }
+    /// Sends `cmd` to `shard`; a new transport (`AddPublisher`, `AddSubscriber`) counts
+    /// towards its load until [`MediaEngine::release`] or [`MediaEngine::gone`].
+    pub fn send(&self, shard: usize, cmd: ShardCommand) -> Result<(), SendError> {
+        let adds =
+            matches!(cmd, ShardCommand::AddPublisher { .. } | ShardCommand::AddSubscriber { .. });
+        let mut shards = lock(&self.shards);
+        let s = shards.get_mut(shard).ok_or(SendError::NoShard)?;
+        s.commands().send(cmd).map_err(|_| {
+            tracing::warn!(shard, "media shard command queue full");
+            SendError::Busy
+        })?;
+        if adds && let Some(l) = self.load.get(shard) {
+            l.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Trickles the server's candidates of a new transport as `iceCandidate` notifications to
-    /// the caller (spec §4.3: the browser adds them to the peer of `owner`'s stream), besides
-    /// the same candidates in the SDP, as OpenVidu with Kurento does: a browser that dropped
-    /// the SDP's candidates, or a client that only reads trickled ones, still gets them. The
-    /// candidates of the first m-section that has any (BUNDLE: one transport).
-    fn trickle_candidates(&self, caller: &Caller, owner: &str, endpoint_name: &str, sdp: &str) {
-        let mut found = Vec::new();
-        let (mut mline, mut mid) = (None::<u32>, String::new());
-        for line in sdp.lines() {
-            if line.starts_with("m=") {
-                if !found.is_empty() {
-                    break;
-                }
-                mline = Some(mline.map_or(0, |i| i + 1));
-                mid.clear();
-            } else if let Some(m) = line.strip_prefix("a=mid:") {
-                m.trim().clone_into(&mut mid);
-            } else if let (Some(c), Some(i)) = (line.strip_prefix("a="), mline)
-                && c.starts_with("candidate:")
-            {
-                found.push((c.trim().to_string(), i));
-            }
-        }
-        if found.is_empty() {
-            return;
-        }
-        let mut st = lock(&self.state);
-        self.trickle_ready.notify_one();
-        for (candidate, index) in found {
-            st.trickle.push(MediaEvent::IceCandidate {
-                session_id: caller.session_id.clone(),
-                to_connection: caller.connection_id.clone(),
-                sender_connection_id: owner.to_string(),
-                endpoint_name: endpoint_name.to_string(),
-                candidate,
-                sdp_mid: mid.clone(),
-                sdp_mline_index: index,
-            });
-        }
-    }
-
-    fn policy(&self, control: &ControlHandle, session: &str) -> VideoCodecPolicy {
-        let name = control
-            .forced_video_codec(session)
-            .unwrap_or_else(|| self.cfg.sessions.forced_video_codec.clone());
-        VideoCodecPolicy::from_openvidu(&name).unwrap_or(VideoCodecPolicy::MediaServerPreferred)
-    }
-
-    fn publish(
-        &self,
-        control: &ControlHandle,
-        caller: &Caller,
-        params: &Map<String, Value>,
-        offer_sdp: &str,
-    ) -> Result<Value, RpcError> {
-        match control.role(caller) {
-            Some(Role::Subscriber) => {
-                return Err(RpcError::new(
-                    code::USER_UNAUTHORIZED,
-                    "Unable to publish video. The user does not have a valid token",
-                ));
-            }
-            None => {
-                return Err(RpcError::new(code::USER_NOT_FOUND, "Participant not found"));
-            }
-            _ => {}
-        }
-        if control.stream_of(&caller.session_id, &caller.connection_id).is_some() {
-            return Err(RpcError::new(
-                code::USER_ALREADY_STREAMING,
-                "The user is already publishing",
-            ));
-        }
-        let media_opts = crate::control::ws::media_options_from_params(params)?;
-        let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
-        let fp = remote_fingerprint(&offer)?;
-        let policy = self.policy(control, &caller.session_id);
-        let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id, true);
-        let local = self.local_transport(shard, &ufrag, &pwd);
-        let neg = sdp::answer_publish(&offer, &local, policy).map_err(sdp_error)?;
-        let tracks: Vec<InTrack> = neg.media.iter().map(in_track).collect();
-        let ice =
-            IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
-        self.send(shard, ShardCommand::AddPublisher { id, ice, remote_fingerprint: fp, tracks })?;
-        let stream_id = match control.add_stream(caller, media_opts) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = self.send(shard, ShardCommand::RemovePeer { id });
-                return Err(e);
-            }
-        };
-        {
-            let mut st = lock(&self.state);
-            st.adopt(
-                id,
-                Owner {
-                    session: caller.session_id.clone(),
-                    connection: caller.connection_id.clone(),
-                    stream: stream_id.clone(),
-                    publisher: true,
-                    shard,
-                },
-            );
-            st.published.insert(
-                (caller.session_id.clone(), stream_id.clone()),
-                Published {
-                    id,
-                    shard,
-                    connection: caller.connection_id.clone(),
-                    media: neg.media,
-                    policy,
-                    connection_of: (fp, offer.origin_session),
-                },
-            );
-        }
-        let created_at = control.stream_created_at(&caller.session_id, &stream_id);
-        self.trickle_candidates(caller, &caller.connection_id, &stream_id, &neg.sdp);
-        tracing::info!(session = %caller.session_id, stream = %stream_id, peer = id.0, shard, "publishing");
-        Ok(json!({"id": stream_id, "createdAt": created_at, "sdpAnswer": neg.sdp}))
-    }
-
-    /// `reconnectStream` of the caller's own stream: a new transport behind the same tracks.
-    fn republish(
-        &self,
-        control: &ControlHandle,
-        caller: &Caller,
-        stream: &str,
-        offer_sdp: &str,
-    ) -> Result<Value, RpcError> {
-        let key = (caller.session_id.clone(), stream.to_string());
-        let Some(p) = lock(&self.state).published.get(&key).cloned() else {
-            return Err(no_stream(stream));
-        };
-        let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
-        let fp = remote_fingerprint(&offer)?;
-        let (ufrag, pwd) = (random_string(8), random_string(24));
-        let local = self.local_transport(p.shard, &ufrag, &pwd);
-        let neg = sdp::answer_publish(&offer, &local, p.policy).map_err(sdp_error)?;
-        let same_shape = neg.media.len() == p.media.len()
-            && neg
-                .media
-                .iter()
-                .zip(&p.media)
-                .all(|(a, b)| a.kind == b.kind && a.codec.same_format(&b.codec));
-        if !same_shape {
-            return Err(sdp_error(SdpError::Unacceptable(
-                "a reconnection must publish the same tracks with the same codecs".into(),
-            )));
-        }
-        let tracks: Vec<InTrack> = neg.media.iter().map(in_track).collect();
-        let ice =
-            IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
-        let connection_of = (fp, offer.origin_session);
-        let same_connection = p.connection_of == connection_of;
-        self.send(
-            p.shard,
-            ShardCommand::RestartPublisher {
-                id: p.id,
-                ice,
-                remote_fingerprint: fp,
-                same_connection,
-                tracks,
-            },
-        )?;
-        if let Some(entry) = lock(&self.state).published.get_mut(&key) {
-            entry.media = neg.media;
-            entry.connection_of = connection_of;
-        }
-        let created_at = control.stream_created_at(&caller.session_id, stream);
-        self.trickle_candidates(caller, &caller.connection_id, stream, &neg.sdp);
-        Ok(json!({"id": stream, "createdAt": created_at, "sdpAnswer": neg.sdp}))
-    }
-
-    /// What a subscriber of `stream` will receive: one outgoing track per published track,
-    /// with fresh SSRCs for this leg.
-    fn outgoing(
-        &self,
-        caller: &Caller,
-        stream: &str,
-    ) -> Result<(Published, Vec<OutgoingTrack>), RpcError> {
-        let key = (caller.session_id.clone(), stream.to_string());
-        let Some(p) = lock(&self.state).published.get(&key).cloned() else {
-            return Err(no_stream(stream));
-        };
-        let cname = random_string(16);
-        let tracks = p
-            .media
-            .iter()
-            .map(|m| OutgoingTrack {
-                kind: m.kind,
-                codec: m.codec.clone(),
-                ssrc: rand::random::<u32>() | 1,
-                rtx_ssrc: rand::random::<u32>() | 1,
-                cname: cname.clone(),
-                stream_id: stream.to_string(),
-                track_id: format!("{}_{}", m.kind.as_str(), stream),
-            })
-            .collect();
-        Ok((p, tracks))
-    }
-
-    fn subscribe_client_offer(
-        &self,
-        control: &ControlHandle,
-        caller: &Caller,
-        stream: &str,
-        offer_sdp: &str,
-    ) -> Result<Value, RpcError> {
-        let offer = sdp::parse(offer_sdp).map_err(sdp_error)?;
-        let fp = remote_fingerprint(&offer)?;
-        if let Some(answer) = self.resubscribe(caller, stream, &offer, fp)? {
-            return Ok(answer);
-        }
-        let (publisher, outgoing) = self.outgoing(caller, stream)?;
-        let (id, shard, ufrag, pwd) = self.new_peer(&caller.session_id, false);
-        let local = self.local_transport(shard, &ufrag, &pwd);
-        let neg = sdp::answer_subscribe(&offer, &local, &outgoing).map_err(sdp_error)?;
-        let tracks = out_tracks(&neg.media, &outgoing);
-        let ice =
-            IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
-        let link = Link { id, shard, ice, fp, dtls_role: DtlsRole::Server };
-        self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
-        let connection_of = (fp, offer.origin_session);
-        lock(&self.state).legs.insert(id, AnsweredLeg { connection_of, outgoing });
-        let endpoint = format!("{}_{stream}", caller.connection_id);
-        self.trickle_candidates(caller, &publisher.connection, &endpoint, &neg.sdp);
-        Ok(json!({"sdpAnswer": neg.sdp}))
-    }
-
-    /// A client offer for a stream the caller already receives, from the certificate of that
-    /// leg: the same peer connection renegotiating (an ICE restart, `restartIce()`). The leg
-    /// stays, with its SSRCs and sequence numbers; the answer announces the same tracks with
-    /// new ICE credentials. `None`: not such an offer (openvidu-browser reconnects with a new
-    /// peer connection, whose certificate is new), so a new leg replaces the old one.
-    fn resubscribe(
-        &self,
-        caller: &Caller,
-        stream: &str,
-        offer: &sdp::RemoteDescription,
-        fp: Fingerprint,
-    ) -> Result<Option<Value>, RpcError> {
-        let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
-        let (id, leg, shard, owner) = {
-            let st = lock(&self.state);
-            let Some(&id) = st.subscribed.get(&key) else { return Ok(None) };
-            let same = |l: &&AnsweredLeg| l.connection_of == (fp, offer.origin_session);
-            let Some(leg) = st.legs.get(&id).filter(same).cloned() else {
-                return Ok(None);
-            };
-            let published = st.published.get(&(caller.session_id.clone(), stream.to_string()));
-            let Some(p) = published else { return Ok(None) };
-            (id, leg, st.shard_of_peer(&id), p.connection.clone())
-        };
-        let (ufrag, pwd) = (random_string(8), random_string(24));
-        let local = self.local_transport(shard, &ufrag, &pwd);
-        let neg = sdp::answer_subscribe(offer, &local, &leg.outgoing).map_err(sdp_error)?;
-        let ice =
-            IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
-        self.send(shard, ShardCommand::RestartSubscriber { id, ice, remote_fingerprint: fp })?;
-        let endpoint = format!("{}_{stream}", caller.connection_id);
-        self.trickle_candidates(caller, &owner, &endpoint, &neg.sdp);
-        tracing::info!(session = %caller.session_id, stream, subscriber = %caller.connection_id, peer = id.0, "subscriber renegotiated its transport");
-        Ok(Some(json!({"sdpAnswer": neg.sdp})))
-    }
-
-    fn prepare_receive(
-        &self,
-        _control: &ControlHandle,
-        caller: &Caller,
-        stream: &str,
-    ) -> Result<Value, RpcError> {
-        let (publisher, outgoing) = self.outgoing(caller, stream)?;
-        let (ufrag, pwd) = (random_string(8), random_string(24));
-        let shard = self.place_subscriber(&mut lock(&self.state), &caller.session_id);
-        let local = self.local_transport(shard, &ufrag, &pwd);
-        let offer = sdp::offer_subscribe(&local, &outgoing);
-        let sdp_offer = offer.sdp.clone();
-        let sources = (0..outgoing.len()).collect();
-        lock(&self.state).pending.insert(
-            (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string()),
-            PendingOffer { offer, ice_ufrag: ufrag, ice_pwd: pwd, sources, shard },
-        );
-        let endpoint = format!("{}_{stream}", caller.connection_id);
-        self.trickle_candidates(caller, &publisher.connection, &endpoint, &sdp_offer);
-        Ok(json!({"sdpOffer": sdp_offer}))
-    }
-
-    fn subscribe_client_answer(
-        &self,
-        control: &ControlHandle,
-        caller: &Caller,
-        stream: &str,
-        answer_sdp: &str,
-    ) -> Result<Value, RpcError> {
-        let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
-        let Some(pending) = lock(&self.state).pending.remove(&key) else {
-            return Err(RpcError::new(
-                code::MEDIA_SDP_ERROR,
-                format!(
-                    "No offer was made for stream {stream}: call prepareReceiveVideoFrom first"
-                ),
-            ));
-        };
-        let publisher = {
-            let st = lock(&self.state);
-            st.published.get(&(caller.session_id.clone(), stream.to_string())).cloned()
-        };
-        let Some(publisher) = publisher else { return Err(no_stream(stream)) };
-        let answer = sdp::parse(answer_sdp).map_err(sdp_error)?;
-        let fp = remote_fingerprint(&answer)?;
-        let agreed = sdp::accept_subscribe_answer(&pending.offer, &answer).map_err(sdp_error)?;
-        let tracks = agreed
-            .iter()
-            .filter_map(|m| {
-                let i = pending.offer.media.iter().position(|o| o.mid == m.mid)?;
-                Some(out_track(m, *pending.sources.get(i)?))
-            })
-            .collect();
-        let id = Self::next_id(&mut lock(&self.state));
-        let ice = IceParams {
-            local_ufrag: pending.ice_ufrag,
-            local_pwd: pending.ice_pwd,
-            remote_ufrag: answer.ice_ufrag.clone(),
-        };
-        // `accept_subscribe_answer` allowed only active or passive.
-        let dtls_role =
-            if answer.setup == sdp::Setup::Passive { DtlsRole::Client } else { DtlsRole::Server };
-        let link = Link { id, shard: pending.shard, ice, fp, dtls_role };
-        self.attach_subscriber(control, caller, stream, &publisher, link, tracks)?;
-        Ok(json!({}))
-    }
-
-    fn attach_subscriber(
-        &self,
-        control: &ControlHandle,
-        caller: &Caller,
-        stream: &str,
-        publisher: &Published,
-        link: Link,
-        tracks: Vec<OutTrack>,
-    ) -> Result<(), RpcError> {
-        let Link { id, shard, ice, fp, dtls_role } = link;
-        let key = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
-        // A new subscription to the same stream replaces the old one (re-subscribe, reconnect).
-        // (Taken out first: in an `if let` scrutinee the guard would live through the block.)
-        let old = {
-            let mut st = lock(&self.state);
-            st.subscribed.remove(&key).map(|old| (st.shard_of_peer(&old), old))
-        };
-        if let Some((old_shard, old)) = old {
-            let _ = self.send(old_shard, ShardCommand::RemovePeer { id: old });
-            lock(&self.state).forget(&old);
-        }
-        // A leg on another shard than its publisher's gets it through the shard mesh.
-        let origin = (shard != publisher.shard).then(|| Origin {
-            shard: publisher.shard,
-            tracks: publisher.media.iter().map(in_track).collect(),
-        });
-        self.send(
-            shard,
-            ShardCommand::AddSubscriber {
-                id,
-                publisher: publisher.id,
-                ice,
-                remote_fingerprint: fp,
-                dtls_role,
-                tracks,
-                origin,
-            },
-        )?;
-        if let Err(e) = control.add_subscriber(caller, stream) {
-            let _ = self.send(shard, ShardCommand::RemovePeer { id });
-            return Err(e);
-        }
-        let mut st = lock(&self.state);
-        st.subscribed.insert(key, id);
-        st.adopt(
-            id,
-            Owner {
-                session: caller.session_id.clone(),
-                connection: caller.connection_id.clone(),
-                stream: stream.to_string(),
-                publisher: false,
-                shard,
-            },
-        );
-        tracing::info!(session = %caller.session_id, stream, subscriber = %caller.connection_id, peer = id.0, shard, publisher_shard = publisher.shard, "subscribing");
         Ok(())
     }
 
-    // ------------------------------------------------------------------ registry and shards
-
-    /// Carries out a teardown the registry decided (unpublish, unsubscribe, eviction, session
-    /// close). Called from inside registry operations: takes only the engine's own lock.
-    pub(crate) fn on_registry_command(&self, cmd: MediaCommand) {
-        let mut doomed: Vec<(usize, PeerId)> = Vec::new();
-        {
-            let mut st = lock(&self.state);
-            let st = &mut *st;
-            match &cmd {
-                MediaCommand::ReleasePublisher { session_id, stream_id, .. } => {
-                    if let Some(p) = st.published.remove(&(session_id.clone(), stream_id.clone())) {
-                        doomed.push((p.shard, p.id));
-                    }
-                    let subs: Vec<_> = st
-                        .subscribed
-                        .keys()
-                        .filter(|(s, _, st_id)| s == session_id && st_id == stream_id)
-                        .cloned()
-                        .collect();
-                    for k in subs {
-                        if let Some(id) = st.subscribed.remove(&k) {
-                            doomed.push((st.shard_of_peer(&id), id));
-                        }
-                    }
-                    st.pending.retain(|(s, _, st_id), _| !(s == session_id && st_id == stream_id));
-                }
-                MediaCommand::ReleaseSubscriber { session_id, subscriber, stream_id } => {
-                    let key = (session_id.clone(), subscriber.clone(), stream_id.clone());
-                    if let Some(id) = st.subscribed.remove(&key) {
-                        doomed.push((st.shard_of_peer(&id), id));
-                    }
-                }
-                MediaCommand::ReleaseConnection { session_id, connection_id } => {
-                    let streams: Vec<_> = st
-                        .published
-                        .iter()
-                        .filter(|((s, _), p)| s == session_id && &p.connection == connection_id)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in &streams {
-                        if let Some(p) = st.published.remove(k) {
-                            doomed.push((p.shard, p.id));
-                        }
-                    }
-                    let subs: Vec<_> = st
-                        .subscribed
-                        .keys()
-                        .filter(|(s, sub, stream)| {
-                            s == session_id
-                                && (sub == connection_id
-                                    || streams.iter().any(|(_, x)| x == stream))
-                        })
-                        .cloned()
-                        .collect();
-                    for k in subs {
-                        if let Some(id) = st.subscribed.remove(&k) {
-                            doomed.push((st.shard_of_peer(&id), id));
-                        }
-                    }
-                    st.pending.retain(|(s, sub, _), _| !(s == session_id && sub == connection_id));
-                }
-                MediaCommand::CloseSession { session_id } => {
-                    let pubs: Vec<_> =
-                        st.published.keys().filter(|(s, _)| s == session_id).cloned().collect();
-                    for k in pubs {
-                        if let Some(p) = st.published.remove(&k) {
-                            doomed.push((p.shard, p.id));
-                        }
-                    }
-                    let subs: Vec<_> =
-                        st.subscribed.keys().filter(|(s, _, _)| s == session_id).cloned().collect();
-                    for k in subs {
-                        if let Some(id) = st.subscribed.remove(&k) {
-                            doomed.push((st.shard_of_peer(&id), id));
-                        }
-                    }
-                    st.pending.retain(|(s, _, _), _| s != session_id);
-                }
-            }
-            for (_, id) in &doomed {
-                st.forget(id);
-            }
-            if let MediaCommand::CloseSession { session_id } = &cmd {
-                // After the legs were uncounted against it.
-                st.session_shard.remove(session_id);
-                st.home_legs.remove(session_id);
-            }
-        }
-        for (shard, id) in doomed {
-            if self.send(shard, ShardCommand::RemovePeer { id }).is_err() {
-                tracing::warn!(peer = id.0, "could not release a media peer (queue full)");
+    /// Tears transports down (each `(peer, shard)`): a publisher's removal also ends the
+    /// subscriber legs of it on its shard.
+    pub fn release(&self, transports: &[(PeerId, usize)]) {
+        for &(id, shard) in transports {
+            self.gone(shard);
+            if let Err(e) = self.send(shard, ShardCommand::RemovePeer { id }) {
+                tracing::warn!(peer = id.0, error = %e, "could not release a media peer");
             }
         }
     }
 
-    /// Drains every shard's events into what the control plane must do.
-    pub(crate) fn poll_events(&self) -> Vec<MediaEvent> {
-        let mut raw = Vec::new();
-        {
-            let mut shards = lock(&self.shards);
-            for s in shards.iter_mut() {
-                while let Some(ev) = s.events().try_recv() {
-                    raw.push(ev);
-                }
-            }
+    /// A transport on `shard` ended on its own (its shard removed it): no longer counted.
+    pub fn gone(&self, shard: usize) {
+        if let Some(l) = self.load.get(shard) {
+            let _ = l.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
         }
-        let mut st = lock(&self.state);
-        let mut out = std::mem::take(&mut st.trickle);
-        for ev in raw {
-            match ev {
-                ShardEvent::Connected { id } => {
-                    if let Some(o) = st.owners.get(&id) {
-                        tracing::info!(session = %o.session, connection = %o.connection, stream = %o.stream, publisher = o.publisher, peer = id.0, "media connected");
-                    }
-                }
-                ShardEvent::Failed { id, reason } => {
-                    let Some(o) = st.owners.get(&id).cloned() else { continue };
-                    tracing::info!(session = %o.session, connection = %o.connection, stream = %o.stream, peer = id.0, reason, "media transport failed");
-                    if !o.publisher {
-                        // The shard removed the subscriber leg; the browser reconnects it.
-                        st.forget(&id);
-                        st.subscribed.retain(|_, v| *v != id);
-                    }
-                    out.push(MediaEvent::TransportFailed {
-                        session_id: o.session,
-                        connection_id: o.connection,
-                        description: format!("{reason} (stream {})", o.stream),
-                    });
-                }
-                ShardEvent::Closed { id } => {
-                    if let Some(o) = st.owners.get(&id).cloned()
-                        && !o.publisher
-                    {
-                        st.forget(&id);
-                        st.subscribed.retain(|_, v| *v != id);
-                    }
-                }
-                ShardEvent::Rejected { id, reason } => {
-                    tracing::warn!(peer = id.0, reason, "media shard rejected a peer");
-                    st.forget(&id);
-                    st.subscribed.retain(|_, v| *v != id);
-                }
+    }
+
+    /// Every shard's queued events.
+    pub fn poll_events(&self) -> Vec<ShardEvent> {
+        let mut out = Vec::new();
+        for s in lock(&self.shards).iter_mut() {
+            while let Some(ev) = s.events().try_recv() {
+                out.push(ev);
             }
         }
         out
     }
-}
-
-/// A publisher track from what was agreed for one m-line.
-fn in_track(m: &NegotiatedMedia) -> InTrack {
-    InTrack {
-        kind: m.kind,
-        mid: m.mid.clone(),
-        pt: m.codec.pt,
-        clock_rate: m.codec.clock_rate,
-        rtx_pt: m.rtx_pt,
-        ssrc: m.ssrc,
-        rtx_ssrc: m.rtx_ssrc,
-        ext: m.ext,
-        nack: m.nack,
-        pli: m.pli,
-        fir: m.fir,
-        remb: m.remb,
-        transport_cc: m.transport_cc,
-    }
-}
-
-fn out_track(m: &NegotiatedMedia, source: usize) -> OutTrack {
-    OutTrack {
-        source,
-        kind: m.kind,
-        mid: m.mid.clone(),
-        pt: m.codec.pt,
-        ssrc: m.ssrc.unwrap_or(0),
-        rtx: m.rtx_pt.zip(m.rtx_ssrc),
-        ext: m.ext,
-    }
-}
-
-/// The legs of a client-offer subscription: each agreed m-line carries the outgoing track
-/// with its SSRC.
-fn out_tracks(agreed: &[NegotiatedMedia], outgoing: &[OutgoingTrack]) -> Vec<OutTrack> {
-    agreed
-        .iter()
-        .filter_map(|m| {
-            let source = outgoing.iter().position(|t| Some(t.ssrc) == m.ssrc)?;
-            Some(out_track(m, source))
-        })
-        .collect()
 }
 
 #[cfg(test)]

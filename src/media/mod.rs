@@ -9,9 +9,10 @@
 //!   datagrams, `now` and a [`TxQueue`](crate::shard::TxQueue).
 //! - [`MediaShard`] (`shard.rs`) is what a media shard runs: the media core, and the TURN core
 //!   the shard hosts beside it, with in-process delivery between the two.
-//! - [`MediaEngine`] (`engine.rs`) lives on the control-plane thread: it answers the media
-//!   JSON-RPC methods (SDP offer/answer with [`crate::sdp`], ICE credentials, the session's
-//!   shard), sends [`ShardCommand`]s down and turns [`ShardEvent`]s into notifications.
+//! - [`MediaEngine`] (`engine.rs`) is the shards as the control plane sees them: it starts
+//!   them, places transports, sends [`ShardCommand`]s down and hands [`ShardEvent`]s up. The
+//!   JSON-RPC media methods that drive it (SDP with [`crate::sdp`], the registry's streams and
+//!   subscriptions) are the control plane's (`control::media_rpc`); nothing here imports it.
 //!
 //! A session's publishers live on its home shard (chosen when its first peer is created);
 //! its subscribers on the home shard until the session has `[media] spread_threshold`
@@ -43,11 +44,11 @@ pub use self::core::{CoreSettings, MediaCore};
 pub use self::shard::MediaShard;
 /// The interface addresses the TURN server relays from when bound to the wildcard.
 pub(crate) use engine::candidate_ips;
-pub use engine::{MediaEngine, MediaEngineError};
+pub use engine::{MediaEngine, MediaEngineError, SendError};
 pub use stats::{MediaDrop, MediaStats, MediaStatsSnapshot};
 
 use crate::dtls::{DtlsRole, Fingerprint};
-use crate::sdp::{ExtIds, MediaKind};
+use crate::sdp::{ExtIds, MediaKind, NegotiatedMedia, OutgoingTrack};
 
 /// A peer connection of the engine (publisher or subscriber), unique per process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +82,27 @@ pub struct InTrack {
     pub transport_cc: bool,
 }
 
+impl InTrack {
+    /// A publisher track from what was agreed for one m-line.
+    pub fn from_negotiated(m: &NegotiatedMedia) -> InTrack {
+        InTrack {
+            kind: m.kind,
+            mid: m.mid.clone(),
+            pt: m.codec.pt,
+            clock_rate: m.codec.clock_rate,
+            rtx_pt: m.rtx_pt,
+            ssrc: m.ssrc,
+            rtx_ssrc: m.rtx_ssrc,
+            ext: m.ext,
+            nack: m.nack,
+            pli: m.pli,
+            fir: m.fir,
+            remb: m.remb,
+            transport_cc: m.transport_cc,
+        }
+    }
+}
+
 /// A leg a subscriber receives: one publisher track, rewritten to what was negotiated with
 /// this subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +125,33 @@ pub struct Origin {
     pub shard: usize,
     /// The publisher's tracks, as in its [`ShardCommand::AddPublisher`].
     pub tracks: Vec<InTrack>,
+}
+
+impl OutTrack {
+    /// The leg of publisher track `source` agreed for one m-line.
+    pub fn from_negotiated(m: &NegotiatedMedia, source: usize) -> OutTrack {
+        OutTrack {
+            source,
+            kind: m.kind,
+            mid: m.mid.clone(),
+            pt: m.codec.pt,
+            ssrc: m.ssrc.unwrap_or(0),
+            rtx: m.rtx_pt.zip(m.rtx_ssrc),
+            ext: m.ext,
+        }
+    }
+
+    /// The legs of a client-offer subscription: each agreed m-line carries the outgoing track
+    /// (of `outgoing`, one per publisher track) with its SSRC.
+    pub fn for_answer(agreed: &[NegotiatedMedia], outgoing: &[OutgoingTrack]) -> Vec<OutTrack> {
+        agreed
+            .iter()
+            .filter_map(|m| {
+                let source = outgoing.iter().position(|t| Some(t.ssrc) == m.ssrc)?;
+                Some(OutTrack::from_negotiated(m, source))
+            })
+            .collect()
+    }
 }
 
 /// Control plane → media shard.
