@@ -32,12 +32,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ringsfu::dtls::{DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole};
-use ringsfu::media::{CoreSettings, IceParams, InTrack, MediaCore, OutTrack, PeerId, ShardCommand};
-use ringsfu::sdp::{ExtIds, MediaKind};
-use ringsfu::shard::{RecvMeta, ShardCore, TxQueue};
+use ringsfu::dtls::DtlsRole;
+use ringsfu::media::{CoreSettings, InTrack, MediaCore, PeerId, ShardCommand};
+use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
-use ringsfu::wire::{Class, IntegrityKey, StunWriter, stun::Method};
 use webrtc_srtp::context::Context;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 use webrtc_util::marshal::{Marshal, Unmarshal};
@@ -69,110 +67,23 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+#[path = "../tests/core_peer/mod.rs"]
+mod core_peer;
+use core_peer::{ice, peer_addr};
+
 const PAYLOAD: usize = 1000;
 const PUB_SSRC: u32 = 0x1111_0000;
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
 
-fn peer_addr(i: u32) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 20, (i / 250) as u8, (i % 250 + 1) as u8)), 5000)
-}
-
-fn meta(src: SocketAddr, len: usize) -> RecvMeta {
-    RecvMeta {
-        src,
-        dst_ip: Some(SERVER.ip()),
-        dst_port: SERVER.port(),
-        socket: ringsfu::shard::SocketId::MAIN,
-        len,
-        stride: len,
-    }
-}
-
-fn ice(i: u32) -> IceParams {
-    IceParams {
-        local_ufrag: format!("srv{i}"),
-        local_pwd: format!("server-password-{i:08}"),
-        remote_ufrag: format!("cli{i}"),
-    }
-}
-
-/// ICE check + DTLS handshake of peer `i` through the core; returns the client's SRTP
-/// `(outbound, inbound)` contexts.
-fn connect(
-    core: &mut MediaCore,
-    tx: &mut TxQueue,
-    client_ctx: &DtlsContext,
-    server_fp: ringsfu::dtls::Fingerprint,
-    i: u32,
-) -> (SrtpContext, SrtpContext) {
-    let now = Instant::now();
-    let addr = peer_addr(i);
-    let p = ice(i);
-    let mut buf = [0u8; 512];
-    let key = IntegrityKey::short_term(p.local_pwd.as_bytes());
-    let txid = [i as u8; 12];
-    let mut w = StunWriter::new(&mut buf, Class::Request, Method::BINDING, &txid).expect("stun");
-    w.username(&format!("{}:{}", p.local_ufrag, p.remote_ufrag))
-        .and_then(|w| w.priority(1))
-        .and_then(|w| w.ice_controlling(7))
-        .and_then(|w| w.use_candidate())
-        .and_then(|w| w.message_integrity(&key))
-        .and_then(|w| w.fingerprint())
-        .expect("stun attributes");
-    let n = w.finish();
-    core.handle_datagram(now, meta(addr, n), &mut buf[..n], tx);
-    while tx.pop_pending(|_, _| ()).is_some() {}
-    let mut client = DtlsEndpoint::new(client_ctx, DtlsRole::Client, now, server_fp);
-    let mut out = vec![0u8; 2048];
-    for _ in 0..50 {
-        while let Some(n) = client.poll_transmit(&mut out) {
-            core.handle_datagram(now, meta(addr, n), &mut out[..n], tx);
-        }
-        let mut replies = Vec::new();
-        while let Some(r) = tx.pop_pending(|m, b| (m.dst == addr).then(|| b.to_vec())) {
-            replies.extend(r);
-        }
-        for r in replies {
-            client.handle_packet(now, &r);
-        }
-        while let Some(ev) = client.poll_event() {
-            if let DtlsEvent::Connected { keying_material, .. } = ev {
-                return SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Client)
-                    .expect("srtp keys");
-            }
-        }
-    }
-    panic!("peer {i} did not connect");
-}
-
 fn video_in() -> InTrack {
-    InTrack {
-        kind: MediaKind::Video,
-        mid: "1".into(),
-        pt: 96,
-        clock_rate: 90_000,
-        rtx_pt: None,
-        ssrc: Some(PUB_SSRC),
-        rtx_ssrc: None,
-        ext: ExtIds::default(),
-        nack: false,
-        pli: true,
-        fir: false,
-        remb: false,
-        transport_cc: false,
-    }
+    core_peer::video_track(PUB_SSRC)
 }
 
 /// A core with one connected publisher and `n` connected subscribers; the publisher's
 /// client-side outbound SRTP context.
 fn setup(n: u32) -> (MediaCore, TxQueue, SrtpContext) {
     let now = Instant::now();
-    let server_ctx =
-        DtlsContext::new(DtlsCert::generate().expect("cert"), &DtlsConfig::default()).expect("ctx");
-    let server_fp = *server_ctx.cert().fingerprint();
-    let client_ctx =
-        DtlsContext::new(DtlsCert::generate().expect("cert"), &DtlsConfig::default()).expect("ctx");
-    let client_fp = *client_ctx.cert().fingerprint();
+    let ((server_ctx, server_fp), (client_ctx, client_fp)) = core_peer::contexts();
     let mut core = MediaCore::new(
         SERVER,
         server_ctx,
@@ -191,7 +102,7 @@ fn setup(n: u32) -> (MediaCore, TxQueue, SrtpContext) {
         },
         &mut tx,
     );
-    let (pub_out, _) = connect(&mut core, &mut tx, &client_ctx, server_fp, 0);
+    let (pub_out, _) = core_peer::connect(&mut core, SERVER, &mut tx, &client_ctx, server_fp, 0);
     let live0 = LIVE.load(Ordering::Relaxed);
     for i in 1..=n {
         core.handle_command(
@@ -202,21 +113,13 @@ fn setup(n: u32) -> (MediaCore, TxQueue, SrtpContext) {
                 ice: ice(i),
                 remote_fingerprint: client_fp,
                 dtls_role: DtlsRole::Server,
-                tracks: vec![OutTrack {
-                    source: 0,
-                    kind: MediaKind::Video,
-                    mid: "1".into(),
-                    pt: 96,
-                    ssrc: 0x2000_0000 + i,
-                    rtx: None,
-                    ext: ExtIds::default(),
-                }],
+                tracks: vec![core_peer::video_leg(0x2000_0000 + i)],
                 origin: None,
             },
             &mut tx,
         );
         // The client's SRTP contexts are dropped here; only the core's state stays.
-        drop(connect(&mut core, &mut tx, &client_ctx, server_fp, i));
+        drop(core_peer::connect(&mut core, SERVER, &mut tx, &client_ctx, server_fp, i));
     }
     while core.poll_event().is_some() {}
     let per_leg = (LIVE.load(Ordering::Relaxed) - live0) / i64::from(n.max(1));
@@ -268,7 +171,7 @@ fn fanout(c: &mut Criterion) {
                 },
                 |pkt| {
                     let len = pkt.len();
-                    core.handle_datagram(now, meta(src, len), pkt, &mut tx);
+                    core.handle_datagram(now, core_peer::meta(src, SERVER, len), pkt, &mut tx);
                     while tx.pop_pending(|_, b| black_box(b.len())).is_some() {}
                 },
                 BatchSize::SmallInput,

@@ -280,10 +280,9 @@ fn check_shards(p: &Value, shards: usize, legs: u64) {
     }
 }
 
-#[test]
-fn load_compares_shard_counts_with_consumers_on_every_shard() {
-    let b = one_backend();
-    let args = strings(&[
+/// 1 -> 4 on a 1-shard and a 2-shard server of backend `b`, every leg spread, then `extra`.
+fn shard_args(b: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
         "--server-bin",
         env!("CARGO_BIN_EXE_ringsfu"),
         "--backends",
@@ -296,7 +295,15 @@ fn load_compares_shard_counts_with_consumers_on_every_shard() {
         "1",
         "--subscribers",
         "4",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    strings(&args)
+}
+
+#[test]
+fn load_compares_shard_counts_with_consumers_on_every_shard() {
+    let b = one_backend();
+    let args = shard_args(b, &[]);
     let (v, table) = run_load_with_table(&args, "shards", 0);
     assert_eq!(v["server_shards"], serde_json::json!([1, 2]));
     assert_eq!(v["server_env"][0], "RINGSFU_MEDIA_SPREAD_THRESHOLD=0");
@@ -319,29 +326,20 @@ fn load_compares_shard_counts_with_consumers_on_every_shard() {
 #[test]
 fn load_saturation_search_on_one_and_two_shards() {
     let b = one_backend();
-    let args = strings(&[
-        "--server-bin",
-        env!("CARGO_BIN_EXE_ringsfu"),
-        "--backends",
+    let args = shard_args(
         b,
-        "--server-shards",
-        "1,2",
-        "--server-env",
-        "RINGSFU_MEDIA_SPREAD_THRESHOLD=0",
-        "--publishers",
-        "1",
-        "--subscribers",
-        "4",
-        "--saturate",
-        "--saturate-steps",
-        "2",
-        "--saturate-factor",
-        "2",
-        "--saturate-refine",
-        "1",
-        "--saturate-settle",
-        "0.5",
-    ]);
+        &[
+            "--saturate",
+            "--saturate-steps",
+            "2",
+            "--saturate-factor",
+            "2",
+            "--saturate-refine",
+            "1",
+            "--saturate-settle",
+            "0.5",
+        ],
+    );
     let (v, table) = run_load_with_table(&args, "saturate", 0);
     assert_eq!(v["saturate"]["knob"], "video_bitrate");
     let phases = v["phases"].as_array().expect("phases");

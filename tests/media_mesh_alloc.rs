@@ -12,16 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ringsfu::dtls::{DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole};
-use ringsfu::media::{
-    CoreSettings, IceParams, InTrack, MediaCore, MediaStats, Origin, OutTrack, PeerId, ShardCommand,
-};
-use ringsfu::sdp::{ExtIds, MediaKind};
+use ringsfu::dtls::DtlsRole;
+use ringsfu::media::{CoreSettings, InTrack, MediaCore, MediaStats, Origin, PeerId, ShardCommand};
 use ringsfu::shard::mesh::mesh;
-use ringsfu::shard::{RecvMeta, ShardCore, TxQueue};
+use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
+use ringsfu::wire::RtpView;
 use ringsfu::wire::rtcp::nack;
-use ringsfu::wire::{Class, IntegrityKey, RtpView, StunWriter, stun::Method};
 
 struct Counting;
 
@@ -52,98 +49,16 @@ const PUB_SSRC: u32 = 0x1111_0000;
 const OUT_SSRC: u32 = 0x2222_0000;
 const PAYLOAD: usize = 1000;
 
+mod core_peer;
+
+use core_peer::{connect, ice, meta, peer_addr};
+
 fn server(i: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + i)
 }
 
-fn peer_addr(i: u8) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 20, 0, i)), 5000)
-}
-
-fn meta(src: SocketAddr, dst: SocketAddr, len: usize) -> RecvMeta {
-    RecvMeta {
-        src,
-        dst_ip: Some(dst.ip()),
-        dst_port: dst.port(),
-        socket: ringsfu::shard::SocketId::MAIN,
-        len,
-        stride: len,
-    }
-}
-
-fn ice(i: u8) -> IceParams {
-    IceParams {
-        local_ufrag: format!("srv{i}"),
-        local_pwd: format!("server-password-{i:08}"),
-        remote_ufrag: format!("cli{i}"),
-    }
-}
-
-/// ICE check + DTLS handshake of peer `i` through `core` (on `srv`); the client's SRTP
-/// `(outbound, inbound)` contexts.
-fn connect(
-    core: &mut MediaCore,
-    srv: SocketAddr,
-    tx: &mut TxQueue,
-    client_ctx: &DtlsContext,
-    server_fp: ringsfu::dtls::Fingerprint,
-    i: u8,
-) -> (SrtpContext, SrtpContext) {
-    let now = Instant::now();
-    let addr = peer_addr(i);
-    let p = ice(i);
-    let mut buf = [0u8; 512];
-    let key = IntegrityKey::short_term(p.local_pwd.as_bytes());
-    let mut w = StunWriter::new(&mut buf, Class::Request, Method::BINDING, &[i; 12]).expect("stun");
-    w.username(&format!("{}:{}", p.local_ufrag, p.remote_ufrag))
-        .and_then(|w| w.priority(1))
-        .and_then(|w| w.ice_controlling(7))
-        .and_then(|w| w.use_candidate())
-        .and_then(|w| w.message_integrity(&key))
-        .and_then(|w| w.fingerprint())
-        .expect("stun attributes");
-    let n = w.finish();
-    core.handle_datagram(now, meta(addr, srv, n), &mut buf[..n], tx);
-    while tx.pop_pending(|_, _| ()).is_some() {}
-    let mut client = DtlsEndpoint::new(client_ctx, DtlsRole::Client, now, server_fp);
-    let mut out = vec![0u8; 2048];
-    for _ in 0..50 {
-        while let Some(n) = client.poll_transmit(&mut out) {
-            core.handle_datagram(now, meta(addr, srv, n), &mut out[..n], tx);
-        }
-        let mut replies = Vec::new();
-        while let Some(r) = tx.pop_pending(|m, b| (m.dst == addr).then(|| b.to_vec())) {
-            replies.extend(r);
-        }
-        for r in replies {
-            client.handle_packet(now, &r);
-        }
-        while let Some(ev) = client.poll_event() {
-            if let DtlsEvent::Connected { keying_material, .. } = ev {
-                return SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Client)
-                    .expect("srtp keys");
-            }
-        }
-    }
-    panic!("peer {i} did not connect");
-}
-
 fn video_in() -> InTrack {
-    InTrack {
-        kind: MediaKind::Video,
-        mid: "1".into(),
-        pt: 96,
-        clock_rate: 90_000,
-        rtx_pt: None,
-        ssrc: Some(PUB_SSRC),
-        rtx_ssrc: None,
-        ext: ExtIds::default(),
-        nack: false,
-        pli: true,
-        fir: false,
-        remb: false,
-        transport_cc: false,
-    }
+    core_peer::video_track(PUB_SSRC)
 }
 
 fn packet(seq: u16, out: &mut SrtpContext, buf: &mut [u8]) -> usize {
@@ -161,12 +76,7 @@ fn packet(seq: u16, out: &mut SrtpContext, buf: &mut [u8]) -> usize {
 #[test]
 fn the_cross_shard_path_does_not_allocate() {
     let now = Instant::now();
-    let server_ctx =
-        DtlsContext::new(DtlsCert::generate().expect("cert"), &DtlsConfig::default()).expect("ctx");
-    let server_fp = *server_ctx.cert().fingerprint();
-    let client_ctx =
-        DtlsContext::new(DtlsCert::generate().expect("cert"), &DtlsConfig::default()).expect("ctx");
-    let client_fp = *client_ctx.cert().fingerprint();
+    let ((server_ctx, server_fp), (client_ctx, client_fp)) = core_peer::contexts();
     let mut ports = mesh(2, 64);
     let (stats_a, stats_b) = (Arc::new(MediaStats::default()), Arc::new(MediaStats::default()));
     let settings = CoreSettings::default();
@@ -198,15 +108,7 @@ fn the_cross_shard_path_does_not_allocate() {
             ice: ice(2),
             remote_fingerprint: client_fp,
             dtls_role: DtlsRole::Server,
-            tracks: vec![OutTrack {
-                source: 0,
-                kind: MediaKind::Video,
-                mid: "1".into(),
-                pt: 96,
-                ssrc: OUT_SSRC,
-                rtx: None,
-                ext: ExtIds::default(),
-            }],
+            tracks: vec![core_peer::video_leg(OUT_SSRC)],
             origin: Some(Origin { shard: 0, tracks: vec![video_in()] }),
         },
         &mut tx_b,

@@ -108,10 +108,7 @@ async fn str0m_publishes_and_subscribes_epoll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn str0m_publishes_and_subscribes_uring() {
-    // Skips loudly without io_uring, fails instead under RINGSFU_REQUIRE_TOOLS (tools/test.sh).
-    let uring = ringsfu::io::choose_backend(IoBackend::Uring);
-    let why = uring.as_ref().err().cloned().unwrap_or_default();
-    if !common::available_or_skip(uring.is_ok(), &format!("io_uring ({why})")) {
+    if !common::uring_or_skip() {
         return;
     }
     publish_and_subscribe(IoBackend::Uring, false).await;

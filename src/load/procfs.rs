@@ -38,20 +38,25 @@ pub fn process_cpu(pid: u32) -> Option<f64> {
 
 /// `(name, tid)` of every thread whose name starts with `prefix`, sorted by name.
 pub fn threads_named(pid: u32, prefix: &str) -> Vec<(String, u32)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
-    for e in dir.flatten() {
-        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
-        let comm = comm.trim();
-        if comm.starts_with(prefix) {
-            out.push((comm.to_string(), tid));
-        }
-    }
+    let mut out: Vec<(String, u32)> = tasks(pid)
+        .into_iter()
+        .filter(|(_, c)| c.starts_with(prefix))
+        .map(|(t, c)| (c, t))
+        .collect();
     out.sort_by_key(|a| natural(&a.0));
     out
+}
+
+/// `(tid, name)` of every thread of `pid` now (empty when the process is gone).
+fn tasks(pid: u32) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| {
+            let tid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            Some((tid, comm.trim().to_string()))
+        })
+        .collect()
 }
 
 fn natural(s: &str) -> (String, u64) {
@@ -178,13 +183,7 @@ impl CpuSampler {
     fn threads(&self) -> Vec<(u32, String, f64)> {
         let pid = self.pid();
         let mut out = Vec::new();
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
-        for e in dir.flatten() {
-            let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
-            let comm = comm.trim().to_string();
+        for (tid, comm) in tasks(pid) {
             let counted = match &self.who {
                 DataPlane::Server { .. } => comm.starts_with("shard-") || comm.starts_with(IOU_WRK),
                 DataPlane::Thread { tid: owner, .. } => {

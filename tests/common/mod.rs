@@ -463,6 +463,15 @@ pub fn available_or_skip(available: bool, what: &str) -> bool {
     available
 }
 
+/// Whether io_uring is available: without it the calling test skips loudly, or fails under
+/// `RINGSFU_REQUIRE_TOOLS` (`tools/test.sh`), see [`available_or_skip`].
+#[allow(dead_code)]
+pub fn uring_or_skip() -> bool {
+    let uring = ringsfu::io::choose_backend(ringsfu::config::IoBackend::Uring);
+    let why = uring.as_ref().err().cloned().unwrap_or_default();
+    available_or_skip(uring.is_ok(), &format!("io_uring ({why})"))
+}
+
 /// The value of the sample `series` (name and labels exactly as exposed, e.g.
 /// `ringsfu_shard_media_subscribers{shard="0"}`) in a Prometheus exposition `text`.
 pub fn metric_value(text: &str, series: &str) -> Option<u64> {

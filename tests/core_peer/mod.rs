@@ -1,0 +1,135 @@
+//! A peer brought up against a `MediaCore` in memory, the real way, through the core's public
+//! API: an authenticated ICE check with USE-CANDIDATE, then a full DTLS handshake against a
+//! client `DtlsEndpoint`. Shared by `tests/media_mesh_alloc.rs` and `benches/fanout.rs`.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use ringsfu::dtls::{
+    DtlsCert, DtlsConfig, DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole, Fingerprint,
+};
+use ringsfu::media::{IceParams, InTrack, MediaCore, OutTrack};
+use ringsfu::sdp::{ExtIds, MediaKind};
+use ringsfu::shard::{RecvMeta, ShardCore, SocketId, TxQueue};
+use ringsfu::srtp::SrtpContext;
+use ringsfu::wire::{Class, IntegrityKey, StunWriter, stun::Method};
+
+/// The address of client `i` (distinct loopback addresses, one port).
+pub fn peer_addr(i: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 20, (i / 250) as u8, (i % 250 + 1) as u8)), 5000)
+}
+
+/// What the shell would say about a datagram from `src` to the core's socket `dst`.
+pub fn meta(src: SocketAddr, dst: SocketAddr, len: usize) -> RecvMeta {
+    RecvMeta {
+        src,
+        dst_ip: Some(dst.ip()),
+        dst_port: dst.port(),
+        socket: SocketId::MAIN,
+        len,
+        stride: len,
+    }
+}
+
+/// The ICE credentials of client `i`'s transport.
+pub fn ice(i: u32) -> IceParams {
+    IceParams {
+        local_ufrag: format!("srv{i}"),
+        local_pwd: format!("server-password-{i:08}"),
+        remote_ufrag: format!("cli{i}"),
+    }
+}
+
+/// ICE check + DTLS handshake of client `i` through `core` (bound to `server`); returns the
+/// client's SRTP `(outbound, inbound)` contexts.
+pub fn connect(
+    core: &mut MediaCore,
+    server: SocketAddr,
+    tx: &mut TxQueue,
+    client_ctx: &DtlsContext,
+    server_fp: Fingerprint,
+    i: u32,
+) -> (SrtpContext, SrtpContext) {
+    let now = Instant::now();
+    let addr = peer_addr(i);
+    let p = ice(i);
+    let mut buf = [0u8; 512];
+    let key = IntegrityKey::short_term(p.local_pwd.as_bytes());
+    let txid = [i as u8; 12];
+    let mut w = StunWriter::new(&mut buf, Class::Request, Method::BINDING, &txid).expect("stun");
+    w.username(&format!("{}:{}", p.local_ufrag, p.remote_ufrag))
+        .and_then(|w| w.priority(1))
+        .and_then(|w| w.ice_controlling(7))
+        .and_then(|w| w.use_candidate())
+        .and_then(|w| w.message_integrity(&key))
+        .and_then(|w| w.fingerprint())
+        .expect("stun attributes");
+    let n = w.finish();
+    core.handle_datagram(now, meta(addr, server, n), &mut buf[..n], tx);
+    while tx.pop_pending(|_, _| ()).is_some() {}
+    let mut client = DtlsEndpoint::new(client_ctx, DtlsRole::Client, now, server_fp);
+    let mut out = vec![0u8; 2048];
+    for _ in 0..50 {
+        while let Some(n) = client.poll_transmit(&mut out) {
+            core.handle_datagram(now, meta(addr, server, n), &mut out[..n], tx);
+        }
+        let mut replies = Vec::new();
+        while let Some(r) = tx.pop_pending(|m, b| (m.dst == addr).then(|| b.to_vec())) {
+            replies.extend(r);
+        }
+        for r in replies {
+            client.handle_packet(now, &r);
+        }
+        while let Some(ev) = client.poll_event() {
+            if let DtlsEvent::Connected { keying_material, .. } = ev {
+                return SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Client)
+                    .expect("srtp keys");
+            }
+        }
+    }
+    panic!("peer {i} did not connect");
+}
+
+/// A VP8 video track sent as `ssrc` (payload type 96, PLI, no RTX, no NACK or TWCC asked).
+pub fn video_track(ssrc: u32) -> InTrack {
+    InTrack {
+        kind: MediaKind::Video,
+        mid: "1".into(),
+        pt: 96,
+        clock_rate: 90_000,
+        rtx_pt: None,
+        ssrc: Some(ssrc),
+        rtx_ssrc: None,
+        ext: ExtIds::default(),
+        nack: false,
+        pli: true,
+        fir: false,
+        remb: false,
+        transport_cc: false,
+    }
+}
+
+/// The leg of `video_track` a subscriber receives as `ssrc`.
+pub fn video_leg(ssrc: u32) -> OutTrack {
+    OutTrack {
+        source: 0,
+        kind: MediaKind::Video,
+        mid: "1".into(),
+        pt: 96,
+        ssrc,
+        rtx: None,
+        ext: ExtIds::default(),
+    }
+}
+
+/// A server and a client DTLS context, each with its certificate's fingerprint.
+pub fn contexts() -> ((DtlsContext, Fingerprint), (DtlsContext, Fingerprint)) {
+    let ctx = || {
+        let c = DtlsContext::new(DtlsCert::generate().expect("cert"), &DtlsConfig::default())
+            .expect("ctx");
+        let fp = *c.cert().fingerprint();
+        (c, fp)
+    };
+    (ctx(), ctx())
+}
