@@ -30,6 +30,7 @@ mod consumer;
 mod core;
 mod engine;
 pub mod feedback;
+mod flow;
 mod mirror;
 mod producer;
 mod shard;

@@ -1,0 +1,332 @@
+//! The packet flows between a shard's producers and consumers, on [`MediaCore`]'s slabs: a
+//! publisher's RTP into its producer, across the mesh and out to each consumer
+//! ([`MediaCore::forward`], [`write_rtp`]); RTCP from consumers (NACKs answered from the
+//! router's retransmission ring, keyframe requests through the limiters to the publisher or
+//! its origin shard) and from publishers (sender reports translated for every consumer).
+
+use std::time::{Duration, Instant};
+
+use super::PeerId;
+use super::consumer::{LegOut, Source, write_rtp};
+use super::core::{MediaCore, Peer, Role};
+use super::stats::{MediaDrop, stat};
+use crate::router::{LegId, RtpFields, TrackId};
+use crate::sdp::{ExtIds, MediaKind};
+use crate::shard::{RecvMeta, TxQueue};
+use crate::wire::rtcp::{RtcpCompound, RtcpPacket, pli, sr};
+use crate::wire::rtp::RtpView;
+use crate::wire::rtp_write::HeaderFields;
+
+impl MediaCore {
+    pub(super) fn on_rtp(
+        &mut self,
+        now: Instant,
+        meta: RecvMeta,
+        buf: &mut [u8],
+        tx: &mut TxQueue,
+    ) {
+        let Some(&slot) = self.routes.by_addr.get(&meta.src) else {
+            return self.stats.count_drop(MediaDrop::UnknownSource);
+        };
+        let arrival = now.saturating_duration_since(self.epoch);
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let Some(srtp) = peer.transport.srtp_in.as_mut() else {
+            return self.stats.count_drop(MediaDrop::NotConnected);
+        };
+        let Role::Publisher(producer) = &mut peer.role else {
+            return self.stats.count_drop(MediaDrop::UnknownTrack);
+        };
+        let Ok(hl) = RtpView::parse(buf).map(|v| v.header_len()) else {
+            return self.stats.count_drop(MediaDrop::Malformed);
+        };
+        let Ok(len) = srtp.unprotect_rtp(buf, hl) else {
+            return self.stats.count_drop(MediaDrop::SrtpFailed);
+        };
+        let r = match producer.receive(buf, len, arrival) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(reason) => return self.stats.count_drop(reason),
+        };
+        let Ok(v) = RtpView::parse(&buf[..r.len]) else {
+            return self.stats.count_drop(MediaDrop::Malformed);
+        };
+        stat!(self.stats, rtp_in);
+        self.copy_to_mirrors(slot, r.index, v.as_bytes());
+        self.forward(now, r.track, &v, &r.ext, tx);
+        if r.gap {
+            self.send_nacks(slot, now, tx);
+            // Retries of what is still missing.
+            self.lower_deadline(Some(now + self.settings.tick));
+        }
+    }
+
+    /// Fans one plaintext publisher packet of `track` out to its consumers on this shard.
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        v: &RtpView<'_>,
+        ext: &ExtIds,
+        tx: &mut TxQueue,
+    ) {
+        let fields = RtpFields { ssrc: v.ssrc(), seq: v.sequence_number(), ts: v.timestamp() };
+        let abs = abs_send_time(now.saturating_duration_since(self.epoch));
+        let payload_len = (v.as_bytes().len() - v.header_len()) as u32;
+        let MediaCore { router, peers, stats, .. } = self;
+        let _ = router.on_publisher_rtp(now, track, fields, v.as_bytes(), |fwd| {
+            let Some(Some(sub)) = peers.get_mut(fwd.leg.0 as usize) else { return };
+            let t = &mut sub.transport;
+            let (Some(dst), Some(srtp)) = (t.remote, t.srtp_out.as_mut()) else { return };
+            let Role::Subscriber(c) = &mut sub.role else { return };
+            let Some(out) = c.tracks.iter_mut().find(|o| o.cfg.ssrc == fwd.ssrc) else { return };
+            let leg = LegOut {
+                dst,
+                local_ip: t.local_ip,
+                srtp,
+                twcc_seq: &mut t.twcc_seq,
+                cfg: &out.cfg,
+            };
+            let header = HeaderFields {
+                marker: v.marker(),
+                pt: fwd.pt,
+                seq: fwd.seq,
+                ts: fwd.ts,
+                ssrc: fwd.ssrc,
+            };
+            let src = Source { packet: v, ext, header, osn: None, abs_send_time: abs };
+            if write_rtp(tx, leg, &src, stats) {
+                out.packets = out.packets.wrapping_add(1);
+                out.octets = out.octets.wrapping_add(payload_len);
+                stat!(stats, rtp_out);
+                stat!(stats, rtp_out_bytes, u64::from(payload_len));
+            }
+        });
+    }
+
+    pub(super) fn on_rtcp(
+        &mut self,
+        now: Instant,
+        meta: RecvMeta,
+        buf: &mut [u8],
+        tx: &mut TxQueue,
+    ) {
+        let Some(&slot) = self.routes.by_addr.get(&meta.src) else {
+            return self.stats.count_drop(MediaDrop::UnknownSource);
+        };
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let Some(srtp) = peer.transport.srtp_in.as_mut() else {
+            return self.stats.count_drop(MediaDrop::NotConnected);
+        };
+        let Ok(n) = srtp.unprotect_rtcp(buf) else {
+            return self.stats.count_drop(MediaDrop::SrtpFailed);
+        };
+        let Ok(compound) = RtcpCompound::parse_relaxed(&buf[..n]) else {
+            return self.stats.count_drop(MediaDrop::Malformed);
+        };
+        stat!(self.stats, rtcp_in);
+        let is_publisher = matches!(peer.role, Role::Publisher(_));
+        for p in compound.packets() {
+            let Ok(p) = p else {
+                self.stats.count_drop(MediaDrop::Malformed);
+                break;
+            };
+            if is_publisher {
+                if let RtcpPacket::SenderReport(r) = p {
+                    self.on_publisher_sr(slot, now, &r.info, tx);
+                }
+                continue;
+            }
+            match p {
+                RtcpPacket::Nack(nk) => {
+                    stat!(self.stats, nacks_in);
+                    let Some(track) = self.out_track(slot, nk.media_ssrc) else { continue };
+                    self.answer_nack(slot, now, track, nk.lost(), tx);
+                }
+                RtcpPacket::Pli(p) => {
+                    if let Some(track) = self.out_track(slot, p.media_ssrc) {
+                        self.keyframe_request(slot, now, track, tx);
+                    }
+                }
+                RtcpPacket::Fir(f) => {
+                    let tracks: [Option<TrackId>; 2] = {
+                        let mut it = f.entries().map(|(ssrc, _)| self.out_track(slot, ssrc));
+                        [it.next().flatten(), it.next().flatten()]
+                    };
+                    for track in tracks.into_iter().flatten() {
+                        self.keyframe_request(slot, now, track, tx);
+                    }
+                }
+                // Receiver reports, REMB and transport-wide feedback from subscribers describe
+                // the subscriber's downlink; the SFU forwards what the publisher sends and
+                // does not adapt per subscriber (no simulcast layers to switch), so they are
+                // only counted.
+                _ => {}
+            }
+        }
+    }
+
+    /// The router track subscriber `slot` receives as `ssrc` (its media or RTX SSRC).
+    fn out_track(&self, slot: u32, ssrc: u32) -> Option<TrackId> {
+        match &self.peers.get(slot as usize)?.as_ref()?.role {
+            Role::Subscriber(c) => c.track_for_ssrc(ssrc),
+            Role::Publisher(_) => None,
+        }
+    }
+
+    /// A subscriber's NACK for its sequence numbers `lost` of `track`: answered from the
+    /// track's retransmission ring on this shard (a mirror's ring for a publisher elsewhere).
+    fn answer_nack(
+        &mut self,
+        slot: u32,
+        now: Instant,
+        track: TrackId,
+        lost: impl Iterator<Item = u16>,
+        tx: &mut TxQueue,
+    ) {
+        let abs = abs_send_time(now.saturating_duration_since(self.epoch));
+        // The ring keeps the publisher's packets with its extension ids: find them so values
+        // such as video orientation are carried over to the retransmission.
+        let ext = self.source_ext(slot, track).unwrap_or_default();
+        let MediaCore { router, peers, stats, .. } = self;
+        let Some(Some(sub)) = peers.get_mut(slot as usize) else { return };
+        let t = &mut sub.transport;
+        let (Some(dst), Some(srtp)) = (t.remote, t.srtp_out.as_mut()) else { return };
+        let Role::Subscriber(c) = &sub.role else { return };
+        let Some(out) = c.tracks.iter().find(|o| o.track == track) else { return };
+        let (cfg, twcc_seq, local_ip) = (&out.cfg, &mut t.twcc_seq, t.local_ip);
+        let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
+            let Ok(v) = RtpView::parse(rt.packet) else { return };
+            let leg = LegOut { dst, local_ip, srtp: &mut *srtp, twcc_seq: &mut *twcc_seq, cfg };
+            let header = HeaderFields {
+                marker: v.marker(),
+                pt: rt.pt,
+                seq: rt.seq,
+                ts: rt.ts,
+                ssrc: rt.ssrc,
+            };
+            let src = Source { packet: &v, ext: &ext, header, osn: rt.osn, abs_send_time: abs };
+            if write_rtp(tx, leg, &src, stats) {
+                stat!(stats, rtx_out);
+            }
+        });
+        if let Ok(missing) = res {
+            stat!(self.stats, rtx_missing, missing as u64);
+        }
+    }
+
+    /// The publisher's extension ids of `track`, seen from subscriber `slot`.
+    fn source_ext(&self, slot: u32, track: TrackId) -> Option<ExtIds> {
+        let publisher = self.peers.get(slot as usize)?.as_ref()?.publisher()?;
+        if let Some(m) = self.mirrors.get(&publisher) {
+            return m.tracks.iter().find(|t| t.track == track).map(|t| t.ext);
+        }
+        match &self.peers.get(*self.by_id.get(&publisher)? as usize)?.as_ref()?.role {
+            Role::Publisher(p) => p.tracks.iter().find(|t| t.track == track).map(|t| t.cfg.ext),
+            Role::Subscriber(_) => None,
+        }
+    }
+
+    /// A subscriber (`slot`) asked for a keyframe of `track`: forward it, rate-limited.
+    fn keyframe_request(&mut self, slot: u32, now: Instant, track: TrackId, tx: &mut TxQueue) {
+        let Some(publisher) = self.peers[slot as usize].as_ref().and_then(Peer::publisher) else {
+            return;
+        };
+        if self.router.on_keyframe_request(now, track).unwrap_or(false) {
+            self.send_pli(publisher, track, false, tx);
+        }
+    }
+
+    /// A new subscriber connected: ask the publisher for keyframes so its video starts now.
+    pub(super) fn request_keyframes_for(&mut self, slot: u32, tx: &mut TxQueue) {
+        let mut wanted = [None; 4];
+        let Some(Peer { role: Role::Subscriber(c), .. }) = self.peers[slot as usize].as_ref()
+        else {
+            return;
+        };
+        let publisher = c.publisher;
+        let video = c.tracks.iter().filter(|o| o.cfg.kind == MediaKind::Video);
+        for (w, o) in wanted.iter_mut().zip(video) {
+            *w = Some(o.track);
+        }
+        for track in wanted.into_iter().flatten() {
+            self.send_pli(publisher, track, true, tx);
+        }
+    }
+
+    /// Sends a PLI for `track` to `publisher`; for a publisher of another shard, asks its
+    /// origin (`now`: at once, else through the origin's keyframe limiter too).
+    pub(super) fn send_pli(
+        &mut self,
+        publisher: PeerId,
+        track: TrackId,
+        now: bool,
+        tx: &mut TxQueue,
+    ) {
+        if self.keyframe_from_origin(publisher, track, now) {
+            return;
+        }
+        let Some(&slot) = self.by_id.get(&publisher) else { return };
+        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let Role::Publisher(p) = &peer.role else { return };
+        let Some(media_ssrc) = p.tracks.iter().find(|t| t.track == track).and_then(|t| t.ssrc)
+        else {
+            return;
+        };
+        let sender = peer.transport.rtcp_ssrc;
+        if peer.transport.send_rtcp(tx, |b| pli::write(b, sender, media_ssrc).ok()) {
+            stat!(self.stats, pli_out);
+            stat!(self.stats, rtcp_out);
+        }
+    }
+
+    fn on_publisher_sr(
+        &mut self,
+        slot: u32,
+        now: Instant,
+        info: &sr::SenderInfo,
+        tx: &mut TxQueue,
+    ) {
+        let Some(Some(Peer { role: Role::Publisher(p), .. })) = self.peers.get_mut(slot as usize)
+        else {
+            return;
+        };
+        let Some((index, track)) = p.on_sender_report(now, info) else { return };
+        self.copy_sr_to_mirrors(slot, index, info);
+        self.relay_sr(track, info, tx);
+    }
+
+    /// The publisher's sender report of `track`, translated for each consumer of it here.
+    pub(super) fn relay_sr(&mut self, track: TrackId, info: &sr::SenderInfo, tx: &mut TxQueue) {
+        let MediaCore { router, peers, stats, .. } = self;
+        for s in router.subscribers(track) {
+            if s.rewriter.source_ssrc() != Some(info.ssrc) {
+                continue;
+            }
+            let Some(Some(sub)) = peers.get_mut(s.leg.0 as usize) else { continue };
+            let Role::Subscriber(c) = &sub.role else { continue };
+            let Some(translated) =
+                c.translate_sr(s.rewriter.out_ssrc, s.rewriter.ts_offset(), info)
+            else {
+                continue;
+            };
+            if sub.transport.send_rtcp(tx, |b| sr::write(b, &translated, &[]).ok()) {
+                stat!(stats, rtcp_out);
+            }
+        }
+    }
+
+    /// NACKs for every packet of publisher `slot` still missing and due.
+    fn send_nacks(&mut self, slot: u32, now: Instant, tx: &mut TxQueue) {
+        let MediaCore { peers, stats, scratch_seqs, .. } = self;
+        if let Some(Some(Peer { transport, role: Role::Publisher(p), .. })) =
+            peers.get_mut(slot as usize)
+        {
+            p.send_nacks(transport, now, scratch_seqs, tx, stats);
+        }
+    }
+}
+
+/// abs-send-time: 6.18 fixed-point seconds, 24 bits.
+fn abs_send_time(since_epoch: Duration) -> u32 {
+    ((since_epoch.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00FF_FFFF
+}
