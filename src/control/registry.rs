@@ -1702,6 +1702,112 @@ mod tests {
         assert!(r.session(&sid).unwrap().connection(&b).unwrap().subscriptions.is_empty());
     }
 
+    /// The registry is the one record of which media transport is whose: every way a stream,
+    /// subscription, connection or session ends releases exactly its transports, once.
+    #[test]
+    fn every_teardown_releases_its_transports() {
+        fn released(r: &mut Registry) -> Vec<TransportRef> {
+            let mut out = Vec::new();
+            while let Some(o) = r.poll_output() {
+                if let Output::Media(MediaCommand::Release(refs)) = o {
+                    out.extend(refs);
+                }
+            }
+            out.sort_by_key(|t| t.peer);
+            out
+        }
+        let at = |peer: u64, shard: usize| TransportRef { peer: PeerId(peer), shard };
+        let fp = Fingerprint::sha256(&[1u8; 32]).expect("fingerprint");
+        let published = |t: TransportRef| PublishedMedia {
+            at: t,
+            negotiated: Vec::new(),
+            policy: VideoCodecPolicy::MediaServerPreferred,
+            connection_of: (fp, 1),
+        };
+        let received = |t: TransportRef| ReceivedMedia { at: t, answered: None };
+        let media = MediaOptions {
+            has_audio: true,
+            has_video: true,
+            audio_active: true,
+            video_active: true,
+            type_of_video: Some("CAMERA".into()),
+            frame_rate: None,
+            video_dimensions: None,
+            filter: json!({}),
+        };
+        let mut r = reg();
+        let sid = r.create_session(props(""), 1).unwrap();
+        assert_eq!(r.media_home(&sid, || 1), Some(1));
+        assert_eq!(r.media_home(&sid, || 0), Some(1), "chosen once");
+        let (a, b, c) = (
+            r.create_connection(&sid, cprops(Role::Publisher), 2).unwrap(),
+            r.create_connection(&sid, cprops(Role::Publisher), 2).unwrap(),
+            r.create_connection(&sid, cprops(Role::Subscriber), 2).unwrap(),
+        );
+        for (cid, rpc) in [(&a, "ra"), (&b, "rb"), (&c, "rc")] {
+            join(&mut r, &sid, cid, rpc);
+        }
+        let sa = r.add_stream(&sid, &a, media.clone(), 3).unwrap();
+        let sb = r.add_stream(&sid, &b, media, 3).unwrap();
+        assert!(r.set_stream_transport(&sid, &sa, published(at(1, 1))));
+        assert!(r.set_stream_transport(&sid, &sb, published(at(2, 1))));
+        assert!(!r.set_stream_transport(&sid, "str_nope", published(at(9, 0))));
+        // c and b receive a; c receives b.
+        for (cid, stream, t) in [(&c, &sa, at(3, 0)), (&b, &sa, at(4, 1)), (&c, &sb, at(5, 0))] {
+            r.add_subscriber(&sid, cid, stream, 4).unwrap();
+            assert!(r.set_subscription_transport(&sid, cid, stream, received(t)));
+        }
+        assert_eq!(released(&mut r), vec![]);
+        assert_eq!(r.legs_on(&sid, 0), 2);
+        assert_eq!(r.transport_owner(PeerId(1)), Some((sid.clone(), a.clone(), sa.clone(), true)));
+        assert_eq!(r.transport_owner(PeerId(5)), Some((sid.clone(), c.clone(), sb.clone(), false)));
+
+        // A new subscription of c to a replaces the old leg: the old transport goes.
+        r.add_subscriber(&sid, &c, &sa, 5).unwrap();
+        assert!(r.set_subscription_transport(&sid, &c, &sa, received(at(6, 1))));
+        assert_eq!(released(&mut r), vec![at(3, 0)]);
+        assert_eq!(r.transport_owner(PeerId(3)), None);
+
+        // A leg whose transport ended on its shard keeps its subscription, without transport.
+        assert_eq!(r.subscription_transport_gone(PeerId(6)), Some(1));
+        assert_eq!(r.subscription_transport_gone(PeerId(6)), None);
+        assert!(r.received(&sid, &c, &sa).is_none());
+
+        // Unsubscribing releases the leg; unpublishing a releases a and b's leg of it.
+        r.remove_subscriber(&sid, &c, &sb, 6).unwrap();
+        assert_eq!(released(&mut r), vec![at(5, 0)]);
+        r.remove_stream(&sid, &sa, "unpublish", false, 7).unwrap();
+        assert_eq!(released(&mut r), vec![at(1, 1), at(4, 1)]);
+
+        // b leaves with its stream; a server offer to c for it goes too.
+        let offer = crate::sdp::offer_subscribe(
+            &crate::sdp::LocalTransport {
+                ice_ufrag: "u".into(),
+                ice_pwd: "p".repeat(22),
+                fingerprint_sha256: "AB".into(),
+                candidates: Vec::new(),
+                session_id: 1,
+                session_version: 1,
+            },
+            &[],
+        );
+        let pending = PendingOffer {
+            stream_id: sb.clone(),
+            offer,
+            ice_ufrag: "u".into(),
+            ice_pwd: "p".into(),
+            sources: Vec::new(),
+            shard: 0,
+        };
+        assert!(r.put_offer(&sid, &c, pending));
+        r.add_subscriber(&sid, &c, &sb, 8).unwrap();
+        assert!(r.set_subscription_transport(&sid, &c, &sb, received(at(7, 0))));
+        r.leave(&sid, &b, "disconnect", 9);
+        assert_eq!(released(&mut r), vec![at(2, 1), at(7, 0)]);
+        assert!(r.take_offer(&sid, &c, &sb).is_none());
+        assert_eq!(r.transport_owner(PeerId(2)), None);
+    }
+
     #[test]
     fn custom_connection_ids() {
         let mut r = reg();
