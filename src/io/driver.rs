@@ -77,6 +77,8 @@ impl<C: ShardCore> Driver<C> {
     pub fn new(ctx: ShardCtx<C>) -> (Self, std::net::UdpSocket, SocketInfo, IoOptions) {
         let gso = ctx.opts.gso && ctx.sock.gso;
         ctx.stats.set_gso(gso);
+        let mut tx = TxQueue::new(ctx.opts.tx_slots);
+        tx.set_headroom(ctx.core.tx_headroom());
         let d = Driver {
             index: ctx.index,
             core: ctx.core,
@@ -84,7 +86,7 @@ impl<C: ShardCore> Driver<C> {
             events: ctx.events,
             stats: ctx.stats,
             shutdown: ctx.shutdown,
-            tx: TxQueue::new(ctx.opts.tx_slots),
+            tx,
             tally: Tally::default(),
             gso,
             budget: ctx.opts.budget.max(1),

@@ -13,7 +13,7 @@ use super::stats::{MediaDrop, MediaStats};
 use super::{OutTrack, PeerId};
 use crate::router::TrackId;
 use crate::sdp::ExtIds;
-use crate::shard::{TX_SLOT_SIZE, TxQueue};
+use crate::shard::TxQueue;
 use crate::srtp::SrtpContext;
 use crate::wire::rtcp::sr;
 use crate::wire::rtp::RtpView;
@@ -125,24 +125,25 @@ pub(super) fn write_rtp(
     ];
     let payload = &v.as_bytes()[v.header_len()..];
     // Room for the SRTP tag and trailer behind the packet.
-    let b = &mut slot.buf()[..TX_SLOT_SIZE - 64];
+    let room = slot.room().len().saturating_sub(64);
+    let b = &mut slot.room()[..room];
     let Some(hl) = write_header(b, &src.header, v, &exts) else {
         stats.count_drop(MediaDrop::TxFull);
         return false;
     };
     let res = match src.osn {
         Some(osn) => match write_rtx_payload(b, hl, osn, payload) {
-            Some(end) => leg.srtp.protect_rtp(slot.buf(), end, hl),
+            Some(end) => leg.srtp.protect_rtp(slot.room(), end, hl),
             None => {
                 stats.count_drop(MediaDrop::TxFull);
                 return false;
             }
         },
-        None => leg.srtp.protect_rtp_payload_into(slot.buf(), hl, payload),
+        None => leg.srtp.protect_rtp_payload_into(slot.room(), hl, payload),
     };
     match res {
         Ok(n) => {
-            slot.commit(n);
+            slot.commit_room(n);
             true
         }
         Err(_) => {

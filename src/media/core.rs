@@ -393,16 +393,16 @@ impl MediaCore {
             return self.stats.count_drop(MediaDrop::TxFull);
         };
         out.set_source(meta.dst_ip);
-        match peer.transport.ice.handle_stun(now, meta.src, local, &msg, out.buf()) {
+        match peer.transport.ice.handle_stun(now, meta.src, local, &msg, out.room()) {
             Reply::Success(n) => {
-                out.commit(n);
+                out.commit_room(n);
                 stat!(self.stats, stun_checks);
                 peer.transport.remember_source(meta.src, slot, &mut self.routes);
                 let next = peer.transport.next_deadline();
                 self.lower_deadline(next);
             }
             Reply::Error(n, _) => {
-                out.commit(n);
+                out.commit_room(n);
                 self.stats.count_drop(MediaDrop::StunRejected);
             }
             Reply::Drop(_) => {

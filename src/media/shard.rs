@@ -11,8 +11,9 @@
 //! payload inside the receive buffer and the media core handles it right there, as if it had
 //! arrived from the relayed address; what the media core queues for one of this shard's
 //! relayed addresses is rewritten in its send slot into a ChannelData message or Data indication
-//! to the client ([`TurnShard::relay_from_media`]). Neither direction costs a copy beyond the
-//! media core's own, nor a syscall; allocations on another shard, or to other peers, go through
+//! to the client ([`TurnShard::relay_from_media`]): the shard's send queue keeps room in front of
+//! every datagram ([`MediaShard::tx_headroom`]), so the header goes in front of it where it lies.
+//! Neither direction costs a copy or a move beyond the media core's own, nor a syscall; allocations on another shard, or to other peers, go through
 //! the relay socket and the kernel as usual.
 
 use std::time::Instant;
@@ -113,6 +114,16 @@ impl ShardCore for MediaShard {
 
     fn flush_mesh(&mut self) {
         self.media.flush_mesh();
+    }
+
+    /// With in-process delivery, every media datagram is written behind room for the header
+    /// [`TurnShard::relay_from_media`] may put in front of it: no datagram is moved.
+    fn tx_headroom(&self) -> usize {
+        match &self.turn {
+            // Configured, not yet in use (`delivers_in_process` waits for an allocation).
+            Some(t) if !t.server().in_process().is_empty() => crate::turn::server::PEER_HEADROOM,
+            _ => 0,
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

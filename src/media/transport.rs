@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::IceParams;
 use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole, DtlsState, Fingerprint};
 use crate::ice::{IceEvent, IceLiteAgent};
-use crate::shard::{TX_SLOT_SIZE, TxQueue};
+use crate::shard::TxQueue;
 use crate::srtp::SrtpContext;
 
 /// Source addresses remembered per transport (one per candidate pair the browser checked).
@@ -220,8 +220,8 @@ impl Transport {
         loop {
             let Some(mut s) = tx.push(dst) else { return };
             s.set_source(self.local_ip);
-            match self.dtls.poll_transmit(s.buf()) {
-                Some(n) => s.commit(n),
+            match self.dtls.poll_transmit(s.room()) {
+                Some(n) => s.commit_room(n),
                 None => return,
             }
         }
@@ -268,13 +268,13 @@ impl Link<'_> {
     ) -> bool {
         let Some(mut s) = tx.push(self.dst) else { return false };
         s.set_source(self.src);
-        let b = s.buf();
+        let b = s.room();
         // Leave room for the SRTCP trailer and tag.
-        let room = TX_SLOT_SIZE - 64;
+        let room = b.len().saturating_sub(64);
         let Some(n) = build(&mut b[..room]) else { return false };
         match self.srtp.protect_rtcp(b, n) {
             Ok(n) => {
-                s.commit(n);
+                s.commit_room(n);
                 true
             }
             Err(_) => false,

@@ -481,6 +481,17 @@ impl Metrics {
             sample(o, name, &[("shard", l), ("direction", "to_media")], t.in_process_to_media);
             sample(o, name, &[("shard", l), ("direction", "to_client")], t.in_process_to_client);
         }
+        let name = "ringsfu_turn_in_process_moved_total";
+        header(
+            o,
+            name,
+            "counter",
+            "In-process media -> client datagrams moved in their send slot to make room for the \
+             TURN header (0 while the media shard keeps headroom in front of every datagram).",
+        );
+        for (l, t) in &snaps {
+            sample(o, name, &[("shard", l)], t.moved_for_header);
+        }
         let name = "ringsfu_turn_drops_total";
         header(o, name, "counter", "TURN datagrams dropped, by reason.");
         for (l, t) in &snaps {

@@ -72,7 +72,7 @@ use std::time::Instant;
 
 pub use channel::{CommandSender, EventReceiver, EventWaker, SendError, any_wake};
 pub use stats::{DropReason, ShardStats, ShardStatsSnapshot, TURN_BUCKETS_US};
-pub use tx::{TX_SLOT_SIZE, TxFull, TxMeta, TxQueue, TxSlot};
+pub use tx::{MAX_HEADROOM, TX_SLOT_SIZE, TxFull, TxMeta, TxQueue, TxSlot};
 
 /// Which socket of a shard a datagram arrived on or leaves from: [`SocketId::MAIN`] is the
 /// socket the shard was started with; the others are opened by the core ([`SocketOp`]).
@@ -176,6 +176,12 @@ pub trait ShardCore: 'static {
 
     /// Before the shell sleeps (step 6): wake the shards this core wrote to this turn.
     fn flush_mesh(&mut self) {}
+
+    /// Bytes the shell's [`TxQueue`] keeps free in front of what [`TxSlot::room`] lends
+    /// ([`TxQueue::set_headroom`]), asked once when the shard starts.
+    fn tx_headroom(&self) -> usize {
+        0
+    }
 
     /// The next socket to open or close, if any; drained with the events.
     fn poll_socket_op(&mut self) -> Option<SocketOp> {

@@ -54,7 +54,12 @@ pub struct TxQueue {
     pending: VecDeque<u32>,
     dropped_full: u64,
     dropped_oversize: u64,
+    /// Bytes left free in front of what [`TxSlot::room`] lends (see [`TxQueue::set_headroom`]).
+    headroom: usize,
 }
+
+/// Largest headroom a queue keeps in front of its datagrams.
+pub const MAX_HEADROOM: usize = 128;
 
 impl fmt::Debug for TxQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,7 +88,21 @@ impl TxQueue {
             pending: VecDeque::with_capacity(slots),
             dropped_full: 0,
             dropped_oversize: 0,
+            headroom: 0,
         }
+    }
+
+    /// Leave `bytes` (at most [`MAX_HEADROOM`]) free in front of every datagram written through
+    /// [`TxSlot::room`], so a header can be put in front of it later in the same slot without
+    /// moving it (a media shard's packets to a client of its own TURN server: the ChannelData or
+    /// Data-indication header).
+    pub fn set_headroom(&mut self, bytes: usize) {
+        self.headroom = bytes.min(MAX_HEADROOM);
+    }
+
+    /// See [`TxQueue::set_headroom`].
+    pub fn headroom(&self) -> usize {
+        self.headroom
     }
 
     /// Total number of slots.
@@ -247,6 +266,19 @@ impl TxSlot<'_> {
         &mut self.q.buf[start..start + TX_SLOT_SIZE]
     }
 
+    /// The slot after the queue's headroom, to write the datagram into; then
+    /// [`TxSlot::commit_room`].
+    pub fn room(&mut self) -> &mut [u8] {
+        let h = self.q.headroom;
+        &mut self.buf()[h..]
+    }
+
+    /// Queue the first `len` bytes of [`TxSlot::room`] for sending.
+    pub fn commit_room(self, len: usize) {
+        let h = self.q.headroom;
+        self.commit_range(h..h + len);
+    }
+
     /// Send from this local address (IP_PKTINFO); `None`: routing decides.
     pub fn set_source(&mut self, src: Option<IpAddr>) {
         self.q.meta[self.idx as usize].src = src;
@@ -296,6 +328,20 @@ impl Drop for TxSlot<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_is_behind_the_headroom_and_commits_there() {
+        let mut q = TxQueue::new(2);
+        q.set_headroom(48);
+        let mut s = q.push(addr(1)).expect("slot");
+        assert_eq!(s.room().len(), TX_SLOT_SIZE - 48);
+        s.room()[..3].copy_from_slice(b"abc");
+        s.commit_room(3);
+        let got = q.pop_pending(|m, b| (m.offset, b.to_vec())).expect("pending");
+        assert_eq!(got, (48, b"abc".to_vec()));
+        q.set_headroom(10_000);
+        assert_eq!(q.headroom(), MAX_HEADROOM);
+    }
 
     fn addr(p: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], p))

@@ -69,6 +69,10 @@ pub struct TurnShardStats {
     /// `relayed_to_peer` / `relayed_to_client`.
     pub in_process_to_media: u64,
     pub in_process_to_client: u64,
+    /// Of `in_process_to_client`: datagrams the media core wrote without room in front, moved
+    /// in their send slot to make room for the header (0 while the media shard's send queue
+    /// keeps its headroom).
+    pub moved_for_header: u64,
     /// Relay sockets open (gauge): with in-process delivery, allocations that only reach the
     /// shard's media port hold none.
     pub relay_sockets: u64,
@@ -105,6 +109,7 @@ impl TurnShardStats {
         self.relay_open_failed += o.relay_open_failed;
         self.in_process_to_media += o.in_process_to_media;
         self.in_process_to_client += o.in_process_to_client;
+        self.moved_for_header += o.moved_for_header;
         self.relay_sockets += o.relay_sockets;
     }
 }
@@ -123,6 +128,7 @@ pub struct TurnStatsCell {
     relay_open_failed: AtomicU64,
     in_process_to_media: AtomicU64,
     in_process_to_client: AtomicU64,
+    moved_for_header: AtomicU64,
     relay_sockets: AtomicU64,
 }
 
@@ -141,6 +147,7 @@ impl TurnStatsCell {
         self.relay_open_failed.store(s.relay_open_failed, Relaxed);
         self.in_process_to_media.store(s.in_process_to_media, Relaxed);
         self.in_process_to_client.store(s.in_process_to_client, Relaxed);
+        self.moved_for_header.store(s.moved_for_header, Relaxed);
         self.relay_sockets.store(s.relay_sockets, Relaxed);
     }
 
@@ -157,6 +164,7 @@ impl TurnStatsCell {
             relay_open_failed: self.relay_open_failed.load(Relaxed),
             in_process_to_media: self.in_process_to_media.load(Relaxed),
             in_process_to_client: self.in_process_to_client.load(Relaxed),
+            moved_for_header: self.moved_for_header.load(Relaxed),
             relay_sockets: self.relay_sockets.load(Relaxed),
         }
     }
@@ -247,6 +255,7 @@ pub struct TurnShard {
     shard_port: Option<u16>,
     in_process_to_media: u64,
     in_process_to_client: u64,
+    moved_for_header: u64,
 }
 
 /// A client's datagram the TURN core relays to the hosting shard's media port: `range` of the
@@ -291,6 +300,7 @@ impl TurnShard {
             shard_port: None,
             in_process_to_media: 0,
             in_process_to_client: 0,
+            moved_for_header: 0,
         }
     }
 
@@ -379,9 +389,18 @@ impl TurnShard {
         // The media address the client's permission names: the candidate the media core
         // answered from, else the first one.
         let ip = meta.src.unwrap_or(first.ip());
-        slot.copy_within(off..off + len, PEER_HEADROOM);
+        // The media core writes behind the queue's headroom (`MediaShard::tx_headroom`): the
+        // header goes in front of the datagram where it lies. Anything written at the slot's
+        // start is moved behind the headroom first.
+        let at = if off >= PEER_HEADROOM && off + len + 3 <= slot.len() {
+            off
+        } else {
+            slot.copy_within(off..off + len, PEER_HEADROOM);
+            self.moved_for_header += 1;
+            PEER_HEADROOM
+        };
         let now = self.now(now);
-        let payload = PEER_HEADROOM..PEER_HEADROOM + len;
+        let payload = at..at + len;
         match self.server.handle_peer(now, relay, SocketAddr::new(ip, first.port()), slot, payload)
         {
             FromPeer::ToClient { five, range } => {
@@ -426,6 +445,7 @@ impl TurnShard {
             drops: self.drops,
             in_process_to_media: self.in_process_to_media,
             in_process_to_client: self.in_process_to_client,
+            moved_for_header: self.moved_for_header,
             ..TurnShardStats::from_server(&self.server)
         }
     }

@@ -184,6 +184,8 @@ async function relayOnly(deliverInProcess, shardPorts = true) {
   console.log(`in-process (deliver_in_process=${deliverInProcess}): to media ${toMedia}, to client ${toClient}`);
   if (deliverInProcess) {
     assert.ok(toMedia > 100 && toClient > 100, `in-process ${toMedia} / ${toClient}`);
+    // The media core wrote every datagram behind room for the TURN header: none was moved.
+    assert.equal(sum(m, 'ringsfu_turn_in_process_moved_total'), 0);
     // Allocations through the TURN port of the session's shard reach only its media port: they
     // hold no relay socket (the shared port's allocations may, if they landed elsewhere).
     console.log(`relay sockets open: ${sum(m, 'ringsfu_turn_relay_sockets')}`);
