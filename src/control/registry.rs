@@ -1665,15 +1665,9 @@ mod tests {
         assert!(r.session(&sid).is_none(), "last participant closes the session");
     }
 
-    #[test]
-    fn streams_and_subscriptions_emit_webrtc_hooks() {
-        let mut r = reg();
-        let sid = r.create_session(props(""), 1).unwrap();
-        let a = r.create_connection(&sid, cprops(Role::Publisher), 2).unwrap();
-        let b = r.create_connection(&sid, cprops(Role::Subscriber), 2).unwrap();
-        join(&mut r, &sid, &a, "ra");
-        join(&mut r, &sid, &b, "rb");
-        let media = MediaOptions {
+    /// A camera stream's media options (audio and video on, 30 fps).
+    fn camera() -> MediaOptions {
+        MediaOptions {
             has_audio: true,
             has_video: true,
             audio_active: true,
@@ -1682,7 +1676,18 @@ mod tests {
             frame_rate: Some(json!(30)),
             video_dimensions: None,
             filter: json!({}),
-        };
+        }
+    }
+
+    #[test]
+    fn streams_and_subscriptions_emit_webrtc_hooks() {
+        let mut r = reg();
+        let sid = r.create_session(props(""), 1).unwrap();
+        let a = r.create_connection(&sid, cprops(Role::Publisher), 2).unwrap();
+        let b = r.create_connection(&sid, cprops(Role::Subscriber), 2).unwrap();
+        join(&mut r, &sid, &a, "ra");
+        join(&mut r, &sid, &b, "rb");
+        let media = camera();
         assert_eq!(r.add_stream(&sid, &b, media.clone(), 3).unwrap_err().code, 401);
         let st = r.add_stream(&sid, &a, media.clone(), 3).unwrap();
         assert_eq!(r.add_stream(&sid, &a, media, 3).unwrap_err().code, 106);
@@ -1725,16 +1730,7 @@ mod tests {
             connection_of: (fp, 1),
         };
         let received = |t: TransportRef| ReceivedMedia { at: t, answered: None };
-        let media = MediaOptions {
-            has_audio: true,
-            has_video: true,
-            audio_active: true,
-            video_active: true,
-            type_of_video: Some("CAMERA".into()),
-            frame_rate: None,
-            video_dimensions: None,
-            filter: json!({}),
-        };
+        let media = camera();
         let mut r = reg();
         let sid = r.create_session(props(""), 1).unwrap();
         assert_eq!(r.media_home(&sid, || 1), Some(1));
