@@ -3,9 +3,9 @@
 //! Two halves, talking only by message (DESIGN §1):
 //!
 //! - [`MediaCore`] (`core.rs`) is the per-shard [`ShardCore`](crate::shard::ShardCore): one per
-//!   data-plane thread, it owns the peers of the sessions pinned to that shard (ICE-lite agent,
-//!   DTLS endpoint, SRTP contexts, the publisher's tracks or the subscriber's legs) and the
-//!   shard's [`Router`](crate::router::Router). Sans-IO like every core: the shell lends it
+//!   data-plane thread, it owns the peers placed on that shard (each a transport: ICE-lite
+//!   agent, DTLS endpoint, SRTP contexts; with a producer's tracks or a consumer's legs), the
+//!   mirrors of publishers of other shards and the shard's [`Router`](crate::router::Router). Sans-IO like every core: the shell lends it
 //!   datagrams, `now` and a [`TxQueue`](crate::shard::TxQueue).
 //! - [`MediaShard`] (`shard.rs`) is what a media shard runs: the media core, and the TURN core
 //!   the shard hosts beside it, with in-process delivery between the two.
