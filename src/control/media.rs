@@ -9,7 +9,7 @@
 //! # How media plugs in
 //! 1. The JSON-RPC media methods (`publishVideo`, `receiveVideoFrom`, `prepareReceiveVideoFrom`,
 //!    `onIceCandidate`, `unpublishVideo`, `unsubscribeFromVideo`, `reconnectStream`) all reach
-//!    [`dispatch`], the single dispatch point. With a [`MediaEngine`] attached
+//!    `dispatch`, the single dispatch point. With a [`MediaEngine`] attached
 //!    ([`crate::control::ControlPlane::attach_media`]) `control::media_rpc` answers them: it
 //!    negotiates SDP, sends the shard its command before the answer leaves (so the browser's
 //!    first STUN check finds its transport) and records the transport in the registry

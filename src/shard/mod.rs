@@ -49,8 +49,8 @@
 //!    [`TxSlot::commit`]) or [`TxQueue::send`] (copy). When the pool is exhausted `push` returns
 //!    `None`: drop the packet (the queue counts it), never block or allocate.
 //! 3. Keep a deadline table and report its minimum from `poll_timeout` (no timer objects).
-//! 4. Start the shards with [`spawn_shards`], giving a factory that builds one core per shard
-//!    inside that shard's thread; talk to each shard through its [`ShardHandle`].
+//! 4. Start the shards with [`spawn_shards`](crate::io::spawn_shards), giving a factory that builds one core per shard
+//!    inside that shard's thread; talk to each shard through its [`ShardHandle`](crate::io::ShardHandle).
 //! 5. Unit-test the core without sockets: build a [`TxQueue`] with [`TxQueue::new`], call the
 //!    `handle_*` methods with a virtual clock and read what it sent with
 //!    [`TxQueue::pop_pending`].
