@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::PeerId;
 use super::consumer::{LegOut, Source, write_rtp};
 use super::core::{MediaCore, Peer, Role};
+use super::producer::Seen;
 use super::stats::{MediaDrop, stat};
 use crate::router::{LegId, RtpFields, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
@@ -36,23 +37,25 @@ impl MediaCore {
         let Role::Publisher(producer) = &mut peer.role else {
             return self.stats.count_drop(MediaDrop::UnknownTrack);
         };
-        let Ok(hl) = RtpView::parse(buf).map(|v| v.header_len()) else {
+        // The header once, before decryption (SRTP leaves it and its extensions in the clear).
+        let twcc_id = producer.twcc_id();
+        let Ok((hl, seen)) = RtpView::parse(buf).map(|v| {
+            let twcc_seq = twcc_id.and_then(|id| v.transport_cc(id));
+            (v.header_len(), Seen { ssrc: v.ssrc(), pt: v.payload_type(), twcc_seq })
+        }) else {
             return self.stats.count_drop(MediaDrop::Malformed);
         };
         let Ok(len) = srtp.unprotect_rtp(buf, hl) else {
             return self.stats.count_drop(MediaDrop::SrtpFailed);
         };
-        let r = match producer.receive(buf, len, arrival) {
+        let r = match producer.receive(buf, len, arrival, seen) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(reason) => return self.stats.count_drop(reason),
         };
-        let Ok(v) = RtpView::parse(&buf[..r.len]) else {
-            return self.stats.count_drop(MediaDrop::Malformed);
-        };
         stat!(self.stats, rtp_in);
-        self.copy_to_mirrors(slot, r.index, v.as_bytes());
-        self.forward(now, r.track, &v, &r.ext, tx);
+        self.copy_to_mirrors(slot, r.index, r.packet.as_bytes());
+        self.forward(now, r.track, &r.packet, &r.ext, tx);
         if r.gap {
             self.send_nacks(slot, now, tx);
             // Retries of what is still missing.

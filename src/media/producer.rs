@@ -41,13 +41,23 @@ pub(super) struct Producer {
     next_twcc: Instant,
 }
 
+/// What the RTP header of a received packet says (read once, before decryption: SRTP leaves
+/// the header and its extensions in the clear).
+pub(super) struct Seen {
+    pub ssrc: u32,
+    pub pt: u8,
+    /// The transport-wide sequence number, when the producer negotiated one
+    /// ([`Producer::twcc_id`]).
+    pub twcc_seq: Option<u16>,
+}
+
 /// A publisher packet after [`Producer::receive`]: plaintext in the receive buffer.
-pub(super) struct Received {
+pub(super) struct Received<'b> {
     /// Index of its track in the producer.
     pub index: usize,
     pub track: TrackId,
-    /// Its length (an RTX packet shrinks by its OSN).
-    pub len: usize,
+    /// The packet (an RTX packet put back together: shorter by its OSN).
+    pub packet: RtpView<'b>,
     /// The publisher's extension ids on that track.
     pub ext: ExtIds,
     /// A gap is tracked: NACKs may be due.
@@ -133,20 +143,23 @@ impl Producer {
         None
     }
 
-    /// A decrypted packet `buf[..len]` that arrived `arrival` after the core's epoch: its
-    /// track, RTX unwrapped in place (RFC 4588), reception statistics, NACK tracker and
-    /// transport-wide feedback recorded. `Ok(None)`: nothing to forward (a padding-only probe).
-    pub fn receive(
+    /// The header extension id of transport-wide sequence numbers, when negotiated.
+    pub fn twcc_id(&self) -> Option<u8> {
+        self.twcc.as_ref().map(|(id, _)| *id)
+    }
+
+    /// A decrypted packet `buf[..len]` whose header said `seen`, arrived `arrival` after the
+    /// core's epoch: its track, RTX unwrapped in place (RFC 4588), reception statistics, NACK
+    /// tracker and transport-wide feedback recorded. `Ok(None)`: nothing to forward (a
+    /// padding-only probe). The packet is parsed once here (twice for RTX).
+    pub fn receive<'b>(
         &mut self,
-        buf: &mut [u8],
+        buf: &'b mut [u8],
         len: usize,
         arrival: Duration,
-    ) -> Result<Option<Received>, MediaDrop> {
-        let (ssrc, pt, twcc_seq) = {
-            let v = RtpView::parse(&buf[..len]).map_err(|_| MediaDrop::Malformed)?;
-            let seq = self.twcc.as_ref().and_then(|(id, _)| v.transport_cc(*id));
-            (v.ssrc(), v.payload_type(), seq)
-        };
+        seen: Seen,
+    ) -> Result<Option<Received<'b>>, MediaDrop> {
+        let Seen { ssrc, pt, twcc_seq } = seen;
         let (index, is_rtx) = self.track_of(ssrc, pt).ok_or(MediaDrop::UnknownTrack)?;
         if let (Some((_, rec)), Some(seq)) = (self.twcc.as_mut(), twcc_seq) {
             rec.on_packet(seq, arrival);
@@ -161,12 +174,14 @@ impl Producer {
         } else {
             len
         };
+        let buf: &'b [u8] = buf;
         let v = RtpView::parse(&buf[..len]).map_err(|_| MediaDrop::Malformed)?;
         let (ext, before) = t.stats.on_packet(arrival, v.sequence_number(), v.timestamp());
         if t.cfg.nack {
             t.nack.on_packet(ext, before);
         }
-        Ok(Some(Received { index, track: t.track, len, ext: t.cfg.ext, gap: !t.nack.is_empty() }))
+        let gap = !t.nack.is_empty();
+        Ok(Some(Received { index, track: t.track, packet: v, ext: t.cfg.ext, gap }))
     }
 
     /// A sender report from the publisher: its track (index, router track), the report
