@@ -9,11 +9,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::egress::Egress;
 use super::stats::{MediaDrop, MediaStats};
 use super::{OutTrack, PeerId};
 use crate::router::TrackId;
 use crate::sdp::ExtIds;
-use crate::shard::TxQueue;
 use crate::srtp::SrtpContext;
 use crate::wire::rtcp::sr;
 use crate::wire::rtp::RtpView;
@@ -65,6 +65,8 @@ impl Consumer {
 /// One consumer track's sending side, for [`write_rtp`].
 pub(super) struct LegOut<'a> {
     pub dst: SocketAddr,
+    /// Through this shard's own TURN server ([`super::egress`]).
+    pub hosted: bool,
     pub local_ip: Option<IpAddr>,
     pub srtp: &'a mut SrtpContext,
     /// The transport's next transport-wide sequence number (taken when the track negotiated it).
@@ -90,11 +92,12 @@ pub(super) struct Source<'a, 'b> {
 /// with the encryption). False when nothing was sent (a full pool or a packet too large:
 /// counted as `TxFull`).
 pub(super) fn write_rtp(
-    tx: &mut TxQueue,
+    tx: &mut Egress<'_>,
     leg: LegOut<'_>,
     src: &Source<'_, '_>,
     stats: &MediaStats,
 ) -> bool {
+    let mark = tx.pending_len();
     let Some(mut slot) = tx.push(leg.dst) else {
         stats.count_drop(MediaDrop::TxFull);
         return false;
@@ -144,6 +147,7 @@ pub(super) fn write_rtp(
     match res {
         Ok(n) => {
             slot.commit_room(n);
+            tx.route_from(mark, leg.hosted);
             true
         }
         Err(_) => {

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::consumer::{Consumer, ConsumerTrack};
+use super::egress::{Egress, FROM_HOSTED_RELAY};
 use super::mirror::{MESH_BACKLOG, Mirror};
 use super::producer::{NACK_CAP, Producer};
 use super::stats::{MediaDrop, MediaStats, stat};
@@ -343,7 +344,7 @@ impl MediaCore {
         self.routes.by_ufrag.insert(ice.local_ufrag.into(), slot);
     }
 
-    fn remove_peer(&mut self, slot: u32, tx: &mut TxQueue) {
+    fn remove_peer(&mut self, slot: u32, tx: &mut Egress<'_>) {
         let Some(mut peer) = self.peers.get_mut(slot as usize).and_then(Option::take) else {
             return;
         };
@@ -374,7 +375,7 @@ impl MediaCore {
 
     // ------------------------------------------------------------------ transports
 
-    fn on_stun(&mut self, now: Instant, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
+    fn on_stun(&mut self, now: Instant, meta: RecvMeta, buf: &[u8], tx: &mut Egress<'_>) {
         let Ok(msg) = StunView::parse(buf) else {
             return self.stats.count_drop(MediaDrop::StunUnknown);
         };
@@ -389,6 +390,8 @@ impl MediaCore {
         };
         let local = SocketAddr::new(meta.dst_ip.unwrap_or(self.local.ip()), meta.dst_port);
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
+        let hosted = meta.socket == FROM_HOSTED_RELAY;
+        let mark = tx.pending_len();
         let Some(mut out) = tx.push(meta.src) else {
             return self.stats.count_drop(MediaDrop::TxFull);
         };
@@ -396,13 +399,15 @@ impl MediaCore {
         match peer.transport.ice.handle_stun(now, meta.src, local, &msg, out.room()) {
             Reply::Success(n) => {
                 out.commit_room(n);
+                tx.route_from(mark, hosted);
                 stat!(self.stats, stun_checks);
-                peer.transport.remember_source(meta.src, slot, &mut self.routes);
+                peer.transport.remember_source(meta.src, hosted, slot, &mut self.routes);
                 let next = peer.transport.next_deadline();
                 self.lower_deadline(next);
             }
             Reply::Error(n, _) => {
                 out.commit_room(n);
+                tx.route_from(mark, hosted);
                 self.stats.count_drop(MediaDrop::StunRejected);
             }
             Reply::Drop(_) => {
@@ -414,7 +419,7 @@ impl MediaCore {
     }
 
     /// Acts on the ICE agent's events; a peer whose consent expired fails.
-    fn after_ice(&mut self, slot: u32, tx: &mut TxQueue) {
+    fn after_ice(&mut self, slot: u32, tx: &mut Egress<'_>) {
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         let ice = peer.transport.poll_ice();
         if let Some(remote) = ice.start_client {
@@ -431,7 +436,7 @@ impl MediaCore {
     /// A subscriber leg is removed. A publisher keeps its tracks and their subscribers, so
     /// `reconnectStream` ([`ShardCommand::RestartPublisher`]) can put a new transport behind
     /// them; until then it has no address, keys or credentials.
-    fn fail_peer(&mut self, slot: u32, reason: Option<&'static str>, tx: &mut TxQueue) {
+    fn fail_peer(&mut self, slot: u32, reason: Option<&'static str>, tx: &mut Egress<'_>) {
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         let id = peer.id;
         if matches!(peer.role, Role::Publisher(_)) {
@@ -446,7 +451,7 @@ impl MediaCore {
         });
     }
 
-    fn on_dtls(&mut self, now: Instant, meta: RecvMeta, buf: &[u8], tx: &mut TxQueue) {
+    fn on_dtls(&mut self, now: Instant, meta: RecvMeta, buf: &[u8], tx: &mut Egress<'_>) {
         let Some(&slot) = self.routes.by_addr.get(&meta.src) else {
             return self.stats.count_drop(MediaDrop::UnknownSource);
         };
@@ -458,7 +463,7 @@ impl MediaCore {
     }
 
     /// Sends what the DTLS endpoint wrote and acts on how the handshake ended.
-    fn after_dtls(&mut self, slot: u32, fallback: SocketAddr, tx: &mut TxQueue) {
+    fn after_dtls(&mut self, slot: u32, fallback: SocketAddr, tx: &mut Egress<'_>) {
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         let id = peer.id;
         match peer.transport.drain_dtls(fallback, tx) {
@@ -480,7 +485,7 @@ impl MediaCore {
 
     /// Every owner's timers that are due; then the next run at the earliest deadline (at least
     /// one `tick` away, at most a second: consent and feedback deadlines are seconds apart).
-    fn on_tick(&mut self, now: Instant, tx: &mut TxQueue) {
+    fn on_tick(&mut self, now: Instant, tx: &mut Egress<'_>) {
         let mut next = now + Duration::from_secs(1);
         for slot in 0..self.peers.len() as u32 {
             let Some(peer) = self.peers[slot as usize].as_mut() else { continue };
@@ -520,11 +525,16 @@ impl MediaCore {
     }
 }
 
-impl ShardCore for MediaCore {
-    type Command = ShardCommand;
-    type Event = ShardEvent;
-
-    fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
+/// The shard entry points with the egress the caller built ([`super::shard::MediaShard`] adds
+/// its TURN relay; the [`ShardCore`] impl below has none).
+impl MediaCore {
+    pub(crate) fn on_datagram(
+        &mut self,
+        now: Instant,
+        meta: RecvMeta,
+        buf: &mut [u8],
+        tx: &mut Egress<'_>,
+    ) {
         match demux(buf) {
             Ok(Datagram::Stun(_)) => self.on_stun(now, meta, buf, tx),
             Ok(Datagram::Dtls(_)) => self.on_dtls(now, meta, buf, tx),
@@ -534,7 +544,7 @@ impl ShardCore for MediaCore {
         }
     }
 
-    fn handle_command(&mut self, now: Instant, cmd: ShardCommand, tx: &mut TxQueue) {
+    pub(crate) fn on_command(&mut self, now: Instant, cmd: ShardCommand, tx: &mut Egress<'_>) {
         match cmd {
             ShardCommand::AddPublisher { id, ice, remote_fingerprint, tracks } => {
                 self.add_publisher(now, id, ice, remote_fingerprint, tracks)
@@ -587,9 +597,26 @@ impl ShardCore for MediaCore {
         self.update_gauges();
     }
 
-    fn handle_timeout(&mut self, now: Instant, tx: &mut TxQueue) {
+    pub(crate) fn on_timeout(&mut self, now: Instant, tx: &mut Egress<'_>) {
         self.on_tick(now, tx);
         self.update_gauges();
+    }
+}
+
+impl ShardCore for MediaCore {
+    type Command = ShardCommand;
+    type Event = ShardEvent;
+
+    fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
+        self.on_datagram(now, meta, buf, &mut Egress::direct(tx, now))
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: ShardCommand, tx: &mut TxQueue) {
+        self.on_command(now, cmd, &mut Egress::direct(tx, now))
+    }
+
+    fn handle_timeout(&mut self, now: Instant, tx: &mut TxQueue) {
+        self.on_timeout(now, &mut Egress::direct(tx, now))
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -605,7 +632,7 @@ impl ShardCore for MediaCore {
     }
 
     fn handle_mesh(&mut self, now: Instant, tx: &mut TxQueue) -> bool {
-        MediaCore::handle_mesh(self, now, tx)
+        self.drain_mesh(now, &mut Egress::direct(tx, now))
     }
 
     fn flush_mesh(&mut self) {

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use super::PeerId;
 use super::consumer::{LegOut, Source, write_rtp};
 use super::core::{MediaCore, Peer, Role};
+use super::egress::Egress;
 use super::producer::Seen;
 use super::stats::{MediaDrop, stat};
 use crate::router::{LegId, RtpFields, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
-use crate::shard::{RecvMeta, TxQueue};
+use crate::shard::RecvMeta;
 use crate::wire::rtcp::{RtcpCompound, RtcpPacket, pli, sr};
 use crate::wire::rtp::RtpView;
 use crate::wire::rtp_write::HeaderFields;
@@ -24,7 +25,7 @@ impl MediaCore {
         now: Instant,
         meta: RecvMeta,
         buf: &mut [u8],
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
     ) {
         let Some(&slot) = self.routes.by_addr.get(&meta.src) else {
             return self.stats.count_drop(MediaDrop::UnknownSource);
@@ -70,7 +71,7 @@ impl MediaCore {
         track: TrackId,
         v: &RtpView<'_>,
         ext: &ExtIds,
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
     ) {
         let fields = RtpFields { ssrc: v.ssrc(), seq: v.sequence_number(), ts: v.timestamp() };
         let abs = abs_send_time(now.saturating_duration_since(self.epoch));
@@ -84,6 +85,7 @@ impl MediaCore {
             let Some(out) = c.tracks.iter_mut().find(|o| o.cfg.ssrc == fwd.ssrc) else { return };
             let leg = LegOut {
                 dst,
+                hosted: t.relayed == Some(dst),
                 local_ip: t.local_ip,
                 srtp,
                 twcc_seq: &mut t.twcc_seq,
@@ -111,7 +113,7 @@ impl MediaCore {
         now: Instant,
         meta: RecvMeta,
         buf: &mut [u8],
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
     ) {
         let Some(&slot) = self.routes.by_addr.get(&meta.src) else {
             return self.stats.count_drop(MediaDrop::UnknownSource);
@@ -184,7 +186,7 @@ impl MediaCore {
         now: Instant,
         track: TrackId,
         lost: impl Iterator<Item = u16>,
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
     ) {
         let abs = abs_send_time(now.saturating_duration_since(self.epoch));
         // The ring keeps the publisher's packets with its extension ids: find them so values
@@ -196,10 +198,12 @@ impl MediaCore {
         let (Some(dst), Some(srtp)) = (t.remote, t.srtp_out.as_mut()) else { return };
         let Role::Subscriber(c) = &sub.role else { return };
         let Some(out) = c.tracks.iter().find(|o| o.track == track) else { return };
+        let hosted = t.relayed == Some(dst);
         let (cfg, twcc_seq, local_ip) = (&out.cfg, &mut t.twcc_seq, t.local_ip);
         let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
             let Ok(v) = RtpView::parse(rt.packet) else { return };
-            let leg = LegOut { dst, local_ip, srtp: &mut *srtp, twcc_seq: &mut *twcc_seq, cfg };
+            let leg =
+                LegOut { dst, hosted, local_ip, srtp: &mut *srtp, twcc_seq: &mut *twcc_seq, cfg };
             let header = HeaderFields {
                 marker: v.marker(),
                 pt: rt.pt,
@@ -230,7 +234,7 @@ impl MediaCore {
     }
 
     /// A subscriber (`slot`) asked for a keyframe of `track`: forward it, rate-limited.
-    fn keyframe_request(&mut self, slot: u32, now: Instant, track: TrackId, tx: &mut TxQueue) {
+    fn keyframe_request(&mut self, slot: u32, now: Instant, track: TrackId, tx: &mut Egress<'_>) {
         let Some(publisher) = self.peers[slot as usize].as_ref().and_then(Peer::publisher) else {
             return;
         };
@@ -240,7 +244,7 @@ impl MediaCore {
     }
 
     /// A new subscriber connected: ask the publisher for keyframes so its video starts now.
-    pub(super) fn request_keyframes_for(&mut self, slot: u32, tx: &mut TxQueue) {
+    pub(super) fn request_keyframes_for(&mut self, slot: u32, tx: &mut Egress<'_>) {
         let mut wanted = [None; 4];
         let Some(Peer { role: Role::Subscriber(c), .. }) = self.peers[slot as usize].as_ref()
         else {
@@ -263,7 +267,7 @@ impl MediaCore {
         publisher: PeerId,
         track: TrackId,
         now: bool,
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
     ) {
         if self.keyframe_from_origin(publisher, track, now) {
             return;
@@ -287,7 +291,7 @@ impl MediaCore {
         slot: u32,
         now: Instant,
         info: &sr::SenderInfo,
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
     ) {
         let Some(Some(Peer { role: Role::Publisher(p), .. })) = self.peers.get_mut(slot as usize)
         else {
@@ -299,7 +303,7 @@ impl MediaCore {
     }
 
     /// The publisher's sender report of `track`, translated for each consumer of it here.
-    pub(super) fn relay_sr(&mut self, track: TrackId, info: &sr::SenderInfo, tx: &mut TxQueue) {
+    pub(super) fn relay_sr(&mut self, track: TrackId, info: &sr::SenderInfo, tx: &mut Egress<'_>) {
         let MediaCore { router, peers, stats, .. } = self;
         for s in router.subscribers(track) {
             if s.rewriter.source_ssrc() != Some(info.ssrc) {
@@ -319,7 +323,7 @@ impl MediaCore {
     }
 
     /// NACKs for every packet of publisher `slot` still missing and due.
-    fn send_nacks(&mut self, slot: u32, now: Instant, tx: &mut TxQueue) {
+    fn send_nacks(&mut self, slot: u32, now: Instant, tx: &mut Egress<'_>) {
         let MediaCore { peers, stats, scratch_seqs, .. } = self;
         if let Some(Some(Peer { transport, role: Role::Publisher(p), .. })) =
             peers.get_mut(slot as usize)

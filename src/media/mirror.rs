@@ -18,11 +18,11 @@
 use std::time::Instant;
 
 use super::core::{MediaCore, Role};
+use super::egress::Egress;
 use super::stats::{MediaDrop, stat};
 use super::{Origin, PeerId};
 use crate::router::TrackId;
 use crate::sdp::{ExtIds, MediaKind};
-use crate::shard::TxQueue;
 use crate::shard::mesh::{MeshMsg, MeshPort};
 use crate::wire::rtcp::sr;
 use crate::wire::rtp::RtpView;
@@ -167,7 +167,7 @@ impl MediaCore {
     }
 
     pub(super) fn flush_mesh_backlog(&mut self) {
-        // No port while `handle_mesh` has it out: it flushes after putting it back.
+        // No port while `drain_mesh` has it out: it flushes after putting it back.
         let Some(mesh) = self.mesh.as_mut() else { return };
         while let Some(&(to, kind, index, key, byte)) = self.mesh_backlog.front() {
             if !mesh.push(to, kind, index, key, &[byte]) {
@@ -179,7 +179,7 @@ impl MediaCore {
     }
 
     /// One message from shard `from`.
-    fn on_mesh(&mut self, now: Instant, from: usize, m: &MeshMsg, tx: &mut TxQueue) {
+    fn on_mesh(&mut self, now: Instant, from: usize, m: &MeshMsg, tx: &mut Egress<'_>) {
         stat!(self.stats, mesh_in);
         let publisher = PeerId(m.key);
         match m.kind {
@@ -248,7 +248,7 @@ impl MediaCore {
     }
 
     /// Handles one message from another shard, if one waits.
-    pub fn handle_mesh(&mut self, now: Instant, tx: &mut TxQueue) -> bool {
+    pub(crate) fn drain_mesh(&mut self, now: Instant, tx: &mut Egress<'_>) -> bool {
         let Some(mut port) = self.mesh.take() else { return false };
         let mut got = false;
         port.drain(1, |from, m| {

@@ -28,6 +28,7 @@
 
 mod consumer;
 mod core;
+mod egress;
 mod engine;
 pub mod feedback;
 mod flow;

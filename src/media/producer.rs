@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use super::InTrack;
 use super::core::CoreSettings;
+use super::egress::Egress;
 use super::feedback::{NackTracker, ReceiveStats, TwccRecorder};
 use super::stats::{MediaDrop, MediaStats, stat};
 use super::transport::Transport;
 use crate::router::{Router, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
-use crate::shard::TxQueue;
 use crate::wire::rtcp::{nack, remb, rr, sr, twcc};
 use crate::wire::rtp::RtpView;
 use crate::wire::rtp_write::rtx_unwrap;
@@ -202,7 +202,7 @@ impl Producer {
         tr: &mut Transport,
         now: Instant,
         scratch: &mut Vec<u16>,
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
         stats: &MediaStats,
     ) {
         let sender = tr.rtcp_ssrc;
@@ -233,7 +233,7 @@ impl Producer {
         tr: &mut Transport,
         now: Instant,
         settings: &CoreSettings,
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
         stats: &MediaStats,
     ) {
         let sender = tr.rtcp_ssrc;

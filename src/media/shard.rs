@@ -9,18 +9,21 @@
 //! In-process delivery (DESIGN §2, `[turn] deliver_in_process`): when an allocation of this
 //! shard relays a client's datagram to this shard's own media port, the TURN core names the
 //! payload inside the receive buffer and the media core handles it right there, as if it had
-//! arrived from the relayed address; what the media core queues for one of this shard's
-//! relayed addresses is rewritten in its send slot into a ChannelData message or Data indication
-//! to the client ([`TurnShard::relay_from_media`]): the shard's send queue keeps room in front of
-//! every datagram ([`MediaShard::tx_headroom`]), so the header goes in front of it where it lies.
-//! Neither direction costs a copy or a move beyond the media core's own, nor a syscall; allocations on another shard, or to other peers, go through
-//! the relay socket and the kernel as usual.
+//! arrived from the relayed address (marked [`FROM_HOSTED_RELAY`]), and the transport takes that
+//! path as a hosted route. Each datagram the media core writes on a hosted route is rewritten
+//! in its send slot, right after it is written, into a ChannelData message or Data indication to
+//! the client ([`HostedRelay`], [`TurnShard::relay_from_media`]): the shard's send queue keeps
+//! room in front of every datagram ([`MediaShard::tx_headroom`]), so the header goes in front of
+//! it where it lies. Neither direction costs a copy, a move, a walk over the queue or a syscall;
+//! allocations on another shard, or to other peers, go through the relay socket and the kernel
+//! as usual.
 
 use std::time::Instant;
 
 use super::core::MediaCore;
+use super::egress::{Egress, FROM_HOSTED_RELAY, HostedRelay};
 use super::{ShardCommand, ShardEvent};
-use crate::shard::{RecvMeta, ShardCore, SocketId, SocketOp, TxQueue};
+use crate::shard::{RecvMeta, ShardCore, SocketId, SocketOp, TxMeta, TxQueue};
 use crate::turn::shard::{HOSTED_LISTENER, SHARD_LISTENER, TurnShard};
 
 /// See the module docs.
@@ -40,22 +43,25 @@ impl MediaShard {
         &self.media
     }
 
-    /// Packets the media core queued since `mark` for a relayed address of this shard go to
-    /// their TURN clients in place.
-    fn reroute(&mut self, now: Instant, mark: usize, tx: &mut TxQueue) {
-        let Some(turn) = self.turn.as_mut() else { return };
-        if !turn.delivers_in_process() || tx.pending_len() <= mark {
-            return;
-        }
-        tx.rewrite_pending(mark, |meta, slot| {
-            meta.socket != SocketId::MAIN || turn.relay_from_media(now, meta, slot).unwrap_or(true)
-        });
+    /// The media core's egress for this turn: the send queue and this shard's TURN relay.
+    fn split<'a>(
+        media: &'a mut MediaCore,
+        turn: &'a mut Option<TurnShard>,
+        tx: &'a mut TxQueue,
+        now: Instant,
+    ) -> (&'a mut MediaCore, Egress<'a>) {
+        let relay = turn.as_mut().map(|t| t as &mut dyn HostedRelay);
+        (media, Egress::new(tx, relay, now))
     }
+}
 
-    fn media_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
-        let mark = tx.pending_len();
-        self.media.handle_datagram(now, meta, buf, tx);
-        self.reroute(now, mark, tx);
+/// The media core's sends on a hosted route ([`super::egress`]) become ChannelData messages or
+/// Data indications to the client in their send slot.
+impl HostedRelay for TurnShard {
+    fn relay(&mut self, now: Instant, meta: &mut TxMeta, slot: &mut [u8]) -> bool {
+        // `None`: the allocation is gone; the datagram goes to the relayed address through the
+        // kernel like any peer's, and the TURN core decides there.
+        self.relay_from_media(now, meta, slot).unwrap_or(true)
     }
 }
 
@@ -65,7 +71,8 @@ impl ShardCore for MediaShard {
 
     fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
         if meta.socket == SocketId::MAIN {
-            return self.media_datagram(now, meta, buf, tx);
+            let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
+            return media.on_datagram(now, meta, buf, &mut out);
         }
         let Some(turn) = self.turn.as_mut() else { return };
         if let Some(local) = turn.handle_datagram_hosted(now, meta, buf, tx) {
@@ -74,25 +81,24 @@ impl ShardCore for MediaShard {
                 src: local.relay,
                 dst_ip: Some(local.peer.ip()),
                 dst_port: local.peer.port(),
-                socket: SocketId::MAIN,
+                socket: FROM_HOSTED_RELAY,
                 len,
                 stride: len,
             };
-            self.media_datagram(now, inner, &mut buf[local.range], tx);
+            let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
+            media.on_datagram(now, inner, &mut buf[local.range], &mut out);
         }
     }
 
     fn handle_command(&mut self, now: Instant, cmd: ShardCommand, tx: &mut TxQueue) {
-        let mark = tx.pending_len();
-        self.media.handle_command(now, cmd, tx);
-        self.reroute(now, mark, tx);
+        let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
+        media.on_command(now, cmd, &mut out);
     }
 
     fn handle_timeout(&mut self, now: Instant, tx: &mut TxQueue) {
         if self.media.poll_timeout().is_some_and(|d| d <= now) {
-            let mark = tx.pending_len();
-            self.media.handle_timeout(now, tx);
-            self.reroute(now, mark, tx);
+            let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
+            media.on_timeout(now, &mut out);
         }
         if let Some(turn) = self.turn.as_mut()
             && turn.poll_timeout().is_some_and(|d| d <= now)
@@ -106,10 +112,8 @@ impl ShardCore for MediaShard {
     }
 
     fn handle_mesh(&mut self, now: Instant, tx: &mut TxQueue) -> bool {
-        let mark = tx.pending_len();
-        let done = self.media.handle_mesh(now, tx);
-        self.reroute(now, mark, tx);
-        done
+        let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
+        media.drain_mesh(now, &mut out)
     }
 
     fn flush_mesh(&mut self) {

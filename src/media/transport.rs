@@ -8,9 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::IceParams;
+use super::egress::Egress;
 use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole, DtlsState, Fingerprint};
 use crate::ice::{IceEvent, IceLiteAgent};
-use crate::shard::TxQueue;
 use crate::srtp::SrtpContext;
 
 /// Source addresses remembered per transport (one per candidate pair the browser checked).
@@ -35,6 +35,9 @@ pub(super) struct Transport {
     pub local_ip: Option<IpAddr>,
     /// Every address an authenticated check came from (keys of `Routes::by_addr`).
     addrs: Vec<SocketAddr>,
+    /// The last of those that came through this shard's own TURN server (one of its relayed
+    /// addresses): sends there are a hosted route ([`super::egress`]).
+    pub relayed: Option<SocketAddr>,
     pub ufrag: Box<str>,
     /// Sender SSRC of the RTCP we originate on this transport.
     pub rtcp_ssrc: u32,
@@ -77,6 +80,7 @@ impl Transport {
             remote: None,
             local_ip: None,
             addrs: Vec::with_capacity(MAX_ADDRS),
+            relayed: None,
             ufrag: ice.local_ufrag.as_str().into(),
             rtcp_ssrc: rand::random::<u32>() | 1,
             twcc_seq: rand::random(),
@@ -99,11 +103,22 @@ impl Transport {
         self.srtp_out = None;
         self.remote = None;
         self.local_ip = None;
+        self.relayed = None;
     }
 
     /// An authenticated check came from `src`: it routes to `slot` from now on (the oldest of
     /// [`MAX_ADDRS`] addresses makes room).
-    pub fn remember_source(&mut self, src: SocketAddr, slot: u32, routes: &mut Routes) {
+    /// `hosted`: it came through this shard's own TURN server.
+    pub fn remember_source(
+        &mut self,
+        src: SocketAddr,
+        hosted: bool,
+        slot: u32,
+        routes: &mut Routes,
+    ) {
+        if hosted {
+            self.relayed = Some(src);
+        }
         if self.addrs.contains(&src) {
             return;
         }
@@ -115,6 +130,11 @@ impl Transport {
         }
         self.addrs.push(src);
         routes.by_addr.insert(src, slot);
+    }
+
+    /// Whether sends to `dst` go through this shard's own TURN server.
+    pub fn is_hosted(&self, dst: SocketAddr) -> bool {
+        self.relayed == Some(dst)
     }
 
     /// The address to send to before a pair is nominated: the last one a check came from.
@@ -189,7 +209,7 @@ impl Transport {
 
     /// Sends what the DTLS endpoint wrote (to the selected path, else `fallback`) and takes its
     /// events: a completed handshake keys the SRTP contexts.
-    pub fn drain_dtls(&mut self, fallback: SocketAddr, tx: &mut TxQueue) -> Option<DtlsOutcome> {
+    pub fn drain_dtls(&mut self, fallback: SocketAddr, tx: &mut Egress<'_>) -> Option<DtlsOutcome> {
         let dst = self.remote.unwrap_or(fallback);
         self.drain_dtls_output(dst, tx);
         let mut outcome = None;
@@ -216,19 +236,20 @@ impl Transport {
     }
 
     /// Queues every datagram the DTLS endpoint has to send.
-    pub fn drain_dtls_output(&mut self, dst: SocketAddr, tx: &mut TxQueue) {
-        loop {
-            let Some(mut s) = tx.push(dst) else { return };
+    pub fn drain_dtls_output(&mut self, dst: SocketAddr, tx: &mut Egress<'_>) {
+        let mark = tx.pending_len();
+        while let Some(mut s) = tx.push(dst) {
             s.set_source(self.local_ip);
             match self.dtls.poll_transmit(s.room()) {
                 Some(n) => s.commit_room(n),
-                None => return,
+                None => break,
             }
         }
+        tx.route_from(mark, self.is_hosted(dst));
     }
 
     /// Tells the peer we are going (DTLS close_notify), when it is still there to hear it.
-    pub fn close(&mut self, tx: &mut TxQueue) {
+    pub fn close(&mut self, tx: &mut Egress<'_>) {
         if let Some(dst) = self.remote {
             self.dtls.close();
             self.drain_dtls_output(dst, tx);
@@ -238,13 +259,13 @@ impl Transport {
     /// The connected path and its sending context (`None` before DTLS keyed it).
     pub fn link(&mut self) -> Option<Link<'_>> {
         let (Some(dst), Some(srtp)) = (self.remote, self.srtp_out.as_mut()) else { return None };
-        Some(Link { dst, src: self.local_ip, srtp })
+        Some(Link { dst, src: self.local_ip, hosted: self.relayed == Some(dst), srtp })
     }
 
     /// Writes one RTCP packet (or compound) with `build`, protects and queues it.
     pub fn send_rtcp(
         &mut self,
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> bool {
         self.link().is_some_and(|l| l.send_rtcp(tx, build))
@@ -255,6 +276,8 @@ impl Transport {
 pub(super) struct Link<'a> {
     pub dst: SocketAddr,
     pub src: Option<IpAddr>,
+    /// Through this shard's own TURN server ([`super::egress`]).
+    pub hosted: bool,
     pub srtp: &'a mut SrtpContext,
 }
 
@@ -263,9 +286,10 @@ impl Link<'_> {
     /// it. False when nothing was sent.
     pub fn send_rtcp(
         self,
-        tx: &mut TxQueue,
+        tx: &mut Egress<'_>,
         build: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> bool {
+        let mark = tx.pending_len();
         let Some(mut s) = tx.push(self.dst) else { return false };
         s.set_source(self.src);
         let b = s.room();
@@ -275,6 +299,7 @@ impl Link<'_> {
         match self.srtp.protect_rtcp(b, n) {
             Ok(n) => {
                 s.commit_room(n);
+                tx.route_from(mark, self.hosted);
                 true
             }
             Err(_) => false,
