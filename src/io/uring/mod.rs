@@ -14,8 +14,8 @@
 //!   [`crate::shard::TxQueue`] slots, control messages). Op and slots belong to the kernel until
 //!   the completion; runs of equal-size datagrams to one destination carry `UDP_SEGMENT` (GSO).
 //!   When the op pool or the SQ is full, packets wait in the TxQueue (the bounded backlog).
-//!   A queue of 512 or more single datagrams (one packet fanned out to ~1000 subscribers) is
-//!   sent with `sendmmsg` from the shell instead, 64 per call (`send_direct`).
+//!   A queue of two or more single datagrams (not GSO runs) is sent with `sendmmsg` from the
+//!   shell instead, 64 per call (`send_direct`): cheaper per datagram than a SENDMSG op each.
 //!
 //! One `io_uring_enter` per turn submits everything and waits for the next completion, bounded
 //! by the core's deadline (EXT_ARG timeout). At shutdown every op is cancelled and its
@@ -172,10 +172,15 @@ struct SendOp {
 
 /// Datagrams per `sendmmsg` of the direct send path (see [`UringShard::send_direct`]).
 const DIRECT_BATCH: usize = 64;
-/// Pending datagrams from which the direct path is used. Below it the SQE path was as fast or
-/// faster (1 -> 100, one A/B run: SQEs 819k pps per core, direct path from 16 pending 591k);
-/// above it, with a packet fanned out to ~1000 subscribers, the direct path wins (435k -> 534k).
-const DIRECT_MIN: usize = 512;
+/// Pending datagrams from which the direct path is used. `benches/io_fanout.rs` (the shells
+/// alone, each datagram copied to N distinct destinations, io_uring and epoll in alternating
+/// rounds of one run, data-plane CPU per datagram sent), uring/epoll: SQEs only 0.97 (N=10),
+/// 0.98 (30), 0.89 (100), 0.95 (1000); direct from 64 pending 1.04, 1.02, 1.00, 1.00; from 8
+/// 1.04, 1.04, 1.01, 1.16; from 2: 1.05 (N=3), 1.04 (N=10). A SENDMSG SQE costs more in the kernel
+/// than a datagram of a `sendmmsg` (an op, its async header copy, a completion), which the one
+/// `io_uring_enter` per turn only pays back for a lone datagram; 64 per call against 256 made
+/// no difference.
+const DIRECT_MIN: usize = 2;
 
 /// What one attempt of the direct send path did.
 enum Direct {
@@ -421,10 +426,9 @@ impl<C: ShardCore> UringShard<C> {
         // Not armed: no op references the fd; dropping `sk` closes it.
     }
 
-    /// Direct send path: a long queue of single datagrams to different destinations (a packet
-    /// fanned out to a thousand subscribers) costs a SENDMSG SQE and a completion each, and
-    /// overflows the SQ, where one `sendmmsg` takes 64 (measured at 1 -> 1000: io_uring 444k
-    /// pps per core against epoll's 585k before this path, 507k-558k against 546k-555k after). Sends the leading run of up to 64 pending datagrams that
+    /// Direct send path: single datagrams to different destinations (a packet fanned out to its
+    /// subscribers) cost a SENDMSG SQE and a completion each, where one `sendmmsg` takes 64 (see
+    /// [`DIRECT_MIN`] for the figures). Sends the leading run of up to 64 pending datagrams that
     /// are not GSO runs and leave from one socket, synchronously and non-blocking; their slots
     /// are free when it returns. The SQEs queued so far are submitted first, so a destination
     /// never sees a later datagram before an earlier one the kernel already took. When nothing
