@@ -156,8 +156,7 @@ impl InterArrival {
         let since_first = ms(sent_at.saturating_duration_since(cur.first_send));
         let arrival_gap = (arrival_us - cur.last_arrival) as f64 / 1e3;
         let send_gap = ms(sent_at.saturating_duration_since(cur.last_send));
-        let burst = arrival_gap >= 0.0
-            && arrival_gap <= BURST
+        let burst = (0.0..=BURST).contains(&arrival_gap)
             && arrival_gap - send_gap < 0.0
             && (arrival_us - cur.first_arrival) as f64 / 1e3 < MAX_BURST_GROUP;
         if since_first <= BURST || burst {
@@ -170,7 +169,7 @@ impl InterArrival {
             let arrival_ms = (cur.last_arrival - prev.last_arrival) as f64 / 1e3;
             let send_ms = ms(cur.last_send.saturating_duration_since(prev.last_send));
             // Arrivals going backwards (receiver clock reset, heavy reordering): skip.
-            (arrival_ms >= 0.0 && arrival_ms < 3_000.0).then_some(GroupDeltas {
+            (0.0..3_000.0).contains(&arrival_ms).then_some(GroupDeltas {
                 send_ms,
                 arrival_ms,
                 arrival_us: cur.last_arrival,
@@ -409,10 +408,10 @@ impl AimdRateControl {
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
             .min(Duration::from_secs(1));
         // The capacity estimate no longer holds once the acked rate leaves its band.
-        if let (Some(a), Some((mean, var))) = (acked, self.capacity) {
-            if a > mean + 3.0 * Self::capacity_std(mean, var) {
-                self.capacity = None;
-            }
+        if let (Some(a), Some((mean, var))) = (acked, self.capacity)
+            && a > mean + 3.0 * Self::capacity_std(mean, var)
+        {
+            self.capacity = None;
         }
         match self.state {
             RateState::Hold => {}
@@ -437,10 +436,10 @@ impl AimdRateControl {
             RateState::Decrease => {
                 let target = acked.map_or(self.estimate * BETA, |a| a * BETA);
                 if let Some(a) = acked {
-                    if let Some((mean, var)) = self.capacity {
-                        if a < mean - 3.0 * Self::capacity_std(mean, var) {
-                            self.capacity = None;
-                        }
+                    if let Some((mean, var)) = self.capacity
+                        && a < mean - 3.0 * Self::capacity_std(mean, var)
+                    {
+                        self.capacity = None;
                     }
                     self.record_capacity(a);
                 }

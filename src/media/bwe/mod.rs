@@ -237,10 +237,11 @@ impl SendSideBwe {
         self.loss.on_counts(now, lost, summary.received, self.estimate, rtt);
         let before = self.estimate;
         let delay_estimate = self.delay.on_feedback_end(now);
-        if let Some(p) = self.probe.take_result(now, before) {
-            if self.delay.usage() != Usage::Overusing && p > delay_estimate {
-                self.delay.rate.set_estimate(now, p);
-            }
+        if let Some(p) = self.probe.take_result(now, before)
+            && self.delay.usage() != Usage::Overusing
+            && p > delay_estimate
+        {
+            self.delay.rate.set_estimate(now, p);
         }
         self.update(now);
     }

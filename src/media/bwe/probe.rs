@@ -244,14 +244,16 @@ impl ProbeController {
             return;
         }
         let wants_more = self.cap() > estimate * 1.05;
-        if let Some((before, at)) = self.recovery {
-            if now >= at {
-                self.recovery = None;
-                let target = (0.85 * before).min(self.cap());
-                if wants_more && target > estimate * 1.1 {
-                    self.queue(now, target);
-                    return;
-                }
+        if let Some((before, at)) = self.recovery
+            && now >= at
+        {
+            self.recovery = None;
+            let target = (0.85 * before).min(self.cap());
+            // Stale (a probe was under way for long): the moment has passed.
+            let fresh = now.saturating_duration_since(at) < Duration::from_secs(4);
+            if fresh && wants_more && target > estimate * 1.1 {
+                self.queue(now, target);
+                return;
             }
         }
         if self.next_periodic.is_some_and(|t| now >= t) {
@@ -266,9 +268,13 @@ impl ProbeController {
     }
 
     /// The next time [`Self::handle_timeout`] has something to do.
+    /// While a probe is under way only its expiry counts (the other timers wait for it).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let cluster_end = self.active.iter().flatten().map(|a| a.started + CLUSTER_TIMEOUT).min();
-        [self.next_periodic, self.recovery.map(|r| r.1), cluster_end].into_iter().flatten().min()
+        let expiry = self.active.iter().flatten().map(|a| a.started + CLUSTER_TIMEOUT * 2).min();
+        if self.busy() {
+            return expiry;
+        }
+        [self.next_periodic, self.recovery.map(|r| r.1)].into_iter().flatten().min()
     }
 
     /// Drops clusters that timed out with no feedback at all.

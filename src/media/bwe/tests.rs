@@ -135,11 +135,11 @@ impl Sim {
         let now = self.now;
         // Sender: a paced sender at min(estimate, demand); a probe cluster replaces media at
         // its own rate until its minimums are sent.
-        if self.probe.is_none() {
-            if let Some(c) = self.bwe.poll_probe(now) {
-                let n = c.min_packets.max(c.min_bytes.div_ceil(PACKET as u32));
-                self.probe = Some((c.id, n, c.bitrate.as_f64()));
-            }
+        if self.probe.is_none()
+            && let Some(c) = self.bwe.poll_probe(now)
+        {
+            let n = c.min_packets.max(c.min_bytes.div_ceil(PACKET as u32));
+            self.probe = Some((c.id, n, c.bitrate.as_f64()));
         }
         while self.next_send <= now {
             let at = self.next_send;
@@ -191,7 +191,7 @@ impl Sim {
         if self.bwe.poll_timeout().is_some_and(|t| t <= now) {
             self.bwe.handle_timeout(now);
         }
-        if (now - self.t0).as_millis() % 100 == 0 {
+        if (now - self.t0).as_millis().is_multiple_of(100) {
             let s = self.secs();
             self.trace.push((s, self.bwe.estimate().as_f64()));
         }
