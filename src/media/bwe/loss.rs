@@ -79,6 +79,11 @@ impl LossController {
         }
     }
 
+    /// Caps the bound at `bps` (the feedback timeout: no news is treated as loss).
+    pub fn cap(&mut self, bps: f64) {
+        self.bound = Some(self.bound.map_or(bps, |b| b.min(bps)));
+    }
+
     /// A loss fraction measured by the receiver (RR `fraction lost` / 256).
     pub fn evaluate(&mut self, now: Instant, fraction: f64, estimate: f64, rtt: Duration) {
         let fraction = fraction.clamp(0.0, 1.0);

@@ -88,6 +88,27 @@ impl Default for BweConfig {
     }
 }
 
+/// No TWCC feedback for this long while sending cuts the estimate (see
+/// [`SendSideBwe::handle_timeout`]).
+pub const FEEDBACK_TIMEOUT: Duration = Duration::from_millis(1_500);
+
+/// What the estimator holds, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BweStats {
+    pub estimate: Bitrate,
+    /// The delay-based part (AIMD), before the loss and REMB bounds.
+    pub delay_estimate: Bitrate,
+    pub loss_bound: Option<Bitrate>,
+    pub remb: Option<Bitrate>,
+    pub rtt: Option<Duration>,
+    pub loss_fraction: f64,
+    pub usage: Usage,
+    /// Retransmission bytes granted, requests refused for budget, and for age.
+    pub rtx_bytes: u64,
+    pub rtx_over_budget: u64,
+    pub rtx_too_old: u64,
+}
+
 /// The answer to "may I resend this packet?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retransmit {
@@ -109,6 +130,10 @@ pub struct SendSideBwe {
     budget: RetransmitBudget,
     remb: Option<f64>,
     twcc_seen: bool,
+    last_feedback: Option<Instant>,
+    sent_since_feedback: bool,
+    last_silence_cut: Option<Instant>,
+    too_old: u64,
     rr_rtt: Option<Duration>,
     fb_rtt: Option<Duration>,
     epoch: Option<Instant>,
@@ -131,6 +156,10 @@ impl SendSideBwe {
             budget: RetransmitBudget::default(),
             remb: None,
             twcc_seen: false,
+            last_feedback: None,
+            sent_since_feedback: false,
+            last_silence_cut: None,
+            too_old: 0,
             rr_rtt: None,
             fb_rtt: None,
             epoch: None,
@@ -207,12 +236,15 @@ impl SendSideBwe {
         }
         if let Some(seq) = twcc_seq {
             self.history.on_sent(now, seq, size_bytes, cluster, is_rtx);
+            self.sent_since_feedback = true;
             self.probe.start(now, self.estimate);
         }
     }
 
     /// A transport-wide CC feedback from the subscriber.
     pub fn handle_twcc(&mut self, now: Instant, fb: &TransportCc<'_>) {
+        self.last_feedback = Some(now);
+        self.sent_since_feedback = false;
         let (summary, results) = self.history.on_feedback(fb);
         for r in results {
             self.probe.on_result_packet(r);
@@ -272,15 +304,51 @@ impl SendSideBwe {
         }
     }
 
-    /// Timers (probing).
+    /// Timers: probing, and the feedback timeout (TWCC feedback stopped while we kept
+    /// sending: the link may be gone or saturated beyond any feedback; the estimate is cut to
+    /// 80 % once [`FEEDBACK_TIMEOUT`] (or 3 RTTs) after the last feedback and every second
+    /// after that, until feedback returns).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.probe.expire(now);
         self.probe.handle_timeout(now, self.estimate);
+        if self.silence_deadline().is_some_and(|t| now >= t) {
+            self.last_silence_cut = Some(now);
+            self.loss.cap(0.8 * self.estimate);
+            self.update(now);
+        }
+    }
+
+    fn silence_deadline(&self) -> Option<Instant> {
+        if !self.twcc_seen || !self.sent_since_feedback {
+            return None;
+        }
+        let last = self.last_feedback?;
+        let timeout = (self.rtt().unwrap_or(budget::DEFAULT_RTT) * 3).max(FEEDBACK_TIMEOUT);
+        Some(match self.last_silence_cut {
+            Some(c) if c > last => c + Duration::from_secs(1),
+            _ => last + timeout,
+        })
     }
 
     /// When [`Self::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.probe.poll_timeout()
+        [self.probe.poll_timeout(), self.silence_deadline()].into_iter().flatten().min()
+    }
+
+    /// A snapshot for metrics.
+    pub fn stats(&self) -> BweStats {
+        BweStats {
+            estimate: self.estimate(),
+            delay_estimate: Bitrate(self.delay.rate.estimate() as u64),
+            loss_bound: self.loss.bound().map(|b| Bitrate(b as u64)),
+            remb: self.remb.map(|r| Bitrate(r as u64)),
+            rtt: self.rtt(),
+            loss_fraction: self.loss.fraction(),
+            usage: self.delay.usage(),
+            rtx_bytes: self.budget.spent(),
+            rtx_over_budget: self.budget.refused(),
+            rtx_too_old: self.too_old,
+        }
     }
 
     /// The next probe cluster to send, if any.
@@ -298,6 +366,7 @@ impl SendSideBwe {
         first_sent_at: Instant,
     ) -> Retransmit {
         if too_old(now, first_sent_at, self.rtt()) {
+            self.too_old += 1;
             return Retransmit::TooOld;
         }
         let media = self.media_rate(now).as_f64();

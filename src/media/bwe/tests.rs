@@ -374,3 +374,22 @@ fn remb_only_receiver() {
     bwe.handle_remb(at(21_000), 1);
     assert_eq!(bwe.estimate(), BweConfig::default().min, "clamped to the minimum");
 }
+
+/// The link goes dark for 4 s (every packet dropped, so no feedback at all): the estimate is
+/// cut while it is dark, and climbs again once feedback returns.
+#[test]
+fn feedback_timeout_cuts_the_estimate() {
+    let mut sim = sim(2e6, 1.5e6, 25, 50);
+    sim.run_until(8.0);
+    let before = sim.bwe.estimate().as_f64();
+    assert!(before >= 1e6, "{}", sim.show());
+    sim.link.random_loss = 1.0;
+    sim.run_until(12.0);
+    let dark = sim.bwe.estimate().as_f64();
+    assert!(dark <= 0.8 * 0.8 * before, "{before} -> {dark}: {}", sim.show());
+    assert!(sim.bwe.stats().loss_bound.is_some());
+    sim.link.random_loss = 0.0;
+    sim.run_until(30.0);
+    let after = sim.bwe.estimate().as_f64();
+    assert!(after >= 1e6, "{dark} -> {after}: {}", sim.show());
+}
