@@ -19,12 +19,14 @@
 //!    [`SendSideBwe::handle_receiver_report`].
 //! 3. Before answering a NACK: [`SendSideBwe::allow_retransmit`]; send only on
 //!    [`Retransmit::Send`] (then report the RTX packet through `handle_sent` too).
-//! 4. [`SendSideBwe::handle_timeout`] at [`SendSideBwe::poll_timeout`]; after any input,
+//! 4. [`SendSideBwe::handle_timeout`] at [`SendSideBwe::poll_timeout`] (probe timers, and
+//!    the feedback timeout: TWCC silence while sending cuts the estimate); after any input,
 //!    drain [`SendSideBwe::poll_probe`] and send each cluster as `probe.rs` says; read
 //!    [`SendSideBwe::estimate`] to choose layers, and tell [`SendSideBwe::set_demand`] what
 //!    the consumers would send with their preferred layers.
 //!
-//! Everything is sized at construction; no call allocates.
+//! [`SendSideBwe::stats`] gives what `/metrics` shows per transport. Everything is sized at
+//! construction; no call allocates.
 
 mod budget;
 mod delay;

@@ -30,7 +30,9 @@ use super::sent::PacketResult;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClusterId(pub u32);
 
-/// What the caller should send for one probe.
+/// What the caller should send for one probe: packets at `bitrate` (media first, padding or
+/// RTX of recent packets to fill) until at least `min_packets` and `min_bytes` went out, each
+/// reported to `handle_sent` with `id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeCluster {
     pub id: ClusterId,
