@@ -312,7 +312,7 @@ impl SendSideBwe {
     /// after that, until feedback returns).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.probe.expire(now);
-        self.probe.handle_timeout(now, self.estimate);
+        self.probe.handle_timeout(now, self.estimate, self.twcc_seen);
         if self.silence_deadline().is_some_and(|t| now >= t) {
             self.last_silence_cut = Some(now);
             self.loss.cap(0.8 * self.estimate);

@@ -240,12 +240,13 @@ impl ProbeController {
         self.last_estimate = estimate;
     }
 
-    /// Timers: periodic and recovery probes.
-    pub fn handle_timeout(&mut self, now: Instant, estimate: f64) {
+    /// Timers: periodic and recovery probes. `measurable`: feedback has shown that probes
+    /// can be measured (without it the timers run but nothing is queued).
+    pub fn handle_timeout(&mut self, now: Instant, estimate: f64, measurable: bool) {
         if !self.started || self.busy() {
             return;
         }
-        let wants_more = self.cap() > estimate * 1.05;
+        let wants_more = measurable && self.cap() > estimate * 1.05;
         if let Some((before, at)) = self.recovery
             && now >= at
         {
@@ -343,10 +344,10 @@ mod tests {
         // Clusters with no feedback go; then the periodic probe comes when demand exceeds.
         p.expire(t0 + Duration::from_secs(3));
         p.set_demand(1e6);
-        p.handle_timeout(t0 + Duration::from_secs(10), 1e6);
+        p.handle_timeout(t0 + Duration::from_secs(10), 1e6, true);
         assert!(p.poll_probe(t0 + Duration::from_secs(10)).is_none());
         p.set_demand(3e6);
-        p.handle_timeout(t0 + Duration::from_secs(16), 1e6);
+        p.handle_timeout(t0 + Duration::from_secs(16), 1e6, true);
         assert_eq!(p.poll_probe(t0).unwrap().bitrate.0, 2_000_000);
     }
 }

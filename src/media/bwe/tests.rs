@@ -393,3 +393,28 @@ fn feedback_timeout_cuts_the_estimate() {
     let after = sim.bwe.estimate().as_f64();
     assert!(after >= 1e6, "{dark} -> {after}: {}", sim.show());
 }
+
+/// A receiver that negotiated transport-cc but never sends feedback: the start probes go out,
+/// then no periodic probe is queued, and the timer never reports a past deadline.
+#[test]
+fn no_periodic_probes_without_feedback() {
+    let t0 = Instant::now();
+    let mut bwe = SendSideBwe::new(BweConfig::default());
+    bwe.set_demand(Bitrate::kbps(2_500));
+    let mut probes = 0;
+    for ms in 0..20_000u64 {
+        let now = t0 + Duration::from_millis(ms);
+        if ms % 10 == 0 {
+            bwe.handle_sent(now, Some(ms as u16), PACKET, None, false);
+        }
+        while bwe.poll_probe(now).is_some() {
+            probes += 1;
+        }
+        if bwe.poll_timeout().is_some_and(|t| t <= now) {
+            bwe.handle_timeout(now);
+            assert!(bwe.poll_timeout().is_none_or(|t| t > now), "a past deadline at {ms} ms");
+        }
+    }
+    assert_eq!(probes, 2, "only the two start clusters");
+    assert_eq!(bwe.estimate(), Bitrate::kbps(300));
+}
