@@ -587,3 +587,87 @@ pub fn all(data: &[u8]) {
     webhook_endpoint(data);
     metrics_turns(data);
 }
+
+/// Arbitrary RTCP into a transport's send-side bandwidth estimator
+/// ([`crate::media::bwe::SendSideBwe`]) after a scripted send history: 200 packets from
+/// transport-wide sequence 65,500 (it wraps), 2 ms apart, the first probe cluster tagged.
+/// The input is records `[advance: u8][len: u16 BE][len bytes of RTCP]`: the clock moves
+/// `4 × advance` ms while packets keep going out every 5 ms, then the compound is parsed
+/// (relaxed) and its TWCC, REMB and report blocks are fed in. Whatever comes, the estimate
+/// stays within [min, max], every probe targets at most max, a retransmission is never
+/// granted for a packet over a second old, and nothing panics.
+pub fn twcc_feedback(data: &[u8]) {
+    use std::time::{Duration, Instant};
+
+    use crate::media::bwe::{Bitrate, BweConfig, Retransmit, SendSideBwe};
+    use crate::wire::rtcp::{RtcpCompound, RtcpPacket};
+
+    let cfg = BweConfig {
+        start: Bitrate::kbps(300),
+        min: Bitrate::kbps(50),
+        max: Bitrate::kbps(5_000),
+        history: 512,
+        rtx_share: 0.2,
+    };
+    let mut bwe = SendSideBwe::new(cfg);
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut seq: u16 = 65_500;
+    let mut cluster = None;
+    let check = |bwe: &mut SendSideBwe, now: Instant| {
+        let e = bwe.estimate();
+        assert!(e >= cfg.min && e <= cfg.max, "estimate {e} outside [{}, {}]", cfg.min, cfg.max);
+        while let Some(c) = bwe.poll_probe(now) {
+            assert!(c.bitrate <= cfg.max && c.min_packets > 0, "{c:?}");
+        }
+        if bwe.poll_timeout().is_some_and(|t| t <= now) {
+            bwe.handle_timeout(now);
+        }
+    };
+    for i in 0..200u32 {
+        now = t0 + Duration::from_millis(2 * i as u64);
+        if i == 0 {
+            bwe.handle_sent(now, Some(seq), 1_000, None, false);
+            cluster = bwe.poll_probe(now).map(|c| c.id);
+        } else {
+            let tag = if i < 10 { cluster } else { None };
+            bwe.handle_sent(now, Some(seq), 200 + (i as usize * 37) % 1_000, tag, i % 17 == 0);
+        }
+        seq = seq.wrapping_add(1);
+    }
+    let mut rest = data;
+    while let [advance, hi, lo, tail @ ..] = rest {
+        let len = u16::from_be_bytes([*hi, *lo]) as usize;
+        let (rtcp, next) = tail.split_at(len.min(tail.len()));
+        rest = next;
+        let until = now + Duration::from_millis(4 * *advance as u64);
+        while now + Duration::from_millis(5) <= until {
+            now += Duration::from_millis(5);
+            bwe.handle_sent(now, Some(seq), 1_200, None, false);
+            seq = seq.wrapping_add(1);
+            check(&mut bwe, now);
+        }
+        now = until;
+        let Ok(c) = RtcpCompound::parse_relaxed(rtcp) else { continue };
+        for p in c.packets().flatten() {
+            match p {
+                RtcpPacket::TransportCc(t) => bwe.handle_twcc(now, &t),
+                RtcpPacket::Remb(r) => bwe.handle_remb(now, r.bitrate()),
+                RtcpPacket::ReceiverReport(rr) => {
+                    for b in rr.report_blocks() {
+                        let rtt = Duration::from_micros(b.delay_since_last_sr as u64 * 15);
+                        bwe.handle_receiver_report(now, b.fraction_lost, Some(rtt));
+                    }
+                }
+                _ => {}
+            }
+            check(&mut bwe, now);
+        }
+        let old = now.checked_sub(Duration::from_millis(1_001)).unwrap_or(t0);
+        if now.saturating_duration_since(old) > Duration::from_secs(1) {
+            assert_eq!(bwe.allow_retransmit(now, 1_200, old), Retransmit::TooOld);
+        }
+        let _ = bwe.allow_retransmit(now, 1_200, now);
+    }
+    check(&mut bwe, now);
+}

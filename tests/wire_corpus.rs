@@ -23,6 +23,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "sdp" => f::sdp,
         "webhook_endpoint" => f::webhook_endpoint,
         "metrics_turns" => f::metrics_turns,
+        "twcc_feedback" => f::twcc_feedback,
         "stun_roundtrip" => f::stun_roundtrip,
         "rtp_rewrite" => f::rtp_rewrite,
         "rtcp_roundtrip" => f::rtcp_roundtrip,

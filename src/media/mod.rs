@@ -26,6 +26,7 @@
 //! `feedback.rs` holds the receiver-side RTCP state a publisher needs from its SFU (receiver
 //! reports, NACKs for its losses, transport-wide congestion feedback).
 
+pub mod bwe;
 mod consumer;
 mod core;
 mod egress;

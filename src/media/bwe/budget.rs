@@ -1,0 +1,106 @@
+//! What a NACK may cost: a token bucket for retransmissions, filled at a share of the
+//! estimate (never more than the estimate leaves beside the media), and the age past which a
+//! packet is not worth resending.
+
+use std::time::{Duration, Instant};
+
+/// Jitter margin added to the RTT when judging a retransmission's use.
+pub const JITTER_MARGIN: Duration = Duration::from_millis(50);
+/// How long a receiver typically holds a frame for a late packet beyond the RTT.
+pub const PLAYOUT: Duration = Duration::from_millis(400);
+/// No packet older than this is resent, whatever the RTT.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+/// RTT assumed before any measurement.
+pub const DEFAULT_RTT: Duration = Duration::from_millis(200);
+
+/// True if a packet first sent at `sent_at` would arrive too late to help if resent `now`:
+/// older than RTT + jitter margin + playout, capped at [`MAX_AGE`].
+pub fn too_old(now: Instant, sent_at: Instant, rtt: Option<Duration>) -> bool {
+    let limit = (rtt.unwrap_or(DEFAULT_RTT) + JITTER_MARGIN + PLAYOUT).min(MAX_AGE);
+    now.saturating_duration_since(sent_at) > limit
+}
+
+/// A token bucket (bytes) refilled at a rate the caller gives on each call.
+#[derive(Debug, Clone)]
+pub struct RetransmitBudget {
+    tokens: f64,
+    last: Option<Instant>,
+    /// The bucket holds at most this long a time of the rate.
+    depth: Duration,
+    spent: u64,
+    refused: u64,
+}
+
+impl Default for RetransmitBudget {
+    fn default() -> Self {
+        RetransmitBudget::new(Duration::from_millis(250))
+    }
+}
+
+/// The bucket never holds less than one full-size packet (else nothing could ever pass).
+const MIN_DEPTH_BYTES: f64 = 1_500.0;
+
+impl RetransmitBudget {
+    pub fn new(depth: Duration) -> RetransmitBudget {
+        RetransmitBudget { tokens: 0.0, last: None, depth, spent: 0, refused: 0 }
+    }
+
+    fn refill(&mut self, now: Instant, rate_bps: f64) {
+        let dt = self.last.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.last = Some(now);
+        let cap = (rate_bps * self.depth.as_secs_f64() / 8.0).max(MIN_DEPTH_BYTES);
+        self.tokens = (self.tokens + rate_bps.max(0.0) * dt.as_secs_f64() / 8.0).min(cap);
+    }
+
+    /// Takes `bytes` if the bucket (refilled at `rate_bps` since the last call) holds them.
+    pub fn try_spend(&mut self, now: Instant, rate_bps: f64, bytes: usize) -> bool {
+        self.refill(now, rate_bps);
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            self.spent += bytes as u64;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// Bytes granted so far.
+    pub fn spent(&self) -> u64 {
+        self.spent
+    }
+
+    /// Requests refused for lack of budget so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_limit() {
+        let t0 = Instant::now();
+        let rtt = Some(Duration::from_millis(100));
+        assert!(!too_old(t0 + Duration::from_millis(550), t0, rtt));
+        assert!(too_old(t0 + Duration::from_millis(551), t0, rtt));
+        assert!(too_old(t0 + Duration::from_millis(1001), t0, Some(Duration::from_secs(3))));
+        assert!(!too_old(t0, t0 + Duration::from_secs(1), None), "a clock going back is not age");
+    }
+
+    #[test]
+    fn bucket_fills_at_the_rate_up_to_its_depth() {
+        let t0 = Instant::now();
+        let mut b = RetransmitBudget::new(Duration::from_millis(100));
+        // 96 kbit/s = 12,000 bytes/s; depth 1,200 bytes, but at least 1,500.
+        assert!(!b.try_spend(t0, 96e3, 1_000));
+        assert!(b.try_spend(t0 + Duration::from_millis(100), 96e3, 1_000));
+        assert!(!b.try_spend(t0 + Duration::from_millis(100), 96e3, 1_000));
+        // A long pause does not bank more than the depth.
+        assert!(b.try_spend(t0 + Duration::from_secs(10), 96e3, 1_500));
+        assert!(!b.try_spend(t0 + Duration::from_secs(10), 96e3, 1));
+        assert_eq!(b.spent(), 2_500);
+    }
+}
