@@ -586,4 +586,32 @@ pub fn all(data: &[u8]) {
     sdp(data);
     webhook_endpoint(data);
     metrics_turns(data);
+    http_range(data);
+}
+
+/// A `Range` header against a length (the first 8 bytes, when present) through the recording
+/// files route's parser: a partial range lies inside the file, a range written back from it
+/// parses to itself, and a segment judged safe names one directory entry and nothing else.
+pub fn http_range(data: &[u8]) {
+    use crate::control::recording::http::{RangeSpec, parse_range, safe_segment};
+    let (len, rest) = match data.split_first_chunk::<8>() {
+        Some((l, rest)) => (u64::from_le_bytes(*l), rest),
+        None => (0, data),
+    };
+    let Ok(text) = std::str::from_utf8(rest) else { return };
+    match parse_range(text, len) {
+        RangeSpec::Partial { first, last } => {
+            assert!(first <= last && last < len, "{text:?} / {len}: {first}-{last}");
+            let again = format!("bytes={first}-{last}");
+            assert_eq!(parse_range(&again, len), RangeSpec::Partial { first, last }, "{again}");
+        }
+        RangeSpec::Unsatisfiable => {
+            assert!(text.trim().starts_with("bytes="), "{text:?}");
+        }
+        RangeSpec::Full => {}
+    }
+    if safe_segment(text) {
+        assert!(!text.contains('/') && !text.contains('\\') && !text.starts_with('.'), "{text:?}");
+        assert!(std::path::Path::new(text).components().count() == 1, "{text:?}");
+    }
 }

@@ -23,6 +23,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "sdp" => f::sdp,
         "webhook_endpoint" => f::webhook_endpoint,
         "metrics_turns" => f::metrics_turns,
+        "http_range" => f::http_range,
         "stun_roundtrip" => f::stun_roundtrip,
         "rtp_rewrite" => f::rtp_rewrite,
         "rtcp_roundtrip" => f::rtcp_roundtrip,
