@@ -135,7 +135,7 @@ pub(crate) struct Runtime {
 pub(crate) enum Effect {
     Autostop { session: String, epoch: u64, after: Duration },
     Watch { id: String },
-    Finalize(layout::Job),
+    Finalize(Box<layout::Job>),
 }
 
 /// One stream recorder of a recording.
@@ -821,7 +821,7 @@ fn try_finalize(inner: &Inner, st: &mut State, id: &str) {
         failure,
         reason: entry.reason.clone(),
     };
-    effect(inner, Effect::Finalize(job));
+    effect(inner, Effect::Finalize(Box::new(job)));
 }
 
 /// The layout task's outcome: `ready` with size and duration, or `failed`.
