@@ -587,6 +587,7 @@ pub fn all(data: &[u8]) {
     webhook_endpoint(data);
     metrics_turns(data);
     http_range(data);
+    recording_json(data);
 }
 
 /// A `Range` header against a length (the first 8 bytes, when present) through the recording
@@ -613,5 +614,29 @@ pub fn http_range(data: &[u8]) {
     if safe_segment(text) {
         assert!(!text.contains('/') && !text.contains('\\') && !text.starts_with('.'), "{text:?}");
         assert!(std::path::Path::new(text).components().count() == 1, "{text:?}");
+    }
+}
+
+/// JSON through the recording properties checks and the entity-file reader: accepted
+/// properties obey OpenVidu's ranges (with or without session defaults taken from the same
+/// object), and a Recording read back from its own JSON is the same Recording.
+pub fn recording_json(data: &[u8]) {
+    use crate::control::recording::props::{Recording, parse, valid_name, valid_resolution};
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    for defaults in [None, Some(&m)] {
+        let Ok(p) = parse(&m, defaults) else { continue };
+        assert!(p.name.is_empty() || valid_name(&p.name), "{:?}", p.name);
+        assert!(p.has_audio || p.has_video);
+        assert!(p.resolution.as_deref().is_none_or(valid_resolution), "{:?}", p.resolution);
+        assert!(p.frame_rate.is_none_or(|f| (1..=120).contains(&f)), "{:?}", p.frame_rate);
+        assert!(p.shm_size.is_none_or(|s| s >= 134_217_728), "{:?}", p.shm_size);
+        assert_eq!(p.output_mode.is_composed(), p.ignore_failed_streams.is_none());
+    }
+    if let Some(r) = Recording::from_json(&serde_json::Value::Object(m)) {
+        let mut back = Recording::from_json(&r.to_json(true)).expect("own JSON reads back");
+        back.props.shm_size = r.props.shm_size;
+        assert_eq!(back.to_json(true), r.to_json(true));
     }
 }
