@@ -690,3 +690,39 @@ async fn a_failing_recorder_gives_failed_and_the_session_goes_on() {
     assert_eq!(s.get(&format!("/openvidu/api/sessions/{sid}")).await.0, 200);
     let _ = std::fs::remove_dir_all(&r.dir);
 }
+
+#[tokio::test]
+async fn a_recording_with_no_publisher_autostops_and_the_session_stays() {
+    let r = rig("nopub", |c| c.recording.autostop_timeout = 1).await;
+    let s = &r.s;
+    let sid = s.session(Some("quiet")).await;
+    let (_cm, mut m) = s.joined(&sid, "MODERATOR", "Mo").await;
+    let (st, v) = r.start(json!({"session": sid, "outputMode": "INDIVIDUAL"})).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("started")));
+    assert_eq!(r.status_hook().await["status"], "started");
+    // Nobody publishes before the timeout: stopped (automaticStop), the participant stays.
+    let hook = r.status_hook().await;
+    assert_eq!(
+        (hook["status"].as_str(), hook["reason"].as_str()),
+        (Some("stopped"), Some("automaticStop"))
+    );
+    assert_eq!(m.notification("recordingStopped").await["reason"], "automaticStop");
+    let v = r.await_status("quiet", "ready").await;
+    assert_eq!((v["size"].as_u64(), v["duration"].as_f64()), (Some(0), Some(0.0)));
+    let (st, v) = s.get("/openvidu/api/sessions/quiet").await;
+    assert_eq!((st, v["recording"].as_bool()), (200, Some(false)));
+    // Deleting a recording whose files are being sealed is allowed; nothing of it stays.
+    let (cp, _p) = s.joined(&sid, "PUBLISHER", "Pia").await;
+    s.control._add_stream_for_tests(&sid, &cp, &camera()).unwrap();
+    assert_eq!(r.start(json!({"session": sid, "outputMode": "INDIVIDUAL"})).await.0, 200);
+    r.backend.fail_finish.store(false, Ordering::Relaxed);
+    assert_eq!(s.post("/openvidu/api/recordings/stop/quiet~1", json!({})).await.0, 200);
+    assert_eq!(s.delete("/openvidu/api/recordings/quiet~1").await, 204);
+    assert_eq!(s.get("/openvidu/api/recordings/quiet~1").await.0, 404);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while r.dir.join("quiet~1").exists() {
+        assert!(tokio::time::Instant::now() < deadline, "quiet~1's directory stays");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_dir_all(&r.dir);
+}
