@@ -4,6 +4,11 @@
 //! `recordingMode: ALWAYS`, the autostop timer, and the INDIVIDUAL layout written on stop
 //! ([`layout`]: `<name>.json` and `<name>.zip` beside `.recording.<id>`).
 //!
+//! Layout: [`props`] (properties checks, Recording JSON; sans-IO), `backend.rs` (the seam
+//! below), `events.rs` (registry events in; notifications, joinRoom fields and webhooks out),
+//! [`layout`] (files on disk), `task.rs` (timers, recorder events, the layout writer), [`http`]
+//! (routes); this file holds [`Recordings`] and the state machine.
+//!
 //! The media side is behind [`RecordingBackend`]: the control plane asks it to start and stop
 //! one recorder per published stream (INDIVIDUAL) or one composition (COMPOSED), and awaits its
 //! [`BackendEvent`]s on a channel. Without a backend attached
@@ -17,9 +22,12 @@
 //! [`Recordings`] inside the control plane's one `State`, under the same lock as the registry;
 //! timers and file writing run as tasks that come back through that lock.
 
+mod backend;
+mod events;
 pub mod http;
 pub mod layout;
 pub mod props;
+mod task;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -29,100 +37,19 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::registry::{ActiveRecording, Output, Role, Session, TransportRef};
+use super::registry::{ActiveRecording, Output, Session};
 use super::{Inner, State, now_ms};
-use crate::sdp::NegotiatedMedia;
+pub use backend::{
+    BackendError, BackendEvent, ComposedRecordingSpec, EVENT_QUEUE, RecordingBackend,
+    StreamRecorderId, StreamRecordingSpec,
+};
+pub(crate) use events::{RegEvent, join_fields, observe};
+use events::{notify_roles, status_hook};
 pub use props::{OutputMode, Recording, RecordingProps, Status};
+pub(crate) use task::run;
 
 /// Unix epoch milliseconds.
 pub type Ms = u64;
-
-/// A recorder the backend runs (one stream, or one composition); chosen by the backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamRecorderId(pub u64);
-
-/// What to record of one published stream (INDIVIDUAL).
-#[derive(Clone, Debug)]
-pub struct StreamRecordingSpec {
-    pub recording_id: String,
-    pub session_id: String,
-    pub connection_id: String,
-    pub stream_id: String,
-    /// The file to write, without extension (`<recording dir>/<streamId>` or
-    /// `…/<streamId>-<n>` for the n-th republication): the backend adds `.webm` or `.mkv`.
-    pub file_base: PathBuf,
-    /// What to record (the stream's tracks intersected with the recording's `hasAudio` /
-    /// `hasVideo`).
-    pub has_audio: bool,
-    pub has_video: bool,
-    /// The publisher's agreed m-lines (codec, payload types, SSRCs) in track order; empty when
-    /// the stream has no media transport (no media engine).
-    pub tracks: Vec<NegotiatedMedia>,
-    /// Where the publisher's transport lives.
-    pub publisher: Option<TransportRef>,
-    /// The recording's `createdAt`: [`BackendEvent::Finished`]'s offsets count from it.
-    pub recording_created_at: Ms,
-}
-
-/// What to record of a whole session (COMPOSED, COMPOSED_QUICK_START).
-#[derive(Clone, Debug)]
-pub struct ComposedRecordingSpec {
-    pub recording_id: String,
-    pub session_id: String,
-    /// `<recording dir>/<name>` without extension (`.mp4`, or `.webm` audio-only).
-    pub file_base: PathBuf,
-    pub props: RecordingProps,
-    /// The session's recordable streams when it starts.
-    pub streams: Vec<StreamRecordingSpec>,
-    pub recording_created_at: Ms,
-}
-
-/// Why a backend refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackendError {
-    /// Not built in (e.g. COMPOSED without a composer): the REST call answers 501 with this text.
-    Unsupported(String),
-    /// Could not start now (disk, resources): 500, or the stream is skipped when
-    /// `ignoreFailedStreams`.
-    Failed(String),
-}
-
-/// Completion of a recorder, sent by the backend once its file is closed (or given up).
-#[derive(Clone, Debug, PartialEq)]
-pub enum BackendEvent {
-    Finished {
-        id: StreamRecorderId,
-        /// The complete file (with its extension), inside the recording's directory.
-        file: PathBuf,
-        /// Bytes.
-        size: u64,
-        /// Milliseconds from the recording's `createdAt` to the first and last media written.
-        start_time_offset: i64,
-        end_time_offset: i64,
-    },
-    Failed {
-        id: StreamRecorderId,
-        reason: String,
-    },
-}
-
-/// The media side of recording. Calls come from the control-plane thread under its state lock:
-/// they must not block (hand the work to the recorder thread and return).
-pub trait RecordingBackend: Send + Sync {
-    fn start_individual(&self, spec: StreamRecordingSpec)
-    -> Result<StreamRecorderId, BackendError>;
-    /// Stops one recorder; its [`BackendEvent`] follows.
-    fn stop_individual(&self, id: StreamRecorderId);
-    fn start_composed(&self, spec: ComposedRecordingSpec)
-    -> Result<StreamRecorderId, BackendError>;
-    fn stop_composed(&self, id: StreamRecorderId);
-}
-
-/// Capacity of the backend's event channel ([`super::ControlPlane::attach_recording`]).
-pub const EVENT_QUEUE: usize = 4096;
-
-/// How long a stopped recording waits for its recorders' completion before it is `failed`.
-const COMPLETION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The backend and the task's inbox, once attached.
 pub(crate) struct Runtime {
@@ -201,46 +128,6 @@ pub enum StopError {
     Starting,
 }
 
-/// A registry event the recordings follow, read from the registry's webhook outputs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RegEvent {
-    Published { session: String, connection: String, stream: String },
-    Unpublished { session: String, stream: String },
-    Left { session: String, reason: String },
-    Destroyed { session: String, reason: String },
-}
-
-/// The registry event a webhook body reports, if the recordings care.
-pub(crate) fn observe(hook: &Value) -> Option<RegEvent> {
-    let s = |k: &str| hook.get(k).and_then(Value::as_str).map(str::to_string);
-    let session = s("sessionId")?;
-    match hook.get("event")?.as_str()? {
-        "webrtcConnectionCreated" if s("connection").as_deref() == Some("OUTBOUND") => {
-            Some(RegEvent::Published {
-                session,
-                connection: s("connectionId")?,
-                stream: s("streamId")?,
-            })
-        }
-        "webrtcConnectionDestroyed" if s("connection").as_deref() == Some("OUTBOUND") => {
-            Some(RegEvent::Unpublished { session, stream: s("streamId")? })
-        }
-        "participantLeft" => Some(RegEvent::Left { session, reason: s("reason")? }),
-        "sessionDestroyed" => Some(RegEvent::Destroyed { session, reason: s("reason")? }),
-        _ => None,
-    }
-}
-
-/// The roles `recording.notification` names.
-pub(crate) fn notified_roles(setting: &str) -> &'static [Role] {
-    match setting {
-        "none" => &[],
-        "moderator" => &[Role::Moderator],
-        "all" => &[Role::Subscriber, Role::Publisher, Role::Moderator],
-        _ => &[Role::Publisher, Role::Moderator],
-    }
-}
-
 impl Recordings {
     /// The recordings found under `dir` (each `<id>/.recording.<id>`); one left `starting`,
     /// `started` or `stopped` by a previous process is `failed` now (its files were never
@@ -297,67 +184,6 @@ fn url_of(inner: &Inner, rec: &Recording) -> String {
 /// Whether the recording API is on: configured and a backend attached.
 pub(crate) fn enabled(inner: &Inner) -> bool {
     inner.cfg.recording.enabled && inner.recording.get().is_some()
-}
-
-/// `recordingStatusChanged` webhook body (OpenVidu's `CDREventRecordingStatusChanged`).
-fn status_hook(rec: &Recording, status: Status, reason: Option<&str>, now: Ms) -> Value {
-    let mut v = json!({
-        "event": "recordingStatusChanged",
-        "sessionId": rec.session_id,
-        "uniqueSessionId": rec.unique_session_id,
-        "timestamp": now,
-        "startTime": rec.created_at,
-    });
-    if let Some(r) = reason {
-        v["reason"] = json!(r);
-    }
-    let p = &rec.props;
-    v["id"] = json!(rec.id);
-    v["name"] = json!(p.name);
-    v["outputMode"] = json!(p.output_mode.as_str());
-    if p.output_mode.is_composed() && p.has_video {
-        v["resolution"] = json!(p.resolution);
-        v["frameRate"] = json!(p.frame_rate);
-        v["recordingLayout"] = json!(p.recording_layout);
-        if let Some(c) = p.custom_layout.as_ref().filter(|c| !c.is_empty()) {
-            v["customLayout"] = json!(c);
-        }
-        if let Some(n) = &p.media_node {
-            v["media_node_id"] = json!(n);
-        }
-    }
-    v["hasAudio"] = json!(p.has_audio);
-    v["hasVideo"] = json!(p.has_video);
-    v["size"] = json!(rec.size);
-    v["duration"] = json!(rec.duration);
-    v["status"] = json!(status.as_str());
-    v
-}
-
-/// Sends `method` to the session's active participants whose role is notified.
-fn notify_roles(inner: &Inner, st: &mut State, session: &str, method: &'static str, params: Value) {
-    let roles = notified_roles(&inner.cfg.recording.notification);
-    let Some(s) = st.reg.session(session) else { return };
-    let to: Vec<String> = s
-        .connections
-        .iter()
-        .filter(|c| roles.contains(&c.props.role))
-        .filter_map(|c| c.active.as_ref().map(|a| a.rpc.clone()))
-        .collect();
-    if !to.is_empty() {
-        st.reg.emit(Output::Notify { to, method, params });
-    }
-}
-
-/// `recordingId` / `recordingName` of the joinRoom answer while the session is recorded and the
-/// participant's role is notified.
-pub(crate) fn join_fields(inner: &Inner, st: &State, session: &str, cid: &str, result: &mut Value) {
-    let Some(rec) = st.rec.active_of(session) else { return };
-    let Some(role) = st.reg.role(session, cid) else { return };
-    if notified_roles(&inner.cfg.recording.notification).contains(&role) {
-        result["recordingId"] = json!(rec.id);
-        result["recordingName"] = json!(rec.props.name);
-    }
 }
 
 fn effect(inner: &Inner, e: Effect) {
@@ -863,7 +689,7 @@ pub(crate) fn finalized(inner: &Inner, st: &mut State, id: &str, out: layout::Ou
     st.reg.emit(Output::Webhook(status_hook(&rec, rec.status, hook_reason.as_deref(), now)));
 }
 
-/// A stopped recording still waiting for recorders after [`COMPLETION_TIMEOUT`]: those are
+/// A stopped recording still waiting for recorders after [`task::COMPLETION_TIMEOUT`]: those are
 /// given up as failed.
 pub(crate) fn watch_expired(inner: &Inner, st: &mut State, id: &str) {
     let Some(entry) = st.rec.all.get_mut(id) else { return };
@@ -916,52 +742,4 @@ pub(crate) fn delete(inner: &Inner, st: &mut State, id: &str) -> Result<(), Dele
         });
     }
     Ok(())
-}
-
-/// The recording task: backend events, timers and the layout writer, each applied under the
-/// state lock. Ends when the control plane is dropped.
-pub(crate) async fn run(
-    weak: std::sync::Weak<Inner>,
-    mut events: mpsc::Receiver<BackendEvent>,
-    mut effects: mpsc::UnboundedReceiver<Effect>,
-) {
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(ev) = ev else { return };
-                let Some(inner) = weak.upgrade() else { return };
-                inner.with(|st| on_backend_event(&inner, st, ev));
-            }
-            e = effects.recv() => {
-                let Some(e) = e else { return };
-                let weak = weak.clone();
-                match e {
-                    Effect::Autostop { session, epoch, after } => {
-                        tokio::spawn(async move {
-                            tokio::time::sleep(after).await;
-                            let Some(inner) = weak.upgrade() else { return };
-                            inner.with(|st| autostop_fired(&inner, st, &session, epoch));
-                        });
-                    }
-                    Effect::Watch { id } => {
-                        tokio::spawn(async move {
-                            tokio::time::sleep(COMPLETION_TIMEOUT).await;
-                            let Some(inner) = weak.upgrade() else { return };
-                            inner.with(|st| watch_expired(&inner, st, &id));
-                        });
-                    }
-                    Effect::Finalize(job) => {
-                        tokio::spawn(async move {
-                            let id = job.rec.id.clone();
-                            let out = tokio::task::spawn_blocking(move || layout::finalize(&job))
-                                .await
-                                .unwrap_or_else(|e| layout::Outcome::Failed(format!("layout writer: {e}")));
-                            let Some(inner) = weak.upgrade() else { return };
-                            inner.with(|st| finalized(&inner, st, &id, out));
-                        });
-                    }
-                }
-            }
-        }
-    }
 }
