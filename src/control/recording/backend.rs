@@ -89,5 +89,5 @@ pub trait RecordingBackend: Send + Sync {
     fn stop_composed(&self, id: StreamRecorderId);
 }
 
-/// Capacity of the backend's event channel ([`super::ControlPlane::attach_recording`]).
+/// Capacity of the backend's event channel ([`crate::control::ControlPlane::attach_recording`]).
 pub const EVENT_QUEUE: usize = 4096;

@@ -17,7 +17,7 @@
 //! that would record nothing.
 //!
 //! How it follows the sessions: after every registry operation the shell hands this module the
-//! registry's webhook outputs ([`observe`]), whatever the webhook configuration: a stream
+//! registry's webhook outputs (`observe`), whatever the webhook configuration: a stream
 //! published or unpublished, a participant gone, a session destroyed. The state lives in
 //! [`Recordings`] inside the control plane's one `State`, under the same lock as the registry;
 //! timers and file writing run as tasks that come back through that lock.
