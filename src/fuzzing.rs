@@ -586,6 +586,59 @@ pub fn all(data: &[u8]) {
     sdp(data);
     webhook_endpoint(data);
     metrics_turns(data);
+    http_range(data);
+    recording_json(data);
+}
+
+/// A `Range` header against a length (the first 8 bytes, when present) through the recording
+/// files route's parser: a partial range lies inside the file, a range written back from it
+/// parses to itself, and a segment judged safe names one directory entry and nothing else.
+pub fn http_range(data: &[u8]) {
+    use crate::control::recording::http::{RangeSpec, parse_range, safe_segment};
+    let (len, rest) = match data.split_first_chunk::<8>() {
+        Some((l, rest)) => (u64::from_le_bytes(*l), rest),
+        None => (0, data),
+    };
+    let Ok(text) = std::str::from_utf8(rest) else { return };
+    match parse_range(text, len) {
+        RangeSpec::Partial { first, last } => {
+            assert!(first <= last && last < len, "{text:?} / {len}: {first}-{last}");
+            let again = format!("bytes={first}-{last}");
+            assert_eq!(parse_range(&again, len), RangeSpec::Partial { first, last }, "{again}");
+        }
+        RangeSpec::Unsatisfiable => {
+            assert!(text.trim().starts_with("bytes="), "{text:?}");
+        }
+        RangeSpec::Full => {}
+    }
+    if safe_segment(text) {
+        assert!(!text.contains('/') && !text.contains('\\') && !text.starts_with('.'), "{text:?}");
+        assert!(std::path::Path::new(text).components().count() == 1, "{text:?}");
+    }
+}
+
+/// JSON through the recording properties checks and the entity-file reader: accepted
+/// properties obey OpenVidu's ranges (with or without session defaults taken from the same
+/// object), and a Recording read back from its own JSON is the same Recording.
+pub fn recording_json(data: &[u8]) {
+    use crate::control::recording::props::{Recording, parse, valid_name, valid_resolution};
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    for defaults in [None, Some(&m)] {
+        let Ok(p) = parse(&m, defaults) else { continue };
+        assert!(p.name.is_empty() || valid_name(&p.name), "{:?}", p.name);
+        assert!(p.has_audio || p.has_video);
+        assert!(p.resolution.as_deref().is_none_or(valid_resolution), "{:?}", p.resolution);
+        assert!(p.frame_rate.is_none_or(|f| (1..=120).contains(&f)), "{:?}", p.frame_rate);
+        assert!(p.shm_size.is_none_or(|s| s >= 134_217_728), "{:?}", p.shm_size);
+        assert_eq!(p.output_mode.is_composed(), p.ignore_failed_streams.is_none());
+    }
+    if let Some(r) = Recording::from_json(&serde_json::Value::Object(m)) {
+        let mut back = Recording::from_json(&r.to_json(true)).expect("own JSON reads back");
+        back.props.shm_size = r.props.shm_size;
+        assert_eq!(back.to_json(true), r.to_json(true));
+    }
 }
 
 /// Arbitrary RTCP into a transport's send-side bandwidth estimator

@@ -84,7 +84,7 @@ fn effective(args: &[&str]) -> toml::Table {
 
 /// Keys of the shipped example whose value deliberately differs from the embedded default (the
 /// example's header names them).
-const PRODUCTION_DIFFERS: &[&str] = &["server.demo"];
+const PRODUCTION_DIFFERS: &[&str] = &["recording.path", "server.demo"];
 
 #[test]
 fn the_shipped_example_configuration_is_valid_and_documents_every_key() {

@@ -66,6 +66,8 @@ async fn the_server_answers_each_documented_route() {
             .replace("{streamId}", "str_X")
             .replace("{item}", "openvidu-version")
             .replace("{rest}", "start")
+            .replace("{recordingId}", "rec1")
+            .replace("{file}", "rec1.zip")
     };
     let doc = documented();
     let paths: BTreeSet<&String> = doc.iter().map(|(_, p)| p).collect();

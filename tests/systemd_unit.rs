@@ -65,9 +65,24 @@ fn the_unit_has_what_the_service_relies_on() {
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         "LimitNOFILE=1048576",
         "LimitMEMLOCK=1G",
+        // ProtectSystem=strict leaves /var/lib/ringsfu writable through this: the recordings.
+        "StateDirectory=ringsfu",
     ] {
         assert!(lines.contains(&want), "missing `{want}` in {UNIT}");
     }
+    // The packaged configuration records under the state directory.
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/ringsfu.toml"))
+            .unwrap();
+    let cfg: toml::Table = example.parse().unwrap();
+    let path = cfg["recording"]["path"].as_str().unwrap();
+    assert!(path.starts_with("/var/lib/ringsfu/"), "recording.path {path} outside StateDirectory");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("ReadWritePaths=") || l.starts_with("ProtectSystem=full")),
+        "the hardening stays strict"
+    );
     let filter = lines.iter().find(|l| l.starts_with("SystemCallFilter=@system-service")).unwrap();
     for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
         assert!(filter.contains(call), "{call} not allowed by {filter}");
@@ -110,6 +125,8 @@ fn sysusers_and_tmpfiles_apply_to_an_empty_root() {
     let etc = std::fs::metadata(root.join("etc/ringsfu")).unwrap();
     assert_eq!(etc.mode() & 0o777, 0o750);
     assert!(Path::new(&root.join("var/lib/ringsfu")).is_dir());
+    let rec = std::fs::metadata(root.join("var/lib/ringsfu/recordings")).unwrap();
+    assert!(rec.is_dir() && rec.mode() & 0o777 == 0o750);
     std::fs::remove_dir_all(&root).unwrap();
 }
 

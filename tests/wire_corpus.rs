@@ -24,6 +24,8 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "webhook_endpoint" => f::webhook_endpoint,
         "metrics_turns" => f::metrics_turns,
         "twcc_feedback" => f::twcc_feedback,
+        "http_range" => f::http_range,
+        "recording_json" => f::recording_json,
         "stun_roundtrip" => f::stun_roundtrip,
         "rtp_rewrite" => f::rtp_rewrite,
         "rtcp_roundtrip" => f::rtcp_roundtrip,

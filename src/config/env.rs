@@ -30,6 +30,11 @@ pub const OPENVIDU_ENV: &[(&str, &str)] = &[
     ("OPENVIDU_SESSIONS_GARBAGE_INTERVAL", "sessions.garbage_interval"),
     ("OPENVIDU_SESSIONS_GARBAGE_THRESHOLD", "sessions.garbage_threshold"),
     ("OPENVIDU_WEBRTC_ICE_SERVERS", "sessions.ice_servers"),
+    ("OPENVIDU_RECORDING", "recording.enabled"),
+    ("OPENVIDU_RECORDING_PATH", "recording.path"),
+    ("OPENVIDU_RECORDING_PUBLIC_ACCESS", "recording.public_access"),
+    ("OPENVIDU_RECORDING_NOTIFICATION", "recording.notification"),
+    ("OPENVIDU_RECORDING_AUTOSTOP_TIMEOUT", "recording.autostop_timeout"),
 ];
 
 fn defaults() -> Table {

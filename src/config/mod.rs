@@ -37,6 +37,7 @@ pub struct Config {
     pub turn: TurnConfig,
     pub webhook: WebhookConfig,
     pub sessions: SessionsConfig,
+    pub recording: RecordingConfig,
     /// The machine, read once when this configuration was made ([`Machine::detect`]): what
     /// `media.shards = 0` and the wildcard bind resolve against. Not a configuration key.
     #[serde(skip)]
@@ -234,6 +235,28 @@ pub struct SessionsConfig {
     pub max_connections_per_session: usize,
 }
 
+/// `[recording]`: OpenVidu's recording module (`/openvidu/api/recordings`). Recording is only
+/// reported on when this says so AND a recording backend is attached to the control plane.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// OpenVidu: `OPENVIDU_RECORDING`.
+    pub enabled: bool,
+    /// Directory of the recordings, one sub-directory per recording (OpenVidu:
+    /// `OPENVIDU_RECORDING_PATH`). A relative path is relative to the working directory.
+    pub path: String,
+    /// Serve `/openvidu/recordings/**` without Basic auth (OpenVidu:
+    /// `OPENVIDU_RECORDING_PUBLIC_ACCESS`).
+    pub public_access: bool,
+    /// Who gets `recordingStarted` / `recordingStopped`: `none`, `moderator`,
+    /// `publisher_moderator` or `all` (OpenVidu: `OPENVIDU_RECORDING_NOTIFICATION`).
+    pub notification: String,
+    /// Seconds a recorded session survives its last participant (or a recording started with no
+    /// publisher waits for one) before the recording stops (OpenVidu:
+    /// `OPENVIDU_RECORDING_AUTOSTOP_TIMEOUT`).
+    pub autostop_timeout: u64,
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -347,6 +370,18 @@ impl Default for WebhookConfig {
             max_attempts: 5,
             timeout: 5,
             queue_size: 10_000,
+        }
+    }
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            enabled: true,
+            path: "recordings".into(),
+            public_access: false,
+            notification: "publisher_moderator".into(),
+            autostop_timeout: 120,
         }
     }
 }
@@ -482,6 +517,20 @@ impl Config {
                     }
                 }
             }
+        }
+        if !["none", "moderator", "publisher_moderator", "all"]
+            .contains(&self.recording.notification.as_str())
+        {
+            return Err(err(
+                "recording.notification",
+                "must be one of none, moderator, publisher_moderator, all",
+            ));
+        }
+        if self.recording.enabled && self.recording.path.trim().is_empty() {
+            return Err(err("recording.path", "required when recording.enabled"));
+        }
+        if self.recording.autostop_timeout > 86_400 {
+            return Err(err("recording.autostop_timeout", "at most 86400 seconds"));
         }
         if self.media.shards > 1024 {
             return Err(err("media.shards", "at most 1024"));

@@ -335,3 +335,41 @@ fn check_config_shows_the_resolved_shards() {
     let c = load(None, &[], &[("media.shards", "16")]).unwrap();
     assert!(c.to_masked_toml().contains("\nshards = 16\n"));
 }
+
+#[test]
+fn recording_section_from_file_env_and_defaults() {
+    let c = load(None, &[], &[]).unwrap();
+    assert!(c.recording.enabled, "the dev default records");
+    assert_eq!(c.recording.path, "recordings");
+    assert_eq!(c.recording.notification, "publisher_moderator");
+    assert_eq!(c.recording.autostop_timeout, 120);
+    assert!(!c.recording.public_access);
+    let file = "[recording]\nenabled = false\npath = \"/srv/rec\"\nautostop_timeout = 5\n";
+    let c = load(Some(file), &[], &[]).unwrap();
+    assert_eq!((c.recording.enabled, c.recording.path.as_str()), (false, "/srv/rec"));
+    assert_eq!(c.recording.autostop_timeout, 5);
+    let c = load(
+        Some(file),
+        &[
+            ("OPENVIDU_RECORDING", "true"),
+            ("OPENVIDU_RECORDING_PATH", "/var/lib/ringsfu/recordings"),
+            ("OPENVIDU_RECORDING_PUBLIC_ACCESS", "true"),
+            ("OPENVIDU_RECORDING_NOTIFICATION", "all"),
+            ("OPENVIDU_RECORDING_AUTOSTOP_TIMEOUT", "0"),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert!(c.recording.enabled && c.recording.public_access);
+    assert_eq!(c.recording.path, "/var/lib/ringsfu/recordings");
+    assert_eq!(c.recording.notification, "all");
+    assert_eq!(c.recording.autostop_timeout, 0);
+    let c = load(None, &[("RINGSFU_RECORDING_NOTIFICATION", "moderator")], &[]).unwrap();
+    assert_eq!(c.recording.notification, "moderator");
+    let e = load(None, &[("OPENVIDU_RECORDING_NOTIFICATION", "everyone")], &[]).unwrap_err();
+    assert_eq!(e.key, "recording.notification");
+    let e = load(None, &[("OPENVIDU_RECORDING_AUTOSTOP_TIMEOUT", "-1")], &[]).unwrap_err();
+    assert_eq!(e.key, "recording.autostop_timeout");
+    let e = load(None, &[], &[("recording.path", "")]).unwrap_err();
+    assert_eq!(e.key, "recording.path");
+}

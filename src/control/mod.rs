@@ -7,7 +7,8 @@
 //! - [`rest`]: `/openvidu/api/**` (spec §2), with [`views`] rendering the JSON objects;
 //! - [`ws`]: the `/openvidu` WebSocket JSON-RPC shell (spec §3.3, §4);
 //! - [`webhook`]: the bounded webhook queue and its HTTP/1.1 sender (spec §7);
-//! - [`media`]: the command/event seam to the media shards and the media-method dispatch point.
+//! - [`media`]: the command/event seam to the media shards and the media-method dispatch point;
+//! - [`recording`]: the recording API, its state machine and the seam to a recorder backend.
 //!
 //! Concurrency: all state lives in one [`State`] behind a `std::sync::Mutex` that is only held
 //! for the synchronous duration of one registry operation plus the routing of its outputs
@@ -17,6 +18,7 @@
 pub mod demo;
 pub mod media;
 mod media_rpc;
+pub mod recording;
 pub mod registry;
 pub mod rest;
 pub mod views;
@@ -74,6 +76,8 @@ pub(crate) struct State {
     /// `iceCandidate` notifications (session, connection, params) waiting for the media event
     /// task's next turn (`media_rpc::trickle`).
     pub trickle: Vec<(String, String, Value)>,
+    /// The recordings (empty until a recording backend is attached).
+    pub rec: recording::Recordings,
 }
 
 pub(crate) struct Inner {
@@ -91,6 +95,8 @@ pub(crate) struct Inner {
     pub turn_secrets: TurnSecretsHandle,
     /// Woken when `iceCandidate` notifications wait in `State::trickle`.
     pub trickle_ready: tokio::sync::Notify,
+    /// The recording backend and its task, once attached ([`ControlPlane::attach_recording`]).
+    pub(crate) recording: std::sync::OnceLock<recording::Runtime>,
 }
 
 /// Unix epoch milliseconds now (the shell's clock; cores get it as an argument).
@@ -148,7 +154,28 @@ impl Inner {
 
     fn route(&self, st: &mut State) {
         let window = Duration::from_secs(self.cfg.server.reconnection_window);
-        while let Some(out) = st.reg.poll_output() {
+        let recording = self.recording.get().is_some();
+        loop {
+            let mut seen = Vec::new();
+            while let Some(out) = st.reg.poll_output() {
+                if recording
+                    && let Output::Webhook(v) = &out
+                    && let Some(ev) = recording::observe(v)
+                {
+                    seen.push(ev);
+                }
+                self.route_one(st, out, window);
+            }
+            if seen.is_empty() {
+                break;
+            }
+            // The recordings follow what just happened; their outputs go round once more.
+            recording::on_registry_events(self, st, seen);
+        }
+    }
+
+    fn route_one(&self, st: &mut State, out: Output, window: Duration) {
+        {
             match out {
                 Output::Notify { to, method, params } => {
                     // Serialised once, shared by every target (cheap clones of the bytes).
@@ -225,6 +252,7 @@ impl ControlPlane {
                 reg: Registry::new(rcfg, seed),
                 rpcs: HashMap::new(),
                 trickle: Vec::new(),
+                rec: recording::Recordings::default(),
             }),
             media: media::MediaSink::default(),
             ws_count: AtomicUsize::new(0),
@@ -233,6 +261,7 @@ impl ControlPlane {
             draining: AtomicBool::new(false),
             turn_secrets,
             trickle_ready: tokio::sync::Notify::new(),
+            recording: std::sync::OnceLock::new(),
         });
         if cfg.sessions.garbage_interval > 0
             && let Ok(rt) = tokio::runtime::Handle::try_current()
@@ -329,6 +358,46 @@ impl ControlPlane {
                 }
             });
         }
+    }
+
+    /// Plugs a recorder in: from now on (if `recording.enabled`) `/config` reports recording on,
+    /// the recording routes work, ALWAYS sessions record, and the recordings already under
+    /// `recording.path` are listed. `events` carries the backend's completions (a channel of
+    /// [`recording::EVENT_QUEUE`] is plenty). Call once, inside the runtime; false if a backend
+    /// was attached before.
+    pub fn attach_recording(
+        &self,
+        backend: Arc<dyn recording::RecordingBackend>,
+        events: mpsc::Receiver<recording::BackendEvent>,
+    ) -> bool {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rt = recording::Runtime { backend, effects: tx };
+        if self.inner.recording.set(rt).is_err() {
+            return false;
+        }
+        if self.inner.cfg.recording.enabled {
+            let dir = std::path::Path::new(&self.inner.cfg.recording.path);
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::error!(path = %dir.display(), error = %e, "cannot create the recording path");
+            }
+            let loaded = recording::Recordings::load(dir);
+            self.inner.with(|st| st.rec = loaded);
+        }
+        let weak = Arc::downgrade(&self.inner);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(recording::run(weak, events, rx));
+            }
+            Err(_) => {
+                tracing::error!("attach_recording outside a runtime: recorder events are lost")
+            }
+        }
+        true
+    }
+
+    /// Whether the recording API is on (`recording.enabled` and a backend attached).
+    pub fn recording_enabled(&self) -> bool {
+        recording::enabled(&self.inner)
     }
 
     /// The attached media engine, if any.

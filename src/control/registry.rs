@@ -232,6 +232,16 @@ pub struct Session {
     pub media_home: Option<usize>,
     /// In creation order.
     pub connections: Vec<Connection>,
+    /// The recording in progress (`recording` flag of the session JSON); while set, the session
+    /// outlives its last participant (the recording's autostop closes it).
+    pub recording: Option<ActiveRecording>,
+}
+
+/// The recording a session is being recorded by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveRecording {
+    pub id: String,
+    pub name: String,
 }
 
 impl Session {
@@ -393,6 +403,23 @@ impl Registry {
         &self.cfg
     }
 
+    /// Queues an output made outside the registry (the recording manager's notifications and
+    /// webhooks), in order with the registry's own.
+    pub fn emit(&mut self, out: Output) {
+        self.out.push_back(out);
+    }
+
+    /// Marks a session as recorded by `rec` (or no longer). False when the session is unknown.
+    pub fn set_recording(&mut self, session_id: &str, rec: Option<ActiveRecording>) -> bool {
+        match self.sessions.get_mut(session_id) {
+            Some(s) => {
+                s.recording = rec;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn rand_from(&mut self, set: &[u8], n: usize) -> String {
         (0..n).map(|_| set[self.rng.random_range(0..set.len())] as char).collect()
     }
@@ -475,6 +502,7 @@ impl Registry {
             ever_active: false,
             media_home: None,
             connections: Vec::new(),
+            recording: None,
         };
         self.webhook("sessionCreated", &session, now, json!({}));
         self.sessions.insert(id.clone(), session);
@@ -937,7 +965,8 @@ impl Registry {
         hook["duration"] = json!(now.saturating_sub(active.active_at) / 1000);
         hook["reason"] = json!(reason);
         self.webhook("participantLeft", &session_snapshot, now, hook);
-        if close_if_empty && session_snapshot.active_count() == 0 {
+        let recorded = self.sessions.get(session_id).is_some_and(|s| s.recording.is_some());
+        if close_if_empty && session_snapshot.active_count() == 0 && !recorded {
             self.destroy_session(session_id, "lastParticipantLeft", now);
         }
         true

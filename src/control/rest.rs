@@ -3,7 +3,8 @@
 //!
 //! Status mapping (spec §2): 400 bad body (JSON error body), 401 auth (`WWW-Authenticate`),
 //! 404/409 mostly empty, 406 signal undeliverable (JSON error body), 413 body over
-//! `server.max_body_bytes`, 501 recordings, 503 when `sessions.max_sessions` /
+//! `server.max_body_bytes`, 501 recordings while recording is off (`recording::http` has the
+//! recording routes), 503 when `sessions.max_sessions` /
 //! `sessions.max_connections_per_session` is reached (JSON error body; OpenVidu has no such
 //! limits, and node-client only looks at the status).
 
@@ -36,7 +37,8 @@ type Handler = MethodRouter<Arc<Inner>>;
 /// Every route the server answers, one `(path, method, handler)` per entry: the router is built
 /// from this table and the OpenAPI document (`src/ops/openapi.json`) is checked against it.
 fn table() -> Vec<(&'static str, Method, Handler)> {
-    use axum::routing::{delete, patch, put};
+    use super::recording::http as rec;
+    use axum::routing::{delete, patch};
     let m = |p, method, h| (p, method, h);
     vec![
         m("/openvidu/api/sessions", Method::POST, post(create_session)),
@@ -71,12 +73,12 @@ fn table() -> Vec<(&'static str, Method, Handler)> {
         m("/openvidu/api/config/{item}", Method::GET, get(config_item)),
         m("/openvidu/api/health", Method::GET, get(health)),
         m("/openvidu/api/openapi.json", Method::GET, get(openapi)),
-        m("/openvidu/api/recordings", Method::GET, get(not_implemented)),
-        m("/openvidu/api/recordings", Method::POST, post(not_implemented)),
-        m("/openvidu/api/recordings/{*rest}", Method::GET, get(not_implemented)),
-        m("/openvidu/api/recordings/{*rest}", Method::POST, post(not_implemented)),
-        m("/openvidu/api/recordings/{*rest}", Method::PUT, put(not_implemented)),
-        m("/openvidu/api/recordings/{*rest}", Method::DELETE, delete(not_implemented)),
+        m("/openvidu/api/recordings", Method::GET, get(rec::list)),
+        m("/openvidu/api/recordings/start", Method::POST, post(rec::start)),
+        m("/openvidu/api/recordings/stop/{recordingId}", Method::POST, post(rec::stop)),
+        m("/openvidu/api/recordings/{recordingId}", Method::GET, get(rec::get_one)),
+        m("/openvidu/api/recordings/{recordingId}", Method::DELETE, delete(rec::delete)),
+        m("/openvidu/recordings/{recordingId}/{file}", Method::GET, get(rec::file)),
         m("/openvidu", Method::GET, get(super::ws::upgrade)),
         m("/metrics", Method::GET, get(metrics)),
         m("/health", Method::GET, get(health)),
@@ -158,7 +160,12 @@ fn rewrite_deprecated(mut req: Request) -> Request {
     req
 }
 
-fn is_protected(method: &Method, path: &str, metrics_public: bool) -> bool {
+fn is_protected(
+    method: &Method,
+    path: &str,
+    metrics_public: bool,
+    recordings_public: bool,
+) -> bool {
     if path == "/openvidu/api/config/openvidu-publicurl"
         && (method == Method::GET || method == Method::HEAD)
     {
@@ -173,14 +180,15 @@ fn is_protected(method: &Method, path: &str, metrics_public: bool) -> bool {
         || path == "/openvidu/api"
         || path.starts_with("/openvidu/cdr")
         || path.starts_with("/openvidu/layouts")
-        || path.starts_with("/openvidu/recordings")
+        || (path.starts_with("/openvidu/recordings") && !recordings_public)
         || path.starts_with("/dashboard")
 }
 
 async fn auth(State(inner): St, req: Request, next: Next) -> Response {
     let metrics_public = inner.cfg.server.metrics_public;
+    let recordings_public = inner.cfg.recording.public_access;
     if req.method() == Method::OPTIONS
-        || !is_protected(req.method(), req.uri().path(), metrics_public)
+        || !is_protected(req.method(), req.uri().path(), metrics_public, recordings_public)
     {
         return next.run(req).await;
     }
@@ -219,7 +227,7 @@ fn reason_phrase(status: StatusCode) -> &'static str {
 }
 
 /// `{"timestamp","status","error","message","path"}`.
-fn error_json(status: StatusCode, path: &str, message: &str) -> Response {
+pub(crate) fn error_json(status: StatusCode, path: &str, message: &str) -> Response {
     let body = json!({
         "timestamp": now_ms(),
         "status": status.as_u16(),
@@ -230,11 +238,11 @@ fn error_json(status: StatusCode, path: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn empty(status: StatusCode) -> Response {
+pub(crate) fn empty(status: StatusCode) -> Response {
     (status, Body::empty()).into_response()
 }
 
-fn ok_json(v: Value) -> Response {
+pub(crate) fn ok_json(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
 
@@ -248,10 +256,6 @@ fn limit(uri: &Uri, what: &str) -> Response {
 
 async fn not_found() -> Response {
     empty(StatusCode::NOT_FOUND)
-}
-
-async fn not_implemented() -> Response {
-    empty(StatusCode::NOT_IMPLEMENTED)
 }
 
 /// `/health` (load balancers, no auth) and `/openvidu/api/health` (OpenVidu Pro's, Basic auth):
@@ -307,7 +311,7 @@ fn flag(q: &HashMap<String, String>, key: &str, default: bool) -> bool {
 // ------------------------------------------------------------------ body parsing
 
 /// Parses a JSON body: empty or `null` = `{}`; anything else must be an object.
-fn parse_body(bytes: &Bytes) -> Result<Map<String, Value>, String> {
+pub(crate) fn parse_body(bytes: &Bytes) -> Result<Map<String, Value>, String> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Map::new());
     }
@@ -382,6 +386,14 @@ fn recording_properties(v: Option<&Value>) -> Result<Value, String> {
             return Err("Type error in parameter 'defaultRecordingProperties'".into());
         }
     };
+    // OpenVidu builds the properties with RecordingProperties.fromJson: the same checks as a
+    // start (name, resolution, frameRate, shmSize, ...), all answered 400 here.
+    if let Err(e) = super::recording::props::parse(m, None) {
+        return Err(format!(
+            "Parameter 'defaultRecordingProperties' is not valid: {}",
+            e.message()
+        ));
+    }
     let f = Fields(m);
     let name = f.str("name")?.unwrap_or("");
     let has_audio = f.bool("hasAudio")?.unwrap_or(true);
@@ -923,9 +935,18 @@ async fn config(State(inner): St) -> Response {
         "OPENVIDU_WEBRTC_SIMULCAST": false,
         "OPENVIDU_SESSIONS_GARBAGE_INTERVAL": s.garbage_interval,
         "OPENVIDU_SESSIONS_GARBAGE_THRESHOLD": s.garbage_threshold,
-        "OPENVIDU_RECORDING": false,
+        "OPENVIDU_RECORDING": super::recording::enabled(&inner),
         "OPENVIDU_WEBHOOK": c.webhook.enabled,
     });
+    if super::recording::enabled(&inner) {
+        let r = &c.recording;
+        v["OPENVIDU_RECORDING_VERSION"] = json!(crate::OPENVIDU_VERSION);
+        v["OPENVIDU_RECORDING_PATH"] = json!(recording_path(&inner));
+        v["OPENVIDU_RECORDING_PUBLIC_ACCESS"] = json!(r.public_access);
+        v["OPENVIDU_RECORDING_NOTIFICATION"] = json!(r.notification);
+        v["OPENVIDU_RECORDING_CUSTOM_LAYOUT"] = json!("");
+        v["OPENVIDU_RECORDING_AUTOSTOP_TIMEOUT"] = json!(r.autostop_timeout);
+    }
     if c.webhook.enabled {
         v["OPENVIDU_WEBHOOK_ENDPOINT"] = json!(c.webhook.endpoint);
         v["OPENVIDU_WEBHOOK_HEADERS"] = json!(c.webhook.headers);
@@ -938,10 +959,18 @@ async fn config_item(State(inner): St, Path(item): Path<String>) -> Response {
     let text = match item.as_str() {
         "openvidu-version" => crate::OPENVIDU_VERSION.to_string(),
         "openvidu-publicurl" => format!("{}/", inner.cfg.public_url()),
-        "openvidu-recording" => "false".into(),
-        "openvidu-recording-path" => String::new(),
+        "openvidu-recording" => super::recording::enabled(&inner).to_string(),
+        "openvidu-recording-path" => recording_path(&inner),
         "openvidu-cdr" => "false".into(),
         _ => return empty(StatusCode::NOT_FOUND),
     };
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain;charset=UTF-8")], text).into_response()
+}
+
+/// `recording.path` as OpenVidu reports `OPENVIDU_RECORDING_PATH`: absolute, with a trailing `/`.
+fn recording_path(inner: &Inner) -> String {
+    let p = std::path::Path::new(&inner.cfg.recording.path);
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let s = abs.to_string_lossy();
+    if s.ends_with('/') { s.into_owned() } else { format!("{s}/") }
 }

@@ -125,7 +125,7 @@ pub fn session_json(s: &Session, cfg: &RegistryConfig, pending: bool, stats: boo
         "object": "session",
         "sessionId": s.id,
         "createdAt": s.created_at,
-        "recording": false,
+        "recording": s.recording.is_some(),
         "broadcasting": false,
         "mediaMode": s.props.media_mode,
         "recordingMode": s.props.recording_mode,

@@ -469,7 +469,15 @@ fn join_room(ctx: &mut Ctx, p: &Params<'_>) -> Result<Value, RpcError> {
         if let Some(r) = st.rpcs.get_mut(&rpc) {
             r.participant = Some((joined.session_id.clone(), joined.connection_id.clone()));
         }
-        Ok(joined.result)
+        let mut result = joined.result;
+        super::recording::join_fields(
+            &ctx.inner,
+            st,
+            &joined.session_id,
+            &joined.connection_id,
+            &mut result,
+        );
+        Ok(result)
     })
 }
 

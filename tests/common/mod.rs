@@ -30,7 +30,16 @@ pub struct Server {
 /// Starts a server with default configuration adjusted by `tweak` (signaling only: no media
 /// shards; see [`start_with_media`]).
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
-    start_inner(tweak, false).await
+    start_inner(tweak, false, |_| {}).await
+}
+
+/// Like [`start`], with `setup` run on the control plane before it serves (e.g. to attach a
+/// recording backend).
+pub async fn start_with(
+    tweak: impl FnOnce(&mut Config),
+    setup: impl FnOnce(&ControlPlane),
+) -> Server {
+    start_inner(tweak, false, setup).await
 }
 
 /// Like [`start`], with the media engine running (one shard on a kernel-chosen loopback port
@@ -45,11 +54,16 @@ pub async fn start_with_media(tweak: impl FnOnce(&mut Config)) -> Server {
             tweak(c);
         },
         true,
+        |_| {},
     )
     .await
 }
 
-async fn start_inner(tweak: impl FnOnce(&mut Config), media: bool) -> Server {
+async fn start_inner(
+    tweak: impl FnOnce(&mut Config),
+    media: bool,
+    setup: impl FnOnce(&ControlPlane),
+) -> Server {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("local addr").port();
@@ -65,6 +79,7 @@ async fn start_inner(tweak: impl FnOnce(&mut Config), media: bool) -> Server {
         let engine = ringsfu::media::MediaEngine::start(cfg).expect("media engine starts");
         control.attach_media(engine);
     }
+    setup(&control);
     let app = control.router();
     let server = axum_server::from_tcp(listener).expect("from_tcp");
     tokio::spawn(async move {

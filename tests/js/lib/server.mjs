@@ -8,8 +8,10 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '..', '..', '..');
 export const SECRET = 'MY_SECRET';
 
+/** The binary under test: RINGSFU_BIN, else the debug build in CARGO_TARGET_DIR (or target/). */
 export function ringsfuBin() {
-  return process.env.RINGSFU_BIN || path.join(repoRoot, 'target', 'debug', 'ringsfu');
+  const target = process.env.CARGO_TARGET_DIR || path.join(repoRoot, 'target');
+  return process.env.RINGSFU_BIN || path.join(target, 'debug', 'ringsfu');
 }
 
 // Ports handed out by freePort in this process: the kernel may give the same ephemeral port to
