@@ -15,6 +15,7 @@ pub mod ice;
 pub mod io;
 pub mod load;
 pub mod media;
+pub mod record;
 pub mod ops;
 pub mod router;
 pub mod sdp;
