@@ -272,29 +272,53 @@ fn record_core(cfg: RecorderConfig, arrival: &[Pkt], mut held: BTreeMap<u16, Pkt
     (file, summary.expect("Finished"), nacks, plis)
 }
 
-#[test]
-fn h264_opus_reordered_with_nacks_through_the_core() {
-    if !tools_present() {
-        return;
-    }
-    let pkts = capture(Some(H264), 3);
+/// Captures `secs` of ffmpeg output, records it through the core with impairments and NACK
+/// re-delivery, and checks the file with ffprobe and mkvinfo.
+fn roundtrip_core(name: &str, args: &[&str], codec: Codec, probe_name: &str) {
+    let pkts = capture(Some(args), 3);
     let sent = video_frames(&pkts);
     assert!(sent >= 85, "captured {sent} video frames");
     let (arrival, held) = impair(&pkts);
     assert!(!held.is_empty());
-    let (file, summary, nacks, _plis) = record_core(RecorderConfig::new(Some(Codec::H264), true), &arrival, held);
+    let (file, summary, nacks, _plis) = record_core(RecorderConfig::new(Some(codec), true), &arrival, held);
     assert!(nacks > 0, "the held packets were NACKed");
-    let dir = tmpdir("core");
-    let path = dir.join("rec.mkv");
+    let dir = tmpdir(name);
+    let path = dir.join(if codec == Codec::H264 { "rec.mkv" } else { "rec.webm" });
     std::fs::write(&path, &file).unwrap();
     assert_eq!(summary.size, file.len() as u64);
     assert_eq!((summary.width, summary.height), (320, 240));
     let p = ffprobe(&path);
-    assert_eq!(p.codecs, vec!["h264", "opus"]);
+    assert_eq!(p.codecs, vec![probe_name, "opus"]);
     assert_eq!((p.width, p.height), (320, 240));
     assert!(within(p.video_frames as f64, sent as f64, 0.02), "{} frames read, {sent} sent", p.video_frames);
     assert!(within(p.duration, 3.0, 0.05), "duration {}", p.duration);
     check_mkvinfo(&path, true);
+}
+
+#[test]
+fn h264_opus_reordered_with_nacks_through_the_core() {
+    if tools_present() {
+        roundtrip_core("h264", H264, Codec::H264, "h264");
+    }
+}
+
+#[test]
+fn vp8_opus_reordered_with_nacks_through_the_core() {
+    if tools_present() {
+        let vp8 = ["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-g", "30", "-b:v", "300k"];
+        roundtrip_core("vp8", &vp8, Codec::Vp8, "vp8");
+    }
+}
+
+#[test]
+fn vp9_opus_reordered_with_nacks_through_the_core() {
+    if tools_present() {
+        let vp9 = [
+            "-pix_fmt", "yuv420p", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "30",
+            "-b:v", "300k", "-strict", "experimental",
+        ];
+        roundtrip_core("vp9", &vp9, Codec::Vp9, "vp9");
+    }
 }
 
 #[test]

@@ -11,7 +11,10 @@
 //!   the sequence header kept for `av1C`. A keyframe is a temporal unit with a sequence header
 //!   whose first frame header says KEY_FRAME.
 //! - Opus (RFC 7587): one packet is one frame.
-//! - VP8 / VP9: not here yet (they wait for the shared payload-descriptor parser).
+//! - VP8 (RFC 7741) and VP9 (RFC 9628): the payload descriptor is read by
+//!   [`crate::wire::codec::inspect`] (payload offset, frame start, keyframe); the bitstream
+//!   after it is concatenated. A VP9 picture of several spatial layers becomes one superframe
+//!   (the layer frames plus a superframe index), as WebM stores VP9 SVC.
 //!
 //! A frame ends at the marker bit or when the timestamp changes. After a gap
 //! (`lost_before`) the frame being assembled and the one the next packet belongs to are
@@ -23,33 +26,14 @@ use super::bits::{Av1SeqInfo, HeaderError, av1_sequence_header, h264_sps};
 /// Largest frame assembled; a bigger one is dropped as broken.
 pub const MAX_FRAME: usize = 8 << 20;
 
-/// The codec of a recorded track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Codec {
-    /// H.264, packetization-mode 1.
-    H264,
-    /// AV1.
-    Av1,
-    /// VP8 (not implemented yet: every packet is refused).
-    Vp8,
-    /// VP9 (not implemented yet: every packet is refused).
-    Vp9,
-    /// Opus.
-    Opus,
-}
+pub use crate::wire::codec::Codec;
+use crate::wire::codec::inspect;
 
-impl Codec {
-    /// The RTP clock rate.
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            Codec::Opus => 48_000,
-            _ => 90_000,
-        }
-    }
-
-    /// True for the video codecs.
-    pub fn is_video(self) -> bool {
-        self != Codec::Opus
+/// The RTP clock rate of a codec (48 kHz for Opus, 90 kHz for video).
+pub fn clock_rate(codec: Codec) -> u32 {
+    match codec {
+        Codec::Opus => 48_000,
+        _ => 90_000,
     }
 }
 
@@ -82,6 +66,14 @@ struct H264State {
 }
 
 #[derive(Debug, Default)]
+struct VpxState {
+    /// Start offsets of the VP9 layer frames of the picture being assembled.
+    layer_starts: Vec<usize>,
+    /// The first packet of the frame was seen (S / B bit).
+    started: bool,
+}
+
+#[derive(Debug, Default)]
 struct Av1State {
     seq: Option<(Vec<u8>, Av1SeqInfo)>,
     /// An OBU element continued in the next packet.
@@ -101,6 +93,7 @@ pub struct Depacketizer {
     keyframe: bool,
     h264: H264State,
     av1: Av1State,
+    vpx: VpxState,
     frames: Vec<Frame>,
     notes: Vec<DepackNote>,
     frames_lost: u64,
@@ -141,6 +134,7 @@ impl Depacketizer {
             keyframe: false,
             h264: H264State::default(),
             av1: Av1State::default(),
+            vpx: VpxState::default(),
             frames: Vec::new(),
             notes: Vec::new(),
             frames_lost: 0,
@@ -187,6 +181,8 @@ impl Depacketizer {
         self.av1.in_partial = false;
         self.av1.seen_seq_in_tu = false;
         self.av1.first_frame_key = None;
+        self.vpx.layer_starts.clear();
+        self.vpx.started = false;
     }
 
     fn finish(&mut self) {
@@ -196,6 +192,9 @@ impl Depacketizer {
         }
         if self.codec == Codec::Av1 {
             self.keyframe = self.av1.seen_seq_in_tu && self.av1.first_frame_key == Some(true);
+        }
+        if self.codec == Codec::Vp9 && self.vpx.layer_starts.len() > 1 && !self.broken {
+            self.broken = !self.vp9_superframe();
         }
         if self.broken {
             self.frames_lost += 1;
@@ -234,7 +233,8 @@ impl Depacketizer {
                     self.buf.extend_from_slice(payload);
                     Ok(())
                 }
-                Codec::Vp8 | Codec::Vp9 => Err(HeaderError::Malformed("VP8/VP9 not supported yet")),
+                Codec::Vp8 | Codec::Vp9 => self.push_vpx(payload, marker),
+                Codec::Other => Err(HeaderError::Malformed("not a recordable codec")),
             };
             if r.is_err() || self.buf.len() > MAX_FRAME {
                 self.broken = true;
@@ -243,6 +243,51 @@ impl Depacketizer {
         if marker || self.codec == Codec::Opus {
             self.finish();
         }
+    }
+
+    fn push_vpx(&mut self, p: &[u8], marker: bool) -> Result<(), HeaderError> {
+        let info = inspect(self.codec, p, marker).map_err(|e| HeaderError::Malformed(e.context()))?;
+        let data = p.get(info.payload_offset..).ok_or(HeaderError::Truncated("payload"))?;
+        if info.frame_start {
+            if !self.vpx.started {
+                self.keyframe = info.keyframe;
+            }
+            self.vpx.started = true;
+            if self.codec == Codec::Vp9 {
+                if self.vpx.layer_starts.len() >= 8 {
+                    return Err(HeaderError::Malformed("vp9: more than 8 layer frames"));
+                }
+                self.vpx.layer_starts.push(self.buf.len());
+            }
+        } else if !self.vpx.started {
+            return Err(HeaderError::Malformed("frame without its first packet"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Appends the VP9 superframe index (VP9 bitstream spec, Annex B) over the layer frames.
+    fn vp9_superframe(&mut self) -> bool {
+        let n = self.vpx.layer_starts.len();
+        let mut sizes = [0usize; 8];
+        for (i, &start) in self.vpx.layer_starts.iter().enumerate() {
+            let end = self.vpx.layer_starts.get(i + 1).copied().unwrap_or(self.buf.len());
+            sizes[i] = end.saturating_sub(start);
+        }
+        let max = sizes[..n].iter().copied().max().unwrap_or(0);
+        let mag = match max {
+            0..=0xFF => 1,
+            0x100..=0xFFFF => 2,
+            0x1_0000..=0xFF_FFFF => 3,
+            _ => 4,
+        };
+        let marker = 0xC0 | ((mag as u8 - 1) << 3) | (n as u8 - 1);
+        self.buf.push(marker);
+        for &sz in &sizes[..n] {
+            self.buf.extend_from_slice(&(sz as u32).to_le_bytes()[..mag]);
+        }
+        self.buf.push(marker);
+        true
     }
 
     fn h264_nal_done(&mut self, start: usize) {

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::bits::{avcc, h264_sps, vp8_keyframe_size, vp9_keyframe_size};
-use super::depack::{Codec, DepackNote, Depacketizer, Frame};
+use super::depack::{Codec, DepackNote, Depacketizer, Frame, clock_rate};
 use super::mkv::{MkvMuxer, OpusTrack, Patch, TrackKind, VideoCodec, VideoTrack};
 use super::reorder::ReorderBuffer;
 
@@ -139,7 +139,7 @@ struct TrackIn {
 impl TrackIn {
     fn new(codec: Codec, cfg: &RecorderConfig) -> Self {
         TrackIn {
-            rate: f64::from(codec.clock_rate()),
+            rate: f64::from(clock_rate(codec)),
             reorder: ReorderBuffer::new(cfg.reorder_capacity, cfg.reorder_wait),
             depack: Depacketizer::new(codec),
             unwrap: None,
@@ -343,7 +343,7 @@ impl RecorderCore {
                 let (w, h) = vp9_keyframe_size(&frame.data).ok()??;
                 VideoTrack { codec: VideoCodec::Vp9, width: w, height: h, codec_private: Vec::new() }
             }
-            Codec::Opus => return None,
+            Codec::Opus | Codec::Other => return None,
         })
     }
 
