@@ -305,7 +305,12 @@ pub fn mkv_roundtrip(data: &[u8]) {
     for p in &patches {
         assert!(p.apply(&mut file), "patch inside the file");
     }
-    let mut mkv = MatroskaFile::open(Cursor::new(file)).expect("matroska-demuxer reads what we wrote");
+    let mut mkv = match MatroskaFile::open(Cursor::new(file)) {
+        Ok(mkv) => mkv,
+        // The reader insists on a cluster; a file without frames has none (and is valid).
+        Err(matroska_demuxer::DemuxError::CantFindCluster) if expected.is_empty() => return,
+        Err(e) => panic!("matroska-demuxer reads what we wrote: {e:?}"),
+    };
     let tracks = mkv.tracks();
     assert_eq!(tracks.len(), usize::from(with_video) + usize::from(with_audio));
     if with_video {

@@ -459,3 +459,122 @@ fn an_unwritable_path_fails_with_a_reason() {
         "{events:?}"
     );
 }
+
+fn leb128(mut v: usize, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7F) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn read_leb(d: &[u8]) -> (usize, usize) {
+    let mut v = 0usize;
+    for (i, &b) in d.iter().enumerate().take(8) {
+        v |= usize::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    panic!("bad leb128");
+}
+
+/// A minimal AV1 RTP packetizer for the test (ffmpeg 5.1 has none): the temporal units of a
+/// low-overhead OBU stream, temporal delimiters dropped, each OBU an element without its size
+/// field, W = 0 (every element length-prefixed), fragmented at 1000 bytes with Y / Z.
+fn av1_packets(obus: &[u8]) -> Vec<Pkt> {
+    let mut tus: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut at = 0;
+    while at < obus.len() {
+        let h = obus[at];
+        let ext = usize::from((h >> 2) & 1);
+        assert!(h & 2 != 0, "size field");
+        let (size, used) = read_leb(&obus[at + 1 + ext..]);
+        let body_at = at + 1 + ext + used;
+        let ty = (h >> 3) & 0xF;
+        if ty == 2 {
+            tus.push(Vec::new());
+        } else {
+            let mut el = vec![h & !2];
+            el.extend_from_slice(&obus[at + 1..at + 1 + ext]);
+            el.extend_from_slice(&obus[body_at..body_at + size]);
+            tus.last_mut().expect("stream starts with a temporal delimiter").push(el);
+        }
+        at = body_at + size;
+    }
+    let mut out = Vec::new();
+    let mut seq = 5000u16;
+    for (i, tu) in tus.iter().enumerate() {
+        let ts = 7_000 + (i as u32) * 3000;
+        let key = tu.iter().any(|el| (el[0] >> 3) & 0xF == 1);
+        let mut pkts: Vec<Vec<u8>> = vec![vec![if key { 0x08 } else { 0 }]];
+        for el in tu {
+            let mut rest = &el[..];
+            while !rest.is_empty() {
+                let cur = pkts.last_mut().unwrap();
+                let room = 1000usize.saturating_sub(cur.len() + 2);
+                if room < 16 {
+                    pkts.push(vec![0]);
+                    continue;
+                }
+                let take = rest.len().min(room);
+                leb128(take, cur);
+                cur.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if !rest.is_empty() {
+                    cur[0] |= 0x40; // Y: continues in the next packet
+                    pkts.push(vec![0x80]); // Z
+                }
+            }
+        }
+        let n = pkts.len();
+        for (k, p) in pkts.into_iter().enumerate() {
+            out.push(Pkt { track: TrackKind::Video, seq, ts, marker: k + 1 == n, payload: p });
+            seq = seq.wrapping_add(1);
+        }
+    }
+    out
+}
+
+#[test]
+fn av1_opus_reordered_with_nacks_through_the_core() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tmpdir("av1");
+    let obu = dir.join("in.obu");
+    let st = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=3"])
+        .args(["-pix_fmt", "yuv420p", "-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime", "-g", "30"])
+        .args(["-f", "obu"])
+        .arg(&obu)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let video = av1_packets(&std::fs::read(&obu).unwrap());
+    let audio = capture(None, 3);
+    // Arrival in time order (each track at its RTP time from its first packet).
+    let at = |p: &Pkt, first: u32, rate: f64| f64::from(p.ts.wrapping_sub(first)) / rate;
+    let mut all: Vec<(f64, Pkt)> = video.iter().map(|p| (at(p, video[0].ts, 90_000.0), p.clone())).collect();
+    all.extend(audio.iter().map(|p| (at(p, audio[0].ts, 48_000.0), p.clone())));
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let pkts: Vec<Pkt> = all.into_iter().map(|(_, p)| p).collect();
+    let sent = video_frames(&pkts);
+    assert!(sent >= 85, "{sent} temporal units");
+    let (arrival, held) = impair(&pkts);
+    let (file, summary, nacks, _) = record_core(RecorderConfig::new(Some(Codec::Av1), true), &arrival, held);
+    assert!(nacks > 0);
+    let path = dir.join("rec.webm");
+    std::fs::write(&path, &file).unwrap();
+    assert_eq!((summary.width, summary.height), (320, 240));
+    let p = ffprobe(&path);
+    assert_eq!(p.codecs, vec!["av1", "opus"]);
+    assert_eq!((p.width, p.height), (320, 240));
+    assert!(within(p.video_frames as f64, sent as f64, 0.02), "{} frames read, {sent} sent", p.video_frames);
+    assert!(within(p.duration, 3.0, 0.05), "duration {}", p.duration);
+    check_mkvinfo(&path, true);
+}

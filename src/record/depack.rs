@@ -324,6 +324,9 @@ impl Depacketizer {
 
     fn push_h264(&mut self, p: &[u8]) -> Result<(), HeaderError> {
         let &ind = p.first().ok_or(HeaderError::Truncated("NAL header"))?;
+        if ind & 0x80 != 0 {
+            return Err(HeaderError::Malformed("forbidden_zero_bit"));
+        }
         let ty = ind & 0x1F;
         if ty != 28 && self.h264.fu_at.is_some() {
             return Err(HeaderError::Malformed("FU-A not ended"));

@@ -33,6 +33,9 @@ use super::depack::{Codec, DepackNote, Depacketizer, Frame, clock_rate};
 use super::mkv::{MkvMuxer, OpusTrack, Patch, TrackKind, VideoCodec, VideoTrack};
 use super::reorder::ReorderBuffer;
 
+/// Frames held for interleaving at most (a timestamp that stands still cannot grow it).
+const MAX_QUEUED: usize = 512;
+
 /// Settings of one recording.
 #[derive(Debug, Clone)]
 pub struct RecorderConfig {
@@ -397,6 +400,13 @@ impl RecorderCore {
         let q = Queued { time: ms - origin, kind, keyframe: frame.keyframe, data: frame.data };
         let pos = self.queue.iter().rposition(|e| e.time <= q.time).map_or(0, |p| p + 1);
         self.queue.insert(pos, q);
+        // Bounded whatever the timestamps say: the oldest goes out first.
+        while self.queue.len() > MAX_QUEUED {
+            let Some(q) = self.queue.pop_front() else { break };
+            if let Some(m) = self.muxer.as_mut() {
+                let _ = m.write_frame(q.kind, q.time.max(0.0).round() as u64, q.keyframe, &q.data, &mut self.out);
+            }
+        }
     }
 
     fn flush_queue(&mut self, all: bool) {
