@@ -267,12 +267,17 @@ pub fn mkv_roundtrip(data: &[u8]) {
     let Some((&cfg, mut rest)) = data.split_first() else {
         return;
     };
-    let codec = [VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::Av1, VideoCodec::H264][usize::from(cfg & 3)];
+    let codec =
+        [VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::Av1, VideoCodec::H264][usize::from(cfg & 3)];
     let with_video = cfg & 4 == 0;
     let with_audio = cfg & 8 == 0 || !with_video;
     let video = VideoTrack { codec, width: 640, height: 480, codec_private: vec![1, 2, 3] };
     let mut file = Vec::new();
-    let mut m = MkvMuxer::new(with_video.then_some(&video), with_audio.then_some(OpusTrack::WEBRTC), &mut file);
+    let mut m = MkvMuxer::new(
+        with_video.then_some(&video),
+        with_audio.then_some(OpusTrack::WEBRTC),
+        &mut file,
+    );
     let mut patches = Vec::new();
     // (track number, time, keyframe, bytes) as written.
     let mut expected: Vec<(u64, u64, bool, Vec<u8>)> = Vec::new();
@@ -327,7 +332,12 @@ pub fn mkv_roundtrip(data: &[u8]) {
     let mut frame = Frame::default();
     let mut got = Vec::new();
     while mkv.next_frame(&mut frame).expect("frames read back") {
-        got.push((frame.track, frame.timestamp, frame.is_keyframe == Some(true), frame.data.clone()));
+        got.push((
+            frame.track,
+            frame.timestamp,
+            frame.is_keyframe == Some(true),
+            frame.data.clone(),
+        ));
     }
     assert_eq!(got.len(), expected.len(), "frame count");
     for (n, (g, e)) in got.iter().zip(&expected).enumerate() {

@@ -603,13 +603,17 @@ pub fn record_depack(data: &[u8]) {
     use std::time::{Duration, Instant};
 
     let Some((&first, mut rest)) = data.split_first() else { return };
-    let codec = [Codec::H264, Codec::Av1, Codec::Vp8, Codec::Vp9, Codec::Opus][usize::from(first % 5)];
+    let codec =
+        [Codec::H264, Codec::Av1, Codec::Vp8, Codec::Vp9, Codec::Opus][usize::from(first % 5)];
     let kind = if codec == Codec::Opus { TrackKind::Audio } else { TrackKind::Video };
     let t0 = Instant::now();
     let mut now = t0;
     let mut rb = ReorderBuffer::new(32, Duration::from_millis(50));
     let mut dp = Depacketizer::new(codec);
-    let mut core = RecorderCore::new(t0, RecorderConfig::new(codec.is_video().then_some(codec), !codec.is_video()));
+    let mut core = RecorderCore::new(
+        t0,
+        RecorderConfig::new(codec.is_video().then_some(codec), !codec.is_video()),
+    );
     let mut file: Vec<u8> = Vec::new();
     let mut finished = None;
     let mut last_seq = None;
@@ -620,7 +624,9 @@ pub fn record_depack(data: &[u8]) {
         match codec {
             Codec::H264 => {
                 while at < f.len() {
-                    let len = f.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                    let len = f
+                        .get(at..at + 4)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
                     let len = len.expect("H.264 length prefix");
                     assert!(len > 0 && f.get(at + 4).is_some_and(|h| h & 0x80 == 0), "NAL unit");
                     at += 4 + len;
@@ -633,7 +639,8 @@ pub fn record_depack(data: &[u8]) {
                     assert!(h & 0x02 != 0 && h & 0x80 == 0, "OBU header with size field");
                     assert_ne!((h >> 3) & 0xF, 2, "temporal delimiter dropped");
                     let hl = 1 + usize::from((h >> 2) & 1);
-                    let (size, used) = read_leb128(f.get(at + hl..).unwrap_or(&[])).expect("obu_size");
+                    let (size, used) =
+                        read_leb128(f.get(at + hl..).unwrap_or(&[])).expect("obu_size");
                     at += hl + used + size;
                 }
                 assert_eq!(at, f.len(), "OBUs fill the sample");

@@ -66,7 +66,9 @@ fn capture(video_args: Option<&[&str]>, secs: u32) -> Vec<Pkt> {
     let aus = bind();
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::new();
-    for (sock, track) in [(vs.try_clone().unwrap(), TrackKind::Video), (aus.try_clone().unwrap(), TrackKind::Audio)] {
+    for (sock, track) in
+        [(vs.try_clone().unwrap(), TrackKind::Video), (aus.try_clone().unwrap(), TrackKind::Audio)]
+    {
         let tx = tx.clone();
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
@@ -106,7 +108,11 @@ fn capture(video_args: Option<&[&str]>, secs: u32) -> Vec<Pkt> {
     }
     cmd.args(["-f", "lavfi", "-i", &format!("sine=frequency=440:sample_rate=48000:duration={t}")]);
     if let Some(v) = video_args {
-        cmd.args(["-map", "0:v"]).args(v).args(["-f", "rtp", &format!("rtp://127.0.0.1:{vport}?pkt_size=1200")]);
+        cmd.args(["-map", "0:v"]).args(v).args([
+            "-f",
+            "rtp",
+            &format!("rtp://127.0.0.1:{vport}?pkt_size=1200"),
+        ]);
     }
     let amap = if video_args.is_some() { "1:a" } else { "0:a" };
     cmd.args(["-map", amap, "-c:a", "libopus", "-b:a", "48k", "-ac", "2", "-f", "rtp"])
@@ -120,12 +126,23 @@ fn capture(video_args: Option<&[&str]>, secs: u32) -> Vec<Pkt> {
 }
 
 const H264: &[&str] = &[
-    "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency", "-g", "30",
-    "-bsf:v", "h264_mp4toannexb",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:v",
+    "libx264",
+    "-profile:v",
+    "baseline",
+    "-tune",
+    "zerolatency",
+    "-g",
+    "30",
+    "-bsf:v",
+    "h264_mp4toannexb",
 ];
 
 fn video_frames(pkts: &[Pkt]) -> usize {
-    let mut ts: Vec<u32> = pkts.iter().filter(|p| p.track == TrackKind::Video).map(|p| p.ts).collect();
+    let mut ts: Vec<u32> =
+        pkts.iter().filter(|p| p.track == TrackKind::Video).map(|p| p.ts).collect();
     ts.sort_unstable();
     ts.dedup();
     ts.len()
@@ -203,7 +220,10 @@ fn check_mkvinfo(path: &Path, with_video: bool) {
         } else if first_block && line.contains("Simple block") {
             first_block = false;
             if with_video {
-                assert!(line.contains("key") && line.contains("track number 1"), "cluster {clusters} starts with {line}");
+                assert!(
+                    line.contains("key") && line.contains("track number 1"),
+                    "cluster {clusters} starts with {line}"
+                );
             }
         }
     }
@@ -220,7 +240,11 @@ fn within(actual: f64, expected: f64, frac: f64) -> bool {
 
 /// Feeds `arrival` into a core on a virtual clock (each packet at its RTP time), answering
 /// NACKs from `held`; returns the file and the summary.
-fn record_core(cfg: RecorderConfig, arrival: &[Pkt], mut held: BTreeMap<u16, Pkt>) -> (Vec<u8>, Summary, usize, usize) {
+fn record_core(
+    cfg: RecorderConfig,
+    arrival: &[Pkt],
+    mut held: BTreeMap<u16, Pkt>,
+) -> (Vec<u8>, Summary, usize, usize) {
     let t0 = Instant::now();
     let mut core = RecorderCore::new(t0, cfg);
     let mut file = Vec::new();
@@ -229,7 +253,10 @@ fn record_core(cfg: RecorderConfig, arrival: &[Pkt], mut held: BTreeMap<u16, Pkt
     let mut first: BTreeMap<bool, u32> = BTreeMap::new();
     let mut now = t0;
     let mut resend: Vec<Pkt> = Vec::new();
-    let mut drain = |core: &mut RecorderCore, file: &mut Vec<u8>, resend: &mut Vec<Pkt>, summary: &mut Option<Summary>| {
+    let mut drain = |core: &mut RecorderCore,
+                     file: &mut Vec<u8>,
+                     resend: &mut Vec<Pkt>,
+                     summary: &mut Option<Summary>| {
         while let Some(o) = core.poll_output() {
             match o {
                 Output::Append(b) => file.extend_from_slice(&b),
@@ -280,7 +307,8 @@ fn roundtrip_core(name: &str, args: &[&str], codec: Codec, probe_name: &str) {
     assert!(sent >= 85, "captured {sent} video frames");
     let (arrival, held) = impair(&pkts);
     assert!(!held.is_empty());
-    let (file, summary, nacks, _plis) = record_core(RecorderConfig::new(Some(codec), true), &arrival, held);
+    let (file, summary, nacks, _plis) =
+        record_core(RecorderConfig::new(Some(codec), true), &arrival, held);
     assert!(nacks > 0, "the held packets were NACKed");
     let dir = tmpdir(name);
     let path = dir.join(if codec == Codec::H264 { "rec.mkv" } else { "rec.webm" });
@@ -290,7 +318,11 @@ fn roundtrip_core(name: &str, args: &[&str], codec: Codec, probe_name: &str) {
     let p = ffprobe(&path);
     assert_eq!(p.codecs, vec![probe_name, "opus"]);
     assert_eq!((p.width, p.height), (320, 240));
-    assert!(within(p.video_frames as f64, sent as f64, 0.02), "{} frames read, {sent} sent", p.video_frames);
+    assert!(
+        within(p.video_frames as f64, sent as f64, 0.02),
+        "{} frames read, {sent} sent",
+        p.video_frames
+    );
     assert!(within(p.duration, 3.0, 0.05), "duration {}", p.duration);
     check_mkvinfo(&path, true);
 }
@@ -305,7 +337,18 @@ fn h264_opus_reordered_with_nacks_through_the_core() {
 #[test]
 fn vp8_opus_reordered_with_nacks_through_the_core() {
     if tools_present() {
-        let vp8 = ["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-g", "30", "-b:v", "300k"];
+        let vp8 = [
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-g",
+            "30",
+            "-b:v",
+            "300k",
+        ];
         roundtrip_core("vp8", &vp8, Codec::Vp8, "vp8");
     }
 }
@@ -314,8 +357,20 @@ fn vp8_opus_reordered_with_nacks_through_the_core() {
 fn vp9_opus_reordered_with_nacks_through_the_core() {
     if tools_present() {
         let vp9 = [
-            "-pix_fmt", "yuv420p", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "30",
-            "-b:v", "300k", "-strict", "experimental",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-g",
+            "30",
+            "-b:v",
+            "300k",
+            "-strict",
+            "experimental",
         ];
         roundtrip_core("vp9", &vp9, Codec::Vp9, "vp9");
     }
@@ -357,13 +412,19 @@ fn h264_opus_through_the_recorder_thread() {
     handle.stop();
     handle.join();
     let events: Vec<RecorderEvent> = rx.try_iter().collect();
-    let Some(RecorderEvent::Finished(s)) = events.iter().find(|e| matches!(e, RecorderEvent::Finished(_))) else {
+    let Some(RecorderEvent::Finished(s)) =
+        events.iter().find(|e| matches!(e, RecorderEvent::Finished(_)))
+    else {
         panic!("no Finished: {events:?}");
     };
     assert_eq!(s.size, std::fs::metadata(&path).unwrap().len());
     let p = ffprobe(&path);
     assert_eq!(p.codecs, vec!["h264", "opus"]);
-    assert!(within(p.video_frames as f64, sent as f64, 0.02), "{} frames read, {sent} sent", p.video_frames);
+    assert!(
+        within(p.video_frames as f64, sent as f64, 0.02),
+        "{} frames read, {sent} sent",
+        p.video_frames
+    );
     assert!(within(p.duration, 3.0, 0.05), "duration {}", p.duration);
     check_mkvinfo(&path, true);
 }
@@ -422,10 +483,11 @@ fn a_stream_without_keyframes_closes_audio_only_with_a_reason() {
 #[test]
 fn disk_full_fails_with_a_reason() {
     let (tx, rx) = mpsc::channel();
-    let (mut input, handle) = spawn(PathBuf::from("/dev/full"), RecorderConfig::new(None, true), 256, move |e| {
-        let _ = tx.send(e);
-    })
-    .unwrap();
+    let (mut input, handle) =
+        spawn(PathBuf::from("/dev/full"), RecorderConfig::new(None, true), 256, move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
     // Opus frames: anything non-empty is a frame.
     for i in 0..300u16 {
         input.push(TrackKind::Audio, i, u32::from(i) * 960, true, &[0xFC; 100]);
@@ -438,7 +500,9 @@ fn disk_full_fails_with_a_reason() {
     handle.join();
     let events: Vec<RecorderEvent> = rx.try_iter().collect();
     assert!(
-        events.iter().any(|e| matches!(e, RecorderEvent::Failed { reason, .. } if reason == "disk full")),
+        events
+            .iter()
+            .any(|e| matches!(e, RecorderEvent::Failed { reason, .. } if reason == "disk full")),
         "{events:?}"
     );
     assert!(!events.iter().any(|e| matches!(e, RecorderEvent::Finished(_))), "{events:?}");
@@ -447,9 +511,14 @@ fn disk_full_fails_with_a_reason() {
 #[test]
 fn an_unwritable_path_fails_with_a_reason() {
     let (tx, rx) = mpsc::channel();
-    let (_input, handle) = spawn(PathBuf::from("/nonexistent-dir/rec.webm"), RecorderConfig::new(None, true), 16, move |e| {
-        let _ = tx.send(e);
-    })
+    let (_input, handle) = spawn(
+        PathBuf::from("/nonexistent-dir/rec.webm"),
+        RecorderConfig::new(None, true),
+        16,
+        move |e| {
+            let _ = tx.send(e);
+        },
+    )
     .unwrap();
     handle.stop();
     handle.join();
@@ -548,8 +617,28 @@ fn av1_opus_reordered_with_nacks_through_the_core() {
     let dir = tmpdir("av1");
     let obu = dir.join("in.obu");
     let st = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30:duration=3"])
-        .args(["-pix_fmt", "yuv420p", "-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime", "-g", "30"])
+        .args([
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=30:duration=3",
+        ])
+        .args([
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libaom-av1",
+            "-cpu-used",
+            "8",
+            "-usage",
+            "realtime",
+            "-g",
+            "30",
+        ])
         .args(["-f", "obu"])
         .arg(&obu)
         .status()
@@ -559,14 +648,16 @@ fn av1_opus_reordered_with_nacks_through_the_core() {
     let audio = capture(None, 3);
     // Arrival in time order (each track at its RTP time from its first packet).
     let at = |p: &Pkt, first: u32, rate: f64| f64::from(p.ts.wrapping_sub(first)) / rate;
-    let mut all: Vec<(f64, Pkt)> = video.iter().map(|p| (at(p, video[0].ts, 90_000.0), p.clone())).collect();
+    let mut all: Vec<(f64, Pkt)> =
+        video.iter().map(|p| (at(p, video[0].ts, 90_000.0), p.clone())).collect();
     all.extend(audio.iter().map(|p| (at(p, audio[0].ts, 48_000.0), p.clone())));
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let pkts: Vec<Pkt> = all.into_iter().map(|(_, p)| p).collect();
     let sent = video_frames(&pkts);
     assert!(sent >= 85, "{sent} temporal units");
     let (arrival, held) = impair(&pkts);
-    let (file, summary, nacks, _) = record_core(RecorderConfig::new(Some(Codec::Av1), true), &arrival, held);
+    let (file, summary, nacks, _) =
+        record_core(RecorderConfig::new(Some(Codec::Av1), true), &arrival, held);
     assert!(nacks > 0);
     let path = dir.join("rec.webm");
     std::fs::write(&path, &file).unwrap();
@@ -574,7 +665,11 @@ fn av1_opus_reordered_with_nacks_through_the_core() {
     let p = ffprobe(&path);
     assert_eq!(p.codecs, vec!["av1", "opus"]);
     assert_eq!((p.width, p.height), (320, 240));
-    assert!(within(p.video_frames as f64, sent as f64, 0.02), "{} frames read, {sent} sent", p.video_frames);
+    assert!(
+        within(p.video_frames as f64, sent as f64, 0.02),
+        "{} frames read, {sent} sent",
+        p.video_frames
+    );
     assert!(within(p.duration, 3.0, 0.05), "duration {}", p.duration);
     check_mkvinfo(&path, true);
 }

@@ -177,7 +177,8 @@ pub fn h264_sps(nal: &[u8]) -> Result<SpsInfo, HeaderError> {
         _ => (1, fm),
     };
     let width = (w_mbs * 16).checked_sub(cx * (cl + cr)).ok_or(HeaderError::Malformed("crop"))?;
-    let height = (fm * h_units * 16).checked_sub(cy * (ct + cb)).ok_or(HeaderError::Malformed("crop"))?;
+    let height =
+        (fm * h_units * 16).checked_sub(cy * (ct + cb)).ok_or(HeaderError::Malformed("crop"))?;
     if width == 0 || height == 0 || width > 16384 || height > 16384 {
         return Err(HeaderError::Malformed("picture size"));
     }
@@ -253,7 +254,9 @@ pub fn av1_sequence_header(payload: &[u8]) -> Result<Av1SeqInfo, HeaderError> {
             if decoder_model_info_present && r.bit("decoder_model_present_for_this_op")? {
                 r.bits(2 * buffer_delay_len + 1, "operating_parameters_info")?;
             }
-            if initial_display_delay_present && r.bit("initial_display_delay_present_for_this_op")? {
+            if initial_display_delay_present
+                && r.bit("initial_display_delay_present_for_this_op")?
+            {
                 r.bits(4, "initial_display_delay_minus_1")?;
             }
         }
@@ -406,7 +409,10 @@ mod tests {
     #[test]
     fn sps_baseline_320x240() {
         // x264 baseline 320x240 SPS.
-        let sps = [0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x01, 0x41, 0xFB, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x42, 0xA4, 0x80];
+        let sps = [
+            0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x01, 0x41, 0xFB, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+            0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x42, 0xA4, 0x80,
+        ];
         assert_eq!(h264_sps(&sps).unwrap(), SpsInfo { width: 320, height: 240 });
     }
 

@@ -246,7 +246,8 @@ impl Depacketizer {
     }
 
     fn push_vpx(&mut self, p: &[u8], marker: bool) -> Result<(), HeaderError> {
-        let info = inspect(self.codec, p, marker).map_err(|e| HeaderError::Malformed(e.context()))?;
+        let info =
+            inspect(self.codec, p, marker).map_err(|e| HeaderError::Malformed(e.context()))?;
         let data = p.get(info.payload_offset..).ok_or(HeaderError::Truncated("payload"))?;
         if info.frame_start {
             if !self.vpx.started {
@@ -295,17 +296,15 @@ impl Depacketizer {
         let Some(&h) = nal.first() else { return };
         match h & 0x1F {
             5 => self.keyframe = true,
-            7 => {
-                match &self.h264.sps {
-                    None => {
-                        if h264_sps(nal).is_ok() {
-                            self.h264.sps = Some(nal.to_vec());
-                        }
+            7 => match &self.h264.sps {
+                None => {
+                    if h264_sps(nal).is_ok() {
+                        self.h264.sps = Some(nal.to_vec());
                     }
-                    Some(s) if s.as_slice() != nal => self.notes.push(DepackNote::SpsChanged),
-                    Some(_) => {}
                 }
-            }
+                Some(s) if s.as_slice() != nal => self.notes.push(DepackNote::SpsChanged),
+                Some(_) => {}
+            },
             8 => self.h264.pps = Some(nal.to_vec()),
             _ => {}
         }
@@ -387,7 +386,8 @@ impl Depacketizer {
         let mut payload = &el[hdr_len..];
         if h & 0x02 != 0 {
             let (size, used) = read_leb128(payload).ok_or(HeaderError::Malformed("obu_size"))?;
-            payload = payload.get(used..used + size).ok_or(HeaderError::Truncated("OBU payload"))?;
+            payload =
+                payload.get(used..used + size).ok_or(HeaderError::Truncated("OBU payload"))?;
         }
         match ty {
             2 | 8 | 15 => return Ok(()),
@@ -408,9 +408,10 @@ impl Depacketizer {
                 self.av1.seen_seq_in_tu = true;
             }
             3 | 6 if self.av1.first_frame_key.is_none() => {
-                let reduced = self.av1.seq.as_ref().is_some_and(|s| s.1.reduced_still_picture_header);
-                let key = reduced
-                    || payload.first().is_some_and(|b| b & 0x80 == 0 && (b >> 5) & 3 == 0);
+                let reduced =
+                    self.av1.seq.as_ref().is_some_and(|s| s.1.reduced_still_picture_header);
+                let key =
+                    reduced || payload.first().is_some_and(|b| b & 0x80 == 0 && (b >> 5) & 3 == 0);
                 self.av1.first_frame_key = Some(key);
             }
             _ => {}
@@ -434,7 +435,8 @@ impl Depacketizer {
                 rest = &[];
                 el
             } else {
-                let (len, used) = read_leb128(rest).ok_or(HeaderError::Malformed("OBU element length"))?;
+                let (len, used) =
+                    read_leb128(rest).ok_or(HeaderError::Malformed("OBU element length"))?;
                 let el = rest.get(used..used + len).ok_or(HeaderError::Truncated("OBU element"))?;
                 rest = &rest[used + len..];
                 el
@@ -480,7 +482,10 @@ mod tests {
     #[test]
     fn h264_stap_a_and_fu_a() {
         let mut d = Depacketizer::new(Codec::H264);
-        let sps = [0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x01, 0x41, 0xFB, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x42, 0xA4, 0x80];
+        let sps = [
+            0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x01, 0x41, 0xFB, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+            0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x42, 0xA4, 0x80,
+        ];
         let mut stap = vec![0x18, 0, sps.len() as u8];
         stap.extend_from_slice(&sps);
         stap.extend_from_slice(&[0, 2, 0x68, 0xCE]);

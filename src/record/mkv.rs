@@ -255,7 +255,11 @@ fn seek_entry(out: &mut Vec<u8>, target: u32, pos: u64) {
 impl MkvMuxer {
     /// Starts a file: appends the EBML header, the Segment start, SeekHead, Info and Tracks to
     /// `out` (the first bytes of the file). With neither track the file holds no media.
-    pub fn new(video: Option<&VideoTrack>, audio: Option<OpusTrack>, out: &mut Vec<u8>) -> MkvMuxer {
+    pub fn new(
+        video: Option<&VideoTrack>,
+        audio: Option<OpusTrack>,
+        out: &mut Vec<u8>,
+    ) -> MkvMuxer {
         let start = out.len();
         let doc = video.map_or("webm", |v| v.codec.doc_type());
         let mut h = Vec::new();
@@ -461,7 +465,8 @@ impl MkvMuxer {
             self.cluster = Some(Cluster { size_at, data_start, time, bytes: 0 });
         }
         let ctime = self.cluster.map_or(time, |c| c.time);
-        let rel = (time as i64 - ctime as i64).clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16;
+        let rel =
+            (time as i64 - ctime as i64).clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16;
         put_id(out, id::SIMPLE_BLOCK);
         put_size(out, 4 + data.len() as u64);
         out.push(0x80 | number);
@@ -516,7 +521,8 @@ mod tests {
     use super::*;
 
     fn build(frames: &[(TrackKind, u64, bool, &[u8])]) -> Vec<u8> {
-        let v = VideoTrack { codec: VideoCodec::Vp8, width: 320, height: 240, codec_private: vec![] };
+        let v =
+            VideoTrack { codec: VideoCodec::Vp8, width: 320, height: 240, codec_private: vec![] };
         let mut file = Vec::new();
         let mut m = MkvMuxer::new(Some(&v), Some(OpusTrack::WEBRTC), &mut file);
         let mut patches = Vec::new();

@@ -257,7 +257,15 @@ impl RecorderCore {
     }
 
     /// One RTP packet of a track (after SRTP), in arrival order.
-    pub fn handle_rtp(&mut self, now: Instant, track: TrackKind, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) {
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        track: TrackKind,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) {
         if self.closed {
             return;
         }
@@ -287,7 +295,9 @@ impl RecorderCore {
         while let Some(f) = t.depack.poll_frame() {
             let ext = t.extend(f.timestamp);
             let ms = match (t.sr, ntp_offset, t.anchor) {
-                (Some((ntp, sr_ext)), Some(off), _) => ntp + (ext - sr_ext) as f64 * 1000.0 / t.rate + off,
+                (Some((ntp, sr_ext)), Some(off), _) => {
+                    ntp + (ext - sr_ext) as f64 * 1000.0 / t.rate + off
+                }
                 (_, _, Some((a_ms, a_ext))) => a_ms + (ext - a_ext) as f64 * 1000.0 / t.rate,
                 _ => 0.0,
             };
@@ -330,21 +340,41 @@ impl RecorderCore {
             Codec::H264 => {
                 let (sps, pps) = v.depack.h264_parameter_sets()?;
                 let info = h264_sps(sps).ok()?;
-                VideoTrack { codec: VideoCodec::H264, width: info.width, height: info.height, codec_private: avcc(sps, pps).ok()? }
+                VideoTrack {
+                    codec: VideoCodec::H264,
+                    width: info.width,
+                    height: info.height,
+                    codec_private: avcc(sps, pps).ok()?,
+                }
             }
             Codec::Av1 => {
                 let (obu, info) = v.depack.av1_sequence_header()?;
                 let mut cp = info.av1c.to_vec();
                 cp.extend_from_slice(obu);
-                VideoTrack { codec: VideoCodec::Av1, width: info.width, height: info.height, codec_private: cp }
+                VideoTrack {
+                    codec: VideoCodec::Av1,
+                    width: info.width,
+                    height: info.height,
+                    codec_private: cp,
+                }
             }
             Codec::Vp8 => {
                 let (w, h) = vp8_keyframe_size(&frame.data).ok()??;
-                VideoTrack { codec: VideoCodec::Vp8, width: w, height: h, codec_private: Vec::new() }
+                VideoTrack {
+                    codec: VideoCodec::Vp8,
+                    width: w,
+                    height: h,
+                    codec_private: Vec::new(),
+                }
             }
             Codec::Vp9 => {
                 let (w, h) = vp9_keyframe_size(&frame.data).ok()??;
-                VideoTrack { codec: VideoCodec::Vp9, width: w, height: h, codec_private: Vec::new() }
+                VideoTrack {
+                    codec: VideoCodec::Vp9,
+                    width: w,
+                    height: h,
+                    codec_private: Vec::new(),
+                }
             }
             Codec::Opus | Codec::Other => return None,
         })
@@ -404,7 +434,13 @@ impl RecorderCore {
         while self.queue.len() > MAX_QUEUED {
             let Some(q) = self.queue.pop_front() else { break };
             if let Some(m) = self.muxer.as_mut() {
-                let _ = m.write_frame(q.kind, q.time.max(0.0).round() as u64, q.keyframe, &q.data, &mut self.out);
+                let _ = m.write_frame(
+                    q.kind,
+                    q.time.max(0.0).round() as u64,
+                    q.keyframe,
+                    &q.data,
+                    &mut self.out,
+                );
             }
         }
     }
@@ -418,7 +454,13 @@ impl RecorderCore {
             }
             let Some(q) = self.queue.pop_front() else { break };
             if let Some(m) = self.muxer.as_mut() {
-                let _ = m.write_frame(q.kind, q.time.max(0.0).round() as u64, q.keyframe, &q.data, &mut self.out);
+                let _ = m.write_frame(
+                    q.kind,
+                    q.time.max(0.0).round() as u64,
+                    q.keyframe,
+                    &q.data,
+                    &mut self.out,
+                );
             }
         }
     }
@@ -440,7 +482,10 @@ impl RecorderCore {
             return;
         }
         for kind in [TrackKind::Video, TrackKind::Audio] {
-            let due = self.track_mut(kind).and_then(|t| t.reorder.poll_timeout()).is_some_and(|d| now >= d);
+            let due = self
+                .track_mut(kind)
+                .and_then(|t| t.reorder.poll_timeout())
+                .is_some_and(|d| now >= d);
             if due {
                 if let Some(t) = self.track_mut(kind) {
                     t.reorder.handle_timeout(now);
@@ -449,7 +494,10 @@ impl RecorderCore {
             }
         }
         if self.need_keyframe && !self.video_dropped && self.video.is_some() {
-            if self.muxer.is_none() && self.audio.is_some() && now >= self.created + self.cfg.keyframe_wait {
+            if self.muxer.is_none()
+                && self.audio.is_some()
+                && now >= self.created + self.cfg.keyframe_wait
+            {
                 self.drop_video();
             } else {
                 self.ask_pli(now);

@@ -118,7 +118,14 @@ impl ReorderBuffer {
     }
 
     /// Takes one packet. `now` starts the wait for a gap it reveals.
-    pub fn insert(&mut self, now: Instant, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) -> Inserted {
+    pub fn insert(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Inserted {
         if payload.len() > MAX_PAYLOAD {
             return Inserted::TooLarge;
         }
@@ -241,10 +248,11 @@ impl ReorderBuffer {
 
     /// After popping everything ready: starts the wait clock if a gap is now at the front.
     pub fn after_pop(&mut self, now: Instant) {
-        if let Some(n) = self.next {
-            if self.highest >= n && self.gap_since.is_none() {
-                self.gap_since = Some(now);
-            }
+        if let Some(n) = self.next
+            && self.highest >= n
+            && self.gap_since.is_none()
+        {
+            self.gap_since = Some(now);
         }
     }
 }

@@ -122,8 +122,17 @@ impl RecorderInput {
 
     /// One RTP packet (plaintext payload) of a track; false when the ring is full or the
     /// payload larger than [`SLOT_PAYLOAD`] (the packet is dropped and counted).
-    pub fn push(&mut self, track: TrackKind, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) -> bool {
-        let Some(len) = u16::try_from(payload.len()).ok().filter(|&l| usize::from(l) <= SLOT_PAYLOAD) else {
+    pub fn push(
+        &mut self,
+        track: TrackKind,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> bool {
+        let Some(len) =
+            u16::try_from(payload.len()).ok().filter(|&l| usize::from(l) <= SLOT_PAYLOAD)
+        else {
             self.dropped += 1;
             return false;
         };
@@ -253,7 +262,10 @@ impl RecorderThread {
             Ok(f) => self.file = Some(f),
             Err(e) => {
                 self.failed = true;
-                (self.on_event)(RecorderEvent::Failed { reason: format!("cannot create the file: {e}"), written: 0 });
+                (self.on_event)(RecorderEvent::Failed {
+                    reason: format!("cannot create the file: {e}"),
+                    written: 0,
+                });
             }
         }
         loop {
@@ -270,7 +282,14 @@ impl RecorderThread {
                     self.core.handle_sender_report(now, track, slot.ntp, slot.timestamp);
                 } else {
                     let len = usize::from(slot.len).min(SLOT_PAYLOAD);
-                    self.core.handle_rtp(now, track, slot.seq, slot.timestamp, slot.marker, &slot.data[..len]);
+                    self.core.handle_rtp(
+                        now,
+                        track,
+                        slot.seq,
+                        slot.timestamp,
+                        slot.marker,
+                        &slot.data[..len],
+                    );
                 }
                 self.drain();
             }
@@ -287,7 +306,10 @@ impl RecorderThread {
                 break;
             }
             if n == 0 {
-                let sleep = self.core.poll_timeout().map_or(POLL_INTERVAL, |t| t.saturating_duration_since(now).min(POLL_INTERVAL));
+                let sleep = self
+                    .core
+                    .poll_timeout()
+                    .map_or(POLL_INTERVAL, |t| t.saturating_duration_since(now).min(POLL_INTERVAL));
                 std::thread::park_timeout(sleep);
             }
         }
@@ -381,6 +403,9 @@ mod tests {
 
     #[test]
     fn nack_grouping() {
-        assert_eq!(nack_fcis(&[5, 6, 8, 21, 22, 65535, 0]), vec![(0, 0b1011_0000), (21, 1), (65535, 0)]);
+        assert_eq!(
+            nack_fcis(&[5, 6, 8, 21, 22, 65535, 0]),
+            vec![(0, 0b1011_0000), (21, 1), (65535, 0)]
+        );
     }
 }
