@@ -23,6 +23,8 @@ use ringsfu::wire::rtp::RtpView;
 
 #[derive(Clone, Debug)]
 struct Pkt {
+    /// Which publisher (a reconnect starts the next epoch).
+    epoch: u8,
     track: TrackKind,
     seq: u16,
     ts: u32,
@@ -82,6 +84,7 @@ fn capture(video_args: Option<&[&str]>, secs: u32) -> Vec<Pkt> {
                             continue; // RTCP on the same port
                         }
                         let p = Pkt {
+                            epoch: 0,
                             track,
                             seq: v.sequence_number(),
                             ts: v.timestamp(),
@@ -252,6 +255,8 @@ fn record_core(
     let (mut nacks, mut plis) = (0, 0);
     let mut first: BTreeMap<bool, u32> = BTreeMap::new();
     let mut now = t0;
+    let mut base = t0;
+    let mut epoch = arrival.first().map_or(0, |p| p.epoch);
     let mut resend: Vec<Pkt> = Vec::new();
     let mut drain = |core: &mut RecorderCore,
                      file: &mut Vec<u8>,
@@ -276,9 +281,18 @@ fn record_core(
         }
     };
     for p in arrival {
+        if p.epoch != epoch {
+            // The publisher reconnected: a new SSRC, new sequence numbers and timestamps.
+            epoch = p.epoch;
+            now += Duration::from_millis(500);
+            base = now;
+            first.clear();
+            core.restart_track(now, TrackKind::Video);
+            core.restart_track(now, TrackKind::Audio);
+        }
         let rate = if p.track == TrackKind::Video { 90_000.0 } else { 48_000.0 };
         let f = *first.entry(p.track == TrackKind::Video).or_insert(p.ts);
-        let at = t0 + Duration::from_secs_f64(f64::from(p.ts.wrapping_sub(f)) / rate);
+        let at = base + Duration::from_secs_f64(f64::from(p.ts.wrapping_sub(f)) / rate);
         now = now.max(at);
         if let Some(t) = core.poll_timeout()
             && t <= now
@@ -374,6 +388,61 @@ fn vp9_opus_reordered_with_nacks_through_the_core() {
         ];
         roundtrip_core("vp9", &vp9, Codec::Vp9, "vp9");
     }
+}
+
+#[test]
+fn h264_lost_packets_ask_for_a_keyframe_and_the_file_still_decodes() {
+    if !tools_present() {
+        return;
+    }
+    let pkts = capture(Some(H264), 3);
+    let sent = video_frames(&pkts);
+    let (arrival, held) = impair(&pkts);
+    // Nothing is re-sent: the recorder gives up on the gaps, asks for a PLI and skips to the
+    // next keyframe (every 30 frames here).
+    let lost = held.len();
+    let (file, summary, _, plis) =
+        record_core(RecorderConfig::new(Some(Codec::H264), true), &arrival, BTreeMap::new());
+    assert!(plis >= 1, "PLI after a lost frame");
+    let dir = tmpdir("loss");
+    let path = dir.join("rec.mkv");
+    std::fs::write(&path, &file).unwrap();
+    let p = ffprobe(&path);
+    assert_eq!(p.codecs, vec!["h264", "opus"]);
+    assert!(p.video_frames < sent as u64, "{lost} packets lost, yet all {sent} frames written");
+    assert_eq!(p.video_frames, summary.video_frames, "every written frame decodes");
+    check_mkvinfo(&path, true);
+}
+
+#[test]
+fn a_reconnected_publisher_goes_on_in_the_same_file() {
+    if !tools_present() {
+        return;
+    }
+    let first = capture(Some(H264), 2);
+    let mut second = capture(Some(H264), 2);
+    for p in &mut second {
+        p.epoch = 1;
+    }
+    let sent = video_frames(&first) + video_frames(&second);
+    let mut all = first;
+    all.extend(second);
+    let (file, summary, _, _) =
+        record_core(RecorderConfig::new(Some(Codec::H264), true), &all, BTreeMap::new());
+    let dir = tmpdir("reconnect");
+    let path = dir.join("rec.mkv");
+    std::fs::write(&path, &file).unwrap();
+    let p = ffprobe(&path);
+    assert_eq!(p.codecs, vec!["h264", "opus"]);
+    assert!(
+        within(p.video_frames as f64, sent as f64, 0.02),
+        "{} frames read, {sent} sent",
+        p.video_frames
+    );
+    // Two 2 s publishers with 0.5 s between them.
+    assert!(within(p.duration, 4.5, 0.05), "duration {}", p.duration);
+    assert_eq!(summary.video_frames, p.video_frames);
+    check_mkvinfo(&path, true);
 }
 
 #[test]
@@ -602,7 +671,14 @@ fn av1_packets(obus: &[u8]) -> Vec<Pkt> {
         }
         let n = pkts.len();
         for (k, p) in pkts.into_iter().enumerate() {
-            out.push(Pkt { track: TrackKind::Video, seq, ts, marker: k + 1 == n, payload: p });
+            out.push(Pkt {
+                epoch: 0,
+                track: TrackKind::Video,
+                seq,
+                ts,
+                marker: k + 1 == n,
+                payload: p,
+            });
             seq = seq.wrapping_add(1);
         }
     }

@@ -196,10 +196,13 @@ impl Depacketizer {
         if self.codec == Codec::Vp9 && self.vpx.layer_starts.len() > 1 && !self.broken {
             self.broken = !self.vp9_superframe();
         }
-        if self.broken {
+        // Frames not drained (at most 64 held) count as lost.
+        if self.broken || (!self.buf.is_empty() && self.frames.len() >= 64) {
             self.frames_lost += 1;
-            self.notes.push(DepackNote::FrameLost);
-        } else if !self.buf.is_empty() && self.frames.len() < 64 {
+            if self.notes.len() < 64 {
+                self.notes.push(DepackNote::FrameLost);
+            }
+        } else if !self.buf.is_empty() {
             self.frames.push(Frame {
                 timestamp: ts,
                 keyframe: self.keyframe,

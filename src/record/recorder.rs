@@ -506,6 +506,26 @@ impl RecorderCore {
         self.emit();
     }
 
+    /// The publisher of a track started over (it reconnected: a new SSRC, new sequence
+    /// numbers and timestamps): the track's buffers are reset and its timeline re-anchored at
+    /// the next packet's arrival, so the file goes on where it was; video waits for a keyframe.
+    pub fn restart_track(&mut self, now: Instant, track: TrackKind) {
+        if self.closed {
+            return;
+        }
+        let cfg = self.cfg.clone();
+        let Some(t) = self.track_mut(track) else { return };
+        let frames = t.frames;
+        let codec = t.depack.codec();
+        *t = TrackIn::new(codec, &cfg);
+        t.frames = frames;
+        if track == TrackKind::Video {
+            self.need_keyframe = true;
+            self.ask_pli(now);
+        }
+        self.emit();
+    }
+
     fn drop_video(&mut self) {
         self.video_dropped = true;
         self.outputs.push_back(Output::Note(Note::NoVideo));

@@ -41,7 +41,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// One message from the shard: an RTP packet or a sender report. Plain data.
 #[derive(Clone, Copy)]
 pub struct RtpSlot {
-    sr: bool,
+    kind: SlotKind,
     video: bool,
     marker: bool,
     seq: u16,
@@ -49,6 +49,13 @@ pub struct RtpSlot {
     ntp: u64,
     len: u16,
     data: [u8; SLOT_PAYLOAD],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    Rtp,
+    SenderReport,
+    Restart,
 }
 
 /// A request for the publisher, for the shard to send as RTCP.
@@ -137,7 +144,7 @@ impl RecorderInput {
             return false;
         };
         let mut slot = RtpSlot {
-            sr: false,
+            kind: SlotKind::Rtp,
             video: track == TrackKind::Video,
             marker,
             seq,
@@ -153,12 +160,27 @@ impl RecorderInput {
     /// A sender report of a track: RTP timestamp `rtp_ts` was NTP time `ntp`.
     pub fn push_sender_report(&mut self, track: TrackKind, ntp: u64, rtp_ts: u32) -> bool {
         self.push_slot(RtpSlot {
-            sr: true,
+            kind: SlotKind::SenderReport,
             video: track == TrackKind::Video,
             marker: false,
             seq: 0,
             timestamp: rtp_ts,
             ntp,
+            len: 0,
+            data: [0; SLOT_PAYLOAD],
+        })
+    }
+
+    /// The publisher of a track started over (reconnected): see
+    /// [`RecorderCore::restart_track`]. Push it before the new publisher's first packet.
+    pub fn push_restart(&mut self, track: TrackKind) -> bool {
+        self.push_slot(RtpSlot {
+            kind: SlotKind::Restart,
+            video: track == TrackKind::Video,
+            marker: false,
+            seq: 0,
+            timestamp: 0,
+            ntp: 0,
             len: 0,
             data: [0; SLOT_PAYLOAD],
         })
@@ -278,18 +300,17 @@ impl RecorderThread {
                 }
                 let now = Instant::now();
                 let track = if slot.video { TrackKind::Video } else { TrackKind::Audio };
-                if slot.sr {
-                    self.core.handle_sender_report(now, track, slot.ntp, slot.timestamp);
-                } else {
-                    let len = usize::from(slot.len).min(SLOT_PAYLOAD);
-                    self.core.handle_rtp(
-                        now,
-                        track,
-                        slot.seq,
-                        slot.timestamp,
-                        slot.marker,
-                        &slot.data[..len],
-                    );
+                match slot.kind {
+                    SlotKind::SenderReport => {
+                        self.core.handle_sender_report(now, track, slot.ntp, slot.timestamp)
+                    }
+                    SlotKind::Restart => self.core.restart_track(now, track),
+                    SlotKind::Rtp => {
+                        let len = usize::from(slot.len).min(SLOT_PAYLOAD);
+                        let payload = &slot.data[..len];
+                        let (seq, ts, m) = (slot.seq, slot.timestamp, slot.marker);
+                        self.core.handle_rtp(now, track, seq, ts, m, payload);
+                    }
                 }
                 self.drain();
             }
