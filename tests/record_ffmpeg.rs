@@ -349,6 +349,27 @@ fn h264_opus_reordered_with_nacks_through_the_core() {
 }
 
 #[test]
+fn h264_high_profile_opus_through_the_core() {
+    if tools_present() {
+        let high = [
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "high",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-bsf:v",
+            "h264_mp4toannexb",
+        ];
+        roundtrip_core("h264high", &high, Codec::H264, "h264");
+    }
+}
+
+#[test]
 fn vp8_opus_reordered_with_nacks_through_the_core() {
     if tools_present() {
         let vp8 = [

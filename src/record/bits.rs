@@ -93,6 +93,14 @@ pub struct SpsInfo {
     pub width: u32,
     /// Cropped picture height.
     pub height: u32,
+    /// profile_idc.
+    pub profile_idc: u8,
+    /// chroma_format_idc (1 when the profile does not code it).
+    pub chroma_format_idc: u8,
+    /// bit_depth_luma_minus8.
+    pub bit_depth_luma_minus8: u8,
+    /// bit_depth_chroma_minus8.
+    pub bit_depth_chroma_minus8: u8,
 }
 
 /// Reads width and height from an SPS NAL unit (header byte included).
@@ -103,6 +111,7 @@ pub fn h264_sps(nal: &[u8]) -> Result<SpsInfo, HeaderError> {
     r.bits(16, "constraint/level")?;
     r.ue("seq_parameter_set_id")?;
     let mut chroma = 1;
+    let (mut depth_luma, mut depth_chroma) = (0, 0);
     if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
         chroma = r.ue("chroma_format_idc")?;
         if chroma > 3 {
@@ -111,8 +120,8 @@ pub fn h264_sps(nal: &[u8]) -> Result<SpsInfo, HeaderError> {
         if chroma == 3 {
             r.bit("separate_colour_plane_flag")?;
         }
-        r.ue("bit_depth_luma")?;
-        r.ue("bit_depth_chroma")?;
+        depth_luma = r.ue("bit_depth_luma")?.min(7) as u8;
+        depth_chroma = r.ue("bit_depth_chroma")?.min(7) as u8;
         r.bit("qpprime_y_zero_transform_bypass")?;
         if r.bit("seq_scaling_matrix_present")? {
             let lists = if chroma == 3 { 12 } else { 8 };
@@ -182,11 +191,20 @@ pub fn h264_sps(nal: &[u8]) -> Result<SpsInfo, HeaderError> {
     if width == 0 || height == 0 || width > 16384 || height > 16384 {
         return Err(HeaderError::Malformed("picture size"));
     }
-    Ok(SpsInfo { width: width as u32, height: height as u32 })
+    Ok(SpsInfo {
+        width: width as u32,
+        height: height as u32,
+        profile_idc: profile as u8,
+        chroma_format_idc: chroma as u8,
+        bit_depth_luma_minus8: depth_luma,
+        bit_depth_chroma_minus8: depth_chroma,
+    })
 }
 
-/// The `avcC` record (ISO/IEC 14496-15 §5.3.3.1) for one SPS and one PPS, 4-byte lengths.
+/// The `avcC` record (ISO/IEC 14496-15 §5.3.3.1) for one SPS and one PPS, 4-byte lengths;
+/// for the High profiles (100, 110, 122, 144) with the chroma format and bit depths after.
 pub fn avcc(sps: &[u8], pps: &[u8]) -> Result<Vec<u8>, HeaderError> {
+    let info = h264_sps(sps)?;
     if sps.len() < 4 {
         return Err(HeaderError::Truncated("sps"));
     }
@@ -197,6 +215,12 @@ pub fn avcc(sps: &[u8], pps: &[u8]) -> Result<Vec<u8>, HeaderError> {
     v.push(1);
     v.extend_from_slice(&len(pps, "pps length")?.to_be_bytes());
     v.extend_from_slice(pps);
+    if matches!(info.profile_idc, 100 | 110 | 122 | 144) {
+        v.push(0xFC | (info.chroma_format_idc & 3));
+        v.push(0xF8 | (info.bit_depth_luma_minus8 & 7));
+        v.push(0xF8 | (info.bit_depth_chroma_minus8 & 7));
+        v.push(0);
+    }
     Ok(v)
 }
 
@@ -413,7 +437,10 @@ mod tests {
             0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x01, 0x41, 0xFB, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
             0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x42, 0xA4, 0x80,
         ];
-        assert_eq!(h264_sps(&sps).unwrap(), SpsInfo { width: 320, height: 240 });
+        let info = h264_sps(&sps).unwrap();
+        assert_eq!((info.width, info.height, info.profile_idc), (320, 240, 66));
+        let avcc = avcc(&sps, &[0x68, 0xCE, 0x3C, 0x80]).unwrap();
+        assert_eq!(avcc.len(), 6 + 2 + sps.len() + 1 + 2 + 4, "no High-profile extension");
     }
 
     #[test]
