@@ -234,6 +234,11 @@ fn check_mkvinfo(path: &Path, with_video: bool) {
     let cues = text.matches("+ Cue point").count();
     if with_video {
         assert_eq!(cues, clusters, "one cue point per cluster:\n{text}");
+        // The encoders here make a keyframe every 30 frames: not every frame is one.
+        let key_blocks =
+            text.lines().filter(|l| l.contains("Simple block: key, track number 1")).count();
+        let blocks = text.lines().filter(|l| l.contains("track number 1,")).count();
+        assert!(key_blocks * 10 < blocks, "{key_blocks} of {blocks} video blocks are keyframes");
     }
 }
 

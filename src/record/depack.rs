@@ -21,7 +21,7 @@
 //! dropped and counted ([`Depacketizer::frames_lost`]); for video the recorder then waits for
 //! a keyframe. Frames are capped at [`MAX_FRAME`] bytes.
 
-use super::bits::{Av1SeqInfo, HeaderError, av1_sequence_header, h264_sps};
+use super::bits::{Av1SeqInfo, HeaderError, av1_sequence_header, h264_sps, vp9_keyframe_size};
 
 /// Largest frame assembled; a bigger one is dropped as broken.
 pub const MAX_FRAME: usize = 8 << 20;
@@ -254,7 +254,10 @@ impl Depacketizer {
         let data = p.get(info.payload_offset..).ok_or(HeaderError::Truncated("payload"))?;
         if info.frame_start {
             if !self.vpx.started {
-                self.keyframe = info.keyframe;
+                // VP9: the descriptor's P bit is not always set by senders (ffmpeg leaves it
+                // 0); the uncompressed header's frame_type decides.
+                self.keyframe = info.keyframe
+                    && (self.codec != Codec::Vp9 || matches!(vp9_keyframe_size(data), Ok(Some(_))));
             }
             self.vpx.started = true;
             if self.codec == Codec::Vp9 {
