@@ -9,6 +9,8 @@
 //!    to the file, apply [`Output::Patch`] at its offset, pass [`Output::Nack`] /
 //!    [`Output::Pli`] to the shard, note [`Output::Note`];
 //! 3. call [`RecorderCore::handle_timeout`] at [`RecorderCore::poll_timeout`];
+//!    when the publisher reconnects (new SSRC), call [`RecorderCore::restart_track`] for each
+//!    track before its first packet: the same file goes on;
 //! 4. on stop, [`RecorderCore::close`], then drain again: the last bytes, the final patches,
 //!    and [`Output::Finished`].
 //!
@@ -586,5 +588,122 @@ impl RecorderCore {
         self.emit();
         self.closed = true;
         self.outputs.push_back(Output::Finished(summary));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPS: [u8; 24] = [
+        0x67, 0x42, 0xC0, 0x0D, 0xD9, 0x01, 0x41, 0xFB, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
+        0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x42, 0xA4, 0x80,
+    ];
+
+    fn keyframe() -> Vec<u8> {
+        let mut stap = vec![0x18, 0, SPS.len() as u8];
+        stap.extend_from_slice(&SPS);
+        stap.extend_from_slice(&[0, 4, 0x68, 0xCE, 0x3C, 0x80, 0, 3, 0x65, 0x88, 0x84]);
+        stap
+    }
+
+    struct Run {
+        core: RecorderCore,
+        now: Instant,
+        plis: usize,
+        notes: Vec<Note>,
+        file: Vec<u8>,
+        summary: Option<Summary>,
+        vseq: u16,
+        aseq: u16,
+    }
+
+    impl Run {
+        fn new(cfg: RecorderConfig) -> Run {
+            let now = Instant::now();
+            let core = RecorderCore::new(now, cfg);
+            Run { core, now, plis: 0, notes: vec![], file: vec![], summary: None, vseq: 0, aseq: 0 }
+        }
+
+        fn drain(&mut self) {
+            while let Some(o) = self.core.poll_output() {
+                match o {
+                    Output::Append(b) => self.file.extend_from_slice(&b),
+                    Output::Patch(p) => assert!(p.apply(&mut self.file)),
+                    Output::Pli => self.plis += 1,
+                    Output::Note(n) => self.notes.push(n),
+                    Output::Finished(s) => self.summary = Some(s),
+                    Output::Nack { .. } => {}
+                }
+            }
+        }
+
+        /// 20 ms of media at `ms`: an Opus frame, and a video frame every other turn.
+        fn step(&mut self, ms: u32, video: Option<&[u8]>) {
+            let at = self.core.created + Duration::from_millis(u64::from(ms));
+            while let Some(t) = self.core.poll_timeout().filter(|&t| t <= at) {
+                self.core.handle_timeout(t);
+                self.drain();
+            }
+            self.now = at;
+            self.aseq = self.aseq.wrapping_add(1);
+            self.core.handle_rtp(at, TrackKind::Audio, self.aseq, ms * 48, true, &[0xFC, 1, 2]);
+            if let Some(v) = video {
+                self.vseq = self.vseq.wrapping_add(1);
+                self.core.handle_rtp(at, TrackKind::Video, self.vseq, ms * 90, true, v);
+            }
+            self.drain();
+        }
+
+        fn close(&mut self) -> Summary {
+            self.core.close(self.now);
+            self.drain();
+            self.summary.expect("Finished")
+        }
+    }
+
+    #[test]
+    fn no_keyframe_asks_for_plis_then_records_audio_only() {
+        let mut cfg = RecorderConfig::new(Some(Codec::H264), true);
+        cfg.keyframe_wait = Duration::from_secs(2);
+        cfg.pli_interval = Duration::from_millis(500);
+        let mut r = Run::new(cfg);
+        for i in 0..150u32 {
+            let delta = [0x41, 0x9A, 0x01];
+            r.step(i * 20, (i % 2 == 0).then_some(&delta[..]));
+        }
+        assert!(r.plis >= 4, "{} PLIs in 2 s at 500 ms", r.plis);
+        assert!(r.plis <= 6, "{} PLIs: rate-limited", r.plis);
+        assert_eq!(r.notes, vec![Note::NoVideo]);
+        let s = r.close();
+        assert!(!s.has_video && s.has_audio);
+        assert!(s.no_video_reason.is_some());
+        // Audio from the 2 s mark on: about 50 frames of 20 ms.
+        assert!((45..=52).contains(&s.audio_frames), "{} audio frames", s.audio_frames);
+        assert_eq!(s.size, r.file.len() as u64);
+    }
+
+    #[test]
+    fn the_file_starts_at_the_first_keyframe() {
+        let mut r = Run::new(RecorderConfig::new(Some(Codec::H264), true));
+        let delta = [0x41, 0x9A, 0x01];
+        let key = keyframe();
+        for i in 0..100u32 {
+            let v = match i {
+                _ if i % 2 == 1 => None,
+                20 => Some(&key[..]),
+                _ => Some(&delta[..]),
+            };
+            r.step(i * 20, v);
+        }
+        assert!(r.plis >= 1, "a PLI before the keyframe");
+        let s = r.close();
+        assert!(s.has_video && s.has_audio && s.no_video_reason.is_none());
+        assert_eq!((s.width, s.height), (320, 240));
+        // Video frames 20, 22, ..., 98 (40), from the keyframe at 400 ms on.
+        assert_eq!(s.video_frames, 40);
+        assert_eq!(s.start_offset_ms, 400);
+        assert!((1560..=1620).contains(&s.duration_ms), "{} ms", s.duration_ms);
+        assert_eq!(s.size, r.file.len() as u64);
     }
 }
