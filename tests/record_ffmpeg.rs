@@ -775,3 +775,27 @@ fn av1_opus_reordered_with_nacks_through_the_core() {
     assert!(within(p.duration, 3.0, 0.05), "duration {}", p.duration);
     check_mkvinfo(&path, true);
 }
+
+#[test]
+fn opus_only_is_webm_with_clusters_every_five_seconds() {
+    if !tools_present() {
+        return;
+    }
+    let pkts = capture(None, 6);
+    let (arrival, _) = impair(&pkts);
+    let (file, summary, _, plis) =
+        record_core(RecorderConfig::new(None, true), &arrival, BTreeMap::new());
+    assert_eq!(plis, 0);
+    assert!(summary.has_audio && !summary.has_video && summary.no_video_reason.is_none());
+    let dir = tmpdir("opus");
+    let path = dir.join("rec.webm");
+    std::fs::write(&path, &file).unwrap();
+    let p = ffprobe(&path);
+    assert_eq!(p.codecs, vec!["opus"]);
+    assert!(within(p.duration, 6.0, 0.05), "duration {}", p.duration);
+    check_mkvinfo(&path, false);
+    let o = Command::new("mkvinfo").arg("-a").arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let clusters = text.lines().filter(|l| l.trim_start_matches('|').trim() == "+ Cluster").count();
+    assert_eq!(clusters, 2, "6 s of audio in 5 s clusters:\n{text}");
+}
