@@ -273,11 +273,18 @@ impl RecorderCore {
         }
         let now_ms = ms_since(now, self.created);
         let Some(t) = self.track_mut(track) else { return };
+        t.reorder.insert(now, seq, timestamp, marker, payload);
+        if t.reorder.take_restarted() {
+            // Another sequence (a sender that restarted without `restart_track`): a new
+            // timestamp space too, anchored here.
+            t.unwrap = None;
+            t.anchor = None;
+            t.sr = None;
+        }
         if t.anchor.is_none() {
             let ext = t.extend(timestamp);
             t.anchor = Some((now_ms, ext));
         }
-        t.reorder.insert(now, seq, timestamp, marker, payload);
         self.drain_track(now, track);
     }
 

@@ -5,6 +5,8 @@
 //! first packet behind it arrived, and never with more than `capacity` packets held; then the
 //! buffer gives up on the missing packets and the next packet out carries `lost_before`.
 //! Every newly seen gap is reported once for a NACK ([`ReorderBuffer::take_missing`]).
+//! A jump of more than four buffers either way is not loss but another sequence (a sender
+//! that restarted): the buffer starts over there ([`ReorderBuffer::take_restarted`]).
 //! Payload buffers are kept in their slots and reused, so a steady stream allocates nothing.
 
 use std::time::{Duration, Instant};
@@ -58,6 +60,7 @@ pub struct ReorderBuffer {
     missing: Vec<u16>,
     max_wait: Duration,
     lost_packets: u64,
+    restarted: bool,
 }
 
 impl ReorderBuffer {
@@ -74,6 +77,7 @@ impl ReorderBuffer {
             missing: Vec::new(),
             max_wait,
             lost_packets: 0,
+            restarted: false,
         }
     }
 
@@ -130,6 +134,12 @@ impl ReorderBuffer {
             return Inserted::TooLarge;
         }
         let ext = self.extend(seq);
+        if let Some(n) = self.next
+            && (ext + 4 * self.cap() < n || ext >= n + 4 * self.cap())
+        {
+            // Not a late or lost packet but another sequence (a sender that restarted).
+            self.restart(ext);
+        }
         let next = *self.next.get_or_insert(ext);
         if self.highest == 0 {
             self.highest = ext;
@@ -169,18 +179,34 @@ impl ReorderBuffer {
         Inserted::Stored
     }
 
+    fn restart(&mut self, ext: u64) {
+        for slot in &mut self.slots {
+            slot.present = false;
+        }
+        self.next = Some(ext);
+        self.highest = ext;
+        self.gap_since = None;
+        self.missing.clear();
+        self.lost_pending = true;
+        self.restarted = true;
+    }
+
+    /// True (once) when the sequence jumped so far that the buffer started over: the caller
+    /// treats the track as a new stream (timeline anchor, keyframe).
+    pub fn take_restarted(&mut self) -> bool {
+        std::mem::take(&mut self.restarted)
+    }
+
     fn skip_to(&mut self, new_next: u64) {
-        let Some(mut n) = self.next else { return };
-        let mut lost = 0;
-        while n < new_next {
-            let i = self.idx(n);
+        let Some(n) = self.next else { return };
+        let lost = new_next.saturating_sub(n);
+        // Held packets overtaken by the skip are dropped with the gap (at most a lap).
+        for s in n..new_next.min(n + self.cap()) {
+            let i = self.idx(s);
             let slot = &mut self.slots[i];
-            if slot.present && slot.seq == n {
-                // A held packet overtaken by the skip: dropped with the gap.
+            if slot.present && slot.seq == s {
                 slot.present = false;
             }
-            lost += 1;
-            n += 1;
         }
         if lost > 0 {
             self.lost_packets += lost;
@@ -286,6 +312,20 @@ mod tests {
         assert_eq!(drain(&mut rb), vec![(1, true)]);
         assert_eq!(rb.insert(t0, 0, 0, false, b"late"), Inserted::Late);
         assert_eq!(rb.lost_packets(), 1);
+    }
+
+    #[test]
+    fn a_restarted_sequence_starts_over() {
+        let t0 = Instant::now();
+        let mut rb = ReorderBuffer::new(16, Duration::from_millis(100));
+        rb.insert(t0, 1000, 0, false, b"a");
+        assert_eq!(drain(&mut rb).len(), 1);
+        assert!(!rb.take_restarted());
+        rb.insert(t0, 1000 - 300, 0, false, b"b");
+        assert!(rb.take_restarted());
+        assert_eq!(drain(&mut rb), vec![(700, true)]);
+        rb.insert(t0, 701, 0, false, b"c");
+        assert_eq!(drain(&mut rb), vec![(701, false)]);
     }
 
     #[test]
