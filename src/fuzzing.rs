@@ -591,7 +591,7 @@ pub fn all(data: &[u8]) {
 /// Random RTP packet streams of one track (the first byte picks H.264, AV1, VP8, VP9 or Opus)
 /// through the reorder buffer and the depacketizer on a virtual clock, and the same stream
 /// through a whole `RecorderCore`. Invariants: packets leave the buffer in strictly
-/// increasing order; every frame is a well-formed sample of its codec (H.264: 4-byte
+/// increasing order (until the buffer starts over on another sequence); every frame is a well-formed sample of its codec (H.264: 4-byte
 /// length-prefixed NAL units exactly filling it; AV1: OBUs with size fields exactly filling
 /// it, no temporal delimiter; any codec: non-empty and at most `MAX_FRAME`); the recorder's
 /// patches land inside the bytes it appended and its summary's size is that length.
@@ -668,6 +668,9 @@ pub fn record_depack(data: &[u8]) {
         let marker = hdr[2] & 1 != 0;
         now += Duration::from_millis(u64::from(hdr[2] >> 1));
         rb.insert(now, seq, ts, marker, payload);
+        if rb.take_restarted() {
+            last_seq = None; // another sequence: order starts over
+        }
         if rb.poll_timeout().is_some_and(|t| t <= now) {
             rb.handle_timeout(now);
         }
