@@ -724,3 +724,112 @@ pub fn twcc_feedback(data: &[u8]) {
     }
     check(&mut bwe, now);
 }
+
+/// Random RTP packet streams of one track (the first byte picks H.264, AV1, VP8, VP9 or Opus)
+/// through the reorder buffer and the depacketizer on a virtual clock, and the same stream
+/// through a whole `RecorderCore`. Invariants: packets leave the buffer in strictly
+/// increasing order (until the buffer starts over on another sequence); every frame is a well-formed sample of its codec (H.264: 4-byte
+/// length-prefixed NAL units exactly filling it; AV1: OBUs with size fields exactly filling
+/// it, no temporal delimiter; any codec: non-empty and at most `MAX_FRAME`); the recorder's
+/// patches land inside the bytes it appended and its summary's size is that length.
+pub fn record_depack(data: &[u8]) {
+    use crate::record::depack::{Codec, Depacketizer, MAX_FRAME, read_leb128};
+    use crate::record::mkv::TrackKind;
+    use crate::record::recorder::{Output, RecorderConfig, RecorderCore};
+    use crate::record::reorder::ReorderBuffer;
+    use std::time::{Duration, Instant};
+
+    let Some((&first, mut rest)) = data.split_first() else { return };
+    let codec =
+        [Codec::H264, Codec::Av1, Codec::Vp8, Codec::Vp9, Codec::Opus][usize::from(first % 5)];
+    let kind = if codec == Codec::Opus { TrackKind::Audio } else { TrackKind::Video };
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut rb = ReorderBuffer::new(32, Duration::from_millis(50));
+    let mut dp = Depacketizer::new(codec);
+    let mut core = RecorderCore::new(
+        t0,
+        RecorderConfig::new(codec.is_video().then_some(codec), !codec.is_video()),
+    );
+    let mut file: Vec<u8> = Vec::new();
+    let mut finished = None;
+    let mut last_seq = None;
+    let (mut seq, mut ts) = (1000u16, 0u32);
+    let check_frame = |codec: Codec, f: &[u8]| {
+        assert!(!f.is_empty() && f.len() <= MAX_FRAME);
+        let mut at = 0usize;
+        match codec {
+            Codec::H264 => {
+                while at < f.len() {
+                    let len = f
+                        .get(at..at + 4)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                    let len = len.expect("H.264 length prefix");
+                    assert!(len > 0 && f.get(at + 4).is_some_and(|h| h & 0x80 == 0), "NAL unit");
+                    at += 4 + len;
+                }
+                assert_eq!(at, f.len(), "NAL units fill the sample");
+            }
+            Codec::Av1 => {
+                while at < f.len() {
+                    let h = f[at];
+                    assert!(h & 0x02 != 0 && h & 0x80 == 0, "OBU header with size field");
+                    assert_ne!((h >> 3) & 0xF, 2, "temporal delimiter dropped");
+                    let hl = 1 + usize::from((h >> 2) & 1);
+                    let (size, used) =
+                        read_leb128(f.get(at + hl..).unwrap_or(&[])).expect("obu_size");
+                    at += hl + used + size;
+                }
+                assert_eq!(at, f.len(), "OBUs fill the sample");
+            }
+            _ => {}
+        }
+    };
+    let drain_core = |core: &mut RecorderCore, file: &mut Vec<u8>, finished: &mut Option<u64>| {
+        while let Some(o) = core.poll_output() {
+            match o {
+                Output::Append(b) => file.extend_from_slice(&b),
+                Output::Patch(p) => assert!(p.apply(file), "patch inside the file"),
+                Output::Finished(s) => *finished = Some(s.size),
+                _ => {}
+            }
+        }
+    };
+    while rest.len() >= 4 {
+        let (hdr, tail) = rest.split_at(4);
+        let len = usize::from(hdr[3]).min(tail.len());
+        let (payload, tail) = tail.split_at(len);
+        rest = tail;
+        seq = seq.wrapping_add(hdr[0] as i8 as i16 as u16);
+        ts = ts.wrapping_add(u32::from(hdr[1]) * 300);
+        let marker = hdr[2] & 1 != 0;
+        now += Duration::from_millis(u64::from(hdr[2] >> 1));
+        rb.insert(now, seq, ts, marker, payload);
+        if rb.take_restarted() {
+            last_seq = None; // another sequence: order starts over
+        }
+        if rb.poll_timeout().is_some_and(|t| t <= now) {
+            rb.handle_timeout(now);
+        }
+        while let Some(p) = rb.pop() {
+            assert!(last_seq.is_none_or(|l| p.seq > l), "in order");
+            last_seq = Some(p.seq);
+            dp.push(p.timestamp, p.marker, p.payload, p.lost_before);
+        }
+        rb.after_pop(now);
+        while let Some(f) = dp.poll_frame() {
+            check_frame(codec, &f.data);
+        }
+        while dp.poll_note().is_some() {}
+        if let Some(t) = core.poll_timeout()
+            && t <= now
+        {
+            core.handle_timeout(now);
+        }
+        core.handle_rtp(now, kind, seq, ts, marker, payload);
+        drain_core(&mut core, &mut file, &mut finished);
+    }
+    core.close(now);
+    drain_core(&mut core, &mut file, &mut finished);
+    assert_eq!(finished, Some(file.len() as u64), "summary size is the file length");
+}

@@ -16,6 +16,7 @@ pub mod io;
 pub mod load;
 pub mod media;
 pub mod ops;
+pub mod record;
 pub mod router;
 pub mod sdp;
 pub mod secrets;

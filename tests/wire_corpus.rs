@@ -32,6 +32,8 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "stun_diff" => differential::stun,
         "rtp_diff" => differential::rtp,
         "rtcp_diff" => differential::rtcp,
+        "record_depack" => f::record_depack,
+        "mkv_roundtrip" => differential::mkv_roundtrip,
         _ => return None,
     })
 }

@@ -93,6 +93,8 @@ fn mutated_seeds_never_panic_and_keep_invariants() {
             differential::stun(&d);
             differential::rtp(&d);
             differential::rtcp(&d);
+            ringsfu::fuzzing::record_depack(&d);
+            differential::mkv_roundtrip(&d);
         });
         if r.is_err() {
             let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();

@@ -17,6 +17,7 @@
 mod cursor;
 
 pub mod channel_data;
+pub mod codec;
 pub mod demux;
 pub mod dtls_record;
 pub mod error;
