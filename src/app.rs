@@ -169,6 +169,11 @@ fn start_media(
     let engine =
         crate::media::MediaEngine::start_with_turn(cfg.clone(), turn).map_err(AppError::Media)?;
     control.attach_media(engine.clone());
+    if cfg.recording.enabled {
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::control::recording::EVENT_QUEUE);
+        let backend = crate::control::recording::native::NativeRecorder::new(engine.clone(), tx);
+        control.attach_recording(Arc::new(backend), rx);
+    }
     Ok(Some(engine))
 }
 

@@ -120,6 +120,8 @@ pub struct MediaCore {
     pub(super) mirrors: HashMap<PeerId, Mirror>,
     /// Control messages for the mesh (to, kind, index, key, byte) waiting for room.
     pub(super) mesh_backlog: VecDeque<(usize, u8, u8, u64, u8)>,
+    /// Recorder consumers ([`super::recorder`]).
+    pub(super) recorders: Vec<super::recorder::Tap>,
 }
 
 impl MediaCore {
@@ -148,6 +150,7 @@ impl MediaCore {
             mesh: None,
             mirrors: HashMap::new(),
             mesh_backlog: VecDeque::with_capacity(MESH_BACKLOG),
+            recorders: Vec::new(),
         }
     }
 
@@ -163,7 +166,7 @@ impl MediaCore {
         self.by_id.len()
     }
 
-    fn update_gauges(&self) {
+    pub(super) fn update_gauges(&self) {
         let (mut p, mut s) = (0, 0);
         for peer in self.peers.iter().flatten() {
             match peer.role {
@@ -173,6 +176,7 @@ impl MediaCore {
         }
         self.stats.set_peers(p, s);
         super::stats::set(&self.stats.mirrors, self.mirrors.len() as u64);
+        super::stats::set(&self.stats.recorders, self.recorder_count() as u64);
     }
 
     /// An owner's deadline moved earlier than the next timer run.
@@ -338,10 +342,15 @@ impl MediaCore {
         if ice_restart {
             stat!(self.stats, ice_restarts);
         }
+        let publisher = matches!(peer.role, Role::Publisher(_));
         if let (Role::Publisher(p), Some(tracks)) = (&mut peer.role, tracks) {
             p.renegotiated(tracks, ice_restart);
         }
         self.routes.by_ufrag.insert(ice.local_ufrag.into(), slot);
+        // A new peer connection starts its streams over; an ICE restart keeps them.
+        if publisher && !ice_restart {
+            self.restart_recorders_of(slot);
+        }
     }
 
     fn remove_peer(&mut self, slot: u32, tx: &mut Egress<'_>) {
@@ -353,6 +362,7 @@ impl MediaCore {
         self.by_id.remove(&peer.id);
         match peer.role {
             Role::Publisher(p) => {
+                self.drop_recorders_of(slot);
                 for t in p.tracks {
                     for leg in self.router.remove_track(t.track) {
                         if let Some(Some(Peer { role: Role::Subscriber(c), .. })) =
@@ -521,6 +531,11 @@ impl MediaCore {
         if self.mesh_tick() {
             next = now;
         }
+        if self.recorder_tick(tx)
+            && let Some(r) = self.recorder_deadline(now)
+        {
+            next = next.min(r);
+        }
         self.next_tick = next.max(now + self.settings.tick);
     }
 }
@@ -590,6 +605,10 @@ impl MediaCore {
                     self.remove_peer(slot, tx);
                 }
             }
+            ShardCommand::AttachRecorder { publisher, recorder, feed } => {
+                self.attach_recorder(publisher, recorder, feed, tx)
+            }
+            ShardCommand::DetachRecorder { recorder } => self.detach_recorder(recorder),
         }
         // New or renegotiated owners bring deadlines of their own (a producer's first report,
         // a mirror's attach request): the timer looks at them within a tick.

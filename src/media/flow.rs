@@ -56,6 +56,9 @@ impl MediaCore {
         };
         stat!(self.stats, rtp_in);
         self.copy_to_mirrors(slot, r.index, r.packet.as_bytes());
+        if !self.recorders.is_empty() {
+            self.copy_to_recorders(slot, r.index, &r.packet);
+        }
         self.forward(now, r.track, &r.packet, &r.ext, tx);
         if r.gap {
             self.send_nacks(slot, now, tx);
@@ -299,6 +302,7 @@ impl MediaCore {
         };
         let Some((index, track)) = p.on_sender_report(now, info) else { return };
         self.copy_sr_to_mirrors(slot, index, info);
+        self.sr_to_recorders(slot, index, info);
         self.relay_sr(track, info, tx);
     }
 

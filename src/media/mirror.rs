@@ -270,6 +270,7 @@ impl MediaCore {
         if let Some(m) = self.mesh.as_mut() {
             m.flush_wakes();
         }
+        self.wake_recorders();
     }
 }
 

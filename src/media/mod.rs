@@ -35,6 +35,8 @@ pub mod feedback;
 mod flow;
 mod mirror;
 mod producer;
+mod recorder;
+pub use recorder::RecorderFeed;
 mod shard;
 mod stats;
 #[cfg(test)]
@@ -201,6 +203,11 @@ pub enum ShardCommand {
     RestartSubscriber { id: PeerId, ice: IceParams, remote_fingerprint: Fingerprint },
     /// Tear a peer down (a publisher's removal also ends its subscribers' legs).
     RemovePeer { id: PeerId },
+    /// Record publisher `publisher` (on this shard) into a recorder thread's ring
+    /// (INDIVIDUAL recording; `recorder` names it for the detach).
+    AttachRecorder { publisher: PeerId, recorder: u64, feed: RecorderFeed },
+    /// Stop feeding recorder `recorder`: its thread closes the file.
+    DetachRecorder { recorder: u64 },
 }
 
 /// Media shard → control plane.

@@ -145,6 +145,10 @@ counters! {
     mesh_out,
     /// Messages read from other shards.
     mesh_in,
+    /// Recorders attached on this shard now (INDIVIDUAL recording).
+    recorders,
+    /// Publisher packets a recorder's ring had no room for (dropped for that recorder).
+    recorder_dropped,
 }
 
 impl MediaStats {

@@ -26,6 +26,7 @@ mod backend;
 mod events;
 pub mod http;
 pub mod layout;
+pub mod native;
 pub mod props;
 mod task;
 
