@@ -16,6 +16,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -156,7 +157,7 @@ async fn run_socket(inner: Arc<Inner>, socket: WebSocket, ip: String) {
             out = rx.recv() => {
                 match out {
                     Some(out) => {
-                        if !write_out(&mut sink, out, &mut close_at).await {
+                        if !write_queued(&mut sink, out, &mut rx, &mut close_at).await {
                             break;
                         }
                     }
@@ -216,6 +217,40 @@ async fn write_out(sink: &mut WebSocket, out: Outgoing, close_at: &mut Option<In
         }
     }
 }
+
+/// Writes `first` and whatever else is queued behind it (at most [`WRITE_BATCH`] messages) with
+/// one flush: while a room fills, every join queues a notification for every participant, and
+/// one `write` per batch instead of per message is what keeps the control thread's share of
+/// the cores small.
+async fn write_queued(
+    sink: &mut WebSocket,
+    first: Outgoing,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    close_at: &mut Option<Instant>,
+) -> bool {
+    let batch = async {
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Text(t) => sink.feed(Message::Text(t)).await?,
+                Outgoing::CloseAfter(d) => {
+                    let t = Instant::now() + d;
+                    *close_at = Some(close_at.map_or(t, |c| c.min(t)));
+                }
+            }
+            n += 1;
+            if n < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        sink.flush().await
+    };
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, batch).await, Ok(Ok(())))
+}
+
+/// Messages written before one flush at most ([`write_queued`]).
+const WRITE_BATCH: usize = 64;
 
 /// The socket is gone: detach its JSON-RPC session and start the reconnection window.
 fn socket_closed(ctx: &Ctx) {
