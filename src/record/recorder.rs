@@ -713,4 +713,28 @@ mod tests {
         assert!((1560..=1620).contains(&s.duration_ms), "{} ms", s.duration_ms);
         assert_eq!(s.size, r.file.len() as u64);
     }
+
+    #[test]
+    fn sender_reports_align_the_tracks() {
+        let mut r = Run::new(RecorderConfig::new(Some(Codec::H264), true));
+        // Video timestamp 0 was captured 100 ms after audio timestamp 0.
+        let ntp = |ms: u64| ((1000 + ms / 1000) << 32) | (((ms % 1000) << 32) / 1000);
+        let t = r.core.created;
+        r.core.handle_sender_report(t, TrackKind::Audio, ntp(0), 0);
+        r.core.handle_sender_report(t, TrackKind::Video, ntp(100), 0);
+        let delta = [0x41, 0x9A, 0x01];
+        let key = keyframe();
+        for i in 0..100u32 {
+            let v = match i {
+                _ if i % 2 == 1 => None,
+                20 => Some(&key[..]),
+                _ => Some(&delta[..]),
+            };
+            r.step(i * 20, v);
+        }
+        let s = r.close();
+        // The keyframe (video timestamp of 400 ms) was captured at 500 ms on the audio clock.
+        assert_eq!(s.start_offset_ms, 500);
+        assert_eq!(s.video_frames, 40);
+    }
 }
