@@ -18,31 +18,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringsfu::config::IoBackend;
-use ringsfu::io::{IoOptions, UringSupport, probe_uring};
-use ringsfu::io::{ShardOptions, spawn_shards_with};
-use ringsfu::shard::{RecvMeta, ShardCore, TxQueue};
+use ringsfu::io::{UringSupport, probe_uring, spawn_shards_with};
+use ringsfu::shard::{RecvMeta, TxQueue};
 
-struct Echo;
+mod common;
+use common::{OnDatagram, env, one_shard};
 
-impl ShardCore for Echo {
-    type Command = ();
-    type Event = ();
-
-    fn handle_datagram(&mut self, _now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
-        if let Some(mut slot) = tx.push(meta.src) {
-            slot.buf()[..buf.len()].copy_from_slice(buf);
-            slot.commit(buf.len());
-        }
+/// Sends each datagram back where it came from.
+fn echo(meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
+    if let Some(mut slot) = tx.push(meta.src) {
+        slot.buf()[..buf.len()].copy_from_slice(buf);
+        slot.commit(buf.len());
     }
-    fn handle_command(&mut self, _now: Instant, _cmd: (), _tx: &mut TxQueue) {}
-    fn handle_timeout(&mut self, _now: Instant, _tx: &mut TxQueue) {}
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Keep `window` datagrams in flight against `server` for `secs`; echoes per second.
@@ -104,16 +91,7 @@ fn raw(size: usize, window: usize, secs: u64) -> f64 {
 }
 
 fn shard(backend: IoBackend, size: usize, window: usize, secs: u64) -> f64 {
-    let opts = ShardOptions {
-        shards: 1,
-        bind_address: "127.0.0.1".parse().unwrap(),
-        port_base: 0,
-        backend,
-        pin_threads: false,
-        reuse_port: false,
-        io: IoOptions::default(),
-    };
-    let h = spawn_shards_with(&opts, |_| Echo).expect("spawn shard");
+    let h = spawn_shards_with(&one_shard(backend), |_| OnDatagram(echo)).expect("spawn shard");
     let addr = h.get(0).unwrap().info().local_addr;
     let pps = drive(addr, size, window, secs);
     let snap = h.snapshot()[0];

@@ -21,34 +21,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringsfu::config::IoBackend;
-use ringsfu::io::{IoOptions, ShardOptions, UringSupport, probe_uring, spawn_shards_with};
+use ringsfu::io::{UringSupport, probe_uring, spawn_shards_with};
 use ringsfu::load::procfs::{CpuSampler, DataPlane};
-use ringsfu::shard::{RecvMeta, ShardCore, TxQueue};
+use ringsfu::shard::{RecvMeta, TxQueue};
 
-struct Fanout {
-    dsts: Vec<SocketAddr>,
-}
+mod common;
+use common::{OnDatagram, env, one_shard};
 
-impl ShardCore for Fanout {
-    type Command = ();
-    type Event = ();
-
-    fn handle_datagram(&mut self, _now: Instant, _m: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
-        for &d in &self.dsts {
+/// Copies each datagram to every destination of `dsts`.
+fn fanout(dsts: Vec<SocketAddr>) -> impl FnMut(RecvMeta, &mut [u8], &mut TxQueue) + Send {
+    move |_meta, buf, tx| {
+        for &d in &dsts {
             let Some(mut slot) = tx.push(d) else { return };
             slot.buf()[..buf.len()].copy_from_slice(buf);
             slot.commit(buf.len());
         }
     }
-    fn handle_command(&mut self, _now: Instant, _cmd: (), _tx: &mut TxQueue) {}
-    fn handle_timeout(&mut self, _now: Instant, _tx: &mut TxQueue) {}
-    fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Sends `in_pps` datagrams of `size` bytes per second to `to` until `stop`, in 1 ms bursts.
@@ -73,17 +61,9 @@ struct Round {
 }
 
 fn round(backend: IoBackend, dsts: &[SocketAddr], in_pps: u64, size: usize, secs: u64) -> Round {
-    let opts = ShardOptions {
-        shards: 1,
-        bind_address: "127.0.0.1".parse().unwrap(),
-        port_base: 0,
-        backend,
-        pin_threads: false,
-        reuse_port: false,
-        io: IoOptions::default(),
-    };
     let d = dsts.to_vec();
-    let h = spawn_shards_with(&opts, move |_| Fanout { dsts: d.clone() }).expect("spawn shard");
+    let h = spawn_shards_with(&one_shard(backend), move |_| OnDatagram(fanout(d.clone())))
+        .expect("spawn shard");
     let addr = h.get(0).unwrap().info().local_addr;
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();

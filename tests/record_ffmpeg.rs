@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ringsfu::record::depack::Codec;
+use ringsfu::record::depack::{Codec, read_leb128, write_leb128};
 use ringsfu::record::mkv::TrackKind;
 use ringsfu::record::recorder::{Output, RecorderConfig, RecorderCore, Summary};
 use ringsfu::record::writer::{RecorderEvent, Request, spawn};
@@ -185,6 +185,22 @@ struct Probe {
     duration: f64,
 }
 
+/// The checks every audio + video recording passes: `ffprobe` finds `codec` and Opus at
+/// 320x240, the video frames within 2% of `sent`, the duration within 5% of `duration` s, and
+/// `mkvinfo` sees clusters that start at keyframes with cues.
+fn check_av_file(path: &Path, codec: &str, sent: usize, duration: f64) {
+    let p = ffprobe(path);
+    assert_eq!(p.codecs, vec![codec, "opus"]);
+    assert_eq!((p.width, p.height), (320, 240));
+    assert!(
+        within(p.video_frames as f64, sent as f64, 0.02),
+        "{} frames read, {sent} sent",
+        p.video_frames
+    );
+    assert!(within(p.duration, duration, 0.05), "duration {}", p.duration);
+    check_mkvinfo(path, true);
+}
+
 fn ffprobe(path: &Path) -> Probe {
     let o = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-show_entries"])
@@ -334,16 +350,7 @@ fn roundtrip_core(name: &str, args: &[&str], codec: Codec, probe_name: &str) {
     std::fs::write(&path, &file).unwrap();
     assert_eq!(summary.size, file.len() as u64);
     assert_eq!((summary.width, summary.height), (320, 240));
-    let p = ffprobe(&path);
-    assert_eq!(p.codecs, vec![probe_name, "opus"]);
-    assert_eq!((p.width, p.height), (320, 240));
-    assert!(
-        within(p.video_frames as f64, sent as f64, 0.02),
-        "{} frames read, {sent} sent",
-        p.video_frames
-    );
-    assert!(within(p.duration, 3.0, 0.05), "duration {}", p.duration);
-    check_mkvinfo(&path, true);
+    check_av_file(&path, probe_name, sent, 3.0);
 }
 
 #[test]
@@ -624,27 +631,8 @@ fn an_unwritable_path_fails_with_a_reason() {
     );
 }
 
-fn leb128(mut v: usize, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7F) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
 fn read_leb(d: &[u8]) -> (usize, usize) {
-    let mut v = 0usize;
-    for (i, &b) in d.iter().enumerate().take(8) {
-        v |= usize::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            return (v, i + 1);
-        }
-    }
-    panic!("bad leb128");
+    read_leb128(d).expect("a valid leb128")
 }
 
 /// A minimal AV1 RTP packetizer for the test (ffmpeg 5.1 has none): the temporal units of a
@@ -686,7 +674,7 @@ fn av1_packets(obus: &[u8]) -> Vec<Pkt> {
                     continue;
                 }
                 let take = rest.len().min(room);
-                leb128(take, cur);
+                write_leb128(take, cur);
                 cur.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
                 if !rest.is_empty() {
@@ -764,16 +752,7 @@ fn av1_opus_reordered_with_nacks_through_the_core() {
     let path = dir.join("rec.webm");
     std::fs::write(&path, &file).unwrap();
     assert_eq!((summary.width, summary.height), (320, 240));
-    let p = ffprobe(&path);
-    assert_eq!(p.codecs, vec!["av1", "opus"]);
-    assert_eq!((p.width, p.height), (320, 240));
-    assert!(
-        within(p.video_frames as f64, sent as f64, 0.02),
-        "{} frames read, {sent} sent",
-        p.video_frames
-    );
-    assert!(within(p.duration, 3.0, 0.05), "duration {}", p.duration);
-    check_mkvinfo(&path, true);
+    check_av_file(&path, "av1", sent, 3.0);
 }
 
 #[test]

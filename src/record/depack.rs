@@ -99,7 +99,8 @@ pub struct Depacketizer {
     frames_lost: u64,
 }
 
-fn leb128(mut v: usize, out: &mut Vec<u8>) {
+/// Appends `v` as LEB128 (AV1 OBU sizes).
+pub fn write_leb128(mut v: usize, out: &mut Vec<u8>) {
     loop {
         let b = (v & 0x7F) as u8;
         v >>= 7;
@@ -403,7 +404,7 @@ impl Depacketizer {
         let start = self.buf.len();
         self.buf.push(hdr[0] | 0x02);
         self.buf.extend_from_slice(&hdr[1..]);
-        leb128(payload.len(), &mut self.buf);
+        write_leb128(payload.len(), &mut self.buf);
         self.buf.extend_from_slice(payload);
         match ty {
             1 => {

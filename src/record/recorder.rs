@@ -690,9 +690,9 @@ mod tests {
         assert_eq!(s.size, r.file.len() as u64);
     }
 
-    #[test]
-    fn the_file_starts_at_the_first_keyframe() {
-        let mut r = Run::new(RecorderConfig::new(Some(Codec::H264), true));
+    /// Two seconds at 20 ms steps: audio every step, video every other one, a keyframe at
+    /// 400 ms and delta frames around it.
+    fn feed_key_at_400ms(r: &mut Run) {
         let delta = [0x41, 0x9A, 0x01];
         let key = keyframe();
         for i in 0..100u32 {
@@ -703,6 +703,12 @@ mod tests {
             };
             r.step(i * 20, v);
         }
+    }
+
+    #[test]
+    fn the_file_starts_at_the_first_keyframe() {
+        let mut r = Run::new(RecorderConfig::new(Some(Codec::H264), true));
+        feed_key_at_400ms(&mut r);
         assert!(r.plis >= 1, "a PLI before the keyframe");
         let s = r.close();
         assert!(s.has_video && s.has_audio && s.no_video_reason.is_none());
@@ -722,16 +728,7 @@ mod tests {
         let t = r.core.created;
         r.core.handle_sender_report(t, TrackKind::Audio, ntp(0), 0);
         r.core.handle_sender_report(t, TrackKind::Video, ntp(100), 0);
-        let delta = [0x41, 0x9A, 0x01];
-        let key = keyframe();
-        for i in 0..100u32 {
-            let v = match i {
-                _ if i % 2 == 1 => None,
-                20 => Some(&key[..]),
-                _ => Some(&delta[..]),
-            };
-            r.step(i * 20, v);
-        }
+        feed_key_at_400ms(&mut r);
         let s = r.close();
         // The keyframe (video timestamp of 400 ms) was captured at 500 ms on the audio clock.
         assert_eq!(s.start_offset_ms, 500);
