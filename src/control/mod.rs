@@ -376,10 +376,9 @@ impl ControlPlane {
             return false;
         }
         if self.inner.cfg.recording.enabled {
+            // Created by the first recording (`create_dir_all` of its directory), so a server
+            // that never records leaves no directory behind.
             let dir = std::path::Path::new(&self.inner.cfg.recording.path);
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                tracing::error!(path = %dir.display(), error = %e, "cannot create the recording path");
-            }
             let loaded = recording::Recordings::load(dir);
             self.inner.with(|st| st.rec = loaded);
         }

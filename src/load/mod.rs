@@ -102,6 +102,11 @@ pub struct Options {
     /// highest egress pps sustained below it (see the module docs).
     #[arg(long)]
     pub saturate: bool,
+    /// Record every session (INDIVIDUAL, the server's native recorder) from the end of the
+    /// ramp to the end of the window; the server's recorder threads' CPU is reported beside
+    /// its shard threads' (with --server-bin).
+    #[arg(long)]
+    pub record: bool,
     /// Video bitrate factor from one saturation step to the next (above 1, at most 4).
     #[arg(long, default_value_t = 1.25)]
     pub saturate_factor: f64,
@@ -331,6 +336,10 @@ pub struct PhaseResult {
     /// `--saturate`: every step, and which one sustained the most.
     pub saturation: Option<saturate::Saturation>,
     pub server_cpu_total: Option<f64>,
+    /// `--record`: CPU seconds of the server's recorder threads in the window, and the
+    /// recordings' files (bytes) once ready.
+    pub recorder_cpu: Option<f64>,
+    pub recorded_bytes: Option<u64>,
     pub server_rss: Option<u64>,
     pub mem_per_leg: Option<f64>,
     pub load_cpu: f64,
@@ -606,6 +615,7 @@ impl Phase<'_> {
         self.sampler = self.data_plane.clone().map(CpuSampler::start);
         let load0 = self.load_cpu();
         let server0 = self.server_pid.and_then(procfs::process_cpu);
+        let rec0 = self.recorder_cpu();
         let udp0 = procfs::udp_errors();
         let t0 = Instant::now();
         self.command(LoadCommand::StartWindow).await?;
@@ -616,6 +626,9 @@ impl Phase<'_> {
         let cpu = self.sampler.take().map(|mut s| s.finish()).unwrap_or_default();
         let load1 = self.load_cpu();
         let server1 = self.server_pid.and_then(procfs::process_cpu);
+        if self.o.record {
+            r.recorder_cpu = rec0.zip(self.recorder_cpu()).map(|(a, b)| (b - a).max(0.0));
+        }
         // The server's counters at the window's end (a packet crosses the mesh within the
         // shard's loop turn): with `keep_media`, media goes on after it.
         if let Some(api) = &self.api {
@@ -673,6 +686,17 @@ impl Phase<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// CPU seconds of the server's recorder threads (`ringsfu-rec`) so far, when it is ours.
+    fn recorder_cpu(&self) -> Option<f64> {
+        let pid = self.server_pid?;
+        Some(
+            procfs::threads_named(pid, "ringsfu-rec")
+                .into_iter()
+                .filter_map(|(_, tid)| procfs::thread_cpu(pid, tid))
+                .sum(),
+        )
     }
 
     /// The phase's per-second series and the clients' failures, once its windows are done.
@@ -951,11 +975,28 @@ async fn ringsfu_phase(
     {
         r.mem_per_leg = Some((b as f64 - a as f64) / sub_clients.len() as f64);
     }
+    let mut recordings = Vec::new();
+    if o.record {
+        for sid in &sids {
+            recordings.push(api.start_recording(sid).await?);
+        }
+    }
     if o.saturate {
         ph.ready(&mut r, &sub_clients).await;
         saturate::run(&mut ph, &mut r, &sub_clients, &join_start).await?;
     } else {
         ph.measure(&mut r, &sub_clients, &join_start).await?;
+    }
+    if !recordings.is_empty() {
+        let mut bytes = 0;
+        for id in &recordings {
+            match api.stop_recording(id).await {
+                Ok(size) => bytes += size,
+                Err(e) if r.failures.len() < 20 => r.failures.push(format!("recording: {e}")),
+                Err(_) => {}
+            }
+        }
+        r.recorded_bytes = Some(bytes);
     }
     ph.conclude(&mut r);
     let turns_after_window = scrape_turns(api).await;
@@ -1096,10 +1137,17 @@ async fn raw_phase(o: &Options) -> Result<PhaseResult, String> {
 struct Server {
     child: std::process::Child,
     api: Api,
+    port: u16,
+}
+
+/// Where a server started on `port` writes its recordings (`--record`; removed with it).
+fn recording_dir(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ringsfu-load-{}-{port}", std::process::id()))
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(recording_dir(self.port));
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let end = Instant::now() + Duration::from_secs(5);
@@ -1140,11 +1188,12 @@ async fn start_server(
         .args(["--set", &format!("media.port_base={media}")])
         .args(["--set", "turn.enabled=false"])
         .args(["--set", "server.address=127.0.0.1"])
+        .args(["--set", &format!("recording.path={}", recording_dir(port).display())])
         .stdout(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("{}: {e}", bin.display()))?;
     let api = Api::new(&format!("http://127.0.0.1:{port}"), &secret);
-    let mut s = Server { child, api };
+    let mut s = Server { child, api, port };
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         if s.api.ready().await {

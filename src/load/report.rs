@@ -116,6 +116,8 @@ fn step_json(s: &Step) -> Value {
         "generator_late_frames": p.generator_late_frames,
         "kernel_udp_rcvbuf_drops": p.udp_buffer_drops.map(|d| d.0),
         "kernel_udp_sndbuf_drops": p.udp_buffer_drops.map(|d| d.1),
+        "recorder_cpu_s": p.recorder_cpu,
+        "recorded_bytes": p.recorded_bytes,
     })
 }
 
@@ -450,6 +452,16 @@ fn shard_lines(s: &mut String, p: &PhaseResult) {
             let _ = write!(s, ", {:.0}% of the data plane", total / all * 100.0);
         }
         let _ = writeln!(s, ")");
+    }
+    if let Some(rec) = p.recorder_cpu {
+        let _ = write!(s, "    recorder threads: {rec:.2} s CPU");
+        if all > 0.0 {
+            let _ = write!(s, " ({:.2} x the data plane's)", rec / all);
+        }
+        if let Some(b) = p.recorded_bytes {
+            let _ = write!(s, ", {b} bytes recorded");
+        }
+        let _ = writeln!(s);
     }
     if p.iou_wrk_threads > 0 {
         let iou: f64 = p.iou_wrk_cpu.iter().map(|(_, c)| c).sum();

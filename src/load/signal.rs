@@ -85,6 +85,39 @@ impl Api {
         v["id"].as_str().map(str::to_string).ok_or_else(|| format!("no session id in {v}"))
     }
 
+    /// Starts an INDIVIDUAL recording of `session`: its id.
+    pub async fn start_recording(&self, session: &str) -> Result<String, String> {
+        let v = self
+            .post(
+                "/openvidu/api/recordings/start",
+                json!({"session": session, "outputMode": "INDIVIDUAL"}),
+            )
+            .await?;
+        v["id"].as_str().map(str::to_string).ok_or_else(|| format!("no recording id in {v}"))
+    }
+
+    /// Stops recording `id` and waits (at most 20 s) until it is ready: its size in bytes.
+    pub async fn stop_recording(&self, id: &str) -> Result<u64, String> {
+        self.post(&format!("/openvidu/api/recordings/stop/{id}"), json!({})).await?;
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < end {
+            let r = self
+                .http
+                .get(format!("{}/openvidu/api/recordings/{id}", self.base))
+                .basic_auth("OPENVIDUAPP", Some(&self.secret))
+                .send()
+                .await
+                .map_err(|e| format!("GET recording {id}: {e}"))?;
+            let v: Value = r.json().await.map_err(|e| format!("GET recording {id}: {e}"))?;
+            match v["status"].as_str() {
+                Some("ready") => return Ok(v["size"].as_u64().unwrap_or(0)),
+                Some("failed") => return Err(format!("recording {id} failed: {v}")),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(format!("recording {id} not ready within 20 s"))
+    }
+
     pub async fn token(&self, session: &str, role: &str) -> Result<String, String> {
         let v = self
             .post(&format!("/openvidu/api/sessions/{session}/connection"), json!({"role": role}))
