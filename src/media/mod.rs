@@ -31,6 +31,7 @@ mod core;
 mod engine;
 pub mod feedback;
 mod flow;
+pub mod layers;
 mod mirror;
 mod producer;
 mod shard;
