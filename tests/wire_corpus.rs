@@ -26,6 +26,9 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "stun_roundtrip" => f::stun_roundtrip,
         "rtp_rewrite" => f::rtp_rewrite,
         "rtcp_roundtrip" => f::rtcp_roundtrip,
+        "codec_inspect" => f::codec_inspect,
+        "av1_dd" => f::av1_dd,
+        "layer_switch" => f::layer_switch,
         "stun_diff" => differential::stun,
         "rtp_diff" => differential::rtp,
         "rtcp_diff" => differential::rtcp,
@@ -103,6 +106,15 @@ fn seeds_parse() {
                 .ok()
                 .and_then(ringsfu::config::endpoint::parse_endpoint)
                 .is_some(),
+            "codec_inspect" => d.split_first().is_some_and(|(&sel, p)| {
+                use ringsfu::wire::codec::{Codec, inspect};
+                let c = [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1][sel as usize & 3];
+                inspect(c, p, sel & 0x80 != 0).is_ok()
+            }),
+            "av1_dd" => d.split_first().is_some_and(|(&n, rest)| {
+                rest.get(..n as usize)
+                    .is_some_and(|f| ringsfu::wire::codec::av1_dd::parse(f, None).is_ok())
+            }),
             "metrics_turns" => {
                 std::str::from_utf8(&d).is_ok_and(|t| !ringsfu::load::turns::parse(t).is_empty())
             }

@@ -30,7 +30,8 @@
 //! follows by one, so drops leave no holes while input gaps (real losses) stay gaps that the
 //! subscriber NACKs. The offset change points are kept in a fixed ring ([`SEQ_HISTORY`]) so
 //! late packets and NACKs map with the offset of their time. A late packet of a dropped layer
-//! cannot be taken back: its slot stays a hole. On an encoding switch, seq continues from the
+//! cannot be taken back: its slot stays a hole, and [`SeqTsRewriter::source_of`] maps it to
+//! nothing (the last [`LATE_DROPS`] of them). On an encoding switch, seq continues from the
 //! last sent + 1, the timestamp from the last sent plus the arrival time elapsed since
 //! (at least one tick), picture id from the last + 1 and TL0PICIDX from the last + 1 (a
 //! keyframe is a TL0 frame). Dropped temporal-layer pictures lower the picture id offset the
@@ -49,6 +50,8 @@ pub const MAX_ENCODINGS: usize = 4;
 pub const SEQ_HISTORY: usize = 128;
 /// Picture-id offset change points kept.
 pub const PIC_HISTORY: usize = 32;
+/// Outgoing seqs of late packets of dropped layers remembered (NACKs for them get nothing).
+pub const LATE_DROPS: usize = 32;
 
 /// What a consumer wants or gets: a simulcast encoding (rid index, 0 = lowest) and the
 /// highest spatial and temporal id forwarded within it.
@@ -120,6 +123,12 @@ pub struct LayerSelector {
     keyframe_interval: Duration,
     last_request: [Option<Instant>; MAX_ENCODINGS],
     switches: u64,
+    /// Newest sequence number seen per encoding (older packets are late).
+    highest_seq: [Option<u16>; MAX_ENCODINGS],
+    /// The layer frame being dropped whole: its timestamp, spatial id and why.
+    skipping: Option<(u32, u8, DropReason)>,
+    /// The last layer change within the encoding: at which seq, and the layers before it.
+    change: Option<(u16, u8, u8)>,
 }
 
 impl LayerSelector {
@@ -132,6 +141,9 @@ impl LayerSelector {
             keyframe_interval,
             last_request: [None; MAX_ENCODINGS],
             switches: 0,
+            highest_seq: [None; MAX_ENCODINGS],
+            skipping: None,
+            change: None,
         }
     }
 
@@ -167,16 +179,19 @@ impl LayerSelector {
     pub fn on_packet(&mut self, now: Instant, p: &PacketMeta, info: &PacketInfo) -> Verdict {
         let tgt = self.target;
         let enc = p.encoding;
-        if enc as usize >= MAX_ENCODINGS {
-            return Verdict {
-                action: Action::Drop(DropReason::BadEncoding),
-                keyframe_request: None,
-            };
+        let Some(hi) = self.highest_seq.get_mut(enc as usize) else {
+            let action = Action::Drop(DropReason::BadEncoding);
+            return Verdict { action, keyframe_request: None };
+        };
+        // A packet older than the newest of its encoding changes nothing, it is only filtered.
+        let late = hi.is_some_and(|h| (p.seq.wrapping_sub(h) as i16) <= 0);
+        if !late {
+            *hi = Some(p.seq);
         }
         let fresh = LayerTarget { encoding: enc, spatial: tgt.spatial, temporal: tgt.temporal };
         let mut switched = false;
         let mut cur = match self.current {
-            None if info.keyframe && enc <= tgt.encoding => {
+            None if info.keyframe && !late && enc <= tgt.encoding => {
                 switched = true;
                 fresh
             }
@@ -190,7 +205,7 @@ impl LayerSelector {
                 } else {
                     enc < cur.encoding && enc >= tgt.encoding
                 };
-                if info.keyframe && closer {
+                if info.keyframe && !late && closer {
                     switched = true;
                     fresh
                 } else {
@@ -205,9 +220,31 @@ impl LayerSelector {
             }
             Some(cur) => cur,
         };
-        let before = cur;
+        if switched {
+            self.skipping = None;
+            self.change = None;
+        }
         let sid = info.spatial_id.unwrap_or(0);
         let tid = info.temporal_id.unwrap_or(0);
+        let top_layer_end = |top: u8| info.spatial_id.is_some() && info.frame_end && sid == top;
+        if late {
+            // Sent before the last layer change: only what both sides of the change forward.
+            let (ms, mt) = match self.change {
+                Some((at, s, t)) if (at.wrapping_sub(p.seq) as i16) > 0 => {
+                    (s.min(cur.spatial), t.min(cur.temporal))
+                }
+                _ => (cur.spatial, cur.temporal),
+            };
+            let action = if sid > ms {
+                Action::Drop(DropReason::Spatial)
+            } else if tid > mt {
+                Action::Drop(DropReason::Temporal)
+            } else {
+                Action::Forward { marker: p.marker || top_layer_end(ms), switched: false }
+            };
+            return Verdict { action, keyframe_request: None };
+        }
+        let before = cur;
         let picture_start = info.frame_start && sid == 0;
         if picture_start {
             if tgt.spatial < cur.spatial || (info.keyframe && tgt.spatial > cur.spatial) {
@@ -234,21 +271,36 @@ impl LayerSelector {
         if switched || cur != before {
             self.switches += 1;
         }
+        if !switched && cur != before {
+            self.change = Some((p.seq, before.spatial, before.temporal));
+        }
         self.current = Some(cur);
         let mut kf = None;
         if cur.encoding != tgt.encoding {
             kf = self.request(now, tgt.encoding);
         }
-        let action = if sid > cur.spatial {
+        let layer_drop = if sid > cur.spatial {
             if tgt.spatial > cur.spatial && kf.is_none() {
                 kf = self.request(now, cur.encoding);
             }
-            Action::Drop(DropReason::Spatial)
+            Some(DropReason::Spatial)
         } else if tid > cur.temporal {
-            Action::Drop(DropReason::Temporal)
+            Some(DropReason::Temporal)
         } else {
-            let top_layer_end = info.spatial_id.is_some() && info.frame_end && sid == cur.spatial;
-            Action::Forward { marker: p.marker || top_layer_end, switched }
+            None
+        };
+        // A layer frame is forwarded or dropped whole: its first packet decides for the rest
+        // (the same timestamp and spatial id), so a switch never starts mid-frame.
+        if info.frame_start {
+            self.skipping = layer_drop.map(|r| (p.timestamp, sid, r));
+        }
+        let skip = match self.skipping {
+            Some((ts, s, r)) if !info.frame_start && ts == p.timestamp && s == sid => Some(r),
+            _ => None,
+        };
+        let action = match layer_drop.or(skip) {
+            Some(r) => Action::Drop(r),
+            None => Action::Forward { marker: p.marker || top_layer_end(cur.spatial), switched },
         };
         Verdict { action, keyframe_request: kf }
     }
@@ -377,6 +429,8 @@ pub struct SeqTsRewriter {
     last_tl0: Option<u8>,
     seqs: Ring<SeqEntry, SEQ_HISTORY>,
     pics: Ring<PicEntry, PIC_HISTORY>,
+    /// Outgoing extended seqs whose packet came late and was dropped.
+    late_drops: Ring<u64, LATE_DROPS>,
 }
 
 /// Extends `v` (modulo `m`) to the value nearest `highest`.
@@ -403,6 +457,7 @@ impl SeqTsRewriter {
             last_tl0: None,
             seqs: Ring::new(),
             pics: Ring::new(),
+            late_drops: Ring::new(),
         }
     }
 
@@ -412,6 +467,11 @@ impl SeqTsRewriter {
     }
 
     fn start_epoch(&mut self, now: Instant, p: &PacketMeta, info: &PacketInfo) {
+        // Seqs above the last sent that the old epoch kept for late packets go to the new one.
+        let last_out = self.last_out;
+        for d in self.late_drops.items.iter_mut().filter(|d| **d > last_out) {
+            *d = 0;
+        }
         let mut ext = SeqExtender::default();
         let in0 = ext.extend(p.seq);
         let off = (self.last_out + 1) as i64 - in0 as i64;
@@ -548,6 +608,14 @@ impl SeqTsRewriter {
             return;
         }
         let in_ext = e.ext.extend(p.seq);
+        if in_ext < e.highest_in && in_ext >= e.start_in {
+            // Its outgoing seq was left free for it: remember it so a NACK gets nothing.
+            let epoch = e.id;
+            if let Some(off) = self.seq_offset_at(epoch, in_ext) {
+                self.late_drops.push((in_ext as i64 + off) as u64);
+            }
+            return;
+        }
         if in_ext > e.highest_in {
             e.highest_in = in_ext;
             e.off -= 1;
@@ -590,10 +658,12 @@ impl SeqTsRewriter {
     }
 
     /// The publisher packet an outgoing sequence number was made from (for a NACK), if it is
-    /// still in the history. The seq of a real loss maps to the lost packet (not in the ring).
+    /// still in the history. The seq of a real loss maps to the lost packet (not in the ring);
+    /// the seq left free for a packet that came late and was dropped (a layer above the
+    /// target) maps to nothing: that hole stays (its NACK is not answered).
     pub fn source_of(&self, out_seq: u16) -> Option<NackSource> {
         let out = SeqExtender::nearest(self.last_out, out_seq);
-        if out > self.last_out {
+        if out > self.last_out || self.late_drops.iter().any(|&d| d == out) {
             return None;
         }
         let e = self.seqs.iter().find(|e| e.from_out <= out)?;
@@ -662,8 +732,10 @@ mod tests {
     fn temporal_down_at_once_up_at_sync() {
         let t0 = Instant::now();
         let mut s = LayerSelector::new(LayerTarget { encoding: 0, spatial: 0, temporal: 2 }, KF);
-        let fwd = |s: &mut LayerSelector, i: &PacketInfo| {
-            matches!(s.on_packet(t0, &meta(0, 1, 0), i).action, Action::Forward { .. })
+        let mut seq = 0u16;
+        let mut fwd = |s: &mut LayerSelector, i: &PacketInfo| {
+            seq += 1;
+            matches!(s.on_packet(t0, &meta(0, seq, 0), i).action, Action::Forward { .. })
         };
         assert!(fwd(&mut s, &vp8(true, true, 0, false, 0, 0)));
         assert!(fwd(&mut s, &vp8(false, true, 2, false, 1, 0)));
@@ -691,36 +763,99 @@ mod tests {
             ..Default::default()
         };
         let mut m = meta(0, 0, 0);
+        let on = |s: &mut LayerSelector, m: &mut PacketMeta, i: &PacketInfo| {
+            m.seq += 1;
+            s.on_packet(t0, m, i)
+        };
         m.marker = false;
         // Key picture: S0, S1 (end of layer), S2 (end, marker) -> S2 dropped, S1 gets the marker.
-        let v = s.on_packet(t0, &m, &pkt(0, true, true, true, false));
+        let v = on(&mut s, &mut m, &pkt(0, true, true, true, false));
         assert_eq!(v.action, Action::Forward { marker: false, switched: true });
-        let v = s.on_packet(t0, &m, &pkt(1, true, true, false, false));
+        let v = on(&mut s, &mut m, &pkt(1, true, true, false, false));
         assert_eq!(v.action, Action::Forward { marker: true, switched: false });
         m.marker = true;
-        let v = s.on_packet(t0, &m, &pkt(2, true, true, false, false));
+        let v = on(&mut s, &mut m, &pkt(2, true, true, false, false));
         assert_eq!(v.action, Action::Drop(DropReason::Spatial));
         assert_eq!(v.keyframe_request, None);
         // Target up: the next S2 frame is inter-predicted, so drop and ask for a keyframe.
         s.set_target(LayerTarget { encoding: 0, spatial: 2, temporal: 7 });
-        let v = s.on_packet(t0, &m, &pkt(2, true, true, false, true));
+        let v = on(&mut s, &mut m, &pkt(2, true, true, false, true));
         assert_eq!(v.keyframe_request, Some(0));
         // An intra-layer S2 frame (P = 0) is a switch point.
-        let v = s.on_packet(t0, &m, &pkt(2, true, true, false, false));
+        let v = on(&mut s, &mut m, &pkt(2, true, true, false, false));
         assert!(matches!(v.action, Action::Forward { marker: true, .. }));
         // Down again: applied at the next picture start, not mid-picture.
         s.set_target(LayerTarget { encoding: 0, spatial: 0, temporal: 7 });
         m.marker = false;
         assert!(matches!(
-            s.on_packet(t0, &m, &pkt(1, true, false, false, true)).action,
+            on(&mut s, &mut m, &pkt(1, true, false, false, true)).action,
             Action::Forward { .. }
         ));
-        let v = s.on_packet(t0, &m, &pkt(0, true, true, false, true));
+        let v = on(&mut s, &mut m, &pkt(0, true, true, false, true));
         assert_eq!(v.action, Action::Forward { marker: true, switched: false });
         assert_eq!(
-            s.on_packet(t0, &m, &pkt(1, true, true, false, true)).action,
+            on(&mut s, &mut m, &pkt(1, true, true, false, true)).action,
             Action::Drop(DropReason::Spatial)
         );
+    }
+
+    #[test]
+    fn frames_whole_and_late_packets_change_nothing() {
+        let t0 = Instant::now();
+        let mut s = LayerSelector::new(LayerTarget { encoding: 0, spatial: 0, temporal: 0 }, KF);
+        let act = |s: &mut LayerSelector, seq: u16, ts: u32, i: &PacketInfo| {
+            s.on_packet(t0, &meta(0, seq, ts), i).action
+        };
+        assert!(matches!(
+            act(&mut s, 10, 0, &vp8(true, true, 0, false, 0, 0)),
+            Action::Forward { .. }
+        ));
+        // A TL1 frame dropped at its start; the target rises (TL1) with a sync frame start
+        // in between; the rest of the dropped frame stays dropped.
+        assert_eq!(
+            act(&mut s, 11, 3000, &vp8(false, true, 1, false, 1, 0)),
+            Action::Drop(DropReason::Temporal)
+        );
+        s.set_target(LayerTarget { encoding: 0, spatial: 0, temporal: 1 });
+        assert_eq!(
+            act(&mut s, 12, 3000, &vp8(false, false, 1, false, 1, 0)),
+            Action::Drop(DropReason::Temporal)
+        );
+        // A late sync frame start does not switch up.
+        assert_eq!(
+            act(&mut s, 9, 0, &vp8(false, true, 1, true, 9, 0)),
+            Action::Drop(DropReason::Temporal)
+        );
+        assert_eq!(s.current().map(|c| c.temporal), Some(0));
+        assert!(matches!(
+            act(&mut s, 13, 6000, &vp8(false, true, 1, true, 2, 0)),
+            Action::Forward { .. }
+        ));
+        assert_eq!(s.current().map(|c| c.temporal), Some(1));
+        assert!(matches!(
+            act(&mut s, 14, 6000, &vp8(false, false, 1, true, 2, 0)),
+            Action::Forward { .. }
+        ));
+        // A late TL1 packet from before the change: dropped (its frame was); a late TL0 one
+        // goes through.
+        assert_eq!(
+            act(&mut s, 12, 3000, &vp8(false, false, 1, false, 1, 0)),
+            Action::Drop(DropReason::Temporal)
+        );
+        assert!(matches!(
+            act(&mut s, 10, 0, &vp8(false, false, 0, false, 0, 0)),
+            Action::Forward { .. }
+        ));
+        // A late keyframe of another encoding does not switch either.
+        s.set_target(LayerTarget { encoding: 1, spatial: 0, temporal: 1 });
+        assert!(matches!(
+            s.on_packet(t0, &meta(1, 500, 0), &vp8(false, true, 0, false, 0, 0)).action,
+            Action::Drop(_)
+        ));
+        let late_key = s.on_packet(t0, &meta(1, 499, 0), &vp8(true, true, 0, false, 0, 0));
+        assert_eq!(late_key.action, Action::Drop(DropReason::OtherEncoding));
+        let key = s.on_packet(t0, &meta(1, 501, 0), &vp8(true, true, 0, false, 0, 0));
+        assert!(matches!(key.action, Action::Forward { switched: true, .. }));
     }
 
     #[test]
@@ -729,9 +864,9 @@ mod tests {
         let mut r = SeqTsRewriter::new(0xABCD, 90_000, 1000);
         // Encoding 0: seq 10.. ; frames alternate TL0 / TL1; TL1 dropped.
         let mut outs = Vec::new();
-        let mut pic = 500u16;
         let mut tl0 = 7u8;
         for i in 0..10u16 {
+            let pic = 500 + i;
             let tid = (i % 2) as u8;
             if tid == 0 {
                 tl0 = tl0.wrapping_add(1);
@@ -743,7 +878,6 @@ mod tests {
             } else {
                 outs.push(r.forward(t0, &p, &info, i == 0).unwrap());
             }
-            pic += 1;
         }
         for w in outs.windows(2) {
             assert_eq!(w[1].seq, w[0].seq.wrapping_add(1));
@@ -788,6 +922,13 @@ mod tests {
         assert_eq!((a.seq, b.seq, c.seq), (0, 1, 2));
         assert_eq!(r.source_of(1).map(|s| s.seq), Some(101));
         assert_eq!(r.source_of(2).map(|s| s.seq), Some(103));
+        // 104 missing, 105 forwarded; 104 comes late and is dropped: its seq stays a hole
+        // that a NACK gets nothing for.
+        let e = r.forward(t0, &meta(0, 105, 0), &i, false).unwrap();
+        r.dropped(&meta(0, 104, 0), &i);
+        assert_eq!(e.seq, 4);
+        assert_eq!(r.source_of(3), None);
+        assert_eq!(r.source_of(4).map(|s| s.seq), Some(105));
     }
 
     #[test]
