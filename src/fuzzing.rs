@@ -523,6 +523,14 @@ pub fn sdp(data: &[u8]) {
     ] {
         let Ok(published) = sdp::answer_publish(&remote, &local, policy) else { continue };
         reparses(&published.sdp);
+        // The simulcast streams agreed are the ones the answer says it receives.
+        let back = sdp::parse(&published.sdp).expect("checked above");
+        let answered = back.media.iter().filter(|b| b.port != 0);
+        assert_eq!(answered.clone().count(), published.media.len());
+        for (m, b) in published.media.iter().zip(answered) {
+            let recv = b.simulcast.as_ref().map(|s| s.recv.clone()).unwrap_or_default();
+            assert_eq!(recv, m.simulcast, "a=simulcast:recv of mid {}", m.mid);
+        }
         let tracks: Vec<OutgoingTrack> = published
             .media
             .iter()
@@ -714,19 +722,22 @@ pub fn av1_dd(data: &[u8]) {
     }
 }
 
-/// A simulated three-encoding VP8 simulcast publisher (temporal pattern 0,2,1,2 with layer
-/// sync, keyframes every 64 frames or on request) feeding one consumer's `LayerSelector` and
-/// `SeqTsRewriter`, driven by the bytes: which encoding sends next, loss, delay (held and
-/// delivered late), time steps and target changes. Asserts: the encoding changes only at a
-/// keyframe and the temporal layer rises only at a keyframe or a layer sync; a lower temporal
-/// target holds from the next picture start; outgoing seq is +1 after the previous one unless
-/// the input lost or held packets in between, never reused, +1 across a switch; timestamps
-/// follow the input within an encoding and advance by the elapsed time (at least one tick)
-/// across a switch; picture id +1 per forwarded picture and TL0PICIDX +1 per forwarded TL0
-/// picture unless a picture start was lost; a frame whose first packet was dropped is dropped
-/// whole; NACKs map back; `Rewrite::apply` round trips.
-/// (A switch on a keyframe that came late leaves holes for the packets of the new encoding
-/// that came before it: they were dropped while the old encoding was forwarded.)
+/// A simulated publisher, by the first byte's low bit a three-encoding VP8 simulcast or a VP9
+/// k-SVC (L3T3_KEY: three spatial layers, SS on key pictures) one (temporal pattern 0,2,1,2
+/// with layer sync, keyframes every 64 pictures or on request), feeding one consumer's
+/// `LayerSelector` and `SeqTsRewriter`, driven by the bytes: which encoding sends next, loss,
+/// delay (held and delivered late), time steps and target changes. Asserts: the encoding
+/// changes only at a keyframe, the temporal layer rises only at a keyframe or a layer sync,
+/// the spatial layer only at a key picture; lower targets hold from the next picture start;
+/// a late packet changes nothing; a frame whose first packet was dropped is dropped whole;
+/// one marker per forwarded picture, on its last forwarded packet; outgoing seq is +1 after
+/// the previous one unless the input lost or held packets in between, never reused, +1
+/// across a switch; timestamps follow the input within an encoding and advance by the
+/// elapsed time (at least one tick) across a switch; picture id +1 per forwarded picture and
+/// TL0PICIDX +1 per forwarded TL0 picture unless a packet was lost in between; NACKs map
+/// back; `Rewrite::apply` round trips. (A switch on a keyframe that came late leaves holes for
+/// the packets of the new encoding that came before it: they were dropped while the old
+/// encoding was forwarded.)
 pub fn layer_switch(data: &[u8]) {
     use crate::media::layers::{Action, LayerSelector, LayerTarget, PacketMeta, SeqTsRewriter};
     use crate::wire::codec::{self, Codec, PacketInfo};
@@ -748,6 +759,9 @@ pub fn layer_switch(data: &[u8]) {
         key: bool,
         first: bool,
         key_pending: bool,
+        /// SVC: the spatial layer being sent and whether a picture is under way.
+        sid: u8,
+        open: bool,
     }
     struct Pkt {
         enc: u8,
@@ -756,6 +770,10 @@ pub fn layer_switch(data: &[u8]) {
     }
     let mut bytes = data.iter().copied();
     let mut byte = move || bytes.next();
+    // Mode: VP8 simulcast (three encodings) or VP9 k-SVC (one encoding, L3T3_KEY).
+    let svc = byte().unwrap_or(0) & 1 == 1;
+    let n_enc: u8 = if svc { 1 } else { 3 };
+    let codec_of = if svc { Codec::Vp9 } else { Codec::Vp8 };
     let t0 = Instant::now();
     let mut ms: u64 = 0;
     let mut encs = [Enc::default(); 3];
@@ -766,7 +784,11 @@ pub fn layer_switch(data: &[u8]) {
         e.frame = 0;
     }
     let first_seq = 4000u16;
-    let mut target = LayerTarget { encoding: 2, spatial: 0, temporal: 2 };
+    let mut target = if svc {
+        LayerTarget { encoding: 0, spatial: 2, temporal: 2 }
+    } else {
+        LayerTarget { encoding: 2, spatial: 0, temporal: 2 }
+    };
     let mut sel = LayerSelector::new(target, Duration::from_millis(300));
     let mut rw = SeqTsRewriter::new(0x5EED, 90_000, first_seq);
     let mut held: Vec<Pkt> = Vec::new();
@@ -775,7 +797,10 @@ pub fn layer_switch(data: &[u8]) {
     let mut missing: BTreeSet<(u8, u64)> = BTreeSet::new();
     let mut outs: HashSet<u64> = HashSet::new();
     // Frames (encoding, timestamp) whose first packet was dropped: none of it goes out.
-    let mut dropped_frames: HashSet<(u8, u32)> = HashSet::new();
+    let mut dropped_frames: HashSet<(u8, u32, Option<u8>)> = HashSet::new();
+    // The picture under way in what was forwarded in order: encoding, timestamp, index of its
+    // first forwarded packet, whether its marker went out.
+    let mut picture: Option<(u8, u32, u64, bool)> = None;
     // (out seq extended, ts, time in ms, encoding, index) of the newest outgoing seq; the
     // newest picture id (with the encoding and index of its packet) and TL0PICIDX.
     let mut last: Option<(u64, u32, u64, u8, u64)> = None;
@@ -787,7 +812,13 @@ pub fn layer_switch(data: &[u8]) {
         from + 1 >= to || missing.range((enc, from + 1)..(enc, to)).next().is_none()
     }
     let make = |e: &mut Enc, enc: u8, per_frame: u8| -> Pkt {
-        if e.left == 0 {
+        if e.left == 0 && svc && e.open && e.sid < 2 {
+            e.sid += 1;
+            e.left = 1 + per_frame % 2;
+            e.first = true;
+        } else if e.left == 0 {
+            e.sid = 0;
+            e.open = true;
             e.key = e.frame == 0 || e.key_pending || e.frame.is_multiple_of(64);
             if e.key {
                 e.key_pending = false;
@@ -806,19 +837,41 @@ pub fn layer_switch(data: &[u8]) {
         let start = e.first;
         e.first = false;
         e.left -= 1;
-        let marker = e.left == 0;
+        let layer_end = e.left == 0;
+        let marker = layer_end && (!svc || e.sid == 2);
         let sync = e.tid > 0 && matches!((e.frame - 1) % 4, 1 | 2);
         let seq = e.seq0.wrapping_add(e.idx as u16);
         let mut b = vec![0x80, 96 | if marker { 0x80 } else { 0 }];
         b.extend_from_slice(&seq.to_be_bytes());
         b.extend_from_slice(&e.ts.to_be_bytes());
         b.extend_from_slice(&(1000 + u32::from(enc)).to_be_bytes());
-        b.push(0x80 | if start { 0x10 } else { 0 });
-        b.push(0xE0);
-        b.extend_from_slice(&(0x8000 | e.pic).to_be_bytes());
-        b.push(e.tl0);
-        b.push((e.tid << 6) | if sync { 0x20 } else { 0 });
-        b.push(if e.key && start { 0x10 } else { 0x11 });
+        if svc {
+            // I P L (F=0) B E V: picture id, layer indices, TL0PICIDX, SS on the key picture.
+            let ss = e.key && e.sid == 0 && start;
+            b.push(
+                0xA0 | if e.key { 0 } else { 0x40 }
+                    | if start { 0x08 } else { 0 }
+                    | if layer_end { 0x04 } else { 0 }
+                    | if ss { 0x02 } else { 0 },
+            );
+            b.extend_from_slice(&(0x8000 | e.pic).to_be_bytes());
+            let d = u8::from(e.key && e.sid > 0);
+            b.push((e.tid << 5) | (u8::from(sync) << 4) | (e.sid << 1) | d);
+            b.push(e.tl0);
+            if ss {
+                b.push(0x50);
+                for v in [320u16, 180, 640, 360, 1280, 720] {
+                    b.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+        } else {
+            b.push(0x80 | if start { 0x10 } else { 0 });
+            b.push(0xE0);
+            b.extend_from_slice(&(0x8000 | e.pic).to_be_bytes());
+            b.push(e.tl0);
+            b.push((e.tid << 6) | if sync { 0x20 } else { 0 });
+            b.push(if e.key && start { 0x10 } else { 0x11 });
+        }
         b.extend_from_slice(&[0xAA; 3]);
         let p = Pkt { enc, idx: e.idx, bytes: b };
         e.idx += 1;
@@ -834,11 +887,9 @@ pub fn layer_switch(data: &[u8]) {
         ms += 2;
         let pkt = match op % 8 {
             0 => {
-                target = LayerTarget {
-                    encoding: byte().unwrap_or(0) % 3,
-                    spatial: 0,
-                    temporal: byte().unwrap_or(0) % 3,
-                };
+                let layer = byte().unwrap_or(0) % 3;
+                let (encoding, spatial) = if svc { (0, layer) } else { (layer, 0) };
+                target = LayerTarget { encoding, spatial, temporal: byte().unwrap_or(0) % 3 };
                 sel.set_target(target);
                 continue;
             }
@@ -853,7 +904,7 @@ pub fn layer_switch(data: &[u8]) {
                 held.remove(0)
             }
             _ => {
-                let enc = (op >> 3) % 3;
+                let enc = (op >> 3) % n_enc;
                 let per_frame = byte().unwrap_or(0);
                 let p = make(&mut encs[enc as usize], enc, per_frame);
                 match op >> 5 {
@@ -883,7 +934,8 @@ pub fn layer_switch(data: &[u8]) {
         }
         let v = RtpView::parse(&pkt.bytes).expect("the simulation writes valid RTP");
         let info: PacketInfo =
-            codec::inspect(Codec::Vp8, v.payload(), v.marker()).expect("valid VP8 descriptor");
+            codec::inspect(codec_of, v.payload(), v.marker()).expect("valid descriptor");
+        let picture_start = info.frame_start && info.spatial_id.unwrap_or(0) == 0;
         let meta = PacketMeta {
             encoding: pkt.enc,
             ssrc: v.ssrc(),
@@ -895,7 +947,7 @@ pub fn layer_switch(data: &[u8]) {
         let verdict = sel.on_packet(now, &meta, &info);
         let after = sel.current();
         if let Some(k) = verdict.keyframe_request {
-            assert!(k < 3);
+            assert!(k < n_enc);
             encs[k as usize].key_pending = true;
         }
         if let (Some(b), Some(a)) = (before, after) {
@@ -908,8 +960,12 @@ pub fn layer_switch(data: &[u8]) {
             if a.encoding == b.encoding && a.temporal > b.temporal {
                 assert!(info.keyframe || info.layer_sync, "temporal up only at a switch point");
             }
-            if a.encoding == pkt.enc && info.frame_start && in_order {
+            if a.encoding == b.encoding && a.spatial > b.spatial {
+                assert!(info.keyframe, "spatial up only at a key picture");
+            }
+            if a.encoding == pkt.enc && picture_start && in_order {
                 assert!(a.temporal <= target.temporal, "temporal down at the picture start");
+                assert!(a.spatial <= target.spatial, "spatial down at the picture start");
             }
         } else if after.is_some() {
             assert!(info.keyframe, "starts at a keyframe");
@@ -917,7 +973,7 @@ pub fn layer_switch(data: &[u8]) {
         match verdict.action {
             Action::Drop(reason) => {
                 if reason.in_current() && info.frame_start && in_order {
-                    dropped_frames.insert((pkt.enc, meta.timestamp));
+                    dropped_frames.insert((pkt.enc, meta.timestamp, info.spatial_id));
                 }
                 if reason.in_current() {
                     rw.dropped(&meta, &info);
@@ -930,10 +986,8 @@ pub fn layer_switch(data: &[u8]) {
             Action::Forward { marker, switched } => {
                 assert_eq!(switched, before.is_none_or(|b| b.encoding != pkt.enc));
                 if in_order {
-                    assert!(
-                        !dropped_frames.contains(&(pkt.enc, meta.timestamp)),
-                        "part of a dropped frame"
-                    );
+                    let frame = (pkt.enc, meta.timestamp, info.spatial_id);
+                    assert!(!dropped_frames.contains(&frame), "part of a dropped frame");
                 }
                 if switched && !in_order {
                     // Switched on a keyframe that came late: the packets of this encoding
@@ -953,16 +1007,18 @@ pub fn layer_switch(data: &[u8]) {
                     None => (1 << 32) + u64::from(out.seq),
                 };
                 assert!(outs.insert(out_ext), "outgoing seq {} reused", out.seq);
-                assert_eq!(marker, meta.marker);
+                if !svc {
+                    assert_eq!(marker, meta.marker);
+                }
                 // The rewritten packet carries what was decided.
                 let mut b = pkt.bytes.clone();
-                out.apply(Codec::Vp8, &mut b, marker).expect("apply on a valid packet");
+                out.apply(codec_of, &mut b, marker).expect("apply on a valid packet");
                 let w = RtpView::parse(&b).unwrap();
                 assert_eq!(
                     (w.sequence_number(), w.timestamp(), w.ssrc()),
                     (out.seq, out.timestamp, 0x5EED)
                 );
-                let wi = codec::inspect(Codec::Vp8, w.payload(), marker).unwrap();
+                let wi = codec::inspect(codec_of, w.payload(), marker).unwrap();
                 assert_eq!(wi.picture_id.map(|p| p.value), out.picture_id);
                 assert_eq!(wi.tl0picidx, out.tl0picidx);
                 let src = rw.source_of(out.seq).expect("a forwarded seq maps back");
@@ -990,7 +1046,7 @@ pub fn layer_switch(data: &[u8]) {
                         }
                     }
                     if let (true, Some((lp, penc, pidx)), Some(lt)) =
-                        (info.frame_start, last_pic, last_tl0)
+                        (picture_start, last_pic, last_tl0)
                         && (switched
                             || (penc == pkt.enc && whole(&missing, pkt.enc, pidx, pkt.idx)))
                     {
@@ -998,6 +1054,27 @@ pub fn layer_switch(data: &[u8]) {
                         let step = u8::from(info.temporal_id == Some(0));
                         assert_eq!(tl0, lt.wrapping_add(step), "TL0PICIDX continuous");
                     }
+                }
+                // One marker per forwarded picture, on its last forwarded packet (VP9: the end of
+                // the highest forwarded spatial layer); a late packet may bring it.
+                match picture {
+                    Some((penc, pts, pidx, seen)) if penc == pkt.enc && pts == meta.timestamp => {
+                        if in_order && whole(&missing, pkt.enc, pidx, pkt.idx) {
+                            assert!(!seen, "a packet after the picture's marker");
+                        }
+                        picture = Some((penc, pts, pidx, seen || marker));
+                    }
+                    prev if in_order || switched => {
+                        if let Some((penc, _, pidx, seen)) = prev
+                            && !switched
+                            && penc == pkt.enc
+                            && whole(&missing, pkt.enc, pidx, pkt.idx)
+                        {
+                            assert!(seen, "a forwarded picture without its marker");
+                        }
+                        picture = Some((pkt.enc, meta.timestamp, pkt.idx, marker));
+                    }
+                    _ => {}
                 }
                 // What the rewriter continues from: the newest outgoing seq (a late packet may
                 // fill the top hole) with its timestamp and TL0PICIDX, the newest picture id.

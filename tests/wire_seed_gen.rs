@@ -444,9 +444,10 @@ fn generate_codec_seed_corpus() {
     put(&["av1_dd"], "l1t3_structure_then_custom_fields", &d);
     put(&["av1_dd"], "mandatory_only", &[3, 0x80, 0x00, 0x01]);
 
-    // layer_switch: 9 bytes of stream bases, then operations (see fuzzing::layer_switch).
+    // layer_switch: the mode (0 VP8 simulcast, 1 VP9 k-SVC), 9 bytes of stream bases, then
+    // operations (see fuzzing::layer_switch).
     let deliver = |enc: u8| 0x40 | (enc << 3) | 2;
-    let base = [0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0, 0x11];
+    let base = [0, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0, 0x11];
     let mut d = base.to_vec();
     for i in 0..120u8 {
         d.extend_from_slice(&[deliver(i % 3), i]);
@@ -482,4 +483,24 @@ fn generate_codec_seed_corpus() {
         }
     }
     put(&["layer_switch"], "losses_late_packets_and_target_changes", &d);
+    // VP9 k-SVC: spatial and temporal targets down and up, then losses and late packets.
+    let mut d = base.to_vec();
+    d[0] = 1;
+    for round in 0..6u8 {
+        d.extend_from_slice(&[0x00, 2 - (round % 3), (round + 1) % 3]);
+        for i in 0..40u8 {
+            d.extend_from_slice(&[deliver(0), i]);
+        }
+    }
+    for i in 0..200u32 {
+        let op = match i % 11 {
+            3 => 0x02,
+            7 => 0x22,
+            9 => 0x07,
+            10 => 0x00,
+            _ => deliver(0),
+        };
+        d.extend_from_slice(&[op, (i * 37) as u8]);
+    }
+    put(&["layer_switch"], "vp9_ksvc_targets_losses_late", &d);
 }

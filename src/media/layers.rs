@@ -4,8 +4,9 @@
 //! picture id and TL0PICIDX).
 //!
 //! Per publisher packet, for one consumer:
-//! 1. Inspect the payload once per packet ([`crate::wire::codec::inspect`]; for AV1 put the
-//!    Dependency Descriptor's spatial/temporal ids and end of frame into the [`PacketInfo`]).
+//! 1. Inspect the payload once per packet ([`crate::wire::codec::inspect`]; with the AV1
+//!    Dependency Descriptor, [`DdPacket::apply_to`](crate::wire::codec::av1_dd::DdPacket::apply_to)
+//!    puts its layer ids, frame start/end and switch points into the [`PacketInfo`]).
 //! 2. [`LayerSelector::on_packet`] gives a [`Verdict`]: forward (with the marker bit to send)
 //!    or drop (why), and maybe "ask encoding k for a keyframe" (rate-limited per encoding).
 //! 3. Forward: [`SeqTsRewriter::forward`] gives the outgoing seq, timestamp, picture id and
@@ -20,7 +21,11 @@
 //! delta frame of another encoding would corrupt the picture). Temporal layers go down at the
 //! next picture start and up at a keyframe or a layer-sync frame (VP8 Y, VP9 U). VP9 k-SVC
 //! spatial layers go down at the next picture start (spatial ids above the target dropped)
-//! and up at a key picture or an intra-layer frame start (P = 0) of the next layer.
+//! and up at a key picture (in k-SVC only key pictures let an upper layer start; switching
+//! within a picture would also leave the marker on a lower layer). A layer frame is forwarded
+//! or dropped whole, decided by its first packet; a packet older than the newest of its
+//! encoding (reordered) changes no state and passes only the layers forwarded both before and
+//! after the last change.
 //!
 //! Marker bit: dropping the top spatial layer removes the packet that carried the marker. In
 //! k-SVC each layer frame's last packet has E set, so the outgoing marker is the incoming one
@@ -259,14 +264,6 @@ impl LayerSelector {
             {
                 cur.temporal = tid;
             }
-        }
-        if info.frame_start
-            && info.spatial_id.is_some()
-            && !info.inter_predicted
-            && sid == cur.spatial.saturating_add(1)
-            && sid <= tgt.spatial
-        {
-            cur.spatial = sid;
         }
         if switched || cur != before {
             self.switches += 1;
@@ -781,7 +778,15 @@ mod tests {
         s.set_target(LayerTarget { encoding: 0, spatial: 2, temporal: 7 });
         let v = on(&mut s, &mut m, &pkt(2, true, true, false, true));
         assert_eq!(v.keyframe_request, Some(0));
-        // An intra-layer S2 frame (P = 0) is a switch point.
+        // Only a key picture lets S2 in (not an intra-layer S2 frame mid-picture).
+        let v = on(&mut s, &mut m, &pkt(2, true, true, false, false));
+        assert_eq!(v.action, Action::Drop(DropReason::Spatial));
+        m.marker = false;
+        let v = on(&mut s, &mut m, &pkt(0, true, true, true, false));
+        assert!(matches!(v.action, Action::Forward { marker: false, .. }));
+        let v = on(&mut s, &mut m, &pkt(1, true, true, false, false));
+        assert!(matches!(v.action, Action::Forward { marker: false, .. }));
+        m.marker = true;
         let v = on(&mut s, &mut m, &pkt(2, true, true, false, false));
         assert!(matches!(v.action, Action::Forward { marker: true, .. }));
         // Down again: applied at the next picture start, not mid-picture.

@@ -863,8 +863,8 @@ fn write_recv_simulcast(out: &mut String, streams: &[SimulcastStream]) {
 
 /// The simulcast streams of an offer ringsfu accepts to receive with `codec`: each offered
 /// `send` stream keeps the alternatives declared by an `a=rid:<id> send` line whose `pt=` list
-/// (if any) has the codec; a stream left without alternatives is dropped (RFC 8851 §5, RFC
-/// 8853 §5.3).
+/// (if any) has the codec and whose id keeps to RFC 8851's syntax (letters, digits, `-`, `_`);
+/// a stream left without alternatives is dropped (RFC 8851 §5, RFC 8853 §5.3).
 fn accepted_simulcast(m: &MediaSection, codec: &Codec) -> Vec<SimulcastStream> {
     let Some(sc) = &m.simulcast else {
         return Vec::new();
@@ -875,6 +875,9 @@ fn accepted_simulcast(m: &MediaSection, codec: &Codec) -> Vec<SimulcastStream> {
             let rids: Vec<String> = st
                 .rids
                 .iter()
+                .filter(|id| {
+                    id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
                 .filter(|id| {
                     m.rid_specs.iter().any(|r| {
                         &r.id == *id && r.send && (r.pts.is_empty() || r.pts.contains(&codec.pt))

@@ -13,7 +13,7 @@
 //! Written by hand (a bit reader over the slice): no crate parses the descriptor without
 //! allocating.
 
-use super::CodecError;
+use super::{CodecError, PacketInfo};
 
 /// Template ids are 6 bits.
 pub const MAX_TEMPLATES: usize = 64;
@@ -141,6 +141,25 @@ impl DdPacket {
     /// The frame's indication for decode target `dt`.
     pub fn dti(&self, dt: usize) -> Option<Dti> {
         (dt < self.dt_cnt as usize).then(|| Dti::from_bits(self.dtis >> (2 * dt)))
+    }
+
+    /// Puts what the descriptor says into the payload's [`PacketInfo`] for the layer logic
+    /// (AV1 SVC, or any codec sent with the descriptor): spatial and temporal id (when a
+    /// structure gave them), start and end of frame (of the layer frame), layer sync when the
+    /// frame is a switch point (DTI `Switch`) of some decode target, and a keyframe where a
+    /// base-layer frame starts without references (no frame diffs). A frame with diffs counts
+    /// as inter-predicted (the descriptor does not tell inter-layer from inter-picture).
+    pub fn apply_to(&self, info: &mut PacketInfo) {
+        if self.spatial_id.is_some() {
+            info.spatial_id = self.spatial_id;
+            info.temporal_id = self.temporal_id;
+            info.layer_sync = (0..self.dt_cnt as usize).any(|d| self.dti(d) == Some(Dti::Switch));
+            info.inter_predicted = self.fdiff_cnt > 0;
+            info.keyframe |=
+                self.start_of_frame && self.fdiff_cnt == 0 && self.spatial_id == Some(0);
+        }
+        info.frame_start = self.start_of_frame;
+        info.frame_end = self.end_of_frame;
     }
 }
 
@@ -492,6 +511,15 @@ mod tests {
         assert_eq!(p.spatial_id, None);
         // Template id outside the structure.
         assert!(matches!(parse(&[0x07, 0, 1], Some(&s)), Err(CodecError::Malformed(_))));
+        // Into a PacketInfo: the key template (no diffs, DTI Switch) starts a keyframe.
+        let mut info = PacketInfo::default();
+        parse(&[0x80, 0x00, 0x66], Some(&s)).unwrap().apply_to(&mut info);
+        assert!(info.keyframe && info.frame_start && !info.frame_end && info.layer_sync);
+        assert_eq!((info.spatial_id, info.temporal_id), (Some(0), Some(0)));
+        let mut info = PacketInfo::default();
+        parse(&[0xC3, 0x00, 0x67], Some(&s)).unwrap().apply_to(&mut info);
+        assert!(!info.keyframe && info.inter_predicted && !info.layer_sync);
+        assert_eq!(info.temporal_id, Some(2));
     }
 
     #[test]
