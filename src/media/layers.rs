@@ -40,13 +40,13 @@
 //! last sent + 1, the timestamp from the last sent plus the arrival time elapsed since
 //! (at least one tick), picture id from the last + 1 and TL0PICIDX from the last + 1 (a
 //! keyframe is a TL0 frame). Dropped temporal-layer pictures lower the picture id offset the
-//! same way (RFC 7741 §4.2: picture ids of what the receiver sees stay consecutive).
+//! same way, so the receiver does not take a dropped picture for a lost one.
 
 use std::time::{Duration, Instant};
 
 use crate::router::SeqExtender;
 use crate::wire::WireError;
-use crate::wire::codec::{Codec, PacketInfo, vp8, vp9};
+use crate::wire::codec::{Codec, PacketInfo, PictureId, vp8, vp9};
 use crate::wire::rtp::RtpRewriter;
 
 /// Encodings (simulcast rids) a selector handles.
@@ -484,16 +484,7 @@ impl SeqTsRewriter {
         };
         let id = self.next_epoch;
         self.next_epoch = self.next_epoch.wrapping_add(1);
-        let pic = info.picture_id.map(|pid| {
-            let m = i64::from(pid.modulus());
-            let in_ext = (1i64 << 20) + i64::from(pid.value);
-            let off = match self.last_pic {
-                Some(last) => last + 1 - in_ext,
-                None => 0,
-            };
-            self.pics.push(PicEntry { epoch: id, from_in: in_ext, off });
-            (in_ext - 1, off, m)
-        });
+        let pic = info.picture_id.map(|pid| self.start_pictures(id, pid));
         let tl0_off = match (info.tl0picidx, self.last_tl0) {
             (Some(t), Some(last)) => last.wrapping_add(1).wrapping_sub(t),
             _ => 0,
@@ -519,6 +510,19 @@ impl SeqTsRewriter {
             pic,
             tl0_off,
         });
+    }
+
+    /// Picture ids of an epoch from its first packet that has one: continuing from the last
+    /// sent + 1. Returns (highest extended id seen, offset, modulus).
+    fn start_pictures(&mut self, epoch: u32, pid: PictureId) -> (i64, i64, i64) {
+        let m = i64::from(pid.modulus());
+        let in_ext = (1i64 << 20) + i64::from(pid.value);
+        let off = match self.last_pic {
+            Some(last) => last + 1 - in_ext,
+            None => 0,
+        };
+        self.pics.push(PicEntry { epoch, from_in: in_ext, off });
+        (in_ext - 1, off, m)
     }
 
     fn seq_offset_at(&self, epoch: u32, in_ext: u64) -> Option<i64> {
@@ -549,6 +553,14 @@ impl SeqTsRewriter {
     ) -> Option<Rewrite> {
         if switched || self.epoch.as_ref().is_none_or(|e| e.encoding != p.encoding) {
             self.start_epoch(now, p, info);
+        }
+        if let Some(pid) = info.picture_id
+            && let Some(id) = self.epoch.as_ref().filter(|e| e.pic.is_none()).map(|e| e.id)
+        {
+            let st = self.start_pictures(id, pid);
+            if let Some(e) = self.epoch.as_mut() {
+                e.pic = Some(st);
+            }
         }
         let e = self.epoch.as_mut()?;
         let in_ext = e.ext.extend(p.seq);
