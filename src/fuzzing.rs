@@ -864,6 +864,8 @@ pub fn layer_switch(data: &[u8]) {
                     b.extend_from_slice(&v.to_be_bytes());
                 }
             }
+            // The VP9 frame header's first byte (profile 0): key frame or not.
+            b.push(if e.key { 0x82 } else { 0x86 });
         } else {
             b.push(0x80 | if start { 0x10 } else { 0 });
             b.push(0xE0);
