@@ -523,6 +523,14 @@ pub fn sdp(data: &[u8]) {
     ] {
         let Ok(published) = sdp::answer_publish(&remote, &local, policy) else { continue };
         reparses(&published.sdp);
+        // The simulcast streams agreed are the ones the answer says it receives.
+        let back = sdp::parse(&published.sdp).expect("checked above");
+        let answered = back.media.iter().filter(|b| b.port != 0);
+        assert_eq!(answered.clone().count(), published.media.len());
+        for (m, b) in published.media.iter().zip(answered) {
+            let recv = b.simulcast.as_ref().map(|s| s.recv.clone()).unwrap_or_default();
+            assert_eq!(recv, m.simulcast, "a=simulcast:recv of mid {}", m.mid);
+        }
         let tracks: Vec<OutgoingTrack> = published
             .media
             .iter()
@@ -588,6 +596,8 @@ pub fn all(data: &[u8]) {
     metrics_turns(data);
     http_range(data);
     recording_json(data);
+    codec_inspect(data);
+    av1_dd(data);
 }
 
 /// A `Range` header against a length (the first 8 bytes, when present) through the recording
@@ -832,4 +842,500 @@ pub fn record_depack(data: &[u8]) {
     core.close(now);
     drain_core(&mut core, &mut file, &mut finished);
     assert_eq!(finished, Some(file.len() as u64), "summary size is the file length");
+}
+
+/// One video payload: the first byte picks the codec (`% 6`: VP8, VP9, H.264, AV1, Opus,
+/// other) and the marker (top bit), the rest is the payload. What `inspect` accepts stays in
+/// bounds and keeps each codec's ranges; a VP8/VP9 picture id rewrite changes the id (modulo
+/// its field) and TL0PICIDX, and nothing else `inspect` reports nor any bitstream byte.
+pub fn codec_inspect(data: &[u8]) {
+    use crate::wire::codec::{self, Codec, PictureId, vp8, vp9};
+    let Some((&sel, payload)) = data.split_first() else { return };
+    let codecs = [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1, Codec::Opus, Codec::Other];
+    let c = codecs[(sel & 0x7F) as usize % codecs.len()];
+    let marker = sel & 0x80 != 0;
+    let Ok(info) = codec::inspect(c, payload, marker) else { return };
+    assert!(info.payload_offset <= payload.len());
+    match c {
+        Codec::Vp8 => {
+            assert!(info.temporal_id.is_none_or(|t| t < 4) && info.spatial_id.is_none());
+            assert!(!info.keyframe || (info.frame_start && info.payload_offset < payload.len()));
+            assert_eq!(info.frame_end, marker);
+        }
+        Codec::Vp9 => {
+            assert!(info.temporal_id.is_none_or(|t| t < 8));
+            assert!(info.spatial_id.is_none_or(|s| s < 8));
+            assert!(!info.keyframe || (info.frame_start && !info.inter_predicted));
+            assert!(!info.flexible || info.tl0picidx.is_none());
+            if let Some(ss) = info.scalability {
+                assert!((1..=8).contains(&ss.spatial_layers));
+            }
+        }
+        Codec::H264 => {
+            assert!(matches!(info.payload_offset, 0..=2) && info.temporal_id.is_none());
+        }
+        Codec::Av1 => {
+            assert_eq!(info.payload_offset, 1);
+            assert!(info.temporal_id.is_none_or(|t| t < 8));
+            assert!(info.spatial_id.is_none_or(|s| s < 4));
+        }
+        Codec::Opus | Codec::Other => assert_eq!(info.payload_offset, 0),
+    }
+    if !matches!(c, Codec::Vp8 | Codec::Vp9) {
+        return;
+    }
+    let seed = data.iter().fold(0u16, |a, &b| a.rotate_left(3) ^ u16::from(b));
+    let tl0 = seed as u8 ^ 0x5A;
+    let mut buf = payload.to_vec();
+    let res = if c == Codec::Vp8 {
+        vp8::rewrite_picture_id(&mut buf, seed, Some(tl0))
+    } else {
+        vp9::rewrite_picture_id(&mut buf, seed, Some(tl0))
+    };
+    let Some(pid) = info.picture_id else {
+        assert!(res.is_err(), "no picture id, nothing to rewrite");
+        assert_eq!(buf, payload);
+        return;
+    };
+    res.expect("a parsed descriptor with a picture id is rewritable");
+    let again = codec::inspect(c, &buf, marker).expect("a rewritten descriptor parses");
+    let mut expect = info;
+    expect.picture_id = Some(PictureId { value: seed % pid.modulus(), long: pid.long });
+    if info.tl0picidx.is_some() {
+        expect.tl0picidx = Some(tl0);
+    }
+    assert_eq!(again, expect);
+    assert_eq!(&buf[info.payload_offset..], &payload[info.payload_offset..]);
+    assert!(buf.iter().zip(payload).filter(|(a, b)| a != b).count() <= 3);
+}
+
+/// AV1 Dependency Descriptors: the first byte is the length of a first descriptor (parsed
+/// without a structure), then length-prefixed descriptors parsed with the structure the first
+/// one carried. Ids come from the structure's templates and stay in its ranges; a 3-byte
+/// descriptor written from a parsed one's mandatory fields parses to the same frame.
+pub fn av1_dd(data: &[u8]) {
+    use crate::wire::codec::av1_dd::{self, DdPacket, DdStructure, MAX_FDIFFS};
+    fn check(p: &DdPacket, s: Option<&DdStructure>) {
+        assert!((p.fdiff_cnt as usize) <= MAX_FDIFFS);
+        assert!(p.fdiffs[..p.fdiff_cnt as usize].iter().all(|&f| f >= 1));
+        let Some(s) = s else {
+            assert_eq!((p.spatial_id, p.temporal_id), (None, None));
+            return;
+        };
+        let (sid, tid) = (p.spatial_id.unwrap(), p.temporal_id.unwrap());
+        assert_eq!(s.template_layers(p.template_id), Some((sid, tid)));
+        assert!(sid <= s.max_spatial_id() && tid <= s.max_temporal_id());
+        assert!((1..=64).contains(&s.template_count()));
+        assert_eq!(p.chain_cnt as usize, s.chain_count());
+        assert!(s.chain_count() <= s.decode_target_count());
+        for dt in 0..32 {
+            assert_eq!(p.dti(dt).is_some(), dt < s.decode_target_count());
+            if let Some((ms, mt)) = s.decode_target_layers(dt) {
+                assert!(ms <= s.max_spatial_id() && mt <= s.max_temporal_id());
+            }
+            if let Some(c) = s.protected_by(dt) {
+                assert!((c as usize) < s.chain_count());
+            }
+        }
+        if let Some(mask) = p.active_decode_targets {
+            let n = s.decode_target_count();
+            assert!(n == 32 || mask >> n == 0);
+        }
+        // The mandatory fields alone, with the structure: the same frame.
+        let b0 =
+            (u8::from(p.start_of_frame) << 7) | (u8::from(p.end_of_frame) << 6) | p.template_id;
+        let [hi, lo] = p.frame_number.to_be_bytes();
+        let q = av1_dd::parse(&[b0, hi, lo], Some(s)).expect("mandatory fields of a parsed frame");
+        assert_eq!((q.spatial_id, q.temporal_id), (p.spatial_id, p.temporal_id));
+        assert_eq!(
+            (q.start_of_frame, q.end_of_frame, q.frame_number),
+            (p.start_of_frame, p.end_of_frame, p.frame_number)
+        );
+    }
+    let Some((&n, rest)) = data.split_first() else { return };
+    let (first, mut more) = rest.split_at((n as usize).min(rest.len()));
+    let mut structure = None;
+    if let Ok(p) = av1_dd::parse(first, None) {
+        check(&p, p.new_structure.as_ref());
+        structure = p.new_structure;
+    }
+    while let Some((&len, tail)) = more.split_first() {
+        let (d, t) = tail.split_at((len as usize % 64).min(tail.len()));
+        if let Ok(p) = av1_dd::parse(d, structure.as_ref()) {
+            check(&p, p.new_structure.as_ref().or(structure.as_ref()));
+        }
+        more = t;
+    }
+}
+
+/// A simulated publisher, by the first byte's low bit a three-encoding VP8 simulcast or a VP9
+/// k-SVC (L3T3_KEY: three spatial layers, SS on key pictures) one (temporal pattern 0,2,1,2
+/// with layer sync, keyframes every 64 pictures or on request), feeding one consumer's
+/// `LayerSelector` and `SeqTsRewriter`, driven by the bytes: which encoding sends next, loss,
+/// delay (held and delivered late), time steps and target changes. Asserts: the encoding
+/// changes only at a keyframe, the temporal layer rises only at a keyframe or a layer sync,
+/// the spatial layer only at a key picture; lower targets hold from the next picture start;
+/// a late packet changes nothing; a frame whose first packet was dropped is dropped whole;
+/// one marker per forwarded picture, on its last forwarded packet; outgoing seq is +1 after
+/// the previous one unless the input lost or held packets in between, never reused, +1
+/// across a switch; timestamps follow the input within an encoding and advance by the
+/// elapsed time (at least one tick) across a switch; picture id +1 per forwarded picture and
+/// TL0PICIDX +1 per forwarded TL0 picture unless a packet was lost in between; NACKs map
+/// back; `Rewrite::apply` round trips. (A switch on a keyframe that came late leaves holes for
+/// the packets of the new encoding that came before it: they were dropped while the old
+/// encoding was forwarded.)
+pub fn layer_switch(data: &[u8]) {
+    use crate::media::layers::{Action, LayerSelector, LayerTarget, PacketMeta, SeqTsRewriter};
+    use crate::wire::codec::{self, Codec, PacketInfo};
+    use crate::wire::rtp::RtpView;
+    use std::collections::{BTreeSet, HashSet};
+    use std::time::{Duration, Instant};
+
+    const PATTERN: [u8; 4] = [0, 2, 1, 2];
+    #[derive(Clone, Copy, Default)]
+    struct Enc {
+        idx: u64,
+        seq0: u16,
+        ts: u32,
+        pic: u16,
+        tl0: u8,
+        frame: u32,
+        left: u8,
+        tid: u8,
+        key: bool,
+        first: bool,
+        key_pending: bool,
+        /// SVC: the spatial layer being sent and whether a picture is under way.
+        sid: u8,
+        open: bool,
+    }
+    struct Pkt {
+        enc: u8,
+        idx: u64,
+        bytes: Vec<u8>,
+    }
+    let mut bytes = data.iter().copied();
+    let mut byte = move || bytes.next();
+    // Mode: VP8 simulcast (three encodings) or VP9 k-SVC (one encoding, L3T3_KEY).
+    let svc = byte().unwrap_or(0) & 1 == 1;
+    let n_enc: u8 = if svc { 1 } else { 3 };
+    let codec_of = if svc { Codec::Vp9 } else { Codec::Vp8 };
+    let t0 = Instant::now();
+    let mut ms: u64 = 0;
+    let mut encs = [Enc::default(); 3];
+    for (i, e) in encs.iter_mut().enumerate() {
+        e.seq0 = u16::from(byte().unwrap_or(0)) << 8 | (i as u16 * 77);
+        e.pic = u16::from(byte().unwrap_or(0)) << 7;
+        e.ts = u32::from(byte().unwrap_or(0)) << 24;
+        e.frame = 0;
+    }
+    let first_seq = 4000u16;
+    let mut target = if svc {
+        LayerTarget { encoding: 0, spatial: 2, temporal: 2 }
+    } else {
+        LayerTarget { encoding: 2, spatial: 0, temporal: 2 }
+    };
+    let mut sel = LayerSelector::new(target, Duration::from_millis(300));
+    let mut rw = SeqTsRewriter::new(0x5EED, 90_000, first_seq);
+    let mut held: Vec<Pkt> = Vec::new();
+    let mut delivered_hi = [None::<u64>; 3];
+    // Packets (encoding, index) lost or held and not delivered yet.
+    let mut missing: BTreeSet<(u8, u64)> = BTreeSet::new();
+    let mut outs: HashSet<u64> = HashSet::new();
+    // Frames (encoding, timestamp) whose first packet was dropped: none of it goes out.
+    let mut dropped_frames: HashSet<(u8, u32, Option<u8>)> = HashSet::new();
+    // The picture under way in what was forwarded in order: encoding, timestamp, index of its
+    // first forwarded packet, whether its marker went out.
+    let mut picture: Option<(u8, u32, u64, bool)> = None;
+    // (out seq extended, ts, time in ms, encoding, index) of the newest outgoing seq; the
+    // newest picture id (with the encoding and index of its packet) and TL0PICIDX.
+    let mut last: Option<(u64, u32, u64, u8, u64)> = None;
+    let mut last_pic: Option<(u16, u8, u64)> = None;
+    let mut last_tl0: Option<u8> = None;
+
+    // Nothing of encoding `enc` is missing strictly between packets `from` and `to`.
+    fn whole(missing: &BTreeSet<(u8, u64)>, enc: u8, from: u64, to: u64) -> bool {
+        from + 1 >= to || missing.range((enc, from + 1)..(enc, to)).next().is_none()
+    }
+    let make = |e: &mut Enc, enc: u8, per_frame: u8| -> Pkt {
+        if e.left == 0 && svc && e.open && e.sid < 2 {
+            e.sid += 1;
+            e.left = 1 + per_frame % 2;
+            e.first = true;
+        } else if e.left == 0 {
+            e.sid = 0;
+            e.open = true;
+            e.key = e.frame == 0 || e.key_pending || e.frame.is_multiple_of(64);
+            if e.key {
+                e.key_pending = false;
+                e.frame = 0;
+            }
+            e.tid = PATTERN[e.frame as usize % 4];
+            if e.tid == 0 {
+                e.tl0 = e.tl0.wrapping_add(1);
+            }
+            e.pic = e.pic.wrapping_add(1) & 0x7FFF;
+            e.ts = e.ts.wrapping_add(3000);
+            e.frame += 1;
+            e.left = 1 + per_frame % 3;
+            e.first = true;
+        }
+        let start = e.first;
+        e.first = false;
+        e.left -= 1;
+        let layer_end = e.left == 0;
+        let marker = layer_end && (!svc || e.sid == 2);
+        let sync = e.tid > 0 && matches!((e.frame - 1) % 4, 1 | 2);
+        let seq = e.seq0.wrapping_add(e.idx as u16);
+        let mut b = vec![0x80, 96 | if marker { 0x80 } else { 0 }];
+        b.extend_from_slice(&seq.to_be_bytes());
+        b.extend_from_slice(&e.ts.to_be_bytes());
+        b.extend_from_slice(&(1000 + u32::from(enc)).to_be_bytes());
+        if svc {
+            // I P L (F=0) B E V: picture id, layer indices, TL0PICIDX, SS on the key picture.
+            let ss = e.key && e.sid == 0 && start;
+            b.push(
+                0xA0 | if e.key { 0 } else { 0x40 }
+                    | if start { 0x08 } else { 0 }
+                    | if layer_end { 0x04 } else { 0 }
+                    | if ss { 0x02 } else { 0 },
+            );
+            b.extend_from_slice(&(0x8000 | e.pic).to_be_bytes());
+            let d = u8::from(e.key && e.sid > 0);
+            b.push((e.tid << 5) | (u8::from(sync) << 4) | (e.sid << 1) | d);
+            b.push(e.tl0);
+            if ss {
+                b.push(0x50);
+                for v in [320u16, 180, 640, 360, 1280, 720] {
+                    b.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+            // The VP9 frame header's first byte (profile 0): key frame or not.
+            b.push(if e.key { 0x82 } else { 0x86 });
+        } else {
+            b.push(0x80 | if start { 0x10 } else { 0 });
+            b.push(0xE0);
+            b.extend_from_slice(&(0x8000 | e.pic).to_be_bytes());
+            b.push(e.tl0);
+            b.push((e.tid << 6) | if sync { 0x20 } else { 0 });
+            b.push(if e.key && start { 0x10 } else { 0x11 });
+        }
+        b.extend_from_slice(&[0xAA; 3]);
+        let p = Pkt { enc, idx: e.idx, bytes: b };
+        e.idx += 1;
+        p
+    };
+
+    let mut steps = 0;
+    while let Some(op) = byte() {
+        steps += 1;
+        if steps > 4096 {
+            break;
+        }
+        ms += 2;
+        let pkt = match op % 8 {
+            0 => {
+                let layer = byte().unwrap_or(0) % 3;
+                let (encoding, spatial) = if svc { (0, layer) } else { (layer, 0) };
+                target = LayerTarget { encoding, spatial, temporal: byte().unwrap_or(0) % 3 };
+                sel.set_target(target);
+                continue;
+            }
+            1 => {
+                ms += u64::from(byte().unwrap_or(0));
+                continue;
+            }
+            7 => {
+                if held.is_empty() {
+                    continue;
+                }
+                held.remove(0)
+            }
+            _ => {
+                let enc = (op >> 3) % n_enc;
+                let per_frame = byte().unwrap_or(0);
+                let p = make(&mut encs[enc as usize], enc, per_frame);
+                match op >> 5 {
+                    0 => {
+                        // Lost.
+                        missing.insert((enc, p.idx));
+                        continue;
+                    }
+                    1 => {
+                        missing.insert((enc, p.idx));
+                        held.push(p);
+                        if held.len() <= 4 {
+                            continue;
+                        }
+                        held.remove(0)
+                    }
+                    _ => p,
+                }
+            }
+        };
+        let now = t0 + Duration::from_millis(ms);
+        let e = pkt.enc as usize;
+        missing.remove(&(pkt.enc, pkt.idx));
+        let in_order = delivered_hi[e].is_none_or(|h| pkt.idx > h);
+        if in_order {
+            delivered_hi[e] = Some(pkt.idx);
+        }
+        let v = RtpView::parse(&pkt.bytes).expect("the simulation writes valid RTP");
+        let info: PacketInfo =
+            codec::inspect(codec_of, v.payload(), v.marker()).expect("valid descriptor");
+        let picture_start = info.frame_start && info.spatial_id.unwrap_or(0) == 0;
+        let meta = PacketMeta {
+            encoding: pkt.enc,
+            ssrc: v.ssrc(),
+            seq: v.sequence_number(),
+            timestamp: v.timestamp(),
+            marker: v.marker(),
+        };
+        let before = sel.current();
+        let verdict = sel.on_packet(now, &meta, &info);
+        let after = sel.current();
+        if let Some(k) = verdict.keyframe_request {
+            assert!(k < n_enc);
+            encs[k as usize].key_pending = true;
+        }
+        if let (Some(b), Some(a)) = (before, after) {
+            if a != b {
+                assert!(in_order, "a late packet changes nothing");
+            }
+            if a.encoding != b.encoding {
+                assert!(info.keyframe, "encoding switch only at a keyframe");
+            }
+            if a.encoding == b.encoding && a.temporal > b.temporal {
+                assert!(info.keyframe || info.layer_sync, "temporal up only at a switch point");
+            }
+            if a.encoding == b.encoding && a.spatial > b.spatial {
+                assert!(info.keyframe, "spatial up only at a key picture");
+            }
+            if a.encoding == pkt.enc && picture_start && in_order {
+                assert!(a.temporal <= target.temporal, "temporal down at the picture start");
+                assert!(a.spatial <= target.spatial, "spatial down at the picture start");
+            }
+        } else if after.is_some() {
+            assert!(info.keyframe, "starts at a keyframe");
+        }
+        match verdict.action {
+            Action::Drop(reason) => {
+                if reason.in_current() && info.frame_start && in_order {
+                    dropped_frames.insert((pkt.enc, meta.timestamp, info.spatial_id));
+                }
+                if reason.in_current() {
+                    rw.dropped(&meta, &info);
+                    if !in_order {
+                        // Its place was kept for it: a late drop stays a hole.
+                        missing.insert((pkt.enc, pkt.idx));
+                    }
+                }
+            }
+            Action::Forward { marker, switched } => {
+                assert_eq!(switched, before.is_none_or(|b| b.encoding != pkt.enc));
+                if in_order {
+                    let frame = (pkt.enc, meta.timestamp, info.spatial_id);
+                    assert!(!dropped_frames.contains(&frame), "part of a dropped frame");
+                }
+                if switched && !in_order {
+                    // Switched on a keyframe that came late: the packets of this encoding
+                    // after it came earlier and were dropped (another encoding was forwarded),
+                    // so for this consumer they are holes (a NACK can fill them).
+                    for i in pkt.idx + 1..=delivered_hi[e].unwrap_or(pkt.idx) {
+                        missing.insert((pkt.enc, i));
+                    }
+                }
+                let Some(out) = rw.forward(now, &meta, &info, switched) else {
+                    missing.insert((pkt.enc, pkt.idx));
+                    assert!(!in_order && !switched, "only late packets are refused");
+                    continue;
+                };
+                let out_ext = match last {
+                    Some((l, ..)) => crate::router::SeqExtender::nearest(l, out.seq),
+                    None => (1 << 32) + u64::from(out.seq),
+                };
+                assert!(outs.insert(out_ext), "outgoing seq {} reused", out.seq);
+                if !svc {
+                    assert_eq!(marker, meta.marker);
+                }
+                // The rewritten packet carries what was decided.
+                let mut b = pkt.bytes.clone();
+                out.apply(codec_of, &mut b, marker).expect("apply on a valid packet");
+                let w = RtpView::parse(&b).unwrap();
+                assert_eq!(
+                    (w.sequence_number(), w.timestamp(), w.ssrc()),
+                    (out.seq, out.timestamp, 0x5EED)
+                );
+                let wi = codec::inspect(codec_of, w.payload(), marker).unwrap();
+                assert_eq!(wi.picture_id.map(|p| p.value), out.picture_id);
+                assert_eq!(wi.tl0picidx, out.tl0picidx);
+                let src = rw.source_of(out.seq).expect("a forwarded seq maps back");
+                assert_eq!((src.encoding, src.ssrc, src.seq), (pkt.enc, meta.ssrc, meta.seq));
+                assert_eq!(src.ts_offset, out.timestamp.wrapping_sub(meta.timestamp));
+                let (pic, tl0) = (out.picture_id.unwrap(), out.tl0picidx.unwrap());
+                // A switch starts a new mapping even on a packet that came late.
+                if in_order || switched {
+                    match last {
+                        None => assert_eq!(out.seq, first_seq),
+                        Some((l, lts, lms, lenc, lidx)) => {
+                            assert!(out_ext > l, "an in-order packet goes after what was sent");
+                            let dts = out.timestamp.wrapping_sub(lts);
+                            if switched {
+                                assert_eq!(out_ext, l + 1, "seq continues across a switch");
+                                let ticks = ((ms - lms) * 90).max(1);
+                                assert_eq!(u64::from(dts), ticks, "ts continues across a switch");
+                            } else {
+                                assert_eq!(lenc, pkt.enc, "another encoding without a switch");
+                                if whole(&missing, pkt.enc, lidx, pkt.idx) {
+                                    assert_eq!(out_ext, l + 1, "a drop left a hole");
+                                }
+                                assert!((dts as i32) >= 0, "timestamps go back");
+                            }
+                        }
+                    }
+                    if let (true, Some((lp, penc, pidx)), Some(lt)) =
+                        (picture_start, last_pic, last_tl0)
+                        && (switched
+                            || (penc == pkt.enc && whole(&missing, pkt.enc, pidx, pkt.idx)))
+                    {
+                        assert_eq!(pic, (lp + 1) & 0x7FFF, "picture id continuous");
+                        let step = u8::from(info.temporal_id == Some(0));
+                        assert_eq!(tl0, lt.wrapping_add(step), "TL0PICIDX continuous");
+                    }
+                }
+                // One marker per forwarded picture, on its last forwarded packet (VP9: the end of
+                // the highest forwarded spatial layer); a late packet may bring it.
+                match picture {
+                    Some((penc, pts, pidx, seen)) if penc == pkt.enc && pts == meta.timestamp => {
+                        if in_order && whole(&missing, pkt.enc, pidx, pkt.idx) {
+                            assert!(!seen, "a packet after the picture's marker");
+                        }
+                        picture = Some((penc, pts, pidx, seen || marker));
+                    }
+                    prev if in_order || switched => {
+                        if let Some((penc, _, pidx, seen)) = prev
+                            && !switched
+                            && penc == pkt.enc
+                            && whole(&missing, pkt.enc, pidx, pkt.idx)
+                        {
+                            assert!(seen, "a forwarded picture without its marker");
+                        }
+                        picture = Some((pkt.enc, meta.timestamp, pkt.idx, marker));
+                    }
+                    _ => {}
+                }
+                // What the rewriter continues from: the newest outgoing seq (a late packet may
+                // fill the top hole) with its timestamp and TL0PICIDX, the newest picture id.
+                if last_pic
+                    .is_none_or(|(lp, ..)| (1..0x4000).contains(&(pic.wrapping_sub(lp) & 0x7FFF)))
+                {
+                    last_pic = Some((pic, pkt.enc, pkt.idx));
+                }
+                if last.is_none_or(|(l, ..)| out_ext > l) {
+                    last = Some((out_ext, out.timestamp, ms, pkt.enc, pkt.idx));
+                    last_tl0 = Some(tl0);
+                }
+            }
+        }
+    }
 }

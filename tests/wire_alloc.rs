@@ -178,3 +178,73 @@ fn parse_paths_do_not_allocate() {
         }
     });
 }
+
+/// The codec descriptors, the AV1 Dependency Descriptor and the per-consumer layer path
+/// (selector, rewriter, NACK mapping, `Rewrite::apply`) per packet.
+#[test]
+fn codec_and_layer_paths_do_not_allocate() {
+    use ringsfu::media::layers::{Action, LayerSelector, LayerTarget, PacketMeta, SeqTsRewriter};
+    use ringsfu::wire::codec::{self, Codec, av1_dd, vp8, vp9};
+    use std::time::{Duration, Instant};
+    let codecs = [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
+    for s in seeds("codec_inspect") {
+        let mut copy = s.clone();
+        no_alloc("codec inspect and rewrite", || {
+            let (sel, p) = copy.split_first_mut().unwrap();
+            let c = codecs[*sel as usize & 3];
+            let _ = codec::inspect(c, p, *sel & 0x80 != 0);
+            let _ = vp8::rewrite_picture_id(p, 77, Some(3));
+            let _ = vp9::rewrite_picture_id(p, 77, Some(3));
+        });
+    }
+    for s in seeds("av1_dd") {
+        let n = s[0] as usize;
+        let first = av1_dd::parse(&s[1..1 + n], None).unwrap();
+        let st = first.new_structure;
+        no_alloc("av1 dependency descriptor", || {
+            let p = av1_dd::parse(&s[1..1 + n], None).unwrap();
+            assert_eq!(p.new_structure.is_some(), st.is_some());
+            let _ = av1_dd::parse(&[0x43, 0, 5], st.as_ref());
+        });
+    }
+    let t0 = Instant::now();
+    let target = LayerTarget { encoding: 0, spatial: 0, temporal: 0 };
+    let mut sel = LayerSelector::new(target, Duration::from_millis(300));
+    let mut rw = SeqTsRewriter::new(9, 90_000, 1);
+    let mut pkt = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+    pkt.extend_from_slice(&[0x90, 0xE0, 0x80, 0x01, 1, 0x00, 0x10, 0xAA]);
+    let mut infos = Vec::new();
+    for i in 0..64u16 {
+        let mut p = pkt.clone();
+        p[2..4].copy_from_slice(&i.to_be_bytes());
+        p[15] = i as u8;
+        p[17] = ((i % 2) as u8) << 6; // TL0 and TL1 alternate: TL1 dropped
+        p[18] = if i == 0 { 0x10 } else { 0x11 };
+        infos.push(p);
+    }
+    no_alloc("layer selection and rewriting", || {
+        for (i, p) in infos.iter_mut().enumerate() {
+            let v = RtpView::parse(p).unwrap();
+            let info = codec::inspect(Codec::Vp8, v.payload(), true).unwrap();
+            let meta = PacketMeta {
+                encoding: 0,
+                ssrc: 5,
+                seq: v.sequence_number(),
+                timestamp: v.timestamp(),
+                marker: true,
+            };
+            let now = t0 + Duration::from_millis(i as u64 * 33);
+            match sel.on_packet(now, &meta, &info).action {
+                Action::Forward { marker, switched } => {
+                    let out = rw.forward(now, &meta, &info, switched).unwrap();
+                    out.apply(Codec::Vp8, p, marker).unwrap();
+                    assert!(rw.source_of(out.seq).is_some());
+                }
+                Action::Drop(r) => {
+                    assert!(r.in_current());
+                    rw.dropped(&meta, &info);
+                }
+            }
+        }
+    });
+}

@@ -29,6 +29,9 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "stun_roundtrip" => f::stun_roundtrip,
         "rtp_rewrite" => f::rtp_rewrite,
         "rtcp_roundtrip" => f::rtcp_roundtrip,
+        "codec_inspect" => f::codec_inspect,
+        "av1_dd" => f::av1_dd,
+        "layer_switch" => f::layer_switch,
         "stun_diff" => differential::stun,
         "rtp_diff" => differential::rtp,
         "rtcp_diff" => differential::rtcp,
@@ -108,6 +111,15 @@ fn seeds_parse() {
                 .ok()
                 .and_then(ringsfu::config::endpoint::parse_endpoint)
                 .is_some(),
+            "codec_inspect" => d.split_first().is_some_and(|(&sel, p)| {
+                use ringsfu::wire::codec::{Codec, inspect};
+                let c = [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1][sel as usize & 3];
+                inspect(c, p, sel & 0x80 != 0).is_ok()
+            }),
+            "av1_dd" => d.split_first().is_some_and(|(&n, rest)| {
+                rest.get(..n as usize)
+                    .is_some_and(|f| ringsfu::wire::codec::av1_dd::parse(f, None).is_ok())
+            }),
             "metrics_turns" => {
                 std::str::from_utf8(&d).is_ok_and(|t| !ringsfu::load::turns::parse(t).is_empty())
             }
@@ -115,4 +127,35 @@ fn seeds_parse() {
         };
         assert!(ok, "seed {} does not parse", path.display());
     }
+}
+
+/// The real payloads in `corpus/codec_inspect/` (ffmpeg's libvpx VP8/VP9 and libx264 H.264
+/// RTP, a libaom AV1 temporal unit) are classified as what they are: the first packet of the
+/// stream is a keyframe start, later frame starts are delta frames, frame ends are ends.
+#[test]
+fn real_payloads_are_classified() {
+    use ringsfu::wire::codec::{Codec, inspect};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/codec_inspect");
+    let get = |name: &str| {
+        let d = fs::read(dir.join(name)).unwrap();
+        let c = [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1][d[0] as usize & 3];
+        inspect(c, &d[1..], d[0] & 0x80 != 0).unwrap()
+    };
+    for codec in ["vp8", "vp9", "h264"] {
+        let first = get(&format!("ffmpeg_{codec}_first"));
+        assert!(first.keyframe && first.frame_start, "{codec} first packet");
+        let end = get(&format!("ffmpeg_{codec}_first_frame_end"));
+        assert!(end.frame_end && !end.frame_start && !end.keyframe, "{codec} frame end");
+        for later in ["second_frame_start", "delta_frame_start"] {
+            let i = get(&format!("ffmpeg_{codec}_{later}"));
+            assert!(i.frame_start && !i.keyframe, "{codec} {later}");
+        }
+    }
+    let vp8 = get("ffmpeg_vp8_second_frame_start");
+    assert_eq!(vp8.picture_id.map(|p| (p.value, p.long)), Some((1, true)));
+    let key = get("libaom_av1_keyframe_first");
+    assert!(key.keyframe && key.frame_start && !key.frame_end);
+    let last = get("libaom_av1_keyframe_last");
+    assert!(!last.frame_start && last.frame_end && !last.keyframe);
+    assert!(!get("libaom_av1_delta").keyframe);
 }

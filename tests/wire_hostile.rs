@@ -117,3 +117,19 @@ fn short_and_empty_inputs() {
         }
     }
 }
+
+/// The layer-switching simulation (`fuzzing::layer_switch`) under deterministic random
+/// operation sequences: packet orders, losses, late packets, time steps and target changes.
+#[test]
+fn layer_switch_random_operations() {
+    let mut rng = XorShift(0x0DDB_1A5E_5BAD_5EED);
+    for round in 0..3000 {
+        let len = 16 + rng.below(if round % 10 == 0 { 2000 } else { 300 });
+        let d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let r = std::panic::catch_unwind(|| ringsfu::fuzzing::layer_switch(&d));
+        if r.is_err() {
+            let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+            panic!("failing input ({} bytes): {hex}", d.len());
+        }
+    }
+}

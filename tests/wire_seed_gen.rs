@@ -405,3 +405,102 @@ fn generate_seed_corpus() {
     put(&["demux"], "dtls", &dtls);
     put(&["demux"], "channel_data", &cd[..n]);
 }
+
+/// Seeds of `av1_dd` (descriptors written with the test bit writer: an L1T3 structure, then
+/// template-only and custom-field descriptors) and `layer_switch` (operation sequences: a
+/// steady top encoding, switches down and up with keyframe requests, losses and late packets).
+/// `codec_inspect` seeds are real packets: `fuzz/tools/codec_seeds.py`.
+#[test]
+#[ignore = "writes fuzz/corpus; run on demand"]
+fn generate_codec_seed_corpus() {
+    use ringsfu::wire::codec::av1_dd::{BitWriter, sample_l1t3_with_structure};
+    let mut w = BitWriter::default();
+    sample_l1t3_with_structure(&mut w, 0, 1000);
+    let first = w.finish().to_vec();
+    let mut d = vec![first.len() as u8];
+    d.extend_from_slice(&first);
+    for (tid, fnum) in [(3u8, 1001u16), (2, 1002), (4, 1003), (1, 1004)] {
+        d.push(3);
+        d.push(0xC0 | tid);
+        d.extend_from_slice(&fnum.to_be_bytes());
+    }
+    put(&["av1_dd"], "l1t3_structure_then_templates", &d);
+    // Extended: active targets, custom DTIs, fdiffs and chains against the same structure.
+    let mut w = BitWriter::default();
+    for (n, v) in [(1, 1), (1, 0), (6, 2), (16, 7), (5, 0b01111), (3, 0b011)] {
+        w.put(n, v);
+    }
+    for dti in [0, 3, 3] {
+        w.put(2, dti);
+    }
+    for (n, v) in [(2, 2), (8, 199), (2, 1), (4, 3), (2, 0), (8, 9)] {
+        w.put(n, v);
+    }
+    let ext = w.finish().to_vec();
+    let mut d = vec![first.len() as u8];
+    d.extend_from_slice(&first);
+    d.push(ext.len() as u8);
+    d.extend_from_slice(&ext);
+    put(&["av1_dd"], "l1t3_structure_then_custom_fields", &d);
+    put(&["av1_dd"], "mandatory_only", &[3, 0x80, 0x00, 0x01]);
+
+    // layer_switch: the mode (0 VP8 simulcast, 1 VP9 k-SVC), 9 bytes of stream bases, then
+    // operations (see fuzzing::layer_switch).
+    let deliver = |enc: u8| 0x40 | (enc << 3) | 2;
+    let base = [0, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0, 0x11];
+    let mut d = base.to_vec();
+    for i in 0..120u8 {
+        d.extend_from_slice(&[deliver(i % 3), i]);
+    }
+    put(&["layer_switch"], "steady_three_encodings", &d);
+    let mut d = base.to_vec();
+    for round in 0..6u8 {
+        d.extend_from_slice(&[0x00, 2 - (round % 3), round % 3]);
+        for i in 0..30u8 {
+            d.extend_from_slice(&[deliver(i % 3), i.wrapping_mul(7)]);
+            if i % 10 == 0 {
+                d.extend_from_slice(&[0x01, 30]);
+            }
+        }
+    }
+    put(&["layer_switch"], "switch_down_and_up", &d);
+    let mut d = base.to_vec();
+    let mut x: u32 = 0x2545_F491;
+    for _ in 0..300 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        d.push(match x % 10 {
+            0 => (((x >> 8) % 3) as u8) << 3 | 2,        // lost
+            1 => 0x20 | (((x >> 8) % 3) as u8) << 3 | 2, // held
+            2 => 0x07,                                   // deliver the oldest held
+            3 => 0x00,                                   // target change (next two bytes)
+            _ => deliver(((x >> 8) % 3) as u8),
+        });
+        d.push((x >> 16) as u8);
+        if x % 10 == 3 {
+            d.push((x >> 24) as u8);
+        }
+    }
+    put(&["layer_switch"], "losses_late_packets_and_target_changes", &d);
+    // VP9 k-SVC: spatial and temporal targets down and up, then losses and late packets.
+    let mut d = base.to_vec();
+    d[0] = 1;
+    for round in 0..6u8 {
+        d.extend_from_slice(&[0x00, 2 - (round % 3), (round + 1) % 3]);
+        for i in 0..40u8 {
+            d.extend_from_slice(&[deliver(0), i]);
+        }
+    }
+    for i in 0..200u32 {
+        let op = match i % 11 {
+            3 => 0x02,
+            7 => 0x22,
+            9 => 0x07,
+            10 => 0x00,
+            _ => deliver(0),
+        };
+        d.extend_from_slice(&[op, (i * 37) as u8]);
+    }
+    put(&["layer_switch"], "vp9_ksvc_targets_losses_late", &d);
+}

@@ -33,6 +33,7 @@ mod egress;
 mod engine;
 pub mod feedback;
 mod flow;
+pub mod layers;
 mod mirror;
 mod producer;
 mod recorder;

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 
 use webrtc_sdp::attribute_type::{
     SdpAttribute, SdpAttributeFingerprintHashType, SdpAttributeGroupSemantic,
-    SdpAttributePayloadType, SdpAttributeSetup, SdpSsrcGroupSemantic,
+    SdpAttributePayloadType, SdpAttributeSetup, SdpSingleDirection, SdpSsrcGroupSemantic,
 };
 use webrtc_sdp::media_type::SdpMediaValue;
 
@@ -159,13 +159,24 @@ pub mod ext {
     pub const VIDEO_ORIENTATION: &str = "urn:3gpp:video-orientation";
     pub const RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
     pub const REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
+    /// The AV1 RTP spec's Dependency Descriptor (SVC layer ids for AV1, and VP8/VP9 from Chrome).
+    pub const DEPENDENCY_DESCRIPTOR: &str =
+        "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
 
     /// Extensions accepted per kind.
     pub fn supported(kind: super::MediaKind, uri: &str) -> bool {
         match kind {
             super::MediaKind::Audio => matches!(uri, MID | ABS_SEND_TIME | TWCC | AUDIO_LEVEL),
             super::MediaKind::Video => {
-                matches!(uri, MID | ABS_SEND_TIME | TWCC | VIDEO_ORIENTATION | RID | REPAIRED_RID)
+                matches!(
+                    uri,
+                    MID | ABS_SEND_TIME
+                        | TWCC
+                        | VIDEO_ORIENTATION
+                        | RID
+                        | REPAIRED_RID
+                        | DEPENDENCY_DESCRIPTOR
+                )
             }
         }
     }
@@ -177,6 +188,35 @@ pub struct RemoteCandidate {
     pub addr: SocketAddr,
     pub udp: bool,
     pub priority: u64,
+}
+
+/// One simulcast stream of `a=simulcast` (RFC 8853): its RID alternatives, preferred first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulcastStream {
+    pub rids: Vec<String>,
+    /// Written with `~`: the stream exists but is paused (the first alternative's mark).
+    pub paused: bool,
+}
+
+/// `a=simulcast` of an m-line: the streams offered in each direction, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Simulcast {
+    pub send: Vec<SimulcastStream>,
+    pub recv: Vec<SimulcastStream>,
+}
+
+/// An `a=rid` line (RFC 8851) with the restrictions ringsfu reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RidSpec {
+    pub id: String,
+    /// True for `send`, false for `recv`.
+    pub send: bool,
+    /// `pt=` payload types the RID may use (empty: any).
+    pub pts: Vec<u8>,
+    pub max_width: Option<u32>,
+    pub max_height: Option<u32>,
+    pub max_fps: Option<u32>,
+    pub max_br: Option<u32>,
 }
 
 /// One m-line of a remote description.
@@ -202,6 +242,12 @@ pub struct MediaSection {
     pub msid: Option<(String, String)>,
     /// RIDs offered for simulcast (`a=rid:<id> send`).
     pub rids: Vec<String>,
+    /// Every `a=rid` line with its direction and restrictions.
+    pub rid_specs: Vec<RidSpec>,
+    /// `a=simulcast` (RFC 8853), if present.
+    pub simulcast: Option<Simulcast>,
+    /// `a=ssrc-group:SIM` SSRCs, lowest layer first (legacy simulcast some clients signal).
+    pub sim_ssrcs: Vec<u32>,
     pub rtcp_mux: bool,
     pub rtcp_rsize: bool,
 }
@@ -393,6 +439,9 @@ fn media_section(
         cname: None,
         msid: None,
         rids: Vec::new(),
+        rid_specs: Vec::new(),
+        simulcast: None,
+        sim_ssrcs: Vec::new(),
         rtcp_mux: false,
         rtcp_rsize: false,
     };
@@ -446,7 +495,35 @@ fn media_section(
             SdpAttribute::Msid(msid) => {
                 s.msid = Some((msid.id.clone(), msid.appdata.clone().unwrap_or_default()));
             }
-            SdpAttribute::Rid(r) => s.rids.push(r.id.clone()),
+            SdpAttribute::Rid(r) => {
+                s.rids.push(r.id.clone());
+                let nz = |v: u32| (v != 0).then_some(v);
+                s.rid_specs.push(RidSpec {
+                    id: r.id.clone(),
+                    send: matches!(r.direction, SdpSingleDirection::Send),
+                    pts: r.formats.iter().filter_map(|f| u8::try_from(*f).ok()).collect(),
+                    max_width: nz(r.params.max_width),
+                    max_height: nz(r.params.max_height),
+                    max_fps: nz(r.params.max_fps),
+                    max_br: nz(r.params.max_br),
+                });
+            }
+            SdpAttribute::Simulcast(sc) => {
+                let streams = |v: &[webrtc_sdp::attribute_type::SdpAttributeSimulcastVersion]| {
+                    v.iter()
+                        .filter(|alt| !alt.ids.is_empty())
+                        .map(|alt| SimulcastStream {
+                            rids: alt.ids.iter().map(|i| i.id.clone()).collect(),
+                            paused: alt.ids.first().is_some_and(|i| i.paused),
+                        })
+                        .collect()
+                };
+                s.simulcast =
+                    Some(Simulcast { send: streams(&sc.send), recv: streams(&sc.receive) });
+            }
+            SdpAttribute::SsrcGroup(SdpSsrcGroupSemantic::Sim, v) => {
+                s.sim_ssrcs = v.iter().map(|x| x.id).collect();
+            }
             _ => {}
         }
     }
@@ -571,6 +648,7 @@ pub struct ExtIds {
     pub video_orientation: u8,
     pub rid: u8,
     pub repaired_rid: u8,
+    pub dependency_descriptor: u8,
 }
 
 impl ExtIds {
@@ -585,6 +663,7 @@ impl ExtIds {
                 ext::VIDEO_ORIENTATION => e.video_orientation = m.id,
                 ext::RID => e.rid = m.id,
                 ext::REPAIRED_RID => e.repaired_rid = m.id,
+                ext::DEPENDENCY_DESCRIPTOR => e.dependency_descriptor = m.id,
                 _ => {}
             }
         }
@@ -605,8 +684,16 @@ pub struct NegotiatedMedia {
     /// SSRCs the remote announced (publish) or ringsfu will send (subscribe).
     pub ssrc: Option<u32>,
     pub rtx_ssrc: Option<u32>,
-    /// Simulcast RIDs the publisher will send, in offer order.
+    /// Simulcast RIDs the publisher will send, in offer order (with `a=simulcast`: those of
+    /// the accepted streams, every alternative).
     pub rids: Vec<String>,
+    /// RFC 8853 simulcast streams ringsfu agreed to receive, in the publisher's order (the
+    /// encoding index of a RID is its stream's position here); empty without `a=simulcast`.
+    pub simulcast: Vec<SimulcastStream>,
+    /// The restrictions of each accepted RID (`a=rid:<id> send ...`).
+    pub rid_specs: Vec<RidSpec>,
+    /// Legacy `a=ssrc-group:SIM` SSRCs (lowest layer first), empty if none.
+    pub sim_ssrcs: Vec<u32>,
     pub nack: bool,
     pub pli: bool,
     pub fir: bool,
@@ -692,6 +779,8 @@ struct Section<'a> {
     extmaps: Vec<Extmap>,
     rtcp_rsize: bool,
     send: Option<(&'a OutgoingTrack, u32, Option<u32>)>,
+    /// Simulcast streams to receive: `a=rid:<id> recv` and `a=simulcast:recv` lines.
+    recv_simulcast: Vec<SimulcastStream>,
 }
 
 fn write_section(out: &mut String, local: &LocalTransport, setup: &str, s: &Section<'_>) {
@@ -729,6 +818,7 @@ fn write_section(out: &mut String, local: &LocalTransport, setup: &str, s: &Sect
     if let Some(rtx) = s.rtx_pt {
         let _ = write!(out, "a=rtpmap:{rtx} rtx/{}\r\na=fmtp:{rtx} apt={}\r\n", c.clock_rate, c.pt);
     }
+    write_recv_simulcast(out, &s.recv_simulcast);
     if let Some((track, ssrc, rtx_ssrc)) = s.send {
         let _ = write!(out, "a=msid:{} {}\r\n", track.stream_id, track.track_id);
         if let Some(rtx) = rtx_ssrc {
@@ -741,6 +831,63 @@ fn write_section(out: &mut String, local: &LocalTransport, setup: &str, s: &Sect
             let _ = write!(out, "a=ssrc:{rtx} msid:{} {}\r\n", track.stream_id, track.track_id);
         }
     }
+}
+
+/// `a=rid:<id> recv` per RID, then `a=simulcast:recv` with the streams in order (`;`) and their
+/// alternatives (`,`); a paused stream keeps `~` on its first alternative (RFC 8853 §5.3; a
+/// pause mark on a later alternative is not kept).
+fn write_recv_simulcast(out: &mut String, streams: &[SimulcastStream]) {
+    if streams.is_empty() {
+        return;
+    }
+    for id in streams.iter().flat_map(|st| &st.rids) {
+        let _ = write!(out, "a=rid:{id} recv\r\n");
+    }
+    out.push_str("a=simulcast:recv ");
+    for (i, st) in streams.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        for (j, id) in st.rids.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            if st.paused && j == 0 {
+                out.push('~');
+            }
+            out.push_str(id);
+        }
+    }
+    out.push_str("\r\n");
+}
+
+/// The simulcast streams of an offer ringsfu accepts to receive with `codec`: each offered
+/// `send` stream keeps the alternatives declared by an `a=rid:<id> send` line whose `pt=` list
+/// (if any) has the codec and whose id keeps to RFC 8851's syntax (letters, digits, `-`, `_`);
+/// a stream left without alternatives is dropped (RFC 8851 §5, RFC 8853 §5.3).
+fn accepted_simulcast(m: &MediaSection, codec: &Codec) -> Vec<SimulcastStream> {
+    let Some(sc) = &m.simulcast else {
+        return Vec::new();
+    };
+    sc.send
+        .iter()
+        .filter_map(|st| {
+            let rids: Vec<String> = st
+                .rids
+                .iter()
+                .filter(|id| {
+                    id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+                .filter(|id| {
+                    m.rid_specs.iter().any(|r| {
+                        &r.id == *id && r.send && (r.pts.is_empty() || r.pts.contains(&codec.pt))
+                    })
+                })
+                .cloned()
+                .collect();
+            (!rids.is_empty()).then_some(SimulcastStream { rids, paused: st.paused })
+        })
+        .collect()
 }
 
 fn check_transport(offer: &RemoteDescription) -> Result<(), SdpError> {
@@ -830,6 +977,9 @@ fn agreed(
         ssrc: ssrcs.0,
         rtx_ssrc: ssrcs.1,
         rids: Vec::new(),
+        simulcast: Vec::new(),
+        rid_specs: Vec::new(),
+        sim_ssrcs: Vec::new(),
         nack,
         pli,
         fir,
@@ -857,13 +1007,24 @@ pub fn answer_publish<'a>(
         };
         let rtx_pt = if fb_flags(codec).0 { codec.rtx_pt } else { None };
         let extmaps = supported_extmaps(kind, &m.extmaps);
-        let primary = m.ssrcs.first().copied();
+        // Legacy simulcast: the SIM group's first SSRC (the lowest layer) is the primary.
+        let primary = m.sim_ssrcs.first().or(m.ssrcs.first()).copied();
         let rtx_ssrc = primary
             .and_then(|p| m.rtx_pairs.iter().find(|(a, _)| *a == p))
             .map(|(_, r)| *r)
             .filter(|_| rtx_pt.is_some());
         let mut n = agreed(m, kind, codec, rtx_pt, &extmaps, (primary, rtx_ssrc));
-        n.rids = m.rids.clone();
+        let recv_simulcast =
+            if kind == MediaKind::Video { accepted_simulcast(m, codec) } else { Vec::new() };
+        if m.simulcast.is_some() {
+            n.rids = recv_simulcast.iter().flat_map(|st| st.rids.iter().cloned()).collect();
+            n.rid_specs =
+                m.rid_specs.iter().filter(|r| r.send && n.rids.contains(&r.id)).cloned().collect();
+        } else {
+            n.rids = m.rids.clone();
+        }
+        n.simulcast = recv_simulcast.clone();
+        n.sim_ssrcs = m.sim_ssrcs.clone();
         let section = Section {
             kind,
             mid: &m.mid,
@@ -874,6 +1035,7 @@ pub fn answer_publish<'a>(
             extmaps,
             rtcp_rsize: m.rtcp_rsize,
             send: None,
+            recv_simulcast,
         };
         Ok(Some((n, section)))
     };
@@ -936,6 +1098,7 @@ pub fn answer_subscribe<'a>(
             extmaps,
             rtcp_rsize: m.rtcp_rsize,
             send: Some((track, track.ssrc, rtx_ssrc)),
+            recv_simulcast: Vec::new(),
         };
         Ok(Some((n, section)))
     };
@@ -1001,6 +1164,9 @@ pub fn offer_subscribe(local: &LocalTransport, tracks: &[OutgoingTrack]) -> Nego
             ssrc: Some(t.ssrc),
             rtx_ssrc: rtx.map(|_| t.rtx_ssrc),
             rids: Vec::new(),
+            simulcast: Vec::new(),
+            rid_specs: Vec::new(),
+            sim_ssrcs: Vec::new(),
             nack,
             pli,
             fir,
@@ -1029,6 +1195,7 @@ pub fn offer_subscribe(local: &LocalTransport, tracks: &[OutgoingTrack]) -> Nego
                 extmaps: extmaps.clone(),
                 rtcp_rsize: true,
                 send: Some((t, t.ssrc, media[i].rtx_ssrc)),
+                recv_simulcast: Vec::new(),
             },
         );
     }

@@ -201,3 +201,102 @@ fn trickled_candidates() {
     assert!(parse_candidate("candidate:1 1 udp 1 abc.local 9 typ host").is_err());
     assert!(parse_candidate("nonsense").is_err());
 }
+
+/// The Chromium 156 publish offer above as Chromium writes it for a video transceiver added
+/// with three `sendEncodings` with rids (openvidu-browser 2.32 with `mediaServer: "mediasoup"`):
+/// no `a=ssrc` lines for video, `a=rid:<id> send` per encoding, `a=simulcast:send`, and the
+/// dependency descriptor offered. Written from the capture by those rules, not captured.
+const SIMULCAST: &str = include_str!("../../tests/data/sdp/chrome156_simulcast_publish_offer.sdp");
+
+fn ids(v: &[SimulcastStream]) -> Vec<Vec<&str>> {
+    v.iter().map(|s| s.rids.iter().map(String::as_str).collect()).collect()
+}
+
+#[test]
+fn parses_a_chrome_simulcast_offer() {
+    let o = parse(SIMULCAST).unwrap();
+    let v = &o.media[1];
+    assert!(v.ssrcs.is_empty());
+    assert_eq!(v.rids, vec!["r0", "r1", "r2"]);
+    assert!(v.rid_specs.iter().all(|r| r.send && r.pts.is_empty() && r.max_width.is_none()));
+    let sc = v.simulcast.as_ref().unwrap();
+    assert_eq!(ids(&sc.send), vec![vec!["r0"], vec!["r1"], vec!["r2"]]);
+    assert!(sc.recv.is_empty() && sc.send.iter().all(|s| !s.paused));
+}
+
+#[test]
+fn simulcast_answer_receives_every_layer() {
+    let o = parse(SIMULCAST).unwrap();
+    let n = answer_publish(&o, &local(), VideoCodecPolicy::MediaServerPreferred).unwrap();
+    let v = &n.media[1];
+    assert!(v.codec.is("VP8"));
+    assert_eq!(ids(&v.simulcast), vec![vec!["r0"], vec!["r1"], vec!["r2"]]);
+    assert_eq!(v.rids, vec!["r0", "r1", "r2"]);
+    assert_eq!((v.ext.rid, v.ext.repaired_rid, v.ext.mid), (10, 11, 4));
+    assert_eq!(v.ext.dependency_descriptor, 9);
+    assert_eq!((v.ssrc, v.rtx_ssrc), (None, None));
+    assert!(n.sdp.contains("a=rid:r0 recv\r\na=rid:r1 recv\r\na=rid:r2 recv\r\n"));
+    assert!(n.sdp.contains("a=simulcast:recv r0;r1;r2\r\n"));
+    assert!(n.sdp.contains(ext::DEPENDENCY_DESCRIPTOR));
+    // Audio gets no simulcast lines, and the answer parses back with them.
+    assert!(n.media[0].simulcast.is_empty());
+    let back = parse(&n.sdp).unwrap();
+    let bv = &back.media[1];
+    assert_eq!(ids(&bv.simulcast.as_ref().unwrap().recv), vec![vec!["r0"], vec!["r1"], vec!["r2"]]);
+    assert!(bv.rid_specs.iter().all(|r| !r.send));
+    assert_eq!(back.media[0].simulcast, None);
+}
+
+#[test]
+fn simulcast_alternatives_paused_and_restrictions() {
+    let offer = SIMULCAST.replace(
+        "a=rid:r0 send\r\na=rid:r1 send\r\na=rid:r2 send\r\na=simulcast:send r0;r1;r2",
+        "a=rid:r0 send pt=96;max-width=320;max-height=180\r\na=rid:r1 send pt=98\r\n\
+             a=rid:r2 send max-width=1280;max-fps=30\r\na=rid:r3 send\r\n\
+             a=simulcast:send r0;r1;~r2,r3",
+    );
+    let o = parse(&offer).unwrap();
+    let v = &o.media[1];
+    let r0 = &v.rid_specs[0];
+    assert_eq!(
+        (r0.pts.as_slice(), r0.max_width, r0.max_height),
+        (&[96u8][..], Some(320), Some(180))
+    );
+    assert_eq!(v.rid_specs[2].max_fps, Some(30));
+    let sc = v.simulcast.as_ref().unwrap();
+    assert_eq!(ids(&sc.send), vec![vec!["r0"], vec!["r1"], vec!["r2", "r3"]]);
+    assert!(sc.send[2].paused && !sc.send[0].paused);
+    // VP8 (96) chosen: r1 is VP9-only, so its stream goes. (A stream naming an undefined RID
+    // does not get this far: webrtc-sdp refuses the offer.)
+    let n = answer_publish(&o, &local(), VideoCodecPolicy::MediaServerPreferred).unwrap();
+    let m = &n.media[1];
+    assert_eq!(ids(&m.simulcast), vec![vec!["r0"], vec!["r2", "r3"]]);
+    assert_eq!(m.rids, vec!["r0", "r2", "r3"]);
+    assert_eq!(m.rid_specs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r0", "r2", "r3"]);
+    assert!(n.sdp.contains("a=simulcast:recv r0;~r2,r3\r\n"));
+    assert!(!n.sdp.contains("a=rid:r1"));
+    assert!(parse(&n.sdp).is_ok());
+}
+
+#[test]
+fn legacy_ssrc_group_sim() {
+    let offer = PUBLISH.replace(
+        "a=ssrc-group:FID 450690666 1216971044\r\n",
+        "a=ssrc-group:SIM 450690666 450690667 450690668\r\n\
+         a=ssrc-group:FID 450690666 1216971044\r\n\
+         a=ssrc-group:FID 450690667 1216971045\r\n\
+         a=ssrc-group:FID 450690668 1216971046\r\n\
+         a=ssrc:450690667 cname:xe3pNa/F12E4oClJ\r\n\
+         a=ssrc:450690668 cname:xe3pNa/F12E4oClJ\r\n\
+         a=ssrc:1216971045 cname:xe3pNa/F12E4oClJ\r\n\
+         a=ssrc:1216971046 cname:xe3pNa/F12E4oClJ\r\n",
+    );
+    let o = parse(&offer).unwrap();
+    assert_eq!(o.media[1].sim_ssrcs, vec![450690666, 450690667, 450690668]);
+    assert_eq!(o.media[1].rtx_pairs.len(), 3);
+    let n = answer_publish(&o, &local(), VideoCodecPolicy::MediaServerPreferred).unwrap();
+    assert_eq!(n.media[1].sim_ssrcs, vec![450690666, 450690667, 450690668]);
+    assert_eq!(n.media[1].ssrc, Some(450690666));
+    assert!(n.media[1].simulcast.is_empty());
+    assert!(!n.sdp.contains("a=simulcast"));
+}

@@ -12,6 +12,7 @@
 //! Reads go through the bounded wire cursor; errors are [`CodecError`] naming the rule.
 
 pub mod av1;
+pub mod av1_dd;
 pub mod h264;
 pub mod vp8;
 pub mod vp9;

@@ -6,7 +6,8 @@
 //! | [P_DIFF(7) N]{1..3 if F=1 and P=1} | [SS if V=1]
 //! ```
 //! B / E mark the first / last packet of a layer frame; the RTP marker ends the picture. A key
-//! picture starts where B = 1, P = 0 and the spatial id is 0 (or absent).
+//! picture starts where B = 1, P = 0, the spatial id is 0 (or absent) and the VP9 frame header
+//! that follows, if it is one, says KEY_FRAME.
 
 use super::{CodecError, PacketInfo, PictureId, Vp9Scalability};
 use crate::wire::cursor::Reader;
@@ -71,8 +72,27 @@ fn parse(payload: &[u8]) -> Result<(PacketInfo, Layout), CodecError> {
         info.scalability = Some(scalability(&mut r)?);
     }
     info.payload_offset = r.pos();
-    info.keyframe = b && !p && info.spatial_id.unwrap_or(0) == 0;
+    info.keyframe = b
+        && !p
+        && info.spatial_id.unwrap_or(0) == 0
+        && bitstream_keyframe(payload.get(info.payload_offset).copied()) != Some(false);
     Ok((info, lay))
+}
+
+/// The VP9 uncompressed header's first byte (VP9 bitstream §6.2): frame_marker (2 bits, 0b10),
+/// profile (2 bits, a reserved zero bit for profile 3), show_existing_frame, frame_type (0 =
+/// KEY_FRAME). `Some(true)` for a key frame, `Some(false)` for anything else, `None` when the
+/// byte is missing or is no frame header (then the descriptor's P bit decides alone). Some
+/// packetizers (ffmpeg's) never set P, so the header is what tells their delta frames apart.
+fn bitstream_keyframe(b: Option<u8>) -> Option<bool> {
+    let b = b?;
+    if b >> 6 != 0b10 {
+        return None;
+    }
+    let profile = ((b >> 4) & 1) << 1 | ((b >> 5) & 1);
+    let (show_existing, frame_type) =
+        if profile == 3 { ((b >> 2) & 1, (b >> 1) & 1) } else { ((b >> 3) & 1, (b >> 2) & 1) };
+    Some(show_existing == 0 && frame_type == 0)
 }
 
 fn scalability(r: &mut Reader<'_>) -> Result<Vp9Scalability, CodecError> {
@@ -137,7 +157,8 @@ mod tests {
             p.extend_from_slice(&w.to_be_bytes());
             p.extend_from_slice(&h.to_be_bytes());
         }
-        p.extend_from_slice(&[1, 0b0001_0100, 1, 0xAA]);
+        // Then the frame: an uncompressed header of a profile 0 key frame (0b10_0_0_0_0_..).
+        p.extend_from_slice(&[1, 0b0001_0100, 1, 0x82]);
         let i = inspect(&p, false).unwrap();
         assert!(i.keyframe && i.frame_start && !i.frame_end && i.layer_sync);
         assert_eq!(i.picture_id, Some(PictureId { value: 0x0102, long: true }));
@@ -163,6 +184,21 @@ mod tests {
         // Four reference indices are one too many.
         let p = [0b1101_1000, 7, 0x03, 0x03, 0x03, 0x02];
         assert!(matches!(inspect(&p, true), Err(CodecError::Malformed(_))));
+    }
+
+    #[test]
+    fn the_frame_header_overrules_a_missing_p_bit() {
+        // B set, P clear (as ffmpeg writes every frame), then a delta frame's header
+        // (frame_type 1), then a key frame's, then no frame marker (descriptor decides).
+        assert!(!inspect(&[0x08, 0x86, 0x00], false).unwrap().keyframe);
+        assert!(inspect(&[0x08, 0x82, 0x49], false).unwrap().keyframe);
+        assert!(inspect(&[0x08, 0x00], false).unwrap().keyframe);
+        assert!(inspect(&[0x08], false).unwrap().keyframe);
+        // Profile 3: frame_type is one bit further.
+        assert!(!inspect(&[0x08, 0xB2], false).unwrap().keyframe);
+        assert!(inspect(&[0x08, 0xB0], false).unwrap().keyframe);
+        // show_existing_frame: a repeat, not a key frame.
+        assert!(!inspect(&[0x08, 0x88], false).unwrap().keyframe);
     }
 
     #[test]
