@@ -35,8 +35,18 @@ use super::offer::{OPUS_PT, VP8_PT};
 
 /// First word of every payload stamp ("RSFL").
 pub const STAMP_MAGIC: u32 = 0x5253_464C;
-/// Codec payload header bytes before the stamp (VP8 descriptor + frame header, or Opus TOC).
-pub const STAMP_OFFSET: usize = 4;
+/// Codec payload header bytes before the stamp: the VP8 payload descriptor and frame tag (a
+/// keyframe's with its start code and a 320x240 size, so a recorder takes it for one), or the
+/// Opus TOC byte; zeros in a frame's later packets.
+pub const STAMP_OFFSET: usize = 12;
+/// A VP8 keyframe's first bytes (RFC 7741 descriptor with S set; RFC 6386 frame tag: key,
+/// shown; start code; 320 x 240).
+const VP8_KEY_HEADER: [u8; STAMP_OFFSET] =
+    [0x10, 0x10, 0, 0, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00, 0];
+/// An inter frame's first bytes (descriptor, frame tag with P set).
+const VP8_DELTA_HEADER: [u8; STAMP_OFFSET] = [0x10, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// Opus: the TOC byte of a 20 ms CELT fullband frame.
+const OPUS_HEADER: [u8; STAMP_OFFSET] = [0xfc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 /// Stamp bytes: magic, publisher index, track + 3 pad, sequence (u64), send time (u64 ns).
 pub const STAMP_LEN: usize = 28;
 /// Smallest payload a synthetic packet has.
@@ -429,10 +439,10 @@ impl LoadCore {
                     for k in 0..n {
                         let left = bytes_per_frame.saturating_sub(k * pkt);
                         let size = left.clamp(MIN_PAYLOAD, pkt);
-                        let hdr = if k == 0 {
-                            [0x10, if key { 0x10 } else { 0x11 }, 0, 0]
-                        } else {
-                            [0; 4]
+                        let hdr = match (k, key) {
+                            (0, true) => VP8_KEY_HEADER,
+                            (0, false) => VP8_DELTA_HEADER,
+                            _ => [0; STAMP_OFFSET],
                         };
                         let seq = p.seq[VIDEO];
                         let ok = send_rtp(
@@ -479,7 +489,7 @@ impl LoadCore {
                             seq,
                             ts: (seq as u32).wrapping_mul(960),
                             ssrc: p.ssrc[AUDIO],
-                            codec_hdr: [0xfc, 0, 0, 0],
+                            codec_hdr: OPUS_HEADER,
                             publisher: c.spec.index,
                             track: AUDIO as u8,
                             send_ns: now.saturating_duration_since(epoch).as_nanos() as u64,
@@ -746,7 +756,7 @@ struct RtpOut {
     seq: u64,
     ts: u32,
     ssrc: u32,
-    codec_hdr: [u8; 4],
+    codec_hdr: [u8; STAMP_OFFSET],
     publisher: u32,
     track: u8,
     send_ns: u64,
@@ -1026,7 +1036,7 @@ mod tests {
                 seq: 1,
                 ts: 0,
                 ssrc: 1000 + ssrc,
-                codec_hdr: [0; 4],
+                codec_hdr: [0; STAMP_OFFSET],
                 publisher: 7,
                 track: 1,
                 send_ns: 0,
@@ -1184,7 +1194,7 @@ mod tests {
             seq: 70_000,
             ts: 5,
             ssrc: 9,
-            codec_hdr: [0x10, 0x10, 0, 0],
+            codec_hdr: VP8_KEY_HEADER,
             publisher: 3,
             track: 1,
             send_ns: 123,
