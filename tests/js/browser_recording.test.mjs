@@ -92,12 +92,13 @@ async function readyRecording(id) {
 
 /** The zip of `rec` with its json checked against the entries; returns { json, files, zip }. */
 async function checkZip(rec, streamIds) {
-  const zip = await fetchAndUnzip(server.url, rec.id, rec.name);
-  const jsonName = `${rec.name}.json`;
+  const name = rec.properties.name;
+  const zip = await fetchAndUnzip(server.url, rec.id, name);
+  const jsonName = `${name}.json`;
   assert.ok(zip.entries[jsonName] > 0, `zip holds ${jsonName}: ${JSON.stringify(zip.entries)}`);
   const json = JSON.parse(fs.readFileSync(path.join(zip.dir, jsonName), 'utf8'));
   assert.equal(json.id, rec.id);
-  assert.equal(json.name, rec.name);
+  assert.equal(json.name, name);
   assert.equal(json.sessionId, rec.sessionId);
   assert.equal(typeof json.createdAt, 'number');
   assert.deepEqual(json.files.map((f) => f.streamId).sort(), [...streamIds].sort());
@@ -280,7 +281,10 @@ test('a disk that fills: the recording fails with a reason, the session and medi
     await ov2.startRecording(sid, { outputMode: Recording.OutputMode.INDIVIDUAL, name: 'full' });
     const failed = await until(
       () => hooks2.events.find((e) => e.event === 'recordingStatusChanged' && e.status === 'failed'),
-      'recordingStatusChanged failed', { tries: 600, everyMs: 50 });
+      'recordingStatusChanged failed', { tries: 600, everyMs: 50 },
+    ).catch((e) => {
+      throw new Error(`${e.message}; webhooks ${JSON.stringify(hooks2.events)}\n${srv.logs()}`);
+    });
     console.log(`failed webhook: ${JSON.stringify(failed)}`);
     assert.equal(failed.id, sid);
     assert.equal(typeof failed.reason, 'string');
