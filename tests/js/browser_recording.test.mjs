@@ -138,10 +138,11 @@ function checkMedia(file, { codec, wallMs, expectFrames }) {
   assert.ok(m.clusters >= 1, 'clusters');
   assert.ok(m.cues >= 1, `cue points present:\n${m.text.slice(0, 2000)}`);
   for (const [i, b] of m.firstBlocks.entries()) {
-    // A cluster may begin with an audio block only where no video is in it at all; every
-    // cluster with video starts with a video keyframe.
+    // Every cluster starts with a video keyframe (track 1), the first one too: audio from
+    // just before the first keyframe must not open a cluster ahead of it.
     assert.ok(b.includes('key') && b.includes('track number 1'), `cluster ${i} starts with ${b}`);
   }
+  assert.equal(m.cues, m.clusters, 'one cue point per cluster (each starts at a keyframe)');
   return { ...p, frames, clusters: m.clusters, cues: m.cues };
 }
 
@@ -165,6 +166,9 @@ async function recordOnce(codec) {
   const { json, zip } = await checkZip(ready, [a.streamId]);
   try {
     const f = json.files[0];
+    const span = (f.endTimeOffset - f.startTimeOffset) / 1000;
+    assert.ok(Math.abs(span - (tStop - key.at) / 1000) <= 0.05 * (tStop - key.at) / 1000,
+      `endTimeOffset - startTimeOffset ${span} s vs wall ${(tStop - key.at) / 1000} s`);
     assert.match(f.name, codec === 'H264' ? /\.mkv$/ : /\.webm$/);
     const expectFrames = last.framesSent - key.framesBefore;
     const probe = checkMedia(path.join(zip.dir, f.name), {
@@ -237,7 +241,10 @@ test('a publisher that reconnects mid-recording keeps recording into the same fi
     // count is checked loosely here (the exact count is the tests above).
     const probe = checkMedia(path.join(zip.dir, json.files[0].name), { codec: 'vp8', wallMs: tStop - key.at });
     console.log(`reconnect: ${probe.frames} frames in the file, ${sent} sent over both connections; ` +
-      `duration ${probe.duration} s for ${(tStop - key.at) / 1000} s`);
+      `duration ${probe.duration} s for ${(tStop - key.at) / 1000} s; ${probe.clusters} clusters`);
+    // The new connection's first keyframe (the recorder waits for it) opens a cluster of its own
+    // in the same file.
+    assert.ok(probe.clusters >= 2, `a cluster per connection's keyframe: ${probe.clusters}`);
     assert.ok(probe.frames >= 0.9 * sent && probe.frames <= sent + 5, `${probe.frames} frames vs ${sent} sent`);
   } finally {
     zip.remove();
