@@ -737,7 +737,11 @@ mod tests {
         let mut mkv = MatroskaFile::open(std::io::Cursor::new(r.file)).expect("readable");
         let mut f = MkvFrame::default();
         assert!(mkv.next_frame(&mut f).expect("a frame"));
-        assert_eq!((f.track, f.timestamp, f.is_keyframe), (1, 0, Some(true)), "video keyframe first");
+        assert_eq!(
+            (f.track, f.timestamp, f.is_keyframe),
+            (1, 0, Some(true)),
+            "video keyframe first"
+        );
         assert!(mkv.next_frame(&mut f).expect("a frame"));
         assert_eq!((f.track, f.timestamp), (2, 0), "then the early audio, at 0");
     }
