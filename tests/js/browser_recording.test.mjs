@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
 import { startServer, until } from './lib/server.mjs';
 import { startPageServer, launchChromium, joinPage, mediaFlows } from './lib/browser.mjs';
 import {
@@ -255,7 +256,13 @@ test('a publisher that reconnects mid-recording keeps recording into the same fi
   await session.close();
 });
 
-test('a disk that fills: the recording fails with a reason, the session and media go on', async () => {
+test('a disk that fills: the recording fails with a reason, the session and media go on', async (t) => {
+  // Needs a mount namespace (root, as tools/test.sh runs it); with RINGSFU_REQUIRE_TOOLS=1 (CI)
+  // a machine that cannot make one fails here instead of skipping.
+  if (spawnSync('unshare', ['--mount', 'true']).status !== 0 && !process.env.RINGSFU_REQUIRE_TOOLS) {
+    t.skip('unshare --mount is not permitted here (not root?)');
+    return;
+  }
   // A ringsfu of its own in a mount namespace whose recording path is a 300 KiB tmpfs.
   const small = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-js-smalldisk-'));
   const hooks2 = await startWebhookReceiver();
