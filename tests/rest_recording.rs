@@ -692,6 +692,40 @@ async fn a_failing_recorder_gives_failed_and_the_session_goes_on() {
 }
 
 #[tokio::test]
+async fn a_recorder_failing_mid_recording_stops_it_as_failed() {
+    let r = rig("midfail", |_| {}).await;
+    let s = &r.s;
+    let sid = s.session(Some("filling")).await;
+    let (ca, mut a) = s.joined(&sid, "PUBLISHER", "Ana").await;
+    s.control._add_stream_for_tests(&sid, &ca, &camera()).unwrap();
+    assert_eq!(r.start(json!({"session": sid, "outputMode": "INDIVIDUAL"})).await.0, 200);
+    assert_eq!(r.status_hook().await["status"], "started");
+    // The recorder thread hits a full disk while the recording runs: nobody calls stop.
+    let id = {
+        let mut files = r.backend.files.lock().unwrap();
+        let id = *files.keys().next().expect("one recorder running");
+        files.remove(&id);
+        id
+    };
+    r.backend.send(BackendEvent::Failed { id: StreamRecorderId(id), reason: "disk full".into() });
+    let stopped = r.status_hook().await;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["reason"], "recordingStoppedByServer");
+    let failed = r.status_hook().await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["reason"].as_str().unwrap().contains("disk full"), "{failed}");
+    r.await_status("filling", "failed").await;
+    assert!(!r.dir.join("filling").join("filling.zip").exists());
+    // The participant heard it stop; the session goes on and is not recording any more.
+    let n = a.notification("recordingStopped").await;
+    assert_eq!(n["id"], "filling");
+    let (st, v) = s.get(&format!("/openvidu/api/sessions/{sid}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(v["recording"], false);
+    let _ = std::fs::remove_dir_all(&r.dir);
+}
+
+#[tokio::test]
 async fn a_recording_with_no_publisher_autostops_and_the_session_stays() {
     let r = rig("nopub", |c| c.recording.autostop_timeout = 1).await;
     let s = &r.s;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole ringsfu test suite, from a fresh Debian machine with only Rust installed.
 # Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
-# turnutils, ffmpeg and mkvtoolnix, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
+# turnutils, ffmpeg, mkvtoolnix and unzip, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
 # Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
 # shared by every stage, `cargo test`, the interop tests with the real OpenVidu SDKs and headless
 # Chromium, the Debian package (release build, file list checked by tools/check-deb.sh), and the
@@ -33,6 +33,8 @@ command -v node >/dev/null || need_pkgs+=(nodejs npm)
 # tests/record_ffmpeg.rs: real bitstreams (ffmpeg) and file checks (ffprobe, mkvinfo)
 command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
 command -v mkvinfo >/dev/null || need_pkgs+=(mkvtoolnix)
+# tests/js/browser_recording.test.mjs: unzips the recordings the server serves
+command -v unzip >/dev/null || need_pkgs+=(unzip)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -q

@@ -436,7 +436,11 @@ impl RecorderCore {
             t.frames += 1;
         }
         self.newest = self.newest.max(ms);
-        let q = Queued { time: ms - origin, kind, keyframe: frame.keyframe, data: frame.data };
+        // Clamped at 0 before it is queued: a frame up to 0.5 ms before the first keyframe
+        // (rounding between the tracks' clocks) must not be written ahead of it, where it
+        // would open a cluster that does not start with the keyframe.
+        let time = (ms - origin).max(0.0);
+        let q = Queued { time, kind, keyframe: frame.keyframe, data: frame.data };
         let pos = self.queue.iter().rposition(|e| e.time <= q.time).map_or(0, |p| p + 1);
         self.queue.insert(pos, q);
         // Bounded whatever the timestamps say: the oldest goes out first.
@@ -733,5 +737,33 @@ mod tests {
         // The keyframe (video timestamp of 400 ms) was captured at 500 ms on the audio clock.
         assert_eq!(s.start_offset_ms, 500);
         assert_eq!(s.video_frames, 40);
+    }
+
+    #[test]
+    fn audio_just_before_the_first_keyframe_comes_after_it() {
+        use matroska_demuxer::{Frame as MkvFrame, MatroskaFile};
+        let mut r = Run::new(RecorderConfig::new(Some(Codec::H264), true));
+        let key = keyframe();
+        r.step(0, None);
+        r.step(20, Some(&key[..]));
+        // An Opus frame 0.25 ms before the keyframe (12 ticks at 48 kHz), arriving after it.
+        r.aseq = r.aseq.wrapping_add(1);
+        r.core.handle_rtp(r.now, TrackKind::Audio, r.aseq, 20 * 48 - 12, true, &[0xFC, 1, 2]);
+        r.drain();
+        for i in 2..20u32 {
+            r.step(i * 20, None);
+        }
+        let s = r.close();
+        assert_eq!(s.start_offset_ms, 20);
+        let mut mkv = MatroskaFile::open(std::io::Cursor::new(r.file)).expect("readable");
+        let mut f = MkvFrame::default();
+        assert!(mkv.next_frame(&mut f).expect("a frame"));
+        assert_eq!(
+            (f.track, f.timestamp, f.is_keyframe),
+            (1, 0, Some(true)),
+            "video keyframe first"
+        );
+        assert!(mkv.next_frame(&mut f).expect("a frame"));
+        assert_eq!((f.track, f.timestamp), (2, 0), "then the early audio, at 0");
     }
 }

@@ -14,7 +14,9 @@
 //! [`BackendEvent`]s on a channel. Without a backend attached
 //! ([`super::ControlPlane::attach_recording`]) recording is reported off and every recording
 //! route answers 501, as OpenVidu with `OPENVIDU_RECORDING=false`: nothing is ever accepted
-//! that would record nothing.
+//! that would record nothing. A recorder that fails while its recording runs (a full disk)
+//! stops the recording at once (unless `ignoreFailedStreams` keeps other streams going), which
+//! then goes `failed` with the recorder's reason.
 //!
 //! How it follows the sessions: after every registry operation the shell hands this module the
 //! registry's webhook outputs (`observe`), whatever the webhook configuration: a stream
@@ -593,10 +595,22 @@ pub(crate) fn on_backend_event(inner: &Inner, st: &mut State, ev: BackendEvent) 
     if let Err(why) = &outcome {
         tracing::warn!(recording = %rec_id, recorder = rid.0, %why, "recorder failed");
     }
+    let failed = outcome.is_err();
     if entry.composed == Some(rid) {
         entry.composed_done = Some(outcome);
     } else if let Some(s) = entry.streams.iter_mut().find(|s| s.recorder == rid) {
         s.done = Some(outcome);
+    }
+    // A recorder that fails while the recording runs (a full disk) fails the whole recording
+    // unless ignoreFailedStreams keeps others going: it is stopped now, so it goes `failed`
+    // with the reason instead of staying `started` with nothing being written.
+    let ignore = entry.rec.props.ignore_failed_streams == Some(true);
+    let all_failed = entry.streams.iter().all(|s| matches!(s.done, Some(Err(_))))
+        && entry.composed_done.as_ref().is_none_or(Result::is_err);
+    if failed && entry.rec.status == Status::Started && (!ignore || all_failed) {
+        // Not by REST, but an ALWAYS session must not restart into the same failure.
+        let _ = stop(inner, st, &rec_id, "recordingStoppedByServer", true, now_ms());
+        return;
     }
     try_finalize(inner, st, &rec_id);
 }

@@ -53,17 +53,21 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Starts ringsfu with `args` (extra CLI flags) and `env`; resolves once the REST API answers.
+ * `wrapper`: a command (program and arguments) that runs the binary and its arguments, appended
+ * to it, and must exec it (so the child's pid stays the server's), e.g. `unshare --mount ...`.
  * Returns { url, port, mediaPort, turnPort, proc, logs(), stop() }: `mediaPort` is
  * `media.port_base` (media shard `i` listens on `mediaPort + i`) unless `args` sets it again.
  */
-export async function startServer({ args = [], env = {}, tls = false } = {}) {
+export async function startServer({ args = [], env = {}, tls = false, wrapper = [] } = {}) {
   const port = await freePort();
   const mediaPort = await freePort();
   const turnPort = await freePort();
   const logs = [];
+  const [program, ...pre] = [...wrapper, ringsfuBin()];
   const proc = spawn(
-    ringsfuBin(),
+    program,
     [
+      ...pre,
       '--port', String(port),
       '--set', `media.port_base=${mediaPort}`,
       '--set', 'media.shards=1',
