@@ -266,12 +266,20 @@ pub fn ratios(phases: &[PhaseResult]) -> Value {
             counts.push(p.server_shards);
         }
     }
-    // io_uring against epoll, at each shard count.
+    // io_uring against epoll, at each shard count: the medians of each backend's phases when
+    // `--backends` lists them more than once (alternating runs against this machine's noise).
     for n in &counts {
-        let of = |b: &str| {
-            ringsfu.iter().find(|p| p.backend.as_deref() == Some(b) && p.server_shards == *n)
+        let median = |b: &str| {
+            let mut v: Vec<f64> = ringsfu
+                .iter()
+                .filter(|p| p.backend.as_deref() == Some(b) && p.server_shards == *n)
+                .filter_map(|p| p.pps_per_core())
+                .collect();
+            v.sort_by(f64::total_cmp);
+            let runs = v.len();
+            (runs > 0).then(|| (v[runs / 2] + v[(runs - 1) / 2]) / 2.0).map(|m| (m, runs))
         };
-        if let (Some(u), Some(e)) = (of("uring"), of("epoll")) {
+        if let (Some((u, ur)), Some((e, er))) = (median("uring"), median("epoll")) {
             let key = match n {
                 Some(1) if counts.len() > 1 => "uring/epoll (1 shard)".to_string(),
                 Some(n) if counts.len() > 1 => format!("uring/epoll ({n} shards)"),
@@ -279,7 +287,7 @@ pub fn ratios(phases: &[PhaseResult]) -> Value {
             };
             out.insert(
                 key,
-                json!({"egress_pps_per_core": ratio(u.pps_per_core(), e.pps_per_core())}),
+                json!({"egress_pps_per_core": ratio(Some(u), Some(e)), "runs": [ur, er]}),
             );
         }
     }
@@ -430,6 +438,10 @@ pub fn table(phases: &[PhaseResult]) -> String {
                 v["egress_pps"]
                     .as_f64()
                     .map(|x| format!(", egress pps {x:.3}"))
+                    .or_else(|| {
+                        let runs = v["runs"].as_array().filter(|r| r.iter().any(|n| n != 1))?;
+                        Some(format!(" (medians of {} and {} runs)", runs[0], runs[1]))
+                    })
                     .unwrap_or_default()
             );
         }
