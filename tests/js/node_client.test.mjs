@@ -114,14 +114,14 @@ test('connections: create, generateToken, fetch, update, forceDisconnect', async
   p2.close();
 });
 
-test('errors: wrong secret, unknown session, recording disabled', async () => {
+test('errors: wrong secret, unknown session', async () => {
   const bad = new OpenVidu(server.url, 'WRONG');
   await rejectsWith(bad.createSession(), 401);
   const s = await ov.createSession();
   await s.close();
   await rejectsWith(s.createConnection(), 404);
   await rejectsWith(s.close(), 404);
-  await rejectsWith(ov.startRecording('nope'), 501);
+  await rejectsWith(ov.startRecording('nope'), 404);
   await rejectsWith(ov.startBroadcast('nope', 'rtmp://x'), 404);
 });
 

@@ -1,10 +1,9 @@
 // The unmodified openvidu-node-client 2.32.2 driving ringsfu's recording API.
 //
-// Against the binary as built today (no recorder plugged in) recording is reported off, and the
-// SDK sees OpenVidu's answers for a deployment with OPENVIDU_RECORDING=false: 501 from every
-// recording call. The full flow (Chromium publishers recorded INDIVIDUAL, start / stop / get /
-// list / delete, the files route, ALWAYS) runs once /config reports recording on, and skips
-// itself with a message until then.
+// The binary records by default: the full flow (Chromium publishers recorded INDIVIDUAL, start /
+// stop / get / list / delete, the files route, ALWAYS) against it; and a server started with
+// recording off, where the SDK sees OpenVidu's answers for OPENVIDU_RECORDING=false: 501 from
+// every recording call.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -63,33 +62,41 @@ test('/config tells the truth about recording', async () => {
   }
 });
 
-test('recording off: every SDK recording call gets 501, sessions never record', async (t) => {
-  if (recordingOn) {
-    t.skip('recording is on in this binary: the off behaviour does not apply');
-    return;
+test('recording off: every SDK recording call gets 501, sessions never record', async () => {
+  // A server of its own with OPENVIDU_RECORDING=false.
+  const off = await startServer({ args: ['--set', 'recording.enabled=false', '--set', `recording.path=${recDir}/off`] });
+  const ov = new OpenVidu(off.url, 'MY_SECRET');
+  const get = (p) => fetch(`${off.url}${p}`, { headers: { Authorization: basicAuth() } });
+  try {
+    const cfg = await (await get('/openvidu/api/config')).json();
+    assert.equal(cfg.OPENVIDU_RECORDING, false);
+    const session = await ov.createSession({ customSessionId: 'rec-off' });
+    const conn = await session.createConnection({ role: 'PUBLISHER' });
+    const p = await new Participant(conn.token).open();
+    await p.join('{"clientData":"Ana"}');
+    await rejectsWith(ov.startRecording('rec-off'), 501);
+    await rejectsWith(ov.startRecording('rec-off', { outputMode: Recording.OutputMode.INDIVIDUAL }), 501);
+    await rejectsWith(ov.stopRecording('rec-off'), 501);
+    await rejectsWith(ov.getRecording('rec-off'), 501);
+    await rejectsWith(ov.listRecordings(), 501);
+    await rejectsWith(ov.deleteRecording('rec-off'), 501);
+    await session.fetch();
+    assert.equal(session.recording, false);
+    assert.equal(p.joined.recordingId, undefined);
+    // An ALWAYS session is accepted (as OpenVidu with recording off) and reports no recording.
+    const always = await ov.createSession({ customSessionId: 'rec-always-off', recordingMode: 'ALWAYS' });
+    await always.fetch();
+    assert.equal(always.recording, false);
+    p.ws.close();
+    await session.close();
+    await always.close();
+    // The files route: nothing to serve.
+    assert.equal((await get('/openvidu/recordings/rec-off/rec-off.zip')).status, 404);
+    assert.equal(fs.existsSync(`${recDir}/off`), false, 'nothing written while recording is off');
+  } finally {
+    const exit = await off.stop();
+    assert.equal(exit?.code, 0, `ringsfu exits cleanly on SIGTERM:\n${off.logs()}`);
   }
-  const session = await ov.createSession({ customSessionId: 'rec-off' });
-  const conn = await session.createConnection({ role: 'PUBLISHER' });
-  const p = await new Participant(conn.token).open();
-  await p.join('{"clientData":"Ana"}');
-  await rejectsWith(ov.startRecording('rec-off'), 501);
-  await rejectsWith(ov.startRecording('rec-off', { outputMode: Recording.OutputMode.INDIVIDUAL }), 501);
-  await rejectsWith(ov.stopRecording('rec-off'), 501);
-  await rejectsWith(ov.getRecording('rec-off'), 501);
-  await rejectsWith(ov.listRecordings(), 501);
-  await rejectsWith(ov.deleteRecording('rec-off'), 501);
-  await session.fetch();
-  assert.equal(session.recording, false);
-  assert.equal(p.joined.recordingId, undefined);
-  // An ALWAYS session is accepted (as OpenVidu with recording off) and reports no recording.
-  const always = await ov.createSession({ customSessionId: 'rec-always-off', recordingMode: 'ALWAYS' });
-  await always.fetch();
-  assert.equal(always.recording, false);
-  p.ws.close();
-  await session.close();
-  await always.close();
-  // The files route: nothing to serve.
-  assert.equal((await get('/openvidu/recordings/rec-off/rec-off.zip')).status, 404);
 });
 
 test('defaultRecordingProperties are checked at session creation (400)', async () => {
@@ -109,11 +116,8 @@ test('defaultRecordingProperties are checked at session creation (400)', async (
   await ok.close();
 });
 
-test('start/stop/get/list/delete and ALWAYS with Chromium publishers', async (t) => {
-  if (!recordingOn) {
-    t.skip('recording is off in this binary (no recorder plugged in yet): enable it to run this flow');
-    return;
-  }
+test('start/stop/get/list/delete and ALWAYS with Chromium publishers', async () => {
+  assert.ok(recordingOn, 'the binary records by default (OPENVIDU_RECORDING=true)');
   const pages = await startPageServer();
   const browser = await launchChromium();
   try {
