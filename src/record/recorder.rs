@@ -446,15 +446,20 @@ impl RecorderCore {
         // Bounded whatever the timestamps say: the oldest goes out first.
         while self.queue.len() > MAX_QUEUED {
             let Some(q) = self.queue.pop_front() else { break };
-            if let Some(m) = self.muxer.as_mut() {
-                let _ = m.write_frame(
-                    q.kind,
-                    q.time.max(0.0).round() as u64,
-                    q.keyframe,
-                    &q.data,
-                    &mut self.out,
-                );
-            }
+            self.write_queued(q);
+        }
+    }
+
+    /// Writes one queued frame into the file (once the muxer exists).
+    fn write_queued(&mut self, q: Queued) {
+        if let Some(m) = self.muxer.as_mut() {
+            let _ = m.write_frame(
+                q.kind,
+                q.time.max(0.0).round() as u64,
+                q.keyframe,
+                &q.data,
+                &mut self.out,
+            );
         }
     }
 
@@ -466,15 +471,7 @@ impl RecorderCore {
                 break;
             }
             let Some(q) = self.queue.pop_front() else { break };
-            if let Some(m) = self.muxer.as_mut() {
-                let _ = m.write_frame(
-                    q.kind,
-                    q.time.max(0.0).round() as u64,
-                    q.keyframe,
-                    &q.data,
-                    &mut self.out,
-                );
-            }
+            self.write_queued(q);
         }
     }
 
