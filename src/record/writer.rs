@@ -6,8 +6,9 @@
 //! of mostly sleeping threads.
 //!
 //! The shard feeds it through [`RecorderInput`]: a bounded wait-free SPSC ring (`rtrb`, as the
-//! shards' command queues) of fixed-size [`RtpSlot`]s, pushed by value without allocating or
-//! locking; a full ring drops the packet and counts it. The thread polls the ring every
+//! shards' command queues) of fixed-size [`RtpSlot`]s, written in place (one copy of the
+//! payload, no zeroing) without allocating or locking; a full ring drops the packet and counts
+//! it. The thread polls the ring every
 //! [`POLL_INTERVAL`] (a recording needs no low latency), so a push costs no syscall;
 //! [`RecorderInput::wake`], called once per shard loop turn, unparks it early only when the
 //! ring is a quarter full. Requests for the publisher (NACK, PLI) come back through a second
@@ -21,6 +22,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,9 +40,18 @@ pub const SLOT_PAYLOAD: usize = 1500;
 /// How often the recorder thread looks at its ring when nobody wakes it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// One message from the shard: an RTP packet or a sender report. Plain data.
+/// One message from the shard: an RTP packet, a sender report or a restart. Plain data, written
+/// in place in the ring ([`RecorderInput::push_slot`]): only the first `head.len` bytes of
+/// `data` are ever written or read.
 #[derive(Clone, Copy)]
 pub struct RtpSlot {
+    head: SlotHead,
+    data: [MaybeUninit<u8>; SLOT_PAYLOAD],
+}
+
+/// What an [`RtpSlot`] says besides its payload.
+#[derive(Clone, Copy)]
+struct SlotHead {
     kind: SlotKind,
     video: bool,
     marker: bool,
@@ -48,7 +59,31 @@ pub struct RtpSlot {
     timestamp: u32,
     ntp: u64,
     len: u16,
-    data: [u8; SLOT_PAYLOAD],
+}
+
+impl SlotHead {
+    /// A message of `kind` about `track` with no payload and the other fields zero.
+    fn new(kind: SlotKind, track: TrackKind) -> SlotHead {
+        SlotHead {
+            kind,
+            video: track == TrackKind::Video,
+            marker: false,
+            seq: 0,
+            timestamp: 0,
+            ntp: 0,
+            len: 0,
+        }
+    }
+}
+
+impl RtpSlot {
+    /// The payload the shard wrote.
+    fn payload(&self) -> &[u8] {
+        let len = usize::from(self.head.len).min(SLOT_PAYLOAD);
+        // SAFETY: `push_slot` writes `head.len` (at most SLOT_PAYLOAD) bytes of `data` before
+        // it publishes the slot; `MaybeUninit<u8>` and `u8` have the same layout.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), len) }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -118,13 +153,27 @@ pub struct RecorderInput {
 }
 
 impl RecorderInput {
-    fn push_slot(&mut self, slot: RtpSlot) -> bool {
-        if self.packets.push(slot).is_ok() {
-            true
-        } else {
+    /// Writes `head` and `payload` straight into the ring's next slot (no slot-sized copy, no
+    /// zeroing: the packet path copies the payload once); false when the ring is full.
+    fn push_slot(&mut self, mut head: SlotHead, payload: &[u8]) -> bool {
+        let len = payload.len().min(SLOT_PAYLOAD);
+        head.len = len as u16;
+        let Ok(mut chunk) = self.packets.write_chunk_uninit(1) else {
             self.dropped += 1;
-            false
+            return false;
+        };
+        let (first, _) = chunk.as_mut_slices();
+        let p = first[0].as_mut_ptr();
+        // SAFETY: `p` is the reserved slot; `head` initialises every field but `data`, which is
+        // `MaybeUninit` and receives `len` bytes, so the slot is a valid `RtpSlot` when the
+        // chunk is committed.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).head).write(head);
+            let data = std::ptr::addr_of_mut!((*p).data).cast::<u8>();
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), data, len);
+            chunk.commit_all();
         }
+        true
     }
 
     /// One RTP packet (plaintext payload) of a track; false when the ring is full or the
@@ -137,53 +186,25 @@ impl RecorderInput {
         marker: bool,
         payload: &[u8],
     ) -> bool {
-        let Some(len) =
-            u16::try_from(payload.len()).ok().filter(|&l| usize::from(l) <= SLOT_PAYLOAD)
-        else {
+        if payload.len() > SLOT_PAYLOAD {
             self.dropped += 1;
             return false;
-        };
-        let mut slot = RtpSlot {
-            kind: SlotKind::Rtp,
-            video: track == TrackKind::Video,
-            marker,
-            seq,
-            timestamp,
-            ntp: 0,
-            len,
-            data: [0; SLOT_PAYLOAD],
-        };
-        slot.data[..payload.len()].copy_from_slice(payload);
-        self.push_slot(slot)
+        }
+        let head = SlotHead { marker, seq, timestamp, ..SlotHead::new(SlotKind::Rtp, track) };
+        self.push_slot(head, payload)
     }
 
     /// A sender report of a track: RTP timestamp `rtp_ts` was NTP time `ntp`.
     pub fn push_sender_report(&mut self, track: TrackKind, ntp: u64, rtp_ts: u32) -> bool {
-        self.push_slot(RtpSlot {
-            kind: SlotKind::SenderReport,
-            video: track == TrackKind::Video,
-            marker: false,
-            seq: 0,
-            timestamp: rtp_ts,
-            ntp,
-            len: 0,
-            data: [0; SLOT_PAYLOAD],
-        })
+        let head =
+            SlotHead { timestamp: rtp_ts, ntp, ..SlotHead::new(SlotKind::SenderReport, track) };
+        self.push_slot(head, &[])
     }
 
     /// The publisher of a track started over (reconnected): see
     /// [`RecorderCore::restart_track`]. Push it before the new publisher's first packet.
     pub fn push_restart(&mut self, track: TrackKind) -> bool {
-        self.push_slot(RtpSlot {
-            kind: SlotKind::Restart,
-            video: track == TrackKind::Video,
-            marker: false,
-            seq: 0,
-            timestamp: 0,
-            ntp: 0,
-            len: 0,
-            data: [0; SLOT_PAYLOAD],
-        })
+        self.push_slot(SlotHead::new(SlotKind::Restart, track), &[])
     }
 
     /// Once per shard loop turn: wakes the recorder thread early if its ring is filling up.
@@ -299,17 +320,16 @@ impl RecorderThread {
                     continue;
                 }
                 let now = Instant::now();
-                let track = if slot.video { TrackKind::Video } else { TrackKind::Audio };
-                match slot.kind {
+                let h = slot.head;
+                let track = if h.video { TrackKind::Video } else { TrackKind::Audio };
+                match h.kind {
                     SlotKind::SenderReport => {
-                        self.core.handle_sender_report(now, track, slot.ntp, slot.timestamp)
+                        self.core.handle_sender_report(now, track, h.ntp, h.timestamp)
                     }
                     SlotKind::Restart => self.core.restart_track(now, track),
                     SlotKind::Rtp => {
-                        let len = usize::from(slot.len).min(SLOT_PAYLOAD);
-                        let payload = &slot.data[..len];
-                        let (seq, ts, m) = (slot.seq, slot.timestamp, slot.marker);
-                        self.core.handle_rtp(now, track, seq, ts, m, payload);
+                        let payload = slot.payload();
+                        self.core.handle_rtp(now, track, h.seq, h.timestamp, h.marker, payload);
                     }
                 }
                 self.drain();
