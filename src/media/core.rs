@@ -531,10 +531,9 @@ impl MediaCore {
         if self.mesh_tick() {
             next = now;
         }
-        if self.recorder_tick(tx)
-            && let Some(r) = self.recorder_deadline(now)
-        {
-            next = next.min(r);
+        // Running recorders: their keyframe requests are drained every tick.
+        if self.recorder_tick(tx) {
+            next = next.min(now + self.settings.tick);
         }
         self.next_tick = next.max(now + self.settings.tick);
     }

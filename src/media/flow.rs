@@ -4,6 +4,7 @@
 //! router's retransmission ring, keyframe requests through the limiters to the publisher or
 //! its origin shard) and from publishers (sender reports translated for every consumer).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::PeerId;
@@ -11,13 +12,35 @@ use super::consumer::{LegOut, Source, write_rtp};
 use super::core::{MediaCore, Peer, Role};
 use super::egress::Egress;
 use super::producer::Seen;
-use super::stats::{MediaDrop, stat};
+use super::stats::{MediaDrop, MediaStats, stat};
+use super::transport::Routes;
 use crate::router::{LegId, RtpFields, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
 use crate::shard::RecvMeta;
+use crate::srtp::SrtpContext;
 use crate::wire::rtcp::{RtcpCompound, RtcpPacket, pli, sr};
 use crate::wire::rtp::RtpView;
 use crate::wire::rtp_write::HeaderFields;
+
+/// The peer that sends from `src`, once DTLS keyed its transport: its slot, inbound SRTP context
+/// and role. Otherwise the datagram's drop is counted (unknown source, not connected).
+fn keyed<'a>(
+    routes: &Routes,
+    peers: &'a mut [Option<Peer>],
+    stats: &MediaStats,
+    src: SocketAddr,
+) -> Option<(u32, &'a mut SrtpContext, &'a mut Role)> {
+    let Some(&slot) = routes.by_addr.get(&src) else {
+        stats.count_drop(MediaDrop::UnknownSource);
+        return None;
+    };
+    let Peer { transport, role, .. } = peers.get_mut(slot as usize)?.as_mut()?;
+    let Some(srtp) = transport.srtp_in.as_mut() else {
+        stats.count_drop(MediaDrop::NotConnected);
+        return None;
+    };
+    Some((slot, srtp, role))
+}
 
 impl MediaCore {
     pub(super) fn on_rtp(
@@ -27,15 +50,12 @@ impl MediaCore {
         buf: &mut [u8],
         tx: &mut Egress<'_>,
     ) {
-        let Some(&slot) = self.routes.by_addr.get(&meta.src) else {
-            return self.stats.count_drop(MediaDrop::UnknownSource);
-        };
         let arrival = now.saturating_duration_since(self.epoch);
-        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
-        let Some(srtp) = peer.transport.srtp_in.as_mut() else {
-            return self.stats.count_drop(MediaDrop::NotConnected);
+        let Some((slot, srtp, role)) = keyed(&self.routes, &mut self.peers, &self.stats, meta.src)
+        else {
+            return;
         };
-        let Role::Publisher(producer) = &mut peer.role else {
+        let Role::Publisher(producer) = role else {
             return self.stats.count_drop(MediaDrop::UnknownTrack);
         };
         // The header once, before decryption (SRTP leaves it and its extensions in the clear).
@@ -118,13 +138,11 @@ impl MediaCore {
         buf: &mut [u8],
         tx: &mut Egress<'_>,
     ) {
-        let Some(&slot) = self.routes.by_addr.get(&meta.src) else {
-            return self.stats.count_drop(MediaDrop::UnknownSource);
+        let Some((slot, srtp, role)) = keyed(&self.routes, &mut self.peers, &self.stats, meta.src)
+        else {
+            return;
         };
-        let Some(peer) = self.peers[slot as usize].as_mut() else { return };
-        let Some(srtp) = peer.transport.srtp_in.as_mut() else {
-            return self.stats.count_drop(MediaDrop::NotConnected);
-        };
+        let is_publisher = matches!(role, Role::Publisher(_));
         let Ok(n) = srtp.unprotect_rtcp(buf) else {
             return self.stats.count_drop(MediaDrop::SrtpFailed);
         };
@@ -132,7 +150,6 @@ impl MediaCore {
             return self.stats.count_drop(MediaDrop::Malformed);
         };
         stat!(self.stats, rtcp_in);
-        let is_publisher = matches!(peer.role, Role::Publisher(_));
         for p in compound.packets() {
             let Ok(p) = p else {
                 self.stats.count_drop(MediaDrop::Malformed);

@@ -16,7 +16,6 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use super::PeerId;
 use super::core::{MediaCore, Role};
@@ -146,35 +145,38 @@ impl MediaCore {
         }
         let before = self.recorders.len();
         self.recorders.retain(|t| !t.input.is_finished());
-        let mut want = Vec::new();
-        for t in &mut self.recorders {
+        for i in 0..self.recorders.len() {
+            let t = &mut self.recorders[i];
             let mut pli = false;
             while let Some(r) = t.input.poll_request() {
                 // NACKs: the producer already asks the publisher for every gap.
                 pli |= matches!(r, Request::Pli);
             }
             if pli {
-                want.push(t.publisher);
-            }
-        }
-        for slot in want {
-            let Some(Some(peer)) = self.peers.get(slot as usize) else { continue };
-            let Role::Publisher(p) = &peer.role else { continue };
-            let id = peer.id;
-            let video: Vec<_> = p
-                .tracks
-                .iter()
-                .filter(|t| t.cfg.kind == MediaKind::Video)
-                .map(|t| t.track)
-                .collect();
-            for track in video {
-                self.send_pli(id, track, true, tx);
+                let slot = t.publisher;
+                self.keyframes_for_recorder(slot, tx);
             }
         }
         if self.recorders.len() != before {
             self.update_gauges();
         }
         !self.recorders.is_empty()
+    }
+
+    /// A PLI to the publisher in `slot` for each of its video tracks, at once (the recorder
+    /// limits its own requests).
+    fn keyframes_for_recorder(&mut self, slot: u32, tx: &mut Egress<'_>) {
+        let mut video = [None; 4];
+        let Some(Some(peer)) = self.peers.get(slot as usize) else { return };
+        let Role::Publisher(p) = &peer.role else { return };
+        let id = peer.id;
+        let tracks = p.tracks.iter().filter(|t| t.cfg.kind == MediaKind::Video);
+        for (v, t) in video.iter_mut().zip(tracks) {
+            *v = Some(t.track);
+        }
+        for track in video.into_iter().flatten() {
+            self.send_pli(id, track, true, tx);
+        }
     }
 
     /// Once per loop turn: wakes the recorder threads whose ring is filling up.
@@ -187,10 +189,5 @@ impl MediaCore {
     /// Recorders attached on this shard.
     pub(super) fn recorder_count(&self) -> usize {
         self.recorders.len()
-    }
-
-    /// When the next tick must run for recorders (their keyframe requests), if any runs.
-    pub(super) fn recorder_deadline(&self, now: Instant) -> Option<Instant> {
-        (!self.recorders.is_empty()).then(|| now + self.settings.tick)
     }
 }
