@@ -142,7 +142,7 @@ async fn run_socket(inner: Arc<Inner>, socket: WebSocket, ip: String) {
                 // Notifications produced by this request go out before its response.
                 let mut failed = false;
                 while let Ok(out) = rx.try_recv() {
-                    if !write_out(&mut sink, out, &mut close_at).await {
+                    if !write_queued(&mut sink, out, &mut rx, &mut close_at).await {
                         failed = true;
                         break;
                     }
@@ -202,20 +202,6 @@ async fn write_text(sink: &mut WebSocket, text: String) -> bool {
         tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await,
         Ok(Ok(()))
     )
-}
-
-async fn write_out(sink: &mut WebSocket, out: Outgoing, close_at: &mut Option<Instant>) -> bool {
-    match out {
-        Outgoing::Text(t) => matches!(
-            tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(t))).await,
-            Ok(Ok(()))
-        ),
-        Outgoing::CloseAfter(d) => {
-            let t = Instant::now() + d;
-            *close_at = Some(close_at.map_or(t, |c| c.min(t)));
-            true
-        }
-    }
 }
 
 /// Writes `first` and whatever else is queued behind it (at most [`WRITE_BATCH`] messages) with
