@@ -31,6 +31,7 @@ pub const OPENVIDU_ENV: &[(&str, &str)] = &[
     ("OPENVIDU_SESSIONS_GARBAGE_THRESHOLD", "sessions.garbage_threshold"),
     ("OPENVIDU_WEBRTC_ICE_SERVERS", "sessions.ice_servers"),
     ("OPENVIDU_RECORDING", "recording.enabled"),
+    ("OPENVIDU_WEBRTC_SIMULCAST", "media.simulcast"),
     ("OPENVIDU_RECORDING_PATH", "recording.path"),
     ("OPENVIDU_RECORDING_PUBLIC_ACCESS", "recording.public_access"),
     ("OPENVIDU_RECORDING_NOTIFICATION", "recording.notification"),

@@ -133,6 +133,12 @@ pub struct MediaConfig {
     /// packets through the shard mesh. Small sessions stay on one shard (no cross-shard copy);
     /// large ones use every core. 0: every leg on the least-loaded shard.
     pub spread_threshold: usize,
+    /// Ask openvidu-browser publishers for simulcast (three encodings, `rdiv4`/`rdiv2`/`rdiv1`)
+    /// and choose per subscriber what it receives from its bandwidth estimate. `joinRoom` then
+    /// says `mediaServer: "mediasoup"` (the browser only sends simulcast, and subscribes with
+    /// server offers, for that value) and `videoSimulcast: true`. OpenVidu:
+    /// `OPENVIDU_WEBRTC_SIMULCAST`.
+    pub simulcast: bool,
 }
 
 /// `[turn]`: the built-in TURN server.
@@ -308,6 +314,7 @@ impl Default for MediaConfig {
             pin_threads: true,
             dont_fragment: false,
             spread_threshold: 16,
+            simulcast: false,
         }
     }
 }

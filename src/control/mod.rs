@@ -243,6 +243,7 @@ impl ControlPlane {
                 secrets: turn_secrets.clone(),
                 ttl_secs: cfg.turn.credential_ttl,
             }),
+            simulcast: cfg.media.enabled && cfg.media.simulcast,
         };
         let seed: u64 = rand::random();
         let inner = Arc::new(Inner {

@@ -32,6 +32,9 @@ const BASE32: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
 
 /// The `mediaServer` value of the joinRoom result (spec §4.3): the client-offer flow.
 pub const MEDIA_SERVER: &str = "kurento";
+/// The `mediaServer` value with `[media] simulcast`: openvidu-browser sends simulcast and
+/// subscribes with server offers (`prepareReceiveVideoFrom`) only for this value.
+pub const MEDIA_SERVER_SIMULCAST: &str = "mediasoup";
 
 /// Participant roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,6 +302,8 @@ pub struct RegistryConfig {
     pub max_sessions: usize,
     pub max_connections_per_session: usize,
     pub turn: Option<TurnSettings>,
+    /// `[media] simulcast`: joinRoom says `mediaServer: "mediasoup"` and `videoSimulcast`.
+    pub simulcast: bool,
 }
 
 /// Something the shell must carry out after an operation.
@@ -839,8 +844,8 @@ impl Registry {
             "value": value,
             "session": sid,
             "version": crate::OPENVIDU_VERSION,
-            "mediaServer": MEDIA_SERVER,
-            "videoSimulcast": false,
+            "mediaServer": if self.cfg.simulcast { MEDIA_SERVER_SIMULCAST } else { MEDIA_SERVER },
+            "videoSimulcast": self.cfg.simulcast,
             "record": conn.props.record,
             "role": conn.props.role.as_str(),
         });
@@ -1593,6 +1598,7 @@ mod tests {
                 max_sessions: 10,
                 max_connections_per_session: 10,
                 turn: None,
+                simulcast: false,
             },
             7,
         )

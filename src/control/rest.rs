@@ -932,7 +932,7 @@ async fn config(State(inner): St) -> Response {
         "OPENVIDU_STREAMS_VIDEO_MIN_SEND_BANDWIDTH": s.video_min_send_bandwidth,
         "OPENVIDU_STREAMS_FORCED_VIDEO_CODEC": s.forced_video_codec,
         "OPENVIDU_STREAMS_ALLOW_TRANSCODING": s.allow_transcoding,
-        "OPENVIDU_WEBRTC_SIMULCAST": false,
+        "OPENVIDU_WEBRTC_SIMULCAST": c.media.enabled && c.media.simulcast,
         "OPENVIDU_SESSIONS_GARBAGE_INTERVAL": s.garbage_interval,
         "OPENVIDU_SESSIONS_GARBAGE_THRESHOLD": s.garbage_threshold,
         "OPENVIDU_RECORDING": super::recording::enabled(&inner),

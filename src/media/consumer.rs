@@ -8,13 +8,19 @@
 //! (SSRCs, payload types, extension ids) and what it sent.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
+use super::bwe::{ClusterId, SendSideBwe};
 use super::egress::Egress;
+use super::layers::{
+    LayerSelector, LayerTarget, MAX_ENCODINGS, PacketMeta, SeqTsRewriter, Verdict,
+};
 use super::stats::{MediaDrop, MediaStats};
 use super::{OutTrack, PeerId};
 use crate::router::TrackId;
 use crate::sdp::ExtIds;
 use crate::srtp::SrtpContext;
+use crate::wire::codec::{Codec, PacketInfo, vp8, vp9};
 use crate::wire::rtcp::sr;
 use crate::wire::rtp::RtpView;
 use crate::wire::rtp_write::{HeaderFields, write_header, write_rtx_payload};
@@ -22,16 +28,105 @@ use crate::wire::rtp_write::{HeaderFields, write_header, write_rtx_payload};
 /// One outgoing track.
 pub(super) struct ConsumerTrack {
     pub cfg: OutTrack,
-    /// The router track it receives.
+    /// The router track it receives (a simulcast source's lowest encoding).
     pub track: TrackId,
     pub packets: u32,
     pub octets: u32,
+    /// A source whose layers this consumer chooses (simulcast, VP9 SVC).
+    pub layers: Option<Box<ConsumerLayers>>,
 }
+
+impl ConsumerTrack {
+    /// Whether this track receives router track `t` (any of its encodings).
+    pub fn receives(&self, t: TrackId) -> bool {
+        self.track == t || self.layers.as_ref().is_some_and(|l| l.tracks.contains(&t))
+    }
+}
+
+/// Outgoing sequence numbers whose picture id was rewritten, remembered for retransmissions.
+const PIC_MEMORY: usize = 512;
+
+/// What a consumer choosing layers keeps ([`super::layers`]): the selector, the rewriter that
+/// makes one stream of what it forwards, and the picture ids it wrote (a retransmission
+/// carries the same).
+pub(super) struct ConsumerLayers {
+    pub codec: Codec,
+    /// The router track of each encoding, lowest first.
+    pub tracks: Vec<TrackId>,
+    pub selector: LayerSelector,
+    pub rewriter: SeqTsRewriter,
+    /// The publisher SSRC last seen per encoding: a new one (the publisher started over)
+    /// resets the selector, which then waits for a keyframe.
+    sources: [Option<u32>; MAX_ENCODINGS],
+    /// Switches of selectors replaced by such a reset.
+    switches_before: u64,
+    /// Outgoing seq → (picture id, TL0PICIDX), by seq modulo [`PIC_MEMORY`].
+    pics: Box<[(u16, u16, Option<u8>, bool)]>,
+}
+
+impl ConsumerLayers {
+    pub fn new(
+        codec: Codec,
+        tracks: Vec<TrackId>,
+        out_ssrc: u32,
+        clock_rate: u32,
+        first_seq: u16,
+    ) -> ConsumerLayers {
+        // Start on the lowest encoding, every layer of it: the estimate climbs from there.
+        let target = LayerTarget { encoding: 0, spatial: 3, temporal: 3 };
+        ConsumerLayers {
+            codec,
+            tracks,
+            selector: LayerSelector::new(target, KEYFRAME_RETRY),
+            rewriter: SeqTsRewriter::new(out_ssrc, clock_rate, first_seq),
+            sources: [None; MAX_ENCODINGS],
+            switches_before: 0,
+            pics: vec![(0, 0, None, false); PIC_MEMORY].into_boxed_slice(),
+        }
+    }
+
+    /// Layer switches so far.
+    pub fn switches(&self) -> u64 {
+        self.switches_before + self.selector.switches()
+    }
+
+    /// One publisher packet: the verdict, after a reset if its encoding's SSRC changed.
+    pub fn on_packet(&mut self, now: Instant, p: &PacketMeta, info: &PacketInfo) -> Verdict {
+        if let Some(slot) = self.sources.get_mut(usize::from(p.encoding)) {
+            if slot.is_some_and(|s| s != p.ssrc) {
+                self.switches_before += self.selector.switches();
+                self.selector = LayerSelector::new(self.selector.target(), KEYFRAME_RETRY);
+                self.sources = [None; MAX_ENCODINGS];
+            }
+            self.sources[usize::from(p.encoding)] = Some(p.ssrc);
+        }
+        self.selector.on_packet(now, p, info)
+    }
+
+    /// Remembers the picture id written on outgoing `seq`.
+    pub fn remember_picture(&mut self, seq: u16, picture_id: u16, tl0: Option<u8>) {
+        let i = usize::from(seq) % PIC_MEMORY;
+        if let Some(e) = self.pics.get_mut(i) {
+            *e = (seq, picture_id, tl0, true);
+        }
+    }
+
+    /// The picture id written on outgoing `seq`, if remembered.
+    pub fn picture_of(&self, seq: u16) -> Option<(u16, Option<u8>)> {
+        let (s, pic, tl0, valid) = *self.pics.get(usize::from(seq) % PIC_MEMORY)?;
+        (valid && s == seq).then_some((pic, tl0))
+    }
+}
+
+/// Keyframe requests of one consumer's selector, at most one per encoding per this interval.
+const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
 
 pub(super) struct Consumer {
     /// The publisher it receives (on this shard or mirrored here).
     pub publisher: PeerId,
     pub tracks: Vec<ConsumerTrack>,
+    /// When its layers are chosen again ([`super::allocate`]).
+    pub next_allocation: Option<Instant>,
 }
 
 impl Consumer {
@@ -72,6 +167,9 @@ pub(super) struct LegOut<'a> {
     /// The transport's next transport-wide sequence number (taken when the track negotiated it).
     pub twcc_seq: &'a mut u16,
     pub cfg: &'a OutTrack,
+    /// The transport's bandwidth estimator: told of every packet sent.
+    pub bwe: Option<&'a mut SendSideBwe>,
+    pub now: Instant,
 }
 
 /// The packet to write: the source packet, the publisher's extension ids, the header fields
@@ -83,6 +181,9 @@ pub(super) struct Source<'a, 'b> {
     pub osn: Option<u16>,
     /// abs-send-time now (6.18 fixed point, 24 bits).
     pub abs_send_time: u32,
+    /// A picture id and TL0PICIDX to write into the payload descriptor (a consumer choosing
+    /// layers): the payload is then copied, patched and encrypted in place.
+    pub picture: Option<(Codec, u16, Option<u8>)>,
 }
 
 /// The one recipe that writes an RTP packet to a consumer track into a send slot: the header
@@ -134,25 +235,107 @@ pub(super) fn write_rtp(
         stats.count_drop(MediaDrop::TxFull);
         return false;
     };
-    let res = match src.osn {
-        Some(osn) => match write_rtx_payload(b, hl, osn, payload) {
-            Some(end) => leg.srtp.protect_rtp(slot.room(), end, hl),
+    let res = match (src.osn, src.picture) {
+        (Some(osn), picture) => match write_rtx_payload(b, hl, osn, payload) {
+            Some(end) => {
+                if let Some(p) = picture {
+                    patch_picture(&mut b[hl + 2..end], p);
+                }
+                leg.srtp.protect_rtp(slot.room(), end, hl)
+            }
             None => {
                 stats.count_drop(MediaDrop::TxFull);
                 return false;
             }
         },
-        None => leg.srtp.protect_rtp_payload_into(slot.room(), hl, payload),
+        (None, Some(p)) => match b.get_mut(hl..hl + payload.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(payload);
+                patch_picture(dst, p);
+                leg.srtp.protect_rtp(slot.room(), hl + payload.len(), hl)
+            }
+            None => {
+                stats.count_drop(MediaDrop::TxFull);
+                return false;
+            }
+        },
+        (None, None) => leg.srtp.protect_rtp_payload_into(slot.room(), hl, payload),
     };
     match res {
         Ok(n) => {
             slot.commit_room(n);
             tx.route_from(mark, leg.hosted);
+            if let Some(bwe) = leg.bwe {
+                let seq = twcc.map(u16::from_be_bytes);
+                bwe.handle_sent(leg.now, seq, n, None, src.osn.is_some());
+            }
             true
         }
         Err(_) => {
             stats.count_drop(MediaDrop::TxFull);
             false
         }
+    }
+}
+
+/// Writes a consumer's picture id (and TL0PICIDX) into a VP8 / VP9 payload descriptor in
+/// place; a descriptor that does not parse is left as it is (the packet still goes).
+fn patch_picture(payload: &mut [u8], (codec, id, tl0): (Codec, u16, Option<u8>)) {
+    let _ = match codec {
+        Codec::Vp8 => vp8::rewrite_picture_id(payload, id, tl0),
+        Codec::Vp9 => vp9::rewrite_picture_id(payload, id, tl0),
+        _ => Ok(()),
+    };
+}
+
+/// A padding-only packet of `size` padding bytes on a leg's RTX stream (`pt`, `ssrc`, `seq`,
+/// `ts`), sent for bandwidth probe `cluster`: RFC 3550 padding (P bit, the last byte the
+/// count), the transport-wide sequence number so the feedback reports it. False when the pool
+/// had no slot.
+pub(super) fn write_padding(
+    tx: &mut Egress<'_>,
+    leg: LegOut<'_>,
+    (pt, ssrc, seq, ts): (u8, u32, u16, u32),
+    size: usize,
+    cluster: ClusterId,
+    stats: &MediaStats,
+) -> bool {
+    let size = size.clamp(1, 255);
+    let template = [0x80u8, pt & 0x7F, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let Ok(src) = RtpView::parse(&template) else { return false };
+    let mark = tx.pending_len();
+    let Some(mut slot) = tx.push(leg.dst) else {
+        stats.count_drop(MediaDrop::TxFull);
+        return false;
+    };
+    slot.set_source(leg.local_ip);
+    let twcc = (leg.cfg.ext.twcc != 0).then(|| {
+        let s = *leg.twcc_seq;
+        *leg.twcc_seq = s.wrapping_add(1);
+        s.to_be_bytes()
+    });
+    let e = &leg.cfg.ext;
+    let exts: [(u8, &[u8]); 2] = [
+        (e.mid, leg.cfg.mid.as_bytes()),
+        (if twcc.is_some() { e.twcc } else { 0 }, twcc.as_ref().map_or(&[][..], |t| &t[..])),
+    ];
+    let header = HeaderFields { marker: false, pt, seq, ts, ssrc };
+    let room = slot.room().len().saturating_sub(64);
+    let b = &mut slot.room()[..room];
+    let Some(hl) = write_header(b, &header, &src, &exts) else { return false };
+    let Some(pad) = b.get_mut(hl..hl + size) else { return false };
+    pad.fill(0);
+    pad[size - 1] = size as u8;
+    b[0] |= 0x20;
+    match leg.srtp.protect_rtp(slot.room(), hl + size, hl) {
+        Ok(n) => {
+            slot.commit_room(n);
+            tx.route_from(mark, leg.hosted);
+            if let Some(bwe) = leg.bwe {
+                bwe.handle_sent(leg.now, twcc.map(u16::from_be_bytes), n, Some(cluster), false);
+            }
+            true
+        }
+        Err(_) => false,
     }
 }

@@ -34,7 +34,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::consumer::{Consumer, ConsumerTrack};
+use super::allocate::ConsumerBoard;
+use super::bwe::{Bitrate, BweConfig, SendSideBwe};
+use super::consumer::{Consumer, ConsumerLayers, ConsumerTrack};
 use super::egress::{Egress, FROM_HOSTED_RELAY};
 use super::mirror::{MESH_BACKLOG, Mirror};
 use super::producer::{NACK_CAP, Producer};
@@ -46,6 +48,7 @@ use crate::ice::{IceLiteAgent, Reply};
 use crate::router::{LegId, Router, RouterConfig, SubscribeParams, TrackId};
 use crate::shard::mesh::MeshPort;
 use crate::shard::{RecvMeta, ShardCore, TxQueue};
+use crate::wire::codec::Codec;
 use crate::wire::{Datagram, StunView, demux};
 
 /// Tunables of a media core.
@@ -82,6 +85,29 @@ pub(super) enum Role {
 }
 
 /// One peer connection: its transport and what it sends or receives.
+/// One router track of a publisher as a new consumer sees it ([`MediaCore::publisher_sources`]).
+struct SourceTrack {
+    /// The publisher's track (m-line) index.
+    source: usize,
+    track: TrackId,
+    clock_rate: u32,
+    /// Encoding and codec when consumers choose its layers.
+    layer: Option<(u8, Codec)>,
+}
+
+/// The bandwidth estimator of a subscriber transport: it starts at 800 kbit/s (a simulcast
+/// consumer starts on the lowest encoding and climbs as feedback and probes allow) and keeps
+/// 1024 packets of send history (about 1 s of a 10 Mbit/s leg; 40 KiB).
+fn subscriber_bwe() -> BweConfig {
+    BweConfig {
+        start: Bitrate::kbps(800),
+        min: Bitrate::kbps(50),
+        max: Bitrate::kbps(20_000),
+        history: 1024,
+        rtx_share: 0.25,
+    }
+}
+
 pub(super) struct Peer {
     pub id: PeerId,
     pub transport: Transport,
@@ -122,6 +148,9 @@ pub struct MediaCore {
     pub(super) mesh_backlog: VecDeque<(usize, u8, u8, u64, u8)>,
     /// Recorder consumers ([`super::recorder`]).
     pub(super) recorders: Vec<super::recorder::Tap>,
+    /// Consumers as `/metrics` shows them, published once a second.
+    pub(super) board: Arc<ConsumerBoard>,
+    next_publish: Instant,
 }
 
 impl MediaCore {
@@ -151,7 +180,15 @@ impl MediaCore {
             mirrors: HashMap::new(),
             mesh_backlog: VecDeque::with_capacity(MESH_BACKLOG),
             recorders: Vec::new(),
+            board: Arc::default(),
+            next_publish: now,
         }
+    }
+
+    /// Publishes the consumers' rows (estimate, layers, retransmission budget) on `board`.
+    pub fn with_board(mut self, board: Arc<ConsumerBoard>) -> MediaCore {
+        self.board = board;
+        self
     }
 
     /// Connects the core to the shard mesh (its shard's port), so subscribers here can
@@ -215,7 +252,8 @@ impl MediaCore {
         }
         let transport = Transport::new(&self.dtls, now, ice, fp, dtls_role);
         // A placeholder role until the caller puts the real one in.
-        let role = Role::Subscriber(Consumer { publisher: id, tracks: Vec::new() });
+        let role =
+            Role::Subscriber(Consumer { publisher: id, tracks: Vec::new(), next_allocation: None });
         let peer = Peer { id, transport, role };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -262,15 +300,12 @@ impl MediaCore {
         // The publisher's tracks: on this shard, already mirrored here, or of another shard
         // (mirrored here with this first consumer).
         let here = self.mesh.as_ref().map(MeshPort::index);
-        let local: Option<Vec<TrackId>> = match self.producer_mut(publisher) {
-            Some(p) => Some(p.tracks.iter().map(|t| t.track).collect()),
-            None => {
-                self.mirrors.get(&publisher).map(|m| m.tracks.iter().map(|t| t.track).collect())
-            }
-        };
+        let local = self.publisher_sources(publisher);
         let remote = origin.filter(|o| local.is_none() && here.is_some_and(|h| h != o.shard));
-        let available =
-            local.as_ref().map(Vec::len).or_else(|| remote.as_ref().map(|o| o.tracks.len()));
+        let available = local
+            .as_ref()
+            .map(|s| s.iter().map(|t| t.source + 1).max().unwrap_or(0))
+            .or_else(|| remote.as_ref().map(|o| o.tracks.len()));
         let Some(available) = available else {
             self.events.push_back(ShardEvent::Rejected { id, reason: "publisher not found" });
             return;
@@ -281,25 +316,72 @@ impl MediaCore {
         }
         let Some(slot) = self.insert_peer(now, id, &ice, fp, dtls_role) else { return };
         let mirrored = self.mirror_for(publisher, remote);
-        let Some(sources) = mirrored.or(local) else { return };
-        let tracks: Vec<ConsumerTrack> = tracks
-            .into_iter()
-            .map(|cfg| ConsumerTrack { track: sources[cfg.source], cfg, packets: 0, octets: 0 })
-            .collect();
-        for t in &tracks {
+        let Some(sources) = (if mirrored { self.publisher_sources(publisher) } else { local })
+        else {
+            return;
+        };
+        let mut out = Vec::with_capacity(tracks.len());
+        for cfg in tracks {
+            let of_source: Vec<&SourceTrack> =
+                sources.iter().filter(|s| s.source == cfg.source).collect();
+            let Some(first) = of_source.first() else { continue };
+            let (track, clock_rate) = (first.track, first.clock_rate);
+            let initial_seq: u16 = rand::random();
             let params = SubscribeParams {
-                out_ssrc: t.cfg.ssrc,
-                pt: t.cfg.pt,
-                rtx: t.cfg.rtx,
-                initial_seq: rand::random(),
+                out_ssrc: cfg.ssrc,
+                pt: cfg.pt,
+                rtx: cfg.rtx,
+                initial_seq,
                 initial_ts: rand::random(),
             };
-            // The leg is new, so it cannot be subscribed already; the track was just looked up.
-            let _ = self.router.subscribe(t.track, LegId(slot), params);
+            // Every encoding's router track feeds the leg; a consumer choosing layers decides
+            // which packets go out.
+            for s in &of_source {
+                // The leg is new, so it cannot be subscribed already; the track was just
+                // looked up.
+                let _ = self.router.subscribe(s.track, LegId(slot), params);
+            }
+            let layers = first.layer.map(|(_, codec)| {
+                let tracks = of_source.iter().map(|s| s.track).collect();
+                Box::new(ConsumerLayers::new(codec, tracks, cfg.ssrc, clock_rate, initial_seq))
+            });
+            out.push(ConsumerTrack { track, cfg, packets: 0, octets: 0, layers });
         }
         if let Some(peer) = self.peers[slot as usize].as_mut() {
-            peer.role = Role::Subscriber(Consumer { publisher, tracks });
+            peer.transport.bwe = Some(Box::new(SendSideBwe::new(subscriber_bwe())));
+            peer.role =
+                Role::Subscriber(Consumer { publisher, tracks: out, next_allocation: None });
         }
+    }
+
+    /// The router tracks of `publisher` on this shard (its producer's, or its mirror's), one
+    /// per track and encoding, in the producer's order.
+    fn publisher_sources(&mut self, publisher: PeerId) -> Option<Vec<SourceTrack>> {
+        if let Some(p) = self.producer_mut(publisher) {
+            let v = p
+                .tracks
+                .iter()
+                .map(|t| SourceTrack {
+                    source: t.source,
+                    track: t.track,
+                    clock_rate: t.cfg.clock_rate,
+                    layer: t.cfg.layered().then_some((t.encoding, t.cfg.codec)),
+                })
+                .collect();
+            return Some(v);
+        }
+        let m = self.mirrors.get(&publisher)?;
+        Some(
+            m.tracks
+                .iter()
+                .map(|t| SourceTrack {
+                    source: t.source,
+                    track: t.track,
+                    clock_rate: self.router.track(t.track).map_or(90_000, |r| r.clock_rate),
+                    layer: t.layer,
+                })
+                .collect(),
+        )
     }
 
     /// The slot of peer `id` for a renegotiation with `ice`; `None` (and a `Rejected` event,
@@ -368,7 +450,7 @@ impl MediaCore {
                         if let Some(Some(Peer { role: Role::Subscriber(c), .. })) =
                             self.peers.get_mut(leg.0 as usize)
                         {
-                            c.tracks.retain(|o| o.track != t.track);
+                            c.tracks.retain(|o| !o.receives(t.track));
                         }
                     }
                 }
@@ -376,6 +458,9 @@ impl MediaCore {
             Role::Subscriber(c) => {
                 for o in c.tracks {
                     let _ = self.router.unsubscribe(o.track, LegId(slot));
+                    for &t in o.layers.iter().flat_map(|l| &l.tracks).filter(|&&t| t != o.track) {
+                        let _ = self.router.unsubscribe(t, LegId(slot));
+                    }
                 }
                 self.release_mirror(c.publisher);
             }
@@ -517,16 +602,29 @@ impl MediaCore {
                     self.after_dtls(slot, f, tx);
                 }
             }
+            self.allocate(slot, now, tx);
             let MediaCore { peers, stats, scratch_seqs, settings, .. } = self;
             let Some(Some(peer)) = peers.get_mut(slot as usize) else { continue };
-            if let Role::Publisher(p) = &mut peer.role {
-                p.send_nacks(&mut peer.transport, now, scratch_seqs, tx, stats);
-                p.send_feedback(&mut peer.transport, now, settings, tx, stats);
-                next = next.min(p.next_deadline(now));
+            match &mut peer.role {
+                Role::Publisher(p) => {
+                    p.send_nacks(&mut peer.transport, now, scratch_seqs, tx, stats);
+                    p.send_feedback(&mut peer.transport, now, settings, tx, stats);
+                    next = next.min(p.next_deadline(now));
+                }
+                Role::Subscriber(c) => {
+                    let bwe = peer.transport.bwe.as_deref().and_then(|b| b.poll_timeout());
+                    for d in [c.next_allocation, bwe].into_iter().flatten() {
+                        next = next.min(d);
+                    }
+                }
             }
             if let Some(t) = peer.transport.next_deadline() {
                 next = next.min(t);
             }
+        }
+        if now >= self.next_publish {
+            self.next_publish = now + Duration::from_secs(1);
+            self.publish_consumers();
         }
         if self.mesh_tick() {
             next = now;

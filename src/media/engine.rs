@@ -18,6 +18,7 @@ use std::time::Instant;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
+use super::allocate::{ConsumerBoard, ConsumerRow};
 use super::core::{CoreSettings, MediaCore};
 use super::shard::MediaShard;
 use super::stats::{MediaStats, MediaStatsSnapshot};
@@ -60,6 +61,8 @@ pub struct MediaEngine {
     /// Host candidates of each shard (public addresses × the shard's port).
     candidates: Vec<Vec<SocketAddr>>,
     stats: Vec<Arc<MediaStats>>,
+    /// Each shard's consumers, published once a second.
+    boards: Vec<Arc<ConsumerBoard>>,
     shard_stats: Vec<Arc<ShardStats>>,
     /// The shards host the TURN server (each with a TURN port of its own, `[turn] shard_ports`).
     hosts_turn: bool,
@@ -172,6 +175,8 @@ impl MediaEngine {
             ..CoreSettings::default()
         };
         let core_stats = stats.clone();
+        let boards: Vec<Arc<ConsumerBoard>> = (0..n).map(|_| Arc::default()).collect();
+        let core_boards = boards.clone();
         let hosts_turn = turn.is_some();
         // The shard mesh: each shard's thread takes its own port when it builds its core.
         let ports: Mutex<Vec<Option<MeshPort>>> =
@@ -183,7 +188,8 @@ impl MediaEngine {
                 settings.clone(),
                 core_stats[info.index % core_stats.len()].clone(),
                 Instant::now(),
-            );
+            )
+            .with_board(core_boards[info.index % core_boards.len()].clone());
             if let Some(mut port) = lock(&ports).get_mut(info.index).and_then(Option::take) {
                 port.set_wakes(info.wakes.clone());
                 media = media.with_mesh(port);
@@ -210,6 +216,7 @@ impl MediaEngine {
             shards: Mutex::new(shards),
             candidates,
             stats,
+            boards,
             shard_stats,
             hosts_turn,
             next_peer: AtomicU64::new(0),
@@ -231,6 +238,16 @@ impl MediaEngine {
     /// notifications.
     pub fn event_wakers(&self) -> Vec<crate::shard::EventWaker> {
         lock(&self.shards).iter_mut().map(|s| s.events().waker()).collect()
+    }
+
+    /// Every shard's consumers (estimate, layers, retransmission budget), as published in the
+    /// last second.
+    pub fn consumers(&self) -> Vec<(usize, ConsumerRow)> {
+        let mut v = Vec::new();
+        for (i, b) in self.boards.iter().enumerate() {
+            v.extend(b.rows().into_iter().map(|r| (i, r)));
+        }
+        v
     }
 
     /// Media counters of every shard.

@@ -8,16 +8,19 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::PeerId;
+use super::bwe::{Retransmit, SendSideBwe};
 use super::consumer::{LegOut, Source, write_rtp};
 use super::core::{MediaCore, Peer, Role};
 use super::egress::Egress;
-use super::producer::Seen;
+use super::layers::{Action, MAX_ENCODINGS, PacketMeta};
+use super::producer::{Rid, RidBytes, Seen};
 use super::stats::{MediaDrop, MediaStats, stat};
 use super::transport::Routes;
 use crate::router::{LegId, RtpFields, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
 use crate::shard::RecvMeta;
 use crate::srtp::SrtpContext;
+use crate::wire::codec::{Codec, inspect};
 use crate::wire::rtcp::{RtcpCompound, RtcpPacket, pli, sr};
 use crate::wire::rtp::RtpView;
 use crate::wire::rtp_write::HeaderFields;
@@ -60,9 +63,17 @@ impl MediaCore {
         };
         // The header once, before decryption (SRTP leaves it and its extensions in the clear).
         let twcc_id = producer.twcc_id();
+        let rid_ids = producer.rid_ids();
         let Ok((hl, seen)) = RtpView::parse(buf).map(|v| {
             let twcc_seq = twcc_id.and_then(|id| v.transport_cc(id));
-            (v.header_len(), Seen { ssrc: v.ssrc(), pt: v.payload_type(), twcc_seq })
+            let rid = match rid_ids {
+                Some((r, rr)) => Rid {
+                    rid: (r != 0).then(|| v.extension(r)).flatten().map(RidBytes::new),
+                    repaired: (rr != 0).then(|| v.extension(rr)).flatten().map(RidBytes::new),
+                },
+                None => Rid::default(),
+            };
+            (v.header_len(), Seen { ssrc: v.ssrc(), pt: v.payload_type(), twcc_seq, rid })
         }) else {
             return self.stats.count_drop(MediaDrop::Malformed);
         };
@@ -79,7 +90,7 @@ impl MediaCore {
         if !self.recorders.is_empty() {
             self.copy_to_recorders(slot, r.index, &r.packet);
         }
-        self.forward(now, r.track, &r.packet, &r.ext, tx);
+        self.forward(now, r.track, r.layer, &r.packet, &r.ext, tx);
         if r.gap {
             self.send_nacks(slot, now, tx);
             // Retries of what is still missing.
@@ -88,10 +99,13 @@ impl MediaCore {
     }
 
     /// Fans one plaintext publisher packet of `track` out to its consumers on this shard.
+    /// `layer`: its encoding and codec when consumers choose layers of it: the payload
+    /// descriptor is read once here, and each such consumer's selector decides.
     pub(super) fn forward(
         &mut self,
         now: Instant,
         track: TrackId,
+        layer: Option<(u8, Codec)>,
         v: &RtpView<'_>,
         ext: &ExtIds,
         tx: &mut Egress<'_>,
@@ -99,13 +113,72 @@ impl MediaCore {
         let fields = RtpFields { ssrc: v.ssrc(), seq: v.sequence_number(), ts: v.timestamp() };
         let abs = abs_send_time(now.saturating_duration_since(self.epoch));
         let payload_len = (v.as_bytes().len() - v.header_len()) as u32;
+        let info = layer.map(|(_, codec)| {
+            // A descriptor that does not parse: no layer ids, not a keyframe (forwarded while
+            // its encoding is, never a switching point).
+            let info = inspect(codec, v.payload(), v.marker()).unwrap_or_default();
+            if let Some(t) = self.router.track_mut(track) {
+                let (s, t_id) = (info.spatial_id.unwrap_or(0), info.temporal_id.unwrap_or(0));
+                t.meter.note(now, s, t_id, payload_len as usize);
+            }
+            info
+        });
+        let mut keyframes: [Option<(PeerId, TrackId)>; MAX_ENCODINGS] = [None; MAX_ENCODINGS];
         let MediaCore { router, peers, stats, .. } = self;
         let _ = router.on_publisher_rtp(now, track, fields, v.as_bytes(), |fwd| {
             let Some(Some(sub)) = peers.get_mut(fwd.leg.0 as usize) else { return };
             let t = &mut sub.transport;
             let (Some(dst), Some(srtp)) = (t.remote, t.srtp_out.as_mut()) else { return };
             let Role::Subscriber(c) = &mut sub.role else { return };
+            let publisher = c.publisher;
             let Some(out) = c.tracks.iter_mut().find(|o| o.cfg.ssrc == fwd.ssrc) else { return };
+            let mut header = HeaderFields {
+                marker: v.marker(),
+                pt: fwd.pt,
+                seq: fwd.seq,
+                ts: fwd.ts,
+                ssrc: fwd.ssrc,
+            };
+            let mut picture = None;
+            if let (Some(l), Some(info), Some((encoding, codec))) =
+                (out.layers.as_mut(), info.as_ref(), layer)
+            {
+                let meta = PacketMeta {
+                    encoding,
+                    ssrc: fields.ssrc,
+                    seq: fields.seq,
+                    timestamp: fields.ts,
+                    marker: v.marker(),
+                };
+                let verdict = l.on_packet(now, &meta, info);
+                if let Some(&want) =
+                    verdict.keyframe_request.and_then(|e| l.tracks.get(usize::from(e)))
+                    && let Some(free) =
+                        keyframes.iter_mut().find(|k| k.is_none_or(|(_, t)| t == want))
+                {
+                    *free = Some((publisher, want));
+                }
+                match verdict.action {
+                    Action::Drop(reason) => {
+                        if reason.in_current() {
+                            l.rewriter.dropped(&meta, info);
+                        }
+                        return;
+                    }
+                    Action::Forward { marker, switched } => {
+                        let Some(rw) = l.rewriter.forward(now, &meta, info, switched) else {
+                            return;
+                        };
+                        header.marker = marker;
+                        header.seq = rw.seq;
+                        header.ts = rw.timestamp;
+                        if let Some(id) = rw.picture_id {
+                            picture = Some((codec, id, rw.tl0picidx));
+                            l.remember_picture(rw.seq, id, rw.tl0picidx);
+                        }
+                    }
+                }
+            }
             let leg = LegOut {
                 dst,
                 hosted: t.relayed == Some(dst),
@@ -113,15 +186,10 @@ impl MediaCore {
                 srtp,
                 twcc_seq: &mut t.twcc_seq,
                 cfg: &out.cfg,
+                bwe: t.bwe.as_deref_mut(),
+                now,
             };
-            let header = HeaderFields {
-                marker: v.marker(),
-                pt: fwd.pt,
-                seq: fwd.seq,
-                ts: fwd.ts,
-                ssrc: fwd.ssrc,
-            };
-            let src = Source { packet: v, ext, header, osn: None, abs_send_time: abs };
+            let src = Source { packet: v, ext, header, osn: None, abs_send_time: abs, picture };
             if write_rtp(tx, leg, &src, stats) {
                 out.packets = out.packets.wrapping_add(1);
                 out.octets = out.octets.wrapping_add(payload_len);
@@ -129,6 +197,11 @@ impl MediaCore {
                 stat!(stats, rtp_out_bytes, u64::from(payload_len));
             }
         });
+        for (publisher, want) in keyframes.into_iter().flatten() {
+            if self.router.on_keyframe_request(now, want).unwrap_or(false) {
+                self.send_pli(publisher, want, false, tx);
+            }
+        }
     }
 
     pub(super) fn on_rtcp(
@@ -162,6 +235,25 @@ impl MediaCore {
                 continue;
             }
             match p {
+                RtcpPacket::TransportCc(fb) => {
+                    if let Some(b) = self.subscriber_bwe(slot) {
+                        b.handle_twcc(now, &fb);
+                    }
+                }
+                RtcpPacket::Remb(r) => {
+                    if let Some(b) = self.subscriber_bwe(slot) {
+                        b.handle_remb(now, r.bitrate());
+                    }
+                }
+                RtcpPacket::ReceiverReport(r) => {
+                    // The RTT from LSR/DLSR is not ours to read: the sender reports it refers
+                    // to carry the publisher's clock.
+                    if let Some(b) = self.subscriber_bwe(slot) {
+                        for block in r.report_blocks() {
+                            b.handle_receiver_report(now, block.fraction_lost, None);
+                        }
+                    }
+                }
                 RtcpPacket::Nack(nk) => {
                     stat!(self.stats, nacks_in);
                     let Some(track) = self.out_track(slot, nk.media_ssrc) else { continue };
@@ -181,10 +273,6 @@ impl MediaCore {
                         self.keyframe_request(slot, now, track, tx);
                     }
                 }
-                // Receiver reports, REMB and transport-wide feedback from subscribers describe
-                // the subscriber's downlink; the SFU forwards what the publisher sends and
-                // does not adapt per subscriber (no simulcast layers to switch), so they are
-                // only counted.
                 _ => {}
             }
         }
@@ -198,8 +286,31 @@ impl MediaCore {
         }
     }
 
+    /// The bandwidth estimator of subscriber `slot`'s transport.
+    fn subscriber_bwe(&mut self, slot: u32) -> Option<&mut SendSideBwe> {
+        self.peers.get_mut(slot as usize)?.as_mut()?.transport.bwe.as_deref_mut()
+    }
+
+    /// Where a subscriber's keyframe request for `track` goes: for a consumer choosing layers,
+    /// the encoding it forwards now (or aims at, before its first keyframe).
+    fn keyframe_track(&self, slot: u32, track: TrackId) -> TrackId {
+        let Some(Some(Peer { role: Role::Subscriber(c), .. })) = self.peers.get(slot as usize)
+        else {
+            return track;
+        };
+        let Some(l) = c.tracks.iter().find(|o| o.track == track).and_then(|o| o.layers.as_ref())
+        else {
+            return track;
+        };
+        let e = l.selector.current().unwrap_or(l.selector.target()).encoding;
+        l.tracks.get(usize::from(e)).copied().unwrap_or(track)
+    }
+
     /// A subscriber's NACK for its sequence numbers `lost` of `track`: answered from the
-    /// track's retransmission ring on this shard (a mirror's ring for a publisher elsewhere).
+    /// track's retransmission ring on this shard (a mirror's ring for a publisher elsewhere),
+    /// each resend granted by the subscriber's bandwidth estimate first (a packet too old to
+    /// arrive in time, or past the retransmission budget, is not resent). A consumer choosing
+    /// layers maps each sequence number back through its rewriter to the encoding it came from.
     fn answer_nack(
         &mut self,
         slot: u32,
@@ -219,11 +330,82 @@ impl MediaCore {
         let Role::Subscriber(c) = &sub.role else { return };
         let Some(out) = c.tracks.iter().find(|o| o.track == track) else { return };
         let hosted = t.relayed == Some(dst);
-        let (cfg, twcc_seq, local_ip) = (&out.cfg, &mut t.twcc_seq, t.local_ip);
+        let (cfg, twcc_seq, local_ip, bwe) = (&out.cfg, &mut t.twcc_seq, t.local_ip, &mut t.bwe);
+        let grant = |bwe: &mut Option<Box<SendSideBwe>>, len: usize, at: Instant| {
+            let Some(b) = bwe.as_deref_mut() else { return true };
+            match b.allow_retransmit(now, len, at) {
+                Retransmit::Send => true,
+                Retransmit::TooOld => {
+                    stat!(stats, rtx_too_old);
+                    false
+                }
+                Retransmit::OverBudget => {
+                    stat!(stats, rtx_over_budget);
+                    false
+                }
+            }
+        };
+        if let Some(l) = out.layers.as_deref() {
+            let mut missing = 0u64;
+            for out_seq in lost {
+                let found = l.rewriter.source_of(out_seq).and_then(|s| {
+                    let enc_track = *l.tracks.get(usize::from(s.encoding))?;
+                    let (p, at) = router.stored(now, enc_track, s.ssrc, s.seq)?;
+                    Some((s, enc_track, p.len(), at))
+                });
+                let Some((s, enc_track, len, at)) = found else {
+                    missing += 1;
+                    continue;
+                };
+                if !grant(bwe, len, at) {
+                    continue;
+                }
+                let rtx = router.next_rtx(track, LegId(slot));
+                let Some((packet, _)) = router.stored(now, enc_track, s.ssrc, s.seq) else {
+                    continue;
+                };
+                let Ok(v) = RtpView::parse(packet) else { continue };
+                let (pt, ssrc, seq, osn) = match rtx {
+                    Some((pt, ssrc, seq)) => (pt, ssrc, seq, Some(out_seq)),
+                    None => (cfg.pt, cfg.ssrc, out_seq, None),
+                };
+                let ts = v.timestamp().wrapping_add(s.ts_offset);
+                let header = HeaderFields { marker: v.marker(), pt, seq, ts, ssrc };
+                let picture = l.picture_of(out_seq).map(|(id, tl0)| (l.codec, id, tl0));
+                let leg = LegOut {
+                    dst,
+                    hosted,
+                    local_ip,
+                    srtp: &mut *srtp,
+                    twcc_seq: &mut *twcc_seq,
+                    cfg,
+                    bwe: bwe.as_deref_mut(),
+                    now,
+                };
+                let src =
+                    Source { packet: &v, ext: &ext, header, osn, abs_send_time: abs, picture };
+                if write_rtp(tx, leg, &src, stats) {
+                    stat!(stats, rtx_out);
+                }
+            }
+            stat!(self.stats, rtx_missing, missing);
+            return;
+        }
         let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
+            if !grant(bwe, rt.packet.len(), rt.stored_at) {
+                return;
+            }
             let Ok(v) = RtpView::parse(rt.packet) else { return };
-            let leg =
-                LegOut { dst, hosted, local_ip, srtp: &mut *srtp, twcc_seq: &mut *twcc_seq, cfg };
+            let leg = LegOut {
+                dst,
+                hosted,
+                local_ip,
+                srtp: &mut *srtp,
+                twcc_seq: &mut *twcc_seq,
+                cfg,
+                bwe: bwe.as_deref_mut(),
+                now,
+            };
             let header = HeaderFields {
                 marker: v.marker(),
                 pt: rt.pt,
@@ -231,7 +413,14 @@ impl MediaCore {
                 ts: rt.ts,
                 ssrc: rt.ssrc,
             };
-            let src = Source { packet: &v, ext: &ext, header, osn: rt.osn, abs_send_time: abs };
+            let src = Source {
+                packet: &v,
+                ext: &ext,
+                header,
+                osn: rt.osn,
+                abs_send_time: abs,
+                picture: None,
+            };
             if write_rtp(tx, leg, &src, stats) {
                 stat!(stats, rtx_out);
             }
@@ -258,6 +447,7 @@ impl MediaCore {
         let Some(publisher) = self.peers[slot as usize].as_ref().and_then(Peer::publisher) else {
             return;
         };
+        let track = self.keyframe_track(slot, track);
         if self.router.on_keyframe_request(now, track).unwrap_or(false) {
             self.send_pli(publisher, track, false, tx);
         }
@@ -274,6 +464,9 @@ impl MediaCore {
         let video = c.tracks.iter().filter(|o| o.cfg.kind == MediaKind::Video);
         for (w, o) in wanted.iter_mut().zip(video) {
             *w = Some(o.track);
+        }
+        for w in wanted.iter_mut().flatten() {
+            *w = self.keyframe_track(slot, *w);
         }
         for track in wanted.into_iter().flatten() {
             self.send_pli(publisher, track, true, tx);
@@ -327,14 +520,21 @@ impl MediaCore {
     pub(super) fn relay_sr(&mut self, track: TrackId, info: &sr::SenderInfo, tx: &mut Egress<'_>) {
         let MediaCore { router, peers, stats, .. } = self;
         for s in router.subscribers(track) {
-            if s.rewriter.source_ssrc() != Some(info.ssrc) {
-                continue;
-            }
             let Some(Some(sub)) = peers.get_mut(s.leg.0 as usize) else { continue };
             let Role::Subscriber(c) = &sub.role else { continue };
-            let Some(translated) =
-                c.translate_sr(s.rewriter.out_ssrc, s.rewriter.ts_offset(), info)
-            else {
+            // A consumer choosing layers: only the report of the encoding it forwards now,
+            // with that encoding's timestamp offset.
+            let layered =
+                c.tracks.iter().find(|o| o.receives(track)).and_then(|o| o.layers.as_ref());
+            let ts_offset = match layered {
+                Some(l) => match l.rewriter.current_source() {
+                    Some((ssrc, off)) if ssrc == info.ssrc => off,
+                    _ => continue,
+                },
+                None if s.rewriter.source_ssrc() == Some(info.ssrc) => s.rewriter.ts_offset(),
+                None => continue,
+            };
+            let Some(translated) = c.translate_sr(s.rewriter.out_ssrc, ts_offset, info) else {
                 continue;
             };
             if sub.transport.send_rtcp(tx, |b| sr::write(b, &translated, &[]).ok()) {

@@ -463,6 +463,17 @@ impl SeqTsRewriter {
         self.last_out as u16
     }
 
+    /// The last outgoing timestamp sent (for padding that goes with the stream).
+    pub fn last_timestamp(&self) -> Option<u32> {
+        self.last_ts
+    }
+
+    /// The publisher SSRC forwarded now and what is added to its timestamps (to translate its
+    /// sender reports).
+    pub fn current_source(&self) -> Option<(u32, u32)> {
+        self.epoch.as_ref().map(|e| (e.ssrc, e.ts_off))
+    }
+
     fn start_epoch(&mut self, now: Instant, p: &PacketMeta, info: &PacketInfo) {
         // Seqs above the last sent that the old epoch kept for late packets go to the new one.
         let last_out = self.last_out;

@@ -24,6 +24,7 @@ use super::{Origin, PeerId};
 use crate::router::TrackId;
 use crate::sdp::{ExtIds, MediaKind};
 use crate::shard::mesh::{MeshMsg, MeshPort};
+use crate::wire::codec::Codec;
 use crate::wire::rtcp::sr;
 use crate::wire::rtp::RtpView;
 
@@ -40,6 +41,10 @@ pub(super) struct MirrorTrack {
     pub track: TrackId,
     /// The publisher's extension ids (the packets in the ring carry them).
     pub ext: ExtIds,
+    /// The publisher's track (m-line) it mirrors, and its encoding and codec when consumers
+    /// choose its layers: the same expansion as the origin's producer, so mesh indexes match.
+    pub source: usize,
+    pub layer: Option<(u8, Codec)>,
 }
 
 /// What a mesh message is ([`MeshMsg::kind`]); its `key` is always the publisher's peer id.
@@ -63,32 +68,30 @@ mod msg {
 pub(super) const MESH_BACKLOG: usize = 256;
 
 impl MediaCore {
-    /// The router tracks of mirrored `publisher` for a new consumer here, counted: its
-    /// mirror's, made now from `origin` (and the origin asked for packets) for a first
-    /// consumer. `None`: `publisher` is not mirrored here and no `origin` was given.
-    pub(super) fn mirror_for(
-        &mut self,
-        publisher: PeerId,
-        origin: Option<Origin>,
-    ) -> Option<Vec<TrackId>> {
+    /// Counts a new consumer of mirrored `publisher` here: its mirror, made now from `origin`
+    /// (and the origin asked for packets) for a first consumer. False: `publisher` is not
+    /// mirrored here and no `origin` was given.
+    pub(super) fn mirror_for(&mut self, publisher: PeerId, origin: Option<Origin>) -> bool {
         if let Some(m) = self.mirrors.get_mut(&publisher) {
             m.consumers += 1;
-            return Some(m.tracks.iter().map(|t| t.track).collect());
+            return true;
         }
-        let origin = origin?;
-        let tracks: Vec<MirrorTrack> = origin
-            .tracks
-            .iter()
-            .map(|t| MirrorTrack {
-                track: self.router.add_track(t.clock_rate, 0, t.kind == MediaKind::Video),
-                ext: t.ext,
-            })
-            .collect();
-        let ids = tracks.iter().map(|t| t.track).collect();
+        let Some(origin) = origin else { return false };
+        let mut tracks = Vec::new();
+        for (source, t) in origin.tracks.iter().enumerate() {
+            for e in 0..t.encodings() {
+                tracks.push(MirrorTrack {
+                    track: self.router.add_track(t.clock_rate, 0, t.kind == MediaKind::Video),
+                    ext: t.ext,
+                    source,
+                    layer: t.layered().then_some((e as u8, t.codec)),
+                });
+            }
+        }
         let m = Mirror { origin: origin.shard, tracks, consumers: 1, attached: false };
         self.mirrors.insert(publisher, m);
         self.mesh_control(origin.shard, msg::ATTACH, 0, publisher.0, 0);
-        Some(ids)
+        true
     }
 
     /// A consumer of `publisher` left this shard: the last one takes its mirror (if it is one)
@@ -187,11 +190,11 @@ impl MediaCore {
                 let Some(mirror) = self.mirrors.get_mut(&publisher) else { return };
                 mirror.attached = true;
                 let Some(t) = mirror.tracks.get(usize::from(m.index)) else { return };
-                let (track, ext) = (t.track, t.ext);
+                let (track, ext, layer) = (t.track, t.ext, t.layer);
                 let Ok(v) = RtpView::parse(m.bytes()) else {
                     return self.stats.count_drop(MediaDrop::Malformed);
                 };
-                self.forward(now, track, &v, &ext, tx);
+                self.forward(now, track, layer, &v, &ext, tx);
             }
             msg::SR => {
                 let t =

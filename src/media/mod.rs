@@ -26,6 +26,8 @@
 //! `feedback.rs` holds the receiver-side RTCP state a publisher needs from its SFU (receiver
 //! reports, NACKs for its losses, transport-wide congestion feedback).
 
+mod allocate;
+pub use allocate::{ConsumerBoard, ConsumerRow};
 pub mod bwe;
 mod consumer;
 mod core;
@@ -55,6 +57,7 @@ pub use stats::{MediaDrop, MediaStats, MediaStatsSnapshot};
 
 use crate::dtls::{DtlsRole, Fingerprint};
 use crate::sdp::{ExtIds, MediaKind, NegotiatedMedia, OutgoingTrack};
+use crate::wire::codec::Codec;
 
 /// A peer connection of the engine (publisher or subscriber), unique per process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +89,13 @@ pub struct InTrack {
     pub fir: bool,
     pub remb: bool,
     pub transport_cc: bool,
+    /// The codec (what the layer code inspects in the payload).
+    pub codec: Codec,
+    /// Simulcast encodings by RID (RFC 8851/8853), lowest first as the publisher ordered them
+    /// in `a=simulcast` (openvidu-browser: `rdiv4;rdiv2;rdiv1`); empty: one encoding. Each
+    /// encoding is a track of its own in the producer, its SSRCs learnt from the `rid` and
+    /// `repaired-rid` header extensions.
+    pub rids: Vec<String>,
 }
 
 impl InTrack {
@@ -105,7 +115,24 @@ impl InTrack {
             fir: m.fir,
             remb: m.remb,
             transport_cc: m.transport_cc,
+            codec: Codec::from_sdp_name(&m.codec.name),
+            rids: if m.kind == MediaKind::Video && m.simulcast.len() > 1 {
+                m.simulcast.iter().filter_map(|st| st.rids.first().cloned()).collect()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// Encodings this track arrives in (1 without simulcast).
+    pub fn encodings(&self) -> usize {
+        self.rids.len().clamp(1, layers::MAX_ENCODINGS)
+    }
+
+    /// Whether consumers choose layers of this track ([`layers`]): simulcast, or VP9 (whose
+    /// spatial and temporal layers are dropped by id).
+    pub fn layered(&self) -> bool {
+        self.kind == MediaKind::Video && (self.encodings() > 1 || self.codec == Codec::Vp9)
     }
 }
 

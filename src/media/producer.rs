@@ -13,6 +13,7 @@ use super::stats::{MediaDrop, MediaStats, stat};
 use super::transport::Transport;
 use crate::router::{Router, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
+use crate::wire::codec::Codec;
 use crate::wire::rtcp::{nack, remb, rr, sr, twcc};
 use crate::wire::rtp::RtpView;
 use crate::wire::rtp_write::rtx_unwrap;
@@ -20,9 +21,14 @@ use crate::wire::rtp_write::rtx_unwrap;
 /// Missing publisher packets tracked per track for NACKs.
 pub(super) const NACK_CAP: usize = 128;
 
-/// One incoming track.
+/// One incoming track: a publisher's m-line, or one simulcast encoding of it.
 pub(super) struct ProducerTrack {
     pub cfg: InTrack,
+    /// The publisher's track (m-line) it belongs to: the index in `AddPublisher`'s `tracks`.
+    pub source: usize,
+    /// Its simulcast encoding (0 = lowest, or the only one) and RID.
+    pub encoding: u8,
+    rid: Option<Box<[u8]>>,
     /// Its router track (where consumers subscribe).
     pub track: TrackId,
     pub ssrc: Option<u32>,
@@ -49,6 +55,38 @@ pub(super) struct Seen {
     /// The transport-wide sequence number, when the producer negotiated one
     /// ([`Producer::twcc_id`]).
     pub twcc_seq: Option<u16>,
+    /// The `rid` / `repaired-rid` header extensions, read only while a simulcast encoding
+    /// waits for its SSRCs ([`Producer::rid_ids`]).
+    pub rid: Rid,
+}
+
+/// A RID from a header extension, without allocating (RFC 8851 allows 16 characters... in
+/// practice; longer values are cut and will not match).
+#[derive(Default, Clone, Copy)]
+pub(super) struct RidBytes {
+    buf: [u8; 16],
+    len: u8,
+}
+
+impl RidBytes {
+    pub fn new(v: &[u8]) -> RidBytes {
+        let mut r = RidBytes::default();
+        let n = v.len().min(16);
+        r.buf[..n].copy_from_slice(&v[..n]);
+        r.len = n as u8;
+        r
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// The RIDs a packet carries.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Rid {
+    pub rid: Option<RidBytes>,
+    pub repaired: Option<RidBytes>,
 }
 
 /// A publisher packet after [`Producer::receive`]: plaintext in the receive buffer.
@@ -56,6 +94,8 @@ pub(super) struct Received<'b> {
     /// Index of its track in the producer.
     pub index: usize,
     pub track: TrackId,
+    /// Its encoding and codec when consumers choose its layers ([`InTrack::layered`]).
+    pub layer: Option<(u8, Codec)>,
     /// The packet (an RTX packet put back together: shorter by its OSN).
     pub packet: RtpView<'b>,
     /// The publisher's extension ids on that track.
@@ -81,17 +121,30 @@ impl Producer {
     ) -> Producer {
         let tracks: Vec<ProducerTrack> = tracks
             .into_iter()
-            .map(|cfg| ProducerTrack {
-                track: router.add_track(
-                    cfg.clock_rate,
-                    cfg.ssrc.unwrap_or(0),
-                    cfg.kind == MediaKind::Video,
-                ),
-                ssrc: cfg.ssrc,
-                rtx_ssrc: cfg.rtx_ssrc,
-                stats: ReceiveStats::new(cfg.clock_rate),
-                nack: NackTracker::new(NACK_CAP),
-                cfg,
+            .enumerate()
+            .flat_map(|(source, cfg)| {
+                (0..cfg.encodings()).map(move |e| (source, e as u8, cfg.clone()))
+            })
+            .map(|(source, encoding, cfg)| {
+                let rid = cfg.rids.get(usize::from(encoding)).map(|r| r.as_bytes().into());
+                // With RIDs the SSRCs are learnt from the header extensions.
+                let (ssrc, rtx_ssrc) =
+                    if rid.is_some() { (None, None) } else { (cfg.ssrc, cfg.rtx_ssrc) };
+                ProducerTrack {
+                    track: router.add_track(
+                        cfg.clock_rate,
+                        ssrc.unwrap_or(0),
+                        cfg.kind == MediaKind::Video,
+                    ),
+                    source,
+                    encoding,
+                    rid,
+                    ssrc,
+                    rtx_ssrc,
+                    stats: ReceiveStats::new(cfg.clock_rate),
+                    nack: NackTracker::new(NACK_CAP),
+                    cfg,
+                }
             })
             .collect();
         Producer {
@@ -107,21 +160,38 @@ impl Producer {
     /// pick new SSRCs: statistics and NACK state start over then, and always unless `keep`
     /// (an ICE restart of the same transport).
     pub fn renegotiated(&mut self, tracks: Vec<InTrack>, keep: bool) {
-        for (st, cfg) in self.tracks.iter_mut().zip(tracks) {
-            if !keep || st.ssrc != cfg.ssrc {
+        for st in self.tracks.iter_mut() {
+            let Some(cfg) = tracks.get(st.source) else { continue };
+            // A simulcast encoding keeps what it learnt on an ICE restart, and learns again
+            // on a new connection.
+            let (ssrc, rtx_ssrc) = match (&st.rid, keep) {
+                (Some(_), true) => (st.ssrc, st.rtx_ssrc),
+                (Some(_), false) => (None, None),
+                (None, _) => (cfg.ssrc, cfg.rtx_ssrc),
+            };
+            if !keep || st.ssrc != ssrc {
                 st.stats = ReceiveStats::new(cfg.clock_rate);
                 st.nack = NackTracker::new(NACK_CAP);
             }
-            st.ssrc = cfg.ssrc;
-            st.rtx_ssrc = cfg.rtx_ssrc;
-            st.cfg = cfg;
+            st.ssrc = ssrc;
+            st.rtx_ssrc = rtx_ssrc;
+            st.cfg = cfg.clone();
         }
         self.twcc = twcc_of(&self.tracks);
     }
 
+    /// The `rid` and `repaired-rid` extension ids while a simulcast encoding has not learnt
+    /// its SSRCs yet (the packets' RIDs are read only then).
+    pub fn rid_ids(&self) -> Option<(u8, u8)> {
+        self.tracks
+            .iter()
+            .find(|t| t.rid.is_some() && (t.ssrc.is_none() || t.rtx_ssrc.is_none()))
+            .map(|t| (t.cfg.ext.rid, t.cfg.ext.repaired_rid))
+    }
+
     /// The index of the track sent as `ssrc` and whether that is its RTX stream; an SSRC the
     /// offer did not announce is bound to the track whose payload type `pt` it carries.
-    fn track_of(&mut self, ssrc: u32, pt: u8) -> Option<(usize, bool)> {
+    fn track_of(&mut self, ssrc: u32, pt: u8, rid: &Rid) -> Option<(usize, bool)> {
         for (i, t) in self.tracks.iter().enumerate() {
             if t.ssrc == Some(ssrc) {
                 return Some((i, false));
@@ -130,7 +200,28 @@ impl Producer {
                 return Some((i, true));
             }
         }
-        for (i, t) in self.tracks.iter_mut().enumerate() {
+        // A simulcast encoding: bound by the RID its packets carry (RFC 8852).
+        if let Some(r) = &rid.rid {
+            let t = self.tracks.iter_mut().enumerate().find(|(_, t)| {
+                t.ssrc.is_none() && t.cfg.pt == pt && t.rid.as_deref() == Some(r.get())
+            });
+            if let Some((i, t)) = t {
+                t.ssrc = Some(ssrc);
+                return Some((i, false));
+            }
+        }
+        if let Some(r) = &rid.repaired {
+            let t = self.tracks.iter_mut().enumerate().find(|(_, t)| {
+                t.rtx_ssrc.is_none()
+                    && t.cfg.rtx_pt == Some(pt)
+                    && t.rid.as_deref() == Some(r.get())
+            });
+            if let Some((i, t)) = t {
+                t.rtx_ssrc = Some(ssrc);
+                return Some((i, true));
+            }
+        }
+        for (i, t) in self.tracks.iter_mut().enumerate().filter(|(_, t)| t.rid.is_none()) {
             if t.ssrc.is_none() && t.cfg.pt == pt {
                 t.ssrc = Some(ssrc);
                 return Some((i, false));
@@ -159,8 +250,8 @@ impl Producer {
         arrival: Duration,
         seen: Seen,
     ) -> Result<Option<Received<'b>>, MediaDrop> {
-        let Seen { ssrc, pt, twcc_seq } = seen;
-        let (index, is_rtx) = self.track_of(ssrc, pt).ok_or(MediaDrop::UnknownTrack)?;
+        let Seen { ssrc, pt, twcc_seq, rid } = seen;
+        let (index, is_rtx) = self.track_of(ssrc, pt, &rid).ok_or(MediaDrop::UnknownTrack)?;
         if let (Some((_, rec)), Some(seq)) = (self.twcc.as_mut(), twcc_seq) {
             rec.on_packet(seq, arrival);
         }
@@ -181,7 +272,14 @@ impl Producer {
             t.nack.on_packet(ext, before);
         }
         let gap = !t.nack.is_empty();
-        Ok(Some(Received { index, track: t.track, packet: v, ext: t.cfg.ext, gap }))
+        Ok(Some(Received {
+            index,
+            track: t.track,
+            layer: t.cfg.layered().then_some((t.encoding, t.cfg.codec)),
+            packet: v,
+            ext: t.cfg.ext,
+            gap,
+        }))
     }
 
     /// A sender report from the publisher: its track (index, router track), the report
@@ -275,7 +373,16 @@ impl Producer {
                     nr += 1;
                 }
             }
-            let remb_bitrate = settings.remb_bitrate;
+            // A simulcast publisher's REMB covers its encodings together: the configured
+            // bitrate is for its top encoding; the lower ones (1/4 and 1/2 of the
+            // resolution, ~40% of the top's rate in Chromium) and the encoder's ramp-up get
+            // as much again.
+            let simulcast = self.tracks.iter().any(|t| t.encoding > 0);
+            let remb_bitrate = if simulcast {
+                settings.remb_bitrate.saturating_mul(2)
+            } else {
+                settings.remb_bitrate
+            };
             let sent = tr.send_rtcp(tx, |b| {
                 let mut n = rr::write(b, sender, &blocks[..nb]).ok()?;
                 if remb_bitrate > 0 && nr > 0 {

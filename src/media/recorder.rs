@@ -76,18 +76,24 @@ impl MediaCore {
         };
         let Some(Some(peer)) = self.peers.get(slot as usize) else { return };
         let Role::Publisher(p) = &peer.role else { return };
+        // A simulcast track is recorded from its highest encoding only.
         let kinds = p
             .tracks
             .iter()
             .map(|t| {
-                Some(match t.cfg.kind {
+                (usize::from(t.encoding) + 1 == t.cfg.encodings()).then_some(match t.cfg.kind {
                     MediaKind::Video => TrackKind::Video,
                     MediaKind::Audio => TrackKind::Audio,
                 })
             })
             .collect::<Vec<_>>();
-        let video: Vec<_> =
-            p.tracks.iter().filter(|t| t.cfg.kind == MediaKind::Video).map(|t| t.track).collect();
+        let video: Vec<_> = p
+            .tracks
+            .iter()
+            .zip(&kinds)
+            .filter(|(t, k)| t.cfg.kind == MediaKind::Video && k.is_some())
+            .map(|(t, _)| t.track)
+            .collect();
         self.recorders.retain(|t| t.id != id);
         self.recorders.push(Tap { id, publisher: slot, input, kinds });
         for track in video {
@@ -170,7 +176,9 @@ impl MediaCore {
         let Some(Some(peer)) = self.peers.get(slot as usize) else { return };
         let Role::Publisher(p) = &peer.role else { return };
         let id = peer.id;
-        let tracks = p.tracks.iter().filter(|t| t.cfg.kind == MediaKind::Video);
+        let tracks = p.tracks.iter().filter(|t| {
+            t.cfg.kind == MediaKind::Video && usize::from(t.encoding) + 1 == t.cfg.encodings()
+        });
         for (v, t) in video.iter_mut().zip(tracks) {
             *v = Some(t.track);
         }

@@ -128,6 +128,15 @@ counters! {
     rtx_out,
     /// NACKed packets no longer in the ring.
     rtx_missing,
+    /// NACKed packets not resent: the subscriber's retransmission budget (a share of its
+    /// bandwidth estimate) was spent.
+    rtx_over_budget,
+    /// NACKed packets not resent: first sent too long ago to arrive in time.
+    rtx_too_old,
+    /// Padding packets sent to probe a subscriber's bandwidth.
+    probe_packets,
+    /// Layer switches of consumers choosing simulcast / SVC layers.
+    layer_switches,
     /// NACK packets received from subscribers.
     nacks_in,
     /// NACK packets sent to publishers.

@@ -53,6 +53,8 @@ fn video_track() -> InTrack {
         fir: false,
         remb: true,
         transport_cc: false,
+        codec: crate::wire::codec::Codec::Vp8,
+        rids: Vec::new(),
     }
 }
 

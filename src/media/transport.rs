@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::IceParams;
+use super::bwe::SendSideBwe;
 use super::egress::Egress;
 use crate::dtls::{DtlsContext, DtlsEndpoint, DtlsEvent, DtlsRole, DtlsState, Fingerprint};
 use crate::ice::{IceEvent, IceLiteAgent};
@@ -45,6 +46,8 @@ pub(super) struct Transport {
     pub twcc_seq: u16,
     /// A publisher's transport that failed, waiting for `reconnectStream` (no timers run).
     pub failed: bool,
+    /// A subscriber's bandwidth estimate (send side, from its TWCC / REMB / reports).
+    pub bwe: Option<Box<SendSideBwe>>,
 }
 
 /// What the ICE agent's events asked for ([`Transport::poll_ice`]).
@@ -85,6 +88,7 @@ impl Transport {
             rtcp_ssrc: rand::random::<u32>() | 1,
             twcc_seq: rand::random(),
             failed: false,
+            bwe: None,
         }
     }
 

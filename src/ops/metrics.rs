@@ -28,7 +28,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::IoBackend;
-use crate::media::{MediaDrop, MediaStatsSnapshot};
+use crate::media::{ConsumerRow, MediaDrop, MediaStatsSnapshot};
 use crate::shard::{DropReason, ShardStats};
 use crate::turn::shard::{DROP_LABELS as TURN_DROP_LABELS, TurnShardStats, TurnStatsCell};
 
@@ -81,6 +81,9 @@ impl RpcResult {
 /// Per-shard snapshots of the media cores' counters (index = shard), read at every scrape.
 pub type MediaSource = Box<dyn Fn() -> Vec<MediaStatsSnapshot> + Send + Sync>;
 
+/// Every media consumer with its shard, read at every scrape.
+pub type ConsumerSource = Box<dyn Fn() -> Vec<(usize, ConsumerRow)> + Send + Sync>;
+
 /// One registered shard.
 #[derive(Clone, Debug)]
 pub struct ShardMetrics {
@@ -130,6 +133,8 @@ pub struct Metrics {
     /// host UDP TURN).
     turn_shards: RwLock<Vec<ShardMetrics>>,
     media: RwLock<Option<MediaSource>>,
+    /// The media consumers (shard, row), read at every scrape.
+    consumers: RwLock<Option<ConsumerSource>>,
     /// TURN counters by label (`0`, `1`... for the UDP shards, `stream` for TCP/TLS).
     turn: RwLock<Vec<(String, Arc<TurnStatsCell>)>>,
 }
@@ -213,6 +218,9 @@ impl Metrics {
         self.set_media_source(Box::new(move || {
             weak.upgrade().map(|e| e.stats()).unwrap_or_default()
         }));
+        let weak = Arc::downgrade(engine);
+        *self.consumers.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(Box::new(move || weak.upgrade().map(|e| e.consumers()).unwrap_or_default()));
     }
 
     /// Registers the TURN server's published counters: one cell per UDP shard, then the
@@ -514,7 +522,7 @@ impl Metrics {
         let rows: Vec<(Labels, MediaStatsSnapshot)> =
             snaps.iter().map(|(i, m)| (vec![("shard", i.clone())], *m)).collect();
         drop(media);
-        let fields: [Family<MediaStatsSnapshot>; 21] = [
+        let fields: [Family<MediaStatsSnapshot>; 25] = [
             ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
                 m.publishers
             }),
@@ -578,6 +586,30 @@ impl Metrics {
                 "NACKed packets no longer in the retransmission ring.",
                 |m| m.rtx_missing,
             ),
+            (
+                "ringsfu_shard_rtx_over_budget_total",
+                "counter",
+                "NACKed packets not resent: the subscriber's retransmission budget was spent.",
+                |m| m.rtx_over_budget,
+            ),
+            (
+                "ringsfu_shard_rtx_too_old_total",
+                "counter",
+                "NACKed packets not resent: first sent too long ago to arrive in time.",
+                |m| m.rtx_too_old,
+            ),
+            (
+                "ringsfu_shard_probe_packets_total",
+                "counter",
+                "Padding packets sent to probe subscribers' bandwidth.",
+                |m| m.probe_packets,
+            ),
+            (
+                "ringsfu_shard_layer_switches_total",
+                "counter",
+                "Layer targets changed for consumers of simulcast / SVC sources.",
+                |m| m.layer_switches,
+            ),
             ("ringsfu_shard_nacks_in_total", "counter", "NACKs received from subscribers.", |m| {
                 m.nacks_in
             }),
@@ -622,6 +654,89 @@ impl Metrics {
                     "ringsfu_shard_media_drops_total",
                     &[("shard", i), ("reason", r.as_str())],
                     m.drops(r),
+                );
+            }
+        }
+        self.render_consumers(o);
+    }
+
+    /// One series per subscriber transport (`transport` = its peer id, `publisher` the one it
+    /// receives), refreshed by each shard once a second.
+    fn render_consumers(&self, o: &mut String) {
+        let source = self.consumers.read().unwrap_or_else(|p| p.into_inner());
+        let rows = source.as_ref().map(|f| f()).unwrap_or_default();
+        drop(source);
+        type Col = (&'static str, &'static str, &'static str, fn(&ConsumerRow) -> Option<u64>);
+        let cols: [Col; 8] = [
+            (
+                "ringsfu_consumer_estimate_bps",
+                "gauge",
+                "Send-side bandwidth estimate of the subscriber's link (bit/s).",
+                |r| Some(r.estimate_bps),
+            ),
+            (
+                "ringsfu_consumer_encoding",
+                "gauge",
+                "Simulcast encoding forwarded now (0 = lowest).",
+                |r| r.current.map(|c| u64::from(c.encoding)),
+            ),
+            (
+                "ringsfu_consumer_spatial_layer",
+                "gauge",
+                "Highest spatial layer forwarded (3 = all).",
+                |r| r.current.map(|c| u64::from(c.spatial)),
+            ),
+            (
+                "ringsfu_consumer_temporal_layer",
+                "gauge",
+                "Highest temporal layer forwarded (3 = all).",
+                |r| r.current.map(|c| u64::from(c.temporal)),
+            ),
+            (
+                "ringsfu_consumer_target_encoding",
+                "gauge",
+                "Simulcast encoding the estimate allows.",
+                |r| r.target.map(|c| u64::from(c.encoding)),
+            ),
+            (
+                "ringsfu_consumer_layer_switches_total",
+                "counter",
+                "Layer switches of the consumer.",
+                |r| Some(r.switches),
+            ),
+            (
+                "ringsfu_consumer_rtx_bytes_total",
+                "counter",
+                "Retransmission bytes the budget granted.",
+                |r| Some(r.rtx_bytes),
+            ),
+            (
+                "ringsfu_consumer_rtt_milliseconds",
+                "gauge",
+                "Round-trip time to the subscriber.",
+                |r| r.rtt_ms,
+            ),
+        ];
+        for (name, kind, help, f) in cols {
+            header(o, name, kind, help);
+            for (shard, r) in &rows {
+                if let Some(v) = f(r) {
+                    let (s, t, p) =
+                        (shard.to_string(), r.transport.to_string(), r.publisher.to_string());
+                    sample(o, name, &[("shard", &s), ("transport", &t), ("publisher", &p)], v);
+                }
+            }
+        }
+        let name = "ringsfu_consumer_rtx_refused_total";
+        header(o, name, "counter", "NACKed packets not resent, by reason.");
+        for (shard, r) in &rows {
+            let (s, t, p) = (shard.to_string(), r.transport.to_string(), r.publisher.to_string());
+            for (reason, v) in [("budget", r.rtx_over_budget), ("age", r.rtx_too_old)] {
+                sample(
+                    o,
+                    name,
+                    &[("shard", &s), ("transport", &t), ("publisher", &p), ("reason", reason)],
+                    v,
                 );
             }
         }

@@ -217,12 +217,24 @@ impl RtxRing {
 
     /// The stored packet `(ssrc, seq)` if still in the ring and younger than `max_age`.
     pub fn get(&self, now: Instant, ssrc: u32, seq: u16, max_age: Duration) -> Option<&[u8]> {
+        self.get_with_time(now, ssrc, seq, max_age).map(|(p, _)| p)
+    }
+
+    /// [`RtxRing::get`] with the time the packet was stored (when it was first forwarded).
+    pub fn get_with_time(
+        &self,
+        now: Instant,
+        ssrc: u32,
+        seq: u16,
+        max_age: Duration,
+    ) -> Option<(&[u8], Instant)> {
         let i = self.index(seq);
         let s = self.slots[i];
-        let fresh = s.stored_at.is_some_and(|t| now.saturating_duration_since(t) <= max_age);
+        let at = s.stored_at?;
+        let fresh = now.saturating_duration_since(at) <= max_age;
         if s.valid && s.seq == seq && s.ssrc == ssrc && fresh {
             let start = i * self.slot_size;
-            Some(&self.data[start..start + s.len as usize])
+            Some((&self.data[start..start + s.len as usize], at))
         } else {
             None
         }
@@ -302,6 +314,76 @@ pub struct Track {
     pub keyframes: KeyframeLimiter,
     subscribers: Vec<Subscription>,
     pub packets: u64,
+    /// Bitrate per spatial and temporal layer (the caller notes what it inspected).
+    pub meter: LayerMeter,
+}
+
+/// Spatial / temporal layers a [`LayerMeter`] tells apart.
+pub const METER_LAYERS: usize = 4;
+
+/// A track's received bitrate per (spatial, temporal) layer over the last whole second:
+/// what a consumer's layer choice weighs against its bandwidth estimate. Fixed arrays, no
+/// allocation.
+#[derive(Debug, Clone, Default)]
+pub struct LayerMeter {
+    window_start: Option<Instant>,
+    bytes: [[u64; METER_LAYERS]; METER_LAYERS],
+    /// Bits per second per layer over the last closed window.
+    rate: [[u64; METER_LAYERS]; METER_LAYERS],
+    last_packet: Option<Instant>,
+}
+
+/// A layer counts as sending while its packets are younger than this.
+pub const METER_ACTIVE: Duration = Duration::from_secs(2);
+
+impl LayerMeter {
+    /// `bytes` of layer (`spatial`, `temporal`) arrived at `now` (ids above the last layer
+    /// count in the last).
+    pub fn note(&mut self, now: Instant, spatial: u8, temporal: u8, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= Duration::from_secs(1) {
+            let us = elapsed.as_micros().max(1) as u64;
+            for (r, b) in self.rate.iter_mut().flatten().zip(self.bytes.iter_mut().flatten()) {
+                *r = *b * 8 * 1_000_000 / us;
+                *b = 0;
+            }
+            self.window_start = Some(now);
+        }
+        let s = usize::from(spatial).min(METER_LAYERS - 1);
+        let t = usize::from(temporal).min(METER_LAYERS - 1);
+        self.bytes[s][t] += bytes as u64;
+        self.last_packet = Some(now);
+    }
+
+    /// Whether packets arrived within [`METER_ACTIVE`] of `now`.
+    pub fn active(&self, now: Instant) -> bool {
+        self.last_packet.is_some_and(|t| now.saturating_duration_since(t) < METER_ACTIVE)
+    }
+
+    /// Bits per second of every layer up to (`spatial`, `temporal`) inclusive (0 when the
+    /// track is not sending).
+    pub fn rate_upto(&self, now: Instant, spatial: u8, temporal: u8) -> u64 {
+        if !self.active(now) {
+            return 0;
+        }
+        let (s, t) = (usize::from(spatial), usize::from(temporal));
+        self.rate.iter().take(s + 1).flat_map(|row| row.iter().take(t + 1)).sum()
+    }
+
+    /// The highest spatial and temporal ids that carried anything in the last window.
+    pub fn top(&self) -> (u8, u8) {
+        let mut top = (0u8, 0u8);
+        for (s, row) in self.rate.iter().enumerate() {
+            for (t, r) in row.iter().enumerate() {
+                if *r > 0 {
+                    top.0 = top.0.max(s as u8);
+                    top.1 = top.1.max(t as u8);
+                }
+            }
+        }
+        top
+    }
 }
 
 /// One subscriber leg receiving a track.
@@ -360,6 +442,8 @@ pub struct Retransmit<'a> {
     pub ts: u32,
     pub pt: u8,
     pub osn: Option<u16>,
+    /// When the packet was stored (first forwarded).
+    pub stored_at: Instant,
 }
 
 /// Why the router refused something.
@@ -395,6 +479,7 @@ impl Router {
             keyframes: KeyframeLimiter::new(self.cfg.keyframe_interval),
             subscribers: Vec::new(),
             packets: 0,
+            meter: LayerMeter::default(),
         };
         if let Some(i) = self.free.pop() {
             self.tracks[i as usize] = Some(track);
@@ -514,7 +599,8 @@ impl Router {
         let mut missing = 0;
         for out_seq in lost {
             let src_seq = sub.rewriter.source_seq(out_seq);
-            let Some(packet) = ring.get(now, source, src_seq, max_age) else {
+            let Some((packet, stored_at)) = ring.get_with_time(now, source, src_seq, max_age)
+            else {
                 missing += 1;
                 continue;
             };
@@ -531,6 +617,7 @@ impl Router {
                         ts,
                         pt: *pt,
                         osn: Some(out_seq),
+                        stored_at,
                     });
                 }
                 None => emit(Retransmit {
@@ -541,10 +628,34 @@ impl Router {
                     ts,
                     pt: sub.pt,
                     osn: None,
+                    stored_at,
                 }),
             }
         }
         Ok(missing)
+    }
+
+    /// The stored packet `(ssrc, seq)` of `track`, with when it was stored, for a
+    /// retransmission the caller maps itself (a consumer choosing layers).
+    pub fn stored(
+        &self,
+        now: Instant,
+        track: TrackId,
+        ssrc: u32,
+        seq: u16,
+    ) -> Option<(&[u8], Instant)> {
+        let t = self.track(track)?;
+        t.ring.as_ref()?.get_with_time(now, ssrc, seq, self.cfg.rtx_max_age)
+    }
+
+    /// The next RTX packet header of `leg` on `track`: (payload type, SSRC, sequence number),
+    /// if the leg negotiated RTX (the one RTX sequence of that leg's stream).
+    pub fn next_rtx(&mut self, track: TrackId, leg: LegId) -> Option<(u8, u32, u16)> {
+        let sub = self.track_mut(track)?.subscribers.iter_mut().find(|s| s.leg == leg)?;
+        let (pt, ssrc, next) = sub.rtx.as_mut()?;
+        let seq = *next;
+        *next = next.wrapping_add(1);
+        Some((*pt, *ssrc, seq))
     }
 
     /// A subscriber asked for a keyframe: whether to forward the request to the publisher now.

@@ -107,6 +107,8 @@ pub fn video_track(ssrc: u32) -> InTrack {
         fir: false,
         remb: false,
         transport_cc: false,
+        codec: ringsfu::wire::codec::Codec::Vp8,
+        rids: Vec::new(),
     }
 }
 

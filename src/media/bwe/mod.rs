@@ -179,6 +179,12 @@ impl SendSideBwe {
         }
     }
 
+    /// Whether anything was heard of the link (TWCC feedback or a REMB): until then the
+    /// estimate is only the configured start.
+    pub fn has_feedback(&self) -> bool {
+        self.twcc_seen || self.remb.is_some()
+    }
+
     /// The current estimate.
     pub fn estimate(&self) -> Bitrate {
         Bitrate(self.estimate as u64)
@@ -371,9 +377,20 @@ impl SendSideBwe {
             self.too_old += 1;
             return Retransmit::TooOld;
         }
+        // Nothing known of the link yet (no TWCC feedback, no REMB): no budget to enforce.
+        if !self.twcc_seen && self.remb.is_none() {
+            return Retransmit::Send;
+        }
+        // The budget follows what the link carries: the delay-based estimate (bounded by
+        // REMB), not the loss bound. Random loss without congestion lowers the loss bound
+        // while it is exactly when repairs are needed; a congested link raises the delay.
+        let mut link = if self.twcc_seen { self.delay.rate.estimate() } else { self.estimate };
+        if let Some(r) = self.remb {
+            link = link.min(r);
+        }
         let media = self.media_rate(now).as_f64();
-        let share = self.cfg.rtx_share.clamp(0.0, 1.0) * self.estimate;
-        let rate = share.min((self.estimate - media).max(0.0));
+        let share = self.cfg.rtx_share.clamp(0.0, 1.0) * link;
+        let rate = share.min((link - media).max(0.0));
         if self.budget.try_spend(now, rate, size_bytes) {
             Retransmit::Send
         } else {
