@@ -381,16 +381,31 @@ impl SendSideBwe {
         if !self.twcc_seen && self.remb.is_none() {
             return Retransmit::Send;
         }
-        // The budget follows what the link carries: the delay-based estimate (bounded by
-        // REMB), not the loss bound. Random loss without congestion lowers the loss bound
-        // while it is exactly when repairs are needed; a congested link raises the delay.
-        let mut link = if self.twcc_seen { self.delay.rate.estimate() } else { self.estimate };
+        // The budget follows what the link carries: the delay-based estimate, or what the
+        // receiver acknowledged when that is more (an estimate still climbing from its start
+        // value), bounded by REMB; not the loss bound: random loss without congestion lowers
+        // it exactly when repairs are needed, while a congested link shows in the delay.
+        // Without congestion the repairs get `rtx_share` of the link; while the link is
+        // overused, or when only REMB says what it carries, they only get what the media
+        // leaves of the estimate (often nothing).
+        let overusing = self.twcc_seen && self.delay.usage() == Usage::Overusing;
+        let mut link = if !self.twcc_seen {
+            self.estimate
+        } else if overusing {
+            self.delay.rate.estimate()
+        } else {
+            self.delay.rate.estimate().max(self.delay.acked_bitrate().unwrap_or(0.0))
+        };
         if let Some(r) = self.remb {
             link = link.min(r);
         }
-        let media = self.media_rate(now).as_f64();
         let share = self.cfg.rtx_share.clamp(0.0, 1.0) * link;
-        let rate = share.min((link - media).max(0.0));
+        let rate = if overusing || !self.twcc_seen {
+            let media = self.media_rate(now).as_f64();
+            share.min((link - media).max(0.0))
+        } else {
+            share
+        };
         if self.budget.try_spend(now, rate, size_bytes) {
             Retransmit::Send
         } else {
