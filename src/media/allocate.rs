@@ -206,6 +206,18 @@ impl MediaCore {
             let Some(bwe) = t.bwe.as_deref() else { continue };
             let s = bwe.stats();
             let l = c.tracks.iter().find_map(|o| o.layers.as_deref());
+            tracing::debug!(
+                transport = id.0,
+                estimate = s.estimate.0,
+                delay = s.delay_estimate.0,
+                loss_bound = ?s.loss_bound,
+                remb = ?s.remb,
+                usage = ?s.usage,
+                loss = s.loss_fraction,
+                current = ?l.and_then(|l| l.selector.current()),
+                target = ?l.map(|l| l.selector.target()),
+                "consumer"
+            );
             rows.push(ConsumerRow {
                 transport: id.0,
                 publisher: c.publisher.0,

@@ -43,6 +43,9 @@ impl ConsumerTrack {
     }
 }
 
+/// A remembered picture id: (outgoing seq, picture id, TL0PICIDX, valid).
+type PicEntry = (u16, u16, Option<u8>, bool);
+
 /// Outgoing sequence numbers whose picture id was rewritten, remembered for retransmissions.
 const PIC_MEMORY: usize = 512;
 
@@ -61,7 +64,7 @@ pub(super) struct ConsumerLayers {
     /// Switches of selectors replaced by such a reset.
     switches_before: u64,
     /// Outgoing seq → (picture id, TL0PICIDX), by seq modulo [`PIC_MEMORY`].
-    pics: Box<[(u16, u16, Option<u8>, bool)]>,
+    pics: Box<[PicEntry]>,
 }
 
 impl ConsumerLayers {

@@ -62,6 +62,11 @@ impl ReceiveStats {
         (ext, before)
     }
 
+    /// The highest extended sequence number received.
+    pub fn highest(&self) -> Option<u64> {
+        self.seq.highest()
+    }
+
     /// A sender report of this source arrived (`ntp` = its 64-bit NTP time).
     pub fn on_sender_report(&mut self, now: Instant, ntp: u64) {
         self.last_sr = Some(((ntp >> 16) as u32, now));
@@ -155,6 +160,11 @@ impl NackTracker {
             // `None`: never NACKed yet, due at once.
             self.missing.push((s, None, 0));
         }
+    }
+
+    /// Whether extended sequence number `ext` is tracked as missing.
+    pub fn is_missing(&self, ext: u64) -> bool {
+        self.missing.iter().any(|m| m.0 == ext)
     }
 
     /// The sequence numbers (16-bit, ascending) to NACK now; updates tries.

@@ -11,7 +11,7 @@ use super::egress::Egress;
 use super::feedback::{NackTracker, ReceiveStats, TwccRecorder};
 use super::stats::{MediaDrop, MediaStats, stat};
 use super::transport::Transport;
-use crate::router::{Router, TrackId};
+use crate::router::{Router, SeqExtender, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
 use crate::wire::codec::Codec;
 use crate::wire::rtcp::{nack, remb, rr, sr, twcc};
@@ -267,6 +267,16 @@ impl Producer {
         };
         let buf: &'b [u8] = buf;
         let v = RtpView::parse(&buf[..len]).map_err(|_| MediaDrop::Malformed)?;
+        // An RTX packet of something already received (Chromium probes its uplink by
+        // resending old packets on RTX): forwarding it again would hand subscribers a
+        // duplicate, which their SRTP replay check drops uncounted in their congestion
+        // feedback (it then looks like loss).
+        if is_rtx && let Some(h) = t.stats.highest() {
+            let ext = SeqExtender::nearest(h, v.sequence_number());
+            if ext <= h && !t.nack.is_missing(ext) {
+                return Err(MediaDrop::Duplicate);
+            }
+        }
         let (ext, before) = t.stats.on_packet(arrival, v.sequence_number(), v.timestamp());
         if t.cfg.nack {
             t.nack.on_packet(ext, before);
@@ -402,5 +412,91 @@ impl Producer {
         let nack = self.tracks.iter().filter_map(|t| t.nack.next_due(now)).min();
         let feedback = self.next_report.min(self.next_twcc);
         nack.map_or(feedback, |n| n.min(feedback))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::RouterConfig;
+
+    fn track(rids: &[&str]) -> InTrack {
+        InTrack {
+            kind: MediaKind::Video,
+            mid: "1".into(),
+            pt: 96,
+            clock_rate: 90_000,
+            rtx_pt: Some(97),
+            ssrc: rids.is_empty().then_some(1111),
+            rtx_ssrc: rids.is_empty().then_some(2222),
+            ext: ExtIds { rid: 10, repaired_rid: 11, ..ExtIds::default() },
+            nack: true,
+            pli: true,
+            fir: false,
+            remb: false,
+            transport_cc: false,
+            codec: Codec::Vp8,
+            rids: rids.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn media(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 96, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(b"frame");
+        p
+    }
+
+    /// RTX (PT 97, SSRC 2222) carrying original sequence number `osn`.
+    fn rtx(rtx_seq: u16, osn: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 97, 0, 0, 0, 0, 0, 9, 0, 0, 0x08, 0xAE];
+        p[2..4].copy_from_slice(&rtx_seq.to_be_bytes());
+        p.extend_from_slice(&osn.to_be_bytes());
+        p.extend_from_slice(b"frame");
+        p
+    }
+
+    fn feed(p: &mut Producer, mut pkt: Vec<u8>, rid: Rid) -> Result<Option<u16>, MediaDrop> {
+        let v = RtpView::parse(&pkt).unwrap();
+        let seen = Seen { ssrc: v.ssrc(), pt: v.payload_type(), twcc_seq: None, rid };
+        let len = pkt.len();
+        let r = p.receive(&mut pkt, len, Duration::from_millis(1), seen)?;
+        Ok(r.map(|r| r.packet.sequence_number()))
+    }
+
+    fn producer(tracks: Vec<InTrack>) -> Producer {
+        let mut router = Router::new(RouterConfig::default());
+        Producer::new(&mut router, tracks, Instant::now(), &CoreSettings::default())
+    }
+
+    #[test]
+    fn an_rtx_of_a_received_packet_is_a_duplicate_not_a_repair() {
+        let mut p = producer(vec![track(&[])]);
+        let none = Rid::default();
+        for seq in [1, 2, 3, 5] {
+            assert_eq!(feed(&mut p, media(seq, 1111), none), Ok(Some(seq)));
+        }
+        // 2 arrived: its RTX is a probe, dropped; 4 is missing: its RTX repairs it.
+        assert_eq!(feed(&mut p, rtx(100, 2), none), Err(MediaDrop::Duplicate));
+        assert_eq!(feed(&mut p, rtx(101, 4), none), Ok(Some(4)));
+        assert_eq!(feed(&mut p, rtx(102, 4), none), Err(MediaDrop::Duplicate));
+    }
+
+    #[test]
+    fn simulcast_encodings_learn_their_ssrcs_from_rids() {
+        let mut p = producer(vec![track(&["q", "h", "f"])]);
+        assert_eq!(p.tracks.len(), 3);
+        assert_eq!(p.rid_ids(), Some((10, 11)));
+        let rid = |r: &str| Rid { rid: Some(RidBytes::new(r.as_bytes())), repaired: None };
+        // No RID yet: an unknown SSRC is not guessed onto an encoding.
+        assert_eq!(feed(&mut p, media(1, 7), Rid::default()), Err(MediaDrop::UnknownTrack));
+        assert_eq!(feed(&mut p, media(1, 7), rid("h")), Ok(Some(1)));
+        assert_eq!(feed(&mut p, media(1, 8), rid("f")), Ok(Some(1)));
+        assert_eq!(feed(&mut p, media(1, 9), rid("q")), Ok(Some(1)));
+        let ssrcs: Vec<_> = p.tracks.iter().map(|t| (t.encoding, t.ssrc)).collect();
+        assert_eq!(ssrcs, vec![(0, Some(9)), (1, Some(7)), (2, Some(8))]);
+        // Later packets need no RID.
+        assert_eq!(feed(&mut p, media(2, 8), Rid::default()), Ok(Some(2)));
     }
 }

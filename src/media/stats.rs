@@ -27,10 +27,13 @@ pub enum MediaDrop {
     TxFull,
     /// The shard mesh's ring to another shard was full (that shard is behind).
     MeshFull,
+    /// A publisher's retransmission (RTX) of a packet already received: its uplink probe,
+    /// not a repair.
+    Duplicate,
 }
 
 impl MediaDrop {
-    pub const ALL: [MediaDrop; 10] = [
+    pub const ALL: [MediaDrop; 11] = [
         MediaDrop::Unclassified,
         MediaDrop::StunUnknown,
         MediaDrop::StunRejected,
@@ -41,6 +44,7 @@ impl MediaDrop {
         MediaDrop::UnknownTrack,
         MediaDrop::TxFull,
         MediaDrop::MeshFull,
+        MediaDrop::Duplicate,
     ];
 
     /// A metric label.
@@ -56,6 +60,7 @@ impl MediaDrop {
             MediaDrop::UnknownTrack => "unknown_track",
             MediaDrop::TxFull => "tx_full",
             MediaDrop::MeshFull => "mesh_full",
+            MediaDrop::Duplicate => "duplicate",
         }
     }
 }
