@@ -24,7 +24,10 @@
 //! and forwards the publisher's sender reports.
 //!
 //! `feedback.rs` holds the receiver-side RTCP state a publisher needs from its SFU (receiver
-//! reports, NACKs for its losses, transport-wide congestion feedback).
+//! reports, NACKs for its losses, transport-wide congestion feedback). A simulcast publisher's
+//! encodings are producer tracks of their own; a consumer of a layered source (simulcast, VP9
+//! SVC) chooses per packet what it forwards ([`layers`], `consumer.rs`), aiming at what its
+//! transport's bandwidth estimate ([`bwe`]) allows (`allocate.rs`).
 
 mod allocate;
 pub use allocate::{ConsumerBoard, ConsumerRow};
