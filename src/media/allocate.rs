@@ -150,10 +150,11 @@ impl MediaCore {
             return;
         }
         c.next_allocation = Some(now + ALLOCATE_EVERY);
-        let known = bwe.has_feedback();
+        // Until the subscriber's first feedback this is the estimator's start value: a link
+        // not heard from yet gets the middle encoding, not the top one.
         let estimate = bwe.estimate().0;
         let audio = c.tracks.iter().filter(|o| o.cfg.kind == MediaKind::Audio).count() as u64;
-        let mut budget = if known { estimate.saturating_sub(audio * AUDIO_BPS) } else { u64::MAX };
+        let mut budget = estimate.saturating_sub(audio * AUDIO_BPS);
         let mut demand = audio * AUDIO_BPS;
         let mut probe_on = None;
         for o in c.tracks.iter_mut() {

@@ -334,7 +334,7 @@ pub struct LayerMeter {
 }
 
 /// A layer counts as sending while its packets are younger than this.
-pub const METER_ACTIVE: Duration = Duration::from_secs(2);
+pub const METER_ACTIVE: Duration = Duration::from_secs(1);
 
 impl LayerMeter {
     /// `bytes` of layer (`spatial`, `temporal`) arrived at `now` (ids above the last layer

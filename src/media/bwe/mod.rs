@@ -179,12 +179,6 @@ impl SendSideBwe {
         }
     }
 
-    /// Whether anything was heard of the link (TWCC feedback or a REMB): until then the
-    /// estimate is only the configured start.
-    pub fn has_feedback(&self) -> bool {
-        self.twcc_seen || self.remb.is_some()
-    }
-
     /// The current estimate.
     pub fn estimate(&self) -> Bitrate {
         Bitrate(self.estimate as u64)
