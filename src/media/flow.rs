@@ -173,7 +173,14 @@ impl MediaCore {
                         header.seq = rw.seq;
                         header.ts = rw.timestamp;
                         if let Some(id) = rw.picture_id {
-                            picture = Some((codec, id, rw.tl0picidx));
+                            // Only a changed id costs the payload its patch (a copy, then
+                            // encryption in place, instead of the fused copy-and-encrypt).
+                            let same = info.picture_id.is_some_and(|p| {
+                                p.value == id % p.modulus() && info.tl0picidx == rw.tl0picidx
+                            });
+                            if !same {
+                                picture = Some((codec, id, rw.tl0picidx));
+                            }
                             l.remember_picture(rw.seq, id, rw.tl0picidx);
                         }
                     }
