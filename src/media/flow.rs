@@ -500,6 +500,7 @@ impl MediaCore {
             return;
         };
         let sender = peer.transport.rtcp_ssrc;
+        tracing::debug!(?publisher, media_ssrc, "PLI to the publisher");
         if peer.transport.send_rtcp(tx, |b| pli::write(b, sender, media_ssrc).ok()) {
             stat!(self.stats, pli_out);
             stat!(self.stats, rtcp_out);
