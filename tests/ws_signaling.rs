@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Ws, join_params, start};
+use common::{Ws, join_params, start, start_with_media};
 use serde_json::{Value, json};
 
 fn result(v: &Value) -> &Value {
@@ -575,4 +575,25 @@ async fn closed_socket_is_evicted_after_the_window() {
     let r = a2.call("connect", Some(json!({"sessionId": rpc, "reconnect": true}))).await;
     assert_eq!(error_code(&r), 40007);
     assert_eq!(r["error"]["message"], "reconnection error");
+}
+
+/// `[media] simulcast`: joinRoom says "mediasoup" (openvidu-browser sends simulcast and
+/// subscribes with server offers only then) and `videoSimulcast: true`; /config agrees. Off
+/// (the default, checked above) it says "kurento" and false.
+#[tokio::test]
+async fn join_result_advertises_simulcast_only_when_it_is_on() {
+    for on in [false, true] {
+        let s = start_with_media(|c| {
+            c.media.simulcast = on;
+            c.media.shards = 1;
+        })
+        .await;
+        let sid = s.session(None).await;
+        let (_, tok) = s.connection(&sid, "PUBLISHER", "").await;
+        let (_ws, r) = s.join(&sid, &tok, "Ana").await;
+        assert_eq!(r["mediaServer"], if on { "mediasoup" } else { "kurento" }, "{r}");
+        assert_eq!(r["videoSimulcast"], on, "{r}");
+        let (_, cfg) = s.get("/openvidu/api/config").await;
+        assert_eq!(cfg["OPENVIDU_WEBRTC_SIMULCAST"], on, "{cfg}");
+    }
 }
