@@ -32,6 +32,12 @@ use crate::wire::{Class as StunClass, IntegrityKey, StunView, StunWriter, stun::
 
 use super::hist::Hist;
 use super::offer::{OPUS_PT, VP8_PT};
+use super::simulcast::{
+    self, EXT_MID, EXT_RID, EXT_TWCC, FrameTracker, SIM_STAMP_OFFSET, SimLeg, SimOutcome,
+    TokenBucket, Vp8Header,
+};
+use crate::media::feedback::TwccRecorder;
+use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket};
 
 /// First word of every payload stamp ("RSFL").
 pub const STAMP_MAGIC: u32 = 0x5253_464C;
@@ -47,7 +53,9 @@ const VP8_KEY_HEADER: [u8; STAMP_OFFSET] =
 const VP8_DELTA_HEADER: [u8; STAMP_OFFSET] = [0x10, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 /// Opus: the TOC byte of a 20 ms CELT fullband frame.
 const OPUS_HEADER: [u8; STAMP_OFFSET] = [0xfc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-/// Stamp bytes: magic, publisher index, track + 3 pad, sequence (u64), send time (u64 ns).
+/// Stamp bytes: magic, publisher index, track, simulcast layer + 1 (0: none), the packet's
+/// index in its frame and the frame's packet count (simulcast video; else 0), sequence (u64),
+/// send time (u64 ns).
 pub const STAMP_LEN: usize = 28;
 /// Smallest payload a synthetic packet has.
 pub const MIN_PAYLOAD: usize = STAMP_OFFSET + STAMP_LEN;
@@ -63,6 +71,12 @@ const SECOND: Duration = Duration::from_secs(1);
 const AUDIO_PTIME: Duration = Duration::from_millis(20);
 /// Legs (SSRCs) one subscriber client tracks; packets of further SSRCs are counted as unknown.
 const MAX_LEGS: usize = 16;
+/// Transport-wide congestion control feedback interval of a subscriber (simulcast runs).
+const TWCC_INTERVAL: Duration = Duration::from_millis(50);
+/// REMB interval (`--remb`).
+const REMB_INTERVAL: Duration = Duration::from_secs(1);
+/// REMB an uncapped subscriber reports (`--remb`).
+const REMB_UNCAPPED: u64 = 20_000_000;
 
 /// The loopback source address of client `index` (127.10.0.1 upwards, skipping .0 and .255).
 pub fn client_ip(index: u32) -> Ipv4Addr {
@@ -163,6 +177,11 @@ pub struct ClientSpec {
     pub source: Option<u32>,
     /// `None` in raw mode.
     pub secure: Option<SecureSpec>,
+    /// A subscriber leg's receive cap in bits per second (a policer in front of it).
+    pub cap_bps: Option<u64>,
+    /// The transport-wide sequence number extension id the SFU's answer agreed (0: none):
+    /// a subscriber sends TWCC feedback for it in simulcast runs.
+    pub twcc_ext: u8,
 }
 
 /// Orchestrator → load core.
@@ -209,6 +228,10 @@ pub struct SubscriberOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct CoreReport {
     pub subscribers: Vec<SubscriberOutcome>,
+    /// Simulcast runs: each subscriber leg's layers, loss and freezes.
+    pub sim: Vec<SimOutcome>,
+    /// Simulcast runs: keyframe requests (PLI, FIR) the publishers received in the window.
+    pub publisher_keyframe_requests: u64,
     /// One-way latency of the verified packets in the window (µs).
     pub latency: Hist,
     pub verified: u64,
@@ -245,11 +268,25 @@ enum Phase {
     Failed,
 }
 
+/// Stream slots of a publisher: audio, then video (simulcast: one per layer, lowest first).
+const STREAMS: usize = 4;
+
 struct Publisher {
-    ssrc: [u32; 2],
+    ssrc: [u32; STREAMS],
     next: [Instant; 2],
     frame: u64,
-    seq: [u64; 2],
+    seq: [u64; STREAMS],
+    /// Simulcast: the transport-wide sequence number of the next packet.
+    twcc_seq: u16,
+    /// Simulcast, per layer: a keyframe was asked for; picture id; TL0PICIDX.
+    force_key: [bool; 3],
+    picture_id: [u16; 3],
+    tl0: [u8; 3],
+}
+
+/// The window slot of a stamp's track and layer.
+fn stream_of(track: u8, layer: u8) -> usize {
+    if usize::from(track) == AUDIO { AUDIO } else { VIDEO + usize::from(layer.min(2)) }
 }
 
 struct Leg {
@@ -259,6 +296,20 @@ struct Leg {
     offset: u16,
     last: u64,
     in_window: u64,
+    /// Simulcast video: layers, frames, freezes.
+    sim: Option<Box<SimLeg>>,
+}
+
+/// A subscriber's receive side in simulcast runs: its policer and feedback.
+struct SimRx {
+    bucket: Option<TokenBucket>,
+    cap_drops: u64,
+    twcc: Option<Box<TwccRecorder>>,
+    next_fb: Instant,
+    next_remb: Instant,
+    fb_sent: u64,
+    remb_sent: u64,
+    rtcp_ssrc: u32,
 }
 
 struct Client {
@@ -275,6 +326,7 @@ struct Client {
     legs: Vec<Leg>,
     got_media: bool,
     sample: u32,
+    sim_rx: Option<Box<SimRx>>,
 }
 
 /// Settings of a [`LoadCore`].
@@ -287,6 +339,11 @@ pub struct LoadSettings {
     pub epoch: Instant,
     /// DTLS context with the load generator's certificate (`None` in raw mode).
     pub dtls: Option<DtlsContext>,
+    /// `--simulcast`: publishers send three layers, subscribers follow them (see
+    /// [`simulcast`]).
+    pub simulcast: bool,
+    /// `--remb`: simulcast subscribers also send REMB.
+    pub remb: bool,
 }
 
 /// Track indices.
@@ -297,9 +354,12 @@ const VIDEO: usize = 1;
 pub struct LoadCore {
     s: LoadSettings,
     clients: Vec<Option<Client>>,
-    /// Per client index: the publisher's window `[start, end)` per track.
-    windows: Vec<[(u64, u64); 2]>,
+    /// Per client index: the publisher's window `[start, end)` per stream (audio, video
+    /// layers).
+    windows: Vec<[(u64, u64); STREAMS]>,
     window_open: bool,
+    /// When the last window opened and closed (its video bitrate per leg).
+    window_at: (Option<Instant>, Option<Instant>),
     media_on: bool,
     events: std::collections::VecDeque<LoadEvent>,
     next_scan: Instant,
@@ -317,6 +377,7 @@ impl LoadCore {
             clients: Vec::new(),
             windows: Vec::new(),
             window_open: false,
+            window_at: (None, None),
             media_on: true,
             events: Default::default(),
             next_scan: now,
@@ -336,13 +397,29 @@ impl LoadCore {
         }
         if self.clients.len() <= i {
             self.clients.resize_with(i + 1, || None);
-            self.windows.resize(i + 1, [(0, 0); 2]);
+            self.windows.resize(i + 1, [(0, 0); STREAMS]);
         }
         let publisher = spec.publish.map(|(a, v)| Publisher {
-            ssrc: [a, v],
+            ssrc: [a, v, rand::random::<u32>() | 1, rand::random::<u32>() | 1],
             next: [now, now],
             frame: 0,
-            seq: [rand::random::<u16>() as u64; 2],
+            seq: [rand::random::<u16>() as u64; STREAMS],
+            twcc_seq: rand::random(),
+            force_key: [false; 3],
+            picture_id: [rand::random::<u16>() & 0x7FFF; 3],
+            tl0: [rand::random(); 3],
+        });
+        let sim_rx = (self.s.simulcast && spec.publish.is_none()).then(|| {
+            Box::new(SimRx {
+                bucket: spec.cap_bps.map(TokenBucket::new),
+                cap_drops: 0,
+                twcc: (spec.twcc_ext != 0).then(Box::default),
+                next_fb: now + TWCC_INTERVAL,
+                next_remb: now + REMB_INTERVAL,
+                fb_sent: 0,
+                remb_sent: 0,
+                rtcp_ssrc: rand::random::<u32>() | 1,
+            })
         });
         let (username, key) = match &spec.secure {
             Some(s) => (
@@ -364,6 +441,7 @@ impl LoadCore {
             legs: Vec::new(),
             got_media: false,
             sample: 0,
+            sim_rx,
             spec,
         };
         if c.spec.secure.is_none() {
@@ -407,6 +485,9 @@ impl LoadCore {
                         *next_consent = now + CONSENT_INTERVAL;
                         send_check(c, now, tx);
                     }
+                    if c.sim_rx.is_some() {
+                        send_feedback(c, now, self.s.remb, self.window_open, tx);
+                    }
                 }
                 Phase::Failed => {}
             }
@@ -426,6 +507,26 @@ impl LoadCore {
             let Some(p) = c.publisher.as_mut() else { continue };
             if self.media_on {
                 // Video: one frame per tick; catch up at most one second, else skip ahead.
+                if m.video_bitrate > 0 && m.fps > 0 && p.next[VIDEO] <= now && self.s.simulcast {
+                    if now.saturating_duration_since(p.next[VIDEO]) > SECOND {
+                        self.report.late_frames += 1;
+                        p.next[VIDEO] = now;
+                    }
+                    let out = SimOut {
+                        tx: &mut *tx,
+                        dst: c.spec.server,
+                        src: c.ip,
+                        srtp: c.srtp_out.as_mut(),
+                        publisher: c.spec.index,
+                        send_ns: now.saturating_duration_since(epoch).as_nanos() as u64,
+                    };
+                    let (sec, report, window) = (&mut self.sec, &mut self.report, self.window_open);
+                    send_sim_frame(out, p, &m, &mut |ok, bytes| {
+                        count_sent(sec, report, ok, bytes, window)
+                    });
+                    p.frame += 1;
+                    p.next[VIDEO] += frame_gap;
+                }
                 if m.video_bitrate > 0 && m.fps > 0 && p.next[VIDEO] <= now {
                     if now.saturating_duration_since(p.next[VIDEO]) > SECOND {
                         self.report.late_frames += 1;
@@ -456,9 +557,11 @@ impl LoadCore {
                                 seq,
                                 ts,
                                 ssrc: p.ssrc[VIDEO],
-                                codec_hdr: hdr,
+                                ext: &[],
+                                codec_hdr: &hdr,
                                 publisher: c.spec.index,
                                 track: VIDEO as u8,
+                                layer: [0; 3],
                                 send_ns: now.saturating_duration_since(epoch).as_nanos() as u64,
                                 size,
                             },
@@ -478,6 +581,13 @@ impl LoadCore {
                     }
                     let seq = p.seq[AUDIO];
                     let size = m.audio_packet.clamp(MIN_PAYLOAD, MAX_PAYLOAD);
+                    let mut ext = [0u8; EXT_BLOCK_MAX];
+                    let ext_len = if self.s.simulcast {
+                        p.twcc_seq = p.twcc_seq.wrapping_add(1);
+                        ext_block(&mut ext, b"0", b"", p.twcc_seq)
+                    } else {
+                        0
+                    };
                     let ok = send_rtp(
                         tx,
                         c.spec.server,
@@ -489,9 +599,11 @@ impl LoadCore {
                             seq,
                             ts: (seq as u32).wrapping_mul(960),
                             ssrc: p.ssrc[AUDIO],
-                            codec_hdr: OPUS_HEADER,
+                            ext: &ext[..ext_len],
+                            codec_hdr: &OPUS_HEADER,
                             publisher: c.spec.index,
                             track: AUDIO as u8,
+                            layer: [0; 3],
                             send_ns: now.saturating_duration_since(epoch).as_nanos() as u64,
                             size,
                         },
@@ -499,7 +611,8 @@ impl LoadCore {
                     if ok {
                         p.seq[AUDIO] += 1;
                     }
-                    count_sent(&mut self.sec, &mut self.report, ok, size, self.window_open);
+                    let bytes = size + ext_len;
+                    count_sent(&mut self.sec, &mut self.report, ok, bytes, self.window_open);
                     p.next[AUDIO] += AUDIO_PTIME;
                 }
             }
@@ -514,14 +627,25 @@ impl LoadCore {
         self.next_media = next_min;
     }
 
-    /// Closes every publisher's window at its next packet.
-    fn end_window(&mut self) {
+    /// Closes every publisher's window at its next packet (and the subscribers' freeze
+    /// counting at `now`).
+    fn end_window(&mut self, now: Instant) {
+        let was_open = self.window_open;
+        if was_open {
+            self.window_at.1 = Some(now);
+        }
         self.window_open = false;
-        for (i, c) in self.clients.iter().enumerate() {
-            if let Some(Client { publisher: Some(p), .. }) = c {
-                let w = &mut self.windows[i];
-                w[0].1 = w[0].1.min(p.seq[0]);
-                w[1].1 = w[1].1.min(p.seq[1]);
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            let Some(c) = c else { continue };
+            if let Some(p) = &c.publisher {
+                for (w, s) in self.windows[i].iter_mut().zip(p.seq) {
+                    w.1 = w.1.min(s);
+                }
+            }
+            for l in c.legs.iter_mut().filter(|_| was_open) {
+                if let Some(s) = l.sim.as_deref_mut() {
+                    s.frames.end_window(now);
+                }
             }
         }
     }
@@ -573,19 +697,49 @@ impl LoadCore {
         if buf.len() < RTP_HEADER || !matches!(c.phase, Phase::Connected { .. }) {
             return;
         }
-        let pt = buf[1] & 0x7f;
-        if (72..=79).contains(&pt) {
-            // RTCP (SR, RR, PLI, REMB, TWCC from the SFU): not counted as media.
-            self.report.rtcp_in += 1;
+        let len = buf.len();
+        // A capped leg's link: what exceeds its rate never arrives.
+        if let Some(rx) = c.sim_rx.as_deref_mut()
+            && let Some(b) = rx.bucket.as_mut()
+            && !b.admit(now, len)
+        {
+            rx.cap_drops += u64::from(self.window_open);
             return;
         }
-        let len = buf.len();
+        let pt = buf[1] & 0x7f;
+        if (72..=79).contains(&pt) {
+            // RTCP (SR, RR, PLI, REMB, TWCC from the SFU): not counted as media. A simulcast
+            // publisher answers a PLI or FIR with a keyframe of the layer it names.
+            self.report.rtcp_in += 1;
+            if self.s.simulcast
+                && let Some(p) = c.publisher.as_mut()
+                && let Some(srtp) = c.srtp_in.as_mut()
+                && let Ok(n) = srtp.unprotect_rtcp(buf)
+            {
+                let asked = keyframe_requests(&buf[..n], p);
+                if self.window_open {
+                    self.report.publisher_keyframe_requests += asked;
+                }
+            }
+            return;
+        }
         let seq16 = u16::from_be_bytes([buf[2], buf[3]]);
+        let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let sim = self.s.simulcast;
+        if let Some(rx) = c.sim_rx.as_deref_mut()
+            && let Some(rec) = rx.twcc.as_deref_mut()
+            && let Ok(v) = crate::wire::RtpView::parse(buf)
+            && let Some(tseq) = v.transport_cc(c.spec.twcc_ext)
+        {
+            rec.on_packet(tseq, now.saturating_duration_since(self.s.epoch));
+        }
         let leg = c.legs.iter().position(|l| l.ssrc == ssrc);
         c.sample = c.sample.wrapping_add(1);
-        let verify = leg.is_none() || c.sample % self.s.verify_every.max(1) == 0;
+        // Simulcast runs read every packet: its layer and frame are in the stamp.
+        let verify = sim || leg.is_none() || c.sample % self.s.verify_every.max(1) == 0;
         let mut stamp = None;
+        let mut vp8 = None;
         if verify {
             let hl = header_len(buf);
             let plain = match (c.srtp_in.as_mut(), hl) {
@@ -600,23 +754,45 @@ impl LoadCore {
                 (None, Some(hl)) => Some((hl, len)),
             };
             if let Some((hl, n)) = plain {
-                stamp = read_stamp(&buf[hl..n]);
+                let payload = &buf[hl..n];
+                let at = if sim && pt == VP8_PT { SIM_STAMP_OFFSET } else { STAMP_OFFSET };
+                stamp = read_stamp_at(payload, at);
                 match stamp {
                     Some(_) => self.report.verified += 1,
                     None => self.report.verify_failures += 1,
+                }
+                if sim
+                    && pt == VP8_PT
+                    && let Some(s) = stamp
+                {
+                    let info = crate::wire::codec::vp8::inspect(payload, buf[1] & 0x80 != 0);
+                    // A keyframe's size must be its layer's.
+                    if let Ok(i) = info
+                        && i.keyframe
+                    {
+                        let want = simulcast::LAYER_SIZES[usize::from(s.layer[0].clamp(1, 3) - 1)];
+                        if simulcast::keyframe_size(payload, i.payload_offset) != Some(want) {
+                            self.report.verify_failures += 1;
+                        }
+                    }
+                    vp8 = info.ok();
                 }
             }
         }
         let li = match (leg, stamp) {
             (Some(i), _) => i,
             (None, Some(s)) if c.legs.len() < MAX_LEGS => {
+                // A simulcast video leg counts by the SFU's sequence numbers (continuous across
+                // its layer switches); other legs by the publisher's, through a fixed offset.
+                let sim_video = sim && usize::from(s.track) == VIDEO;
                 c.legs.push(Leg {
                     ssrc,
                     publisher: s.publisher,
                     track: s.track,
-                    offset: seq16.wrapping_sub(s.seq as u16),
-                    last: s.seq,
+                    offset: if sim_video { 0 } else { seq16.wrapping_sub(s.seq as u16) },
+                    last: if sim_video { 0x1_0000 | u64::from(seq16) } else { s.seq },
                     in_window: 0,
+                    sim: sim_video.then(Box::default),
                 });
                 c.legs.len() - 1
             }
@@ -631,18 +807,38 @@ impl LoadCore {
             l.last = ext;
         }
         if let Some(s) = stamp
+            && l.sim.is_none()
             && s.seq != ext
         {
             self.report.verify_failures += 1;
         }
-        let (start, end) = self
-            .windows
-            .get(l.publisher as usize)
-            .map(|w| w[l.track as usize & 1])
-            .unwrap_or((0, 0));
-        let in_window = ext >= start && ext < end;
+        let in_window = match (&l.sim, stamp) {
+            // The publisher's window of the stamp's layer.
+            (Some(_), Some(s)) => {
+                let (start, end) = self
+                    .windows
+                    .get(s.publisher as usize)
+                    .map(|w| w[stream_of(s.track, s.layer[0].saturating_sub(1))])
+                    .unwrap_or((0, 0));
+                s.seq >= start && s.seq < end
+            }
+            (Some(_), None) => false,
+            (None, _) => {
+                let (start, end) = self
+                    .windows
+                    .get(l.publisher as usize)
+                    .map(|w| w[stream_of(l.track, 0)])
+                    .unwrap_or((0, 0));
+                ext >= start && ext < end
+            }
+        };
         if in_window {
             l.in_window += 1;
+        }
+        if let (Some(sl), Some(s)) = (l.sim.as_deref_mut(), stamp) {
+            let layer = s.layer[0].saturating_sub(1);
+            sl.on_packet(layer, ext, len, vp8.and_then(|i| i.temporal_id), in_window);
+            sl.frames.on_packet(now, ts, s.layer[1], s.layer[2], in_window);
         }
         self.sec.recv_packets += 1;
         self.sec.recv_bytes += len as u64;
@@ -663,13 +859,17 @@ impl LoadCore {
             self.events.push_back(LoadEvent::FirstMedia { index: c.spec.index, at: now });
         }
     }
-
     /// The report of the last window (its counters; the run's for the cumulative ones:
     /// verification, SRTP failures, RTCP, unknown datagrams).
     fn final_report(&mut self) -> CoreReport {
         let mut r = self.report.clone();
         r.subscribers.clear();
+        r.sim.clear();
         let m = self.s.media;
+        let window_s = match self.window_at {
+            (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
         for c in self.clients.iter().flatten() {
             if c.publisher.is_some() {
                 continue;
@@ -680,15 +880,76 @@ impl LoadCore {
                 if m.audio_packet > 0 {
                     expected += w[AUDIO].1.saturating_sub(w[AUDIO].0);
                 }
-                if m.video_bitrate > 0 && m.fps > 0 {
+                if m.video_bitrate > 0 && m.fps > 0 && !self.s.simulcast {
                     expected += w[VIDEO].1.saturating_sub(w[VIDEO].0);
                 }
             }
             let delivered = c.legs.iter().map(|l| l.in_window).sum();
+            let video = c.legs.iter().find_map(|l| l.sim.as_deref());
+            // Simulcast: the SFU chose what to forward; the video packets expected are the
+            // span of its sequence numbers in the window.
+            expected += video.map_or(0, SimLeg::expected);
             r.subscribers.push(SubscriberOutcome { index: c.spec.index, expected, delivered });
+            if let Some(rx) = c.sim_rx.as_deref() {
+                r.sim.push(sim_outcome(c.spec.index, rx, video, window_s));
+            }
         }
         r
     }
+}
+
+/// One simulcast subscriber's outcome: its receive side and its video leg (`None`: no video
+/// arrived).
+fn sim_outcome(index: u32, rx: &SimRx, video: Option<&SimLeg>, window_s: f64) -> SimOutcome {
+    let empty = SimLeg::default();
+    let v = video.unwrap_or(&empty);
+    let f: &FrameTracker = &v.frames;
+    SimOutcome {
+        index,
+        cap_bps: rx.bucket.as_ref().map(TokenBucket::rate_bps),
+        layer: v.main_layer(),
+        last_layer: v.last_layer,
+        layer_packets: v.layer_packets,
+        switches: v.switches,
+        tids: v.tids,
+        video_expected: v.expected(),
+        video_delivered: v.delivered(),
+        video_bps: if window_s > 0.0 {
+            v.layer_bytes.iter().sum::<u64>() as f64 * 8.0 / window_s
+        } else {
+            0.0
+        },
+        frames: f.frames,
+        freezes: f.freezes,
+        freeze_total: f.freeze_total,
+        longest_freeze: f.longest_freeze,
+        cap_drops: rx.cap_drops,
+        twcc_feedback: rx.fb_sent,
+        remb: rx.remb_sent,
+    }
+}
+
+/// Marks the layers a compound RTCP packet asks keyframes of (PLI, FIR naming one of `p`'s
+/// video SSRCs); returns how many requests it held.
+fn keyframe_requests(rtcp: &[u8], p: &mut Publisher) -> u64 {
+    let Ok(c) = RtcpCompound::parse_relaxed(rtcp) else { return 0 };
+    let mut n = 0;
+    let mut ask = |ssrc: u32| {
+        if let Some(l) = p.ssrc[VIDEO..].iter().position(|&s| s == ssrc)
+            && let Some(k) = p.force_key.get_mut(l)
+        {
+            *k = true;
+            n += 1;
+        }
+    };
+    for pkt in c.packets().flatten() {
+        match pkt {
+            RtcpPacket::Pli(pli) => ask(pli.media_ssrc),
+            RtcpPacket::Fir(fir) => fir.entries().for_each(|(ssrc, _)| ask(ssrc)),
+            _ => {}
+        }
+    }
+    n
 }
 
 fn count_sent(sec: &mut Second, r: &mut CoreReport, ok: bool, size: usize, window: bool) {
@@ -729,13 +990,21 @@ fn header_len(buf: &[u8]) -> Option<usize> {
 pub struct Stamp {
     pub publisher: u32,
     pub track: u8,
+    /// Simulcast video: layer + 1 (0: not simulcast), the packet's index in its frame, the
+    /// frame's packet count.
+    pub layer: [u8; 3],
     pub seq: u64,
     pub send_ns: u64,
 }
 
 /// Reads the stamp of an RTP payload.
 pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
-    let s = payload.get(STAMP_OFFSET..STAMP_OFFSET + STAMP_LEN)?;
+    read_stamp_at(payload, STAMP_OFFSET)
+}
+
+/// Reads the stamp at `at` of an RTP payload ([`SIM_STAMP_OFFSET`] for simulcast video).
+pub fn read_stamp_at(payload: &[u8], at: usize) -> Option<Stamp> {
+    let s = payload.get(at..at.checked_add(STAMP_LEN)?)?;
     let u32_at = |i: usize| u32::from_be_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
     let u64_at = |i: usize| {
         let mut b = [0u8; 8];
@@ -745,21 +1014,28 @@ pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
     (u32_at(0) == STAMP_MAGIC).then(|| Stamp {
         publisher: u32_at(4),
         track: s[8],
+        layer: [s[9], s[10], s[11]],
         seq: u64_at(12),
         send_ns: u64_at(20),
     })
 }
 
-struct RtpOut {
+struct RtpOut<'a> {
     pt: u8,
     marker: bool,
     seq: u64,
     ts: u32,
     ssrc: u32,
-    codec_hdr: [u8; STAMP_OFFSET],
+    /// The header extension block (profile, length, elements); empty: none.
+    ext: &'a [u8],
+    /// The codec's bytes before the stamp.
+    codec_hdr: &'a [u8],
     publisher: u32,
     track: u8,
+    /// Simulcast: layer + 1, packet index in the frame, packets in the frame.
+    layer: [u8; 3],
     send_ns: u64,
+    /// Payload bytes (at least the codec header and the stamp).
     size: usize,
 }
 
@@ -771,27 +1047,36 @@ fn send_rtp(
     srtp: Option<&mut SrtpContext>,
     p: RtpOut,
 ) -> bool {
+    let hl = RTP_HEADER + p.ext.len();
+    let at = p.codec_hdr.len();
+    if p.size < at + STAMP_LEN || hl + p.size > 1400 {
+        return false;
+    }
     let Some(mut slot) = tx.push(dst) else { return false };
     slot.set_source(Some(src));
     let b = slot.buf();
-    b[0] = 0x80;
+    if b.len() < hl + p.size + 64 {
+        return false;
+    }
+    b[0] = if p.ext.is_empty() { 0x80 } else { 0x90 };
     b[1] = p.pt | if p.marker { 0x80 } else { 0 };
     b[2..4].copy_from_slice(&(p.seq as u16).to_be_bytes());
     b[4..8].copy_from_slice(&p.ts.to_be_bytes());
     b[8..12].copy_from_slice(&p.ssrc.to_be_bytes());
-    let pl = &mut b[RTP_HEADER..RTP_HEADER + p.size];
-    pl[..STAMP_OFFSET].copy_from_slice(&p.codec_hdr);
-    let s = &mut pl[STAMP_OFFSET..STAMP_OFFSET + STAMP_LEN];
+    b[RTP_HEADER..hl].copy_from_slice(p.ext);
+    let pl = &mut b[hl..hl + p.size];
+    pl[..at].copy_from_slice(p.codec_hdr);
+    let s = &mut pl[at..at + STAMP_LEN];
     s[0..4].copy_from_slice(&STAMP_MAGIC.to_be_bytes());
     s[4..8].copy_from_slice(&p.publisher.to_be_bytes());
     s[8] = p.track;
-    s[9..12].fill(0);
+    s[9..12].copy_from_slice(&p.layer);
     s[12..20].copy_from_slice(&p.seq.to_be_bytes());
     s[20..28].copy_from_slice(&p.send_ns.to_be_bytes());
     // The rest of the payload keeps whatever the slot held: filler, as a codec's bytes are.
-    let len = RTP_HEADER + p.size;
+    let len = hl + p.size;
     let n = match srtp {
-        Some(ctx) => match ctx.protect_rtp(b, len, RTP_HEADER) {
+        Some(ctx) => match ctx.protect_rtp(b, len, hl) {
             Ok(n) => n,
             Err(_) => return false,
         },
@@ -799,6 +1084,156 @@ fn send_rtp(
     };
     slot.commit(n);
     true
+}
+
+/// Largest extension block [`ext_block`] writes: its header and mid, rid and transport-wide
+/// sequence elements, padded.
+const EXT_BLOCK_MAX: usize = 20;
+
+/// Writes a one-byte-form (RFC 8285) extension block: `mid`, `rid` (left out when empty) and
+/// the transport-wide sequence number `twcc`. Returns its length (a multiple of 4).
+fn ext_block(out: &mut [u8; EXT_BLOCK_MAX], mid: &[u8], rid: &[u8], twcc: u16) -> usize {
+    let mut q = 4;
+    let mut put = |id: u8, v: &[u8]| {
+        if (1..=16).contains(&v.len()) && q + 1 + v.len() <= EXT_BLOCK_MAX {
+            out[q] = (id << 4) | (v.len() as u8 - 1);
+            out[q + 1..q + 1 + v.len()].copy_from_slice(v);
+            q += 1 + v.len();
+        }
+    };
+    put(EXT_MID, mid);
+    put(EXT_RID, rid);
+    put(EXT_TWCC, &twcc.to_be_bytes());
+    let end = q.next_multiple_of(4);
+    out[q..end].fill(0);
+    out[0..2].copy_from_slice(&crate::wire::rtp::PROFILE_ONE_BYTE.to_be_bytes());
+    out[2..4].copy_from_slice(&(((end - 4) / 4) as u16).to_be_bytes());
+    end
+}
+
+/// Where a publisher's simulcast frame goes.
+struct SimOut<'a> {
+    tx: &'a mut TxQueue,
+    dst: SocketAddr,
+    src: IpAddr,
+    srtp: Option<&'a mut SrtpContext>,
+    publisher: u32,
+    send_ns: u64,
+}
+
+/// Sends frame `p.frame` of every simulcast layer (lowest first), calling `sent(ok, bytes)`
+/// per packet. A layer's keyframe when the profile says so or a PLI asked for one.
+fn send_sim_frame(
+    mut o: SimOut<'_>,
+    p: &mut Publisher,
+    m: &MediaProfile,
+    sent: &mut dyn FnMut(bool, usize),
+) {
+    let fps = m.fps.max(1);
+    let ts = (p.frame as u32).wrapping_mul(90_000 / fps);
+    let pkt = m.video_packet.clamp(SIM_STAMP_OFFSET + STAMP_LEN, MAX_PAYLOAD);
+    for layer in 0..3usize {
+        let key = m.is_keyframe(p.frame) || p.force_key[layer];
+        p.force_key[layer] = false;
+        let mut bytes = (simulcast::layer_bitrate(m.video_bitrate, layer) / 8 / u64::from(fps))
+            .max(1) as usize;
+        if key {
+            bytes *= m.keyframe_factor.max(1) as usize;
+        }
+        let n = bytes.div_ceil(pkt).clamp(1, 255);
+        let (tid, sync) = if key { (0, false) } else { simulcast::temporal_of(p.frame) };
+        if tid == 0 {
+            p.tl0[layer] = p.tl0[layer].wrapping_add(1);
+        }
+        p.picture_id[layer] = p.picture_id[layer].wrapping_add(1) & 0x7FFF;
+        let slot = VIDEO + layer;
+        for k in 0..n {
+            let hdr = simulcast::write_vp8_header(&Vp8Header {
+                first: k == 0,
+                key: key && k == 0,
+                picture_id: p.picture_id[layer],
+                tl0picidx: p.tl0[layer],
+                tid,
+                sync,
+                size: simulcast::LAYER_SIZES[layer],
+            });
+            p.twcc_seq = p.twcc_seq.wrapping_add(1);
+            let mut ext = [0u8; EXT_BLOCK_MAX];
+            let ext_len = ext_block(&mut ext, b"1", simulcast::RIDS[layer].as_bytes(), p.twcc_seq);
+            let size = bytes.saturating_sub(k * pkt).clamp(SIM_STAMP_OFFSET + STAMP_LEN, pkt);
+            let seq = p.seq[slot];
+            let ok = send_rtp(
+                o.tx,
+                o.dst,
+                o.src,
+                o.srtp.as_deref_mut(),
+                RtpOut {
+                    pt: VP8_PT,
+                    marker: k + 1 == n,
+                    seq,
+                    ts,
+                    ssrc: p.ssrc[slot],
+                    ext: &ext[..ext_len],
+                    codec_hdr: &hdr,
+                    publisher: o.publisher,
+                    track: VIDEO as u8,
+                    layer: [layer as u8 + 1, k as u8, n as u8],
+                    send_ns: o.send_ns,
+                    size,
+                },
+            );
+            if ok {
+                p.seq[slot] += 1;
+            }
+            sent(ok, size + ext_len);
+        }
+    }
+}
+
+/// A simulcast subscriber's feedback when due: TWCC every [`TWCC_INTERVAL`], REMB (its cap,
+/// or [`REMB_UNCAPPED`]) every [`REMB_INTERVAL`] with `remb`.
+fn send_feedback(c: &mut Client, now: Instant, remb: bool, window: bool, tx: &mut TxQueue) {
+    let Some(rx) = c.sim_rx.as_deref_mut() else { return };
+    let Some(srtp) = c.srtp_out.as_mut() else { return };
+    let media_ssrc = c.legs.iter().find(|l| usize::from(l.track) == VIDEO).map_or(0, |l| l.ssrc);
+    if rx.next_fb <= now {
+        rx.next_fb = now + TWCC_INTERVAL;
+        if let Some(rec) = rx.twcc.as_deref_mut()
+            && let Some(fb) = rec.build()
+            && let Some(mut slot) = tx.push(c.spec.server)
+        {
+            slot.set_source(Some(c.ip));
+            let h = rtcp::twcc::TwccHeader {
+                sender_ssrc: rx.rtcp_ssrc,
+                media_ssrc,
+                base_seq: fb.base_seq,
+                reference_time: fb.reference_time,
+                fb_pkt_count: fb.fb_pkt_count,
+            };
+            let b = slot.buf();
+            // A feedback too long for one packet is dropped (the next covers what follows).
+            if let Ok(n) = rtcp::twcc::write(&mut b[..1200], &h, rec.deltas())
+                && let Ok(n) = srtp.protect_rtcp(b, n)
+            {
+                slot.commit(n);
+                rx.fb_sent += u64::from(window);
+            }
+        }
+    }
+    if remb && rx.next_remb <= now {
+        rx.next_remb = now + REMB_INTERVAL;
+        let rate = rx.bucket.as_ref().map_or(REMB_UNCAPPED, TokenBucket::rate_bps);
+        if let Some(mut slot) = tx.push(c.spec.server) {
+            slot.set_source(Some(c.ip));
+            let b = slot.buf();
+            if let Ok(n) = rtcp::remb::write(b, rx.rtcp_ssrc, rate, &[media_ssrc])
+                && let Ok(n) = srtp.protect_rtcp(b, n)
+            {
+                slot.commit(n);
+                rx.remb_sent += u64::from(window);
+            }
+        }
+    }
 }
 
 fn send_check(c: &mut Client, now: Instant, tx: &mut TxQueue) {
@@ -909,20 +1344,28 @@ impl ShardCore for LoadCore {
                 (r.sent_packets, r.sent_bytes, r.recv_packets, r.recv_bytes) = (0, 0, 0, 0);
                 (r.tx_full, r.late_frames) = (0, 0);
                 r.latency.clear();
+                r.publisher_keyframe_requests = 0;
+                self.window_at = (Some(now), None);
                 for (i, c) in self.clients.iter_mut().enumerate() {
                     let Some(c) = c else { continue };
                     for l in &mut c.legs {
                         l.in_window = 0;
+                        if let Some(s) = l.sim.as_deref_mut() {
+                            s.start_window();
+                        }
+                    }
+                    if let Some(rx) = c.sim_rx.as_deref_mut() {
+                        (rx.cap_drops, rx.fb_sent, rx.remb_sent) = (0, 0, 0);
                     }
                     if let Some(p) = &c.publisher {
-                        self.windows[i] = [(p.seq[0], u64::MAX), (p.seq[1], u64::MAX)];
+                        self.windows[i] = p.seq.map(|s| (s, u64::MAX));
                     }
                 }
             }
-            LoadCommand::EndWindow => self.end_window(),
+            LoadCommand::EndWindow => self.end_window(now),
             LoadCommand::StopMedia => {
                 self.media_on = false;
-                self.end_window();
+                self.end_window(now);
             }
             LoadCommand::SetMedia(m) => self.s.media = m,
             LoadCommand::Finish => {
@@ -975,6 +1418,8 @@ mod tests {
             verify_every,
             epoch: Instant::now(),
             dtls: None,
+            simulcast: false,
+            remb: false,
         }
     }
 
@@ -999,7 +1444,16 @@ mod tests {
         let mut tx = TxQueue::new(256);
         let server: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         for (index, publish, source) in [(0, Some((11, 12)), None), (1, None, Some(0))] {
-            let spec = ClientSpec { index, session: 0, server, publish, source, secure: None };
+            let spec = ClientSpec {
+                index,
+                session: 0,
+                server,
+                publish,
+                source,
+                secure: None,
+                cap_bps: None,
+                twcc_ext: 0,
+            };
             core.handle_command(t0, LoadCommand::Add(Box::new(spec)), &mut tx);
         }
         core.handle_command(t0, LoadCommand::StartWindow, &mut tx);
@@ -1036,9 +1490,11 @@ mod tests {
                 seq: 1,
                 ts: 0,
                 ssrc: 1000 + ssrc,
-                codec_hdr: [0; STAMP_OFFSET],
+                ext: &[],
+                codec_hdr: &[0; STAMP_OFFSET],
                 publisher: 7,
                 track: 1,
+                layer: [0; 3],
                 send_ns: 0,
                 size: 64,
             };
@@ -1082,7 +1538,16 @@ mod tests {
         let mut tx = TxQueue::new(4096);
         let server: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         for (index, publish, source) in [(0, Some((11, 12)), None), (1, None, Some(0))] {
-            let spec = ClientSpec { index, session: 0, server, publish, source, secure: None };
+            let spec = ClientSpec {
+                index,
+                session: 0,
+                server,
+                publish,
+                source,
+                secure: None,
+                cap_bps: None,
+                twcc_ext: 0,
+            };
             core.handle_command(t0, LoadCommand::Add(Box::new(spec)), &mut tx);
         }
         let mut now = t0;
@@ -1194,9 +1659,11 @@ mod tests {
             seq: 70_000,
             ts: 5,
             ssrc: 9,
-            codec_hdr: VP8_KEY_HEADER,
+            ext: &[],
+            codec_hdr: &VP8_KEY_HEADER,
             publisher: 3,
             track: 1,
+            layer: [0; 3],
             send_ns: 123,
             size: 100,
         };
@@ -1204,7 +1671,10 @@ mod tests {
         tx.pop_pending(|m, b| {
             assert_eq!(m.len as usize, 112);
             let s = read_stamp(&b[12..]).expect("stamp");
-            assert_eq!(s, Stamp { publisher: 3, track: 1, seq: 70_000, send_ns: 123 });
+            assert_eq!(
+                s,
+                Stamp { publisher: 3, track: 1, layer: [0; 3], seq: 70_000, send_ns: 123 }
+            );
         });
         assert_eq!(read_stamp(&[0u8; 10]), None);
         assert_eq!(read_stamp(&[0u8; 64]), None);
