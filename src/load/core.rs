@@ -713,8 +713,10 @@ impl LoadCore {
             self.report.rtcp_in += 1;
             if self.s.simulcast
                 && let Some(p) = c.publisher.as_mut()
-                && let Some(srtp) = c.srtp_in.as_mut()
-                && let Ok(n) = srtp.unprotect_rtcp(buf)
+                && let Some(n) = match c.srtp_in.as_mut() {
+                    Some(srtp) => srtp.unprotect_rtcp(buf).ok(),
+                    None => Some(len),
+                }
             {
                 let asked = keyframe_requests(&buf[..n], p);
                 if self.window_open {
@@ -1135,8 +1137,8 @@ fn send_sim_frame(
     for layer in 0..3usize {
         let key = m.is_keyframe(p.frame) || p.force_key[layer];
         p.force_key[layer] = false;
-        let mut bytes = (simulcast::layer_bitrate(m.video_bitrate, layer) / 8 / u64::from(fps))
-            .max(1) as usize;
+        let mut bytes =
+            (simulcast::layer_bitrate(m.video_bitrate, layer) / 8 / u64::from(fps)).max(1) as usize;
         if key {
             bytes *= m.keyframe_factor.max(1) as usize;
         }
@@ -1610,6 +1612,165 @@ mod tests {
             second.sent_packets,
             first.sent_packets
         );
+    }
+
+    /// What a simulcast SFU does for one leg, by hand: forward one layer (`pick`) under one
+    /// SSRC with continuous sequence numbers; returns how many it forwarded.
+    struct Sfu {
+        seq: u16,
+        forwarded: u64,
+    }
+
+    impl Sfu {
+        fn forward(
+            &mut self,
+            core: &mut LoadCore,
+            now: Instant,
+            tx: &mut TxQueue,
+            pick: Option<u8>,
+        ) {
+            let mut sent = Vec::new();
+            while let Some(p) = tx.pop_pending(|_, b| b.to_vec()) {
+                sent.push(p);
+            }
+            for mut p in sent {
+                let Ok(v) = crate::wire::RtpView::parse(&p) else { continue };
+                let hl = v.header_len();
+                let rid = v.extension(EXT_RID).map(<[u8]>::to_vec);
+                if v.payload_type() == VP8_PT {
+                    let layer =
+                        simulcast::RIDS.iter().position(|r| rid.as_deref() == Some(r.as_bytes()));
+                    assert!(layer.is_some(), "every video packet names its rid");
+                    assert!(hl > RTP_HEADER, "extensions");
+                    if layer.map(|l| l as u8) != pick {
+                        continue;
+                    }
+                    p[2..4].copy_from_slice(&self.seq.to_be_bytes());
+                    p[8..12].copy_from_slice(&0xABCu32.to_be_bytes());
+                    self.seq = self.seq.wrapping_add(1);
+                    self.forwarded += 1;
+                }
+                let len = p.len();
+                core.handle_datagram(now, meta_to(1, len), &mut p, tx);
+            }
+        }
+    }
+
+    fn sim_core(cap_bps: Option<u64>) -> (LoadCore, TxQueue, Instant) {
+        let t0 = Instant::now();
+        let mut s = settings(1);
+        s.simulcast = true;
+        s.media.video_bitrate = 900_000;
+        s.media.fps = 20;
+        s.media.keyframe_every = 0;
+        let mut core = LoadCore::new(s, t0);
+        let mut tx = TxQueue::new(4096);
+        let server: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        for (index, publish, source, cap) in
+            [(0, Some((11, 12)), None, None), (1, None, Some(0), cap_bps)]
+        {
+            let spec = ClientSpec {
+                index,
+                session: 0,
+                server,
+                publish,
+                source,
+                secure: None,
+                cap_bps: cap,
+                twcc_ext: 0,
+            };
+            core.handle_command(t0, LoadCommand::Add(Box::new(spec)), &mut tx);
+        }
+        (core, tx, t0)
+    }
+
+    fn final_of(core: &mut LoadCore, now: Instant, tx: &mut TxQueue) -> CoreReport {
+        core.handle_command(now, LoadCommand::Finish, tx);
+        let mut r = None;
+        while let Some(ev) = core.poll_event() {
+            if let LoadEvent::Final(f) = ev {
+                r = Some(*f);
+            }
+        }
+        r.expect("final report")
+    }
+
+    /// Simulcast: three layers leave with rids; the leg follows the forwarded layer across a
+    /// switch (one switch, no loss, frames of both layers), a second without forwarding is a
+    /// freeze; a PLI naming the top layer's SSRC brings a keyframe of that layer only.
+    #[test]
+    fn simulcast_leg_follows_layers_and_counts_freezes() {
+        let (mut core, mut tx, t0) = sim_core(None);
+        let mut sfu = Sfu { seq: 65_500, forwarded: 0 };
+        let mut now = t0;
+        let mut tick = |core: &mut LoadCore, tx: &mut TxQueue, sfu: &mut Sfu, n: u32, pick| {
+            for _ in 0..n {
+                now += Duration::from_millis(10);
+                core.handle_timeout(now, tx);
+                sfu.forward(core, now, tx, pick);
+            }
+            now
+        };
+        let start = tick(&mut core, &mut tx, &mut sfu, 20, Some(0));
+        core.handle_command(start, LoadCommand::StartWindow, &mut tx);
+        tick(&mut core, &mut tx, &mut sfu, 100, Some(0));
+        tick(&mut core, &mut tx, &mut sfu, 100, Some(2));
+        // A second with nothing forwarded, then the top layer again.
+        tick(&mut core, &mut tx, &mut sfu, 100, None);
+        let end = tick(&mut core, &mut tx, &mut sfu, 100, Some(2));
+        core.handle_command(end, LoadCommand::StopMedia, &mut tx);
+        let r = final_of(&mut core, end, &mut tx);
+        assert_eq!(r.sim.len(), 1);
+        let l = &r.sim[0];
+        assert_eq!(l.cap_bps, None);
+        assert_eq!(l.layer, Some(2), "{l:?}");
+        assert_eq!(l.last_layer, Some(2));
+        assert!(l.layer_packets[0] > 0 && l.layer_packets[1] == 0, "{l:?}");
+        assert_eq!(l.switches, 1, "{l:?}");
+        assert_eq!(l.tids, 0b111, "three temporal layers: {l:?}");
+        assert_eq!(l.video_delivered, l.video_expected, "{l:?}");
+        assert_eq!(l.freezes, 1, "{l:?}");
+        assert!(l.freeze_total >= Duration::from_millis(900), "{l:?}");
+        assert!(l.frames > 40, "{l:?}");
+        assert_eq!(r.verify_failures, 0);
+        let s = r.subscribers[0];
+        assert_eq!(s.delivered, s.expected, "{s:?}");
+        // The SFU asks the top layer for a keyframe: one PLI, one layer's keyframe.
+        let mut pli = [0u8; 12];
+        let top = core.clients[0].as_ref().and_then(|c| c.publisher.as_ref()).map(|p| p.ssrc[3]);
+        crate::wire::rtcp::pli::write(&mut pli, 1, top.expect("publisher")).expect("pli");
+        let mut d = pli.to_vec();
+        core.handle_datagram(end, meta_to(0, d.len()), &mut d, &mut tx);
+        let p = core.clients[0].as_ref().and_then(|c| c.publisher.as_ref()).expect("publisher");
+        assert_eq!(p.force_key, [false, false, true]);
+    }
+
+    /// A capped leg receiving the top layer: the policer drops what exceeds the cap, the leg
+    /// sees the loss and its frames freeze; what it passes stays within the cap.
+    #[test]
+    fn simulcast_capped_leg_drops_over_its_rate() {
+        let (mut core, mut tx, t0) = sim_core(Some(200_000));
+        let mut sfu = Sfu { seq: 1, forwarded: 0 };
+        let mut now = t0;
+        for _ in 0..20 {
+            now += Duration::from_millis(10);
+            core.handle_timeout(now, &mut tx);
+            sfu.forward(&mut core, now, &mut tx, Some(2));
+        }
+        core.handle_command(now, LoadCommand::StartWindow, &mut tx);
+        for _ in 0..300 {
+            now += Duration::from_millis(10);
+            core.handle_timeout(now, &mut tx);
+            sfu.forward(&mut core, now, &mut tx, Some(2));
+        }
+        core.handle_command(now, LoadCommand::StopMedia, &mut tx);
+        let r = final_of(&mut core, now, &mut tx);
+        let l = &r.sim[0];
+        assert_eq!(l.cap_bps, Some(200_000));
+        assert!(l.cap_drops > 0, "{l:?}");
+        assert!(l.video_loss() > 0.5, "900 kbit/s through 200: {l:?}");
+        assert!(l.video_bps < 200_000.0, "{l:?}");
+        assert!(l.freezes > 0 || l.frames < 10, "{l:?}");
     }
 
     #[test]

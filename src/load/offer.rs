@@ -71,7 +71,12 @@ pub fn write_offer(p: &OfferParams<'_>) -> String {
             );
         }
         if sim {
-            let _ = write!(s, "a=extmap:{EXT_TWCC} {}\r\na=extmap:{EXT_MID} {}\r\n", ext::TWCC, ext::MID);
+            let _ = write!(
+                s,
+                "a=extmap:{EXT_TWCC} {}\r\na=extmap:{EXT_MID} {}\r\n",
+                ext::TWCC,
+                ext::MID
+            );
             if kind == "video" {
                 let _ = write!(
                     s,
@@ -115,8 +120,7 @@ pub fn write_offer(p: &OfferParams<'_>) -> String {
             }
             Some((a, v)) => {
                 let ssrc = if kind == "audio" { a } else { v };
-                let _ =
-                    write!(s, "a=ssrc:{ssrc} cname:load\r\na=ssrc:{ssrc} msid:load {kind}\r\n");
+                let _ = write!(s, "a=ssrc:{ssrc} cname:load\r\na=ssrc:{ssrc} msid:load {kind}\r\n");
             }
             None => {}
         }

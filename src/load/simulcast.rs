@@ -100,10 +100,7 @@ pub fn keyframe_size(payload: &[u8], at: usize) -> Option<(u16, u16)> {
     if h[0] & 1 != 0 || h[3..6] != [0x9d, 0x01, 0x2a] {
         return None;
     }
-    Some((
-        u16::from_le_bytes([h[6], h[7]]) & 0x3FFF,
-        u16::from_le_bytes([h[8], h[9]]) & 0x3FFF,
-    ))
+    Some((u16::from_le_bytes([h[6], h[7]]) & 0x3FFF, u16::from_le_bytes([h[8], h[9]]) & 0x3FFF))
 }
 
 /// A policer: tokens at `rate` bits per second up to a depth of 100 ms of them (at least
