@@ -423,6 +423,7 @@ fn load_simulcast_reports_layers_loss_and_freezes_per_leg() {
     assert!(delivered.is_some_and(|d| d > 0 && Some(d) <= expected), "{label}: {p}");
     let sim = &p["simulcast"];
     assert!(sim["publisher_keyframe_requests"].is_u64(), "{sim}");
+    assert!(sim["publisher_retransmissions"].is_u64(), "{sim}");
     let legs = sim["legs"].as_array().expect("legs");
     assert_eq!(legs.len(), 2, "{sim}");
     assert_eq!(legs.iter().filter(|l| l["capped"] == true).count(), 1, "{sim}");

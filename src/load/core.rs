@@ -20,6 +20,14 @@
 //!
 //! Latency uses the `now` the shell takes once per loop turn, so it includes up to one turn of
 //! the load generator's own processing.
+//!
+//! `--simulcast` ([`super::simulcast`]): a publisher sends three VP8 layers (one SSRC each, the
+//! `mid`, `rid` and transport-wide sequence extensions), makes a layer's next frame a keyframe
+//! on a PLI or FIR naming it and answers NACKs with RTX from a per-layer history
+//! (`repaired-rid`). Subscribers decrypt every packet (the layer and the frame are in the
+//! stamp), pass a capped leg's datagrams through its policer first, send TWCC feedback, and
+//! count a video leg by the SFU's sequence numbers, which stay continuous across its layer
+//! switches.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -232,6 +240,8 @@ pub struct CoreReport {
     pub sim: Vec<SimOutcome>,
     /// Simulcast runs: keyframe requests (PLI, FIR) the publishers received in the window.
     pub publisher_keyframe_requests: u64,
+    /// Simulcast runs: packets the publishers retransmitted (RTX) on NACKs in the window.
+    pub publisher_retransmissions: u64,
     /// One-way latency of the verified packets in the window (µs).
     pub latency: Hist,
     pub verified: u64,
@@ -282,6 +292,42 @@ struct Publisher {
     force_key: [bool; 3],
     picture_id: [u16; 3],
     tl0: [u8; 3],
+    /// Simulcast: what each layer sent lately, to answer NACKs with RTX (RFC 4588) on the
+    /// layer's RTX SSRC; `None` without simulcast.
+    rtx: Option<Box<RtxLayers>>,
+}
+
+/// Packets a simulcast layer keeps for retransmission.
+const RTX_HISTORY: usize = 512;
+
+/// What a retransmission needs to write a video packet again (its payload is synthetic, so
+/// the fields, not the bytes, are kept).
+#[derive(Clone, Copy, Default)]
+struct Sent {
+    seq: u64,
+    ts: u32,
+    marker: bool,
+    hdr: [u8; SIM_STAMP_OFFSET],
+    layer: [u8; 3],
+    send_ns: u64,
+    size: usize,
+}
+
+/// Per layer: its RTX SSRC and sequence, and the last [`RTX_HISTORY`] packets.
+struct RtxLayers {
+    ssrc: [u32; 3],
+    seq: [u16; 3],
+    sent: [[Sent; RTX_HISTORY]; 3],
+}
+
+impl RtxLayers {
+    fn new() -> Box<RtxLayers> {
+        Box::new(RtxLayers {
+            ssrc: [rand::random::<u32>() | 1, rand::random::<u32>() | 1, rand::random::<u32>() | 1],
+            seq: rand::random(),
+            sent: [[Sent::default(); RTX_HISTORY]; 3],
+        })
+    }
 }
 
 /// The window slot of a stamp's track and layer.
@@ -408,6 +454,7 @@ impl LoadCore {
             force_key: [false; 3],
             picture_id: [rand::random::<u16>() & 0x7FFF; 3],
             tl0: [rand::random(); 3],
+            rtx: self.s.simulcast.then(RtxLayers::new),
         });
         let sim_rx = (self.s.simulcast && spec.publish.is_none()).then(|| {
             Box::new(SimRx {
@@ -564,6 +611,7 @@ impl LoadCore {
                                 layer: [0; 3],
                                 send_ns: now.saturating_duration_since(epoch).as_nanos() as u64,
                                 size,
+                                rtx_seq: None,
                             },
                         );
                         // A packet that never left is not expected of the server either.
@@ -584,7 +632,7 @@ impl LoadCore {
                     let mut ext = [0u8; EXT_BLOCK_MAX];
                     let ext_len = if self.s.simulcast {
                         p.twcc_seq = p.twcc_seq.wrapping_add(1);
-                        ext_block(&mut ext, b"0", b"", p.twcc_seq)
+                        ext_block(&mut ext, b"0", (EXT_RID, b""), p.twcc_seq)
                     } else {
                         0
                     };
@@ -606,6 +654,7 @@ impl LoadCore {
                             layer: [0; 3],
                             send_ns: now.saturating_duration_since(epoch).as_nanos() as u64,
                             size,
+                            rtx_seq: None,
                         },
                     );
                     if ok {
@@ -692,7 +741,7 @@ impl LoadCore {
         }
     }
 
-    fn on_rtp(&mut self, now: Instant, idx: usize, buf: &mut [u8]) {
+    fn on_rtp(&mut self, now: Instant, idx: usize, buf: &mut [u8], tx: &mut TxQueue) {
         let Some(Some(c)) = self.clients.get_mut(idx) else { return };
         if buf.len() < RTP_HEADER || !matches!(c.phase, Phase::Connected { .. }) {
             return;
@@ -718,9 +767,18 @@ impl LoadCore {
                     None => Some(len),
                 }
             {
-                let asked = keyframe_requests(&buf[..n], p);
+                let out = SimOut {
+                    tx,
+                    dst: c.spec.server,
+                    src: c.ip,
+                    srtp: c.srtp_out.as_mut(),
+                    publisher: c.spec.index,
+                    send_ns: 0,
+                };
+                let (keys, resent) = publisher_feedback(&buf[..n], p, out);
                 if self.window_open {
-                    self.report.publisher_keyframe_requests += asked;
+                    self.report.publisher_keyframe_requests += keys;
+                    self.report.publisher_retransmissions += resent;
                 }
             }
             return;
@@ -931,27 +989,76 @@ fn sim_outcome(index: u32, rx: &SimRx, video: Option<&SimLeg>, window_s: f64) ->
     }
 }
 
-/// Marks the layers a compound RTCP packet asks keyframes of (PLI, FIR naming one of `p`'s
-/// video SSRCs); returns how many requests it held.
-fn keyframe_requests(rtcp: &[u8], p: &mut Publisher) -> u64 {
-    let Ok(c) = RtcpCompound::parse_relaxed(rtcp) else { return 0 };
-    let mut n = 0;
-    let mut ask = |ssrc: u32| {
-        if let Some(l) = p.ssrc[VIDEO..].iter().position(|&s| s == ssrc)
-            && let Some(k) = p.force_key.get_mut(l)
-        {
-            *k = true;
-            n += 1;
-        }
-    };
+/// A simulcast publisher's answers to the SFU's feedback in a compound RTCP packet: a PLI or
+/// FIR naming a layer's SSRC marks that layer's next frame a keyframe; a NACK naming one is
+/// answered with RTX from the layer's history (packets too old are not). Returns the keyframe
+/// requests and the retransmissions sent.
+fn publisher_feedback(rtcp: &[u8], p: &mut Publisher, mut o: SimOut<'_>) -> (u64, u64) {
+    let Ok(c) = RtcpCompound::parse_relaxed(rtcp) else { return (0, 0) };
+    let layer_of = |p: &Publisher, ssrc: u32| p.ssrc[VIDEO..].iter().position(|&s| s == ssrc);
+    let (mut keys, mut resent) = (0, 0);
     for pkt in c.packets().flatten() {
+        let mut ask = |p: &mut Publisher, ssrc: u32| {
+            if let Some(l) = layer_of(p, ssrc)
+                && let Some(k) = p.force_key.get_mut(l)
+            {
+                *k = true;
+                keys += 1;
+            }
+        };
         match pkt {
-            RtcpPacket::Pli(pli) => ask(pli.media_ssrc),
-            RtcpPacket::Fir(fir) => fir.entries().for_each(|(ssrc, _)| ask(ssrc)),
+            RtcpPacket::Pli(pli) => ask(p, pli.media_ssrc),
+            RtcpPacket::Fir(fir) => fir.entries().for_each(|(ssrc, _)| ask(p, ssrc)),
+            RtcpPacket::Nack(nack) => {
+                let Some(l) = layer_of(p, nack.media_ssrc) else { continue };
+                for lost in nack.lost() {
+                    resent += u64::from(retransmit(&mut o, p, l, lost));
+                }
+            }
             _ => {}
         }
     }
-    n
+    (keys, resent)
+}
+
+/// Sends packet `lost` of layer `l` again on the layer's RTX stream (`repaired-rid`), if the
+/// history still has it.
+fn retransmit(o: &mut SimOut<'_>, p: &mut Publisher, l: usize, lost: u16) -> bool {
+    let next = p.seq[VIDEO + l];
+    let Some(r) = p.rtx.as_deref_mut() else { return false };
+    let ext = unwrap_seq(next.saturating_sub(1), lost);
+    let Some(e) = r.sent.get(l).map(|h| h[(ext % RTX_HISTORY as u64) as usize]) else {
+        return false;
+    };
+    if e.size == 0 || e.seq != ext || ext >= next {
+        return false;
+    }
+    r.seq[l] = r.seq[l].wrapping_add(1);
+    p.twcc_seq = p.twcc_seq.wrapping_add(1);
+    let mut ext_b = [0u8; EXT_BLOCK_MAX];
+    let rid = (simulcast::EXT_REPAIRED_RID, simulcast::RIDS[l].as_bytes());
+    let ext_len = ext_block(&mut ext_b, b"1", rid, p.twcc_seq);
+    send_rtp(
+        o.tx,
+        o.dst,
+        o.src,
+        o.srtp.as_deref_mut(),
+        RtpOut {
+            pt: simulcast::RTX_PT,
+            marker: e.marker,
+            seq: e.seq,
+            ts: e.ts,
+            ssrc: r.ssrc[l],
+            ext: &ext_b[..ext_len],
+            codec_hdr: &e.hdr,
+            publisher: o.publisher,
+            track: VIDEO as u8,
+            layer: e.layer,
+            send_ns: e.send_ns,
+            size: e.size,
+            rtx_seq: Some(r.seq[l]),
+        },
+    )
 }
 
 fn count_sent(sec: &mut Second, r: &mut CoreReport, ok: bool, size: usize, window: bool) {
@@ -1039,6 +1146,9 @@ struct RtpOut<'a> {
     send_ns: u64,
     /// Payload bytes (at least the codec header and the stamp).
     size: usize,
+    /// A retransmission (RFC 4588) with this sequence number on the RTX stream: `seq` (the
+    /// original's, in the stamp) is then written before the payload as the OSN.
+    rtx_seq: Option<u16>,
 }
 
 /// Writes one RTP packet (SRTP-protected when `srtp` is given) into a send slot.
@@ -1050,8 +1160,9 @@ fn send_rtp(
     p: RtpOut,
 ) -> bool {
     let hl = RTP_HEADER + p.ext.len();
+    let pre = if p.rtx_seq.is_some() { 2 } else { 0 };
     let at = p.codec_hdr.len();
-    if p.size < at + STAMP_LEN || hl + p.size > 1400 {
+    if p.size < at + STAMP_LEN || hl + pre + p.size > 1400 {
         return false;
     }
     let Some(mut slot) = tx.push(dst) else { return false };
@@ -1062,11 +1173,14 @@ fn send_rtp(
     }
     b[0] = if p.ext.is_empty() { 0x80 } else { 0x90 };
     b[1] = p.pt | if p.marker { 0x80 } else { 0 };
-    b[2..4].copy_from_slice(&(p.seq as u16).to_be_bytes());
+    b[2..4].copy_from_slice(&p.rtx_seq.unwrap_or(p.seq as u16).to_be_bytes());
     b[4..8].copy_from_slice(&p.ts.to_be_bytes());
     b[8..12].copy_from_slice(&p.ssrc.to_be_bytes());
     b[RTP_HEADER..hl].copy_from_slice(p.ext);
-    let pl = &mut b[hl..hl + p.size];
+    if p.rtx_seq.is_some() {
+        b[hl..hl + 2].copy_from_slice(&(p.seq as u16).to_be_bytes());
+    }
+    let pl = &mut b[hl + pre..hl + pre + p.size];
     pl[..at].copy_from_slice(p.codec_hdr);
     let s = &mut pl[at..at + STAMP_LEN];
     s[0..4].copy_from_slice(&STAMP_MAGIC.to_be_bytes());
@@ -1076,7 +1190,7 @@ fn send_rtp(
     s[12..20].copy_from_slice(&p.seq.to_be_bytes());
     s[20..28].copy_from_slice(&p.send_ns.to_be_bytes());
     // The rest of the payload keeps whatever the slot held: filler, as a codec's bytes are.
-    let len = hl + p.size;
+    let len = hl + pre + p.size;
     let n = match srtp {
         Some(ctx) => match ctx.protect_rtp(b, len, hl) {
             Ok(n) => n,
@@ -1092,9 +1206,9 @@ fn send_rtp(
 /// sequence elements, padded.
 const EXT_BLOCK_MAX: usize = 20;
 
-/// Writes a one-byte-form (RFC 8285) extension block: `mid`, `rid` (left out when empty) and
-/// the transport-wide sequence number `twcc`. Returns its length (a multiple of 4).
-fn ext_block(out: &mut [u8; EXT_BLOCK_MAX], mid: &[u8], rid: &[u8], twcc: u16) -> usize {
+/// Writes a one-byte-form (RFC 8285) extension block: `mid`, `rid` (its extension id and value,
+/// left out when empty: `rid` or `repaired-rid`) and the transport-wide sequence number `twcc`. Returns its length (a multiple of 4).
+fn ext_block(out: &mut [u8; EXT_BLOCK_MAX], mid: &[u8], rid: (u8, &[u8]), twcc: u16) -> usize {
     let mut q = 4;
     let mut put = |id: u8, v: &[u8]| {
         if (1..=16).contains(&v.len()) && q + 1 + v.len() <= EXT_BLOCK_MAX {
@@ -1104,7 +1218,7 @@ fn ext_block(out: &mut [u8; EXT_BLOCK_MAX], mid: &[u8], rid: &[u8], twcc: u16) -
         }
     };
     put(EXT_MID, mid);
-    put(EXT_RID, rid);
+    put(rid.0, rid.1);
     put(EXT_TWCC, &twcc.to_be_bytes());
     let end = q.next_multiple_of(4);
     out[q..end].fill(0);
@@ -1161,7 +1275,8 @@ fn send_sim_frame(
             });
             p.twcc_seq = p.twcc_seq.wrapping_add(1);
             let mut ext = [0u8; EXT_BLOCK_MAX];
-            let ext_len = ext_block(&mut ext, b"1", simulcast::RIDS[layer].as_bytes(), p.twcc_seq);
+            let ext_len =
+                ext_block(&mut ext, b"1", (EXT_RID, simulcast::RIDS[layer].as_bytes()), p.twcc_seq);
             let size = bytes.saturating_sub(k * pkt).clamp(SIM_STAMP_OFFSET + STAMP_LEN, pkt);
             let seq = p.seq[slot];
             let ok = send_rtp(
@@ -1182,9 +1297,21 @@ fn send_sim_frame(
                     layer: [layer as u8 + 1, k as u8, n as u8],
                     send_ns: o.send_ns,
                     size,
+                    rtx_seq: None,
                 },
             );
             if ok {
+                if let Some(r) = p.rtx.as_deref_mut() {
+                    r.sent[layer][(seq % RTX_HISTORY as u64) as usize] = Sent {
+                        seq,
+                        ts,
+                        marker: k + 1 == n,
+                        hdr,
+                        layer: [layer as u8 + 1, k as u8, n as u8],
+                        send_ns: o.send_ns,
+                        size,
+                    };
+                }
                 p.seq[slot] += 1;
             }
             sent(ok, size + ext_len);
@@ -1332,7 +1459,7 @@ impl ShardCore for LoadCore {
                     }
                 }
             }
-            Some(128..=191) => self.on_rtp(now, idx, buf),
+            Some(128..=191) => self.on_rtp(now, idx, buf, tx),
             _ => self.report.unknown += 1,
         }
     }
@@ -1346,7 +1473,7 @@ impl ShardCore for LoadCore {
                 (r.sent_packets, r.sent_bytes, r.recv_packets, r.recv_bytes) = (0, 0, 0, 0);
                 (r.tx_full, r.late_frames) = (0, 0);
                 r.latency.clear();
-                r.publisher_keyframe_requests = 0;
+                (r.publisher_keyframe_requests, r.publisher_retransmissions) = (0, 0);
                 self.window_at = (Some(now), None);
                 for (i, c) in self.clients.iter_mut().enumerate() {
                     let Some(c) = c else { continue };
@@ -1499,6 +1626,7 @@ mod tests {
                 layer: [0; 3],
                 send_ns: 0,
                 size: 64,
+                rtx_seq: None,
             };
             assert!(send_rtp(&mut t, server, IpAddr::V4(client_ip(0)), None, out));
             t.pop_pending(|_, b| junk.push(b.to_vec()));
@@ -1743,6 +1871,33 @@ mod tests {
         core.handle_datagram(end, meta_to(0, d.len()), &mut d, &mut tx);
         let p = core.clients[0].as_ref().and_then(|c| c.publisher.as_ref()).expect("publisher");
         assert_eq!(p.force_key, [false, false, true]);
+        // A NACK of the middle layer's second-to-last packet: one RTX packet on that layer's
+        // RTX SSRC with repaired-rid, the OSN and the original's stamp; a NACK of a packet
+        // never sent, or of an SSRC that is no layer, brings nothing.
+        let (mid_ssrc, sent_seq) = (p.ssrc[2], p.seq[2] - 2);
+        let rtx_ssrc = p.rtx.as_ref().map(|r| r.ssrc[1]).expect("rtx");
+        while tx.pop_pending(|_, _| ()).is_some() {}
+        let mut nack = [0u8; 64];
+        for (media, seq) in
+            [(mid_ssrc, sent_seq as u16), (mid_ssrc, (sent_seq + 50) as u16), (77, 1)]
+        {
+            let n = crate::wire::rtcp::nack::write(&mut nack, 1, media, &[(seq, 0)]).expect("nack");
+            let mut d = nack[..n].to_vec();
+            core.handle_datagram(end, meta_to(0, d.len()), &mut d, &mut tx);
+        }
+        let mut out = Vec::new();
+        while let Some(p) = tx.pop_pending(|_, b| b.to_vec()) {
+            out.push(p);
+        }
+        assert_eq!(out.len(), 1, "one retransmission");
+        let v = crate::wire::RtpView::parse(&out[0]).expect("rtp");
+        assert_eq!((v.payload_type(), v.ssrc()), (simulcast::RTX_PT, rtx_ssrc));
+        assert_eq!(v.extension(simulcast::EXT_REPAIRED_RID), Some(&b"rdiv2"[..]));
+        assert_eq!(v.extension(EXT_RID), None);
+        let pl = v.payload();
+        assert_eq!(u16::from_be_bytes([pl[0], pl[1]]), sent_seq as u16, "OSN");
+        let st = read_stamp_at(&pl[2..], SIM_STAMP_OFFSET).expect("stamp");
+        assert_eq!((st.seq, st.layer[0]), (sent_seq, 2));
     }
 
     /// A capped leg receiving the top layer: the policer drops what exceeds the cap, the leg
@@ -1827,6 +1982,7 @@ mod tests {
             layer: [0; 3],
             send_ns: 123,
             size: 100,
+            rtx_seq: None,
         };
         assert!(send_rtp(&mut tx, dst, IpAddr::V4(client_ip(3)), None, out));
         tx.pop_pending(|m, b| {

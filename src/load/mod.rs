@@ -393,6 +393,8 @@ pub struct PhaseResult {
     pub sim_legs: Vec<simulcast::SimOutcome>,
     /// `--simulcast`: keyframe requests the publishers received in the window.
     pub publisher_keyframe_requests: u64,
+    /// `--simulcast`: packets the publishers retransmitted (RTX) on NACKs in the window.
+    pub publisher_retransmissions: u64,
 }
 
 impl PhaseResult {
@@ -711,6 +713,7 @@ impl Phase<'_> {
         r.generator_late_frames = f.late_frames;
         r.sim_legs = f.sim;
         r.publisher_keyframe_requests = f.publisher_keyframe_requests;
+        r.publisher_retransmissions = f.publisher_retransmissions;
         r.join_to_first = Hist::default();
         for i in subscriber_clients {
             if let (Some(s), Some(m)) = (join_start.get(i), self.tr.first_media.get(i)) {

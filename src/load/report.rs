@@ -208,6 +208,7 @@ fn simulcast_json(p: &PhaseResult) -> Value {
     };
     json!({
         "publisher_keyframe_requests": p.publisher_keyframe_requests,
+        "publisher_retransmissions": p.publisher_retransmissions,
         "capped": class(true),
         "uncapped": class(false),
         "legs": legs,
@@ -221,8 +222,9 @@ fn simulcast_lines(s: &mut String, p: &PhaseResult) {
     }
     let _ = writeln!(
         s,
-        "    simulcast: publishers got {} keyframe requests in the window",
-        p.publisher_keyframe_requests
+        "    simulcast: publishers got {} keyframe requests and answered NACKs with {} \
+         retransmissions in the window",
+        p.publisher_keyframe_requests, p.publisher_retransmissions
     );
     for capped in [false, true] {
         let legs: Vec<&SimOutcome> =
