@@ -49,7 +49,9 @@ before(async () => {
       '--set', `media.public_ips=["${host}"]`,
       '--set', 'turn.enabled=false',
     ],
-    env: { OPENVIDU_WEBRTC_SIMULCAST: 'true' },
+    // No REMB cap on the publisher (OpenVidu's default is 1000 kbit/s): all three layers of
+    // 1280x720 need about 2.2 Mbit/s, and Chromium drops the top one under 1 Mbit/s.
+    env: { OPENVIDU_WEBRTC_SIMULCAST: 'true', OPENVIDU_STREAMS_VIDEO_MAX_RECV_BANDWIDTH: '0' },
   });
   const cfg = await (await fetch(`${h.server.url}/openvidu/api/config`, {
     headers: { Authorization: basicAuth() },
