@@ -255,6 +255,8 @@ pub struct CoreReport {
     pub srtp_failures: u64,
     pub late_frames: u64,
     pub rtcp_in: u64,
+    /// Padding-only RTP packets the subscribers received (the run's).
+    pub padding_in: u64,
     pub unknown: u64,
     /// Packets a publisher could not send in the window (the load generator's send queue was
     /// full): never sent, so never expected of the server.
@@ -813,6 +815,22 @@ impl LoadCore {
                 },
                 (None, Some(hl)) => Some((hl, len)),
             };
+            // Padding only (an SFU probing the path): counted, no stamp expected; it takes a
+            // sequence number of a simulcast leg.
+            if let Some((_, n)) = plain
+                && buf[0] & 0x20 != 0
+                && crate::wire::RtpView::parse(&buf[..n]).is_ok_and(|v| v.payload().is_empty())
+            {
+                self.report.padding_in += 1;
+                if let Some(l) = leg.and_then(|i| c.legs.get_mut(i))
+                    && let Some(sl) = l.sim.as_deref_mut()
+                {
+                    let ext = unwrap_seq(l.last, seq16.wrapping_sub(l.offset));
+                    l.last = l.last.max(ext);
+                    sl.on_padding(ext, self.window_open);
+                }
+                return;
+            }
             if let Some((hl, n)) = plain {
                 let payload = &buf[hl..n];
                 let at = if sim && pt == VP8_PT { SIM_STAMP_OFFSET } else { STAMP_OFFSET };
@@ -986,6 +1004,7 @@ fn sim_outcome(index: u32, rx: &SimRx, video: Option<&SimLeg>, window_s: f64) ->
         cap_drops: rx.cap_drops,
         twcc_feedback: rx.fb_sent,
         remb: rx.remb_sent,
+        padding: v.padding,
     }
 }
 
@@ -1245,18 +1264,11 @@ fn send_sim_frame(
     m: &MediaProfile,
     sent: &mut dyn FnMut(bool, usize),
 ) {
-    let fps = m.fps.max(1);
-    let ts = (p.frame as u32).wrapping_mul(90_000 / fps);
-    let pkt = m.video_packet.clamp(SIM_STAMP_OFFSET + STAMP_LEN, MAX_PAYLOAD);
+    let ts = (p.frame as u32).wrapping_mul(90_000 / m.fps.max(1));
     for layer in 0..3usize {
         let key = m.is_keyframe(p.frame) || p.force_key[layer];
         p.force_key[layer] = false;
-        let mut bytes =
-            (simulcast::layer_bitrate(m.video_bitrate, layer) / 8 / u64::from(fps)).max(1) as usize;
-        if key {
-            bytes *= m.keyframe_factor.max(1) as usize;
-        }
-        let n = bytes.div_ceil(pkt).clamp(1, 255);
+        let (bytes, pkt, n) = simulcast::layer_frame(m, layer, key);
         let (tid, sync) = if key { (0, false) } else { simulcast::temporal_of(p.frame) };
         if tid == 0 {
             p.tl0[layer] = p.tl0[layer].wrapping_add(1);
@@ -1777,6 +1789,17 @@ mod tests {
                     p[8..12].copy_from_slice(&0xABCu32.to_be_bytes());
                     self.seq = self.seq.wrapping_add(1);
                     self.forwarded += 1;
+                    if self.forwarded.is_multiple_of(50) {
+                        // A padding-only packet on the leg's SSRC (probing), in sequence.
+                        let mut pad = vec![0u8; 12 + 200];
+                        pad[0] = 0xA0;
+                        pad[1] = VP8_PT;
+                        pad[2..4].copy_from_slice(&self.seq.to_be_bytes());
+                        pad[8..12].copy_from_slice(&0xABCu32.to_be_bytes());
+                        pad[211] = 200;
+                        self.seq = self.seq.wrapping_add(1);
+                        core.handle_datagram(now, meta_to(1, pad.len()), &mut pad, tx);
+                    }
                 }
                 let len = p.len();
                 core.handle_datagram(now, meta_to(1, len), &mut p, tx);
@@ -1857,6 +1880,11 @@ mod tests {
         assert_eq!(l.switches, 1, "{l:?}");
         assert_eq!(l.tids, 0b111, "three temporal layers: {l:?}");
         assert_eq!(l.video_delivered, l.video_expected, "{l:?}");
+        assert!(l.padding > 0 && r.padding_in >= l.padding, "{l:?}");
+        // 4 s of (simulated) window: what the publisher sent is what publisher_pps says.
+        let want = simulcast::publisher_pps(&core.s.media) * 4.0;
+        let sent = r.sent_packets as f64;
+        assert!((sent - want).abs() <= want * 0.05, "sent {sent}, publisher_pps x 4 s = {want}");
         assert_eq!(l.freezes, 1, "{l:?}");
         assert!(l.freeze_total >= Duration::from_millis(900), "{l:?}");
         assert!(l.frames > 40, "{l:?}");

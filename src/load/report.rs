@@ -198,6 +198,7 @@ fn simulcast_json(p: &PhaseResult) -> Value {
                 "cap_drops": l.cap_drops,
                 "twcc_feedback_sent": l.twcc_feedback,
                 "remb_sent": l.remb,
+                "padding_packets": l.padding,
             })
         })
         .collect();
@@ -476,6 +477,7 @@ pub fn json(o: &Options, phases: &[PhaseResult]) -> Value {
                 "rids": simulcast::RIDS,
                 "layer_bitrates": (0..3).map(|l| simulcast::layer_bitrate(m.video_bitrate, l)).collect::<Vec<_>>(),
                 "layer_sizes": simulcast::LAYER_SIZES,
+                "pps_per_publisher": simulcast::publisher_pps(&m),
                 "leg_cap_kbps": o.leg_cap,
                 "capped_share": o.capped_share,
                 "remb": o.remb,

@@ -44,6 +44,33 @@ pub fn layer_bitrate(top: u64, layer: usize) -> u64 {
     }
 }
 
+/// Payload bytes of a frame of `layer` (a keyframe: `keyframe_factor` times), the payload
+/// bytes per packet, and its packets (at most 255: the stamp's count is a byte).
+pub fn layer_frame(m: &super::MediaProfile, layer: usize, key: bool) -> (usize, usize, usize) {
+    let fps = u64::from(m.fps.max(1));
+    let pkt =
+        m.video_packet.clamp(SIM_STAMP_OFFSET + super::core::STAMP_LEN, super::core::MAX_PAYLOAD);
+    let mut bytes = (layer_bitrate(m.video_bitrate, layer) / 8 / fps).max(1) as usize;
+    if key {
+        bytes *= m.keyframe_factor.max(1) as usize;
+    }
+    (bytes, pkt, bytes.div_ceil(pkt).clamp(1, 255))
+}
+
+/// Packets per second a simulcast publisher sends (every layer, and audio).
+pub fn publisher_pps(m: &super::MediaProfile) -> f64 {
+    let mut pps = if m.audio_packet > 0 { 50.0 } else { 0.0 };
+    if m.fps > 0 && m.video_bitrate > 0 {
+        let every = u64::from(m.keyframe_every.max(1));
+        for layer in 0..3 {
+            let total: u64 =
+                (0..every).map(|n| layer_frame(m, layer, m.is_keyframe(n + 1)).2 as u64).sum();
+            pps += total as f64 / every as f64 * f64::from(m.fps);
+        }
+    }
+    pps
+}
+
 /// Temporal layer of frame `n` in the L1T3 pattern (0, 2, 1, 2), and whether it is a layer
 /// sync point (depends on the base layer only).
 pub fn temporal_of(n: u64) -> (u8, bool) {
@@ -225,6 +252,8 @@ pub struct SimLeg {
     pub tids: u8,
     /// Extended (SFU-rewritten) sequence numbers of the window's first and last video packet.
     pub seq_span: Option<(u64, u64)>,
+    /// Padding-only packets in the window (an SFU probing): in the span, not media.
+    pub padding: u64,
     pub frames: FrameTracker,
 }
 
@@ -247,12 +276,24 @@ impl SimLeg {
             if let Some(t) = tid {
                 self.tids |= 1 << (t & 7);
             }
-            self.seq_span = Some(match self.seq_span {
-                None => (ext, ext),
-                Some((a, b)) => (a.min(ext), b.max(ext)),
-            });
+            self.widen(ext);
         }
         self.last_layer = Some(layer);
+    }
+
+    /// A padding-only packet (extended sequence `ext`) arrived.
+    pub fn on_padding(&mut self, ext: u64, window: bool) {
+        if window {
+            self.padding += 1;
+            self.widen(ext);
+        }
+    }
+
+    fn widen(&mut self, ext: u64) {
+        self.seq_span = Some(match self.seq_span {
+            None => (ext, ext),
+            Some((a, b)) => (a.min(ext), b.max(ext)),
+        });
     }
 
     /// The layer most of the window's packets were of.
@@ -261,10 +302,10 @@ impl SimLeg {
         (*n > 0).then_some(i as u8)
     }
 
-    /// Video packets the window's sequence span asked for (holes are losses: the policer's,
-    /// the network's or the SFU's).
+    /// Video packets the window's sequence span asked for, padding aside (holes are losses:
+    /// the policer's, the network's or the SFU's).
     pub fn expected(&self) -> u64 {
-        self.seq_span.map_or(0, |(a, b)| b - a + 1)
+        self.seq_span.map_or(0, |(a, b)| (b - a + 1).saturating_sub(self.padding))
     }
 
     pub fn delivered(&self) -> u64 {
@@ -297,6 +338,8 @@ pub struct SimOutcome {
     pub cap_drops: u64,
     pub twcc_feedback: u64,
     pub remb: u64,
+    /// Padding-only packets received in the window (not in the video counts).
+    pub padding: u64,
 }
 
 impl SimOutcome {
