@@ -34,6 +34,11 @@
 //! The figures are refused (exit status 3, `"valid": false` in the JSON) when the load
 //! generator's own thread was busy for more than `--max-load-cpu` of the window: then it, not
 //! the server, was the bottleneck.
+//!
+//! `--simulcast` ([`simulcast`]): publishers offer and send three VP8 layers as openvidu-browser
+//! makes Chromium do in mediasoup mode; `--leg-cap` puts a policer in front of a
+//! `--capped-share` of the subscriber legs; every subscriber sends TWCC feedback; the report
+//! adds, per leg and per class (capped, uncapped), the layer received, loss and freezes.
 
 pub mod core;
 pub mod hist;
@@ -184,7 +189,8 @@ pub struct Options {
     /// Simulcast: every publisher offers and sends three VP8 layers (1/10, 1/3 and all of
     /// --video-bitrate; 320x180, 640x360, 1280x720) as Chromium does with openvidu-browser in
     /// mediasoup mode; subscribers send TWCC feedback and report per leg the layer they
-    /// receive, loss and freezes (see `load::simulcast`).
+    /// receive, loss and freezes (see `load::simulcast`). Subscribers then decrypt every
+    /// packet (--verify-ratio is not used). Not with --raw or --saturate.
     #[arg(long)]
     pub simulcast: bool,
     /// Simulcast: a receive cap in kbit/s for a share of the subscriber legs (a policer in
@@ -953,13 +959,19 @@ async fn ringsfu_phase(
             let p = Participant::join(api, sid, &token, &format!("pub{idx}")).await?;
             let ssrcs = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
             let (ufrag, offer) = client_offer(idx, &fp, load_port, Some(ssrcs), o.simulcast);
+            // The size the camera has (a simulcast publisher's top layer).
+            let dims = if o.simulcast {
+                "{\"width\":1280,\"height\":720}"
+            } else {
+                "{\"width\":640,\"height\":480}"
+            };
             let res = p
                 .call(
                     "publishVideo",
                     json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": true,
                        "hasVideo": true, "audioActive": true, "videoActive": true,
                        "typeOfVideo": "CAMERA", "frameRate": o.fps,
-                       "videoDimensions": "{\"width\":640,\"height\":480}"}),
+                       "videoDimensions": dims}),
                 )
                 .await?;
             let answer = res["sdpAnswer"].as_str().ok_or("publishVideo: no sdpAnswer")?;
