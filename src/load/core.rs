@@ -1353,7 +1353,8 @@ fn send_feedback(c: &mut Client, now: Instant, remb: bool, window: bool, tx: &mu
             };
             let b = slot.buf();
             // A feedback too long for one packet is dropped (the next covers what follows).
-            if let Ok(n) = rtcp::twcc::write(&mut b[..1200], &h, rec.deltas())
+            let room = b.len().min(1200);
+            if let Ok(n) = rtcp::twcc::write(&mut b[..room], &h, rec.deltas())
                 && let Ok(n) = srtp.protect_rtcp(b, n)
             {
                 slot.commit(n);
