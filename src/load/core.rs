@@ -1335,7 +1335,12 @@ fn send_sim_frame(
 /// or [`REMB_UNCAPPED`]) every [`REMB_INTERVAL`] with `remb`.
 fn send_feedback(c: &mut Client, now: Instant, remb: bool, window: bool, tx: &mut TxQueue) {
     let Some(rx) = c.sim_rx.as_deref_mut() else { return };
-    let Some(srtp) = c.srtp_out.as_mut() else { return };
+    // SRTCP when the client has keys (raw mode: plain RTCP).
+    let mut srtp = c.srtp_out.as_mut();
+    let mut protect = |b: &mut [u8], n: usize| match srtp.as_deref_mut() {
+        Some(ctx) => ctx.protect_rtcp(b, n).ok(),
+        None => Some(n),
+    };
     let media_ssrc = c.legs.iter().find(|l| usize::from(l.track) == VIDEO).map_or(0, |l| l.ssrc);
     if rx.next_fb <= now {
         rx.next_fb = now + TWCC_INTERVAL;
@@ -1355,7 +1360,7 @@ fn send_feedback(c: &mut Client, now: Instant, remb: bool, window: bool, tx: &mu
             // A feedback too long for one packet is dropped (the next covers what follows).
             let room = b.len().min(1200);
             if let Ok(n) = rtcp::twcc::write(&mut b[..room], &h, rec.deltas())
-                && let Ok(n) = srtp.protect_rtcp(b, n)
+                && let Some(n) = protect(b, n)
             {
                 slot.commit(n);
                 rx.fb_sent += u64::from(window);
@@ -1369,7 +1374,7 @@ fn send_feedback(c: &mut Client, now: Instant, remb: bool, window: bool, tx: &mu
             slot.set_source(Some(c.ip));
             let b = slot.buf();
             if let Ok(n) = rtcp::remb::write(b, rx.rtcp_ssrc, rate, &[media_ssrc])
-                && let Ok(n) = srtp.protect_rtcp(b, n)
+                && let Some(n) = protect(b, n)
             {
                 slot.commit(n);
                 rx.remb_sent += u64::from(window);
@@ -1809,6 +1814,10 @@ mod tests {
     }
 
     fn sim_core(cap_bps: Option<u64>) -> (LoadCore, TxQueue, Instant) {
+        sim_core_with(cap_bps, 0)
+    }
+
+    fn sim_core_with(cap_bps: Option<u64>, twcc_ext: u8) -> (LoadCore, TxQueue, Instant) {
         let t0 = Instant::now();
         let mut s = settings(1);
         s.simulcast = true;
@@ -1829,7 +1838,7 @@ mod tests {
                 source,
                 secure: None,
                 cap_bps: cap,
-                twcc_ext: 0,
+                twcc_ext: if source.is_some() { twcc_ext } else { 0 },
             };
             core.handle_command(t0, LoadCommand::Add(Box::new(spec)), &mut tx);
         }
@@ -1955,6 +1964,69 @@ mod tests {
         assert!(l.video_loss() > 0.5, "900 kbit/s through 200: {l:?}");
         assert!(l.video_bps < 200_000.0, "{l:?}");
         assert!(l.freezes > 0 || l.frames < 10, "{l:?}");
+    }
+
+    /// The subscriber's TWCC feedback (raw mode: plain RTCP) reports every transport-wide
+    /// sequence number it received as received, once, and the ones the SFU did not forward
+    /// (the other layers) as not received; REMB carries the cap.
+    #[test]
+    fn simulcast_subscriber_feedback_reports_what_arrived() {
+        let (mut core, mut tx, t0) = sim_core_with(Some(5_000_000), EXT_TWCC);
+        core.s.remb = true;
+        let mut now = t0;
+        let mut arrived = std::collections::BTreeSet::new();
+        let (mut reported, mut missing, mut fbs, mut rembs) =
+            (std::collections::BTreeSet::new(), 0u64, 0u64, 0u64);
+        for _ in 0..300 {
+            now += Duration::from_millis(10);
+            core.handle_timeout(now, &mut tx);
+            let mut sent = Vec::new();
+            while let Some(p) = tx.pop_pending(|m, b| (m.src, b.to_vec())) {
+                sent.push(p);
+            }
+            for (src, mut p) in sent {
+                if src == Some(IpAddr::V4(client_ip(1))) {
+                    // The subscriber's feedback.
+                    let c = RtcpCompound::parse(&p).expect("rtcp");
+                    for pkt in c.packets() {
+                        match pkt.expect("typed") {
+                            RtcpPacket::TransportCc(fb) => {
+                                fbs += 1;
+                                for st in fb.packets() {
+                                    if st.delta.is_some() {
+                                        assert!(reported.insert(st.seq), "{} twice", st.seq);
+                                    } else {
+                                        missing += 1;
+                                    }
+                                }
+                            }
+                            RtcpPacket::Remb(r) => {
+                                assert_eq!(r.bitrate(), 5_000_000);
+                                rembs += 1;
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                    continue;
+                }
+                let Ok(v) = crate::wire::RtpView::parse(&p) else { continue };
+                // The SFU forwards audio and the lowest layer only.
+                if v.payload_type() == VP8_PT
+                    && v.extension(EXT_RID) != Some(simulcast::RIDS[0].as_bytes())
+                {
+                    continue;
+                }
+                arrived.insert(v.transport_cc(EXT_TWCC).expect("twcc seq"));
+                let len = p.len();
+                core.handle_datagram(now, meta_to(1, len), &mut p, &mut tx);
+            }
+        }
+        assert!(fbs >= 40, "a feedback every 50 ms: {fbs}");
+        assert!(rembs >= 2, "{rembs}");
+        assert!(missing > 0, "the other layers' sequence numbers are reported missing");
+        // Everything reported arrived; what arrived was reported, but for the last 50 ms.
+        assert!(reported.is_subset(&arrived));
+        assert!(arrived.len() - reported.len() < 40, "{} of {}", reported.len(), arrived.len());
     }
 
     #[test]
