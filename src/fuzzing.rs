@@ -1339,3 +1339,67 @@ pub fn layer_switch(data: &[u8]) {
         }
     }
 }
+
+/// `ringsfu-load --simulcast`'s readers and accounting: the stamp and keyframe-size readers on
+/// arbitrary bytes (a stamp only where its magic is, sizes within 14 bits), the simulcast VP8
+/// header written from fuzzed fields read back by `wire::codec` unchanged, the policer never
+/// passing more than its depth plus its rate, and the frame tracker never counting more
+/// frames than it was given packets.
+pub fn load_sim(data: &[u8]) {
+    use crate::load::core::{STAMP_MAGIC, STAMP_OFFSET, read_stamp_at};
+    use crate::load::simulcast::{
+        FrameTracker, LAYER_SIZES, SIM_STAMP_OFFSET, TokenBucket, Vp8Header, keyframe_size,
+        write_vp8_header,
+    };
+    use crate::wire::codec::{Codec, inspect};
+    use std::time::{Duration, Instant};
+    for at in [0, STAMP_OFFSET, SIM_STAMP_OFFSET, data.len(), usize::MAX] {
+        if let Some(s) = read_stamp_at(data, at) {
+            assert_eq!(data.get(at..at + 4), Some(&STAMP_MAGIC.to_be_bytes()[..]));
+            assert!(data.len() >= at + 28, "{s:?}");
+        }
+        if let Some((w, h)) = keyframe_size(data, at) {
+            assert!(w < 0x4000 && h < 0x4000);
+        }
+    }
+    let Some((head, rest)) = data.split_first_chunk::<6>() else { return };
+    let h = Vp8Header {
+        first: head[0] & 1 != 0,
+        key: head[0] & 3 == 3,
+        picture_id: u16::from_be_bytes([head[1], head[2]]) & 0x7FFF,
+        tl0picidx: head[3],
+        tid: head[4] % 3,
+        sync: head[4] & 4 != 0,
+        size: LAYER_SIZES[usize::from(head[5] % 3)],
+    };
+    let b = write_vp8_header(&h);
+    let info = inspect(Codec::Vp8, &b, head[0] & 4 != 0).expect("our header parses");
+    assert_eq!(info.frame_start, h.first);
+    assert_eq!(info.keyframe, h.key);
+    assert_eq!(info.temporal_id, Some(h.tid));
+    assert_eq!(info.layer_sync, h.sync);
+    assert_eq!(info.tl0picidx, Some(h.tl0picidx));
+    assert_eq!(info.picture_id.map(|p| p.value), Some(h.picture_id));
+    assert_eq!(keyframe_size(&b, info.payload_offset), h.key.then_some(h.size));
+    // The rest: (gap ms, bytes / frame index, count) triples for the policer and the tracker.
+    let t0 = Instant::now();
+    let rate = 8_000 * u64::from(head[5].max(1));
+    let mut bucket = TokenBucket::new(rate);
+    let mut frames = FrameTracker::default();
+    let (mut now, mut passed, mut packets) = (t0, 0u64, 0u64);
+    for c in rest.chunks_exact(3) {
+        now += Duration::from_millis(u64::from(c[0]));
+        let bytes = usize::from(c[1]) * 8;
+        if bucket.admit(now, bytes) {
+            passed += bytes as u64;
+        }
+        let depth = (rate as f64 / 8.0 * 0.1).max(4500.0);
+        let allowed = depth + now.duration_since(t0).as_secs_f64() * rate as f64 / 8.0;
+        assert!(passed as f64 <= allowed + 1e-6, "{passed} > {allowed}");
+        packets += 1;
+        frames.on_packet(now, u32::from(c[0] / 16), c[1] % 8, c[2] % 8, true);
+        assert!(frames.frames <= packets);
+        assert!(frames.longest_freeze <= frames.freeze_total);
+        assert!(u64::from(frames.freezes) <= frames.frames);
+    }
+}

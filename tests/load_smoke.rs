@@ -383,3 +383,123 @@ fn load_saturation_search_on_one_and_two_shards() {
     assert!(v["ratios"][format!("2 shards/1 shard ({b})")]["egress_pps_per_core"].is_number());
     assert!(table.contains("highest sustained:"), "{table}");
 }
+
+/// `--simulcast`: one publisher sending three layers, two subscribers, the second capped at
+/// 300 kbit/s. Whatever the server forwards (before simulcast lands it forwards one encoding),
+/// the report has every field per leg and per class and they agree with each other; no
+/// figure that depends on timing is asserted.
+#[test]
+fn load_simulcast_reports_layers_loss_and_freezes_per_leg() {
+    let args = strings(&[
+        "--server-bin",
+        env!("CARGO_BIN_EXE_ringsfu"),
+        "--backends",
+        "epoll",
+        "--server-env",
+        "OPENVIDU_WEBRTC_SIMULCAST=true",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--simulcast",
+        "--leg-cap",
+        "300",
+        "--capped-share",
+        "0.5",
+        "--remb",
+    ]);
+    let (v, table) = run_load_with_table(&args, "simulcast", 0);
+    let cfg = &v["simulcast"];
+    assert_eq!(cfg["rids"], serde_json::json!(["rdiv4", "rdiv2", "rdiv1"]), "{cfg}");
+    assert_eq!(cfg["layer_bitrates"], serde_json::json!([30_000, 100_000, 300_000]), "{cfg}");
+    assert_eq!(cfg["leg_cap_kbps"], 300);
+    let p = &v["phases"][0];
+    let label = p["label"].as_str().expect("label");
+    assert_eq!(p["valid"], true, "{label}: {p}");
+    assert_eq!(p["failures"].as_array().map(Vec::len), Some(0), "{label}: {}", p["failures"]);
+    assert_eq!(p["srtp_failures"].as_u64(), Some(0), "{label}");
+    assert_eq!(p["verify_failures"].as_u64(), Some(0), "{label}: stamps and keyframe sizes");
+    let (expected, delivered) = (p["expected"].as_u64(), p["delivered"].as_u64());
+    assert!(delivered.is_some_and(|d| d > 0 && Some(d) <= expected), "{label}: {p}");
+    let sim = &p["simulcast"];
+    assert!(sim["publisher_keyframe_requests"].is_u64(), "{sim}");
+    assert!(sim["publisher_retransmissions"].is_u64(), "{sim}");
+    let legs = sim["legs"].as_array().expect("legs");
+    assert_eq!(legs.len(), 2, "{sim}");
+    assert_eq!(legs.iter().filter(|l| l["capped"] == true).count(), 1, "{sim}");
+    let mut video = 0;
+    for l in legs {
+        let capped = l["capped"] == true;
+        assert_eq!(l["cap_bps"].as_u64(), capped.then_some(300_000), "{l}");
+        let exp = l["video_expected"].as_u64().expect("video_expected");
+        let del = l["video_delivered"].as_u64().expect("video_delivered");
+        assert!(del <= exp, "{l}");
+        let per_layer: u64 = l["layer_packets"]
+            .as_array()
+            .expect("layer_packets")
+            .iter()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(per_layer, del, "{l}");
+        let loss = l["video_loss"].as_f64().expect("video_loss");
+        assert!((0.0..=1.0).contains(&loss), "{l}");
+        // Every leg got video, and its layer is one of the three with its stamped size.
+        let layer = &l["layer"];
+        let i = layer["index"].as_u64().expect("a layer") as usize;
+        let sizes = [(320, 180), (640, 360), (1280, 720)];
+        assert_eq!(
+            (layer["width"].as_u64(), layer["height"].as_u64()),
+            (Some(sizes[i].0), Some(sizes[i].1))
+        );
+        assert_eq!(layer["rid"], ["rdiv4", "rdiv2", "rdiv1"][i], "{l}");
+        assert!(l["last_layer"].is_object(), "{l}");
+        assert!(l["frames"].as_u64().is_some_and(|f| f > 0), "{l}");
+        let freezes = l["freezes"].as_u64().expect("freezes");
+        let total = l["freeze_total_ms"].as_f64().expect("freeze_total_ms");
+        let longest = l["longest_freeze_ms"].as_f64().expect("longest_freeze_ms");
+        assert_eq!(freezes == 0, total == 0.0, "{l}");
+        assert!(longest <= total && (freezes == 0 || longest > 500.0), "{l}");
+        if !capped {
+            assert_eq!(l["cap_drops"].as_u64(), Some(0), "{l}");
+        }
+        assert!(l["layer_switches"].is_u64() && l["temporal_ids"].is_array(), "{l}");
+        // The server's answer agreed on transport-wide sequence numbers: feedback went out.
+        assert!(l["twcc_feedback_sent"].as_u64().is_some_and(|n| n > 0), "{l}");
+        assert!(l["remb_sent"].is_u64(), "{l}");
+        video += del;
+    }
+    assert!(video > 0);
+    for (class, n) in [("capped", 1), ("uncapped", 1)] {
+        let c = &sim[class];
+        assert_eq!(c["legs"].as_u64(), Some(n), "{class}: {c}");
+        let on: u64 =
+            c["legs_on_layer"].as_array().expect("on layer").iter().filter_map(Value::as_u64).sum();
+        assert_eq!(on + c["legs_without_video"].as_u64().expect("no video"), n, "{c}");
+        assert!(c["freezes"].as_u64() >= c["legs_with_freezes"].as_u64(), "{c}");
+        for k in ["video_loss", "worst_video_loss", "freeze_total_ms", "mean_video_bps"] {
+            assert!(c[k].is_number(), "{class}: {k}: {c}");
+        }
+    }
+    assert!(table.contains("capped at 300 kbit/s: 1 legs"), "{table}");
+    assert!(table.contains("uncapped: 1 legs"), "{table}");
+}
+
+#[test]
+fn load_simulcast_options_are_checked() {
+    for bad in [
+        &["--leg-cap", "300"][..],
+        &["--remb"],
+        &["--simulcast", "--raw"],
+        &["--simulcast", "--saturate"],
+        &["--simulcast", "--capped-share", "1.5"],
+        &["--simulcast", "--leg-cap", "0"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringsfu-load"))
+            .args(bad)
+            .args(["--url", "http://127.0.0.1:9"])
+            .output()
+            .expect("ringsfu-load runs");
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {out:?}");
+        assert!(!out.stderr.is_empty(), "{bad:?}");
+    }
+}

@@ -37,6 +37,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "rtcp_diff" => differential::rtcp,
         "record_depack" => f::record_depack,
         "mkv_roundtrip" => differential::mkv_roundtrip,
+        "load_sim" => f::load_sim,
         _ => return None,
     })
 }

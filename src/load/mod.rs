@@ -34,6 +34,11 @@
 //! The figures are refused (exit status 3, `"valid": false` in the JSON) when the load
 //! generator's own thread was busy for more than `--max-load-cpu` of the window: then it, not
 //! the server, was the bottleneck.
+//!
+//! `--simulcast` ([`simulcast`]): publishers offer and send three VP8 layers as openvidu-browser
+//! makes Chromium do in mediasoup mode; `--leg-cap` puts a policer in front of a
+//! `--capped-share` of the subscriber legs; every subscriber sends TWCC feedback; the report
+//! adds, per leg and per class (capped, uncapped), the layer received, loss and freezes.
 
 pub mod core;
 pub mod hist;
@@ -44,6 +49,7 @@ pub mod report;
 pub mod saturate;
 pub mod shardmedia;
 pub mod signal;
+pub mod simulcast;
 pub mod turns;
 
 use std::collections::HashMap;
@@ -180,6 +186,23 @@ pub struct Options {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Simulcast: every publisher offers and sends three VP8 layers (1/10, 1/3 and all of
+    /// --video-bitrate; 320x180, 640x360, 1280x720) as Chromium does with openvidu-browser in
+    /// mediasoup mode; subscribers send TWCC feedback and report per leg the layer they
+    /// receive, loss and freezes (see `load::simulcast`). Subscribers then decrypt every
+    /// packet (--verify-ratio is not used). Not with --raw or --saturate.
+    #[arg(long)]
+    pub simulcast: bool,
+    /// Simulcast: a receive cap in kbit/s for a share of the subscriber legs (a policer in
+    /// front of the client dropping what exceeds it, as a narrow link would).
+    #[arg(long, value_name = "KBIT_S")]
+    pub leg_cap: Option<u64>,
+    /// Simulcast: the share of subscriber legs --leg-cap applies to (spread evenly).
+    #[arg(long, default_value_t = 0.5)]
+    pub capped_share: f64,
+    /// Simulcast: subscribers also send REMB once a second (their cap, else 20 Mbit/s).
+    #[arg(long)]
+    pub remb: bool,
 }
 
 impl Options {
@@ -255,6 +278,25 @@ impl Options {
         self.server_env_pairs()?;
         if self.saturate {
             saturate::validate(self)?;
+        }
+        if self.simulcast {
+            if self.raw || self.saturate {
+                return Err("--simulcast measures layers, loss and freezes per leg: not with \
+                            --raw (the forwarder would send every layer to every leg) or \
+                            --saturate"
+                    .into());
+            }
+            if self.video_bitrate == 0 {
+                return Err("--simulcast needs video (--video-bitrate above 0)".into());
+            }
+        } else if self.leg_cap.is_some() || self.remb {
+            return Err("--leg-cap and --remb need --simulcast".into());
+        }
+        if self.leg_cap == Some(0) {
+            return Err("--leg-cap must be above 0 kbit/s".into());
+        }
+        if !(0.0..=1.0).contains(&self.capped_share) {
+            return Err("--capped-share must be in [0, 1]".into());
         }
         Ok(())
     }
@@ -353,6 +395,12 @@ pub struct PhaseResult {
     pub loop_turns: Vec<(&'static str, turns::TurnSummary)>,
     /// Seconds since the run's epoch at which the ramp started and every client was connected.
     pub ramp_s: Option<(f64, f64)>,
+    /// `--simulcast`: every subscriber leg's layers, loss and freezes in the window.
+    pub sim_legs: Vec<simulcast::SimOutcome>,
+    /// `--simulcast`: keyframe requests the publishers received in the window.
+    pub publisher_keyframe_requests: u64,
+    /// `--simulcast`: packets the publishers retransmitted (RTX) on NACKs in the window.
+    pub publisher_retransmissions: u64,
 }
 
 impl PhaseResult {
@@ -421,7 +469,14 @@ fn shard_options(backend: IoBackend, bind: IpAddr) -> ShardOptions {
 }
 
 fn spawn_load(o: &Options, epoch: Instant, dtls: Option<DtlsContext>) -> Result<LoadShard, String> {
-    let settings = LoadSettings { media: o.media(), verify_every: o.verify_every(), epoch, dtls };
+    let settings = LoadSettings {
+        media: o.media(),
+        verify_every: o.verify_every(),
+        epoch,
+        dtls,
+        simulcast: o.simulcast,
+        remb: o.remb,
+    };
     let tid = Arc::new(AtomicU32::new(0));
     let t = tid.clone();
     let shards = spawn_shards_with(
@@ -662,6 +717,9 @@ impl Phase<'_> {
         r.srtp_failures = f.srtp_failures;
         r.generator_tx_full = f.tx_full;
         r.generator_late_frames = f.late_frames;
+        r.sim_legs = f.sim;
+        r.publisher_keyframe_requests = f.publisher_keyframe_requests;
+        r.publisher_retransmissions = f.publisher_retransmissions;
         r.join_to_first = Hist::default();
         for i in subscriber_clients {
             if let (Some(s), Some(m)) = (join_start.get(i), self.tr.first_media.get(i)) {
@@ -716,6 +774,8 @@ fn random_token(n: usize) -> String {
 struct Negotiated {
     spec: SecureSpec,
     server: SocketAddr,
+    /// The transport-wide sequence number extension id the answer agreed (0: none).
+    twcc_ext: u8,
 }
 
 fn negotiate(answer: &str, local_ufrag: &str) -> Result<Negotiated, String> {
@@ -728,7 +788,14 @@ fn negotiate(answer: &str, local_ufrag: &str) -> Result<Negotiated, String> {
         .find(SocketAddr::is_ipv4)
         .ok_or("answer has no IPv4 UDP candidate")?;
     let fp = Fingerprint::sha256(&d.fingerprint).ok_or("answer has no sha-256 fingerprint")?;
+    let twcc_ext = d
+        .media
+        .iter()
+        .flat_map(|m| &m.extmaps)
+        .find(|e| e.uri == crate::sdp::ext::TWCC)
+        .map_or(0, |e| e.id);
     Ok(Negotiated {
+        twcc_ext,
         spec: SecureSpec {
             local_ufrag: local_ufrag.to_string(),
             remote_ufrag: d.ice_ufrag,
@@ -740,12 +807,13 @@ fn negotiate(answer: &str, local_ufrag: &str) -> Result<Negotiated, String> {
 }
 
 /// One subscribing participant to join: its session, its legs (client index, stream id,
-/// publisher client index).
+/// publisher client index, receive cap in bits/s).
 struct SubscriberSpec {
     api: Api,
     session: String,
     name: String,
-    legs: Vec<(u32, String, u32)>,
+    legs: Vec<(u32, String, u32, Option<u64>)>,
+    simulcast: bool,
     session_index: u32,
     fingerprint: String,
     load_port: u16,
@@ -765,8 +833,9 @@ impl SubscriberSpec {
         let token = self.api.token(&self.session, "SUBSCRIBER").await?;
         let participant = Participant::join(&self.api, &self.session, &token, &self.name).await?;
         let mut legs = Vec::with_capacity(self.legs.len());
-        for (idx, stream, publisher) in self.legs {
-            let (ufrag, offer) = client_offer(idx, &self.fingerprint, self.load_port, None);
+        for (idx, stream, publisher, cap_bps) in self.legs {
+            let (ufrag, offer) =
+                client_offer(idx, &self.fingerprint, self.load_port, None, self.simulcast);
             let res = participant
                 .call("receiveVideoFrom", json!({"sender": stream, "sdpOffer": offer}))
                 .await?;
@@ -781,6 +850,8 @@ impl SubscriberSpec {
                     publish: None,
                     source: Some(publisher),
                     secure: Some(n.spec),
+                    cap_bps,
+                    twcc_ext: n.twcc_ext,
                 },
             ));
         }
@@ -795,6 +866,7 @@ fn client_offer(
     fingerprint: &str,
     load_port: u16,
     send_ssrcs: Option<(u32, u32)>,
+    simulcast: bool,
 ) -> (String, String) {
     let ufrag = random_token(8);
     let offer = offer::write_offer(&offer::OfferParams {
@@ -804,6 +876,7 @@ fn client_offer(
         candidate: SocketAddr::new(IpAddr::V4(client_ip(idx)), load_port),
         send_ssrcs,
         session_id: rand::random::<u64>() >> 2,
+        simulcast,
     });
     (ufrag, offer)
 }
@@ -885,14 +958,20 @@ async fn ringsfu_phase(
             let token = api.token(sid, "PUBLISHER").await?;
             let p = Participant::join(api, sid, &token, &format!("pub{idx}")).await?;
             let ssrcs = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
-            let (ufrag, offer) = client_offer(idx, &fp, load_port, Some(ssrcs));
+            let (ufrag, offer) = client_offer(idx, &fp, load_port, Some(ssrcs), o.simulcast);
+            // The size the camera has (a simulcast publisher's top layer).
+            let dims = if o.simulcast {
+                "{\"width\":1280,\"height\":720}"
+            } else {
+                "{\"width\":640,\"height\":480}"
+            };
             let res = p
                 .call(
                     "publishVideo",
                     json!({"sdpOffer": offer, "doLoopback": false, "hasAudio": true,
                        "hasVideo": true, "audioActive": true, "videoActive": true,
                        "typeOfVideo": "CAMERA", "frameRate": o.fps,
-                       "videoDimensions": "{\"width\":640,\"height\":480}"}),
+                       "videoDimensions": dims}),
                 )
                 .await?;
             let answer = res["sdpAnswer"].as_str().ok_or("publishVideo: no sdpAnswer")?;
@@ -905,6 +984,8 @@ async fn ringsfu_phase(
                 publish: Some(ssrcs),
                 source: None,
                 secure: Some(n.spec),
+                cap_bps: None,
+                twcc_ext: n.twcc_ext,
             })))
             .await?;
             participants.push(p);
@@ -941,8 +1022,17 @@ async fn ringsfu_phase(
                 legs: legs
                     .iter()
                     .enumerate()
-                    .map(|(j, &idx)| (idx, streams[k][j].clone(), lay.publishers[k][j]))
+                    .map(|(j, &idx)| {
+                        // Legs in join order: session, subscriber, publisher.
+                        let ordinal = ((k * lay.legs[k].len() + s) * legs.len() + j) as u64;
+                        let cap = o
+                            .leg_cap
+                            .filter(|_| simulcast::is_capped(ordinal, o.capped_share))
+                            .map(|kbit| kbit.saturating_mul(1000));
+                        (idx, streams[k][j].clone(), lay.publishers[k][j], cap)
+                    })
                     .collect(),
+                simulcast: o.simulcast,
                 session_index: k as u32,
                 fingerprint: fp.clone(),
                 load_port,
@@ -1095,6 +1185,8 @@ async fn raw_phase(o: &Options) -> Result<PhaseResult, String> {
                 publish: Some((p * 2 + 1, p * 2 + 2)),
                 source: None,
                 secure: None,
+                cap_bps: None,
+                twcc_ext: 0,
             };
             ph.command(LoadCommand::Add(Box::new(spec))).await?;
         }
@@ -1108,6 +1200,8 @@ async fn raw_phase(o: &Options) -> Result<PhaseResult, String> {
                     publish: None,
                     source: Some(pubs[j]),
                     secure: None,
+                    cap_bps: None,
+                    twcc_ext: 0,
                 };
                 ph.command(LoadCommand::Add(Box::new(spec))).await?;
                 subs.push(i);

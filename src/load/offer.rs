@@ -3,9 +3,19 @@
 //! `a=ssrc` lines for a publisher, the client's ICE credentials and certificate fingerprint,
 //! `a=setup:actpass`. No header extensions and no RTX, so the SFU never retransmits and every
 //! packet a subscriber counts is one the publisher sent once.
+//!
+//! `--simulcast` offers (see [`super::simulcast`]) add what Chromium offers with
+//! openvidu-browser in mediasoup mode: the `mid`, transport-wide sequence number, `rid` and
+//! `repaired-rid` extensions, `transport-cc` and `goog-remb` feedback, RTX for VP8; a
+//! publisher's video m-line has `a=rid:<rid> send` per layer and `a=simulcast:send
+//! rdiv4;rdiv2;rdiv1` and no video `a=ssrc` (its SSRCs are learnt from the rid extension). A
+//! subscriber offers no RTX (it never NACKs, as without simulcast).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+
+use super::simulcast::{EXT_MID, EXT_REPAIRED_RID, EXT_RID, EXT_TWCC, RIDS, RTX_PT};
+use crate::sdp::ext;
 
 /// Payload type of VP8 in our offers (Chromium's).
 pub const VP8_PT: u8 = 96;
@@ -26,6 +36,8 @@ pub struct OfferParams<'a> {
     pub send_ssrcs: Option<(u32, u32)>,
     /// A random session id for the `o=` line.
     pub session_id: u64,
+    /// A `--simulcast` offer (see the module docs).
+    pub simulcast: bool,
 }
 
 /// Writes the offer (CRLF line endings, as browsers do).
@@ -39,11 +51,13 @@ pub fn write_offer(p: &OfferParams<'_>) -> String {
          a=msid-semantic: WMS load\r\n",
         p.session_id
     );
+    let sim = p.simulcast;
     for (mid, kind) in [(0, "audio"), (1, "video")] {
         let pt = if kind == "audio" { OPUS_PT } else { VP8_PT };
+        let pts = if sim && kind == "video" { format!("{pt} {RTX_PT}") } else { pt.to_string() };
         let _ = write!(
             s,
-            "m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+            "m={kind} 9 UDP/TLS/RTP/SAVPF {pts}\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
              a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=ice-options:trickle\r\n\
              a=fingerprint:sha-256 {}\r\na=setup:actpass\r\na=mid:{mid}\r\na={dir}\r\n",
             p.ice_ufrag, p.ice_pwd, p.fingerprint
@@ -56,6 +70,22 @@ pub fn write_offer(p: &OfferParams<'_>) -> String {
                 p.candidate.port()
             );
         }
+        if sim {
+            let _ = write!(
+                s,
+                "a=extmap:{EXT_TWCC} {}\r\na=extmap:{EXT_MID} {}\r\n",
+                ext::TWCC,
+                ext::MID
+            );
+            if kind == "video" {
+                let _ = write!(
+                    s,
+                    "a=extmap:{EXT_RID} {}\r\na=extmap:{EXT_REPAIRED_RID} {}\r\n",
+                    ext::RID,
+                    ext::REPAIRED_RID
+                );
+            }
+        }
         if p.send_ssrcs.is_some() {
             let _ = write!(s, "a=msid:load {kind}\r\n");
         }
@@ -65,15 +95,34 @@ pub fn write_offer(p: &OfferParams<'_>) -> String {
                 s,
                 "a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} minptime=10;useinbandfec=1\r\n"
             );
+            if sim {
+                let _ = write!(s, "a=rtcp-fb:{pt} transport-cc\r\n");
+            }
         } else {
-            let _ = write!(
-                s,
-                "a=rtpmap:{pt} VP8/90000\r\na=rtcp-fb:{pt} ccm fir\r\na=rtcp-fb:{pt} nack pli\r\n"
-            );
+            let _ = write!(s, "a=rtpmap:{pt} VP8/90000\r\n");
+            if sim {
+                let _ = write!(
+                    s,
+                    "a=rtcp-fb:{pt} goog-remb\r\na=rtcp-fb:{pt} transport-cc\r\na=rtcp-fb:{pt} nack\r\n"
+                );
+            }
+            let _ = write!(s, "a=rtcp-fb:{pt} ccm fir\r\na=rtcp-fb:{pt} nack pli\r\n");
+            if sim {
+                let _ = write!(s, "a=rtpmap:{RTX_PT} rtx/90000\r\na=fmtp:{RTX_PT} apt={pt}\r\n");
+            }
         }
-        if let Some((a, v)) = p.send_ssrcs {
-            let ssrc = if kind == "audio" { a } else { v };
-            let _ = write!(s, "a=ssrc:{ssrc} cname:load\r\na=ssrc:{ssrc} msid:load {kind}\r\n");
+        match p.send_ssrcs {
+            Some((_, _)) if sim && kind == "video" => {
+                for rid in RIDS {
+                    let _ = write!(s, "a=rid:{rid} send\r\n");
+                }
+                let _ = write!(s, "a=simulcast:send {}\r\n", RIDS.join(";"));
+            }
+            Some((a, v)) => {
+                let ssrc = if kind == "audio" { a } else { v };
+                let _ = write!(s, "a=ssrc:{ssrc} cname:load\r\na=ssrc:{ssrc} msid:load {kind}\r\n");
+            }
+            None => {}
         }
     }
     s
@@ -85,6 +134,10 @@ mod tests {
     use crate::sdp;
 
     fn params(send: Option<(u32, u32)>) -> String {
+        params_sim(send, false)
+    }
+
+    fn params_sim(send: Option<(u32, u32)>, simulcast: bool) -> String {
         write_offer(&OfferParams {
             ice_ufrag: "abcd",
             ice_pwd: "0123456789abcdefghijklmn",
@@ -92,7 +145,46 @@ mod tests {
             candidate: "127.0.0.1:5000".parse().expect("addr"),
             send_ssrcs: send,
             session_id: 7,
+            simulcast,
         })
+    }
+
+    fn local() -> sdp::LocalTransport {
+        sdp::LocalTransport {
+            ice_ufrag: "srv1".into(),
+            ice_pwd: "0123456789abcdef01234567".into(),
+            fingerprint_sha256: (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":"),
+            candidates: vec!["127.0.0.1:40000".parse().expect("addr")],
+            session_id: 1,
+            session_version: 2,
+        }
+    }
+
+    /// A simulcast publish offer parses as Chromium's does (three rids, simulcast, the
+    /// extensions, RTX) and ringsfu's answer agrees to receive the three layers; a simulcast
+    /// subscribe offer gets transport-wide sequence numbers.
+    #[test]
+    fn simulcast_offers_are_answered() {
+        let o = sdp::parse(&params_sim(Some((11, 22)), true)).expect("parses");
+        let v = &o.media[1];
+        assert_eq!(v.rids, RIDS);
+        assert!(v.ssrcs.is_empty(), "no video a=ssrc with rids");
+        assert_eq!(o.media[0].ssrcs, vec![11]);
+        let uris: Vec<&str> = v.extmaps.iter().map(|e| e.uri.as_str()).collect();
+        for u in [ext::MID, ext::RID, ext::REPAIRED_RID, ext::TWCC] {
+            assert!(uris.contains(&u), "{u}");
+        }
+        let n = sdp::answer_publish(&o, &local(), sdp::VideoCodecPolicy::MediaServerPreferred)
+            .expect("answered");
+        let nv = &n.media[1];
+        assert_eq!(nv.rids, RIDS);
+        assert_eq!(nv.simulcast.len(), 3);
+        assert_eq!(nv.rtx_pt, Some(RTX_PT));
+        assert_eq!((nv.ext.rid, nv.ext.mid, nv.ext.twcc), (EXT_RID, EXT_MID, EXT_TWCC));
+        assert!(n.sdp.contains("a=simulcast:recv rdiv4;rdiv2;rdiv1"), "{}", n.sdp);
+        let sub = sdp::parse(&params_sim(None, true)).expect("parses");
+        assert!(sub.media.iter().all(|m| m.rids.is_empty()));
+        assert!(sub.media[1].extmaps.iter().any(|e| e.uri == ext::TWCC && e.id == EXT_TWCC));
     }
 
     #[test]
@@ -104,15 +196,7 @@ mod tests {
         assert!(o.media.iter().all(|m| m.rtcp_mux));
         assert_eq!(o.setup, sdp::Setup::ActPass);
         assert_eq!(o.candidates.len(), 1);
-        let local = sdp::LocalTransport {
-            ice_ufrag: "srv1".into(),
-            ice_pwd: "0123456789abcdef01234567".into(),
-            fingerprint_sha256: (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":"),
-            candidates: vec!["127.0.0.1:40000".parse().expect("addr")],
-            session_id: 1,
-            session_version: 2,
-        };
-        let n = sdp::answer_publish(&o, &local, sdp::VideoCodecPolicy::MediaServerPreferred)
+        let n = sdp::answer_publish(&o, &local(), sdp::VideoCodecPolicy::MediaServerPreferred)
             .expect("ringsfu answers it");
         assert_eq!(n.media.len(), 2);
         assert_eq!(n.media[0].codec.pt, OPUS_PT);

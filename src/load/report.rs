@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::saturate::{Saturation, Step};
 use super::shardmedia::{self, ShardMedia};
+use super::simulcast::{self, ClassSummary, SimOutcome};
 use super::{Options, PhaseResult};
 
 fn ms(us: u64) -> f64 {
@@ -143,6 +144,139 @@ fn saturation_json(s: &Saturation) -> Value {
     })
 }
 
+fn layer_json(l: Option<u8>) -> Value {
+    l.map_or(Value::Null, |l| {
+        let i = usize::from(l.min(2));
+        json!({"index": i, "rid": simulcast::RIDS[i], "width": simulcast::LAYER_SIZES[i].0,
+               "height": simulcast::LAYER_SIZES[i].1})
+    })
+}
+
+fn class_json(c: &ClassSummary) -> Value {
+    json!({
+        "legs": c.legs,
+        "legs_on_layer": c.on_layer,
+        "legs_without_video": c.no_video,
+        "video_loss": c.video_loss,
+        "worst_video_loss": c.worst_video_loss,
+        "freezes": c.freezes,
+        "freeze_total_ms": c.freeze_total.as_secs_f64() * 1000.0,
+        "longest_freeze_ms": c.longest_freeze.as_secs_f64() * 1000.0,
+        "legs_with_freezes": c.legs_with_freezes,
+        "layer_switches": c.switches,
+        "cap_drops": c.cap_drops,
+        "mean_video_bps": c.mean_video_bps,
+    })
+}
+
+/// `--simulcast`: per leg and per class (capped, uncapped); `null` without.
+fn simulcast_json(p: &PhaseResult) -> Value {
+    if p.sim_legs.is_empty() {
+        return Value::Null;
+    }
+    let legs: Vec<Value> = p
+        .sim_legs
+        .iter()
+        .map(|l| {
+            json!({
+                "client": l.index,
+                "capped": l.cap_bps.is_some(),
+                "cap_bps": l.cap_bps,
+                "layer": layer_json(l.layer),
+                "last_layer": layer_json(l.last_layer),
+                "layer_packets": l.layer_packets,
+                "layer_switches": l.switches,
+                "temporal_ids": (0..8u8).filter(|t| l.tids & (1 << t) != 0).collect::<Vec<_>>(),
+                "video_expected": l.video_expected,
+                "video_delivered": l.video_delivered,
+                "video_loss": l.video_loss(),
+                "video_bps": l.video_bps,
+                "frames": l.frames,
+                "freezes": l.freezes,
+                "freeze_total_ms": l.freeze_total.as_secs_f64() * 1000.0,
+                "longest_freeze_ms": l.longest_freeze.as_secs_f64() * 1000.0,
+                "cap_drops": l.cap_drops,
+                "twcc_feedback_sent": l.twcc_feedback,
+                "remb_sent": l.remb,
+                "padding_packets": l.padding,
+            })
+        })
+        .collect();
+    let class = |capped: bool| {
+        class_json(&simulcast::summarize(
+            p.sim_legs.iter().filter(|l| l.cap_bps.is_some() == capped),
+        ))
+    };
+    json!({
+        "publisher_keyframe_requests": p.publisher_keyframe_requests,
+        "publisher_retransmissions": p.publisher_retransmissions,
+        "capped": class(true),
+        "uncapped": class(false),
+        "legs": legs,
+    })
+}
+
+/// `--simulcast` lines of the table: each class, then up to 12 legs.
+fn simulcast_lines(s: &mut String, p: &PhaseResult) {
+    if p.sim_legs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "    simulcast: publishers got {} keyframe requests and answered NACKs with {} \
+         retransmissions in the window",
+        p.publisher_keyframe_requests, p.publisher_retransmissions
+    );
+    for capped in [false, true] {
+        let legs: Vec<&SimOutcome> =
+            p.sim_legs.iter().filter(|l| l.cap_bps.is_some() == capped).collect();
+        if legs.is_empty() {
+            continue;
+        }
+        let c = simulcast::summarize(legs.iter().copied());
+        let cap = legs.iter().find_map(|l| l.cap_bps).map(|b| format!(" at {} kbit/s", b / 1000));
+        let _ = writeln!(
+            s,
+            "    {}{}: {} legs, on layer q/h/f {}/{}/{} (no video {}), video loss {:.2}% (worst {:.2}%), {:.0} kbit/s each, freezes {} on {} legs ({:.0} ms, longest {:.0} ms), switches {}, policer drops {}",
+            if capped { "capped" } else { "uncapped" },
+            cap.unwrap_or_default(),
+            c.legs,
+            c.on_layer[0],
+            c.on_layer[1],
+            c.on_layer[2],
+            c.no_video,
+            c.video_loss * 100.0,
+            c.worst_video_loss * 100.0,
+            c.mean_video_bps / 1000.0,
+            c.freezes,
+            c.legs_with_freezes,
+            c.freeze_total.as_secs_f64() * 1000.0,
+            c.longest_freeze.as_secs_f64() * 1000.0,
+            c.switches,
+            c.cap_drops
+        );
+    }
+    for l in p.sim_legs.iter().take(12) {
+        let _ = writeln!(
+            s,
+            "      leg {:>5}{:<9} layer {:<17} loss {:>6.2}%  {:>6.0} kbit/s  frames {:>5}  freezes {} ({:.0} ms)  switches {}  twcc {}",
+            l.index,
+            l.cap_bps.map(|b| format!(" cap {}k", b / 1000)).unwrap_or_default(),
+            l.layer.map(simulcast::layer_name).unwrap_or_else(|| "-".into()),
+            l.video_loss() * 100.0,
+            l.video_bps / 1000.0,
+            l.frames,
+            l.freezes,
+            l.freeze_total.as_secs_f64() * 1000.0,
+            l.switches,
+            l.twcc_feedback
+        );
+    }
+    if p.sim_legs.len() > 12 {
+        let _ = writeln!(s, "      ({} more legs in the JSON)", p.sim_legs.len() - 12);
+    }
+}
+
 fn phase_json(p: &PhaseResult) -> Value {
     let per_shard = per_shard_cpu(p);
     let iou: f64 = p.iou_wrk_cpu.iter().map(|(_, c)| c).sum();
@@ -215,6 +349,7 @@ fn phase_json(p: &PhaseResult) -> Value {
         })
         .collect();
     v["shards"] = shards_json(p);
+    v["simulcast"] = simulcast_json(p);
     v["cross_shard"] = cross_shard(&p.shards_window);
     v["saturation"] = p.saturation.as_ref().map_or(Value::Null, saturation_json);
     v["ramp_latency_ms"] = match ramp_latency(p) {
@@ -337,6 +472,21 @@ pub fn json(o: &Options, phases: &[PhaseResult]) -> Value {
             "expected_egress_pps": o.expected_egress_pps(),
         },
         "verify_ratio": o.verify_ratio,
+        "simulcast": if o.simulcast {
+            json!({
+                "rids": simulcast::RIDS,
+                "layer_bitrates": (0..3).map(|l| simulcast::layer_bitrate(m.video_bitrate, l)).collect::<Vec<_>>(),
+                "layer_sizes": simulcast::LAYER_SIZES,
+                "pps_per_publisher": simulcast::publisher_pps(&m),
+                "leg_cap_kbps": o.leg_cap,
+                "capped_share": o.capped_share,
+                "remb": o.remb,
+                "twcc_interval_ms": 50,
+                "freeze_gap_ms": simulcast::FREEZE_GAP.as_millis() as u64,
+            })
+        } else {
+            Value::Null
+        },
         "server_shards": o.server_shards,
         "server_env": o.server_env,
         "saturate": if o.saturate {
@@ -401,6 +551,7 @@ pub fn table(phases: &[PhaseResult]) -> String {
             p.load_cpu * 100.0,
         );
         shard_lines(&mut s, p);
+        simulcast_lines(&mut s, p);
         if let Some(sat) = &p.saturation {
             saturation_lines(&mut s, sat);
         }
