@@ -22,7 +22,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::bwe::{Bitrate, ClusterId, SendSideBwe};
+use super::bwe::{Bitrate, ClusterId, SendSideBwe, Usage};
 use super::consumer::{LegOut, write_padding};
 use super::core::{MediaCore, Peer, Role};
 use super::egress::Egress;
@@ -33,8 +33,9 @@ use crate::sdp::MediaKind;
 
 /// How often a subscriber's layers are chosen again.
 pub(super) const ALLOCATE_EVERY: Duration = Duration::from_millis(250);
-/// What an audio track is assumed to take from the budget.
-const AUDIO_BPS: u64 = 64_000;
+/// What an audio track is assumed to take from the budget (Opus as browsers send it, with
+/// its headers).
+const AUDIO_BPS: u64 = 48_000;
 /// Climbing to a layer needs its rate times this.
 const UP_MARGIN: f64 = 1.15;
 /// Padding bytes per probe packet (the RTP padding length is one byte).
@@ -63,7 +64,7 @@ pub(super) fn choose(
     let active: Vec<(u8, &LayerMeter)> = meters
         .iter()
         .enumerate()
-        .filter(|(_, m)| m.active(now))
+        .filter(|(_, m)| m.active(now) && m.rate_upto(now, 3, 3) > 0)
         .map(|(e, m)| (e as u8, *m))
         .collect();
     let &(lowest, _) = active.first()?;
@@ -134,7 +135,8 @@ impl ConsumerBoard {
 }
 
 impl MediaCore {
-    /// Subscriber `slot`'s estimator timers, layer targets and probes, when due.
+    /// Subscriber `slot`'s estimator timers, a climb under way, layer targets and probes,
+    /// when due.
     pub(super) fn allocate(&mut self, slot: u32, now: Instant, tx: &mut Egress<'_>) {
         let MediaCore { router, peers, stats, .. } = self;
         let Some(Some(Peer { transport: t, role: Role::Subscriber(c), .. })) =
@@ -146,10 +148,12 @@ impl MediaCore {
         if bwe.poll_timeout().is_some_and(|d| d <= now) {
             bwe.handle_timeout(now);
         }
+        climb_step(router, t, c, slot, now, tx, stats);
         if c.next_allocation.is_some_and(|d| d > now) {
             return;
         }
         c.next_allocation = Some(now + ALLOCATE_EVERY);
+        let Some(bwe) = t.bwe.as_deref_mut() else { return };
         // Until the subscriber's first feedback this is the estimator's start value: a link
         // not heard from yet gets the middle encoding, not the top one.
         let estimate = bwe.estimate().0;
@@ -157,7 +161,8 @@ impl MediaCore {
         let mut budget = estimate.saturating_sub(audio * AUDIO_BPS);
         let mut demand = audio * AUDIO_BPS;
         let mut probe_on = None;
-        for o in c.tracks.iter_mut() {
+        let retry_ok = c.climb_retry_at.is_none_or(|r| now >= r);
+        for (i, o) in c.tracks.iter_mut().enumerate() {
             let Some(l) = o.layers.as_deref_mut() else { continue };
             let meters: Vec<&LayerMeter> =
                 l.tracks.iter().filter_map(|&t| router.track(t).map(|r| &r.meter)).collect();
@@ -165,16 +170,49 @@ impl MediaCore {
                 let (s, tt) = top.top();
                 demand += top.rate_upto(now, s, tt);
             }
+            let rate_of = |x: LayerTarget| {
+                meters
+                    .get(usize::from(x.encoding))
+                    .map_or(0, |m| m.rate_upto(now, x.spatial, x.temporal))
+            };
             if let Some(target) = choose(now, budget, &meters, l.selector.current()) {
                 let before = l.selector.target();
-                l.selector.set_target(target);
-                if target != before {
+                let up = (target.encoding, target.spatial, target.temporal)
+                    > (before.encoding, before.spatial, before.temporal);
+                let climbing = c.climb.as_ref().filter(|k| k.track == i);
+                if !up {
+                    // Down (or staying): at once, and a climb of this track ends.
+                    if target != before {
+                        l.selector.set_target(target);
+                        stat!(stats, layer_switches);
+                        // The link carries less than it did: the next climb waits as after
+                        // a failed one.
+                        c.climb_backoff = (c.climb_backoff * 2).clamp(FIRST_RETRY, MAX_RETRY);
+                        c.climb_retry_at = Some(now + c.climb_backoff);
+                    }
+                    if climbing.is_some() {
+                        c.climb = None;
+                    }
+                } else if o.cfg.rtx.is_none() {
+                    // No RTX stream to pad on: the estimate alone decides.
+                    l.selector.set_target(target);
                     stat!(stats, layer_switches);
+                } else if climbing.is_none_or(|k| k.target != target) && retry_ok {
+                    c.climb = Some(Climb::new(i, target, rate_of(target), rate_of(before), now));
+                    tracing::debug!(slot, ?target, "climb");
+                }
+                // The estimate allows no more: try the next layer up once in a while.
+                if !up
+                    && c.climb.is_none()
+                    && retry_ok
+                    && o.cfg.rtx.is_some()
+                    && let Some(next) = next_up(now, &meters, before)
+                {
+                    c.climb = Some(Climb::new(i, next, rate_of(next), rate_of(before), now));
+                    tracing::debug!(slot, target = ?next, "climb (speculative)");
                 }
                 // What this one takes is not left for the next.
-                let e = meters.get(usize::from(target.encoding));
-                let used = e.map_or(0, |m| m.rate_upto(now, target.spatial, target.temporal));
-                budget = budget.saturating_sub(used);
+                budget = budget.saturating_sub(rate_of(l.selector.target()));
             }
             if probe_on.is_none() {
                 probe_on = o.cfg.rtx.is_some().then_some(o.track);
@@ -191,7 +229,7 @@ impl MediaCore {
             let by_bytes = (cluster.min_bytes as usize).div_ceil(per) as u32;
             let n = cluster.min_packets.max(by_bytes).min(PROBE_MAX_PACKETS);
             for _ in 0..n {
-                if !send_probe(router, t, c, slot, track, cluster.id, now, tx, stats) {
+                if !send_probe(router, t, c, slot, track, Some(cluster.id), now, tx, stats) {
                     break;
                 }
             }
@@ -236,6 +274,130 @@ impl MediaCore {
     }
 }
 
+/// A consumer climbing to a higher layer: before its target is raised, padding at the rate
+/// the higher layer adds goes out on its RTX stream for [`PROBATION`] (paced by the timer).
+/// Overuse or an estimate below the layer's rate on the way ends it (and the next attempt waits
+/// twice as long, up to [`MAX_RETRY`]); the link carrying it raises the target. A shaper's
+/// burst allowance fools a short probe, not a second of the extra rate; a failed attempt costs
+/// some delay and padding loss, never a layer the link cannot carry.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Climb {
+    /// Index of the consumer track.
+    pub track: usize,
+    pub target: LayerTarget,
+    /// The estimate the target needs (its rate with the climbing margin).
+    pub need: u64,
+    pub pad_bps: u64,
+    pub started: Instant,
+    /// Padding bytes sent so far.
+    pub sent: u64,
+}
+
+impl Climb {
+    fn new(track: usize, target: LayerTarget, rate: u64, now_rate: u64, now: Instant) -> Climb {
+        let pad = (rate as f64 * PAD_FACTOR) as u64;
+        Climb {
+            track,
+            target,
+            need: (rate as f64 * UP_MARGIN) as u64,
+            pad_bps: pad.saturating_sub(now_rate).max(MIN_PAD_BPS),
+            started: now,
+            sent: 0,
+        }
+    }
+}
+
+/// The next layer above `current` that is sending: the next simulcast encoding (whole), or
+/// within one encoding the next temporal, then spatial, layer.
+fn next_up(now: Instant, meters: &[&LayerMeter], current: LayerTarget) -> Option<LayerTarget> {
+    let m = meters.get(usize::from(current.encoding))?;
+    let (top_s, top_t) = m.top();
+    let full = METER_LAYERS as u8 - 1;
+    if current.temporal < top_t && current.temporal < full {
+        return Some(LayerTarget { temporal: current.temporal + 1, ..current });
+    }
+    if current.spatial < top_s && current.spatial < full {
+        return Some(LayerTarget { spatial: current.spatial + 1, temporal: 0, ..current });
+    }
+    let e = current.encoding + 1;
+    let next = meters.get(usize::from(e))?;
+    (next.active(now) && next.rate_upto(now, 3, 3) > 0).then_some(LayerTarget {
+        encoding: e,
+        spatial: full,
+        temporal: full,
+    })
+}
+
+/// How long a climb pads before the target is raised.
+pub(super) const PROBATION: Duration = Duration::from_millis(1_500);
+/// The least padding rate of a climb.
+const MIN_PAD_BPS: u64 = 100_000;
+/// Padding of a climb: the higher layer's rate times this (RTP/SRTP overhead over the
+/// payload rate the meter counts, and a margin), less what is forwarded now.
+const PAD_FACTOR: f64 = 1.25;
+/// After a change of target (or at the start), a climb the estimate does not call for is
+/// tried once this long has passed: the estimate of a link used below its capacity cannot
+/// grow past what it carries (GCC limits it to 1.5 x the acknowledged rate), so climbing
+/// needs a test.
+const SPECULATE_AFTER: Duration = Duration::from_secs(2);
+/// Wait after the first failed climb, doubled per failure up to [`MAX_RETRY`].
+pub(super) const FIRST_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(8);
+/// Padding packets one timer run sends for a climb, at most.
+const CLIMB_BURST: u64 = 16;
+
+/// One timer run of subscriber `c`'s climb, if any: padding due, or the verdict.
+#[allow(clippy::too_many_arguments)]
+fn climb_step(
+    router: &mut Router,
+    t: &mut super::transport::Transport,
+    c: &mut super::consumer::Consumer,
+    slot: u32,
+    now: Instant,
+    tx: &mut Egress<'_>,
+    stats: &super::stats::MediaStats,
+) {
+    let Some(k) = c.climb else { return };
+    let Some(bwe) = t.bwe.as_deref() else { return };
+    let s = bwe.stats();
+    if s.usage == Usage::Overusing || s.estimate.0 < k.need {
+        tracing::debug!(slot, target = ?k.target, usage = ?s.usage, estimate = s.estimate.0, need = k.need, "climb failed");
+        c.climb = None;
+        c.climb_backoff = (c.climb_backoff * 2).clamp(FIRST_RETRY, MAX_RETRY);
+        c.climb_retry_at = Some(now + c.climb_backoff);
+        return;
+    }
+    let elapsed = now.saturating_duration_since(k.started);
+    if elapsed >= PROBATION {
+        tracing::debug!(slot, target = ?k.target, padded = k.sent, "climb done");
+        c.climb = None;
+        c.climb_backoff = Duration::ZERO;
+        c.climb_retry_at = Some(now + SPECULATE_AFTER);
+        if let Some(b) = t.bwe.as_deref_mut() {
+            b.confirm(now, k.need);
+        }
+        if let Some(l) = c.tracks.get_mut(k.track).and_then(|o| o.layers.as_deref_mut()) {
+            l.selector.set_target(k.target);
+            stat!(stats, layer_switches);
+        }
+        return;
+    }
+    let due = (k.pad_bps as u128 * elapsed.as_micros() / 8_000_000) as u64;
+    let per = (PROBE_PAYLOAD + 40) as u64;
+    let n = (due.saturating_sub(k.sent) / per).min(CLIMB_BURST);
+    let Some(track) = c.tracks.get(k.track).map(|o| o.track) else { return };
+    let mut sent = 0;
+    for _ in 0..n {
+        if !send_probe(router, t, c, slot, track, None, now, tx, stats) {
+            break;
+        }
+        sent += per;
+    }
+    if let Some(k) = c.climb.as_mut() {
+        k.sent += sent;
+    }
+}
+
 /// One padding-only packet of probe `cluster` on the RTX stream of `track`'s leg.
 #[allow(clippy::too_many_arguments)]
 fn send_probe(
@@ -244,7 +406,7 @@ fn send_probe(
     c: &super::consumer::Consumer,
     slot: u32,
     track: crate::router::TrackId,
-    cluster: ClusterId,
+    cluster: Option<ClusterId>,
     now: Instant,
     tx: &mut Egress<'_>,
     stats: &super::stats::MediaStats,

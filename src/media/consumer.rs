@@ -130,9 +130,24 @@ pub(super) struct Consumer {
     pub tracks: Vec<ConsumerTrack>,
     /// When its layers are chosen again ([`super::allocate`]).
     pub next_allocation: Option<Instant>,
+    /// A climb to a higher layer under way, and when the next may start after a failed one.
+    pub climb: Option<super::allocate::Climb>,
+    pub climb_retry_at: Option<Instant>,
+    pub climb_backoff: Duration,
 }
 
 impl Consumer {
+    pub fn new(publisher: PeerId, tracks: Vec<ConsumerTrack>) -> Consumer {
+        Consumer {
+            publisher,
+            tracks,
+            next_allocation: None,
+            climb: None,
+            climb_retry_at: None,
+            climb_backoff: Duration::ZERO,
+        }
+    }
+
     /// The router track the subscriber receives as `ssrc` (its media or RTX SSRC).
     pub fn track_for_ssrc(&self, ssrc: u32) -> Option<TrackId> {
         self.tracks
@@ -300,7 +315,7 @@ pub(super) fn write_padding(
     leg: LegOut<'_>,
     (pt, ssrc, seq, ts): (u8, u32, u16, u32),
     size: usize,
-    cluster: ClusterId,
+    cluster: Option<ClusterId>,
     stats: &MediaStats,
 ) -> bool {
     let size = size.clamp(1, 255);
@@ -335,7 +350,7 @@ pub(super) fn write_padding(
             slot.commit_room(n);
             tx.route_from(mark, leg.hosted);
             if let Some(bwe) = leg.bwe {
-                bwe.handle_sent(leg.now, twcc.map(u16::from_be_bytes), n, Some(cluster), false);
+                bwe.handle_sent(leg.now, twcc.map(u16::from_be_bytes), n, cluster, false);
             }
             true
         }

@@ -252,8 +252,7 @@ impl MediaCore {
         }
         let transport = Transport::new(&self.dtls, now, ice, fp, dtls_role);
         // A placeholder role until the caller puts the real one in.
-        let role =
-            Role::Subscriber(Consumer { publisher: id, tracks: Vec::new(), next_allocation: None });
+        let role = Role::Subscriber(Consumer::new(id, Vec::new()));
         let peer = Peer { id, transport, role };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -349,8 +348,7 @@ impl MediaCore {
         }
         if let Some(peer) = self.peers[slot as usize].as_mut() {
             peer.transport.bwe = Some(Box::new(SendSideBwe::new(subscriber_bwe())));
-            peer.role =
-                Role::Subscriber(Consumer { publisher, tracks: out, next_allocation: None });
+            peer.role = Role::Subscriber(Consumer::new(publisher, out));
         }
     }
 
@@ -612,6 +610,10 @@ impl MediaCore {
                     next = next.min(p.next_deadline(now));
                 }
                 Role::Subscriber(c) => {
+                    // A climb pads every timer run (the tick paces it).
+                    if c.climb.is_some() {
+                        next = now;
+                    }
                     let bwe = peer.transport.bwe.as_deref().and_then(|b| b.poll_timeout());
                     for d in [c.next_allocation, bwe].into_iter().flatten() {
                         next = next.min(d);

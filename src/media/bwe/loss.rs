@@ -84,6 +84,13 @@ impl LossController {
         self.bound = Some(self.bound.map_or(bps, |b| b.min(bps)));
     }
 
+    /// The link carried `bps` without loss: a bound below it rises to it.
+    pub fn raise_to(&mut self, bps: f64) {
+        if let Some(b) = self.bound.as_mut() {
+            *b = b.max(bps);
+        }
+    }
+
     /// A loss fraction measured by the receiver (RR `fraction lost` / 256).
     pub fn evaluate(&mut self, now: Instant, fraction: f64, estimate: f64, rtt: Duration) {
         let fraction = fraction.clamp(0.0, 1.0);

@@ -271,11 +271,12 @@ impl SendSideBwe {
         self.loss.on_counts(now, lost, summary.received, self.estimate, rtt);
         let before = self.estimate;
         let delay_estimate = self.delay.on_feedback_end(now);
-        if let Some(p) = self.probe.take_result(now, before)
-            && self.delay.usage() != Usage::Overusing
-            && p > delay_estimate
-        {
-            self.delay.rate.set_estimate(now, p);
+        if let Some(p) = self.probe.take_result(now, before) {
+            let usage = self.delay.usage();
+            tracing::debug!(result = p as u64, delay_estimate, ?usage, "probe result");
+            if usage != Usage::Overusing && p > delay_estimate {
+                self.delay.rate.set_estimate(now, p);
+            }
         }
         self.update(now);
     }
@@ -351,6 +352,21 @@ impl SendSideBwe {
             rtx_over_budget: self.budget.refused(),
             rtx_too_old: self.too_old,
         }
+    }
+
+    /// The link carried `bps` for a while without overuse (a consumer's climb padded up to
+    /// it, [`crate::media`]'s `allocate.rs`): a probe that lasted seconds, so the estimate
+    /// rises to it (never lowered here).
+    pub fn confirm(&mut self, now: Instant, bps: u64) {
+        let bps = bps as f64;
+        if self.delay.usage() == Usage::Overusing || bps <= self.estimate {
+            return;
+        }
+        if self.delay.rate.estimate() < bps {
+            self.delay.rate.set_estimate(now, bps);
+        }
+        self.loss.raise_to(bps);
+        self.update(now);
     }
 
     /// The next probe cluster to send, if any.

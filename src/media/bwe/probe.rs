@@ -75,7 +75,11 @@ impl Active {
         let recv_s = ((last_recv - first_recv) as f64 / 1e6).max(1e-3);
         let send_rate = (self.bytes.saturating_sub(last_size as u64)) as f64 * 8.0 / send_s;
         let recv_rate = (self.bytes.saturating_sub(first_size as u64)) as f64 * 8.0 / recv_s;
-        Some(if recv_rate < 0.9 * send_rate { 0.95 * recv_rate } else { send_rate.min(recv_rate) })
+        let r =
+            if recv_rate < 0.9 * send_rate { 0.95 * recv_rate } else { send_rate.min(recv_rate) };
+        // A probe proves at most the rate it was sent for: a cluster sent as a burst through a
+        // token bucket (a shaper's burst allowance) arrives as fast as it left.
+        Some(r.min(self.cluster.bitrate.0 as f64))
     }
 }
 

@@ -1,5 +1,6 @@
 // Starts the real ringsfu binary on a free loopback port for one test file, and stops it.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -101,10 +102,16 @@ export async function startServer({ args = [], env = {}, tls = false, wrapper = 
     proc,
     logs: () => logs.join(''),
     async stop() {
-      if (exited) return exited;
-      proc.kill('SIGTERM');
-      for (let i = 0; i < 200 && !exited; i++) await sleep(50);
-      if (!exited) proc.kill('SIGKILL');
+      if (!exited) {
+        proc.kill('SIGTERM');
+        for (let i = 0; i < 200 && !exited; i++) await sleep(50);
+        if (!exited) proc.kill('SIGKILL');
+      }
+      // RINGSFU_TEST_LOG_DIR: keep the server's output (debugging a failed run).
+      if (process.env.RINGSFU_TEST_LOG_DIR) {
+        const f = path.join(process.env.RINGSFU_TEST_LOG_DIR, `ringsfu-${port}.log`);
+        fs.writeFileSync(f, logs.join(''));
+      }
       return exited;
     },
   };
