@@ -78,22 +78,25 @@ pub(super) fn choose(
             }
         }
     }
-    // Within one encoding (the only one, or the lowest when none fits whole): the highest
-    // spatial, then temporal, layers that fit.
+    // Within one encoding (the only one, or the lowest when none fits whole): the full frame
+    // rate at the highest spatial layer that fits it (a small picture moving beats a large
+    // one stuttering); when not even the lowest fits at full rate, the lowest spatial layer
+    // at the highest frame rate that fits.
     let e = if active.len() > 1 { lowest } else { active[0].0 };
     let m = active.iter().find(|(x, _)| *x == e).map(|(_, m)| *m)?;
     let (top_s, top_t) = m.top();
+    let full = METER_LAYERS as u8 - 1;
+    let whole = |x: u8, top: u8| if x == top { full } else { x };
     for s in (0..=top_s).rev() {
-        for t in (0..=top_t).rev() {
-            let target = LayerTarget { encoding: e, spatial: s, temporal: t };
-            if fits(m.rate_upto(now, s, t), above(target)) {
-                let full = |x: u8, top: u8| if x == top { METER_LAYERS as u8 - 1 } else { x };
-                return Some(LayerTarget {
-                    encoding: e,
-                    spatial: full(s, top_s),
-                    temporal: full(t, top_t),
-                });
-            }
+        let target = LayerTarget { encoding: e, spatial: whole(s, top_s), temporal: full };
+        if fits(m.rate_upto(now, s, top_t), above(target)) {
+            return Some(target);
+        }
+    }
+    for t in (0..top_t).rev() {
+        let target = LayerTarget { encoding: e, spatial: 0, temporal: t };
+        if fits(m.rate_upto(now, 0, t), above(target)) {
+            return Some(target);
         }
     }
     Some(LayerTarget { encoding: e, spatial: 0, temporal: 0 })
@@ -190,7 +193,7 @@ impl MediaCore {
                         c.climb_backoff = (c.climb_backoff * 2).clamp(FIRST_RETRY, MAX_RETRY);
                         c.climb_retry_at = Some(now + c.climb_backoff);
                     }
-                    if climbing.is_some() {
+                    if climbing.is_some() && target != before {
                         c.climb = None;
                     }
                 } else if o.cfg.rtx.is_none() {
@@ -198,7 +201,8 @@ impl MediaCore {
                     l.selector.set_target(target);
                     stat!(stats, layer_switches);
                 } else if climbing.is_none_or(|k| k.target != target) && retry_ok {
-                    c.climb = Some(Climb::new(i, target, rate_of(target), rate_of(before), now));
+                    let rates = (rate_of(target), rate_of(before));
+                    c.climb = Some(Climb::new(i, target, rates, None, now));
                     tracing::debug!(slot, ?target, "climb");
                 }
                 // The estimate allows no more: try the next layer up once in a while.
@@ -208,7 +212,8 @@ impl MediaCore {
                     && o.cfg.rtx.is_some()
                     && let Some(next) = next_up(now, &meters, before)
                 {
-                    c.climb = Some(Climb::new(i, next, rate_of(next), rate_of(before), now));
+                    let rates = (rate_of(next), rate_of(before));
+                    c.climb = Some(Climb::new(i, next, rates, Some(estimate), now));
                     tracing::debug!(slot, target = ?next, "climb (speculative)");
                 }
                 // What this one takes is not left for the next.
@@ -285,7 +290,11 @@ pub(super) struct Climb {
     /// Index of the consumer track.
     pub track: usize,
     pub target: LayerTarget,
-    /// The estimate the target needs (its rate with the climbing margin).
+    /// The estimate below which the climb fails: the target's rate with the climbing margin
+    /// when the estimate called for it; for a speculative climb (the estimate did not), 85% of
+    /// the estimate at its start.
+    pub floor: u64,
+    /// The rate the target needs (its rate with the climbing margin), confirmed on success.
     pub need: u64,
     pub pad_bps: u64,
     pub started: Instant,
@@ -294,12 +303,20 @@ pub(super) struct Climb {
 }
 
 impl Climb {
-    fn new(track: usize, target: LayerTarget, rate: u64, now_rate: u64, now: Instant) -> Climb {
+    fn new(
+        track: usize,
+        target: LayerTarget,
+        (rate, now_rate): (u64, u64),
+        estimate: Option<u64>,
+        now: Instant,
+    ) -> Climb {
         let pad = (rate as f64 * PAD_FACTOR) as u64;
+        let need = (rate as f64 * UP_MARGIN) as u64;
         Climb {
             track,
             target,
-            need: (rate as f64 * UP_MARGIN) as u64,
+            floor: estimate.map_or(need, |e| e * 85 / 100),
+            need,
             pad_bps: pad.saturating_sub(now_rate).max(MIN_PAD_BPS),
             started: now,
             sent: 0,
@@ -317,7 +334,8 @@ fn next_up(now: Instant, meters: &[&LayerMeter], current: LayerTarget) -> Option
         return Some(LayerTarget { temporal: current.temporal + 1, ..current });
     }
     if current.spatial < top_s && current.spatial < full {
-        return Some(LayerTarget { spatial: current.spatial + 1, temporal: 0, ..current });
+        let spatial = if current.spatial + 1 == top_s { full } else { current.spatial + 1 };
+        return Some(LayerTarget { spatial, temporal: full, ..current });
     }
     let e = current.encoding + 1;
     let next = meters.get(usize::from(e))?;
@@ -360,8 +378,8 @@ fn climb_step(
     let Some(k) = c.climb else { return };
     let Some(bwe) = t.bwe.as_deref() else { return };
     let s = bwe.stats();
-    if s.usage == Usage::Overusing || s.estimate.0 < k.need {
-        tracing::debug!(slot, target = ?k.target, usage = ?s.usage, estimate = s.estimate.0, need = k.need, "climb failed");
+    if s.usage == Usage::Overusing || s.estimate.0 < k.floor {
+        tracing::debug!(slot, target = ?k.target, usage = ?s.usage, estimate = s.estimate.0, floor = k.floor, "climb failed");
         c.climb = None;
         c.climb_backoff = (c.climb_backoff * 2).clamp(FIRST_RETRY, MAX_RETRY);
         c.climb_retry_at = Some(now + c.climb_backoff);
@@ -482,8 +500,14 @@ mod tests {
         let later = now + Duration::from_secs(1);
         let all = choose(later, 5_000_000, &[&m], None).unwrap();
         assert_eq!((all.spatial, all.temporal), (3, 3));
+        // 450 k: spatial 1 at every frame rate (400 k with the margin, 460 k, does not fit
+        // from nothing; from spatial 1 it does).
         let t = choose(later, 450_000, &[&m], None).unwrap();
-        assert_eq!((t.encoding, t.spatial), (0, 1));
+        assert_eq!((t.encoding, t.spatial, t.temporal), (0, 0, 3));
+        let on_s1 = Some(LayerTarget { encoding: 0, spatial: 1, temporal: 3 });
+        let t = choose(later, 450_000, &[&m], on_s1).unwrap();
+        assert_eq!((t.spatial, t.temporal), (1, 3));
+        // 80 k: not even spatial 0 at full rate (100 k): spatial 0 at two thirds of it.
         let t = choose(later, 80_000, &[&m], None).unwrap();
         assert_eq!((t.spatial, t.temporal), (0, 1));
     }

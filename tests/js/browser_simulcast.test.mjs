@@ -49,9 +49,10 @@ before(async () => {
       '--set', `media.public_ips=["${host}"]`,
       '--set', 'turn.enabled=false',
     ],
-    // No REMB cap on the publisher (OpenVidu's default is 1000 kbit/s): all three layers of
-    // 1280x720 need about 2.2 Mbit/s, and Chromium drops the top one under 1 Mbit/s.
-    env: { OPENVIDU_WEBRTC_SIMULCAST: 'true', OPENVIDU_STREAMS_VIDEO_MAX_RECV_BANDWIDTH: '0' },
+    // The default publisher bandwidth (OPENVIDU_STREAMS_VIDEO_MAX_RECV_BANDWIDTH = 1000
+    // kbit/s): a simulcast publisher is allowed twice that (about what three layers of
+    // 1280x720 take), an SVC publisher the 1000 kbit/s its one encoding shares out.
+    env: { OPENVIDU_WEBRTC_SIMULCAST: 'true' },
   });
   const cfg = await (await fetch(`${h.server.url}/openvidu/api/config`, {
     headers: { Authorization: basicAuth() },
@@ -277,6 +278,14 @@ async function scenario(t, { codec, simulcast, svc }) {
     }, `the subscriber climbs to ${want} lines within 15 s of the limit's end`, { tries: 75, everyMs: 200 })
       .catch((e) => { throw new Error(`${e.message}; last: ${fmt(lastB)}`); });
     log(`limit lifted: ${fmt(lastB)}`);
+
+    // The unlimited subscriber kept decoding the top layer all along (>= 12 fps since it
+    // first showed it).
+    const endA = await inbound(a.page, streamId);
+    const fpsA = (endA.framesDecoded - lastA.framesDecoded) / ((endA.at - lastA.at) / 1000);
+    log(`unlimited, at the end: ${fpsA.toFixed(1)} fps decoded since; ${fmt(endA)}`);
+    assert.ok(endA.frameHeight >= 360, `the unlimited subscriber left the top layer: ${fmt(endA)}`);
+    assert.ok(fpsA >= 12, `unlimited subscriber: ${fpsA.toFixed(1)} fps decoded (want >= 12)`);
   } finally {
     h.nsB.unlimit();
     for (const p of [a, b, pub]) await p.page.close().catch(() => {});
