@@ -43,8 +43,9 @@ pub(super) struct Transport {
     pub rtcp_ssrc: u32,
     /// Transport-wide sequence number of the next packet we send.
     pub twcc_seq: u16,
-    /// A publisher's transport that failed, waiting for `reconnectStream` (no timers run).
-    pub failed: bool,
+    /// A publisher's transport that failed or was closed: since when it waits for
+    /// `reconnectStream` (no timers run but the core's grace deadline).
+    pub failed: Option<Instant>,
 }
 
 /// What the ICE agent's events asked for ([`Transport::poll_ice`]).
@@ -84,7 +85,7 @@ impl Transport {
             ufrag: ice.local_ufrag.as_str().into(),
             rtcp_ssrc: rand::random::<u32>() | 1,
             twcc_seq: rand::random(),
-            failed: false,
+            failed: None,
         }
     }
 
@@ -177,7 +178,7 @@ impl Transport {
             };
         }
         self.ufrag = ice.local_ufrag.as_str().into();
-        self.failed = false;
+        self.failed = None;
         ice_restart
     }
 

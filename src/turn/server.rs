@@ -564,6 +564,19 @@ impl TurnServer {
         }
     }
 
+    /// Ends the allocation relayed at `relay` when it holds no relay socket, i.e. it served
+    /// only the hosting media shard's own port in-process: that shard removed the transport
+    /// that used it (its consent expired, or it was released), so nothing else can use it. A
+    /// live client that refreshes it later gets 437 and allocates again. True: removed.
+    pub fn remove_in_process_relay(&mut self, relay: SocketAddr) -> bool {
+        let Some(&i) = self.by_relay.get(&relay) else { return false };
+        if self.allocations[i].as_ref().is_none_or(|a| a.socket) {
+            return false;
+        }
+        self.remove(i);
+        true
+    }
+
     fn remove(&mut self, i: usize) {
         let Some(a) = self.allocations[i].take() else { return };
         self.by_client.remove(&a.five);

@@ -343,6 +343,13 @@ impl TurnShard {
         if self.shard_port == Some(server.port()) { SHARD_LISTENER } else { self.listener }
     }
 
+    /// The hosting media shard removed a transport that was reached through relayed address
+    /// `relay`: its allocation ends if it served only in-process peers
+    /// ([`TurnServer::remove_in_process_relay`]).
+    pub fn release_in_process(&mut self, relay: SocketAddr) -> bool {
+        self.server.remove_in_process_relay(relay)
+    }
+
     /// A datagram on the listener or a relay socket, as [`ShardCore::handle_datagram`]; a
     /// client datagram relayed to the hosting shard's media port is returned instead of sent.
     pub fn handle_datagram_hosted(
