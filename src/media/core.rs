@@ -380,9 +380,7 @@ impl MediaCore {
             return;
         };
         peer.transport.close(tx);
-        if let Some(relay) = peer.transport.relayed {
-            self.released_relays.push(relay);
-        }
+        self.released_relays.append(&mut peer.transport.hosted);
         peer.transport.unroute(slot, &mut self.routes);
         self.by_id.remove(&peer.id);
         match peer.role {
@@ -661,6 +659,8 @@ impl MediaCore {
                 self.attach_recorder(publisher, recorder, feed, tx)
             }
             ShardCommand::DetachRecorder { recorder } => self.detach_recorder(recorder),
+            // For the hosted TURN server (`super::shard`).
+            ShardCommand::EndTurnUser { .. } => {}
         }
         // New or renegotiated owners bring deadlines of their own (a producer's first report,
         // a mirror's attach request): the timer looks at them within a tick.

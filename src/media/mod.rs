@@ -209,6 +209,9 @@ pub enum ShardCommand {
     AttachRecorder { publisher: PeerId, recorder: u64, feed: RecorderFeed },
     /// Stop feeding recorder `recorder`: its thread closes the file.
     DetachRecorder { recorder: u64 },
+    /// A participant is gone: the shard's TURN server ends the allocations of the TURN users
+    /// whose name ends with `suffix` (`:<connectionId>`); the media core ignores it.
+    EndTurnUser { suffix: Box<str> },
 }
 
 /// Media shard → control plane.

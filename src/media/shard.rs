@@ -103,6 +103,12 @@ impl ShardCore for MediaShard {
     }
 
     fn handle_command(&mut self, now: Instant, cmd: ShardCommand, tx: &mut TxQueue) {
+        if let ShardCommand::EndTurnUser { suffix } = &cmd {
+            if let Some(turn) = self.turn.as_mut() {
+                turn.end_user_allocations(suffix);
+            }
+            return;
+        }
         let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
         media.on_command(now, cmd, &mut out);
         self.release_relays();

@@ -38,6 +38,9 @@ pub(super) struct Transport {
     /// The last of those that came through this shard's own TURN server (one of its relayed
     /// addresses): sends there are a hosted route ([`super::egress`]).
     pub relayed: Option<SocketAddr>,
+    /// Every relayed address of this shard's TURN server a check came through (at most
+    /// [`MAX_ADDRS`]; kept across `unroute`): their allocations end with the transport.
+    pub hosted: Vec<SocketAddr>,
     pub ufrag: Box<str>,
     /// Sender SSRC of the RTCP we originate on this transport.
     pub rtcp_ssrc: u32,
@@ -82,6 +85,7 @@ impl Transport {
             local_ip: None,
             addrs: Vec::with_capacity(MAX_ADDRS),
             relayed: None,
+            hosted: Vec::new(),
             ufrag: ice.local_ufrag.as_str().into(),
             rtcp_ssrc: rand::random::<u32>() | 1,
             twcc_seq: rand::random(),
@@ -119,6 +123,12 @@ impl Transport {
     ) {
         if hosted {
             self.relayed = Some(src);
+            if !self.hosted.contains(&src) {
+                if self.hosted.len() == MAX_ADDRS {
+                    self.hosted.remove(0);
+                }
+                self.hosted.push(src);
+            }
         }
         if self.addrs.contains(&src) {
             return;

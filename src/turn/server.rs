@@ -577,6 +577,29 @@ impl TurnServer {
         true
     }
 
+    /// Ends every allocation whose username ends with `suffix` (joinRoom mints a participant's
+    /// TURN REST username as `<expiry>:<connectionId>`: the participant left or was evicted, so
+    /// what its browser allocated goes with it, even when the browser vanished without a
+    /// Refresh of lifetime 0). Returns how many ended.
+    pub fn remove_user_allocations(&mut self, suffix: &str) -> usize {
+        let users: Vec<usize> =
+            self.users.iter().enumerate().filter(|(_, u)| u.name.ends_with(suffix)).map(|(i, _)| i).collect();
+        if users.is_empty() {
+            return 0;
+        }
+        let doomed: Vec<usize> = self
+            .allocations
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.as_ref().is_some_and(|a| users.contains(&a.user)))
+            .map(|(i, _)| i)
+            .collect();
+        for &i in &doomed {
+            self.remove(i);
+        }
+        doomed.len()
+    }
+
     fn remove(&mut self, i: usize) {
         let Some(a) = self.allocations[i].take() else { return };
         self.by_client.remove(&a.five);
