@@ -3,7 +3,7 @@
 # Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
 # turnutils, ffmpeg, mkvtoolnix and unzip, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
 # Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
-# shared by every stage, `cargo test`, the interop tests with the real OpenVidu SDKs and headless
+# shared by every stage, `cargo test`, a 3-minute soak and churn run (tools/soak.sh), the interop tests with the real OpenVidu SDKs and headless
 # Chromium, the Debian package (release build, file list checked by tools/check-deb.sh), and the
 # README's first command: that release binary run with no flags, no configuration file and only
 # PATH and HOME, on this machine's own core count, in a network namespace of its own, serving
@@ -72,6 +72,9 @@ step "cargo test"
 # Tests that need systemd's tools (tests/systemd_unit.rs) fail instead of skipping.
 export RINGSFU_REQUIRE_TOOLS=1
 cargo test --no-fail-fast
+
+step "soak and churn (tools/soak.sh 180: the debug build above, signaling + media churn, leak checks)"
+tools/soak.sh 180
 
 step "interop tests (openvidu-node-client, openvidu-browser in headless Chromium)"
 export RINGSFU_BIN="$root/target/debug/ringsfu"
