@@ -75,7 +75,9 @@ async fn a_silent_publisher_is_unpublished_when_its_consent_expires() {
     let unpublished = loop {
         assert!(tokio::time::Instant::now() < deadline, "no participantUnpublished in 60 s");
         // The subscriber keeps its own consent fresh meanwhile.
-        tokio::task::block_in_place(|| pump_for(&mut [&mut subscriber], Duration::from_millis(200)));
+        tokio::task::block_in_place(|| {
+            pump_for(&mut [&mut subscriber], Duration::from_millis(200))
+        });
         let got = ws_sub.drain(Duration::from_millis(10)).await;
         if let Some(n) = got.iter().find(|n| n["method"] == "participantUnpublished") {
             break n["params"].clone();
@@ -104,8 +106,8 @@ async fn a_silent_publisher_is_unpublished_when_its_consent_expires() {
     // The stream is gone from the REST API as well.
     let (status, session) = s.get(&format!("/openvidu/api/sessions/{sid}")).await;
     assert_eq!(status, 200);
-    let published = session["connections"]["content"]
-        .as_array()
-        .map(|c| c.iter().filter(|c| !c["publishers"].as_array().is_none_or(Vec::is_empty)).count());
+    let published = session["connections"]["content"].as_array().map(|c| {
+        c.iter().filter(|c| !c["publishers"].as_array().is_none_or(Vec::is_empty)).count()
+    });
     assert_eq!(published, Some(0), "{session}");
 }

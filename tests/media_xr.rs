@@ -94,7 +94,8 @@ fn rrtr_answered_and_nack_retries_timed_by_the_measured_rtt() {
         },
         &mut tx,
     );
-    let (mut pub_out, mut pub_in) = connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 1);
+    let (mut pub_out, mut pub_in) =
+        connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 1);
     core.handle_command(
         Instant::now(),
         ShardCommand::AddSubscriber {
@@ -108,7 +109,8 @@ fn rrtr_answered_and_nack_retries_timed_by_the_measured_rtt() {
         },
         &mut tx,
     );
-    let (mut sub_out, mut sub_in) = connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 2);
+    let (mut sub_out, mut sub_in) =
+        connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 2);
     while tx.pop_pending(|_, _| ()).is_some() {}
     let t0 = Instant::now();
     let (pa, sa) = (peer_addr(1), peer_addr(2));

@@ -361,8 +361,11 @@ impl MediaCore {
         for b in x.blocks() {
             match b {
                 xr::XrBlock::Rrtr { ntp } => {
-                    let item =
-                        xr::DlrrItem { ssrc: x.sender_ssrc, last_rr: xr::compact_ntp(ntp), delay: 0 };
+                    let item = xr::DlrrItem {
+                        ssrc: x.sender_ssrc,
+                        last_rr: xr::compact_ntp(ntp),
+                        delay: 0,
+                    };
                     if peer.transport.send_rtcp(tx, |b| xr::write_dlrr(b, ours, &[item]).ok()) {
                         stat!(self.stats, rtcp_out);
                     }

@@ -303,7 +303,7 @@ impl Producer {
     /// 1 s, so that its compact form is never the "no RRTR" zero).
     fn rrtr_ntp(&self, now: Instant) -> u64 {
         let d = now.saturating_duration_since(self.rrtr_epoch) + std::time::Duration::from_secs(1);
-        (d.as_secs() << 32) | ((d.subsec_nanos() as u64) << 32) / 1_000_000_000
+        (d.as_secs() << 32) | (((d.subsec_nanos() as u64) << 32) / 1_000_000_000)
     }
 
     /// A DLRR item from the publisher answering one of our RRTRs (`ssrc` = our RTCP SSRC):

@@ -293,10 +293,8 @@ pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
     // would log it as a warning: it is read from the text of each m-section instead.
     let hidden;
     let for_parser = if sdp.contains("a=rtcp-xr") {
-        hidden = sdp
-            .split_inclusive('\n')
-            .filter(|l| !l.starts_with("a=rtcp-xr"))
-            .collect::<String>();
+        hidden =
+            sdp.split_inclusive('\n').filter(|l| !l.starts_with("a=rtcp-xr")).collect::<String>();
         hidden.as_str()
     } else {
         sdp

@@ -319,8 +319,9 @@ fn rtcp_xr_receiver_rtt_is_negotiated() {
     assert!(!n.sdp.contains("a=rtcp-xr") && n.media.iter().all(|m| !m.rcvr_rtt));
     // The subscriber side: a client offer and a server offer both agree to it.
     let s = parse(SUBSCRIBE).unwrap();
-    let pubn = answer_publish(&parse(PUBLISH).unwrap(), &local(), VideoCodecPolicy::MediaServerPreferred)
-        .unwrap();
+    let pubn =
+        answer_publish(&parse(PUBLISH).unwrap(), &local(), VideoCodecPolicy::MediaServerPreferred)
+            .unwrap();
     let a = answer_subscribe(&s, &local(), &tracks_from(&pubn)).unwrap();
     assert!(a.sdp.contains("a=rtcp-xr:rcvr-rtt=all\r\n"));
     let offer = offer_subscribe(&local(), &tracks_from(&pubn));

@@ -582,8 +582,13 @@ impl TurnServer {
     /// what its browser allocated goes with it, even when the browser vanished without a
     /// Refresh of lifetime 0). Returns how many ended.
     pub fn remove_user_allocations(&mut self, suffix: &str) -> usize {
-        let users: Vec<usize> =
-            self.users.iter().enumerate().filter(|(_, u)| u.name.ends_with(suffix)).map(|(i, _)| i).collect();
+        let users: Vec<usize> = self
+            .users
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.name.ends_with(suffix))
+            .map(|(i, _)| i)
+            .collect();
         if users.is_empty() {
             return 0;
         }

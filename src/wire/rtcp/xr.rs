@@ -94,7 +94,7 @@ fn next_block(buf: &[u8]) -> WireResult<(XrBlock<'_>, &[u8])> {
             if len != 8 {
                 return Err(WireError::Malformed("rtcp xr: rrtr block length not 2"));
             }
-            XrBlock::Rrtr { ntp: (u32_at(body, 0) as u64) << 32 | u32_at(body, 4) as u64 }
+            XrBlock::Rrtr { ntp: ((u32_at(body, 0) as u64) << 32) | u32_at(body, 4) as u64 }
         }
         BT_DLRR => {
             if !len.is_multiple_of(12) {
