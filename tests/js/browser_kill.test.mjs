@@ -91,10 +91,13 @@ test('a publisher killed with SIGKILL: subscribers told networkDisconnect, every
   await until(async () => (await events(b.page, 'streamCreated')).find((e) => e.detail.id === streamId), 'Bob sees the stream');
   await mediaFlows(b.page, streamId, 'Bob');
   // Chromium allocated on ringsfu's TURN (joinRoom's customIceServers); published once a second.
+  let last;
   const during = await until(async () => {
-    const g = await gauges();
-    return g.ringsfu_turn_allocations > 0 && g;
-  }, 'the browsers\' TURN allocations counted', { tries: 100, everyMs: 100 });
+    last = await gauges();
+    return last.ringsfu_turn_allocations > 0 && last;
+  }, 'the browsers\' TURN allocations counted', { tries: 300, everyMs: 100 }).catch((e) => {
+    throw new Error(`${e.message}: ${JSON.stringify(last)}`);
+  });
   console.log(`gauges before ${JSON.stringify(baseline)}\n       during ${JSON.stringify(during)}`);
   assert.equal(during.ringsfu_publishers, 1);
   assert.equal(during.ringsfu_subscribers, 1);
