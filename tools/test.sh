@@ -35,6 +35,9 @@ command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
 command -v mkvinfo >/dev/null || need_pkgs+=(mkvtoolnix)
 # tests/js/browser_recording.test.mjs: unzips the recordings the server serves
 command -v unzip >/dev/null || need_pkgs+=(unzip)
+# tools/soak.sh: /metrics and readiness over HTTP, free ports and arithmetic
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v python3 >/dev/null || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -q
