@@ -117,9 +117,10 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
     }
 
     let mut ops = Ops::new(cfg.clone(), control.clone(), Notifier::from_env());
-    // The watchdog withholds keep-alives when a media or TURN shard's loop stops turning.
+    // The watchdog withholds keep-alives when a media or TURN shard's loop, or the TURN
+    // TCP/TLS thread, stops turning.
     let mut watched = media.as_ref().map(|m| m.shard_stats()).unwrap_or_default();
-    watched.extend(turn.as_ref().map(|t| t.shard_stats()).unwrap_or_default());
+    watched.extend(turn.as_ref().map(|t| t.watched()).unwrap_or_default());
     ops.watch_shards(watched);
     // Before anything can send SIGHUP: its default action would kill the process.
     let signals = Signals::install();

@@ -1403,3 +1403,53 @@ pub fn load_sim(data: &[u8]) {
         assert!(u64::from(frames.freezes) <= frames.frames);
     }
 }
+
+/// RTCP XR (RFC 3611): every XR packet of a compound, and the input itself taken as an XR
+/// body. Blocks tile the body, DLRR items are whole, writing the blocks back gives the same
+/// bytes (block bodies are kept verbatim) and parses to the same blocks; RTT never panics.
+pub fn rtcp_xr(data: &[u8]) {
+    use rtcp::xr::{self, Xr, XrBlock};
+    fn check(x: &Xr<'_>, body: &[u8]) {
+        let blocks: Vec<XrBlock<'_>> = x.blocks().collect();
+        let mut len = 4usize;
+        for b in &blocks {
+            len += 4 + match b {
+                XrBlock::Rrtr { .. } => 8,
+                XrBlock::Dlrr(d) => {
+                    assert_eq!(d.len() % 12, 0);
+                    assert_eq!(xr::dlrr_items(d).count(), d.len() / 12);
+                    for it in xr::dlrr_items(d) {
+                        let _ = xr::rtt_from_dlrr(it.last_rr ^ it.delay, &it);
+                    }
+                    d.len()
+                }
+                XrBlock::Other { body, .. } => body.len(),
+            };
+        }
+        assert_eq!(len, body.len(), "blocks tile the body");
+        let mut out = vec![0u8; body.len() + 8];
+        let n = xr::write(&mut out, x.sender_ssrc, &blocks).expect("our blocks write back");
+        assert_eq!(&out[8..n], &body[4..], "block bytes unchanged");
+        let (p, rest) = rtcp::frame(&out[..n]).expect("our packet frames");
+        assert!(rest.is_empty());
+        let again = Xr::parse(p.header, p.body).expect("our packet parses");
+        assert_eq!(again.sender_ssrc, x.sender_ssrc);
+        assert!(again.blocks().eq(blocks.iter().copied()));
+    }
+    if let Ok(c) = RtcpCompound::parse_relaxed(data) {
+        for p in c.raw_packets().filter(|p| p.header.packet_type == rtcp::packet_type::XR) {
+            if let Ok(x) = Xr::parse(p.header, p.body) {
+                check(&x, p.body);
+            }
+        }
+    }
+    let h = rtcp::RtcpHeader {
+        padding: false,
+        count: 0,
+        packet_type: rtcp::packet_type::XR,
+        len: data.len() + 4,
+    };
+    if let Ok(x) = Xr::parse(h, data) {
+        check(&x, data);
+    }
+}

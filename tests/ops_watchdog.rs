@@ -1,6 +1,7 @@
 //! The systemd watchdog in the running binary: with `WATCHDOG_USEC` set, `WATCHDOG=1`
 //! keep-alives stop while one shard's event loop is stopped, a `STATUS=` line says which shard
-//! is stuck, and both come back when the shard turns again.
+//! is stuck, and both come back when the shard turns again; the same for the TURN TCP/TLS
+//! thread (`turn-stream`), whose one-second timer counts its turns.
 //!
 //! Only the shard thread (`shard-0`) is stopped, with ptrace (`PTRACE_SEIZE` then
 //! `PTRACE_INTERRUPT` on its thread id): the control thread that sends the keep-alives keeps
@@ -175,6 +176,50 @@ async fn a_stopped_shard_withholds_watchdog_keepalives_until_it_turns_again() {
     );
 
     // The shard that was stopped shuts down cleanly.
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.exit_code().await, Some(0));
+}
+
+/// The TURN TCP/TLS thread (`turn-stream`) is watched like the shards: stopped, it withholds
+/// the keep-alives; running again, they resume.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stopped_turn_stream_thread_withholds_watchdog_keepalives() {
+    let dir = TempDir::new("ops-watchdog-turn");
+    let mut notify = NotifySocket::bind(&dir.path("notify.sock"));
+    let port = free_port();
+    let mut server = Server::spawn(
+        port,
+        &["--secret", SECRET],
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap()), ("WATCHDOG_USEC", "200000")],
+    );
+    notify.wait("READY=1", |m| m.contains("READY=1")).await;
+    notify.wait("WATCHDOG=1", |m| m == "WATCHDOG=1").await;
+    let pid = server.pid();
+    let tid = thread_named(pid, "turn-stream").expect("the TURN TCP/TLS thread turn-stream");
+    let stopped = match Stopped::stop(tid) {
+        Ok(s) => s,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            assert!(
+                std::env::var_os("RINGSFU_REQUIRE_TOOLS").is_none(),
+                "ptrace of the turn-stream thread not permitted ({e}) and RINGSFU_REQUIRE_TOOLS is set"
+            );
+            eprintln!("SKIPPED: ptrace(PTRACE_SEIZE) not permitted here ({e})");
+            return;
+        }
+        Err(e) => panic!("PTRACE_SEIZE of thread {tid}: {e}"),
+    };
+    let stuck = notify
+        .wait("STATUS saying a watched thread is stuck", |m| {
+            m.starts_with("STATUS=Shard ") && m.contains(" stuck for ")
+        })
+        .await;
+    assert!(stuck.contains("watchdog keep-alives withheld"), "{stuck}");
+    notify.forget();
+    let during = notify.collect_for(Duration::from_secs(1)).await;
+    assert!(!during.iter().any(|m| m == "WATCHDOG=1"), "keep-alive while stuck: {during:?}");
+    stopped.resume();
+    notify.forget();
+    notify.wait("WATCHDOG=1 after the thread turns again", |m| m == "WATCHDOG=1").await;
     server.signal(libc::SIGTERM);
     assert_eq!(server.exit_code().await, Some(0));
 }

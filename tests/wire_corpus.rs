@@ -29,6 +29,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "stun_roundtrip" => f::stun_roundtrip,
         "rtp_rewrite" => f::rtp_rewrite,
         "rtcp_roundtrip" => f::rtcp_roundtrip,
+        "rtcp_xr" => f::rtcp_xr,
         "codec_inspect" => f::codec_inspect,
         "av1_dd" => f::av1_dd,
         "layer_switch" => f::layer_switch,
@@ -102,7 +103,7 @@ fn seeds_parse() {
         let ok = match target.as_str() {
             "stun" | "stun_roundtrip" | "stun_diff" => StunView::parse(&d).is_ok(),
             "rtp" | "rtp_rewrite" | "rtp_diff" => RtpView::parse(&d).is_ok(),
-            "rtcp" | "rtcp_roundtrip" | "rtcp_diff" => RtcpCompound::parse_relaxed(&d)
+            "rtcp" | "rtcp_roundtrip" | "rtcp_diff" | "rtcp_xr" => RtcpCompound::parse_relaxed(&d)
                 .map(|c| c.packets().all(|p| p.is_ok()))
                 .unwrap_or(false),
             "channel_data" => ChannelDataView::parse(&d).is_ok(),

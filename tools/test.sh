@@ -3,7 +3,7 @@
 # Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
 # turnutils, ffmpeg, mkvtoolnix and unzip, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
 # Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
-# shared by every stage, `cargo test`, the interop tests with the real OpenVidu SDKs and headless
+# shared by every stage, `cargo test`, a 3-minute soak and churn run (tools/soak.sh), the interop tests with the real OpenVidu SDKs and headless
 # Chromium, the Debian package (release build, file list checked by tools/check-deb.sh), and the
 # README's first command: that release binary run with no flags, no configuration file and only
 # PATH and HOME, on this machine's own core count, in a network namespace of its own, serving
@@ -35,6 +35,9 @@ command -v ffprobe >/dev/null || need_pkgs+=(ffmpeg)
 command -v mkvinfo >/dev/null || need_pkgs+=(mkvtoolnix)
 # tests/js/browser_recording.test.mjs: unzips the recordings the server serves
 command -v unzip >/dev/null || need_pkgs+=(unzip)
+# tools/soak.sh: /metrics and readiness over HTTP, free ports and arithmetic
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v python3 >/dev/null || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -q
@@ -72,6 +75,9 @@ step "cargo test"
 # Tests that need systemd's tools (tests/systemd_unit.rs) fail instead of skipping.
 export RINGSFU_REQUIRE_TOOLS=1
 cargo test --no-fail-fast
+
+step "soak and churn (tools/soak.sh 180: the debug build above, signaling + media churn, leak checks)"
+tools/soak.sh 180
 
 step "interop tests (openvidu-node-client, openvidu-browser in headless Chromium)"
 export RINGSFU_BIN="$root/target/debug/ringsfu"

@@ -39,6 +39,9 @@ use crate::signaling::{RpcError, code};
 pub enum MediaCommand {
     /// Tear these transports down (a stream's, its subscribers', a connection's, a session's).
     Release(Vec<TransportRef>),
+    /// The participant with this connection id left or was evicted: the TURN allocations made
+    /// with its credentials end (a vanished browser never ends them itself).
+    ParticipantGone(String),
 }
 
 /// Where the shell sends media commands: the media engine once one is attached (until then,
@@ -55,6 +58,7 @@ impl MediaSink {
                 let pairs: Vec<_> = refs.iter().map(|t| (t.peer, t.shard)).collect();
                 e.release(&pairs);
             }
+            (Some(e), MediaCommand::ParticipantGone(cid)) => e.participant_gone(&cid),
             (None, cmd) => tracing::debug!(?cmd, "media command (no media engine attached)"),
         }
     }

@@ -510,13 +510,15 @@ pub(super) fn flush_trickle(inner: &Inner) {
 
 /// Carries out the shards' events: a subscriber leg whose transport ended leaves its
 /// subscription without one (the browser reconnects it); a failure is told to its owner as
-/// `mediaError`.
+/// `mediaError`; a publisher that vanished (consent expired, or no `reconnectStream` within
+/// the grace) is unpublished with `networkDisconnect`.
 pub(super) fn on_shard_events(inner: &Inner, engine: &MediaEngine, events: Vec<ShardEvent>) {
     for ev in events {
         let id = match &ev {
             ShardEvent::Connected { id }
             | ShardEvent::Failed { id, .. }
             | ShardEvent::Closed { id }
+            | ShardEvent::Vanished { id, .. }
             | ShardEvent::Rejected { id, .. } => *id,
         };
         inner.with(|st| {
@@ -549,6 +551,23 @@ pub(super) fn on_shard_events(inner: &Inner, engine: &MediaEngine, events: Vec<S
                     );
                 }
                 ShardEvent::Closed { .. } => leg_gone(st),
+                ShardEvent::Vanished { reason, .. } => {
+                    // The shard removed the publisher and its tracks. As when OpenVidu loses a
+                    // participant's network: the stream is destroyed with `networkDisconnect`,
+                    // told to everyone (the publisher too, as for a forced unpublish); the
+                    // registry releases the stream's transports (the publisher's is already
+                    // gone on its shard: its release only uncounts it).
+                    tracing::info!(%session, %connection, %stream, peer = id.0, reason, "publisher vanished");
+                    if publisher {
+                        let _ = st.reg.remove_stream(
+                            &session,
+                            &stream,
+                            "networkDisconnect",
+                            true,
+                            now_ms(),
+                        );
+                    }
+                }
                 ShardEvent::Rejected { reason, .. } => {
                     tracing::warn!(peer = id.0, reason, "media shard rejected a peer");
                     leg_gone(st);

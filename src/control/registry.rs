@@ -965,6 +965,7 @@ impl Registry {
             self.notify(&all, "participantEvicted", &msg);
         }
         self.out.push_back(Output::Detach { rpc: active.rpc.clone(), close: evicted });
+        self.out.push_back(Output::Media(MediaCommand::ParticipantGone(cid.to_string())));
         let mut hook = participant_hook(&conn);
         hook["startTime"] = json!(active.active_at);
         hook["duration"] = json!(now.saturating_sub(active.active_at) / 1000);

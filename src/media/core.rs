@@ -26,6 +26,13 @@
 //! packets and feedback (RR + REMB every `rtcp_interval`, TWCC every `twcc_interval`) for each
 //! producer, and the mirrors' attach retries.
 //!
+//! Vanished peers: a transport whose consent expires (RFC 7675: nothing authenticated from the
+//! browser for 30 s, e.g. killed with -9) is removed with what it carries: a subscriber leg
+//! (`ShardEvent::Failed`), or a publisher with its tracks (`ShardEvent::Vanished`: the control
+//! plane unpublishes the stream). A publisher whose DTLS failed or closed (openvidu-browser
+//! closes its old peer connection just before `reconnectStream`) keeps its tracks for
+//! [`PUBLISHER_GRACE`]; without a restart by then it vanishes too.
+//!
 //! Nothing on the packet path allocates: the maps are looked up with borrowed keys, the peer
 //! tables and rings are sized when peers are added.
 
@@ -44,12 +51,17 @@ use super::stats::{MediaDrop, MediaStats, stat};
 use super::transport::{DtlsOutcome, Routes, Transport};
 use super::{IceParams, InTrack, Origin, OutTrack, PeerId, ShardCommand, ShardEvent};
 use crate::dtls::{DtlsContext, DtlsRole, Fingerprint};
-use crate::ice::{IceLiteAgent, Reply};
+use crate::ice::{CONSENT_TIMEOUT, IceLiteAgent, Reply};
 use crate::router::{LegId, Router, RouterConfig, SubscribeParams, TrackId};
 use crate::shard::mesh::MeshPort;
 use crate::shard::{RecvMeta, ShardCore, TxQueue};
 use crate::wire::codec::Codec;
 use crate::wire::{Datagram, StunView, demux};
+
+/// How long a publisher whose transport failed or closed keeps its tracks for
+/// `reconnectStream` before it is removed ([`ShardEvent::Vanished`]): the consent timeout, so
+/// a vanished publisher is freed within it whichever way its transport ended.
+pub const PUBLISHER_GRACE: Duration = CONSENT_TIMEOUT;
 
 /// Tunables of a media core.
 #[derive(Debug, Clone)]
@@ -151,6 +163,9 @@ pub struct MediaCore {
     /// Consumers as `/metrics` shows them, published once a second.
     pub(super) board: Arc<ConsumerBoard>,
     next_publish: Instant,
+    /// Relayed addresses of this shard's TURN server that vanished transports were reached
+    /// through: their allocations can go ([`MediaCore::take_released_relay`]).
+    released_relays: Vec<SocketAddr>,
 }
 
 impl MediaCore {
@@ -182,6 +197,7 @@ impl MediaCore {
             recorders: Vec::new(),
             board: Arc::default(),
             next_publish: now,
+            released_relays: Vec::new(),
         }
     }
 
@@ -196,6 +212,26 @@ impl MediaCore {
     pub fn with_mesh(mut self, port: MeshPort) -> MediaCore {
         self.mesh = Some(port);
         self
+    }
+
+    /// Peer `slot` vanished (consent expired, or no restart within the grace): the relayed
+    /// addresses of this shard's TURN server its checks came through lately (within the
+    /// consent timeout and a margin: an allocation the browser ended itself long ago may have
+    /// been handed to another client since) are released with it.
+    fn release_hosted(&mut self, slot: u32, now: Instant) {
+        let Some(Some(peer)) = self.peers.get_mut(slot as usize) else { return };
+        let recent = CONSENT_TIMEOUT + Duration::from_secs(5);
+        for (relay, seen) in peer.transport.hosted.drain(..) {
+            if now.saturating_duration_since(seen) <= recent {
+                self.released_relays.push(relay);
+            }
+        }
+    }
+
+    /// A relayed address (of the hosting shard's TURN server) a vanished transport was reached
+    /// through; the shard frees its allocation (`super::shard`).
+    pub(crate) fn take_released_relay(&mut self) -> Option<SocketAddr> {
+        self.released_relays.pop()
     }
 
     /// Number of peers (publishers and subscribers).
@@ -494,7 +530,7 @@ impl MediaCore {
                 out.commit_room(n);
                 tx.route_from(mark, hosted);
                 stat!(self.stats, stun_checks);
-                peer.transport.remember_source(meta.src, hosted, slot, &mut self.routes);
+                peer.transport.remember_source(now, meta.src, hosted, slot, &mut self.routes);
                 let next = peer.transport.next_deadline();
                 self.lower_deadline(next);
             }
@@ -508,34 +544,54 @@ impl MediaCore {
                 self.stats.count_drop(MediaDrop::StunRejected);
             }
         }
-        self.after_ice(slot, tx);
+        self.after_ice(now, slot, tx);
     }
 
     /// Acts on the ICE agent's events; a peer whose consent expired fails.
-    fn after_ice(&mut self, slot: u32, tx: &mut Egress<'_>) {
+    fn after_ice(&mut self, now: Instant, slot: u32, tx: &mut Egress<'_>) {
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         let ice = peer.transport.poll_ice();
         if let Some(remote) = ice.start_client {
             // The ClientHello has waited in the endpoint for a path: send it now.
-            self.after_dtls(slot, remote, tx);
+            self.after_dtls(now, slot, remote, tx);
         }
         if ice.consent_expired {
             stat!(self.stats, ice_consent_expired);
-            self.fail_peer(slot, Some("ICE consent expired"), tx);
+            self.fail_peer(now, slot, Some("ICE consent expired"), true, tx);
         }
     }
 
-    /// A peer's transport is gone for good (`reason`), or the browser closed it (`None`).
-    /// A subscriber leg is removed. A publisher keeps its tracks and their subscribers, so
-    /// `reconnectStream` ([`ShardCommand::RestartPublisher`]) can put a new transport behind
-    /// them; until then it has no address, keys or credentials.
-    fn fail_peer(&mut self, slot: u32, reason: Option<&'static str>, tx: &mut Egress<'_>) {
+    /// A peer's transport failed (`reason`), or the browser closed it (`None`). A subscriber
+    /// leg is removed. A publisher whose consent expired is removed with its tracks
+    /// ([`ShardEvent::Vanished`]); after another failure it keeps its tracks and their
+    /// subscribers for [`PUBLISHER_GRACE`], so `reconnectStream`
+    /// ([`ShardCommand::RestartPublisher`]) can put a new transport behind them; until then it
+    /// has no address, keys or credentials.
+    fn fail_peer(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        reason: Option<&'static str>,
+        consent_expired: bool,
+        tx: &mut Egress<'_>,
+    ) {
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         let id = peer.id;
         if matches!(peer.role, Role::Publisher(_)) {
+            if consent_expired {
+                self.release_hosted(slot, now);
+                self.remove_peer(slot, tx);
+                self.events
+                    .push_back(ShardEvent::Vanished { id, reason: reason.unwrap_or("gone") });
+                return;
+            }
             peer.transport.unroute(slot, &mut self.routes);
-            peer.transport.failed = true;
+            peer.transport.failed.get_or_insert(now);
+            self.lower_deadline(Some(now + PUBLISHER_GRACE));
         } else {
+            if consent_expired {
+                self.release_hosted(slot, now);
+            }
             self.remove_peer(slot, tx);
         }
         self.events.push_back(match reason {
@@ -552,11 +608,11 @@ impl MediaCore {
         peer.transport.dtls.handle_packet(now, buf);
         let next = peer.transport.next_deadline();
         self.lower_deadline(next);
-        self.after_dtls(slot, meta.src, tx);
+        self.after_dtls(now, slot, meta.src, tx);
     }
 
     /// Sends what the DTLS endpoint wrote and acts on how the handshake ended.
-    fn after_dtls(&mut self, slot: u32, fallback: SocketAddr, tx: &mut Egress<'_>) {
+    fn after_dtls(&mut self, now: Instant, slot: u32, fallback: SocketAddr, tx: &mut Egress<'_>) {
         let Some(peer) = self.peers[slot as usize].as_mut() else { return };
         let id = peer.id;
         match peer.transport.drain_dtls(fallback, tx) {
@@ -568,9 +624,9 @@ impl MediaCore {
             }
             Some(DtlsOutcome::Failed(reason)) => {
                 stat!(self.stats, dtls_failures);
-                self.fail_peer(slot, Some(reason), tx);
+                self.fail_peer(now, slot, Some(reason), false, tx);
             }
-            Some(DtlsOutcome::Closed) => self.fail_peer(slot, None, tx),
+            Some(DtlsOutcome::Closed) => self.fail_peer(now, slot, None, false, tx),
         }
     }
 
@@ -582,22 +638,35 @@ impl MediaCore {
         let mut next = now + Duration::from_secs(1);
         for slot in 0..self.peers.len() as u32 {
             let Some(peer) = self.peers[slot as usize].as_mut() else { continue };
-            if peer.transport.failed {
+            if let Some(since) = peer.transport.failed {
+                // A failed publisher waits for reconnectStream, at most PUBLISHER_GRACE.
+                let until = since + PUBLISHER_GRACE;
+                if until <= now {
+                    let id = peer.id;
+                    // Its browser closed that connection itself (its allocations with it).
+                    self.remove_peer(slot, tx);
+                    let reason = "transport not reconnected";
+                    self.events.push_back(ShardEvent::Vanished { id, reason });
+                } else {
+                    next = next.min(until);
+                }
                 continue;
             }
             if peer.transport.ice.poll_timeout().is_some_and(|t| t <= now) {
                 peer.transport.ice.handle_timeout(now);
             }
-            // Consent expiry fails the peer here (a subscriber leg is removed).
-            self.after_ice(slot, tx);
-            let Some(peer) = self.peers[slot as usize].as_mut().filter(|p| !p.transport.failed)
+            // Consent expiry fails the peer here (a subscriber leg is removed, a publisher
+            // vanishes).
+            self.after_ice(now, slot, tx);
+            let Some(peer) =
+                self.peers[slot as usize].as_mut().filter(|p| p.transport.failed.is_none())
             else {
                 continue;
             };
             if peer.transport.dtls.poll_timeout().is_some_and(|t| t <= now) {
                 peer.transport.dtls.handle_timeout(now);
                 if let Some(f) = peer.transport.last_source() {
-                    self.after_dtls(slot, f, tx);
+                    self.after_dtls(now, slot, f, tx);
                 }
             }
             self.allocate(slot, now, tx);
@@ -708,6 +777,8 @@ impl MediaCore {
                 self.attach_recorder(publisher, recorder, feed, tx)
             }
             ShardCommand::DetachRecorder { recorder } => self.detach_recorder(recorder),
+            // For the hosted TURN server (`super::shard`).
+            ShardCommand::EndTurnUser { .. } => {}
         }
         // New or renegotiated owners bring deadlines of their own (a producer's first report,
         // a mirror's attach request): the timer looks at them within a tick.

@@ -368,6 +368,18 @@ impl MediaEngine {
         }
     }
 
+    /// Participant `connection` is gone: every shard's TURN server ends the allocations its
+    /// browser made with the credentials joinRoom gave it (`<expiry>:<connection>`).
+    pub fn participant_gone(&self, connection: &str) {
+        let suffix: Box<str> = format!(":{connection}").into();
+        for shard in 0..self.shard_count() {
+            let cmd = ShardCommand::EndTurnUser { suffix: suffix.clone() };
+            if let Err(e) = self.send(shard, cmd) {
+                tracing::warn!(connection, error = %e, "could not end a participant's TURN allocations");
+            }
+        }
+    }
+
     /// A transport on `shard` ended on its own (its shard removed it): no longer counted.
     pub fn gone(&self, shard: usize) {
         if let Some(l) = self.load.get(shard) {

@@ -2,6 +2,14 @@
 //! for receiver reports, the sequence-gap tracker that drives NACKs, and the transport-wide
 //! congestion-control recorder whose feedback lets the browser's send-side estimator ramp up.
 //!
+//! NACK timing: a missing packet is NACKed at once, then again each retry interval until it
+//! arrives, its tries are spent or it is too old. Until the round-trip time to the publisher is
+//! known the interval is a fixed 40 ms and the tries 3; once measured (RFC 3611 RRTR/DLRR,
+//! [`NackTracker::set_rtt`]) the interval is one RTT plus a quarter and 5 ms for the sender's
+//! pacing (10 ms to 500 ms), and the tries as many as fit in 400 ms (3 to 10): on a short path a
+//! lost retransmission is asked for again sooner and more often, on a long one the sender is
+//! not asked twice for a packet that is still on its way.
+//!
 //! Everything here is sized once when a track is added; the per-packet calls never allocate.
 
 use std::time::{Duration, Instant};
@@ -120,20 +128,50 @@ pub struct NackTracker {
     /// (extended seq, last NACK sent, tries); bounded by `cap`.
     missing: Vec<(u64, Option<Instant>, u8)>,
     cap: usize,
+    /// Time between NACKs of one packet ([`RETRY_AFTER`] until an RTT is known).
+    retry: Duration,
+    /// NACKs per missing packet ([`MAX_TRIES`] until an RTT is known).
+    max_tries: u8,
 }
 
 /// Gaps larger than this are a source restart or a long outage, not loss to repair.
 const MAX_GAP: u64 = 256;
-/// NACKs per missing packet.
+/// NACKs per missing packet while the RTT is unknown.
 const MAX_TRIES: u8 = 3;
-/// Time between NACKs of one packet (about one round trip on a LAN plus the sender's pacing).
+/// Time between NACKs of one packet while the RTT is unknown (about one round trip on a LAN
+/// plus the sender's pacing).
 const RETRY_AFTER: Duration = Duration::from_millis(40);
+/// Bounds of the retry interval derived from a measured RTT.
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+/// With a measured RTT, the tries are as many as fit in this (3 to [`TRIES_MAX`]).
+const TRY_SPAN: Duration = Duration::from_millis(400);
+const TRIES_MAX: u8 = 10;
 /// A missing packet older than this is no longer worth asking for.
 const GIVE_UP_AFTER: Duration = Duration::from_millis(1000);
 
 impl NackTracker {
     pub fn new(cap: usize) -> NackTracker {
-        NackTracker { missing: Vec::with_capacity(cap), cap }
+        NackTracker {
+            missing: Vec::with_capacity(cap),
+            cap,
+            retry: RETRY_AFTER,
+            max_tries: MAX_TRIES,
+        }
+    }
+
+    /// The round-trip time to the sender was measured: NACK retries are timed by it (see the
+    /// module docs).
+    pub fn set_rtt(&mut self, rtt: Duration) {
+        let retry = (rtt + rtt / 4 + Duration::from_millis(5)).clamp(RETRY_MIN, RETRY_MAX);
+        self.retry = retry;
+        let fit = TRY_SPAN.as_micros() / retry.as_micros().max(1);
+        self.max_tries = fit.clamp(MAX_TRIES as u128, TRIES_MAX as u128) as u8;
+    }
+
+    /// The current retry interval and tries per packet.
+    pub fn timing(&self) -> (Duration, u8) {
+        (self.retry, self.max_tries)
     }
 
     /// Records an arrival with extended sequence `ext` given the highest seen before it.
@@ -170,12 +208,13 @@ impl NackTracker {
     /// The sequence numbers (16-bit, ascending) to NACK now; updates tries.
     pub fn due(&mut self, now: Instant, out: &mut Vec<u16>) {
         out.clear();
-        self.missing.retain(|m| m.2 < MAX_TRIES);
+        let (retry, tries) = (self.retry, self.max_tries);
+        self.missing.retain(|m| m.2 < tries);
         self.missing.sort_unstable_by_key(|m| m.0);
         for m in &mut self.missing {
             let ready = match m.1 {
                 None => true,
-                Some(t) => now.saturating_duration_since(t) >= RETRY_AFTER,
+                Some(t) => now.saturating_duration_since(t) >= retry,
             };
             if ready {
                 m.1 = Some(now);
@@ -185,7 +224,7 @@ impl NackTracker {
         }
         // Entries first NACKed long ago and still missing are abandoned.
         self.missing.retain(|m| {
-            m.2 < MAX_TRIES || m.1.is_some_and(|t| now.saturating_duration_since(t) < GIVE_UP_AFTER)
+            m.2 < tries || m.1.is_some_and(|t| now.saturating_duration_since(t) < GIVE_UP_AFTER)
         });
     }
 
@@ -193,8 +232,8 @@ impl NackTracker {
     pub fn next_due(&self, now: Instant) -> Option<Instant> {
         self.missing
             .iter()
-            .filter(|m| m.2 < MAX_TRIES)
-            .map(|m| m.1.map_or(now, |t| t + RETRY_AFTER))
+            .filter(|m| m.2 < self.max_tries)
+            .map(|m| m.1.map_or(now, |t| t + self.retry))
             .min()
     }
 
@@ -371,6 +410,46 @@ mod tests {
         n.due(t0 + RETRY_AFTER * 3, &mut out);
         assert!(out.is_empty(), "three tries at most");
         assert!(n.is_empty());
+    }
+
+    #[test]
+    fn nack_retries_follow_the_measured_rtt() {
+        let t0 = Instant::now();
+        // A short path (loopback, 2 ms): retries every 10 ms, ten tries.
+        let mut n = NackTracker::new(64);
+        assert_eq!(n.timing(), (RETRY_AFTER, MAX_TRIES));
+        n.set_rtt(Duration::from_millis(2));
+        assert_eq!(n.timing(), (RETRY_MIN, TRIES_MAX));
+        n.on_packet(10, Some(8));
+        let mut out = Vec::new();
+        let mut sent = Vec::new();
+        let mut now = t0;
+        // Every millisecond for a second: when each NACK of packet 9 goes out.
+        for _ in 0..1000 {
+            n.due(now, &mut out);
+            if !out.is_empty() {
+                assert_eq!(out, vec![9]);
+                sent.push(now.duration_since(t0).as_millis());
+            }
+            assert!(n.next_due(now).is_none_or(|d| d >= now));
+            now += Duration::from_millis(1);
+        }
+        assert_eq!(sent, (0..10).map(|i| i * 10).collect::<Vec<u128>>());
+        // A long path (200 ms): one retry per 255 ms, the three tries kept.
+        let mut n = NackTracker::new(64);
+        n.set_rtt(Duration::from_millis(200));
+        assert_eq!(n.timing(), (Duration::from_millis(255), 3));
+        n.on_packet(10, Some(8));
+        n.due(t0, &mut out);
+        assert_eq!(out, vec![9]);
+        assert_eq!(n.next_due(t0), Some(t0 + Duration::from_millis(255)));
+        n.due(t0 + Duration::from_millis(254), &mut out);
+        assert!(out.is_empty(), "not while the first retransmission may still come");
+        n.due(t0 + Duration::from_millis(255), &mut out);
+        assert_eq!(out, vec![9]);
+        // Far paths are capped.
+        n.set_rtt(Duration::from_secs(3));
+        assert_eq!(n.timing(), (RETRY_MAX, 3));
     }
 
     #[test]

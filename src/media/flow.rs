@@ -21,7 +21,7 @@ use crate::sdp::{ExtIds, MediaKind};
 use crate::shard::RecvMeta;
 use crate::srtp::SrtpContext;
 use crate::wire::codec::{Codec, inspect};
-use crate::wire::rtcp::{RtcpCompound, RtcpPacket, pli, sr};
+use crate::wire::rtcp::{self, RtcpCompound, RtcpPacket, pli, sr, xr};
 use crate::wire::rtp::RtpView;
 use crate::wire::rtp_write::HeaderFields;
 
@@ -235,6 +235,12 @@ impl MediaCore {
                 self.stats.count_drop(MediaDrop::Malformed);
                 break;
             };
+            if let RtcpPacket::Other(raw) = p
+                && raw.header.packet_type == rtcp::packet_type::XR
+            {
+                self.on_xr(slot, now, raw, tx);
+                continue;
+            }
             if is_publisher {
                 if let RtcpPacket::SenderReport(r) = p {
                     self.on_publisher_sr(slot, now, &r.info, tx);
@@ -547,6 +553,41 @@ impl MediaCore {
             };
             if sub.transport.send_rtcp(tx, |b| sr::write(b, &translated, &[]).ok()) {
                 stat!(stats, rtcp_out);
+            }
+        }
+    }
+
+    /// An XR packet (RFC 3611) from peer `slot`: its RRTR is answered at once with a DLRR
+    /// (delay 0: answered as it arrives), so a receiving browser learns its RTT; a publisher's
+    /// DLRR answering our RRTR gives the RTT that times our NACK retries to it.
+    fn on_xr(&mut self, slot: u32, now: Instant, raw: rtcp::RawPacket<'_>, tx: &mut Egress<'_>) {
+        let Ok(x) = xr::Xr::parse(raw.header, raw.body) else {
+            return self.stats.count_drop(MediaDrop::Malformed);
+        };
+        let Some(Some(peer)) = self.peers.get_mut(slot as usize) else { return };
+        let ours = peer.transport.rtcp_ssrc;
+        for b in x.blocks() {
+            match b {
+                xr::XrBlock::Rrtr { ntp } => {
+                    let item = xr::DlrrItem {
+                        ssrc: x.sender_ssrc,
+                        last_rr: xr::compact_ntp(ntp),
+                        delay: 0,
+                    };
+                    if peer.transport.send_rtcp(tx, |b| xr::write_dlrr(b, ours, &[item]).ok()) {
+                        stat!(self.stats, rtcp_out);
+                    }
+                }
+                xr::XrBlock::Dlrr(body) => {
+                    if let Role::Publisher(p) = &mut peer.role {
+                        for item in xr::dlrr_items(body).filter(|i| i.ssrc == ours) {
+                            if let Some(rtt) = p.on_dlrr(now, &item) {
+                                tracing::trace!(peer = peer.id.0, ?rtt, "publisher RTT (XR DLRR)");
+                            }
+                        }
+                    }
+                }
+                xr::XrBlock::Other { .. } => {}
             }
         }
     }

@@ -51,7 +51,7 @@ mod transport;
 
 use std::sync::Arc;
 
-pub use self::core::{CoreSettings, MediaCore};
+pub use self::core::{CoreSettings, MediaCore, PUBLISHER_GRACE};
 pub use self::shard::MediaShard;
 /// The interface addresses the TURN server relays from when bound to the wildcard.
 pub(crate) use engine::candidate_ips;
@@ -239,6 +239,9 @@ pub enum ShardCommand {
     AttachRecorder { publisher: PeerId, recorder: u64, feed: RecorderFeed },
     /// Stop feeding recorder `recorder`: its thread closes the file.
     DetachRecorder { recorder: u64 },
+    /// A participant is gone: the shard's TURN server ends the allocations of the TURN users
+    /// whose name ends with `suffix` (`:<connectionId>`); the media core ignores it.
+    EndTurnUser { suffix: Box<str> },
 }
 
 /// Media shard → control plane.
@@ -246,9 +249,15 @@ pub enum ShardCommand {
 pub enum ShardEvent {
     /// ICE nominated a pair and DTLS finished: media flows.
     Connected { id: PeerId },
-    /// The peer's transport failed for good (consent expired, DTLS failure). A subscriber leg
-    /// was removed; a publisher keeps its tracks for `reconnectStream`.
+    /// The peer's transport failed (DTLS failure; for a subscriber also consent expiry). A
+    /// subscriber leg was removed; a publisher keeps its tracks for `reconnectStream` during
+    /// [`PUBLISHER_GRACE`].
     Failed { id: PeerId, reason: &'static str },
+    /// A publisher is gone for good: its consent expired (the browser vanished), or its
+    /// transport failed or closed and no `reconnectStream` came within
+    /// [`PUBLISHER_GRACE`]. The shard removed it with its tracks (its subscribers' legs
+    /// stay, without tracks, until released); the control plane unpublishes the stream.
+    Vanished { id: PeerId, reason: &'static str },
     /// The browser closed the DTLS association (same consequences as `Failed`).
     Closed { id: PeerId },
     /// A command named a peer that does not exist (e.g. a subscriber of a publisher that has

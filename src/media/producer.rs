@@ -14,7 +14,7 @@ use super::transport::Transport;
 use crate::router::{Router, SeqExtender, TrackId};
 use crate::sdp::{ExtIds, MediaKind};
 use crate::wire::codec::Codec;
-use crate::wire::rtcp::{nack, remb, rr, sr, twcc};
+use crate::wire::rtcp::{nack, remb, rr, sr, twcc, xr};
 use crate::wire::rtp::RtpView;
 use crate::wire::rtp_write::rtx_unwrap;
 
@@ -45,6 +45,11 @@ pub(super) struct Producer {
     pub mirrored_to: Vec<usize>,
     next_report: Instant,
     next_twcc: Instant,
+    /// Origin of the NTP-like timestamps of our RRTRs (RFC 3611): the publisher echoes their
+    /// middle 32 bits in its DLRR, [`Producer::on_dlrr`] turns that into the RTT.
+    rrtr_epoch: Instant,
+    /// The last round-trip time measured from a DLRR.
+    pub rtt: Option<std::time::Duration>,
 }
 
 /// What the RTP header of a received packet says (read once, before decryption: SRTP leaves
@@ -152,6 +157,8 @@ impl Producer {
             tracks,
             mirrored_to: Vec::new(),
             next_report: now + settings.rtcp_interval / 2,
+            rrtr_epoch: now,
+            rtt: None,
             next_twcc: now + settings.twcc_interval,
         }
     }
@@ -393,17 +400,39 @@ impl Producer {
             } else {
                 settings.remb_bitrate
             };
+            let ntp = self.rrtr_ntp(now);
             let sent = tr.send_rtcp(tx, |b| {
                 let mut n = rr::write(b, sender, &blocks[..nb]).ok()?;
                 if remb_bitrate > 0 && nr > 0 {
                     n += remb::write(&mut b[n..], sender, remb_bitrate, &remb_ssrcs[..nr]).ok()?;
                 }
+                // Our reference time: the publisher's DLRR gives the RTT (RFC 3611 §4.4).
+                n += xr::write_rrtr(&mut b[n..], sender, ntp).ok()?;
                 Some(n)
             });
             if sent {
                 stat!(stats, rtcp_out);
             }
         }
+    }
+
+    /// The 64-bit NTP-format timestamp of `now` on this producer's RRTR clock (starting at
+    /// 1 s, so that its compact form is never the "no RRTR" zero).
+    fn rrtr_ntp(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.rrtr_epoch) + std::time::Duration::from_secs(1);
+        (d.as_secs() << 32) | (((d.subsec_nanos() as u64) << 32) / 1_000_000_000)
+    }
+
+    /// A DLRR item from the publisher answering one of our RRTRs (`ssrc` = our RTCP SSRC):
+    /// the RTT, which then times the NACK retries of every track. Returns it.
+    pub fn on_dlrr(&mut self, now: Instant, item: &xr::DlrrItem) -> Option<std::time::Duration> {
+        let arrival = xr::compact_ntp(self.rrtr_ntp(now));
+        let rtt = xr::rtt_from_dlrr(arrival, item)?;
+        self.rtt = Some(rtt);
+        for t in self.tracks.iter_mut() {
+            t.nack.set_rtt(rtt);
+        }
+        Some(rtt)
     }
 
     /// When this producer's timers are due next: feedback, or a NACK (a retry of a packet

@@ -43,6 +43,16 @@ impl MediaShard {
         &self.media
     }
 
+    /// Ends the in-process TURN allocations of the transports the media core removed (a
+    /// vanished browser leaves its allocation behind; nothing else relays through it).
+    fn release_relays(&mut self) {
+        while let Some(relay) = self.media.take_released_relay() {
+            if let Some(turn) = self.turn.as_mut() {
+                turn.release_in_process(relay);
+            }
+        }
+    }
+
     /// The media core's egress for this turn: the send queue and this shard's TURN relay.
     fn split<'a>(
         media: &'a mut MediaCore,
@@ -72,7 +82,8 @@ impl ShardCore for MediaShard {
     fn handle_datagram(&mut self, now: Instant, meta: RecvMeta, buf: &mut [u8], tx: &mut TxQueue) {
         if meta.socket == SocketId::MAIN {
             let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
-            return media.on_datagram(now, meta, buf, &mut out);
+            media.on_datagram(now, meta, buf, &mut out);
+            return self.release_relays();
         }
         let Some(turn) = self.turn.as_mut() else { return };
         if let Some(local) = turn.handle_datagram_hosted(now, meta, buf, tx) {
@@ -87,18 +98,27 @@ impl ShardCore for MediaShard {
             };
             let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
             media.on_datagram(now, inner, &mut buf[local.range], &mut out);
+            self.release_relays();
         }
     }
 
     fn handle_command(&mut self, now: Instant, cmd: ShardCommand, tx: &mut TxQueue) {
+        if let ShardCommand::EndTurnUser { suffix } = &cmd {
+            if let Some(turn) = self.turn.as_mut() {
+                turn.end_user_allocations(suffix);
+            }
+            return;
+        }
         let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
         media.on_command(now, cmd, &mut out);
+        self.release_relays();
     }
 
     fn handle_timeout(&mut self, now: Instant, tx: &mut TxQueue) {
         if self.media.poll_timeout().is_some_and(|d| d <= now) {
             let (media, mut out) = Self::split(&mut self.media, &mut self.turn, tx, now);
             media.on_timeout(now, &mut out);
+            self.release_relays();
         }
         if let Some(turn) = self.turn.as_mut()
             && turn.poll_timeout().is_some_and(|d| d <= now)

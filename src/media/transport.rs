@@ -39,13 +39,18 @@ pub(super) struct Transport {
     /// The last of those that came through this shard's own TURN server (one of its relayed
     /// addresses): sends there are a hosted route ([`super::egress`]).
     pub relayed: Option<SocketAddr>,
+    /// Every relayed address of this shard's TURN server a check came through, with when the
+    /// last one did (at most [`MAX_ADDRS`]; kept across `unroute`): when the browser vanishes,
+    /// the allocations that carried its recent checks end with the transport.
+    pub hosted: Vec<(SocketAddr, Instant)>,
     pub ufrag: Box<str>,
     /// Sender SSRC of the RTCP we originate on this transport.
     pub rtcp_ssrc: u32,
     /// Transport-wide sequence number of the next packet we send.
     pub twcc_seq: u16,
-    /// A publisher's transport that failed, waiting for `reconnectStream` (no timers run).
-    pub failed: bool,
+    /// A publisher's transport that failed or was closed: since when it waits for
+    /// `reconnectStream` (no timers run but the core's grace deadline).
+    pub failed: Option<Instant>,
     /// A subscriber's bandwidth estimate (send side, from its TWCC / REMB / reports).
     pub bwe: Option<Box<SendSideBwe>>,
 }
@@ -84,10 +89,11 @@ impl Transport {
             local_ip: None,
             addrs: Vec::with_capacity(MAX_ADDRS),
             relayed: None,
+            hosted: Vec::new(),
             ufrag: ice.local_ufrag.as_str().into(),
             rtcp_ssrc: rand::random::<u32>() | 1,
             twcc_seq: rand::random(),
-            failed: false,
+            failed: None,
             bwe: None,
         }
     }
@@ -115,6 +121,7 @@ impl Transport {
     /// `hosted`: it came through this shard's own TURN server.
     pub fn remember_source(
         &mut self,
+        now: Instant,
         src: SocketAddr,
         hosted: bool,
         slot: u32,
@@ -122,6 +129,15 @@ impl Transport {
     ) {
         if hosted {
             self.relayed = Some(src);
+            match self.hosted.iter_mut().find(|(a, _)| *a == src) {
+                Some(seen) => seen.1 = now,
+                None => {
+                    if self.hosted.len() == MAX_ADDRS {
+                        self.hosted.remove(0);
+                    }
+                    self.hosted.push((src, now));
+                }
+            }
         }
         if self.addrs.contains(&src) {
             return;
@@ -181,7 +197,7 @@ impl Transport {
             };
         }
         self.ufrag = ice.local_ufrag.as_str().into();
-        self.failed = false;
+        self.failed = None;
         ice_restart
     }
 

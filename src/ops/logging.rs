@@ -15,8 +15,9 @@
 //!
 //! Libraries that log through the `log` crate reach tracing through a bridge that demotes
 //! `webrtc-sdp`'s warnings to debug: they describe remote SDP ringsfu does not need to
-//! understand (`Unknown attribute type rtcp-xr`, which every Chromium offer carries), not a
-//! problem of the server; SDP ringsfu cannot use is refused with an error of its own.
+//! understand (unknown attribute types), not a problem of the server; SDP ringsfu cannot use
+//! is refused with an error of its own. (`a=rtcp-xr`, in every Chromium offer, no longer
+//! reaches it: `sdp::parse` reads it itself.)
 
 use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;

@@ -250,6 +250,9 @@ pub struct MediaSection {
     pub sim_ssrcs: Vec<u32>,
     pub rtcp_mux: bool,
     pub rtcp_rsize: bool,
+    /// `a=rtcp-xr:rcvr-rtt=all` (RFC 3611 §5.1): the peer sends and answers receiver
+    /// reference times (XR RRTR and DLRR) to measure its round-trip time as a receiver.
+    pub rcvr_rtt: bool,
 }
 
 impl MediaSection {
@@ -286,7 +289,17 @@ pub enum Setup {
 /// Parses a remote SDP. Requires ICE credentials and a SHA-256 fingerprint (at session or media
 /// level, identical across bundled m-lines as browsers write them).
 pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
-    let session = webrtc_sdp::parse_sdp(sdp, false)
+    // `a=rtcp-xr` (RFC 3611 §5.1, in every Chromium offer) is unknown to webrtc-sdp, which
+    // would log it as a warning: it is read from the text of each m-section instead.
+    let hidden;
+    let for_parser = if sdp.contains("a=rtcp-xr") {
+        hidden =
+            sdp.split_inclusive('\n').filter(|l| !l.starts_with("a=rtcp-xr")).collect::<String>();
+        hidden.as_str()
+    } else {
+        sdp
+    };
+    let session = webrtc_sdp::parse_sdp(for_parser, false)
         .map_err(|e| SdpError::Syntax(one_line(&e.to_string())))?;
     let mut ufrag = None;
     let mut pwd = None;
@@ -444,6 +457,12 @@ fn media_section(
         sim_ssrcs: Vec::new(),
         rtcp_mux: false,
         rtcp_rsize: false,
+        // webrtc-sdp does not know `a=rtcp-xr` ([`parse`] hides it from it): read the text.
+        rcvr_rtt: raw.lines().any(|l| {
+            l.trim_end()
+                .strip_prefix("a=rtcp-xr:")
+                .is_some_and(|v| v.split_whitespace().any(|x| x.starts_with("rcvr-rtt=")))
+        }),
     };
     for a in m.get_attributes() {
         match a {
@@ -699,6 +718,9 @@ pub struct NegotiatedMedia {
     pub fir: bool,
     pub remb: bool,
     pub transport_cc: bool,
+    /// RFC 3611 receiver RTT agreed (`a=rtcp-xr:rcvr-rtt=all` both ways): ringsfu answers the
+    /// peer's RRTRs with DLRR and, to a publisher, sends RRTRs whose DLRR give it the RTT.
+    pub rcvr_rtt: bool,
 }
 
 /// An answer (or offer) ringsfu wrote, with what it agreed to.
@@ -778,6 +800,8 @@ struct Section<'a> {
     rtx_pt: Option<u8>,
     extmaps: Vec<Extmap>,
     rtcp_rsize: bool,
+    /// Writes `a=rtcp-xr:rcvr-rtt=all`.
+    rcvr_rtt: bool,
     send: Option<(&'a OutgoingTrack, u32, Option<u32>)>,
     /// Simulcast streams to receive: `a=rid:<id> recv` and `a=simulcast:recv` lines.
     recv_simulcast: Vec<SimulcastStream>,
@@ -799,6 +823,9 @@ fn write_section(out: &mut String, local: &LocalTransport, setup: &str, s: &Sect
     let _ = write!(out, "a={}\r\na=rtcp-mux\r\n", s.direction.as_str());
     if s.rtcp_rsize {
         out.push_str("a=rtcp-rsize\r\n");
+    }
+    if s.rcvr_rtt {
+        out.push_str("a=rtcp-xr:rcvr-rtt=all\r\n");
     }
     let c = s.codec;
     match c.channels {
@@ -985,6 +1012,7 @@ fn agreed(
         fir,
         remb,
         transport_cc,
+        rcvr_rtt: m.rcvr_rtt,
     }
 }
 
@@ -1034,6 +1062,7 @@ pub fn answer_publish<'a>(
             rtx_pt,
             extmaps,
             rtcp_rsize: m.rtcp_rsize,
+            rcvr_rtt: m.rcvr_rtt,
             send: None,
             recv_simulcast,
         };
@@ -1097,6 +1126,7 @@ pub fn answer_subscribe<'a>(
             rtx_pt,
             extmaps,
             rtcp_rsize: m.rtcp_rsize,
+            rcvr_rtt: m.rcvr_rtt,
             send: Some((track, track.ssrc, rtx_ssrc)),
             recv_simulcast: Vec::new(),
         };
@@ -1172,6 +1202,7 @@ pub fn offer_subscribe(local: &LocalTransport, tracks: &[OutgoingTrack]) -> Nego
             fir,
             remb,
             transport_cc: twcc,
+            rcvr_rtt: true,
         });
         codecs.push((codec, extmaps));
     }
@@ -1194,6 +1225,7 @@ pub fn offer_subscribe(local: &LocalTransport, tracks: &[OutgoingTrack]) -> Nego
                 rtx_pt: codec.rtx_pt,
                 extmaps: extmaps.clone(),
                 rtcp_rsize: true,
+                rcvr_rtt: true,
                 send: Some((t, t.ssrc, media[i].rtx_ssrc)),
                 recv_simulcast: Vec::new(),
             },
@@ -1237,6 +1269,7 @@ pub fn accept_subscribe_answer(
         n.fir = fir;
         n.remb = remb;
         n.transport_cc = twcc;
+        n.rcvr_rtt = m.rcvr_rtt;
         let rtx_kept = n.rtx_pt.is_some_and(|rtx| m.formats.iter().any(|f| f.parse() == Ok(rtx)));
         if !rtx_kept {
             n.rtx_pt = None;

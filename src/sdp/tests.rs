@@ -300,3 +300,30 @@ fn legacy_ssrc_group_sim() {
     assert!(n.media[1].simulcast.is_empty());
     assert!(!n.sdp.contains("a=simulcast"));
 }
+
+#[test]
+fn rtcp_xr_receiver_rtt_is_negotiated() {
+    // Chromium's offers carry `a=rtcp-xr:rcvr-rtt=all` on both m-lines.
+    let o = parse(PUBLISH).unwrap();
+    assert!(o.media.iter().all(|m| m.rcvr_rtt));
+    let n = answer_publish(&o, &local(), VideoCodecPolicy::MediaServerPreferred).unwrap();
+    assert!(n.media.iter().all(|m| m.rcvr_rtt));
+    assert_eq!(n.sdp.matches("a=rtcp-xr:rcvr-rtt=all\r\n").count(), 2, "{}", n.sdp);
+    assert!(parse(&n.sdp).unwrap().media.iter().all(|m| m.rcvr_rtt), "our answer reads back");
+    // An offer without it gets an answer without it.
+    let plain: String =
+        PUBLISH.split_inclusive('\n').filter(|l| !l.starts_with("a=rtcp-xr")).collect();
+    let o = parse(&plain).unwrap();
+    assert!(o.media.iter().all(|m| !m.rcvr_rtt));
+    let n = answer_publish(&o, &local(), VideoCodecPolicy::MediaServerPreferred).unwrap();
+    assert!(!n.sdp.contains("a=rtcp-xr") && n.media.iter().all(|m| !m.rcvr_rtt));
+    // The subscriber side: a client offer and a server offer both agree to it.
+    let s = parse(SUBSCRIBE).unwrap();
+    let pubn =
+        answer_publish(&parse(PUBLISH).unwrap(), &local(), VideoCodecPolicy::MediaServerPreferred)
+            .unwrap();
+    let a = answer_subscribe(&s, &local(), &tracks_from(&pubn)).unwrap();
+    assert!(a.sdp.contains("a=rtcp-xr:rcvr-rtt=all\r\n"));
+    let offer = offer_subscribe(&local(), &tracks_from(&pubn));
+    assert!(offer.sdp.contains("a=rtcp-xr:rcvr-rtt=all\r\n"));
+}

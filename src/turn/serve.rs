@@ -42,6 +42,8 @@ pub struct TurnService {
     udp: SocketAddr,
     /// Published counters: one per UDP shard, then the TCP/TLS thread's.
     cells: Vec<Arc<TurnStatsCell>>,
+    /// The TCP/TLS thread's turn counter (one a second), for the watchdog.
+    stream_turns: Arc<crate::shard::ShardStats>,
 }
 
 impl std::fmt::Debug for TurnService {
@@ -86,9 +88,17 @@ impl TurnService {
         self.cells.clone()
     }
 
-    /// The UDP shards' loop counters (for the watchdog).
+    /// The UDP shards' loop counters (exported with the shards' metrics).
     pub fn shard_stats(&self) -> Vec<Arc<crate::shard::ShardStats>> {
         self.shards.iter().flat_map(|h| h.iter()).map(|s| s.stats().clone()).collect()
+    }
+
+    /// What the watchdog watches: the UDP shards' loop counters and the TCP/TLS thread's
+    /// (its one-second timer counts a turn).
+    pub fn watched(&self) -> Vec<Arc<crate::shard::ShardStats>> {
+        let mut all = self.shard_stats();
+        all.push(self.stream_turns.clone());
+        all
     }
 
     /// Stops the shards and the stream thread and waits for them.
@@ -423,9 +433,17 @@ impl TurnSetup {
             reload.poll(server);
             stream_cell.store(&TurnShardStats::from_server(server));
         });
-        let stream =
-            StreamServer::start(server, reload, tcp_addr, tls_addr.zip(tls), anchor, anchor_unix)
-                .map_err(|(addr, source)| TurnStartError::Stream { addr, source })?;
+        let stream_turns = Arc::new(crate::shard::ShardStats::default());
+        let stream = StreamServer::start(
+            server,
+            reload,
+            tcp_addr,
+            tls_addr.zip(tls),
+            anchor,
+            anchor_unix,
+            stream_turns.clone(),
+        )
+        .map_err(|(addr, source)| TurnStartError::Stream { addr, source })?;
         tracing::info!(
             udp = %udp,
             tcp = %stream.tcp_addr(),
@@ -461,7 +479,7 @@ impl TurnSetup {
                 );
             }
         }
-        Ok(TurnService { shards, stream: Some(stream), udp, cells })
+        Ok(TurnService { shards, stream: Some(stream), udp, cells, stream_turns })
     }
 }
 

@@ -564,6 +564,47 @@ impl TurnServer {
         }
     }
 
+    /// Ends the allocation relayed at `relay` when it holds no relay socket, i.e. it served
+    /// only the hosting media shard's own port in-process: that shard removed the transport
+    /// that used it because its browser vanished (consent expired), so nothing else uses it.
+    /// A client that refreshes it later gets 437 and allocates again. True: removed.
+    pub fn remove_in_process_relay(&mut self, relay: SocketAddr) -> bool {
+        let Some(&i) = self.by_relay.get(&relay) else { return false };
+        if self.allocations[i].as_ref().is_none_or(|a| a.socket) {
+            return false;
+        }
+        self.remove(i);
+        true
+    }
+
+    /// Ends every allocation whose username ends with `suffix` (joinRoom mints a participant's
+    /// TURN REST username as `<expiry>:<connectionId>`: the participant left or was evicted, so
+    /// what its browser allocated goes with it, even when the browser vanished without a
+    /// Refresh of lifetime 0). Returns how many ended.
+    pub fn remove_user_allocations(&mut self, suffix: &str) -> usize {
+        let users: Vec<usize> = self
+            .users
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.name.ends_with(suffix))
+            .map(|(i, _)| i)
+            .collect();
+        if users.is_empty() {
+            return 0;
+        }
+        let doomed: Vec<usize> = self
+            .allocations
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.as_ref().is_some_and(|a| users.contains(&a.user)))
+            .map(|(i, _)| i)
+            .collect();
+        for &i in &doomed {
+            self.remove(i);
+        }
+        doomed.len()
+    }
+
     fn remove(&mut self, i: usize) {
         let Some(a) = self.allocations[i].take() else { return };
         self.by_client.remove(&a.five);

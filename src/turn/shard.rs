@@ -343,6 +343,21 @@ impl TurnShard {
         if self.shard_port == Some(server.port()) { SHARD_LISTENER } else { self.listener }
     }
 
+    /// The hosting media shard removed a transport that was reached through relayed address
+    /// `relay`: its allocation ends if it served only in-process peers
+    /// ([`TurnServer::remove_in_process_relay`]).
+    pub fn release_in_process(&mut self, relay: SocketAddr) -> bool {
+        self.server.remove_in_process_relay(relay)
+    }
+
+    /// Ends the allocations of the TURN users whose name ends with `suffix`
+    /// ([`TurnServer::remove_user_allocations`]); their relay sockets close.
+    pub fn end_user_allocations(&mut self, suffix: &str) -> usize {
+        let n = self.server.remove_user_allocations(suffix);
+        let _ = self.drain_server_events();
+        n
+    }
+
     /// A datagram on the listener or a relay socket, as [`ShardCore::handle_datagram`]; a
     /// client datagram relayed to the hosting shard's media port is returned instead of sent.
     pub fn handle_datagram_hosted(

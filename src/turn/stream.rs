@@ -54,6 +54,7 @@ impl StreamServer {
         tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
         anchor: Instant,
         anchor_unix: u64,
+        turns: Arc<crate::shard::ShardStats>,
     ) -> Result<StreamServer, (SocketAddr, io::Error)> {
         let bind = |a: SocketAddr| -> Result<std::net::TcpListener, (SocketAddr, io::Error)> {
             let l = std::net::TcpListener::bind(a).map_err(|e| (a, e))?;
@@ -90,7 +91,7 @@ impl StreamServer {
                     anchor_unix,
                 });
                 let reload = Box::new(move |s: &mut TurnServer| reload(s));
-                local.block_on(&rt, run(shared, reload, tcp_l, tls_l, stop_rx));
+                local.block_on(&rt, run(shared, reload, tcp_l, tls_l, stop_rx, turns));
             })
             .map_err(|e| (tcp, e))?;
         Ok(StreamServer { tcp, tls: tls_addr, stop, thread: Some(thread) })
@@ -220,6 +221,7 @@ async fn run(
     tcp: std::net::TcpListener,
     tls: Option<(SocketAddr, std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     mut stop: watch::Receiver<bool>,
+    turns: Arc<crate::shard::ShardStats>,
 ) {
     let timer = {
         let sh = sh.clone();
@@ -228,6 +230,9 @@ async fn run(
             let mut n = 0u64;
             loop {
                 tick.tick().await;
+                // The watchdog's sign of life: one turn per timer tick (a second). A thread
+                // stuck in a handler stops it like a stuck shard's loop.
+                turns.turn(0, false);
                 let now = sh.now();
                 sh.server.borrow_mut().handle_timeout(now);
                 reload(&mut sh.server.borrow_mut());

@@ -906,3 +906,44 @@ fn a_relayed_port_found_taken_sits_out_before_it_is_handed_out_again() {
     fx.five.client = clients[2];
     assert_eq!(fx.allocate("alice", "pw").port(), 50000);
 }
+
+#[test]
+fn a_participants_allocations_end_with_it() {
+    let mut fx = Fx::with_ports(50000..50010);
+    let unix = fx.now().unix;
+    let (ann, ann_pw) = rest_credentials("rest-secret", "con_Ann", unix, 3600);
+    let (bob, bob_pw) = rest_credentials("rest-secret", "con_Bob", unix, 3600);
+    let a1 = fx.allocate(&ann, &ann_pw);
+    let base = fx.five;
+    fx.five = FiveTuple { client: "203.0.113.9:5001".parse().unwrap(), ..base };
+    let a2 = fx.allocate(&ann, &ann_pw);
+    fx.five = FiveTuple { client: "203.0.113.9:5002".parse().unwrap(), ..base };
+    let b1 = fx.allocate(&bob, &bob_pw);
+    assert_eq!(fx.server.allocation_count(), 3);
+    // Ann is gone: both of hers end, Bob's stays; a name that is only a suffix of hers
+    // (`:con_An`) matches nothing.
+    assert_eq!(fx.server.remove_user_allocations(":con_An"), 0);
+    assert_eq!(fx.server.remove_user_allocations(":con_Ann"), 2);
+    assert_eq!(fx.server.allocation_count(), 1);
+    assert!(!fx.server.has_relay(a1) && !fx.server.has_relay(a2) && fx.server.has_relay(b1));
+    assert_eq!(fx.server.remove_user_allocations(":con_Ann"), 0);
+}
+
+#[test]
+fn an_in_process_relay_ends_with_its_transport_unless_it_has_a_socket() {
+    let mut fx = Fx::with_ports(50000..50010);
+    fx.with_media(40000..=40000);
+    let here: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+    fx.server.set_in_process(vec![here]);
+    let relay = fx.allocate("alice", "pw");
+    assert!(fx.server.remove_in_process_relay(relay), "no socket: it served only the media port");
+    assert_eq!(fx.server.allocation_count(), 0);
+    assert!(!fx.server.remove_in_process_relay(relay), "already gone");
+    // One that opened a socket (a permission for an outside peer) serves others: kept.
+    let relay = fx.allocate("alice", "pw");
+    let r = fx.permit(peer());
+    assert_eq!(r.view().class(), Class::SuccessResponse, "{:?}", r.code());
+    assert_eq!(fx.server.relay_socket_count(), 1);
+    assert!(!fx.server.remove_in_process_relay(relay));
+    assert_eq!(fx.server.allocation_count(), 1);
+}

@@ -51,6 +51,19 @@ pub fn connect(
     server_fp: Fingerprint,
     i: u32,
 ) -> (SrtpContext, SrtpContext) {
+    let (out, inb, _) = connect_keeping_dtls(core, server, tx, client_ctx, server_fp, i);
+    (out, inb)
+}
+
+/// As [`connect`], also returning the client's DTLS endpoint (to close it later).
+pub fn connect_keeping_dtls(
+    core: &mut MediaCore,
+    server: SocketAddr,
+    tx: &mut TxQueue,
+    client_ctx: &DtlsContext,
+    server_fp: Fingerprint,
+    i: u32,
+) -> (SrtpContext, SrtpContext, DtlsEndpoint) {
     let now = Instant::now();
     let addr = peer_addr(i);
     let p = ice(i);
@@ -83,8 +96,9 @@ pub fn connect(
         }
         while let Some(ev) = client.poll_event() {
             if let DtlsEvent::Connected { keying_material, .. } = ev {
-                return SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Client)
+                let (out, inb) = SrtpContext::from_dtls_keys(&keying_material, DtlsRole::Client)
                     .expect("srtp keys");
+                return (out, inb, client);
             }
         }
     }

@@ -23,6 +23,7 @@ pub mod rr;
 pub mod sdes;
 pub mod sr;
 pub mod twcc;
+pub mod xr;
 
 use super::error::{WireError, WireResult};
 
@@ -212,7 +213,8 @@ pub enum RtcpPacket<'a> {
     Nack(nack::Nack<'a>),
     Remb(remb::Remb<'a>),
     TransportCc(twcc::TransportCc<'a>),
-    /// Any other type or feedback format (XR, SLI, RPSI, other AFB...), opaque.
+    /// Any other type or feedback format (SLI, RPSI, other AFB...), opaque; XR is here too,
+    /// read with [`xr::Xr::parse`] by who needs it.
     Other(RawPacket<'a>),
 }
 

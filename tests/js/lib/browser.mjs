@@ -88,6 +88,7 @@ const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>ringsfu te
           r.retransmitted = (r.retransmitted || 0) + (s.retransmittedPacketsReceived || 0);
           r.pliCount = (r.pliCount || 0) + (s.pliCount || 0);
           r.freezeCount = (r.freezeCount || 0) + (s.freezeCount || 0);
+          r.freezeSeconds = (r.freezeSeconds || 0) + (s.totalFreezesDuration || 0);
           r.framesDropped = (r.framesDropped || 0) + (s.framesDropped || 0);
         } else {
           r.audioSamples += s.totalSamplesReceived || 0;

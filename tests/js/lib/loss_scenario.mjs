@@ -32,6 +32,14 @@ try {
     return st && st.videoPackets >= 800 && st;
   }, 'subscriber receives 800 video packets', { tries: 900, everyMs: 100 });
   result = { ok: true, stats: s };
+  // LOSS_SCENARIO_SECONDS (tools/loss_freezes.sh): also a window of that many seconds from
+  // here, its stats at the end (freezes counted over the window by the caller).
+  const windowS = Number(process.env.LOSS_SCENARIO_SECONDS || 0);
+  if (windowS > 0) {
+    await new Promise((r) => setTimeout(r, windowS * 1000));
+    result.end = (await b.evaluate(() => window.inboundStats()))[streamId];
+    result.window = windowS;
+  }
   await server.stop();
   result.logs = server.logs().slice(-3000);
 } catch (e) {
