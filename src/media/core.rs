@@ -122,6 +122,8 @@ pub struct MediaCore {
     pub(super) mesh_backlog: VecDeque<(usize, u8, u8, u64, u8)>,
     /// Recorder consumers ([`super::recorder`]).
     pub(super) recorders: Vec<super::recorder::Tap>,
+    /// Camera producers' rings ([`super::ingest`]).
+    pub(super) ingests: super::ingest::Ingests,
 }
 
 impl MediaCore {
@@ -151,6 +153,7 @@ impl MediaCore {
             mirrors: HashMap::new(),
             mesh_backlog: VecDeque::with_capacity(MESH_BACKLOG),
             recorders: Vec::new(),
+            ingests: Default::default(),
         }
     }
 
@@ -199,7 +202,7 @@ impl MediaCore {
 
     /// A new peer in a free slot, routed by its ufrag; `None` (and a `Rejected` event) when
     /// its id or ufrag is taken.
-    fn insert_peer(
+    pub(super) fn insert_peer(
         &mut self,
         now: Instant,
         id: PeerId,
@@ -363,6 +366,7 @@ impl MediaCore {
         match peer.role {
             Role::Publisher(p) => {
                 self.drop_recorders_of(slot);
+                self.drop_ingest(slot);
                 for t in p.tracks {
                     for leg in self.router.remove_track(t.track) {
                         if let Some(Some(Peer { role: Role::Subscriber(c), .. })) =
@@ -608,6 +612,7 @@ impl MediaCore {
                 self.attach_recorder(publisher, recorder, feed, tx)
             }
             ShardCommand::DetachRecorder { recorder } => self.detach_recorder(recorder),
+            ShardCommand::AddIngest { id, tracks, feed } => self.add_ingest(now, id, tracks, feed),
         }
         // New or renegotiated owners bring deadlines of their own (a producer's first report,
         // a mirror's attach request): the timer looks at them within a tick.

@@ -33,6 +33,8 @@ mod egress;
 mod engine;
 pub mod feedback;
 mod flow;
+mod ingest;
+pub use ingest::{INGEST_MTU, IngestFeed, IngestWriter, ingest_ring};
 pub mod layers;
 mod mirror;
 mod producer;
@@ -209,6 +211,9 @@ pub enum ShardCommand {
     AttachRecorder { publisher: PeerId, recorder: u64, feed: RecorderFeed },
     /// Stop feeding recorder `recorder`: its thread closes the file.
     DetachRecorder { recorder: u64 },
+    /// An IP camera's producer, fed from the ingest thread through `feed` (packets of
+    /// `tracks` by index); removed with [`ShardCommand::RemovePeer`].
+    AddIngest { id: PeerId, tracks: Vec<InTrack>, feed: IngestFeed },
 }
 
 /// Media shard → control plane.
