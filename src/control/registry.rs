@@ -18,6 +18,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 use super::media::MediaCommand;
+
+mod ipcam;
+pub use ipcam::IpcamView;
 use crate::dtls::Fingerprint;
 use crate::media::PeerId;
 use crate::sdp::{Negotiated, NegotiatedMedia, OutgoingTrack, VideoCodecPolicy};
@@ -203,6 +206,8 @@ pub struct Connection {
     pub subscriptions: Vec<Subscription>,
     /// Server offers made to this connection, waiting for its answers.
     pub offers: Vec<PendingOffer>,
+    /// An IP camera's ingest status (`ipcam` in the connection's JSON), once known.
+    pub ipcam_status: Option<Value>,
 }
 
 impl Connection {
@@ -627,6 +632,7 @@ impl Registry {
             publisher: None,
             subscriptions: Vec::new(),
             offers: Vec::new(),
+            ipcam_status: None,
         };
         // Invariant: presence checked at the top of this function.
         let session = self.sessions.get_mut(session_id).expect("session exists");
@@ -641,7 +647,7 @@ impl Registry {
 
     /// IP cameras are active at once with one `IPC` stream (the media engine pulls the RTSP feed).
     fn activate_ipcam(&mut self, session_id: &str, cid: &str, now: Ms) {
-        let stream_rand = format!("{}{}", self.rand_from(UPPER, 1), self.rand_from(ALNUM, 3));
+        let stream = self.new_ipcam_stream(cid, now);
         let Some(session) = self.sessions.get_mut(session_id) else {
             return;
         };
@@ -658,7 +664,22 @@ impl Registry {
             client_data: String::new(),
             location: "unknown".into(),
         });
-        let stream = Stream {
+        let joined = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata()});
+        let published = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata(),
+            "streams": [stream_descriptor(&stream)]});
+        conn.publisher = Some(stream);
+        let hook = participant_hook(conn);
+        let session = session.clone();
+        self.notify(&others, "participantJoined", &joined);
+        self.notify(&others, "participantPublished", &published);
+        self.webhook("participantJoined", &session, now, hook);
+    }
+
+    /// A new `IPC` stream of camera `cid` (published at activation, and again when a lost
+    /// camera answers).
+    fn new_ipcam_stream(&mut self, cid: &str, now: Ms) -> Stream {
+        let stream_rand = format!("{}{}", self.rand_from(UPPER, 1), self.rand_from(ALNUM, 3));
+        Stream {
             id: format!("str_IPC_{stream_rand}_{cid}"),
             created_at: now,
             transport: None,
@@ -672,16 +693,7 @@ impl Registry {
                 video_dimensions: None,
                 filter: json!({}),
             },
-        };
-        let joined = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata()});
-        let published = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata(),
-            "streams": [stream_descriptor(&stream)]});
-        conn.publisher = Some(stream);
-        let hook = participant_hook(conn);
-        let session = session.clone();
-        self.notify(&others, "participantJoined", &joined);
-        self.notify(&others, "participantPublished", &published);
-        self.webhook("participantJoined", &session, now, hook);
+        }
     }
 
     /// `ipc_IPCAM_<scheme>_<4 chars>_<host_port_path>` (spec §1); characters outside
@@ -1134,8 +1146,27 @@ impl Registry {
         if session.connections[owner].props.kind == ConnectionType::IpCam {
             return Err(RegError::NotAllowed);
         }
-        // Invariant: `owner` was found by its publisher.
-        let stream = session.connections[owner].publisher.take().expect("publisher present");
+        self.unpublish_owned(session_id, owner, reason, forced, now);
+        Ok(())
+    }
+
+    /// Unpublishes the stream of connection number `owner` of `session_id` (which has one):
+    /// its subscribers' legs and its transport released, `participantUnpublished` with
+    /// `reason` (to the owner too when `forced`), the webhooks.
+    fn unpublish_owned(
+        &mut self,
+        session_id: &str,
+        owner: usize,
+        reason: &str,
+        forced: bool,
+        now: Ms,
+    ) {
+        let Some(session) = self.sessions.get_mut(session_id) else { return };
+        let Some(stream) = session.connections.get_mut(owner).and_then(|c| c.publisher.take())
+        else {
+            return;
+        };
+        let stream_id = stream.id.as_str();
         let (subs, mut refs) = take_subscribers(&mut session.connections, stream_id);
         refs.extend(stream.transport.as_ref().map(|t| t.at));
         for c in &mut session.connections {
@@ -1155,7 +1186,6 @@ impl Registry {
         );
         self.subscribers_destroyed_hooks(&session, &stream, &conn.id, &subs, reason, now);
         self.stream_destroyed_hook(&session, &conn, &stream, reason, now);
-        Ok(())
     }
 
     /// `webrtcConnectionDestroyed` for subscriber legs (`INBOUND`) of `stream`.

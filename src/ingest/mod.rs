@@ -103,8 +103,8 @@ pub struct TrackWriter {
     pub pt: u8,
     clock_rate: u32,
     seq: u16,
-    /// (camera timestamp, our timestamp, when) of the first frame of this RTSP session.
-    anchor: Option<(i64, u32, Instant)>,
+    /// (camera timestamp, our timestamp) of the first frame of this RTSP session.
+    anchor: Option<(u32, u32)>,
     /// Our last timestamp and when it was written.
     last: Option<(u32, Instant)>,
 }
@@ -122,10 +122,9 @@ impl TrackWriter {
         self.anchor = None;
     }
 
-    /// Our RTP timestamp for a frame the camera stamped `camera_ts` (its clock, extended to
-    /// 64 bits), seen at `now`.
-    pub fn timestamp(&mut self, camera_ts: i64, now: Instant) -> u32 {
-        let (cam0, ours0, _) = *self.anchor.get_or_insert_with(|| {
+    /// Our RTP timestamp for a frame the camera stamped `camera_ts`, seen at `now`.
+    pub fn timestamp(&mut self, camera_ts: u32, now: Instant) -> u32 {
+        let (cam0, ours0) = *self.anchor.get_or_insert_with(|| {
             let ours = match self.last {
                 // Continue from the last frame, plus the time that passed since it.
                 Some((ts, at)) => {
@@ -135,9 +134,9 @@ impl TrackWriter {
                 }
                 None => rand::random(),
             };
-            (camera_ts, ours, now)
+            (camera_ts, ours)
         });
-        let ts = ours0.wrapping_add(camera_ts.wrapping_sub(cam0) as u32);
+        let ts = ours0.wrapping_add(camera_ts.wrapping_sub(cam0));
         self.last = Some((ts, now));
         ts
     }
