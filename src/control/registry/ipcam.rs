@@ -19,6 +19,7 @@ pub struct IpcamView {
     pub only_play_with_subscribers: bool,
     /// `networkCache`, milliseconds.
     pub network_cache: u64,
+    pub adaptative_bitrate: bool,
     /// Connections subscribed to its stream (with or without a transport yet).
     pub subscribers: usize,
 }
@@ -42,6 +43,7 @@ impl Registry {
                     rtsp_uri: uri.clone(),
                     only_play_with_subscribers: c.props.only_play_with_subscribers.unwrap_or(true),
                     network_cache: c.props.network_cache.unwrap_or(2000).max(0) as u64,
+                    adaptative_bitrate: c.props.adaptative_bitrate.unwrap_or(true),
                     subscribers,
                 });
             }
