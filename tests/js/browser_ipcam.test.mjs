@@ -93,7 +93,7 @@ test('onlyPlayWithSubscribers: no RTSP session before the first subscriber, Chro
   const conn = await session.createConnection({
     type: 'IPCAM', rtspUri: cam.uri, onlyPlayWithSubscribers: true, data: 'lobby camera',
   });
-  assert.equal(conn.type, 'IPCAM');
+  assert.equal(conn.connectionProperties.type, 'IPCAM');
   const sid = session.sessionId;
   // DESCRIBE only: the camera is known, nothing plays.
   await until(async () => (await ipcamState(sid, conn.connectionId)) === 'waitingForSubscribers',
