@@ -37,6 +37,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "rtcp_diff" => differential::rtcp,
         "record_depack" => f::record_depack,
         "mkv_roundtrip" => differential::mkv_roundtrip,
+        "ingest_h264" => f::ingest_h264,
         _ => return None,
     })
 }
