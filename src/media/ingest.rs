@@ -98,6 +98,26 @@ impl IngestFeed {
     }
 }
 
+/// The reading end of a camera's ring outside a shard (tests). Not API.
+#[doc(hidden)]
+pub struct IngestReader(Consumer<IngestPacket>);
+
+impl IngestReader {
+    /// The next packet, if one waits.
+    pub fn pop(&mut self) -> Option<Vec<u8>> {
+        let p = self.0.pop().ok()?;
+        p.data.get(..usize::from(p.len)).map(<[u8]>::to_vec)
+    }
+}
+
+impl IngestFeed {
+    /// Takes the reading end for a test instead of a shard. Not API.
+    #[doc(hidden)]
+    pub fn into_reader(self) -> Option<IngestReader> {
+        self.take().map(IngestReader)
+    }
+}
+
 impl fmt::Debug for IngestFeed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("IngestFeed")

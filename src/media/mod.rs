@@ -34,7 +34,7 @@ mod engine;
 pub mod feedback;
 mod flow;
 mod ingest;
-pub use ingest::{INGEST_MTU, IngestFeed, IngestWriter, ingest_ring};
+pub use ingest::{INGEST_MTU, IngestFeed, IngestReader, IngestWriter, ingest_ring};
 pub mod layers;
 mod mirror;
 mod producer;
