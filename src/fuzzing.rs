@@ -1365,7 +1365,10 @@ pub fn ingest_h264(data: &[u8]) {
         let mut payloads: Vec<(Vec<u8>, bool)> = Vec::new();
         let res = p.packetize(au, |b, m| payloads.push((b.to_vec(), m)));
         let Ok(units) = units else {
-            assert!(res.is_err() && payloads.is_empty(), "a malformed access unit is refused whole");
+            assert!(
+                res.is_err() && payloads.is_empty(),
+                "a malformed access unit is refused whole"
+            );
             continue;
         };
         let mut expected: Vec<&[u8]> = Vec::new();

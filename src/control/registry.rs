@@ -18,13 +18,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 use super::media::MediaCommand;
-
-mod ipcam;
-pub use ipcam::IpcamView;
 use crate::dtls::Fingerprint;
 use crate::media::PeerId;
 use crate::sdp::{Negotiated, NegotiatedMedia, OutgoingTrack, VideoCodecPolicy};
 use crate::signaling::{RpcError, code};
+
+mod ipcam;
+pub use ipcam::IpcamView;
 
 /// Unix epoch milliseconds.
 pub type Ms = u64;

@@ -262,7 +262,12 @@ impl Packetizer {
         Ok(n)
     }
 
-    fn emit_all(&mut self, au: &[u8], list: &[NalRef], emit: &mut impl FnMut(&[u8], bool)) -> usize {
+    fn emit_all(
+        &mut self,
+        au: &[u8],
+        list: &[NalRef],
+        emit: &mut impl FnMut(&[u8], bool),
+    ) -> usize {
         let Packetizer { max_payload, sps, pps, buf, .. } = self;
         let max = *max_payload;
         let get = |r: NalRef| -> &[u8] {

@@ -143,7 +143,13 @@ impl TrackWriter {
 
     /// Writes one packet (`payload` after a 12-byte header) into `out`; its length, `None`
     /// when `out` is too small.
-    pub fn write(&mut self, out: &mut [u8], ts: u32, marker: bool, payload: &[u8]) -> Option<usize> {
+    pub fn write(
+        &mut self,
+        out: &mut [u8],
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Option<usize> {
         let len = RTP_HEADER + payload.len();
         let out = out.get_mut(..len)?;
         let (h, body) = out.split_at_mut(RTP_HEADER);

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use retina::client::{
-    Credentials, PacketItem, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
-    Transport, UdpTransportOptions,
+    Credentials, PacketItem, PlayOptions, Session, SessionOptions, SetupOptions,
+    TcpTransportOptions, Transport, UdpTransportOptions,
 };
 use retina::codec::{ParametersRef, VideoParametersCodec};
 use serde::Serialize;
@@ -63,10 +63,19 @@ const STALL: Duration = Duration::from_secs(5);
 /// What the ingest thread is asked (camera `key`s are the control plane's).
 #[derive(Debug)]
 pub enum IngestCommand {
-    Start { key: u64, camera: CameraConfig, wake: Option<ShardWake> },
+    Start {
+        key: u64,
+        camera: CameraConfig,
+        wake: Option<ShardWake>,
+    },
     /// The camera's stream has `subscribers` subscribers now.
-    Demand { key: u64, subscribers: usize },
-    Stop { key: u64 },
+    Demand {
+        key: u64,
+        subscribers: usize,
+    },
+    Stop {
+        key: u64,
+    },
 }
 
 /// One camera's connection properties.
@@ -204,10 +213,14 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What a DESCRIBE offered: the layout, and the stream indices of the chosen tracks.
+/// SPS and PPS NAL units.
+type ParameterSets = (Vec<u8>, Vec<u8>);
+
+/// What a DESCRIBE offered: the layout, and the stream indices of the chosen tracks (the
+/// video's with its parameter sets from the SDP, when given).
 struct Described {
     layout: CameraLayout,
-    video: Option<(usize, Option<(Vec<u8>, Vec<u8>)>)>,
+    video: Option<(usize, Option<ParameterSets>)>,
     audio: Option<usize>,
 }
 
@@ -220,7 +233,9 @@ fn describe_layout(session: &Session<retina::client::Described>) -> Described {
             ("video", "h264") if video.is_none() => {
                 let ps = match s.parameters() {
                     Some(ParametersRef::Video(v)) => match v.codec_params() {
-                        VideoParametersCodec::H264 { sps, pps } => Some((sps.to_vec(), pps.to_vec())),
+                        VideoParametersCodec::H264 { sps, pps } => {
+                            Some((sps.to_vec(), pps.to_vec()))
+                        }
                         _ => None,
                     },
                     _ => None,
@@ -296,8 +311,12 @@ impl Live {
     fn new(layout: CameraLayout, wake: Option<ShardWake>) -> (Live, Vec<u32>, IngestFeed) {
         let (writer, feed) = ingest_ring(wake);
         let ssrc = || rand::random::<u32>() | 1;
-        let video = layout.video.as_ref().map(|_| TrackWriter::new(ssrc(), pt::H264, 90_000, rand::random()));
-        let audio = layout.audio.map(|a| TrackWriter::new(ssrc(), a.pt(), a.rtpmap().1, rand::random()));
+        let video = layout
+            .video
+            .as_ref()
+            .map(|_| TrackWriter::new(ssrc(), pt::H264, 90_000, rand::random()));
+        let audio =
+            layout.audio.map(|a| TrackWriter::new(ssrc(), a.pt(), a.rtpmap().1, rand::random()));
         let ssrcs = video.iter().chain(audio.iter()).map(|t| t.ssrc).collect();
         (Live { writer, layout, video, audio }, ssrcs, feed)
     }
@@ -321,7 +340,8 @@ impl Camera {
         if let Some(l) = &self.live {
             self.status.dropped_packets = l.writer.dropped;
         }
-        let _ = self.events.send(CameraEvent::Status { key: self.key, status: self.status.clone() });
+        let _ =
+            self.events.send(CameraEvent::Status { key: self.key, status: self.status.clone() });
     }
 
     /// A failed attempt: the stream (if any) is unpublished, then the back-off.
@@ -381,26 +401,23 @@ async fn run_camera(
             return cam.report("failed");
         }
     };
-    let options =
-        || SessionOptions::default().creds(creds.clone()).user_agent("ringsfu".into());
+    let options = || SessionOptions::default().creds(creds.clone()).user_agent("ringsfu".into());
     loop {
         cam.report("connecting");
-        let session = match tokio::time::timeout(
-            ANSWER_TIMEOUT,
-            Session::describe(url.clone(), options()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                cam.fail(format!("DESCRIBE: {e}")).await;
-                continue;
-            }
-            Err(_) => {
-                cam.fail("DESCRIBE: no answer within 10 s".into()).await;
-                continue;
-            }
-        };
+        let session =
+            match tokio::time::timeout(ANSWER_TIMEOUT, Session::describe(url.clone(), options()))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    cam.fail(format!("DESCRIBE: {e}")).await;
+                    continue;
+                }
+                Err(_) => {
+                    cam.fail("DESCRIBE: no answer within 10 s".into()).await;
+                    continue;
+                }
+            };
         let d = describe_layout(&session);
         if d.video.is_none() && d.audio.is_none() {
             let notes = d.layout.notes.join("; ");
@@ -428,7 +445,8 @@ async fn run_camera(
         if publish {
             let (live, ssrcs, feed) = Live::new(d.layout.clone(), cam.wake.clone());
             cam.live = Some(live);
-            let _ = cam.events.send(CameraEvent::Ready { key, layout: d.layout.clone(), ssrcs, feed });
+            let _ =
+                cam.events.send(CameraEvent::Ready { key, layout: d.layout.clone(), ssrcs, feed });
         }
         if cam.cfg.only_play_with_subscribers && *demand.borrow_and_update() == 0 {
             drop(session);

@@ -215,9 +215,11 @@ impl MediaCore {
         let arrival = now.saturating_duration_since(self.epoch);
         let len = usize::from(p.len).min(INGEST_MTU);
         let buf = &mut p.data[..];
-        let Ok(seen) = RtpView::parse(&buf[..len])
-            .map(|v| Seen { ssrc: v.ssrc(), pt: v.payload_type(), twcc_seq: None })
-        else {
+        let Ok(seen) = RtpView::parse(&buf[..len]).map(|v| Seen {
+            ssrc: v.ssrc(),
+            pt: v.payload_type(),
+            twcc_seq: None,
+        }) else {
             return self.stats.count_drop(MediaDrop::Malformed);
         };
         let Some(Some(peer)) = self.peers.get_mut(slot as usize) else { return };

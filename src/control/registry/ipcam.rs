@@ -35,7 +35,9 @@ impl Registry {
                 let subscribers = s
                     .connections
                     .iter()
-                    .filter(|o| o.subscriptions.iter().any(|x| Some(x.stream_id.as_str()) == stream))
+                    .filter(|o| {
+                        o.subscriptions.iter().any(|x| Some(x.stream_id.as_str()) == stream)
+                    })
                     .count();
                 out.push(IpcamView {
                     session: s.id.clone(),
