@@ -29,6 +29,8 @@ before(async () => {
   hooks = await startWebhookReceiver();
   server = await startServer({
     args: [
+      '--set', `media.io_backend=${process.env.RINGSFU_IO_BACKEND || 'auto'}`,
+      '--set', `media.shards=${process.env.RINGSFU_SHARDS || '1'}`,
       '--set', `recording.path=${recDir}`,
       '--set', 'webhook.enabled=true', '--set', `webhook.endpoint=${hooks.url}`,
     ],
@@ -202,6 +204,37 @@ test('AAC audio is dropped with a note; the H.264 video still plays', async () =
   const streamId = await cameraStream(b.page, conn.connectionId);
   await cameraFlows(b.page, streamId, 'video only', { audio: false });
   assert.match(server.logs(), /AAC/);
+  await b.page.close();
+  await session.close();
+});
+
+test('a High profile camera is named in the connection JSON and the log', async () => {
+  const cam = await camera({ args: ['--profile', 'high'] });
+  const session = await ov.createSession({ customSessionId: 'ipcam-high' });
+  const conn = await session.createConnection({ type: 'IPCAM', rtspUri: cam.uri });
+  const j = await until(async () => {
+    const v = await connectionJson(session.sessionId, conn.connectionId);
+    return v.ipcam?.state === 'waitingForSubscribers' && v;
+  }, 'described', { tries: 200, everyMs: 100 });
+  assert.match(j.ipcam.video, /^H264 High \(profile-level-id 6400/);
+  assert.ok(j.ipcam.notes.some((n) => /H\.264 High/.test(n)), JSON.stringify(j.ipcam));
+  assert.match(server.logs(), /H\.264 High/);
+  // Whether this Chromium gets the video depends on its H.264 decoders (its offer's profiles).
+  const b = await join(session, 'viewer');
+  const streamId = await cameraStream(b.page, conn.connectionId);
+  const high = await b.page.evaluate(() => RTCRtpReceiver.getCapabilities('video').codecs
+    .some((c) => /profile-level-id=64/.test(c.sdpFmtpLine || '')));
+  if (high) {
+    await cameraFlows(b.page, streamId, 'High profile video');
+  } else {
+    // The answer rejects the video m-line: the audio still plays.
+    const s = await until(async () => {
+      const st = (await b.page.evaluate(() => window.inboundStats()))[streamId];
+      return st && st.audioSamples > 0 && st;
+    }, 'the camera\'s audio without its video', { tries: 300, everyMs: 100 });
+    assert.equal(s.framesDecoded, 0);
+  }
+  console.log(`this Chromium ${high ? 'decodes' : 'does not offer'} H.264 High`);
   await b.page.close();
   await session.close();
 });

@@ -33,9 +33,12 @@ def main():
         elif flag == "--profile":
             profile = value
     Gst.init(None)
+    # x264 names the lowest profile its tools fit: ultrafast (no CABAC, no 8x8 transform) is
+    # Constrained Baseline; High needs both.
+    tools = "speed-preset=ultrafast" if "baseline" in profile else "speed-preset=veryfast dct8x8=true"
     video = (
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 "
-        "! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 bitrate=400 "
+        f"! x264enc tune=zerolatency {tools} key-int-max=15 bitrate=400 "
         f"! video/x-h264,profile={profile} ! rtph264pay name=pay0 pt=96 config-interval=-1"
     )
     sound = {
