@@ -1888,4 +1888,78 @@ mod tests {
         assert_eq!(u, "100:con_X");
         assert_eq!(c.len(), 28);
     }
+    #[test]
+    fn a_lost_camera_is_unpublished_and_published_again_when_it_answers() {
+        use crate::dtls::FingerprintAlg;
+        let mut r = reg();
+        let sid = r.create_session(props("cams"), 1).unwrap();
+        let viewer = r.create_connection(&sid, cprops(Role::Subscriber), 2).unwrap();
+        join(&mut r, &sid, &viewer, "rv");
+        let mut cam = cprops(Role::Publisher);
+        cam.kind = ConnectionType::IpCam;
+        cam.rtsp_uri = Some("rtsp://10.0.0.9/live".into());
+        let cid = r.create_connection(&sid, cam, 3).unwrap();
+        let stream_of = |r: &Registry| {
+            r.session(&sid)
+                .unwrap()
+                .connection(&cid)
+                .unwrap()
+                .publisher
+                .as_ref()
+                .map(|s| s.id.clone())
+        };
+        let first = stream_of(&r).unwrap();
+        r.add_subscriber(&sid, &viewer, &first, 4).unwrap();
+        let v = r.ipcams();
+        assert_eq!((v.len(), v[0].subscribers, v[0].only_play_with_subscribers), (1, 1, true));
+        assert_eq!((v[0].network_cache, v[0].connection.as_str()), (2000, cid.as_str()));
+        let media = |peer| PublishedMedia {
+            at: TransportRef { peer: PeerId(peer), shard: 0 },
+            negotiated: vec![],
+            policy: VideoCodecPolicy::MediaServerPreferred,
+            connection_of: (Fingerprint::of_der(FingerprintAlg::Sha256, &[]), 0),
+        };
+        while r.poll_output().is_some() {}
+        let events = |r: &mut Registry| {
+            let mut names = Vec::new();
+            while let Some(o) = r.poll_output() {
+                names.push(match o {
+                    Output::Notify { method, params, .. } => {
+                        format!("{method} {}", params["reason"])
+                    }
+                    Output::Webhook(v) => format!("hook {} {}", v["event"], v["reason"]),
+                    Output::Media(MediaCommand::Release(t)) => format!("release {:?}", t[0].peer),
+                    Output::Detach { .. } => "detach".into(),
+                });
+            }
+            names
+        };
+        // The producer arrives for the stream published at activation.
+        assert!(r.ipcam_ready(&sid, &cid, media(5), 5));
+        assert_eq!(events(&mut r), ["hook \"webrtcConnectionCreated\" null"]);
+        assert_eq!(r.transport_owner(PeerId(5)).map(|o| o.3), Some(true));
+        assert_eq!(r.published(&sid, &first).map(|p| p.1.at.peer), Some(PeerId(5)));
+        // Lost: unpublished with the reason, producer released, connection kept.
+        assert!(r.ipcam_lost(&sid, &cid, "networkDisconnect", 6));
+        let ev = events(&mut r);
+        assert!(ev.contains(&"release PeerId(5)".to_string()), "{ev:?}");
+        assert!(ev.contains(&"participantUnpublished \"networkDisconnect\"".to_string()), "{ev:?}");
+        assert!(
+            ev.contains(&"hook \"webrtcConnectionDestroyed\" \"networkDisconnect\"".to_string())
+        );
+        assert_eq!(stream_of(&r), None);
+        assert!(r.session(&sid).unwrap().connection(&cid).unwrap().active.is_some());
+        assert_eq!(r.ipcams()[0].subscribers, 0);
+        assert!(!r.ipcam_lost(&sid, &cid, "networkDisconnect", 7), "nothing left to unpublish");
+        // Back: a new stream, published to the others.
+        assert!(r.ipcam_ready(&sid, &cid, media(6), 8));
+        let second = stream_of(&r).unwrap();
+        assert_ne!(second, first);
+        let ev = events(&mut r);
+        assert_eq!(ev, ["participantPublished null", "hook \"webrtcConnectionCreated\" null"]);
+        assert_eq!(r.remove_stream(&sid, &second, "unpublish", true, 9), Err(RegError::NotAllowed));
+        r.set_ipcam_status(&sid, &cid, json!({"state": "playing"}));
+        let c = r.session(&sid).unwrap().connection(&cid).unwrap();
+        assert_eq!(c.ipcam_status, Some(json!({"state": "playing"})));
+    }
 }
