@@ -19,7 +19,8 @@
 //!    WebRTC (parameter sets before each IDR); each audio packet is passed through with a new
 //!    header. The shard is woken once per access unit or audio packet.
 //! 4. When the last subscriber leaves (`onlyPlayWithSubscribers`) the session is dropped
-//!    (TEARDOWN) and the camera waits at step 2.
+//!    (TEARDOWN) and the camera waits at step 2. While it waits nothing watches the camera:
+//!    one that went away meanwhile is found lost at the next subscriber's DESCRIBE.
 //!
 //! A camera that does not answer, refuses, closes the connection or sends nothing for
 //! `networkCache` + 5 s is lost: [`CameraEvent::Lost`] (the stream is unpublished, the
