@@ -230,3 +230,56 @@ fn track(index: usize, kind: MediaKind, codec: Codec, ssrc: Option<u32>) -> Nego
         transport_cc: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::AudioCodec;
+    use crate::sdp::{LocalTransport, OutgoingTrack};
+
+    #[test]
+    fn subscribers_are_offered_the_cameras_profile_and_audio() {
+        let layout = CameraLayout {
+            video: Some("42e01e".into()),
+            video_profile: Some("Constrained Baseline".into()),
+            audio: Some(AudioCodec::Pcmu),
+            notes: Vec::new(),
+        };
+        let neg = negotiated(&layout, &[11, 22]);
+        assert_eq!(neg.len(), 2);
+        assert_eq!((neg[0].kind, neg[0].ssrc), (MediaKind::Video, Some(11)));
+        assert_eq!((neg[1].kind, neg[1].ssrc), (MediaKind::Audio, Some(22)));
+        assert_eq!(InTrack::from_negotiated(&neg[1]).clock_rate, 8000);
+        // A server offer (prepareReceiveVideoFrom) built from them, as for any stream.
+        let tracks: Vec<OutgoingTrack> = neg
+            .iter()
+            .enumerate()
+            .map(|(i, m)| OutgoingTrack {
+                kind: m.kind,
+                codec: m.codec.clone(),
+                ssrc: 100 + i as u32,
+                rtx_ssrc: 200 + i as u32,
+                cname: "c".into(),
+                stream_id: "str_IPC_X".into(),
+                track_id: format!("t{i}"),
+            })
+            .collect();
+        let local = LocalTransport {
+            ice_ufrag: "uf".into(),
+            ice_pwd: "p".repeat(24),
+            fingerprint_sha256: "AB:CD".into(),
+            candidates: vec!["127.0.0.1:5000".parse().unwrap()],
+            session_id: 1,
+            session_version: 2,
+        };
+        let offer = crate::sdp::offer_subscribe(&local, &tracks);
+        let fmtp = offer.media[0].codec.fmtp.clone();
+        assert!(fmtp.contains("profile-level-id=42e01e") && fmtp.contains("packetization-mode=1"));
+        assert!(
+            offer.sdp.contains("H264/90000") && offer.sdp.contains("PCMU/8000"),
+            "{}",
+            offer.sdp
+        );
+        assert!(offer.sdp.contains("profile-level-id=42e01e"), "{}", offer.sdp);
+    }
+}
