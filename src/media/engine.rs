@@ -323,7 +323,7 @@ impl MediaEngine {
         }
     }
 
-    /// Sends `cmd` to `shard`; a new transport (`AddPublisher`, `AddSubscriber`) counts
+    /// Sends `cmd` to `shard`; a new peer (`AddPublisher`, `AddSubscriber`, `AddIngest`) counts
     /// towards its load until [`MediaEngine::release`] or [`MediaEngine::gone`].
     pub fn send(&self, shard: usize, cmd: ShardCommand) -> Result<(), SendError> {
         let adds = matches!(
