@@ -225,7 +225,9 @@ impl Packetizer {
         mut emit: impl FnMut(&[u8], bool),
     ) -> Result<usize, H264Error> {
         self.list.clear();
-        let (mut idr, mut has_sps, mut has_pps) = (false, false, false);
+        let mut idr = false;
+        // The last SPS and PPS of the access unit, remembered only once all of it parsed.
+        let (mut sps, mut pps) = (None, None);
         for n in nal_units(au) {
             let n = n?;
             let Some(&h) = n.first() else { continue };
@@ -233,19 +235,21 @@ impl Packetizer {
                 continue;
             }
             let start = n.as_ptr() as usize - au.as_ptr() as usize;
+            let at = (start, start + n.len());
             match h & 0x1F {
                 nal::IDR => idr = true,
-                nal::SPS if SpsProfile::parse(n).is_ok() => {
-                    has_sps = true;
-                    replace(&mut self.sps, n);
-                }
-                nal::PPS => {
-                    has_pps = true;
-                    replace(&mut self.pps, n);
-                }
+                nal::SPS if SpsProfile::parse(n).is_ok() => sps = Some(at),
+                nal::PPS => pps = Some(at),
                 _ => {}
             }
-            self.list.push(NalRef::Au(start, start + n.len()));
+            self.list.push(NalRef::Au(at.0, at.1));
+        }
+        let (has_sps, has_pps) = (sps.is_some(), pps.is_some());
+        if let Some(n) = sps.and_then(|(s, e)| au.get(s..e)) {
+            replace(&mut self.sps, n);
+        }
+        if let Some(n) = pps.and_then(|(s, e)| au.get(s..e)) {
+            replace(&mut self.pps, n);
         }
         if idr {
             // Parameter sets first: the decoder needs them before the slice.
@@ -425,5 +429,10 @@ mod tests {
         let mut n = 0;
         assert_eq!(p.packetize(&a, |_, _| n += 1), Err(H264Error::Truncated));
         assert_eq!(n, 0);
+        // Nor is its SPS remembered.
+        let mut b = au(&[&[0x67, 0x42, 0xC0, 0x1F]]);
+        b.extend_from_slice(&[0, 0, 0, 9]);
+        assert_eq!(p.packetize(&b, |_, _| n += 1), Err(H264Error::Truncated));
+        assert_eq!(p.sps(), None);
     }
 }
