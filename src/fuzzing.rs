@@ -1453,3 +1453,85 @@ pub fn rtcp_xr(data: &[u8]) {
         check(&x, data);
     }
 }
+
+/// The IP camera H.264 re-packetizer (`ingest::h264`), round trip: the input is access units,
+/// each a 2-byte length then length-prefixed NAL units; the first byte picks the payload limit.
+/// Every payload stays within the limit, the marker is on each access unit's last packet only,
+/// and the recorder's depacketizer (an independent RFC 6184 reader) gives back exactly the NAL
+/// units that are forwarded, with the SPS and PPS seen last put before an IDR that lacks them.
+/// A malformed access unit is refused whole.
+pub fn ingest_h264(data: &[u8]) {
+    use crate::ingest::h264::{Packetizer, SpsProfile, forwarded, nal, nal_units};
+    use crate::record::depack::{Codec, Depacketizer};
+
+    let Some((&sel, mut rest)) = data.split_first() else { return };
+    let max = 3 + usize::from(sel) * 5;
+    let Ok(mut p) = Packetizer::new(max) else { return };
+    let mut dp = Depacketizer::new(Codec::H264);
+    let (mut sps, mut pps): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let mut ts = 0u32;
+    while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+        let len = usize::from(u16::from_be_bytes(*len)).min(tail.len());
+        let (au, tail) = tail.split_at(len);
+        rest = tail;
+        // What should come out: the forwarded units, parameter sets first for an IDR.
+        let units: Result<Vec<&[u8]>, _> = nal_units(au).collect();
+        let mut payloads: Vec<(Vec<u8>, bool)> = Vec::new();
+        let res = p.packetize(au, |b, m| payloads.push((b.to_vec(), m)));
+        let Ok(units) = units else {
+            assert!(
+                res.is_err() && payloads.is_empty(),
+                "a malformed access unit is refused whole"
+            );
+            continue;
+        };
+        let mut expected: Vec<&[u8]> = Vec::new();
+        let (mut idr, mut has_sps, mut has_pps) = (false, false, false);
+        for n in units.into_iter().filter(|n| n.first().is_some_and(|&h| forwarded(h))) {
+            match n[0] & 0x1F {
+                nal::IDR => idr = true,
+                nal::SPS if SpsProfile::parse(n).is_ok() => {
+                    has_sps = true;
+                    sps = Some(n.to_vec());
+                }
+                nal::PPS => {
+                    has_pps = true;
+                    pps = Some(n.to_vec());
+                }
+                _ => {}
+            }
+            expected.push(n);
+        }
+        let mut prefix: Vec<&[u8]> = Vec::new();
+        if idr {
+            if let (false, Some(s)) = (has_sps, &sps) {
+                prefix.push(s);
+            }
+            if let (false, Some(q)) = (has_pps, &pps) {
+                prefix.push(q);
+            }
+        }
+        prefix.extend(expected);
+        assert_eq!(res, Ok(payloads.len()));
+        if prefix.is_empty() {
+            assert!(payloads.is_empty());
+            continue;
+        }
+        let markers: Vec<bool> = payloads.iter().map(|(_, m)| *m).collect();
+        assert_eq!(markers.iter().filter(|m| **m).count(), 1, "one marker");
+        assert_eq!(markers.last(), Some(&true), "on the last packet");
+        for (b, m) in &payloads {
+            assert!(b.len() <= max && !b.is_empty(), "payload within the limit");
+            dp.push(ts, *m, b, false);
+        }
+        ts = ts.wrapping_add(3000);
+        let frame = dp.poll_frame().expect("the access unit comes back whole");
+        let mut want = Vec::new();
+        for n in prefix {
+            want.extend_from_slice(&(n.len() as u32).to_be_bytes());
+            want.extend_from_slice(n);
+        }
+        assert_eq!(frame.data, want, "the same NAL units, in order");
+        assert!(dp.poll_frame().is_none());
+    }
+}

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod dtls;
 pub mod ice;
+pub mod ingest;
 pub mod io;
 pub mod load;
 pub mod media;

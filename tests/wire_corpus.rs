@@ -39,6 +39,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "record_depack" => f::record_depack,
         "mkv_roundtrip" => differential::mkv_roundtrip,
         "load_sim" => f::load_sim,
+        "ingest_h264" => f::ingest_h264,
         _ => return None,
     })
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole ringsfu test suite, from a fresh Debian machine with only Rust installed.
 # Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
-# turnutils, ffmpeg, mkvtoolnix and unzip, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
+# turnutils, ffmpeg, mkvtoolnix and unzip, GStreamer's RTSP server (python3-gi) and encoders, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
 # Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
 # shared by every stage, `cargo test`, a 3-minute soak and churn run (tools/soak.sh), the interop tests with the real OpenVidu SDKs and headless
 # Chromium, the Debian package (release build, file list checked by tools/check-deb.sh), and the
@@ -38,6 +38,17 @@ command -v unzip >/dev/null || need_pkgs+=(unzip)
 # tools/soak.sh: /metrics and readiness over HTTP, free ports and arithmetic
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# tests/js/browser_ipcam.test.mjs: a fake IP camera, GStreamer's RTSP server through Debian's
+# python3 (tests/js/lib/rtsp_camera.py), encoding H.264 (x264enc), PCMU and AAC (avenc_aac)
+/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
+  || need_pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0)
+for el in x264enc rtph264pay mulawenc avenc_aac; do
+  if ! gst-inspect-1.0 "$el" >/dev/null 2>&1; then
+    need_pkgs+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+      gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+    break
+  fi
+done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -q

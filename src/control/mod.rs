@@ -16,6 +16,7 @@
 //! target socket's bounded queue; a socket whose queue is full is cut off (it is not reading).
 
 pub mod demo;
+pub mod ipcam;
 pub mod media;
 mod media_rpc;
 pub mod recording;
@@ -343,6 +344,7 @@ impl ControlPlane {
                     tracing::error!(error = %e, "cannot await the media shards' events");
                 }
             }
+            let ipcam_engine = engine.clone();
             rt.spawn(async move {
                 loop {
                     let Some(trickle) = weak.upgrade() else { return };
@@ -358,6 +360,8 @@ impl ControlPlane {
                     media_rpc::flush_trickle(&inner);
                 }
             });
+            // IP cameras: the ingest thread and the task that keeps it in step.
+            ipcam::start(&self.inner, ipcam_engine);
         }
     }
 

@@ -23,6 +23,9 @@ use crate::media::PeerId;
 use crate::sdp::{Negotiated, NegotiatedMedia, OutgoingTrack, VideoCodecPolicy};
 use crate::signaling::{RpcError, code};
 
+mod ipcam;
+pub use ipcam::IpcamView;
+
 /// Unix epoch milliseconds.
 pub type Ms = u64;
 
@@ -206,6 +209,8 @@ pub struct Connection {
     pub subscriptions: Vec<Subscription>,
     /// Server offers made to this connection, waiting for its answers.
     pub offers: Vec<PendingOffer>,
+    /// An IP camera's ingest status (`ipcam` in the connection's JSON), once known.
+    pub ipcam_status: Option<Value>,
 }
 
 impl Connection {
@@ -632,6 +637,7 @@ impl Registry {
             publisher: None,
             subscriptions: Vec::new(),
             offers: Vec::new(),
+            ipcam_status: None,
         };
         // Invariant: presence checked at the top of this function.
         let session = self.sessions.get_mut(session_id).expect("session exists");
@@ -646,7 +652,7 @@ impl Registry {
 
     /// IP cameras are active at once with one `IPC` stream (the media engine pulls the RTSP feed).
     fn activate_ipcam(&mut self, session_id: &str, cid: &str, now: Ms) {
-        let stream_rand = format!("{}{}", self.rand_from(UPPER, 1), self.rand_from(ALNUM, 3));
+        let stream = self.new_ipcam_stream(cid, now);
         let Some(session) = self.sessions.get_mut(session_id) else {
             return;
         };
@@ -663,7 +669,22 @@ impl Registry {
             client_data: String::new(),
             location: "unknown".into(),
         });
-        let stream = Stream {
+        let joined = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata()});
+        let published = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata(),
+            "streams": [stream_descriptor(&stream)]});
+        conn.publisher = Some(stream);
+        let hook = participant_hook(conn);
+        let session = session.clone();
+        self.notify(&others, "participantJoined", &joined);
+        self.notify(&others, "participantPublished", &published);
+        self.webhook("participantJoined", &session, now, hook);
+    }
+
+    /// A new `IPC` stream of camera `cid` (published at activation, and again when a lost
+    /// camera answers).
+    fn new_ipcam_stream(&mut self, cid: &str, now: Ms) -> Stream {
+        let stream_rand = format!("{}{}", self.rand_from(UPPER, 1), self.rand_from(ALNUM, 3));
+        Stream {
             id: format!("str_IPC_{stream_rand}_{cid}"),
             created_at: now,
             transport: None,
@@ -677,16 +698,7 @@ impl Registry {
                 video_dimensions: None,
                 filter: json!({}),
             },
-        };
-        let joined = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata()});
-        let published = json!({"id": cid, "createdAt": now, "metadata": conn.full_metadata(),
-            "streams": [stream_descriptor(&stream)]});
-        conn.publisher = Some(stream);
-        let hook = participant_hook(conn);
-        let session = session.clone();
-        self.notify(&others, "participantJoined", &joined);
-        self.notify(&others, "participantPublished", &published);
-        self.webhook("participantJoined", &session, now, hook);
+        }
     }
 
     /// `ipc_IPCAM_<scheme>_<4 chars>_<host_port_path>` (spec §1); characters outside
@@ -1140,8 +1152,27 @@ impl Registry {
         if session.connections[owner].props.kind == ConnectionType::IpCam {
             return Err(RegError::NotAllowed);
         }
-        // Invariant: `owner` was found by its publisher.
-        let stream = session.connections[owner].publisher.take().expect("publisher present");
+        self.unpublish_owned(session_id, owner, reason, forced, now);
+        Ok(())
+    }
+
+    /// Unpublishes the stream of connection number `owner` of `session_id` (which has one):
+    /// its subscribers' legs and its transport released, `participantUnpublished` with
+    /// `reason` (to the owner too when `forced`), the webhooks.
+    fn unpublish_owned(
+        &mut self,
+        session_id: &str,
+        owner: usize,
+        reason: &str,
+        forced: bool,
+        now: Ms,
+    ) {
+        let Some(session) = self.sessions.get_mut(session_id) else { return };
+        let Some(stream) = session.connections.get_mut(owner).and_then(|c| c.publisher.take())
+        else {
+            return;
+        };
+        let stream_id = stream.id.as_str();
         let (subs, mut refs) = take_subscribers(&mut session.connections, stream_id);
         refs.extend(stream.transport.as_ref().map(|t| t.at));
         for c in &mut session.connections {
@@ -1161,7 +1192,6 @@ impl Registry {
         );
         self.subscribers_destroyed_hooks(&session, &stream, &conn.id, &subs, reason, now);
         self.stream_destroyed_hook(&session, &conn, &stream, reason, now);
-        Ok(())
     }
 
     /// `webrtcConnectionDestroyed` for subscriber legs (`INBOUND`) of `stream`.
@@ -1864,5 +1894,79 @@ mod tests {
         let (u, c) = turn_rest_credentials("secret", 100, "con_X");
         assert_eq!(u, "100:con_X");
         assert_eq!(c.len(), 28);
+    }
+    #[test]
+    fn a_lost_camera_is_unpublished_and_published_again_when_it_answers() {
+        use crate::dtls::FingerprintAlg;
+        let mut r = reg();
+        let sid = r.create_session(props("cams"), 1).unwrap();
+        let viewer = r.create_connection(&sid, cprops(Role::Subscriber), 2).unwrap();
+        join(&mut r, &sid, &viewer, "rv");
+        let mut cam = cprops(Role::Publisher);
+        cam.kind = ConnectionType::IpCam;
+        cam.rtsp_uri = Some("rtsp://10.0.0.9/live".into());
+        let cid = r.create_connection(&sid, cam, 3).unwrap();
+        let stream_of = |r: &Registry| {
+            r.session(&sid)
+                .unwrap()
+                .connection(&cid)
+                .unwrap()
+                .publisher
+                .as_ref()
+                .map(|s| s.id.clone())
+        };
+        let first = stream_of(&r).unwrap();
+        r.add_subscriber(&sid, &viewer, &first, 4).unwrap();
+        let v = r.ipcams();
+        assert_eq!((v.len(), v[0].subscribers, v[0].only_play_with_subscribers), (1, 1, true));
+        assert_eq!((v[0].network_cache, v[0].connection.as_str()), (2000, cid.as_str()));
+        let media = |peer| PublishedMedia {
+            at: TransportRef { peer: PeerId(peer), shard: 0 },
+            negotiated: vec![],
+            policy: VideoCodecPolicy::MediaServerPreferred,
+            connection_of: (Fingerprint::of_der(FingerprintAlg::Sha256, &[]), 0),
+        };
+        while r.poll_output().is_some() {}
+        let events = |r: &mut Registry| {
+            let mut names = Vec::new();
+            while let Some(o) = r.poll_output() {
+                names.push(match o {
+                    Output::Notify { method, params, .. } => {
+                        format!("{method} {}", params["reason"])
+                    }
+                    Output::Webhook(v) => format!("hook {} {}", v["event"], v["reason"]),
+                    Output::Media(MediaCommand::Release(t)) => format!("release {:?}", t[0].peer),
+                    Output::Detach { .. } => "detach".into(),
+                });
+            }
+            names
+        };
+        // The producer arrives for the stream published at activation.
+        assert!(r.ipcam_ready(&sid, &cid, media(5), 5));
+        assert_eq!(events(&mut r), ["hook \"webrtcConnectionCreated\" null"]);
+        assert_eq!(r.transport_owner(PeerId(5)).map(|o| o.3), Some(true));
+        assert_eq!(r.published(&sid, &first).map(|p| p.1.at.peer), Some(PeerId(5)));
+        // Lost: unpublished with the reason, producer released, connection kept.
+        assert!(r.ipcam_lost(&sid, &cid, "networkDisconnect", 6));
+        let ev = events(&mut r);
+        assert!(ev.contains(&"release PeerId(5)".to_string()), "{ev:?}");
+        assert!(ev.contains(&"participantUnpublished \"networkDisconnect\"".to_string()), "{ev:?}");
+        assert!(
+            ev.contains(&"hook \"webrtcConnectionDestroyed\" \"networkDisconnect\"".to_string())
+        );
+        assert_eq!(stream_of(&r), None);
+        assert!(r.session(&sid).unwrap().connection(&cid).unwrap().active.is_some());
+        assert_eq!(r.ipcams()[0].subscribers, 0);
+        assert!(!r.ipcam_lost(&sid, &cid, "networkDisconnect", 7), "nothing left to unpublish");
+        // Back: a new stream, published to the others.
+        assert!(r.ipcam_ready(&sid, &cid, media(6), 8));
+        let second = stream_of(&r).unwrap();
+        assert_ne!(second, first);
+        let ev = events(&mut r);
+        assert_eq!(ev, ["participantPublished null", "hook \"webrtcConnectionCreated\" null"]);
+        assert_eq!(r.remove_stream(&sid, &second, "unpublish", true, 9), Err(RegError::NotAllowed));
+        r.set_ipcam_status(&sid, &cid, json!({"state": "playing"}));
+        let c = r.session(&sid).unwrap().connection(&cid).unwrap();
+        assert_eq!(c.ipcam_status, Some(json!({"state": "playing"})));
     }
 }

@@ -34,6 +34,10 @@ pub fn connection_json(session: &Session, c: &Connection, stats: bool) -> Value 
         "publishers": Value::Null,
         "subscribers": Value::Null,
     });
+    if ipcam {
+        // ringsfu's own: how the camera's ingest is doing (see README "IP cameras").
+        v["ipcam"] = c.ipcam_status.clone().unwrap_or(Value::Null);
+    }
     if let Some(a) = &c.active {
         v["activeAt"] = json!(a.active_at);
         v["location"] = json!(a.location);

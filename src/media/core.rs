@@ -166,6 +166,8 @@ pub struct MediaCore {
     /// Relayed addresses of this shard's TURN server that vanished transports were reached
     /// through: their allocations can go ([`MediaCore::take_released_relay`]).
     released_relays: Vec<SocketAddr>,
+    /// Camera producers' rings ([`super::ingest`]).
+    pub(super) ingests: super::ingest::Ingests,
 }
 
 impl MediaCore {
@@ -198,6 +200,7 @@ impl MediaCore {
             board: Arc::default(),
             next_publish: now,
             released_relays: Vec::new(),
+            ingests: Default::default(),
         }
     }
 
@@ -272,7 +275,7 @@ impl MediaCore {
 
     /// A new peer in a free slot, routed by its ufrag; `None` (and a `Rejected` event) when
     /// its id or ufrag is taken.
-    fn insert_peer(
+    pub(super) fn insert_peer(
         &mut self,
         now: Instant,
         id: PeerId,
@@ -479,6 +482,7 @@ impl MediaCore {
         match peer.role {
             Role::Publisher(p) => {
                 self.drop_recorders_of(slot);
+                self.drop_ingest(slot);
                 for t in p.tracks {
                     for leg in self.router.remove_track(t.track) {
                         if let Some(Some(Peer { role: Role::Subscriber(c), .. })) =
@@ -638,6 +642,9 @@ impl MediaCore {
         let mut next = now + Duration::from_secs(1);
         for slot in 0..self.peers.len() as u32 {
             let Some(peer) = self.peers[slot as usize].as_mut() else { continue };
+            if peer.transport.placeholder {
+                continue;
+            }
             if let Some(since) = peer.transport.failed {
                 // A failed publisher waits for reconnectStream, at most PUBLISHER_GRACE.
                 let until = since + PUBLISHER_GRACE;
@@ -779,6 +786,7 @@ impl MediaCore {
             ShardCommand::DetachRecorder { recorder } => self.detach_recorder(recorder),
             // For the hosted TURN server (`super::shard`).
             ShardCommand::EndTurnUser { .. } => {}
+            ShardCommand::AddIngest { id, tracks, feed } => self.add_ingest(now, id, tracks, feed),
         }
         // New or renegotiated owners bring deadlines of their own (a producer's first report,
         // a mirror's attach request): the timer looks at them within a tick.

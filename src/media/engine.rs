@@ -340,11 +340,15 @@ impl MediaEngine {
         }
     }
 
-    /// Sends `cmd` to `shard`; a new transport (`AddPublisher`, `AddSubscriber`) counts
+    /// Sends `cmd` to `shard`; a new peer (`AddPublisher`, `AddSubscriber`, `AddIngest`) counts
     /// towards its load until [`MediaEngine::release`] or [`MediaEngine::gone`].
     pub fn send(&self, shard: usize, cmd: ShardCommand) -> Result<(), SendError> {
-        let adds =
-            matches!(cmd, ShardCommand::AddPublisher { .. } | ShardCommand::AddSubscriber { .. });
+        let adds = matches!(
+            cmd,
+            ShardCommand::AddPublisher { .. }
+                | ShardCommand::AddSubscriber { .. }
+                | ShardCommand::AddIngest { .. }
+        );
         let mut shards = lock(&self.shards);
         let s = shards.get_mut(shard).ok_or(SendError::NoShard)?;
         s.commands().send(cmd).map_err(|_| {
@@ -355,6 +359,12 @@ impl MediaEngine {
             l.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// The wake-up of `shard` (its command eventfd), for a writer of a ring it drains
+    /// ([`super::IngestWriter`]).
+    pub fn shard_wake(&self, shard: usize) -> Option<crate::shard::mesh::ShardWake> {
+        lock(&self.shards).iter().next().and_then(|s| s.info().wakes.get(shard).cloned())
     }
 
     /// Tears transports down (each `(peer, shard)`): a publisher's removal also ends the

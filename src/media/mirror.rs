@@ -247,13 +247,15 @@ impl MediaCore {
 
     /// Whether messages from other shards wait.
     pub fn has_mesh_input(&self) -> bool {
-        self.mesh.as_ref().is_some_and(MeshPort::has_input)
+        self.mesh.as_ref().is_some_and(MeshPort::has_input) || self.has_ingest_input()
     }
 
     /// Handles one message from another shard, if one waits.
     pub(crate) fn drain_mesh(&mut self, now: Instant, tx: &mut Egress<'_>) -> bool {
-        let Some(mut port) = self.mesh.take() else { return false };
-        let mut got = false;
+        // Camera packets ride with the mesh messages (`ingest.rs`).
+        let camera = self.drain_ingest(now, tx);
+        let Some(mut port) = self.mesh.take() else { return camera };
+        let mut got = camera;
         port.drain(1, |from, m| {
             got = true;
             self.on_mesh(now, from, m, tx);

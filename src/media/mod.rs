@@ -38,6 +38,8 @@ mod egress;
 mod engine;
 pub mod feedback;
 mod flow;
+mod ingest;
+pub use ingest::{INGEST_MTU, IngestFeed, IngestReader, IngestWriter, ingest_ring};
 pub mod layers;
 mod mirror;
 mod producer;
@@ -242,6 +244,9 @@ pub enum ShardCommand {
     /// A participant is gone: the shard's TURN server ends the allocations of the TURN users
     /// whose name ends with `suffix` (`:<connectionId>`); the media core ignores it.
     EndTurnUser { suffix: Box<str> },
+    /// An IP camera's producer, fed from the ingest thread through `feed` (packets of
+    /// `tracks` by index); removed with [`ShardCommand::RemovePeer`].
+    AddIngest { id: PeerId, tracks: Vec<InTrack>, feed: IngestFeed },
 }
 
 /// Media shard → control plane.

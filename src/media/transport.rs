@@ -53,6 +53,8 @@ pub(super) struct Transport {
     pub failed: Option<Instant>,
     /// A subscriber's bandwidth estimate (send side, from its TWCC / REMB / reports).
     pub bwe: Option<Box<SendSideBwe>>,
+    /// Never routed: a camera producer's stand-in (`super::ingest`); no timers run.
+    pub placeholder: bool,
 }
 
 /// What the ICE agent's events asked for ([`Transport::poll_ice`]).
@@ -95,6 +97,7 @@ impl Transport {
             twcc_seq: rand::random(),
             failed: None,
             bwe: None,
+            placeholder: false,
         }
     }
 
