@@ -1936,6 +1936,7 @@ mod tests {
                     }
                     Output::Webhook(v) => format!("hook {} {}", v["event"], v["reason"]),
                     Output::Media(MediaCommand::Release(t)) => format!("release {:?}", t[0].peer),
+                    Output::Media(MediaCommand::ParticipantGone(c)) => format!("gone {c}"),
                     Output::Detach { .. } => "detach".into(),
                 });
             }
