@@ -16,8 +16,8 @@
 //!   `sizing-policy=keep-aspect-ratio` (black bars); Opus → `opusdec` → an `audiomixer` pad. A
 //!   track that leaves gets EOS and its tile is hidden; the grid is laid out again.
 //!
-//! [`Frame::End`] (or ringsfu closing the socket) sends EOS; once the muxer has written the
-//! file: the thumbnail `<id>.jpg` (480 px wide, from the middle, as OpenVidu's recorder makes
+//! The file is written as `<file>.part` and renamed once complete. [`Frame::End`] (or ringsfu
+//! closing the socket) sends EOS; once the muxer has written the file: the thumbnail `<id>.jpg` (480 px wide, from the middle, as OpenVidu's recorder makes
 //! it), then [`Frame::Done`] and exit 0. A pipeline error (a full disk, a missing plugin) sends
 //! [`Frame::Error`] and exits 1: ringsfu reports the recording failed.
 
@@ -154,7 +154,7 @@ impl Comp {
         let mut compositor = None;
         let mut mixer = None;
         let sink = make("filesink")?;
-        sink.set_property("location", &out.path);
+        sink.set_property("location", part_of(&out.path));
         let mux = if out.has_video { make("mp4mux")? } else { make("webmmux")? };
         pipeline.add_many([&mux, &sink]).map_err(|e| e.to_string())?;
         mux.link(&sink).map_err(|e| e.to_string())?;
@@ -494,6 +494,11 @@ pub fn main_with_args(args: impl Iterator<Item = String>) -> i32 {
         sock.send(&Frame::Error { reason: &e });
         return 1;
     }
+    if let Err(e) = std::fs::rename(part_of(&out.path), &out.path) {
+        let e = format!("cannot put the file in place: {e}");
+        sock.send(&Frame::Error { reason: &e });
+        return 1;
+    }
     if out.has_video
         && !out.thumbnail.is_empty()
         && let Err(e) = thumbnail(&out.path, &out.thumbnail, out.width, out.height)
@@ -510,6 +515,12 @@ pub fn main_with_args(args: impl Iterator<Item = String>) -> i32 {
     };
     sock.send(&Frame::Done { size, duration_ms });
     0
+}
+
+/// Where the file is written until it is complete (then renamed into place): a failed
+/// composition never leaves a file under the recording's name.
+fn part_of(path: &str) -> String {
+    format!("{path}.part")
 }
 
 fn lock(c: &Mutex<Comp>) -> std::sync::MutexGuard<'_, Comp> {
@@ -533,6 +544,7 @@ fn watch(pipeline: &gst::Pipeline, comp: &Mutex<Comp>) -> Result<(), String> {
             gst::MessageView::Error(e) => {
                 let src = e.src().map(|s| s.name().to_string()).unwrap_or_default();
                 let err = e.error();
+                log(&format!("error from {src}: {err} ({:?})", e.debug()));
                 if err.matches(gst::ResourceError::NoSpaceLeft) {
                     return Err("disk full".into());
                 }

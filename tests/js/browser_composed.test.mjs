@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { startServer, until, ringsfuBin, basicAuth } from './lib/server.mjs';
 import { startPageServer, launchChromium, joinPage, mediaFlows } from './lib/browser.mjs';
 import { startWebhookReceiver, ffprobe } from './lib/recording.mjs';
@@ -268,6 +268,50 @@ test('a composer killed mid-recording: failed with the reason, media keeps flowi
   await watcher.page.close();
   await ov.deleteRecording(rec.id);
   await session.close();
+});
+
+test('a disk that fills under the composer: failed with the reason, media goes on', async (t) => {
+  if (skipWithout(t)) return;
+  if (spawnSync('unshare', ['--mount', 'true']).status !== 0 && !process.env.RINGSFU_REQUIRE_TOOLS) {
+    t.skip('unshare --mount is not permitted here (not root?)');
+    return;
+  }
+  // A ringsfu of its own in a mount namespace whose recording path is a 200 KiB tmpfs.
+  const small = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-js-composed-full-'));
+  const hooks2 = await startWebhookReceiver();
+  const srv = await startServer({
+    wrapper: ['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+      'mount -t tmpfs -o size=200k ringsfu-rec "$0" && exec "$@"', small],
+    args: ['--set', `recording.path=${small}`, '--set', 'webhook.enabled=true', '--set', `webhook.endpoint=${hooks2.url}`],
+  });
+  const ov2 = new OpenVidu(srv.url, 'MY_SECRET');
+  try {
+    const sid = 'composed-full';
+    const session = await ov2.createSession({ customSessionId: sid });
+    const a = await publisherPage(session, 'full-a');
+    const w = await joinPage(browser, pages, session, 'full-w');
+    await mediaFlows(w.page, a.streamId, 'watcher before');
+    const rec = await ov2.startRecording(sid, { outputMode: Recording.OutputMode.COMPOSED, name: 'full', resolution: '1280x720' });
+    const failed = await until(
+      () => hooks2.events.find((e) => e.event === 'recordingStatusChanged' && e.id === rec.id && e.status === 'failed'),
+      'recordingStatusChanged failed', { tries: 600, everyMs: 100 },
+    ).catch((e) => { throw new Error(`${e.message}; ${JSON.stringify(hooks2.events)}\n${srv.logs()}`); });
+    console.log(`composed disk full: webhook reason ${failed.reason}`);
+    assert.match(failed.reason, /disk full/);
+    const statuses = hooks2.events.filter((e) => e.event === 'recordingStatusChanged' && e.id === rec.id).map((e) => e.status);
+    assert.ok(!statuses.includes('ready'), `never ready: ${statuses}`);
+    const r = await fetch(`${srv.url}/openvidu/recordings/${rec.id}/full.mp4`, { headers: { Authorization: basicAuth() } });
+    assert.notEqual(r.status, 200, 'the half-written mp4 is not served as a recording');
+    await mediaFlows(w.page, a.streamId, 'watcher after the disk filled');
+    await a.page.close();
+    await w.page.close();
+    await session.close();
+  } finally {
+    const exit = await srv.stop();
+    await hooks2.close();
+    fs.rmSync(small, { recursive: true, force: true });
+    assert.equal(exit?.code, 0, `ringsfu exits cleanly on SIGTERM:\n${srv.logs()}`);
+  }
 });
 
 test('recordingLayout CUSTOM: 422 naming what is missing', async (t) => {
