@@ -480,3 +480,86 @@ impl Feed {
         any
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in composer: a shell script.
+    fn script(tag: &str, body: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ringsfu-feed-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("composer");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn run(program: &Path) -> FeedEvent {
+        let c = Composer::launch(program).unwrap();
+        let start = StartParams {
+            width: 640,
+            height: 360,
+            fps: 25,
+            has_audio: true,
+            has_video: true,
+            path: PathBuf::from("/nonexistent/x.mp4"),
+            thumbnail: None,
+        };
+        let (tx, rx) = mpsc::channel();
+        let h = spawn(c, start, move |e| tx.send(e).unwrap()).unwrap();
+        let _input = h.add_stream(
+            None,
+            Some(TrackSpec { pt: 96, clock_rate: 90000, codec: "VP8".into() }),
+            64,
+        );
+        rx.recv_timeout(Duration::from_secs(20)).unwrap()
+    }
+
+    #[test]
+    fn a_composer_that_exits_fails_the_composition_with_its_status() {
+        let p = script("exit", "exit 3");
+        let ev = run(&p);
+        assert_eq!(
+            ev,
+            FeedEvent::Failed {
+                reason: "the composer exited with status 3 while recording".into()
+            }
+        );
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn a_killed_composer_is_reported_killed() {
+        let p = script("kill", "kill -9 $$");
+        let ev = run(&p);
+        assert_eq!(
+            ev,
+            FeedEvent::Failed {
+                reason: "the composer was killed (signal 9) while recording".into()
+            }
+        );
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+
+    #[test]
+    fn a_missing_composer_cannot_launch() {
+        assert!(Composer::launch(Path::new("/nonexistent/ringsfu-composer")).is_err());
+    }
+
+    #[test]
+    fn the_socket_is_fd_3_in_the_composer() {
+        // The script checks fd 3 is a socket and exits 0 only then; a clean exit without `Done`
+        // is still a failure (nothing was finished).
+        let p = script("fd3", "[ -S /proc/self/fd/3 ] || exit 7; exit 0");
+        let ev = run(&p);
+        assert_eq!(
+            ev,
+            FeedEvent::Failed {
+                reason: "the composer exited with status 0 while recording".into()
+            }
+        );
+        let _ = std::fs::remove_dir_all(p.parent().unwrap());
+    }
+}
