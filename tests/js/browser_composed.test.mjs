@@ -314,6 +314,36 @@ test('a disk that fills under the composer: failed with the reason, media goes o
   }
 });
 
+test('COMPOSED_QUICK_START: a composer is kept warm from session creation and records', async (t) => {
+  if (skipWithout(t)) return;
+  const sid = 'composed-quick';
+  const before = composerPids(server.proc.pid).length;
+  const session = await ov.createSession({
+    customSessionId: sid,
+    defaultRecordingProperties: { outputMode: Recording.OutputMode.COMPOSED_QUICK_START, resolution: '640x360', frameRate: 15 },
+  });
+  const warm = await until(() => composerPids(server.proc.pid).length === before + 1 && composerPids(server.proc.pid), 'a warm composer');
+  const a = await publisherPage(session, 'quick-a');
+  await sleep(1000);
+  const t0 = Date.now();
+  const rec = await ov.startRecording(sid, { outputMode: Recording.OutputMode.COMPOSED_QUICK_START, name: 'quick', resolution: '640x360', frameRate: 15 });
+  await sleep(6000);
+  await ov.stopRecording(rec.id);
+  const wall = (Date.now() - t0) / 1000;
+  const done = await settled(rec.id);
+  assert.equal(done.status, 'ready', server.logs().slice(-4000));
+  const p = ffprobe(path.join(recDir, rec.id, 'quick.mp4'));
+  console.log(`quick start: warm ${warm}, ${JSON.stringify({ r: p.video?.avg_frame_rate, d: p.duration, wall })}`);
+  assert.ok(Math.abs(frac(p.video.avg_frame_rate) - 15) <= 0.5);
+  assert.ok(Math.abs(p.duration - wall) <= 0.05 * wall, `duration ${p.duration} s vs wall ${wall} s`);
+  // A fresh warm composer for the session's next recording; none once the session is closed.
+  await until(() => composerPids(server.proc.pid).length === before + 1, 'warm again after the recording');
+  await a.page.close();
+  await session.close();
+  await until(() => composerPids(server.proc.pid).length === before, 'no warm composer after the session closed');
+  await ov.deleteRecording(rec.id);
+});
+
 test('recordingLayout CUSTOM: 422 naming what is missing', async (t) => {
   if (skipWithout(t)) return;
   const sid = 'composed-custom';
