@@ -344,6 +344,45 @@ test('COMPOSED_QUICK_START: a composer is kept warm from session creation and re
   await ov.deleteRecording(rec.id);
 });
 
+test('without a composer: COMPOSED answers 501 saying what to install, /config says recording on', async (t) => {
+  if (skipWithout(t)) return;
+  // The same ringsfu binary, copied where no ringsfu-composer lies beside it.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-js-nocomposer-'));
+  const bin = path.join(dir, 'ringsfu');
+  fs.copyFileSync(ringsfuBin(), bin);
+  fs.chmodSync(bin, 0o755);
+  const saved = process.env.RINGSFU_BIN;
+  process.env.RINGSFU_BIN = bin;
+  let srv;
+  try {
+    srv = await startServer({ args: ['--set', `recording.path=${path.join(dir, 'rec')}`] });
+  } finally {
+    if (saved === undefined) delete process.env.RINGSFU_BIN; else process.env.RINGSFU_BIN = saved;
+  }
+  try {
+    const ov2 = new OpenVidu(srv.url, 'MY_SECRET');
+    const cfg = await (await fetch(`${srv.url}/openvidu/api/config`, { headers: { Authorization: basicAuth() } })).json();
+    assert.equal(cfg.OPENVIDU_RECORDING, true);
+    const session = await ov2.createSession({ customSessionId: 'no-composer' });
+    const a = await joinPage(browser, pages, session, 'nc-a', { subscribe: false });
+    const r = await fetch(`${srv.url}/openvidu/api/recordings/start`, {
+      method: 'POST',
+      headers: { Authorization: basicAuth(), 'Content-Type': 'application/json' },
+      body: JSON.stringify({ session: 'no-composer', outputMode: 'COMPOSED' }),
+    });
+    const body = await r.json();
+    assert.equal(r.status, 501, JSON.stringify(body));
+    assert.match(body.message, /ringsfu-composer/);
+    assert.match(body.message, /--features composer/);
+    assert.match(body.message, /gstreamer1\.0-plugins-ugly/);
+    await a.page.close();
+    await session.close();
+  } finally {
+    await srv.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('recordingLayout CUSTOM: 422 naming what is missing', async (t) => {
   if (skipWithout(t)) return;
   const sid = 'composed-custom';
