@@ -1356,7 +1356,10 @@ pub fn compose_wire(data: &[u8]) {
     }
     if let [n, w0, w1, h0, h1, ..] = *data {
         let n = usize::from(n % 32);
-        let (w, h) = (100 + u32::from(u16::from_be_bytes([w0, w1]) % 1900), 100 + u32::from(u16::from_be_bytes([h0, h1]) % 1900));
+        let (w, h) = (
+            100 + u32::from(u16::from_be_bytes([w0, w1]) % 1900),
+            100 + u32::from(u16::from_be_bytes([h0, h1]) % 1900),
+        );
         let tiles = crate::record::grid::best_fit(n, w, h);
         assert_eq!(tiles.len(), n);
         for t in tiles {

@@ -70,28 +70,45 @@ fn ffprobe(file: &Path) -> (f64, u64) {
         .unwrap();
     let t = String::from_utf8_lossy(&out.stdout);
     let v: Vec<&str> = t.split_whitespace().collect();
-    (v.get(1).and_then(|d| d.parse().ok()).unwrap_or(0.0), v.first().and_then(|n| n.parse().ok()).unwrap_or(0))
+    (
+        v.get(1).and_then(|d| d.parse().ok()).unwrap_or(0.0),
+        v.first().and_then(|n| n.parse().ok()).unwrap_or(0),
+    )
 }
 
 #[test]
 #[ignore = "benchmark: needs ringsfu-composer, gst-launch-1.0, ffprobe and a quiet machine"]
 fn composed_recordings_of_four_720p_publishers_on_one_core() {
-    let k: usize = std::env::var("RINGSFU_COMPOSERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let k: usize =
+        std::env::var("RINGSFU_COMPOSERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let cpu = std::env::var("RINGSFU_COMPOSER_CPU").unwrap_or_else(|_| "1".into());
-    let secs: u64 = std::env::var("RINGSFU_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let secs: u64 =
+        std::env::var("RINGSFU_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_ringsfu")).with_file_name("ringsfu-composer");
     assert!(bin.exists(), "{} (cargo build --features composer)", bin.display());
     let dir = std::env::temp_dir().join(format!("ringsfu-composer-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let video = gst(&dir, "v.rtp", "videotestsrc num-buffers=250 pattern=smpte horizontal-speed=4 ! \
+    let video = gst(
+        &dir,
+        "v.rtp",
+        "videotestsrc num-buffers=250 pattern=smpte horizontal-speed=4 ! \
         video/x-raw,width=1280,height=720,framerate=25/1 ! \
         vp8enc deadline=1 cpu-used=8 target-bitrate=1500000 keyframe-max-dist=50 ! \
-        rtpvp8pay pt=96 mtu=1200 ! rtpstreampay ! filesink");
-    let audio = gst(&dir, "a.rtp", "audiotestsrc num-buffers=500 samplesperbuffer=960 wave=sine ! \
-        audio/x-raw,rate=48000,channels=2 ! opusenc ! rtpopuspay pt=111 ! rtpstreampay ! filesink");
+        rtpvp8pay pt=96 mtu=1200 ! rtpstreampay ! filesink",
+    );
+    let audio = gst(
+        &dir,
+        "a.rtp",
+        "audiotestsrc num-buffers=500 samplesperbuffer=960 wave=sine ! \
+        audio/x-raw,rate=48000,channels=2 ! opusenc ! rtpopuspay pt=111 ! rtpstreampay ! filesink",
+    );
     let (v, a) = (read_rtp(&video), read_rtp(&audio));
     let wrapper = dir.join("pinned-composer");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec taskset -c {cpu} {} \"$@\"\n", bin.display())).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec taskset -c {cpu} {} \"$@\"\n", bin.display()),
+    )
+    .unwrap();
     Command::new("chmod").arg("755").arg(&wrapper).status().unwrap();
 
     let (tx, rx) = mpsc::channel();
@@ -190,8 +207,13 @@ fn composed_recordings_of_four_720p_publishers_on_one_core() {
             frames as f64 / d.max(0.001)
         );
         assert!((d - wall).abs() <= 0.05 * wall, "composition {i}: {d} s for {wall} s");
-        assert!((frames as f64 - 25.0 * d).abs() <= 0.05 * 25.0 * d, "composition {i}: {frames} frames");
+        assert!(
+            (frames as f64 - 25.0 * d).abs() <= 0.05 * 25.0 * d,
+            "composition {i}: {frames} frames"
+        );
     }
-    println!("{k} compositions of 4 x VP8 720p25 into 1280x720 25 fps on cpu {cpu}: {total:.3} core in all; ring drops {dropped}");
+    println!(
+        "{k} compositions of 4 x VP8 720p25 into 1280x720 25 fps on cpu {cpu}: {total:.3} core in all; ring drops {dropped}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

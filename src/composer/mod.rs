@@ -101,9 +101,9 @@ struct Comp {
 }
 
 fn make(factory: &str) -> Result<gst::Element, String> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|_| format!("GStreamer element {factory} is missing (install {})", plugin_of(factory)))
+    gst::ElementFactory::make(factory).build().map_err(|_| {
+        format!("GStreamer element {factory} is missing (install {})", plugin_of(factory))
+    })
 }
 
 /// The Debian package that brings an element.
@@ -111,8 +111,8 @@ fn plugin_of(factory: &str) -> &'static str {
     match factory {
         "x264enc" => "gstreamer1.0-plugins-ugly",
         "avenc_aac" | "avdec_h264" => "gstreamer1.0-libav",
-        "compositor" | "audiomixer" | "opusenc" | "opusdec" | "videotestsrc"
-        | "audiotestsrc" | "videoconvert" | "audioconvert" | "audioresample" | "appsrc" => {
+        "compositor" | "audiomixer" | "opusenc" | "opusdec" | "videotestsrc" | "audiotestsrc"
+        | "videoconvert" | "audioconvert" | "audioresample" | "appsrc" => {
             "gstreamer1.0-plugins-base"
         }
         "h264parse" | "av1dec" | "rtpav1depay" => "gstreamer1.0-plugins-bad",
@@ -179,9 +179,8 @@ impl Comp {
             enc.set_property_from_str("pass", "qual");
             enc.set_property("quantizer", 28u32);
             enc.set_property("key-int-max", (out.fps.max(1) * 2) as u32);
-            let enc_caps = caps_filter(
-                gst::Caps::builder("video/x-h264").field("profile", "main").build(),
-            )?;
+            let enc_caps =
+                caps_filter(gst::Caps::builder("video/x-h264").field("profile", "main").build())?;
             let parse = make("h264parse")?;
             let q = make("queue")?;
             add_chain(&pipeline, &[bg, bg_caps, comp.clone()])?;
@@ -221,25 +220,24 @@ impl Comp {
         Ok(Comp { pipeline, out, compositor, mixer, tracks: HashMap::new(), ended: false })
     }
 
-    /// A track joins: its branch, linked to the compositor or the mixer, playing.
-    fn add_track(
-        &mut self,
-        sock: Sock,
-        track: u16,
-        stream: u16,
-        kind: TrackKind,
-        pt: u8,
-        clock_rate: u32,
-        codec: &str,
-    ) -> Result<(), String> {
+    /// A track joins ([`Frame::StreamAdded`]): its branch, linked to the compositor or the
+    /// mixer, playing.
+    fn add_track(&mut self, sock: Sock, added: &Frame<'_>) -> Result<(), String> {
+        let Frame::StreamAdded { track, stream, kind, pt, clock_rate, codec } = *added else {
+            return Ok(());
+        };
         if self.tracks.contains_key(&track) || self.ended {
             return Ok(());
         }
         let upper = codec.to_ascii_uppercase();
         let (depay, mut decode): (&str, Vec<&str>) = match (kind, upper.as_str()) {
             (TrackKind::Audio, "OPUS") if self.mixer.is_some() => ("rtpopusdepay", vec!["opusdec"]),
-            (TrackKind::Video, "VP8") if self.compositor.is_some() => ("rtpvp8depay", vec!["vp8dec"]),
-            (TrackKind::Video, "VP9") if self.compositor.is_some() => ("rtpvp9depay", vec!["vp9dec"]),
+            (TrackKind::Video, "VP8") if self.compositor.is_some() => {
+                ("rtpvp8depay", vec!["vp8dec"])
+            }
+            (TrackKind::Video, "VP9") if self.compositor.is_some() => {
+                ("rtpvp9depay", vec!["vp9dec"])
+            }
             (TrackKind::Video, "H264") if self.compositor.is_some() => {
                 ("rtph264depay", vec!["h264parse", "avdec_h264"])
             }
@@ -320,12 +318,7 @@ impl Comp {
         }
         self.tracks.insert(
             track,
-            Track {
-                src,
-                stream,
-                kind,
-                pad: (kind == TrackKind::Video).then_some(pad),
-            },
+            Track { src, stream, kind, pad: (kind == TrackKind::Video).then_some(pad) },
         );
         if kind == TrackKind::Video {
             self.layout();
@@ -570,9 +563,8 @@ fn read_loop(sock: Sock, comp: Arc<Mutex<Comp>>, mut buf: Vec<u8>) {
         let msg = buf.get(..n).unwrap_or(&[]);
         match Frame::parse(msg) {
             Ok(Frame::Rtp { track, packet }) => lock(&comp).push(track, packet),
-            Ok(Frame::StreamAdded { track, stream, kind, pt, clock_rate, codec }) => {
-                let r = lock(&comp).add_track(sock, track, stream, kind, pt, clock_rate, codec);
-                if let Err(e) = r {
+            Ok(f @ Frame::StreamAdded { track, .. }) => {
+                if let Err(e) = lock(&comp).add_track(sock, &f) {
                     log(&format!("track {track}: {e}"));
                 }
             }

@@ -274,26 +274,27 @@ impl<'a> Frame<'a> {
     }
 }
 
+/// The RTP header fields [`write_rtp`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtpHeader {
+    pub pt: u8,
+    pub marker: bool,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+}
+
 /// Writes an RTP frame for `track` straight from the recorder ring's fields: a 12-byte RTP
-/// header (version 2, `pt`, `marker`, `seq`, `timestamp`, SSRC = `ssrc`) and the payload.
-pub fn write_rtp(
-    out: &mut Vec<u8>,
-    track: u16,
-    pt: u8,
-    marker: bool,
-    seq: u16,
-    timestamp: u32,
-    ssrc: u32,
-    payload: &[u8],
-) {
+/// header (version 2, no CSRC, no extension) and the payload.
+pub fn write_rtp(out: &mut Vec<u8>, track: u16, h: RtpHeader, payload: &[u8]) {
     out.clear();
     out.push(RTP);
     out.extend_from_slice(&track.to_be_bytes());
     out.push(0x80);
-    out.push(u8::from(marker) << 7 | (pt & 0x7f));
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(&timestamp.to_be_bytes());
-    out.extend_from_slice(&ssrc.to_be_bytes());
+    out.push(u8::from(h.marker) << 7 | (h.pt & 0x7f));
+    out.extend_from_slice(&h.seq.to_be_bytes());
+    out.extend_from_slice(&h.timestamp.to_be_bytes());
+    out.extend_from_slice(&h.ssrc.to_be_bytes());
     out.extend_from_slice(payload);
 }
 
@@ -347,7 +348,8 @@ mod tests {
     #[test]
     fn rtp_written_from_fields_parses() {
         let mut out = Vec::new();
-        write_rtp(&mut out, 4, 111, true, 0xfffe, 0xdead_beef, 4, b"opus");
+        let h = RtpHeader { pt: 111, marker: true, seq: 0xfffe, timestamp: 0xdead_beef, ssrc: 4 };
+        write_rtp(&mut out, 4, h, b"opus");
         let Ok(Frame::Rtp { track, packet }) = Frame::parse(&out) else { panic!("{out:?}") };
         assert_eq!(track, 4);
         assert_eq!(packet[1], 0x80 | 111);
@@ -366,10 +368,7 @@ mod tests {
             Frame::parse(&[ADDED, 0, 1, 0, 1, 1, 200, 0, 0, 0, 1, 0, 1, b'x']),
             Err(FrameError::Invalid("payload type"))
         );
-        assert_eq!(
-            Frame::parse(&[ERROR, 0, 2, 0xff, 0xfe]),
-            Err(FrameError::NotUtf8("reason"))
-        );
+        assert_eq!(Frame::parse(&[ERROR, 0, 2, 0xff, 0xfe]), Err(FrameError::NotUtf8("reason")));
         assert_eq!(Frame::parse(&vec![RTP; MAX_FRAME + 1]), Err(FrameError::TooLarge));
     }
 }

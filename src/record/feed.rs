@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use super::compose_wire::{Frame, MAX_FRAME, TrackKind, write_rtp};
+use super::compose_wire::{Frame, MAX_FRAME, RtpHeader, TrackKind, write_rtp};
 use super::mkv::TrackKind as RingTrack;
 use super::writer::{RecorderInput, Request, RingItem, RingReader, ring};
 
@@ -126,7 +126,9 @@ pub enum FeedEvent {
         started: std::time::SystemTime,
         ended: std::time::SystemTime,
     },
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 enum Cmd {
@@ -441,7 +443,8 @@ impl Feed {
         while i < self.streams.len() {
             let Feed { streams, buf, composer, control, dropped, gone, .. } = self;
             let s = &mut streams[i];
-            let (id, apt, vpt) = (s.id, s.audio.as_ref().map(|t| t.pt), s.video.as_ref().map(|t| t.pt));
+            let (id, apt, vpt) =
+                (s.id, s.audio.as_ref().map(|t| t.pt), s.video.as_ref().map(|t| t.pt));
             for _ in 0..BATCH {
                 let popped = s.ring.pop(|item| {
                     let RingItem::Rtp { track, seq, timestamp, marker, payload } = item else {
@@ -457,7 +460,8 @@ impl Feed {
                         return;
                     }
                     let tid = id.wrapping_mul(2).wrapping_add(u16::from(kind == TrackKind::Video));
-                    write_rtp(buf, tid, pt, marker, seq, timestamp, u32::from(tid) + 1, payload);
+                    let h = RtpHeader { pt, marker, seq, timestamp, ssrc: u32::from(tid) + 1 };
+                    write_rtp(buf, tid, h, payload);
                     match send(&composer.sock, buf) {
                         Sent::Ok => {}
                         Sent::Full => *dropped += 1,

@@ -87,7 +87,10 @@ mod tests {
     fn two_side_by_side_letterboxed_vertically() {
         // Two columns of 640x720 (ratio 1.125, inside [9/16, 3/2]) beat two rows of 1280x360.
         let r = best_fit(2, 1280, 720);
-        assert_eq!(r, vec![Rect { x: 0, y: 0, w: 640, h: 720 }, Rect { x: 640, y: 0, w: 640, h: 720 }]);
+        assert_eq!(
+            r,
+            vec![Rect { x: 0, y: 0, w: 640, h: 720 }, Rect { x: 640, y: 0, w: 640, h: 720 }]
+        );
     }
 
     #[test]

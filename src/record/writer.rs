@@ -312,7 +312,9 @@ impl RingReader {
                 marker: h.marker,
                 payload: slot.payload(),
             },
-            SlotKind::SenderReport => RingItem::SenderReport { track, ntp: h.ntp, rtp_ts: h.timestamp },
+            SlotKind::SenderReport => {
+                RingItem::SenderReport { track, ntp: h.ntp, rtp_ts: h.timestamp }
+            }
             SlotKind::Restart => RingItem::Restart { track },
         });
         true

@@ -16,7 +16,9 @@ use std::time::UNIX_EPOCH;
 
 use tokio::sync::mpsc;
 
-use super::{BackendError, BackendEvent, ComposedRecordingSpec, StreamRecorderId, StreamRecordingSpec};
+use super::{
+    BackendError, BackendEvent, ComposedRecordingSpec, StreamRecorderId, StreamRecordingSpec,
+};
 use crate::media::{MediaEngine, RecorderFeed, ShardCommand};
 use crate::record::feed::{self, Composer, FeedEvent, FeedHandle, StartParams, TrackSpec};
 use crate::sdp::MediaKind;
@@ -114,7 +116,9 @@ fn tracks(spec: &StreamRecordingSpec) -> (Option<TrackSpec>, Option<TrackSpec>) 
     let video = spec
         .has_video
         .then(|| {
-            pick(MediaKind::Video, &|c| matches!(c, Codec::Vp8 | Codec::Vp9 | Codec::H264 | Codec::Av1))
+            pick(MediaKind::Video, &|c| {
+                matches!(c, Codec::Vp8 | Codec::Vp9 | Codec::H264 | Codec::Av1)
+            })
         })
         .flatten();
     (audio, video)
