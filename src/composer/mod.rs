@@ -371,8 +371,14 @@ impl Comp {
     }
 }
 
-/// The thumbnail: a frame from the middle of `video`, 480 px wide, as JPEG into `jpg`.
-fn thumbnail(video: &str, jpg: &str, width: u32, height: u32) -> Result<(), String> {
+/// The thumbnail: a frame from the middle of `video`, 480 px wide, as JPEG into `jpg`; returns
+/// the file's duration as its demuxer reads it.
+fn thumbnail(
+    video: &str,
+    jpg: &str,
+    width: u32,
+    height: u32,
+) -> Result<Option<gst::ClockTime>, String> {
     let h = (480 * height / width.max(1)).max(2) & !1;
     let desc = format!(
         "filesrc location=\"{video}\" ! qtdemux name=d d.video_0 ! h264parse ! avdec_h264 ! \
@@ -387,7 +393,8 @@ fn thumbnail(video: &str, jpg: &str, width: u32, height: u32) -> Result<(), Stri
     let result = (|| {
         p.set_state(gst::State::Paused).map_err(|e| e.to_string())?;
         let _ = p.state(gst::ClockTime::from_seconds(5));
-        if let Some(d) = p.query_duration::<gst::ClockTime>() {
+        let duration = p.query_duration::<gst::ClockTime>();
+        if let Some(d) = duration {
             let _ = p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, d / 2);
         }
         p.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
@@ -395,7 +402,7 @@ fn thumbnail(video: &str, jpg: &str, width: u32, height: u32) -> Result<(), Stri
         while Instant::now() < deadline {
             let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else { continue };
             match m.view() {
-                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Eos(_) => return Ok(duration),
                 gst::MessageView::Error(e) => return Err(e.error().to_string()),
                 _ => {}
             }
@@ -478,7 +485,7 @@ pub fn main_with_args(args: impl Iterator<Item = String>) -> i32 {
     std::thread::spawn(move || read_loop(sock, reader, buf));
     let started = Instant::now();
     let result = watch(&pipeline, &comp);
-    let duration_ms = pipeline
+    let mut duration_ms = pipeline
         .query_position::<gst::ClockTime>()
         .map_or(started.elapsed().as_millis() as u64, |p| p.mseconds());
     let _ = pipeline.set_state(gst::State::Null);
@@ -492,11 +499,13 @@ pub fn main_with_args(args: impl Iterator<Item = String>) -> i32 {
         sock.send(&Frame::Error { reason: &e });
         return 1;
     }
-    if out.has_video
-        && !out.thumbnail.is_empty()
-        && let Err(e) = thumbnail(&out.path, &out.thumbnail, out.width, out.height)
-    {
-        log(&format!("no thumbnail: {e}"));
+    if out.has_video && !out.thumbnail.is_empty() {
+        match thumbnail(&out.path, &out.thumbnail, out.width, out.height) {
+            // The file's own duration, as OpenVidu reports it (ffprobe's).
+            Ok(Some(d)) => duration_ms = d.mseconds(),
+            Ok(None) => {}
+            Err(e) => log(&format!("no thumbnail: {e}")),
+        }
     }
     let size = match std::fs::metadata(&out.path) {
         Ok(m) => m.len(),

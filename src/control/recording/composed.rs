@@ -63,7 +63,6 @@ struct Run {
     feed: FeedHandle,
     /// Stream id → (shard, recorder id on that shard).
     taps: HashMap<String, (usize, u64)>,
-    session: String,
 }
 
 #[derive(Default)]
@@ -122,6 +121,29 @@ fn tracks(spec: &StreamRecordingSpec) -> (Option<TrackSpec>, Option<TrackSpec>) 
         })
         .flatten();
     (audio, video)
+}
+
+/// A warm composer for `session` if it keeps one (COMPOSED_QUICK_START) and has none.
+fn rewarm(state: &Mutex<State>, program: &Path, session: &str) {
+    {
+        let st = lock(state);
+        if !st.quick_start.contains(session) || st.warm.contains_key(session) {
+            return;
+        }
+    }
+    match Composer::launch(program) {
+        Ok(c) => {
+            let mut st = lock(state);
+            // The session may have closed meanwhile.
+            if st.quick_start.contains(session) && !st.warm.contains_key(session) {
+                st.warm.insert(session.to_string(), c);
+            } else {
+                drop(st);
+                c.kill();
+            }
+        }
+        Err(e) => tracing::warn!(%session, error = %e, "cannot launch a warm composer"),
+    }
 }
 
 impl ComposedBackend {
@@ -199,6 +221,8 @@ impl ComposedBackend {
         let created = spec.recording_created_at as i64;
         let state = Arc::clone(&self.state);
         let recording = spec.recording_id.clone();
+        let session = spec.session_id.clone();
+        let program = program.clone();
         let on_event = move |ev: FeedEvent| {
             let ev = match ev {
                 FeedEvent::Finished { size, duration_ms, started, ended: _ } => {
@@ -217,6 +241,8 @@ impl ComposedBackend {
                 }
             };
             lock(&state).runs.remove(&id);
+            // COMPOSED_QUICK_START: the session's next recording gets a fresh warm composer.
+            rewarm(&state, &program, &session);
             // The feed thread is no runtime thread (bounded channel, always drained).
             let _ = events.blocking_send(ev);
         };
@@ -228,7 +254,7 @@ impl ComposedBackend {
                 taps.insert(s.stream_id.clone(), t);
             }
         }
-        lock(&self.state).runs.insert(id, Run { feed, taps, session: spec.session_id.clone() });
+        lock(&self.state).runs.insert(id, Run { feed, taps });
         Ok(StreamRecorderId(id))
     }
 
@@ -258,10 +284,6 @@ impl ComposedBackend {
             let _ = self.engine.send(shard, ShardCommand::DetachRecorder { recorder: rid });
         }
         run.feed.stop();
-        let session = run.session.clone();
-        drop(st);
-        // COMPOSED_QUICK_START: the session's next recording gets a fresh warm composer.
-        self.rewarm(&session);
     }
 
     /// A session created with COMPOSED_QUICK_START as its default output mode.
@@ -278,12 +300,6 @@ impl ComposedBackend {
         }
     }
 
-    fn rewarm(&self, session: &str) {
-        let wanted = lock(&self.state).quick_start.contains(session);
-        if wanted {
-            self.session_created(session);
-        }
-    }
 
     pub(super) fn session_closed(&self, session: &str) {
         let mut st = lock(&self.state);
