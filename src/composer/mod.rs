@@ -37,6 +37,14 @@ use crate::record::grid::best_fit;
 const JITTER_MS: u32 = 200;
 /// Extra latency of the mixers, so tracks joining later (with their jitter buffer) are not late.
 const MIX_LATENCY_MS: u64 = 400;
+/// Element names of a track's branch start with this, then the track number and `_`.
+const TRACK_PREFIX: &str = "track";
+
+/// The track whose branch `element` belongs to.
+fn track_of(element: &str) -> Option<u16> {
+    element.strip_prefix(TRACK_PREFIX)?.split_once('_')?.0.parse().ok()
+}
+
 /// How long the muxer may take to finish after the end.
 const EOS_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -87,8 +95,8 @@ struct Track {
     src: gst_app::AppSrc,
     stream: u16,
     kind: TrackKind,
-    /// The compositor pad (video).
-    pad: Option<gst::Pad>,
+    /// The compositor or mixer pad.
+    pad: gst::Pad,
 }
 
 struct Comp {
@@ -163,6 +171,7 @@ impl Comp {
             bg.set_property("is-live", true);
             bg.set_property_from_str("pattern", "black");
             let raw = gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
                 .field("width", out.width as i32)
                 .field("height", out.height as i32)
                 .field("framerate", gst::Fraction::new(out.fps, 1))
@@ -283,6 +292,10 @@ impl Comp {
             set_if(&e, "automatic-request-sync-points", true);
             chain.push(e);
         }
+        // Named after the track: an error of the branch ends the track, not the recording.
+        for (i, e) in chain.iter().enumerate() {
+            e.set_property("name", format!("{}{track}_{i}", TRACK_PREFIX));
+        }
         // Keyframe requests travel upstream to the appsrc as force-key-unit events.
         let last: Arc<Mutex<Option<Instant>>> = Arc::default();
         if let Some(pad) = src.static_pad("src") {
@@ -316,10 +329,7 @@ impl Comp {
         for e in &chain {
             e.sync_state_with_parent().map_err(|e| e.to_string())?;
         }
-        self.tracks.insert(
-            track,
-            Track { src, stream, kind, pad: (kind == TrackKind::Video).then_some(pad) },
-        );
+        self.tracks.insert(track, Track { src, stream, kind, pad });
         if kind == TrackKind::Video {
             self.layout();
             sock.send(&Frame::Keyframe { track });
@@ -327,13 +337,18 @@ impl Comp {
         Ok(())
     }
 
-    fn remove_track(&mut self, track: u16) {
+    /// A track leaves: EOS through its branch, its tile hidden, the grid laid out again.
+    /// `broken`: its branch stopped on an error, so the EOS goes straight into the mixer's pad
+    /// (the mixer must see every pad end before it ends the file).
+    fn remove_track(&mut self, track: u16, broken: bool) {
         let Some(t) = self.tracks.remove(&track) else { return };
-        let _ = t.src.end_of_stream();
-        if let Some(p) = &t.pad {
-            p.set_property("alpha", 0.0f64);
+        if broken {
+            t.pad.send_event(gst::event::Eos::new());
+        } else {
+            let _ = t.src.end_of_stream();
         }
         if t.kind == TrackKind::Video {
+            t.pad.set_property("alpha", 0.0f64);
             self.layout();
         }
     }
@@ -345,12 +360,10 @@ impl Comp {
         video.sort_by_key(|(id, t)| (t.stream, **id));
         let tiles = best_fit(video.len(), self.out.width, self.out.height);
         for ((_, t), r) in video.iter().zip(tiles) {
-            if let Some(p) = &t.pad {
-                p.set_property("xpos", r.x);
-                p.set_property("ypos", r.y);
-                p.set_property("width", r.w);
-                p.set_property("height", r.h);
-            }
+            t.pad.set_property("xpos", r.x);
+            t.pad.set_property("ypos", r.y);
+            t.pad.set_property("width", r.w);
+            t.pad.set_property("height", r.h);
         }
     }
 
@@ -547,6 +560,11 @@ fn watch(pipeline: &gst::Pipeline, comp: &Mutex<Comp>) -> Result<(), String> {
                 let src = e.src().map(|s| s.name().to_string()).unwrap_or_default();
                 let err = e.error();
                 log(&format!("error from {src}: {err} ({:?})", e.debug()));
+                if let Some(track) = track_of(&src) {
+                    // One publisher's stream broke (undecodable): its tile goes, the rest goes on.
+                    lock(comp).remove_track(track, true);
+                    continue;
+                }
                 if err.matches(gst::ResourceError::NoSpaceLeft) {
                     return Err("disk full".into());
                 }
@@ -577,12 +595,33 @@ fn read_loop(sock: Sock, comp: Arc<Mutex<Comp>>, mut buf: Vec<u8>) {
                     log(&format!("track {track}: {e}"));
                 }
             }
-            Ok(Frame::StreamRemoved { track }) => lock(&comp).remove_track(track),
+            Ok(Frame::StreamRemoved { track }) => lock(&comp).remove_track(track, false),
             Ok(Frame::End) => {
                 lock(&comp).end();
             }
             Ok(f) => log(&format!("unexpected {f:?}")),
             Err(e) => log(&format!("malformed frame: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_elements_name_their_track() {
+        assert_eq!(track_of("track7_2"), Some(7));
+        assert_eq!(track_of("track65535_0"), Some(65535));
+        assert_eq!(track_of("videotestsrc0"), None);
+        assert_eq!(track_of("track_1"), None);
+        assert_eq!(track_of("trackx_1"), None);
+    }
+
+    #[test]
+    fn missing_elements_name_their_package() {
+        assert_eq!(plugin_of("x264enc"), "gstreamer1.0-plugins-ugly");
+        assert_eq!(plugin_of("avenc_aac"), "gstreamer1.0-libav");
+        assert_eq!(plugin_of("rtpvp8depay"), "gstreamer1.0-plugins-good");
     }
 }

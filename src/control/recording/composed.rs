@@ -300,7 +300,6 @@ impl ComposedBackend {
         }
     }
 
-
     pub(super) fn session_closed(&self, session: &str) {
         let mut st = lock(&self.state);
         st.quick_start.remove(session);
