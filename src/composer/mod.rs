@@ -171,7 +171,6 @@ impl Comp {
             bg.set_property("is-live", true);
             bg.set_property_from_str("pattern", "black");
             let raw = gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
                 .field("width", out.width as i32)
                 .field("height", out.height as i32)
                 .field("framerate", gst::Fraction::new(out.fps, 1))

@@ -128,7 +128,8 @@ async function composedOnce(codec) {
   // The grid holds both publishers: the fake camera's frames are not black on either half.
   const luma = execFileSync('ffmpeg', ['-v', 'error', '-ss', String(p.duration / 2), '-i', mp4, '-frames:v', '1',
     '-vf', 'scale=4:1,format=gray', '-f', 'rawvideo', '-']);
-  assert.ok(luma[0] + luma[1] > 20 && luma[2] + luma[3] > 20, `both halves of the grid show video: ${[...luma]}`);
+  assert.ok(luma[0] + luma[1] > 20 && luma[2] + luma[3] > 20, `both halves of the grid show video: ${[...luma]}\n` +
+    server.logs().split('\n').filter((l) => l.includes('composer')).join('\n'));
   const jpg = await fetchFile(rec.id, `${rec.id}.jpg`);
   const j = ffprobe(jpg);
   assert.equal(j.video?.codec_name, 'mjpeg');
