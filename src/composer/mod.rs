@@ -181,6 +181,17 @@ impl Comp {
             set_if(&comp, "latency", MIX_LATENCY_MS * 1_000_000);
             let out_caps = caps_filter(raw)?;
             let conv = make("videoconvert")?;
+            // The encoder's input never changes mid-recording (a publisher joining with other
+            // colorimetry must not renegotiate the encoder, whose new headers the mp4 muxer
+            // would refuse): videoconvert absorbs what the compositor's output does.
+            let enc_in = caps_filter(
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .field("colorimetry", "bt601")
+                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                    .field("interlace-mode", "progressive")
+                    .build(),
+            )?;
             let enc = make("x264enc")?;
             enc.set_property_from_str("speed-preset", "veryfast");
             enc.set_property_from_str("tune", "zerolatency");
@@ -192,7 +203,10 @@ impl Comp {
             let parse = make("h264parse")?;
             let q = make("queue")?;
             add_chain(&pipeline, &[bg, bg_caps, comp.clone()])?;
-            add_chain(&pipeline, &[comp.clone(), out_caps, conv, enc, enc_caps, parse, q.clone()])?;
+            add_chain(
+                &pipeline,
+                &[comp.clone(), out_caps, conv, enc_in, enc, enc_caps, parse, q.clone()],
+            )?;
             q.link(&mux).map_err(|e| format!("mp4mux video: {e}"))?;
             compositor = Some(comp);
         }
