@@ -207,11 +207,8 @@ fn composed_recordings_of_four_720p_publishers_on_one_core() {
              {wall:.2} s of wall time, {frames} frames ({:.1}/s)",
             frames as f64 / d.max(0.001)
         );
-        assert!((d - wall).abs() <= 0.05 * wall, "composition {i}: {d} s for {wall} s");
-        assert!(
-            (frames as f64 - 25.0 * d).abs() <= 0.05 * 25.0 * d,
-            "composition {i}: {frames} frames"
-        );
+        whole &=
+            (d - wall).abs() <= 0.05 * wall && (frames as f64 - 25.0 * d).abs() <= 0.05 * 25.0 * d;
     }
     println!(
         "{k} compositions of 4 x VP8 720p25 into 1280x720 25 fps on cpu {cpu}: {total:.3} core in all; ring drops {dropped}"
