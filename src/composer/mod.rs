@@ -14,12 +14,16 @@
 //!   arrival, leaky) → `rtpjitterbuffer` → depayloader → decoder (VP8, H.264, VP9; AV1 when the
 //!   plugins exist) → a compositor pad placed by [`crate::record::grid::best_fit`] with
 //!   `sizing-policy=keep-aspect-ratio` (black bars); Opus → `opusdec` → an `audiomixer` pad. A
-//!   track that leaves gets EOS and its tile is hidden; the grid is laid out again.
+//!   track that leaves gets EOS and its tile is hidden; the grid is laid out again. An error in
+//!   a track's branch (an undecodable stream) ends that track only. A publisher that never
+//!   sends a keyframe stays a black tile.
 //!
 //! The file is written as `<file>.part` and renamed once complete. [`Frame::End`] (or ringsfu
-//! closing the socket) sends EOS; once the muxer has written the file: the thumbnail `<id>.jpg` (480 px wide, from the middle, as OpenVidu's recorder makes
-//! it), then [`Frame::Done`] and exit 0. A pipeline error (a full disk, a missing plugin) sends
-//! [`Frame::Error`] and exits 1: ringsfu reports the recording failed.
+//! closing the socket) sends EOS; once the muxer has written the file: the thumbnail
+//! `<id>.jpg` (480 px wide, from the middle, as OpenVidu's recorder makes it), then
+//! [`Frame::Done`] with the file's size and duration, and exit 0. Any other pipeline error (a
+//! full disk, a missing plugin) sends [`Frame::Error`] and exits 1: ringsfu reports the
+//! recording failed with that reason.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
