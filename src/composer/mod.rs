@@ -340,6 +340,26 @@ impl Comp {
             if pad.find_property("sizing-policy").is_some() {
                 pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
             }
+            // Scaling each input into its tile is most of the composer's work (perf: the
+            // video converter and compositor ~65%, x264 ~15%, VP8 decoding ~11% for 4 x 720p):
+            // bilinear instead of the default cubic resampler, no dithering.
+            if pad.find_property("converter-config").is_some() {
+                let cfg = gst::Structure::builder("GstVideoConverter")
+                    .field(
+                        "GstVideoConverter.resampler-method",
+                        gstreamer_video::VideoResamplerMethod::Linear,
+                    )
+                    .field(
+                        "GstVideoConverter.chroma-resampler-method",
+                        gstreamer_video::VideoResamplerMethod::Linear,
+                    )
+                    .field(
+                        "GstVideoConverter.dither-method",
+                        gstreamer_video::VideoDitherMethod::None,
+                    )
+                    .build();
+                pad.set_property("converter-config", cfg);
+            }
         }
         let src_pad = tail.static_pad("src").ok_or("no src pad")?;
         src_pad.link(&pad).map_err(|e| format!("cannot link to the mixer: {e:?}"))?;
