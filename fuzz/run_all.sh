@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 SECS=${1:-600}
 shift 2>/dev/null || true
 WORK=${WORK:-/tmp/ringsfu-fuzz}
-TARGETS=${*:-"demux stun channel_data rtp rtcp dtls_record stun_roundtrip rtp_rewrite rtcp_roundtrip stun_diff rtp_diff rtcp_diff sdp record_depack mkv_roundtrip codec_inspect av1_dd layer_switch"}
+TARGETS=${*:-"demux stun channel_data rtp rtcp dtls_record stun_roundtrip rtp_rewrite rtcp_roundtrip stun_diff rtp_diff rtcp_diff sdp record_depack mkv_roundtrip codec_inspect av1_dd layer_switch compose_wire"}
 for t in $TARGETS; do
     mkdir -p "$WORK/$t"
     echo "== $t ($SECS s)"

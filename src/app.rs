@@ -172,7 +172,14 @@ fn start_media(
     control.attach_media(engine.clone());
     if cfg.recording.enabled {
         let (tx, rx) = tokio::sync::mpsc::channel(crate::control::recording::EVENT_QUEUE);
-        let backend = crate::control::recording::native::NativeRecorder::new(engine.clone(), tx);
+        let composer =
+            crate::control::recording::composed::find_composer(&cfg.recording.composer_path);
+        match &composer {
+            Some(p) => tracing::info!(composer = %p.display(), "COMPOSED recording available"),
+            None => tracing::info!("no ringsfu-composer installed: COMPOSED recording answers 501"),
+        }
+        let backend =
+            crate::control::recording::native::NativeRecorder::new(engine.clone(), tx, composer);
         control.attach_recording(Arc::new(backend), rx);
     }
     Ok(Some(engine))

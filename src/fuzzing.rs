@@ -1535,3 +1535,32 @@ pub fn ingest_h264(data: &[u8]) {
         assert!(dp.poll_frame().is_none());
     }
 }
+
+/// The composer socket's framing (`record::compose_wire`): a message either parses or names a
+/// rule; what parses writes back to the same bytes (the encoding is canonical), and a frame
+/// built from the first bytes as grid input gives tiles inside the frame.
+pub fn compose_wire(data: &[u8]) {
+    use crate::record::compose_wire::{Frame, MAX_FRAME};
+    match Frame::parse(data) {
+        Ok(f) => {
+            let mut out = Vec::new();
+            f.write(&mut out);
+            assert_eq!(out, data, "{f:?} does not write back to its bytes");
+            assert!(out.len() <= MAX_FRAME);
+        }
+        Err(_) => assert!(!data.is_empty() || Frame::parse(data).is_err()),
+    }
+    if let [n, w0, w1, h0, h1, ..] = *data {
+        let n = usize::from(n % 32);
+        let (w, h) = (
+            100 + u32::from(u16::from_be_bytes([w0, w1]) % 1900),
+            100 + u32::from(u16::from_be_bytes([h0, h1]) % 1900),
+        );
+        let tiles = crate::record::grid::best_fit(n, w, h);
+        assert_eq!(tiles.len(), n);
+        for t in tiles {
+            assert!(t.x >= 0 && t.y >= 0 && t.w > 0 && t.h > 0, "{t:?}");
+            assert!(t.x + t.w <= w as i32 && t.y + t.h <= h as i32, "{t:?} outside {w}x{h}");
+        }
+    }
+}

@@ -8,6 +8,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod app;
+#[cfg(feature = "composer")]
+pub mod composer;
 pub mod config;
 pub mod control;
 pub mod dtls;

@@ -287,11 +287,19 @@ async fn status_codes_and_the_state_machine() {
         (json!({"session": sid, "outputMode": "COMPOSED", "resolution": "2000x720"}), 422),
         (json!({"session": sid, "outputMode": "COMPOSED", "frameRate": 0}), 422),
         (json!({"session": sid, "outputMode": "COMPOSED", "shmSize": 1024}), 422),
+        // CUSTOM layouts need a page renderer ringsfu does not have: refused before the backend.
+        (json!({"session": sid, "outputMode": "COMPOSED", "recordingLayout": "CUSTOM"}), 422),
     ] {
         let (st, v) = r.start(body.clone()).await;
         assert_eq!(st, want, "{body} -> {v}");
         assert_eq!(v["status"], want, "JSON error body: {v}");
     }
+    let (_, v) = r
+        .start(json!({"session": sid, "outputMode": "COMPOSED", "recordingLayout": "CUSTOM",
+            "customLayout": "mine/index.html"}))
+        .await;
+    let why = v["message"].as_str().unwrap();
+    assert!(why.contains("customLayout \"mine/index.html\"") && why.contains("BEST_FIT"), "{v}");
     // 501 with the backend's reason: no composer.
     let (st, v) = r.start(json!({"session": sid, "outputMode": "COMPOSED"})).await;
     assert_eq!(st, 501);

@@ -37,6 +37,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "rtp_diff" => differential::rtp,
         "rtcp_diff" => differential::rtcp,
         "record_depack" => f::record_depack,
+        "compose_wire" => f::compose_wire,
         "mkv_roundtrip" => differential::mkv_roundtrip,
         "load_sim" => f::load_sim,
         "ingest_h264" => f::ingest_h264,

@@ -29,6 +29,10 @@ LIST
 if grep -q '^name = "ringsfu-load"' Cargo.toml; then
   expected=$(printf '%s\n-rwxr-xr-x ./usr/bin/ringsfu-load' "$expected")
 fi
+# ringsfu-composer (COMPOSED recording) ships beside ringsfu, where ringsfu looks for it.
+if grep -q '^name = "ringsfu-composer"' Cargo.toml; then
+  expected=$(printf '%s\n-rwxr-xr-x ./usr/bin/ringsfu-composer' "$expected")
+fi
 actual=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ {print $1, $6}' | sort)
 echo "$actual"
 if ! diff <(echo "$expected" | sort) <(echo "$actual"); then
@@ -42,9 +46,14 @@ grep -qx '/etc/ringsfu/ringsfu.toml' "$ctl/conffiles" || { echo "FAIL: ringsfu.t
 grep -q 'systemd-sysusers.*ringsfu.conf' "$ctl/postinst" || { echo "FAIL: postinst does not create the user" >&2; exit 1; }
 grep -q 'systemd-tmpfiles --create ringsfu.conf' "$ctl/postinst" || { echo "FAIL: postinst does not apply tmpfiles" >&2; exit 1; }
 grep -q '^Depends:.*systemd' "$ctl/control" || { echo "FAIL: no dependency on systemd" >&2; exit 1; }
+if grep -q '^name = "ringsfu-composer"' Cargo.toml; then
+  grep -q '^Depends:.*libgstreamer1.0-0' "$ctl/control" || { echo "FAIL: the composer's GStreamer library is not a dependency" >&2; exit 1; }
+  grep -q '^Recommends:.*gstreamer1.0-plugins-ugly' "$ctl/control" || { echo "FAIL: the composer's plugins are not recommended" >&2; exit 1; }
+fi
 # The packaged unit and example configuration are the ones in the tree.
 dpkg-deb -x "$deb" "$out/root"
 cmp systemd/ringsfu.service "$out/root/usr/lib/systemd/system/ringsfu.service"
 cmp systemd/ringsfu.toml "$out/root/etc/ringsfu/ringsfu.toml"
 "$out/root/usr/bin/ringsfu" --check-config --config "$out/root/etc/ringsfu/ringsfu.toml" >/dev/null
+if [ -e "$out/root/usr/bin/ringsfu-composer" ]; then "$out/root/usr/bin/ringsfu-composer" --version >/dev/null; fi
 echo "package OK"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole ringsfu test suite, from a fresh Debian machine with only Rust installed.
 # Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
-# turnutils, ffmpeg, mkvtoolnix and unzip, GStreamer's RTSP server (python3-gi) and encoders, iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
+# turnutils, ffmpeg, mkvtoolnix and unzip, GStreamer (headers and plugins, for ringsfu-composer; its RTSP server through python3-gi, for the IP camera tests), iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
 # Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
 # shared by every stage, `cargo test`, a 3-minute soak and churn run (tools/soak.sh), the interop tests with the real OpenVidu SDKs and headless
 # Chromium, the Debian package (release build, file list checked by tools/check-deb.sh), and the
@@ -49,6 +49,12 @@ for el in x264enc rtph264pay mulawenc avenc_aac; do
     break
   fi
 done
+# ringsfu-composer (--features composer, COMPOSED recording): GStreamer's headers to build it,
+# its plugins to run it (tests/js/browser_composed.test.mjs)
+for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   step "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -q
@@ -76,16 +82,20 @@ fi
 step "cargo fmt --check"
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; fi
 
+# Every stage builds with the composer (ringsfu-composer beside ringsfu in target/debug), so the
+# one debug build is shared (the feature only adds code: the default build is a subset).
+features=(--features composer)
+
 step "cargo clippy"
-if cargo clippy --version >/dev/null 2>&1; then cargo clippy --all-targets -- -D warnings; fi
+if cargo clippy --version >/dev/null 2>&1; then cargo clippy --all-targets "${features[@]}" -- -D warnings; fi
 
 step "cargo build (debug, shared by every stage)"
-cargo build --all-targets
+cargo build --all-targets "${features[@]}"
 
 step "cargo test"
 # Tests that need systemd's tools (tests/systemd_unit.rs) fail instead of skipping.
 export RINGSFU_REQUIRE_TOOLS=1
-cargo test --no-fail-fast
+cargo test --no-fail-fast "${features[@]}"
 
 step "soak and churn (tools/soak.sh 180: the debug build above, signaling + media churn, leak checks)"
 tools/soak.sh 180

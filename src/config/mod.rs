@@ -261,6 +261,10 @@ pub struct RecordingConfig {
     /// publisher waits for one) before the recording stops (OpenVidu:
     /// `OPENVIDU_RECORDING_AUTOSTOP_TIMEOUT`).
     pub autostop_timeout: u64,
+    /// The COMPOSED recording program (`ringsfu-composer`, built with `--features composer`);
+    /// empty: the one next to the ringsfu executable, if any (without one, COMPOSED answers
+    /// 501). Must be an executable file when set.
+    pub composer_path: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -389,6 +393,7 @@ impl Default for RecordingConfig {
             public_access: false,
             notification: "publisher_moderator".into(),
             autostop_timeout: 120,
+            composer_path: String::new(),
         }
     }
 }
@@ -535,6 +540,13 @@ impl Config {
         }
         if self.recording.enabled && self.recording.path.trim().is_empty() {
             return Err(err("recording.path", "required when recording.enabled"));
+        }
+        if !self.recording.composer_path.trim().is_empty()
+            && !crate::control::recording::composed::is_executable(std::path::Path::new(
+                &self.recording.composer_path,
+            ))
+        {
+            return Err(err("recording.composer_path", "not an executable file"));
         }
         if self.recording.autostop_timeout > 86_400 {
             return Err(err("recording.autostop_timeout", "at most 86400 seconds"));

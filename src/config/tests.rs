@@ -373,3 +373,17 @@ fn recording_section_from_file_env_and_defaults() {
     let e = load(None, &[], &[("recording.path", "")]).unwrap_err();
     assert_eq!(e.key, "recording.path");
 }
+
+#[test]
+fn recording_composer_path_must_be_an_executable() {
+    let c = load(None, &[], &[]).unwrap();
+    assert_eq!(c.recording.composer_path, "", "default: the one beside the executable");
+    let c = load(None, &[("RINGSFU_RECORDING_COMPOSER_PATH", "/bin/sh")], &[]).unwrap();
+    assert_eq!(c.recording.composer_path, "/bin/sh");
+    let c = load(Some("[recording]\ncomposer_path = \"/bin/sh\"\n"), &[], &[]).unwrap();
+    assert_eq!(c.recording.composer_path, "/bin/sh");
+    for bad in ["/nonexistent/ringsfu-composer", "/tmp"] {
+        let e = load(None, &[("RINGSFU_RECORDING_COMPOSER_PATH", bad)], &[]).unwrap_err();
+        assert_eq!(e.key, "recording.composer_path", "{bad}");
+    }
+}

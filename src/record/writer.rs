@@ -280,6 +280,66 @@ pub fn spawn(
     Ok((input, RecorderHandle { stop, thread }))
 }
 
+/// One message a [`RingReader`] pops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingItem<'a> {
+    /// An RTP packet of a track.
+    Rtp { track: TrackKind, seq: u16, timestamp: u32, marker: bool, payload: &'a [u8] },
+    /// A sender report: RTP timestamp `rtp_ts` was NTP time `ntp`.
+    SenderReport { track: TrackKind, ntp: u64, rtp_ts: u32 },
+    /// The publisher of a track started over.
+    Restart { track: TrackKind },
+}
+
+/// The far end of a recorder ring for a reader other than [`spawn`]'s recorder thread (the
+/// COMPOSED feed, [`super::feed`]): pop what the shard pushed, push requests back.
+pub struct RingReader {
+    packets: Consumer<RtpSlot>,
+    requests: Producer<Request>,
+}
+
+impl RingReader {
+    /// Hands the next message to `f`; false when the ring is empty.
+    pub fn pop(&mut self, f: impl FnOnce(RingItem<'_>)) -> bool {
+        let Ok(slot) = self.packets.pop() else { return false };
+        let h = slot.head;
+        let track = if h.video { TrackKind::Video } else { TrackKind::Audio };
+        f(match h.kind {
+            SlotKind::Rtp => RingItem::Rtp {
+                track,
+                seq: h.seq,
+                timestamp: h.timestamp,
+                marker: h.marker,
+                payload: slot.payload(),
+            },
+            SlotKind::SenderReport => {
+                RingItem::SenderReport { track, ntp: h.ntp, rtp_ts: h.timestamp }
+            }
+            SlotKind::Restart => RingItem::Restart { track },
+        });
+        true
+    }
+
+    /// A request for the publisher (a PLI); false when the request ring is full.
+    pub fn request(&mut self, r: Request) -> bool {
+        self.requests.push(r).is_ok()
+    }
+
+    /// True once the shard let go of the ring (detached, or the publisher left) and it is
+    /// drained.
+    pub fn is_finished(&self) -> bool {
+        self.packets.is_abandoned() && self.packets.is_empty()
+    }
+}
+
+/// A recorder ring whose reader is `reader` (unparked by [`RecorderInput::wake`]).
+pub fn ring(ring_slots: usize, reader: Thread) -> (RecorderInput, RingReader) {
+    let (packets, packets_rx) = RingBuffer::new(ring_slots.max(16));
+    let (requests_tx, requests) = RingBuffer::new(256);
+    let input = RecorderInput { packets, requests, thread: reader, dropped: 0 };
+    (input, RingReader { packets: packets_rx, requests: requests_tx })
+}
+
 struct RecorderThread {
     core: RecorderCore,
     packets: Consumer<RtpSlot>,

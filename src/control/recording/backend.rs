@@ -87,6 +87,15 @@ pub trait RecordingBackend: Send + Sync {
     fn start_composed(&self, spec: ComposedRecordingSpec)
     -> Result<StreamRecorderId, BackendError>;
     fn stop_composed(&self, id: StreamRecorderId);
+    /// A stream was published in a session being recorded by composition `id`: it joins the
+    /// grid.
+    fn composed_stream_added(&self, _id: StreamRecorderId, _stream: StreamRecordingSpec) {}
+    /// A stream of composition `id` was unpublished: it leaves the grid.
+    fn composed_stream_removed(&self, _id: StreamRecorderId, _stream_id: &str) {}
+    /// A session was created whose default output mode is COMPOSED_QUICK_START.
+    fn quick_start_session(&self, _session_id: &str) {}
+    /// A session was closed.
+    fn session_closed(&self, _session_id: &str) {}
 }
 
 /// Capacity of the backend's event channel ([`crate::control::ControlPlane::attach_recording`]).

@@ -13,6 +13,7 @@ use crate::control::{Inner, State};
 /// A registry event the recordings follow, read from the registry's webhook outputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RegEvent {
+    Created { session: String },
     Published { session: String, connection: String, stream: String },
     Unpublished { session: String, stream: String },
     Left { session: String, reason: String },
@@ -34,6 +35,7 @@ pub(crate) fn observe(hook: &Value) -> Option<RegEvent> {
         "webrtcConnectionDestroyed" if s("connection").as_deref() == Some("OUTBOUND") => {
             Some(RegEvent::Unpublished { session, stream: s("streamId")? })
         }
+        "sessionCreated" => Some(RegEvent::Created { session }),
         "participantLeft" => Some(RegEvent::Left { session, reason: s("reason")? }),
         "sessionDestroyed" => Some(RegEvent::Destroyed { session, reason: s("reason")? }),
         _ => None,

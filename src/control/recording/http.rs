@@ -83,6 +83,9 @@ pub(crate) async fn start(State(inner): St, uri: Uri, body: Bytes) -> Response {
             Err(StartError::Unsupported(why)) => {
                 error_json(StatusCode::NOT_IMPLEMENTED, path, &why)
             }
+            Err(StartError::Unprocessable(why)) => {
+                error_json(StatusCode::UNPROCESSABLE_ENTITY, path, &why)
+            }
             Err(StartError::Failed(why)) => error_json(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 path,

@@ -25,6 +25,7 @@
 //! timers and file writing run as tasks that come back through that lock.
 
 mod backend;
+pub mod composed;
 mod events;
 pub mod http;
 pub mod layout;
@@ -118,6 +119,8 @@ pub enum StartError {
     NotAcceptable,
     /// The backend cannot (501).
     Unsupported(String),
+    /// The properties ask for what is not built (422): a CUSTOM layout.
+    Unprocessable(String),
     /// The backend or the disk failed (500).
     Failed(String),
 }
@@ -263,6 +266,19 @@ fn stream_spec(
     Some((spec, rec))
 }
 
+/// Why a CUSTOM layout cannot be recorded: what it names that is missing.
+fn custom_layout_message(props: &RecordingProps) -> String {
+    let named = match props.custom_layout.as_deref() {
+        Some(c) if !c.is_empty() => format!("customLayout \"{c}\""),
+        _ => "the default custom layout (customLayout empty)".to_string(),
+    };
+    format!(
+        "recordingLayout CUSTOM is not supported: {named} is a web page the recorder would have \
+         to render, and ringsfu's composer has no page renderer (no custom layouts directory, \
+         no browser); use recordingLayout BEST_FIT"
+    )
+}
+
 /// Starts recording `session_id` (REST or ALWAYS).
 pub(crate) fn start(
     inner: &Inner,
@@ -280,6 +296,12 @@ pub(crate) fn start(
     }
     if session.active_count() == 0 {
         return Err(StartError::NotAcceptable);
+    }
+    if props.output_mode.is_composed()
+        && props.has_video
+        && props.recording_layout.as_deref() == Some("CUSTOM")
+    {
+        return Err(StartError::Unprocessable(custom_layout_message(&props)));
     }
     let id = free_id(inner, st, session_id);
     if props.name.is_empty() {
@@ -505,6 +527,12 @@ pub(crate) fn on_registry_events(inner: &Inner, st: &mut State, events: Vec<RegE
                     st.rec.autostop.remove(&session);
                     let Some(s) = st.reg.session(&session).cloned() else { continue };
                     let Some(entry) = st.rec.all.get_mut(&id) else { continue };
+                    if let Some(c) = entry.composed.filter(|_| entry.composed_done.is_none()) {
+                        if let Some((spec, _)) = stream_spec(inner, entry, &s, &connection) {
+                            rt.backend.composed_stream_added(c, spec);
+                        }
+                        continue;
+                    }
                     if entry.rec.props.output_mode != OutputMode::Individual {
                         continue;
                     }
@@ -544,6 +572,9 @@ pub(crate) fn on_registry_events(inner: &Inner, st: &mut State, events: Vec<RegE
             RegEvent::Unpublished { session, stream } => {
                 let Some(id) = st.rec.active.get(&session) else { continue };
                 let Some(entry) = st.rec.all.get_mut(id) else { continue };
+                if let Some(c) = entry.composed.filter(|_| entry.composed_done.is_none()) {
+                    rt.backend.composed_stream_removed(c, &stream);
+                }
                 for s in entry.streams.iter_mut() {
                     if s.stream_id == stream && !s.stopping && s.done.is_none() {
                         s.stopping = true;
@@ -564,7 +595,17 @@ pub(crate) fn on_registry_events(inner: &Inner, st: &mut State, events: Vec<RegE
                     arm_autostop(inner, st, &session, why);
                 }
             }
+            RegEvent::Created { session } => {
+                let quick = st.reg.session(&session).is_some_and(|s| {
+                    s.props.default_recording_properties.get("outputMode").and_then(Value::as_str)
+                        == Some("COMPOSED_QUICK_START")
+                });
+                if quick {
+                    rt.backend.quick_start_session(&session);
+                }
+            }
             RegEvent::Destroyed { session, reason } => {
+                rt.backend.session_closed(&session);
                 st.rec.autostop.remove(&session);
                 st.rec.manually_stopped.remove(&session);
                 if let Some(id) = st.rec.active.get(&session).cloned() {

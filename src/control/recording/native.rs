@@ -3,8 +3,8 @@
 //! stream ([`crate::record::writer`]), which writes WebM (VP8, VP9, AV1, Opus) or Matroska
 //! (H.264). No transcoding, no process beside ringsfu.
 //!
-//! COMPOSED recordings need a composer (a separate GStreamer process) this build does not
-//! have: they are refused with 501 and that reason.
+//! COMPOSED and COMPOSED_QUICK_START go to a composer process ([`super::composed`]); without
+//! one installed they are refused with 501 and what to install.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +33,7 @@ pub struct NativeRecorder {
     /// Running recorders. Locked by the control plane's start/stop calls only (never by a
     /// shard or a recorder thread).
     running: Mutex<Running>,
+    composed: super::composed::ComposedBackend,
 }
 
 #[derive(Default)]
@@ -73,8 +74,22 @@ fn plan(spec: &StreamRecordingSpec) -> Result<(Option<Codec>, bool, &'static str
 
 impl NativeRecorder {
     /// A backend recording through `engine`'s shards; completions go to `events`.
-    pub fn new(engine: Arc<MediaEngine>, events: mpsc::Sender<BackendEvent>) -> NativeRecorder {
-        NativeRecorder { engine, events, running: Mutex::new(Running::default()) }
+    /// `composer`: the composer program ([`super::composed::find_composer`]); `None`: COMPOSED
+    /// answers 501.
+    pub fn new(
+        engine: Arc<MediaEngine>,
+        events: mpsc::Sender<BackendEvent>,
+        composer: Option<PathBuf>,
+    ) -> NativeRecorder {
+        let composed =
+            super::composed::ComposedBackend::new(engine.clone(), events.clone(), composer);
+        NativeRecorder { engine, events, running: Mutex::new(Running::default()), composed }
+    }
+
+    fn next_id(&self) -> u64 {
+        let mut r = self.running();
+        r.next += 1;
+        r.next
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, Running> {
@@ -152,14 +167,30 @@ impl RecordingBackend for NativeRecorder {
 
     fn start_composed(
         &self,
-        _spec: ComposedRecordingSpec,
+        spec: ComposedRecordingSpec,
     ) -> Result<StreamRecorderId, BackendError> {
-        Err(BackendError::Unsupported(
-            "COMPOSED recording needs the composer process, which this build of ringsfu does \
-             not include yet; use outputMode INDIVIDUAL"
-                .into(),
-        ))
+        let id = self.next_id();
+        self.composed.start(spec, id, || self.next_id())
     }
 
-    fn stop_composed(&self, _id: StreamRecorderId) {}
+    fn stop_composed(&self, id: StreamRecorderId) {
+        self.composed.stop(id.0);
+    }
+
+    fn composed_stream_added(&self, id: StreamRecorderId, stream: StreamRecordingSpec) {
+        let rid = self.next_id();
+        self.composed.stream_added(id.0, &stream, rid);
+    }
+
+    fn composed_stream_removed(&self, id: StreamRecorderId, stream_id: &str) {
+        self.composed.stream_removed(id.0, stream_id);
+    }
+
+    fn quick_start_session(&self, session_id: &str) {
+        self.composed.session_created(session_id);
+    }
+
+    fn session_closed(&self, session_id: &str) {
+        self.composed.session_closed(session_id);
+    }
 }
