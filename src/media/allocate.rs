@@ -258,6 +258,9 @@ impl MediaCore {
                 remb = ?s.remb,
                 usage = ?s.usage,
                 loss = s.loss_fraction,
+                rtx = s.rtx_bytes,
+                rtx_budget = s.rtx_over_budget,
+                rtx_old = s.rtx_too_old,
                 current = ?l.and_then(|l| l.selector.current()),
                 target = ?l.map(|l| l.selector.target()),
                 "consumer"

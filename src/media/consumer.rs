@@ -350,7 +350,10 @@ pub(super) fn write_padding(
             slot.commit_room(n);
             tx.route_from(mark, leg.hosted);
             if let Some(bwe) = leg.bwe {
-                bwe.handle_sent(leg.now, twcc.map(u16::from_be_bytes), n, cluster, false);
+                // A climb's padding (no cluster) counts with the retransmissions, not the
+                // media: the repairs' budget under overuse is what the media leaves.
+                let seq = twcc.map(u16::from_be_bytes);
+                bwe.handle_sent(leg.now, seq, n, cluster, cluster.is_none());
             }
             true
         }
