@@ -134,10 +134,13 @@ impl InTrack {
         self.rids.len().clamp(1, layers::MAX_ENCODINGS)
     }
 
-    /// Whether consumers choose layers of this track ([`layers`]): simulcast, or VP9 (whose
-    /// spatial and temporal layers are dropped by id).
+    /// Whether consumers choose layers of this track ([`layers`]): simulcast, VP9 (whose
+    /// spatial and temporal layers are dropped by id), or AV1 sent with the Dependency
+    /// Descriptor (its layer ids).
     pub fn layered(&self) -> bool {
-        self.kind == MediaKind::Video && (self.encodings() > 1 || self.codec == Codec::Vp9)
+        let av1_svc = self.codec == Codec::Av1 && self.ext.dependency_descriptor != 0;
+        self.kind == MediaKind::Video
+            && (self.encodings() > 1 || self.codec == Codec::Vp9 || av1_svc)
     }
 }
 

@@ -12,7 +12,8 @@
 // rdiv4/rdiv2/rdiv1, `videoSimulcast: true`). Case 2: VP9 SVC, one encoding with
 // `scalabilityMode: 'L3T3_KEY'` (the page's RTCPeerConnection.addTransceiver is wrapped before
 // openvidu-browser loads so that its video transceiver asks for it, with VP9 preferred; the
-// session forces VP9).
+// session forces VP9). Case 3: the same with AV1, whose layers the Dependency Descriptor header
+// extension tells.
 //
 // The server runs with `OPENVIDU_WEBRTC_SIMULCAST=true`; the test skips, saying why, when
 // `/openvidu/api/config` does not report simulcast on, or when network namespaces cannot be
@@ -86,8 +87,8 @@ function skipReason() {
 }
 
 // Wraps addTransceiver in the page: a sending video transceiver asks for one encoding in
-// `mode` and prefers VP9.
-const svcInit = (mode) => `(() => {
+// `mode` and prefers `codec` (VP9 or AV1).
+const svcInit = (mode, codec) => `(() => {
   const add = RTCPeerConnection.prototype.addTransceiver;
   RTCPeerConnection.prototype.addTransceiver = function (what, init) {
     const video = what === 'video' || (what && what.kind === 'video');
@@ -97,8 +98,9 @@ const svcInit = (mode) => `(() => {
     const tc = add.call(this, what, init);
     if (video && init && init.direction === 'sendonly' && tc.setCodecPreferences) {
       const codecs = RTCRtpSender.getCapabilities('video').codecs;
-      const vp9 = codecs.filter((c) => c.mimeType === 'video/VP9');
-      try { tc.setCodecPreferences([...vp9, ...codecs.filter((c) => c.mimeType !== 'video/VP9')]); } catch (e) { window.svcError = String(e); }
+      const mime = ${JSON.stringify(`video/${codec}`)};
+      const first = codecs.filter((c) => c.mimeType === mime);
+      try { tc.setCodecPreferences([...first, ...codecs.filter((c) => c.mimeType !== mime)]); } catch (e) { window.svcError = String(e); }
     }
     window.svcTransceiver = tc;
     return tc;
@@ -163,7 +165,7 @@ async function scenario(t, { codec, simulcast, svc }) {
   // The publisher's page on loopback (a secure context: getUserMedia), the subscribers'
   // through the forwarder on the server's address.
   const pub = await joinPage(h.pub, h.pages, session, 'pub', {
-    subscribe: false, initScript: svc ? svcInit(svc) : undefined,
+    subscribe: false, initScript: svc ? svcInit(svc, codec) : undefined,
   });
   const streamId = await pub.page.evaluate(async (opts) => {
     try {
@@ -214,8 +216,8 @@ async function scenario(t, { codec, simulcast, svc }) {
         });
       assert.deepEqual(rids, ['rdiv1', 'rdiv2', 'rdiv4']);
     } else {
-      assert.ok(enc.length === 1 && enc[0].scalabilityMode === svc && /VP9/.test(enc[0].codec),
-        `the publisher sends one ${svc} VP9 encoding: ${JSON.stringify(enc)}`);
+      assert.ok(enc.length === 1 && enc[0].scalabilityMode === svc && enc[0].codec === `video/${codec}`,
+        `the publisher sends one ${svc} ${codec} encoding: ${JSON.stringify(enc)}`);
     }
 
     // Unlimited subscriber: the top layer (>= 640x360), bounded 60 s.
@@ -307,4 +309,14 @@ test('VP9 SVC (L3T3_KEY, one encoding): each subscriber gets the spatial layer i
   const why = skipReason();
   if (why) return t.skip(why);
   await scenario(t, { codec: 'VP9', simulcast: false, svc: 'L3T3_KEY' });
+});
+
+// AV1 SVC: the layers are told by the AV1 Dependency Descriptor header extension (the
+// publisher's offer carries it; ringsfu's answer accepts it), not by the payload.
+test('AV1 SVC (L3T3_KEY, one encoding, Dependency Descriptor): each subscriber gets the layers its link carries', { timeout: 240_000 }, async (t) => {
+  // With RINGSFU_REQUIRE_TOOLS=1 (CI, tools/test.sh) missing namespaces fail, not skip.
+  assert.ok(!noNetns || !process.env.RINGSFU_REQUIRE_TOOLS, `network namespaces unavailable: ${noNetns}`);
+  const why = skipReason();
+  if (why) return t.skip(why);
+  await scenario(t, { codec: 'AV1', simulcast: false, svc: 'L3T3_KEY' });
 });
