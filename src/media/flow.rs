@@ -117,8 +117,9 @@ impl MediaCore {
             // A descriptor that does not parse: no layer ids, not a keyframe (forwarded while
             // its encoding is, never a switching point).
             let mut info = inspect(codec, v.payload(), v.marker()).unwrap_or_default();
-            // The AV1 Dependency Descriptor, when the publisher sends it: layer ids from the
-            // templates of the last structure it sent (kept per router track).
+            // The Dependency Descriptor, when the publisher sends it with a layered source:
+            // layer ids from the templates of the last structure it sent (kept per router
+            // track).
             if ext.dependency_descriptor != 0
                 && let Some(dd) = v.extension(ext.dependency_descriptor)
             {

@@ -134,13 +134,12 @@ impl InTrack {
         self.rids.len().clamp(1, layers::MAX_ENCODINGS)
     }
 
-    /// Whether consumers choose layers of this track ([`layers`]): simulcast, VP9 (whose
-    /// spatial and temporal layers are dropped by id), or AV1 sent with the Dependency
-    /// Descriptor (its layer ids).
+    /// Whether consumers choose layers of this track ([`layers`]): simulcast, or VP9 (whose
+    /// spatial and temporal layers are dropped by id). Not AV1 SVC: Chromium decodes AV1 SVC
+    /// only with the Dependency Descriptor forwarded (two-byte header extensions,
+    /// `a=extmap-allow-mixed`), which ringsfu does not do yet; AV1 goes whole.
     pub fn layered(&self) -> bool {
-        let av1_svc = self.codec == Codec::Av1 && self.ext.dependency_descriptor != 0;
-        self.kind == MediaKind::Video
-            && (self.encodings() > 1 || self.codec == Codec::Vp9 || av1_svc)
+        self.kind == MediaKind::Video && (self.encodings() > 1 || self.codec == Codec::Vp9)
     }
 }
 

@@ -12,8 +12,7 @@
 // rdiv4/rdiv2/rdiv1, `videoSimulcast: true`). Case 2: VP9 SVC, one encoding with
 // `scalabilityMode: 'L3T3_KEY'` (the page's RTCPeerConnection.addTransceiver is wrapped before
 // openvidu-browser loads so that its video transceiver asks for it, with VP9 preferred; the
-// session forces VP9). Case 3: the same with AV1, whose layers the Dependency Descriptor header
-// extension tells.
+// session forces VP9).
 //
 // The server runs with `OPENVIDU_WEBRTC_SIMULCAST=true`; the test skips, saying why, when
 // `/openvidu/api/config` does not report simulcast on, or when network namespaces cannot be
@@ -309,14 +308,4 @@ test('VP9 SVC (L3T3_KEY, one encoding): each subscriber gets the spatial layer i
   const why = skipReason();
   if (why) return t.skip(why);
   await scenario(t, { codec: 'VP9', simulcast: false, svc: 'L3T3_KEY' });
-});
-
-// AV1 SVC: the layers are told by the AV1 Dependency Descriptor header extension (the
-// publisher's offer carries it; ringsfu's answer accepts it), not by the payload.
-test('AV1 SVC (L3T3_KEY, one encoding, Dependency Descriptor): each subscriber gets the layers its link carries', { timeout: 240_000 }, async (t) => {
-  // With RINGSFU_REQUIRE_TOOLS=1 (CI, tools/test.sh) missing namespaces fail, not skip.
-  assert.ok(!noNetns || !process.env.RINGSFU_REQUIRE_TOOLS, `network namespaces unavailable: ${noNetns}`);
-  const why = skipReason();
-  if (why) return t.skip(why);
-  await scenario(t, { codec: 'AV1', simulcast: false, svc: 'L3T3_KEY' });
 });
