@@ -53,6 +53,10 @@ pub(crate) enum Outgoing {
 /// Capacity of each socket's outgoing queue.
 pub(crate) const SOCKET_QUEUE: usize = 512;
 
+/// How long a shutdown waits for stopped recordings to be written out (the unit's
+/// `TimeoutStopSec` leaves room for it: see `ops::service`).
+pub const RECORDINGS_AT_SHUTDOWN: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub(crate) struct SocketHandle {
     pub id: u64,
@@ -294,7 +298,8 @@ impl ControlPlane {
     }
 
     /// Graceful shutdown: every participant is evicted (`openviduServerStopped`), sessions are
-    /// destroyed, new joins and sessions are refused, sockets are closed.
+    /// destroyed (their recordings stopped and written out, waited for up to
+    /// [`RECORDINGS_AT_SHUTDOWN`]), new joins and sessions are refused, sockets are closed.
     pub async fn shutdown(&self) {
         self.inner.with(|st| {
             st.reg.shutdown(now_ms());
@@ -306,6 +311,24 @@ impl ControlPlane {
         });
         // Let socket tasks flush their last notifications.
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // Closing the sessions stopped their recordings (reason `openviduServerStopped`): their
+        // recorder threads write what they have and the files are put in their final form
+        // before the process exits, within a bound (a stuck writer is left to the next start).
+        let deadline = tokio::time::Instant::now() + RECORDINGS_AT_SHUTDOWN;
+        loop {
+            let left = self.inner.with(|st| st.rec.unfinished());
+            if left == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    recordings = left,
+                    "shutdown: recordings still being written are left unfinished"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Webhook delivery counters.

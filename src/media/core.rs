@@ -162,6 +162,8 @@ pub struct MediaCore {
     pub(super) recorders: Vec<super::recorder::Tap>,
     /// Consumers as `/metrics` shows them, published once a second.
     pub(super) board: Arc<ConsumerBoard>,
+    /// AV1 Dependency Descriptor structures per router track ([`super::layers::DdStructures`]).
+    pub(super) dd_structures: super::layers::DdStructures,
     next_publish: Instant,
     /// Relayed addresses of this shard's TURN server that vanished transports were reached
     /// through: their allocations can go ([`MediaCore::take_released_relay`]).
@@ -198,6 +200,7 @@ impl MediaCore {
             mesh_backlog: VecDeque::with_capacity(MESH_BACKLOG),
             recorders: Vec::new(),
             board: Arc::default(),
+            dd_structures: Default::default(),
             next_publish: now,
             released_relays: Vec::new(),
             ingests: Default::default(),
@@ -484,6 +487,7 @@ impl MediaCore {
                 self.drop_recorders_of(slot);
                 self.drop_ingest(slot);
                 for t in p.tracks {
+                    self.dd_structures.forget(t.track);
                     for leg in self.router.remove_track(t.track) {
                         if let Some(Some(Peer { role: Role::Subscriber(c), .. })) =
                             self.peers.get_mut(leg.0 as usize)

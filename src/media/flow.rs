@@ -116,7 +116,15 @@ impl MediaCore {
         let info = layer.map(|(_, codec)| {
             // A descriptor that does not parse: no layer ids, not a keyframe (forwarded while
             // its encoding is, never a switching point).
-            let info = inspect(codec, v.payload(), v.marker()).unwrap_or_default();
+            let mut info = inspect(codec, v.payload(), v.marker()).unwrap_or_default();
+            // The Dependency Descriptor, when the publisher sends it with a layered source:
+            // layer ids from the templates of the last structure it sent (kept per router
+            // track).
+            if ext.dependency_descriptor != 0
+                && let Some(dd) = v.extension(ext.dependency_descriptor)
+            {
+                self.dd_structures.apply(track, dd, &mut info);
+            }
             if let Some(t) = self.router.track_mut(track) {
                 let (s, t_id) = (info.spatial_id.unwrap_or(0), info.temporal_id.unwrap_or(0));
                 t.meter.note(now, s, t_id, payload_len as usize);

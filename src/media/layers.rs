@@ -44,10 +44,43 @@
 
 use std::time::{Duration, Instant};
 
-use crate::router::SeqExtender;
+use crate::router::{SeqExtender, TrackId};
 use crate::wire::WireError;
+use crate::wire::codec::av1_dd::{self, DdStructure};
 use crate::wire::codec::{Codec, PacketInfo, PictureId, vp8, vp9};
 use crate::wire::rtp::RtpRewriter;
+
+/// The last AV1 Dependency Descriptor structure of each router track (a keyframe's descriptor
+/// carries it; the packets after it refer to its templates). Boxed: a structure is a few KiB.
+#[derive(Default)]
+pub struct DdStructures {
+    by_track: Vec<Option<Box<DdStructure>>>,
+}
+
+impl DdStructures {
+    /// Reads descriptor `dd` of a packet of `track` into `info` (layer ids, frame start and end,
+    /// switch points), keeping the structure it carries. A descriptor that does not parse
+    /// changes nothing.
+    pub fn apply(&mut self, track: TrackId, dd: &[u8], info: &mut PacketInfo) {
+        let i = track.0 as usize;
+        if self.by_track.len() <= i {
+            self.by_track.resize_with(i + 1, || None);
+        }
+        let Some(slot) = self.by_track.get_mut(i) else { return };
+        let Ok(mut p) = av1_dd::parse(dd, slot.as_deref()) else { return };
+        if let Some(s) = p.new_structure.take() {
+            *slot = Some(Box::new(s));
+        }
+        p.apply_to(info);
+    }
+
+    /// Forgets `track`'s structure (a new stream on a reused router track).
+    pub fn forget(&mut self, track: TrackId) {
+        if let Some(s) = self.by_track.get_mut(track.0 as usize) {
+            *s = None;
+        }
+    }
+}
 
 /// Encodings (simulcast rids) a selector handles.
 pub const MAX_ENCODINGS: usize = 4;
@@ -976,5 +1009,38 @@ mod tests {
         let i = inspect(Codec::Vp8, v.payload(), true).unwrap();
         assert_eq!(i.picture_id, Some(PictureId { value: 0x0102, long: true }));
         assert_eq!(i.tl0picidx, Some(5));
+    }
+
+    /// A descriptor carrying its structure is kept per track; the next packets of that track
+    /// get their layer ids from its templates, another track's do not.
+    #[test]
+    fn dd_structures_are_kept_per_track() {
+        use crate::wire::codec::av1_dd::{BitWriter, sample_l1t3_with_structure};
+        let mut dd = DdStructures::default();
+        let mut w = BitWriter::default();
+        sample_l1t3_with_structure(&mut w, 0, 1);
+        let mut info = PacketInfo::default();
+        dd.apply(TrackId(3), w.finish(), &mut info);
+        assert_eq!((info.spatial_id, info.temporal_id), (Some(0), Some(0)));
+        assert!(info.keyframe, "a base-layer frame without references");
+        // Template 3 (T2) without a structure in the packet: 3 bytes of mandatory fields.
+        let plain = |template: u8, frame: u16| {
+            let mut w = BitWriter::default();
+            w.put(1, 1);
+            w.put(1, 1);
+            w.put(6, u32::from(template));
+            w.put(16, u32::from(frame));
+            w.finish().to_vec()
+        };
+        let mut info = PacketInfo::default();
+        dd.apply(TrackId(3), &plain(3, 2), &mut info);
+        assert_eq!(info.temporal_id, Some(2));
+        let mut other = PacketInfo::default();
+        dd.apply(TrackId(4), &plain(3, 2), &mut other);
+        assert_eq!(other.temporal_id, None, "no structure known for that track");
+        dd.forget(TrackId(3));
+        let mut gone = PacketInfo::default();
+        dd.apply(TrackId(3), &plain(3, 3), &mut gone);
+        assert_eq!(gone.temporal_id, None);
     }
 }

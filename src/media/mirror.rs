@@ -105,6 +105,7 @@ impl MediaCore {
         let Some(m) = self.mirrors.remove(&publisher) else { return };
         for t in &m.tracks {
             self.router.remove_track(t.track);
+            self.dd_structures.forget(t.track);
         }
         self.mesh_control(m.origin, msg::DETACH, 0, publisher.0, 0);
     }

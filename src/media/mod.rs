@@ -135,7 +135,9 @@ impl InTrack {
     }
 
     /// Whether consumers choose layers of this track ([`layers`]): simulcast, or VP9 (whose
-    /// spatial and temporal layers are dropped by id).
+    /// spatial and temporal layers are dropped by id). Not AV1 SVC: Chromium decodes AV1 SVC
+    /// only with the Dependency Descriptor forwarded (two-byte header extensions,
+    /// `a=extmap-allow-mixed`), which ringsfu does not do yet; AV1 goes whole.
     pub fn layered(&self) -> bool {
         self.kind == MediaKind::Video && (self.encodings() > 1 || self.codec == Codec::Vp9)
     }

@@ -47,8 +47,10 @@ pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Syn
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// How often the drain checks whether everyone has left.
 const DRAIN_POLL: Duration = Duration::from_millis(200);
-/// Time asked from systemd on top of `drain_timeout` for the final shutdown.
-const STOP_MARGIN: Duration = Duration::from_secs(15);
+/// Time asked from systemd on top of `drain_timeout` for the final shutdown: the recordings
+/// being written out (`control::RECORDINGS_AT_SHUTDOWN`) and a margin.
+const STOP_MARGIN: Duration =
+    Duration::from_secs(5 + crate::control::RECORDINGS_AT_SHUTDOWN.as_secs());
 
 /// The operations side of the process.
 pub struct Ops {

@@ -334,3 +334,52 @@ test('a disk that fills: the recording fails with a reason, the session and medi
     assert.equal(exit?.code, 0, `ringsfu exits cleanly on SIGTERM:\n${srv.logs()}`);
   }
 });
+
+test('a server stopped mid-recording writes the recording out before it exits', async () => {
+  // A ringsfu of its own, stopped (SIGTERM) while an INDIVIDUAL recording runs: closing the
+  // session stops the recording (openviduServerStopped) and the shutdown waits for its files.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-js-recstop-'));
+  const srv = await startServer({ args: ['--set', `recording.path=${dir}`] });
+  let exit;
+  try {
+    const ov2 = new OpenVidu(srv.url, 'MY_SECRET');
+    const sid = 'rec-shutdown';
+    const session = await ov2.createSession({ customSessionId: sid });
+    const a = { page: await browser.ctx.newPage() };
+    await a.page.goto(pages.url);
+    const token = (await session.createConnection({ data: 'pub' })).token;
+    await a.page.evaluate((t) => window.join(t, 'pub'), token);
+    await a.page.evaluate(async () => {
+      const pub = await window.OV.initPublisherAsync(undefined, {
+        publishAudio: true, publishVideo: true, resolution: '320x240', frameRate: 30,
+      });
+      window.publisher = pub;
+      await window.session.publish(pub);
+    });
+    await until(async () => (await a.page.evaluate(() => window.publisher.stream.getRTCPeerConnection()
+      .getStats().then((s) => [...s.values()].some((x) => x.type === 'outbound-rtp' && x.kind === 'video' && x.framesSent > 30)))),
+    'the publisher sends video', { tries: 200, everyMs: 50 });
+    await ov2.startRecording(sid, { outputMode: Recording.OutputMode.INDIVIDUAL, name: 'cut' });
+    await sleep(4000);
+    exit = await srv.stop();
+    await a.page.close();
+    // On disk, as the next start would find it: the entity says ready, the zip holds the
+    // stream's file, which ffprobe reads with its video.
+    const entity = JSON.parse(fs.readFileSync(path.join(dir, sid, `.recording.${sid}`), 'utf8'));
+    assert.equal(entity.status, 'ready', JSON.stringify(entity));
+    const zip = path.join(dir, sid, 'cut.zip');
+    assert.ok(fs.statSync(zip).size > 0, 'the zip is written');
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-js-recstop-unzip-'));
+    assert.equal(spawnSync('unzip', ['-q', zip, '-d', out]).status, 0);
+    const webm = fs.readdirSync(out).find((f) => f.endsWith('.webm'));
+    assert.ok(webm, `a webm in the zip: ${fs.readdirSync(out)}`);
+    const probe = ffprobe(path.join(out, webm));
+    assert.equal(probe.video?.codec_name, 'vp8', JSON.stringify(probe));
+    assert.ok(probe.duration > 2, `duration ${probe.duration}`);
+    fs.rmSync(out, { recursive: true, force: true });
+  } finally {
+    exit = exit ?? await srv.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  assert.equal(exit?.code, 0, `ringsfu exits cleanly on SIGTERM:\n${srv.logs()}`);
+});

@@ -86,8 +86,8 @@ function skipReason() {
 }
 
 // Wraps addTransceiver in the page: a sending video transceiver asks for one encoding in
-// `mode` and prefers VP9.
-const svcInit = (mode) => `(() => {
+// `mode` and prefers `codec` (VP9 or AV1).
+const svcInit = (mode, codec) => `(() => {
   const add = RTCPeerConnection.prototype.addTransceiver;
   RTCPeerConnection.prototype.addTransceiver = function (what, init) {
     const video = what === 'video' || (what && what.kind === 'video');
@@ -97,8 +97,9 @@ const svcInit = (mode) => `(() => {
     const tc = add.call(this, what, init);
     if (video && init && init.direction === 'sendonly' && tc.setCodecPreferences) {
       const codecs = RTCRtpSender.getCapabilities('video').codecs;
-      const vp9 = codecs.filter((c) => c.mimeType === 'video/VP9');
-      try { tc.setCodecPreferences([...vp9, ...codecs.filter((c) => c.mimeType !== 'video/VP9')]); } catch (e) { window.svcError = String(e); }
+      const mime = ${JSON.stringify(`video/${codec}`)};
+      const first = codecs.filter((c) => c.mimeType === mime);
+      try { tc.setCodecPreferences([...first, ...codecs.filter((c) => c.mimeType !== mime)]); } catch (e) { window.svcError = String(e); }
     }
     window.svcTransceiver = tc;
     return tc;
@@ -163,7 +164,7 @@ async function scenario(t, { codec, simulcast, svc }) {
   // The publisher's page on loopback (a secure context: getUserMedia), the subscribers'
   // through the forwarder on the server's address.
   const pub = await joinPage(h.pub, h.pages, session, 'pub', {
-    subscribe: false, initScript: svc ? svcInit(svc) : undefined,
+    subscribe: false, initScript: svc ? svcInit(svc, codec) : undefined,
   });
   const streamId = await pub.page.evaluate(async (opts) => {
     try {
@@ -214,8 +215,8 @@ async function scenario(t, { codec, simulcast, svc }) {
         });
       assert.deepEqual(rids, ['rdiv1', 'rdiv2', 'rdiv4']);
     } else {
-      assert.ok(enc.length === 1 && enc[0].scalabilityMode === svc && /VP9/.test(enc[0].codec),
-        `the publisher sends one ${svc} VP9 encoding: ${JSON.stringify(enc)}`);
+      assert.ok(enc.length === 1 && enc[0].scalabilityMode === svc && enc[0].codec === `video/${codec}`,
+        `the publisher sends one ${svc} ${codec} encoding: ${JSON.stringify(enc)}`);
     }
 
     // Unlimited subscriber: the top layer (>= 640x360), bounded 60 s.

@@ -108,6 +108,19 @@ pub struct Recordings {
     epoch: u64,
 }
 
+impl Recordings {
+    /// Recordings not finished yet: starting, started, or stopped and still being written
+    /// (their files, `<name>.json` and `<name>.zip` not final).
+    pub fn unfinished(&self) -> usize {
+        self.all
+            .values()
+            .filter(|e| {
+                matches!(e.rec.status, Status::Starting | Status::Started | Status::Stopped)
+            })
+            .count()
+    }
+}
+
 /// Why a start was refused (REST status in brackets).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartError {
