@@ -109,13 +109,14 @@ struct SourceTrack {
 
 /// The bandwidth estimator of a subscriber transport: it starts at 800 kbit/s (a simulcast
 /// consumer starts on the lowest encoding and climbs as feedback and probes allow) and keeps
-/// 1024 packets of send history (about 1 s of a 10 Mbit/s leg; 40 KiB).
+/// 512 packets of send history (half a second of a 10 Mbit/s leg, several feedback
+/// intervals; 24 KiB).
 fn subscriber_bwe() -> BweConfig {
     BweConfig {
         start: Bitrate::kbps(800),
         min: Bitrate::kbps(50),
         max: Bitrate::kbps(20_000),
-        history: 1024,
+        history: 512,
         rtx_share: 0.25,
     }
 }

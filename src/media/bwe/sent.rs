@@ -74,6 +74,11 @@ pub struct SendHistory {
 /// Default number of packets remembered: ~8 s at 1,000 packets/s.
 pub const DEFAULT_HISTORY: usize = 8192;
 
+/// Packets of one feedback passed on with their timing, at most: a feedback covers the packets
+/// since the previous one (every 50-100 ms from browsers), far fewer than the history holds;
+/// the rest of a larger one is counted, not timed.
+pub const MAX_RESULTS: usize = 384;
+
 impl SendHistory {
     /// A history of `capacity` packets (at least 64).
     pub fn new(capacity: usize) -> SendHistory {
@@ -82,7 +87,7 @@ impl SendHistory {
             ring: vec![None; capacity].into_boxed_slice(),
             seq: SeqExtender::default(),
             reference: None,
-            results: Vec::with_capacity(capacity),
+            results: Vec::with_capacity(capacity.min(MAX_RESULTS)),
         }
     }
 
