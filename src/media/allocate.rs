@@ -160,6 +160,7 @@ impl MediaCore {
         // Until the subscriber's first feedback this is the estimator's start value: a link
         // not heard from yet gets the middle encoding, not the top one.
         let estimate = bwe.estimate().0;
+        let base_loss = bwe.loss_fraction();
         let audio = c.tracks.iter().filter(|o| o.cfg.kind == MediaKind::Audio).count() as u64;
         let mut budget = estimate.saturating_sub(audio * AUDIO_BPS);
         let mut demand = audio * AUDIO_BPS;
@@ -202,7 +203,7 @@ impl MediaCore {
                     stat!(stats, layer_switches);
                 } else if climbing.is_none_or(|k| k.target != target) && retry_ok {
                     let rates = (rate_of(target), rate_of(before));
-                    c.climb = Some(Climb::new(i, target, rates, None, now));
+                    c.climb = Some(Climb::new(i, target, rates, None, base_loss, now));
                     tracing::debug!(slot, ?target, "climb");
                 }
                 // The estimate allows no more: try the next layer up once in a while.
@@ -213,7 +214,7 @@ impl MediaCore {
                     && let Some(next) = next_up(now, &meters, before)
                 {
                     let rates = (rate_of(next), rate_of(before));
-                    c.climb = Some(Climb::new(i, next, rates, Some(estimate), now));
+                    c.climb = Some(Climb::new(i, next, rates, Some(estimate), base_loss, now));
                     tracing::debug!(slot, target = ?next, "climb (speculative)");
                 }
                 // What this one takes is not left for the next.
@@ -300,6 +301,8 @@ pub(super) struct Climb {
     /// The rate the target needs (its rate with the climbing margin), confirmed on success.
     pub need: u64,
     pub pad_bps: u64,
+    /// The loss fraction the estimator judged when the climb started.
+    pub base_loss: f64,
     pub started: Instant,
     /// Padding bytes sent so far.
     pub sent: u64,
@@ -311,6 +314,7 @@ impl Climb {
         target: LayerTarget,
         (rate, now_rate): (u64, u64),
         estimate: Option<u64>,
+        base_loss: f64,
         now: Instant,
     ) -> Climb {
         let pad = (rate as f64 * PAD_FACTOR) as u64;
@@ -321,6 +325,7 @@ impl Climb {
             floor: estimate.map_or(need, |e| e * 85 / 100),
             need,
             pad_bps: pad.saturating_sub(now_rate).max(MIN_PAD_BPS),
+            base_loss,
             started: now,
             sent: 0,
         }
@@ -364,6 +369,9 @@ const SPECULATE_AFTER: Duration = Duration::from_secs(2);
 /// Wait after the first failed climb, doubled per failure up to [`MAX_RETRY`].
 pub(super) const FIRST_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(8);
+/// Loss the link may add while a climb pads, over what it showed before (the last loss the
+/// estimator judged): a link with random loss can still climb.
+const CLIMB_MAX_LOSS: f64 = 0.02;
 /// Padding packets one timer run sends for a climb, at most.
 const CLIMB_BURST: u64 = 16;
 
@@ -381,7 +389,10 @@ fn climb_step(
     let Some(k) = c.climb else { return };
     let Some(bwe) = t.bwe.as_deref() else { return };
     let s = bwe.stats();
-    if s.usage == Usage::Overusing || s.estimate.0 < k.floor {
+    // A shaper that drops rather than queues shows no delay: loss ends a climb too.
+    let lossy = s.loss_fraction > k.base_loss + CLIMB_MAX_LOSS
+        && now.saturating_duration_since(k.started) >= Duration::from_millis(100);
+    if s.usage == Usage::Overusing || s.estimate.0 < k.floor || lossy {
         tracing::debug!(slot, target = ?k.target, usage = ?s.usage, estimate = s.estimate.0, floor = k.floor, "climb failed");
         c.climb = None;
         c.climb_backoff = (c.climb_backoff * 2).clamp(FIRST_RETRY, MAX_RETRY);
