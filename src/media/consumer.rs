@@ -19,6 +19,7 @@ use super::stats::{MediaDrop, MediaStats};
 use super::{OutTrack, PeerId};
 use crate::router::TrackId;
 use crate::sdp::ExtIds;
+use crate::shard::TxSlot;
 use crate::srtp::SrtpContext;
 use crate::wire::codec::{Codec, PacketInfo, vp8, vp9};
 use crate::wire::rtcp::sr;
@@ -204,6 +205,28 @@ pub(super) struct Source<'a, 'b> {
     pub picture: Option<(Codec, u16, Option<u8>)>,
 }
 
+/// A send slot for `leg` (from its local address) with the queue's length before it, and the
+/// leg's next transport-wide sequence number when it negotiated one (taken: the packet must
+/// go out with it). `None`, counted `TxFull`, when the pool is out of slots.
+fn open_slot<'t>(
+    tx: &'t mut Egress<'_>,
+    leg: &mut LegOut<'_>,
+    stats: &MediaStats,
+) -> Option<(usize, TxSlot<'t>, Option<[u8; 2]>)> {
+    let mark = tx.pending_len();
+    let Some(mut slot) = tx.push(leg.dst) else {
+        stats.count_drop(MediaDrop::TxFull);
+        return None;
+    };
+    slot.set_source(leg.local_ip);
+    let twcc = (leg.cfg.ext.twcc != 0).then(|| {
+        let s = *leg.twcc_seq;
+        *leg.twcc_seq = s.wrapping_add(1);
+        s.to_be_bytes()
+    });
+    Some((mark, slot, twcc))
+}
+
 /// The one recipe that writes an RTP packet to a consumer track into a send slot: the header
 /// with this leg's fields and extensions (mid, abs-send-time, transport-wide sequence number,
 /// and the source's audio level and video orientation when both sides negotiated them), for a
@@ -212,21 +235,11 @@ pub(super) struct Source<'a, 'b> {
 /// counted as `TxFull`).
 pub(super) fn write_rtp(
     tx: &mut Egress<'_>,
-    leg: LegOut<'_>,
+    mut leg: LegOut<'_>,
     src: &Source<'_, '_>,
     stats: &MediaStats,
 ) -> bool {
-    let mark = tx.pending_len();
-    let Some(mut slot) = tx.push(leg.dst) else {
-        stats.count_drop(MediaDrop::TxFull);
-        return false;
-    };
-    slot.set_source(leg.local_ip);
-    let twcc = (leg.cfg.ext.twcc != 0).then(|| {
-        let s = *leg.twcc_seq;
-        *leg.twcc_seq = s.wrapping_add(1);
-        s.to_be_bytes()
-    });
+    let Some((mark, mut slot, twcc)) = open_slot(tx, &mut leg, stats) else { return false };
     let v = src.packet;
     let (e, se) = (&leg.cfg.ext, src.ext);
     let abs = src.abs_send_time.to_be_bytes();
@@ -312,7 +325,7 @@ fn patch_picture(payload: &mut [u8], (codec, id, tl0): (Codec, u16, Option<u8>))
 /// had no slot.
 pub(super) fn write_padding(
     tx: &mut Egress<'_>,
-    leg: LegOut<'_>,
+    mut leg: LegOut<'_>,
     (pt, ssrc, seq, ts): (u8, u32, u16, u32),
     size: usize,
     cluster: Option<ClusterId>,
@@ -321,17 +334,7 @@ pub(super) fn write_padding(
     let size = size.clamp(1, 255);
     let template = [0x80u8, pt & 0x7F, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     let Ok(src) = RtpView::parse(&template) else { return false };
-    let mark = tx.pending_len();
-    let Some(mut slot) = tx.push(leg.dst) else {
-        stats.count_drop(MediaDrop::TxFull);
-        return false;
-    };
-    slot.set_source(leg.local_ip);
-    let twcc = (leg.cfg.ext.twcc != 0).then(|| {
-        let s = *leg.twcc_seq;
-        *leg.twcc_seq = s.wrapping_add(1);
-        s.to_be_bytes()
-    });
+    let Some((mark, mut slot, twcc)) = open_slot(tx, &mut leg, stats) else { return false };
     let e = &leg.cfg.ext;
     let exts: [(u8, &[u8]); 2] = [
         (e.mid, leg.cfg.mid.as_bytes()),

@@ -351,7 +351,8 @@ impl MediaCore {
         let Role::Subscriber(c) = &sub.role else { return };
         let Some(out) = c.tracks.iter().find(|o| o.track == track) else { return };
         let hosted = t.relayed == Some(dst);
-        let (cfg, twcc_seq, local_ip, bwe) = (&out.cfg, &mut t.twcc_seq, t.local_ip, &mut t.bwe);
+        let (cfg, twcc_seq, bwe) = (&out.cfg, &mut t.twcc_seq, &mut t.bwe);
+        let route = Route { dst, hosted, local_ip: t.local_ip, now };
         let grant = |bwe: &mut Option<Box<SendSideBwe>>, len: usize, at: Instant| {
             let Some(b) = bwe.as_deref_mut() else { return true };
             match b.allow_retransmit(now, len, at) {
@@ -393,16 +394,7 @@ impl MediaCore {
                 let ts = v.timestamp().wrapping_add(s.ts_offset);
                 let header = HeaderFields { marker: v.marker(), pt, seq, ts, ssrc };
                 let picture = l.picture_of(out_seq).map(|(id, tl0)| (l.codec, id, tl0));
-                let leg = LegOut {
-                    dst,
-                    hosted,
-                    local_ip,
-                    srtp: &mut *srtp,
-                    twcc_seq: &mut *twcc_seq,
-                    cfg,
-                    bwe: bwe.as_deref_mut(),
-                    now,
-                };
+                let leg = route.leg(&mut *srtp, &mut *twcc_seq, cfg, bwe.as_deref_mut());
                 let src =
                     Source { packet: &v, ext: &ext, header, osn, abs_send_time: abs, picture };
                 if write_rtp(tx, leg, &src, stats) {
@@ -417,16 +409,7 @@ impl MediaCore {
                 return;
             }
             let Ok(v) = RtpView::parse(rt.packet) else { return };
-            let leg = LegOut {
-                dst,
-                hosted,
-                local_ip,
-                srtp: &mut *srtp,
-                twcc_seq: &mut *twcc_seq,
-                cfg,
-                bwe: bwe.as_deref_mut(),
-                now,
-            };
+            let leg = route.leg(&mut *srtp, &mut *twcc_seq, cfg, bwe.as_deref_mut());
             let header = HeaderFields {
                 marker: v.marker(),
                 pt: rt.pt,
@@ -608,6 +591,28 @@ impl MediaCore {
         {
             p.send_nacks(transport, now, scratch_seqs, tx, stats);
         }
+    }
+}
+
+/// Where a subscriber's retransmissions go (its selected path), for [`LegOut`]s.
+#[derive(Clone, Copy)]
+struct Route {
+    dst: SocketAddr,
+    hosted: bool,
+    local_ip: Option<std::net::IpAddr>,
+    now: Instant,
+}
+
+impl Route {
+    fn leg<'a>(
+        &self,
+        srtp: &'a mut SrtpContext,
+        twcc_seq: &'a mut u16,
+        cfg: &'a super::OutTrack,
+        bwe: Option<&'a mut SendSideBwe>,
+    ) -> LegOut<'a> {
+        let Route { dst, hosted, local_ip, now } = *self;
+        LegOut { dst, hosted, local_ip, srtp, twcc_seq, cfg, bwe, now }
     }
 }
 
