@@ -22,8 +22,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::bwe::{Bitrate, ClusterId, SendSideBwe, Usage};
-use super::consumer::{LegOut, write_padding};
+use super::bwe::{Bitrate, ClusterId, Usage};
+use super::consumer::write_padding;
 use super::core::{MediaCore, Peer, Role};
 use super::egress::Egress;
 use super::layers::LayerTarget;
@@ -443,21 +443,13 @@ fn send_probe(
     tx: &mut Egress<'_>,
     stats: &super::stats::MediaStats,
 ) -> bool {
-    let (Some(dst), Some(srtp)) = (t.remote, t.srtp_out.as_mut()) else { return false };
     let Some(out) = c.tracks.iter().find(|o| o.track == track) else { return false };
+    if t.remote.is_none() || t.srtp_out.is_none() {
+        return false;
+    }
     let Some((pt, ssrc, seq)) = router.next_rtx(track, LegId(slot)) else { return false };
     let ts = out.layers.as_deref().and_then(|l| l.rewriter.last_timestamp()).unwrap_or(0);
-    let bwe: Option<&mut SendSideBwe> = t.bwe.as_deref_mut();
-    let leg = LegOut {
-        dst,
-        hosted: t.relayed == Some(dst),
-        local_ip: t.local_ip,
-        srtp,
-        twcc_seq: &mut t.twcc_seq,
-        cfg: &out.cfg,
-        bwe,
-        now,
-    };
+    let Some(leg) = t.leg(&out.cfg, now) else { return false };
     let sent = write_padding(tx, leg, (pt, ssrc, seq, ts), PROBE_PAYLOAD, cluster, stats);
     if sent {
         stat!(stats, probe_packets);

@@ -191,6 +191,24 @@ pub(super) struct LegOut<'a> {
     pub now: Instant,
 }
 
+impl super::transport::Transport {
+    /// The sending side of consumer track `cfg` on this transport, once it has a selected path
+    /// and keys.
+    pub fn leg<'a>(&'a mut self, cfg: &'a OutTrack, now: Instant) -> Option<LegOut<'a>> {
+        let dst = self.remote?;
+        Some(LegOut {
+            dst,
+            hosted: self.relayed == Some(dst),
+            local_ip: self.local_ip,
+            srtp: self.srtp_out.as_mut()?,
+            twcc_seq: &mut self.twcc_seq,
+            cfg,
+            bwe: self.bwe.as_deref_mut(),
+            now,
+        })
+    }
+}
+
 /// The packet to write: the source packet, the publisher's extension ids, the header fields
 /// for this leg and, for an RFC 4588 retransmission, the original sequence number.
 pub(super) struct Source<'a, 'b> {

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::PeerId;
 use super::bwe::{Retransmit, SendSideBwe};
-use super::consumer::{LegOut, Source, write_rtp};
+use super::consumer::{Source, write_rtp};
 use super::core::{MediaCore, Peer, Role};
 use super::egress::Egress;
 use super::layers::{Action, MAX_ENCODINGS, PacketMeta};
-use super::producer::{Rid, RidBytes, Seen};
+use super::producer::{Received, Rid, RidBytes, Seen};
 use super::stats::{MediaDrop, MediaStats, stat};
 use super::transport::Routes;
 use crate::router::{LegId, RtpFields, TrackId};
@@ -85,17 +85,30 @@ impl MediaCore {
             Ok(None) => return,
             Err(reason) => return self.stats.count_drop(reason),
         };
+        let gap = r.gap;
+        self.accepted(now, slot, &r, tx);
+        if gap {
+            self.send_nacks(slot, now, tx);
+            // Retries of what is still missing.
+            self.lower_deadline(Some(now + self.settings.tick));
+        }
+    }
+
+    /// A packet the producer in `slot` accepted (a browser's or a camera's): counted, copied to
+    /// the shards mirroring it and to its recorders, fanned out here.
+    pub(super) fn accepted(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        r: &Received<'_>,
+        tx: &mut Egress<'_>,
+    ) {
         stat!(self.stats, rtp_in);
         self.copy_to_mirrors(slot, r.index, r.packet.as_bytes());
         if !self.recorders.is_empty() {
             self.copy_to_recorders(slot, r.index, &r.packet);
         }
         self.forward(now, r.track, r.layer, &r.packet, &r.ext, tx);
-        if r.gap {
-            self.send_nacks(slot, now, tx);
-            // Retries of what is still missing.
-            self.lower_deadline(Some(now + self.settings.tick));
-        }
     }
 
     /// Fans one plaintext publisher packet of `track` out to its consumers on this shard.
@@ -136,7 +149,9 @@ impl MediaCore {
         let _ = router.on_publisher_rtp(now, track, fields, v.as_bytes(), |fwd| {
             let Some(Some(sub)) = peers.get_mut(fwd.leg.0 as usize) else { return };
             let t = &mut sub.transport;
-            let (Some(dst), Some(srtp)) = (t.remote, t.srtp_out.as_mut()) else { return };
+            if t.remote.is_none() || t.srtp_out.is_none() {
+                return;
+            }
             let Role::Subscriber(c) = &mut sub.role else { return };
             let publisher = c.publisher;
             let Some(out) = c.tracks.iter_mut().find(|o| o.cfg.ssrc == fwd.ssrc) else { return };
@@ -194,16 +209,7 @@ impl MediaCore {
                     }
                 }
             }
-            let leg = LegOut {
-                dst,
-                hosted: t.relayed == Some(dst),
-                local_ip: t.local_ip,
-                srtp,
-                twcc_seq: &mut t.twcc_seq,
-                cfg: &out.cfg,
-                bwe: t.bwe.as_deref_mut(),
-                now,
-            };
+            let Some(leg) = t.leg(&out.cfg, now) else { return };
             let src = Source { packet: v, ext, header, osn: None, abs_send_time: abs, picture };
             if write_rtp(tx, leg, &src, stats) {
                 out.packets = out.packets.wrapping_add(1);
@@ -347,12 +353,12 @@ impl MediaCore {
         let MediaCore { router, peers, stats, .. } = self;
         let Some(Some(sub)) = peers.get_mut(slot as usize) else { return };
         let t = &mut sub.transport;
-        let (Some(dst), Some(srtp)) = (t.remote, t.srtp_out.as_mut()) else { return };
+        if t.remote.is_none() || t.srtp_out.is_none() {
+            return;
+        }
         let Role::Subscriber(c) = &sub.role else { return };
         let Some(out) = c.tracks.iter().find(|o| o.track == track) else { return };
-        let hosted = t.relayed == Some(dst);
-        let (cfg, twcc_seq, bwe) = (&out.cfg, &mut t.twcc_seq, &mut t.bwe);
-        let route = Route { dst, hosted, local_ip: t.local_ip, now };
+        let cfg = &out.cfg;
         let grant = |bwe: &mut Option<Box<SendSideBwe>>, len: usize, at: Instant| {
             let Some(b) = bwe.as_deref_mut() else { return true };
             match b.allow_retransmit(now, len, at) {
@@ -379,7 +385,7 @@ impl MediaCore {
                     missing += 1;
                     continue;
                 };
-                if !grant(bwe, len, at) {
+                if !grant(&mut t.bwe, len, at) {
                     continue;
                 }
                 let rtx = router.next_rtx(track, LegId(slot));
@@ -394,7 +400,7 @@ impl MediaCore {
                 let ts = v.timestamp().wrapping_add(s.ts_offset);
                 let header = HeaderFields { marker: v.marker(), pt, seq, ts, ssrc };
                 let picture = l.picture_of(out_seq).map(|(id, tl0)| (l.codec, id, tl0));
-                let leg = route.leg(&mut *srtp, &mut *twcc_seq, cfg, bwe.as_deref_mut());
+                let Some(leg) = t.leg(cfg, now) else { continue };
                 let src =
                     Source { packet: &v, ext: &ext, header, osn, abs_send_time: abs, picture };
                 if write_rtp(tx, leg, &src, stats) {
@@ -405,11 +411,11 @@ impl MediaCore {
             return;
         }
         let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
-            if !grant(bwe, rt.packet.len(), rt.stored_at) {
+            if !grant(&mut t.bwe, rt.packet.len(), rt.stored_at) {
                 return;
             }
             let Ok(v) = RtpView::parse(rt.packet) else { return };
-            let leg = route.leg(&mut *srtp, &mut *twcc_seq, cfg, bwe.as_deref_mut());
+            let Some(leg) = t.leg(cfg, now) else { return };
             let header = HeaderFields {
                 marker: v.marker(),
                 pt: rt.pt,
@@ -591,28 +597,6 @@ impl MediaCore {
         {
             p.send_nacks(transport, now, scratch_seqs, tx, stats);
         }
-    }
-}
-
-/// Where a subscriber's retransmissions go (its selected path), for [`LegOut`]s.
-#[derive(Clone, Copy)]
-struct Route {
-    dst: SocketAddr,
-    hosted: bool,
-    local_ip: Option<std::net::IpAddr>,
-    now: Instant,
-}
-
-impl Route {
-    fn leg<'a>(
-        &self,
-        srtp: &'a mut SrtpContext,
-        twcc_seq: &'a mut u16,
-        cfg: &'a super::OutTrack,
-        bwe: Option<&'a mut SendSideBwe>,
-    ) -> LegOut<'a> {
-        let Route { dst, hosted, local_ip, now } = *self;
-        LegOut { dst, hosted, local_ip, srtp, twcc_seq, cfg, bwe, now }
     }
 }
 

@@ -27,7 +27,7 @@ use rtrb::{Consumer, Producer as RingTx, RingBuffer};
 use super::core::{MediaCore, Role};
 use super::egress::Egress;
 use super::producer::{Producer, Rid, Seen};
-use super::stats::{MediaDrop, stat};
+use super::stats::MediaDrop;
 use super::{IceParams, InTrack, PeerId};
 use crate::dtls::{DtlsRole, Fingerprint, FingerprintAlg};
 use crate::shard::mesh::ShardWake;
@@ -230,12 +230,7 @@ impl MediaCore {
             Ok(None) => return,
             Err(reason) => return self.stats.count_drop(reason),
         };
-        stat!(self.stats, rtp_in);
-        self.copy_to_mirrors(slot, r.index, r.packet.as_bytes());
-        if !self.recorders.is_empty() {
-            self.copy_to_recorders(slot, r.index, &r.packet);
-        }
-        self.forward(now, r.track, r.layer, &r.packet, &r.ext, tx);
+        self.accepted(now, slot, &r, tx);
     }
 }
 
