@@ -207,9 +207,10 @@ impl MediaCore {
                     tracing::debug!(slot, ?target, "climb");
                 }
                 // The estimate allows no more: try the next layer up once in a while.
+                // (Not right after a switch down: that set the next try's time.)
                 if !up
                     && c.climb.is_none()
-                    && retry_ok
+                    && c.climb_retry_at.is_none_or(|r| now >= r)
                     && o.cfg.rtx.is_some()
                     && let Some(next) = next_up(now, &meters, before)
                 {
