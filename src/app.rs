@@ -28,6 +28,8 @@ pub enum AppError {
     Media(crate::media::MediaEngineError),
     #[error("{0}")]
     Turn(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Installs the global tracing subscriber (once per process; later calls are no-ops). The
@@ -100,6 +102,9 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
     let media = start_media(&cfg, &control, hosted)?;
     let app = control.router();
     let handle: Handle<SocketAddr> = Handle::new();
+    if cfg.cluster.enabled() {
+        start_cluster(&cfg, &control, handle.clone())?;
+    }
     let tls = if cfg.tls.enabled { Some(tls_config(&cfg).await?) } else { None };
     let turn = start_turn(&cfg, tls.as_ref(), turn_setup, turn_hosted).await?;
     tracing::info!(
@@ -153,6 +158,35 @@ async fn serve(cfg: Arc<Config>, reload: Option<ConfigSource>) -> Result<(), App
         m.shutdown();
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Joins the cluster (`[cluster]`) and serves the internal listener other nodes forward to
+/// (plain HTTP, every request signed; see `control::cluster`).
+fn start_cluster(
+    cfg: &Arc<Config>,
+    control: &ControlPlane,
+    handle: Handle<SocketAddr>,
+) -> Result<(), AppError> {
+    let Some(addr) = cfg.cluster.internal_addr() else {
+        return Err(AppError::Cluster("cluster.internal_address is not ip:port".into()));
+    };
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| AppError::Bind { addr, source })?;
+    control.attach_cluster().map_err(|e| AppError::Cluster(e.to_string()))?;
+    let internal = control.internal_router().into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum_server::from_tcp(listener).map_err(AppError::Serve)?.handle(handle);
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(internal).await {
+            tracing::error!(error = %e, "cluster internal listener failed");
+        }
+    });
+    tracing::info!(
+        node = %cfg.cluster.node_id(),
+        internal = %addr,
+        "cluster node: sessions owned through Redis, internal listener up"
+    );
     Ok(())
 }
 

@@ -37,6 +37,8 @@ command -v mkvinfo >/dev/null || need_pkgs+=(mkvtoolnix)
 command -v unzip >/dev/null || need_pkgs+=(unzip)
 # tools/soak.sh: /metrics and readiness over HTTP, free ports and arithmetic
 command -v curl >/dev/null || need_pkgs+=(curl)
+# tests/js/cluster.test.mjs: three nodes on one Redis (the test starts its own redis-server)
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 # tests/js/browser_ipcam.test.mjs: a fake IP camera, GStreamer's RTSP server through Debian's
 # python3 (tests/js/lib/rtsp_camera.py), encoding H.264 (x264enc), PCMU and AAC (avenc_aac)

@@ -38,6 +38,7 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub sessions: SessionsConfig,
     pub recording: RecordingConfig,
+    pub cluster: ClusterConfig,
     /// The machine, read once when this configuration was made ([`Machine::detect`]): what
     /// `media.shards = 0` and the wildcard bind resolve against. Not a configuration key.
     #[serde(skip)]
@@ -267,6 +268,101 @@ pub struct RecordingConfig {
     pub composer_path: String,
 }
 
+/// `[cluster]`: several nodes as one deployment (see `control::cluster`). Off while `redis_url`
+/// is empty: the node is alone and needs nothing more.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS, the system's trust
+    /// store). Redis holds only which node owns which session and which nodes are alive.
+    pub redis_url: String,
+    /// This node's name in the cluster; empty: its `internal_address`. Unique per node.
+    pub node_id: String,
+    /// `ip:port` of the internal HTTP listener the other nodes call (forwarded REST requests);
+    /// an address they reach, not a wildcard. Required with `redis_url`.
+    pub internal_address: String,
+    /// Shared by every node: signs each internal request (HMAC-SHA256). At least 16 characters;
+    /// required with `redis_url`.
+    pub internal_secret: String,
+    /// Seconds a session's ownership lasts in Redis without being refreshed (refreshed every
+    /// second). A node cut off from Redis for longer closes its sessions, since another node
+    /// may own them by then (2..=300).
+    pub lease: u64,
+    /// Seconds a node's record lasts without being refreshed (every second): how soon a dead
+    /// node is known dead (2..=60, below `lease`).
+    pub node_ttl: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: String::new(),
+            node_id: String::new(),
+            internal_address: String::new(),
+            internal_secret: String::new(),
+            lease: 10,
+            node_ttl: 3,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.trim().is_empty()
+    }
+
+    /// The node's id (its internal address unless named).
+    pub fn node_id(&self) -> String {
+        if self.node_id.trim().is_empty() {
+            self.internal_address.trim().to_string()
+        } else {
+            self.node_id.trim().to_string()
+        }
+    }
+
+    /// The internal listener's address (valid once the configuration validated).
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_address.trim().parse().ok()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let url = self.redis_url.trim();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(err("cluster.redis_url", "must start with redis:// or rediss://"));
+        }
+        let Some(addr) = self.internal_addr() else {
+            return Err(err(
+                "cluster.internal_address",
+                "required with cluster.redis_url: ip:port of the internal listener",
+            ));
+        };
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(err(
+                "cluster.internal_address",
+                "must be an address the other nodes reach (not a wildcard, port not 0)",
+            ));
+        }
+        if self.internal_secret.chars().count() < 16 {
+            return Err(err("cluster.internal_secret", "required, at least 16 characters"));
+        }
+        let id = self.node_id();
+        if id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err("cluster.node_id", "at most 128 characters, no spaces"));
+        }
+        if !(2..=300).contains(&self.lease) {
+            return Err(err("cluster.lease", "must be 2..=300 seconds"));
+        }
+        if !(2..=60).contains(&self.node_ttl) || self.node_ttl >= self.lease {
+            return Err(err("cluster.node_ttl", "must be 2..=60 seconds and below cluster.lease"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -479,6 +575,7 @@ impl Config {
 
     /// Cross-field checks and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.cluster.validate()?;
         if self.server.secret.is_empty() {
             return Err(err("server.secret", "must not be empty"));
         }
@@ -743,6 +840,10 @@ impl Config {
         if !c.turn.static_auth_secret.is_empty() {
             c.turn.static_auth_secret = mask(&c.turn.static_auth_secret);
         }
+        if !c.cluster.internal_secret.is_empty() {
+            c.cluster.internal_secret = mask(&c.cluster.internal_secret);
+        }
+        c.cluster.redis_url = mask_url_password(&c.cluster.redis_url);
         c.turn.users = c
             .turn
             .users
@@ -810,6 +911,16 @@ impl Config {
 
 fn mask(s: &str) -> String {
     if s.is_empty() { String::new() } else { "********".into() }
+}
+
+/// `scheme://user:password@host` with the password masked (a Redis URL may carry one).
+fn mask_url_password(u: &str) -> String {
+    let Some((scheme, rest)) = u.split_once("://") else { return u.to_string() };
+    let Some((auth, host)) = rest.rsplit_once('@') else { return u.to_string() };
+    match auth.split_once(':') {
+        Some((user, pw)) => format!("{scheme}://{user}:{}@{host}", mask(pw)),
+        None => format!("{scheme}://{}@{host}", mask(auth)),
+    }
 }
 
 fn one_line(s: &str) -> String {

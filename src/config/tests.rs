@@ -387,3 +387,43 @@ fn recording_composer_path_must_be_an_executable() {
         assert_eq!(e.key, "recording.composer_path", "{bad}");
     }
 }
+
+#[test]
+fn cluster_keys_are_checked_and_off_by_default() {
+    let base = Config::default();
+    assert!(!base.cluster.enabled());
+    base.validate().unwrap();
+    let with = |f: &dyn Fn(&mut Config)| {
+        let mut c = Config::default();
+        c.cluster.redis_url = "redis://127.0.0.1:6379".into();
+        c.cluster.internal_address = "10.0.0.5:4500".into();
+        c.cluster.internal_secret = "0123456789abcdef".into();
+        f(&mut c);
+        c.validate().map_err(|e| e.key)
+    };
+    assert_eq!(with(&|_| {}), Ok(()));
+    assert_eq!(with(&|c| c.cluster.redis_url = "http://x".into()), Err("cluster.redis_url".into()));
+    assert_eq!(with(&|c| c.cluster.redis_url = "rediss://:pw@h:6380/1".into()), Ok(()));
+    assert_eq!(
+        with(&|c| c.cluster.internal_address = "".into()),
+        Err("cluster.internal_address".into())
+    );
+    assert_eq!(
+        with(&|c| c.cluster.internal_address = "0.0.0.0:4500".into()),
+        Err("cluster.internal_address".into())
+    );
+    assert_eq!(
+        with(&|c| c.cluster.internal_secret = "short".into()),
+        Err("cluster.internal_secret".into())
+    );
+    assert_eq!(with(&|c| c.cluster.lease = 1), Err("cluster.lease".into()));
+    assert_eq!(with(&|c| c.cluster.node_ttl = 10), Err("cluster.node_ttl".into()));
+    assert_eq!(with(&|c| c.cluster.node_id = "a b".into()), Err("cluster.node_id".into()));
+    let mut c = Config::default();
+    c.cluster.internal_address = "10.0.0.5:4500".into();
+    assert_eq!(c.cluster.node_id(), "10.0.0.5:4500");
+    // The password of a Redis URL is masked in --check-config.
+    c.cluster.redis_url = "redis://user:hunter2@h:6379".into();
+    let shown = c.to_masked_toml();
+    assert!(!shown.contains("hunter2") && shown.contains("redis://user:********@h:6379"));
+}

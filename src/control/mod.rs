@@ -15,6 +15,7 @@
 //! (never across an `.await`). Routing a notification is a non-blocking `try_send` into the
 //! target socket's bounded queue; a socket whose queue is full is cut off (it is not reading).
 
+pub mod cluster;
 pub mod demo;
 pub mod ipcam;
 pub mod media;
@@ -102,6 +103,10 @@ pub(crate) struct Inner {
     pub trickle_ready: tokio::sync::Notify,
     /// The recording backend and its task, once attached ([`ControlPlane::attach_recording`]).
     pub(crate) recording: std::sync::OnceLock<recording::Runtime>,
+    /// The cluster membership, when `[cluster]` is configured ([`ControlPlane::attach_cluster`]).
+    pub(crate) cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
+    /// Stops the cluster task (which then releases the claims and the node record).
+    cluster_stop: Arc<tokio::sync::Notify>,
 }
 
 /// Unix epoch milliseconds now (the shell's clock; cores get it as an argument).
@@ -268,6 +273,8 @@ impl ControlPlane {
             turn_secrets,
             trickle_ready: tokio::sync::Notify::new(),
             recording: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            cluster_stop: Arc::new(tokio::sync::Notify::new()),
         });
         if cfg.sessions.garbage_interval > 0
             && let Ok(rt) = tokio::runtime::Handle::try_current()
@@ -295,6 +302,34 @@ impl ControlPlane {
     pub fn router(&self) -> Router {
         let rest = rest::router(self.inner.clone());
         if self.inner.cfg.server.demo { demo::router(self.inner.clone(), rest) } else { rest }
+    }
+
+    /// Joins the cluster `[cluster]` describes: the background task (node record, claims,
+    /// node table; see [`cluster`]) is spawned on the current runtime. Call once, before
+    /// serving.
+    pub fn attach_cluster(&self) -> Result<(), cluster::StoreError> {
+        let c = cluster::Cluster::new(&self.inner.cfg)?;
+        if self.inner.cluster.set(c.clone()).is_err() {
+            return Ok(());
+        }
+        tokio::spawn(cluster::run(c, self.inner.clone(), self.inner.cluster_stop.clone()));
+        Ok(())
+    }
+
+    /// The internal listener's router (`[cluster] internal_address`): the same API, for signed
+    /// requests of other nodes only.
+    pub fn internal_router(&self) -> Router {
+        rest::router(self.inner.clone()).layer(axum::middleware::from_fn_with_state(
+            self.inner.clone(),
+            cluster::forward::require_signed,
+        ))
+    }
+
+    /// Leaves the cluster: claims released and the node record removed (waits at most 2 s).
+    pub async fn leave_cluster(&self) {
+        let Some(c) = self.inner.cluster.get() else { return };
+        self.inner.cluster_stop.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.leave()).await;
     }
 
     /// Graceful shutdown: every participant is evicted (`openviduServerStopped`), sessions are

@@ -116,6 +116,8 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .fallback(not_found)
         .with_state(inner.clone())
         .layer(DefaultBodyLimit::max(max_body))
+        // After authentication: a request for a session of another node goes there, once.
+        .layer(middleware::from_fn_with_state(inner.clone(), super::cluster::forward::route))
         .layer(middleware::from_fn_with_state(inner.clone(), auth));
     let rewritten = api.map_request(rewrite_deprecated);
     Router::new()
@@ -271,7 +273,10 @@ async fn health(State(inner): St) -> Response {
 /// `/metrics`: Prometheus text exposition.
 async fn metrics(State(inner): St) -> Response {
     let cp = super::ControlPlane { inner: inner.clone() };
-    let text = inner.metrics.render(&cp.gauges(), &cp.webhook_counts());
+    let mut text = inner.metrics.render(&cp.gauges(), &cp.webhook_counts());
+    if let Some(c) = inner.cluster.get() {
+        c.render_metrics(&mut text);
+    }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
         .into_response()
 }

@@ -198,6 +198,7 @@ impl Ops {
         }
         self.notifier.status("Stopping");
         self.control.shutdown().await;
+        self.control.leave_cluster().await;
     }
 
     async fn reload(&self, reloader: &mut Reloader) {

@@ -59,7 +59,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * Returns { url, port, mediaPort, turnPort, proc, logs(), stop() }: `mediaPort` is
  * `media.port_base` (media shard `i` listens on `mediaPort + i`) unless `args` sets it again.
  */
-export async function startServer({ args = [], env = {}, tls = false, wrapper = [] } = {}) {
+export async function startServer({ args = [], env = {}, tls = false, wrapper = [], host } = {}) {
   const port = await freePort();
   const mediaPort = await freePort();
   const turnPort = await freePort();
@@ -75,6 +75,8 @@ export async function startServer({ args = [], env = {}, tls = false, wrapper = 
       '--set', `turn.port=${turnPort}`,
       // SIGTERM drains while participants remain (default 30 s); stop() waits 10 s at most.
       '--set', 'server.drain_timeout=1',
+      // `host`: the server's own loopback address (several servers side by side)
+      ...(host ? ['--set', `server.address=${host}`, '--set', `media.bind_address=${host}`] : []),
       ...args,
     ],
     { env: serverEnv(env), stdio: ['ignore', 'pipe', 'pipe'] },
@@ -83,7 +85,7 @@ export async function startServer({ args = [], env = {}, tls = false, wrapper = 
   proc.stderr.on('data', (d) => logs.push(d.toString()));
   let exited = null;
   proc.on('exit', (code, sig) => { exited = { code, sig }; });
-  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const url = `${tls ? 'https' : 'http'}://${host || '127.0.0.1'}:${port}`;
   // Bounded wait for readiness: 200 attempts x 50 ms.
   for (let i = 0; i < 200; i++) {
     if (exited) throw new Error(`ringsfu exited early ${JSON.stringify(exited)}:\n${logs.join('')}`);
