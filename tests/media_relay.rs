@@ -56,7 +56,8 @@ fn transport_of(
     let (ufrag, pwd) = e.ice_credentials();
     let local = e.local_transport(shard, &ufrag, &pwd);
     let fp = Fingerprint::sha256(&offer.fingerprint).expect("sha-256 fingerprint");
-    let ice = IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
+    let ice =
+        IceParams { local_ufrag: ufrag, local_pwd: pwd, remote_ufrag: offer.ice_ufrag.clone() };
     (ice, fp, local)
 }
 
@@ -149,7 +150,8 @@ impl Link {
         let media_seen = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (de, ms, dr, st) = (drop_every.clone(), media_seen.clone(), dropped.clone(), stop.clone());
+        let (de, ms, dr, st) =
+            (drop_every.clone(), media_seen.clone(), dropped.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             // Bounded by `stop`, set when the link is dropped.
@@ -158,7 +160,8 @@ impl Link {
                     if from != a {
                         continue;
                     }
-                    let rtp = n > 1 && (128..=191).contains(&buf[0]) && !(192..=223).contains(&buf[1]);
+                    let rtp =
+                        n > 1 && (128..=191).contains(&buf[0]) && !(192..=223).contains(&buf[1]);
                     if rtp && buf[1] & 0x7F == drop_pt {
                         let seen = ms.fetch_add(1, Ordering::Relaxed) + 1;
                         let every = de.load(Ordering::Relaxed);

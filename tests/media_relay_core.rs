@@ -217,9 +217,8 @@ fn a_relay_between_two_cores() {
     now += Duration::from_millis(30);
     b.handle_timeout(now, &mut tx_b);
     let mut to_sub = Vec::new();
-    let nacks = deliver(&mut tx_b, (node(2), node(1)), &mut a, &mut tx_a, now, |_, p| {
-        to_sub.push(p.len())
-    });
+    let nacks =
+        deliver(&mut tx_b, (node(2), node(1)), &mut a, &mut tx_a, now, |_, p| to_sub.push(p.len()));
     assert!(nacks >= 1 && stats_b.snapshot().nacks_out >= 1, "{:?}", stats_b.snapshot());
     assert_eq!(stats_a.snapshot().rtx_out, 1, "{:?}", stats_a.snapshot());
     let crossed = deliver(&mut tx_a, (node(1), node(2)), &mut b, &mut tx_b, now, |_, _| ());
@@ -254,7 +253,13 @@ fn a_relay_between_two_cores() {
     b.handle_timeout(later, &mut tx_b);
     let ev_a: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
     let ev_b: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
-    assert!(ev_a.contains(&ShardEvent::Failed { id: PeerId(10), reason: "relay silent" }), "{ev_a:?}");
-    assert!(ev_b.contains(&ShardEvent::Vanished { id: PeerId(20), reason: "relay silent" }), "{ev_b:?}");
+    assert!(
+        ev_a.contains(&ShardEvent::Failed { id: PeerId(10), reason: "relay silent" }),
+        "{ev_a:?}"
+    );
+    assert!(
+        ev_b.contains(&ShardEvent::Vanished { id: PeerId(20), reason: "relay silent" }),
+        "{ev_b:?}"
+    );
     assert_eq!((stats_a.snapshot().relay_legs, stats_b.snapshot().relay_legs), (0, 0));
 }

@@ -445,7 +445,12 @@ impl MediaCore {
             self.events.push_back(ShardEvent::Rejected { id, reason: missing });
             return None;
         };
-        if self.peers.get(slot as usize).and_then(Option::as_ref).is_some_and(|p| p.transport.relay.is_some()) {
+        if self
+            .peers
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.transport.relay.is_some())
+        {
             self.events.push_back(ShardEvent::Rejected { id, reason: "a relay leg has no ICE" });
             return None;
         }

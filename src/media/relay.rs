@@ -251,11 +251,8 @@ impl RelayOffer {
             }
             *slot = true;
         }
-        let complete = self
-            .tracks
-            .iter()
-            .zip(&seen)
-            .all(|(t, s)| s.iter().take(t.encodings()).all(|&b| b));
+        let complete =
+            self.tracks.iter().zip(&seen).all(|(t, s)| s.iter().take(t.encodings()).all(|&b| b));
         if !complete {
             return Err(RelayError::Legs);
         }
@@ -363,7 +360,8 @@ impl MediaCore {
     ) {
         let here = self.mesh.as_ref().map(crate::shard::mesh::MeshPort::index);
         let local = self.publisher_sources(publisher);
-        let remote_origin = origin.filter(|o| local.is_none() && here.is_some_and(|h| h != o.shard));
+        let remote_origin =
+            origin.filter(|o| local.is_none() && here.is_some_and(|h| h != o.shard));
         if local.is_none() && remote_origin.is_none() {
             self.events.push_back(ShardEvent::Rejected { id, reason: "publisher not found" });
             return;
@@ -383,9 +381,9 @@ impl MediaCore {
         let sources = sources.unwrap_or_default();
         let mut out = Vec::with_capacity(plan.legs.len());
         for leg in &plan.legs {
-            let found = sources.iter().find(|s| {
-                s.source == leg.source && s.layer.map_or(0, |(e, _)| e) == leg.encoding
-            });
+            let found = sources
+                .iter()
+                .find(|s| s.source == leg.source && s.layer.map_or(0, |(e, _)| e) == leg.encoding);
             let (Some(s), Some(cfg)) = (found, plan.out_track(leg)) else { continue };
             let params = SubscribeParams {
                 out_ssrc: cfg.ssrc,
@@ -395,7 +393,13 @@ impl MediaCore {
                 initial_ts: rand::random(),
             };
             if self.router.subscribe(s.track, LegId(slot), params).is_ok() {
-                out.push(ConsumerTrack { track: s.track, cfg, packets: 0, octets: 0, layers: None });
+                out.push(ConsumerTrack {
+                    track: s.track,
+                    cfg,
+                    packets: 0,
+                    octets: 0,
+                    layers: None,
+                });
             }
         }
         if let Some(Some(peer)) = self.peers.get_mut(slot as usize) {
@@ -417,8 +421,7 @@ impl MediaCore {
             self.events.push_back(ShardEvent::Rejected { id, reason: "relay offer refused" });
             return;
         }
-        let routes: Vec<u32> =
-            offer.ssrcs().filter(|&s| s != offer.rtcp_ssrc).collect();
+        let routes: Vec<u32> = offer.ssrcs().filter(|&s| s != offer.rtcp_ssrc).collect();
         let mut producer = Producer::new(&mut self.router, offer.in_tracks(), now, &self.settings);
         for t in producer.tracks.iter_mut() {
             if let Some(l) =
@@ -467,7 +470,10 @@ mod tests {
 
     #[test]
     fn a_plan_has_one_leg_per_encoding_and_an_offer_that_checks() {
-        let plan = RelayPlan::new(&[track(MediaKind::Audio, &[]), track(MediaKind::Video, &["q", "h", "f"])]);
+        let plan = RelayPlan::new(&[
+            track(MediaKind::Audio, &[]),
+            track(MediaKind::Video, &["q", "h", "f"]),
+        ]);
         let legs = plan.out_tracks();
         assert_eq!(legs.len(), 4);
         assert!(legs[0].rtx_ssrc.is_none() && legs[1..].iter().all(|l| l.rtx_ssrc.is_some()));
@@ -481,6 +487,19 @@ mod tests {
         assert_eq!((tracks[1].ext.twcc, tracks[1].transport_cc, tracks[1].remb), (0, false, false));
         assert_eq!(tracks[1].rids.len(), 3, "still simulcast on B");
         assert!(!tracks[0].nack && tracks[1].nack);
+    }
+
+    #[test]
+    fn the_fuzz_seeds_are_what_they_say() {
+        let seed = |name: &str| -> RelayOffer {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/relay_offer/");
+            let text = std::fs::read_to_string(format!("{dir}{name}.json")).expect("seed");
+            serde_json::from_str(&text).expect("seed parses")
+        };
+        assert_eq!(seed("simulcast").check(), Ok(()));
+        assert_eq!(seed("vp9_single").check(), Ok(()));
+        assert_eq!(seed("duplicate_ssrc").check(), Err(RelayError::BadSsrc));
+        assert_eq!(seed("missing_leg").check(), Err(RelayError::Legs));
     }
 
     #[test]
