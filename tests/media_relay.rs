@@ -11,7 +11,8 @@
 //! - a keyframe request (PLI) of a subscriber on B reaches the publisher on A;
 //! - releasing the relay legs and subscribers brings the relay gauges back to 0.
 //!
-//! Run once per I/O backend.
+//! Run once per I/O backend, with the relay out on the publisher's shard of A and on A's
+//! other shard (a mirror of the publisher).
 
 mod common;
 mod str0m_common;
@@ -192,12 +193,14 @@ impl Drop for Link {
     }
 }
 
-fn relayed(backend: IoBackend) {
+/// `out_shard`: the shard of A the relay out is on (0: the publisher's; 1: a mirror of it,
+/// fed through A's shard mesh).
+fn relayed(backend: IoBackend, out_shard: usize) {
     let _watchdog = Watchdog::new("relay test", Duration::from_secs(120));
     let node_a = engine("127.0.0.1", backend);
     let node_b = engine("127.0.0.2", backend);
     let (a_addr, b_addr) = (
-        node_a.relay_address(0).expect("A's relay address"),
+        node_a.relay_address(out_shard).expect("A's relay address"),
         node_b.relay_address(0).expect("B's relay address"),
     );
     assert_eq!(a_addr.ip().to_string(), "127.0.0.1");
@@ -215,7 +218,9 @@ fn relayed(backend: IoBackend) {
     let json = serde_json::to_string(&plan.offer()).expect("offer serialises");
     let offer: RelayOffer = serde_json::from_str(&json).expect("offer parses");
     let (out_id, in_id) = (node_a.new_peer_id(), node_b.new_peer_id());
-    node_a.send(0, plan.command(out_id, pub_id, link.facing_a, None)).expect("relay out");
+    let a_origin = (out_shard != 0).then(|| Origin { shard: 0, tracks: tracks.clone() });
+    let out_cmd = plan.command(out_id, pub_id, link.facing_a, a_origin);
+    node_a.send(out_shard, out_cmd).expect("relay out");
     node_b.send(0, offer.command(in_id, link.facing_b)).expect("relay in");
 
     // Two subscribers on B: on the relay in's shard, and on the other (mirrored there).
@@ -234,6 +239,7 @@ fn relayed(backend: IoBackend) {
         |p| p.iter().all(|p| p.connected),
     );
     let before = stats(&node_a)[0].rtp_in;
+    let rtx_before = stats(&node_a)[out_shard].rtx_out;
     let seen_before = link.media_seen.load(Ordering::Relaxed);
     for n in 0..N + 3 {
         if n == N {
@@ -272,11 +278,13 @@ fn relayed(backend: IoBackend) {
     let relayed_packets = link.media_seen.load(Ordering::Relaxed) - seen_before;
     assert!(published_packets >= N, "{sa:?}");
     assert_eq!(relayed_packets, published_packets, "one copy per packet on the relay");
-    assert!(sa[0].relay_out >= published_packets, "{sa:?}");
-    assert!(sa[0].rtx_out > 0, "NACKs answered across the relay: {sa:?}");
+    let out = &sa[out_shard];
+    assert!(out.relay_out >= published_packets, "{sa:?}");
+    assert!(out.rtx_out > rtx_before, "NACKs answered across the relay: {sa:?}");
     assert!(sb[0].nacks_out > 0, "B's relay producer NACKed: {sb:?}");
     assert!(sb[0].relay_in >= published_packets - link.dropped.load(Ordering::Relaxed), "{sb:?}");
-    assert_eq!((sa[0].relay_legs, sb[0].relay_legs), (1, 1), "{sa:?} {sb:?}");
+    assert_eq!((out.relay_legs, sb[0].relay_legs), (1, 1), "{sa:?} {sb:?}");
+    assert_eq!(sa[1].mirrors, out_shard as u64, "a relay out on another shard mirrors");
     assert_eq!((sa[0].publishers, sa[0].subscribers), (1, 0), "a relay out is no subscriber");
     assert_eq!((sb[0].publishers, sb[0].subscribers, sb[1].subscribers), (0, 1, 1));
     assert_eq!(sb[1].mirrors, 1, "B's other shard mirrors the relay producer");
@@ -295,17 +303,17 @@ fn relayed(backend: IoBackend) {
 
     // Released like any peer: nothing left.
     node_b.release(&[(id_0, 0), (id_1, 1), (in_id, 0)]);
-    node_a.release(&[(out_id, 0)]);
+    node_a.release(&[(out_id, out_shard)]);
     run_until(&mut [&mut publisher], "relay legs gone", Duration::from_secs(5), |_| {
         let (sa, sb) = (stats(&node_a), stats(&node_b));
         sa.iter().chain(&sb).all(|s| s.relay_legs == 0 && s.subscribers == 0 && s.mirrors == 0)
     });
-    let sent = stats(&node_a)[0].relay_out;
+    let sent = stats(&node_a)[out_shard].relay_out;
     for n in N + 3..N + 13 {
         publisher.write(MediaKind::Video, n, &frame(MediaKind::Video, n));
         pump_for(&mut [&mut publisher], Duration::from_millis(10));
     }
-    assert_eq!(stats(&node_a)[0].relay_out, sent, "nothing relayed after the release");
+    assert_eq!(stats(&node_a)[out_shard].relay_out, sent, "nothing relayed after the release");
     drop(link);
     node_a.shutdown();
     node_b.shutdown();
@@ -316,10 +324,23 @@ fn a_publisher_is_relayed_to_another_node_uring() {
     if !common::uring_or_skip() {
         return;
     }
-    relayed(IoBackend::Uring);
+    relayed(IoBackend::Uring, 0);
 }
 
 #[test]
 fn a_publisher_is_relayed_to_another_node_epoll() {
-    relayed(IoBackend::Epoll);
+    relayed(IoBackend::Epoll, 0);
+}
+
+#[test]
+fn a_mirrored_publisher_is_relayed_to_another_node_uring() {
+    if !common::uring_or_skip() {
+        return;
+    }
+    relayed(IoBackend::Uring, 1);
+}
+
+#[test]
+fn a_mirrored_publisher_is_relayed_to_another_node_epoll() {
+    relayed(IoBackend::Epoll, 1);
 }
