@@ -1564,3 +1564,27 @@ pub fn compose_wire(data: &[u8]) {
         }
     }
 }
+
+/// A relay offer from another node (`media::RelayOffer`, JSON over the internal call): what
+/// parses either passes `check` or names a rule; what passes gives one relay producer track
+/// per publisher track, with no TWCC, REMB or RIDs on the relay, and serialises back to an
+/// equal offer.
+pub fn relay_offer(data: &[u8]) {
+    use crate::media::RelayOffer;
+    let Ok(offer) = serde_json::from_slice::<RelayOffer>(data) else { return };
+    if offer.check().is_err() {
+        return;
+    }
+    let tracks = offer.in_tracks();
+    assert_eq!(tracks.len(), offer.tracks.len());
+    for (t, src) in tracks.iter().zip(&offer.tracks) {
+        assert_eq!((t.ext.twcc, t.ext.rid, t.transport_cc, t.remb), (0, 0, false, false));
+        assert_eq!((t.pt, t.kind, t.encodings()), (src.pt, src.kind, src.encodings()));
+        assert!(t.ssrc.is_some(), "every track has a leg");
+    }
+    let legs: usize = offer.tracks.iter().map(|t| t.encodings()).sum();
+    assert_eq!(offer.legs.len(), legs, "one leg per track and encoding");
+    let json = serde_json::to_vec(&offer).expect("an offer serialises");
+    let back: RelayOffer = serde_json::from_slice(&json).expect("and parses again");
+    assert_eq!(back, offer);
+}

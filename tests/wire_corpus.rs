@@ -41,6 +41,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "mkv_roundtrip" => differential::mkv_roundtrip,
         "load_sim" => f::load_sim,
         "ingest_h264" => f::ingest_h264,
+        "relay_offer" => f::relay_offer,
         _ => return None,
     })
 }

@@ -98,13 +98,13 @@ pub(super) enum Role {
 
 /// One peer connection: its transport and what it sends or receives.
 /// One router track of a publisher as a new consumer sees it ([`MediaCore::publisher_sources`]).
-struct SourceTrack {
+pub(super) struct SourceTrack {
     /// The publisher's track (m-line) index.
-    source: usize,
-    track: TrackId,
+    pub source: usize,
+    pub track: TrackId,
     clock_rate: u32,
     /// Encoding and codec when consumers choose its layers.
-    layer: Option<(u8, Codec)>,
+    pub layer: Option<(u8, Codec)>,
 }
 
 /// The bandwidth estimator of a subscriber transport: it starts at 800 kbit/s (a simulcast
@@ -141,13 +141,13 @@ impl Peer {
 pub struct MediaCore {
     pub(super) local: SocketAddr,
     pub(super) settings: CoreSettings,
-    dtls: DtlsContext,
+    pub(super) dtls: DtlsContext,
     pub(super) router: Router,
     pub(super) peers: Vec<Option<Peer>>,
     free: Vec<u32>,
     pub(super) by_id: HashMap<PeerId, u32>,
     pub(super) routes: Routes,
-    events: VecDeque<ShardEvent>,
+    pub(super) events: VecDeque<ShardEvent>,
     pub(super) stats: Arc<MediaStats>,
     pub(super) epoch: Instant,
     /// When [`MediaCore::on_tick`] runs next: the earliest deadline of any transport,
@@ -190,7 +190,7 @@ impl MediaCore {
             peers: Vec::new(),
             free: Vec::new(),
             by_id: HashMap::new(),
-            routes: Routes { by_ufrag: HashMap::new(), by_addr: HashMap::new() },
+            routes: Routes::new(),
             events: VecDeque::new(),
             stats,
             epoch: now,
@@ -247,14 +247,16 @@ impl MediaCore {
     }
 
     pub(super) fn update_gauges(&self) {
-        let (mut p, mut s) = (0, 0);
+        let (mut p, mut s, mut r) = (0, 0, 0);
         for peer in self.peers.iter().flatten() {
             match peer.role {
+                _ if peer.transport.relay.is_some() => r += 1,
                 Role::Publisher(_) => p += 1,
                 Role::Subscriber(_) => s += 1,
             }
         }
         self.stats.set_peers(p, s);
+        super::stats::set(&self.stats.relay_legs, r);
         super::stats::set(&self.stats.mirrors, self.mirrors.len() as u64);
         super::stats::set(&self.stats.recorders, self.recorder_count() as u64);
     }
@@ -296,7 +298,14 @@ impl MediaCore {
         let transport = Transport::new(&self.dtls, now, ice, fp, dtls_role);
         // A placeholder role until the caller puts the real one in.
         let role = Role::Subscriber(Consumer::new(id, Vec::new()));
-        let peer = Peer { id, transport, role };
+        let slot = self.place_peer(Peer { id, transport, role });
+        self.routes.by_ufrag.insert(ice.local_ufrag.as_str().into(), slot);
+        Some(slot)
+    }
+
+    /// `peer` in a free slot, known by its id (the caller checked the id is free).
+    pub(super) fn place_peer(&mut self, peer: Peer) -> u32 {
+        let id = peer.id;
         let slot = match self.free.pop() {
             Some(s) => {
                 self.peers[s as usize] = Some(peer);
@@ -308,8 +317,7 @@ impl MediaCore {
             }
         };
         self.by_id.insert(id, slot);
-        self.routes.by_ufrag.insert(ice.local_ufrag.as_str().into(), slot);
-        Some(slot)
+        slot
     }
 
     fn add_publisher(
@@ -397,7 +405,7 @@ impl MediaCore {
 
     /// The router tracks of `publisher` on this shard (its producer's, or its mirror's), one
     /// per track and encoding, in the producer's order.
-    fn publisher_sources(&mut self, publisher: PeerId) -> Option<Vec<SourceTrack>> {
+    pub(super) fn publisher_sources(&mut self, publisher: PeerId) -> Option<Vec<SourceTrack>> {
         if let Some(p) = self.producer_mut(publisher) {
             let v = p
                 .tracks
@@ -437,6 +445,15 @@ impl MediaCore {
             self.events.push_back(ShardEvent::Rejected { id, reason: missing });
             return None;
         };
+        if self
+            .peers
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.transport.relay.is_some())
+        {
+            self.events.push_back(ShardEvent::Rejected { id, reason: "a relay leg has no ICE" });
+            return None;
+        }
         if self.routes.by_ufrag.get(ice.local_ufrag.as_str()).is_some_and(|&s| s != slot) {
             self.events.push_back(ShardEvent::Rejected { id, reason: "duplicate ufrag" });
             return None;
@@ -664,21 +681,36 @@ impl MediaCore {
                 }
                 continue;
             }
-            if peer.transport.ice.poll_timeout().is_some_and(|t| t <= now) {
-                peer.transport.ice.handle_timeout(now);
-            }
-            // Consent expiry fails the peer here (a subscriber leg is removed, a publisher
-            // vanishes).
-            self.after_ice(now, slot, tx);
-            let Some(peer) =
-                self.peers[slot as usize].as_mut().filter(|p| p.transport.failed.is_none())
-            else {
-                continue;
-            };
-            if peer.transport.dtls.poll_timeout().is_some_and(|t| t <= now) {
-                peer.transport.dtls.handle_timeout(now);
-                if let Some(f) = peer.transport.last_source() {
-                    self.after_dtls(now, slot, f, tx);
+            if let Some(r) = &peer.transport.relay {
+                // A relay leg has no ICE or DTLS: it ends when the other node falls silent.
+                if now.saturating_duration_since(r.last_heard) >= super::relay::RELAY_TIMEOUT {
+                    let (id, publisher) = (peer.id, matches!(peer.role, Role::Publisher(_)));
+                    self.remove_peer(slot, tx);
+                    let reason = "relay silent";
+                    self.events.push_back(if publisher {
+                        ShardEvent::Vanished { id, reason }
+                    } else {
+                        ShardEvent::Failed { id, reason }
+                    });
+                    continue;
+                }
+            } else {
+                if peer.transport.ice.poll_timeout().is_some_and(|t| t <= now) {
+                    peer.transport.ice.handle_timeout(now);
+                }
+                // Consent expiry fails the peer here (a subscriber leg is removed, a
+                // publisher vanishes).
+                self.after_ice(now, slot, tx);
+                let Some(peer) =
+                    self.peers[slot as usize].as_mut().filter(|p| p.transport.failed.is_none())
+                else {
+                    continue;
+                };
+                if peer.transport.dtls.poll_timeout().is_some_and(|t| t <= now) {
+                    peer.transport.dtls.handle_timeout(now);
+                    if let Some(f) = peer.transport.last_source() {
+                        self.after_dtls(now, slot, f, tx);
+                    }
                 }
             }
             self.allocate(slot, now, tx);
@@ -792,6 +824,12 @@ impl MediaCore {
             // For the hosted TURN server (`super::shard`).
             ShardCommand::EndTurnUser { .. } => {}
             ShardCommand::AddIngest { id, tracks, feed } => self.add_ingest(now, id, tracks, feed),
+            ShardCommand::AddRelayOut { id, publisher, remote, plan, origin } => {
+                self.add_relay_out(now, id, publisher, remote, &plan, origin, tx)
+            }
+            ShardCommand::AddRelayIn { id, remote, offer } => {
+                self.add_relay_in(now, id, remote, &offer)
+            }
         }
         // New or renegotiated owners bring deadlines of their own (a producer's first report,
         // a mirror's attach request): the timer looks at them within a tick.

@@ -260,6 +260,13 @@ impl MediaEngine {
         self.shard_stats.clone()
     }
 
+    /// The address other nodes send `shard`'s relay traffic to (and that its relay traffic
+    /// comes from): its media socket on the first candidate address (the bind address when
+    /// it is not the wildcard). `None` for a shard that does not exist.
+    pub fn relay_address(&self, shard: usize) -> Option<SocketAddr> {
+        self.candidates.get(shard)?.first().copied()
+    }
+
     /// The UDP addresses the shards are bound to.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         lock(&self.shards).iter().map(|s| s.info().local_addr).collect()
@@ -340,7 +347,8 @@ impl MediaEngine {
         }
     }
 
-    /// Sends `cmd` to `shard`; a new peer (`AddPublisher`, `AddSubscriber`, `AddIngest`) counts
+    /// Sends `cmd` to `shard`; a new peer (`AddPublisher`, `AddSubscriber`, `AddIngest`, the
+    /// relay legs `AddRelayOut` / `AddRelayIn`) counts
     /// towards its load until [`MediaEngine::release`] or [`MediaEngine::gone`].
     pub fn send(&self, shard: usize, cmd: ShardCommand) -> Result<(), SendError> {
         let adds = matches!(
@@ -348,6 +356,8 @@ impl MediaEngine {
             ShardCommand::AddPublisher { .. }
                 | ShardCommand::AddSubscriber { .. }
                 | ShardCommand::AddIngest { .. }
+                | ShardCommand::AddRelayOut { .. }
+                | ShardCommand::AddRelayIn { .. }
         );
         let mut shards = lock(&self.shards);
         let s = shards.get_mut(shard).ok_or(SendError::NoShard)?;

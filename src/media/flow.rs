@@ -27,22 +27,46 @@ use crate::wire::rtp_write::HeaderFields;
 
 /// The peer that sends from `src`, once DTLS keyed its transport: its slot, inbound SRTP context
 /// and role. Otherwise the datagram's drop is counted (unknown source, not connected).
+///
+/// From another node's relay address (`super::relay`), the leg is found by (`src`, `ssrc`):
+/// the RTP SSRC, or the sender SSRC of an RTCP compound's first packet (both in the clear);
+/// the leg's `last_heard` is handed back to be set once the packet authenticates.
 fn keyed<'a>(
     routes: &Routes,
     peers: &'a mut [Option<Peer>],
     stats: &MediaStats,
     src: SocketAddr,
-) -> Option<(u32, &'a mut SrtpContext, &'a mut Role)> {
-    let Some(&slot) = routes.by_addr.get(&src) else {
-        stats.count_drop(MediaDrop::UnknownSource);
-        return None;
+    ssrc: Option<u32>,
+) -> Option<Keyed<'a>> {
+    let slot = if routes.is_relay_source(src) {
+        let Some(&slot) = ssrc.and_then(|s| routes.relays.get(&(src, s))) else {
+            stats.count_drop(MediaDrop::UnknownRelaySsrc);
+            return None;
+        };
+        slot
+    } else {
+        let Some(&slot) = routes.by_addr.get(&src) else {
+            stats.count_drop(MediaDrop::UnknownSource);
+            return None;
+        };
+        slot
     };
     let Peer { transport, role, .. } = peers.get_mut(slot as usize)?.as_mut()?;
     let Some(srtp) = transport.srtp_in.as_mut() else {
         stats.count_drop(MediaDrop::NotConnected);
         return None;
     };
-    Some((slot, srtp, role))
+    let heard = transport.relay.as_mut().map(|r| &mut r.last_heard);
+    Some((slot, srtp, role, heard))
+}
+
+/// A keyed peer: slot, inbound SRTP context, role, and a relay leg's `last_heard`.
+type Keyed<'a> = (u32, &'a mut SrtpContext, &'a mut Role, Option<&'a mut Instant>);
+
+/// The SSRC at `at` (RTP: 8, RTCP sender: 4), if the datagram is long enough.
+fn ssrc_at(buf: &[u8], at: usize) -> Option<u32> {
+    let b = buf.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 impl MediaCore {
@@ -54,7 +78,8 @@ impl MediaCore {
         tx: &mut Egress<'_>,
     ) {
         let arrival = now.saturating_duration_since(self.epoch);
-        let Some((slot, srtp, role)) = keyed(&self.routes, &mut self.peers, &self.stats, meta.src)
+        let Some((slot, srtp, role, heard)) =
+            keyed(&self.routes, &mut self.peers, &self.stats, meta.src, ssrc_at(buf, 8))
         else {
             return;
         };
@@ -80,6 +105,10 @@ impl MediaCore {
         let Ok(len) = srtp.unprotect_rtp(buf, hl) else {
             return self.stats.count_drop(MediaDrop::SrtpFailed);
         };
+        if let Some(h) = heard {
+            *h = now;
+            stat!(self.stats, relay_in);
+        }
         let r = match producer.receive(buf, len, arrival, seen) {
             Ok(Some(r)) => r,
             Ok(None) => return,
@@ -209,6 +238,7 @@ impl MediaCore {
                     }
                 }
             }
+            let relay = t.relay.is_some();
             let Some(leg) = t.leg(&out.cfg, now) else { return };
             let src = Source { packet: v, ext, header, osn: None, abs_send_time: abs, picture };
             if write_rtp(tx, leg, &src, stats) {
@@ -216,6 +246,9 @@ impl MediaCore {
                 out.octets = out.octets.wrapping_add(payload_len);
                 stat!(stats, rtp_out);
                 stat!(stats, rtp_out_bytes, u64::from(payload_len));
+                if relay {
+                    stat!(stats, relay_out);
+                }
             }
         });
         for (publisher, want) in keyframes.into_iter().flatten() {
@@ -232,7 +265,8 @@ impl MediaCore {
         buf: &mut [u8],
         tx: &mut Egress<'_>,
     ) {
-        let Some((slot, srtp, role)) = keyed(&self.routes, &mut self.peers, &self.stats, meta.src)
+        let Some((slot, srtp, role, heard)) =
+            keyed(&self.routes, &mut self.peers, &self.stats, meta.src, ssrc_at(buf, 4))
         else {
             return;
         };
@@ -240,6 +274,9 @@ impl MediaCore {
         let Ok(n) = srtp.unprotect_rtcp(buf) else {
             return self.stats.count_drop(MediaDrop::SrtpFailed);
         };
+        if let Some(h) = heard {
+            *h = now;
+        }
         let Ok(compound) = RtcpCompound::parse_relaxed(&buf[..n]) else {
             return self.stats.count_drop(MediaDrop::Malformed);
         };
@@ -410,6 +447,7 @@ impl MediaCore {
             stat!(self.stats, rtx_missing, missing);
             return;
         }
+        let relay = t.relay.is_some();
         let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
             if !grant(&mut t.bwe, rt.packet.len(), rt.stored_at) {
                 return;
@@ -433,6 +471,9 @@ impl MediaCore {
             };
             if write_rtp(tx, leg, &src, stats) {
                 stat!(stats, rtx_out);
+                if relay {
+                    stat!(stats, relay_out);
+                }
             }
         });
         if let Ok(missing) = res {

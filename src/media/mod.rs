@@ -45,12 +45,15 @@ mod mirror;
 mod producer;
 mod recorder;
 pub use recorder::RecorderFeed;
+mod relay;
+pub use relay::{RELAY_TIMEOUT, RelayError, RelayKeys, RelayOffer, RelayPlan, RelayTrack, SrtpKey};
 mod shard;
 mod stats;
 #[cfg(test)]
 mod tests;
 mod transport;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use self::core::{CoreSettings, MediaCore, PUBLISHER_GRACE};
@@ -77,7 +80,7 @@ pub struct IceParams {
 }
 
 /// A track a publisher sends, as negotiated in its offer/answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InTrack {
     pub kind: MediaKind,
     pub mid: String,
@@ -249,6 +252,20 @@ pub enum ShardCommand {
     /// An IP camera's producer, fed from the ingest thread through `feed` (packets of
     /// `tracks` by index); removed with [`ShardCommand::RemovePeer`].
     AddIngest { id: PeerId, tracks: Vec<InTrack>, feed: IngestFeed },
+    /// Node A: relay `publisher` (on this shard, or on `origin`'s shard: mirrored here as for
+    /// a subscriber) to node B's shard at `remote`, as `plan` says ([`RelayPlan::command`]);
+    /// a consumer peer without ICE or DTLS. Removed with [`ShardCommand::RemovePeer`].
+    AddRelayOut {
+        id: PeerId,
+        publisher: PeerId,
+        remote: SocketAddr,
+        plan: Box<RelayPlan>,
+        origin: Option<Origin>,
+    },
+    /// Node B: a relay producer fed from node A's shard at `remote` ([`RelayOffer::command`]);
+    /// subscribers name `id` as their publisher. Removed with [`ShardCommand::RemovePeer`];
+    /// silent for [`RELAY_TIMEOUT`], it vanishes ([`ShardEvent::Vanished`]).
+    AddRelayIn { id: PeerId, remote: SocketAddr, offer: Box<RelayOffer> },
 }
 
 /// Media shard → control plane.

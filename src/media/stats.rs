@@ -30,10 +30,12 @@ pub enum MediaDrop {
     /// A publisher's retransmission (RTX) of a packet already received: its uplink probe,
     /// not a repair.
     Duplicate,
+    /// RTP/RTCP from another node's relay address with an SSRC no relay leg here has.
+    UnknownRelaySsrc,
 }
 
 impl MediaDrop {
-    pub const ALL: [MediaDrop; 11] = [
+    pub const ALL: [MediaDrop; 12] = [
         MediaDrop::Unclassified,
         MediaDrop::StunUnknown,
         MediaDrop::StunRejected,
@@ -45,6 +47,7 @@ impl MediaDrop {
         MediaDrop::TxFull,
         MediaDrop::MeshFull,
         MediaDrop::Duplicate,
+        MediaDrop::UnknownRelaySsrc,
     ];
 
     /// A metric label.
@@ -61,6 +64,7 @@ impl MediaDrop {
             MediaDrop::TxFull => "tx_full",
             MediaDrop::MeshFull => "mesh_full",
             MediaDrop::Duplicate => "duplicate",
+            MediaDrop::UnknownRelaySsrc => "unknown_relay_ssrc",
         }
     }
 }
@@ -163,6 +167,13 @@ counters! {
     recorders,
     /// Publisher packets a recorder's ring had no room for (dropped for that recorder).
     recorder_dropped,
+    /// Relay legs to or from other nodes on the shard now (not counted as publishers or
+    /// subscribers).
+    relay_legs,
+    /// Relay RTP packets received from other nodes (accepted by a relay producer).
+    relay_in,
+    /// Relay RTP packets sent to other nodes (forwarded and retransmitted).
+    relay_out,
 }
 
 impl MediaStats {

@@ -17,10 +17,69 @@ use crate::srtp::SrtpContext;
 /// Source addresses remembered per transport (one per candidate pair the browser checked).
 const MAX_ADDRS: usize = 8;
 
-/// The routes of a shard's transports: USERNAME ufrag and authenticated source address → slot.
+/// The routes of a shard's transports: USERNAME ufrag and authenticated source address → slot;
+/// relay legs (`super::relay`) by (source address, SSRC).
 pub(super) struct Routes {
     pub by_ufrag: HashMap<Box<str>, u32>,
     pub by_addr: HashMap<SocketAddr, u32>,
+    pub relays: HashMap<(SocketAddr, u32), u32>,
+    /// The source addresses of relay legs, with how many routes each has (a few: one per
+    /// shard of each other node).
+    pub relay_sources: Vec<(SocketAddr, usize)>,
+}
+
+impl Routes {
+    pub fn new() -> Routes {
+        Routes {
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            relays: HashMap::new(),
+            relay_sources: Vec::new(),
+        }
+    }
+
+    /// Whether datagrams from `src` are relay traffic (routed by SSRC).
+    #[inline]
+    pub fn is_relay_source(&self, src: SocketAddr) -> bool {
+        !self.relay_sources.is_empty() && self.relay_sources.iter().any(|(a, _)| *a == src)
+    }
+
+    /// Routes `(remote, ssrc)` to `slot` for each of `ssrcs` (the caller checked they are
+    /// free).
+    pub fn add_relay(&mut self, remote: SocketAddr, ssrcs: &[u32], slot: u32) {
+        for &s in ssrcs {
+            self.relays.insert((remote, s), slot);
+        }
+        match self.relay_sources.iter_mut().find(|(a, _)| *a == remote) {
+            Some((_, n)) => *n += ssrcs.len(),
+            None => self.relay_sources.push((remote, ssrcs.len())),
+        }
+    }
+
+    fn remove_relay(&mut self, remote: SocketAddr, ssrcs: &[u32], slot: u32) {
+        let mut removed = 0;
+        for &s in ssrcs {
+            if self.relays.get(&(remote, s)) == Some(&slot) {
+                self.relays.remove(&(remote, s));
+                removed += 1;
+            }
+        }
+        if let Some(i) = self.relay_sources.iter().position(|(a, _)| *a == remote) {
+            let n = &mut self.relay_sources[i].1;
+            *n = n.saturating_sub(removed);
+            if *n == 0 {
+                self.relay_sources.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// The fixed path of a relay leg (`super::relay`): no ICE, no DTLS.
+pub(super) struct RelayPath {
+    /// The SSRCs routed to this leg from its remote address.
+    pub ssrcs: Vec<u32>,
+    /// When an authenticated packet last came from the other node.
+    pub last_heard: Instant,
 }
 
 pub(super) struct Transport {
@@ -55,6 +114,8 @@ pub(super) struct Transport {
     pub bwe: Option<Box<SendSideBwe>>,
     /// Never routed: a camera producer's stand-in (`super::ingest`); no timers run.
     pub placeholder: bool,
+    /// A relay leg to or from another node: a fixed path and keys, no ICE or DTLS.
+    pub relay: Option<RelayPath>,
 }
 
 /// What the ICE agent's events asked for ([`Transport::poll_ice`]).
@@ -98,12 +159,42 @@ impl Transport {
             failed: None,
             bwe: None,
             placeholder: false,
+            relay: None,
         }
+    }
+
+    /// A relay leg's transport: `remote` fixed, keyed with `srtp` (out, in), RTCP sent as
+    /// `rtcp_ssrc`. Its ICE agent and DTLS endpoint are never used (nothing routes to them).
+    pub fn relay(
+        ctx: &DtlsContext,
+        now: Instant,
+        remote: SocketAddr,
+        (srtp_out, srtp_in): (SrtpContext, SrtpContext),
+        rtcp_ssrc: u32,
+        path: RelayPath,
+    ) -> Transport {
+        let ice = IceParams {
+            local_ufrag: String::new(),
+            local_pwd: String::new(),
+            remote_ufrag: String::new(),
+        };
+        let fp = Fingerprint::of_der(crate::dtls::FingerprintAlg::Sha256, &[]);
+        let mut t = Transport::new(ctx, now, &ice, fp, DtlsRole::Server);
+        t.remote = Some(remote);
+        t.srtp_out = Some(srtp_out);
+        t.srtp_in = Some(srtp_in);
+        t.rtcp_ssrc = rtcp_ssrc;
+        t.relay = Some(path);
+        t
     }
 
     /// Forgets the keys and the nominated pair and removes the routes (source addresses,
     /// ufrag) that still lead to `slot`.
     pub fn unroute(&mut self, slot: u32, routes: &mut Routes) {
+        if let (Some(r), Some(remote)) = (self.relay.as_mut(), self.remote) {
+            routes.remove_relay(remote, &r.ssrcs, slot);
+            r.ssrcs.clear();
+        }
         for a in self.addrs.drain(..) {
             if routes.by_addr.get(&a) == Some(&slot) {
                 routes.by_addr.remove(&a);
@@ -206,6 +297,9 @@ impl Transport {
 
     /// When the ICE agent (consent) or the DTLS endpoint (retransmission) needs its timer.
     pub fn next_deadline(&self) -> Option<Instant> {
+        if let Some(r) = &self.relay {
+            return Some(r.last_heard + super::relay::RELAY_TIMEOUT);
+        }
         match (self.ice.poll_timeout(), self.dtls.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -273,6 +367,9 @@ impl Transport {
 
     /// Tells the peer we are going (DTLS close_notify), when it is still there to hear it.
     pub fn close(&mut self, tx: &mut Egress<'_>) {
+        if self.relay.is_some() {
+            return;
+        }
         if let Some(dst) = self.remote {
             self.dtls.close();
             self.drain_dtls_output(dst, tx);

@@ -522,7 +522,7 @@ impl Metrics {
         let rows: Vec<(Labels, MediaStatsSnapshot)> =
             snaps.iter().map(|(i, m)| (vec![("shard", i.clone())], *m)).collect();
         drop(media);
-        let fields: [Family<MediaStatsSnapshot>; 25] = [
+        let fields: [Family<MediaStatsSnapshot>; 28] = [
             ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
                 m.publishers
             }),
@@ -639,6 +639,24 @@ impl Metrics {
             ("ringsfu_shard_mesh_in_total", "counter", "Messages read from other shards.", |m| {
                 m.mesh_in
             }),
+            (
+                "ringsfu_shard_relay_legs",
+                "gauge",
+                "Relay legs to or from other nodes on this shard.",
+                |m| m.relay_legs,
+            ),
+            (
+                "ringsfu_shard_relay_in_total",
+                "counter",
+                "Relay RTP packets received from other nodes.",
+                |m| m.relay_in,
+            ),
+            (
+                "ringsfu_shard_relay_out_total",
+                "counter",
+                "Relay RTP packets sent to other nodes (forwarded and retransmitted).",
+                |m| m.relay_out,
+            ),
         ];
         families(o, &rows, &fields);
         header(

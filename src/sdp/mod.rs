@@ -42,7 +42,7 @@ pub enum SdpError {
 }
 
 /// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MediaKind {
     Audio,
     Video,
@@ -658,7 +658,7 @@ fn choose_codec(section: &MediaSection, policy: VideoCodecPolicy) -> Option<&Cod
 }
 
 /// Header extension ids negotiated for one m-line (0 = not negotiated).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExtIds {
     pub mid: u8,
     pub abs_send_time: u8,

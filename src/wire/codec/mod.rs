@@ -22,7 +22,7 @@ pub mod vp9;
 pub type CodecError = crate::wire::WireError;
 
 /// The payload format of an RTP stream, from the SDP `a=rtpmap` encoding name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     Vp8,
     Vp9,
