@@ -1,18 +1,72 @@
 #!/bin/sh
-# Runs every fuzz target one after the other, single job, for SECONDS each (default 600).
-# New inputs go to a scratch corpus ($WORK/<target>), the committed seeds are read-only input.
-# Logs: $WORK/<target>.log; crashes land in fuzz/artifacts/<target>/.
-# Usage: fuzz/run_all.sh [SECONDS] [target...]
+# Runs the fuzz targets one after the other, single job.
+#
+#   fuzz/run_all.sh [SECONDS] [target...]
+#       every listed target (default: all of fuzz_targets/) for SECONDS each (default 600).
+#       New inputs go to a scratch corpus ($WORK/<target>), the committed seeds are read-only.
+#
+#   fuzz/run_all.sh --campaign [EXECS] [target...]
+#       a long campaign: each target runs until EXECS executions (default 100000000), then
+#       what it found is minimised and merged back into corpus/<target>/ (libFuzzer's
+#       -merge=1: only inputs that add coverage), and every crash is copied into
+#       regressions/<target>/ (replayed by `cargo test --test wire_corpus` from then on).
+#       One line per target in $WORK/campaign.tsv: target, executions, seconds, exec/s,
+#       corpus files before and after, crashes. Exit status 1 when any target crashed.
+#
+# Logs: $WORK/<target>.log; crashes land in fuzz/artifacts/<target>/ first.
 set -u
 cd "$(dirname "$0")"
+WORK=${WORK:-/tmp/ringsfu-fuzz}
+mkdir -p "$WORK"
+all_targets() { for f in fuzz_targets/*.rs; do basename "$f" .rs; done; }
+count() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
+fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz run -O --debug-assertions "$@"; }
+
+if [ "${1:-}" = "--campaign" ]; then
+    shift
+    EXECS=${1:-100000000}
+    shift 2>/dev/null || true
+    TARGETS=${*:-$(all_targets)}
+    failed=0
+    printf 'target\texecs\tseconds\texec_per_s\tcorpus_before\tcorpus_after\tcrashes\n' > "$WORK/campaign.tsv"
+    for t in $TARGETS; do
+        mkdir -p "$WORK/$t" "corpus/$t"
+        before=$(count "corpus/$t")
+        echo "== $t ($EXECS executions)"
+        start=$(date +%s)
+        touch "$WORK/$t.start"
+        fuzz "$t" "$WORK/$t" "corpus/$t" -- -runs="$EXECS" -rss_limit_mb=2048 -max_len=4096 \
+            -print_final_stats=1 > "$WORK/$t.log" 2>&1
+        rc=$?
+        secs=$(( $(date +%s) - start ))
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$WORK/$t.log" | tail -1)
+        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$WORK/$t.log" | tail -1)
+        # Merge back what adds coverage to the committed seeds (minimised by libFuzzer).
+        fuzz "$t" "corpus/$t" "$WORK/$t" -- -merge=1 -rss_limit_mb=2048 -max_len=4096 \
+            > "$WORK/$t.merge.log" 2>&1
+        after=$(count "corpus/$t")
+        crashes=0
+        # Only what this run found (older artifacts were dealt with before).
+        for a in $(find "artifacts/$t" -maxdepth 1 -type f -newer "$WORK/$t.start" 2>/dev/null); do
+            mkdir -p "regressions/$t"
+            cp "$a" "regressions/$t/"
+            crashes=$((crashes + 1))
+        done
+        [ "$rc" -eq 0 ] || [ "$crashes" -gt 0 ] || crashes="run-failed($rc)"
+        [ "$crashes" = 0 ] || failed=1
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${execs:-?}" "$secs" "${rate:-?}" "$before" "$after" "$crashes" \
+            | tee -a "$WORK/campaign.tsv"
+    done
+    exit "$failed"
+fi
+
 SECS=${1:-600}
 shift 2>/dev/null || true
-WORK=${WORK:-/tmp/ringsfu-fuzz}
-TARGETS=${*:-"demux stun channel_data rtp rtcp dtls_record stun_roundtrip rtp_rewrite rtcp_roundtrip stun_diff rtp_diff rtcp_diff sdp record_depack mkv_roundtrip codec_inspect av1_dd layer_switch compose_wire"}
+TARGETS=${*:-$(all_targets)}
 for t in $TARGETS; do
     mkdir -p "$WORK/$t"
     echo "== $t ($SECS s)"
-    RUSTC_BOOTSTRAP=1 cargo fuzz run -O --debug-assertions "$t" "$WORK/$t" "corpus/$t" -- \
+    fuzz "$t" "$WORK/$t" "corpus/$t" -- \
         -max_total_time="$SECS" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 \
         > "$WORK/$t.log" 2>&1
     echo "   exit $?"

@@ -1588,3 +1588,42 @@ pub fn relay_offer(data: &[u8]) {
     let back: RelayOffer = serde_json::from_slice(&json).expect("and parses again");
     assert_eq!(back, offer);
 }
+
+/// `control::cluster::plan`: where a request goes (any method and path: no panic; a session
+/// path names the session it carries), the internal signature (what is signed verifies, one
+/// changed byte does not), and list merging (the count is the content's length).
+pub fn cluster_plan(data: &[u8]) {
+    use crate::control::cluster::plan::{SigError, Target, merge_lists, sign, target, verify};
+    let Some((&m, rest)) = data.split_first() else { return };
+    let method = ["GET", "POST", "DELETE", "PATCH", "PUT"][usize::from(m % 5)];
+    let text = String::from_utf8_lossy(rest);
+    let path = text.as_ref();
+    match target(method, path) {
+        Target::Session(sid) => {
+            let tail = path.strip_prefix("/openvidu/api/sessions/").expect("a session path");
+            assert!(!sid.is_empty() && tail.starts_with(sid.as_str()), "{path:?} -> {sid:?}");
+        }
+        Target::Place => assert_eq!(method, "POST"),
+        _ => {}
+    }
+    let (secret, body) = path.split_at(path.len() / 2);
+    let s = sign(secret, "node", 1_000, method, path, body.as_bytes());
+    let ok =
+        verify(secret, Some("node"), Some("1000"), Some(&s), 2_000, method, path, body.as_bytes());
+    assert_eq!(ok, Ok(()));
+    let mut changed = body.as_bytes().to_vec();
+    if let Some(b) = changed.first_mut() {
+        *b ^= 1;
+        let bad =
+            verify(secret, Some("node"), Some("1000"), Some(&s), 2_000, method, path, &changed);
+        assert_eq!(bad, Err(SigError::Mismatch));
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(rest) {
+        let merged = merge_lists(&[v.clone(), v]);
+        let (n, list) = match merged.get("items") {
+            Some(items) => (&merged["count"], items),
+            None => (&merged["numberOfElements"], &merged["content"]),
+        };
+        assert_eq!(n.as_u64(), list.as_array().map(|a| a.len() as u64));
+    }
+}

@@ -42,6 +42,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "load_sim" => f::load_sim,
         "ingest_h264" => f::ingest_h264,
         "relay_offer" => f::relay_offer,
+        "cluster_plan" => f::cluster_plan,
         _ => return None,
     })
 }

@@ -291,6 +291,10 @@ pub struct ClusterConfig {
     /// Seconds a node's record lasts without being refreshed (every second): how soon a dead
     /// node is known dead (2..=60, below `lease`).
     pub node_ttl: u64,
+    /// Subscriber legs this node hosts before new subscriber legs of its sessions go to other
+    /// nodes (the least loaded), fed by one relay leg per stream and node; 0: never (a
+    /// session's media stays on its owner).
+    pub spill_after: u64,
 }
 
 impl Default for ClusterConfig {
@@ -302,6 +306,7 @@ impl Default for ClusterConfig {
             internal_secret: String::new(),
             lease: 10,
             node_ttl: 3,
+            spill_after: 0,
         }
     }
 }

@@ -103,6 +103,50 @@ pub enum MediaReply {
     Later(oneshot::Receiver<Result<Value, RpcError>>),
 }
 
+/// A subscription (the browser's offer) placed on another node of the cluster: when this node
+/// hosts `[cluster] spill_after` legs already, or the caller's earlier leg of the stream is
+/// there (`control::cluster::span`).
+fn spill(
+    inner: &Arc<Inner>,
+    engine: &Arc<MediaEngine>,
+    caller: &Caller,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Option<MediaReply> {
+    use super::cluster::span;
+    let cluster = inner.cluster.get()?;
+    let (stream, offer) = match method {
+        "receiveVideoFrom" => (params.get("sender")?.as_str()?, params.get("sdpOffer")?.as_str()?),
+        "reconnectStream" => (params.get("stream")?.as_str()?, params.get("sdpOffer")?.as_str()?),
+        _ => return None,
+    };
+    let own = inner.with(|st| st.reg.stream_of(&caller.session_id, &caller.connection_id));
+    if own.as_deref() == Some(stream) {
+        return None; // a publisher's own stream
+    }
+    let node = if span::is_remote(inner, caller, stream) {
+        // A renegotiation of a leg elsewhere: a new leg there (or where there is room).
+        span::spill_target(inner, cluster, &caller.session_id)
+            .or_else(|| cluster.nodes().into_values().find(|n| n.id != cluster.id && n.accepts()))?
+    } else {
+        span::spill_target(inner, cluster, &caller.session_id)?
+    };
+    let (tx, rx) = oneshot::channel();
+    let fut = span::subscribe_remote(
+        inner.clone(),
+        engine.clone(),
+        cluster.clone(),
+        caller.clone(),
+        stream.to_string(),
+        offer.to_string(),
+        node,
+    );
+    tokio::spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    Some(MediaReply::Later(rx))
+}
+
 /// THE media dispatch point: every media JSON-RPC method of a joined participant lands here
 /// (`control::media_rpc` with an engine attached). The result value gets `sessionId`
 /// injected by the framing.
@@ -113,6 +157,9 @@ pub(crate) fn dispatch(
     params: &Map<String, Value>,
 ) -> MediaReply {
     if let Some(engine) = inner.media.engine() {
+        if let Some(reply) = spill(inner, engine, caller, method, params) {
+            return reply;
+        }
         return MediaReply::Now(super::media_rpc::dispatch(inner, engine, caller, method, params));
     }
     match method {

@@ -31,7 +31,7 @@ use crate::media::{
 use crate::sdp::{self, OutgoingTrack, SdpError, VideoCodecPolicy};
 use crate::signaling::{Params, RpcError, code};
 
-fn sdp_error(e: SdpError) -> RpcError {
+pub(crate) fn sdp_error(e: SdpError) -> RpcError {
     RpcError::new(code::MEDIA_SDP_ERROR, e.to_string())
 }
 
@@ -40,7 +40,7 @@ fn busy(e: SendError) -> RpcError {
 }
 
 /// The browser's DTLS certificate fingerprint from its SDP (SHA-256, what browsers send).
-fn remote_fingerprint(d: &sdp::RemoteDescription) -> Result<Fingerprint, RpcError> {
+pub(crate) fn remote_fingerprint(d: &sdp::RemoteDescription) -> Result<Fingerprint, RpcError> {
     Fingerprint::sha256(&d.fingerprint)
         .ok_or_else(|| sdp_error(SdpError::Missing("a=fingerprint:sha-256")))
 }
@@ -271,33 +271,12 @@ impl Rpc<'_> {
         })
     }
 
-    /// The publisher of `stream` (its owner and transport) and what a subscriber of it will
-    /// receive: one outgoing track per published track, with fresh SSRCs for this leg.
+    /// The publisher of `stream` and the outgoing tracks of a new leg ([`outgoing_of`]).
     fn outgoing(
         &self,
         stream: &str,
     ) -> Result<(String, PublishedMedia, Vec<OutgoingTrack>), RpcError> {
-        let published = self.inner.with(|st| st.reg.published(self.session(), stream));
-        let Some((owner, p)) = published else { return Err(no_stream(stream)) };
-        let cname: String = {
-            use rand::Rng;
-            let alnum = rand::distr::Alphanumeric;
-            rand::rng().sample_iter(&alnum).take(16).map(char::from).collect()
-        };
-        let tracks = p
-            .negotiated
-            .iter()
-            .map(|m| OutgoingTrack {
-                kind: m.kind,
-                codec: m.codec.clone(),
-                ssrc: rand::random::<u32>() | 1,
-                rtx_ssrc: rand::random::<u32>() | 1,
-                cname: cname.clone(),
-                stream_id: stream.to_string(),
-                track_id: format!("{}_{}", m.kind.as_str(), stream),
-            })
-            .collect();
-        Ok((owner, p, tracks))
+        outgoing_of(self.inner, self.caller, stream)
     }
 
     /// The shard of a new subscriber leg of a stream published on `home`.
@@ -465,38 +444,80 @@ impl Rpc<'_> {
     /// the event task's next turn, so the answer or offer that created the transport goes out
     /// first.
     fn trickle(&self, owner: &str, endpoint_name: &str, sdp: &str) {
-        let mut found = Vec::new();
-        let (mut mline, mut mid) = (None::<u32>, String::new());
-        for line in sdp.lines() {
-            if line.starts_with("m=") {
-                if !found.is_empty() {
-                    break;
-                }
-                mline = Some(mline.map_or(0, |i| i + 1));
-                mid.clear();
-            } else if let Some(m) = line.strip_prefix("a=mid:") {
-                m.trim().clone_into(&mut mid);
-            } else if let (Some(c), Some(i)) = (line.strip_prefix("a="), mline)
-                && c.starts_with("candidate:")
-            {
-                found.push((c.trim().to_string(), i));
-            }
-        }
-        if found.is_empty() {
-            return;
-        }
-        self.inner.with(|st| {
-            for (candidate, index) in found {
-                st.trickle.push((
-                    self.session().to_string(),
-                    self.me().to_string(),
-                    json!({"senderConnectionId": owner, "endpointName": endpoint_name,
-                           "sdpMLineIndex": index, "sdpMid": mid, "candidate": candidate}),
-                ));
-            }
-        });
-        self.inner.trickle_ready.notify_one();
+        trickle_of(self.inner, self.caller, owner, endpoint_name, sdp);
     }
+}
+
+/// The publisher of `stream` (its owner and transport) and what a subscriber of it will
+/// receive: one outgoing track per published track, with fresh SSRCs for this leg.
+pub(crate) fn outgoing_of(
+    inner: &Inner,
+    caller: &Caller,
+    stream: &str,
+) -> Result<(String, PublishedMedia, Vec<OutgoingTrack>), RpcError> {
+    let published = inner.with(|st| st.reg.published(&caller.session_id, stream));
+    let Some((owner, p)) = published else { return Err(no_stream(stream)) };
+    let cname: String = {
+        use rand::Rng;
+        let alnum = rand::distr::Alphanumeric;
+        rand::rng().sample_iter(&alnum).take(16).map(char::from).collect()
+    };
+    let tracks = p
+        .negotiated
+        .iter()
+        .map(|m| OutgoingTrack {
+            kind: m.kind,
+            codec: m.codec.clone(),
+            ssrc: rand::random::<u32>() | 1,
+            rtx_ssrc: rand::random::<u32>() | 1,
+            cname: cname.clone(),
+            stream_id: stream.to_string(),
+            track_id: format!("{}_{}", m.kind.as_str(), stream),
+        })
+        .collect();
+    Ok((owner, p, tracks))
+}
+
+/// Queues the server's candidates of a new transport (from its SDP) as `iceCandidate`
+/// notifications to `caller` (see `Rpc::trickle`).
+pub(crate) fn trickle_of(
+    inner: &Inner,
+    caller: &Caller,
+    owner: &str,
+    endpoint_name: &str,
+    sdp: &str,
+) {
+    let mut found = Vec::new();
+    let (mut mline, mut mid) = (None::<u32>, String::new());
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            if !found.is_empty() {
+                break;
+            }
+            mline = Some(mline.map_or(0, |i| i + 1));
+            mid.clear();
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            m.trim().clone_into(&mut mid);
+        } else if let (Some(c), Some(i)) = (line.strip_prefix("a="), mline)
+            && c.starts_with("candidate:")
+        {
+            found.push((c.trim().to_string(), i));
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
+    inner.with(|st| {
+        for (candidate, index) in found {
+            st.trickle.push((
+                caller.session_id.clone(),
+                caller.connection_id.clone(),
+                json!({"senderConnectionId": owner, "endpointName": endpoint_name,
+                       "sdpMLineIndex": index, "sdpMid": mid, "candidate": candidate}),
+            ));
+        }
+    });
+    inner.trickle_ready.notify_one();
 }
 
 /// Sends the trickled candidates that wait.
@@ -512,7 +533,9 @@ pub(super) fn flush_trickle(inner: &Inner) {
 /// subscription without one (the browser reconnects it); a failure is told to its owner as
 /// `mediaError`; a publisher that vanished (consent expired, or no `reconnectStream` within
 /// the grace) is unpublished with `networkDisconnect`.
-pub(super) fn on_shard_events(inner: &Inner, engine: &MediaEngine, events: Vec<ShardEvent>) {
+pub(crate) fn on_shard_events(inner: &Arc<Inner>, engine: &MediaEngine, events: Vec<ShardEvent>) {
+    // Events of legs this node hosts for another node's sessions go to that node.
+    let events = super::cluster::span::take_hosted(inner, events);
     for ev in events {
         let id = match &ev {
             ShardEvent::Connected { id }

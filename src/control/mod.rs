@@ -205,6 +205,15 @@ impl Inner {
                     }
                 }
                 Output::Webhook(v) => self.webhooks.send(v),
+                Output::Media(media::MediaCommand::Release(refs))
+                    if refs.iter().any(|t| t.shard == registry::REMOTE_SHARD) =>
+                {
+                    // Legs on other nodes are released there (`cluster::span`).
+                    let (remote, local): (Vec<_>, Vec<_>) =
+                        refs.into_iter().partition(|t| t.shard == registry::REMOTE_SHARD);
+                    cluster::span::release_refs(self, &remote);
+                    self.media.send(media::MediaCommand::Release(local));
+                }
                 Output::Media(cmd) => self.media.send(cmd),
             }
         }
@@ -319,7 +328,8 @@ impl ControlPlane {
     /// The internal listener's router (`[cluster] internal_address`): the same API, for signed
     /// requests of other nodes only.
     pub fn internal_router(&self) -> Router {
-        rest::router(self.inner.clone()).layer(axum::middleware::from_fn_with_state(
+        let spans = cluster::span::routes().with_state(self.inner.clone());
+        rest::router(self.inner.clone()).merge(spans).layer(axum::middleware::from_fn_with_state(
             self.inner.clone(),
             cluster::forward::require_signed,
         ))

@@ -145,6 +145,10 @@ pub struct TransportRef {
     pub shard: usize,
 }
 
+/// The shard of a [`TransportRef`] that is a subscriber leg hosted by another node of the
+/// cluster (its `peer` is a local alias; `control::cluster::span` knows the leg).
+pub const REMOTE_SHARD: usize = usize::MAX;
+
 /// What the media layer agreed with a publisher (`publishVideo`).
 #[derive(Clone, Debug)]
 pub struct PublishedMedia {
@@ -1465,6 +1469,16 @@ impl Registry {
     ) -> Option<usize> {
         let s = self.sessions.get_mut(session_id)?;
         Some(*s.media_home.get_or_insert_with(choose))
+    }
+
+    /// Subscriber legs with a transport on this node, every session.
+    pub fn local_legs(&self) -> usize {
+        self.sessions
+            .values()
+            .flat_map(|s| &s.connections)
+            .flat_map(|c| &c.subscriptions)
+            .filter(|sub| sub.transport.as_ref().is_some_and(|t| t.at.shard != REMOTE_SHARD))
+            .count()
     }
 
     /// Subscriber legs of a session with a transport on `shard`.

@@ -147,8 +147,8 @@ impl InTrack {
 }
 
 /// A leg a subscriber receives: one publisher track, rewritten to what was negotiated with
-/// this subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// this subscriber. Serde: a cluster's owner sends it to the node hosting the leg.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutTrack {
     /// Index of the publisher's track in its [`ShardCommand::AddPublisher`] `tracks`.
     pub source: usize,

@@ -5,7 +5,9 @@
 // (Chromium) joins there and decodes; Redis killed (-9) and restarted empty: live sessions and
 // their media survive; C cut off from Redis refuses new sessions at once and closes its own once
 // its lease lapsed (never two owners); a node killed (-9) drops out within its TTL, its
-// sessions are gone and their ids free, the rest is untouched.
+// sessions are gone and their ids free, the rest is untouched. A session spans the nodes: with
+// `spill_after = 1`, subscriber legs beyond the owner's first go to the other nodes, fed by one
+// relay leg per stream and node, and every subscriber decodes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -95,6 +97,8 @@ async function startNode(name, host, redisUrl) {
       RINGSFU_CLUSTER_INTERNAL_SECRET: SECRET_INTERNAL,
       RINGSFU_CLUSTER_LEASE: String(LEASE),
       RINGSFU_CLUSTER_NODE_TTL: String(NODE_TTL),
+      // One subscriber leg on a node, then its sessions' new legs go to the other nodes.
+      RINGSFU_CLUSTER_SPILL_AFTER: '1',
     },
   });
   srv.name = name;
@@ -243,6 +247,57 @@ test('a browser joins with a token from another node, lands on the owner, and it
   }
 });
 
+test('a session spans the three nodes: subscriber legs on B and C are fed by relay legs and decode', { skip: !haveRedis && 'redis-server not installed' }, async () => {
+  assert.ok(live, 'the browser test ran');
+  // A session on the same owner as the live one (which already hosts one leg: every new leg of
+  // its sessions goes to the other two nodes).
+  const o = live.owner;
+  let sid = null;
+  for (let i = 0; i < 40 && !sid; i++) {
+    const r = await api(nodes[o], '/sessions', { method: 'POST', body: JSON.stringify({ customSessionId: `cl-span-${i}` }) });
+    const id = (await r.json()).id;
+    if ((await owner(id)) === o) sid = id;
+    else await api(nodes[o], `/sessions/${id}`, { method: 'DELETE' });
+  }
+  assert.ok(sid, `a session on ${o}`);
+  const others = ['A', 'B', 'C'].filter((x) => x !== o);
+  const ov = new OpenVidu(nodes[o].url, 'MY_SECRET');
+  await ov.fetch();
+  const session = ov.activeSessions.find((s) => s.sessionId === sid);
+  const pub = await joinPage(browser, pages, session, 'span-pub', { subscribe: false });
+  await pub.page.evaluate(() => window.publish());
+  const streamId = await until(async () => {
+    const j = await (await api(nodes[o], `/sessions/${sid}`)).json();
+    return j.connections.content.find((c) => c.publishers.length)?.publishers[0].streamId;
+  }, 'the published stream');
+  const subs = [];
+  for (const name of ['span-sub1', 'span-sub2']) subs.push(await joinPage(browser, pages, session, name));
+  for (const s of subs) await mediaFlows(s.page, streamId, `${s.connectionId} (leg on another node)`);
+  // One leg on each other node, one relay leg to each, nothing hosted on the owner for others.
+  assert.equal(await metric(nodes[o], 'ringsfu_cluster_remote_legs'), 2);
+  assert.equal(await metric(nodes[o], 'ringsfu_cluster_relays_out'), 2);
+  for (const x of others) {
+    assert.equal(await metric(nodes[x], 'ringsfu_cluster_hosted_legs'), 1, `${x} hosts one leg`);
+    assert.equal(await metric(nodes[x], 'ringsfu_cluster_relays_in'), 1, `${x} receives one relay`);
+  }
+  // The owner sees both subscriptions and tells the webhooks' story: each leg connected.
+  const j = await (await api(nodes[o], `/sessions/${sid}`)).json();
+  for (const s of subs) {
+    const c = j.connections.content.find((x) => x.connectionId === s.connectionId);
+    assert.equal(c.subscribers.length, 1, `${s.connectionId} subscribes`);
+  }
+  // Leaving releases the legs and the relays on every node.
+  for (const s of subs) await s.page.evaluate(() => window.session.disconnect());
+  await pub.page.evaluate(() => window.session.disconnect());
+  await until(async () => (await metric(nodes[o], 'ringsfu_cluster_remote_legs')) === 0
+    && (await metric(nodes[o], 'ringsfu_cluster_relays_out')) === 0, 'owner released its remote legs', { tries: 100, everyMs: 100 });
+  for (const x of others) {
+    await until(async () => (await metric(nodes[x], 'ringsfu_cluster_hosted_legs')) === 0
+      && (await metric(nodes[x], 'ringsfu_cluster_relays_in')) === 0, `${x} released the leg and relay`, { tries: 100, everyMs: 100 });
+  }
+  for (const s of [...subs, pub]) await s.page.close();
+});
+
 test('C cut off from Redis refuses new sessions at once and closes its own after the lease', { skip: !haveRedis && 'redis-server not installed' }, async () => {
   // A session on C for sure: created through C's internal placement is random, so retry.
   let sid = null;
@@ -284,9 +339,12 @@ test('a node killed with -9 drops out within its TTL; its sessions are gone, the
     if ((await owner(id)) === victim) sid = id;
   }
   assert.ok(sid, `a session on ${victim}`);
+  // The witness knows the victim alive before it dies (it may have been cut off just before).
+  await until(async () => (await metric(nodes[witness], 'ringsfu_cluster_nodes')) === 3, `${witness} sees 3 nodes`, { tries: 100, everyMs: 100 });
   nodes[victim].proc.kill('SIGKILL');
   await until(async () => (await metric(nodes[witness], 'ringsfu_cluster_nodes')) === 2, `${witness} sees ${victim} gone`, { tries: 100, everyMs: 100 });
-  assert.equal((await api(nodes[witness], `/sessions/${sid}`)).status, 404);
+  const gone = await api(nodes[witness], `/sessions/${sid}`);
+  assert.equal(gone.status, 404, `through ${witness}: ${await gone.text()}`);
   const again = await api(nodes[witness], '/sessions', { method: 'POST', body: JSON.stringify({ customSessionId: sid }) });
   assert.equal(again.status, 200, 'the dead node\'s session id is free again');
   // The browser session on another node goes on.

@@ -22,6 +22,7 @@
 
 pub mod forward;
 pub mod plan;
+pub mod span;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,6 +72,10 @@ pub struct Cluster {
     last_ok: Mutex<Option<Instant>>,
     pub counts: ClusterCounts,
     pub http: reqwest::Client,
+    /// Relay legs and subscriber legs across nodes ([`span`]).
+    pub(crate) spans: Mutex<span::Spans>,
+    /// Remote subscriptions are set up one at a time (a relay is made once per node).
+    pub(crate) span_lock: tokio::sync::Mutex<()>,
 }
 
 /// A failure to reach or use Redis, as one line.
@@ -114,6 +119,8 @@ impl Cluster {
             last_ok: Mutex::new(None),
             counts: ClusterCounts::default(),
             http,
+            spans: Mutex::new(span::Spans::default()),
+            span_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -133,6 +140,63 @@ impl Cluster {
         if let Some(n) = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).get_mut(id) {
             n.sessions += 1;
         }
+    }
+
+    /// Counts a subscriber leg just placed on `id` until the next tick reads its record.
+    pub fn note_leg(&self, id: &str) {
+        if let Some(n) = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).get_mut(id) {
+            n.connections += 1;
+        }
+    }
+
+    /// A signed internal POST of JSON to `node`, its JSON answer (non-2xx: an error with the
+    /// status and body).
+    pub(crate) async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        node: &NodeRecord,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, String> {
+        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let r = self.signed(node, reqwest::Method::POST, path, bytes).await?;
+        serde_json::from_slice(&r).map_err(|e| format!("{path}: bad answer: {e}"))
+    }
+
+    /// A signed internal DELETE.
+    pub(crate) async fn delete(&self, node: &NodeRecord, path: &str) -> Result<(), String> {
+        self.signed(node, reqwest::Method::DELETE, path, Vec::new()).await.map(|_| ())
+    }
+
+    async fn signed(
+        &self,
+        node: &NodeRecord,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let now = super::now_ms();
+        let sig = plan::sign(&self.secret, &self.id, now, method.as_str(), path, &body);
+        let resp = self
+            .http
+            .request(method, format!("{}{}", node.internal_url, path))
+            .header(plan::H_NODE, &self.id)
+            .header(plan::H_TIME, now.to_string())
+            .header(plan::H_SIG, sig)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", node.id))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!(
+                "{} answered {status}: {}",
+                node.id,
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        Ok(bytes.to_vec())
     }
 
     /// A live node's record (from the last tick).
@@ -362,6 +426,7 @@ impl Cluster {
         let claimed = self.claimed.lock().map(|t| t.len()).unwrap_or(0);
         let c = &self.counts;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let spans = self.spans.lock().map(|s| s.counts()).unwrap_or_default();
         let _ = write!(
             out,
             "# HELP ringsfu_cluster_up Whether Redis answered the last refresh.\n\
@@ -380,6 +445,14 @@ impl Cluster {
              # TYPE ringsfu_cluster_fenced_sessions_total counter\nringsfu_cluster_fenced_sessions_total {fs}\n\
              # HELP ringsfu_cluster_store_refusals_total Requests answered 503 because Redis could not be reached.\n\
              # TYPE ringsfu_cluster_store_refusals_total counter\nringsfu_cluster_store_refusals_total {rs}\n\
+             # HELP ringsfu_cluster_relays_out Relay legs sending this node's publishers to other nodes.\n\
+             # TYPE ringsfu_cluster_relays_out gauge\nringsfu_cluster_relays_out {ro}\n\
+             # HELP ringsfu_cluster_remote_legs Subscriber legs of this node's sessions hosted by other nodes.\n\
+             # TYPE ringsfu_cluster_remote_legs gauge\nringsfu_cluster_remote_legs {rl}\n\
+             # HELP ringsfu_cluster_relays_in Relay legs received from other nodes.\n\
+             # TYPE ringsfu_cluster_relays_in gauge\nringsfu_cluster_relays_in {ri}\n\
+             # HELP ringsfu_cluster_hosted_legs Subscriber legs hosted here for other nodes' sessions.\n\
+             # TYPE ringsfu_cluster_hosted_legs gauge\nringsfu_cluster_hosted_legs {hl}\n\
              # HELP ringsfu_cluster_bad_signatures_total Internal requests refused for their signature.\n\
              # TYPE ringsfu_cluster_bad_signatures_total counter\nringsfu_cluster_bad_signatures_total {bs}\n",
             id = self.id,
@@ -390,6 +463,10 @@ impl Cluster {
             fs = g(&c.fenced_sessions),
             rs = g(&c.store_refusals),
             bs = g(&c.bad_signatures),
+            ro = spans.0,
+            rl = spans.1,
+            ri = spans.2,
+            hl = spans.3,
         );
     }
 }
