@@ -38,6 +38,19 @@ impl Api {
         format!("{ws}/openvidu?sessionId={session}")
     }
 
+    /// Where a participant with `token` connects: the server its token names, as
+    /// openvidu-browser does (in a cluster, the session's owner), else this API's server.
+    pub fn ws_url_for(&self, session: &str, token: &str) -> String {
+        match url::Url::parse(token) {
+            Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host_str().is_some() => {
+                let host = u.host_str().unwrap_or_default();
+                let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!("{}://{host}{port}/openvidu?sessionId={session}", u.scheme())
+            }
+            _ => self.ws_url(session),
+        }
+    }
+
     async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
         let r = self
             .http
@@ -136,7 +149,7 @@ pub struct Participant {
 impl Participant {
     /// Opens the socket, pings and joins with `token`.
     pub async fn join(api: &Api, session: &str, token: &str, name: &str) -> Result<Self, String> {
-        let url = api.ws_url(session);
+        let url = api.ws_url_for(session, token);
         let (ws, _) = tokio::time::timeout(CALL_TIMEOUT, tokio_tungstenite::connect_async(&url))
             .await
             .map_err(|_| format!("{url}: connect timed out"))?
@@ -220,4 +233,23 @@ async fn socket_task(ws: Ws, mut calls: mpsc::UnboundedReceiver<Call>) {
         }
     }
     let _ = sink.send(Message::Close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Api;
+
+    #[test]
+    fn participants_connect_where_their_token_says() {
+        let api = Api::new("http://127.0.0.1:4443", "s");
+        assert_eq!(
+            api.ws_url_for("s1", "ws://127.0.0.3:5000?sessionId=s1&token=tok_x"),
+            "ws://127.0.0.3:5000/openvidu?sessionId=s1"
+        );
+        assert_eq!(
+            api.ws_url_for("s1", "wss://sfu.example:443?sessionId=s1&token=tok_x"),
+            "wss://sfu.example/openvidu?sessionId=s1"
+        );
+        assert_eq!(api.ws_url_for("s1", "tok_x"), "ws://127.0.0.1:4443/openvidu?sessionId=s1");
+    }
 }
