@@ -115,11 +115,43 @@ fn spill(
 ) -> Option<MediaReply> {
     use super::cluster::span;
     let cluster = inner.cluster.get()?;
+    let str_of = |k: &str| params.get(k).and_then(|v| v.as_str());
+    let later = |fut: std::pin::Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>| {
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        Some(MediaReply::Later(rx))
+    };
+    let (inner2, engine2, cluster2, caller2) =
+        (inner.clone(), engine.clone(), cluster.clone(), caller.clone());
+    // The browser's answer to a server offer of a leg on another node.
+    let answer_to = match method {
+        "receiveVideoFrom" if str_of("sdpOffer").is_none() => {
+            str_of("sender").zip(str_of("sdpAnswer"))
+        }
+        "reconnectStream" if str_of("sdpOffer").is_none() => {
+            str_of("stream").zip(str_of("sdpString"))
+        }
+        _ => None,
+    };
+    if let Some((stream, answer)) = answer_to {
+        if !span::has_pending(inner, caller, stream) {
+            return None;
+        }
+        let fut =
+            span::answer_remote(inner2, engine2, cluster2, caller2, stream.into(), answer.into());
+        return later(Box::pin(fut));
+    }
     let (stream, offer) = match method {
-        "receiveVideoFrom" => (params.get("sender")?.as_str()?, params.get("sdpOffer")?.as_str()?),
-        "reconnectStream" => (params.get("stream")?.as_str()?, params.get("sdpOffer")?.as_str()?),
+        "receiveVideoFrom" => (str_of("sender")?, str_of("sdpOffer")),
+        "reconnectStream" => (str_of("stream")?, Some(str_of("sdpOffer")?)),
+        "prepareReceiveVideoFrom" => (str_of("sender")?, None),
         _ => return None,
     };
+    if method == "receiveVideoFrom" && offer.is_none() {
+        return None;
+    }
     let own = inner.with(|st| st.reg.stream_of(&caller.session_id, &caller.connection_id));
     if own.as_deref() == Some(stream) {
         return None; // a publisher's own stream
@@ -131,20 +163,25 @@ fn spill(
     } else {
         span::spill_target(inner, cluster, &caller.session_id)?
     };
-    let (tx, rx) = oneshot::channel();
-    let fut = span::subscribe_remote(
-        inner.clone(),
-        engine.clone(),
-        cluster.clone(),
-        caller.clone(),
-        stream.to_string(),
-        offer.to_string(),
-        node,
-    );
-    tokio::spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    Some(MediaReply::Later(rx))
+    match offer {
+        Some(offer) => later(Box::pin(span::subscribe_remote(
+            inner2,
+            engine2,
+            cluster2,
+            caller2,
+            stream.to_string(),
+            offer.to_string(),
+            node,
+        ))),
+        None => later(Box::pin(span::prepare_remote(
+            inner2,
+            engine2,
+            cluster2,
+            caller2,
+            stream.to_string(),
+            node,
+        ))),
+    }
 }
 
 /// THE media dispatch point: every media JSON-RPC method of a joined participant lands here

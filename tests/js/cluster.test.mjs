@@ -86,7 +86,7 @@ async function startProxy() {
   };
 }
 
-async function startNode(name, host, redisUrl) {
+async function startNode(name, host, redisUrl, extraEnv = {}) {
   const internal = await freePort();
   const srv = await startServer({
     host,
@@ -99,6 +99,7 @@ async function startNode(name, host, redisUrl) {
       RINGSFU_CLUSTER_NODE_TTL: String(NODE_TTL),
       // One subscriber leg on a node, then its sessions' new legs go to the other nodes.
       RINGSFU_CLUSTER_SPILL_AFTER: '1',
+      ...extraEnv,
     },
   });
   srv.name = name;
@@ -128,7 +129,8 @@ before(async () => {
   const url = `redis://127.0.0.1:${redisPort}`;
   nodes.A = await startNode('A', '127.0.0.1', url);
   nodes.B = await startNode('B', '127.0.0.2', url);
-  nodes.C = await startNode('C', '127.0.0.3', `redis://127.0.0.1:${proxy.port}`);
+  // C in simulcast mode: openvidu-browser subscribes to its sessions through server offers.
+  nodes.C = await startNode('C', '127.0.0.3', `redis://127.0.0.1:${proxy.port}`, { OPENVIDU_WEBRTC_SIMULCAST: 'true' });
   for (const n of Object.values(nodes)) {
     await until(async () => (await metric(n, 'ringsfu_cluster_nodes')) === 3, `${n.name} sees 3 nodes`, { tries: 100, everyMs: 100 });
   }
@@ -247,14 +249,16 @@ test('a browser joins with a token from another node, lands on the owner, and it
   }
 });
 
-test('a session spans the three nodes: subscriber legs on B and C are fed by relay legs and decode', { skip: !haveRedis && 'redis-server not installed' }, async () => {
-  assert.ok(live, 'the browser test ran');
-  // A session on the same owner as the live one (which already hosts one leg: every new leg of
-  // its sessions goes to the other two nodes).
-  const o = live.owner;
+/**
+ * One session owned by `o` with a Chromium publisher and `n` Chromium subscribers: legs beyond
+ * the owner's `spill_after` (1) go to the other nodes, fed by one relay leg per node; every
+ * subscriber decodes; leaving releases every leg and relay on every node.
+ */
+async function spanOver(o, n, tag) {
+  const localBefore = o === live.owner ? 1 : 0; // the live session's leg
   let sid = null;
-  for (let i = 0; i < 40 && !sid; i++) {
-    const r = await api(nodes[o], '/sessions', { method: 'POST', body: JSON.stringify({ customSessionId: `cl-span-${i}` }) });
+  for (let i = 0; i < 60 && !sid; i++) {
+    const r = await api(nodes[o], '/sessions', { method: 'POST', body: JSON.stringify({ customSessionId: `cl-${tag}-${i}` }) });
     const id = (await r.json()).id;
     if ((await owner(id)) === o) sid = id;
     else await api(nodes[o], `/sessions/${id}`, { method: 'DELETE' });
@@ -264,23 +268,27 @@ test('a session spans the three nodes: subscriber legs on B and C are fed by rel
   const ov = new OpenVidu(nodes[o].url, 'MY_SECRET');
   await ov.fetch();
   const session = ov.activeSessions.find((s) => s.sessionId === sid);
-  const pub = await joinPage(browser, pages, session, 'span-pub', { subscribe: false });
+  const pub = await joinPage(browser, pages, session, `${tag}-pub`, { subscribe: false });
   await pub.page.evaluate(() => window.publish());
   const streamId = await until(async () => {
     const j = await (await api(nodes[o], `/sessions/${sid}`)).json();
     return j.connections.content.find((c) => c.publishers.length)?.publishers[0].streamId;
   }, 'the published stream');
   const subs = [];
-  for (const name of ['span-sub1', 'span-sub2']) subs.push(await joinPage(browser, pages, session, name));
-  for (const s of subs) await mediaFlows(s.page, streamId, `${s.connectionId} (leg on another node)`);
-  // One leg on each other node, one relay leg to each, nothing hosted on the owner for others.
-  assert.equal(await metric(nodes[o], 'ringsfu_cluster_remote_legs'), 2);
-  assert.equal(await metric(nodes[o], 'ringsfu_cluster_relays_out'), 2);
+  for (let i = 0; i < n; i++) subs.push(await joinPage(browser, pages, session, `${tag}-sub${i}`));
+  for (const s of subs) await mediaFlows(s.page, streamId, `${s.connectionId} of ${tag}`);
+  const remote = n - Math.max(0, 1 - localBefore);
+  assert.equal(await metric(nodes[o], 'ringsfu_cluster_remote_legs'), remote, 'legs on other nodes');
+  let hosted = 0;
   for (const x of others) {
-    assert.equal(await metric(nodes[x], 'ringsfu_cluster_hosted_legs'), 1, `${x} hosts one leg`);
-    assert.equal(await metric(nodes[x], 'ringsfu_cluster_relays_in'), 1, `${x} receives one relay`);
+    const h = await metric(nodes[x], 'ringsfu_cluster_hosted_legs');
+    assert.ok(h >= 1, `${x} hosts a leg of the session (${h})`);
+    assert.equal(await metric(nodes[x], 'ringsfu_cluster_relays_in'), 1, `${x} receives the stream once`);
+    hosted += h;
   }
-  // The owner sees both subscriptions and tells the webhooks' story: each leg connected.
+  assert.equal(hosted, remote);
+  assert.equal(await metric(nodes[o], 'ringsfu_cluster_relays_out'), 2, 'one relay leg per other node');
+  // The owner keeps the signaling: every subscription is in its registry.
   const j = await (await api(nodes[o], `/sessions/${sid}`)).json();
   for (const s of subs) {
     const c = j.connections.content.find((x) => x.connectionId === s.connectionId);
@@ -293,9 +301,21 @@ test('a session spans the three nodes: subscriber legs on B and C are fed by rel
     && (await metric(nodes[o], 'ringsfu_cluster_relays_out')) === 0, 'owner released its remote legs', { tries: 100, everyMs: 100 });
   for (const x of others) {
     await until(async () => (await metric(nodes[x], 'ringsfu_cluster_hosted_legs')) === 0
-      && (await metric(nodes[x], 'ringsfu_cluster_relays_in')) === 0, `${x} released the leg and relay`, { tries: 100, everyMs: 100 });
+      && (await metric(nodes[x], 'ringsfu_cluster_relays_in')) === 0, `${x} released the legs and relay`, { tries: 100, everyMs: 100 });
   }
   for (const s of [...subs, pub]) await s.page.close();
+}
+
+test('a session spans the three nodes: subscriber legs on the other two, fed by relay legs, decode (browser offers)', { skip: !haveRedis && 'redis-server not installed' }, async () => {
+  assert.ok(live, 'the browser test ran');
+  await spanOver(live.owner, 3, 'span');
+});
+
+test('a simulcast session on C spans the nodes too (server offers, three encodings relayed)', { skip: !haveRedis && 'redis-server not installed' }, async () => {
+  assert.ok(live, 'the browser test ran');
+  const config = await (await api(nodes.C, '/config')).json();
+  assert.equal(config.OPENVIDU_WEBRTC_SIMULCAST, true, 'C runs in simulcast mode');
+  await spanOver('C', 3, 'simul');
 });
 
 test('C cut off from Redis refuses new sessions at once and closes its own after the lease', { skip: !haveRedis && 'redis-server not installed' }, async () => {

@@ -31,7 +31,9 @@ use serde_json::{Value, json};
 use super::Cluster;
 use super::plan::NodeRecord;
 use crate::control::media::Caller;
-use crate::control::registry::{AnsweredLeg, REMOTE_SHARD, ReceivedMedia, TransportRef};
+use crate::control::registry::{
+    AnsweredLeg, PendingOffer, PublishedMedia, REMOTE_SHARD, ReceivedMedia, TransportRef,
+};
 use crate::control::{Inner, now_ms};
 use crate::dtls::{DtlsRole, Fingerprint};
 use crate::media::{
@@ -86,6 +88,17 @@ pub struct Spans {
     remote_legs: HashMap<PeerId, RemoteLeg>,
     relays_in: HashMap<String, RelayIn>,
     hosted: HashMap<PeerId, HostedLeg>,
+    /// Server offers made for legs on other nodes, until answered: (session, connection,
+    /// stream) -> the prepared leg.
+    pending: HashMap<(String, String, String), PendingLeg>,
+}
+
+/// A leg prepared on another node for a server offer not answered yet.
+#[derive(Debug, Clone)]
+struct PendingLeg {
+    node: String,
+    peer: u64,
+    relay: String,
 }
 
 impl Spans {
@@ -191,6 +204,200 @@ struct EventReq {
     reason: String,
 }
 
+/// O: the relay of `publisher` to `node` (made once per pair) and a new leg's transport
+/// there. Returns the relay key and the leg.
+async fn relay_and_leg(
+    engine: &MediaEngine,
+    cluster: &Cluster,
+    node: &NodeRecord,
+    stream: &str,
+    publisher: &PublishedMedia,
+) -> Result<(String, LegResp), RpcError> {
+    // One relay per (publisher, node): the key names both (and the owner, for the host).
+    let key = format!("{}|{}|{}|{}", cluster.id, stream, publisher.at.peer.0, node.id);
+    let have = lock(&cluster.spans).relays_out.contains_key(&key);
+    if !have {
+        let tracks: Vec<InTrack> =
+            publisher.negotiated.iter().map(InTrack::from_negotiated).collect();
+        let plan = RelayPlan::new(&tracks);
+        let source = engine
+            .relay_address(publisher.at.shard)
+            .ok_or_else(|| err("no relay address on the publisher's shard"))?;
+        let req = RelayReq { key: key.clone(), source, offer: plan.offer() };
+        let resp: RelayResp =
+            cluster.call(node, "/ringsfu/internal/relay", &req).await.map_err(err)?;
+        let id = engine.new_peer_id();
+        let cmd = plan.command(id, publisher.at.peer, resp.address, None);
+        engine.send(publisher.at.shard, cmd).map_err(|e| err(format!("{e:?}")))?;
+        lock(&cluster.spans).relays_out.insert(
+            key.clone(),
+            RelayOut { peer: id, shard: publisher.at.shard, node: node.id.clone(), legs: 0 },
+        );
+        tracing::info!(stream, node = %node.id, relay = id.0, to = %resp.address, "relay leg to another node");
+    }
+    let leg: LegResp =
+        cluster.call(node, "/ringsfu/internal/leg", &json!({ "relay": key })).await.map_err(err)?;
+    Ok((key, leg))
+}
+
+/// O: a leg attached on its node is recorded: the relay counts it, the registry holds the
+/// subscription under a local alias. On a registry refusal the leg is released again.
+#[allow(clippy::too_many_arguments)]
+async fn attach_and_record(
+    inner: &Arc<Inner>,
+    engine: &MediaEngine,
+    cluster: &Cluster,
+    node: &NodeRecord,
+    caller: &Caller,
+    stream: &str,
+    mut attach: AttachReq,
+    answered: Option<AnsweredLeg>,
+) -> Result<(), RpcError> {
+    let alias = engine.new_peer_id();
+    attach.alias = alias.0;
+    let (peer, key) = (attach.peer, attach.relay.clone());
+    let _: Value =
+        cluster.call(node, "/ringsfu/internal/leg/attach", &attach).await.map_err(err)?;
+    {
+        let mut sp = lock(&cluster.spans);
+        if let Some(r) = sp.relays_out.get_mut(&key) {
+            r.legs += 1;
+        }
+        sp.remote_legs.insert(
+            alias,
+            RemoteLeg {
+                node: node.id.clone(),
+                peer,
+                relay: key,
+                session: caller.session_id.clone(),
+            },
+        );
+    }
+    let received =
+        ReceivedMedia { at: TransportRef { peer: alias, shard: REMOTE_SHARD }, answered };
+    let recorded = inner.with(|st| {
+        st.reg.add_subscriber(&caller.session_id, &caller.connection_id, stream, now_ms())?;
+        st.reg.set_subscription_transport(
+            &caller.session_id,
+            &caller.connection_id,
+            stream,
+            received,
+        );
+        Ok::<_, RpcError>(())
+    });
+    if let Err(e) = recorded {
+        release_refs(inner, &[TransportRef { peer: alias, shard: REMOTE_SHARD }]);
+        return Err(e);
+    }
+    tracing::info!(session = %caller.session_id, stream, subscriber = %caller.connection_id, node = %node.id, peer, alias = alias.0, "subscribing on another node");
+    Ok(())
+}
+
+/// O: the caller asked for a server offer (`prepareReceiveVideoFrom`, openvidu-browser's
+/// simulcast mode) of a leg on `node`: the offer names that node's transport; the answer
+/// ([`answer_remote`]) attaches the leg there.
+pub(crate) async fn prepare_remote(
+    inner: Arc<Inner>,
+    engine: Arc<MediaEngine>,
+    cluster: Arc<Cluster>,
+    caller: Caller,
+    stream: String,
+    node: NodeRecord,
+) -> Result<Value, RpcError> {
+    let _one_at_a_time = cluster.span_lock.lock().await;
+    let (owner, publisher, outgoing) =
+        crate::control::media_rpc::outgoing_of(&inner, &caller, &stream)?;
+    let (key, leg) = relay_and_leg(&engine, &cluster, &node, &stream, &publisher).await?;
+    let local = LocalTransport {
+        ice_ufrag: leg.ufrag.clone(),
+        ice_pwd: leg.pwd.clone(),
+        fingerprint_sha256: leg.fingerprint.clone(),
+        candidates: leg.candidates.clone(),
+        session_id: leg.session_id,
+        session_version: 2,
+    };
+    let offer = sdp::offer_subscribe(&local, &outgoing);
+    let sdp_offer = offer.sdp.clone();
+    let pending = PendingOffer {
+        stream_id: stream.clone(),
+        offer,
+        ice_ufrag: leg.ufrag,
+        ice_pwd: leg.pwd,
+        sources: (0..outgoing.len()).collect(),
+        shard: REMOTE_SHARD,
+    };
+    inner.with(|st| st.reg.put_offer(&caller.session_id, &caller.connection_id, pending));
+    let slot = (caller.session_id.clone(), caller.connection_id.clone(), stream.clone());
+    let earlier = lock(&cluster.spans)
+        .pending
+        .insert(slot, PendingLeg { node: node.id.clone(), peer: leg.peer, relay: key });
+    if let Some(old) = earlier {
+        // An offer made before and never answered: its prepared leg goes.
+        if let Some(n) = cluster.node(&old.node) {
+            let _ = cluster.delete(&n, &format!("/ringsfu/internal/leg/{}", old.peer)).await;
+        }
+    }
+    let endpoint = format!("{}_{stream}", caller.connection_id);
+    crate::control::media_rpc::trickle_of(&inner, &caller, &owner, &endpoint, &sdp_offer);
+    Ok(json!({ "sdpOffer": sdp_offer }))
+}
+
+/// Whether the caller's pending server offer for `stream` names a leg on another node.
+pub(crate) fn has_pending(inner: &Inner, caller: &Caller, stream: &str) -> bool {
+    inner.cluster.get().is_some_and(|c| {
+        let slot = (caller.session_id.clone(), caller.connection_id.clone(), stream.to_string());
+        lock(&c.spans).pending.contains_key(&slot)
+    })
+}
+
+/// O: the browser's answer to a server offer of a leg on another node: the leg is attached
+/// there and recorded here.
+pub(crate) async fn answer_remote(
+    inner: Arc<Inner>,
+    engine: Arc<MediaEngine>,
+    cluster: Arc<Cluster>,
+    caller: Caller,
+    stream: String,
+    answer_sdp: String,
+) -> Result<Value, RpcError> {
+    let _one_at_a_time = cluster.span_lock.lock().await;
+    let slot = (caller.session_id.clone(), caller.connection_id.clone(), stream.clone());
+    let Some(p) = lock(&cluster.spans).pending.remove(&slot) else {
+        return Err(err("no offer was made for this stream"));
+    };
+    let node = cluster.node(&p.node).ok_or_else(|| err(format!("node {} is gone", p.node)))?;
+    let pending =
+        inner.with(|st| st.reg.take_offer(&caller.session_id, &caller.connection_id, &stream));
+    let Some(pending) = pending else {
+        return Err(RpcError::new(
+            code::MEDIA_SDP_ERROR,
+            format!("No offer was made for stream {stream}: call prepareReceiveVideoFrom first"),
+        ));
+    };
+    let answer = sdp::parse(&answer_sdp).map_err(crate::control::media_rpc::sdp_error)?;
+    let agreed = sdp::accept_subscribe_answer(&pending.offer, &answer)
+        .map_err(crate::control::media_rpc::sdp_error)?;
+    let tracks = agreed
+        .iter()
+        .filter_map(|m| {
+            let i = pending.offer.media.iter().position(|o| o.mid == m.mid)?;
+            Some(OutTrack::from_negotiated(m, *pending.sources.get(i)?))
+        })
+        .collect();
+    let attach = AttachReq {
+        peer: p.peer,
+        relay: p.relay,
+        remote_ufrag: answer.ice_ufrag.clone(),
+        remote_fingerprint: answer.fingerprint.clone(),
+        dtls_server: answer.setup != sdp::Setup::Passive,
+        tracks,
+        alias: 0,
+        owner: cluster.id.clone(),
+    };
+    attach_and_record(&inner, &engine, &cluster, &node, &caller, &stream, attach, None).await?;
+    Ok(json!({}))
+}
+
 /// O: subscribes the caller to `stream` with a leg on `node` (see the module doc).
 pub(crate) async fn subscribe_remote(
     inner: Arc<Inner>,
@@ -206,36 +413,7 @@ pub(crate) async fn subscribe_remote(
     let fp = crate::control::media_rpc::remote_fingerprint(&offer)?;
     let (owner, publisher, outgoing) =
         crate::control::media_rpc::outgoing_of(&inner, &caller, &stream)?;
-    // One relay per (publisher, node): the key names both (and the owner, for the host).
-    let key = format!("{}|{}|{}|{}", cluster.id, stream, publisher.at.peer.0, node.id);
-
-    // 1. The relay, once per (publisher, node).
-    let have = lock(&cluster.spans).relays_out.get(&key).is_some_and(|r| r.node == node.id);
-    if !have {
-        let tracks: Vec<InTrack> =
-            publisher.negotiated.iter().map(InTrack::from_negotiated).collect();
-        let plan = RelayPlan::new(&tracks);
-        let source = engine
-            .relay_address(publisher.at.shard)
-            .ok_or_else(|| err("no relay address on the publisher's shard"))?;
-        let req = RelayReq { key: key.clone(), source, offer: plan.offer() };
-        let resp: RelayResp =
-            cluster.call(&node, "/ringsfu/internal/relay", &req).await.map_err(err)?;
-        let id = engine.new_peer_id();
-        let cmd = plan.command(id, publisher.at.peer, resp.address, None);
-        engine.send(publisher.at.shard, cmd).map_err(|e| err(format!("{e:?}")))?;
-        lock(&cluster.spans).relays_out.insert(
-            key.clone(),
-            RelayOut { peer: id, shard: publisher.at.shard, node: node.id.clone(), legs: 0 },
-        );
-        tracing::info!(stream, node = %node.id, relay = id.0, to = %resp.address, "relay leg to another node");
-    }
-
-    // 2. The leg's transport on R, the answer here.
-    let leg: LegResp = cluster
-        .call(&node, "/ringsfu/internal/leg", &json!({ "relay": key }))
-        .await
-        .map_err(err)?;
+    let (key, leg) = relay_and_leg(&engine, &cluster, &node, &stream, &publisher).await?;
     let local = LocalTransport {
         ice_ufrag: leg.ufrag.clone(),
         ice_pwd: leg.pwd.clone(),
@@ -247,55 +425,18 @@ pub(crate) async fn subscribe_remote(
     let neg = sdp::answer_subscribe(&offer, &local, &outgoing)
         .map_err(crate::control::media_rpc::sdp_error)?;
     let tracks = OutTrack::for_answer(&neg.media, &outgoing);
-    let alias = engine.new_peer_id();
     let attach = AttachReq {
         peer: leg.peer,
-        relay: key.clone(),
+        relay: key,
         remote_ufrag: offer.ice_ufrag.clone(),
         remote_fingerprint: offer.fingerprint.clone(),
         dtls_server: true,
         tracks,
-        alias: alias.0,
+        alias: 0,
         owner: cluster.id.clone(),
     };
-    let _: Value =
-        cluster.call(&node, "/ringsfu/internal/leg/attach", &attach).await.map_err(err)?;
-
-    // 3. The registry: the subscription, its transport an alias of R's leg.
-    {
-        let mut sp = lock(&cluster.spans);
-        if let Some(r) = sp.relays_out.get_mut(&key) {
-            r.legs += 1;
-        }
-        sp.remote_legs.insert(
-            alias,
-            RemoteLeg {
-                node: node.id.clone(),
-                peer: leg.peer,
-                relay: key,
-                session: caller.session_id.clone(),
-            },
-        );
-    }
-    let received = ReceivedMedia {
-        at: TransportRef { peer: alias, shard: REMOTE_SHARD },
-        answered: Some(AnsweredLeg { connection_of: (fp, offer.origin_session), outgoing }),
-    };
-    let recorded = inner.with(|st| {
-        st.reg.add_subscriber(&caller.session_id, &caller.connection_id, &stream, now_ms())?;
-        st.reg.set_subscription_transport(
-            &caller.session_id,
-            &caller.connection_id,
-            &stream,
-            received,
-        );
-        Ok::<_, RpcError>(())
-    });
-    if let Err(e) = recorded {
-        release_refs(&inner, &[TransportRef { peer: alias, shard: REMOTE_SHARD }]);
-        return Err(e);
-    }
-    tracing::info!(session = %caller.session_id, stream, subscriber = %caller.connection_id, node = %node.id, peer = leg.peer, alias = alias.0, "subscribing on another node");
+    let answered = Some(AnsweredLeg { connection_of: (fp, offer.origin_session), outgoing });
+    attach_and_record(&inner, &engine, &cluster, &node, &caller, &stream, attach, answered).await?;
     let endpoint = format!("{}_{stream}", caller.connection_id);
     crate::control::media_rpc::trickle_of(&inner, &caller, &owner, &endpoint, &neg.sdp);
     Ok(json!({ "sdpAnswer": neg.sdp }))
