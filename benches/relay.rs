@@ -13,6 +13,11 @@
 //!
 //! The protected input packet is made in the (untimed) setup of each iteration; the queues are
 //! drained after each packet, as the shell does once per turn. AEAD_AES_128_GCM everywhere.
+//!
+//! Measured once (2026-12-06, the 2-core machine NOT quiet: load average ~11 from other
+//! builds): local 0.89 µs, out 0.90 µs, out+in 1.77 µs per packet, i.e. a subscriber on another
+//! node costs ~2x a local one in the cores (A's relay out about one local consumer, B's relay
+//! in plus its consumer another), before the kernel's send and receive of the relay datagram.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
