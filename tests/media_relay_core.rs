@@ -7,7 +7,8 @@
 //! - A packet lost on the relay is NACKed by B and retransmitted by A from its ring.
 //! - An unknown SSRC from A's relay address is dropped and counted (`unknown_relay_ssrc`); a
 //!   relay in reusing taken SSRCs is refused.
-//! - Silent for `RELAY_TIMEOUT`, the relay in vanishes and the relay out fails.
+//! - Without media the legs keep each other alive (the relay in's receiver reports with an
+//!   RRTR one way, the relay out's DLRR answers the other); silent for `RELAY_TIMEOUT`, the relay in vanishes and the relay out fails.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -245,9 +246,28 @@ fn a_relay_between_two_cores() {
     b.handle_datagram(now, meta(node(1), node(2), 64), &mut junk, &mut tx_b);
     assert_eq!(stats_b.snapshot().drops(MediaDrop::UnknownRelaySsrc), 1);
 
+    // No media for longer than the timeout, but both nodes there: the relay in's receiver
+    // reports (with an RRTR) and the relay out's DLRR answers keep both legs.
+    for _ in 0..45 {
+        now += Duration::from_secs(1);
+        a.handle_timeout(now, &mut tx_a);
+        b.handle_timeout(now, &mut tx_b);
+        deliver(&mut tx_a, (node(1), node(2)), &mut b, &mut tx_b, now, |_, _| ());
+        deliver(&mut tx_b, (node(2), node(1)), &mut a, &mut tx_a, now, |_, _| ());
+    }
+    let ended = |e: &ShardEvent| {
+        matches!(
+            e,
+            ShardEvent::Failed { id: PeerId(10), .. } | ShardEvent::Vanished { id: PeerId(20), .. }
+        )
+    };
+    assert!(!std::iter::from_fn(|| a.poll_event()).any(|e| ended(&e)));
+    assert!(!std::iter::from_fn(|| b.poll_event()).any(|e| ended(&e)));
+    assert_eq!((stats_a.snapshot().relay_legs, stats_b.snapshot().relay_legs), (1, 1));
+
     // Silence: both legs end (B's relay in vanishes, A's relay out fails).
-    let _ = std::iter::from_fn(|| a.poll_event()).count();
-    let _ = std::iter::from_fn(|| b.poll_event()).count();
+    drain(&mut tx_a);
+    drain(&mut tx_b);
     let later = now + RELAY_TIMEOUT + Duration::from_secs(1);
     a.handle_timeout(later, &mut tx_a);
     b.handle_timeout(later, &mut tx_b);

@@ -681,18 +681,21 @@ impl MediaCore {
                 }
                 continue;
             }
-            if let Some(r) = &peer.transport.relay {
+            if peer.transport.relay.is_some() {
                 // A relay leg has no ICE or DTLS: it ends when the other node falls silent.
-                if now.saturating_duration_since(r.last_heard) >= super::relay::RELAY_TIMEOUT {
-                    let (id, publisher) = (peer.id, matches!(peer.role, Role::Publisher(_)));
-                    self.remove_peer(slot, tx);
-                    let reason = "relay silent";
-                    self.events.push_back(if publisher {
-                        ShardEvent::Vanished { id, reason }
-                    } else {
-                        ShardEvent::Failed { id, reason }
-                    });
-                    continue;
+                let (id, publisher) = (peer.id, matches!(peer.role, Role::Publisher(_)));
+                match self.relay_deadline(slot, now) {
+                    Some(at) => next = next.min(at),
+                    None => {
+                        self.remove_peer(slot, tx);
+                        let reason = "relay silent";
+                        self.events.push_back(if publisher {
+                            ShardEvent::Vanished { id, reason }
+                        } else {
+                            ShardEvent::Failed { id, reason }
+                        });
+                        continue;
+                    }
                 }
             } else {
                 if peer.transport.ice.poll_timeout().is_some_and(|t| t <= now) {

@@ -262,7 +262,10 @@ impl MediaEngine {
 
     /// The address other nodes send `shard`'s relay traffic to (and that its relay traffic
     /// comes from): its media socket on the first candidate address (the bind address when
-    /// it is not the wildcard). `None` for a shard that does not exist.
+    /// it is not the wildcard). `None` for a shard that does not exist. Relay legs are routed
+    /// by this source address: with a wildcard bind, or `[media] public_ips` naming an address
+    /// the kernel does not send from, the other node sees another source and drops the relay
+    /// (`unknown_source`): bind the media ports to the address the nodes reach each other on.
     pub fn relay_address(&self, shard: usize) -> Option<SocketAddr> {
         self.candidates.get(shard)?.first().copied()
     }

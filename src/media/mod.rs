@@ -23,6 +23,11 @@
 //! keeps its own retransmission ring (NACKs are answered there), sends keyframe requests back
 //! and forwards the publisher's sender reports.
 //!
+//! Between nodes, a publisher travels once per (track, node) pair on a relay leg
+//! (`relay.rs`): a relay out on the owner's node (a consumer peer without ICE or DTLS) sends
+//! to a relay in on the other node (a producer peer its subscribers name as their publisher),
+//! on a fixed path with SRTP keys the owner drew ([`RelayPlan`], [`RelayOffer`]).
+//!
 //! `feedback.rs` holds the receiver-side RTCP state a publisher needs from its SFU (receiver
 //! reports, NACKs for its losses, transport-wide congestion feedback). A simulcast publisher's
 //! encodings are producer tracks of their own; a consumer of a layered source (simulcast, VP9

@@ -25,7 +25,9 @@
 //! - **Ending**: released like any peer (`ShardCommand::RemovePeer`). A relay in that heard
 //!   nothing for [`RELAY_TIMEOUT`] vanishes like a publisher (`ShardEvent::Vanished`); a
 //!   relay out that heard nothing back for as long (B sends receiver reports every second)
-//!   fails like a subscriber leg (`ShardEvent::Failed`).
+//!   fails like a subscriber leg (`ShardEvent::Failed`). Neither falls silent while the
+//!   other is there, media or not: the relay in sends a receiver report with an RRTR every
+//!   `rtcp_interval` (1 s), which the relay out answers at once with a DLRR (RFC 3611).
 //!
 //! Hand-written because no crate does this: it is the media core's own peers over a path
 //! without ICE/DTLS; the SRTP is `crate::srtp`'s.
@@ -308,6 +310,14 @@ impl RelayOffer {
 }
 
 impl MediaCore {
+    /// When relay leg `slot` ends unless it hears from the other node; `None` when it has
+    /// been silent for [`RELAY_TIMEOUT`] (the caller ends it).
+    pub(super) fn relay_deadline(&self, slot: u32, now: Instant) -> Option<Instant> {
+        let r = self.peers.get(slot as usize)?.as_ref()?.transport.relay.as_ref()?;
+        let until = r.last_heard + RELAY_TIMEOUT;
+        (now < until).then_some(until)
+    }
+
     /// A relay peer in a free slot, its relay routes `(remote, ssrc)` taken; `None` (and a
     /// `Rejected` event) when its id or one of the routes is taken, or the keys are refused.
     fn insert_relay(
