@@ -366,6 +366,19 @@ impl ClusterConfig {
         }
         Ok(())
     }
+
+    /// Spanning sessions sends relay legs from the media sockets, recognised by the other nodes
+    /// by their source address: the media must be bound to the address they are sent from.
+    fn validate_media(&self, media: &MediaConfig) -> Result<(), ConfigError> {
+        if self.enabled() && self.spill_after > 0 && media.bind_address.is_unspecified() {
+            return Err(err(
+                "cluster.spill_after",
+                "needs media.bind_address set to this node's address that the other nodes reach \
+                 (relay legs are recognised by their source address), not a wildcard",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -581,6 +594,7 @@ impl Config {
     /// Cross-field checks and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.cluster.validate()?;
+        self.cluster.validate_media(&self.media)?;
         if self.server.secret.is_empty() {
             return Err(err("server.secret", "must not be empty"));
         }

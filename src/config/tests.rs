@@ -419,6 +419,14 @@ fn cluster_keys_are_checked_and_off_by_default() {
     assert_eq!(with(&|c| c.cluster.lease = 1), Err("cluster.lease".into()));
     assert_eq!(with(&|c| c.cluster.node_ttl = 10), Err("cluster.node_ttl".into()));
     assert_eq!(with(&|c| c.cluster.node_id = "a b".into()), Err("cluster.node_id".into()));
+    assert_eq!(with(&|c| c.cluster.spill_after = 10), Ok(()));
+    assert_eq!(
+        with(&|c| {
+            c.cluster.spill_after = 10;
+            c.media.bind_address = "0.0.0.0".parse().unwrap();
+        }),
+        Err("cluster.spill_after".into())
+    );
     let mut c = Config::default();
     c.cluster.internal_address = "10.0.0.5:4500".into();
     assert_eq!(c.cluster.node_id(), "10.0.0.5:4500");
