@@ -487,7 +487,8 @@ fn record_of(
         connections,
         shards: inner.cfg.effective_shards() as u64,
         draining: inner.draining.load(Ordering::Relaxed),
-        refusing: !cluster.is_up(),
+        // (A record only reaches Redis when Redis is reachable: no need to say so.)
+        refusing: sessions as usize >= inner.cfg.sessions.max_sessions,
     }
 }
 

@@ -73,7 +73,7 @@ pub struct NodeRecord {
     /// Draining before a stop: never chosen for a new session.
     #[serde(default)]
     pub draining: bool,
-    /// Cut off from Redis too long, or refusing new sessions for another reason.
+    /// At `sessions.max_sessions`: refusing new sessions.
     #[serde(default)]
     pub refusing: bool,
 }
