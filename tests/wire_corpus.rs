@@ -41,6 +41,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "mkv_roundtrip" => differential::mkv_roundtrip,
         "load_sim" => f::load_sim,
         "ingest_h264" => f::ingest_h264,
+        "janus_signal" => f::janus_signal,
         _ => return None,
     })
 }

@@ -170,6 +170,10 @@ pub struct SecureSpec {
     pub remote_ufrag: String,
     pub remote_pwd: String,
     pub remote_fingerprint: Fingerprint,
+    /// Our ICE password, when the server sends connectivity checks too (Janus's libnice does,
+    /// even in ICE-lite mode): the client answers them, signed with it. Empty: checks are not
+    /// answered (ringsfu, an ICE-lite server, sends none).
+    pub local_pwd: String,
 }
 
 /// One client to start.
@@ -366,6 +370,8 @@ struct Client {
     phase: Phase,
     username: String,
     key: Option<IntegrityKey>,
+    /// Our short-term key, to check and sign answers to the server's checks.
+    local_key: Option<IntegrityKey>,
     txid: TransactionId,
     dtls: Option<DtlsEndpoint>,
     srtp_out: Option<SrtpContext>,
@@ -477,7 +483,13 @@ impl LoadCore {
             ),
             None => (String::new(), None),
         };
+        let local_key = spec
+            .secure
+            .as_ref()
+            .filter(|s| !s.local_pwd.is_empty())
+            .map(|s| IntegrityKey::short_term(s.local_pwd.as_bytes()));
         let mut c = Client {
+            local_key,
             ip: IpAddr::V4(client_ip(spec.index)),
             phase: Phase::Checking { next: now, tries: 0 },
             username,
@@ -711,9 +723,13 @@ impl LoadCore {
         self.events.push_back(LoadEvent::Second(Box::new(s)));
     }
 
-    fn on_stun(&mut self, now: Instant, idx: usize, buf: &[u8], tx: &mut TxQueue) {
+    fn on_stun(&mut self, now: Instant, idx: usize, from: SocketAddr, buf: &[u8], tx: &mut TxQueue) {
         let Some(Some(c)) = self.clients.get_mut(idx) else { return };
         let Ok(msg) = StunView::parse(buf) else { return };
+        if msg.method() == Method::BINDING && msg.class() == StunClass::Request {
+            answer_check(c, &msg, from, tx);
+            return;
+        }
         if msg.method() != Method::BINDING || msg.transaction_id() != &c.txid {
             return;
         }
@@ -1383,6 +1399,32 @@ fn send_feedback(c: &mut Client, now: Instant, remb: bool, window: bool, tx: &mu
     }
 }
 
+/// Answers the server's connectivity check with a success response (XOR-MAPPED-ADDRESS, signed
+/// with our password, FINGERPRINT), when the client knows its password and the request is
+/// signed with it; anything else gets no answer.
+fn answer_check(c: &Client, msg: &StunView<'_>, from: SocketAddr, tx: &mut TxQueue) {
+    let Some(key) = c.local_key.as_ref() else { return };
+    if msg.verify_integrity(key).is_err() {
+        return;
+    }
+    let Some(mut slot) = tx.push(from) else { return };
+    slot.set_source(Some(c.ip));
+    let n = (|| -> Option<usize> {
+        let mut w = StunWriter::new(
+            slot.buf(),
+            StunClass::SuccessResponse,
+            Method::BINDING,
+            msg.transaction_id(),
+        )
+        .ok()?;
+        w.xor_mapped_address(from).ok()?.message_integrity(key).ok()?.fingerprint().ok()?;
+        Some(w.finish())
+    })();
+    if let Some(n) = n {
+        slot.commit(n);
+    }
+}
+
 fn send_check(c: &mut Client, now: Instant, tx: &mut TxQueue) {
     let Some(key) = c.key.as_ref() else { return };
     if let Phase::Checking { next, tries } = &mut c.phase {
@@ -1467,7 +1509,7 @@ impl ShardCore for LoadCore {
         };
         let idx = idx as usize;
         match buf.first() {
-            Some(0..=3) => self.on_stun(now, idx, buf, tx),
+            Some(0..=3) => self.on_stun(now, idx, meta.src, buf, tx),
             Some(20..=63) => {
                 let Some(Some(c)) = self.clients.get_mut(idx) else { return };
                 if let Some(d) = c.dtls.as_mut() {
