@@ -105,7 +105,6 @@ fn step_json(s: &Step) -> Value {
         "window_s": p.window_s,
         "data_plane_cpu_s": p.data_plane_cpu(),
         "egress_pps_per_core": p.pps_per_core(),
-        "egress_pps_per_process_cpu": p.pps_per_process_cpu(),
         "data_plane_cpu": per_shard_cpu(p),
         "iou_wrk_threads": p.iou_wrk_threads,
         "latency_ms": {
@@ -330,6 +329,7 @@ fn phase_json(p: &PhaseResult) -> Value {
         },
         "max_shard_share_of_data_plane": p.max_shard_share(),
         "egress_pps_per_core": p.pps_per_core(),
+        "egress_pps_per_process_cpu": p.pps_per_process_cpu(),
         "video_bitrate": p.video_bitrate,
         "offered_egress_pps": p.offered_egress_pps,
         "generator_tx_full": p.generator_tx_full,
