@@ -723,7 +723,14 @@ impl LoadCore {
         self.events.push_back(LoadEvent::Second(Box::new(s)));
     }
 
-    fn on_stun(&mut self, now: Instant, idx: usize, from: SocketAddr, buf: &[u8], tx: &mut TxQueue) {
+    fn on_stun(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        from: SocketAddr,
+        buf: &[u8],
+        tx: &mut TxQueue,
+    ) {
         let Some(Some(c)) = self.clients.get_mut(idx) else { return };
         let Ok(msg) = StunView::parse(buf) else { return };
         if msg.method() == Method::BINDING && msg.class() == StunClass::Request {

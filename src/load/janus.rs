@@ -100,11 +100,8 @@ pub fn parse_reply(v: &Value) -> Result<Reply, ReplyError> {
         "error" => {
             let e = v.get("error");
             let code = e.and_then(|e| e.get("code")).and_then(Value::as_i64).unwrap_or(0);
-            let reason = e
-                .and_then(|e| e.get("reason"))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let reason =
+                e.and_then(|e| e.get("reason")).and_then(Value::as_str).unwrap_or("").to_string();
             Err(ReplyError::Janus(code, reason))
         }
         "event" => {
@@ -452,7 +449,8 @@ pub fn config_files(
 ) -> Vec<(&'static str, String)> {
     let keep = std::env::var_os("RINGSFU_LOAD_KEEP_JANUS").is_some();
     let (debug, nice) = if keep { (5, true) } else { (3, false) };
-    let loops = if event_loops > 0 { format!("\tevent_loops = {event_loops}\n") } else { "".into() };
+    let loops =
+        if event_loops > 0 { format!("\tevent_loops = {event_loops}\n") } else { "".into() };
     let main = format!(
         "general: {{\n\tconfigs_folder = \"{dir}\"\n\tplugins_folder = \"{JANUS_LIB}/plugins\"\n\
          \ttransports_folder = \"{JANUS_LIB}/transports\"\n\tevents_folder = \"{JANUS_LIB}/events\"\n\
@@ -492,8 +490,8 @@ impl JanusServer {
         for (name, text) in config_files(&dir, http_port, rtp_ports, event_loops) {
             std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))?;
         }
-        let log = std::fs::File::create(dir.join("janus.log"))
-            .map_err(|e| format!("janus.log: {e}"))?;
+        let log =
+            std::fs::File::create(dir.join("janus.log")).map_err(|e| format!("janus.log: {e}"))?;
         let child = std::process::Command::new(bin)
             .arg("-C")
             .arg(dir.join("janus.jcfg"))

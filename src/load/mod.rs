@@ -848,7 +848,11 @@ fn negotiate(answer: &str, local_ufrag: &str) -> Result<Negotiated, String> {
 
 /// [`negotiate`] for a server that checks connectivity too: the client answers its checks,
 /// signed with `local_pwd`.
-fn negotiate_with(answer: &str, local_ufrag: &str, local_pwd: String) -> Result<Negotiated, String> {
+fn negotiate_with(
+    answer: &str,
+    local_ufrag: &str,
+    local_pwd: String,
+) -> Result<Negotiated, String> {
     let d = crate::sdp::parse(answer).map_err(|e| format!("answer: {e}"))?;
     let server = d
         .candidates
@@ -1400,7 +1404,8 @@ async fn started_phases(
         let label = if several { format!("ringsfu-{b}-{n}sh") } else { format!("ringsfu-{b}") };
         let server = start_server(o, bin, b, n).await?;
         let pid = server.child.id();
-        let r = ringsfu_phase(o, &label, &server.api, Some(pid), Some(b.to_string()), Some(n)).await;
+        let r =
+            ringsfu_phase(o, &label, &server.api, Some(pid), Some(b.to_string()), Some(n)).await;
         drop(server);
         phases.push(r?);
     }
@@ -1418,7 +1423,7 @@ const JANUS_JOIN_TRIES: u32 = 50;
 /// One phase against a Janus the tool starts (see [`janus`]): the same topology, clients and
 /// window as [`ringsfu_phase`]; a room per session, a Janus session per room.
 async fn janus_phase(o: &Options, label: &str) -> Result<PhaseResult, String> {
-    use janus::{AnswerParams, Jsep, JanusServer, JanusSession};
+    use janus::{AnswerParams, JanusServer, JanusSession, Jsep};
     let mut server =
         JanusServer::start(&o.janus_bin, free_port(false)?, JANUS_RTP_PORTS, o.janus_event_loops)
             .await?;

@@ -178,9 +178,9 @@ impl CpuSampler {
 
     fn pid(&self) -> u32 {
         match &self.who {
-            DataPlane::Server { pid } | DataPlane::Thread { pid, .. } | DataPlane::Process { pid } => {
-                *pid
-            }
+            DataPlane::Server { pid }
+            | DataPlane::Thread { pid, .. }
+            | DataPlane::Process { pid } => *pid,
         }
     }
 
