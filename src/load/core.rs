@@ -8,8 +8,10 @@
 //!
 //! Per client (secure mode): ICE (Binding requests with USE-CANDIDATE, short-term
 //! MESSAGE-INTEGRITY and FINGERPRINT to the candidate of the SDP answer; consent refresh every
-//! 5 s), a DTLS client handshake ([`DtlsEndpoint`] in the client role), SRTP from the exported
-//! keys. Raw mode skips all of it and sends plain RTP to the minimal forwarder.
+//! 5 s; a server's own checks are answered when the spec gives the client's password, as
+//! Janus's libnice sends them), a DTLS client handshake ([`DtlsEndpoint`] in the client role),
+//! SRTP from the exported keys. Raw mode skips all of it and sends plain RTP to the minimal
+//! forwarder.
 //!
 //! Publishers send synthetic VP8 video (bitrate, packet size, frame rate, keyframes) and Opus
 //! audio. Every payload carries a stamp: magic, publisher index, track, sequence number and send

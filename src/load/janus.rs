@@ -686,6 +686,35 @@ mod tests {
         assert_eq!(offer.candidates[0].addr, "192.0.2.2:40735".parse().expect("addr"));
     }
 
+    /// A data channel m-line is rejected (port 0) and left out of the BUNDLE group; the answer
+    /// still parses and keeps every m-line.
+    #[test]
+    fn subscriber_answer_rejects_what_it_cannot_receive() {
+        let with_data = format!(
+            "{JANUS_OFFER}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+             c=IN IP4 192.0.2.2\r\na=mid:2\r\na=sctp-port:5000\r\n"
+        )
+        .replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2");
+        let offer = sdp::parse(&with_data).expect("parses");
+        assert_eq!(offer.media.len(), 3);
+        let p = AnswerParams {
+            ice_ufrag: "abcd",
+            ice_pwd: "0123456789abcdefghijklmn",
+            fingerprint: &["AB"; 32].join(":"),
+            candidate: "127.10.0.3:5000".parse().expect("addr"),
+            session_id: 9,
+        };
+        let a = write_answer(&offer, &p).expect("an answer");
+        let d = sdp::parse(&a).expect("the answer parses");
+        assert_eq!(d.media.len(), 3);
+        assert_eq!(d.media[2].port, 0);
+        assert_eq!(d.bundle, ["0", "1"]);
+        // Nothing to accept: no answer.
+        let mut none = offer.clone();
+        none.media.retain(|m| m.kind.is_none());
+        assert!(write_answer(&none, &p).is_none());
+    }
+
     #[test]
     fn publisher_offer_is_active() {
         let o = publisher_offer("a=setup:actpass\r\nm=x\r\na=setup:actpass\r\n");

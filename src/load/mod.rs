@@ -35,6 +35,11 @@
 //! generator's own thread was busy for more than `--max-load-cpu` of the window: then it, not
 //! the server, was the bottleneck.
 //!
+//! `--targets ringsfu-uring,ringsfu-epoll,janus` ([`janus`]): one phase per server, Janus's
+//! VideoRoom among them (started by the tool, in a network namespace the run moves into); the
+//! report adds every server's whole-process CPU and egress per CPU-second of it, loss and
+//! latency side by side, and the ratio of each ringsfu phase to Janus.
+//!
 //! `--simulcast` ([`simulcast`]): publishers offer and send three VP8 layers as openvidu-browser
 //! makes Chromium do in mediasoup mode; `--leg-cap` puts a policer in front of a
 //! `--capped-share` of the subscriber legs; every subscriber sends TWCC feedback; the report
@@ -1698,6 +1703,29 @@ mod tests {
         assert!(opts(&["--server-shards", "x"]).is_err());
         for bad in ["NOEQUALS", "=1", "A B=1", "A-B=1"] {
             assert!(opts(&["--server-env", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let o = opts(&["--server-bin", "/bin/true", "--targets", "ringsfu-uring,janus"])
+            .expect("two targets");
+        assert_eq!(
+            o.target_list().expect("read"),
+            [Target::Ringsfu("uring".into()), Target::Janus]
+        );
+        assert!(opts(&["--targets", "janus"]).is_ok(), "Janus alone needs no --server-bin");
+        assert!(opts(&[]).expect("defaults").target_list().expect("none").is_empty());
+        for bad in [
+            &["--targets", "ringsfu-uring"][..],
+            &["--targets", "mediasoup"],
+            &["--server-bin", "/bin/true", "--targets", "ringsfu-iocp"],
+            &["--targets", "janus,janus"],
+            &["--targets", "janus", "--simulcast"],
+            &["--targets", "janus", "--saturate"],
+            &["--targets", "janus", "--record"],
+        ] {
+            assert!(opts(bad).is_err(), "{bad:?}");
         }
     }
 
