@@ -1727,6 +1727,77 @@ mod tests {
         assert!(r.unknown > 0);
     }
 
+    /// A server's connectivity check to a client that knows its password gets a signed
+    /// success response naming the request's source; a check signed with another password,
+    /// or to a client without one (a ringsfu run), gets nothing.
+    #[test]
+    fn server_checks_are_answered_when_signed_with_our_password() {
+        let t0 = Instant::now();
+        let mut core = LoadCore::new(settings(1), t0);
+        let mut tx = TxQueue::new(64);
+        let server: SocketAddr = "10.99.0.1:20000".parse().unwrap();
+        for (index, pwd) in [(0u32, "client-password-0123456789"), (1, "")] {
+            let spec = ClientSpec {
+                index,
+                session: 0,
+                server,
+                publish: None,
+                source: Some(7),
+                secure: Some(SecureSpec {
+                    local_ufrag: "cli".into(),
+                    remote_ufrag: "srv".into(),
+                    remote_pwd: "server-password-012345678".into(),
+                    remote_fingerprint: Fingerprint::sha256(&[0; 32]).unwrap(),
+                    local_pwd: pwd.into(),
+                }),
+                cap_bps: None,
+                twcc_ext: 0,
+            };
+            core.handle_command(t0, LoadCommand::Add(Box::new(spec)), &mut tx);
+        }
+        // The clients' own checks.
+        while tx.pop_pending(|_, _| ()).is_some() {}
+        let check = |pwd: &str, txid: TransactionId| {
+            let mut b = vec![0u8; 256];
+            let mut w =
+                StunWriter::new(&mut b, StunClass::Request, Method::BINDING, &txid).unwrap();
+            w.username("cli:srv")
+                .unwrap()
+                .priority(1)
+                .unwrap()
+                .ice_controlled(5)
+                .unwrap()
+                .message_integrity(&IntegrityKey::short_term(pwd.as_bytes()))
+                .unwrap()
+                .fingerprint()
+                .unwrap();
+            let n = w.finish();
+            b.truncate(n);
+            b
+        };
+        let meta = |index: u32, len: usize| RecvMeta { src: server, ..meta_to(index, len) };
+        let txid: TransactionId = rand::random();
+        let mut req = check("client-password-0123456789", txid);
+        core.handle_datagram(t0, meta(0, req.len()), &mut req, &mut tx);
+        let (dst, src, resp) =
+            tx.pop_pending(|m, b| (m.dst, m.src, b.to_vec())).expect("an answer");
+        assert_eq!((dst, src), (server, Some(IpAddr::V4(client_ip(0)))));
+        let v = StunView::parse(&resp).expect("parses");
+        assert_eq!(v.class(), StunClass::SuccessResponse);
+        assert_eq!(v.transaction_id(), &txid);
+        assert_eq!(v.xor_mapped_address().unwrap(), Some(server));
+        let key = IntegrityKey::short_term(b"client-password-0123456789");
+        assert!(v.verify_integrity(&key).is_ok());
+        assert!(v.verify_fingerprint().is_ok());
+        assert!(tx.pop_pending(|_, _| ()).is_none());
+        // Wrong password; a client that answers nothing.
+        let mut bad = check("another-password-0123456", rand::random());
+        core.handle_datagram(t0, meta(0, bad.len()), &mut bad, &mut tx);
+        let mut to_ringsfu_client = check("client-password-0123456789", rand::random());
+        core.handle_datagram(t0, meta(1, to_ringsfu_client.len()), &mut to_ringsfu_client, &mut tx);
+        assert!(tx.pop_pending(|_, _| ()).is_none());
+    }
+
     /// Several windows on the same clients, the media changed between them (a saturation
     /// search): each window counts only its own packets, all delivered; media goes on after
     /// `EndWindow` and stops at `StopMedia`.
