@@ -1627,3 +1627,47 @@ pub fn cluster_plan(data: &[u8]) {
         assert_eq!(n.as_u64(), list.as_array().map(|a| a.len() as u64));
     }
 }
+
+/// The Janus target of `ringsfu-load` (`load::janus`): a message either sorts into a reply or
+/// names why not, and a sorted event keeps its jsep's SDP and a plugin error its code; an SDP
+/// that parses as an offer gets an answer (when it has audio or video to accept) that parses
+/// again, keeps every m-line, bundles the accepted mids and takes the DTLS client role.
+pub fn janus_signal(data: &[u8]) {
+    use crate::load::janus::{AnswerParams, Reply, ReplyError, parse_reply, poll_messages};
+    use crate::sdp;
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        match parse_reply(&v) {
+            Ok(Reply::Event { jsep: Some(j), .. }) => {
+                assert_eq!(v["jsep"]["sdp"].as_str(), Some(j.sdp.as_str()));
+            }
+            Err(ReplyError::Plugin(code, _)) => {
+                assert_eq!(v["plugindata"]["data"]["error_code"].as_i64(), Some(code));
+            }
+            Err(ReplyError::NotAMessage) => assert!(!v["janus"].is_string()),
+            _ => {}
+        }
+        let n = v.as_array().map_or(usize::from(!v.is_null()), Vec::len);
+        assert_eq!(poll_messages(v).len(), n);
+    }
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(offer) = sdp::parse(text) else { return };
+    let fp = ["AB"; 32].join(":");
+    let p = AnswerParams {
+        ice_ufrag: "fuzz",
+        ice_pwd: "fuzz-password-0123456789",
+        fingerprint: &fp,
+        candidate: "127.10.0.1:5000".parse().expect("a literal address"),
+        session_id: 1,
+    };
+    let Some(answer) = crate::load::janus::write_answer(&offer, &p) else { return };
+    let d = match sdp::parse(&answer) {
+        Ok(d) => d,
+        Err(e) => panic!("an answer that does not parse ({e}):\n{answer}"),
+    };
+    assert_eq!(d.media.len(), offer.media.len());
+    assert_eq!(d.setup, sdp::Setup::Active);
+    let accepted: Vec<String> =
+        d.media.iter().filter(|m| m.port != 0).map(|m| m.mid.clone()).collect();
+    assert!(!accepted.is_empty());
+    assert_eq!(d.bundle, accepted);
+}

@@ -43,6 +43,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "ingest_h264" => f::ingest_h264,
         "relay_offer" => f::relay_offer,
         "cluster_plan" => f::cluster_plan,
+        "janus_signal" => f::janus_signal,
         _ => return None,
     })
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole ringsfu test suite, from a fresh Debian machine with only Rust installed.
-# Installs the test-only tools it needs when missing (idempotent): Debian's chromium, coturn's
+# Installs the test-only tools it needs when missing (idempotent): Debian's chromium, janus, coturn's
 # turnutils, ffmpeg, mkvtoolnix and unzip, GStreamer (headers and plugins, for ringsfu-composer; its RTSP server through python3-gi, for the IP camera tests), iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
 # Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
 # shared by every stage, `cargo test`, a 3-minute soak and churn run (tools/soak.sh), the interop tests with the real OpenVidu SDKs and headless
@@ -40,6 +40,8 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 # tests/js/cluster.test.mjs: three nodes on one Redis (the test starts its own redis-server)
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# tests/load_janus.rs: Janus (VideoRoom) beside ringsfu in one ringsfu-load run
+command -v janus >/dev/null || need_pkgs+=(janus)
 # tests/js/browser_ipcam.test.mjs: a fake IP camera, GStreamer's RTSP server through Debian's
 # python3 (tests/js/lib/rtsp_camera.py), encoding H.264 (x264enc), PCMU and AAC (avenc_aac)
 /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \

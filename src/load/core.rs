@@ -8,8 +8,10 @@
 //!
 //! Per client (secure mode): ICE (Binding requests with USE-CANDIDATE, short-term
 //! MESSAGE-INTEGRITY and FINGERPRINT to the candidate of the SDP answer; consent refresh every
-//! 5 s), a DTLS client handshake ([`DtlsEndpoint`] in the client role), SRTP from the exported
-//! keys. Raw mode skips all of it and sends plain RTP to the minimal forwarder.
+//! 5 s; a server's own checks are answered when the spec gives the client's password, as
+//! Janus's libnice sends them), a DTLS client handshake ([`DtlsEndpoint`] in the client role),
+//! SRTP from the exported keys. Raw mode skips all of it and sends plain RTP to the minimal
+//! forwarder.
 //!
 //! Publishers send synthetic VP8 video (bitrate, packet size, frame rate, keyframes) and Opus
 //! audio. Every payload carries a stamp: magic, publisher index, track, sequence number and send
@@ -170,6 +172,10 @@ pub struct SecureSpec {
     pub remote_ufrag: String,
     pub remote_pwd: String,
     pub remote_fingerprint: Fingerprint,
+    /// Our ICE password, when the server sends connectivity checks too (Janus's libnice does,
+    /// even in ICE-lite mode): the client answers them, signed with it. Empty: checks are not
+    /// answered (ringsfu, an ICE-lite server, sends none).
+    pub local_pwd: String,
 }
 
 /// One client to start.
@@ -366,6 +372,8 @@ struct Client {
     phase: Phase,
     username: String,
     key: Option<IntegrityKey>,
+    /// Our short-term key, to check and sign answers to the server's checks.
+    local_key: Option<IntegrityKey>,
     txid: TransactionId,
     dtls: Option<DtlsEndpoint>,
     srtp_out: Option<SrtpContext>,
@@ -477,7 +485,13 @@ impl LoadCore {
             ),
             None => (String::new(), None),
         };
+        let local_key = spec
+            .secure
+            .as_ref()
+            .filter(|s| !s.local_pwd.is_empty())
+            .map(|s| IntegrityKey::short_term(s.local_pwd.as_bytes()));
         let mut c = Client {
+            local_key,
             ip: IpAddr::V4(client_ip(spec.index)),
             phase: Phase::Checking { next: now, tries: 0 },
             username,
@@ -711,9 +725,20 @@ impl LoadCore {
         self.events.push_back(LoadEvent::Second(Box::new(s)));
     }
 
-    fn on_stun(&mut self, now: Instant, idx: usize, buf: &[u8], tx: &mut TxQueue) {
+    fn on_stun(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        from: SocketAddr,
+        buf: &[u8],
+        tx: &mut TxQueue,
+    ) {
         let Some(Some(c)) = self.clients.get_mut(idx) else { return };
         let Ok(msg) = StunView::parse(buf) else { return };
+        if msg.method() == Method::BINDING && msg.class() == StunClass::Request {
+            answer_check(c, &msg, from, tx);
+            return;
+        }
         if msg.method() != Method::BINDING || msg.transaction_id() != &c.txid {
             return;
         }
@@ -1383,6 +1408,32 @@ fn send_feedback(c: &mut Client, now: Instant, remb: bool, window: bool, tx: &mu
     }
 }
 
+/// Answers the server's connectivity check with a success response (XOR-MAPPED-ADDRESS, signed
+/// with our password, FINGERPRINT), when the client knows its password and the request is
+/// signed with it; anything else gets no answer.
+fn answer_check(c: &Client, msg: &StunView<'_>, from: SocketAddr, tx: &mut TxQueue) {
+    let Some(key) = c.local_key.as_ref() else { return };
+    if msg.verify_integrity(key).is_err() {
+        return;
+    }
+    let Some(mut slot) = tx.push(from) else { return };
+    slot.set_source(Some(c.ip));
+    let n = (|| -> Option<usize> {
+        let mut w = StunWriter::new(
+            slot.buf(),
+            StunClass::SuccessResponse,
+            Method::BINDING,
+            msg.transaction_id(),
+        )
+        .ok()?;
+        w.xor_mapped_address(from).ok()?.message_integrity(key).ok()?.fingerprint().ok()?;
+        Some(w.finish())
+    })();
+    if let Some(n) = n {
+        slot.commit(n);
+    }
+}
+
 fn send_check(c: &mut Client, now: Instant, tx: &mut TxQueue) {
     let Some(key) = c.key.as_ref() else { return };
     if let Phase::Checking { next, tries } = &mut c.phase {
@@ -1467,7 +1518,7 @@ impl ShardCore for LoadCore {
         };
         let idx = idx as usize;
         match buf.first() {
-            Some(0..=3) => self.on_stun(now, idx, buf, tx),
+            Some(0..=3) => self.on_stun(now, idx, meta.src, buf, tx),
             Some(20..=63) => {
                 let Some(Some(c)) = self.clients.get_mut(idx) else { return };
                 if let Some(d) = c.dtls.as_mut() {
@@ -1674,6 +1725,77 @@ mod tests {
         assert!(r.latency.count() >= s.expected);
         assert_eq!(r.sent_packets, s.expected);
         assert!(r.unknown > 0);
+    }
+
+    /// A server's connectivity check to a client that knows its password gets a signed
+    /// success response naming the request's source; a check signed with another password,
+    /// or to a client without one (a ringsfu run), gets nothing.
+    #[test]
+    fn server_checks_are_answered_when_signed_with_our_password() {
+        let t0 = Instant::now();
+        let mut core = LoadCore::new(settings(1), t0);
+        let mut tx = TxQueue::new(64);
+        let server: SocketAddr = "10.99.0.1:20000".parse().unwrap();
+        for (index, pwd) in [(0u32, "client-password-0123456789"), (1, "")] {
+            let spec = ClientSpec {
+                index,
+                session: 0,
+                server,
+                publish: None,
+                source: Some(7),
+                secure: Some(SecureSpec {
+                    local_ufrag: "cli".into(),
+                    remote_ufrag: "srv".into(),
+                    remote_pwd: "server-password-012345678".into(),
+                    remote_fingerprint: Fingerprint::sha256(&[0; 32]).unwrap(),
+                    local_pwd: pwd.into(),
+                }),
+                cap_bps: None,
+                twcc_ext: 0,
+            };
+            core.handle_command(t0, LoadCommand::Add(Box::new(spec)), &mut tx);
+        }
+        // The clients' own checks.
+        while tx.pop_pending(|_, _| ()).is_some() {}
+        let check = |pwd: &str, txid: TransactionId| {
+            let mut b = vec![0u8; 256];
+            let mut w =
+                StunWriter::new(&mut b, StunClass::Request, Method::BINDING, &txid).unwrap();
+            w.username("cli:srv")
+                .unwrap()
+                .priority(1)
+                .unwrap()
+                .ice_controlled(5)
+                .unwrap()
+                .message_integrity(&IntegrityKey::short_term(pwd.as_bytes()))
+                .unwrap()
+                .fingerprint()
+                .unwrap();
+            let n = w.finish();
+            b.truncate(n);
+            b
+        };
+        let meta = |index: u32, len: usize| RecvMeta { src: server, ..meta_to(index, len) };
+        let txid: TransactionId = rand::random();
+        let mut req = check("client-password-0123456789", txid);
+        core.handle_datagram(t0, meta(0, req.len()), &mut req, &mut tx);
+        let (dst, src, resp) =
+            tx.pop_pending(|m, b| (m.dst, m.src, b.to_vec())).expect("an answer");
+        assert_eq!((dst, src), (server, Some(IpAddr::V4(client_ip(0)))));
+        let v = StunView::parse(&resp).expect("parses");
+        assert_eq!(v.class(), StunClass::SuccessResponse);
+        assert_eq!(v.transaction_id(), &txid);
+        assert_eq!(v.xor_mapped_address().unwrap(), Some(server));
+        let key = IntegrityKey::short_term(b"client-password-0123456789");
+        assert!(v.verify_integrity(&key).is_ok());
+        assert!(v.verify_fingerprint().is_ok());
+        assert!(tx.pop_pending(|_, _| ()).is_none());
+        // Wrong password; a client that answers nothing.
+        let mut bad = check("another-password-0123456", rand::random());
+        core.handle_datagram(t0, meta(0, bad.len()), &mut bad, &mut tx);
+        let mut to_ringsfu_client = check("client-password-0123456789", rand::random());
+        core.handle_datagram(t0, meta(1, to_ringsfu_client.len()), &mut to_ringsfu_client, &mut tx);
+        assert!(tx.pop_pending(|_, _| ()).is_none());
     }
 
     /// Several windows on the same clients, the media changed between them (a saturation

@@ -35,6 +35,11 @@
 //! generator's own thread was busy for more than `--max-load-cpu` of the window: then it, not
 //! the server, was the bottleneck.
 //!
+//! `--targets ringsfu-uring,ringsfu-epoll,janus` ([`janus`]): one phase per server, Janus's
+//! VideoRoom among them (started by the tool, in a network namespace the run moves into); the
+//! report adds every server's whole-process CPU and egress per CPU-second of it, loss and
+//! latency side by side, and the ratio of each ringsfu phase to Janus.
+//!
 //! `--simulcast` ([`simulcast`]): publishers offer and send three VP8 layers as openvidu-browser
 //! makes Chromium do in mediasoup mode; `--leg-cap` puts a policer in front of a
 //! `--capped-share` of the subscriber legs; every subscriber sends TWCC feedback; the report
@@ -42,6 +47,7 @@
 
 pub mod core;
 pub mod hist;
+pub mod janus;
 pub mod offer;
 pub mod procfs;
 pub mod raw;
@@ -203,6 +209,33 @@ pub struct Options {
     /// Simulcast: subscribers also send REMB once a second (their cap, else 20 Mbit/s).
     #[arg(long)]
     pub remb: bool,
+    /// Servers to measure, one phase each in this order, instead of --backends:
+    /// `ringsfu-uring`, `ringsfu-epoll` (need --server-bin) and `janus` (Janus's VideoRoom
+    /// started from --janus-bin, see `load::janus`), e.g. `ringsfu-uring,ringsfu-epoll,janus`.
+    /// The report then compares every ringsfu phase with Janus by egress per CPU-second of
+    /// the whole server process.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// The Janus binary the `janus` target starts (Debian's `janus` package).
+    #[arg(long, default_value = "janus")]
+    pub janus_bin: std::path::PathBuf,
+    /// Janus's static event loops (`event_loops`; 0: its default, a thread per handle).
+    #[arg(long, default_value_t = 0)]
+    pub janus_event_loops: u32,
+    /// With the `janus` target, stay in this network namespace instead of making one (it must
+    /// then route the clients' 127.10.0.0/16 back through Janus's interface, see
+    /// `load::janus::enter_netns`); by default a run with Janus moves into a new namespace
+    /// (root), and its ringsfu phases with it.
+    #[arg(long)]
+    pub no_netns: bool,
+}
+
+/// One server a run measures (`--targets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// ringsfu on this I/O backend (`uring`, `epoll`, `auto`), started from --server-bin.
+    Ringsfu(String),
+    Janus,
 }
 
 impl Options {
@@ -224,6 +257,22 @@ impl Options {
         } else {
             (1.0 / self.verify_ratio).round().clamp(1.0, u32::MAX as f64) as u32
         }
+    }
+
+    /// `--targets` read (empty: the run is planned from --backends as before).
+    pub fn target_list(&self) -> Result<Vec<Target>, String> {
+        self.targets
+            .iter()
+            .map(|t| match t.as_str() {
+                "janus" => Ok(Target::Janus),
+                r => match r.strip_prefix("ringsfu-") {
+                    Some(b) => backend_of(b).map(|_| Target::Ringsfu(b.to_string())),
+                    None => Err(format!(
+                        "--targets {r:?}: want janus or ringsfu-<backend> (uring, epoll, auto)"
+                    )),
+                },
+            })
+            .collect()
     }
 
     /// Subscriber legs (peer connections receiving one publisher each).
@@ -294,6 +343,21 @@ impl Options {
         }
         if self.leg_cap == Some(0) {
             return Err("--leg-cap must be above 0 kbit/s".into());
+        }
+        let targets = self.target_list()?;
+        if targets.iter().any(|t| matches!(t, Target::Ringsfu(_))) && self.server_bin.is_none() {
+            return Err("--targets ringsfu-<backend> needs --server-bin".into());
+        }
+        if targets.iter().enumerate().any(|(i, t)| targets[..i].contains(t)) {
+            return Err("--targets: a target given twice".into());
+        }
+        if targets.contains(&Target::Janus) {
+            if self.simulcast || self.saturate || self.record {
+                return Err("--targets janus: not with --simulcast, --saturate or --record".into());
+            }
+            if self.server_shards.len() > 1 {
+                return Err("--targets janus: one --server-shards count".into());
+            }
         }
         if !(0.0..=1.0).contains(&self.capped_share) {
             return Err("--capped-share must be in [0, 1]".into());
@@ -432,6 +496,11 @@ impl PhaseResult {
         (all > 0.0).then(|| {
             self.shard_cpu.iter().map(|(n, _)| self.shard_total_cpu(n) / all).fold(0.0, f64::max)
         })
+    }
+    /// Delivered packets per CPU-second of the whole server process (every thread): the
+    /// like-for-like figure between ringsfu and another SFU.
+    pub fn pps_per_process_cpu(&self) -> Option<f64> {
+        self.server_cpu_total.filter(|&c| c > 0.0).map(|c| self.delivered as f64 / c)
     }
     /// Delivered packets per second of data-plane CPU: egress pps per core.
     pub fn pps_per_core(&self) -> Option<f64> {
@@ -779,6 +848,16 @@ struct Negotiated {
 }
 
 fn negotiate(answer: &str, local_ufrag: &str) -> Result<Negotiated, String> {
+    negotiate_with(answer, local_ufrag, String::new())
+}
+
+/// [`negotiate`] for a server that checks connectivity too: the client answers its checks,
+/// signed with `local_pwd`.
+fn negotiate_with(
+    answer: &str,
+    local_ufrag: &str,
+    local_pwd: String,
+) -> Result<Negotiated, String> {
     let d = crate::sdp::parse(answer).map_err(|e| format!("answer: {e}"))?;
     let server = d
         .candidates
@@ -801,6 +880,7 @@ fn negotiate(answer: &str, local_ufrag: &str) -> Result<Negotiated, String> {
             remote_ufrag: d.ice_ufrag,
             remote_pwd: d.ice_pwd,
             remote_fingerprint: fp,
+            local_pwd,
         },
         server,
     })
@@ -868,17 +948,30 @@ fn client_offer(
     send_ssrcs: Option<(u32, u32)>,
     simulcast: bool,
 ) -> (String, String) {
+    let (ufrag, _, offer) = client_offer_pwd(idx, fingerprint, load_port, send_ssrcs, simulcast);
+    (ufrag, offer)
+}
+
+/// [`client_offer`] that also gives the client's ICE password: `(ufrag, pwd, offer)`.
+fn client_offer_pwd(
+    idx: u32,
+    fingerprint: &str,
+    load_port: u16,
+    send_ssrcs: Option<(u32, u32)>,
+    simulcast: bool,
+) -> (String, String, String) {
     let ufrag = random_token(8);
+    let pwd = random_token(24);
     let offer = offer::write_offer(&offer::OfferParams {
         ice_ufrag: &ufrag,
-        ice_pwd: &random_token(24),
+        ice_pwd: &pwd,
         fingerprint,
         candidate: SocketAddr::new(IpAddr::V4(client_ip(idx)), load_port),
         send_ssrcs,
         session_id: rand::random::<u64>() >> 2,
         simulcast,
     });
-    (ufrag, offer)
+    (ufrag, pwd, offer)
 }
 
 impl Phase<'_> {
@@ -1303,44 +1396,247 @@ async fn start_server(
     }
 }
 
+/// One phase per `--server-shards` count against a ringsfu started from `bin` on backend `b`
+/// (the shard counts of a backend one after the other: their ratio is the steadier for it).
+async fn started_phases(
+    o: &Options,
+    bin: &std::path::Path,
+    b: &str,
+    phases: &mut Vec<PhaseResult>,
+) -> Result<(), String> {
+    let several = o.server_shards.len() > 1;
+    for &n in &o.server_shards {
+        let label = if several { format!("ringsfu-{b}-{n}sh") } else { format!("ringsfu-{b}") };
+        let server = start_server(o, bin, b, n).await?;
+        let pid = server.child.id();
+        let r =
+            ringsfu_phase(o, &label, &server.api, Some(pid), Some(b.to_string()), Some(n)).await;
+        drop(server);
+        phases.push(r?);
+    }
+    Ok(())
+}
+
+/// Janus's RTP ports: below the kernel's ephemeral range (where the load generator's and a
+/// ringsfu's ports come from), one per peer connection and spare.
+const JANUS_RTP_PORTS: (u16, u16) = (20000, 29999);
+
+/// Retries of a subscriber's `join` while Janus does not know the feed yet (its publisher's
+/// DTLS is up on the client's side a moment before Janus's).
+const JANUS_JOIN_TRIES: u32 = 50;
+
+/// One phase against a Janus the tool starts (see [`janus`]): the same topology, clients and
+/// window as [`ringsfu_phase`]; a room per session, a Janus session per room.
+async fn janus_phase(o: &Options, label: &str) -> Result<PhaseResult, String> {
+    use janus::{AnswerParams, JanusServer, JanusSession, Jsep};
+    let mut server =
+        JanusServer::start(&o.janus_bin, free_port(false)?, JANUS_RTP_PORTS, o.janus_event_loops)
+            .await?;
+    let pid = server.child.id();
+    let epoch = Instant::now();
+    let cert = DtlsCert::generate().map_err(|e| format!("certificate: {e}"))?;
+    let fp = cert.sdp_fingerprint();
+    let fp = fp.strip_prefix("sha-256 ").unwrap_or(&fp).to_string();
+    let ctx = DtlsContext::new(cert, &DtlsConfig::default()).map_err(|e| format!("dtls: {e}"))?;
+    let load = spawn_load(o, epoch, Some(ctx))?;
+    let lay = layout(o);
+    let mut ph = Phase {
+        o,
+        label: label.to_string(),
+        load,
+        tr: Tracker::default(),
+        server_pid: Some(pid),
+        last_server_cpu: None,
+        data_plane: Some(DataPlane::Process { pid }),
+        sampler: None,
+        api: None,
+    };
+    let mut r = PhaseResult {
+        label: label.to_string(),
+        kind: "janus",
+        clients: lay.total,
+        video_bitrate: o.video_bitrate,
+        offered_egress_pps: o.expected_egress_pps(),
+        ..Default::default()
+    };
+    let load_port = ph.load.port;
+    let ramp_start = Instant::now();
+    let mut started = 0u64;
+    let pace = |n: u64| ramp_start + Duration::from_secs_f64(n as f64 / o.ramp.max(0.001));
+    // Sessions and rooms.
+    let mut rooms = Vec::new();
+    for _ in 0..o.sessions {
+        let s = JanusSession::create(&server.api).await?;
+        let h = s.attach().await?;
+        let (data, _) = s
+            .message(
+                h,
+                json!({"request": "create", "publishers": o.publishers, "bitrate": 0,
+                       "audiocodec": "opus", "videocodec": "vp8", "notify_joining": false}),
+                None,
+            )
+            .await?;
+        let room = data["room"].as_u64().ok_or("create: no room id")?;
+        rooms.push((s, room));
+    }
+    // Publishers: joinandconfigure with the offer, the answer in the event.
+    let mut feeds: Vec<Vec<u64>> = Vec::new();
+    for (k, (s, room)) in rooms.iter().enumerate() {
+        let mut ids = Vec::new();
+        for &idx in &lay.publishers[k] {
+            ph.idle(pace(started).saturating_duration_since(Instant::now())).await;
+            started += 1;
+            let h = s.attach().await?;
+            let ssrcs = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
+            let (ufrag, pwd, offer) = client_offer_pwd(idx, &fp, load_port, Some(ssrcs), false);
+            let (data, jsep) = s
+                .message(
+                    h,
+                    json!({"request": "joinandconfigure", "room": room, "ptype": "publisher",
+                           "display": format!("pub{idx}"), "audio": true, "video": true}),
+                    Some(Jsep { offer: true, sdp: janus::publisher_offer(&offer) }),
+                )
+                .await?;
+            ids.push(data["id"].as_u64().ok_or("joinandconfigure: no publisher id")?);
+            let answer = jsep.filter(|j| !j.offer).ok_or("joinandconfigure: no answer")?;
+            let n = negotiate_with(&answer.sdp, &ufrag, pwd)?;
+            ph.command(LoadCommand::Add(Box::new(ClientSpec {
+                index: idx,
+                session: k as u32,
+                server: n.server,
+                publish: Some(ssrcs),
+                source: None,
+                secure: Some(n.spec),
+                cap_bps: None,
+                twcc_ext: 0,
+            })))
+            .await?;
+        }
+        feeds.push(ids);
+    }
+    let pubs: Vec<u32> = lay.publishers.iter().flatten().copied().collect();
+    ph.wait_for(Duration::from_secs(20), |t| {
+        pubs.iter().all(|i| t.connected.contains_key(i)) || !t.failed.is_empty()
+    })
+    .await;
+    ph.idle(Duration::from_millis(300)).await;
+    let rss_before = procfs::rss_bytes(pid);
+    // Subscriber legs: join as subscriber to the feed, Janus's offer, our answer with start.
+    let mut join_start = HashMap::new();
+    let mut sub_clients = Vec::new();
+    for (k, (s, room)) in rooms.iter().enumerate() {
+        for legs in &lay.legs[k] {
+            for (j, &idx) in legs.iter().enumerate() {
+                ph.idle(pace(started).saturating_duration_since(Instant::now())).await;
+                started += 1;
+                let t_join = Instant::now();
+                let h = s.attach().await?;
+                let body = json!({"request": "join", "room": room, "ptype": "subscriber",
+                                  "streams": [{"feed": feeds[k][j]}]});
+                let mut tries = 0;
+                let offer = loop {
+                    match s.message(h, body.clone(), None).await {
+                        Ok((_, Some(j))) if j.offer => break j,
+                        Ok(_) => return Err("join: no offer".into()),
+                        Err(e) if e.contains("error 428") && tries < JANUS_JOIN_TRIES => {
+                            tries += 1;
+                            ph.idle(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                let d = crate::sdp::parse(&offer.sdp).map_err(|e| format!("Janus offer: {e}"))?;
+                let ufrag = random_token(8);
+                let pwd = random_token(24);
+                let answer = janus::write_answer(
+                    &d,
+                    &AnswerParams {
+                        ice_ufrag: &ufrag,
+                        ice_pwd: &pwd,
+                        fingerprint: &fp,
+                        candidate: SocketAddr::new(IpAddr::V4(client_ip(idx)), load_port),
+                        session_id: rand::random::<u64>() >> 2,
+                    },
+                )
+                .ok_or("Janus offer: no audio or video to accept")?;
+                let n = negotiate_with(&offer.sdp, &ufrag, pwd)?;
+                s.message(h, json!({"request": "start"}), Some(Jsep { offer: false, sdp: answer }))
+                    .await?;
+                join_start.insert(idx, t_join);
+                sub_clients.push(idx);
+                ph.command(LoadCommand::Add(Box::new(ClientSpec {
+                    index: idx,
+                    session: k as u32,
+                    server: n.server,
+                    publish: None,
+                    source: Some(lay.publishers[k][j]),
+                    secure: Some(n.spec),
+                    cap_bps: None,
+                    twcc_ext: 0,
+                })))
+                .await?;
+            }
+        }
+    }
+    let total = lay.total as usize;
+    ph.wait_for(Duration::from_secs(20) + Duration::from_secs_f64(total as f64 * 0.02), |t| {
+        t.connected.len() + t.failed.len() >= total
+    })
+    .await;
+    r.ramp_s =
+        Some((ramp_start.duration_since(epoch).as_secs_f64(), epoch.elapsed().as_secs_f64()));
+    ph.idle(Duration::from_millis(300)).await;
+    let rss_after = procfs::rss_bytes(pid);
+    r.server_rss = rss_after;
+    if let (Some(a), Some(b)) = (rss_before, rss_after)
+        && !sub_clients.is_empty()
+    {
+        r.mem_per_leg = Some((b as f64 - a as f64) / sub_clients.len() as f64);
+    }
+    ph.measure(&mut r, &sub_clients, &join_start).await?;
+    ph.conclude(&mut r);
+    if let Ok(Some(st)) = server.child.try_wait() {
+        r.failures.push(format!("Janus exited during the phase ({st}): {}", server.log_tail()));
+    }
+    drop(rooms);
+    let _ = ph.load.shards.shutdown();
+    drop(server);
+    Ok(r)
+}
+
 /// Runs every phase; the results and the JSON document.
 pub fn run(o: &Options) -> Result<(Vec<PhaseResult>, Value), String> {
     o.validate()?;
+    if o.target_list()?.contains(&Target::Janus) && !o.no_netns {
+        janus::enter_netns()?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     rt.block_on(async {
         let mut phases = Vec::new();
+        let targets = o.target_list()?;
         match &o.server_bin {
+            _ if !targets.is_empty() => {
+                for t in &targets {
+                    match (t, &o.server_bin) {
+                        (Target::Ringsfu(b), Some(bin)) => {
+                            started_phases(o, bin, b, &mut phases).await?;
+                        }
+                        (Target::Ringsfu(_), None) => {
+                            return Err("--targets ringsfu-<backend> needs --server-bin".into());
+                        }
+                        (Target::Janus, _) => phases.push(janus_phase(o, "janus").await?),
+                    }
+                }
+            }
             Some(bin) => {
                 for b in &o.backends {
                     backend_of(b)?;
                 }
-                // Every backend once per shard count, the shard counts of a backend one after
-                // the other (their ratio is the steadier for it).
-                let several = o.server_shards.len() > 1;
                 for b in &o.backends {
-                    for &n in &o.server_shards {
-                        let label = if several {
-                            format!("ringsfu-{b}-{n}sh")
-                        } else {
-                            format!("ringsfu-{b}")
-                        };
-                        let server = start_server(o, bin, b, n).await?;
-                        let pid = server.child.id();
-                        let r = ringsfu_phase(
-                            o,
-                            &label,
-                            &server.api,
-                            Some(pid),
-                            Some(b.clone()),
-                            Some(n),
-                        )
-                        .await;
-                        drop(server);
-                        phases.push(r?);
-                    }
+                    started_phases(o, bin, b, &mut phases).await?;
                 }
             }
             None => {
@@ -1407,6 +1703,29 @@ mod tests {
         assert!(opts(&["--server-shards", "x"]).is_err());
         for bad in ["NOEQUALS", "=1", "A B=1", "A-B=1"] {
             assert!(opts(&["--server-env", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let o = opts(&["--server-bin", "/bin/true", "--targets", "ringsfu-uring,janus"])
+            .expect("two targets");
+        assert_eq!(
+            o.target_list().expect("read"),
+            [Target::Ringsfu("uring".into()), Target::Janus]
+        );
+        assert!(opts(&["--targets", "janus"]).is_ok(), "Janus alone needs no --server-bin");
+        assert!(opts(&[]).expect("defaults").target_list().expect("none").is_empty());
+        for bad in [
+            &["--targets", "ringsfu-uring"][..],
+            &["--targets", "mediasoup"],
+            &["--server-bin", "/bin/true", "--targets", "ringsfu-iocp"],
+            &["--targets", "janus,janus"],
+            &["--targets", "janus", "--simulcast"],
+            &["--targets", "janus", "--saturate"],
+            &["--targets", "janus", "--record"],
+        ] {
+            assert!(opts(bad).is_err(), "{bad:?}");
         }
     }
 

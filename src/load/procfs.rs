@@ -116,6 +116,9 @@ pub enum DataPlane {
     /// and the io_uring worker threads it started (`iou-wrk-<tid>`); other workers of that
     /// process belong to someone else and are not counted.
     Thread { pid: u32, tid: u32, name: String },
+    /// Every thread of a process (another SFU, whose threads are all its data plane), by name
+    /// with trailing digits and spaces dropped (`hloop 123`: `hloop`).
+    Process { pid: u32 },
 }
 
 /// One thread's run time as seen over a window, across samples.
@@ -175,7 +178,9 @@ impl CpuSampler {
 
     fn pid(&self) -> u32 {
         match &self.who {
-            DataPlane::Server { pid } | DataPlane::Thread { pid, .. } => *pid,
+            DataPlane::Server { pid }
+            | DataPlane::Thread { pid, .. }
+            | DataPlane::Process { pid } => *pid,
         }
     }
 
@@ -189,6 +194,7 @@ impl CpuSampler {
                 DataPlane::Thread { tid: owner, .. } => {
                     tid == *owner || iou_wrk_owner(&comm) == Some(*owner)
                 }
+                DataPlane::Process { .. } => true,
             };
             if counted && let Some(cpu) = thread_cpu(pid, tid) {
                 out.push((tid, comm, cpu));
@@ -220,7 +226,7 @@ impl CpuSampler {
         let owner_of = |tid: u32| -> String {
             match &self.who {
                 DataPlane::Thread { name, .. } => name.clone(),
-                DataPlane::Server { .. } => self
+                DataPlane::Server { .. } | DataPlane::Process { .. } => self
                     .seen
                     .get(&tid)
                     .filter(|t| !t.comm.starts_with(IOU_WRK))
@@ -245,6 +251,10 @@ impl CpuSampler {
                 let name = match &self.who {
                     DataPlane::Thread { name, .. } => name.clone(),
                     DataPlane::Server { .. } => t.comm.clone(),
+                    DataPlane::Process { .. } => {
+                        let g = t.comm.trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ');
+                        if g.is_empty() { t.comm.clone() } else { g.to_string() }
+                    }
                 };
                 add(&mut out.threads, name, cpu);
             }

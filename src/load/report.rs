@@ -329,6 +329,7 @@ fn phase_json(p: &PhaseResult) -> Value {
         },
         "max_shard_share_of_data_plane": p.max_shard_share(),
         "egress_pps_per_core": p.pps_per_core(),
+        "egress_pps_per_process_cpu": p.pps_per_process_cpu(),
         "video_bitrate": p.video_bitrate,
         "offered_egress_pps": p.offered_egress_pps,
         "generator_tx_full": p.generator_tx_full,
@@ -444,7 +445,71 @@ pub fn ratios(phases: &[PhaseResult]) -> Value {
             }),
         );
     }
+    // Every ringsfu phase against Janus, like for like: egress per CPU-second of the whole
+    // server process; loss and latency side by side.
+    if let Some(j) = phases.iter().find(|p| p.kind == "janus") {
+        for p in &ringsfu {
+            out.insert(
+                format!("{}/janus", p.label),
+                json!({
+                    "egress_pps_per_process_cpu":
+                        ratio(p.pps_per_process_cpu(), j.pps_per_process_cpu()),
+                    "process_cpu_s": [p.server_cpu_total, j.server_cpu_total],
+                    "egress_pps": [p.egress_pps(), j.egress_pps()],
+                    "loss": [p.loss(), j.loss()],
+                    "latency_p50_ms": [ms(p.latency.quantile(0.5)), ms(j.latency.quantile(0.5))],
+                    "latency_p99_ms": [ms(p.latency.quantile(0.99)), ms(j.latency.quantile(0.99))],
+                }),
+            );
+        }
+    }
     Value::Object(out)
+}
+
+/// The side-by-side block of a run with a Janus phase: per phase the whole server process's CPU
+/// and egress per CPU-second of it, loss and latency (empty without Janus).
+pub fn peer_lines(phases: &[PhaseResult]) -> String {
+    let mut s = String::new();
+    if !phases.iter().any(|p| p.kind == "janus") {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "{:<16} {:>13} {:>16} {:>12} {:>14} {:>9} {:>8} {:>8}",
+        "server",
+        "process cpu s",
+        "pps/process cpu",
+        "dp cpu s",
+        "pps/dp core",
+        "loss %",
+        "p50 ms",
+        "p99 ms"
+    );
+    for p in phases.iter().filter(|p| p.kind == "ringsfu" || p.kind == "janus") {
+        let dp = p.kind == "ringsfu";
+        let _ = writeln!(
+            s,
+            "{:<16} {:>13} {:>16} {:>12} {:>14} {:>9.4} {:>8.2} {:>8.2}",
+            p.label,
+            opt(p.server_cpu_total, 1.0, 2),
+            opt(p.pps_per_process_cpu(), 1.0, 0),
+            if dp { format!("{:.2}", p.data_plane_cpu()) } else { "-".into() },
+            if dp { opt(p.pps_per_core(), 1.0, 0) } else { "-".into() },
+            p.loss() * 100.0,
+            ms(p.latency.quantile(0.5)),
+            ms(p.latency.quantile(0.99)),
+        );
+    }
+    if let Value::Object(r) = ratios(phases) {
+        for (k, v) in r.iter().filter(|(k, _)| k.ends_with("/janus")) {
+            let _ = writeln!(
+                s,
+                "ratio {k}: egress per process CPU-second {}",
+                opt(v["egress_pps_per_process_cpu"].as_f64(), 1.0, 3)
+            );
+        }
+    }
+    s
 }
 
 /// The JSON document of a run.
@@ -489,6 +554,8 @@ pub fn json(o: &Options, phases: &[PhaseResult]) -> Value {
         },
         "server_shards": o.server_shards,
         "server_env": o.server_env,
+        "targets": o.targets,
+        "janus_event_loops": o.janus_event_loops,
         "saturate": if o.saturate {
             json!({
                 "knob": "video_bitrate", "factor": o.saturate_factor, "steps": o.saturate_steps,
@@ -581,7 +648,7 @@ pub fn table(phases: &[PhaseResult]) -> String {
         }
     }
     if let Value::Object(r) = ratios(phases) {
-        for (k, v) in r {
+        for (k, v) in r.iter().filter(|(k, _)| !k.ends_with("/janus")) {
             let _ = writeln!(
                 s,
                 "ratio {k}: egress pps per core {}{}",
@@ -597,6 +664,7 @@ pub fn table(phases: &[PhaseResult]) -> String {
             );
         }
     }
+    s.push_str(&peer_lines(phases));
     s
 }
 
