@@ -42,6 +42,7 @@
 
 pub mod core;
 pub mod hist;
+pub mod impair;
 pub mod offer;
 pub mod procfs;
 pub mod raw;
