@@ -433,7 +433,12 @@ mod tests {
 
     #[test]
     fn netem_jitter_reorders() {
-        let p = LinkParams { delay: ms(100), jitter: ms(30), jitter_reorders: true, ..Default::default() };
+        let p = LinkParams {
+            delay: ms(100),
+            jitter: ms(30),
+            jitter_reorders: true,
+            ..Default::default()
+        };
         let (out, _) = drive(p, 2000, 4096);
         assert_eq!(out.len(), 2000);
         let swaps = out.windows(2).filter(|w| w[0].0 > w[1].0).count();
@@ -492,8 +497,17 @@ mod tests {
     fn bad_parameters_are_refused() {
         let bad = |p: LinkParams| Impairer::<u8>::new(p, 1, 1).err();
         assert_eq!(bad(LinkParams { loss: 1.5, ..Default::default() }), Some(ParamError::Loss));
-        assert_eq!(bad(LinkParams { loss: f64::NAN, ..Default::default() }), Some(ParamError::Loss));
-        assert_eq!(bad(LinkParams { reorder: -0.1, ..Default::default() }), Some(ParamError::Reorder));
-        assert_eq!(bad(LinkParams { delay: ms(20_000), ..Default::default() }), Some(ParamError::TooLong));
+        assert_eq!(
+            bad(LinkParams { loss: f64::NAN, ..Default::default() }),
+            Some(ParamError::Loss)
+        );
+        assert_eq!(
+            bad(LinkParams { reorder: -0.1, ..Default::default() }),
+            Some(ParamError::Reorder)
+        );
+        assert_eq!(
+            bad(LinkParams { delay: ms(20_000), ..Default::default() }),
+            Some(ParamError::TooLong)
+        );
     }
 }
