@@ -59,13 +59,17 @@ async function serverCounters(server) {
   const want = ['ringsfu_shard_nacks_in_total', 'ringsfu_shard_nacks_out_total',
     'ringsfu_shard_rtx_out_total', 'ringsfu_shard_rtx_missing_total',
     'ringsfu_shard_rtx_too_old_total', 'ringsfu_shard_rtx_over_budget_total',
-    'ringsfu_shard_pli_out_total', 'ringsfu_consumer_rtx_refused_total'];
+    'ringsfu_shard_pli_out_total', 'ringsfu_consumer_rtx_refused_total',
+    'ringsfu_consumer_estimate_bps', 'ringsfu_consumer_rtt_milliseconds'];
   const r = await fetch(`${server.url}/metrics`, { headers: { Authorization: basicAuth() } });
   const text = await r.text();
   const out = {};
   for (const line of text.split('\n')) {
     const m = line.match(/^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/);
     if (m && want.includes(m[1])) out[m[1]] = (out[m[1]] || 0) + Number(m[3]);
+    // Packets the media core dropped, by reason (non-zero ones only).
+    const d = line.match(/^ringsfu_shard_media_drops_total\{.*reason="([a-z_]+)".*\} ([0-9]+)$/);
+    if (d && Number(d[2]) > 0) out[`drop_${d[1]}`] = (out[`drop_${d[1]}`] || 0) + Number(d[2]);
   }
   return out;
 }
@@ -224,7 +228,7 @@ try {
   }
   result = {
     ok: true, mode, window: seconds, links, start, end, summary: summarize(start, end),
-    relays: relayStats, server: serverDelta,
+    relays: relayStats, server: serverDelta, serverEnd: counters1,
     logs: server ? server.logs().slice(-3000) : undefined,
   };
 } catch (e) {
