@@ -1,9 +1,10 @@
 //! `ringsfu-load impair`: a link impairment relay for tests (issue 19): loss, delay, jitter and
 //! reordering on one direction of a link, for kernels without netem.
 //!
-//! The relay does not forward packets itself: an nftables rule hands a link direction's UDP
-//! packets to an NFQUEUE (`... udp queue num N`), and the relay holds each packet's verdict
-//! until its release time, then accepts it (or drops it). The packet never leaves the kernel's
+//! The relay does not forward packets itself: a netfilter rule hands a link direction's UDP
+//! packets to an NFQUEUE (`iptables ... -p udp -j NFQUEUE --queue-num N`; nftables' own
+//! `queue` expression is not built into these kernels, the xtables target is), and the relay
+//! holds each packet's verdict until its release time, then accepts it (or drops it). The packet never leaves the kernel's
 //! path, so addresses and ports are untouched end to end and ICE sees the real candidates. The
 //! kernel segments GSO trains before queueing (the relay does not ask for `F_GSO`), so loss and
 //! delay apply per datagram.
@@ -74,9 +75,9 @@ impl Default for LinkParams {
 /// Why [`LinkParams::check`] refused the parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
-    #[error("loss must be a share in 0..=1")]
+    #[error("loss must be a share in 0..=1 (--loss: 0 to 100 percent)")]
     Loss,
-    #[error("reorder must be a share in 0..=1")]
+    #[error("reorder must be a share in 0..=1 (--reorder: 0 to 100 percent)")]
     Reorder,
     #[error("delay, jitter and reorder gap must each be at most 10 s")]
     TooLong,
@@ -251,10 +252,11 @@ impl<T> Impairer<T> {
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
     name = "ringsfu-load impair",
+    bin_name = "ringsfu-load impair",
     about = "Hold the verdicts of one NFQUEUE: loss, delay, jitter, reordering (root; test tool)"
 )]
 pub struct ImpairOptions {
-    /// The NFQUEUE number an nftables rule sends this direction's packets to.
+    /// The NFQUEUE number a rule sends this direction's packets to (iptables -j NFQUEUE).
     #[arg(long)]
     pub queue: u16,
     /// Loss share in percent.
