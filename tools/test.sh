@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole ringsfu test suite, from a fresh Debian machine with only Rust installed.
 # Installs the test-only tools it needs when missing (idempotent): Debian's chromium, janus, coturn's
-# turnutils, ffmpeg, mkvtoolnix and unzip, GStreamer (headers and plugins, for ringsfu-composer; its RTSP server through python3-gi, for the IP camera tests), iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
+# turnutils, iptables, ffmpeg, mkvtoolnix and unzip, GStreamer (headers and plugins, for ringsfu-composer; its RTSP server through python3-gi, for the IP camera tests), iproute2, nftables, openssl, systemd (systemd-analyze, -sysusers, -tmpfiles),
 # Node.js; the npm packages of tests/js; cargo-deb. Then: format and lint checks, one debug build
 # shared by every stage, `cargo test`, a 3-minute soak and churn run (tools/soak.sh), the interop tests with the real OpenVidu SDKs and headless
 # Chromium, the Debian package (release build, file list checked by tools/check-deb.sh), and the
@@ -26,6 +26,9 @@ command -v chromium >/dev/null || need_pkgs+=(chromium)
 command -v turnutils_uclient >/dev/null || need_pkgs+=(coturn)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v nft >/dev/null || need_pkgs+=(nftables)
+# tests/js/browser_impair.test.mjs: NFQUEUE rules for the impairment relays (nft's own queue
+# expression is not in these kernels; iptables' NFQUEUE target through nft_compat is)
+command -v iptables >/dev/null || need_pkgs+=(iptables)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)

@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use ringsfu::load::impair::{self, ImpairOptions};
 use ringsfu::load::{Options, report, run};
 
 #[derive(Parser, Debug)]
@@ -20,6 +21,17 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // `ringsfu-load impair ...`: the link impairment relay (ringsfu::load::impair).
+    if std::env::args().nth(1).as_deref() == Some("impair") {
+        let o = ImpairOptions::parse_from(std::env::args().skip(1));
+        return match impair::run(&o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringsfu-load impair: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = Cli::parse();
     let o = cli.opts;
     let (phases, doc) = match run(&o) {

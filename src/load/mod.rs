@@ -48,6 +48,7 @@
 pub mod core;
 pub mod hist;
 pub mod janus;
+pub mod impair;
 pub mod offer;
 pub mod procfs;
 pub mod raw;

@@ -129,13 +129,14 @@ export const CHROMIUM_ARGS = [
 export const chromiumPath = () => process.env.CHROMIUM || '/usr/bin/chromium';
 
 /** Headless Chromium with a fresh profile; `executablePath`: a program to run instead of
- * chromiumPath() (a wrapper that execs it, for instance). Returns { ctx, close() }. */
-export async function launchChromium({ executablePath = chromiumPath() } = {}) {
+ * chromiumPath() (a wrapper that execs it, for instance); `args`: flags added to
+ * CHROMIUM_ARGS. Returns { ctx, close() }. */
+export async function launchChromium({ executablePath = chromiumPath(), args = [] } = {}) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-chromium-'));
   const ctx = await chromium.launchPersistentContext(userDataDir, {
     executablePath,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
   }).catch((e) => {
     fs.rmSync(userDataDir, { recursive: true, force: true });
     throw e;

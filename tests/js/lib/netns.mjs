@@ -83,12 +83,12 @@ export function createNetns(index, net8 = 100 + (process.pid % 100)) {
 }
 
 /** Headless Chromium running inside namespace `ns` (a wrapper script execs it through
- * `ip netns exec`, so the browser's pid is the one playwright started). */
-export async function chromiumIn(ns) {
+ * `ip netns exec`, so the browser's pid is the one playwright started); `args`: extra flags. */
+export async function chromiumIn(ns, { args = [] } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ringsfu-netns-'));
   const wrapper = path.join(dir, 'chromium');
   fs.writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns.name} ${JSON.stringify(chromiumPath())} "$@"\n`, { mode: 0o755 });
-  const b = await launchChromium({ executablePath: wrapper });
+  const b = await launchChromium({ executablePath: wrapper, args });
   return {
     ...b,
     async close() {
