@@ -4,19 +4,23 @@
 
 use std::time::{Duration, Instant};
 
-/// Jitter margin added to the RTT when judging a retransmission's use.
-pub const JITTER_MARGIN: Duration = Duration::from_millis(50);
-/// How long a receiver typically holds a frame for a late packet beyond the RTT.
-pub const PLAYOUT: Duration = Duration::from_millis(400);
+/// A packet this young is always worth resending: a receiver's jitter buffer waits for
+/// retransmissions about this long and longer on slow links (libwebrtc's senders keep a packet
+/// for resending max(1 s, 3 RTT) for the same reason).
+pub const MIN_AGE: Duration = Duration::from_secs(1);
+/// RTTs a packet stays worth resending on a slow link.
+pub const AGE_RTTS: u32 = 3;
 /// No packet older than this is resent, whatever the RTT.
-pub const MAX_AGE: Duration = Duration::from_secs(1);
+pub const MAX_AGE: Duration = Duration::from_secs(3);
 /// RTT assumed before any measurement.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(200);
 
 /// True if a packet first sent at `sent_at` would arrive too late to help if resent `now`:
-/// older than RTT + jitter margin + playout, capped at [`MAX_AGE`].
+/// older than max([`MIN_AGE`], [`AGE_RTTS`] RTTs), capped at [`MAX_AGE`]. (Before: RTT + 450
+/// ms, at most 1 s, which refused resends Chromium was still waiting for once each link had
+/// 100 ms of delay: BENCHMARKS.md "Loss, delay and reordering".)
 pub fn too_old(now: Instant, sent_at: Instant, rtt: Option<Duration>) -> bool {
-    let limit = (rtt.unwrap_or(DEFAULT_RTT) + JITTER_MARGIN + PLAYOUT).min(MAX_AGE);
+    let limit = (rtt.unwrap_or(DEFAULT_RTT) * AGE_RTTS).max(MIN_AGE).min(MAX_AGE);
     now.saturating_duration_since(sent_at) > limit
 }
 
@@ -84,9 +88,12 @@ mod tests {
     fn age_limit() {
         let t0 = Instant::now();
         let rtt = Some(Duration::from_millis(100));
-        assert!(!too_old(t0 + Duration::from_millis(550), t0, rtt));
-        assert!(too_old(t0 + Duration::from_millis(551), t0, rtt));
-        assert!(too_old(t0 + Duration::from_millis(1001), t0, Some(Duration::from_secs(3))));
+        assert!(!too_old(t0 + Duration::from_millis(1000), t0, rtt));
+        assert!(too_old(t0 + Duration::from_millis(1001), t0, rtt));
+        let slow = Some(Duration::from_millis(500));
+        assert!(!too_old(t0 + Duration::from_millis(1500), t0, slow), "3 RTTs on a slow link");
+        assert!(too_old(t0 + Duration::from_millis(1501), t0, slow));
+        assert!(too_old(t0 + Duration::from_millis(3001), t0, Some(Duration::from_secs(3))));
         assert!(!too_old(t0, t0 + Duration::from_secs(1), None), "a clock going back is not age");
     }
 
