@@ -194,6 +194,12 @@ test('sessions created through A are placed by load and served through every nod
   assert.equal((await api(nodes[o], `/sessions/${sid}`)).status, 404);
   await until(async () => (await owner(sid)) === null, 'claim released', { tries: 60, everyMs: 100 });
 
+  // Recordings: the list is every node's, one recording is looked for node by node.
+  const recs = await api(nodes.B, '/recordings');
+  assert.equal(recs.status, 200);
+  const rj = await recs.json();
+  assert.equal(rj.count, rj.items.length);
+  assert.equal((await api(nodes.B, '/recordings/no-such-recording')).status, 404);
   // The internal listener refuses what no node signed, even with the right Basic auth.
   const bad = await fetch(`${nodes.A.internal}/openvidu/api/sessions`, { headers: { Authorization: basicAuth() } });
   assert.equal(bad.status, 401);

@@ -10,7 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 
 use super::plan::{self, H_NODE, H_SIG, H_TIME, NodeRecord, Target};
@@ -397,11 +397,9 @@ async fn forward(
             out_headers.append(k.clone(), v.clone());
         }
     }
-    let body = resp.bytes().await.map_err(|e| {
-        cluster.counts.forward_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        e.to_string()
-    })?;
-    let mut r = (status, body).into_response();
+    // Streamed through, not buffered: a recording file may be large.
+    let mut r = Response::new(Body::from_stream(resp.bytes_stream()));
+    *r.status_mut() = status;
     *r.headers_mut() = out_headers;
     Ok(r)
 }
