@@ -258,21 +258,28 @@ pub fn rtp_rewrite(data: &[u8]) {
         ts: seed.rotate_left(7),
         ssrc: !seed,
     };
-    let value = &data[..data.len().min(16)];
-    let id = (seed % 16) as u8;
+    // Up to 47 bytes and ids up to 31: both the one-byte and the two-byte form (RFC 8285),
+    // beside a one-byte-sized element that must come out in whichever form was chosen.
+    let value = &data[..data.len().min((seed >> 24) as usize % 48)];
+    let id = (seed % 32) as u8;
+    let other: (u8, &[u8]) = (if id == 1 { 2 } else { 1 }, b"m");
     let mut out = [0u8; 2 * 1500];
     // What follows the header, padding included (the forwarding path copies it whole).
     let tail = &data[orig.header_len()..];
-    if let Some(n) = write_header(&mut out, &h, &orig, &[(id, value)]) {
+    if let Some(n) = write_header(&mut out, &h, &orig, &[other, (id, value)]) {
         let end = write_rtx_payload(&mut out, n, seed as u16, tail)
             .expect("a 3000-byte buffer holds a header and a 1500-byte payload");
         let w = RtpView::parse(&out[..end]).expect("a written header parses");
         assert_eq!((w.marker(), w.payload_type(), w.sequence_number()), (h.marker, h.pt, h.seq));
         assert_eq!((w.timestamp(), w.ssrc()), (h.ts, h.ssrc));
         assert!(w.csrcs().eq(orig.csrcs()));
-        if (1..=14).contains(&id) && !value.is_empty() {
+        if id != 0 && !value.is_empty() {
             assert_eq!(w.extension(id), Some(value));
         }
+        assert_eq!(w.extension(other.0), Some(other.1));
+        let two = id != 0 && !value.is_empty() && (id > 14 || value.len() > 16);
+        assert_eq!(w.extension_profile(), Some(if two { 0x1000 } else { 0xBEDE }));
+        assert!(n.is_multiple_of(4));
         if let Ok(Some(n)) = rtx_unwrap(&mut out, end, 0x1234, 96) {
             let u = RtpView::parse(&out[..n]).expect("unwrapped parses");
             assert_eq!((u.ssrc(), u.sequence_number()), (0x1234, seed as u16));

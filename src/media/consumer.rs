@@ -247,9 +247,9 @@ fn open_slot<'t>(
 
 /// The one recipe that writes an RTP packet to a consumer track into a send slot: the header
 /// with this leg's fields and extensions (mid, abs-send-time, transport-wide sequence number,
-/// and the source's audio level and video orientation when both sides negotiated them), for a
-/// retransmission the OSN, then the source's payload protected into the slot (one copy, fused
-/// with the encryption). False when nothing was sent (a full pool or a packet too large:
+/// and the source's audio level, video orientation and Dependency Descriptor when both sides
+/// negotiated them), for a retransmission the OSN, then the source's payload protected into
+/// the slot (one copy, fused with the encryption). False when nothing was sent (a full pool or a packet too large:
 /// counted as `TxFull`).
 pub(super) fn write_rtp(
     tx: &mut Egress<'_>,
@@ -266,7 +266,12 @@ pub(super) fn write_rtp(
     let orientation = (e.video_orientation != 0 && se.video_orientation != 0)
         .then(|| v.extension(se.video_orientation))
         .flatten();
-    let exts: [(u8, &[u8]); 5] = [
+    // The Dependency Descriptor (negotiated for AV1 only): as the publisher sent it, in the
+    // two-byte form when it carries its structure (write_header picks the form).
+    let dd = (e.dependency_descriptor != 0 && se.dependency_descriptor != 0)
+        .then(|| v.extension(se.dependency_descriptor))
+        .flatten();
+    let exts: [(u8, &[u8]); 6] = [
         (e.mid, leg.cfg.mid.as_bytes()),
         (e.abs_send_time, &abs[1..]),
         (if twcc.is_some() { e.twcc } else { 0 }, twcc.as_ref().map_or(&[][..], |t| &t[..])),
@@ -275,6 +280,7 @@ pub(super) fn write_rtp(
             if orientation.is_some() { e.video_orientation } else { 0 },
             orientation.unwrap_or_default(),
         ),
+        (if dd.is_some() { e.dependency_descriptor } else { 0 }, dd.unwrap_or_default()),
     ];
     let payload = &v.as_bytes()[v.header_len()..];
     // Room for the SRTP tag and trailer behind the packet.
