@@ -143,6 +143,16 @@ impl DdPacket {
         (dt < self.dt_cnt as usize).then(|| Dti::from_bits(self.dtis >> (2 * dt)))
     }
 
+    /// The highest temporal id of a decode target (of structure `s`) this frame is a switch
+    /// point for, if any. In Chromium's L3T3_KEY a T2 frame is a switch point for nothing, a T1
+    /// frame for its spatial layer's T2 target: a consumer on T1 goes up at the next T1 frame.
+    pub fn switch_temporal(&self, s: &DdStructure) -> Option<u8> {
+        (0..(self.dt_cnt as usize).min(MAX_DECODE_TARGETS))
+            .filter(|&d| self.dti(d) == Some(Dti::Switch))
+            .map(|d| s.dt_max_tid[d])
+            .max()
+    }
+
     /// Puts what the descriptor says into the payload's [`PacketInfo`] for the layer logic
     /// (AV1 SVC, or any codec sent with the descriptor): spatial and temporal id (when a
     /// structure gave them), start and end of frame (of the layer frame), layer sync when the
