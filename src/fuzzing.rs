@@ -959,17 +959,51 @@ pub fn av1_dd(data: &[u8]) {
             (p.start_of_frame, p.end_of_frame, p.frame_number)
         );
     }
+    // The active decode targets rewrite: what it writes parses back as the same frame with
+    // the new bitmask (the structure, DTIs, diffs and chains kept bit for bit).
+    fn rewrite(d: &[u8], p: &DdPacket, s: &DdStructure, active: u32) {
+        let mut out = [0u8; av1_dd::MAX_DESCRIPTOR_LEN];
+        let Ok(n) = av1_dd::with_active_decode_targets(d, p, s, active, &mut out) else {
+            return;
+        };
+        let q = av1_dd::parse(&out[..n], Some(s)).expect("a rewritten descriptor parses");
+        assert_eq!(q.active_decode_targets, Some(active & s.all_targets()));
+        assert_eq!(q.new_structure.as_ref(), p.new_structure.as_ref());
+        assert_eq!(
+            (q.spatial_id, q.temporal_id, q.frame_number),
+            (p.spatial_id, p.temporal_id, p.frame_number)
+        );
+        assert_eq!(
+            (q.start_of_frame, q.end_of_frame, q.template_id),
+            (p.start_of_frame, p.end_of_frame, p.template_id)
+        );
+        assert_eq!(&q.fdiffs[..q.fdiff_cnt as usize], &p.fdiffs[..p.fdiff_cnt as usize]);
+        assert_eq!(
+            &q.chain_fdiffs[..q.chain_cnt as usize],
+            &p.chain_fdiffs[..p.chain_cnt as usize]
+        );
+        for dt in 0..s.decode_target_count() {
+            assert_eq!(q.dti(dt), p.dti(dt));
+        }
+    }
     let Some((&n, rest)) = data.split_first() else { return };
     let (first, mut more) = rest.split_at((n as usize).min(rest.len()));
     let mut structure = None;
     if let Ok(p) = av1_dd::parse(first, None) {
         check(&p, p.new_structure.as_ref());
+        if let Some(s) = p.new_structure.as_ref() {
+            rewrite(first, &p, s, u32::from(n).rotate_left(3));
+        }
         structure = p.new_structure;
     }
     while let Some((&len, tail)) = more.split_first() {
         let (d, t) = tail.split_at((len as usize % 64).min(tail.len()));
         if let Ok(p) = av1_dd::parse(d, structure.as_ref()) {
-            check(&p, p.new_structure.as_ref().or(structure.as_ref()));
+            let s = p.new_structure.as_ref().or(structure.as_ref());
+            check(&p, s);
+            if let Some(s) = s {
+                rewrite(d, &p, s, u32::from(len) * 0x0101_0101);
+            }
         }
         more = t;
     }

@@ -21,6 +21,7 @@ use crate::router::TrackId;
 use crate::sdp::ExtIds;
 use crate::shard::TxSlot;
 use crate::srtp::SrtpContext;
+use crate::wire::codec::av1_dd::{self, DdStructure, MAX_DESCRIPTOR_LEN};
 use crate::wire::codec::{Codec, PacketInfo, vp8, vp9};
 use crate::wire::rtcp::sr;
 use crate::wire::rtp::RtpView;
@@ -66,6 +67,12 @@ pub(super) struct ConsumerLayers {
     switches_before: u64,
     /// Outgoing seq → (picture id, TL0PICIDX), by seq modulo [`PIC_MEMORY`].
     pics: Box<[PicEntry]>,
+    /// The forwarded layers changed (or a keyframe, whose structure says "all active", went
+    /// out): the next forwarded frame start carries the active decode targets in its AV1
+    /// Dependency Descriptor ([`ConsumerLayers::announce_targets`]).
+    pub announce: bool,
+    /// That rewritten descriptor.
+    pub dd: Box<[u8; MAX_DESCRIPTOR_LEN]>,
 }
 
 impl ConsumerLayers {
@@ -86,6 +93,8 @@ impl ConsumerLayers {
             sources: [None; MAX_ENCODINGS],
             switches_before: 0,
             pics: vec![(0, 0, None, false); PIC_MEMORY].into_boxed_slice(),
+            announce: false,
+            dd: Box::new([0; MAX_DESCRIPTOR_LEN]),
         }
     }
 
@@ -104,7 +113,27 @@ impl ConsumerLayers {
             }
             self.sources[usize::from(p.encoding)] = Some(p.ssrc);
         }
-        self.selector.on_packet(now, p, info)
+        let before = self.selector.current();
+        let v = self.selector.on_packet(now, p, info);
+        let sent = matches!(v.action, super::layers::Action::Forward { .. });
+        self.announce |= self.selector.current() != before || (sent && info.keyframe);
+        v
+    }
+
+    /// Descriptor `dd` of a forwarded frame start (structure `s`) rewritten into
+    /// [`ConsumerLayers::dd`] with the decode targets the layers forwarded now serve as the
+    /// active ones (AV1 RTP spec A.8.3.3: a receiver then ignores the chains of the others);
+    /// its length, and the announcement done. `None`: it does not parse, leave it as it is.
+    /// (Chromium decodes without it: it follows each frame's references and uses the chains
+    /// only for loss notifications.)
+    pub fn announce_targets(&mut self, dd: &[u8], s: &DdStructure) -> Option<usize> {
+        let cur = self.selector.current()?;
+        let p = av1_dd::parse(dd, Some(s)).ok()?;
+        let s = p.new_structure.as_ref().unwrap_or(s);
+        let active = s.targets_upto(cur.spatial, cur.temporal);
+        let n = av1_dd::with_active_decode_targets(dd, &p, s, active, &mut self.dd[..]).ok()?;
+        self.announce = false;
+        Some(n)
     }
 
     /// Remembers the picture id written on outgoing `seq`.
@@ -221,6 +250,9 @@ pub(super) struct Source<'a, 'b> {
     /// A picture id and TL0PICIDX to write into the payload descriptor (a consumer choosing
     /// layers): the payload is then copied, patched and encrypted in place.
     pub picture: Option<(Codec, u16, Option<u8>)>,
+    /// A Dependency Descriptor to send instead of the source's (the active decode targets
+    /// announced, [`ConsumerLayers::announce_targets`]).
+    pub dd: Option<&'a [u8]>,
 }
 
 /// A send slot for `leg` (from its local address) with the queue's length before it, and the
@@ -269,7 +301,7 @@ pub(super) fn write_rtp(
     // The Dependency Descriptor (negotiated for AV1 only): as the publisher sent it, in the
     // two-byte form when it carries its structure (write_header picks the form).
     let dd = (e.dependency_descriptor != 0 && se.dependency_descriptor != 0)
-        .then(|| v.extension(se.dependency_descriptor))
+        .then(|| src.dd.or_else(|| v.extension(se.dependency_descriptor)))
         .flatten();
     let exts: [(u8, &[u8]); 6] = [
         (e.mid, leg.cfg.mid.as_bytes()),

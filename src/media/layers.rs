@@ -79,6 +79,11 @@ impl DdStructures {
         }
     }
 
+    /// The structure last seen on `track`.
+    pub fn get(&self, track: TrackId) -> Option<&DdStructure> {
+        self.by_track.get(track.0 as usize)?.as_deref()
+    }
+
     /// Forgets `track`'s structure (a new stream on a reused router track).
     pub fn forget(&mut self, track: TrackId) {
         if let Some(s) = self.by_track.get_mut(track.0 as usize) {
