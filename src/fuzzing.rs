@@ -264,9 +264,12 @@ pub fn rtp_rewrite(data: &[u8]) {
     let id = (seed % 32) as u8;
     let other: (u8, &[u8]) = (if id == 1 { 2 } else { 1 }, b"m");
     let mut out = [0u8; 2 * 1500];
-    // What follows the header, padding included (the forwarding path copies it whole).
+    // What follows the header, padding included (the forwarding path copies it whole); a
+    // datagram's worth at most (mutated inputs can be longer).
     let tail = &data[orig.header_len()..];
-    if let Some(n) = write_header(&mut out, &h, &orig, &[other, (id, value)]) {
+    if tail.len() <= 1500
+        && let Some(n) = write_header(&mut out, &h, &orig, &[other, (id, value)])
+    {
         let end = write_rtx_payload(&mut out, n, seed as u16, tail)
             .expect("a 3000-byte buffer holds a header and a 1500-byte payload");
         let w = RtpView::parse(&out[..end]).expect("a written header parses");
