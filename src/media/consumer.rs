@@ -120,6 +120,18 @@ impl ConsumerLayers {
         v
     }
 
+    /// The Dependency Descriptor override for a packet [`Source`]: the announcement written
+    /// by [`ConsumerLayers::announce_targets`] (`len`), or for a simulcast source none at all
+    /// (an empty value: each encoding numbers its frames on its own, and a switch to one whose
+    /// numbers are lower would make Chromium drop its keyframe as older than the structure it
+    /// holds; without the descriptor it assembles AV1 from the payload alone).
+    pub fn descriptor(&self, len: Option<usize>) -> Option<&[u8]> {
+        if self.tracks.len() > 1 {
+            return Some(&[]);
+        }
+        self.dd.get(..len?)
+    }
+
     /// Descriptor `dd` of a forwarded frame start (structure `s`) rewritten into
     /// [`ConsumerLayers::dd`] with the decode targets the layers forwarded now serve as the
     /// active ones (AV1 RTP spec A.8.3.3: a receiver then ignores the chains of the others);
@@ -251,7 +263,7 @@ pub(super) struct Source<'a, 'b> {
     /// layers): the payload is then copied, patched and encrypted in place.
     pub picture: Option<(Codec, u16, Option<u8>)>,
     /// A Dependency Descriptor to send instead of the source's (the active decode targets
-    /// announced, [`ConsumerLayers::announce_targets`]).
+    /// announced, [`ConsumerLayers::announce_targets`]; empty: none).
     pub dd: Option<&'a [u8]>,
 }
 
@@ -417,5 +429,60 @@ pub(super) fn write_padding(
             true
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::layers::DdStructures;
+    use crate::wire::codec::av1_dd::{BitWriter, sample_l1t3_with_structure};
+
+    /// An AV1 consumer announces the active decode targets on the first frame start after its
+    /// layers change (and on a keyframe); a simulcast one sends no descriptor at all.
+    #[test]
+    fn av1_active_targets_announced_after_a_change() {
+        let t0 = Instant::now();
+        let track = TrackId(0);
+        let mut l = ConsumerLayers::new(Codec::Av1, vec![track], 7, 90_000, 100);
+        let mut dd = DdStructures::default();
+        let mut seq = 0u16;
+        let mut send = |l: &mut ConsumerLayers, dd: &mut DdStructures, ext: &[u8]| {
+            seq += 1;
+            let mut info = PacketInfo::default();
+            dd.apply(track, ext, &mut info);
+            let meta = PacketMeta {
+                encoding: 0,
+                ssrc: 1,
+                seq,
+                timestamp: u32::from(seq) * 3000,
+                marker: true,
+            };
+            let v = l.on_packet(t0, &meta, &info);
+            let sent = matches!(v.action, crate::media::layers::Action::Forward { .. });
+            let s = dd.get(track).cloned();
+            let n = (sent && l.announce).then(|| l.announce_targets(ext, s.as_ref()?)).flatten();
+            let out = n.map(|n| l.descriptor(Some(n)).unwrap().to_vec());
+            (sent, out.map(|d| av1_dd::parse(&d, s.as_ref()).unwrap().active_decode_targets))
+        };
+        let frame = |template: u8, n: u16| [0xC0 | template, (n >> 8) as u8, n as u8];
+        let mut w = BitWriter::default();
+        sample_l1t3_with_structure(&mut w, 0, 1);
+        // The keyframe: every target of the structure active (the selector forwards all).
+        assert_eq!(send(&mut l, &mut dd, w.finish()), (true, Some(Some(0b111))));
+        assert_eq!(send(&mut l, &mut dd, &frame(3, 2)), (true, None), "announced once");
+        // Down to T1 at the next picture start: DT2 (T2) no longer active.
+        l.selector.set_target(crate::media::layers::LayerTarget {
+            encoding: 0,
+            spatial: 3,
+            temporal: 1,
+        });
+        assert_eq!(send(&mut l, &mut dd, &frame(2, 3)), (true, Some(Some(0b011))));
+        assert_eq!(send(&mut l, &mut dd, &frame(4, 4)), (false, None));
+        assert_eq!(send(&mut l, &mut dd, &frame(1, 5)), (true, None));
+        // Simulcast: the descriptor is never sent.
+        let sim = ConsumerLayers::new(Codec::Av1, vec![track, TrackId(1)], 7, 90_000, 100);
+        assert_eq!(sim.descriptor(None), Some(&[][..]));
+        assert_eq!(l.descriptor(None), None);
     }
 }

@@ -221,7 +221,7 @@ impl MediaCore {
                     }
                 }
             }
-            let dd = dd_len.and_then(|n| out.layers.as_deref().and_then(|l| l.dd.get(..n)));
+            let dd = out.layers.as_deref().and_then(|l| l.descriptor(dd_len));
             let Some(leg) = t.leg(&out.cfg, now) else { return };
             let src = Source { packet: v, ext, header, osn: None, abs_send_time: abs, picture, dd };
             if write_rtp(tx, leg, &src, stats) {
@@ -421,7 +421,7 @@ impl MediaCore {
                     osn,
                     abs_send_time: abs,
                     picture,
-                    dd: None,
+                    dd: l.descriptor(None),
                 };
                 if write_rtp(tx, leg, &src, stats) {
                     stat!(stats, rtx_out);
