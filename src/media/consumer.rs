@@ -330,7 +330,9 @@ pub(super) fn write_rtp(
     // Room for the SRTP tag and trailer behind the packet.
     let room = slot.room().len().saturating_sub(64);
     let b = &mut slot.room()[..room];
-    let Some(hl) = write_header(b, &src.header, v, &exts) else {
+    // Without a descriptor (every non-AV1 packet) the header walks five elements, as before.
+    let exts = if dd.is_some() { &exts[..] } else { &exts[..5] };
+    let Some(hl) = write_header(b, &src.header, v, exts) else {
         stats.count_drop(MediaDrop::TxFull);
         return false;
     };

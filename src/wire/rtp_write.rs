@@ -54,36 +54,36 @@ pub fn write_header(
 ) -> Option<usize> {
     let cc = src.csrc_count() as usize;
     let start = FIXED_HEADER_LEN + 4 * cc;
-    // One pass: the one-byte form's size and whether an element needs the two-byte form (whose
-    // size is the one-byte size plus a byte per element).
-    let (mut ext_bytes, mut count, mut two) = (0usize, 0usize, false);
-    for &(id, v) in exts {
-        if kept(id, v) {
-            ext_bytes += 1 + v.len();
-            count += 1;
-            two |= id > 14 || v.len() > 16;
-        }
+    let fits = |id: u8, v: &[u8]| (1..=14).contains(&id) && (1..=16).contains(&v.len());
+    // An element that is kept but does not fit the one-byte form: the two-byte form (cold).
+    if exts.iter().any(|&(id, v)| kept(id, v) && !fits(id, v)) {
+        let body = exts.iter().filter(|(id, v)| kept(*id, v)).map(|(_, v)| 2 + v.len()).sum();
+        return write_two_byte(b, h, src, exts, start, body);
     }
-    if two {
-        return write_two_byte(b, h, src, exts, start, ext_bytes + count);
-    }
+    let ext_bytes: usize =
+        exts.iter().filter(|(id, v)| fits(*id, v)).map(|(_, v)| 1 + v.len()).sum();
     let ext_len = if ext_bytes == 0 { 0 } else { 4 + ext_bytes.next_multiple_of(4) };
     let end = start + ext_len;
     if b.len() < end {
         return None;
     }
+    b[1] = (u8::from(h.marker) << 7) | (h.pt & 0x7F);
+    b[2..4].copy_from_slice(&h.seq.to_be_bytes());
+    b[4..8].copy_from_slice(&h.ts.to_be_bytes());
+    b[8..12].copy_from_slice(&h.ssrc.to_be_bytes());
+    b[FIXED_HEADER_LEN..start].copy_from_slice(&src.as_bytes()[FIXED_HEADER_LEN..start]);
     if ext_len > 0 {
         b[start..start + 2].copy_from_slice(&PROFILE_ONE_BYTE.to_be_bytes());
         b[start + 2..start + 4].copy_from_slice(&(((ext_len - 4) / 4) as u16).to_be_bytes());
         let mut q = start + 4;
-        for &(id, v) in exts.iter().filter(|(id, v)| kept(*id, v)) {
+        for &(id, v) in exts.iter().filter(|(id, v)| fits(*id, v)) {
             b[q] = (id << 4) | (v.len() as u8 - 1);
             b[q + 1..q + 1 + v.len()].copy_from_slice(v);
             q += 1 + v.len();
         }
         b[q..end].fill(0);
     }
-    write_fixed(b, h, src, cc, ext_len > 0);
+    b[0] = 0x80 | (u8::from(src.has_padding()) << 5) | (u8::from(ext_len > 0) << 4) | cc as u8;
     Some(end)
 }
 
