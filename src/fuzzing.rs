@@ -258,21 +258,31 @@ pub fn rtp_rewrite(data: &[u8]) {
         ts: seed.rotate_left(7),
         ssrc: !seed,
     };
-    let value = &data[..data.len().min(16)];
-    let id = (seed % 16) as u8;
+    // Up to 47 bytes and ids up to 31: both the one-byte and the two-byte form (RFC 8285),
+    // beside a one-byte-sized element that must come out in whichever form was chosen.
+    let value = &data[..data.len().min((seed >> 24) as usize % 48)];
+    let id = (seed % 32) as u8;
+    let other: (u8, &[u8]) = (if id == 1 { 2 } else { 1 }, b"m");
     let mut out = [0u8; 2 * 1500];
-    // What follows the header, padding included (the forwarding path copies it whole).
+    // What follows the header, padding included (the forwarding path copies it whole); a
+    // datagram's worth at most (mutated inputs can be longer).
     let tail = &data[orig.header_len()..];
-    if let Some(n) = write_header(&mut out, &h, &orig, &[(id, value)]) {
+    if tail.len() <= 1500
+        && let Some(n) = write_header(&mut out, &h, &orig, &[other, (id, value)])
+    {
         let end = write_rtx_payload(&mut out, n, seed as u16, tail)
             .expect("a 3000-byte buffer holds a header and a 1500-byte payload");
         let w = RtpView::parse(&out[..end]).expect("a written header parses");
         assert_eq!((w.marker(), w.payload_type(), w.sequence_number()), (h.marker, h.pt, h.seq));
         assert_eq!((w.timestamp(), w.ssrc()), (h.ts, h.ssrc));
         assert!(w.csrcs().eq(orig.csrcs()));
-        if (1..=14).contains(&id) && !value.is_empty() {
+        if id != 0 && !value.is_empty() {
             assert_eq!(w.extension(id), Some(value));
         }
+        assert_eq!(w.extension(other.0), Some(other.1));
+        let two = id != 0 && !value.is_empty() && (id > 14 || value.len() > 16);
+        assert_eq!(w.extension_profile(), Some(if two { 0x1000 } else { 0xBEDE }));
+        assert!(n.is_multiple_of(4));
         if let Ok(Some(n)) = rtx_unwrap(&mut out, end, 0x1234, 96) {
             let u = RtpView::parse(&out[..n]).expect("unwrapped parses");
             assert_eq!((u.ssrc(), u.sequence_number()), (0x1234, seed as u16));
@@ -952,17 +962,51 @@ pub fn av1_dd(data: &[u8]) {
             (p.start_of_frame, p.end_of_frame, p.frame_number)
         );
     }
+    // The active decode targets rewrite: what it writes parses back as the same frame with
+    // the new bitmask (the structure, DTIs, diffs and chains kept bit for bit).
+    fn rewrite(d: &[u8], p: &DdPacket, s: &DdStructure, active: u32) {
+        let mut out = [0u8; av1_dd::MAX_DESCRIPTOR_LEN];
+        let Ok(n) = av1_dd::with_active_decode_targets(d, p, s, active, &mut out) else {
+            return;
+        };
+        let q = av1_dd::parse(&out[..n], Some(s)).expect("a rewritten descriptor parses");
+        assert_eq!(q.active_decode_targets, Some(active & s.all_targets()));
+        assert_eq!(q.new_structure.as_ref(), p.new_structure.as_ref());
+        assert_eq!(
+            (q.spatial_id, q.temporal_id, q.frame_number),
+            (p.spatial_id, p.temporal_id, p.frame_number)
+        );
+        assert_eq!(
+            (q.start_of_frame, q.end_of_frame, q.template_id),
+            (p.start_of_frame, p.end_of_frame, p.template_id)
+        );
+        assert_eq!(&q.fdiffs[..q.fdiff_cnt as usize], &p.fdiffs[..p.fdiff_cnt as usize]);
+        assert_eq!(
+            &q.chain_fdiffs[..q.chain_cnt as usize],
+            &p.chain_fdiffs[..p.chain_cnt as usize]
+        );
+        for dt in 0..s.decode_target_count() {
+            assert_eq!(q.dti(dt), p.dti(dt));
+        }
+    }
     let Some((&n, rest)) = data.split_first() else { return };
     let (first, mut more) = rest.split_at((n as usize).min(rest.len()));
     let mut structure = None;
     if let Ok(p) = av1_dd::parse(first, None) {
         check(&p, p.new_structure.as_ref());
+        if let Some(s) = p.new_structure.as_ref() {
+            rewrite(first, &p, s, u32::from(n).rotate_left(3));
+        }
         structure = p.new_structure;
     }
     while let Some((&len, tail)) = more.split_first() {
         let (d, t) = tail.split_at((len as usize % 64).min(tail.len()));
         if let Ok(p) = av1_dd::parse(d, structure.as_ref()) {
-            check(&p, p.new_structure.as_ref().or(structure.as_ref()));
+            let s = p.new_structure.as_ref().or(structure.as_ref());
+            check(&p, s);
+            if let Some(s) = s {
+                rewrite(d, &p, s, u32::from(len) * 0x0101_0101);
+            }
         }
         more = t;
     }

@@ -21,6 +21,7 @@ use crate::router::TrackId;
 use crate::sdp::ExtIds;
 use crate::shard::TxSlot;
 use crate::srtp::SrtpContext;
+use crate::wire::codec::av1_dd::{self, DdStructure, MAX_DESCRIPTOR_LEN};
 use crate::wire::codec::{Codec, PacketInfo, vp8, vp9};
 use crate::wire::rtcp::sr;
 use crate::wire::rtp::RtpView;
@@ -66,6 +67,12 @@ pub(super) struct ConsumerLayers {
     switches_before: u64,
     /// Outgoing seq → (picture id, TL0PICIDX), by seq modulo [`PIC_MEMORY`].
     pics: Box<[PicEntry]>,
+    /// The forwarded layers changed (or a keyframe, whose structure says "all active", went
+    /// out): the next forwarded frame start carries the active decode targets in its AV1
+    /// Dependency Descriptor ([`ConsumerLayers::announce_targets`]).
+    pub announce: bool,
+    /// That rewritten descriptor.
+    pub dd: Box<[u8; MAX_DESCRIPTOR_LEN]>,
 }
 
 impl ConsumerLayers {
@@ -86,6 +93,8 @@ impl ConsumerLayers {
             sources: [None; MAX_ENCODINGS],
             switches_before: 0,
             pics: vec![(0, 0, None, false); PIC_MEMORY].into_boxed_slice(),
+            announce: false,
+            dd: Box::new([0; MAX_DESCRIPTOR_LEN]),
         }
     }
 
@@ -104,7 +113,39 @@ impl ConsumerLayers {
             }
             self.sources[usize::from(p.encoding)] = Some(p.ssrc);
         }
-        self.selector.on_packet(now, p, info)
+        let before = self.selector.current();
+        let v = self.selector.on_packet(now, p, info);
+        let sent = matches!(v.action, super::layers::Action::Forward { .. });
+        self.announce |= self.selector.current() != before || (sent && info.keyframe);
+        v
+    }
+
+    /// The Dependency Descriptor override for a packet [`Source`]: the announcement written
+    /// by [`ConsumerLayers::announce_targets`] (`len`), or for a simulcast source none at all
+    /// (an empty value: each encoding numbers its frames on its own, and a switch to one whose
+    /// numbers are lower would make Chromium drop its keyframe as older than the structure it
+    /// holds; without the descriptor it assembles AV1 from the payload alone).
+    pub fn descriptor(&self, len: Option<usize>) -> Option<&[u8]> {
+        if self.tracks.len() > 1 {
+            return Some(&[]);
+        }
+        self.dd.get(..len?)
+    }
+
+    /// Descriptor `dd` of a forwarded frame start (structure `s`) rewritten into
+    /// [`ConsumerLayers::dd`] with the decode targets the layers forwarded now serve as the
+    /// active ones (AV1 RTP spec A.8.3.3: a receiver then ignores the chains of the others);
+    /// its length, and the announcement done. `None`: it does not parse, leave it as it is.
+    /// (Chromium decodes without it: it follows each frame's references and uses the chains
+    /// only for loss notifications.)
+    pub fn announce_targets(&mut self, dd: &[u8], s: &DdStructure) -> Option<usize> {
+        let cur = self.selector.current()?;
+        let p = av1_dd::parse(dd, Some(s)).ok()?;
+        let s = p.new_structure.as_ref().unwrap_or(s);
+        let active = s.targets_upto(cur.spatial, cur.temporal);
+        let n = av1_dd::with_active_decode_targets(dd, &p, s, active, &mut self.dd[..]).ok()?;
+        self.announce = false;
+        Some(n)
     }
 
     /// Remembers the picture id written on outgoing `seq`.
@@ -221,6 +262,9 @@ pub(super) struct Source<'a, 'b> {
     /// A picture id and TL0PICIDX to write into the payload descriptor (a consumer choosing
     /// layers): the payload is then copied, patched and encrypted in place.
     pub picture: Option<(Codec, u16, Option<u8>)>,
+    /// A Dependency Descriptor to send instead of the source's (the active decode targets
+    /// announced, [`ConsumerLayers::announce_targets`]; empty: none).
+    pub dd: Option<&'a [u8]>,
 }
 
 /// A send slot for `leg` (from its local address) with the queue's length before it, and the
@@ -247,9 +291,9 @@ fn open_slot<'t>(
 
 /// The one recipe that writes an RTP packet to a consumer track into a send slot: the header
 /// with this leg's fields and extensions (mid, abs-send-time, transport-wide sequence number,
-/// and the source's audio level and video orientation when both sides negotiated them), for a
-/// retransmission the OSN, then the source's payload protected into the slot (one copy, fused
-/// with the encryption). False when nothing was sent (a full pool or a packet too large:
+/// and the source's audio level, video orientation and Dependency Descriptor when both sides
+/// negotiated them), for a retransmission the OSN, then the source's payload protected into
+/// the slot (one copy, fused with the encryption). False when nothing was sent (a full pool or a packet too large:
 /// counted as `TxFull`).
 pub(super) fn write_rtp(
     tx: &mut Egress<'_>,
@@ -266,7 +310,12 @@ pub(super) fn write_rtp(
     let orientation = (e.video_orientation != 0 && se.video_orientation != 0)
         .then(|| v.extension(se.video_orientation))
         .flatten();
-    let exts: [(u8, &[u8]); 5] = [
+    // The Dependency Descriptor (negotiated for AV1 only): as the publisher sent it, in the
+    // two-byte form when it carries its structure (write_header picks the form).
+    let dd = (e.dependency_descriptor != 0 && se.dependency_descriptor != 0)
+        .then(|| src.dd.or_else(|| v.extension(se.dependency_descriptor)))
+        .flatten();
+    let exts: [(u8, &[u8]); 6] = [
         (e.mid, leg.cfg.mid.as_bytes()),
         (e.abs_send_time, &abs[1..]),
         (if twcc.is_some() { e.twcc } else { 0 }, twcc.as_ref().map_or(&[][..], |t| &t[..])),
@@ -275,12 +324,15 @@ pub(super) fn write_rtp(
             if orientation.is_some() { e.video_orientation } else { 0 },
             orientation.unwrap_or_default(),
         ),
+        (if dd.is_some() { e.dependency_descriptor } else { 0 }, dd.unwrap_or_default()),
     ];
     let payload = &v.as_bytes()[v.header_len()..];
     // Room for the SRTP tag and trailer behind the packet.
     let room = slot.room().len().saturating_sub(64);
     let b = &mut slot.room()[..room];
-    let Some(hl) = write_header(b, &src.header, v, &exts) else {
+    // Without a descriptor (every non-AV1 packet) the header walks five elements, as before.
+    let exts = if dd.is_some() { &exts[..] } else { &exts[..5] };
+    let Some(hl) = write_header(b, &src.header, v, exts) else {
         stats.count_drop(MediaDrop::TxFull);
         return false;
     };
@@ -379,5 +431,60 @@ pub(super) fn write_padding(
             true
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::layers::DdStructures;
+    use crate::wire::codec::av1_dd::{BitWriter, sample_l1t3_with_structure};
+
+    /// An AV1 consumer announces the active decode targets on the first frame start after its
+    /// layers change (and on a keyframe); a simulcast one sends no descriptor at all.
+    #[test]
+    fn av1_active_targets_announced_after_a_change() {
+        let t0 = Instant::now();
+        let track = TrackId(0);
+        let mut l = ConsumerLayers::new(Codec::Av1, vec![track], 7, 90_000, 100);
+        let mut dd = DdStructures::default();
+        let mut seq = 0u16;
+        let mut send = |l: &mut ConsumerLayers, dd: &mut DdStructures, ext: &[u8]| {
+            seq += 1;
+            let mut info = PacketInfo::default();
+            dd.apply(track, ext, &mut info);
+            let meta = PacketMeta {
+                encoding: 0,
+                ssrc: 1,
+                seq,
+                timestamp: u32::from(seq) * 3000,
+                marker: true,
+            };
+            let v = l.on_packet(t0, &meta, &info);
+            let sent = matches!(v.action, crate::media::layers::Action::Forward { .. });
+            let s = dd.get(track).cloned();
+            let n = (sent && l.announce).then(|| l.announce_targets(ext, s.as_ref()?)).flatten();
+            let out = n.map(|n| l.descriptor(Some(n)).unwrap().to_vec());
+            (sent, out.map(|d| av1_dd::parse(&d, s.as_ref()).unwrap().active_decode_targets))
+        };
+        let frame = |template: u8, n: u16| [0xC0 | template, (n >> 8) as u8, n as u8];
+        let mut w = BitWriter::default();
+        sample_l1t3_with_structure(&mut w, 0, 1);
+        // The keyframe: every target of the structure active (the selector forwards all).
+        assert_eq!(send(&mut l, &mut dd, w.finish()), (true, Some(Some(0b111))));
+        assert_eq!(send(&mut l, &mut dd, &frame(3, 2)), (true, None), "announced once");
+        // Down to T1 at the next picture start: DT2 (T2) no longer active.
+        l.selector.set_target(crate::media::layers::LayerTarget {
+            encoding: 0,
+            spatial: 3,
+            temporal: 1,
+        });
+        assert_eq!(send(&mut l, &mut dd, &frame(2, 3)), (true, Some(Some(0b011))));
+        assert_eq!(send(&mut l, &mut dd, &frame(4, 4)), (false, None));
+        assert_eq!(send(&mut l, &mut dd, &frame(1, 5)), (true, None));
+        // Simulcast: the descriptor is never sent.
+        let sim = ConsumerLayers::new(Codec::Av1, vec![track, TrackId(1)], 7, 90_000, 100);
+        assert_eq!(sim.descriptor(None), Some(&[][..]));
+        assert_eq!(l.descriptor(None), None);
     }
 }

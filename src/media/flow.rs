@@ -174,7 +174,7 @@ impl MediaCore {
             info
         });
         let mut keyframes: [Option<(PeerId, TrackId)>; MAX_ENCODINGS] = [None; MAX_ENCODINGS];
-        let MediaCore { router, peers, stats, .. } = self;
+        let MediaCore { router, peers, stats, dd_structures, .. } = self;
         let _ = router.on_publisher_rtp(now, track, fields, v.as_bytes(), |fwd| {
             let Some(Some(sub)) = peers.get_mut(fwd.leg.0 as usize) else { return };
             let t = &mut sub.transport;
@@ -192,6 +192,7 @@ impl MediaCore {
                 ssrc: fwd.ssrc,
             };
             let mut picture = None;
+            let mut dd_len = None;
             if let (Some(l), Some(info), Some((encoding, codec))) =
                 (out.layers.as_mut(), info.as_ref(), layer)
             {
@@ -235,12 +236,24 @@ impl MediaCore {
                             }
                             l.remember_picture(rw.seq, id, rw.tl0picidx);
                         }
+                        // AV1: the layers changed, the next frame start says which decode
+                        // targets are still active.
+                        if l.announce
+                            && info.frame_start
+                            && out.cfg.ext.dependency_descriptor != 0
+                            && ext.dependency_descriptor != 0
+                            && let Some(d) = v.extension(ext.dependency_descriptor)
+                            && let Some(s) = dd_structures.get(track)
+                        {
+                            dd_len = l.announce_targets(d, s);
+                        }
                     }
                 }
             }
             let relay = t.relay.is_some();
+            let dd = out.layers.as_deref().and_then(|l| l.descriptor(dd_len));
             let Some(leg) = t.leg(&out.cfg, now) else { return };
-            let src = Source { packet: v, ext, header, osn: None, abs_send_time: abs, picture };
+            let src = Source { packet: v, ext, header, osn: None, abs_send_time: abs, picture, dd };
             if write_rtp(tx, leg, &src, stats) {
                 out.packets = out.packets.wrapping_add(1);
                 out.octets = out.octets.wrapping_add(payload_len);
@@ -438,8 +451,15 @@ impl MediaCore {
                 let header = HeaderFields { marker: v.marker(), pt, seq, ts, ssrc };
                 let picture = l.picture_of(out_seq).map(|(id, tl0)| (l.codec, id, tl0));
                 let Some(leg) = t.leg(cfg, now) else { continue };
-                let src =
-                    Source { packet: &v, ext: &ext, header, osn, abs_send_time: abs, picture };
+                let src = Source {
+                    packet: &v,
+                    ext: &ext,
+                    header,
+                    osn,
+                    abs_send_time: abs,
+                    picture,
+                    dd: l.descriptor(None),
+                };
                 if write_rtp(tx, leg, &src, stats) {
                     stat!(stats, rtx_out);
                 }
@@ -468,6 +488,7 @@ impl MediaCore {
                 osn: rt.osn,
                 abs_send_time: abs,
                 picture: None,
+                dd: None,
             };
             if write_rtp(tx, leg, &src, stats) {
                 stat!(stats, rtx_out);

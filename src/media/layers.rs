@@ -19,7 +19,9 @@
 //! change encoding at a keyframe of the new one, up or down: a switch down asks for the lower
 //! encoding's keyframe at once and keeps forwarding the current encoding until it comes (a
 //! delta frame of another encoding would corrupt the picture). Temporal layers go down at the
-//! next picture start and up at a keyframe or a layer-sync frame (VP8 Y, VP9 U). VP9 k-SVC
+//! next picture start and up at a keyframe or a layer-sync frame (VP8 Y, VP9 U; with the AV1
+//! Dependency Descriptor, a frame whose indication for a higher temporal layer's decode target
+//! is Switch, up to that layer). VP9 k-SVC (and AV1 L3T3_KEY, by its descriptor's ids)
 //! spatial layers go down at the next picture start (spatial ids above the target dropped)
 //! and up at a key picture (in k-SVC only key pictures let an upper layer start; switching
 //! within a picture would also leave the marker on a lower layer). A layer frame is forwarded
@@ -72,6 +74,14 @@ impl DdStructures {
             *slot = Some(Box::new(s));
         }
         p.apply_to(info);
+        if p.spatial_id.is_some() {
+            info.switch_temporal = slot.as_deref().and_then(|s| p.switch_temporal(s));
+        }
+    }
+
+    /// The structure last seen on `track`.
+    pub fn get(&self, track: TrackId) -> Option<&DdStructure> {
+        self.by_track.get(track.0 as usize)?.as_deref()
     }
 
     /// Forgets `track`'s structure (a new stream on a reused router track).
@@ -290,6 +300,11 @@ impl LayerSelector {
             }
             if tgt.temporal < cur.temporal || (info.keyframe && tgt.temporal > cur.temporal) {
                 cur.temporal = tgt.temporal;
+            } else if let Some(up) = info.switch_temporal {
+                // A Dependency Descriptor's switch point: up to the highest target it opens.
+                if tgt.temporal > cur.temporal && up > cur.temporal {
+                    cur.temporal = up.min(tgt.temporal);
+                }
             } else if tgt.temporal > cur.temporal
                 && info.layer_sync
                 && tid > cur.temporal
@@ -1042,5 +1057,44 @@ mod tests {
         let mut gone = PacketInfo::default();
         dd.apply(TrackId(3), &plain(3, 3), &mut gone);
         assert_eq!(gone.temporal_id, None);
+    }
+
+    /// AV1 with the Dependency Descriptor (the L1T3 sample structure: T1 frames are switch
+    /// points for the T2 target, T2 frames for nothing, T0 delta frames "required"): temporal
+    /// layers by the descriptor's ids, up only where a frame's indication says Switch.
+    #[test]
+    fn av1_temporal_up_at_a_descriptor_switch_point() {
+        use crate::wire::codec::av1_dd::{BitWriter, sample_l1t3_with_structure};
+        let t0 = Instant::now();
+        let track = TrackId(3);
+        let mut dd = DdStructures::default();
+        let mut s = LayerSelector::new(LayerTarget { encoding: 0, spatial: 3, temporal: 1 }, KF);
+        let mut seq = 0u16;
+        let mut send = |s: &mut LayerSelector, dd: &mut DdStructures, ext: &[u8]| {
+            seq += 1;
+            let mut info = PacketInfo::default();
+            dd.apply(track, ext, &mut info);
+            let v = s.on_packet(t0, &meta(0, seq, u32::from(seq) * 3000), &info);
+            (matches!(v.action, Action::Forward { .. }), info.switch_temporal)
+        };
+        // Three-byte descriptors: start and end of frame, template id, frame number.
+        let frame = |template: u8, n: u16| [0xC0 | template, (n >> 8) as u8, n as u8];
+        let mut w = BitWriter::default();
+        sample_l1t3_with_structure(&mut w, 0, 1);
+        assert_eq!(send(&mut s, &mut dd, w.finish()), (true, Some(2)), "the keyframe");
+        assert_eq!(send(&mut s, &mut dd, &frame(3, 2)), (false, None), "T2 above the target");
+        assert_eq!(send(&mut s, &mut dd, &frame(2, 3)), (true, Some(2)), "T1");
+        s.set_target(LayerTarget { encoding: 0, spatial: 3, temporal: 3 });
+        assert_eq!(send(&mut s, &mut dd, &frame(4, 4)), (false, None), "T2: no switch point");
+        assert_eq!(send(&mut s, &mut dd, &frame(1, 5)), (true, None), "T0 (required, no switch)");
+        assert_eq!(send(&mut s, &mut dd, &frame(3, 6)), (false, None));
+        assert_eq!(s.current().map(|c| c.temporal), Some(1));
+        assert_eq!(send(&mut s, &mut dd, &frame(2, 7)), (true, Some(2)), "T1 opens T2");
+        assert_eq!(s.current().map(|c| c.temporal), Some(2));
+        assert_eq!(send(&mut s, &mut dd, &frame(4, 8)), (true, None), "T2 forwarded now");
+        // Down at once, at the next picture start.
+        s.set_target(LayerTarget { encoding: 0, spatial: 3, temporal: 0 });
+        assert_eq!(send(&mut s, &mut dd, &frame(2, 9)), (false, Some(2)));
+        assert_eq!(send(&mut s, &mut dd, &frame(1, 10)), (true, None));
     }
 }

@@ -142,12 +142,12 @@ impl InTrack {
         self.rids.len().clamp(1, layers::MAX_ENCODINGS)
     }
 
-    /// Whether consumers choose layers of this track ([`layers`]): simulcast, or VP9 (whose
-    /// spatial and temporal layers are dropped by id). Not AV1 SVC: Chromium decodes AV1 SVC
-    /// only with the Dependency Descriptor forwarded (two-byte header extensions,
-    /// `a=extmap-allow-mixed`), which ringsfu does not do yet; AV1 goes whole.
+    /// Whether consumers choose layers of this track ([`layers`]): simulcast, or VP9 and AV1
+    /// (whose spatial and temporal layers are dropped by id: VP9's payload descriptor, AV1's
+    /// Dependency Descriptor, which subscribers get with it).
     pub fn layered(&self) -> bool {
-        self.kind == MediaKind::Video && (self.encodings() > 1 || self.codec == Codec::Vp9)
+        self.kind == MediaKind::Video
+            && (self.encodings() > 1 || matches!(self.codec, Codec::Vp9 | Codec::Av1))
     }
 }
 

@@ -275,6 +275,10 @@ pub struct RemoteDescription {
     pub bundle: Vec<String>,
     pub media: Vec<MediaSection>,
     pub candidates: Vec<RemoteCandidate>,
+    /// `a=extmap-allow-mixed` (RFC 8285 §6, session or media level): the peer takes one-byte
+    /// and two-byte header extensions, so an element over 16 bytes (the Dependency Descriptor
+    /// with its structure) can be sent.
+    pub extmap_allow_mixed: bool,
 }
 
 /// DTLS role attribute (RFC 5763).
@@ -307,7 +311,9 @@ pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
     let mut setup = None;
     let mut bundle = Vec::new();
     let mut candidates = Vec::new();
+    let mut allow_mixed = false;
     let mut take_common = |a: &SdpAttribute| match a {
+        SdpAttribute::ExtmapAllowMixed => allow_mixed = true,
         SdpAttribute::IceUfrag(u) if ufrag.is_none() => ufrag = Some(u.clone()),
         SdpAttribute::IcePwd(p) if pwd.is_none() => pwd = Some(p.clone()),
         SdpAttribute::Fingerprint(f)
@@ -363,6 +369,7 @@ pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
         bundle,
         media,
         candidates,
+        extmap_allow_mixed: allow_mixed,
     })
 }
 
@@ -738,7 +745,13 @@ fn fb_flags(c: &Codec) -> (bool, bool, bool, bool, bool) {
 /// rtcp-fb values ringsfu supports (it answers with the intersection).
 const SUPPORTED_FB: &[&str] = &["nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"];
 
-fn write_session_header(out: &mut String, local: &LocalTransport, mids: &[&str]) {
+/// The session lines; `allow_mixed` writes `a=extmap-allow-mixed` (RFC 8285 §6).
+fn write_session_header(
+    out: &mut String,
+    local: &LocalTransport,
+    mids: &[&str],
+    allow_mixed: bool,
+) {
     let _ = write!(
         out,
         "v=0\r\no=- {} {} IN IP4 0.0.0.0\r\ns=ringsfu\r\nt=0 0\r\na=ice-lite\r\n",
@@ -746,6 +759,9 @@ fn write_session_header(out: &mut String, local: &LocalTransport, mids: &[&str])
     );
     if !mids.is_empty() {
         let _ = write!(out, "a=group:BUNDLE {}\r\n", mids.join(" "));
+    }
+    if allow_mixed {
+        out.push_str("a=extmap-allow-mixed\r\n");
     }
     out.push_str("a=msid-semantic: WMS *\r\n");
 }
@@ -975,7 +991,7 @@ fn answer_with<'a>(
     }
     let mids: Vec<&str> = accepted.iter().map(|n: &NegotiatedMedia| n.mid.as_str()).collect();
     let mut out = String::with_capacity(2048);
-    write_session_header(&mut out, local, &mids);
+    write_session_header(&mut out, local, &mids, offer.extmap_allow_mixed);
     for s in &sections {
         match s {
             Ok(s) => write_section(&mut out, local, "passive", s),
@@ -1112,9 +1128,15 @@ pub fn answer_subscribe<'a>(
         let rtx_pt =
             if fb_flags(codec).0 && kind == MediaKind::Video { codec.rtx_pt } else { None };
         let rtx_ssrc = rtx_pt.map(|_| track.rtx_ssrc);
+        // The Dependency Descriptor only with two-byte elements allowed: with its structure
+        // (every keyframe) it is longer than the one-byte form's 16 bytes.
         let extmaps = supported_extmaps(kind, &m.extmaps)
             .into_iter()
             .filter(|e| e.uri != ext::RID && e.uri != ext::REPAIRED_RID)
+            .filter(|e| {
+                e.uri != ext::DEPENDENCY_DESCRIPTOR
+                    || (offer.extmap_allow_mixed && forwards_dd(&track.codec))
+            })
             .collect::<Vec<_>>();
         let n = agreed(m, kind, codec, rtx_pt, &extmaps, (Some(track.ssrc), rtx_ssrc));
         let section = Section {
@@ -1153,8 +1175,21 @@ fn offer_pts(kind: MediaKind, codec: &Codec) -> (u8, Option<u8>) {
     }
 }
 
+/// Whether subscribers get the Dependency Descriptor of a track in `codec`: AV1 only, whose
+/// SVC frames Chromium assembles from it. A VP8/VP9 publisher's descriptor stays behind: their
+/// payload descriptors carry the layers, and the frame numbers of simulcast encodings switched
+/// into one stream would go backwards (Chromium drops such frames).
+fn forwards_dd(codec: &Codec) -> bool {
+    codec.is("AV1")
+}
+
+/// The Dependency Descriptor's id in ringsfu's offers (one-byte range; the packets that carry
+/// its structure use the two-byte form, `a=extmap-allow-mixed`).
+const DD_OFFER_ID: u8 = 11;
+
 /// Writes the server offer for a subscriber (`prepareReceiveVideoFrom`, mediasoup flow): one
-/// `sendonly` m-line per track (mids `0`, `1`, ...), `a=setup:actpass`.
+/// `sendonly` m-line per track (mids `0`, `1`, ...), `a=setup:actpass`, `a=extmap-allow-mixed`
+/// and, for video, the Dependency Descriptor (forwarded when the publisher sends it).
 pub fn offer_subscribe(local: &LocalTransport, tracks: &[OutgoingTrack]) -> Negotiated {
     let mut media = Vec::new();
     let mut codecs = Vec::new();
@@ -1177,12 +1212,18 @@ pub fn offer_subscribe(local: &LocalTransport, tracks: &[OutgoingTrack]) -> Nego
                 Extmap { id: 3, uri: ext::TWCC.into() },
                 Extmap { id: 4, uri: ext::MID.into() },
             ],
-            MediaKind::Video => vec![
-                Extmap { id: 2, uri: ext::ABS_SEND_TIME.into() },
-                Extmap { id: 3, uri: ext::TWCC.into() },
-                Extmap { id: 4, uri: ext::MID.into() },
-                Extmap { id: 13, uri: ext::VIDEO_ORIENTATION.into() },
-            ],
+            MediaKind::Video => {
+                let mut v = vec![
+                    Extmap { id: 2, uri: ext::ABS_SEND_TIME.into() },
+                    Extmap { id: 3, uri: ext::TWCC.into() },
+                    Extmap { id: 4, uri: ext::MID.into() },
+                    Extmap { id: 13, uri: ext::VIDEO_ORIENTATION.into() },
+                ];
+                if forwards_dd(&t.codec) {
+                    v.push(Extmap { id: DD_OFFER_ID, uri: ext::DEPENDENCY_DESCRIPTOR.into() });
+                }
+                v
+            }
         };
         let (nack, pli, fir, remb, twcc) = fb_flags(&codec);
         media.push(NegotiatedMedia {
@@ -1209,7 +1250,7 @@ pub fn offer_subscribe(local: &LocalTransport, tracks: &[OutgoingTrack]) -> Nego
     let mids: Vec<String> = media.iter().map(|m| m.mid.clone()).collect();
     let mid_refs: Vec<&str> = mids.iter().map(String::as_str).collect();
     let mut out = String::with_capacity(2048);
-    write_session_header(&mut out, local, &mid_refs);
+    write_session_header(&mut out, local, &mid_refs, true);
     for (i, t) in tracks.iter().enumerate() {
         let (codec, extmaps) = &codecs[i];
         write_section(
@@ -1264,6 +1305,10 @@ pub fn accept_subscribe_answer(
         let (nack, pli, fir, remb, twcc) = fb_flags(codec);
         let mut n = n.clone();
         n.ext = ExtIds::from_extmaps(&m.extmaps);
+        if !answer.extmap_allow_mixed {
+            // Without two-byte elements the descriptor's structure cannot be sent.
+            n.ext.dependency_descriptor = 0;
+        }
         n.nack = nack;
         n.pli = pli;
         n.fir = fir;

@@ -327,3 +327,58 @@ fn rtcp_xr_receiver_rtt_is_negotiated() {
     let offer = offer_subscribe(&local(), &tracks_from(&pubn));
     assert!(offer.sdp.contains("a=rtcp-xr:rcvr-rtt=all\r\n"));
 }
+
+/// The Dependency Descriptor reaches subscribers of AV1 only, and only with
+/// `a=extmap-allow-mixed` (its structure needs two-byte elements): in ringsfu's offers, in its
+/// answers to a subscriber's offer, and in what a subscriber's answer keeps.
+#[test]
+fn dependency_descriptor_for_av1_subscribers_with_allow_mixed() {
+    let dd_line = format!("a=extmap:9 {}\r\n", ext::DEPENDENCY_DESCRIPTOR);
+    let with_dd = |sdp: &str| sdp.replacen("a=extmap:14 ", &format!("{dd_line}a=extmap:14 "), 1);
+    let publish = parse(&with_dd(PUBLISH)).unwrap();
+    assert!(publish.extmap_allow_mixed);
+    let av1 = answer_publish(&publish, &local(), VideoCodecPolicy::Av1).unwrap();
+    assert!(av1.media[1].codec.is("AV1"));
+    assert_eq!(av1.media[1].ext.dependency_descriptor, 9);
+    assert!(av1.sdp.contains("a=extmap-allow-mixed\r\n"), "echoed to the publisher");
+    let vp8 = answer_publish(&publish, &local(), VideoCodecPolicy::Vp8).unwrap();
+
+    // Server offers: allow-mixed always, the descriptor on an AV1 m-line only.
+    let offer = offer_subscribe(&local(), &tracks_from(&av1));
+    assert!(offer.sdp.contains("a=extmap-allow-mixed\r\n"));
+    assert_eq!(offer.media[1].ext.dependency_descriptor, DD_OFFER_ID);
+    assert_eq!(offer.media[0].ext.dependency_descriptor, 0);
+    let back = parse(&offer.sdp).unwrap();
+    assert!(back.extmap_allow_mixed);
+    assert!(back.media[1].extmaps.iter().any(|e| e.uri == ext::DEPENDENCY_DESCRIPTOR));
+    let offer_vp8 = offer_subscribe(&local(), &tracks_from(&vp8));
+    assert_eq!(offer_vp8.media[1].ext.dependency_descriptor, 0);
+    assert!(!offer_vp8.sdp.contains(ext::DEPENDENCY_DESCRIPTOR));
+    // A browser's answer: kept with allow-mixed, dropped without it.
+    let answer = |mixed: bool| {
+        let mut s = offer.sdp.replace("a=setup:actpass", "a=setup:active");
+        s = s.replace("a=sendonly", "a=recvonly").replace("a=ice-lite\r\n", "");
+        if !mixed {
+            s = s.replace("a=extmap-allow-mixed\r\n", "");
+        }
+        parse(&s).unwrap()
+    };
+    let kept = accept_subscribe_answer(&offer, &answer(true)).unwrap();
+    assert_eq!(kept[1].ext.dependency_descriptor, DD_OFFER_ID);
+    let dropped = accept_subscribe_answer(&offer, &answer(false)).unwrap();
+    assert_eq!(dropped[1].ext.dependency_descriptor, 0);
+
+    // Answers to a subscriber's offer: the same rules.
+    let sub = with_dd(SUBSCRIBE);
+    let a = answer_subscribe(&parse(&sub).unwrap(), &local(), &tracks_from(&av1)).unwrap();
+    assert_eq!(a.media[1].ext.dependency_descriptor, 9);
+    assert!(
+        a.sdp.contains("a=extmap-allow-mixed\r\n") && a.sdp.contains(ext::DEPENDENCY_DESCRIPTOR)
+    );
+    let plain = sub.replace("a=extmap-allow-mixed\r\n", "");
+    let a = answer_subscribe(&parse(&plain).unwrap(), &local(), &tracks_from(&av1)).unwrap();
+    assert_eq!(a.media[1].ext.dependency_descriptor, 0);
+    assert!(!a.sdp.contains("allow-mixed") && !a.sdp.contains(ext::DEPENDENCY_DESCRIPTOR));
+    let a = answer_subscribe(&parse(&sub).unwrap(), &local(), &tracks_from(&vp8)).unwrap();
+    assert_eq!(a.media[1].ext.dependency_descriptor, 0);
+}

@@ -309,3 +309,11 @@ test('VP9 SVC (L3T3_KEY, one encoding): each subscriber gets the spatial layer i
   if (why) return t.skip(why);
   await scenario(t, { codec: 'VP9', simulcast: false, svc: 'L3T3_KEY' });
 });
+
+test('AV1 SVC (L3T3_KEY, one encoding): each subscriber gets the spatial layer its link carries', { timeout: 240_000 }, async (t) => {
+  // With RINGSFU_REQUIRE_TOOLS=1 (CI, tools/test.sh) missing namespaces fail, not skip.
+  assert.ok(!noNetns || !process.env.RINGSFU_REQUIRE_TOOLS, `network namespaces unavailable: ${noNetns}`);
+  const why = skipReason();
+  if (why) return t.skip(why);
+  await scenario(t, { codec: 'AV1', simulcast: false, svc: 'L3T3_KEY' });
+});

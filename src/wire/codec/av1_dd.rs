@@ -69,6 +69,17 @@ pub struct DdStructure {
 }
 
 impl DdStructure {
+    /// The decode targets (bit `d` for target `d`) that need no layer above `spatial` and
+    /// `temporal`: what a forwarder sending those layers keeps active.
+    pub fn targets_upto(&self, spatial: u8, temporal: u8) -> u32 {
+        (0..self.dt_cnt as usize)
+            .filter(|&d| self.dt_max_sid[d] <= spatial && self.dt_max_tid[d] <= temporal)
+            .fold(0, |m, d| m | (1 << d))
+    }
+    /// Every decode target of the structure.
+    pub fn all_targets(&self) -> u32 {
+        mask(self.dt_cnt)
+    }
     pub fn template_id_offset(&self) -> u8 {
         self.template_id_offset
     }
@@ -135,12 +146,28 @@ pub struct DdPacket {
     pub chain_cnt: u8,
     /// The structure this packet carries: store it and pass it for the following packets.
     pub new_structure: Option<DdStructure>,
+    /// Where the active decode targets bitmask is (or would go: right after the structure),
+    /// in bits from the start, and its length there (0: absent).
+    active_at: u16,
+    active_len: u8,
+    /// Bits the descriptor uses (what follows is zero padding).
+    end_bit: u16,
 }
 
 impl DdPacket {
     /// The frame's indication for decode target `dt`.
     pub fn dti(&self, dt: usize) -> Option<Dti> {
         (dt < self.dt_cnt as usize).then(|| Dti::from_bits(self.dtis >> (2 * dt)))
+    }
+
+    /// The highest temporal id of a decode target (of structure `s`) this frame is a switch
+    /// point for, if any. In Chromium's L3T3_KEY a T2 frame is a switch point for nothing, a T1
+    /// frame for its spatial layer's T2 target: a consumer on T1 goes up at the next T1 frame.
+    pub fn switch_temporal(&self, s: &DdStructure) -> Option<u8> {
+        (0..(self.dt_cnt as usize).min(MAX_DECODE_TARGETS))
+            .filter(|&d| self.dti(d) == Some(Dti::Switch))
+            .map(|d| s.dt_max_tid[d])
+            .max()
     }
 
     /// Puts what the descriptor says into the payload's [`PacketInfo`] for the layer logic
@@ -331,6 +358,9 @@ pub fn parse(ext: &[u8], structure_in: Option<&DdStructure>) -> Result<DdPacket,
         chain_fdiffs: [0; MAX_DECODE_TARGETS],
         chain_cnt: 0,
         new_structure: None,
+        active_at: 24,
+        active_len: 0,
+        end_bit: 24,
     };
     let (mut custom_dtis, mut custom_fdiffs, mut custom_chains) = (false, false, false);
     let mut active_present = false;
@@ -345,6 +375,7 @@ pub fn parse(ext: &[u8], structure_in: Option<&DdStructure>) -> Result<DdPacket,
             out.active_decode_targets = Some(mask(s.dt_cnt));
             out.new_structure = Some(s);
         }
+        out.active_at = b.pos as u16;
     }
     let Some(s) = out.new_structure.as_ref().or(structure_in) else {
         if active_present || custom_dtis || custom_fdiffs || custom_chains {
@@ -355,6 +386,7 @@ pub fn parse(ext: &[u8], structure_in: Option<&DdStructure>) -> Result<DdPacket,
     if active_present {
         out.active_decode_targets =
             Some(b.f(u32::from(s.dt_cnt), "av1 dd: active_decode_targets_bitmask")?);
+        out.active_len = s.dt_cnt;
     }
     let idx = s
         .index(template_id)
@@ -401,7 +433,89 @@ pub fn parse(ext: &[u8], structure_in: Option<&DdStructure>) -> Result<DdPacket,
     if b.pos > ext.len() * 8 {
         return Err(CodecError::Truncated("av1 dd: descriptor"));
     }
+    out.end_bit = b.pos as u16;
     Ok(out)
+}
+
+/// Longest descriptor [`with_active_decode_targets`] writes: a two-byte-form element's value.
+pub const MAX_DESCRIPTOR_LEN: usize = 255;
+
+/// Rewrites descriptor `ext` (parsed as `p`, whose structure is `s`: the one it carries or the
+/// stream's) into `out` with its active decode targets bitmask set to `active` (the targets a
+/// forwarding SFU still sends, AV1 RTP spec A.8.2.2 / A.8.3.3): the mandatory fields as they
+/// are, the flags with `active_decode_targets_present_flag` set (a three-byte descriptor gains
+/// the extended fields), the structure and custom fields copied bit for bit around the new
+/// bitmask. Returns the length written, or `InvalidArgument` when `out` is too short or the
+/// result would exceed [`MAX_DESCRIPTOR_LEN`].
+pub fn with_active_decode_targets(
+    ext: &[u8],
+    p: &DdPacket,
+    s: &DdStructure,
+    active: u32,
+    out: &mut [u8],
+) -> Result<usize, CodecError> {
+    if p.spatial_id.is_none() || p.dt_cnt != s.dt_cnt {
+        return Err(CodecError::InvalidArgument("av1 dd: rewrite needs the packet's structure"));
+    }
+    let n = u32::from(s.dt_cnt);
+    let extended = ext.len() > 3;
+    let old = if extended { usize::from(p.end_bit) } else { 24 };
+    let added = if p.active_len > 0 { 0 } else { n as usize + if extended { 0 } else { 5 } };
+    let bits = old + added;
+    let len = bits.div_ceil(8);
+    if len > out.len().min(MAX_DESCRIPTOR_LEN) {
+        return Err(CodecError::InvalidArgument("av1 dd: rewritten descriptor too long"));
+    }
+    let mut r = Bits { buf: ext, pos: 0 };
+    let mut w = SliceBits { buf: &mut out[..len], pos: 0 };
+    w.buf.fill(0);
+    w.put(24, r.f(24, "av1 dd: mandatory fields")?);
+    if !extended {
+        // No structure, active targets present, no custom fields.
+        w.put(5, 0b01000);
+        w.put(n, active & mask(s.dt_cnt));
+        return Ok(len);
+    }
+    w.put(1, r.f(1, "av1 dd: extended fields")?);
+    r.f(1, "av1 dd: extended fields")?;
+    w.put(1, 1);
+    w.put(3, r.f(3, "av1 dd: extended fields")?);
+    copy_bits(&mut r, &mut w, usize::from(p.active_at))?;
+    w.put(n, active & mask(s.dt_cnt));
+    if p.active_len > 0 {
+        r.f(u32::from(p.active_len), "av1 dd: active_decode_targets_bitmask")?;
+    }
+    copy_bits(&mut r, &mut w, old)?;
+    debug_assert_eq!(w.pos, bits);
+    Ok(len)
+}
+
+/// Copies bits from `r` to `w` until `r` reaches bit `end`.
+fn copy_bits(r: &mut Bits<'_>, w: &mut SliceBits<'_>, end: usize) -> Result<(), CodecError> {
+    while r.pos < end {
+        let k = (end - r.pos).min(32) as u32;
+        w.put(k, r.f(k, "av1 dd: descriptor")?);
+    }
+    Ok(())
+}
+
+/// A bounded MSB-first bit writer over a zeroed slice (bits past its end are dropped; the
+/// caller sizes it).
+struct SliceBits<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl SliceBits<'_> {
+    fn put(&mut self, n: u32, v: u32) {
+        for i in (0..n).rev() {
+            let bit = ((v >> i) & 1) as u8;
+            if let Some(byte) = self.buf.get_mut(self.pos / 8) {
+                *byte |= bit << (7 - (self.pos % 8));
+            }
+            self.pos += 1;
+        }
+    }
 }
 
 fn mask(dt_cnt: u8) -> u32 {
@@ -555,5 +669,59 @@ mod tests {
         let mut w = BitWriter::default();
         sample_l1t3_with_structure(&mut w, 0, 1);
         assert!(matches!(parse(&w.finish()[..8], None), Err(CodecError::Truncated(_))));
+    }
+
+    /// The active decode targets rewrite keeps everything else of the descriptor: a structure
+    /// packet, a three-byte one (which gains the extended fields) and one with custom fields
+    /// and a bitmask already.
+    #[test]
+    fn active_decode_targets_rewrite() {
+        let mut w = BitWriter::default();
+        sample_l1t3_with_structure(&mut w, 0, 300);
+        let key = w.finish().to_vec();
+        let p = parse(&key, None).unwrap();
+        let s = p.new_structure.clone().unwrap();
+        assert_eq!(
+            (s.targets_upto(0, 1), s.targets_upto(3, 7), s.all_targets()),
+            (0b011, 0b111, 0b111)
+        );
+        let mut out = [0u8; MAX_DESCRIPTOR_LEN];
+        let n = with_active_decode_targets(&key, &p, &s, 0b011, &mut out).unwrap();
+        assert_eq!(n, (usize::from(p.end_bit) + 3).div_ceil(8), "three bits more");
+        let q = parse(&out[..n], None).unwrap();
+        assert_eq!(q.active_decode_targets, Some(0b011));
+        assert_eq!(q.new_structure.as_ref(), Some(&s));
+        assert_eq!((q.frame_number, q.template_id, q.start_of_frame), (300, 0, true));
+        // A three-byte descriptor (T1 frame): 24 + 5 flags + 3 mask bits = 4 bytes.
+        let t1 = [0x42, 0x01, 0x2D];
+        let p = parse(&t1, Some(&s)).unwrap();
+        let n = with_active_decode_targets(&t1, &p, &s, 0b001, &mut out).unwrap();
+        assert_eq!(&out[..n], &[0x42, 0x01, 0x2D, 0b0100_0001]);
+        let q = parse(&out[..n], Some(&s)).unwrap();
+        assert_eq!(q.active_decode_targets, Some(0b001));
+        assert_eq!((q.temporal_id, q.frame_number, q.end_of_frame), (Some(1), 301, true));
+        assert_eq!((q.dti(1), q.dti(2)), (Some(Dti::Switch), Some(Dti::Switch)));
+        // Custom fields and a bitmask already there: replaced, the rest kept.
+        let mut w = BitWriter::default();
+        for (n, v) in [(1, 1), (1, 0), (6, 2), (16, 7), (5, 0b01111), (3, 0b011)] {
+            w.put(n, v);
+        }
+        for (n, v) in [(2, 0), (2, 3), (2, 3), (2, 2), (8, 199), (2, 0), (8, 9)] {
+            w.put(n, v);
+        }
+        let custom = w.finish().to_vec();
+        let p = parse(&custom, Some(&s)).unwrap();
+        let n = with_active_decode_targets(&custom, &p, &s, 0b111, &mut out).unwrap();
+        assert_eq!(n, custom.len());
+        let q = parse(&out[..n], Some(&s)).unwrap();
+        assert_eq!(q.active_decode_targets, Some(0b111));
+        assert_eq!(
+            (q.dti(0), q.dti(1), q.fdiffs[0], q.chain_fdiffs[0]),
+            (Some(Dti::NotPresent), Some(Dti::Required), 200, 9)
+        );
+        // Too small an output, or a packet parsed without its structure: refused.
+        assert!(with_active_decode_targets(&custom, &p, &s, 1, &mut out[..2]).is_err());
+        let bare = parse(&t1, None).unwrap();
+        assert!(with_active_decode_targets(&t1, &bare, &s, 1, &mut out).is_err());
     }
 }

@@ -102,6 +102,10 @@ pub struct PacketInfo {
     pub spatial_id: Option<u8>,
     /// Layer sync / switching-up point: VP8 Y bit, VP9 U bit.
     pub layer_sync: bool,
+    /// AV1 Dependency Descriptor: the highest temporal id of a decode target this frame is a
+    /// switch point for (DTI `Switch`): from here on that target's frames decode. Set by
+    /// [`av1_dd::DdPacket::switch_temporal`]'s caller; `None` for other codecs.
+    pub switch_temporal: Option<u8>,
     pub picture_id: Option<PictureId>,
     pub tl0picidx: Option<u8>,
     /// The frame uses inter-picture prediction (VP9 P bit; VP8 a non-key frame start).
