@@ -6,10 +6,9 @@
 //! retransmission ring runs with zero heap allocations, counted by a global allocator; and what
 //! the subscriber receives decrypts to the publisher's payload.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringsfu::dtls::DtlsRole;
@@ -20,30 +19,9 @@ use ringsfu::srtp::SrtpContext;
 use ringsfu::wire::RtpView;
 use ringsfu::wire::rtcp::nack;
 
-struct Counting;
+mod counting_alloc;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same layout, forwarded.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting_alloc::ALLOCS;
 
 const PUB_SSRC: u32 = 0x1111_0000;
 const OUT_SSRC: u32 = 0x2222_0000;
@@ -61,16 +39,9 @@ fn video_in() -> InTrack {
     core_peer::video_track(PUB_SSRC)
 }
 
+/// A protected video packet of the publisher (`PAYLOAD` bytes, seq-stamped).
 fn packet(seq: u16, out: &mut SrtpContext, buf: &mut [u8]) -> usize {
-    buf[0] = 0x80;
-    buf[1] = 96;
-    buf[2..4].copy_from_slice(&seq.to_be_bytes());
-    buf[4..8].copy_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
-    buf[8..12].copy_from_slice(&PUB_SSRC.to_be_bytes());
-    for (i, b) in buf[12..12 + PAYLOAD].iter_mut().enumerate() {
-        *b = (i as u16 ^ seq) as u8;
-    }
-    out.protect_rtp(buf, 12 + PAYLOAD, 12).expect("protect")
+    core_peer::video_packet(seq, PUB_SSRC, PAYLOAD, out, buf)
 }
 
 #[test]

@@ -10,10 +10,9 @@
 //! - Without media the legs keep each other alive (the relay in's receiver reports with an
 //!   RRTR one way, the relay out's DLRR answers the other); silent for `RELAY_TIMEOUT`, the relay in vanishes and the relay out fails.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringsfu::dtls::DtlsRole;
@@ -25,30 +24,9 @@ use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
 use ringsfu::wire::RtpView;
 
-struct Counting;
+mod counting_alloc;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same layout, forwarded.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting_alloc::ALLOCS;
 
 mod core_peer;
 
@@ -70,16 +48,9 @@ fn video_in() -> InTrack {
     t
 }
 
+/// A protected video packet of the publisher (`PAYLOAD` bytes, seq-stamped).
 fn packet(seq: u16, out: &mut SrtpContext, buf: &mut [u8]) -> usize {
-    buf[0] = 0x80;
-    buf[1] = 96;
-    buf[2..4].copy_from_slice(&seq.to_be_bytes());
-    buf[4..8].copy_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
-    buf[8..12].copy_from_slice(&PUB_SSRC.to_be_bytes());
-    for (i, b) in buf[12..12 + PAYLOAD].iter_mut().enumerate() {
-        *b = (i as u16 ^ seq) as u8;
-    }
-    out.protect_rtp(buf, 12 + PAYLOAD, 12).expect("protect")
+    core_peer::video_packet(seq, PUB_SSRC, PAYLOAD, out, buf)
 }
 
 /// Moves every datagram `from` queued for `to_addr` into core `to` (as from `from_addr`);

@@ -375,14 +375,7 @@ impl Rpc<'_> {
         let Some((_, publisher)) = published else { return Err(no_stream(stream)) };
         let answer = sdp::parse(answer_sdp).map_err(sdp_error)?;
         let fp = remote_fingerprint(&answer)?;
-        let agreed = sdp::accept_subscribe_answer(&pending.offer, &answer).map_err(sdp_error)?;
-        let tracks = agreed
-            .iter()
-            .filter_map(|m| {
-                let i = pending.offer.media.iter().position(|o| o.mid == m.mid)?;
-                Some(OutTrack::from_negotiated(m, *pending.sources.get(i)?))
-            })
-            .collect();
+        let tracks = answered_tracks(&pending, &answer)?;
         let ice = IceParams {
             local_ufrag: pending.ice_ufrag,
             local_pwd: pending.ice_pwd,
@@ -446,6 +439,22 @@ impl Rpc<'_> {
     fn trickle(&self, owner: &str, endpoint_name: &str, sdp: &str) {
         trickle_of(self.inner, self.caller, owner, endpoint_name, sdp);
     }
+}
+
+/// The legs a browser's answer to a server offer agreed to: each accepted m-line with the
+/// publisher track the offer put there.
+pub(crate) fn answered_tracks(
+    pending: &PendingOffer,
+    answer: &sdp::RemoteDescription,
+) -> Result<Vec<OutTrack>, RpcError> {
+    let agreed = sdp::accept_subscribe_answer(&pending.offer, answer).map_err(sdp_error)?;
+    Ok(agreed
+        .iter()
+        .filter_map(|m| {
+            let i = pending.offer.media.iter().position(|o| o.mid == m.mid)?;
+            Some(OutTrack::from_negotiated(m, *pending.sources.get(i)?))
+        })
+        .collect())
 }
 
 /// The publisher of `stream` (its owner and transport) and what a subscriber of it will

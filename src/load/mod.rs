@@ -47,8 +47,8 @@
 
 pub mod core;
 pub mod hist;
-pub mod janus;
 pub mod impair;
+pub mod janus;
 pub mod offer;
 pub mod procfs;
 pub mod raw;
@@ -538,6 +538,16 @@ fn shard_options(backend: IoBackend, bind: IpAddr) -> ShardOptions {
     }
 }
 
+/// The clients' DTLS certificate (its SHA-256 fingerprint as SDP writes it, without the
+/// algorithm) and the load thread secured with it.
+fn spawn_secure_load(o: &Options, epoch: Instant) -> Result<(String, LoadShard), String> {
+    let cert = DtlsCert::generate().map_err(|e| format!("certificate: {e}"))?;
+    let fp = cert.sdp_fingerprint();
+    let fp = fp.strip_prefix("sha-256 ").unwrap_or(&fp).to_string();
+    let ctx = DtlsContext::new(cert, &DtlsConfig::default()).map_err(|e| format!("dtls: {e}"))?;
+    Ok((fp, spawn_load(o, epoch, Some(ctx))?))
+}
+
 fn spawn_load(o: &Options, epoch: Instant, dtls: Option<DtlsContext>) -> Result<LoadShard, String> {
     let settings = LoadSettings {
         media: o.media(),
@@ -1004,11 +1014,7 @@ async fn ringsfu_phase(
     server_shards: Option<usize>,
 ) -> Result<PhaseResult, String> {
     let epoch = Instant::now();
-    let cert = DtlsCert::generate().map_err(|e| format!("certificate: {e}"))?;
-    let fp = cert.sdp_fingerprint();
-    let fp = fp.strip_prefix("sha-256 ").unwrap_or(&fp).to_string();
-    let ctx = DtlsContext::new(cert, &DtlsConfig::default()).map_err(|e| format!("dtls: {e}"))?;
-    let load = spawn_load(o, epoch, Some(ctx))?;
+    let (fp, load) = spawn_secure_load(o, epoch)?;
     let lay = layout(o);
     let mut ph = Phase {
         o,
@@ -1435,11 +1441,7 @@ async fn janus_phase(o: &Options, label: &str) -> Result<PhaseResult, String> {
             .await?;
     let pid = server.child.id();
     let epoch = Instant::now();
-    let cert = DtlsCert::generate().map_err(|e| format!("certificate: {e}"))?;
-    let fp = cert.sdp_fingerprint();
-    let fp = fp.strip_prefix("sha-256 ").unwrap_or(&fp).to_string();
-    let ctx = DtlsContext::new(cert, &DtlsConfig::default()).map_err(|e| format!("dtls: {e}"))?;
-    let load = spawn_load(o, epoch, Some(ctx))?;
+    let (fp, load) = spawn_secure_load(o, epoch)?;
     let lay = layout(o);
     let mut ph = Phase {
         o,

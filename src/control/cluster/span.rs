@@ -184,6 +184,20 @@ struct LegResp {
     session_id: u64,
 }
 
+impl LegResp {
+    /// The host's half of the leg's transport, as the owner's SDP names it.
+    fn transport(&self) -> LocalTransport {
+        LocalTransport {
+            ice_ufrag: self.ufrag.clone(),
+            ice_pwd: self.pwd.clone(),
+            fingerprint_sha256: self.fingerprint.clone(),
+            candidates: self.candidates.clone(),
+            session_id: self.session_id,
+            session_version: 2,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct AttachReq {
     peer: u64,
@@ -308,14 +322,7 @@ pub(crate) async fn prepare_remote(
     let (owner, publisher, outgoing) =
         crate::control::media_rpc::outgoing_of(&inner, &caller, &stream)?;
     let (key, leg) = relay_and_leg(&engine, &cluster, &node, &stream, &publisher).await?;
-    let local = LocalTransport {
-        ice_ufrag: leg.ufrag.clone(),
-        ice_pwd: leg.pwd.clone(),
-        fingerprint_sha256: leg.fingerprint.clone(),
-        candidates: leg.candidates.clone(),
-        session_id: leg.session_id,
-        session_version: 2,
-    };
+    let local = leg.transport();
     let offer = sdp::offer_subscribe(&local, &outgoing);
     let sdp_offer = offer.sdp.clone();
     let pending = PendingOffer {
@@ -375,15 +382,7 @@ pub(crate) async fn answer_remote(
         ));
     };
     let answer = sdp::parse(&answer_sdp).map_err(crate::control::media_rpc::sdp_error)?;
-    let agreed = sdp::accept_subscribe_answer(&pending.offer, &answer)
-        .map_err(crate::control::media_rpc::sdp_error)?;
-    let tracks = agreed
-        .iter()
-        .filter_map(|m| {
-            let i = pending.offer.media.iter().position(|o| o.mid == m.mid)?;
-            Some(OutTrack::from_negotiated(m, *pending.sources.get(i)?))
-        })
-        .collect();
+    let tracks = crate::control::media_rpc::answered_tracks(&pending, &answer)?;
     let attach = AttachReq {
         peer: p.peer,
         relay: p.relay,
@@ -414,14 +413,7 @@ pub(crate) async fn subscribe_remote(
     let (owner, publisher, outgoing) =
         crate::control::media_rpc::outgoing_of(&inner, &caller, &stream)?;
     let (key, leg) = relay_and_leg(&engine, &cluster, &node, &stream, &publisher).await?;
-    let local = LocalTransport {
-        ice_ufrag: leg.ufrag.clone(),
-        ice_pwd: leg.pwd.clone(),
-        fingerprint_sha256: leg.fingerprint.clone(),
-        candidates: leg.candidates.clone(),
-        session_id: leg.session_id,
-        session_version: 2,
-    };
+    let local = leg.transport();
     let neg = sdp::answer_subscribe(&offer, &local, &outgoing)
         .map_err(crate::control::media_rpc::sdp_error)?;
     let tracks = OutTrack::for_answer(&neg.media, &outgoing);
