@@ -736,8 +736,10 @@ pub fn twcc_feedback(data: &[u8]) {
             }
             check(&mut bwe, now);
         }
-        let old = now.checked_sub(Duration::from_millis(1_001)).unwrap_or(t0);
-        if now.saturating_duration_since(old) > Duration::from_secs(1) {
+        // Past the longest age any RTT allows (`bwe::MAX_AGE`), a resend is refused.
+        let max_age = crate::media::bwe::MAX_AGE;
+        let old = now.checked_sub(max_age + Duration::from_millis(1)).unwrap_or(t0);
+        if now.saturating_duration_since(old) > max_age {
             assert_eq!(bwe.allow_retransmit(now, 1_200, old), Retransmit::TooOld);
         }
         let _ = bwe.allow_retransmit(now, 1_200, now);

@@ -38,7 +38,7 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
-pub use budget::{RetransmitBudget, too_old};
+pub use budget::{MAX_AGE, RetransmitBudget, too_old};
 pub use delay::{AimdRateControl, DelayBasedBwe, RateWindow, Trendline, Usage};
 pub use loss::LossController;
 pub use probe::{ClusterId, ProbeCluster, ProbeController};
