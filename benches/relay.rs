@@ -75,16 +75,7 @@ fn setup(local_subscriber: bool, relay: bool) -> Setup {
     let (mut b, mut tx_b) = core(2, &server_ctx);
     let tracks = vec![core_peer::video_track(PUB_SSRC)];
     let now = Instant::now();
-    a.handle_command(
-        now,
-        ShardCommand::AddPublisher {
-            id: PeerId(1),
-            ice: ice(1),
-            remote_fingerprint: client_fp,
-            tracks: tracks.clone(),
-        },
-        &mut tx_a,
-    );
+    core_peer::add_publisher(&mut a, now, &mut tx_a, 1, client_fp, tracks.clone());
     let (pub_out, _) = core_peer::connect(&mut a, node(1), &mut tx_a, &client_ctx, server_fp, 1);
     if local_subscriber {
         a.handle_command(now, subscriber(2, PeerId(1), client_fp), &mut tx_a);

@@ -60,16 +60,7 @@ fn the_cross_shard_path_does_not_allocate() {
         MediaCore::new(server(1), server_ctx, settings, stats_b.clone(), now).with_mesh(port_b);
     let (mut tx_a, mut tx_b) = (TxQueue::new(256), TxQueue::new(256));
 
-    a.handle_command(
-        now,
-        ShardCommand::AddPublisher {
-            id: PeerId(1),
-            ice: ice(1),
-            remote_fingerprint: client_fp,
-            tracks: vec![video_in()],
-        },
-        &mut tx_a,
-    );
+    core_peer::add_publisher(&mut a, now, &mut tx_a, 1, client_fp, vec![video_in()]);
     let (mut pub_out, _) = connect(&mut a, server(0), &mut tx_a, &client_ctx, server_fp, 1);
     b.handle_command(
         now,

@@ -108,16 +108,7 @@ fn a_relay_between_two_cores() {
     let (mut tx_a, mut tx_b) = (TxQueue::new(256), TxQueue::new(256));
 
     let tracks = vec![video_in()];
-    a.handle_command(
-        now,
-        ShardCommand::AddPublisher {
-            id: PeerId(1),
-            ice: ice(1),
-            remote_fingerprint: client_fp,
-            tracks: tracks.clone(),
-        },
-        &mut tx_a,
-    );
+    core_peer::add_publisher(&mut a, now, &mut tx_a, 1, client_fp, tracks.clone());
     let (mut pub_out, _) = connect(&mut a, node(1), &mut tx_a, &client_ctx, server_fp, 1);
     let plan = RelayPlan::new(&tracks);
     let offer = plan.offer();

@@ -169,3 +169,21 @@ pub fn video_packet(
     }
     out.protect_rtp(buf, 12 + payload, 12).expect("protect")
 }
+
+/// Adds publisher `id` (ICE as [`ice`]`(id)`, the client's certificate `fp`) with `tracks`.
+pub fn add_publisher(
+    core: &mut MediaCore,
+    now: Instant,
+    tx: &mut TxQueue,
+    id: u64,
+    fp: ringsfu::dtls::Fingerprint,
+    tracks: Vec<InTrack>,
+) {
+    let cmd = ringsfu::media::ShardCommand::AddPublisher {
+        id: ringsfu::media::PeerId(id),
+        ice: ice(id as u32),
+        remote_fingerprint: fp,
+        tracks,
+    };
+    core.handle_command(now, cmd, tx);
+}
