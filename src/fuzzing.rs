@@ -1652,12 +1652,14 @@ pub fn cluster_plan(data: &[u8]) {
         Target::Place => assert_eq!(method, "POST"),
         _ => {}
     }
-    let (secret, body) = path.split_at(path.len() / 2);
-    let s = sign(secret, "node", 1_000, method, path, body.as_bytes());
-    let ok =
-        verify(secret, Some("node"), Some("1000"), Some(&s), 2_000, method, path, body.as_bytes());
+    // Secret and body from the two halves of the bytes (a half may cut a UTF-8 character).
+    let (a, body) = rest.split_at(rest.len() / 2);
+    let secret = String::from_utf8_lossy(a);
+    let secret = secret.as_ref();
+    let s = sign(secret, "node", 1_000, method, path, body);
+    let ok = verify(secret, Some("node"), Some("1000"), Some(&s), 2_000, method, path, body);
     assert_eq!(ok, Ok(()));
-    let mut changed = body.as_bytes().to_vec();
+    let mut changed = body.to_vec();
     if let Some(b) = changed.first_mut() {
         *b ^= 1;
         let bad =
