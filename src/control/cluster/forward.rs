@@ -227,13 +227,22 @@ async fn create_here(
     }
 }
 
+/// The request served here first, kept (head and body) for asking the other nodes after.
+async fn here_first(
+    inner: &Arc<Inner>,
+    req: Request,
+    next: Next,
+) -> Result<(Head, Bytes, Response), Response> {
+    let (req, bytes) = buffer(inner, req).await?;
+    let head = Head::of(&req);
+    Ok((head, bytes, next.run(req).await))
+}
+
 async fn merge(inner: &Arc<Inner>, cluster: &Arc<Cluster>, req: Request, next: Next) -> Response {
-    let (req, bytes) = match buffer(inner, req).await {
+    let (copy, bytes, local) = match here_first(inner, req, next).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let copy = Head::of(&req);
-    let local = next.run(req).await;
     if local.status() != StatusCode::OK {
         return local;
     }
@@ -256,12 +265,10 @@ async fn anywhere(
     req: Request,
     next: Next,
 ) -> Response {
-    let (req, bytes) = match buffer(inner, req).await {
+    let (copy, bytes, local) = match here_first(inner, req, next).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let copy = Head::of(&req);
-    let local = next.run(req).await;
     if local.status() != StatusCode::NOT_FOUND {
         return local;
     }
