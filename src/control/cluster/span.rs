@@ -714,17 +714,11 @@ async fn leg_event(State(inner): State<Arc<Inner>>, Json(req): Json<EventReq>) -
         "rejected" => ShardEvent::Rejected { id, reason },
         other => return bad(format!("unknown event {other}")),
     };
-    if req.kind != "connected"
-        && let Some(c) = inner.cluster.get()
-    {
-        // The leg is gone on its node: only its bookkeeping here remains.
-        let gone = lock(&c.spans).remote_legs.remove(&id);
-        if let Some(leg) = gone {
-            let mut sp = lock(&c.spans);
-            if let Some(r) = sp.relays_out.get_mut(&leg.relay) {
-                r.legs = r.legs.saturating_sub(1);
-            }
-        }
+    if req.kind != "connected" {
+        // The leg is gone on its node, and the registry forgets a failed leg's transport
+        // without releasing it: release it here, so a relay whose last leg this was goes too
+        // (the host's answer to the leg's DELETE is a 404, logged).
+        release_refs(&inner, &[TransportRef { peer: id, shard: REMOTE_SHARD }]);
     }
     crate::control::media_rpc::on_shard_events(&inner, &engine, vec![ev]);
     Json(json!({})).into_response()
