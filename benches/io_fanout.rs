@@ -11,6 +11,12 @@
 //! `FANOUT_SIZE` (bytes, default 1000), `FANOUT_SECS` (window per round, default 3),
 //! `FANOUT_ROUNDS` (default 3).
 //!
+//! `FANOUT_RELAYS=r` adds `r` relay legs to other nodes (127.2.0.x): every datagram also goes
+//! to each of them, as a relay out does, and each round runs twice, with the relay copies
+//! marked as trains (`TxSlot::set_train`: gathered into GSO sends) and without (the copies
+//! interleaved with the local legs', one datagram per send, as before trains). The feeder's
+//! 1 ms bursts put several input datagrams in one loop turn, as load does.
+//!
 //! Destinations are 127.1.x.y on one port, received by one socket bound to 0.0.0.0 and never
 //! read (its small buffer overflows): the kernel's send path runs in full for every datagram,
 //! and nothing else competes for the two cores.
@@ -28,11 +34,24 @@ use ringsfu::shard::{RecvMeta, TxQueue};
 mod common;
 use common::{OnDatagram, env, one_shard};
 
-/// Copies each datagram to every destination of `dsts`.
-fn fanout(dsts: Vec<SocketAddr>) -> impl FnMut(RecvMeta, &mut [u8], &mut TxQueue) + Send {
+/// Copies each datagram to every destination of `dsts`, then to every relay of `relays`
+/// (marked as a train when `trains`).
+fn fanout(
+    dsts: Vec<SocketAddr>,
+    relays: Vec<SocketAddr>,
+    trains: bool,
+) -> impl FnMut(RecvMeta, &mut [u8], &mut TxQueue) + Send {
     move |_meta, buf, tx| {
         for &d in &dsts {
             let Some(mut slot) = tx.push(d) else { return };
+            slot.buf()[..buf.len()].copy_from_slice(buf);
+            slot.commit(buf.len());
+        }
+        for &d in &relays {
+            let Some(mut slot) = tx.push(d) else { return };
+            if trains {
+                slot.set_train();
+            }
             slot.buf()[..buf.len()].copy_from_slice(buf);
             slot.commit(buf.len());
         }
@@ -60,10 +79,18 @@ struct Round {
     cpu: f64,
 }
 
-fn round(backend: IoBackend, dsts: &[SocketAddr], in_pps: u64, size: usize, secs: u64) -> Round {
-    let d = dsts.to_vec();
-    let h = spawn_shards_with(&one_shard(backend), move |_| OnDatagram(fanout(d.clone())))
-        .expect("spawn shard");
+fn round(
+    backend: IoBackend,
+    (dsts, relays, trains): (&[SocketAddr], &[SocketAddr], bool),
+    in_pps: u64,
+    size: usize,
+    secs: u64,
+) -> Round {
+    let (d, r) = (dsts.to_vec(), relays.to_vec());
+    let h = spawn_shards_with(&one_shard(backend), move |_| {
+        OnDatagram(fanout(d.clone(), r.clone(), trains))
+    })
+    .expect("spawn shard");
     let addr = h.get(0).unwrap().info().local_addr;
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
@@ -101,6 +128,9 @@ fn main() {
     let size = env("FANOUT_SIZE", 1000) as usize;
     let secs = if quick { 1 } else { env("FANOUT_SECS", 3) };
     let rounds = if quick { 1 } else { env("FANOUT_ROUNDS", 3) };
+    let relays: Vec<SocketAddr> = (0..env("FANOUT_RELAYS", 0))
+        .map(|i| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 2, 0, i as u8 + 1), 0)))
+        .collect();
     let uring = match probe_uring() {
         UringSupport::Available => true,
         UringSupport::Unavailable(why) => {
@@ -110,10 +140,20 @@ fn main() {
     };
     let sink = UdpSocket::bind("0.0.0.0:0").expect("sink");
     let port = sink.local_addr().unwrap().port();
+    let relays: Vec<SocketAddr> = relays
+        .into_iter()
+        .map(|mut a| {
+            a.set_port(port);
+            a
+        })
+        .collect();
+    // With relays, each backend runs with trains and without: (label, trains).
+    let modes: &[(&str, bool)] =
+        if relays.is_empty() { &[("", false)] } else { &[("+trains", true), ("-trains", false)] };
     println!(
         "fanout over loopback: {size} B, {out_pps} datagrams/s offered, {secs} s x {rounds} rounds per backend"
     );
-    println!("{:>6} {:>8} {:>14} {:>14} {:>8}", "N", "backend", "sent/s", "sent/CPU-s", "CPU %");
+    println!("{:>6} {:>16} {:>14} {:>14} {:>8}", "N", "backend", "sent/s", "sent/CPU-s", "CPU %");
     for &n in &fanouts {
         let dsts: Vec<SocketAddr> = (0..n)
             .map(|i| {
@@ -121,18 +161,24 @@ fn main() {
                 SocketAddr::V4(SocketAddrV4::new(ip, port))
             })
             .collect();
-        let in_pps = (out_pps / n).max(1);
-        let mut per = [(IoBackend::Uring, Vec::new()), (IoBackend::Epoll, Vec::new())];
+        let in_pps = (out_pps / (n + relays.len() as u64)).max(1);
+        let mut per: Vec<(IoBackend, &str, Vec<f64>)> = Vec::new();
+        for b in [IoBackend::Uring, IoBackend::Epoll] {
+            for &(label, _) in modes {
+                per.push((b, label, Vec::new()));
+            }
+        }
         for _ in 0..rounds {
-            for (b, v) in per.iter_mut() {
+            for (b, label, v) in per.iter_mut() {
                 if *b == IoBackend::Uring && !uring {
                     continue;
                 }
-                let r = round(*b, &dsts, in_pps, size, secs);
+                let trains = label.starts_with('+');
+                let r = round(*b, (&dsts, &relays, trains), in_pps, size, secs);
                 let eff = r.sent as f64 / r.cpu.max(1e-9);
                 println!(
-                    "{n:>6} {:>8} {:>14.0} {:>14.0} {:>7.0}%",
-                    format!("{b:?}"),
+                    "{n:>6} {:>16} {:>14.0} {:>14.0} {:>7.0}%",
+                    format!("{b:?}{label}"),
                     r.sent as f64 / secs as f64,
                     eff,
                     100.0 * r.cpu / secs as f64
@@ -140,15 +186,32 @@ fn main() {
                 v.push(eff);
             }
         }
-        let e = median(per[1].1.clone());
-        if uring {
-            let u = median(per[0].1.clone());
-            println!(
-                "N={n}: median sent per CPU-second: io_uring {u:.0}, epoll {e:.0}, uring/epoll {:.3}",
-                u / e
-            );
-        } else {
-            println!("N={n}: median sent per CPU-second: epoll {e:.0}");
+        let med = |b: IoBackend, label: &str| {
+            per.iter()
+                .find(|p| p.0 == b && p.1 == label)
+                .filter(|p| !p.2.is_empty())
+                .map(|p| median(p.2.clone()))
+        };
+        for &(label, _) in modes {
+            let e = med(IoBackend::Epoll, label).unwrap_or(0.0);
+            match med(IoBackend::Uring, label) {
+                Some(u) => println!(
+                    "N={n}{label}: median sent per CPU-second: io_uring {u:.0}, epoll {e:.0}, uring/epoll {:.3}",
+                    u / e
+                ),
+                None => println!("N={n}{label}: median sent per CPU-second: epoll {e:.0}"),
+            }
+        }
+        if !relays.is_empty() {
+            for b in [IoBackend::Uring, IoBackend::Epoll] {
+                if let (Some(with), Some(without)) = (med(b, "+trains"), med(b, "-trains")) {
+                    println!(
+                        "N={n} + {} relays, {b:?}: trains/no trains sent per CPU-second {:.3}",
+                        relays.len(),
+                        with / without
+                    );
+                }
+            }
         }
     }
 }

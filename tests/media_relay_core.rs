@@ -7,6 +7,8 @@
 //! - A packet lost on the relay is NACKed by B and retransmitted by A from its ring.
 //! - An unknown SSRC from A's relay address is dropped and counted (`unknown_relay_ssrc`); a
 //!   relay in reusing taken SSRCs is refused.
+//! - A relay leg's packets are marked as a train: gathered, they leave the send queue side by
+//!   side behind a local subscriber's, where the fanout interleaved them.
 //! - Without media the legs keep each other alive (the relay in's receiver reports with an
 //!   RRTR one way, the relay out's DLRR answers the other); silent for `RELAY_TIMEOUT`, the relay in vanishes and the relay out fails.
 
@@ -244,4 +246,51 @@ fn a_relay_between_two_cores() {
         "{ev_b:?}"
     );
     assert_eq!((stats_a.snapshot().relay_legs, stats_b.snapshot().relay_legs), (0, 0));
+}
+
+/// A fanout on A to a local subscriber and a relay leg: the relay's packets are the train
+/// (`TxQueue::gather_trains` moves them behind the local leg's, in order), the local leg's
+/// are not.
+#[test]
+fn relay_packets_are_sent_as_trains() {
+    let now = Instant::now();
+    let ((server_ctx, server_fp), (client_ctx, client_fp)) = core_peer::contexts();
+    let stats = Arc::new(MediaStats::default());
+    let mut a = MediaCore::new(node(1), server_ctx, CoreSettings::default(), stats, now);
+    let mut tx = TxQueue::new(256);
+    let tracks = vec![video_in()];
+    core_peer::add_publisher(&mut a, now, &mut tx, 1, client_fp, tracks.clone());
+    let (mut pub_out, _) = connect(&mut a, node(1), &mut tx, &client_ctx, server_fp, 1);
+    a.handle_command(
+        now,
+        ShardCommand::AddSubscriber {
+            id: PeerId(2),
+            publisher: PeerId(1),
+            ice: ice(2),
+            remote_fingerprint: client_fp,
+            dtls_role: DtlsRole::Server,
+            tracks: vec![core_peer::video_leg(OUT_SSRC)],
+            origin: None,
+        },
+        &mut tx,
+    );
+    let _ = connect(&mut a, node(1), &mut tx, &client_ctx, server_fp, 2);
+    let plan = RelayPlan::new(&tracks);
+    a.handle_command(now, plan.command(PeerId(10), PeerId(1), node(2), None), &mut tx);
+    drain(&mut tx);
+    let mut buf = [0u8; 2048];
+    for seq in 1..=6u16 {
+        let n = packet(seq, &mut pub_out, &mut buf);
+        a.handle_datagram(now, meta(peer_addr(1), node(1), n), &mut buf[..n], &mut tx);
+    }
+    let queued = tx.pending_len();
+    tx.gather_trains();
+    let order: Vec<(SocketAddr, usize)> =
+        std::iter::from_fn(|| tx.pop_pending(|m, p| (m.dst, p.len()))).collect();
+    assert_eq!(order.len(), queued);
+    let to = |d: SocketAddr| order.iter().filter(|o| o.0 == d).count();
+    assert_eq!((to(peer_addr(2)), to(node(2))), (6, 6), "{order:?}");
+    assert!(order[..6].iter().all(|o| o.0 == peer_addr(2)), "local leg first: {order:?}");
+    assert!(order[6..].iter().all(|o| o.0 == node(2)), "then the relay's train: {order:?}");
+    assert!(order[6..].iter().all(|o| o.1 == order[6].1), "of one size: {order:?}");
 }

@@ -10,11 +10,18 @@
 # from /proc) and forwarded packets (`rtp_out` on /metrics) are read around the run. Then the
 # same topology on one node alone (no cluster) in the same run: CPU per forwarded packet of the
 # cluster (all nodes) against the single node is the cost of spanning.
+#
+# SESSIONS=k runs k such sessions (spill_after stays SUBSCRIBERS/3: each session spans the
+# three nodes); VIDEO_BITRATE sets each publisher's (default 1000000). Per node the report gives
+# the relay's packets out and in and the GSO sends with the datagrams they carried (relay legs
+# leave as trains: `TxQueue::gather_trains`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBS=${1:-60}
 SECS=${2:-20}
 BACKEND=${3:-auto}
+SESSIONS=${SESSIONS:-1}
+VIDEO_BITRATE=${VIDEO_BITRATE:-1000000}
 BIN=${BIN:-target/release/ringsfu}
 LOAD=${LOAD:-target/release/ringsfu-load}
 [ -x "$BIN" ] && [ -x "$LOAD" ] || cargo build --release --bins
@@ -35,6 +42,12 @@ rtp_out() {
   curl -s -u OPENVIDUAPP:MY_SECRET "$1/metrics" \
     | awk '/^ringsfu_shard_rtp_out_total/ {s += $2} END {print s + 0}'
 }
+counters() { # URL -> "relay out/in, GSO sends (datagrams)" summed over shards
+  curl -s -u OPENVIDUAPP:MY_SECRET "$1/metrics" | awk '
+    /^ringsfu_shard_relay_out_total/ {o += $2} /^ringsfu_shard_relay_in_total/ {i += $2}
+    /^ringsfu_shard_tx_gso_sends_total/ {g += $2} /^ringsfu_shard_tx_gso_datagrams_total/ {d += $2}
+    END {printf "relay out %d in %d, GSO sends %d (%d datagrams)", o, i, g, d}'
+}
 wait_up() {
   for _ in $(seq 100); do curl -sf "$1/openvidu/api/config/openvidu-publicurl" >/dev/null && return 0; sleep 0.1; done
   echo "node at $1 did not start" >&2; exit 1
@@ -54,7 +67,7 @@ start_node() { # NAME HOST EXTRA_ENV... -> sets URL_<NAME>, PID_<NAME>
 }
 
 run_load() { # URL JSON
-  "$LOAD" --url "$1" --quiet -p 1 -s "$SUBS" -k 1 --duration "$SECS" --video-bitrate 1000000 \
+  "$LOAD" --url "$1" --quiet -p 1 -s "$SUBS" -k "$SESSIONS" --duration "$SECS" --video-bitrate "$VIDEO_BITRATE" \
     --json "$2" >"$2.txt" 2>"$2.log" || true
 }
 
@@ -89,12 +102,12 @@ for n in A B C; do pid_var=PID_$n; url_var=URL_$n; c0[$n]=$(cpu_ticks "${!pid_va
 run_load "$URL_A" "$WORK/cluster.json"
 hz=$(getconf CLK_TCK)
 total_cpu=0; total_pkts=0
-echo "== one session, 1 -> $SUBS, over three nodes (spill_after $spill, backend $BACKEND)"
+echo "== $SESSIONS session(s), 1 -> $SUBS, over three nodes (spill_after $spill, backend $BACKEND)"
 for n in A B C; do
   pid_var=PID_$n; url_var=URL_$n
   c=$(( $(cpu_ticks "${!pid_var}") - c0[$n] )); p=$(( $(rtp_out "${!url_var}") - p0[$n] ))
   legs=$(curl -s -u OPENVIDUAPP:MY_SECRET "${!url_var}/metrics" | awk '/^ringsfu_cluster_(remote|hosted)_legs/ {printf "%s=%s ", $1, $2}')
-  echo "node $n: cpu $(python3 -c "print(round($c/$hz, 2))") s, rtp out $p, us/packet $(python3 -c "print(round($c/$hz*1e6/max($p,1), 2))"); $legs"
+  echo "node $n: cpu $(python3 -c "print(round($c/$hz, 2))") s, rtp out $p, us/packet $(python3 -c "print(round($c/$hz*1e6/max($p,1), 2))"); $legs; $(counters "${!url_var}")"
   total_cpu=$(( total_cpu + c )); total_pkts=$(( total_pkts + p ))
 done
 report cluster "$WORK/cluster.json"

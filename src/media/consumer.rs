@@ -222,6 +222,9 @@ pub(super) struct LegOut<'a> {
     pub dst: SocketAddr,
     /// Through this shard's own TURN server ([`super::egress`]).
     pub hosted: bool,
+    /// A relay leg to another node: its packets are sent as GSO trains
+    /// ([`crate::shard::TxSlot::set_train`]).
+    pub train: bool,
     pub local_ip: Option<IpAddr>,
     pub srtp: &'a mut SrtpContext,
     /// The transport's next transport-wide sequence number (taken when the track negotiated it).
@@ -240,6 +243,7 @@ impl super::transport::Transport {
         Some(LegOut {
             dst,
             hosted: self.relayed == Some(dst),
+            train: self.relay.is_some(),
             local_ip: self.local_ip,
             srtp: self.srtp_out.as_mut()?,
             twcc_seq: &mut self.twcc_seq,
@@ -281,6 +285,9 @@ fn open_slot<'t>(
         return None;
     };
     slot.set_source(leg.local_ip);
+    if leg.train {
+        slot.set_train();
+    }
     let twcc = (leg.cfg.ext.twcc != 0).then(|| {
         let s = *leg.twcc_seq;
         *leg.twcc_seq = s.wrapping_add(1);

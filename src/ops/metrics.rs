@@ -372,7 +372,7 @@ impl Metrics {
             let gso = if s.gso { "true" } else { "false" };
             labelled(o, "ringsfu_shard_info", labels, &[("io_backend", backend), ("gso", gso)], 1);
         }
-        let counters: [Family<crate::shard::ShardStatsSnapshot>; 8] = [
+        let counters: [Family<crate::shard::ShardStatsSnapshot>; 9] = [
             ("ringsfu_shard_rx_packets_total", "counter", "Datagrams received.", |s| s.rx_packets),
             ("ringsfu_shard_rx_bytes_total", "counter", "Bytes received.", |s| s.rx_bytes),
             ("ringsfu_shard_tx_packets_total", "counter", "Datagrams sent.", |s| s.tx_packets),
@@ -382,6 +382,12 @@ impl Metrics {
                 "counter",
                 "Sends carrying several datagrams (UDP GSO).",
                 |s| s.tx_gso_sends,
+            ),
+            (
+                "ringsfu_shard_tx_gso_datagrams_total",
+                "counter",
+                "Datagrams sent in those GSO sends.",
+                |s| s.tx_gso_datagrams,
             ),
             (
                 "ringsfu_shard_tx_reliefs_total",

@@ -74,6 +74,8 @@ pub struct ShardStats {
     tx_bytes: AtomicU64,
     /// Sends carrying more than one datagram (UDP GSO).
     tx_gso_sends: AtomicU64,
+    /// Datagrams those GSO sends carried.
+    tx_gso_datagrams: AtomicU64,
     /// Mid-turn flushes because the transmit pool ran low (large fanouts).
     tx_reliefs: AtomicU64,
     /// Loop turns: the stuck-loop indicator (advances at least once per second while healthy).
@@ -99,6 +101,7 @@ pub struct ShardStatsSnapshot {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub tx_gso_sends: u64,
+    pub tx_gso_datagrams: u64,
     pub tx_reliefs: u64,
     pub turns: u64,
     pub overruns: u64,
@@ -131,6 +134,7 @@ pub(crate) struct Tally {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub tx_gso_sends: u64,
+    pub tx_gso_datagrams: u64,
     pub tx_reliefs: u64,
     pub drops: [u64; NREASONS],
 }
@@ -166,6 +170,7 @@ impl ShardStats {
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
             tx_gso_sends: self.tx_gso_sends.load(Relaxed),
+            tx_gso_datagrams: self.tx_gso_datagrams.load(Relaxed),
             tx_reliefs: self.tx_reliefs.load(Relaxed),
             turns: self.turns.load(Relaxed),
             overruns: self.overruns.load(Relaxed),
@@ -195,6 +200,7 @@ impl ShardStats {
         bump(&self.tx_packets, t.tx_packets);
         bump(&self.tx_bytes, t.tx_bytes);
         bump(&self.tx_gso_sends, t.tx_gso_sends);
+        bump(&self.tx_gso_datagrams, t.tx_gso_datagrams);
         bump(&self.tx_reliefs, t.tx_reliefs);
         for (c, n) in self.drops.iter().zip(t.drops) {
             bump(c, n);

@@ -50,6 +50,13 @@ pub struct TxQueue {
     meta: Box<[TxMeta]>,
     /// Per slot: never coalesce into a GSO send (a GSO send of it was refused for its path).
     solo: Box<[bool]>,
+    /// Per slot: part of a stream to one destination that is worth a GSO train
+    /// ([`TxSlot::set_train`]); [`TxQueue::gather_trains`] puts such packets side by side.
+    train: Box<[bool]>,
+    /// Train packets committed since the last [`TxQueue::gather_trains`].
+    trains_new: usize,
+    /// [`TxQueue::gather_trains`]'s working list (capacity: every slot; never grows).
+    scratch: Vec<u32>,
     free: Vec<u32>,
     pending: VecDeque<u32>,
     dropped_full: u64,
@@ -83,6 +90,9 @@ impl TxQueue {
             ]
             .into_boxed_slice(),
             solo: vec![false; slots].into_boxed_slice(),
+            train: vec![false; slots].into_boxed_slice(),
+            trains_new: 0,
+            scratch: Vec::with_capacity(slots),
             // Reversed so that slot 0 is lent first (cache-friendly, deterministic in tests).
             free: (0..slots as u32).rev().collect(),
             pending: VecDeque::with_capacity(slots),
@@ -126,6 +136,7 @@ impl TxQueue {
         match self.free.pop() {
             Some(idx) => {
                 self.solo[idx as usize] = false;
+                self.train[idx as usize] = false;
                 self.meta[idx as usize] =
                     TxMeta { dst, src: None, len: 0, offset: 0, socket: SocketId::MAIN };
                 Some(TxSlot { q: self, idx })
@@ -201,6 +212,56 @@ impl TxQueue {
             } else {
                 self.pending.remove(k);
                 self.free.push(idx);
+            }
+        }
+    }
+
+    /// Puts the pending train packets ([`TxSlot::set_train`]) side by side, behind the other
+    /// pending packets: grouped by socket, source and destination (groups in the order of their
+    /// first packet), each group in the order it was committed, so that [`next_run`] finds
+    /// them as runs for GSO. The other packets keep their order; order between different
+    /// destinations carries no meaning. The shells call it before they turn the queue into
+    /// sends. No allocation: the working list was sized for every slot.
+    ///
+    /// A relay leg to another node is one destination fed by every packet of a publisher's
+    /// tracks, but a fanout writes each input packet to every leg before the next one, so its
+    /// packets are interleaved with the local legs' in the queue and never form runs by
+    /// themselves.
+    ///
+    /// [`next_run`]: crate::io::batch
+    pub fn gather_trains(&mut self) {
+        if std::mem::take(&mut self.trains_new) < 2 {
+            return;
+        }
+        const TAKEN: u32 = u32::MAX;
+        let (train, scratch) = (&self.train, &mut self.scratch);
+        scratch.clear();
+        self.pending.retain(|&i| {
+            if train[i as usize] {
+                scratch.push(i);
+                false
+            } else {
+                true
+            }
+        });
+        // Few destinations (one per other node): a pass per group is cheaper than a sort.
+        let n = self.scratch.len();
+        for i in 0..n {
+            let a = self.scratch[i];
+            if a == TAKEN {
+                continue;
+            }
+            let k = self.meta[a as usize];
+            for j in i..n {
+                let b = self.scratch[j];
+                if b == TAKEN {
+                    continue;
+                }
+                let m = &self.meta[b as usize];
+                if m.dst == k.dst && m.src == k.src && m.socket == k.socket {
+                    self.pending.push_back(b);
+                    self.scratch[j] = TAKEN;
+                }
             }
         }
     }
@@ -289,6 +350,13 @@ impl TxSlot<'_> {
         self.q.meta[self.idx as usize].dst = dst;
     }
 
+    /// One of a stream of packets to this destination worth a GSO train (a relay leg to another
+    /// node): the shell sends it side by side with the others of its destination
+    /// ([`TxQueue::gather_trains`]) instead of in commit order.
+    pub fn set_train(&mut self) {
+        self.q.train[self.idx as usize] = true;
+    }
+
     /// Send from socket `id` of the shard (default [`SocketId::MAIN`]).
     pub fn set_socket(&mut self, id: SocketId) {
         self.q.meta[self.idx as usize].socket = id;
@@ -314,6 +382,7 @@ impl TxSlot<'_> {
         let idx = self.idx;
         let q = &mut *self.q;
         q.meta[idx as usize].len = len.min(TX_SLOT_SIZE) as u16;
+        q.trains_new += q.train[idx as usize] as usize;
         q.pending.push_back(idx);
         std::mem::forget(self);
     }
@@ -405,6 +474,53 @@ mod tests {
         let got: Vec<(u16, Vec<u8>)> =
             std::iter::from_fn(|| q.pop_pending(|m, b| (m.dst.port(), b.to_vec()))).collect();
         assert_eq!(got, vec![(1, vec![1]), (20, vec![0xee]), (4, vec![4])]);
+    }
+
+    #[test]
+    fn trains_are_gathered_behind_the_rest_in_order() {
+        let mut q = TxQueue::new(16);
+        // A fanout of three input packets: local legs 1 and 2, relay legs to 8 and 9.
+        let push = |q: &mut TxQueue, p: u16, tag: u8, train: bool| {
+            let mut s = q.push(addr(p)).expect("slot");
+            s.buf()[0] = tag;
+            if train {
+                s.set_train();
+            }
+            s.commit(1);
+        };
+        for tag in 0..3u8 {
+            push(&mut q, 1, tag, false);
+            push(&mut q, 8, tag, true);
+            push(&mut q, 2, tag, false);
+            push(&mut q, 9, tag, true);
+        }
+        q.gather_trains();
+        let got: Vec<(u16, u8)> =
+            std::iter::from_fn(|| q.pop_pending(|m, b| (m.dst.port(), b[0]))).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 0),
+                (2, 0),
+                (1, 1),
+                (2, 1),
+                (1, 2),
+                (2, 2),
+                (8, 0),
+                (8, 1),
+                (8, 2),
+                (9, 0),
+                (9, 1),
+                (9, 2),
+            ]
+        );
+        // A reused slot is no train until told; a lone train packet is left where it is.
+        push(&mut q, 8, 7, true);
+        push(&mut q, 1, 7, false);
+        q.gather_trains();
+        let got: Vec<u16> = std::iter::from_fn(|| q.pop_pending(|m, _| m.dst.port())).collect();
+        assert_eq!(got, vec![8, 1]);
+        assert_eq!(q.available(), 16);
     }
 
     #[test]

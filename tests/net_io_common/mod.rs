@@ -19,6 +19,14 @@ pub enum Cmd {
         count: u32,
         size: usize,
     },
+    /// Like a fanout to two local legs and a relay leg: `count` times a datagram to each of
+    /// `local`, then one to `relay` marked as a train (`TxSlot::set_train`), all as in `Burst`.
+    Interleaved {
+        local: [SocketAddr; 2],
+        relay: SocketAddr,
+        count: u32,
+        size: usize,
+    },
     /// Open (or close) a socket of the shard.
     Socket(SocketOp),
     /// From now on every datagram received is sent to each of these instead of echoed (an SFU's
@@ -79,6 +87,23 @@ impl ShardCore for EchoCore {
                     b[..4].copy_from_slice(&i.to_be_bytes());
                     b[4..size].fill(i as u8);
                     slot.commit(size);
+                    queued += 1;
+                }
+                self.events.push_back(Ev::BurstQueued(queued));
+            }
+            Cmd::Interleaved { local, relay, count, size } => {
+                let mut queued = 0;
+                for i in 0..count {
+                    for (dst, train) in [(local[0], false), (local[1], false), (relay, true)] {
+                        let Some(mut slot) = tx.push(dst) else { break };
+                        if train {
+                            slot.set_train();
+                        }
+                        let b = slot.buf();
+                        b[..4].copy_from_slice(&i.to_be_bytes());
+                        b[4..size].fill(i as u8);
+                        slot.commit(size);
+                    }
                     queued += 1;
                 }
                 self.events.push_back(Ev::BurstQueued(queued));

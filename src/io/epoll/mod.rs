@@ -348,6 +348,8 @@ impl<C: ShardCore> EpollShard<C> {
 
     /// Step 5: pending transmits -> sendmmsg batches.
     fn flush_sends(&mut self) {
+        // Relay legs' packets side by side, so that they leave as GSO trains.
+        self.drv.tx.gather_trains();
         // Bounded: each iteration sends, drops or requeues at least one message, or stops.
         for _ in 0..self.drv.tx.capacity() {
             if self.tx_blocked || self.drv.tx.pending_len() == 0 {
@@ -416,6 +418,7 @@ impl<C: ShardCore> EpollShard<C> {
                     self.drv.tally.tx_bytes += self.txb.hdrs[m].msg_len as u64;
                     if self.txb.gso[m] {
                         self.drv.tally.tx_gso_sends += 1;
+                        self.drv.tally.tx_gso_datagrams += n as u64;
                     }
                     datagrams += n;
                 }

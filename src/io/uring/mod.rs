@@ -506,6 +506,8 @@ impl<C: ShardCore> UringShard<C> {
     /// Step 5: pending transmits -> SENDMSG SQEs (GSO runs coalesced), or `sendmmsg` for long
     /// queues of single datagrams ([`UringShard::send_direct`]).
     fn flush_sends(&mut self) {
+        // Relay legs' packets side by side, so that they leave as GSO trains.
+        self.drv.tx.gather_trains();
         // Once the direct path sent nothing (socket buffer full), the SQEs take the rest.
         let mut direct = true;
         while self.drv.tx.pending_len() > 0 {
@@ -658,6 +660,7 @@ impl<C: ShardCore> UringShard<C> {
             self.drv.tally.tx_bytes += res as u64;
             if gso {
                 self.drv.tally.tx_gso_sends += 1;
+                self.drv.tally.tx_gso_datagrams += n as u64;
             }
         } else {
             let err = -res;
