@@ -7,20 +7,39 @@
 #
 #   fuzz/run_all.sh --campaign [EXECS] [target...]
 #       a long campaign: each target runs until EXECS executions (default 100000000), then
-#       what it found is minimised and merged back into corpus/<target>/ (libFuzzer's
-#       -merge=1: only inputs that add coverage), and every crash is copied into
-#       regressions/<target>/ (replayed by `cargo test --test wire_corpus` from then on).
+#       what it found is minimised and merged into found/<target>/ (libFuzzer's -merge=1:
+#       only inputs that add coverage to what found/ holds; corpus/ keeps the hand-made,
+#       well-formed seeds), and every crash is copied into regressions/<target>/. All three
+#       are replayed by `cargo test --test wire_corpus`.
 #       One line per target in $WORK/campaign.tsv: target, executions, seconds, exec/s,
-#       corpus files before and after, crashes. Exit status 1 when any target crashed.
+#       found/ files before and after, crashes. Exit status 1 when any target crashed.
 #
 # Logs: $WORK/<target>.log; crashes land in fuzz/artifacts/<target>/ first.
+#
+# FUZZ_BIN_DIR=dir runs the target binaries found there (copies of
+# target/x86_64-unknown-linux-gnu/release/<target> from `cargo fuzz build -O --debug-assertions`)
+# instead of `cargo fuzz run`, which rebuilds first: a campaign of hours then keeps fuzzing the
+# build it started with while the tree changes.
 set -u
 cd "$(dirname "$0")"
 WORK=${WORK:-/tmp/ringsfu-fuzz}
 mkdir -p "$WORK"
 all_targets() { for f in fuzz_targets/*.rs; do basename "$f" .rs; done; }
 count() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
-fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz run -O --debug-assertions "$@"; }
+fuzz() {
+    if [ -n "${FUZZ_BIN_DIR:-}" ]; then
+        ft=$1
+        shift
+        # What `cargo fuzz run` passes: artifacts under artifacts/<target>/; `--` is its own.
+        mkdir -p "artifacts/$ft"
+        args=""
+        for a in "$@"; do [ "$a" = "--" ] || args="$args $a"; done
+        # shellcheck disable=SC2086
+        "$FUZZ_BIN_DIR/$ft" -artifact_prefix="artifacts/$ft/" $args
+    else
+        RUSTC_BOOTSTRAP=1 cargo fuzz run -O --debug-assertions "$@"
+    fi
+}
 
 if [ "${1:-}" = "--campaign" ]; then
     shift
@@ -30,21 +49,21 @@ if [ "${1:-}" = "--campaign" ]; then
     failed=0
     printf 'target\texecs\tseconds\texec_per_s\tcorpus_before\tcorpus_after\tcrashes\n' > "$WORK/campaign.tsv"
     for t in $TARGETS; do
-        mkdir -p "$WORK/$t" "corpus/$t"
-        before=$(count "corpus/$t")
+        mkdir -p "$WORK/$t" "corpus/$t" "found/$t"
+        before=$(count "found/$t")
         echo "== $t ($EXECS executions)"
         start=$(date +%s)
         touch "$WORK/$t.start"
-        fuzz "$t" "$WORK/$t" "corpus/$t" -- -runs="$EXECS" -rss_limit_mb=2048 -max_len=4096 \
+        fuzz "$t" "$WORK/$t" "corpus/$t" "found/$t" -- -runs="$EXECS" -rss_limit_mb=2048 -max_len=4096 \
             -print_final_stats=1 > "$WORK/$t.log" 2>&1
         rc=$?
         secs=$(( $(date +%s) - start ))
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$WORK/$t.log" | tail -1)
         rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$WORK/$t.log" | tail -1)
-        # Merge back what adds coverage to the committed seeds (minimised by libFuzzer).
-        fuzz "$t" "corpus/$t" "$WORK/$t" -- -merge=1 -rss_limit_mb=2048 -max_len=4096 \
+        # Merge what adds coverage to the committed inputs (minimised by libFuzzer).
+        fuzz "$t" "found/$t" "$WORK/$t" -- -merge=1 -rss_limit_mb=2048 -max_len=4096 \
             > "$WORK/$t.merge.log" 2>&1
-        after=$(count "corpus/$t")
+        after=$(count "found/$t")
         crashes=0
         # Only what this run found (older artifacts were dealt with before).
         for a in $(find "artifacts/$t" -maxdepth 1 -type f -newer "$WORK/$t.start" 2>/dev/null); do
@@ -64,9 +83,9 @@ SECS=${1:-600}
 shift 2>/dev/null || true
 TARGETS=${*:-$(all_targets)}
 for t in $TARGETS; do
-    mkdir -p "$WORK/$t"
+    mkdir -p "$WORK/$t" "found/$t"
     echo "== $t ($SECS s)"
-    fuzz "$t" "$WORK/$t" "corpus/$t" -- \
+    fuzz "$t" "$WORK/$t" "corpus/$t" "found/$t" -- \
         -max_total_time="$SECS" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 \
         > "$WORK/$t.log" 2>&1
     echo "   exit $?"

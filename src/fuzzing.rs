@@ -503,10 +503,28 @@ pub fn dtls_record(data: &[u8]) {
 /// `sdp::parse`, then, if it parses, the publish answer under every codec policy, a subscribe
 /// answer for the tracks that publish agreed, and the server offer answered by it. Every SDP
 /// ringsfu writes from it must parse again (nothing of the remote SDP breaks the lines out).
+/// The `a=rtcp-xr` lines ringsfu reads beside webrtc-sdp change nothing but `rcvr_rtt`: the
+/// same text without them parses to the same description with `rcvr_rtt` off, or fails alike.
 pub fn sdp(data: &[u8]) {
     use crate::sdp::{self, LocalTransport, OutgoingTrack, VideoCodecPolicy};
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(remote) = sdp::parse(text) else { return };
+    let parsed = sdp::parse(text);
+    if text.contains("a=rtcp-xr") {
+        let without: String =
+            text.split_inclusive('\n').filter(|l| !l.starts_with("a=rtcp-xr")).collect();
+        match (&parsed, sdp::parse(&without)) {
+            (Ok(a), Ok(b)) => {
+                let mut a = a.clone();
+                for m in &mut a.media {
+                    m.rcvr_rtt = false;
+                }
+                assert_eq!(a, b, "a=rtcp-xr lines changed more than rcvr_rtt");
+            }
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("a=rtcp-xr lines changed the outcome: {a:?} / {b:?}"),
+        }
+    }
+    let Ok(remote) = parsed else { return };
     for line in text.lines() {
         let _ = sdp::parse_candidate(line);
     }
@@ -1475,7 +1493,17 @@ pub fn rtcp_xr(data: &[u8]) {
         assert_eq!(len, body.len(), "blocks tile the body");
         let mut out = vec![0u8; body.len() + 8];
         let n = xr::write(&mut out, x.sender_ssrc, &blocks).expect("our blocks write back");
-        assert_eq!(&out[8..n], &body[4..], "block bytes unchanged");
+        // The same bytes, but for the type-specific byte of RRTR and DLRR blocks: reserved
+        // there (RFC 3611 4.4, 4.5), written as zero whatever came in.
+        let mut want = body[4..].to_vec();
+        let mut at = 0;
+        for b in &blocks {
+            if matches!(b, XrBlock::Rrtr { .. } | XrBlock::Dlrr(_)) {
+                want[at + 1] = 0;
+            }
+            at += 4 + usize::from(u16::from_be_bytes([want[at + 2], want[at + 3]])) * 4;
+        }
+        assert_eq!(&out[8..n], &want[..], "block bytes unchanged");
         let (p, rest) = rtcp::frame(&out[..n]).expect("our packet frames");
         assert!(rest.is_empty());
         let again = Xr::parse(p.header, p.body).expect("our packet parses");

@@ -1,7 +1,7 @@
 //! Replays the committed fuzz corpora and crash regressions through the same bodies the fuzz
 //! targets run (`ringsfu::fuzzing` and `fuzz/differential.rs`), on stable Rust.
 //!
-//! `fuzz/corpus/<target>/*` and `fuzz/regressions/<target>/*` go through the body named
+//! `fuzz/corpus/<target>/*`, `fuzz/found/<target>/*` and `fuzz/regressions/<target>/*` go through the body named
 //! `<target>`; every file also goes through `fuzzing::all`, which runs every parser, and
 //! through the three differential bodies.
 
@@ -96,6 +96,13 @@ fn corpus_replays() {
 #[test]
 fn regressions_replay() {
     replay("regressions");
+}
+
+/// What the long campaigns kept (`fuzz/run_all.sh --campaign`: inputs that added coverage,
+/// minimised; not well-formed in general, unlike the seeds).
+#[test]
+fn found_replays() {
+    replay("found");
 }
 
 /// Every seed is well-formed for its own target: the seeds must get past the first parse.
