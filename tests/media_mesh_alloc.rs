@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ringsfu::dtls::DtlsRole;
-use ringsfu::media::{CoreSettings, InTrack, MediaCore, MediaStats, Origin, PeerId, ShardCommand};
+use ringsfu::media::{CoreSettings, InTrack, MediaCore, MediaStats, Origin};
 use ringsfu::shard::mesh::mesh;
 use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
@@ -29,7 +28,7 @@ const PAYLOAD: usize = 1000;
 
 mod core_peer;
 
-use core_peer::{connect, ice, meta, peer_addr};
+use core_peer::{connect, meta, peer_addr};
 
 fn server(i: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + i)
@@ -62,19 +61,9 @@ fn the_cross_shard_path_does_not_allocate() {
 
     core_peer::add_publisher(&mut a, now, &mut tx_a, 1, client_fp, vec![video_in()]);
     let (mut pub_out, _) = connect(&mut a, server(0), &mut tx_a, &client_ctx, server_fp, 1);
-    b.handle_command(
-        now,
-        ShardCommand::AddSubscriber {
-            id: PeerId(2),
-            publisher: PeerId(1),
-            ice: ice(2),
-            remote_fingerprint: client_fp,
-            dtls_role: DtlsRole::Server,
-            tracks: vec![core_peer::video_leg(OUT_SSRC)],
-            origin: Some(Origin { shard: 0, tracks: vec![video_in()] }),
-        },
-        &mut tx_b,
-    );
+    let origin = Some(Origin { shard: 0, tracks: vec![video_in()] });
+    let leg = vec![core_peer::video_leg(OUT_SSRC)];
+    core_peer::add_subscriber(&mut b, now, &mut tx_b, 2, 1, client_fp, leg, origin);
     let (mut sub_out, mut sub_in) =
         connect(&mut b, server(1), &mut tx_b, &client_ctx, server_fp, 2);
     // The attach request crosses to the origin, its acknowledgement comes back; the keyframe

@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ringsfu::dtls::DtlsRole;
 use ringsfu::media::{
     CoreSettings, InTrack, MediaCore, MediaDrop, MediaStats, PeerId, RELAY_TIMEOUT, RelayPlan,
-    ShardCommand, ShardEvent,
+    ShardEvent,
 };
 use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
@@ -32,7 +31,7 @@ use counting_alloc::ALLOCS;
 
 mod core_peer;
 
-use core_peer::{connect, ice, meta, peer_addr};
+use core_peer::{connect, meta, peer_addr};
 
 const PUB_SSRC: u32 = 0x1111_0000;
 const OUT_SSRC: u32 = 0x2222_0000;
@@ -123,19 +122,8 @@ fn a_relay_between_two_cores() {
         rejected,
         vec![ShardEvent::Rejected { id: PeerId(21), reason: "duplicate relay SSRC" }]
     );
-    b.handle_command(
-        now,
-        ShardCommand::AddSubscriber {
-            id: PeerId(2),
-            publisher: PeerId(20),
-            ice: ice(2),
-            remote_fingerprint: client_fp,
-            dtls_role: DtlsRole::Server,
-            tracks: vec![core_peer::video_leg(OUT_SSRC)],
-            origin: None,
-        },
-        &mut tx_b,
-    );
+    let leg = vec![core_peer::video_leg(OUT_SSRC)];
+    core_peer::add_subscriber(&mut b, now, &mut tx_b, 2, 20, client_fp, leg, None);
     let (_, mut sub_in) = connect(&mut b, node(2), &mut tx_b, &client_ctx, server_fp, 2);
     deliver(&mut tx_b, (node(2), node(1)), &mut a, &mut tx_a, now, |_, _| ());
     drain(&mut tx_a);
@@ -261,19 +249,8 @@ fn relay_packets_are_sent_as_trains() {
     let tracks = vec![video_in()];
     core_peer::add_publisher(&mut a, now, &mut tx, 1, client_fp, tracks.clone());
     let (mut pub_out, _) = connect(&mut a, node(1), &mut tx, &client_ctx, server_fp, 1);
-    a.handle_command(
-        now,
-        ShardCommand::AddSubscriber {
-            id: PeerId(2),
-            publisher: PeerId(1),
-            ice: ice(2),
-            remote_fingerprint: client_fp,
-            dtls_role: DtlsRole::Server,
-            tracks: vec![core_peer::video_leg(OUT_SSRC)],
-            origin: None,
-        },
-        &mut tx,
-    );
+    let leg = vec![core_peer::video_leg(OUT_SSRC)];
+    core_peer::add_subscriber(&mut a, now, &mut tx, 2, 1, client_fp, leg, None);
     let _ = connect(&mut a, node(1), &mut tx, &client_ctx, server_fp, 2);
     let plan = RelayPlan::new(&tracks);
     a.handle_command(now, plan.command(PeerId(10), PeerId(1), node(2), None), &mut tx);

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use core_peer::{connect, ice, meta, peer_addr};
-use ringsfu::dtls::DtlsRole;
 use ringsfu::media::{CoreSettings, MediaCore, MediaStats, PeerId, ShardCommand};
 use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
@@ -96,19 +95,8 @@ fn rrtr_answered_and_nack_retries_timed_by_the_measured_rtt() {
     );
     let (mut pub_out, mut pub_in) =
         connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 1);
-    core.handle_command(
-        Instant::now(),
-        ShardCommand::AddSubscriber {
-            id: PeerId(2),
-            publisher: PeerId(1),
-            ice: ice(2),
-            remote_fingerprint: client_fp,
-            dtls_role: DtlsRole::Server,
-            tracks: vec![core_peer::video_leg(5555)],
-            origin: None,
-        },
-        &mut tx,
-    );
+    let leg = vec![core_peer::video_leg(5555)];
+    core_peer::add_subscriber(&mut core, Instant::now(), &mut tx, 2, 1, client_fp, leg, None);
     let (mut sub_out, mut sub_in) =
         connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 2);
     while tx.pop_pending(|_, _| ()).is_some() {}

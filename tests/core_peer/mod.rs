@@ -187,3 +187,28 @@ pub fn add_publisher(
     };
     core.handle_command(now, cmd, tx);
 }
+
+/// Adds subscriber `id` of `publisher` (ICE as [`ice`]`(id)`, the client's certificate `fp`,
+/// DTLS server) with `tracks`; `origin` when the publisher is on another shard.
+#[allow(clippy::too_many_arguments)]
+pub fn add_subscriber(
+    core: &mut MediaCore,
+    now: Instant,
+    tx: &mut TxQueue,
+    id: u64,
+    publisher: u64,
+    fp: ringsfu::dtls::Fingerprint,
+    tracks: Vec<OutTrack>,
+    origin: Option<ringsfu::media::Origin>,
+) {
+    let cmd = ringsfu::media::ShardCommand::AddSubscriber {
+        id: ringsfu::media::PeerId(id),
+        publisher: ringsfu::media::PeerId(publisher),
+        ice: ice(id as u32),
+        remote_fingerprint: fp,
+        dtls_role: ringsfu::dtls::DtlsRole::Server,
+        tracks,
+        origin,
+    };
+    core.handle_command(now, cmd, tx);
+}

@@ -42,6 +42,14 @@ pub enum Ev {
     SocketFailed(SocketId, std::io::ErrorKind),
 }
 
+/// Datagram `i` of a burst: `[i as u32 BE][byte i; size - 4]`, committed.
+fn numbered(mut slot: ringsfu::shard::TxSlot<'_>, i: u32, size: usize) {
+    let b = slot.buf();
+    b[..4].copy_from_slice(&i.to_be_bytes());
+    b[4..size].fill(i as u8);
+    slot.commit(size);
+}
+
 /// Reflects every datagram to its source, from the socket and address it arrived on.
 #[derive(Default)]
 pub struct EchoCore {
@@ -82,11 +90,8 @@ impl ShardCore for EchoCore {
             Cmd::Burst { dst, count, size } => {
                 let mut queued = 0;
                 for i in 0..count {
-                    let Some(mut slot) = tx.push(dst) else { break };
-                    let b = slot.buf();
-                    b[..4].copy_from_slice(&i.to_be_bytes());
-                    b[4..size].fill(i as u8);
-                    slot.commit(size);
+                    let Some(slot) = tx.push(dst) else { break };
+                    numbered(slot, i, size);
                     queued += 1;
                 }
                 self.events.push_back(Ev::BurstQueued(queued));
@@ -99,10 +104,7 @@ impl ShardCore for EchoCore {
                         if train {
                             slot.set_train();
                         }
-                        let b = slot.buf();
-                        b[..4].copy_from_slice(&i.to_be_bytes());
-                        b[4..size].fill(i as u8);
-                        slot.commit(size);
+                        numbered(slot, i, size);
                     }
                     queued += 1;
                 }
