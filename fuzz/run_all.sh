@@ -16,6 +16,10 @@
 #
 # Logs: $WORK/<target>.log; crashes land in fuzz/artifacts/<target>/ first.
 #
+# MAX_LEN=n: libFuzzer's -max_len (default 4096). Smaller for a target whose real input is
+# short makes each execution cheaper (av1_dd: a Dependency Descriptor is at most 255 bytes,
+# 512 leaves room for a structure and a few frames after it).
+#
 # FUZZ_BIN_DIR=dir runs the target binaries found there (copies of
 # target/x86_64-unknown-linux-gnu/release/<target> from `cargo fuzz build -O --debug-assertions`)
 # instead of `cargo fuzz run`, which rebuilds first: a campaign of hours then keeps fuzzing the
@@ -23,6 +27,7 @@
 set -u
 cd "$(dirname "$0")"
 WORK=${WORK:-/tmp/ringsfu-fuzz}
+MAX_LEN=${MAX_LEN:-4096}
 mkdir -p "$WORK"
 all_targets() { for f in fuzz_targets/*.rs; do basename "$f" .rs; done; }
 count() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
@@ -54,14 +59,14 @@ if [ "${1:-}" = "--campaign" ]; then
         echo "== $t ($EXECS executions)"
         start=$(date +%s)
         touch "$WORK/$t.start"
-        fuzz "$t" "$WORK/$t" "corpus/$t" "found/$t" -- -runs="$EXECS" -rss_limit_mb=2048 -max_len=4096 \
+        fuzz "$t" "$WORK/$t" "corpus/$t" "found/$t" -- -runs="$EXECS" -rss_limit_mb=2048 -max_len="$MAX_LEN" \
             -print_final_stats=1 > "$WORK/$t.log" 2>&1
         rc=$?
         secs=$(( $(date +%s) - start ))
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$WORK/$t.log" | tail -1)
         rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$WORK/$t.log" | tail -1)
         # Merge what adds coverage to the committed inputs (minimised by libFuzzer).
-        fuzz "$t" "found/$t" "$WORK/$t" -- -merge=1 -rss_limit_mb=2048 -max_len=4096 \
+        fuzz "$t" "found/$t" "$WORK/$t" -- -merge=1 -rss_limit_mb=2048 -max_len="$MAX_LEN" \
             > "$WORK/$t.merge.log" 2>&1
         after=$(count "found/$t")
         crashes=0
@@ -86,7 +91,7 @@ for t in $TARGETS; do
     mkdir -p "$WORK/$t" "found/$t"
     echo "== $t ($SECS s)"
     fuzz "$t" "$WORK/$t" "corpus/$t" "found/$t" -- \
-        -max_total_time="$SECS" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 \
+        -max_total_time="$SECS" -rss_limit_mb=2048 -max_len="$MAX_LEN" -print_final_stats=1 \
         > "$WORK/$t.log" 2>&1
     echo "   exit $?"
     grep -E "^stat::number_of_executed_units|^stat::average_exec_per_sec|^Done|DEDUP|ERROR" "$WORK/$t.log"
