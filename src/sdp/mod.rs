@@ -344,6 +344,17 @@ pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
         take_common(a);
     }
     let raw_sections = split_media_sections(sdp);
+    // webrtc-sdp skips an m-line it does not support (a warning, e.g. an unknown transport),
+    // and the lines after it then belong to the m-line before. Each section's own lines (its
+    // format list, `a=fmtp`, `a=rtcp-xr`) are read from the text by position, so the two views
+    // must agree m-line for m-line; otherwise one section would be answered with another's.
+    if raw_sections.len() != session.media.len() {
+        return Err(SdpError::Syntax(format!(
+            "{} m-lines, of which {} could be parsed",
+            raw_sections.len(),
+            session.media.len()
+        )));
+    }
     let mut media = Vec::with_capacity(session.media.len());
     for (i, m) in session.media.iter().enumerate() {
         for a in m.get_attributes() {

@@ -382,3 +382,18 @@ fn dependency_descriptor_for_av1_subscribers_with_allow_mixed() {
     let a = answer_subscribe(&parse(&sub).unwrap(), &local(), &tracks_from(&vp8)).unwrap();
     assert_eq!(a.media[1].ext.dependency_descriptor, 0);
 }
+
+/// An m-line webrtc-sdp skips (an unknown transport) would shift every later section's own
+/// lines (formats, fmtp, rtcp-xr) onto the section before it: refused instead (found by the
+/// `sdp` fuzz target: the answer echoed another section's formats and did not parse).
+#[test]
+fn an_m_line_the_parser_skips_is_refused() {
+    let video = PUBLISH.find("m=video").unwrap();
+    let odd = "m=video 9 UDP/FOO/BAR 96\r\na=mid:9\r\n";
+    let sdp = format!("{}{odd}{}", &PUBLISH[..video], &PUBLISH[video..]);
+    match parse(&sdp) {
+        Err(SdpError::Syntax(e)) => assert!(e.contains("3 m-lines, of which 2"), "{e}"),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    assert!(parse(PUBLISH).is_ok());
+}
