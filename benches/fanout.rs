@@ -32,8 +32,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ringsfu::dtls::DtlsRole;
-use ringsfu::media::{CoreSettings, InTrack, MediaCore, PeerId, ShardCommand};
+use ringsfu::media::{CoreSettings, InTrack, MediaCore};
 use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
 use webrtc_srtp::context::Context;
@@ -69,7 +68,7 @@ static GLOBAL: Counting = Counting;
 
 #[path = "../tests/core_peer/mod.rs"]
 mod core_peer;
-use core_peer::{ice, peer_addr};
+use core_peer::peer_addr;
 
 const PAYLOAD: usize = 1000;
 const PUB_SSRC: u32 = 0x1111_0000;
@@ -92,32 +91,12 @@ fn setup(n: u32) -> (MediaCore, TxQueue, SrtpContext) {
         now,
     );
     let mut tx = TxQueue::new(n as usize + 64);
-    core.handle_command(
-        now,
-        ShardCommand::AddPublisher {
-            id: PeerId(0),
-            ice: ice(0),
-            remote_fingerprint: client_fp,
-            tracks: vec![video_in()],
-        },
-        &mut tx,
-    );
+    core_peer::add_publisher(&mut core, now, &mut tx, 0, client_fp, vec![video_in()]);
     let (pub_out, _) = core_peer::connect(&mut core, SERVER, &mut tx, &client_ctx, server_fp, 0);
     let live0 = LIVE.load(Ordering::Relaxed);
     for i in 1..=n {
-        core.handle_command(
-            now,
-            ShardCommand::AddSubscriber {
-                id: PeerId(u64::from(i)),
-                publisher: PeerId(0),
-                ice: ice(i),
-                remote_fingerprint: client_fp,
-                dtls_role: DtlsRole::Server,
-                tracks: vec![core_peer::video_leg(0x2000_0000 + i)],
-                origin: None,
-            },
-            &mut tx,
-        );
+        let leg = vec![core_peer::video_leg(0x2000_0000 + i)];
+        core_peer::add_subscriber(&mut core, now, &mut tx, u64::from(i), 0, client_fp, leg, None);
         // The client's SRTP contexts are dropped here; only the core's state stays.
         drop(core_peer::connect(&mut core, SERVER, &mut tx, &client_ctx, server_fp, i));
     }

@@ -25,14 +25,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ringsfu::dtls::DtlsRole;
-use ringsfu::media::{CoreSettings, MediaCore, MediaStats, PeerId, RelayPlan, ShardCommand};
+use ringsfu::dtls::Fingerprint;
+use ringsfu::media::{CoreSettings, MediaCore, MediaStats, PeerId, RelayPlan};
 use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
 
 #[path = "../tests/core_peer/mod.rs"]
 mod core_peer;
-use core_peer::{ice, meta, peer_addr};
+use core_peer::{meta, peer_addr};
 
 const PUB_SSRC: u32 = 0x1000_0000;
 const PAYLOAD: usize = 1000;
@@ -49,16 +49,10 @@ fn core(n: u8, ctx: &ringsfu::dtls::DtlsContext) -> (MediaCore, TxQueue) {
     )
 }
 
-fn subscriber(id: u64, publisher: PeerId, client_fp: ringsfu::dtls::Fingerprint) -> ShardCommand {
-    ShardCommand::AddSubscriber {
-        id: PeerId(id),
-        publisher,
-        ice: ice(id as u32),
-        remote_fingerprint: client_fp,
-        dtls_role: DtlsRole::Server,
-        tracks: vec![core_peer::video_leg(0x2000_0000 + id as u32)],
-        origin: None,
-    }
+/// Subscriber `id` of `publisher`, one video leg.
+fn subscribe(core: &mut MediaCore, tx: &mut TxQueue, id: u64, publisher: u64, fp: Fingerprint) {
+    let leg = vec![core_peer::video_leg(0x2000_0000 + id as u32)];
+    core_peer::add_subscriber(core, Instant::now(), tx, id, publisher, fp, leg, None);
 }
 
 /// Node A (a connected publisher, plus a local subscriber or a relay out to node B) and node B
@@ -78,14 +72,14 @@ fn setup(local_subscriber: bool, relay: bool) -> Setup {
     core_peer::add_publisher(&mut a, now, &mut tx_a, 1, client_fp, tracks.clone());
     let (pub_out, _) = core_peer::connect(&mut a, node(1), &mut tx_a, &client_ctx, server_fp, 1);
     if local_subscriber {
-        a.handle_command(now, subscriber(2, PeerId(1), client_fp), &mut tx_a);
+        subscribe(&mut a, &mut tx_a, 2, 1, client_fp);
         drop(core_peer::connect(&mut a, node(1), &mut tx_a, &client_ctx, server_fp, 2));
     }
     if relay {
         let plan = RelayPlan::new(&tracks);
         a.handle_command(now, plan.command(PeerId(10), PeerId(1), node(2), None), &mut tx_a);
         b.handle_command(now, plan.offer().command(PeerId(20), node(1)), &mut tx_b);
-        b.handle_command(now, subscriber(3, PeerId(20), client_fp), &mut tx_b);
+        subscribe(&mut b, &mut tx_b, 3, 20, client_fp);
         drop(core_peer::connect(&mut b, node(2), &mut tx_b, &client_ctx, server_fp, 3));
     }
     while tx_a.pop_pending(|_, _| ()).is_some() {}

@@ -56,16 +56,8 @@ fn setup() -> (MediaCore, TxQueue, DtlsContext, Fingerprint, Fingerprint) {
 }
 
 fn publish(core: &mut MediaCore, tx: &mut TxQueue, client_fp: Fingerprint) {
-    core.handle_command(
-        Instant::now(),
-        ShardCommand::AddPublisher {
-            id: PeerId(1),
-            ice: ice(1),
-            remote_fingerprint: client_fp,
-            tracks: vec![core_peer::video_track(1111)],
-        },
-        tx,
-    );
+    let tracks = vec![core_peer::video_track(1111)];
+    core_peer::add_publisher(core, Instant::now(), tx, 1, client_fp, tracks);
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use core_peer::{connect, ice, meta, peer_addr};
-use ringsfu::media::{CoreSettings, MediaCore, MediaStats, PeerId, ShardCommand};
+use core_peer::{connect, meta, peer_addr};
+use ringsfu::media::{CoreSettings, MediaCore, MediaStats};
 use ringsfu::shard::{ShardCore, TxQueue};
 use ringsfu::srtp::SrtpContext;
 use ringsfu::wire::rtcp::xr::{self, DlrrItem, XrBlock};
@@ -83,16 +83,7 @@ fn rrtr_answered_and_nack_retries_timed_by_the_measured_rtt() {
     let mut tx = TxQueue::new(256);
     let mut track = core_peer::video_track(PUB_SSRC);
     track.nack = true;
-    core.handle_command(
-        Instant::now(),
-        ShardCommand::AddPublisher {
-            id: PeerId(1),
-            ice: ice(1),
-            remote_fingerprint: client_fp,
-            tracks: vec![track],
-        },
-        &mut tx,
-    );
+    core_peer::add_publisher(&mut core, Instant::now(), &mut tx, 1, client_fp, vec![track]);
     let (mut pub_out, mut pub_in) =
         connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 1);
     let leg = vec![core_peer::video_leg(5555)];
