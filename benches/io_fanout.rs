@@ -128,9 +128,6 @@ fn main() {
     let size = env("FANOUT_SIZE", 1000) as usize;
     let secs = if quick { 1 } else { env("FANOUT_SECS", 3) };
     let rounds = if quick { 1 } else { env("FANOUT_ROUNDS", 3) };
-    let relays: Vec<SocketAddr> = (0..env("FANOUT_RELAYS", 0))
-        .map(|i| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 2, 0, i as u8 + 1), 0)))
-        .collect();
     let uring = match probe_uring() {
         UringSupport::Available => true,
         UringSupport::Unavailable(why) => {
@@ -140,12 +137,8 @@ fn main() {
     };
     let sink = UdpSocket::bind("0.0.0.0:0").expect("sink");
     let port = sink.local_addr().unwrap().port();
-    let relays: Vec<SocketAddr> = relays
-        .into_iter()
-        .map(|mut a| {
-            a.set_port(port);
-            a
-        })
+    let relays: Vec<SocketAddr> = (0..env("FANOUT_RELAYS", 0))
+        .map(|i| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 2, 0, i as u8 + 1), port)))
         .collect();
     // With relays, each backend runs with trains and without: (label, trains).
     let modes: &[(&str, bool)] =
@@ -162,19 +155,18 @@ fn main() {
             })
             .collect();
         let in_pps = (out_pps / (n + relays.len() as u64)).max(1);
-        let mut per: Vec<(IoBackend, &str, Vec<f64>)> = Vec::new();
+        let mut per: Vec<(IoBackend, &str, bool, Vec<f64>)> = Vec::new();
         for b in [IoBackend::Uring, IoBackend::Epoll] {
-            for &(label, _) in modes {
-                per.push((b, label, Vec::new()));
+            for &(label, trains) in modes {
+                per.push((b, label, trains, Vec::new()));
             }
         }
         for _ in 0..rounds {
-            for (b, label, v) in per.iter_mut() {
+            for (b, label, trains, v) in per.iter_mut() {
                 if *b == IoBackend::Uring && !uring {
                     continue;
                 }
-                let trains = label.starts_with('+');
-                let r = round(*b, (&dsts, &relays, trains), in_pps, size, secs);
+                let r = round(*b, (&dsts, &relays, *trains), in_pps, size, secs);
                 let eff = r.sent as f64 / r.cpu.max(1e-9);
                 println!(
                     "{n:>6} {:>16} {:>14.0} {:>14.0} {:>7.0}%",
@@ -189,8 +181,8 @@ fn main() {
         let med = |b: IoBackend, label: &str| {
             per.iter()
                 .find(|p| p.0 == b && p.1 == label)
-                .filter(|p| !p.2.is_empty())
-                .map(|p| median(p.2.clone()))
+                .filter(|p| !p.3.is_empty())
+                .map(|p| median(p.3.clone()))
         };
         for &(label, _) in modes {
             let e = med(IoBackend::Epoll, label).unwrap_or(0.0);
