@@ -20,6 +20,10 @@
 # short makes each execution cheaper (av1_dd: a Dependency Descriptor is at most 255 bytes,
 # 512 leaves room for a structure and a few frames after it).
 #
+# JOBS=n (campaigns): n fuzzing processes per target on the same scratch corpus, each running
+# EXECS/n executions; the table sums their executions and rates. Logs: $WORK/<target>.log for
+# the first, $WORK/<target>.<j>.log for the others.
+#
 # FUZZ_BIN_DIR=dir runs the target binaries found there (copies of
 # target/x86_64-unknown-linux-gnu/release/<target> from `cargo fuzz build -O --debug-assertions`)
 # instead of `cargo fuzz run`, which rebuilds first: a campaign of hours then keeps fuzzing the
@@ -28,6 +32,7 @@ set -u
 cd "$(dirname "$0")"
 WORK=${WORK:-/tmp/ringsfu-fuzz}
 MAX_LEN=${MAX_LEN:-4096}
+JOBS=${JOBS:-1}
 mkdir -p "$WORK"
 all_targets() { for f in fuzz_targets/*.rs; do basename "$f" .rs; done; }
 count() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
@@ -59,12 +64,27 @@ if [ "${1:-}" = "--campaign" ]; then
         echo "== $t ($EXECS executions)"
         start=$(date +%s)
         touch "$WORK/$t.start"
-        fuzz "$t" "$WORK/$t" "corpus/$t" "found/$t" -- -runs="$EXECS" -rss_limit_mb=2048 -max_len="$MAX_LEN" \
-            -print_final_stats=1 > "$WORK/$t.log" 2>&1
-        rc=$?
+        # JOBS processes share the scratch corpus (libFuzzer reloads it), EXECS split between them.
+        per=$(( (EXECS + JOBS - 1) / JOBS ))
+        pids=""
+        logs=""
+        j=1
+        while [ "$j" -le "$JOBS" ]; do
+            log="$WORK/$t.log"
+            [ "$j" -eq 1 ] || log="$WORK/$t.$j.log"
+            logs="$logs $log"
+            fuzz "$t" "$WORK/$t" "corpus/$t" "found/$t" -- -runs="$per" -rss_limit_mb=2048 -max_len="$MAX_LEN" \
+                -print_final_stats=1 > "$log" 2>&1 &
+            pids="$pids $!"
+            j=$((j + 1))
+        done
+        rc=0
+        for p in $pids; do wait "$p" || rc=$?; done
         secs=$(( $(date +%s) - start ))
-        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$WORK/$t.log" | tail -1)
-        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$WORK/$t.log" | tail -1)
+        # shellcheck disable=SC2086
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' $logs | awk '{ s += $1 } END { print s }')
+        # shellcheck disable=SC2086
+        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' $logs | awk '{ s += $1 } END { print s }')
         # Merge what adds coverage to the committed inputs (minimised by libFuzzer).
         fuzz "$t" "found/$t" "$WORK/$t" -- -merge=1 -rss_limit_mb=2048 -max_len="$MAX_LEN" \
             > "$WORK/$t.merge.log" 2>&1

@@ -293,6 +293,17 @@ pub enum Setup {
 /// Parses a remote SDP. Requires ICE credentials and a SHA-256 fingerprint (at session or media
 /// level, identical across bundled m-lines as browsers write them).
 pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
+    // RFC 8866 §9: no field may hold a NUL or a CR, and CR only ends a line before LF. ringsfu
+    // copies some values verbatim (`a=fmtp`) into other participants' SDPs, so such a byte is
+    // refused here rather than passed on to browsers that may split lines at it.
+    let bytes = sdp.as_bytes();
+    if let Some(i) = (0..bytes.len())
+        .find(|&i| bytes[i] == 0 || (bytes[i] == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+    {
+        return Err(SdpError::Syntax(format!(
+            "a NUL or a CR that does not end a line, at byte {i}"
+        )));
+    }
     // `a=rtcp-xr` (RFC 3611 §5.1, in every Chromium offer) is unknown to webrtc-sdp, which
     // would log it as a warning: it is read from the text of each m-section instead.
     let hidden;
@@ -430,6 +441,17 @@ fn split_media_sections(sdp: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The format tokens of an `m=` line, split as webrtc-sdp splits them: the value after the
+/// first `=`, trimmed, cut at the first three single whitespace characters, and the rest split on
+/// whitespace. (Splitting the whole line on whitespace counts `m=` as a token of its own when
+/// whitespace, such as a lone CR, follows it, and the list then starts at the transport.)
+fn media_line_formats(line: &str) -> Vec<String> {
+    line.split_once('=')
+        .and_then(|(_, value)| value.trim().splitn(4, char::is_whitespace).nth(3))
+        .map(|f| f.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 fn media_section(
     m: &webrtc_sdp::media_type::SdpMedia,
     kind: Option<MediaKind>,
@@ -455,11 +477,7 @@ fn media_section(
         kind,
         media: m.get_type().to_string(),
         proto: m.get_proto().to_string(),
-        formats: raw
-            .lines()
-            .next()
-            .map(|l| l.split_whitespace().skip(3).map(str::to_string).collect())
-            .unwrap_or_default(),
+        formats: raw.lines().next().map(media_line_formats).unwrap_or_default(),
         port: m.get_port(),
         mid: String::new(),
         direction: Direction::SendRecv,

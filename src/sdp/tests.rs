@@ -397,3 +397,36 @@ fn an_m_line_the_parser_skips_is_refused() {
     }
     assert!(parse(PUBLISH).is_ok());
 }
+
+/// Found by the `sdp` fuzz target: whitespace between `m=` and the media type (a lone CR there,
+/// refused now, below; a tab here, which webrtc-sdp trims as well) made the format list start at
+/// the transport, and the answer carried `UDP/TLS/RTP/SAVPF` among its payload types.
+#[test]
+fn an_m_line_with_whitespace_after_the_type_keeps_its_formats() {
+    let plain = parse(PUBLISH).unwrap();
+    let text = PUBLISH.replace("m=video ", "m=\tvideo ");
+    assert_ne!(text, PUBLISH);
+    let odd = parse(&text).unwrap();
+    let formats =
+        |s: &RemoteDescription| s.media.iter().map(|m| m.formats.clone()).collect::<Vec<_>>();
+    assert_eq!(formats(&odd), formats(&plain));
+    assert!(formats(&odd)[1].iter().all(|f| f.parse::<u8>().is_ok()));
+    let n = answer_publish(&odd, &local(), VideoCodecPolicy::MediaServerPreferred).unwrap();
+    parse(&n.sdp).unwrap();
+}
+
+#[test]
+fn a_nul_or_a_lone_cr_is_refused() {
+    for (from, to) in
+        [("m=video ", "m=\rvideo "), ("a=rtcp-mux", "a=rtcp-mux\0"), ("\r\n", "\r\r\n")]
+    {
+        let text = PUBLISH.replacen(from, to, 1);
+        assert_ne!(text, PUBLISH);
+        match parse(&text) {
+            Err(SdpError::Syntax(e)) => assert!(e.contains("a NUL or a CR"), "{e}"),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+    // A file with LF endings only is fine.
+    parse(&PUBLISH.replace("\r\n", "\n")).unwrap();
+}
