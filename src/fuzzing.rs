@@ -1729,3 +1729,102 @@ pub fn janus_signal(data: &[u8]) {
     assert!(!accepted.is_empty());
     assert_eq!(d.bundle, accepted);
 }
+
+/// One signaling frame, as the WebSocket shell hands it over (`control::ws`): `signaling::parse`
+/// sorts it into a request, a notification, a client's response or an error, and what ringsfu
+/// writes back for it is JSON-RPC 2.0 that the same parser reads again:
+/// - an error names the frame's id (null when the frame was not read that far) and one of the
+///   three framing codes, and the parse error is given exactly when the text is not JSON;
+/// - a request's answers (result or error, with and without the JSON-RPC session id) carry its
+///   id, and the session id lands where openvidu-browser looks for it;
+/// - the params, written into a server notification, come back as the same params;
+/// - the typed parameter readers accept exactly the JSON types they document, the
+///   `publishVideo` options have a type of video exactly when they have video (or the request
+///   is refused as invalid params), and a token value cut from any string is part of it and
+///   holds no `&` or `#`.
+pub fn signaling(data: &[u8]) {
+    use crate::control::ws::media_options_from_params;
+    use crate::signaling::{
+        self, Incoming, Params, RpcError, code, error_response, notification, response, token_value,
+    };
+    use serde_json::{Value, json};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    // An answer ringsfu writes: JSON-RPC 2.0 with `id`, read back as a client's response.
+    let answer = |written: &str, id: &Value| -> Value {
+        let v: Value = serde_json::from_str(written).expect("ringsfu writes JSON");
+        assert_eq!(v["jsonrpc"], "2.0", "{written}");
+        assert_eq!(&v["id"], id, "{written}");
+        assert_ne!(v.get("result").is_some(), v.get("error").is_some(), "{written}");
+        assert_eq!(signaling::parse(written), Ok(Incoming::Response), "{written}");
+        v
+    };
+    let frame: Option<Value> = serde_json::from_str(text).ok();
+    let params = match signaling::parse(text) {
+        Err(fe) => {
+            let v = answer(&error_response(&fe.id, &fe.error, None), &fe.id.to_value());
+            assert_eq!(v["error"]["code"], fe.error.code);
+            let framing = [code::PARSE_ERROR, code::INVALID_REQUEST, code::INVALID_PARAMS];
+            assert!(framing.contains(&fe.error.code), "{:?}", fe.error);
+            assert_eq!(fe.error.code == code::PARSE_ERROR, frame.is_none(), "{text:?}");
+            return;
+        }
+        Ok(Incoming::Response) => {
+            let f = frame.expect("a response is JSON");
+            assert!(
+                f.get("method").is_none()
+                    && (f.get("result").is_some() || f.get("error").is_some())
+            );
+            return;
+        }
+        Ok(Incoming::Notification { method, params }) => {
+            let f = frame.expect("a notification is JSON");
+            assert!(f["id"].is_null());
+            assert_eq!(f["method"], method.as_str());
+            params
+        }
+        Ok(Incoming::Request { id, method, params }) => {
+            let f = frame.expect("a request is JSON");
+            let idv = id.to_value();
+            assert!(!idv.is_null());
+            assert_eq!(f["id"], idv);
+            assert_eq!(f["method"], method.as_str());
+            let v = answer(&response(&id, Value::Object(params.clone()), Some("rpc_1")), &idv);
+            assert_eq!(v["result"]["sessionId"], "rpc_1");
+            let v = answer(&response(&id, json!("pong"), None), &idv);
+            assert_eq!(v["result"], "pong");
+            let e = RpcError::new(code::METHOD_NOT_FOUND, format!("Method not found: {method}"));
+            let v = answer(&error_response(&id, &e, Some("rpc_1")), &idv);
+            assert_eq!(v["error"]["data"]["sessionId"], "rpc_1");
+            assert_eq!(v["error"]["message"], e.message.as_str());
+            params
+        }
+    };
+    // The params, sent on in a notification (as `sendMessage` does with a signal), are read
+    // back as the same params.
+    let written = notification("signal", &Value::Object(params.clone()));
+    match signaling::parse(&written) {
+        Ok(Incoming::Notification { method, params: back }) => {
+            assert_eq!(method, "signal");
+            assert_eq!(back, params, "{written}");
+        }
+        other => panic!("a notification read back as {other:?}: {written}"),
+    }
+    let p = Params(&params);
+    for (key, value) in &params {
+        let null = value.is_null();
+        assert_eq!(p.opt_str(key).is_ok(), null || value.is_string(), "{key}: {value}");
+        let boolish = matches!(value, Value::String(s) if s == "true" || s == "false");
+        assert_eq!(p.opt_bool(key).is_ok(), null || value.is_boolean() || boolish, "{key}");
+        assert_eq!(p.opt_i64(key).is_ok(), null || value.is_number(), "{key}: {value}");
+        assert_eq!(p.value(key).is_none(), null);
+        if let Value::String(s) = value
+            && let Some(t) = token_value(s)
+        {
+            assert!(!t.contains('&') && !t.contains('#') && s.contains(t), "{s:?} -> {t:?}");
+        }
+    }
+    match media_options_from_params(&params) {
+        Ok(m) => assert_eq!(m.has_video, m.type_of_video.is_some()),
+        Err(e) => assert_eq!(e.code, code::INVALID_PARAMS, "{e:?}"),
+    }
+}

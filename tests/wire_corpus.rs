@@ -44,6 +44,7 @@ fn body(target: &str) -> Option<fn(&[u8])> {
         "relay_offer" => f::relay_offer,
         "cluster_plan" => f::cluster_plan,
         "janus_signal" => f::janus_signal,
+        "signaling" => f::signaling,
         _ => return None,
     })
 }
@@ -134,6 +135,9 @@ fn seeds_parse() {
                 rest.get(..n as usize)
                     .is_some_and(|f| ringsfu::wire::codec::av1_dd::parse(f, None).is_ok())
             }),
+            "signaling" => {
+                std::str::from_utf8(&d).is_ok_and(|t| ringsfu::signaling::parse(t).is_ok())
+            }
             "metrics_turns" => {
                 std::str::from_utf8(&d).is_ok_and(|t| !ringsfu::load::turns::parse(t).is_empty())
             }

@@ -377,7 +377,22 @@ pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
             _ => None,
         };
         let raw = raw_sections.get(i).copied().unwrap_or("");
-        media.push(media_section(m, kind, raw));
+        let section = media_section(m, kind, raw);
+        // `a=fmtp` parameters are kept as text (trimmed) and written into answers and into
+        // other participants' offers: the line as ringsfu would write it must parse as it did
+        // here. (webrtc-sdp reads `a=fmtp:108 <TAB>level-asymmetry-allowed=1x` as an unknown
+        // parameter; trimmed, the same text is a level-asymmetry-allowed that is not a number.)
+        for c in section.codecs.iter().filter(|c| !c.fmtp.is_empty()) {
+            let line = format!("a=fmtp:{} {}", c.pt, c.fmtp);
+            if let Err(e) = webrtc_sdp::parse_sdp_line(&line, 0) {
+                return Err(SdpError::Syntax(format!(
+                    "a=fmtp:{} does not parse once trimmed: {}",
+                    c.pt,
+                    one_line(&e.to_string())
+                )));
+            }
+        }
+        media.push(section);
     }
     let ice_ufrag = ufrag.ok_or(SdpError::Missing("a=ice-ufrag"))?;
     let ice_pwd = pwd.ok_or(SdpError::Missing("a=ice-pwd"))?;

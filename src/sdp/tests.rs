@@ -430,3 +430,17 @@ fn a_nul_or_a_lone_cr_is_refused() {
     // A file with LF endings only is fine.
     parse(&PUBLISH.replace("\r\n", "\n")).unwrap();
 }
+
+/// Found by the `sdp` fuzz campaign: webrtc-sdp reads a parameter name with a leading tab as an
+/// unknown parameter, so the offer parsed; ringsfu trims the parameters it keeps, and the answer's
+/// `a=fmtp` then named level-asymmetry-allowed with a value that is not a number.
+#[test]
+fn an_fmtp_that_would_not_parse_as_written_is_refused() {
+    let from = "a=fmtp:102 level-asymmetry-allowed=1;";
+    let text = PUBLISH.replacen(from, "a=fmtp:102 \tlevel-asymmetry-allowed=13", 1);
+    assert_ne!(text, PUBLISH);
+    match parse(&text) {
+        Err(SdpError::Syntax(e)) => assert!(e.contains("a=fmtp:102 does not parse"), "{e}"),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
