@@ -321,6 +321,10 @@ pub(crate) fn parse_body(bytes: &Bytes) -> Result<Map<String, Value>, String> {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) if crate::signaling::has_reserved_key(&v) => Err(format!(
+            "The request body holds the reserved key {:?}",
+            crate::signaling::RESERVED_KEY
+        )),
         Ok(Value::Object(m)) => Ok(m),
         Ok(Value::Null) => Ok(Map::new()),
         Ok(_) => Err("The request body must be a JSON object".into()),

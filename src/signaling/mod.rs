@@ -100,12 +100,31 @@ pub struct FrameError {
     pub error: RpcError,
 }
 
+/// The object key by which serde_json (with its `raw_value` feature, which axum turns on)
+/// recognises a raw value: an object whose first key it is reads as the JSON text in its value.
+pub const RESERVED_KEY: &str = "$serde_json::private::RawValue";
+
+/// Whether `v` holds an object with [`RESERVED_KEY`] at any depth. ringsfu writes objects with
+/// their keys sorted, so such a key, anywhere in what a client sent, can come first in what
+/// ringsfu writes and make it unreadable to serde_json (another node, a file read back); every
+/// JSON a client sends is refused with it (found by the `signaling` fuzz target).
+pub fn has_reserved_key(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, v)| k == RESERVED_KEY || has_reserved_key(v)),
+        Value::Array(a) => a.iter().any(has_reserved_key),
+        _ => false,
+    }
+}
+
 /// Parses one text frame. `params` must be an object or absent (`null` counts as absent).
 pub fn parse(text: &str) -> Result<Incoming, FrameError> {
     let v: Value = serde_json::from_str(text).map_err(|e| FrameError {
         id: RpcId::Null,
         error: RpcError::new(code::PARSE_ERROR, format!("Parse error: {e}")),
     })?;
+    if has_reserved_key(&v) {
+        return Err(invalid(RpcId::Null, &format!("Invalid request: the key {RESERVED_KEY:?}")));
+    }
     let Value::Object(mut obj) = v else {
         return Err(invalid(RpcId::Null, "Invalid request: not an object"));
     };
@@ -255,6 +274,18 @@ pub fn token_value(token: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `signaling` fuzz target: ringsfu writes object keys sorted, so serde_json's
+    /// raw-value key, not first in what a client sent, came first in the answer, which
+    /// serde_json then could not read.
+    #[test]
+    fn the_raw_value_key_is_refused_at_any_depth() {
+        let frame = r#"{"jsonrpc":"2.0","method":"x","id":3,"params":{"a":[{"b":1,"$serde_json::private::RawValue":false}]}}"#;
+        let e = parse(frame).unwrap_err();
+        assert_eq!(e.error.code, code::INVALID_REQUEST);
+        assert!(e.error.message.contains(RESERVED_KEY));
+        assert!(parse(r#"{"jsonrpc":"2.0","method":"x","id":3,"params":{"a":[{"b":1}]}}"#).is_ok());
+    }
 
     /// Found by the `signaling` fuzz target: an id too large for an integer is read as a float,
     /// and serde_json's default reader read the float ringsfu wrote back one unit off, so the
