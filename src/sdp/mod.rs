@@ -99,6 +99,16 @@ pub struct Codec {
     pub rtx_pt: Option<u8>,
 }
 
+/// A codec's `a=fmtp` line as ringsfu writes it (without the line end): one writer for the
+/// SDPs and for the check in [`parse`] that what is copied parses as written.
+struct FmtpLine<'a>(&'a Codec);
+
+impl std::fmt::Display for FmtpLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a=fmtp:{} {}", self.0.pt, self.0.fmtp)
+    }
+}
+
 impl Codec {
     fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
@@ -383,8 +393,7 @@ pub fn parse(sdp: &str) -> Result<RemoteDescription, SdpError> {
         // here. (webrtc-sdp reads `a=fmtp:108 <TAB>level-asymmetry-allowed=1x` as an unknown
         // parameter; trimmed, the same text is a level-asymmetry-allowed that is not a number.)
         for c in section.codecs.iter().filter(|c| !c.fmtp.is_empty()) {
-            let line = format!("a=fmtp:{} {}", c.pt, c.fmtp);
-            if let Err(e) = webrtc_sdp::parse_sdp_line(&line, 0) {
+            if let Err(e) = webrtc_sdp::parse_sdp_line(&FmtpLine(c).to_string(), 0) {
                 return Err(SdpError::Syntax(format!(
                     "a=fmtp:{} does not parse once trimmed: {}",
                     c.pt,
@@ -900,7 +909,7 @@ fn write_section(out: &mut String, local: &LocalTransport, setup: &str, s: &Sect
         let _ = write!(out, "a=rtcp-fb:{} {fb}\r\n", c.pt);
     }
     if !c.fmtp.is_empty() {
-        let _ = write!(out, "a=fmtp:{} {}\r\n", c.pt, c.fmtp);
+        let _ = write!(out, "{}\r\n", FmtpLine(c));
     }
     if let Some(rtx) = s.rtx_pt {
         let _ = write!(out, "a=rtpmap:{rtx} rtx/{}\r\na=fmtp:{rtx} apt={}\r\n", c.clock_rate, c.pt);
