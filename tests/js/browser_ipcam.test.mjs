@@ -122,7 +122,7 @@ test('onlyPlayWithSubscribers: no RTSP session before the first subscriber, Chro
   // The last subscriber leaves: the RTSP session ends.
   await b.page.evaluate((id) => window.session.unsubscribe(window.subscribers[id]), streamId);
   await until(() => cam.sessionsEnded() === cam.sessionsStarted(), 'the RTSP session torn down',
-    { tries: 100, everyMs: 100 });
+    { tries: 100, everyMs: 100 }).catch((e) => { throw new Error(`${e.message}; the camera said:\n${cam.lines()}`); });
   await until(async () => (await ipcamState(sid, conn.connectionId)) === 'waitingForSubscribers',
     'the camera waiting again');
   await sleep(1000);

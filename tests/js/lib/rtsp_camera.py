@@ -13,6 +13,7 @@ Prints one line per event on stdout (flushed), for the test to follow:
   CLOSED <n>            client n's connection closed
 """
 import sys
+import threading
 
 import gi
 
@@ -56,8 +57,16 @@ def main():
     server.set_service(port)
     server.get_mount_points().add_factory("/cam", factory)
 
+    # GStreamer emits the client signals on more than one thread, and print() writes its
+    # words one by one: two events at once came out as "CONNECT SESSION-END3" and "2". One
+    # write of the whole line, under a lock.
+    lock = threading.Lock()
+
     def say(*words):
-        print(*words, flush=True)
+        line = " ".join(str(w) for w in words) + "\n"
+        with lock:
+            sys.stdout.write(line)
+            sys.stdout.flush()
 
     clients = {"n": 0}
 
