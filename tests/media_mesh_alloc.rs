@@ -8,7 +8,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ringsfu::media::{CoreSettings, InTrack, MediaCore, MediaStats, Origin};
@@ -20,7 +19,7 @@ use ringsfu::wire::rtcp::nack;
 
 mod counting_alloc;
 
-use counting_alloc::ALLOCS;
+use counting_alloc::allocs;
 
 const PUB_SSRC: u32 = 0x1111_0000;
 const OUT_SSRC: u32 = 0x2222_0000;
@@ -43,9 +42,22 @@ fn packet(seq: u16, out: &mut SrtpContext, buf: &mut [u8]) -> usize {
     core_peer::video_packet(seq, PUB_SSRC, PAYLOAD, out, buf)
 }
 
-#[test]
-fn the_cross_shard_path_does_not_allocate() {
-    let now = Instant::now();
+/// Two cores joined by a mesh: a connected publisher of `video` on `a` (shard 0), a connected
+/// subscriber of it on `b` (shard 1), the mirror attached, every queue emptied.
+struct Pair {
+    a: MediaCore,
+    b: MediaCore,
+    tx_a: TxQueue,
+    tx_b: TxQueue,
+    stats_a: Arc<MediaStats>,
+    stats_b: Arc<MediaStats>,
+    pub_out: SrtpContext,
+    pub_in: SrtpContext,
+    sub_out: SrtpContext,
+    sub_in: SrtpContext,
+}
+
+fn pair(now: Instant, video: InTrack) -> Pair {
     let ((server_ctx, server_fp), (client_ctx, client_fp)) = core_peer::contexts();
     let mut ports = mesh(2, 64);
     let (stats_a, stats_b) = (Arc::new(MediaStats::default()), Arc::new(MediaStats::default()));
@@ -59,13 +71,12 @@ fn the_cross_shard_path_does_not_allocate() {
         MediaCore::new(server(1), server_ctx, settings, stats_b.clone(), now).with_mesh(port_b);
     let (mut tx_a, mut tx_b) = (TxQueue::new(256), TxQueue::new(256));
 
-    core_peer::add_publisher(&mut a, now, &mut tx_a, 1, client_fp, vec![video_in()]);
-    let (mut pub_out, _) = connect(&mut a, server(0), &mut tx_a, &client_ctx, server_fp, 1);
-    let origin = Some(Origin { shard: 0, tracks: vec![video_in()] });
+    core_peer::add_publisher(&mut a, now, &mut tx_a, 1, client_fp, vec![video.clone()]);
+    let (pub_out, pub_in) = connect(&mut a, server(0), &mut tx_a, &client_ctx, server_fp, 1);
+    let origin = Some(Origin { shard: 0, tracks: vec![video] });
     let leg = vec![core_peer::video_leg(OUT_SSRC)];
     core_peer::add_subscriber(&mut b, now, &mut tx_b, 2, 1, client_fp, leg, origin);
-    let (mut sub_out, mut sub_in) =
-        connect(&mut b, server(1), &mut tx_b, &client_ctx, server_fp, 2);
+    let (sub_out, sub_in) = connect(&mut b, server(1), &mut tx_b, &client_ctx, server_fp, 2);
     // The attach request crosses to the origin, its acknowledgement comes back; the keyframe
     // request of the new subscriber goes to the origin, which sends the publisher a PLI.
     assert!(a.handle_mesh(now, &mut tx_a), "attach request");
@@ -76,6 +87,24 @@ fn the_cross_shard_path_does_not_allocate() {
     assert!(stats_a.snapshot().pli_out >= 1, "{:?}", stats_a.snapshot());
     while tx_a.pop_pending(|_, _| ()).is_some() {}
     while tx_b.pop_pending(|_, _| ()).is_some() {}
+    Pair { a, b, tx_a, tx_b, stats_a, stats_b, pub_out, pub_in, sub_out, sub_in }
+}
+
+#[test]
+fn the_cross_shard_path_does_not_allocate() {
+    let now = Instant::now();
+    let Pair {
+        mut a,
+        mut b,
+        mut tx_a,
+        mut tx_b,
+        stats_a,
+        stats_b,
+        mut pub_out,
+        pub_in: _,
+        mut sub_out,
+        mut sub_in,
+    } = pair(now, video_in());
 
     let mut buf = vec![0u8; 2048];
     let mut got = vec![0u8; 2048];
@@ -94,7 +123,7 @@ fn the_cross_shard_path_does_not_allocate() {
         forward(seq, &mut a, &mut b, &mut tx_a, &mut tx_b, &mut buf);
         while tx_b.pop_pending(|_, _| ()).is_some() {}
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs();
     let mut received = 0usize;
     for seq in 51..=1050u16 {
         forward(seq, &mut a, &mut b, &mut tx_a, &mut tx_b, &mut buf);
@@ -113,7 +142,7 @@ fn the_cross_shard_path_does_not_allocate() {
         }
         while tx_a.pop_pending(|_, _| ()).is_some() {}
     }
-    let during = ALLOCS.load(Ordering::Relaxed) - before;
+    let during = allocs() - before;
     assert_eq!(received, 1000);
     assert_eq!(during, 0, "allocations on the cross-shard packet path");
 
@@ -132,7 +161,7 @@ fn the_cross_shard_path_does_not_allocate() {
         let len = sub_in.unprotect_rtp(&mut got[..n.expect("sent")], 12).expect("decrypts");
         RtpView::parse(&got[..len]).expect("rtp").sequence_number()
     };
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs();
     let n = nack::write_lost(
         &mut rtcp[..200],
         0x5555,
@@ -151,8 +180,88 @@ fn the_cross_shard_path_does_not_allocate() {
     while tx_b.pop_pending(|_, _| ()).is_some() {
         answered += 1;
     }
-    assert_eq!(ALLOCS.load(Ordering::Relaxed) - before, 0, "allocations answering a NACK");
+    assert_eq!(allocs() - before, 0, "allocations answering a NACK");
     assert_eq!(answered, 2, "two retransmissions from the destination's ring");
     assert_eq!(stats_b.snapshot().rtx_out, 2);
     assert!(stats_a.snapshot().mesh_out >= 1001);
+}
+
+/// Packet 3 of the publisher on shard 0 never arrives; shard 0's own NACKs of it (three, 40 ms
+/// apart) bring nothing. The subscriber on shard 1 NACKs it: its mirror never had it, so shard
+/// 1 tells the origin through the mesh, and shard 0 NACKs the publisher once more. No
+/// allocation on that path either.
+#[test]
+fn a_nack_for_a_packet_the_origin_never_got_renews_its_nack_without_allocating() {
+    let mut now = Instant::now();
+    let mut video = video_in();
+    video.nack = true;
+    let Pair {
+        mut a,
+        mut b,
+        mut tx_a,
+        mut tx_b,
+        stats_a,
+        stats_b,
+        mut pub_out,
+        mut pub_in,
+        mut sub_out,
+        ..
+    } = pair(now, video);
+    let mut buf = vec![0u8; 2048];
+    let mut nacked_to_publisher = |tx_a: &mut TxQueue, buf: &mut [u8]| {
+        let mut seqs = Vec::new();
+        while let Some(n) = tx_a.pop_pending(|m, p| {
+            assert_eq!(m.dst, peer_addr(1));
+            buf[..p.len()].copy_from_slice(p);
+            p.len()
+        }) {
+            let Ok(n) = pub_in.unprotect_rtcp(&mut buf[..n]) else { continue };
+            let c = ringsfu::wire::rtcp::RtcpCompound::parse_relaxed(&buf[..n]).expect("rtcp");
+            for p in c.packets() {
+                if let Ok(ringsfu::wire::rtcp::RtcpPacket::Nack(x)) = p {
+                    seqs.extend(x.lost());
+                }
+            }
+        }
+        seqs
+    };
+    let mut first_out = None;
+    for seq in [1u16, 2, 4] {
+        let n = packet(seq, &mut pub_out, &mut buf);
+        a.handle_datagram(now, meta(peer_addr(1), server(0), n), &mut buf[..n], &mut tx_a);
+        assert!(b.handle_mesh(now, &mut tx_b));
+        while let Some(s) = tx_b.pop_pending(|_, p| u16::from_be_bytes([p[2], p[3]])) {
+            first_out.get_or_insert(s);
+        }
+    }
+    let out3 = first_out.expect("forwarded").wrapping_add(2);
+    let mut spent = nacked_to_publisher(&mut tx_a, &mut buf);
+    for _ in 0..40 {
+        now += Duration::from_millis(5);
+        if a.poll_timeout().is_some_and(|t| t <= now) {
+            a.handle_timeout(now, &mut tx_a);
+        }
+        spent.extend(nacked_to_publisher(&mut tx_a, &mut buf));
+    }
+    assert_eq!(spent, [3, 3, 3], "shard 0's own tries");
+
+    let mut rtcp = [0u8; 256];
+    let nack_3 = |sub_out: &mut SrtpContext, rtcp: &mut [u8]| {
+        let n = nack::write_lost(&mut rtcp[..200], 0x5555, OUT_SSRC, [out3]).expect("nack");
+        sub_out.protect_rtcp(rtcp, n).expect("protect rtcp")
+    };
+    // Warm up once (the mesh message's first use), then count.
+    let n = nack_3(&mut sub_out, &mut rtcp);
+    b.handle_datagram(now, meta(peer_addr(2), server(1), n), &mut rtcp[..n], &mut tx_b);
+    assert!(a.handle_mesh(now, &mut tx_a), "the NACK crossed to the origin");
+    assert_eq!(nacked_to_publisher(&mut tx_a, &mut buf), [3]);
+    now += Duration::from_millis(40);
+    let n = nack_3(&mut sub_out, &mut rtcp);
+    let before = allocs();
+    b.handle_datagram(now, meta(peer_addr(2), server(1), n), &mut rtcp[..n], &mut tx_b);
+    assert!(a.handle_mesh(now, &mut tx_a));
+    assert_eq!(allocs() - before, 0, "allocations renewing a NACK");
+    assert_eq!(nacked_to_publisher(&mut tx_a, &mut buf), [3]);
+    assert_eq!(stats_a.snapshot().nacks_renewed, 2);
+    assert_eq!(stats_b.snapshot().rtx_missing, 2);
 }

@@ -188,3 +188,104 @@ fn rrtr_answered_and_nack_retries_timed_by_the_measured_rtt() {
         "retry after the measured RTT, not 40 ms: {again:?}"
     );
 }
+
+/// What the core sent: the sequence numbers NACKed to the publisher (`pa`, decrypted with
+/// `pub_in`) and those of the RTP packets sent to the subscriber (`sa`; SRTP leaves the
+/// header in the clear).
+struct Sent {
+    nacked: Vec<u16>,
+    forwarded: Vec<u16>,
+}
+
+fn sent(tx: &mut TxQueue, (pa, pub_in): (SocketAddr, &mut SrtpContext), sa: SocketAddr) -> Sent {
+    let mut out = Sent { nacked: Vec::new(), forwarded: Vec::new() };
+    while let Some((dst, mut d)) = tx.pop_pending(|m, b| (m.dst, b.to_vec())) {
+        let rtcp = d.len() > 1 && (192..=223).contains(&d[1]);
+        if dst == pa && rtcp {
+            let n = pub_in.unprotect_rtcp(&mut d).expect("our RTCP decrypts");
+            out.nacked.extend(nacked(&d[..n]));
+        } else if dst == sa && !rtcp && d.len() >= 12 {
+            out.forwarded.push(u16::from_be_bytes([d[2], d[3]]));
+        }
+    }
+    out
+}
+
+/// A packet lost on the publisher's link whose NACKs (three, 40 ms apart) brought nothing is
+/// asked for again when a subscriber NACKs it: once per subscriber NACK, no sooner than a
+/// retry interval after the last, and not once ringsfu has forgotten it (1 s after its last
+/// NACK). A retransmission that comes after ringsfu's own tries is still forwarded.
+#[test]
+fn a_subscribers_nack_renews_the_nack_of_a_packet_never_received() {
+    let ((server_ctx, server_fp), (client_ctx, client_fp)) = core_peer::contexts();
+    let stats = Arc::new(MediaStats::default());
+    let settings = CoreSettings::default();
+    let mut core = MediaCore::new(server(), server_ctx, settings, stats.clone(), Instant::now());
+    let mut tx = TxQueue::new(256);
+    let mut track = core_peer::video_track(PUB_SSRC);
+    track.nack = true;
+    core_peer::add_publisher(&mut core, Instant::now(), &mut tx, 1, client_fp, vec![track]);
+    let (mut pub_out, mut pub_in) =
+        connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 1);
+    let leg = vec![core_peer::video_leg(5555)];
+    core_peer::add_subscriber(&mut core, Instant::now(), &mut tx, 2, 1, client_fp, leg, None);
+    let (mut sub_out, _) = connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 2);
+    while tx.pop_pending(|_, _| ()).is_some() {}
+    let (pa, sa) = (peer_addr(1), peer_addr(2));
+    let mut now = Instant::now();
+    // One step: publisher packets `rtp`, then the subscriber's NACK of `nack` (its numbers),
+    // then the timer if due; what the core sent.
+    let mut step = |core: &mut MediaCore, now: Instant, rtp_seqs: &[u16], nack: &[u16]| {
+        for &seq in rtp_seqs {
+            let mut p = rtp(seq, &mut pub_out);
+            let len = p.len();
+            core.handle_datagram(now, meta(pa, server(), len), &mut p, &mut tx);
+        }
+        if !nack.is_empty() {
+            let mut b = vec![0u8; 256];
+            let n = rtcp::nack::write_lost(&mut b, 0x77, 5555, nack.iter().copied()).unwrap();
+            let n = sub_out.protect_rtcp(&mut b, n).unwrap();
+            core.handle_datagram(now, meta(sa, server(), n), &mut b[..n], &mut tx);
+        }
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now, &mut tx);
+        }
+        sent(&mut tx, (pa, &mut pub_in), sa)
+    };
+    // Packets 3 and 4 lost on the publisher's link.
+    let first = step(&mut core, now, &[1, 2, 5], &[]);
+    assert_eq!(first.forwarded.len(), 3, "{:?}", first.forwarded);
+    // The subscriber's numbers for the publisher's 3 and 4.
+    let (out3, out4) = (first.forwarded[1].wrapping_add(1), first.forwarded[1].wrapping_add(2));
+    // ringsfu's own three NACKs of each (40 ms apart: no RTT measured), then nothing.
+    let mut to_publisher = first.nacked;
+    for _ in 0..60 {
+        now += Duration::from_millis(5);
+        to_publisher.extend(step(&mut core, now, &[], &[]).nacked);
+    }
+    assert_eq!(to_publisher.iter().filter(|&&s| s == 3).count(), 3, "{to_publisher:?}");
+    assert_eq!(to_publisher.iter().filter(|&&s| s == 4).count(), 3, "{to_publisher:?}");
+
+    // 300 ms after the loss, the subscriber asks for 3: ringsfu asks the publisher again.
+    assert_eq!(step(&mut core, now, &[], &[out3]).nacked, [3]);
+    assert_eq!(stats.snapshot().nacks_renewed, 1);
+    // Asked again at once (another subscriber, or a repeat): not before a retry interval.
+    assert_eq!(step(&mut core, now, &[], &[out3]).nacked, Vec::<u16>::new());
+    now += Duration::from_millis(40);
+    assert_eq!(step(&mut core, now, &[], &[out3, out4]).nacked, [3, 4]);
+    assert_eq!(stats.snapshot().nacks_renewed, 3);
+
+    // The publisher's retransmission of 3 comes now: forwarded as the subscriber's `out3`.
+    assert_eq!(step(&mut core, now, &[3], &[]).forwarded, [out3]);
+    // Once it arrived, a NACK of it is answered from the ring, not renewed.
+    now += Duration::from_millis(50);
+    let again = step(&mut core, now, &[], &[out3]);
+    assert_eq!((again.nacked, again.forwarded), (vec![], vec![out3]));
+
+    // More than a second after its last NACK, 4 is forgotten: the subscriber's NACK of it is
+    // not passed on.
+    now += Duration::from_millis(1100);
+    step(&mut core, now, &[6], &[]);
+    assert_eq!(step(&mut core, now, &[], &[out4]).nacked, Vec::<u16>::new());
+    assert_eq!(stats.snapshot().nacks_renewed, 3);
+}

@@ -154,6 +154,9 @@ pub struct MediaCore {
     /// producer or mirror (lowered as they change between runs).
     next_tick: Instant,
     pub(super) scratch_seqs: Vec<u16>,
+    /// A subscriber's NACKed packets that never reached the ring here: (the publisher's
+    /// router track, its sequence number), asked of the publisher again (`flow.rs`).
+    pub(super) scratch_renacks: Vec<(TrackId, u16)>,
     /// This shard's end of the shard mesh (`None`: a single shard, or a core in a unit test).
     pub(super) mesh: Option<MeshPort>,
     pub(super) mirrors: HashMap<PeerId, Mirror>,
@@ -196,6 +199,7 @@ impl MediaCore {
             epoch: now,
             next_tick: now,
             scratch_seqs: Vec::with_capacity(NACK_CAP),
+            scratch_renacks: Vec::with_capacity(NACK_CAP),
             mesh: None,
             mirrors: HashMap::new(),
             mesh_backlog: VecDeque::with_capacity(MESH_BACKLOG),

@@ -10,6 +10,15 @@
 //! lost retransmission is asked for again sooner and more often, on a long one the sender is
 //! not asked twice for a packet that is still on its way.
 //!
+//! A packet whose tries are spent is kept, silent, for [`GIVE_UP_AFTER`] after its last NACK:
+//! a retransmission that comes late is still known as one (not dropped as a duplicate), and a
+//! subscriber asking ringsfu for it ([`NackTracker::renack`]) gets it asked for once more, at
+//! most once per retry interval and [`MAX_RENACKS`] times. Under heavy loss on the
+//! publisher's link a few tries are not enough (at 20% each way, a NACK and its
+//! retransmission both arrive 64% of the time, so three tries leave one such packet in 20
+//! missing); the subscriber's own NACKs, which go on while its jitter buffer still waits for
+//! the packet, keep the repair going as long as it is still of use.
+//!
 //! Everything here is sized once when a track is added; the per-packet calls never allocate.
 
 use std::time::{Duration, Instant};
@@ -125,13 +134,26 @@ impl ReceiveStats {
 /// or a deadline pass.
 #[derive(Debug, Clone)]
 pub struct NackTracker {
-    /// (extended seq, last NACK sent, tries); bounded by `cap`.
-    missing: Vec<(u64, Option<Instant>, u8)>,
+    /// Bounded by `cap`.
+    missing: Vec<Missing>,
     cap: usize,
     /// Time between NACKs of one packet ([`RETRY_AFTER`] until an RTT is known).
     retry: Duration,
     /// NACKs per missing packet ([`MAX_TRIES`] until an RTT is known).
     max_tries: u8,
+}
+
+/// One packet not received yet.
+#[derive(Debug, Clone, Copy)]
+struct Missing {
+    /// Extended sequence number.
+    ext: u64,
+    /// When it was last NACKed (`None`: due at once).
+    last: Option<Instant>,
+    /// NACKs sent since it went missing or was last asked for again.
+    tries: u8,
+    /// Times a subscriber's NACK had it asked for again ([`NackTracker::renack`]).
+    renacked: u8,
 }
 
 /// Gaps larger than this are a source restart or a long outage, not loss to repair.
@@ -147,8 +169,10 @@ const RETRY_MAX: Duration = Duration::from_millis(500);
 /// With a measured RTT, the tries are as many as fit in this (3 to [`TRIES_MAX`]).
 const TRY_SPAN: Duration = Duration::from_millis(400);
 const TRIES_MAX: u8 = 10;
-/// A missing packet older than this is no longer worth asking for.
+/// A packet whose tries are spent is forgotten this long after its last NACK.
 const GIVE_UP_AFTER: Duration = Duration::from_millis(1000);
+/// Subscribers' NACKs have one packet asked for again at most this many times.
+pub const MAX_RENACKS: u8 = 10;
 
 impl NackTracker {
     pub fn new(cap: usize) -> NackTracker {
@@ -176,7 +200,7 @@ impl NackTracker {
 
     /// Records an arrival with extended sequence `ext` given the highest seen before it.
     pub fn on_packet(&mut self, ext: u64, highest_before: Option<u64>) {
-        if let Some(i) = self.missing.iter().position(|m| m.0 == ext) {
+        if let Some(i) = self.missing.iter().position(|m| m.ext == ext) {
             self.missing.swap_remove(i);
             return;
         }
@@ -191,55 +215,71 @@ impl NackTracker {
         for s in h + 1..ext {
             if self.missing.len() == self.cap {
                 // Drop the oldest: the newest losses are the ones still worth repairing.
-                if let Some((i, _)) = self.missing.iter().enumerate().min_by_key(|(_, m)| m.0) {
+                if let Some((i, _)) = self.missing.iter().enumerate().min_by_key(|(_, m)| m.ext) {
                     self.missing.swap_remove(i);
                 }
             }
-            // `None`: never NACKed yet, due at once.
-            self.missing.push((s, None, 0));
+            self.missing.push(Missing { ext: s, last: None, tries: 0, renacked: 0 });
         }
     }
 
-    /// Whether extended sequence number `ext` is tracked as missing.
+    /// Whether extended sequence number `ext` is tracked as missing (its tries spent or not).
     pub fn is_missing(&self, ext: u64) -> bool {
-        self.missing.iter().any(|m| m.0 == ext)
+        self.missing.iter().any(|m| m.ext == ext)
+    }
+
+    /// A subscriber asked for `ext`, which never arrived: if its tries are spent, it is not
+    /// forgotten yet, a retry interval has passed since its last NACK and it was not asked for
+    /// again [`MAX_RENACKS`] times already, it is due once more now. True when it was.
+    pub fn renack(&mut self, ext: u64, now: Instant) -> bool {
+        let (retry, tries) = (self.retry, self.max_tries);
+        let Some(m) = self.missing.iter_mut().find(|m| m.ext == ext) else { return false };
+        let Some(last) = m.last else { return false };
+        let since = now.saturating_duration_since(last);
+        if m.tries < tries || since < retry || since >= GIVE_UP_AFTER || m.renacked >= MAX_RENACKS {
+            return false;
+        }
+        m.renacked += 1;
+        m.tries = tries - 1;
+        m.last = None;
+        true
     }
 
     /// The sequence numbers (16-bit, ascending) to NACK now; updates tries.
     pub fn due(&mut self, now: Instant, out: &mut Vec<u16>) {
         out.clear();
         let (retry, tries) = (self.retry, self.max_tries);
-        self.missing.retain(|m| m.2 < tries);
-        self.missing.sort_unstable_by_key(|m| m.0);
-        for m in &mut self.missing {
-            let ready = match m.1 {
+        // Packets whose tries are spent are forgotten a while after their last NACK.
+        self.missing.retain(|m| {
+            m.tries < tries
+                || m.last.is_some_and(|t| now.saturating_duration_since(t) < GIVE_UP_AFTER)
+        });
+        self.missing.sort_unstable_by_key(|m| m.ext);
+        for m in self.missing.iter_mut().filter(|m| m.tries < tries) {
+            let ready = match m.last {
                 None => true,
                 Some(t) => now.saturating_duration_since(t) >= retry,
             };
             if ready {
-                m.1 = Some(now);
-                m.2 += 1;
-                out.push(m.0 as u16);
+                m.last = Some(now);
+                m.tries += 1;
+                out.push(m.ext as u16);
             }
         }
-        // Entries first NACKed long ago and still missing are abandoned.
-        self.missing.retain(|m| {
-            m.2 < tries || m.1.is_some_and(|t| now.saturating_duration_since(t) < GIVE_UP_AFTER)
-        });
     }
 
     /// When [`NackTracker::due`] has something to NACK next (`now` for a gap never NACKed).
     pub fn next_due(&self, now: Instant) -> Option<Instant> {
         self.missing
             .iter()
-            .filter(|m| m.2 < self.max_tries)
-            .map(|m| m.1.map_or(now, |t| t + self.retry))
+            .filter(|m| m.tries < self.max_tries)
+            .map(|m| m.last.map_or(now, |t| t + self.retry))
             .min()
     }
 
-    /// Whether anything is waiting to be NACKed.
-    pub fn is_empty(&self) -> bool {
-        self.missing.is_empty()
+    /// Whether any packet is still to be NACKed (its tries not spent).
+    pub fn pending(&self) -> bool {
+        self.missing.iter().any(|m| m.tries < self.max_tries)
     }
 }
 
@@ -409,7 +449,45 @@ mod tests {
         n.due(t0 + RETRY_AFTER * 2, &mut out);
         n.due(t0 + RETRY_AFTER * 3, &mut out);
         assert!(out.is_empty(), "three tries at most");
-        assert!(n.is_empty());
+        assert!(!n.pending());
+        // Kept a while, silent: a late retransmission is still known as one.
+        assert!(n.is_missing(102));
+        n.due(t0 + RETRY_AFTER * 2 + GIVE_UP_AFTER, &mut out);
+        assert!(!n.is_missing(102), "forgotten a second after its last NACK");
+    }
+
+    #[test]
+    fn a_subscribers_nack_renews_a_spent_packet() {
+        let mut n = NackTracker::new(64);
+        let t0 = Instant::now();
+        n.on_packet(10, Some(8));
+        let mut out = Vec::new();
+        assert!(!n.renack(9, t0), "tries not spent: nothing to renew");
+        for i in 0..3 {
+            n.due(t0 + RETRY_AFTER * i, &mut out);
+            assert_eq!(out, vec![9]);
+        }
+        let last = t0 + RETRY_AFTER * 2;
+        assert!(!n.renack(9, last + RETRY_AFTER / 2), "not before a retry interval");
+        assert!(!n.renack(8, last + RETRY_AFTER), "never missing");
+        let mut at = last + RETRY_AFTER;
+        for _ in 0..MAX_RENACKS {
+            assert!(n.renack(9, at));
+            assert!(n.pending());
+            assert_eq!(n.next_due(at), Some(at));
+            n.due(at, &mut out);
+            assert_eq!(out, vec![9], "one NACK per renewal");
+            n.due(at + RETRY_AFTER, &mut out);
+            assert!(out.is_empty());
+            at += RETRY_AFTER;
+        }
+        assert!(!n.renack(9, at), "renewed {MAX_RENACKS} times at most");
+        // Another packet, spent and forgotten: not renewed.
+        n.on_packet(13, Some(11));
+        for i in 0..3 {
+            n.due(at + RETRY_AFTER * i, &mut out);
+        }
+        assert!(!n.renack(12, at + RETRY_AFTER * 2 + GIVE_UP_AFTER));
     }
 
     #[test]
@@ -458,7 +536,7 @@ mod tests {
         let t0 = Instant::now();
         n.on_packet(10, Some(9));
         n.on_packet(10_000, Some(10));
-        assert!(n.is_empty());
+        assert!(!n.pending());
         n.on_packet(10_100, Some(10_000));
         let mut out = Vec::new();
         n.due(t0, &mut out);

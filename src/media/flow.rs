@@ -400,7 +400,14 @@ impl MediaCore {
         // The ring keeps the publisher's packets with its extension ids: find them so values
         // such as video orientation are carried over to the retransmission.
         let ext = self.source_ext(slot, track).unwrap_or_default();
-        let MediaCore { router, peers, stats, .. } = self;
+        self.scratch_renacks.clear();
+        let MediaCore { router, peers, stats, scratch_renacks: renacks, .. } = self;
+        // Bounded by its capacity: no allocation here.
+        let mut not_stored = |track: TrackId, seq: u16| {
+            if renacks.len() < renacks.capacity() {
+                renacks.push((track, seq));
+            }
+        };
         let Some(Some(sub)) = peers.get_mut(slot as usize) else { return };
         let t = &mut sub.transport;
         if t.remote.is_none() || t.srtp_out.is_none() {
@@ -426,13 +433,19 @@ impl MediaCore {
         if let Some(l) = out.layers.as_deref() {
             let mut missing = 0u64;
             for out_seq in lost {
-                let found = l.rewriter.source_of(out_seq).and_then(|s| {
+                let source = l.rewriter.source_of(out_seq).and_then(|s| {
                     let enc_track = *l.tracks.get(usize::from(s.encoding))?;
-                    let (p, at) = router.stored(now, enc_track, s.ssrc, s.seq)?;
-                    Some((s, enc_track, p.len(), at))
+                    Some((s, enc_track))
                 });
-                let Some((s, enc_track, len, at)) = found else {
+                let Some((s, enc_track)) = source else {
                     missing += 1;
+                    continue;
+                };
+                let Some((len, at)) =
+                    router.stored(now, enc_track, s.ssrc, s.seq).map(|(p, at)| (p.len(), at))
+                else {
+                    missing += 1;
+                    not_stored(enc_track, s.seq);
                     continue;
                 };
                 if !grant(&mut t.bwe, len, at) {
@@ -465,10 +478,11 @@ impl MediaCore {
                 }
             }
             stat!(self.stats, rtx_missing, missing);
+            self.renack_publisher(slot, now, tx);
             return;
         }
         let relay = t.relay.is_some();
-        let res = router.on_nack(now, track, LegId(slot), lost, |rt| {
+        let resend = |rt: crate::router::Retransmit<'_>| {
             if !grant(&mut t.bwe, rt.packet.len(), rt.stored_at) {
                 return;
             }
@@ -496,10 +510,47 @@ impl MediaCore {
                     stat!(stats, relay_out);
                 }
             }
-        });
+        };
+        let res =
+            router.on_nack(now, track, LegId(slot), lost, resend, |seq| not_stored(track, seq));
         if let Ok(missing) = res {
             stat!(self.stats, rtx_missing, missing as u64);
         }
+        self.renack_publisher(slot, now, tx);
+    }
+
+    /// The packets subscriber `slot` NACKed that never reached this shard
+    /// (`scratch_renacks`): its publisher is asked for them again if ringsfu's own tries are
+    /// spent ([`Producer::renack`]); a publisher of another shard through its origin.
+    fn renack_publisher(&mut self, slot: u32, now: Instant, tx: &mut Egress<'_>) {
+        if self.scratch_renacks.is_empty() {
+            return;
+        }
+        let Some(publisher) =
+            self.peers.get(slot as usize).and_then(Option::as_ref).and_then(Peer::publisher)
+        else {
+            return;
+        };
+        // Taken out and put back: a move, not an allocation.
+        let renacks = std::mem::take(&mut self.scratch_renacks);
+        if self.mirrors.contains_key(&publisher) {
+            for &(track, seq) in &renacks {
+                self.renack_at_origin(publisher, track, seq);
+            }
+        } else if let Some(&pslot) = self.by_id.get(&publisher) {
+            let mut renewed = 0u64;
+            if let Some(p) = self.producer_mut(publisher) {
+                for &(track, seq) in &renacks {
+                    renewed += u64::from(p.renack(track, seq, now));
+                }
+            }
+            if renewed > 0 {
+                stat!(self.stats, nacks_renewed, renewed);
+                self.send_nacks(pslot, now, tx);
+                self.lower_deadline(Some(now + self.settings.tick));
+            }
+        }
+        self.scratch_renacks = renacks;
     }
 
     /// The publisher's extension ids of `track`, seen from subscriber `slot`.
@@ -652,7 +703,7 @@ impl MediaCore {
     }
 
     /// NACKs for every packet of publisher `slot` still missing and due.
-    fn send_nacks(&mut self, slot: u32, now: Instant, tx: &mut Egress<'_>) {
+    pub(super) fn send_nacks(&mut self, slot: u32, now: Instant, tx: &mut Egress<'_>) {
         let MediaCore { peers, stats, scratch_seqs, .. } = self;
         if let Some(Some(Peer { transport, role: Role::Publisher(p), .. })) =
             peers.get_mut(slot as usize)

@@ -62,6 +62,9 @@ mod msg {
     /// Mirror → origin: a keyframe of track `index`; one byte, 1 = at once (a new consumer),
     /// 0 = through the origin's keyframe limiter.
     pub const KEYFRAME: u8 = 6;
+    /// Mirror → origin: a consumer NACKed packet `seq` (two bytes, big-endian, the
+    /// publisher's) of track `index`, which the mirror never received.
+    pub const NACK: u8 = 7;
 }
 
 /// Control messages waiting for room in the mesh, at most.
@@ -160,6 +163,22 @@ impl MediaCore {
         true
     }
 
+    /// Tells the origin of mirrored `publisher` that a consumer here NACKed packet `seq` of
+    /// `track`, which never reached this shard (the origin may ask the publisher again). Not
+    /// queued when the mesh is full: the consumer's next NACK asks again.
+    pub(super) fn renack_at_origin(&mut self, publisher: PeerId, track: TrackId, seq: u16) {
+        let Some(m) = self.mirrors.get(&publisher) else { return };
+        let Some(i) = m.tracks.iter().position(|t| t.track == track) else { return };
+        let to = m.origin;
+        if let Some(mesh) = self.mesh.as_mut() {
+            if mesh.push(to, msg::NACK, i as u8, publisher.0, &seq.to_be_bytes()) {
+                stat!(self.stats, mesh_out);
+            } else {
+                self.stats.count_drop(MediaDrop::MeshFull);
+            }
+        }
+    }
+
     /// Queues a control message for another shard and tries to send what waits.
     fn mesh_control(&mut self, to: usize, kind: u8, index: u8, key: u64, byte: u8) {
         if self.mesh_backlog.len() < MESH_BACKLOG {
@@ -225,6 +244,21 @@ impl MediaCore {
                 let forced = m.bytes().first() == Some(&1);
                 if forced || self.router.on_keyframe_request(now, track).unwrap_or(false) {
                     self.send_pli(publisher, track, true, tx);
+                }
+            }
+            msg::NACK => {
+                let Ok(seq) = <[u8; 2]>::try_from(m.bytes()).map(u16::from_be_bytes) else {
+                    return self.stats.count_drop(MediaDrop::Malformed);
+                };
+                let Some(&slot) = self.by_id.get(&publisher) else { return };
+                let Some(p) = self.producer_mut(publisher) else { return };
+                let Some(track) = p.tracks.get(usize::from(m.index)).map(|t| t.track) else {
+                    return;
+                };
+                if p.renack(track, seq, now) {
+                    stat!(self.stats, nacks_renewed);
+                    self.send_nacks(slot, now, tx);
+                    self.lower_deadline(Some(now + self.settings.tick));
                 }
             }
             _ => self.stats.count_drop(MediaDrop::Malformed),

@@ -288,7 +288,7 @@ impl Producer {
         if t.cfg.nack {
             t.nack.on_packet(ext, before);
         }
-        let gap = !t.nack.is_empty();
+        let gap = t.nack.pending();
         Ok(Some(Received {
             index,
             track: t.track,
@@ -311,6 +311,18 @@ impl Producer {
         Some((i, self.tracks[i].track))
     }
 
+    /// A subscriber NACKed packet `seq` of router track `track`, which never arrived from the
+    /// publisher: asked for once more if ringsfu gave up on it lately
+    /// ([`NackTracker::renack`]). True when a NACK is now due ([`Producer::send_nacks`]).
+    pub fn renack(&mut self, track: TrackId, seq: u16, now: Instant) -> bool {
+        let Some(t) = self.tracks.iter_mut().find(|t| t.track == track && t.cfg.nack) else {
+            return false;
+        };
+        let Some(h) = t.stats.highest() else { return false };
+        let ext = SeqExtender::nearest(h, seq);
+        ext <= h && t.nack.renack(ext, now)
+    }
+
     /// NACKs for every packet still missing and due, on `tr` (`scratch`: a reused buffer).
     pub fn send_nacks(
         &mut self,
@@ -322,7 +334,7 @@ impl Producer {
     ) {
         let sender = tr.rtcp_ssrc;
         for t in self.tracks.iter_mut() {
-            if t.nack.is_empty() {
+            if !t.nack.pending() {
                 continue;
             }
             t.nack.due(now, scratch);

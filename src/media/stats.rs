@@ -150,6 +150,9 @@ counters! {
     nacks_in,
     /// NACK packets sent to publishers.
     nacks_out,
+    /// Publisher packets asked for again because a subscriber NACKed them after ringsfu's own
+    /// tries were spent (the packet never arrived).
+    nacks_renewed,
     /// Keyframe requests (PLI) sent to publishers.
     pli_out,
     /// RTCP compounds received.

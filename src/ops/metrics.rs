@@ -528,7 +528,7 @@ impl Metrics {
         let rows: Vec<(Labels, MediaStatsSnapshot)> =
             snaps.iter().map(|(i, m)| (vec![("shard", i.clone())], *m)).collect();
         drop(media);
-        let fields: [Family<MediaStatsSnapshot>; 28] = [
+        let fields: [Family<MediaStatsSnapshot>; 29] = [
             ("ringsfu_shard_media_publishers", "gauge", "Publisher peers on the shard.", |m| {
                 m.publishers
             }),
@@ -622,6 +622,12 @@ impl Metrics {
             ("ringsfu_shard_nacks_out_total", "counter", "NACKs sent to publishers.", |m| {
                 m.nacks_out
             }),
+            (
+                "ringsfu_shard_nacks_renewed_total",
+                "counter",
+                "Publisher packets NACKed again because a subscriber asked for them after ringsfu's own tries were spent.",
+                |m| m.nacks_renewed,
+            ),
             (
                 "ringsfu_shard_pli_out_total",
                 "counter",

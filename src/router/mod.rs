@@ -572,7 +572,8 @@ impl Router {
     }
 
     /// A subscriber's NACK for its sequence numbers `lost` on `track`: calls `emit` for each
-    /// packet still in the ring. Returns how many could not be answered.
+    /// packet still in the ring, and `not_stored` with the publisher's sequence number of each
+    /// one that is not. Returns how many could not be answered.
     pub fn on_nack(
         &mut self,
         now: Instant,
@@ -580,6 +581,7 @@ impl Router {
         leg: LegId,
         lost: impl IntoIterator<Item = u16>,
         mut emit: impl FnMut(Retransmit<'_>),
+        mut not_stored: impl FnMut(u16),
     ) -> Result<usize, RouterError> {
         let max_age = self.cfg.rtx_max_age;
         let t = self
@@ -602,6 +604,7 @@ impl Router {
             let Some((packet, stored_at)) = ring.get_with_time(now, source, src_seq, max_age)
             else {
                 missing += 1;
+                not_stored(src_seq);
                 continue;
             };
             let ts = read_ts(packet).map(|ts| ts.wrapping_add(sub.rewriter.ts_offset)).unwrap_or(0);

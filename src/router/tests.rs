@@ -139,12 +139,20 @@ fn fanout_nack_and_rtx() {
 
     // Leg 1 lost its seq 1002 (publisher 302): retransmitted with the same SSRC and seq.
     let mut rtx = Vec::new();
+    let mut not_stored = Vec::new();
     let missing = router
-        .on_nack(now, video, LegId(1), [1002, 999], |r| {
-            rtx.push((r.ssrc, r.seq, r.ts, r.pt, r.osn, r.packet.to_vec()))
-        })
+        .on_nack(
+            now,
+            video,
+            LegId(1),
+            [1002, 999],
+            |r| rtx.push((r.ssrc, r.seq, r.ts, r.pt, r.osn, r.packet.to_vec())),
+            |seq| not_stored.push(seq),
+        )
         .unwrap();
     assert_eq!(missing, 1, "999 was never sent");
+    // Leg 1's 999 is the publisher's 299 (its offset is 700).
+    assert_eq!(not_stored, [299]);
     assert_eq!(rtx.len(), 1);
     assert_eq!(rtx[0].0, 0xA1);
     assert_eq!(rtx[0].1, 1002);
@@ -153,14 +161,22 @@ fn fanout_nack_and_rtx() {
     // Leg 2 negotiated RTX: RTX SSRC, own sequence space, original seq carried as OSN.
     rtx.clear();
     router
-        .on_nack(now, video, LegId(2), [9, 10], |r| {
-            rtx.push((r.ssrc, r.seq, r.ts, r.pt, r.osn, vec![]))
-        })
+        .on_nack(
+            now,
+            video,
+            LegId(2),
+            [9, 10],
+            |r| rtx.push((r.ssrc, r.seq, r.ts, r.pt, r.osn, vec![])),
+            |_| {},
+        )
         .unwrap();
     assert_eq!(rtx.len(), 2);
     assert_eq!((rtx[0].0, rtx[0].3, rtx[0].4), (0xB2, 101, Some(9)));
     assert_eq!(rtx[1].1, rtx[0].1.wrapping_add(1));
-    assert_eq!(router.on_nack(now, video, LegId(9), [1], |_| {}), Err(RouterError::NotSubscribed));
+    assert_eq!(
+        router.on_nack(now, video, LegId(9), [1], |_| {}, |_| {}),
+        Err(RouterError::NotSubscribed)
+    );
 
     // Keyframe requests from both legs: one reaches the publisher.
     assert!(router.on_keyframe_request(now, video).unwrap());

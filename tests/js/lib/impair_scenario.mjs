@@ -57,6 +57,7 @@ function startRelay(label, queue, flags) {
 /** The server's counters that say how NACKs were answered (summed over shards). */
 async function serverCounters(server) {
   const want = ['ringsfu_shard_nacks_in_total', 'ringsfu_shard_nacks_out_total',
+    'ringsfu_shard_nacks_renewed_total',
     'ringsfu_shard_rtx_out_total', 'ringsfu_shard_rtx_missing_total',
     'ringsfu_shard_rtx_too_old_total', 'ringsfu_shard_rtx_over_budget_total',
     'ringsfu_shard_pli_out_total', 'ringsfu_consumer_rtx_refused_total',
