@@ -535,7 +535,7 @@ impl MediaCore {
         let renacks = std::mem::take(&mut self.scratch_renacks);
         if self.mirrors.contains_key(&publisher) {
             for &(track, seq) in &renacks {
-                self.renack_at_origin(publisher, track, seq);
+                self.renack_at_origin(now, publisher, track, seq);
             }
         } else if let Some(&pslot) = self.by_id.get(&publisher) {
             let mut renewed = 0u64;

@@ -45,7 +45,18 @@ pub(super) struct MirrorTrack {
     /// choose its layers: the same expansion as the origin's producer, so mesh indexes match.
     pub source: usize,
     pub layer: Option<(u8, Codec)>,
+    /// The last sequence numbers passed to the origin as NACKed here and never received
+    /// (`msg::NACK`), with when: one consumer's NACK of a packet reaches the origin, the same
+    /// from the shard's other consumers right after it does not (a ring of [`RENACK_SEEN`]).
+    renacked: [Option<(u16, Instant)>; RENACK_SEEN],
+    next_renacked: usize,
 }
+
+/// Sequence numbers a mirror track remembers passing to its origin.
+const RENACK_SEEN: usize = 8;
+/// A sequence number passed to the origin is not passed again this soon (the origin asks
+/// the publisher once per retry interval anyway, at least 10 ms).
+const RENACK_QUIET: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What a mesh message is ([`MeshMsg::kind`]); its `key` is always the publisher's peer id.
 mod msg {
@@ -88,6 +99,8 @@ impl MediaCore {
                     ext: t.ext,
                     source,
                     layer: t.layered().then_some((e as u8, t.codec)),
+                    renacked: [None; RENACK_SEEN],
+                    next_renacked: 0,
                 });
             }
         }
@@ -164,11 +177,27 @@ impl MediaCore {
     }
 
     /// Tells the origin of mirrored `publisher` that a consumer here NACKed packet `seq` of
-    /// `track`, which never reached this shard (the origin may ask the publisher again). Not
-    /// queued when the mesh is full: the consumer's next NACK asks again.
-    pub(super) fn renack_at_origin(&mut self, publisher: PeerId, track: TrackId, seq: u16) {
-        let Some(m) = self.mirrors.get(&publisher) else { return };
+    /// `track`, which never reached this shard (the origin may ask the publisher again),
+    /// unless it was told so in the last [`RENACK_QUIET`]. Not queued when the mesh is full:
+    /// the consumer's next NACK asks again.
+    pub(super) fn renack_at_origin(
+        &mut self,
+        now: Instant,
+        publisher: PeerId,
+        track: TrackId,
+        seq: u16,
+    ) {
+        let Some(m) = self.mirrors.get_mut(&publisher) else { return };
         let Some(i) = m.tracks.iter().position(|t| t.track == track) else { return };
+        let t = &mut m.tracks[i];
+        let recent = |e: &Option<(u16, Instant)>| {
+            e.is_some_and(|(s, at)| s == seq && now.saturating_duration_since(at) < RENACK_QUIET)
+        };
+        if t.renacked.iter().any(recent) {
+            return;
+        }
+        t.renacked[t.next_renacked] = Some((seq, now));
+        t.next_renacked = (t.next_renacked + 1) % RENACK_SEEN;
         let to = m.origin;
         if let Some(mesh) = self.mesh.as_mut() {
             if mesh.push(to, msg::NACK, i as u8, publisher.0, &seq.to_be_bytes()) {
