@@ -195,20 +195,9 @@ fn a_nack_for_a_packet_the_origin_never_got_renews_its_nack_without_allocating()
     let mut now = Instant::now();
     let mut video = video_in();
     video.nack = true;
-    let Pair {
-        mut a,
-        mut b,
-        mut tx_a,
-        mut tx_b,
-        stats_a,
-        stats_b,
-        mut pub_out,
-        mut pub_in,
-        mut sub_out,
-        ..
-    } = pair(now, video);
+    let mut p = pair(now, video);
     let mut buf = vec![0u8; 2048];
-    let mut nacked_to_publisher = |tx_a: &mut TxQueue, buf: &mut [u8]| {
+    let nacked_to_publisher = |pub_in: &mut SrtpContext, tx_a: &mut TxQueue, buf: &mut [u8]| {
         let mut seqs = Vec::new();
         while let Some(n) = tx_a.pop_pending(|m, p| {
             assert_eq!(m.dst, peer_addr(1));
@@ -217,8 +206,8 @@ fn a_nack_for_a_packet_the_origin_never_got_renews_its_nack_without_allocating()
         }) {
             let Ok(n) = pub_in.unprotect_rtcp(&mut buf[..n]) else { continue };
             let c = ringsfu::wire::rtcp::RtcpCompound::parse_relaxed(&buf[..n]).expect("rtcp");
-            for p in c.packets() {
-                if let Ok(ringsfu::wire::rtcp::RtcpPacket::Nack(x)) = p {
+            for x in c.packets() {
+                if let Ok(ringsfu::wire::rtcp::RtcpPacket::Nack(x)) = x {
                     seqs.extend(x.lost());
                 }
             }
@@ -227,21 +216,21 @@ fn a_nack_for_a_packet_the_origin_never_got_renews_its_nack_without_allocating()
     };
     let mut first_out = None;
     for seq in [1u16, 2, 4] {
-        let n = packet(seq, &mut pub_out, &mut buf);
-        a.handle_datagram(now, meta(peer_addr(1), server(0), n), &mut buf[..n], &mut tx_a);
-        assert!(b.handle_mesh(now, &mut tx_b));
-        while let Some(s) = tx_b.pop_pending(|_, p| u16::from_be_bytes([p[2], p[3]])) {
+        let n = packet(seq, &mut p.pub_out, &mut buf);
+        p.a.handle_datagram(now, meta(peer_addr(1), server(0), n), &mut buf[..n], &mut p.tx_a);
+        assert!(p.b.handle_mesh(now, &mut p.tx_b));
+        while let Some(s) = p.tx_b.pop_pending(|_, p| u16::from_be_bytes([p[2], p[3]])) {
             first_out.get_or_insert(s);
         }
     }
     let out3 = first_out.expect("forwarded").wrapping_add(2);
-    let mut spent = nacked_to_publisher(&mut tx_a, &mut buf);
+    let mut spent = nacked_to_publisher(&mut p.pub_in, &mut p.tx_a, &mut buf);
     for _ in 0..40 {
         now += Duration::from_millis(5);
-        if a.poll_timeout().is_some_and(|t| t <= now) {
-            a.handle_timeout(now, &mut tx_a);
+        if p.a.poll_timeout().is_some_and(|t| t <= now) {
+            p.a.handle_timeout(now, &mut p.tx_a);
         }
-        spent.extend(nacked_to_publisher(&mut tx_a, &mut buf));
+        spent.extend(nacked_to_publisher(&mut p.pub_in, &mut p.tx_a, &mut buf));
     }
     assert_eq!(spent, [3, 3, 3], "shard 0's own tries");
 
@@ -251,21 +240,21 @@ fn a_nack_for_a_packet_the_origin_never_got_renews_its_nack_without_allocating()
         sub_out.protect_rtcp(rtcp, n).expect("protect rtcp")
     };
     // Warm up once (the mesh message's first use), then count.
-    let n = nack_3(&mut sub_out, &mut rtcp);
-    b.handle_datagram(now, meta(peer_addr(2), server(1), n), &mut rtcp[..n], &mut tx_b);
-    assert!(a.handle_mesh(now, &mut tx_a), "the NACK crossed to the origin");
-    assert_eq!(nacked_to_publisher(&mut tx_a, &mut buf), [3]);
+    let n = nack_3(&mut p.sub_out, &mut rtcp);
+    p.b.handle_datagram(now, meta(peer_addr(2), server(1), n), &mut rtcp[..n], &mut p.tx_b);
+    assert!(p.a.handle_mesh(now, &mut p.tx_a), "the NACK crossed to the origin");
+    assert_eq!(nacked_to_publisher(&mut p.pub_in, &mut p.tx_a, &mut buf), [3]);
     // The same again at once (another consumer of this shard): not passed on.
-    let n = nack_3(&mut sub_out, &mut rtcp);
-    b.handle_datagram(now, meta(peer_addr(2), server(1), n), &mut rtcp[..n], &mut tx_b);
-    assert!(!a.has_mesh_input(), "told the origin once");
+    let n = nack_3(&mut p.sub_out, &mut rtcp);
+    p.b.handle_datagram(now, meta(peer_addr(2), server(1), n), &mut rtcp[..n], &mut p.tx_b);
+    assert!(!p.a.has_mesh_input(), "told the origin once");
     now += Duration::from_millis(40);
-    let n = nack_3(&mut sub_out, &mut rtcp);
+    let n = nack_3(&mut p.sub_out, &mut rtcp);
     let before = allocs();
-    b.handle_datagram(now, meta(peer_addr(2), server(1), n), &mut rtcp[..n], &mut tx_b);
-    assert!(a.handle_mesh(now, &mut tx_a));
+    p.b.handle_datagram(now, meta(peer_addr(2), server(1), n), &mut rtcp[..n], &mut p.tx_b);
+    assert!(p.a.handle_mesh(now, &mut p.tx_a));
     assert_eq!(allocs() - before, 0, "allocations renewing a NACK");
-    assert_eq!(nacked_to_publisher(&mut tx_a, &mut buf), [3]);
-    assert_eq!(stats_a.snapshot().nacks_renewed, 2);
-    assert_eq!(stats_b.snapshot().rtx_missing, 3);
+    assert_eq!(nacked_to_publisher(&mut p.pub_in, &mut p.tx_a, &mut buf), [3]);
+    assert_eq!(p.stats_a.snapshot().nacks_renewed, 2);
+    assert_eq!(p.stats_b.snapshot().rtx_missing, 3);
 }

@@ -74,23 +74,39 @@ fn nacked(compound: &[u8]) -> Vec<u16> {
         .collect()
 }
 
-#[test]
-fn rrtr_answered_and_nack_retries_timed_by_the_measured_rtt() {
+/// A core with a connected publisher of a NACKing video track (peer 1) and a connected
+/// subscriber of it (peer 2, SSRC 5555), every queue emptied.
+struct OneCore {
+    core: MediaCore,
+    tx: TxQueue,
+    stats: Arc<MediaStats>,
+    pub_out: SrtpContext,
+    pub_in: SrtpContext,
+    sub_out: SrtpContext,
+    sub_in: SrtpContext,
+}
+
+fn one_core() -> OneCore {
     let ((server_ctx, server_fp), (client_ctx, client_fp)) = core_peer::contexts();
     let stats = Arc::new(MediaStats::default());
-    let mut core =
-        MediaCore::new(server(), server_ctx, CoreSettings::default(), stats, Instant::now());
+    let settings = CoreSettings::default();
+    let mut core = MediaCore::new(server(), server_ctx, settings, stats.clone(), Instant::now());
     let mut tx = TxQueue::new(256);
     let mut track = core_peer::video_track(PUB_SSRC);
     track.nack = true;
     core_peer::add_publisher(&mut core, Instant::now(), &mut tx, 1, client_fp, vec![track]);
-    let (mut pub_out, mut pub_in) =
-        connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 1);
+    let (pub_out, pub_in) = connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 1);
     let leg = vec![core_peer::video_leg(5555)];
     core_peer::add_subscriber(&mut core, Instant::now(), &mut tx, 2, 1, client_fp, leg, None);
-    let (mut sub_out, mut sub_in) =
-        connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 2);
+    let (sub_out, sub_in) = connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 2);
     while tx.pop_pending(|_, _| ()).is_some() {}
+    OneCore { core, tx, stats, pub_out, pub_in, sub_out, sub_in }
+}
+
+#[test]
+fn rrtr_answered_and_nack_retries_timed_by_the_measured_rtt() {
+    let OneCore { mut core, mut tx, mut pub_out, mut pub_in, mut sub_out, mut sub_in, .. } =
+        one_core();
     let t0 = Instant::now();
     let (pa, sa) = (peer_addr(1), peer_addr(2));
 
@@ -217,20 +233,7 @@ fn sent(tx: &mut TxQueue, (pa, pub_in): (SocketAddr, &mut SrtpContext), sa: Sock
 /// NACK). A retransmission that comes after ringsfu's own tries is still forwarded.
 #[test]
 fn a_subscribers_nack_renews_the_nack_of_a_packet_never_received() {
-    let ((server_ctx, server_fp), (client_ctx, client_fp)) = core_peer::contexts();
-    let stats = Arc::new(MediaStats::default());
-    let settings = CoreSettings::default();
-    let mut core = MediaCore::new(server(), server_ctx, settings, stats.clone(), Instant::now());
-    let mut tx = TxQueue::new(256);
-    let mut track = core_peer::video_track(PUB_SSRC);
-    track.nack = true;
-    core_peer::add_publisher(&mut core, Instant::now(), &mut tx, 1, client_fp, vec![track]);
-    let (mut pub_out, mut pub_in) =
-        connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 1);
-    let leg = vec![core_peer::video_leg(5555)];
-    core_peer::add_subscriber(&mut core, Instant::now(), &mut tx, 2, 1, client_fp, leg, None);
-    let (mut sub_out, _) = connect(&mut core, server(), &mut tx, &client_ctx, server_fp, 2);
-    while tx.pop_pending(|_, _| ()).is_some() {}
+    let OneCore { mut core, mut tx, stats, mut pub_out, mut pub_in, mut sub_out, .. } = one_core();
     let (pa, sa) = (peer_addr(1), peer_addr(2));
     let mut now = Instant::now();
     // One step: publisher packets `rtp`, then the subscriber's NACK of `nack` (its numbers),
