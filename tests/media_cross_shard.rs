@@ -104,11 +104,13 @@ async fn cross_shard(backend: IoBackend) {
                 if !done && std::env::var_os("MESH_DEBUG").is_some() {
                     let st = stats(&s);
                     eprintln!(
-                        "frames: a {} b {}; other: rtx_out {} rtx_missing {} nacks_in {} mesh_in {}; home: rtp_in {} mesh_out {} nacks_out {} drops {:?}",
+                        "frames: a {} b {}; other: rtx_out {} rtx_missing {} too_old {} over_budget {} nacks_in {} mesh_in {}; home: rtp_in {} mesh_out {} nacks_out {} drops {:?}",
                         p[1].frames.len(),
                         p[2].frames.len(),
                         st[other].rtx_out,
                         st[other].rtx_missing,
+                        st[other].rtx_too_old,
+                        st[other].rtx_over_budget,
                         st[other].nacks_in,
                         st[other].mesh_in,
                         st[home].rtp_in,
