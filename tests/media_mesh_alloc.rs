@@ -3,8 +3,10 @@
 //! way: an authenticated ICE check and a DTLS handshake each, in memory). Once the mirror is
 //! attached, every publisher packet (decrypt on the origin, copy into the ring, fan-out on the
 //! destination, encrypt into a send slot) and every NACK answered from the destination's
-//! retransmission ring runs with zero heap allocations, counted by a global allocator; and what
-//! the subscriber receives decrypts to the publisher's payload.
+//! retransmission ring runs with zero heap allocations, counted by a global allocator (per
+//! thread); and what the subscriber receives decrypts to the publisher's payload. A NACK of a
+//! packet the origin never received goes back to it through the mesh and renews its NACK to
+//! the publisher, also without allocating.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

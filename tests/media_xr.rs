@@ -3,7 +3,9 @@
 //! - a subscriber's RRTR is answered at once with a DLRR echoing its timestamp;
 //! - the core's receiver reports to a publisher carry an RRTR; the publisher's DLRR gives the
 //!   core the RTT, and from then on the core's NACK retries to it follow that RTT (200 ms: the
-//!   second NACK of a packet no sooner than 255 ms after the first) instead of the fixed 40 ms.
+//!   second NACK of a packet no sooner than 255 ms after the first) instead of the fixed 40 ms;
+//! - a subscriber's NACK of a packet the core never received renews the core's NACK to the
+//!   publisher once the core's own tries are spent.
 
 mod core_peer;
 
