@@ -537,20 +537,31 @@ impl MediaCore {
             for &(track, seq) in &renacks {
                 self.renack_at_origin(now, publisher, track, seq);
             }
-        } else if let Some(&pslot) = self.by_id.get(&publisher) {
-            let mut renewed = 0u64;
-            if let Some(p) = self.producer_mut(publisher) {
-                for &(track, seq) in &renacks {
-                    renewed += u64::from(p.renack(track, seq, now));
-                }
-            }
-            if renewed > 0 {
-                stat!(self.stats, nacks_renewed, renewed);
-                self.send_nacks(pslot, now, tx);
-                self.lower_deadline(Some(now + self.settings.tick));
-            }
+        } else {
+            self.renew_nacks(publisher, &renacks, now, tx);
         }
         self.scratch_renacks = renacks;
+    }
+
+    /// Publisher `publisher` of this shard is asked again for the packets `wanted` (router
+    /// track, sequence number) whose NACK tries are spent ([`Producer::renack`]); the NACKs
+    /// go out now.
+    pub(super) fn renew_nacks(
+        &mut self,
+        publisher: PeerId,
+        wanted: &[(TrackId, u16)],
+        now: Instant,
+        tx: &mut Egress<'_>,
+    ) {
+        let Some(&slot) = self.by_id.get(&publisher) else { return };
+        let Some(p) = self.producer_mut(publisher) else { return };
+        let renewed: u64 =
+            wanted.iter().map(|&(track, seq)| u64::from(p.renack(track, seq, now))).sum();
+        if renewed > 0 {
+            stat!(self.stats, nacks_renewed, renewed);
+            self.send_nacks(slot, now, tx);
+            self.lower_deadline(Some(now + self.settings.tick));
+        }
     }
 
     /// The publisher's extension ids of `track`, seen from subscriber `slot`.
@@ -703,7 +714,7 @@ impl MediaCore {
     }
 
     /// NACKs for every packet of publisher `slot` still missing and due.
-    pub(super) fn send_nacks(&mut self, slot: u32, now: Instant, tx: &mut Egress<'_>) {
+    fn send_nacks(&mut self, slot: u32, now: Instant, tx: &mut Egress<'_>) {
         let MediaCore { peers, stats, scratch_seqs, .. } = self;
         if let Some(Some(Peer { transport, role: Role::Publisher(p), .. })) =
             peers.get_mut(slot as usize)

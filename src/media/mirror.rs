@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use super::core::{MediaCore, Role};
 use super::egress::Egress;
-use super::stats::{MediaDrop, stat};
+use super::stats::{MediaDrop, MediaStats, stat};
 use super::{Origin, PeerId};
 use crate::router::TrackId;
 use crate::sdp::{ExtIds, MediaKind};
@@ -132,11 +132,7 @@ impl MediaCore {
         let Some(peer) = self.peers.get(slot as usize).and_then(Option::as_ref) else { return };
         let Role::Publisher(p) = &peer.role else { return };
         for &to in &p.mirrored_to {
-            if mesh.push(to, msg::RTP, index as u8, peer.id.0, packet) {
-                stat!(self.stats, mesh_out);
-            } else {
-                self.stats.count_drop(MediaDrop::MeshFull);
-            }
+            push_counted(mesh, &self.stats, to, msg::RTP, index as u8, peer.id.0, packet);
         }
     }
 
@@ -147,11 +143,7 @@ impl MediaCore {
         let Role::Publisher(p) = &peer.role else { return };
         let bytes = encode_sr(info);
         for &to in &p.mirrored_to {
-            if mesh.push(to, msg::SR, index as u8, peer.id.0, &bytes) {
-                stat!(self.stats, mesh_out);
-            } else {
-                self.stats.count_drop(MediaDrop::MeshFull);
-            }
+            push_counted(mesh, &self.stats, to, msg::SR, index as u8, peer.id.0, &bytes);
         }
     }
 
@@ -166,14 +158,15 @@ impl MediaCore {
         let Some(m) = self.mirrors.get(&publisher) else { return false };
         let Some(i) = m.tracks.iter().position(|t| t.track == track) else { return true };
         let to = m.origin;
-        if let Some(mesh) = self.mesh.as_mut() {
-            if mesh.push(to, msg::KEYFRAME, i as u8, publisher.0, &[u8::from(now)]) {
-                stat!(self.stats, mesh_out);
-            } else {
-                self.stats.count_drop(MediaDrop::MeshFull);
-            }
-        }
+        self.mesh_push(to, msg::KEYFRAME, i as u8, publisher.0, &[u8::from(now)]);
         true
+    }
+
+    /// Writes a message for shard `to` into the mesh now (a single shard has none).
+    fn mesh_push(&mut self, to: usize, kind: u8, index: u8, key: u64, bytes: &[u8]) {
+        if let Some(mesh) = self.mesh.as_mut() {
+            push_counted(mesh, &self.stats, to, kind, index, key, bytes);
+        }
     }
 
     /// Tells the origin of mirrored `publisher` that a consumer here NACKed packet `seq` of
@@ -199,13 +192,7 @@ impl MediaCore {
         t.renacked[t.next_renacked] = Some((seq, now));
         t.next_renacked = (t.next_renacked + 1) % RENACK_SEEN;
         let to = m.origin;
-        if let Some(mesh) = self.mesh.as_mut() {
-            if mesh.push(to, msg::NACK, i as u8, publisher.0, &seq.to_be_bytes()) {
-                stat!(self.stats, mesh_out);
-            } else {
-                self.stats.count_drop(MediaDrop::MeshFull);
-            }
-        }
+        self.mesh_push(to, msg::NACK, i as u8, publisher.0, &seq.to_be_bytes());
     }
 
     /// Queues a control message for another shard and tries to send what waits.
@@ -279,16 +266,11 @@ impl MediaCore {
                 let Ok(seq) = <[u8; 2]>::try_from(m.bytes()).map(u16::from_be_bytes) else {
                     return self.stats.count_drop(MediaDrop::Malformed);
                 };
-                let Some(&slot) = self.by_id.get(&publisher) else { return };
                 let Some(p) = self.producer_mut(publisher) else { return };
                 let Some(track) = p.tracks.get(usize::from(m.index)).map(|t| t.track) else {
                     return;
                 };
-                if p.renack(track, seq, now) {
-                    stat!(self.stats, nacks_renewed);
-                    self.send_nacks(slot, now, tx);
-                    self.lower_deadline(Some(now + self.settings.tick));
-                }
+                self.renew_nacks(publisher, &[(track, seq)], now, tx);
             }
             _ => self.stats.count_drop(MediaDrop::Malformed),
         }
@@ -367,6 +349,25 @@ fn decode_sr(b: &[u8]) -> Option<sr::SenderInfo> {
         packet_count: u32_at(16),
         octet_count: u32_at(20),
     })
+}
+
+/// Writes a message for shard `to` into `mesh`, counted (`mesh_out`); dropped and counted
+/// (`MeshFull`) when the mesh has no room.
+#[inline]
+fn push_counted(
+    mesh: &mut MeshPort,
+    stats: &MediaStats,
+    to: usize,
+    kind: u8,
+    index: u8,
+    key: u64,
+    bytes: &[u8],
+) {
+    if mesh.push(to, kind, index, key, bytes) {
+        stat!(stats, mesh_out);
+    } else {
+        stats.count_drop(MediaDrop::MeshFull);
+    }
 }
 
 #[cfg(test)]
